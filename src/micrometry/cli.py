@@ -1,0 +1,59 @@
+"""The ``micrometry`` command line.
+
+Each job keeps its commands beside its code (``micrometry/*/cli.py``); this
+module only assembles them and turns user errors into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import typer
+
+from micrometry.errors import InputError
+
+app = typer.Typer(
+    name="micrometry",
+    help="Turn microscope images into measurements: depth from SEM, particle morphometry.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from micrometry.demo import demo
+    from micrometry.depth.cli import depth_app, sem_app
+    from micrometry.particles.cli import particles_app
+    from micrometry.synth.cli import synth_app
+
+    app.add_typer(synth_app, name="synth")
+    app.add_typer(sem_app, name="sem")
+    app.add_typer(depth_app, name="depth")
+    app.add_typer(particles_app, name="particles")
+    app.command("demo")(demo)
+
+
+_register()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
+    try:
+        # Standalone mode: typer prints usage errors itself and exits with code 2.
+        app(args=list(argv) if argv is not None else None, prog_name="micrometry")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except InputError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""Depth from top-down SEM images of etched contact holes (3D metrology)."""

@@ -1,0 +1,1 @@
+"""Particle instance segmentation and morphometry."""

@@ -1,0 +1,1 @@
+"""Physically motivated synthetic data that writes the real formats, with ground truth."""

@@ -1,0 +1,15 @@
+"""The one training loop both jobs use, and the run folders it writes."""
+
+from micrometry.train.loop import LoopConfig, TrainTask, fit, select_device, seed_everything
+from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "LoopConfig",
+    "RunDir",
+    "TrainTask",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+    "seed_everything",
+    "select_device",
+]

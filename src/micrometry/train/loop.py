@@ -1,0 +1,238 @@
+"""The shared training loop: seeded, device-agnostic, resumable, time-budgeted.
+
+Every trainable method of both jobs is a :class:`TrainTask`: it owns its
+networks and optimisers and knows how to do one step. :func:`fit` owns the
+rest, once: epochs, progress bar, logging, validation, checkpoints, resume,
+time budget. A plain loop in the spirit of torchvision's
+``references/detection``; no framework.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from micrometry.progress import make_progress
+from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def configure_threads(n: int | None = None) -> None:
+    """Use all cores for intra-op work; without a GPU that is where the time goes."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.set_num_threads(n or os.cpu_count() or 1)
+
+
+class TrainTask:
+    """What a method hands to :func:`fit`.
+
+    Subclasses fill ``modules`` and ``optimizers`` (and optionally
+    ``schedulers``) in ``__init__`` and implement :meth:`train_batches`,
+    :meth:`train_step` and :meth:`validate`.
+    """
+
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, Any]
+
+    def train_batches(self, epoch: int, generator: torch.Generator) -> Iterable[Any]:
+        """The batches of one epoch; shuffle with ``generator`` (seeded per epoch)."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """Forward, backward and optimiser step on one batch; return loss values."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics after an epoch (may be empty)."""
+        return {}
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called after each epoch: steps the schedulers by default."""
+        for scheduler in getattr(self, "schedulers", {}).values():
+            scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in getattr(self, "schedulers", {}).items()},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in getattr(self, "schedulers", {}).items():
+            s.load_state_dict(state["schedulers"][k])
+        self.load_extra_state(state.get("extra", {}))
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-tensor state a method keeps between epochs (e.g. a fitted calibration)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.modules.values():
+            m.train(mode)
+
+
+@dataclass
+class LoopConfig:
+    """How long and how to train.
+
+    Attributes
+    ----------
+    epochs : int
+        Maximum number of epochs.
+    seed : int
+        Seeds model initialisation (done by the caller) and every epoch's shuffle.
+    time_budget_s : float or None
+        Stop once this much training time has passed (checked after every step);
+        the epoch in progress is then validated and checkpointed.
+    monitor, mode : str
+        The validation metric that picks ``best.pt`` and whether lower or higher is better.
+    """
+
+    epochs: int = 10
+    seed: int = 0
+    time_budget_s: float | None = None
+    monitor: str = "val_loss"
+    mode: str = "min"
+    description: str = "train"
+
+
+def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
+        extra_payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``task``, writing checkpoints and metrics into ``run``.
+
+    Parameters
+    ----------
+    task : TrainTask
+        The method to train, already on its device.
+    run : RunDir
+        Where checkpoints, metrics and the log go.
+    cfg : LoopConfig
+        Epochs, seed, budget and the metric to monitor.
+    resume : bool
+        Continue from ``run``'s ``last.pt``; with the same seed the result equals an
+        uninterrupted run.
+    extra_payload : dict, optional
+        Stored in every checkpoint (e.g. the method name and its configuration), so
+        that a checkpoint alone is enough to rebuild the model.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``metrics.json``: ``history``, ``best`` and ``final``.
+    """
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    best_value = math.inf if cfg.mode == "min" else -math.inf
+    best_metrics: dict[str, Any] = {}
+    elapsed_before = 0.0
+    if resume:
+        ckpt = load_checkpoint(run.checkpoint_path("last"))
+        task.load_state_dict(ckpt["state"])
+        _set_rng_state(ckpt["rng"])
+        loop_state = ckpt["loop"]
+        history = loop_state["history"]
+        start_epoch = loop_state["epoch"] + 1
+        best_value = loop_state["best_value"]
+        best_metrics = loop_state["best_metrics"]
+        elapsed_before = loop_state["elapsed_s"]
+        run.log(f"resumed from epoch {start_epoch}")
+    else:
+        run.log(f"start: {asdict(cfg)}")
+
+    started = time.perf_counter() - elapsed_before
+    out_of_time = False
+    with make_progress() as progress:
+        for epoch in range(start_epoch, cfg.epochs):
+            generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            batches = task.train_batches(epoch, generator)
+            total = len(batches) if hasattr(batches, "__len__") else None
+            bar = progress.add_task(f"{cfg.description} epoch {epoch + 1}/{cfg.epochs}", total=total, info="")
+            task.train(True)
+            sums: dict[str, float] = {}
+            steps = 0
+            for batch in batches:
+                losses = task.train_step(batch)
+                steps += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                progress.update(bar, advance=1, info=" ".join(f"{k}={v:.4g}" for k, v in losses.items()))
+                if cfg.time_budget_s is not None and time.perf_counter() - started > cfg.time_budget_s:
+                    out_of_time = True
+                    break
+            task.end_epoch(epoch)
+            task.train(False)
+            with torch.no_grad():
+                val = task.validate()
+            record = {"epoch": epoch + 1, "steps": steps,
+                      **{k: v / max(steps, 1) for k, v in sums.items()}, **val,
+                      "elapsed_s": round(time.perf_counter() - started, 2)}
+            history.append(record)
+            run.log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            value = val.get(cfg.monitor, record.get(cfg.monitor))
+            improved = value is not None and (value < best_value if cfg.mode == "min" else value > best_value)
+            if improved:
+                best_value, best_metrics = value, record
+            payload = {
+                **(extra_payload or {}),
+                "state": task.state_dict(),
+                "rng": _get_rng_state(),
+                "loop": {"epoch": epoch, "history": history, "best_value": best_value,
+                         "best_metrics": best_metrics, "elapsed_s": time.perf_counter() - started},
+            }
+            # Without a monitored metric the latest state is the best one we know.
+            if improved or value is None:
+                best_metrics = best_metrics or record
+                save_checkpoint(run.checkpoint_path("best"), payload)
+            save_checkpoint(run.checkpoint_path("last"), payload)
+            metrics = {"history": history, "best": best_metrics, "final": record, "monitor": cfg.monitor}
+            run.write_metrics(metrics)
+            if out_of_time:
+                run.log(f"time budget of {cfg.time_budget_s:.0f} s reached after epoch {epoch + 1}")
+                break
+    return run.read_metrics()
+
+
+def _get_rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

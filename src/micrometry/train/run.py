@@ -1,0 +1,162 @@
+"""Run folders: everything needed to reproduce, resume and reuse a training run.
+
+::
+
+    RUN/
+      config.json          what was asked for (method, data, hyper-parameters, seed)
+      metrics.json         per-epoch history and the final/best metrics
+      log.txt              human-readable log
+      checkpoints/last.pt  latest state (weights, optimisers, RNG, epoch): --resume starts here
+      checkpoints/best.pt  the state with the best validation metric: predict uses it
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from micrometry.errors import CheckpointError, OutputExistsError
+from micrometry.io.atomic import atomic_path, write_json
+
+CHECKPOINT_FORMAT = "micrometry-checkpoint"
+
+
+class RunDir:
+    """A training run's folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder; created if missing.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "checkpoints").mkdir(exist_ok=True)
+        self._logger: logging.Logger | None = None
+
+    # -- creation rules -------------------------------------------------
+    @classmethod
+    def for_training(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> "RunDir":
+        """Open a run folder for training, refusing to clobber an earlier run by accident."""
+        path = Path(path)
+        has_run = (path / "config.json").exists() or (path / "checkpoints" / "last.pt").exists()
+        if resume and not (path / "checkpoints" / "last.pt").exists():
+            raise CheckpointError("nothing to resume: no checkpoints/last.pt", path)
+        if has_run and not (resume or overwrite):
+            raise OutputExistsError("holds an earlier run (pass --resume to continue it or --overwrite)", path)
+        if overwrite and not resume:
+            for name in ("config.json", "metrics.json", "log.txt"):
+                (path / name).unlink(missing_ok=True)
+            for ckpt in (path / "checkpoints").glob("*.pt"):
+                ckpt.unlink()
+        return cls(path)
+
+    @classmethod
+    def existing(cls, path: str | Path) -> "RunDir":
+        """Open a finished run folder for prediction."""
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError("no such run folder", path)
+        if not (path / "config.json").is_file():
+            raise CheckpointError("not a run folder (no config.json)", path)
+        return cls(path)
+
+    # -- files ------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.txt"
+
+    def checkpoint_path(self, name: str = "last") -> Path:
+        return self.path / "checkpoints" / f"{name}.pt"
+
+    def best_checkpoint(self) -> Path:
+        """The checkpoint prediction should use: best, else last."""
+        for name in ("best", "last"):
+            path = self.checkpoint_path(name)
+            if path.is_file():
+                return path
+        raise CheckpointError("run folder has no checkpoint (checkpoints/best.pt or last.pt)", self.path)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_json(self.config_path, config)
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.config_path.read_text())
+        except FileNotFoundError:
+            raise CheckpointError("not a run folder (no config.json)", self.path) from None
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"config.json is not valid JSON ({exc})", self.config_path) from None
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json(self.metrics_path, metrics)
+
+    def read_metrics(self) -> dict[str, Any]:
+        if not self.metrics_path.is_file():
+            return {}
+        return json.loads(self.metrics_path.read_text())
+
+    # -- logging ----------------------------------------------------------
+    @property
+    def logger(self) -> logging.Logger:
+        if self._logger is None:
+            logger = logging.getLogger(f"micrometry.run.{self.path.resolve()}")
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+            handler = logging.FileHandler(self.log_path, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            logger.addHandler(handler)
+            self._logger = logger
+        return self._logger
+
+    def log(self, message: str) -> None:
+        self.logger.info(message)
+
+    def close(self) -> None:
+        if self._logger is not None:
+            for handler in list(self._logger.handlers):
+                handler.close()
+                self._logger.removeHandler(handler)
+            self._logger = None
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Save a checkpoint atomically (a killed run never leaves a truncated file)."""
+    payload = {"format": CHECKPOINT_FORMAT, "saved_at": time.time(), **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated or corrupt file, or a file that is not a micrometry checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("no such checkpoint", path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # pickle, zip and torch errors all mean "unusable file"
+        raise CheckpointError(f"corrupt or unreadable checkpoint ({type(exc).__name__})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError("not a micrometry checkpoint", path)
+    return payload
