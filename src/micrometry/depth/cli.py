@@ -2,7 +2,68 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
 sem_app = typer.Typer(help="SEM datasets in the 2022 Samsung 3D-metrology layout.", no_args_is_help=True)
 depth_app = typer.Typer(help="Depth from SEM: train, predict, evaluate, measure.", no_args_is_help=True)
+
+
+@sem_app.command("info")
+def sem_info(
+    data: Path = typer.Argument(..., help="Dataset folder (simulation_data/, train/, test/)."),
+    check_images: bool = typer.Option(True, help="Decode every image and check it is 72x48."),
+    as_json: bool = typer.Option(False, "--json", help="Print counts and problems as JSON."),
+) -> None:
+    """Validate a dataset and print counts per case, depth folder and site."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from micrometry.depth.dataset import index_dataset, validate_images
+    from micrometry.errors import DatasetError
+
+    index = index_dataset(data)
+    if check_images:
+        validate_images(index)
+    counts = index.counts()
+    sites = counts["images_per_site"]
+    summary = {
+        "root": str(index.root),
+        "simulated_pairs": len(index.sim),
+        "simulated_sem_images": 2 * len(index.sim),
+        "simulated_base_structures": len({(p.family, p.base) for p in index.sim}),
+        "sim_pairs_per_case": {f"Case_{k}": v for k, v in sorted(counts["sim_pairs_per_case"].items())},
+        "real_train_images": len(index.real),
+        "real_sites": len(sites),
+        "real_images_per_depth": {f"Depth_{k}": v for k, v in sorted(counts["real_images_per_depth"].items())},
+        "real_sites_per_depth": {f"Depth_{k}": v for k, v in sorted(counts["real_sites_per_depth"].items())},
+        "images_per_site": {"min": min(sites.values(), default=0), "max": max(sites.values(), default=0)},
+        "test_images": len(index.test),
+        "problems": [{"path": str(p.path), "message": p.message, "fatal": p.fatal} for p in index.problems],
+    }
+    console = Console()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        table = Table(title=f"SEM dataset {index.root}")
+        table.add_column("part")
+        table.add_column("group")
+        table.add_column("images", justify="right")
+        table.add_column("sites", justify="right")
+        for case, n in summary["sim_pairs_per_case"].items():
+            table.add_row("simulation", case, f"{n} depth maps, {2 * n} SEM", "")
+        for depth, n in summary["real_images_per_depth"].items():
+            table.add_row("real train", depth, str(n), str(summary["real_sites_per_depth"].get(depth, 0)))
+        table.add_row("test", "", str(summary["test_images"]), "")
+        console.print(table)
+        if sites:
+            console.print(f"images per site: {summary['images_per_site']['min']}..{summary['images_per_site']['max']}")
+    # one line per problem, never wrapped: users grep these
+    for problem in index.warnings:
+        typer.echo(f"warning: {problem}", err=True)
+    for problem in index.errors:
+        typer.echo(f"error: {problem}", err=True)
+    if index.errors:
+        raise DatasetError(f"{len(index.errors)} problem(s) in the dataset, listed above", index.root)
