@@ -2,6 +2,75 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 particles_app = typer.Typer(help="Particles: segment, measure, compare.", no_args_is_help=True)
+
+stdout = Console()
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show repair warnings as one ``warning: ...`` line each on stderr (no source lines)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+
+
+@particles_app.command("info")
+def info(
+    coco: Optional[Path] = typer.Argument(None, help="COCO folder (images/ + annotations.json) or annotation file."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."),
+    max_rows: int = typer.Option(30, "--max-rows", help="Per-image rows to print (0: none, -1: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
+) -> None:
+    """Validate a COCO dataset and print counts, sizes and per-image statistics."""
+    from micrometry.io.coco import load_coco, resolve_coco
+    from micrometry.particles.info import dataset_summary, per_image_rows
+
+    ann_path, img_dir = resolve_coco(coco, images, annotations)
+    with _warnings_as_lines():
+        ds = load_coco(ann_path, img_dir)
+    summary, rows = dataset_summary(ds), per_image_rows(ds)
+    if as_json:
+        typer.echo(json.dumps({"summary": summary, "images": rows}, indent=2))
+        return
+
+    table = Table(title=f"COCO dataset {ann_path}", show_header=False)
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        table.add_row(key.replace("_", " "), _fmt(value))
+    stdout.print(table)
+
+    shown = rows if max_rows < 0 else rows[:max_rows]
+    if shown:
+        per = Table(title="per image" + (f" (first {len(shown)} of {len(rows)})" if len(shown) < len(rows) else ""))
+        for col in shown[0]:
+            per.add_column(col.replace("_", " "), justify="left" if col == "file_name" else "right")
+        for row in shown:
+            per.add_row(*(_fmt(v) for v in row.values()))
+        stdout.print(per)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.1f}"
+    return "-" if value is None else str(value)
