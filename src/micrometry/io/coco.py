@@ -72,7 +72,7 @@ def mask_to_rle(mask: np.ndarray) -> dict:
 def rle_to_mask(rle: dict) -> np.ndarray:
     """Decode a COCO RLE (compressed or uncompressed ``counts``) to an ``(H, W)`` bool mask."""
     h, w = rle["size"]
-    return decode_rles([_compressed_rle(rle, h, w)])[:, :, 0].astype(bool)
+    return decode_rles([compressed_rle(rle, h, w)])[:, :, 0].astype(bool)
 
 
 def labels_to_rles(labels: np.ndarray) -> list[dict]:
@@ -86,7 +86,7 @@ def labels_to_rles(labels: np.ndarray) -> list[dict]:
     return [mask_to_rle(labels == i) for i in range(1, n + 1)]
 
 
-def _compressed_rle(rle: dict, h: int, w: int) -> dict:
+def compressed_rle(rle: dict, h: int, w: int) -> dict:
     """pycocotools' internal form (bytes ``counts``) of a compressed or uncompressed RLE."""
     counts = rle["counts"]
     if isinstance(counts, list):
@@ -501,7 +501,7 @@ class _Validator:
                 self.fail(f"{name}: uncompressed RLE covers {sum(counts)} pixels, image has {im.height * im.width}")
             rle = mask_utils.frPyObjects(seg, im.height, im.width)
         elif isinstance(counts, (str, bytes)):
-            rle = _compressed_rle(seg, im.height, im.width)
+            rle = compressed_rle(seg, im.height, im.width)
             try:
                 decoded_area = int(mask_utils.area(rle))
                 if not 0 <= decoded_area <= im.height * im.width:
@@ -625,7 +625,7 @@ def load_results(path: str | Path, dataset: CocoDataset | None = None) -> list[d
         if isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox):
             rec["bbox"] = [float(v) for v in bbox]
         elif "segmentation" in rec:
-            rec["bbox"] = [float(v) for v in mask_utils.toBbox(_compressed_rle(rec["segmentation"], *rec["segmentation"]["size"]))]
+            rec["bbox"] = [float(v) for v in mask_utils.toBbox(compressed_rle(rec["segmentation"], *rec["segmentation"]["size"]))]
         else:
             raise DatasetError(f"{name} has neither 'segmentation' nor 'bbox'", path)
         out.append(rec)

@@ -151,7 +151,7 @@ def object_scores(labels: np.ndarray, contrast: np.ndarray, threshold: float) ->
         return np.zeros(0, np.float32)
     index = np.arange(1, n + 1)
     mean_contrast = np.asarray(ndi.mean(np.abs(contrast), labels, index))
-    strength = 1.0 - np.exp(-mean_contrast / (2.0 * max(threshold, 1e-6)))
+    strength = 1.0 - np.exp(-mean_contrast / max(threshold, 1e-6))
     solidity = np.ones(n)
     for region in regionprops(labels):
         solidity[region.label - 1] = region.solidity
