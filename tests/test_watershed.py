@@ -4,10 +4,20 @@ import numpy as np
 import pytest
 
 from micrometry.cli import run
-from micrometry.io.coco import rle_to_mask
+from micrometry.io.coco import (
+    CocoAnnotation,
+    CocoDataset,
+    CocoImage,
+    compressed_rle,
+    instances_to_results,
+    mask_to_rle,
+    rle_to_mask,
+)
 from micrometry.io.image import read_image, write_image
 from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
+from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
+from micrometry.synth.particles import PopulationParams, SuspensionParams, image_rng, render_image
 
 H, W = 160, 200
 
@@ -127,3 +137,19 @@ def test_predict_bad_inputs_exit_2_without_output(tmp_path, image_folder, capsys
     err = capsys.readouterr().err.strip()
     assert "c.png" in err and len(err.splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".pred*"))
+
+
+def test_watershed_runs_on_a_generated_image_and_finds_particles():
+    params = SuspensionParams(height=256, width=320, population=PopulationParams(count_range=(480, 640)))
+    r = render_image(params, image_rng(0, "test", 0))
+    inst = WatershedSegmenter().segment(r.image)
+    assert inst.count > 5
+    # score it against the generator's truth: far from perfect (thresholding fails on purpose), far from zero
+    anns = []
+    for i, ann in enumerate(r.annotations, start=1):
+        rle = mask_to_rle(r.labels == i)
+        anns.append(CocoAnnotation(i, 1, 1, rle, compressed_rle(rle, 256, 320), ann["bbox"], ann["area"]))
+    gt = CocoDataset(None, None, [CocoImage(1, "x.png", 256, 320)], [{"id": 1, "name": "particle"}], {1: anns})
+    m = evaluate(instances_to_results(1, inst.labels, inst.scores), gt)
+    assert 0.05 < m["segm"]["AP50"] < 0.95
+    assert m["matching"][0]["tp"] >= 3
