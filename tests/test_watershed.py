@@ -154,3 +154,17 @@ def test_watershed_runs_on_a_generated_image_and_finds_particles():
     m = evaluate(instances_to_results(1, inst.labels, inst.scores), gt)
     assert 0 < m["segm"]["AP50"] < 0.95
     assert m["matching"][0]["tp"] >= 3 and m["matching"][0]["precision"] >= 0.3
+
+
+def test_load_segmenter_from_a_run_folder(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"model": "watershed"}))
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
+    assert load_segmenter(run_dir).name == "watershed"
+    (run_dir / "config.json").write_text(json.dumps({"model": "no-such-model"}))
+    image_dir = tmp_path / "imgs"
+    image_dir.mkdir()
+    write_image(image_dir / "a.png", discs_image([(40, 40)])[0])
+    assert run(["particles", "predict", str(image_dir), "--model", str(run_dir), "--out", str(tmp_path / "p")]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
