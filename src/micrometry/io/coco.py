@@ -162,11 +162,10 @@ class CocoDataset:
 
     # -- look-ups
     def image(self, image_id: int) -> CocoImage:
-        return self._by_id[image_id]
-
-    @property
-    def _by_id(self) -> dict[int, CocoImage]:
-        return {im.id: im for im in self.images}
+        by_id = self.__dict__.get("_by_id")
+        if by_id is None or len(by_id) != len(self.images):
+            by_id = self.__dict__["_by_id"] = {im.id: im for im in self.images}
+        return by_id[image_id]
 
     def image_path(self, image_id: int) -> Path:
         if self.images_dir is None:
