@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from scipy import ndimage as ndi
 
 from micrometry.errors import DatasetError
 from micrometry.io.atomic import write_json
@@ -75,15 +76,44 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     return decode_rles([compressed_rle(rle, h, w)])[:, :, 0].astype(bool)
 
 
-def labels_to_rles(labels: np.ndarray) -> list[dict]:
-    """One compressed RLE per label id 1..labels.max() of an ``(H, W)`` label image.
+def crop_to_rle(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> dict:
+    """Compressed RLE (string counts) of a full ``height x width`` frame holding ``crop`` at (y0, x0).
 
-    Ids with no pixel give an empty mask; encoding happens in one pycocotools
-    call per object, on the object's full frame (RLE of an empty frame is tiny).
+    COCO RLE runs down the columns of the whole frame; only the columns the
+    crop spans carry foreground, so the runs are computed on that full-height
+    strip and the empty columns before and after are added to the first and
+    last background runs. Much faster than encoding a full frame per object.
     """
+    crop = np.asarray(crop, dtype=bool)
+    ch, cw = crop.shape
+    strip = np.zeros((height, cw), dtype=bool)
+    strip[y0:y0 + ch] = crop
+    flat = strip.ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate([[0], change, [flat.size]]))
+    if flat[0]:
+        counts = np.concatenate([[0], counts])  # COCO counts start with a background run
+    counts[0] += x0 * height
+    after = (width - x0 - cw) * height
+    if len(counts) % 2 == 0:  # ends with foreground: the empty columns after are a new background run
+        counts = np.concatenate([counts, [after]]) if after else counts
+    else:
+        counts[-1] += after
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
+    return _json_rle(rle)
+
+
+def labels_to_rles(labels: np.ndarray) -> list[dict | None]:
+    """One compressed RLE per label id 1..labels.max() of an ``(H, W)`` label image (None for absent ids)."""
     labels = np.asarray(labels)
-    n = int(labels.max()) if labels.size else 0
-    return [mask_to_rle(labels == i) for i in range(1, n + 1)]
+    h, w = labels.shape
+    out: list[dict | None] = []
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            out.append(None)
+            continue
+        out.append(crop_to_rle(labels[box] == i, box[0].start, box[1].start, h, w))
+    return out
 
 
 def compressed_rle(rle: dict, h: int, w: int) -> dict:
@@ -542,17 +572,18 @@ def instances_to_results(image_id: int, labels: np.ndarray, scores: np.ndarray,
     Label id ``i`` gets ``scores[i - 1]``; ids without pixels are skipped.
     """
     labels = np.asarray(labels)
+    if labels.max(initial=0) <= 0:
+        return []
     results = []
-    for i in range(1, int(labels.max(initial=0)) + 1):
-        mask = labels == i
-        if not mask.any():
+    for i, rle in enumerate(labels_to_rles(labels), start=1):
+        if rle is None:
             continue
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        bbox = mask_utils.toBbox(compressed_rle(rle, *rle["size"]))
         results.append({
             "image_id": int(image_id),
             "category_id": int(category_id),
-            "segmentation": _json_rle(rle),
-            "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
+            "segmentation": rle,
+            "bbox": [round(float(v), 2) for v in bbox],
             "score": round(float(scores[i - 1]), 5),
         })
     return results

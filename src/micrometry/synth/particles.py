@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from micrometry.io.coco import DEFAULT_CATEGORY, mask_to_rle, polygons_from_mask
+from micrometry.io.coco import DEFAULT_CATEGORY, crop_to_rle, polygons_from_mask
 
 SHAPES = ("ellipse", "polygon", "blob", "rod")
 
@@ -651,9 +651,7 @@ def annotation_for(part: dict, h: int, w: int) -> tuple[list | dict, list[float]
     ys, xs = np.nonzero(crop)
     bbox = [float(x0 + xs.min()), float(y0 + ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
     if (ndi.binary_fill_holes(crop) & ~crop).any():
-        full = np.zeros((h, w), bool)
-        full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
-        return mask_to_rle(full), bbox
+        return crop_to_rle(crop, y0, x0, h, w), bbox
     polygons = polygons_from_mask(crop)
     shifted = []
     for poly in polygons:
