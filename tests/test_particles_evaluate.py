@@ -141,3 +141,11 @@ def test_cli_table_and_bad_inputs(gt_file, tmp_path, capsys):
     assert run(["particles", "evaluate", str(tmp_path / "notjson.json"), str(gt_file)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
     assert gt.n_annotations == 4
+
+
+def test_python_results_with_polygons_and_numpy_types(gt_file):
+    gt = load_coco(gt_file)
+    polygon = [5.0, 5.0, 15.0, 5.0, 15.0, 15.0, 5.0, 15.0]  # exactly the first square
+    results = [{"image_id": np.int64(1), "category_id": 1, "segmentation": [polygon], "score": np.float32(0.9)}]
+    m = evaluate(results, gt)
+    assert m["matching"][0]["tp"] == 1 and m["matching"][0]["mean_matched_iou"] == pytest.approx(1.0)

@@ -549,7 +549,7 @@ class _Validator:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
 
 
 def _positive_int(v: Any) -> bool:
@@ -611,6 +611,14 @@ def load_results(path: str | Path, dataset: CocoDataset | None = None) -> list[d
     data = read_json(path)
     if isinstance(data, dict) and "annotations" in data:
         data = data["annotations"]  # a COCO file used as results
+    return normalize_results(data, dataset, path)
+
+
+def normalize_results(data: Any, dataset: CocoDataset | None = None, path: str | Path | None = None) -> list[dict]:
+    """Validate result records and bring them to one form (RLE with string counts, bbox, score).
+
+    See :func:`load_results`; ``path`` only names the source in error messages.
+    """
     if not isinstance(data, list):
         raise DatasetError("COCO results must be a JSON list of detections", path)
     images = {im.id: im for im in dataset.images} if dataset is not None else {}
@@ -621,14 +629,15 @@ def load_results(path: str | Path, dataset: CocoDataset | None = None) -> list[d
         if not isinstance(raw, dict):
             raise DatasetError(f"{name} is not an object", path)
         image_id = raw.get("image_id")
-        if not isinstance(image_id, int):
+        if not isinstance(image_id, (int, np.integer)) or isinstance(image_id, bool):
             raise DatasetError(f"{name} has no integer 'image_id'", path)
+        image_id = int(image_id)
         if dataset is not None and image_id not in images:
             raise DatasetError(f"{name} points at unknown image {image_id}", path)
         score = raw.get("score", 1.0)
         if not _number(score):
             raise DatasetError(f"{name}: 'score' must be a number", path)
-        rec = {"image_id": image_id, "category_id": raw.get("category_id", default_cat), "score": float(score)}
+        rec = {"image_id": image_id, "category_id": int(raw.get("category_id", default_cat)), "score": float(score)}
         seg = raw.get("segmentation")
         if isinstance(seg, dict):
             if not (isinstance(seg.get("size"), list) and len(seg["size"]) == 2):

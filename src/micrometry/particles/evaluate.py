@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from micrometry.io.coco import CocoDataset, compressed_rle, load_coco, load_results
+from micrometry.io.coco import CocoDataset, compressed_rle, load_coco, load_results, normalize_results
 
 MATCH_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR", "ARs", "ARm", "ARl")
@@ -60,7 +60,9 @@ def evaluate(results: list[dict] | str | Path, gt: CocoDataset | str | Path, max
     """
     if not isinstance(gt, CocoDataset):
         gt = load_coco(gt)
-    if not isinstance(results, list):
+    if isinstance(results, list):
+        results = normalize_results(results, gt)  # polygons, uncompressed RLE, missing boxes
+    else:
         results = load_results(results, gt)
     gt_dict = gt.to_dict()
     out = {
