@@ -2,6 +2,140 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 particles_app = typer.Typer(help="Particles: segment, measure, compare.", no_args_is_help=True)
+
+# Tables for people: never narrower than 120 columns when piped to a file or a pager.
+stdout = Console(width=None if sys.stdout.isatty() else 120)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show repair warnings as one ``warning: ...`` line each on stderr (no source lines)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+
+
+@particles_app.command("info")
+def info(
+    coco: Optional[Path] = typer.Argument(None, help="COCO folder (images/ + annotations.json) or annotation file."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."),
+    max_rows: int = typer.Option(30, "--max-rows", help="Per-image rows to print (0: none, -1: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
+) -> None:
+    """Validate a COCO dataset and print counts, sizes and per-image statistics."""
+    from micrometry.io.coco import load_coco, resolve_coco
+    from micrometry.particles.info import dataset_summary, per_image_rows
+
+    ann_path, img_dir = resolve_coco(coco, images, annotations)
+    with _warnings_as_lines():
+        ds = load_coco(ann_path, img_dir)
+    summary, rows = dataset_summary(ds), per_image_rows(ds)
+    if as_json:
+        typer.echo(json.dumps({"summary": summary, "images": rows}, indent=2))
+        return
+
+    table = Table(title=f"COCO dataset {ann_path}", show_header=False)
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        table.add_row(key.replace("_", " "), _fmt(value))
+    stdout.print(table)
+
+    shown = rows if max_rows < 0 else rows[:max_rows]
+    if shown:
+        per = Table(title="per image" + (f" (first {len(shown)} of {len(rows)})" if len(shown) < len(rows) else ""))
+        for col in shown[0]:
+            per.add_column(col.replace("_", " "), justify="left" if col == "file" else "right",
+                           no_wrap=True, min_width=len(col))
+        for row in shown:
+            per.add_row(*(_fmt(v) for v in row.values()))
+        stdout.print(per)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.1f}"
+    return "-" if value is None else str(value)
+
+
+@particles_app.command("predict")
+def predict(
+    images: Path = typer.Argument(..., help="Folder of images (or one image file)."),
+    out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Built-in model name (e.g. watershed) or a training run folder; default: the shipped default."),
+    images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PRED folder."),
+) -> None:
+    """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
+    from micrometry.particles.predict import predict_folder
+    from micrometry.particles.segmenter import load_segmenter
+
+    segmenter = load_segmenter(model)
+    with _warnings_as_lines():
+        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays)
+    typer.echo(f"{summary['images']} images, {summary['particles']} particles "
+               f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
+
+
+@particles_app.command("evaluate")
+def evaluate_cmd(
+    pred: Path = typer.Argument(..., help="COCO results JSON (or a PRED folder holding results.json)."),
+    gt: Path = typer.Argument(..., help="Ground-truth COCO annotations (e.g. TRUTH/test_annotations.json)."),
+    max_dets: int = typer.Option(300, "--max-dets", min=1, help="Detections per image for COCO AP/AR."),
+    match_score: float = typer.Option(0.5, "--match-score", help="Minimum score for instance matching."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """COCO segm/bbox AP (maxDets >= 300) and instance matching at IoU 0.5..0.9."""
+    from micrometry.io.coco import load_coco, load_results
+    from micrometry.particles.evaluate import COCO_KEYS, evaluate
+
+    if pred.is_dir():
+        pred = pred / "results.json"
+    with _warnings_as_lines():
+        dataset = load_coco(gt)
+    metrics = evaluate(load_results(pred, dataset), dataset, max_dets=max_dets, match_score=match_score)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    coco = Table(title=f"COCO AP, maxDets={max_dets}: {metrics['pred_instances']} predictions, "
+                       f"{metrics['gt_instances']} true particles, {metrics['images']} images")
+    coco.add_column("")
+    for key in COCO_KEYS:
+        coco.add_column(key, justify="right")
+    for iou_type in ("segm", "bbox"):
+        coco.add_row(iou_type, *(_fmt3(metrics[iou_type][k]) for k in COCO_KEYS))
+    stdout.print(coco)
+    match = Table(title=f"instance matching (score >= {match_score})")
+    for col in ("IoU", "TP", "FP", "FN", "precision", "recall", "F1", "mean matched IoU", "PQ"):
+        match.add_column(col, justify="right")
+    for row in metrics["matching"]:
+        match.add_row(f"{row['iou']:.1f}", str(row["tp"]), str(row["fp"]), str(row["fn"]),
+                      *(_fmt3(row[k]) for k in ("precision", "recall", "f1", "mean_matched_iou", "panoptic_quality")))
+    stdout.print(match)
+
+
+def _fmt3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
