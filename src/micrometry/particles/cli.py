@@ -2,11 +2,100 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import warnings
 from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 particles_app = typer.Typer(help="Particles: segment, measure, compare.", no_args_is_help=True)
+
+stdout = Console()
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show repair warnings as one ``warning: ...`` line each on stderr (no source lines)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            # only warnings meant for the user (library deprecation noise is not)
+            for w in (w for w in caught if issubclass(w.category, UserWarning)):
+                typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+
+
+@particles_app.command("info")
+def info(
+    coco: Optional[Path] = typer.Argument(None, help="COCO folder (images/ + annotations.json) or annotation file."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."),
+    max_rows: int = typer.Option(30, "--max-rows", help="Per-image rows to print (0: none, -1: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
+) -> None:
+    """Validate a COCO dataset and print counts, sizes and per-image statistics."""
+    from micrometry.io.coco import load_coco, resolve_coco
+    from micrometry.particles.info import dataset_summary, per_image_rows
+
+    ann_path, img_dir = resolve_coco(coco, images, annotations)
+    with _warnings_as_lines():
+        ds = load_coco(ann_path, img_dir)
+    summary, rows = dataset_summary(ds), per_image_rows(ds)
+    if as_json:
+        typer.echo(json.dumps({"summary": summary, "images": rows}, indent=2))
+        return
+
+    table = Table(title=f"COCO dataset {ann_path}", show_header=False)
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        table.add_row(key.replace("_", " "), _fmt(value))
+    stdout.print(table)
+
+    shown = rows if max_rows < 0 else rows[:max_rows]
+    if shown:
+        per = Table(title="per image" + (f" (first {len(shown)} of {len(rows)})" if len(shown) < len(rows) else ""))
+        for col in shown[0]:
+            per.add_column(col.replace("_", " "), justify="left" if col == "file_name" else "right")
+        for row in shown:
+            per.add_row(*(_fmt(v) for v in row.values()))
+        stdout.print(per)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.1f}"
+    return "-" if value is None else str(value)
+
+
+@particles_app.command("predict")
+def predict(
+    images: Path = typer.Argument(..., help="Folder of images (or one image file)."),
+    out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Built-in model name (e.g. watershed) or a training run folder; default: the shipped default."),
+    images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PRED folder."),
+) -> None:
+    """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
+    from micrometry.particles.predict import predict_folder
+    from micrometry.particles.segmenter import load_segmenter
+
+    segmenter = load_segmenter(model)
+    with _warnings_as_lines():
+        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays)
+    typer.echo(f"{summary['images']} images, {summary['particles']} particles "
+               f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
 
 
 @particles_app.command("measure")
@@ -16,15 +105,17 @@ def measure(
     pixel_size: float = typer.Option(1.0, "--pixel-size", help="Pixel side length in --unit."),
     unit: str = typer.Option("px", "--unit", help="Length unit of --pixel-size (e.g. um, nm)."),
     exclude_edges: bool = typer.Option(False, "--exclude-edges", help="Leave out particles touching the border."),
-    images_json: Path = typer.Option(None, "--images-json", help="COCO images list for a results file."),
+    images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO images list for a results file (default: images.json beside it)."),
+    min_score: float = typer.Option(0.0, "--min-score", help="COCO results: ignore detections scoring below this."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output tables."),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
     from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
 
     check_outputs_free(out, overwrite)
-    result = measure_source(pred, pixel_size=pixel_size, unit=unit, exclude_edges=exclude_edges,
-                            images_json=images_json)
+    with _warnings_as_lines():
+        result = measure_source(pred, pixel_size=pixel_size, unit=unit, exclude_edges=exclude_edges,
+                                images_json=images_json, min_score=min_score)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     typer.echo(f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %; "

@@ -54,7 +54,9 @@ class Measurement:
 # --------------------------------------------------------------------------- inputs
 
 
-def iter_label_images(source: str | Path, images_json: str | Path | None = None) -> tuple[int, Iterator[LabelImage]]:
+def iter_label_images(
+    source: str | Path, images_json: str | Path | None = None, min_score: float = 0.0
+) -> tuple[int, Iterator[LabelImage]]:
     """Find the instances in ``source`` and yield them as label images.
 
     Parameters
@@ -64,6 +66,8 @@ def iter_label_images(source: str | Path, images_json: str | Path | None = None)
         COCO instances/results JSON file.
     images_json : path, optional
         COCO ``images`` list for a results file (default: ``images.json`` beside it).
+    min_score : float
+        Results files: ignore detections scoring below this.
 
     Returns
     -------
@@ -78,7 +82,7 @@ def iter_label_images(source: str | Path, images_json: str | Path | None = None)
             raise InputError("expected a COCO .json file or a folder of label images", source)
         from micrometry.particles.coco_labels import coco_label_images
 
-        return coco_label_images(source, images_json)
+        return coco_label_images(source, images_json, min_score)
     folder = source / "labels" if (source / "labels").is_dir() else source
     paths = list_images(folder)
     if not paths:
@@ -108,6 +112,7 @@ def measure_source(
     unit: str = "px",
     exclude_edges: bool = False,
     images_json: str | Path | None = None,
+    min_score: float = 0.0,
     n_boot: int = 500,
 ) -> Measurement:
     """Measure every particle of every image in ``source`` and summarise.
@@ -120,7 +125,7 @@ def measure_source(
     """
     if pixel_size <= 0:
         raise InputError(f"--pixel-size must be positive, got {pixel_size}")
-    count, items = iter_label_images(source, images_json)
+    count, items = iter_label_images(source, images_json, min_score)
     tables, image_rows = [], []
     for item in track(items, "measuring", total=count):
         table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit)

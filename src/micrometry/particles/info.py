@@ -1,0 +1,65 @@
+"""Counts and statistics of a COCO particle dataset (``micrometry particles info``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from micrometry.io.coco import CocoDataset
+
+# COCO's object-size classes (area in pixels), used by APs/APm/APl.
+SMALL_AREA = 32**2
+LARGE_AREA = 96**2
+
+
+def dataset_summary(ds: CocoDataset) -> dict:
+    """Whole-dataset figures: counts, image sizes, object areas and diameters."""
+    anns = [a for a in ds.all_annotations() if not a.iscrowd]
+    areas = np.array([a.area for a in anns], dtype=np.float64)
+    diameters = np.sqrt(4 * areas / np.pi)
+    per_image = np.array([len(ds.annotations[im.id]) for im in ds.images])
+    sizes = Counter(f"{im.height}x{im.width}" for im in ds.images)
+
+    def pct(values: np.ndarray, q: float) -> float:
+        return float(np.percentile(values, q)) if values.size else float("nan")
+
+    return {
+        "annotation_file": str(ds.path),
+        "images_dir": str(ds.images_dir) if ds.images_dir else None,
+        "images": len(ds.images),
+        "images_without_annotations": int((per_image == 0).sum()),
+        "annotations": ds.n_annotations,
+        "crowd_annotations": ds.n_annotations - len(anns),
+        "multi_polygon_annotations": sum(isinstance(a.segmentation, list) and len(a.segmentation) > 1 for a in anns),
+        "rle_annotations": sum(isinstance(a.segmentation, dict) for a in anns),
+        "categories": [c["name"] for c in ds.categories],
+        "image_sizes_hxw": dict(sizes),
+        "objects_per_image": {"min": int(per_image.min(initial=0)), "median": pct(per_image, 50),
+                              "max": int(per_image.max(initial=0))},
+        "area_px": {"min": pct(areas, 0), "median": pct(areas, 50), "max": pct(areas, 100)},
+        "equivalent_diameter_px": {"d10": pct(diameters, 10), "d50": pct(diameters, 50), "d90": pct(diameters, 90)},
+        "size_classes": {"small": int((areas < SMALL_AREA).sum()),
+                         "medium": int(((areas >= SMALL_AREA) & (areas < LARGE_AREA)).sum()),
+                         "large": int((areas >= LARGE_AREA).sum())},
+    }
+
+
+def per_image_rows(ds: CocoDataset) -> list[dict]:
+    """One row per image: size, object count, area statistics, covered fraction."""
+    rows = []
+    for im in ds.images:
+        anns = [a for a in ds.annotations[im.id] if not a.iscrowd]
+        areas = np.array([a.area for a in anns])
+        rows.append({
+            "image_id": im.id,
+            "file_name": im.file_name,
+            "size": f"{im.height}x{im.width}",
+            "objects": len(anns),
+            "crowd": len(ds.annotations[im.id]) - len(anns),
+            "median_area": float(np.median(areas)) if areas.size else float("nan"),
+            "max_area": float(areas.max()) if areas.size else float("nan"),
+            # annotations can overlap, so the sum of areas may exceed the union
+            "coverage_pct": 100.0 * float(areas.sum()) / (im.height * im.width),
+        })
+    return rows
