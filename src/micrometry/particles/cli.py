@@ -122,3 +122,31 @@ def measure(
                f"D50 (number) {s['D50_n']:.3g} {unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]")
     for path in paths.values():
         typer.echo(f"wrote {path}")
+
+
+@particles_app.command("compare")
+def compare(
+    a: Path = typer.Argument(..., help="Batch A (reference): a table from 'particles measure', or a source it accepts."),
+    b: Path = typer.Argument(..., help="Batch B: same kinds as A."),
+    out: Path = typer.Option(..., "--out", help="Output folder: compare.csv, compare.json, report.html."),
+    model: Optional[str] = typer.Option(None, "--model", help="A and B are folders of raw images: segment them with this model first."),
+    pixel_size: float = typer.Option(1.0, "--pixel-size", help="Pixel size when A/B are measured here."),
+    unit: str = typer.Option("px", "--unit", help="Unit of --pixel-size."),
+    exclude_edges: bool = typer.Option(False, "--exclude-edges", help="Leave out border-touching particles."),
+    alpha: float = typer.Option(0.01, "--alpha", help="KS significance level."),
+    rel_threshold: float = typer.Option(0.05, "--rel-threshold", help="Relevant median shift, fraction of A's median."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Compare two batches descriptor by descriptor; say plainly what changed."""
+    from micrometry.particles.compare_run import run_compare
+    from micrometry.particles.compare import CompareSettings
+
+    settings = CompareSettings(alpha=alpha, relative_threshold=rel_threshold, n_boot=n_boot, seed=seed)
+    with _warnings_as_lines():
+        comparison = run_compare(a, b, out, settings, model=model, pixel_size=pixel_size, unit=unit,
+                                 exclude_edges=exclude_edges, overwrite=overwrite)
+    for line in comparison["verdict"]:
+        typer.echo(line)
+    typer.echo(f"{int(comparison['changed'].sum())} of {len(comparison)} descriptors changed -> {out}")

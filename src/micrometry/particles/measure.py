@@ -90,6 +90,22 @@ def iter_label_images(
     return len(paths), (LabelImage(p.stem, read_label_image(p)) for p in paths)
 
 
+def segmented_label_images(folder: str | Path, model: str | Path | None) -> tuple[int, Iterator[LabelImage]]:
+    """Segment every image of ``folder`` with a particle model; yield its label images.
+
+    ``model`` is what ``micrometry particles predict --model`` accepts (a
+    built-in name or a training run folder).
+    """
+    from micrometry.particles.segmenter import load_segmenter
+
+    paths = list_images(folder)
+    if not paths:
+        raise DatasetError("no images found", folder)
+    segmenter = load_segmenter(model)
+    return len(paths), (LabelImage(p.stem, segmenter.segment(read_image(p)).labels.astype(np.int32))
+                        for p in paths)
+
+
 def read_label_image(path: Path) -> np.ndarray:
     """Read a label image; refuse colour images, which cannot hold particle ids."""
     with warnings.catch_warnings():
@@ -113,6 +129,7 @@ def measure_source(
     exclude_edges: bool = False,
     images_json: str | Path | None = None,
     min_score: float = 0.0,
+    model: str | Path | None = None,
     n_boot: int = 500,
 ) -> Measurement:
     """Measure every particle of every image in ``source`` and summarise.
@@ -125,7 +142,10 @@ def measure_source(
     """
     if pixel_size <= 0:
         raise InputError(f"--pixel-size must be positive, got {pixel_size}")
-    count, items = iter_label_images(source, images_json, min_score)
+    if model is not None:
+        count, items = segmented_label_images(source, model)
+    else:
+        count, items = iter_label_images(source, images_json, min_score)
     tables, image_rows = [], []
     for item in track(items, "measuring", total=count):
         table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit)
