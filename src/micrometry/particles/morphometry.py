@@ -268,21 +268,45 @@ def outline_measures(mask: np.ndarray) -> tuple[float, float, float, float, floa
     -------
     tuple of float
         ``(perimeter, feret, min_feret, feret_angle_deg, solidity, convex_perimeter)``
-        in pixels. Solidity is outline area / hull area of the same sub-pixel
-        outline (1 for a convex particle).
+        in pixels. Solidity: see :func:`solidity`.
     """
     contours = outline_contours(mask)
     if not contours:
         return (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     perimeter = sum(corner_count_perimeter(c) for c in contours)
-    polygon_area = sum(-_signed_area(c) for c in contours)
-    points = np.concatenate(contours).astype(np.float32)
-    hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
+    hull = _hull(contours)
     feret, min_feret, feret_angle = calipers(hull)
-    hull_area = abs(_signed_area(hull))
-    solidity = min(polygon_area / hull_area, 1.0) if hull_area > 0 else 1.0
     closed = np.vstack([hull, hull[:1]])
-    return (perimeter, feret, min_feret, feret_angle, solidity, _polyline_length(closed))
+    return (perimeter, feret, min_feret, feret_angle, solidity(contours), _polyline_length(closed))
+
+
+def _hull(contours: list[np.ndarray]) -> np.ndarray:
+    points = np.concatenate(contours).astype(np.float32)
+    return cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
+
+
+def smooth_outline(xy: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Closed outline smoothed by ``passes`` of a [1/4, 1/2, 1/4] filter along it (returned open)."""
+    ring = xy[:-1] if len(xy) > 1 and np.array_equal(xy[0], xy[-1]) else xy
+    for _ in range(passes):
+        wrapped = np.concatenate([ring[-1:], ring, ring[:1]])
+        ring = 0.25 * wrapped[:-2] + 0.5 * ring + 0.25 * wrapped[2:]
+    return ring
+
+
+def solidity(contours: list[np.ndarray]) -> float:
+    """Outline area / convex hull area, on outlines smoothed to remove the pixel staircase.
+
+    On the raw outline every tilted edge is a staircase whose notches count as
+    concavities: a digitised 60 x 20 rectangle at 15 degrees would get 0.95.
+    Two smoothing passes put the outline on the staircase's mean line (convex
+    validation shapes then score >= 0.95, most >= 0.99) while real concavities,
+    being wider than a pixel or two, stay.
+    """
+    smoothed = [smooth_outline(c) for c in contours]
+    area = sum(-_signed_area(c) for c in smoothed)
+    hull_area = abs(_signed_area(_hull(smoothed)))
+    return min(area / hull_area, 1.0) if hull_area > 0 else 1.0
 
 
 def calipers(hull: np.ndarray) -> tuple[float, float, float]:
