@@ -14,9 +14,10 @@ big enough to matter, so every descriptor gets both:
 1. the KS test rejects equal distributions: ``p < alpha`` (default 0.01);
 2. the 95 % bootstrap CI of the median shift excludes zero;
 3. the shift is practically relevant: ``|shift| >= threshold``, where the
-   threshold is ``relative_threshold`` (default 5 %) of A's median for sizes and
-   for the aspect ratio, and an absolute ``0.02`` for descriptors bounded in
-   0..1 (circularity, roundness, solidity, convexity, elongation).
+   threshold is ``relative_threshold`` (default 5 %) of A's median for lengths
+   and for the aspect ratio, the matching 10.25 % for areas, and an absolute
+   ``0.02`` for descriptors bounded in 0..1 (circularity, roundness, solidity,
+   convexity, elongation).
 
 A difference that passes 1-2 but not 3 is reported as statistically detectable
 but below the relevance threshold, never as a change.
@@ -81,10 +82,16 @@ def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def threshold_for(descriptor: str, median_a: float, settings: CompareSettings) -> float:
-    """Smallest median shift that counts as a practically relevant change."""
+    """Smallest median shift that counts as a practically relevant change.
+
+    Areas scale with the square of lengths, so their relative threshold is the
+    one a 5 % length change gives: (1.05)^2 - 1 = 10.25 %. Otherwise the same
+    particles would "change" in area but not in diameter.
+    """
     if descriptor in BOUNDED_DESCRIPTORS:
         return settings.absolute_threshold
-    return settings.relative_threshold * abs(median_a)
+    power = 2 if descriptor in AREA_COLUMNS else 1
+    return ((1 + settings.relative_threshold) ** power - 1) * abs(median_a)
 
 
 def compare_descriptor(a: np.ndarray, b: np.ndarray, descriptor: str, settings: CompareSettings,
