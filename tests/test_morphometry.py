@@ -327,3 +327,32 @@ def test_measure_bad_inputs_exit_2_one_line(case, tmp_path, label_folder, capsys
         assert not out.exists()
     leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_vectorised_outlines_equal_per_particle_reference():
+    """All-at-once tracing gives exactly what find_contours gives on each mask alone:
+    touching particles, fragments of one id, a ring with a hole and a particle inside the hole, 1-pixel ones."""
+    from micrometry.particles.morphometry import outline_measures
+
+    rng = np.random.default_rng(7)
+    labels = np.zeros((160, 160), np.int32)
+    for i in range(1, 60):  # overlapping ellipses: later ones cut earlier ones into touching fragments
+        cv2.ellipse(labels, (int(rng.integers(0, 160)), int(rng.integers(0, 160))),
+                    (int(rng.integers(2, 14)), int(rng.integers(2, 14))), float(rng.uniform(0, 180)), 0, 360, i, -1)
+    yy, xx = np.mgrid[0:160, 0:160]
+    r = np.hypot(xx - 80, yy - 80)
+    labels[r < 25] = 0
+    labels[(r >= 12) & (r < 25)] = 100  # ring
+    labels[r < 4] = 101  # inside the ring's hole
+    labels[3, 150] = 102  # single pixel
+    labels[0, 0] = 103  # single pixel in a corner
+    table = measure_labels(labels)
+    for _, row in table.iterrows():
+        perimeter, feret, min_feret, angle, solidity, _ = outline_measures(labels == row["Label"])
+        assert row["Perim."] == pytest.approx(perimeter, abs=1e-9)
+        assert row["Feret"] == pytest.approx(feret, abs=1e-9)
+        assert row["MinFeret"] == pytest.approx(min_feret, abs=1e-9)
+        assert row["FeretAngle"] == pytest.approx(angle, abs=1e-6)
+        assert row["Solidity"] == pytest.approx(solidity, abs=1e-9)
+    ring = table.set_index("Label").loc[100]
+    assert ring["Perim."] == pytest.approx(2 * np.pi * 25, rel=0.03)  # the hole's outline is not counted
