@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from scipy import ndimage as ndi
 
 from micrometry.errors import DatasetError
 from micrometry.io.atomic import write_json
@@ -52,6 +53,17 @@ class CocoRepairWarning(UserWarning):
 # ----------------------------------------------------------------------------- masks <-> RLE
 
 
+def decode_rles(rles: list[dict]) -> np.ndarray:
+    """pycocotools' decode of several compressed RLEs: ``(H, W, N)`` uint8, Fortran order.
+
+    pycocotools 2.0.11 calls ``np.array(copy=False)`` on its own buffer, which
+    NumPy 2 answers with a DeprecationWarning on every call; it is harmless.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rles)
+
+
 def mask_to_rle(mask: np.ndarray) -> dict:
     """Encode a 2-D boolean mask as compressed COCO RLE with a JSON-ready string ``counts``."""
     rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
@@ -61,21 +73,50 @@ def mask_to_rle(mask: np.ndarray) -> dict:
 def rle_to_mask(rle: dict) -> np.ndarray:
     """Decode a COCO RLE (compressed or uncompressed ``counts``) to an ``(H, W)`` bool mask."""
     h, w = rle["size"]
-    return mask_utils.decode([_compressed_rle(rle, h, w)])[:, :, 0].astype(bool)
+    return decode_rles([compressed_rle(rle, h, w)])[:, :, 0].astype(bool)
 
 
-def labels_to_rles(labels: np.ndarray) -> list[dict]:
-    """One compressed RLE per label id 1..labels.max() of an ``(H, W)`` label image.
+def crop_to_rle(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> dict:
+    """Compressed RLE (string counts) of a full ``height x width`` frame holding ``crop`` at (y0, x0).
 
-    Ids with no pixel give an empty mask; encoding happens in one pycocotools
-    call per object, on the object's full frame (RLE of an empty frame is tiny).
+    COCO RLE runs down the columns of the whole frame; only the columns the
+    crop spans carry foreground, so the runs are computed on that full-height
+    strip and the empty columns before and after are added to the first and
+    last background runs. Much faster than encoding a full frame per object.
     """
+    crop = np.asarray(crop, dtype=bool)
+    ch, cw = crop.shape
+    strip = np.zeros((height, cw), dtype=bool)
+    strip[y0:y0 + ch] = crop
+    flat = strip.ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate([[0], change, [flat.size]]))
+    if flat[0]:
+        counts = np.concatenate([[0], counts])  # COCO counts start with a background run
+    counts[0] += x0 * height
+    after = (width - x0 - cw) * height
+    if len(counts) % 2 == 0:  # ends with foreground: the empty columns after are a new background run
+        counts = np.concatenate([counts, [after]]) if after else counts
+    else:
+        counts[-1] += after
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
+    return _json_rle(rle)
+
+
+def labels_to_rles(labels: np.ndarray) -> list[dict | None]:
+    """One compressed RLE per label id 1..labels.max() of an ``(H, W)`` label image (None for absent ids)."""
     labels = np.asarray(labels)
-    n = int(labels.max()) if labels.size else 0
-    return [mask_to_rle(labels == i) for i in range(1, n + 1)]
+    h, w = labels.shape
+    out: list[dict | None] = []
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            out.append(None)
+            continue
+        out.append(crop_to_rle(labels[box] == i, box[0].start, box[1].start, h, w))
+    return out
 
 
-def _compressed_rle(rle: dict, h: int, w: int) -> dict:
+def compressed_rle(rle: dict, h: int, w: int) -> dict:
     """pycocotools' internal form (bytes ``counts``) of a compressed or uncompressed RLE."""
     counts = rle["counts"]
     if isinstance(counts, list):
@@ -151,11 +192,10 @@ class CocoDataset:
 
     # -- look-ups
     def image(self, image_id: int) -> CocoImage:
-        return self._by_id[image_id]
-
-    @property
-    def _by_id(self) -> dict[int, CocoImage]:
-        return {im.id: im for im in self.images}
+        by_id = self.__dict__.get("_by_id")
+        if by_id is None or len(by_id) != len(self.images):
+            by_id = self.__dict__["_by_id"] = {im.id: im for im in self.images}
+        return by_id[image_id]
 
     def image_path(self, image_id: int) -> Path:
         if self.images_dir is None:
@@ -176,7 +216,7 @@ class CocoDataset:
         anns = [a for a in self.annotations[image_id] if include_crowd or not a.iscrowd]
         if not anns:
             return np.zeros((0, im.height, im.width), dtype=bool)
-        stacked = mask_utils.decode([a.rle for a in anns])  # (H, W, N), Fortran order
+        stacked = decode_rles([a.rle for a in anns])  # (H, W, N), Fortran order
         return np.ascontiguousarray(np.moveaxis(stacked, -1, 0)).astype(bool)
 
     def labels(self, image_id: int, include_crowd: bool = False) -> np.ndarray:
@@ -190,7 +230,7 @@ class CocoDataset:
         labels = np.zeros((im.height, im.width), dtype=np.int32)
         anns = [a for a in self.annotations[image_id] if include_crowd or not a.iscrowd]
         for i, ann in enumerate(anns, start=1):
-            mask = mask_utils.decode([ann.rle])[:, :, 0].astype(bool)
+            mask = decode_rles([ann.rle])[:, :, 0].astype(bool)
             labels[mask & (labels == 0)] = i
         return labels
 
@@ -200,7 +240,7 @@ class CocoDataset:
         out = np.zeros((im.height, im.width), dtype=bool)
         for ann in self.annotations[image_id]:
             if ann.iscrowd:
-                out |= mask_utils.decode([ann.rle])[:, :, 0].astype(bool)
+                out |= decode_rles([ann.rle])[:, :, 0].astype(bool)
         return out
 
     def to_dict(self) -> dict:
@@ -490,7 +530,7 @@ class _Validator:
                 self.fail(f"{name}: uncompressed RLE covers {sum(counts)} pixels, image has {im.height * im.width}")
             rle = mask_utils.frPyObjects(seg, im.height, im.width)
         elif isinstance(counts, (str, bytes)):
-            rle = _compressed_rle(seg, im.height, im.width)
+            rle = compressed_rle(seg, im.height, im.width)
             try:
                 decoded_area = int(mask_utils.area(rle))
                 if not 0 <= decoded_area <= im.height * im.width:
@@ -532,17 +572,18 @@ def instances_to_results(image_id: int, labels: np.ndarray, scores: np.ndarray,
     Label id ``i`` gets ``scores[i - 1]``; ids without pixels are skipped.
     """
     labels = np.asarray(labels)
+    if labels.max(initial=0) <= 0:
+        return []
     results = []
-    for i in range(1, int(labels.max(initial=0)) + 1):
-        mask = labels == i
-        if not mask.any():
+    for i, rle in enumerate(labels_to_rles(labels), start=1):
+        if rle is None:
             continue
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        bbox = mask_utils.toBbox(compressed_rle(rle, *rle["size"]))
         results.append({
             "image_id": int(image_id),
             "category_id": int(category_id),
-            "segmentation": _json_rle(rle),
-            "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
+            "segmentation": rle,
+            "bbox": [round(float(v), 2) for v in bbox],
             "score": round(float(scores[i - 1]), 5),
         })
     return results
@@ -614,7 +655,7 @@ def load_results(path: str | Path, dataset: CocoDataset | None = None) -> list[d
         if isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox):
             rec["bbox"] = [float(v) for v in bbox]
         elif "segmentation" in rec:
-            rec["bbox"] = [float(v) for v in mask_utils.toBbox(_compressed_rle(rec["segmentation"], *rec["segmentation"]["size"]))]
+            rec["bbox"] = [float(v) for v in mask_utils.toBbox(compressed_rle(rec["segmentation"], *rec["segmentation"]["size"]))]
         else:
             raise DatasetError(f"{name} has neither 'segmentation' nor 'bbox'", path)
         out.append(rec)
@@ -624,28 +665,31 @@ def load_results(path: str | Path, dataset: CocoDataset | None = None) -> list[d
 # ----------------------------------------------------------------------------- writing datasets
 
 
-def polygons_from_mask(mask: np.ndarray, tolerance: float = 0.5) -> list[list[float]]:
-    """Outer contours of a binary mask as COCO polygons (pixel-corner coordinates).
+def polygons_from_mask(mask: np.ndarray, tolerance: float = 0.25, upsample: int = 4) -> list[list[float]]:
+    """Outer contours of a binary mask as COCO polygons (pixel-edge coordinates).
 
-    Each connected part gives one polygon, traced by OpenCV on a 2x upsampled
-    mask so that the contour runs along pixel edges rather than centres; a
-    polygon rasterised by pycocotools then reproduces the mask closely.
-    ``tolerance`` (pixels) simplifies the outline (Douglas-Peucker).
+    Each connected part gives one polygon. OpenCV traces pixel centres, so the
+    mask is first upsampled ``upsample`` times: the traced outline then runs
+    within ``1 / (2 * upsample)`` px of the true pixel edges, and a polygon
+    rasterised by pycocotools reproduces the mask, one-pixel-thin parts
+    included. ``tolerance`` (px) simplifies the outline (Douglas-Peucker).
+    Holes cannot be expressed as COCO polygons (use RLE for such masks).
     """
     import cv2
 
     mask = np.asarray(mask, dtype=np.uint8)
-    up = cv2.resize(mask, (mask.shape[1] * 2, mask.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    k = int(upsample)
+    up = np.repeat(np.repeat(mask, k, axis=0), k, axis=1)
     contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polygons = []
     for c in contours:
         if tolerance > 0:
-            c = cv2.approxPolyDP(c, 2 * tolerance, True)
+            c = cv2.approxPolyDP(c, k * tolerance, True)
         if len(c) < 3:
             continue
-        # Upsampled pixel k covers [k/2, k/2 + 0.5): its centre is the original pixel-corner coordinate + 0.25.
-        xy = (c.reshape(-1, 2).astype(np.float64) + 0.5) / 2.0
-        polygons.append([round(float(v), 2) for v in xy.ravel()])
+        # upsampled pixel j has its centre at original coordinate (j + 0.5) / k
+        xy = (c.reshape(-1, 2).astype(np.float64) + 0.5) / k
+        polygons.append([round(float(v), 3) for v in xy.ravel()])
     return polygons
 
 
