@@ -219,8 +219,8 @@ def test_psd_confidence_interval_covers_truth_and_shrinks():
 @pytest.fixture
 def label_folder(tmp_path):
     folder = tmp_path / "labels"
-    for i in range(2):
-        write_image(folder / f"img{i}.png", random_label_image(10 + i, n=20).astype(np.uint16))
+    for i, suffix in enumerate((".png", ".tif")):  # 16-bit PNG and TIFF label images
+        write_image(folder / f"img{i}{suffix}", random_label_image(10 + i, n=20).astype(np.uint16))
     return folder
 
 
