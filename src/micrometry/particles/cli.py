@@ -121,8 +121,9 @@ def measure(
                                 images_json=images_json, min_score=min_score)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
-    typer.echo(f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %; "
-               f"D50 (number) {s['D50_n']:.3g} {unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]")
+    size = (f"; D50 (number) {s['D50_n']:.3g} {unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
+            if s["Count"] else "")
+    typer.echo(f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}")
     for path in paths.values():
         typer.echo(f"wrote {path}")
 

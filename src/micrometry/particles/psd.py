@@ -50,9 +50,10 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray | None, q: np.nda
 def _interp_rows(level: float, share: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Row-wise ``np.interp(level, share[b], v[b])`` without a Python loop."""
     n = share.shape[1]
-    idx = np.clip((share < level).sum(axis=1), 1, n - 1) if n > 1 else np.zeros(len(share), int)
     if n == 1:
         return v[:, 0]
+    # first position whose share reaches the level; clipped so both neighbours exist
+    idx = np.clip((share < level).sum(axis=1), 1, n - 1)
     rows = np.arange(len(share))
     s0, s1 = share[rows, idx - 1], share[rows, idx]
     v0, v1 = v[rows, idx - 1], v[rows, idx]
