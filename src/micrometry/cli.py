@@ -26,6 +26,7 @@ def _register() -> None:
     from micrometry.demo import demo
     from micrometry.depth.cli import depth_app, sem_app
     from micrometry.particles.cli import particles_app
+    from micrometry.report.cli import report
     from micrometry.synth.cli import synth_app
     from micrometry.web.cli import serve
 
@@ -34,6 +35,7 @@ def _register() -> None:
     app.add_typer(depth_app, name="depth")
     app.add_typer(particles_app, name="particles")
     app.command("demo")(demo)
+    app.command("report")(report)
     app.command("serve")(serve)
 
 
