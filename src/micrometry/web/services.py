@@ -117,8 +117,6 @@ class Services:
     # -- SEM tab ---------------------------------------------------------------
     def sem(self, files: list[tuple[str, bytes]], nm_per_px: float = 1.0) -> dict:
         """Depth maps, metrology table, a 3-D view and a zip of the PNGs for uploaded SEM images."""
-        from micrometry.depth.measure import measure_depth_maps
-
         uploads = expand_uploads(files, self.limits)
         if len(uploads) > self.limits.max_sem_images:
             raise InputError(f"too many images ({len(uploads)}); the limit is {self.limits.max_sem_images}")
@@ -128,6 +126,8 @@ class Services:
             if image.shape != SEM_SHAPE:
                 raise InputError(f"image is {image.shape[0]}x{image.shape[1]}, SEM images must be 72x48", name)
             images[i] = image if image.dtype == np.uint8 else (image // 257).astype(np.uint8)
+        from micrometry.depth.measure import measure_depth_maps
+
         depth = self.depth_model().predict(images)
         depth_u8 = np.clip(np.rint(depth), 0, 255).astype(np.uint8)
         table = measure_depth_maps(depth_u8, nm_per_px=nm_per_px)
