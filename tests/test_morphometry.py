@@ -356,3 +356,17 @@ def test_vectorised_outlines_equal_per_particle_reference():
         assert row["Solidity"] == pytest.approx(solidity, abs=1e-9)
     ring = table.set_index("Label").loc[100]
     assert ring["Perim."] == pytest.approx(2 * np.pi * 25, rel=0.03)  # the hole's outline is not counted
+
+
+def test_woodruff_intervals_agree_with_bootstrap():
+    """Above BOOTSTRAP_MAX particles the PSD CIs switch to Woodruff's O(n) intervals: same answer."""
+    from micrometry.particles import psd
+
+    sizes = np.random.default_rng(4).lognormal(2.0, 0.4, 1500)
+    boot = psd.percentiles_with_ci(sizes, "number", n_boot=1000)
+    low, high = psd.woodruff_intervals(sizes, None, np.array([0.1, 0.5, 0.9]), 0.95)
+    width = (boot["ci_high"] - boot["ci_low"]).to_numpy()
+    assert np.all(np.abs(low - boot["ci_low"].to_numpy()) < 0.25 * width)
+    assert np.all(np.abs(high - boot["ci_high"].to_numpy()) < 0.25 * width)
+    large = psd.percentiles_with_ci(np.random.default_rng(5).lognormal(2.0, 0.4, 50000), "volume")
+    assert (large["ci_low"] < large["value"]).all() and (large["value"] < large["ci_high"]).all()
