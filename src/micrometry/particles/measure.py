@@ -166,7 +166,7 @@ def measure_source(
     total_area = float((images["Width"] * images["Height"]).sum()) * pixel_size**2
     covered = float((images["Coverage"] * images["Width"] * images["Height"]).sum()) * pixel_size**2
     summary = pd.DataFrame([{
-        "Source": str(source), "Images": len(images), "Count": len(particles),
+        "Source": str(Path(source).resolve()), "Images": len(images), "Count": len(particles),
         "TouchingBorder": int(images["TouchingBorder"].sum()), "ExcludeEdges": exclude_edges,
         "Coverage": covered / total_area if total_area else 0.0,
         "SizeColumn": SIZE_COLUMN, "PixelSize": pixel_size, "Unit": unit,

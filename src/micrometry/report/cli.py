@@ -73,7 +73,12 @@ def build_report(path: Path, sem: Path | None = None, truth: Path | None = None,
     per_image = read_table(siblings["images"]) if siblings["images"].is_file() else None
     summary = read_table(siblings["summary"]) if siblings["summary"].is_file() else None
     source = summary.iloc[0]["Source"] if summary is not None and "Source" in summary else None
-    overlays = overlay_samples(source, images) if source else []
+    overlays = []
+    if source:
+        try:
+            overlays = overlay_samples(source, images)
+        except InputError as exc:  # overlays are a bonus: the table alone still makes a report
+            typer.secho(f"warning: no overlays ({exc})", fg=typer.colors.YELLOW, err=True)
     return measure_report(particles, per_image, summary, overlays)
 
 
