@@ -46,13 +46,14 @@ def detect(path: Path) -> str:
     return "particles" if read_image(images[0]).dtype == np.uint16 else "depth"
 
 
-def build_report(path: Path, sem: Path | None = None, truth: Path | None = None, images: Path | None = None):
+def build_report(path: Path, sem: Path | None = None, truth: Path | None = None, images: Path | None = None,
+                 cases: Path | None = None):
     """The :class:`~micrometry.report.Report` for ``path`` (see :func:`detect`)."""
     kind = detect(path)
     if kind == "depth":
         from micrometry.report.depth import depth_report
 
-        return depth_report(path, sem, truth)
+        return depth_report(path, sem, truth, cases)
     if kind == "compare":
         return _compare_report(path if path.is_dir() else path.parent)
     from micrometry.report.particles import measure_report, overlay_samples, require_columns
@@ -111,6 +112,7 @@ def report(
     out: Path = typer.Option(..., "--out", help="The HTML file to write."),
     sem: Optional[Path] = typer.Option(None, "--sem", help="Depth: folder of the SEM images the maps were predicted from."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Depth: folder of true depth maps (RMSE, error maps)."),
+    cases: Optional[Path] = typer.Option(None, "--cases", help="Depth: CSV with 'file' and 'case' columns, for flat folders."),
     images: Optional[Path] = typer.Option(None, "--images", help="Particles: folder of the gray images, for overlays."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
 ) -> None:
@@ -119,5 +121,5 @@ def report(
         raise InputError("the report must be an .html file", out)
     if out.exists() and not overwrite:
         raise OutputExistsError("already exists (pass --overwrite to replace it)", out)
-    build_report(source, sem, truth, images).write(out)
+    build_report(source, sem, truth, images, cases).write(out)
     typer.echo(f"wrote {out}")
