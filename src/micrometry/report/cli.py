@@ -16,16 +16,17 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import pandas as pd
 import typer
 
 from micrometry.errors import InputError, OutputExistsError
-from micrometry.io.image import list_images, read_image
 
 
 def detect(path: Path) -> str:
     """Kind of report input: 'table', 'compare', 'particles' or 'depth'."""
+    import numpy as np
+
+    from micrometry.io.image import list_images, read_image
+
     if not path.exists():
         raise InputError("no such file or folder", path)
     if path.is_file():
@@ -94,6 +95,8 @@ def _main_table(path: Path) -> Path:
 
 
 def _compare_report(folder: Path):
+    import pandas as pd
+
     from micrometry.particles.compare_run import BATCH_A, BATCH_B, COMPARE_CSV, COMPARE_JSON
     from micrometry.report.particles import compare_report
 
