@@ -85,6 +85,8 @@ def measure_labels(
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers, got {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must be non-negative (0 background, positive particle ids)")
     if pixel_size <= 0:
         raise ValueError(f"pixel_size must be positive, got {pixel_size}")
     if image is not None and np.shape(image) != labels.shape:
