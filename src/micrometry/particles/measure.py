@@ -157,14 +157,14 @@ def measure_source(
         table.insert(0, "Image", item.name)
         tables.append(table)
         image_rows.append({
-            "Image": item.name, "Width": item.labels.shape[1], "Height": item.labels.shape[0],
+            "Image": item.name, "WidthPx": item.labels.shape[1], "HeightPx": item.labels.shape[0],
             "Count": len(table), "TouchingBorder": touching, "Coverage": coverage,
             **psd_row(table[SIZE_COLUMN].to_numpy(), n_boot=max(100, n_boot // 2)),
         })
     particles = pd.concat(tables, ignore_index=True)
     images = pd.DataFrame(image_rows)
-    total_area = float((images["Width"] * images["Height"]).sum()) * pixel_size**2
-    covered = float((images["Coverage"] * images["Width"] * images["Height"]).sum()) * pixel_size**2
+    total_area = float((images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
+    covered = float((images["Coverage"] * images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
     summary = pd.DataFrame([{
         "Source": str(Path(source).resolve()), "Images": len(images), "Count": len(particles),
         "TouchingBorder": int(images["TouchingBorder"].sum()), "ExcludeEdges": exclude_edges,
