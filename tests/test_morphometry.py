@@ -370,3 +370,23 @@ def test_woodruff_intervals_agree_with_bootstrap():
     assert np.all(np.abs(high - boot["ci_high"].to_numpy()) < 0.25 * width)
     large = psd.percentiles_with_ci(np.random.default_rng(5).lognormal(2.0, 0.4, 50000), "volume")
     assert (large["ci_low"] < large["value"]).all() and (large["value"] < large["ci_high"]).all()
+
+
+def test_measure_cli_intensity_from_gray_images(tmp_path, capsys):
+    labels = np.zeros((30, 40), np.uint16)
+    labels[5:10, 5:12] = 1
+    labels[15:25, 20:30] = 2
+    gray = np.arange(1200, dtype=np.uint8).reshape(30, 40) % 200
+    write_image(tmp_path / "labels" / "s.png", labels)
+    write_image(tmp_path / "gray" / "s.png", gray)
+    out = tmp_path / "t.csv"
+    assert run(["particles", "measure", str(tmp_path / "labels"), "--images", str(tmp_path / "gray"),
+                "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert table.loc[0, "Mean"] == pytest.approx(gray[5:10, 5:12].mean())
+    assert table.loc[1, "Max"] == gray[15:25, 20:30].max()
+    write_image(tmp_path / "gray" / "s.png", gray[:20])  # wrong size: one-line error, no output
+    capsys.readouterr()
+    assert run(["particles", "measure", str(tmp_path / "labels"), "--images", str(tmp_path / "gray"),
+                "--out", str(tmp_path / "u.csv")]) == 2
+    assert capsys.readouterr().err.startswith("error:") and not (tmp_path / "u.csv").exists()

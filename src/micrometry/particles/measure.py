@@ -130,6 +130,7 @@ def measure_source(
     images_json: str | Path | None = None,
     min_score: float = 0.0,
     model: str | Path | None = None,
+    images_dir: str | Path | None = None,
     n_boot: int = 500,
 ) -> Measurement:
     """Measure every particle of every image in ``source`` and summarise.
@@ -142,13 +143,15 @@ def measure_source(
     """
     if pixel_size <= 0:
         raise InputError(f"--pixel-size must be positive, got {pixel_size}")
+    gray_by_stem = {p.stem: p for p in list_images(images_dir)} if images_dir is not None else {}
     if model is not None:
         count, items = segmented_label_images(source, model)
     else:
         count, items = iter_label_images(source, images_json, min_score)
     tables, image_rows = [], []
     for item in track(items, "measuring", total=count):
-        table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit)
+        image = _matching_image(gray_by_stem, item) if images_dir is not None else None
+        table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit, image=image)
         image_area = item.labels.size * pixel_size**2
         coverage = float(table["Area"].sum() / image_area) if image_area else 0.0
         touching = int(table["TouchesBorder"].sum())
@@ -173,6 +176,18 @@ def measure_source(
         **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
     }])
     return Measurement(particles, images, summary)
+
+
+def _matching_image(gray_by_stem: dict[str, Path], item: LabelImage) -> np.ndarray:
+    """The gray image for a label image, by file stem; it must exist and have the same size."""
+    path = gray_by_stem.get(item.name)
+    if path is None:
+        raise DatasetError(f"no gray image named like the label image '{item.name}' in --images")
+    image = read_image(path)
+    if image.shape != item.labels.shape:
+        raise DatasetError(f"size {image.shape[::-1]} differs from its label image {item.labels.shape[::-1]} "
+                           "(width x height)", path)
+    return image
 
 
 # --------------------------------------------------------------------------- outputs
