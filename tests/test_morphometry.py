@@ -390,3 +390,12 @@ def test_measure_cli_intensity_from_gray_images(tmp_path, capsys):
     assert run(["particles", "measure", str(tmp_path / "labels"), "--images", str(tmp_path / "gray"),
                 "--out", str(tmp_path / "u.csv")]) == 2
     assert capsys.readouterr().err.startswith("error:") and not (tmp_path / "u.csv").exists()
+
+
+def test_huge_sparse_ids_give_the_same_table():
+    labels = random_label_image(2, size=128, n=10)
+    sparse = np.where(labels > 0, labels.astype(np.int64) * 1_000_000_007, 0)
+    dense_table = measure_labels(labels)
+    sparse_table = measure_labels(sparse)
+    assert list(sparse_table["Label"]) == [i * 1_000_000_007 for i in dense_table["Label"]]
+    pd.testing.assert_frame_equal(sparse_table.drop(columns="Label"), dense_table.drop(columns="Label"))

@@ -92,6 +92,8 @@ def measure_labels(
     if image is not None and np.shape(image) != labels.shape:
         raise ValueError(f"image shape {np.shape(image)} differs from labels shape {labels.shape}")
 
+    if labels.size and labels.max() > MAX_DENSE_ID:
+        return _measure_sparse_ids(labels, pixel_size, unit, image)
     ids, moments = _moments(labels)
     if len(ids) == 0:
         return _empty_table(unit, with_intensity=image is not None)
@@ -105,6 +107,20 @@ def measure_labels(
     table = _calibrate(table, pixel_size)
     table["Unit"] = unit
     return table[_column_order(with_intensity=image is not None)]
+
+
+# Per-id arrays (bincount) are sized by the largest id; beyond this, ids are compacted first.
+MAX_DENSE_ID = 10_000_000
+
+
+def _measure_sparse_ids(labels: np.ndarray, pixel_size: float, unit: str, image: np.ndarray | None) -> pd.DataFrame:
+    """Measure a label image with huge ids (e.g. hashes) by renumbering them 1..N and back."""
+    original, inverse = np.unique(labels, return_inverse=True)
+    if original[0] != 0:  # no background pixel: make room for id 0
+        original, inverse = np.r_[0, original], inverse + 1
+    table = measure_labels(inverse.reshape(labels.shape).astype(np.int64), pixel_size, unit, image)
+    table["Label"] = original[table["Label"].to_numpy()]
+    return table
 
 
 def _column_order(with_intensity: bool) -> list[str]:
