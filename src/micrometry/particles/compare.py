@@ -173,6 +173,11 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame, descriptors: list[str] | No
             raise InputError(f"table {name} lacks the column(s) {', '.join(missing)}")
         if len(table) < 2:
             raise InputError(f"table {name} has {len(table)} particle(s); at least 2 are needed to compare")
+    # a descriptor needs two finite values on each side (AR is infinite for a one-pixel-thin line)
+    descriptors = [d for d in descriptors
+                   if min(np.isfinite(t[d].to_numpy(float)).sum() for t in (a, b)) >= 2]
+    if not descriptors:
+        raise InputError("no descriptor has at least 2 finite values in both tables")
     unit = _unit_of(a, b)
     rng = np.random.default_rng(settings.seed)
     rows = []
