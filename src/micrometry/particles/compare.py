@@ -173,7 +173,7 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame, descriptors: list[str] | No
             raise InputError(f"table {name} lacks the column(s) {', '.join(missing)}")
         if len(table) < 2:
             raise InputError(f"table {name} has {len(table)} particle(s); at least 2 are needed to compare")
-    # a descriptor needs two finite values on each side (AR is infinite for a one-pixel-thin line)
+    # a descriptor needs two finite values on each side (tables edited by hand may hold blanks)
     descriptors = [d for d in descriptors
                    if min(np.isfinite(t[d].to_numpy(float)).sum() for t in (a, b)) >= 2]
     if not descriptors:
