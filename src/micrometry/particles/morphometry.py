@@ -47,6 +47,9 @@ LENGTH_COLUMNS = ["Perim.", "Feret", "MinFeret", "Major", "Minor", "X", "Y", "Eq
                   "GeodLength", "GeodThickness", "BX", "BY", "Width", "Height"]
 AREA_COLUMNS = ["Area"]
 
+# Per-id arrays (bincount) are sized by the largest id; beyond this, ids are compacted first.
+MAX_DENSE_ID = 10_000_000
+
 # Descriptors worth comparing between batches (positions and angles are not shape).
 SHAPE_DESCRIPTORS = ["Area", "Perim.", "Circ.", "AR", "Round", "Solidity", "Feret", "MinFeret",
                      "Major", "Minor", "EqDiam", "Convexity", "Elongation"]
@@ -107,10 +110,6 @@ def measure_labels(
     table = _calibrate(table, pixel_size)
     table["Unit"] = unit
     return table[_column_order(with_intensity=image is not None)]
-
-
-# Per-id arrays (bincount) are sized by the largest id; beyond this, ids are compacted first.
-MAX_DENSE_ID = 10_000_000
 
 
 def _measure_sparse_ids(labels: np.ndarray, pixel_size: float, unit: str, image: np.ndarray | None) -> pd.DataFrame:
