@@ -86,6 +86,8 @@ def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarr
         speeds.append(len(test_images) / (time.perf_counter() - t0))
     pred_u8 = np.clip(np.rint(pred), 0, 255).astype(np.uint8)  # what a submission PNG holds
     result = score(pred_u8, truth, case)
+    if hasattr(trained, "predict_case"):  # case classifiers also report their accuracy
+        result["case_accuracy"] = float((trained.predict_case(test_images) == case).mean())
     return {"method": spec, **result, "train_s": train_s, "images_per_s": max(speeds),
             "epochs": len(metrics.get("history", [])), "best": metrics.get("best", {})}
 
@@ -125,7 +127,8 @@ def main() -> None:
             console.print(f"[bold]{spec}[/]: training (budget {args.budget:.0f} s)")
             results.append(run_one(spec, data, test.images, truth, case, args.budget, args.seed, Path(tmp)))
             r = results[-1]
-            console.print(f"  rmse {r['rmse']:.3f}, train {r['train_s']:.0f} s, {r['images_per_s']:.0f} images/s")
+            console.print(f"  rmse {r['rmse']:.3f}, train {r['train_s']:.0f} s, {r['images_per_s']:.0f} images/s"
+                          + (f", case accuracy {r['case_accuracy']:.3f}" if "case_accuracy" in r else ""))
 
     ae = next((r["rmse"] for r in results if parse_spec(r["method"])[0] == "ae"), None)
     table = Table(title=f"Depth methods, {len(test.names)} test images, budget {args.budget:.0f} s "
@@ -138,6 +141,9 @@ def main() -> None:
                       f"{r['rmse'] / ae:.3f}" if ae else "-", f"{r['train_s']:.0f}", str(r["epochs"]),
                       f"{r['images_per_s']:.0f}")
     console.print(table)
+    for r in results:
+        if "case_accuracy" in r:
+            console.print(f"{r['method']}: case accuracy on the test images {r['case_accuracy']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
 

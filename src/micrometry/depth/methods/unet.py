@@ -183,9 +183,11 @@ class UNetMethod(DepthMethod):
             from micrometry.errors import InputError
 
             raise InputError(f"tta must be 1, 2 or 4, got {self.cfg['tta']}")
-        self.modules = {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]))
-                        for i in range(int(self.cfg["ensemble"]))}
         self.affine = (1.0, 0.0)  # predicted depth -> corrected depth (unet-weak fits it)
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        return {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]))
+                for i in range(int(self.cfg["ensemble"]))}
 
     def loop_config(self) -> LoopConfig:
         return LoopConfig(epochs=int(self.cfg["epochs"]), monitor=self.monitor, mode="min", description=self.name)
