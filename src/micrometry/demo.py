@@ -104,6 +104,7 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     console.print(f"measured {len(table)} holes (depth, top/bottom CD, sidewall angle) -> {out / 'depth-metrology.csv'}")
 
     section = depth_report(pred, sem_dir=data / "test" / "SEM", truth_dir=truth / "test_depth",
+                           cases=truth / "test_truth.csv",
                            title=f"Depth from SEM ({best})")
     section.section("RMSE against the official baseline (ae)")
     section.table(_depth_score_table(scores))
