@@ -1,0 +1,137 @@
+"""``micrometry particles train``: a dense model as a :class:`~micrometry.train.TrainTask`.
+
+The shared :func:`~micrometry.train.fit` loop does the epochs, progress bar,
+checkpoints, metrics, resume and time budget; this module supplies the data,
+the optimisation step and the validation (segm AP of the held-out images,
+measured by the project's evaluator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from micrometry.errors import CheckpointError, InputError
+from micrometry.particles.models.data import CropBatches, LabelledImage, load_labelled_images, split_train_val
+from micrometry.particles.models.dense import DenseSegmenter, build_network, model_payload
+from micrometry.particles.models.methods import DEFAULT_MODEL, METHODS
+from micrometry.particles.models.validation import evaluate_label_images
+from micrometry.train import LoopConfig, RunDir, TrainTask, fit, seed_everything
+from micrometry.train.loop import configure_threads
+
+
+@dataclass
+class TrainSettings:
+    """Everything that defines a training run (stored as the run's ``config.json``).
+
+    The defaults train the shipped model in about a quarter of an hour on two
+    CPU cores for 30 images of 1024x1280.
+    """
+
+    model: str = DEFAULT_MODEL
+    epochs: int = 30
+    steps_per_epoch: int = 40
+    batch_size: int = 8
+    crop: int = 192
+    scale: float = 0.5
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    val_fraction: float = 0.1
+    seed: int = 0
+    time_budget_s: float | None = 15 * 60
+
+
+class DenseTrainTask(TrainTask):
+    """Train a U-Net for one dense method on augmented random crops."""
+
+    def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
+        seed_everything(settings.seed)
+        self.settings = settings
+        self.method, self.net = build_network(settings.model, tuple(settings.widths))
+        self.train_items, self.val_items = train, val
+        self.modules = {"net": self.net}
+        self.optimizers = {"adamw": torch.optim.AdamW(self.net.parameters(), lr=settings.lr,
+                                                      weight_decay=settings.weight_decay)}
+        self.schedulers = {"cosine": torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizers["adamw"], T_max=settings.epochs, eta_min=settings.lr * 0.02)}
+
+    def train_batches(self, epoch: int, generator: torch.Generator) -> CropBatches:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        s = self.settings
+        return CropBatches(self.train_items, self.method, s.steps_per_epoch, s.batch_size, s.crop, seed)
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        images, target = batch
+        loss, parts = self.method.loss(self.net(images), target)
+        optimizer = self.optimizers["adamw"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+        optimizer.step()
+        return parts
+
+    def segmenter(self) -> DenseSegmenter:
+        return DenseSegmenter(self.method, self.net, scale=self.settings.scale)
+
+    def validate(self) -> dict[str, float]:
+        """segm AP, AP50 and F1@0.5 of the validation images at full resolution."""
+        segmenter = self.segmenter()
+        predicted = [segmenter.segment_labels(item.full_image) for item in self.val_items]
+        metrics = evaluate_label_images(predicted, [item.truth for item in self.val_items])
+        return {"val_ap": metrics["AP"], "val_ap50": metrics["AP50"], "val_f1": metrics["F1@0.5"]}
+
+
+def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, resume: bool = False,
+                overwrite: bool = False, threads: int | None = None) -> dict[str, Any]:
+    """Train ``settings.model`` on a COCO folder into the run folder ``out``.
+
+    Returns
+    -------
+    dict
+        The run's metrics (``history``, ``best``, ``final``).
+
+    Raises
+    ------
+    InputError
+        Unknown model or bad settings; ``DatasetError`` for a bad dataset;
+        ``CheckpointError`` when resuming a run of another model.
+    """
+    if settings.model not in METHODS:
+        raise InputError(f"unknown trainable particle model {settings.model!r}; "
+                         f"choose one of: {', '.join(sorted(METHODS))}")
+    if not 0.05 <= settings.scale <= 2.0:
+        raise InputError(f"--scale must be between 0.05 and 2, not {settings.scale}")
+    run = RunDir.for_training(out, resume=resume, overwrite=overwrite)
+    if resume:
+        previous = run.read_config()
+        if previous.get("model") != settings.model:
+            raise CheckpointError(f"run was trained with model {previous.get('model')!r}, "
+                                  f"not {settings.model!r}", run.config_path)
+        settings = TrainSettings(**{**previous["settings"], "epochs": settings.epochs,
+                                    "time_budget_s": settings.time_budget_s})
+    configure_threads(threads)
+    items = load_labelled_images(coco_dir, settings.scale)
+    train, val = split_train_val(items, settings.val_fraction, settings.seed)
+    task = DenseTrainTask(settings, train, val)
+    run.write_config({"model": settings.model, "data": str(Path(coco_dir).resolve()),
+                      "n_train": len(train), "n_val": len(val), "settings": asdict(settings)})
+    run.log(validation_split_note(train, val))
+    payload = model_payload(settings.model, tuple(settings.widths), settings.scale, task.method.config)
+    loop = LoopConfig(epochs=settings.epochs, seed=settings.seed, time_budget_s=settings.time_budget_s,
+                      monitor="val_ap", mode="max", description=f"train {settings.model}")
+    try:
+        return fit(task, run, loop, resume=resume, extra_payload=payload)
+    finally:
+        run.close()
+
+
+
+def validation_split_note(train: list[LabelledImage], val: list[LabelledImage]) -> str:
+    """One log line saying what the validation metrics measure."""
+    if train is val:
+        return "validation on the training images (fewer than 5 images: none can be held out)"
+    return f"{len(train)} training / {len(val)} validation images"
