@@ -74,3 +74,24 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "-" if value != value else f"{value:.1f}"
     return "-" if value is None else str(value)
+
+
+@particles_app.command("predict")
+def predict(
+    images: Path = typer.Argument(..., help="Folder of images (or one image file)."),
+    out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Built-in model name (e.g. watershed) or a training run folder; default: the shipped default."),
+    images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PRED folder."),
+) -> None:
+    """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
+    from micrometry.particles.predict import predict_folder
+    from micrometry.particles.segmenter import load_segmenter
+
+    segmenter = load_segmenter(model)
+    with _warnings_as_lines():
+        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays)
+    typer.echo(f"{summary['images']} images, {summary['particles']} particles "
+               f"({summary['seconds_per_image']:.2f} s/image) -> {out}")

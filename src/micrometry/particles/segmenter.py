@@ -1,0 +1,126 @@
+"""What every particle segmenter is: image in, labelled instances with confidences out.
+
+Built-in methods register a factory in :data:`SEGMENTERS` under a name
+(``watershed``, and the learned models); trained models live in run folders
+written by ``micrometry particles train``, whose ``config.json`` names the model.
+:func:`load_segmenter` turns a name, a run folder or nothing (the default) into
+a ready :class:`Segmenter`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from micrometry.errors import CheckpointError
+from micrometry.registry import Registry
+
+SEGMENTERS = Registry("particle model")
+
+# Modules whose import registers built-in segmenters (the models engineer adds theirs here).
+BUILTIN_MODULES = ["micrometry.particles.watershed"]
+
+# What ``--model`` means when it is not given: the shipped default (a learned
+# checkpoint once one ships; until then the classical baseline).
+DEFAULT_MODEL = "watershed"
+
+
+@dataclass
+class Instances:
+    """Instance segmentation of one image.
+
+    Attributes
+    ----------
+    labels : ndarray
+        ``(H, W)`` int32; 0 is background, 1..N one id per particle (its
+        visible part; particles do not overlap in a label image).
+    scores : ndarray
+        ``(N,)`` float32; ``scores[i]`` is the confidence of label id ``i + 1``.
+    """
+
+    labels: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int32)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        n = int(self.labels.max(initial=0))
+        if self.scores.shape[0] != n:
+            raise ValueError(f"{n} label ids but {self.scores.shape[0]} scores")
+
+    @property
+    def count(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """A particle segmenter: ``segment(gray image) -> Instances``."""
+
+    name: str
+
+    def segment(self, image: np.ndarray) -> Instances:
+        """Segment one 2-D gray image (uint8 or uint16, as :func:`read_image` returns)."""
+        ...
+
+    def segment_batch(self, images: list[np.ndarray]) -> list[Instances]:
+        """Segment several images (a model may batch them; classical methods loop)."""
+        ...
+
+
+class SegmenterBase:
+    """Convenience base class: ``segment_batch`` loops over ``segment``."""
+
+    name = "segmenter"
+
+    def segment(self, image: np.ndarray) -> Instances:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def segment_batch(self, images: list[np.ndarray]) -> list[Instances]:
+        return [self.segment(image) for image in images]
+
+
+def _import_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def load_segmenter(name_or_run: str | Path | None = None) -> Segmenter:
+    """A ready segmenter from a built-in name, a training run folder, or the default.
+
+    Parameters
+    ----------
+    name_or_run : str, Path or None
+        A registered name (``"watershed"``, ...); or a run folder written by
+        ``micrometry particles train`` (its ``config.json`` has ``"model":
+        NAME`` and the factory is called with ``checkpoint=`` the run's best
+        checkpoint); or None for :data:`DEFAULT_MODEL`.
+
+    Raises
+    ------
+    InputError
+        An unknown name (the message lists the known ones).
+    CheckpointError
+        A run folder without a usable config or checkpoint.
+    """
+    _import_builtins()
+    if name_or_run is None:
+        name_or_run = DEFAULT_MODEL
+    if str(name_or_run) in SEGMENTERS:
+        return SEGMENTERS.create(str(name_or_run))
+    path = Path(name_or_run)
+    if not path.exists():
+        SEGMENTERS.get(str(name_or_run))  # raises the "unknown model; choose one of" error
+    from micrometry.train.run import RunDir
+
+    run = RunDir.existing(path)
+    model = run.read_config().get("model")
+    if not isinstance(model, str):
+        raise CheckpointError("config.json names no 'model'", run.config_path)
+    if model not in SEGMENTERS:
+        raise CheckpointError(f"run was trained with unknown model {model!r}", run.config_path)
+    return SEGMENTERS.create(model, checkpoint=run.best_checkpoint())

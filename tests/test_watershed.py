@@ -1,0 +1,129 @@
+import json
+
+import numpy as np
+import pytest
+
+from micrometry.cli import run
+from micrometry.io.coco import rle_to_mask
+from micrometry.io.image import read_image, write_image
+from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
+from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
+
+H, W = 160, 200
+
+
+def discs_image(centres, radius=14, seed=0):
+    """Dark discs on an unevenly lit background with noise; returns (image, list of disc masks)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:H, :W]
+    img = 190.0 - 50.0 * ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / (W * W / 4)
+    masks = []
+    for cx, cy in centres:
+        m = (xx - cx) ** 2 + (yy - cy) ** 2 < radius**2
+        img[m] *= 0.5
+        masks.append(m)
+    img += rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), masks
+
+
+def test_separate_and_touching_discs_are_found_and_split():
+    # two isolated discs and one touching pair (centres 26 px apart, radius 14)
+    image, masks = discs_image([(40, 40), (150, 50), (80, 110), (106, 110)])
+    inst = WatershedSegmenter().segment(image)
+    assert inst.count == 4
+    assert inst.labels.dtype == np.int32 and inst.labels.shape == image.shape
+    assert np.all((inst.scores > 0) & (inst.scores <= 1))
+    for m in masks:  # every disc is matched by one label with IoU > 0.7
+        ids, counts = np.unique(inst.labels[m], return_counts=True)
+        best = ids[np.argmax(counts)]
+        assert best > 0
+        pred = inst.labels == best
+        assert (pred & m).sum() / (pred | m).sum() > 0.7
+
+
+def test_blank_image_gives_no_particles():
+    inst = WatershedSegmenter().segment(np.full((H, W), 128, np.uint8))
+    assert inst.count == 0 and inst.labels.max() == 0
+
+
+def test_params_change_behaviour():
+    image, _ = discs_image([(80, 110), (106, 110)])
+    merged = WatershedSegmenter(WatershedParams(marker_h=50.0)).segment(image)
+    assert merged.count == 1
+    huge_min_area = WatershedSegmenter(WatershedParams(min_area=10_000)).segment(image)
+    assert huge_min_area.count == 0
+
+
+def test_load_segmenter_names_and_protocol(tmp_path, capsys):
+    seg = load_segmenter("watershed")
+    assert isinstance(seg, Segmenter) and seg.name == "watershed"
+    assert load_segmenter(None).name  # the default exists
+    image, _ = discs_image([(40, 40)])
+    out = seg.segment_batch([image, image])
+    assert len(out) == 2 and all(isinstance(o, Instances) for o in out)
+    (tmp_path / "imgs").mkdir()
+    write_image(tmp_path / "imgs" / "a.png", image)
+    assert run(["particles", "predict", str(tmp_path / "imgs"), "--model", "nonsense", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown particle model 'nonsense'" in err and "watershed" in err
+    assert not (tmp_path / "p").exists()
+    # a folder that is not a run
+    (tmp_path / "notarun").mkdir()
+    assert run(["particles", "predict", str(tmp_path / "imgs"), "--model", str(tmp_path / "notarun"),
+                "--out", str(tmp_path / "p")]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, centres in (("b.png", [(40, 40), (120, 100)]), ("a.png", [(60, 60)])):
+        write_image(folder / name, discs_image(centres)[0])
+    return folder
+
+
+def test_predict_writes_the_pred_folder(tmp_path, image_folder, capsys):
+    out = tmp_path / "pred"
+    assert run(["particles", "predict", str(image_folder), "--model", "watershed", "--out", str(out)]) == 0
+    images = json.loads((out / "images.json").read_text())
+    assert [(im["id"], im["file_name"]) for im in images["images"]] == [(1, "a.png"), (2, "b.png")]
+    results = json.loads((out / "results.json").read_text())
+    assert sorted({r["image_id"] for r in results}) == [1, 2]
+    assert sum(r["image_id"] == 2 for r in results) == 2
+    for r in results:
+        assert r["category_id"] == 1 and 0 < r["score"] <= 1 and isinstance(r["segmentation"]["counts"], str)
+    labels = read_image(out / "labels" / "b.png")
+    assert labels.dtype == np.uint16 and labels.max() == 2
+    first_b = next(r for r in results if r["image_id"] == 2)
+    np.testing.assert_array_equal(rle_to_mask(first_b["segmentation"]), labels == 1)
+    assert (out / "overlays" / "a.png").is_file()
+    # refuses to overwrite, leaves the old folder intact
+    assert run(["particles", "predict", str(image_folder), "--out", str(out)]) == 2
+    assert (out / "results.json").is_file()
+
+
+def test_predict_with_images_json_uses_its_ids(tmp_path, image_folder):
+    listing = {"images": [{"id": 7, "file_name": "b.png", "height": H, "width": W}],
+               "categories": [{"id": 1, "name": "Normal"}]}
+    (tmp_path / "images.json").write_text(json.dumps(listing))
+    out = tmp_path / "pred"
+    assert run(["particles", "predict", str(image_folder), "--out", str(out),
+                "--images-json", str(tmp_path / "images.json")]) == 0
+    assert {r["image_id"] for r in json.loads((out / "results.json").read_text())} == {7}
+    assert not (out / "images.json").exists()
+    assert not (out / "labels" / "a.png").exists()
+
+
+def test_predict_bad_inputs_exit_2_without_output(tmp_path, image_folder, capsys):
+    listing = {"images": [{"id": 7, "file_name": "missing.png", "height": H, "width": W}]}
+    (tmp_path / "images.json").write_text(json.dumps(listing))
+    out = tmp_path / "pred"
+    assert run(["particles", "predict", str(image_folder), "--out", str(out),
+                "--images-json", str(tmp_path / "images.json")]) == 2
+    assert "missing.png not found" in capsys.readouterr().err
+    (image_folder / "c.png").write_bytes(b"not a png")
+    assert run(["particles", "predict", str(image_folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "c.png" in err and len(err.splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".pred*"))
