@@ -78,7 +78,8 @@ class DenseSegmenter:
         self.net = net.to(device).eval()
         self.scale = float(scale)
         self.tile = int(tile)
-        self.overlap = int(overlap)
+        # Small tiles keep at least half their area as their own contribution.
+        self.overlap = min(int(overlap), self.tile // 2)
         self.tta = tta
         self.device = torch.device(device)
 

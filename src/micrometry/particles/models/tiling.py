@@ -82,22 +82,25 @@ def predict_tiled(forward: Forward, image: torch.Tensor, tile: int, overlap: int
     _, h, w = image.shape
     if h <= tile and w <= tile:
         return predict_padded(forward, image[None], multiple)[0]
-    rows, cols = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
+    # Pad once for the whole image so that its borders are treated as in a single pass.
+    padded = pad_to_multiple(image[None], multiple)[0]
+    tile = max(multiple, tile - tile % multiple)
+    rows, cols = tile_spans(padded.shape[1], tile, overlap), tile_spans(padded.shape[2], tile, overlap)
     jobs = [(r, c) for r in rows for c in cols]
     out: torch.Tensor | None = None
     for first in range(0, len(jobs), batch_size):
         chunk = jobs[first:first + batch_size]
-        # All tiles of a chunk have the same size except at the image border: group by shape.
-        crops = [image[:, r[0]:r[1], c[0]:c[1]] for r, c in chunk]
+        crops = [padded[:, r[0]:r[1], c[0]:c[1]] for r, c in chunk]
+        # Tiles share one size unless the image is smaller than a tile along one axis.
         same = all(cr.shape == crops[0].shape for cr in crops)
         batches = [torch.stack(crops)] if same else [cr[None] for cr in crops]
         maps = torch.cat([predict_padded(forward, b, multiple) for b in batches])
         if out is None:
-            out = maps.new_zeros((maps.shape[1], h, w))
+            out = maps.new_zeros((maps.shape[1], *padded.shape[1:]))
         for (r, c), m in zip(chunk, maps):
             out[:, r[2]:r[3], c[2]:c[3]] = m[:, r[2] - r[0]:r[3] - r[0], c[2] - c[0]:c[3] - c[0]]
     assert out is not None
-    return out
+    return out[:, :h, :w]
 
 
 def flip_tta(forward: Forward, vector_channels: tuple[int, int] | None) -> Forward:

@@ -86,7 +86,7 @@ class DenseTrainTask(TrainTask):
 
 
 def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, resume: bool = False,
-                overwrite: bool = False, threads: int | None = None) -> dict[str, Any]:
+                overwrite: bool = False, threads: int | None = None, model_given: bool = True) -> dict[str, Any]:
     """Train ``settings.model`` on a COCO folder into the run folder ``out``.
 
     Returns
@@ -99,23 +99,32 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
     InputError
         Unknown model or bad settings; ``DatasetError`` for a bad dataset;
         ``CheckpointError`` when resuming a run of another model.
+
+    With ``resume`` the run's own settings are used (only ``epochs`` and the
+    time budget may grow); ``model_given`` says whether ``settings.model`` was
+    asked for explicitly (then it must match the run's).
     """
     if settings.model not in METHODS:
         raise InputError(f"unknown trainable particle model {settings.model!r}; "
                          f"choose one of: {', '.join(sorted(METHODS))}")
     if not 0.05 <= settings.scale <= 2.0:
         raise InputError(f"--scale must be between 0.05 and 2, not {settings.scale}")
-    run = RunDir.for_training(out, resume=resume, overwrite=overwrite)
     if resume:
+        run = RunDir.for_training(out, resume=True)
         previous = run.read_config()
-        if previous.get("model") != settings.model:
+        if model_given and previous.get("model") != settings.model:
             raise CheckpointError(f"run was trained with model {previous.get('model')!r}, "
                                   f"not {settings.model!r}", run.config_path)
         settings = TrainSettings(**{**previous["settings"], "epochs": settings.epochs,
                                     "time_budget_s": settings.time_budget_s})
+    elif not overwrite and (Path(out) / "config.json").exists():
+        RunDir.for_training(out)  # refuses, before any work, to clobber an earlier run
     configure_threads(threads)
+    # Read the whole dataset before creating the run folder: a bad dataset leaves nothing behind.
     items = load_labelled_images(coco_dir, settings.scale)
     train, val = split_train_val(items, settings.val_fraction, settings.seed)
+    if not resume:
+        run = RunDir.for_training(out, overwrite=overwrite)
     task = DenseTrainTask(settings, train, val)
     run.write_config({"model": settings.model, "data": str(Path(coco_dir).resolve()),
                       "n_train": len(train), "n_val": len(val), "settings": asdict(settings)})
@@ -127,7 +136,6 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
         return fit(task, run, loop, resume=resume, extra_payload=payload)
     finally:
         run.close()
-
 
 
 def validation_split_note(train: list[LabelledImage], val: list[LabelledImage]) -> str:
