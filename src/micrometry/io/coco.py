@@ -52,6 +52,17 @@ class CocoRepairWarning(UserWarning):
 # ----------------------------------------------------------------------------- masks <-> RLE
 
 
+def decode_rles(rles: list[dict]) -> np.ndarray:
+    """pycocotools' decode of several compressed RLEs: ``(H, W, N)`` uint8, Fortran order.
+
+    pycocotools 2.0.11 calls ``np.array(copy=False)`` on its own buffer, which
+    NumPy 2 answers with a DeprecationWarning on every call; it is harmless.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rles)
+
+
 def mask_to_rle(mask: np.ndarray) -> dict:
     """Encode a 2-D boolean mask as compressed COCO RLE with a JSON-ready string ``counts``."""
     rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
@@ -61,7 +72,7 @@ def mask_to_rle(mask: np.ndarray) -> dict:
 def rle_to_mask(rle: dict) -> np.ndarray:
     """Decode a COCO RLE (compressed or uncompressed ``counts``) to an ``(H, W)`` bool mask."""
     h, w = rle["size"]
-    return mask_utils.decode([_compressed_rle(rle, h, w)])[:, :, 0].astype(bool)
+    return decode_rles([_compressed_rle(rle, h, w)])[:, :, 0].astype(bool)
 
 
 def labels_to_rles(labels: np.ndarray) -> list[dict]:
@@ -176,7 +187,7 @@ class CocoDataset:
         anns = [a for a in self.annotations[image_id] if include_crowd or not a.iscrowd]
         if not anns:
             return np.zeros((0, im.height, im.width), dtype=bool)
-        stacked = mask_utils.decode([a.rle for a in anns])  # (H, W, N), Fortran order
+        stacked = decode_rles([a.rle for a in anns])  # (H, W, N), Fortran order
         return np.ascontiguousarray(np.moveaxis(stacked, -1, 0)).astype(bool)
 
     def labels(self, image_id: int, include_crowd: bool = False) -> np.ndarray:
@@ -190,7 +201,7 @@ class CocoDataset:
         labels = np.zeros((im.height, im.width), dtype=np.int32)
         anns = [a for a in self.annotations[image_id] if include_crowd or not a.iscrowd]
         for i, ann in enumerate(anns, start=1):
-            mask = mask_utils.decode([ann.rle])[:, :, 0].astype(bool)
+            mask = decode_rles([ann.rle])[:, :, 0].astype(bool)
             labels[mask & (labels == 0)] = i
         return labels
 
@@ -200,7 +211,7 @@ class CocoDataset:
         out = np.zeros((im.height, im.width), dtype=bool)
         for ann in self.annotations[image_id]:
             if ann.iscrowd:
-                out |= mask_utils.decode([ann.rle])[:, :, 0].astype(bool)
+                out |= decode_rles([ann.rle])[:, :, 0].astype(bool)
         return out
 
     def to_dict(self) -> dict:
@@ -624,28 +635,31 @@ def load_results(path: str | Path, dataset: CocoDataset | None = None) -> list[d
 # ----------------------------------------------------------------------------- writing datasets
 
 
-def polygons_from_mask(mask: np.ndarray, tolerance: float = 0.5) -> list[list[float]]:
-    """Outer contours of a binary mask as COCO polygons (pixel-corner coordinates).
+def polygons_from_mask(mask: np.ndarray, tolerance: float = 0.25, upsample: int = 4) -> list[list[float]]:
+    """Outer contours of a binary mask as COCO polygons (pixel-edge coordinates).
 
-    Each connected part gives one polygon, traced by OpenCV on a 2x upsampled
-    mask so that the contour runs along pixel edges rather than centres; a
-    polygon rasterised by pycocotools then reproduces the mask closely.
-    ``tolerance`` (pixels) simplifies the outline (Douglas-Peucker).
+    Each connected part gives one polygon. OpenCV traces pixel centres, so the
+    mask is first upsampled ``upsample`` times: the traced outline then runs
+    within ``1 / (2 * upsample)`` px of the true pixel edges, and a polygon
+    rasterised by pycocotools reproduces the mask, one-pixel-thin parts
+    included. ``tolerance`` (px) simplifies the outline (Douglas-Peucker).
+    Holes cannot be expressed as COCO polygons (use RLE for such masks).
     """
     import cv2
 
     mask = np.asarray(mask, dtype=np.uint8)
-    up = cv2.resize(mask, (mask.shape[1] * 2, mask.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    k = int(upsample)
+    up = np.repeat(np.repeat(mask, k, axis=0), k, axis=1)
     contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polygons = []
     for c in contours:
         if tolerance > 0:
-            c = cv2.approxPolyDP(c, 2 * tolerance, True)
+            c = cv2.approxPolyDP(c, k * tolerance, True)
         if len(c) < 3:
             continue
-        # Upsampled pixel k covers [k/2, k/2 + 0.5): its centre is the original pixel-corner coordinate + 0.25.
-        xy = (c.reshape(-1, 2).astype(np.float64) + 0.5) / 2.0
-        polygons.append([round(float(v), 2) for v in xy.ravel()])
+        # upsampled pixel j has its centre at original coordinate (j + 0.5) / k
+        xy = (c.reshape(-1, 2).astype(np.float64) + 0.5) / k
+        polygons.append([round(float(v), 3) for v in xy.ravel()])
     return polygons
 
 

@@ -64,7 +64,8 @@ def info(
     if shown:
         per = Table(title="per image" + (f" (first {len(shown)} of {len(rows)})" if len(shown) < len(rows) else ""))
         for col in shown[0]:
-            per.add_column(col.replace("_", " "), justify="left" if col == "file_name" else "right")
+            per.add_column(col.replace("_", " "), justify="left" if col == "file" else "right",
+                           no_wrap=True, min_width=len(col))
         for row in shown:
             per.add_row(*(_fmt(v) for v in row.values()))
         stdout.print(per)

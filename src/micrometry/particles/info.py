@@ -35,8 +35,7 @@ def dataset_summary(ds: CocoDataset) -> dict:
         "rle_annotations": sum(isinstance(a.segmentation, dict) for a in anns),
         "categories": [c["name"] for c in ds.categories],
         "image_sizes_hxw": dict(sizes),
-        "objects_per_image": {"min": int(per_image.min(initial=0)), "median": pct(per_image, 50),
-                              "max": int(per_image.max(initial=0))},
+        "objects_per_image": {"min": pct(per_image, 0), "median": pct(per_image, 50), "max": pct(per_image, 100)},
         "area_px": {"min": pct(areas, 0), "median": pct(areas, 50), "max": pct(areas, 100)},
         "equivalent_diameter_px": {"d10": pct(diameters, 10), "d50": pct(diameters, 50), "d90": pct(diameters, 90)},
         "size_classes": {"small": int((areas < SMALL_AREA).sum()),
@@ -52,14 +51,14 @@ def per_image_rows(ds: CocoDataset) -> list[dict]:
         anns = [a for a in ds.annotations[im.id] if not a.iscrowd]
         areas = np.array([a.area for a in anns])
         rows.append({
-            "image_id": im.id,
-            "file_name": im.file_name,
+            "id": im.id,
+            "file": im.file_name,
             "size": f"{im.height}x{im.width}",
             "objects": len(anns),
             "crowd": len(ds.annotations[im.id]) - len(anns),
             "median_area": float(np.median(areas)) if areas.size else float("nan"),
             "max_area": float(areas.max()) if areas.size else float("nan"),
             # annotations can overlap, so the sum of areas may exceed the union
-            "coverage_pct": 100.0 * float(areas.sum()) / (im.height * im.width),
+            "cover_pct": 100.0 * float(areas.sum()) / (im.height * im.width),
         })
     return rows

@@ -2,6 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 synth_app = typer.Typer(help="Synthesise datasets in the real formats, with ground truth.", no_args_is_help=True)
+
+
+@synth_app.command("particles")
+def particles(
+    out: Path = typer.Argument(..., help="Output folder: train/, test/, batches/A, batches/B."),
+    truth: Path = typer.Option(..., "--truth", help="Folder for the hidden answers (test annotations, true descriptors)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same images."),
+    n_train: int = typer.Option(8, "--n-train", min=0, help="Annotated training images."),
+    n_test: int = typer.Option(4, "--n-test", min=0, help="Test images (answers go to TRUTH)."),
+    n_batch: int = typer.Option(3, "--n-batch", min=0, help="Images in each of batches A and B."),
+    height: int = typer.Option(1024, "--height", min=32, help="Image height in pixels."),
+    width: int = typer.Option(1280, "--width", min=32, help="Image width in pixels."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing OUT and TRUTH folders."),
+) -> None:
+    """Synthetic brightfield particle images with COCO ground truth (see docs/particles-data.md)."""
+    from micrometry.synth.particles import SuspensionParams, generate_dataset
+
+    params = SuspensionParams(height=height, width=width)
+    summary = generate_dataset(out, truth, params, seed=seed, n_train=n_train, n_test=n_test,
+                               n_batch=n_batch, overwrite=overwrite)
+    typer.echo(f"{summary['images']} images ({summary['train_annotations']} train and "
+               f"{summary['test_annotations']} test particles annotated) in {summary['seconds']:.1f} s "
+               f"({summary['seconds_per_image']:.2f} s/image) -> {out}, answers in {truth}")
