@@ -86,12 +86,16 @@ def predict(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PRED folder."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Learned models: network resolution relative to the image (default: the run's)."),
+    tile: Optional[int] = typer.Option(None, "--tile", min=32, help="Learned models: tile side in network pixels for large images (default 768)."),
+    tta: bool = typer.Option(False, "--tta", help="Learned models: average over the four flips (about 4x slower)."),
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
     from micrometry.particles.predict import predict_folder
     from micrometry.particles.segmenter import load_segmenter
 
-    segmenter = load_segmenter(model)
+    options = {"scale": scale, "tile": tile, "tta": tta or None}
+    segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
         summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays)
     typer.echo(f"{summary['images']} images, {summary['particles']} particles "

@@ -45,3 +45,15 @@ def _dense_factory(model: str, needs_run: bool):
 
 SEGMENTERS.register("center-offset")(_dense_factory("center-offset", needs_run=False))
 SEGMENTERS.register("unet-watershed")(_dense_factory("unet-watershed", needs_run=True))
+
+
+@SEGMENTERS.register("maskrcnn")
+def make_maskrcnn(checkpoint: str | Path | None = None, scale: float | None = None):
+    """torchvision's Mask R-CNN from a training run (optional extra ``micrometry[maskrcnn]``)."""
+    from micrometry.particles.models.maskrcnn import load_maskrcnn_segmenter, require_torchvision
+
+    require_torchvision()
+    if checkpoint is None:
+        raise CheckpointError("model 'maskrcnn' has no shipped weights: train a run with "
+                              "'micrometry particles train COCO_DIR --model maskrcnn --out RUN' and pass --model RUN")
+    return load_maskrcnn_segmenter(checkpoint, scale=scale)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import albumentations as A
 import cv2
@@ -22,7 +22,6 @@ from micrometry.errors import DatasetError
 from micrometry.io.coco import load_coco
 from micrometry.io.image import read_image
 from micrometry.particles.models.dense import normalise_image, resize, resize_labels
-from micrometry.particles.models.methods import DenseMethod
 from micrometry.progress import track
 
 
@@ -92,20 +91,23 @@ def augmentation(crop: int) -> A.Compose:
 class CropBatches:
     """One epoch of ``steps`` batches of augmented crops with their targets.
 
+    Each batch is ``(images, targets)``: a ``(B, 1, crop, crop)`` float tensor
+    and the list of what ``make_targets`` made of each crop's label image.
+
     Parameters
     ----------
     items : list of LabelledImage
-    method : DenseMethod
-        Turns each crop's label image into target maps.
+    make_targets : callable
+        Label image of a crop -> its targets (e.g. a :class:`DenseMethod`'s maps).
     steps, batch_size, crop : int
     seed : int
         Makes the epoch reproducible (drawn from the loop's per-epoch generator).
     """
 
-    def __init__(self, items: list[LabelledImage], method: DenseMethod, steps: int, batch_size: int,
-                 crop: int, seed: int):
+    def __init__(self, items: list[LabelledImage], make_targets: Callable[[np.ndarray], Any], steps: int,
+                 batch_size: int, crop: int, seed: int):
         self.items = items
-        self.method = method
+        self.make_targets = make_targets
         self.steps = steps
         self.batch_size = batch_size
         self.transform = augmentation(crop)
@@ -115,12 +117,12 @@ class CropBatches:
     def __len__(self) -> int:
         return self.steps
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[Any]]]:
         for _ in range(self.steps):
-            images, maps = [], []
+            images, targets = [], []
             for index in self.rng.integers(0, len(self.items), self.batch_size):
                 item = self.items[index]
                 out = self.transform(image=item.image, mask=item.labels.astype(np.uint16))
                 images.append(out["image"][None])
-                maps.append(self.method.targets(out["mask"].astype(np.int32)))
-            yield torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(maps))
+                targets.append(self.make_targets(out["mask"].astype(np.int32)))
+            yield torch.from_numpy(np.stack(images)), targets

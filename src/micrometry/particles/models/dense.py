@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from micrometry.errors import CheckpointError
+from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.methods import METHODS, DenseMethod
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
 from micrometry.particles.models.unet import UNet
@@ -140,6 +140,8 @@ def load_dense_segmenter(checkpoint: str | Path, expected_model: str | None = No
     CheckpointError
         Corrupt or foreign file, or a checkpoint of another model than ``expected_model``.
     """
+    if scale is not None and not 0.05 <= scale <= 2.0:
+        raise InputError(f"--scale must be between 0.05 and 2, not {scale}")
     payload = load_checkpoint(checkpoint, map_location="cpu")
     if payload.get("kind") != CHECKPOINT_KIND or payload.get("model") not in METHODS:
         raise CheckpointError("not a particle model checkpoint", checkpoint)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from micrometry.errors import CheckpointError, InputError
@@ -45,14 +46,39 @@ class TrainSettings:
     time_budget_s: float | None = 15 * 60
 
 
-class DenseTrainTask(TrainTask):
-    """Train a U-Net for one dense method on augmented random crops."""
+class ParticleTrainTask(TrainTask):
+    """What every particle model's training shares: settings, data and validation.
+
+    Subclasses build ``modules``/``optimizers``/``schedulers``, implement
+    :meth:`train_batches`, :meth:`train_step` and :meth:`segmenter`.
+    """
 
     def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         seed_everything(settings.seed)
         self.settings = settings
-        self.method, self.net = build_network(settings.model, tuple(settings.widths))
         self.train_items, self.val_items = train, val
+
+    def payload(self) -> dict[str, Any]:
+        """Stored in every checkpoint: enough to rebuild the segmenter."""
+        raise NotImplementedError
+
+    def segmenter(self):
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """segm AP, AP50 and F1@0.5 of the validation images at full resolution."""
+        segmenter = self.segmenter()
+        predicted = [segmenter.segment_labels(item.full_image) for item in self.val_items]
+        metrics = evaluate_label_images(predicted, [item.truth for item in self.val_items])
+        return {"val_ap": metrics["AP"], "val_ap50": metrics["AP50"], "val_f1": metrics["F1@0.5"]}
+
+
+class DenseTrainTask(ParticleTrainTask):
+    """Train a U-Net for one dense method on augmented random crops."""
+
+    def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
+        super().__init__(settings, train, val)
+        self.method, self.net = build_network(settings.model, tuple(settings.widths))
         self.modules = {"net": self.net}
         self.optimizers = {"adamw": torch.optim.AdamW(self.net.parameters(), lr=settings.lr,
                                                       weight_decay=settings.weight_decay)}
@@ -62,10 +88,10 @@ class DenseTrainTask(TrainTask):
     def train_batches(self, epoch: int, generator: torch.Generator) -> CropBatches:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         s = self.settings
-        return CropBatches(self.train_items, self.method, s.steps_per_epoch, s.batch_size, s.crop, seed)
+        return CropBatches(self.train_items, self.method.targets, s.steps_per_epoch, s.batch_size, s.crop, seed)
 
-    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        images, target = batch
+    def train_step(self, batch: tuple[torch.Tensor, list[np.ndarray]]) -> dict[str, float]:
+        images, target = batch[0], torch.from_numpy(np.stack(batch[1]))
         loss, parts = self.method.loss(self.net(images), target)
         optimizer = self.optimizers["adamw"]
         optimizer.zero_grad(set_to_none=True)
@@ -74,15 +100,23 @@ class DenseTrainTask(TrainTask):
         optimizer.step()
         return parts
 
+    def payload(self) -> dict[str, Any]:
+        s = self.settings
+        return model_payload(s.model, tuple(s.widths), s.scale, self.method.config)
+
     def segmenter(self) -> DenseSegmenter:
         return DenseSegmenter(self.method, self.net, scale=self.settings.scale)
 
-    def validate(self) -> dict[str, float]:
-        """segm AP, AP50 and F1@0.5 of the validation images at full resolution."""
-        segmenter = self.segmenter()
-        predicted = [segmenter.segment_labels(item.full_image) for item in self.val_items]
-        metrics = evaluate_label_images(predicted, [item.truth for item in self.val_items])
-        return {"val_ap": metrics["AP"], "val_ap50": metrics["AP50"], "val_f1": metrics["F1@0.5"]}
+
+TRAINABLE = [*sorted(METHODS), "maskrcnn"]
+
+
+def make_task(settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]) -> ParticleTrainTask:
+    if settings.model == "maskrcnn":
+        from micrometry.particles.models.maskrcnn import MaskRCNNTrainTask
+
+        return MaskRCNNTrainTask(settings, train, val)
+    return DenseTrainTask(settings, train, val)
 
 
 def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, resume: bool = False,
@@ -104,9 +138,13 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
     time budget may grow); ``model_given`` says whether ``settings.model`` was
     asked for explicitly (then it must match the run's).
     """
-    if settings.model not in METHODS:
+    if settings.model not in TRAINABLE:
         raise InputError(f"unknown trainable particle model {settings.model!r}; "
-                         f"choose one of: {', '.join(sorted(METHODS))}")
+                         f"choose one of: {', '.join(TRAINABLE)}")
+    if settings.model == "maskrcnn":
+        from micrometry.particles.models.maskrcnn import require_torchvision
+
+        require_torchvision()
     if not 0.05 <= settings.scale <= 2.0:
         raise InputError(f"--scale must be between 0.05 and 2, not {settings.scale}")
     if resume:
@@ -125,11 +163,11 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
     train, val = split_train_val(items, settings.val_fraction, settings.seed)
     if not resume:
         run = RunDir.for_training(out, overwrite=overwrite)
-    task = DenseTrainTask(settings, train, val)
+    task = make_task(settings, train, val)
     run.write_config({"model": settings.model, "data": str(Path(coco_dir).resolve()),
                       "n_train": len(train), "n_val": len(val), "settings": asdict(settings)})
     run.log(validation_split_note(train, val))
-    payload = model_payload(settings.model, tuple(settings.widths), settings.scale, task.method.config)
+    payload = task.payload()
     loop = LoopConfig(epochs=settings.epochs, seed=settings.seed, time_budget_s=settings.time_budget_s,
                       monitor="val_ap", mode="max", description=f"train {settings.model}")
     try:
