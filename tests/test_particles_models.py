@@ -148,3 +148,34 @@ def test_watershed_refuses_learned_model_options():
         load_segmenter("watershed", tile=256)
     with pytest.raises(CheckpointError, match="has no shipped weights"):
         load_segmenter("unet-watershed")
+
+
+# -- maskrcnn: optional, through torchvision ----------------------------------------------------
+
+def _torchvision_problem():
+    from micrometry.particles.models.maskrcnn import torchvision_problem
+
+    return torchvision_problem()
+
+
+TORCHVISION_PROBLEM = _torchvision_problem()
+
+
+@pytest.mark.skipif(TORCHVISION_PROBLEM is None, reason="torchvision works here: nothing to refuse")
+def test_maskrcnn_without_torchvision_is_a_one_line_error(tmp_path, capsys):
+    data = write_coco_folder(tmp_path / "coco", n_images=1, height=64, width=64, n=3)
+    assert cli(["particles", "train", data, "--model", "maskrcnn", "--out", tmp_path / "run"]) == 2
+    assert cli(["particles", "predict", data / "images", "--model", "maskrcnn", "--out", tmp_path / "pred"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all("model 'maskrcnn' needs torchvision" in line for line in lines)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "pred").exists()
+
+
+@pytest.mark.skipif(TORCHVISION_PROBLEM is not None, reason=f"torchvision unusable: {TORCHVISION_PROBLEM}")
+def test_maskrcnn_trains_and_predicts(tmp_path):
+    data = write_coco_folder(tmp_path / "coco", n_images=2, height=96, width=128, n=8)
+    out = tmp_path / "run"
+    assert cli(["particles", "train", data, "--model", "maskrcnn", "--out", out, "--epochs", "1",
+                "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "64", "--scale", "1"]) == 0
+    found = load_segmenter(out).segment(make_scene(np.random.default_rng(2), 96, 128)[0])
+    assert found.labels.shape == (96, 128) and found.scores.shape == (found.count,)

@@ -109,7 +109,7 @@ def train(
     model: Optional[str] = typer.Option(None, "--model", help="center-offset (default), unet-watershed or maskrcnn."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default 30)."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1, help="Batches per epoch (default 40)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Crops per batch (default 8)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Crops per batch (default 4)."),
     crop: Optional[int] = typer.Option(None, "--crop", min=32, help="Crop side in network pixels (default 192)."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0,
                                                 help="Stop after this many minutes of training (default 15; 0: no limit)."),

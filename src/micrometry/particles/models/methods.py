@@ -144,7 +144,7 @@ class CenterOffset(DenseMethod):
         return decode.instances_from_centres(
             maps[0], maps[1], maps[2:4],
             peak_radius=max(1, int(round(self.config.get("peak_radius_net", 3) / scale))),
-            peak_threshold=self.config.get("peak_threshold", 0.3),
+            peak_threshold=self.config.get("peak_threshold", 0.15),
             fg_threshold=self.config.get("fg_threshold", 0.5),
             min_area=self.min_area(scale))
 

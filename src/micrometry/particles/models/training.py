@@ -35,7 +35,7 @@ class TrainSettings:
     model: str = DEFAULT_MODEL
     epochs: int = 30
     steps_per_epoch: int = 40
-    batch_size: int = 8
+    batch_size: int = 4
     crop: int = 192
     scale: float = 0.5
     lr: float = 3e-3
