@@ -1,4 +1,3 @@
-import copy
 import json
 
 import numpy as np
@@ -226,3 +225,20 @@ def test_images_only_file_loads(tmp_path, coco_dir):
     (tmp_path / "images.json").write_text(json.dumps(data))
     ds = load_coco(tmp_path / "images.json")
     assert len(ds.images) == 3 and ds.n_annotations == 0
+
+
+def test_labels_to_rles_matches_full_frame_encoding():
+    from micrometry.io.coco import labels_to_rles
+
+    rng = np.random.default_rng(2)
+    labels = np.zeros((H, W), np.int32)
+    labels[0:5, 0:3] = 1  # touches the first column and row
+    labels[30:40, 45:50] = 2  # touches the last column
+    labels[H - 1, 10:20] = 3  # last row only
+    labels[10:20, 20:30] = np.where(rng.random((10, 10)) < 0.5, 5, 0)  # ragged, id 4 absent
+    labels[:, 35] = 6  # a full column: foreground run spans the whole column
+    rles = labels_to_rles(labels)
+    assert rles[3] is None and len(rles) == 6
+    for i, rle in enumerate(rles, start=1):
+        if rle is not None:
+            assert rle == mask_to_rle(labels == i)

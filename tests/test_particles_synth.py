@@ -135,3 +135,27 @@ def test_bad_output_folders_exit_2_and_leave_nothing(tmp_path, capsys):
                 "--height", "64", "--width", "64"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and not (tmp_path / "t").exists()
+
+
+def test_params_file_overrides_knobs_and_rejects_unknown_names(tmp_path, capsys):
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"population": {"count_range": [2, 2], "transparent_fraction": 0.0},
+                                  "distractors": {"specks_range": [0, 0]}}))
+    out, truth = tmp_path / "syn", tmp_path / "truth"
+    assert run(["synth", "particles", str(out), "--truth", str(truth), "--n-train", "0", "--n-test", "1",
+                "--n-batch", "0", "--height", "1024", "--width", "1280", "--params", str(params)]) == 0
+    rows = pd.read_csv(truth / "test_particles.csv")
+    assert len(rows) == 2 and not rows["transparent"].any()
+    config = json.loads((out / "synth_config.json").read_text())
+    assert config["params"]["population"]["count_range"] == [2, 2]
+    # the written config is itself a valid parameter file
+    assert run(["synth", "particles", str(tmp_path / "o2"), "--truth", str(tmp_path / "t2"), "--n-train", "0",
+                "--n-test", "1", "--n-batch", "0", "--params", str(out / "synth_config.json")]) == 0
+    assert (tmp_path / "o2" / "test" / "images" / "test_0000.png").read_bytes() == \
+        (out / "test" / "images" / "test_0000.png").read_bytes()
+    params.write_text(json.dumps({"optics": {"shininess": 3}}))
+    assert run(["synth", "particles", str(tmp_path / "o3"), "--truth", str(tmp_path / "t3"),
+                "--params", str(params)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown optics parameter(s) shininess" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o3").exists()

@@ -4,10 +4,20 @@ import numpy as np
 import pytest
 
 from micrometry.cli import run
-from micrometry.io.coco import rle_to_mask
+from micrometry.io.coco import (
+    CocoAnnotation,
+    CocoDataset,
+    CocoImage,
+    compressed_rle,
+    instances_to_results,
+    mask_to_rle,
+    rle_to_mask,
+)
 from micrometry.io.image import read_image, write_image
 from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
+from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
+from micrometry.synth.particles import PopulationParams, SuspensionParams, image_rng, render_image
 
 H, W = 160, 200
 
@@ -127,3 +137,34 @@ def test_predict_bad_inputs_exit_2_without_output(tmp_path, image_folder, capsys
     err = capsys.readouterr().err.strip()
     assert "c.png" in err and len(err.splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".pred*"))
+
+
+def test_watershed_runs_on_a_generated_image_and_finds_particles():
+    params = SuspensionParams(height=256, width=320, population=PopulationParams(count_range=(480, 640)))
+    r = render_image(params, image_rng(0, "test", 0))
+    inst = WatershedSegmenter().segment(r.image)
+    assert inst.count > 5
+    # score it against the generator's truth: far from perfect (thresholding fails on purpose), but it
+    # finds real particles (a small crop is harder than a full frame: bench/particles_data.py has the figures)
+    anns = []
+    for i, ann in enumerate(r.annotations, start=1):
+        rle = mask_to_rle(r.labels == i)
+        anns.append(CocoAnnotation(i, 1, 1, rle, compressed_rle(rle, 256, 320), ann["bbox"], ann["area"]))
+    gt = CocoDataset(None, None, [CocoImage(1, "x.png", 256, 320)], [{"id": 1, "name": "particle"}], {1: anns})
+    m = evaluate(instances_to_results(1, inst.labels, inst.scores), gt)
+    assert 0 < m["segm"]["AP50"] < 0.95
+    assert m["matching"][0]["tp"] >= 3 and m["matching"][0]["precision"] >= 0.3
+
+
+def test_load_segmenter_from_a_run_folder(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"model": "watershed"}))
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
+    assert load_segmenter(run_dir).name == "watershed"
+    (run_dir / "config.json").write_text(json.dumps({"model": "no-such-model"}))
+    image_dir = tmp_path / "imgs"
+    image_dir.mkdir()
+    write_image(image_dir / "a.png", discs_image([(40, 40)])[0])
+    assert run(["particles", "predict", str(image_dir), "--model", str(run_dir), "--out", str(tmp_path / "p")]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -14,7 +15,8 @@ from rich.table import Table
 
 particles_app = typer.Typer(help="Particles: segment, measure, compare.", no_args_is_help=True)
 
-stdout = Console()
+# Tables for people: never narrower than 120 columns when piped to a file or a pager.
+stdout = Console(width=None if sys.stdout.isatty() else 120)
 
 
 @contextlib.contextmanager
@@ -100,6 +102,47 @@ def predict(
         summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays)
     typer.echo(f"{summary['images']} images, {summary['particles']} particles "
                f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
+
+
+@particles_app.command("evaluate")
+def evaluate_cmd(
+    pred: Path = typer.Argument(..., help="COCO results JSON (or a PRED folder holding results.json)."),
+    gt: Path = typer.Argument(..., help="Ground-truth COCO annotations (e.g. TRUTH/test_annotations.json)."),
+    max_dets: int = typer.Option(300, "--max-dets", min=1, help="Detections per image for COCO AP/AR."),
+    match_score: float = typer.Option(0.5, "--match-score", help="Minimum score for instance matching."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """COCO segm/bbox AP (maxDets >= 300) and instance matching at IoU 0.5..0.9."""
+    from micrometry.io.coco import load_coco, load_results
+    from micrometry.particles.evaluate import COCO_KEYS, evaluate
+
+    if pred.is_dir():
+        pred = pred / "results.json"
+    with _warnings_as_lines():
+        dataset = load_coco(gt)
+    metrics = evaluate(load_results(pred, dataset), dataset, max_dets=max_dets, match_score=match_score)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    coco = Table(title=f"COCO AP, maxDets={max_dets}: {metrics['pred_instances']} predictions, "
+                       f"{metrics['gt_instances']} true particles, {metrics['images']} images")
+    coco.add_column("")
+    for key in COCO_KEYS:
+        coco.add_column(key, justify="right")
+    for iou_type in ("segm", "bbox"):
+        coco.add_row(iou_type, *(_fmt3(metrics[iou_type][k]) for k in COCO_KEYS))
+    stdout.print(coco)
+    match = Table(title=f"instance matching (score >= {match_score})")
+    for col in ("IoU", "TP", "FP", "FN", "precision", "recall", "F1", "mean matched IoU", "PQ"):
+        match.add_column(col, justify="right")
+    for row in metrics["matching"]:
+        match.add_row(f"{row['iou']:.1f}", str(row["tp"]), str(row["fp"]), str(row["fn"]),
+                      *(_fmt3(row[k]) for k in ("precision", "recall", "f1", "mean_matched_iou", "panoptic_quality")))
+    stdout.print(match)
+
+
+def _fmt3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @particles_app.command("train")

@@ -21,8 +21,8 @@ def dataset_summary(ds: CocoDataset) -> dict:
     per_image = np.array([len(ds.annotations[im.id]) for im in ds.images])
     sizes = Counter(f"{im.height}x{im.width}" for im in ds.images)
 
-    def pct(values: np.ndarray, q: float) -> float:
-        return float(np.percentile(values, q)) if values.size else float("nan")
+    def pct(values: np.ndarray, q: float) -> float | None:
+        return float(np.percentile(values, q)) if values.size else None  # None: JSON null, table "-"
 
     return {
         "annotation_file": str(ds.path),
@@ -56,8 +56,8 @@ def per_image_rows(ds: CocoDataset) -> list[dict]:
             "size": f"{im.height}x{im.width}",
             "objects": len(anns),
             "crowd": len(ds.annotations[im.id]) - len(anns),
-            "median_area": float(np.median(areas)) if areas.size else float("nan"),
-            "max_area": float(areas.max()) if areas.size else float("nan"),
+            "median_area": float(np.median(areas)) if areas.size else None,
+            "max_area": float(areas.max()) if areas.size else None,
             # annotations can overlap, so the sum of areas may exceed the union
             "cover_pct": 100.0 * float(areas.sum()) / (im.height * im.width),
         })

@@ -45,7 +45,8 @@ class WatershedParams:
         well above the largest particle (default 151 px for particles up to ~110 px;
         capped at half the image's shorter side).
     background_downsample : int
-        The background is estimated on an image this many times smaller (speed).
+        The background is estimated on an image this many times smaller (speed;
+        reduced so that the small image keeps at least 64 px on its short side).
     smooth_sigma : float
         Gaussian smoothing of the contrast image before thresholding (noise).
     threshold : float or None
@@ -69,7 +70,7 @@ class WatershedParams:
     """
 
     background_size: int = 151
-    background_downsample: int = 8
+    background_downsample: int = 16
     smooth_sigma: float = 1.0
     threshold: float | None = None
     noise_k: float = 4.0
@@ -89,6 +90,7 @@ def estimate_background(image: np.ndarray, size: int, downsample: int) -> np.nda
     """
     h, w = image.shape
     size = min(size, min(h, w) // 2)
+    downsample = max(1, min(downsample, min(h, w) // 64))  # keep >= 64 px on the short side
     small = cv2.resize(image.astype(np.float32), (max(1, w // downsample), max(1, h // downsample)),
                        interpolation=cv2.INTER_AREA)
     k = max(3, int(round(size / downsample)) | 1)
@@ -133,12 +135,23 @@ def split_touching(mask: np.ndarray, params: WatershedParams) -> np.ndarray:
     distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
     if params.marker_smooth_sigma > 0:
         distance = cv2.GaussianBlur(distance, (0, 0), params.marker_smooth_sigma)
-    peaks = h_maxima(distance, params.marker_h) if params.marker_h > 0 else (distance == ndi.maximum_filter(distance, 3))
-    markers, _ = ndi.label(peaks & mask)
+    markers = np.zeros(mask.shape, np.int32)
+    components, n = ndi.label(mask)
+    next_id = 1
+    # h-maxima per component crop: grayscale reconstruction sorts every pixel it is given,
+    # and most of the frame is background
+    for index, box in enumerate(ndi.find_objects(components), start=1):
+        if box is None:
+            continue
+        inside = components[box] == index
+        crop = np.where(inside, distance[box], 0.0)
+        peaks = h_maxima(crop, params.marker_h) if params.marker_h > 0 else crop == ndi.maximum_filter(crop, 3)
+        peak_labels, n_peaks = ndi.label(peaks & inside)
+        if n_peaks == 0:  # flat or tiny: the component is one particle
+            peak_labels, n_peaks = inside.astype(np.int32), 1
+        markers[box][peak_labels > 0] = peak_labels[peak_labels > 0] + next_id - 1
+        next_id += n_peaks
     labels = watershed(-distance, markers, mask=mask)
-    # Components that received no marker (tiny or flat) keep their own id.
-    orphan, n_orphan = ndi.label(mask & (labels == 0))
-    labels[orphan > 0] = orphan[orphan > 0] + labels.max()
     return labels.astype(np.int32)
 
 
@@ -151,7 +164,7 @@ def object_scores(labels: np.ndarray, contrast: np.ndarray, threshold: float) ->
         return np.zeros(0, np.float32)
     index = np.arange(1, n + 1)
     mean_contrast = np.asarray(ndi.mean(np.abs(contrast), labels, index))
-    strength = 1.0 - np.exp(-mean_contrast / (2.0 * max(threshold, 1e-6)))
+    strength = 1.0 - np.exp(-mean_contrast / max(threshold, 1e-6))
     solidity = np.ones(n)
     for region in regionprops(labels):
         solidity[region.label - 1] = region.solidity

@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from micrometry.io.coco import DEFAULT_CATEGORY, mask_to_rle, polygons_from_mask
+from micrometry.io.coco import DEFAULT_CATEGORY, crop_to_rle, polygons_from_mask
 
 SHAPES = ("ellipse", "polygon", "blob", "rod")
 
@@ -195,6 +195,15 @@ class DistractorParams:
     ghosts_range : (int, int)
         Far out-of-focus particles: large, faint, very blurred.
     ghost_blur_range_px : (float, float)
+    ghost_diameter_range_px : (float, float)
+    ghost_darkness_range : (float, float)
+        Fraction of light a ghost removes (before its blur spreads it).
+    bubble_ring_darkness : float
+        Fraction of light lost in a bubble's ring (total internal reflection).
+    bubble_centre_gain : float
+        Relative brightening of a bubble's centre (it acts as a lens).
+    fibre_darkness_range : (float, float)
+    speck_darkness_range : (float, float)
     """
 
     bubbles_range: tuple[int, int] = (0, 4)
@@ -206,6 +215,12 @@ class DistractorParams:
     fibre_width_range_px: tuple[float, float] = (1.0, 2.5)
     ghosts_range: tuple[int, int] = (0, 6)
     ghost_blur_range_px: tuple[float, float] = (7.0, 15.0)
+    ghost_diameter_range_px: tuple[float, float] = (30.0, 120.0)
+    ghost_darkness_range: tuple[float, float] = (0.05, 0.2)
+    bubble_ring_darkness: float = 0.7
+    bubble_centre_gain: float = 0.25
+    fibre_darkness_range: tuple[float, float] = (0.2, 0.5)
+    speck_darkness_range: tuple[float, float] = (0.3, 0.8)
 
 
 @dataclass
@@ -220,6 +235,32 @@ class SuspensionParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SuspensionParams":
+        """Parameters from a (possibly partial) nested dictionary, as ``to_dict`` writes it.
+
+        Raises
+        ------
+        ValueError
+            An unknown key (the message names it).
+        """
+        groups = {"population": PopulationParams, "optics": OpticsParams, "distractors": DistractorParams}
+        kwargs = {}
+        for key, value in data.items():
+            if key in groups:
+                if not isinstance(value, dict):
+                    raise ValueError(f"{key!r} must be an object of parameters")
+                known = {f.name for f in dataclasses.fields(groups[key])}
+                unknown = sorted(set(value) - known)
+                if unknown:
+                    raise ValueError(f"unknown {key} parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+                kwargs[key] = groups[key](**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+            elif key in ("height", "width"):
+                kwargs[key] = int(value)
+            else:
+                raise ValueError(f"unknown parameter group {key!r}; known: height, width, {', '.join(groups)}")
+        return cls(**kwargs)
 
 
 # The two batches differ in shape only: B is more elongated and rougher.
@@ -500,14 +541,14 @@ def render_distractors(transmission: np.ndarray, params: SuspensionParams, rng: 
     circle = np.stack([np.cos(theta), np.sin(theta)], axis=1)
 
     for _ in range(int(rng.integers(dp.ghosts_range[0], dp.ghosts_range[1] + 1))):
-        d = rng.uniform(30, 120)
+        d = rng.uniform(*dp.ghost_diameter_range_px)
         sigma = rng.uniform(*dp.ghost_blur_range_px)
         outline = circle * (d / 2) * rng.uniform(0.7, 1.3, (1, 2)) + rng.uniform([0, 0], [w, h])
         bounds = _patch_bounds(outline, 3 * sigma + 2, h, w)
         if bounds:
             x0, y0, x1, y1 = bounds
             soft, _ = _fill(outline, x0, y0, (y1 - y0, x1 - x0))
-            _apply(transmission, _blur(-rng.uniform(0.05, 0.2) * soft, sigma), x0, y0)
+            _apply(transmission, _blur(-rng.uniform(*dp.ghost_darkness_range) * soft, sigma), x0, y0)
 
     for _ in range(int(rng.integers(dp.bubbles_range[0], dp.bubbles_range[1] + 1))):
         d = rng.uniform(*dp.bubble_diameter_range_px)
@@ -519,7 +560,8 @@ def render_distractors(transmission: np.ndarray, params: SuspensionParams, rng: 
             d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
             ring_width = 0.18 * d
             # total internal reflection: a thick dark ring, a bright centre
-            delta = (-0.7 * (d_in < ring_width) + 0.25 * (d_in > 1.6 * ring_width)) * soft
+            delta = (-dp.bubble_ring_darkness * (d_in < ring_width)
+                     + dp.bubble_centre_gain * (d_in > 1.6 * ring_width)) * soft
             _apply(transmission, _blur(delta.astype(np.float32), opt.psf_sigma_px + 0.5), x0, y0)
 
     for _ in range(int(rng.integers(dp.fibres_range[0], dp.fibres_range[1] + 1))):
@@ -535,7 +577,7 @@ def render_distractors(transmission: np.ndarray, params: SuspensionParams, rng: 
             width = rng.uniform(*dp.fibre_width_range_px)
             cv2.polylines(patch, [np.round((path - [x0 + 0.5, y0 + 0.5]) * 16).astype(np.int32)], False, 255,
                           thickness=max(1, int(round(width))), lineType=cv2.LINE_AA, shift=4)
-            delta = -rng.uniform(0.2, 0.5) * patch.astype(np.float32) / 255
+            delta = -rng.uniform(*dp.fibre_darkness_range) * patch.astype(np.float32) / 255
             _apply(transmission, _blur(delta, opt.psf_sigma_px + rng.uniform(0, 1.5)), x0, y0)
 
     for _ in range(int(rng.integers(dp.specks_range[0], dp.specks_range[1] + 1))):
@@ -545,7 +587,7 @@ def render_distractors(transmission: np.ndarray, params: SuspensionParams, rng: 
         if bounds:
             x0, y0, x1, y1 = bounds
             soft, _ = _fill(outline, x0, y0, (y1 - y0, x1 - x0))
-            _apply(transmission, _blur(-rng.uniform(0.3, 0.8) * soft, opt.psf_sigma_px), x0, y0)
+            _apply(transmission, _blur(-rng.uniform(*dp.speck_darkness_range) * soft, opt.psf_sigma_px), x0, y0)
 
 
 def render_particles(transmission: np.ndarray, owner: np.ndarray, particles: list[Particle],
@@ -609,9 +651,7 @@ def annotation_for(part: dict, h: int, w: int) -> tuple[list | dict, list[float]
     ys, xs = np.nonzero(crop)
     bbox = [float(x0 + xs.min()), float(y0 + ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
     if (ndi.binary_fill_holes(crop) & ~crop).any():
-        full = np.zeros((h, w), bool)
-        full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
-        return mask_to_rle(full), bbox
+        return crop_to_rle(crop, y0, x0, h, w), bbox
     polygons = polygons_from_mask(crop)
     shifted = []
     for poly in polygons:
