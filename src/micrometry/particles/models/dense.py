@@ -1,9 +1,9 @@
 """A trained dense model as a segmenter: image in, instance labels out.
 
 The image is normalised, resized by ``scale`` (the network works at reduced
-resolution for speed), predicted in overlapping tiles (optionally with flip
-test-time augmentation), the maps are resized back to the image and decoded
-there, so the labels have the image's own resolution and smooth outlines.
+resolution for speed) and predicted in overlapping tiles (optionally with flip
+test-time augmentation); the method's decoder finds the instances on the maps
+and draws them at the image's own resolution, with smooth outlines.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.methods import METHODS, DenseMethod
@@ -88,23 +87,17 @@ class DenseSegmenter:
 
     @torch.inference_mode()
     def predict_maps(self, image: np.ndarray) -> np.ndarray:
-        """``(C, H, W)`` float32 maps at the image's resolution (vectors in image pixels)."""
-        h, w = image.shape
+        """``(C, h, w)`` float32 maps at network resolution (vectors in network pixels)."""
         small = torch.from_numpy(resize(normalise_image(image), self.scale))[None]
         forward = flip_tta(self._forward, self.method.vector_channels) if self.tta else self._forward
-        maps = predict_tiled(forward, small, self.tile, self.overlap, self.net.multiple)
-        if maps.shape[-2:] != (h, w):
-            maps = F.interpolate(maps[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        if self.method.vector_channels is not None:
-            maps[list(self.method.vector_channels)] /= self.scale
-        return maps.numpy()
+        return predict_tiled(forward, small, self.tile, self.overlap, self.net.multiple).numpy()
 
     def segment_labels(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(labels ``(H, W)`` int32, scores ``(N,)`` float32) for one gray image."""
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"expected a 2-D gray image, got shape {image.shape}")
-        return self.method.decode(self.predict_maps(image), self.scale)
+        return self.method.decode(self.predict_maps(image), image.shape, self.scale)
 
     def segment(self, image: np.ndarray):
         from micrometry.particles.segmenter import Instances

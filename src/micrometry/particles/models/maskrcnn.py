@@ -12,6 +12,7 @@ runs on the whole (rescaled) image, without tiling or flip TTA.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +131,10 @@ class MaskRCNNTrainTask(ParticleTrainTask):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = build_maskrcnn().to(self.device)
         self.modules = {"maskrcnn": self.model}
-        self.optimizers = {"adamw": torch.optim.AdamW(self.model.parameters(), lr=min(settings.lr, 1e-3),
+        self.base_lr = min(settings.lr, 1e-3)  # detection heads diverge at the U-Net's rate
+        self.optimizers = {"adamw": torch.optim.AdamW(self.model.parameters(), lr=self.base_lr,
                                                       weight_decay=settings.weight_decay)}
-        self.schedulers = {"cosine": torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizers["adamw"], T_max=settings.epochs, eta_min=1e-5)}
+        self.schedulers = {}
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> CropBatches:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
@@ -141,6 +142,8 @@ class MaskRCNNTrainTask(ParticleTrainTask):
         return CropBatches(self.train_items, detection_targets, s.steps_per_epoch, s.batch_size, s.crop, seed)
 
     def train_step(self, batch) -> dict[str, float]:
+        started = time.perf_counter()
+        self.set_learning_rate()
         images, targets = batch
         _keep_size(self.model, *images.shape[-2:])
         inputs = [im.expand(3, -1, -1).to(self.device) for im in images]
@@ -152,6 +155,8 @@ class MaskRCNNTrainTask(ParticleTrainTask):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
         optimizer.step()
+        self.steps_done += 1
+        self.train_seconds += time.perf_counter() - started
         return {"loss": float(loss), **{k.removeprefix("loss_"): float(v) for k, v in losses.items()}}
 
     def payload(self) -> dict[str, Any]:

@@ -75,8 +75,11 @@ class DenseMethod:
         """Raw outputs to maps: probabilities, and vectors in network pixels."""
         raise NotImplementedError
 
-    def decode(self, maps: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """Maps at image resolution to (labels, scores); ``scale`` = network / image pixels."""
+    def decode(self, maps: np.ndarray, shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """Maps at network resolution to (labels, scores) at the image's ``shape``.
+
+        ``scale`` is network pixels per image pixel (for sizes given in image pixels).
+        """
         raise NotImplementedError
 
     def min_area(self, scale: float) -> int:
@@ -104,9 +107,9 @@ class UNetWatershed(DenseMethod):
     def activate(self, raw):
         return torch.sigmoid(raw)
 
-    def decode(self, maps, scale):
+    def decode(self, maps, shape, scale):
         return decode.watershed_from_maps(
-            maps[0], maps[1], maps[2],
+            maps[0], maps[1], maps[2], shape,
             fg_threshold=self.config.get("fg_threshold", 0.5),
             marker_threshold=self.config.get("marker_threshold", 0.5),
             min_area=self.min_area(scale))
@@ -140,11 +143,11 @@ class CenterOffset(DenseMethod):
     def activate(self, raw):
         return torch.cat([torch.sigmoid(raw[:, :2]), raw[:, 2:4] * OFFSET_UNIT], dim=1)
 
-    def decode(self, maps, scale):
+    def decode(self, maps, shape, scale):
         return decode.instances_from_centres(
-            maps[0], maps[1], maps[2:4],
-            peak_radius=max(1, int(round(self.config.get("peak_radius_net", 3) / scale))),
-            peak_threshold=self.config.get("peak_threshold", 0.15),
+            maps[0], maps[1], maps[2:4], shape,
+            peak_radius=self.config.get("peak_radius_net", 3),
+            peak_threshold=self.config.get("peak_threshold", 0.1),
             fg_threshold=self.config.get("fg_threshold", 0.5),
             min_area=self.min_area(scale))
 

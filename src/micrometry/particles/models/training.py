@@ -8,6 +8,8 @@ measured by the project's evaluator).
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.data import CropBatches, LabelledImage, load_labelled_images, split_train_val
 from micrometry.particles.models.dense import DenseSegmenter, build_network, model_payload
 from micrometry.particles.models.methods import DEFAULT_MODEL, METHODS
-from micrometry.particles.models.validation import evaluate_label_images
+from micrometry.particles.models.validation import evaluate_label_images, truth_dataset
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, seed_everything
 from micrometry.train.loop import configure_threads
 
@@ -57,6 +59,36 @@ class ParticleTrainTask(TrainTask):
         seed_everything(settings.seed)
         self.settings = settings
         self.train_items, self.val_items = train, val
+        self.val_truth = truth_dataset([item.truth for item in val])
+        self.steps_done = 0
+        self.train_seconds = 0.0
+        self.base_lr = settings.lr
+
+    def progress(self) -> float:
+        """Fraction of training done: of the steps, or of the time budget if that runs out first.
+
+        The budget counts the loop's time, validation included; steps take about
+        85 % of it, so the schedule aims at 85 % of the budget and ends annealed
+        rather than cut off at a high learning rate.
+        """
+        s = self.settings
+        by_steps = self.steps_done / max(s.epochs * s.steps_per_epoch, 1)
+        by_time = self.train_seconds / (0.85 * s.time_budget_s) if s.time_budget_s else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def set_learning_rate(self) -> None:
+        """Cosine decay from ``base_lr`` to 2 % of it over :meth:`progress`."""
+        lr = self.base_lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * self.progress())))
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"steps_done": self.steps_done, "train_seconds": self.train_seconds}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.steps_done = state.get("steps_done", 0)
+        self.train_seconds = state.get("train_seconds", 0.0)
 
     def payload(self) -> dict[str, Any]:
         """Stored in every checkpoint: enough to rebuild the segmenter."""
@@ -69,7 +101,7 @@ class ParticleTrainTask(TrainTask):
         """segm AP, AP50 and F1@0.5 of the validation images at full resolution."""
         segmenter = self.segmenter()
         predicted = [segmenter.segment_labels(item.full_image) for item in self.val_items]
-        metrics = evaluate_label_images(predicted, [item.truth for item in self.val_items])
+        metrics = evaluate_label_images(predicted, self.val_truth)
         return {"val_ap": metrics["AP"], "val_ap50": metrics["AP50"], "val_f1": metrics["F1@0.5"]}
 
 
@@ -82,8 +114,7 @@ class DenseTrainTask(ParticleTrainTask):
         self.modules = {"net": self.net}
         self.optimizers = {"adamw": torch.optim.AdamW(self.net.parameters(), lr=settings.lr,
                                                       weight_decay=settings.weight_decay)}
-        self.schedulers = {"cosine": torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizers["adamw"], T_max=settings.epochs, eta_min=settings.lr * 0.02)}
+        self.schedulers = {}  # the learning rate follows training progress, see set_learning_rate
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> CropBatches:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
@@ -91,6 +122,8 @@ class DenseTrainTask(ParticleTrainTask):
         return CropBatches(self.train_items, self.method.targets, s.steps_per_epoch, s.batch_size, s.crop, seed)
 
     def train_step(self, batch: tuple[torch.Tensor, list[np.ndarray]]) -> dict[str, float]:
+        started = time.perf_counter()
+        self.set_learning_rate()
         images, target = batch[0], torch.from_numpy(np.stack(batch[1]))
         loss, parts = self.method.loss(self.net(images), target)
         optimizer = self.optimizers["adamw"]
@@ -98,6 +131,8 @@ class DenseTrainTask(ParticleTrainTask):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
         optimizer.step()
+        self.steps_done += 1
+        self.train_seconds += time.perf_counter() - started
         return parts
 
     def payload(self) -> dict[str, Any]:

@@ -37,13 +37,16 @@ class UNet(nn.Module):
     def __init__(self, out_channels: int, widths: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
         self.widths = tuple(widths)
-        self.stem = nn.Sequential(conv_bn_relu(1, widths[0]), conv_bn_relu(widths[0], widths[0]))
+        # One convolution at full resolution on each side: the finest level
+        # costs as much as all the others together and mainly refines edges.
+        self.stem = conv_bn_relu(1, widths[0])
         self.down = nn.ModuleList(
             nn.Sequential(conv_bn_relu(widths[i], widths[i + 1], stride=2), conv_bn_relu(widths[i + 1], widths[i + 1]))
             for i in range(len(widths) - 1)
         )
         self.up = nn.ModuleList(
-            nn.Sequential(conv_bn_relu(widths[i + 1] + widths[i], widths[i]), conv_bn_relu(widths[i], widths[i]))
+            nn.Sequential(conv_bn_relu(widths[i + 1] + widths[i], widths[i]),
+                          *([conv_bn_relu(widths[i], widths[i])] if i > 0 else []))
             for i in range(len(widths) - 1)
         )
         self.head = nn.Conv2d(widths[0], out_channels, 1)
