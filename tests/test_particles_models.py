@@ -179,3 +179,19 @@ def test_maskrcnn_trains_and_predicts(tmp_path):
                 "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "64", "--scale", "1"]) == 0
     found = load_segmenter(out).segment(make_scene(np.random.default_rng(2), 96, 128)[0])
     assert found.labels.shape == (96, 128) and found.scores.shape == (found.count,)
+
+
+# -- the shipped checkpoint ----------------------------------------------------------------------
+
+def test_shipped_checkpoint_is_the_default_and_segments(tmp_path):
+    from micrometry.particles.models import shipped_checkpoint
+    from micrometry.synth.particles import SuspensionParams, image_rng, render_image
+
+    assert shipped_checkpoint().stat().st_size < 10_000_000  # a few MB
+    segmenter = load_segmenter(None)
+    assert segmenter.name == "center-offset"
+    scene = render_image(SuspensionParams(height=256, width=320), image_rng(5, "test", 0))
+    found = segmenter.segment(scene.image)
+    assert found.labels.shape == (256, 320)
+    n_true = len(scene.annotations)
+    assert n_true > 0 and 0.5 * n_true <= found.count <= 1.5 * n_true + 2

@@ -24,9 +24,9 @@ SEGMENTERS = Registry("particle model")
 # Modules whose import registers built-in segmenters (the models engineer adds theirs here).
 BUILTIN_MODULES = ["micrometry.particles.watershed", "micrometry.particles.models"]
 
-# What ``--model`` means when it is not given: the shipped default (a learned
-# checkpoint once one ships; until then the classical baseline).
-DEFAULT_MODEL = "watershed"
+# What ``--model`` means when it is not given: the learned model whose trained
+# checkpoint ships with the package (micrometry/assets/particles_default.pt).
+DEFAULT_MODEL = "center-offset"
 
 
 @dataclass

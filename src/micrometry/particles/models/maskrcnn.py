@@ -55,8 +55,11 @@ def build_maskrcnn(detections: int = 300) -> torch.nn.Module:
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
-    backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=6)
-    anchors = AnchorGenerator(((8, 16, 32, 64, 128),) * 3, ((0.5, 1.0, 2.0),) * 3)
+    # From scratch: trainable batch norm (torchvision's default freezes it for pretrained
+    # weights), and FPN levels at strides 4-32 (stages 1-4) for particles of 8-100 px.
+    backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True,
+                                  norm_layer=torch.nn.BatchNorm2d, trainable_layers=6, returned_layers=[1, 2, 3, 4])
+    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 5)
     return MaskRCNN(backbone, num_classes=2, rpn_anchor_generator=anchors, box_detections_per_img=detections,
                     box_nms_thresh=0.3, box_score_thresh=0.05, image_mean=[0.5] * 3, image_std=[0.25] * 3)
 
