@@ -82,8 +82,10 @@ def test_train_and_predict_commands(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "unet-watershed" and config["settings"]["scale"] == 1.0
     assert (out / "checkpoints" / "best.pt").is_file() and (out / "metrics.json").is_file()
-    # resume continues the same run up to more epochs
+    # resume continues the same run up to more epochs; without --epochs it keeps the run's
     assert cli(["particles", "train", data, "--out", out, "--epochs", "3", "--resume"]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 3
+    assert cli(["particles", "train", data, "--out", out, "--resume"]) == 0
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 3
     pred = tmp_path / "pred"
     assert cli(["particles", "predict", data / "images", "--model", out, "--out", pred, "--tta"]) == 0
