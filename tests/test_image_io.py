@@ -81,3 +81,13 @@ def test_missing_file(tmp_path):
 def test_write_is_atomic_no_temp_left(tmp_path, gray):
     write_image(tmp_path / "a.png", gray)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_written_files_are_not_private(tmp_path, gray):
+    import os
+    import stat
+
+    write_image(tmp_path / "a.png", gray)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o666 & ~mask
