@@ -141,18 +141,23 @@ class UNetTask(TrainTask):
         true_depth = y.flatten(1).amax(1) - self.nets[0].bottom
         losses = {"map": 0.0, "depth": 0.0, "real": 0.0}
         total = 0.0
+        if real_idx is not None:
+            rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)], imaging=False)
+            real_d = self.real_d[real_idx.to(self.x.device)]
+            # One pass over simulated and real images together: BatchNorm statistics then see the
+            # same mixture in training as its running averages hold at inference.
+            x = torch.cat([x, rx])
+        n_sim = len(y)
         for net in self.nets:
             shape, depth = net.forward_parts(x)
-            pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
+            pred = net.bottom + depth[:n_sim].view(-1, 1, 1, 1) * shape[:n_sim]
             map_loss = nn.functional.l1_loss(pred, y)
-            depth_loss = nn.functional.l1_loss(depth, true_depth)
+            depth_loss = nn.functional.l1_loss(depth[:n_sim], true_depth)
             loss = map_loss + self.cfg["depth_weight"] * depth_loss
             losses["map"] += map_loss.item() / len(self.nets)
             losses["depth"] += depth_loss.item() / len(self.nets)
             if real_idx is not None:
-                rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)], imaging=False)
-                _, real_depth = net.forward_parts(rx)
-                real_loss = nn.functional.l1_loss(real_depth, self.real_d[real_idx.to(self.x.device)])
+                real_loss = nn.functional.l1_loss(depth[n_sim:], real_d)
                 loss = loss + self.cfg["real_weight"] * real_loss
                 losses["real"] += real_loss.item() / len(self.nets)
             total = total + loss
