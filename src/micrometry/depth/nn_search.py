@@ -1,0 +1,114 @@
+"""Shift-tolerant nearest-neighbour search of SEM images (the 1st place's lookup).
+
+A query matches a bank image by the cosine similarity of their z-scored
+pixels, maximised over circular shifts of up to ``max_shift`` pixels in both
+axes (25 shifts for +-2). Z-scoring commutes with a circular shift, so the
+queries are z-scored once, rolled 25 times and scored against the whole bank
+with one matrix product per chunk of queries::
+
+    scores[q, s, b] = <roll(zq, shift_s), zb>        (unit-norm rows: cosine)
+
+If ``roll(query, t)`` matches bank image ``b``, the query looks like
+``roll(b, -t)``, so its depth map is ``roll(depth_b, -t)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def unit_zscore(images: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` -> ``(N, H, W)`` float32, each image centred and scaled to unit L2 norm.
+
+    The dot product of two such images is the cosine similarity (equivalently
+    the correlation) of their z-scored pixels. A flat image becomes all zeros.
+    """
+    x = images.float()
+    x = x - x.mean(dim=(1, 2), keepdim=True)
+    norm = x.flatten(1).norm(dim=1).clamp_min(1e-6)
+    return x / norm[:, None, None]
+
+
+def shift_grid(max_shift: int) -> torch.Tensor:
+    """All (dy, dx) with |dy|, |dx| <= max_shift: ``(S, 2)`` int, (0, 0) first so that ties prefer no shift."""
+    r = range(-max_shift, max_shift + 1)
+    shifts = sorted(((dy, dx) for dy in r for dx in r), key=lambda s: (abs(s[0]) + abs(s[1]), s))
+    return torch.tensor(shifts, dtype=torch.long)
+
+
+@dataclass
+class Matches:
+    """The ``k`` best bank images of each query, best first."""
+
+    index: np.ndarray  # (M, k) bank rows
+    shift: np.ndarray  # (M, k, 2) (dy, dx): the query is roll(bank image, shift)
+    score: np.ndarray  # (M, k) cosine similarity
+
+
+class ShiftedNeighbourSearch:
+    """A bank of (image, depth map) pairs searched by shifted cosine similarity.
+
+    Parameters
+    ----------
+    images : array or Tensor, (N, H, W)
+        Bank images (e.g. simulated SEM translated into the real style).
+    depth : array, (N, H, W)
+        The depth map of each bank image.
+    max_shift : int
+        Largest circular shift tried in each axis.
+    chunk_bytes : int
+        Memory bound for one chunk's score matrix and rolled queries.
+    """
+
+    def __init__(self, images, depth, max_shift: int = 2, chunk_bytes: int = 96 * 2**20):
+        images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
+        self.bank = unit_zscore(images).flatten(1).contiguous()  # (N, D)
+        self.depth = np.asarray(depth)
+        if len(self.depth) != len(self.bank):
+            raise ValueError("bank images and depth maps differ in number")
+        self.shape = tuple(images.shape[1:])
+        self.shifts = shift_grid(max_shift)
+        self.chunk_bytes = chunk_bytes
+
+    def __len__(self) -> int:
+        return len(self.bank)
+
+    def _chunk_size(self) -> int:
+        per_query = 4 * len(self.shifts) * (len(self.bank) + self.bank.shape[1])
+        return max(1, self.chunk_bytes // per_query)
+
+    def search(self, queries, k: int = 1) -> Matches:
+        """The ``k`` best matches of each ``(M, H, W)`` query (each bank image once, at its best shift)."""
+        q = torch.as_tensor(np.asarray(queries)) if not torch.is_tensor(queries) else queries
+        k = min(k, len(self.bank))
+        n_shift = len(self.shifts)
+        index, shift, score = [], [], []
+        for start in range(0, len(q), self._chunk_size()):
+            zq = unit_zscore(q[start:start + self._chunk_size()])
+            rolled = torch.stack([torch.roll(zq, (int(dy), int(dx)), dims=(1, 2)) for dy, dx in self.shifts], 1)
+            scores = (rolled.flatten(2) @ self.bank.T).view(len(zq), n_shift, -1)  # (m, S, N)
+            best_over_shifts, best_shift = scores.max(dim=1)  # (m, N)
+            top_score, top_index = best_over_shifts.topk(k, dim=1)
+            top_shift = best_shift.gather(1, top_index)
+            index.append(top_index)
+            # roll(query, t) ~ bank  =>  query ~ roll(bank, -t)
+            shift.append(-self.shifts[top_shift])
+            score.append(top_score)
+        return Matches(torch.cat(index).numpy(), torch.cat(shift).numpy(), torch.cat(score).numpy())
+
+    def depth_of(self, matches: Matches) -> np.ndarray:
+        """``(M, H, W)`` float32: the mean of each query's matched depth maps, each rolled by its shift."""
+        out = np.zeros((len(matches.index), *self.shape), dtype=np.float32)
+        k = matches.index.shape[1]
+        for j in range(k):
+            for (dy, dx) in np.unique(matches.shift[:, j], axis=0):
+                rows = np.flatnonzero((matches.shift[:, j, 0] == dy) & (matches.shift[:, j, 1] == dx))
+                out[rows] += np.roll(self.depth[matches.index[rows, j]], (int(dy), int(dx)), axis=(1, 2))
+        return out / k
+
+    def predict(self, queries, k: int = 1) -> np.ndarray:
+        """Depth maps of ``(M, H, W)`` queries: the (mean of the ``k``) best matches' depth, shifted."""
+        return self.depth_of(self.search(queries, k))
