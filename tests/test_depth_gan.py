@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from micrometry.depth.background import background_levels, snap_background
-from micrometry.depth.nets.gan import CycleGan, GanWeights, TinyGenerator, gradient_penalty, PatchCritic
+from micrometry.depth.gan import CycleGan, GanWeights, TinyGenerator, gradient_penalty, PatchCritic
 from micrometry.depth.nn_search import ShiftedNeighbourSearch, shift_grid, unit_zscore
 
 
@@ -139,3 +139,13 @@ def test_background_levels_is_the_flat_top_of_each_case():
     depth[2:] = 170
     depth[:, 30:40, 20:30] = 30
     assert background_levels(depth, np.array([1, 1, 4, 4])) == {1: 140.0, 4: 170.0}
+
+
+def test_two_stage_search_finds_shifted_bank_images_among_its_candidates():
+    images, depth = _random_bank(60, seed=4)
+    search = ShiftedNeighbourSearch(images, depth, candidates=5)
+    rows = np.array([0, 59, 22])
+    queries = np.roll(images[rows], (-2, 1), axis=(1, 2))
+    matches = search.search(queries, k=1)
+    assert matches.index[:, 0].tolist() == rows.tolist()
+    assert (matches.shift[:, 0] == np.array([-2, 1])).all()

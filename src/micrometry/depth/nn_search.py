@@ -10,6 +10,12 @@ with one matrix product per chunk of queries::
 
 If ``roll(query, t)`` matches bank image ``b``, the query looks like
 ``roll(b, -t)``, so its depth map is ``roll(depth_b, -t)``.
+
+That exact search costs ``25 * bank size * 3456`` multiply-adds per query. With
+``candidates=K`` a cheap first stage keeps the K bank images whose 2-D Fourier
+magnitudes are most similar to the query's (the magnitude of a DFT is exactly
+invariant to circular shifts, so a shifted copy of a bank image scores 1), and
+only those K are scored at all 25 shifts.
 """
 
 from __future__ import annotations
@@ -30,6 +36,13 @@ def unit_zscore(images: torch.Tensor) -> torch.Tensor:
     x = x - x.mean(dim=(1, 2), keepdim=True)
     norm = x.flatten(1).norm(dim=1).clamp_min(1e-6)
     return x / norm[:, None, None]
+
+
+def shift_invariant_features(z: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` unit-z-scored images -> ``(N, F)`` unit rows: centred DFT magnitudes (shift-invariant)."""
+    magnitude = torch.fft.rfft2(z).abs().flatten(1)
+    magnitude = magnitude - magnitude.mean(dim=1, keepdim=True)
+    return magnitude / magnitude.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
 def shift_grid(max_shift: int) -> torch.Tensor:
@@ -59,26 +72,38 @@ class ShiftedNeighbourSearch:
         The depth map of each bank image.
     max_shift : int
         Largest circular shift tried in each axis.
+    candidates : int or None
+        Score only this many first-stage candidates at every shift (None: the whole bank, exact).
     chunk_bytes : int
         Memory bound for one chunk's score matrix and rolled queries.
     """
 
-    def __init__(self, images, depth, max_shift: int = 2, chunk_bytes: int = 96 * 2**20):
+    def __init__(self, images, depth, max_shift: int = 2, candidates: int | None = None,
+                 chunk_bytes: int = 96 * 2**20):
         images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
-        self.bank = unit_zscore(images).flatten(1).contiguous()  # (N, D)
+        z = unit_zscore(images)
+        self.bank = z.flatten(1).contiguous()  # (N, D)
+        self.candidates = candidates if candidates and candidates < len(self.bank) else None
+        self.bank_features = shift_invariant_features(z) if self.candidates else None
         self.depth = np.asarray(depth)
         if len(self.depth) != len(self.bank):
             raise ValueError("bank images and depth maps differ in number")
         self.shape = tuple(images.shape[1:])
         self.shifts = shift_grid(max_shift)
+        # rolled[:, s] = flat[:, roll_index[s]]: all shifts of a batch in one gather.
+        grid = torch.arange(self.bank.shape[1]).view(self.shape)
+        self.roll_index = torch.stack([torch.roll(grid, (int(dy), int(dx)), dims=(0, 1)).flatten()
+                                       for dy, dx in self.shifts])
         self.chunk_bytes = chunk_bytes
 
     def __len__(self) -> int:
         return len(self.bank)
 
     def _chunk_size(self) -> int:
-        per_query = 4 * len(self.shifts) * (len(self.bank) + self.bank.shape[1])
-        return max(1, self.chunk_bytes // per_query)
+        n_scored = self.candidates * (1 + self.bank.shape[1] / len(self.shifts)) if self.candidates \
+            else len(self.bank)
+        per_query = 4 * len(self.shifts) * (n_scored + self.bank.shape[1])
+        return max(1, int(self.chunk_bytes // per_query))
 
     def search(self, queries, k: int = 1) -> Matches:
         """The ``k`` best matches of each ``(M, H, W)`` query (each bank image once, at its best shift)."""
@@ -88,11 +113,17 @@ class ShiftedNeighbourSearch:
         index, shift, score = [], [], []
         for start in range(0, len(q), self._chunk_size()):
             zq = unit_zscore(q[start:start + self._chunk_size()])
-            rolled = torch.stack([torch.roll(zq, (int(dy), int(dx)), dims=(1, 2)) for dy, dx in self.shifts], 1)
-            scores = (rolled.flatten(2) @ self.bank.T).view(len(zq), n_shift, -1)  # (m, S, N)
-            best_over_shifts, best_shift = scores.max(dim=1)  # (m, N)
-            top_score, top_index = best_over_shifts.topk(k, dim=1)
-            top_shift = best_shift.gather(1, top_index)
+            rolled = zq.flatten(1)[:, self.roll_index]  # (m, S, D)
+            if self.candidates:
+                first = shift_invariant_features(zq) @ self.bank_features.T  # (m, N)
+                cand = first.topk(max(self.candidates, k), dim=1).indices  # (m, K)
+                scores = rolled @ self.bank[cand].transpose(1, 2)  # (m, S, K)
+            else:
+                scores = (rolled @ self.bank.T).view(len(zq), n_shift, -1)  # (m, S, N)
+            best_over_shifts, best_shift = scores.max(dim=1)
+            top_score, top_pos = best_over_shifts.topk(k, dim=1)
+            top_shift = best_shift.gather(1, top_pos)
+            top_index = cand.gather(1, top_pos) if self.candidates else top_pos
             index.append(top_index)
             # roll(query, t) ~ bank  =>  query ~ roll(bank, -t)
             shift.append(-self.shifts[top_shift])
