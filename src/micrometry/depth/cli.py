@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -67,3 +68,65 @@ def sem_info(
         typer.echo(f"error: {problem}", err=True)
     if index.errors:
         raise DatasetError(f"{len(index.errors)} problem(s) in the dataset, listed above", index.root)
+
+
+def _parse_params(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> dict; values are read as JSON when they parse (numbers, true, lists)."""
+    from micrometry.errors import InputError
+
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@depth_app.command("train")
+def depth_train(
+    data: Path = typer.Argument(..., help="Dataset folder (simulation_data/, train/)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: config, metrics, log, checkpoints."),
+    method: Optional[str] = typer.Option(None, "--method", help="Method name (default: the best on bench/depth.py)."),
+    params: list[str] = typer.Option([], "--param", help="Method hyper-parameter KEY=VALUE (repeatable)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the method's epochs."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0, help="Stop after this many seconds."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (initialisation and shuffling)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUT."),
+) -> None:
+    """Train a depth method; prints the best validation metrics."""
+    from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
+    from micrometry.errors import InputError
+    from micrometry.train import RunDir
+    from micrometry.train.loop import configure_threads
+
+    configure_threads()
+    if resume:
+        run = RunDir.for_training(out, resume=True)
+        config = run.read_config()
+        if method is not None and method != config.get("method"):
+            raise InputError(f"run was trained with method {config.get('method')!r}, not {method!r}", out)
+        if params:
+            raise InputError("--param cannot change a run being resumed", out)
+        chosen = create_method(config["method"], **config.get("method_config", {}))
+        epochs = epochs if epochs is not None else config.get("epochs")
+        time_budget = time_budget if time_budget is not None else config.get("time_budget_s")
+        seed = config.get("seed", seed)
+    else:
+        chosen = create_method(method or DEFAULT_METHOD, **_parse_params(params))
+        if not Path(data).is_dir():
+            raise InputError("no such dataset folder", data)
+        run = None
+    training_data = DepthData.load(data, chosen.uses)  # before the run folder exists: bad data leaves nothing
+    if run is None:
+        run = RunDir.for_training(out, overwrite=overwrite)
+    metrics = train_method(chosen, training_data, run, resume=resume, time_budget_s=time_budget, epochs=epochs,
+                           seed=seed, device=device, extra_config={"data": str(Path(data).resolve())})
+    best = metrics.get("best", {})
+    typer.echo(f"{chosen.name}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                            for k, v in best.items()) + f" -> {out}")
