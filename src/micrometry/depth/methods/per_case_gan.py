@@ -1,0 +1,192 @@
+"""What ``cyclegan`` and ``lookup`` share: per-case CycleGAN training and the case classifier.
+
+Both methods train one small CycleGAN per case (Case_1..4 = Depth_110..140)
+between simulated SEM renders of that case and real SEM images of the matching
+Depth_* folder, and a CNN case classifier on the real images (labelled by their
+folder) that picks the per-case model at inference.
+
+Every training step takes one case: a batch of that case's simulated renders
+(with their depth maps) and an equally large random batch of its real images,
+plus a batch of real images of all cases for the classifier. The cases take
+turns in a seeded random order, so an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from micrometry.depth.dataset import RealArrays, SimArrays
+from micrometry.depth.gan import CycleGan, GanWeights, requires_grad, to_unit_range
+from micrometry.errors import DatasetError
+from micrometry.train import TrainTask
+
+CASES = (1, 2, 3, 4)
+
+
+def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generator) -> list[tuple[int, torch.Tensor]]:
+    """One epoch of single-case batches of simulated samples, cases interleaved in a random order.
+
+    Parameters
+    ----------
+    sim_case : ndarray (N,)
+        Case 1..4 of each simulated training sample.
+    batch_size : int
+    generator : torch.Generator
+        The epoch's seeded generator.
+
+    Returns
+    -------
+    list of (case, rows)
+    """
+    batches = []
+    for case in np.unique(sim_case):
+        rows = torch.from_numpy(np.flatnonzero(sim_case == case))
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        batches += [(int(case), rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
+
+
+def split_real_by_site(real: RealArrays, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation rows of the real images, split by site (images of a site look alike)."""
+    sites = np.unique(real.site)
+    rng = np.random.default_rng(seed)
+    n_val = int(round(len(sites) * val_fraction)) if len(sites) > 1 else 0
+    val_sites = rng.choice(sites, size=n_val, replace=False) if n_val else np.array([], dtype=sites.dtype)
+    is_val = np.isin(real.site, val_sites)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def check_cases(sim: SimArrays, real: RealArrays) -> None:
+    """Every case needs simulated renders and real images for its CycleGAN."""
+    for case in CASES:
+        if not (sim.case == case).any():
+            raise DatasetError(f"simulation_data has no Case_{case} pairs (every case needs its own model)")
+        if not (real.case == case).any():
+            raise DatasetError(f"train/SEM has no Depth_{100 + 10 * (case + 1)} images "
+                               f"(every case needs real images)")
+
+
+def make_case_gans(width: int, n_blocks: int, prefix: str) -> dict[str, CycleGan]:
+    return {f"{prefix}{case}": CycleGan(width, n_blocks, width) for case in CASES}
+
+
+def make_case_classifier(width: int) -> nn.Module:
+    """The shared case classifier network (``micrometry.depth.nets.CaseNet``): images in [0, 1] -> 4 logits."""
+    # INTERIM until depth-core's CaseNet is merged.
+    return nn.Sequential(nn.Conv2d(1, width, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 4))
+
+
+@torch.no_grad()
+def classify_cases(net: nn.Module, images: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+    """Case 1..4 of ``(N, 1, 72, 48)`` images in [0, 1]."""
+    net.eval()
+    return torch.cat([net(images[i:i + batch]).argmax(1) + 1 for i in range(0, len(images), batch)])
+
+
+class PerCaseGanTask(TrainTask):
+    """Shared training task: per-case CycleGANs plus the case classifier.
+
+    Subclasses implement :meth:`gan_losses` (critic and generator losses of one
+    case's batch) and :meth:`validate`.
+
+    Parameters
+    ----------
+    gans : dict
+        ``name -> CycleGan``; all of them get the generator and critic optimisers.
+    classifier : nn.Module
+    sim, real : SimArrays, RealArrays
+    device : torch.device
+    lr, betas : float, (float, float)
+        Adam settings of the seed (2e-4, (0.5, 0.999)).
+    batch_size : int
+    n_critic : int
+        Critic updates per generator update (1st place: 5).
+    weights : GanWeights
+    val_fraction, seed : float, int
+    """
+
+    def __init__(self, gans: dict[str, CycleGan], classifier: nn.Module, sim: SimArrays, real: RealArrays,
+                 device: torch.device, lr: float, betas: tuple[float, float], batch_size: int, n_critic: int,
+                 weights: GanWeights, classifier_lr: float, val_fraction: float, seed: int):
+        check_cases(sim, real)
+        self.gans, self.classifier, self.device = gans, classifier, device
+        self.batch_size, self.n_critic, self.weights = batch_size, n_critic, weights
+        sim_train, sim_val = sim.split(val_fraction, seed)
+        real_train, real_val = split_real_by_site(real, val_fraction, seed)
+        self.sim_x, self.sim_d, self.sim_case = self._sim_tensors(sim, sim_train)
+        self.val_x, self.val_d, self.val_case = self._sim_tensors(sim, sim_val)
+        self.real_x = to_unit_range(torch.from_numpy(real.images[real_train]).float().unsqueeze(1)).to(device)
+        self.real_case = real.case[real_train]
+        self.real_rows_of = {c: torch.from_numpy(np.flatnonzero(self.real_case == c)) for c in CASES}
+        self.real_label = torch.from_numpy(self.real_case - 1).long().to(device)
+        self.real_val_x = to_unit_range(torch.from_numpy(real.images[real_val]).float().unsqueeze(1)).to(device)
+        self.real_val_case = torch.from_numpy(real.case[real_val]).long().to(device)
+
+        self.modules = {**gans, "classifier": classifier}
+        generator_params = [p for g in gans.values() for p in g.generator_parameters()]
+        critic_params = [p for g in gans.values() for p in g.critic_parameters()]
+        self.optimizers = {
+            "generators": torch.optim.Adam(generator_params, lr=lr, betas=betas),
+            "critics": torch.optim.Adam(critic_params, lr=lr, betas=betas),
+            "classifier": torch.optim.Adam(classifier.parameters(), lr=classifier_lr),
+        }
+        self.schedulers = {}
+        self._step_generator = torch.Generator().manual_seed(seed + 7)
+
+    def _sim_tensors(self, sim: SimArrays, rows: np.ndarray):
+        """Each render its own sample, with its depth map; both in [-1, 1]."""
+        x = sim.sem[rows].reshape(-1, *sim.sem.shape[2:])
+        d = np.repeat(sim.depth[rows], 2, axis=0)
+        to_tensor = lambda a: to_unit_range(torch.from_numpy(a).float().unsqueeze(1)).to(self.device)  # noqa: E731
+        return to_tensor(x), to_tensor(d), np.repeat(sim.case[rows], 2)
+
+    # -- the loop's interface ---------------------------------------------
+    def train_batches(self, epoch: int, generator: torch.Generator):
+        self._step_generator.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        return case_batches(self.sim_case, self.batch_size, generator)
+
+    def train_step(self, batch: tuple[int, torch.Tensor]) -> dict[str, float]:
+        case, rows = batch
+        g = self._step_generator
+        real_rows = self.real_rows_of[case]
+        real = self.real_x[real_rows[torch.randint(len(real_rows), (len(rows),), generator=g)]]
+        sim, depth = self.sim_x[rows], self.sim_d[rows]
+
+        critics = [m for gan in self.gans.values() for m in (gan.critic_a, gan.critic_b)]
+        for _ in range(self.n_critic):
+            critic_loss = self.gan_losses(case, sim, depth, real, critic=True)[0]
+            self.optimizers["critics"].zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.optimizers["critics"].step()
+        requires_grad(critics, False)
+        gen_loss, parts = self.gan_losses(case, sim, depth, real, critic=False)
+        self.optimizers["generators"].zero_grad(set_to_none=True)
+        gen_loss.backward()
+        self.optimizers["generators"].step()
+        requires_grad(critics, True)
+
+        class_rows = torch.randint(len(self.real_x), (self.batch_size,), generator=g)
+        logits = self.classifier((self.real_x[class_rows] + 1) / 2)
+        class_loss = F.cross_entropy(logits, self.real_label[class_rows])
+        self.optimizers["classifier"].zero_grad(set_to_none=True)
+        class_loss.backward()
+        self.optimizers["classifier"].step()
+        return {"critic": critic_loss.item(), "gen": gen_loss.item(), "cls": class_loss.item(), **parts}
+
+    def gan_losses(self, case: int, sim: torch.Tensor, depth: torch.Tensor, real: torch.Tensor,
+                   critic: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """The critic loss (``critic=True``) or the generator loss of one case's batch, with loss parts."""
+        raise NotImplementedError
+
+    def validate_classifier(self) -> dict[str, float]:
+        """Case accuracy on the held-out real sites."""
+        if len(self.real_val_x) == 0:
+            return {}
+        predicted = classify_cases(self.classifier, (self.real_val_x + 1) / 2)
+        return {"val_case_acc": float((predicted == self.real_val_case).float().mean())}
