@@ -63,9 +63,8 @@ class AutoencoderMethod(DepthMethod):
     uses = ("sim",)
     defaults = {"lr": 1e-3, "batch_size": 128, "epochs": 10, "val_fraction": 0.1}
 
-    def __init__(self, **cfg):
-        super().__init__(**cfg)
-        self.modules = {"net": MLPAutoencoder()}
+    def build_modules(self) -> dict[str, nn.Module]:
+        return {"net": MLPAutoencoder()}
 
     def loop_config(self) -> LoopConfig:
         return LoopConfig(epochs=int(self.cfg["epochs"]), monitor="val_rmse", mode="min", description="ae")

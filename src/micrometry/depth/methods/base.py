@@ -88,9 +88,10 @@ class DepthMethod:
 
     Subclasses set :attr:`name`, :attr:`defaults` (every hyper-parameter with its
     default; the constructor rejects unknown ones) and :attr:`uses`, and
-    implement :meth:`build_task` and :meth:`predict_tensor` (or :meth:`predict`).
-    Networks live in :attr:`modules` (created in ``__init__``), so that
-    :meth:`state_dict` and :meth:`load_state_dict` work without data.
+    implement :meth:`build_modules`, :meth:`build_task` and :meth:`predict_tensor`
+    (or :meth:`predict`). Networks live in :attr:`modules`, built from the
+    hyper-parameters alone, so that :meth:`state_dict` and
+    :meth:`load_state_dict` work without data.
     """
 
     name: str = "depth-method"
@@ -103,8 +104,12 @@ class DepthMethod:
             raise InputError(f"method {self.name!r} has no parameter(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(self.defaults)) or 'none'}")
         self.cfg: dict[str, Any] = {**self.defaults, **cfg}
-        self.modules: dict[str, torch.nn.Module] = {}
         self.device = torch.device("cpu")
+        self.modules: dict[str, torch.nn.Module] = self.build_modules()
+
+    def build_modules(self) -> dict[str, torch.nn.Module]:
+        """Freshly initialised networks; :func:`train_method` calls it again after seeding."""
+        return {}
 
     # -- what a run folder records ---------------------------------------
     def config(self) -> dict[str, Any]:
@@ -240,6 +245,7 @@ def train_method(method: DepthMethod, data: DepthData, run: RunDir, resume: bool
     if not resume:
         run.write_config(config)
     seed_everything(seed)
+    method.modules = method.build_modules()  # initialisation depends on the seed only
     method.to(device_)
     task = method.build_task(data, device_, seed)
     payload = {"method": method.name, "method_config": method.config()}
