@@ -42,7 +42,7 @@ from micrometry.train import LoopConfig
 
 GAN_DEFAULTS = {
     "width": 16, "n_blocks": 2, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 16, "n_critic": 1,
-    "gp": 10.0, "lambda_cycle": 10.0, "lambda_idt": 0.5, "classifier_width": 12, "classifier_lr": 1e-3,
+    "gp": 10.0, "lambda_cycle": 10.0, "lambda_idt": 0.5, "classifier_width": 8, "classifier_lr": 3e-3,
     "epochs": 4, "time_budget_s": 600.0, "val_fraction": 0.1,
 }
 
@@ -55,7 +55,7 @@ def task_settings(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     """The :class:`PerCaseGanTask` keyword arguments both GAN methods take from their configuration."""
     return {"lr": cfg["lr"], "betas": (cfg["beta1"], cfg["beta2"]), "batch_size": int(cfg["batch_size"]),
             "n_critic": int(cfg["n_critic"]), "weights": gan_weights(cfg), "classifier_lr": cfg["classifier_lr"],
-            "val_fraction": cfg["val_fraction"], "seed": seed}
+            "val_fraction": cfg["val_fraction"], "seed": seed, "epochs": int(cfg["epochs"])}
 
 
 class CycleGanTask(PerCaseGanTask):
@@ -124,11 +124,13 @@ class CycleGanMethod(DepthMethod):
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
-        width, blocks = int(self.cfg["width"]), int(self.cfg["n_blocks"])
-        self.modules = {**make_case_gans(width, blocks, "real_sim_"), **make_case_gans(width, blocks, "sim_depth_"),
-                        "classifier": make_case_classifier(int(self.cfg["classifier_width"]))}
         # The top-surface level of each case; fitted from the simulated depth maps.
         self.background: dict[int, float] = {}
+
+    def build_modules(self) -> dict[str, torch.nn.Module]:
+        width, blocks = int(self.cfg["width"]), int(self.cfg["n_blocks"])
+        return {**make_case_gans(width, blocks, "real_sim_"), **make_case_gans(width, blocks, "sim_depth_"),
+                "classifier": make_case_classifier(int(self.cfg["classifier_width"]))}
 
     def loop_config(self) -> LoopConfig:
         return LoopConfig(epochs=int(self.cfg["epochs"]), time_budget_s=self.cfg["time_budget_s"],
@@ -146,7 +148,9 @@ class CycleGanMethod(DepthMethod):
         self.background = {int(k): float(v) for k, v in state["background"].items()}
 
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        cases = classify_cases(self.modules["classifier"], x)
+        # x is uint8 / 255 (see DepthMethod.predict): the classifier takes the uint8 images back.
+        images = (x * 255).round().byte().squeeze(1).cpu().numpy()
+        cases = torch.from_numpy(classify_cases(self.modules["classifier"], images)).to(x.device)
         out = torch.empty_like(x)
         unit = to_unit_range(x * 255.0)
         for case in cases.unique().tolist():

@@ -96,10 +96,12 @@ class LookupMethod(DepthMethod):
         super().__init__(**cfg)
         if int(self.cfg["top_k"]) < 1 or int(self.cfg["max_shift"]) < 0 or int(self.cfg["candidates"]) < 0:
             raise InputError("top_k must be >= 1, max_shift and candidates >= 0")
-        width, blocks = int(self.cfg["width"]), int(self.cfg["n_blocks"])
-        self.modules = {**make_case_gans(width, blocks, "sim_real_"),
-                        "classifier": make_case_classifier(int(self.cfg["classifier_width"]))}
         self.banks: dict[int, ShiftedNeighbourSearch] = {}
+
+    def build_modules(self) -> dict[str, torch.nn.Module]:
+        width, blocks = int(self.cfg["width"]), int(self.cfg["n_blocks"])
+        return {**make_case_gans(width, blocks, "sim_real_"),
+                "classifier": make_case_classifier(int(self.cfg["classifier_width"]))}
 
     def loop_config(self) -> LoopConfig:
         # No validation metric measures translation quality: the last epoch is the model.
@@ -135,8 +137,7 @@ class LookupMethod(DepthMethod):
         images = np.asarray(images)
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
             raise InputError(f"expected images of shape (N, 72, 48), got {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1).to(self.device)
-        cases = classify_cases(self.modules["classifier"], x).cpu().numpy()
+        cases = classify_cases(self.modules["classifier"], images)
         out = np.empty(images.shape, dtype=np.float32)
         for case in np.unique(cases):
             rows = np.flatnonzero(cases == case)

@@ -6,22 +6,23 @@ Depth_* folder, and a CNN case classifier on the real images (labelled by their
 folder) that picks the per-case model at inference.
 
 Every training step takes one case: a batch of that case's simulated renders
-(with their depth maps) and an equally large random batch of its real images,
-plus a batch of real images of all cases for the classifier. The cases take
+(with their depth maps) and an equally large random batch of its real images;
+then the classifier (depth-core's :class:`CaseClassifierTask`, reused as a
+part) takes one step on a batch of real images of all cases. The cases take
 turns in a seeded random order, so an interrupted run resumes exactly.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from micrometry.depth.dataset import RealArrays, SimArrays
 from micrometry.depth.gan import CycleGan, GanWeights, requires_grad, to_unit_range
+from micrometry.depth.methods.classifier import CaseClassifier, CaseClassifierTask
+from micrometry.depth.methods.unet import site_split
+from micrometry.depth.nets import CaseNet
 from micrometry.errors import DatasetError
 from micrometry.train import TrainTask
 
@@ -52,16 +53,6 @@ def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generat
     return [batches[i] for i in order]
 
 
-def split_real_by_site(real: RealArrays, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation rows of the real images, split by site (images of a site look alike)."""
-    sites = np.unique(real.site)
-    rng = np.random.default_rng(seed)
-    n_val = int(round(len(sites) * val_fraction)) if len(sites) > 1 else 0
-    val_sites = rng.choice(sites, size=n_val, replace=False) if n_val else np.array([], dtype=sites.dtype)
-    is_val = np.isin(real.site, val_sites)
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
 def check_cases(sim: SimArrays, real: RealArrays) -> None:
     """Every case needs simulated renders and real images for its CycleGAN."""
     for case in CASES:
@@ -77,16 +68,13 @@ def make_case_gans(width: int, n_blocks: int, prefix: str) -> dict[str, CycleGan
 
 
 def make_case_classifier(width: int) -> nn.Module:
-    """The shared case classifier network (``micrometry.depth.nets.CaseNet``): images in [0, 1] -> 4 logits."""
-    # INTERIM until depth-core's CaseNet is merged.
-    return nn.Sequential(nn.Conv2d(1, width, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 4))
+    """The shared case classifier network: images in [0, 1] -> logits of Case_1..4."""
+    return CaseNet(width)
 
 
-@torch.no_grad()
-def classify_cases(net: nn.Module, images: torch.Tensor, batch: int = 2048) -> torch.Tensor:
-    """Case 1..4 of ``(N, 1, 72, 48)`` images in [0, 1]."""
-    net.eval()
-    return torch.cat([net(images[i:i + batch]).argmax(1) + 1 for i in range(0, len(images), batch)])
+def classify_cases(net: nn.Module, images: np.ndarray) -> np.ndarray:
+    """Case 1..4 of ``(N, 72, 48)`` uint8 images."""
+    return CaseClassifier(net).predict_case(images)
 
 
 class PerCaseGanTask(TrainTask):
@@ -108,35 +96,39 @@ class PerCaseGanTask(TrainTask):
     n_critic : int
         Critic updates per generator update (1st place: 5).
     weights : GanWeights
+    classifier_lr : float
     val_fraction, seed : float, int
+        Held-out simulated structures and real sites, split by the seed.
+    epochs : int
+        The classifier's cosine learning-rate schedule length.
     """
 
     def __init__(self, gans: dict[str, CycleGan], classifier: nn.Module, sim: SimArrays, real: RealArrays,
                  device: torch.device, lr: float, betas: tuple[float, float], batch_size: int, n_critic: int,
-                 weights: GanWeights, classifier_lr: float, val_fraction: float, seed: int):
+                 weights: GanWeights, classifier_lr: float, val_fraction: float, seed: int, epochs: int):
         check_cases(sim, real)
         self.gans, self.classifier, self.device = gans, classifier, device
         self.batch_size, self.n_critic, self.weights = batch_size, n_critic, weights
         sim_train, sim_val = sim.split(val_fraction, seed)
-        real_train, real_val = split_real_by_site(real, val_fraction, seed)
+        real_train, _ = site_split(real, val_fraction, seed)
         self.sim_x, self.sim_d, self.sim_case = self._sim_tensors(sim, sim_train)
         self.val_x, self.val_d, self.val_case = self._sim_tensors(sim, sim_val)
         self.real_x = to_unit_range(torch.from_numpy(real.images[real_train]).float().unsqueeze(1)).to(device)
         self.real_case = real.case[real_train]
         self.real_rows_of = {c: torch.from_numpy(np.flatnonzero(self.real_case == c)) for c in CASES}
-        self.real_label = torch.from_numpy(self.real_case - 1).long().to(device)
-        self.real_val_x = to_unit_range(torch.from_numpy(real.images[real_val]).float().unsqueeze(1)).to(device)
-        self.real_val_case = torch.from_numpy(real.case[real_val]).long().to(device)
+        # Same seed and fraction: the classifier holds out the same sites.
+        self.classifier_task = CaseClassifierTask(classifier, real, device, seed, lr=classifier_lr,
+                                                  val_site_fraction=val_fraction, epochs=epochs)
 
-        self.modules = {**gans, "classifier": classifier}
+        self.modules = {**gans, **self.classifier_task.modules}
         generator_params = [p for g in gans.values() for p in g.generator_parameters()]
         critic_params = [p for g in gans.values() for p in g.critic_parameters()]
         self.optimizers = {
             "generators": torch.optim.Adam(generator_params, lr=lr, betas=betas),
             "critics": torch.optim.Adam(critic_params, lr=lr, betas=betas),
-            "classifier": torch.optim.Adam(classifier.parameters(), lr=classifier_lr),
+            **self.classifier_task.optimizers,
         }
-        self.schedulers = {}
+        self.schedulers = dict(self.classifier_task.schedulers)
         self._step_generator = torch.Generator().manual_seed(seed + 7)
 
     def _sim_tensors(self, sim: SimArrays, rows: np.ndarray):
@@ -149,6 +141,7 @@ class PerCaseGanTask(TrainTask):
     # -- the loop's interface ---------------------------------------------
     def train_batches(self, epoch: int, generator: torch.Generator):
         self._step_generator.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        self.classifier_task.train_batches(epoch, generator)  # seeds its augmentation
         return case_batches(self.sim_case, self.batch_size, generator)
 
     def train_step(self, batch: tuple[int, torch.Tensor]) -> dict[str, float]:
@@ -171,13 +164,9 @@ class PerCaseGanTask(TrainTask):
         self.optimizers["generators"].step()
         requires_grad(critics, True)
 
-        class_rows = torch.randint(len(self.real_x), (self.batch_size,), generator=g)
-        logits = self.classifier((self.real_x[class_rows] + 1) / 2)
-        class_loss = F.cross_entropy(logits, self.real_label[class_rows])
-        self.optimizers["classifier"].zero_grad(set_to_none=True)
-        class_loss.backward()
-        self.optimizers["classifier"].step()
-        return {"critic": critic_loss.item(), "gen": gen_loss.item(), "cls": class_loss.item(), **parts}
+        cls = self.classifier_task
+        class_loss = cls.train_step(torch.randint(len(cls.x), (cls.batch_size,), generator=g))["ce"]
+        return {"critic": critic_loss.item(), "gen": gen_loss.item(), "cls": class_loss, **parts}
 
     def gan_losses(self, case: int, sim: torch.Tensor, depth: torch.Tensor, real: torch.Tensor,
                    critic: bool) -> tuple[torch.Tensor, dict[str, float]]:
@@ -186,7 +175,5 @@ class PerCaseGanTask(TrainTask):
 
     def validate_classifier(self) -> dict[str, float]:
         """Case accuracy on the held-out real sites."""
-        if len(self.real_val_x) == 0:
-            return {}
-        predicted = classify_cases(self.classifier, (self.real_val_x + 1) / 2)
-        return {"val_case_acc": float((predicted == self.real_val_case).float().mean())}
+        metrics = self.classifier_task.validate()
+        return {"val_case_acc": metrics["val_acc"]} if metrics else {}
