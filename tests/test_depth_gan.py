@@ -1,8 +1,18 @@
 """The GAN-based depth methods (cyclegan, lookup) and their parts: networks, NN search, background snap."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
+
+from micrometry.cli import run
+from micrometry.depth.methods import DepthData, create_method, load_method, train_method
+from micrometry.depth.methods.per_case_gan import case_batches, classify_cases, trainable_cases
+from micrometry.errors import DatasetError
+from micrometry.io.image import read_gray_u8
+from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
+from micrometry.train import RunDir
 
 from micrometry.depth.background import background_levels, snap_background
 from micrometry.depth.gan import CycleGan, GanWeights, TinyGenerator, gradient_penalty, PatchCritic
@@ -149,3 +159,96 @@ def test_two_stage_search_finds_shifted_bank_images_among_its_candidates():
     matches = search.search(queries, k=1)
     assert matches.index[:, 0].tolist() == rows.tolist()
     assert (matches.shift[:, 0] == np.array([-2, 1])).all()
+
+
+# -- the methods, trained a few steps on tiny data ------------------------------------------------
+
+# Tiny networks: a step takes a fraction of a second.
+TINY = {"width": 4, "n_blocks": 1, "batch_size": 8, "classifier_width": 4, "val_fraction": 0.25}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gandata")
+    write_sem_dataset(root / "data", root / "truth",
+                      SemSynthConfig(seed=3, n_structures=6, n_sites=8, images_per_site=3, n_test=5))
+    return root
+
+
+def _train(name, tiny, out, **cfg):
+    method = create_method(name, **{**TINY, **cfg})
+    data = DepthData.load(tiny / "data", method.uses)
+    metrics = train_method(method, data, RunDir.for_training(out), epochs=1, seed=0, device="cpu")
+    return method, data, metrics
+
+
+def test_cyclegan_trains_predicts_and_snaps_the_background(tiny, tmp_path):
+    method, data, metrics = _train("cyclegan", tiny, tmp_path / "run")
+    final = metrics["final"]
+    assert final["steps"] > 0 and np.isfinite(final["val_rmse"]) and 0 <= final["val_case_acc"] <= 1
+    loaded = load_method(tmp_path / "run", device="cpu")
+    assert loaded.background == {1: 140.0, 2: 150.0, 3: 160.0, 4: 170.0}
+    images = data.real.images[:6]
+    pred = loaded.predict(images)
+    assert pred.shape == (6, 72, 48) and pred.dtype == np.float32
+    assert (pred >= 0).all() and (pred <= 255).all()
+    np.testing.assert_allclose(pred, method.predict(images), atol=1e-3)
+    # no pixel is left just below its case's background level: the snap set those to the level
+    levels = np.array([140.0, 150.0, 160.0, 170.0])[classify_cases(loaded.modules["classifier"], images) - 1]
+    gap = levels[:, None, None] - pred
+    assert not ((gap > 0) & (gap <= 1)).any()
+
+
+def test_lookup_returns_shifted_simulated_depth_maps(tiny, tmp_path):
+    method, data, metrics = _train("lookup", tiny, tmp_path / "run", top_k=1, candidates=0)
+    assert metrics["final"]["steps"] > 0
+    loaded = load_method(tmp_path / "run", device="cpu")
+    assert sorted(loaded.banks) == [1, 2, 3, 4]
+    assert sum(len(b) for b in loaded.banks.values()) == 2 * len(data.sim.depth)  # both renders of every pair
+    pred = loaded.predict(data.real.images[:5])
+    assert pred.shape == (5, 72, 48) and pred.dtype == np.float32
+    np.testing.assert_array_equal(pred, method.predict(data.real.images[:5]))
+    # top_k=1: every prediction is one simulated depth map, circularly shifted by at most 2 px
+    sims = data.sim.depth.astype(np.float32)
+    for p in pred:
+        assert any((np.roll(sims, (dy, dx), axis=(1, 2)) == p).all(axis=(1, 2)).any()
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def test_lookup_through_the_cli_writes_one_png_per_image(tiny, tmp_path):
+    out = tmp_path / "run"
+    args = ["depth", "train", tiny / "data", "--method", "lookup", "--out", out, "--epochs", "1"]
+    args += [x for k, v in TINY.items() for x in ("--param", f"{k}={v}")]
+    assert run([str(a) for a in args]) == 0
+    assert run(["depth", "predict", str(tiny / "data"), "--model", str(out), "--out", str(tmp_path / "pred")]) == 0
+    names = sorted(p.name for p in (tiny / "data/test/SEM").glob("*.png"))
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.png")) == names
+    assert read_gray_u8(tmp_path / "pred" / names[0]).shape == (72, 48)
+
+
+def test_gan_methods_need_real_images(tmp_path, capsys):
+    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
+                      SemSynthConfig(seed=1, n_structures=2, n_sites=4, images_per_site=1, n_test=1))
+    shutil.rmtree(tmp_path / "data" / "train")
+    for name in ("cyclegan", "lookup"):
+        code = run(["depth", "train", str(tmp_path / "data"), "--method", name, "--out", str(tmp_path / name)])
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and "real images" in err[0]
+        assert not (tmp_path / name).exists()
+
+
+def test_cases_without_both_domains_get_no_model():
+    assert trainable_cases(np.array([1, 2, 3, 4]), np.array([2, 4, 4])) == (2, 4)
+    with pytest.raises(DatasetError, match="no case has both"):
+        trainable_cases(np.array([1, 1]), np.array([3]))
+
+
+def test_case_batches_take_one_case_each_and_cover_every_sample_once():
+    sim_case = np.array([1, 1, 1, 2, 2, 4, 4, 4, 4, 0])
+    batches = case_batches(sim_case, 2, torch.Generator().manual_seed(0), skip=0)
+    seen = np.concatenate([rows.numpy() for _, rows in batches])
+    assert sorted(seen.tolist()) == list(range(9))  # the skipped case (0) is left out
+    assert all((sim_case[rows.numpy()] == case).all() for case, rows in batches)
+    again = case_batches(sim_case, 2, torch.Generator().manual_seed(0), skip=0)
+    assert [(c, r.tolist()) for c, r in batches] == [(c, r.tolist()) for c, r in again]

@@ -83,8 +83,8 @@ class CycleGanTask(PerCaseGanTask):
         metrics = self.validate_classifier()
         if len(self.val_x) == 0:
             return metrics
-        sq = 0.0
-        for case in CASES:
+        sq, n = 0.0, 0
+        for case in self.cases:
             rows = torch.from_numpy(np.flatnonzero(self.val_case == case))
             if len(rows) == 0:
                 continue
@@ -92,8 +92,8 @@ class CycleGanTask(PerCaseGanTask):
             pred = torch.cat([to_pixels(gan.ab(self.val_x[rows[i:i + 512]])) for i in range(0, len(rows), 512)])
             pred = snap_background(pred.squeeze(1).cpu().numpy(), self.method.background[case])
             truth = to_pixels(self.val_d[rows]).squeeze(1).cpu().numpy()
-            sq += float(((pred - truth) ** 2).sum())
-        return {"val_rmse": (sq / self.val_d.numel()) ** 0.5, **metrics}
+            sq, n = sq + float(((pred - truth) ** 2).sum()), n + truth.size
+        return {"val_rmse": (sq / n) ** 0.5, **metrics} if n else metrics
 
 
 @DEPTH_METHODS.register("cyclegan")
@@ -124,8 +124,9 @@ class CycleGanMethod(DepthMethod):
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
-        # The top-surface level of each case; fitted from the simulated depth maps.
+        # The top-surface level of each case, fitted from the simulated depth maps, and the cases trained.
         self.background: dict[int, float] = {}
+        self.cases: tuple[int, ...] = CASES
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
         width, blocks = int(self.cfg["width"]), int(self.cfg["n_blocks"])
@@ -139,18 +140,21 @@ class CycleGanMethod(DepthMethod):
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> CycleGanTask:
         data.require("sim", "real")
         self.background = background_levels(data.sim.depth, data.sim.case)
-        return CycleGanTask(self, data, device, seed)
+        task = CycleGanTask(self, data, device, seed)
+        self.cases = task.cases
+        return task
 
     def extra_state(self) -> dict[str, Any]:
-        return {"background": {int(k): float(v) for k, v in self.background.items()}}
+        return {"background": {int(k): float(v) for k, v in self.background.items()}, "cases": list(self.cases)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.background = {int(k): float(v) for k, v in state["background"].items()}
+        self.cases = tuple(int(c) for c in state["cases"])
 
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
         # x is uint8 / 255 (see DepthMethod.predict): the classifier takes the uint8 images back.
         images = (x * 255).round().byte().squeeze(1).cpu().numpy()
-        cases = torch.from_numpy(classify_cases(self.modules["classifier"], images)).to(x.device)
+        cases = torch.from_numpy(classify_cases(self.modules["classifier"], images, self.cases)).to(x.device)
         out = torch.empty_like(x)
         unit = to_unit_range(x * 255.0)
         for case in cases.unique().tolist():

@@ -31,7 +31,6 @@ from micrometry.depth.gan import to_pixels, to_unit_range
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.cyclegan import GAN_DEFAULTS, task_settings
 from micrometry.depth.methods.per_case_gan import (
-    CASES,
     PerCaseGanTask,
     classify_cases,
     make_case_classifier,
@@ -115,7 +114,7 @@ class LookupMethod(DepthMethod):
     def after_training(self, task: LookupTask, data: DepthData) -> None:
         """Translate every simulated render of each case into the real style: the banks."""
         sim = data.sim
-        for case in CASES:
+        for case in task.cases:
             rows = np.flatnonzero(sim.case == case)
             renders = sim.sem[rows].reshape(-1, *IMAGE_SHAPE)
             styled = translate(self.modules[f"sim_real_{case}"].ab, renders)
@@ -137,7 +136,7 @@ class LookupMethod(DepthMethod):
         images = np.asarray(images)
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
             raise InputError(f"expected images of shape (N, 72, 48), got {images.shape}")
-        cases = classify_cases(self.modules["classifier"], images)
+        cases = classify_cases(self.modules["classifier"], images, tuple(self.banks))
         out = np.empty(images.shape, dtype=np.float32)
         for case in np.unique(cases):
             rows = np.flatnonzero(cases == case)

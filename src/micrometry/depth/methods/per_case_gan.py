@@ -29,7 +29,8 @@ from micrometry.train import TrainTask
 CASES = (1, 2, 3, 4)
 
 
-def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generator) -> list[tuple[int, torch.Tensor]]:
+def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generator,
+                 skip: int | None = None) -> list[tuple[int, torch.Tensor]]:
     """One epoch of single-case batches of simulated samples, cases interleaved in a random order.
 
     Parameters
@@ -39,6 +40,8 @@ def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generat
     batch_size : int
     generator : torch.Generator
         The epoch's seeded generator.
+    skip : int, optional
+        A case value whose samples are left out (cases without a model).
 
     Returns
     -------
@@ -46,6 +49,8 @@ def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generat
     """
     batches = []
     for case in np.unique(sim_case):
+        if case == skip:
+            continue
         rows = torch.from_numpy(np.flatnonzero(sim_case == case))
         rows = rows[torch.randperm(len(rows), generator=generator)]
         batches += [(int(case), rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
@@ -53,14 +58,19 @@ def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generat
     return [batches[i] for i in order]
 
 
-def check_cases(sim: SimArrays, real: RealArrays) -> None:
-    """Every case needs simulated renders and real images for its CycleGAN."""
-    for case in CASES:
-        if not (sim.case == case).any():
-            raise DatasetError(f"simulation_data has no Case_{case} pairs (every case needs its own model)")
-        if not (real.case == case).any():
-            raise DatasetError(f"train/SEM has no Depth_{100 + 10 * (case + 1)} images "
-                               f"(every case needs real images)")
+def trainable_cases(sim_case: np.ndarray, real_case: np.ndarray) -> tuple[int, ...]:
+    """The cases with both simulated renders and real training images (each gets its own models).
+
+    Raises
+    ------
+    DatasetError
+        No case has both.
+    """
+    cases = tuple(int(c) for c in CASES if (sim_case == c).any() and (real_case == c).any())
+    if not cases:
+        raise DatasetError("no case has both simulation_data/Case_<n> pairs and train/SEM/Depth_<nm> images "
+                           "(each per-case model needs both)")
+    return cases
 
 
 def make_case_gans(width: int, n_blocks: int, prefix: str) -> dict[str, CycleGan]:
@@ -72,9 +82,11 @@ def make_case_classifier(width: int) -> nn.Module:
     return CaseNet(width)
 
 
-def classify_cases(net: nn.Module, images: np.ndarray) -> np.ndarray:
-    """Case 1..4 of ``(N, 72, 48)`` uint8 images."""
-    return CaseClassifier(net).predict_case(images)
+def classify_cases(net: nn.Module, images: np.ndarray, cases: tuple[int, ...] = CASES) -> np.ndarray:
+    """The most probable of ``cases`` (those with a trained model) for ``(N, 72, 48)`` uint8 images."""
+    proba = CaseClassifier(net).predict_proba(images)
+    allowed = np.isin(np.arange(1, 5), cases)
+    return np.where(allowed, proba, -1.0).argmax(axis=1) + 1
 
 
 class PerCaseGanTask(TrainTask):
@@ -106,7 +118,6 @@ class PerCaseGanTask(TrainTask):
     def __init__(self, gans: dict[str, CycleGan], classifier: nn.Module, sim: SimArrays, real: RealArrays,
                  device: torch.device, lr: float, betas: tuple[float, float], batch_size: int, n_critic: int,
                  weights: GanWeights, classifier_lr: float, val_fraction: float, seed: int, epochs: int):
-        check_cases(sim, real)
         self.gans, self.classifier, self.device = gans, classifier, device
         self.batch_size, self.n_critic, self.weights = batch_size, n_critic, weights
         sim_train, sim_val = sim.split(val_fraction, seed)
@@ -115,6 +126,7 @@ class PerCaseGanTask(TrainTask):
         self.val_x, self.val_d, self.val_case = self._sim_tensors(sim, sim_val)
         self.real_x = to_unit_range(torch.from_numpy(real.images[real_train]).float().unsqueeze(1)).to(device)
         self.real_case = real.case[real_train]
+        self.cases = trainable_cases(self.sim_case, self.real_case)
         self.real_rows_of = {c: torch.from_numpy(np.flatnonzero(self.real_case == c)) for c in CASES}
         # Same seed and fraction: the classifier holds out the same sites.
         self.classifier_task = CaseClassifierTask(classifier, real, device, seed, lr=classifier_lr,
@@ -142,7 +154,8 @@ class PerCaseGanTask(TrainTask):
     def train_batches(self, epoch: int, generator: torch.Generator):
         self._step_generator.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
         self.classifier_task.train_batches(epoch, generator)  # seeds its augmentation
-        return case_batches(self.sim_case, self.batch_size, generator)
+        return case_batches(np.where(np.isin(self.sim_case, self.cases), self.sim_case, 0), self.batch_size,
+                            generator, skip=0)
 
     def train_step(self, batch: tuple[int, torch.Tensor]) -> dict[str, float]:
         case, rows = batch
