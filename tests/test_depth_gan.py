@@ -154,6 +154,7 @@ def test_background_levels_is_the_flat_top_of_each_case():
 def test_two_stage_search_finds_shifted_bank_images_among_its_candidates():
     images, depth = _random_bank(60, seed=4)
     search = ShiftedNeighbourSearch(images, depth, candidates=5)
+    assert search.candidates == 5 and ShiftedNeighbourSearch(images, depth, candidates=8).candidates is None
     rows = np.array([0, 59, 22])
     queries = np.roll(images[rows], (-2, 1), axis=(1, 2))
     matches = search.search(queries, k=1)

@@ -9,8 +9,8 @@
    neighbour by cosine similarity of z-scored pixels, over circular shifts of
    +-2 px (25 shifts), gives the depth map, shifted the same way
    (:mod:`micrometry.depth.nn_search`). ``top_k > 1`` averages the depth maps of
-   the k best matches (measured on bench/depth.py: it lowers the RMSE when the
-   bank is small).
+   the k best matches (measured, docs/depth-gan.md: k=10 lowers the RMSE by a
+   quarter against the single best match).
 
 Reduced for a 2-core CPU (see docs/depth-gan.md): the generator and critic
 sizes of ``cyclegan``, one critic step per generator step (the 1st place used
@@ -82,14 +82,15 @@ class LookupMethod(DepthMethod):
     top_k : int
         Depth maps of the k best matches are averaged (1 = the 1st place's single match).
     candidates : int
-        First-stage candidates scored at every shift (0: exact search over the whole bank).
+        First-stage candidates scored at every shift (0: exact search over the whole bank; banks
+        smaller than 8x this are searched exactly anyway).
     max_shift : int
         Circular shifts tried in each axis (2: 25 shifts).
     """
 
     name = "lookup"
     uses = ("sim", "real")
-    defaults = {**GAN_DEFAULTS, "top_k": 5, "candidates": 64, "max_shift": 2}
+    defaults = {**GAN_DEFAULTS, "top_k": 10, "candidates": 64, "max_shift": 2}
 
     def __init__(self, **cfg):
         super().__init__(**cfg)

@@ -109,6 +109,8 @@ class PerCaseGanTask(TrainTask):
         Critic updates per generator update (1st place: 5).
     weights : GanWeights
     classifier_lr : float
+    classifier_steps : int
+        Classifier steps per GAN step.
     val_fraction, seed : float, int
         Held-out simulated structures and real sites, split by the seed.
     epochs : int
@@ -117,9 +119,11 @@ class PerCaseGanTask(TrainTask):
 
     def __init__(self, gans: dict[str, CycleGan], classifier: nn.Module, sim: SimArrays, real: RealArrays,
                  device: torch.device, lr: float, betas: tuple[float, float], batch_size: int, n_critic: int,
-                 weights: GanWeights, classifier_lr: float, val_fraction: float, seed: int, epochs: int):
+                 weights: GanWeights, classifier_lr: float, classifier_steps: int, val_fraction: float, seed: int,
+                 epochs: int):
         self.gans, self.classifier, self.device = gans, classifier, device
         self.batch_size, self.n_critic, self.weights = batch_size, n_critic, weights
+        self.classifier_steps = classifier_steps
         sim_train, sim_val = sim.split(val_fraction, seed)
         real_train, _ = site_split(real, val_fraction, seed)
         self.sim_x, self.sim_d, self.sim_case = self._sim_tensors(sim, sim_train)
@@ -178,7 +182,8 @@ class PerCaseGanTask(TrainTask):
         requires_grad(critics, True)
 
         cls = self.classifier_task
-        class_loss = cls.train_step(torch.randint(len(cls.x), (cls.batch_size,), generator=g))["ce"]
+        for _ in range(self.classifier_steps):  # its steps are ~50x cheaper than a GAN step
+            class_loss = cls.train_step(torch.randint(len(cls.x), (cls.batch_size,), generator=g))["ce"]
         return {"critic": critic_loss.item(), "gen": gen_loss.item(), "cls": class_loss, **parts}
 
     def gan_losses(self, case: int, sim: torch.Tensor, depth: torch.Tensor, real: torch.Tensor,
