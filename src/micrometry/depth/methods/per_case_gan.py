@@ -128,7 +128,7 @@ class PerCaseGanTask(TrainTask):
         real_train, _ = site_split(real, val_fraction, seed)
         self.sim_x, self.sim_d, self.sim_case = self._sim_tensors(sim, sim_train)
         self.val_x, self.val_d, self.val_case = self._sim_tensors(sim, sim_val)
-        self.real_x = to_unit_range(torch.from_numpy(real.images[real_train]).float().unsqueeze(1)).to(device)
+        self.real_x = self._unit_tensor(real.images[real_train])
         self.real_case = real.case[real_train]
         self.cases = trainable_cases(self.sim_case, self.real_case)
         self.real_rows_of = {c: torch.from_numpy(np.flatnonzero(self.real_case == c)) for c in CASES}
@@ -151,8 +151,11 @@ class PerCaseGanTask(TrainTask):
         """Each render its own sample, with its depth map; both in [-1, 1]."""
         x = sim.sem[rows].reshape(-1, *sim.sem.shape[2:])
         d = np.repeat(sim.depth[rows], 2, axis=0)
-        to_tensor = lambda a: to_unit_range(torch.from_numpy(a).float().unsqueeze(1)).to(self.device)  # noqa: E731
-        return to_tensor(x), to_tensor(d), np.repeat(sim.case[rows], 2)
+        return self._unit_tensor(x), self._unit_tensor(d), np.repeat(sim.case[rows], 2)
+
+    def _unit_tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """``(N, 72, 48)`` pixel values -> ``(N, 1, 72, 48)`` in [-1, 1] on the training device."""
+        return to_unit_range(torch.from_numpy(pixels).float().unsqueeze(1)).to(self.device)
 
     # -- the loop's interface ---------------------------------------------
     def train_batches(self, epoch: int, generator: torch.Generator):
@@ -181,7 +184,7 @@ class PerCaseGanTask(TrainTask):
         self.optimizers["generators"].step()
         requires_grad(critics, True)
 
-        cls = self.classifier_task
+        cls, class_loss = self.classifier_task, float("nan")
         for _ in range(self.classifier_steps):  # its steps are ~50x cheaper than a GAN step
             class_loss = cls.train_step(torch.randint(len(cls.x), (cls.batch_size,), generator=g))["ce"]
         return {"critic": critic_loss.item(), "gen": gen_loss.item(), "cls": class_loss, **parts}
