@@ -235,6 +235,17 @@ def test_lookup_mean_bank_holds_one_image_per_depth_map(tiny, lookup_run):
     assert method.predict(data.real.images[:3]).shape == (3, 72, 48)
 
 
+def test_lookup_without_translation_trains_only_the_classifier(tiny, tmp_path):
+    method, data, metrics = _train("lookup", tiny, tmp_path / "run", translate=False, classifier_epochs=2)
+    assert set(method.modules) == {"classifier"} and "val_acc" in metrics["final"]
+    loaded = load_method(tmp_path / "run", device="cpu")
+    # the bank holds the simulated renders themselves: a render is its own best match at no shift
+    case1 = np.flatnonzero(data.sim.case == 1)
+    matches = loaded.banks[1].search(data.sim.sem[case1, 0], k=1)
+    assert matches.score[:, 0].min() > 0.9 and (matches.shift == 0).all()
+    np.testing.assert_array_equal(loaded.banks[1].depth[matches.index[:, 0]], data.sim.depth[case1])
+
+
 def test_lookup_predict_cli_writes_one_png_per_image(tiny, lookup_run, tmp_path):
     assert run(["depth", "predict", str(tiny / "data"), "--model", str(lookup_run), "--out", str(tmp_path / "p")]) == 0
     names = sorted(p.name for p in (tiny / "data/test/SEM").glob("*.png"))
