@@ -103,7 +103,7 @@ class LookupMethod(DepthMethod):
     name = "lookup"
     uses = ("sim", "real")
     defaults = {**GAN_DEFAULTS, "top_k": 10, "candidates": 64, "max_shift": 2, "bank": "mean",
-                "translate": True, "classifier_epochs": 20}
+                "translate": True, "classifier_epochs": 60}
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
