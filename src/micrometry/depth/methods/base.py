@@ -40,7 +40,7 @@ from micrometry.train.loop import select_device
 DEPTH_METHODS = Registry("depth method")
 
 # The method ``micrometry depth train`` uses when none is named (the best on bench/depth.py).
-DEFAULT_METHOD = "ae"
+DEFAULT_METHOD = "unet-weak"
 
 
 @dataclass
