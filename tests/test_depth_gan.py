@@ -1,6 +1,7 @@
 """The GAN-based depth methods (cyclegan, lookup) and their parts: networks, NN search, background snap."""
 
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -202,10 +203,11 @@ def test_cyclegan_trains_predicts_and_snaps_the_background(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def lookup_run(tiny):
-    """A lookup run trained through the CLI (single best match, exact search)."""
+    """A lookup run trained through the CLI (single best match, exact search, every render in the bank)."""
     out = tiny / "lookup-run"
     args = ["depth", "train", tiny / "data", "--method", "lookup", "--out", out, "--epochs", "1"]
-    args += [x for k, v in {**TINY, "top_k": 1, "candidates": 0}.items() for x in ("--param", f"{k}={v}")]
+    args += [x for k, v in {**TINY, "top_k": 1, "candidates": 0, "bank": "both"}.items()
+             for x in ("--param", f"{k}={v}")]
     assert run([str(a) for a in args]) == 0
     return out
 
@@ -222,6 +224,26 @@ def test_lookup_returns_shifted_simulated_depth_maps(tiny, lookup_run):
     for p in pred:
         assert any((np.roll(sims, (dy, dx), axis=(1, 2)) == p).all(axis=(1, 2)).any()
                    for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def test_lookup_mean_bank_holds_one_image_per_depth_map(tiny, lookup_run):
+    data = DepthData.load(tiny / "data")
+    method = load_method(lookup_run, device="cpu")
+    method.cfg["bank"] = "mean"
+    method.after_training(SimpleNamespace(cases=(1, 2, 3, 4)), data)  # needs only the trained cases
+    assert sum(len(b) for b in method.banks.values()) == len(data.sim.depth)
+    assert method.predict(data.real.images[:3]).shape == (3, 72, 48)
+
+
+def test_lookup_without_translation_trains_only_the_classifier(tiny, tmp_path):
+    method, data, metrics = _train("lookup", tiny, tmp_path / "run", translate=False, classifier_epochs=2)
+    assert set(method.modules) == {"classifier"} and "val_acc" in metrics["final"]
+    loaded = load_method(tmp_path / "run", device="cpu")
+    # the bank holds the simulated renders themselves: a render is its own best match at no shift
+    case1 = np.flatnonzero(data.sim.case == 1)
+    matches = loaded.banks[1].search(data.sim.sem[case1, 0], k=1)
+    assert matches.score[:, 0].min() > 0.9 and (matches.shift == 0).all()
+    np.testing.assert_array_equal(loaded.banks[1].depth[matches.index[:, 0]], data.sim.depth[case1])
 
 
 def test_lookup_predict_cli_writes_one_png_per_image(tiny, lookup_run, tmp_path):
