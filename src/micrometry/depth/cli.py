@@ -153,7 +153,8 @@ def depth_predict(
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
-    threads: int = typer.Option(1, "--threads", min=0, help="CPU threads; 0: all cores (see depth train)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads; 0: all cores (on a busy machine 1 can be "
+                                "faster, see depth train)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT / zip."),
 ) -> None:
     """Predict one 72x48 uint8 depth map per SEM image."""

@@ -260,7 +260,7 @@ class UNetMethod(DepthMethod):
     uses: tuple[str, ...] = ("sim",)
     defaults = {"width": 8, "unshuffle": 2, "ensemble": 1, "mean_itr": False, "flips": True, "blur_aug": 1.5,
                 "jitter_aug": 0.5, "charging_aug": 0.04, "noise_aug": 0.04, "normalize": True,
-                "tta": 2, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 12, "depth_weight": 1.0,
+                "tta": 1, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 12, "depth_weight": 1.0,
                 "ema": 0.995, "val_fraction": 0.1}
     use_real = False
     monitor = "val_rmse"
