@@ -88,8 +88,25 @@ def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarr
     result = score(pred_u8, truth, case)
     if hasattr(trained, "predict_case"):  # case classifiers also report their accuracy
         result["case_accuracy"] = float((trained.predict_case(test_images) == case).mean())
-    return {"method": spec, **result, "train_s": train_s, "images_per_s": max(speeds),
+    return {"method": spec, **result, "budget": budget, "train_s": train_s, "images_per_s": max(speeds),
             "epochs": len(metrics.get("history", [])), "best": metrics.get("best", {})}
+
+
+def print_table(results: list[dict], console: Console, budget: float, n_test: int, threads: int) -> None:
+    ae = next((r["rmse"] for r in results if parse_spec(r["method"])[0] == "ae"), None)
+    table = Table(title=f"Depth methods, {n_test} test images, training budget {budget:.0f} s "
+                        f"({threads} thread(s), shared machine)")
+    for col in ("method", "RMSE", "case 1", "case 2", "case 3", "case 4", "/ ae", "train s", "epochs", "images/s"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in results:
+        per = [r["per_case"].get(str(c), {}).get("rmse", float("nan")) for c in range(1, 5)]
+        table.add_row(r["method"], f"{r['rmse']:.3f}", *(f"{v:.3f}" for v in per),
+                      f"{r['rmse'] / ae:.3f}" if ae else "-", f"{r['train_s']:.0f}", str(r["epochs"]),
+                      f"{r['images_per_s']:.0f}")
+    console.print(table)
+    for r in results:
+        if "case_accuracy" in r:
+            console.print(f"{r['method']}: case accuracy on the test images {r['case_accuracy']:.3f}")
 
 
 def main() -> None:
@@ -104,7 +121,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "micrometry-bench-depth")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    parser.add_argument("--table-from", type=Path, nargs="+", default=None,
+                        help="Only print the table of earlier --json results (e.g. of runs made side by side).")
     args = parser.parse_args()
+    if args.table_from:
+        results = [r for path in args.table_from for r in json.loads(path.read_text())]
+        print_table(results, Console(width=130), results[0].get("budget", args.budget), results[0]["images"],
+                    args.threads)
+        return
 
     os.environ.setdefault("MICROMETRY_QUIET", "1")
     configure_threads(args.threads)
@@ -130,20 +154,7 @@ def main() -> None:
             console.print(f"  rmse {r['rmse']:.3f}, train {r['train_s']:.0f} s, {r['images_per_s']:.0f} images/s"
                           + (f", case accuracy {r['case_accuracy']:.3f}" if "case_accuracy" in r else ""))
 
-    ae = next((r["rmse"] for r in results if parse_spec(r["method"])[0] == "ae"), None)
-    table = Table(title=f"Depth methods, {len(test.names)} test images, budget {args.budget:.0f} s "
-                        f"({args.threads} threads, shared machine)")
-    for col in ("method", "RMSE", "case 1", "case 2", "case 3", "case 4", "/ ae", "train s", "epochs", "images/s"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for r in results:
-        per = [r["per_case"].get(str(c), {}).get("rmse", float("nan")) for c in range(1, 5)]
-        table.add_row(r["method"], f"{r['rmse']:.3f}", *(f"{v:.3f}" for v in per),
-                      f"{r['rmse'] / ae:.3f}" if ae else "-", f"{r['train_s']:.0f}", str(r["epochs"]),
-                      f"{r['images_per_s']:.0f}")
-    console.print(table)
-    for r in results:
-        if "case_accuracy" in r:
-            console.print(f"{r['method']}: case accuracy on the test images {r['case_accuracy']:.3f}")
+    print_table(results, console, args.budget, len(test.names), args.threads)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
 

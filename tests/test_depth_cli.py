@@ -102,7 +102,8 @@ def test_killed_run_resumes_to_the_same_metrics(dataset, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "micrometry", *_train_args(dataset, killed)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while not (killed / "checkpoints/last.pt").exists() and proc.poll() is None and time.time() < deadline:
+    # metrics.json is written right after checkpoints/last.pt: an epoch is then fully saved
+    while not (killed / "metrics.json").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -160,7 +160,7 @@ class ClassifierMethod(DepthMethod):
 
     name = "classifier"
     uses = ("sim", "real")
-    defaults = {"width": 8, "epochs": 8, "lr": 3e-3, "batch_size": 64, "val_site_fraction": 0.2}
+    defaults = {"width": 8, "epochs": 40, "lr": 3e-3, "batch_size": 64, "val_site_fraction": 0.2}
 
     def __init__(self, **cfg):
         super().__init__(**cfg)

@@ -12,6 +12,8 @@ augmentation.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -19,7 +21,7 @@ from torch import nn
 from micrometry.depth.dataset import RealArrays
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.sim_task import sim_tensors
-from micrometry.depth.nets import HoleUNet
+from micrometry.depth.nets import HoleUNet, fused_for_inference, image_statistics
 from micrometry.train import LoopConfig, TrainTask
 
 FLIP_DIMS = ([], [3], [2], [2, 3])  # identity, left-right, up-down, both
@@ -34,27 +36,72 @@ def site_split(real: RealArrays, val_fraction: float, seed: int) -> tuple[np.nda
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def _gaussian_kernel(sigma: float, dtype, device) -> torch.Tensor:
+    r = torch.arange(-3, 4, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (r / max(sigma, 1e-3)) ** 2)
+    return k / k.sum()
+
+
 def random_blur(x: torch.Tensor, generator: torch.Generator, max_sigma: float) -> torch.Tensor:
-    """Blur the batch with one random Gaussian (separable, sigma in [0, max_sigma]): a wider real probe."""
-    sigma = float(torch.rand(1, generator=generator)) * max_sigma
-    if sigma < 0.2:
-        return x
-    r = torch.arange(-2, 3, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (r / sigma) ** 2)
-    k = k / k.sum()
-    x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1))
-    return nn.functional.conv2d(nn.functional.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5))
+    """Blur the batch with one random astigmatic Gaussian (sigma_x, sigma_y in [0, max_sigma]):
+    a wider, astigmatic real probe on top of the simulator's."""
+    sy, sx = (torch.rand(2, generator=generator) * max_sigma).tolist()
+    if sy > 0.2:
+        k = _gaussian_kernel(sy, x.dtype, x.device).view(1, 1, 7, 1)
+        x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, 3, 3), mode="replicate"), k)
+    if sx > 0.2:
+        k = _gaussian_kernel(sx, x.dtype, x.device).view(1, 1, 1, 7)
+        x = nn.functional.conv2d(nn.functional.pad(x, (3, 3, 0, 0), mode="replicate"), k)
+    return x
+
+
+def line_jitter(x: torch.Tensor, generator: torch.Generator, max_px: float) -> torch.Tensor:
+    """Shift every image row by its own random sub-pixel amount (scan-line jitter), linearly interpolated."""
+    b, _, h, w = x.shape
+    sd = torch.rand(b, 1, generator=generator) * max_px
+    shift = (torch.randn(b, h, generator=generator) * sd).to(x.device, x.dtype)  # (B, H) pixels
+    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w) - shift[:, :, None]
+    x0 = cols.floor().clamp(0, w - 1)
+    frac = (cols - cols.floor()).clamp(0, 1)
+    x1 = (x0 + 1).clamp(max=w - 1)
+    rows = x[:, 0]
+    out = rows.gather(2, x0.long()) * (1 - frac) + rows.gather(2, x1.long()) * frac
+    return out.unsqueeze(1)
+
+
+def charging_ramp(x: torch.Tensor, generator: torch.Generator, max_drift: float) -> torch.Tensor:
+    """Multiply by a brightness drift along the slow scan axis (rows), as charging does."""
+    b, _, h, _ = x.shape
+    drift = ((torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * max_drift).to(x.device, x.dtype)
+    ramp = torch.linspace(0, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+    return x * (1 + drift * (1 - torch.exp(-3 * ramp)))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * net`` for parameters; buffers (BatchNorm statistics) are copied."""
+    for p_ema, p in zip(ema.parameters(), net.parameters()):
+        p_ema.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
 
 
 class UNetTask(TrainTask):
     """Train an ensemble of :class:`HoleUNet` on simulated pairs and, optionally, real site averages.
 
-    Every member sees the same batches; members differ by initialisation.
+    Every member sees the same batches; members differ by initialisation. The
+    method's networks (``ema_nets``) are exponential moving averages of the
+    trained ones: with a high learning rate the last weights of an epoch swing
+    the predicted depth by several nm, their average does not.
     """
 
-    def __init__(self, nets: list[HoleUNet], data: DepthData, device: torch.device, cfg: dict, seed: int,
+    def __init__(self, ema_nets: list[HoleUNet], data: DepthData, device: torch.device, cfg: dict, seed: int,
                  use_real: bool):
-        self.nets = nets
+        import copy
+
+        self.ema_nets = ema_nets
+        self.nets = [copy.deepcopy(net) for net in ema_nets]
+        self.steps_done = 0
         self.cfg = cfg
         sim = data.sim
         train_rows, val_rows = sim.split(cfg["val_fraction"], seed)
@@ -69,8 +116,9 @@ class UNetTask(TrainTask):
             self.real_x, self.real_d = images[tr], depth[tr]
             self.real_val_x, self.real_val_d = images[va], depth[va]
             self.real_val_site = torch.from_numpy(real.site[va]).to(device)
-        self.modules = {f"net{i}": net for i, net in enumerate(nets)}
-        params = [p for net in nets for p in net.parameters()]
+        self.modules = {**{f"net{i}": net for i, net in enumerate(self.ema_nets)},
+                        **{f"train{i}": net for i, net in enumerate(self.nets)}}
+        params = [p for net in self.nets for p in net.parameters()]
         self.optimizers = {"opt": torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])}
         self.schedulers = {"lr": torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["opt"],
                                                                              T_max=max(int(cfg["epochs"]), 1))}
@@ -88,14 +136,22 @@ class UNetTask(TrainTask):
         return [(order[i:i + bs], None if real_order is None else real_order[k])
                 for k, i in enumerate(range(0, len(order), bs))]
 
-    def _augment(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def _augment(self, x: torch.Tensor, y: torch.Tensor | None = None, imaging: bool = True):
+        """Flips (input and target alike); with ``imaging``, also a wider probe and more noise."""
         if self.cfg["flips"]:
             dims = FLIP_DIMS[int(torch.randint(0, 4, (1,), generator=self._aug))]
             if dims:
                 x = x.flip(dims)
                 y = None if y is None else y.flip(dims)
-        if self.cfg["blur_aug"] > 0:
+        if imaging and self.cfg["blur_aug"] > 0:
             x = random_blur(x, self._aug, self.cfg["blur_aug"])
+        if imaging and self.cfg["jitter_aug"] > 0:
+            x = line_jitter(x, self._aug, self.cfg["jitter_aug"])
+        if imaging and self.cfg["charging_aug"] > 0:
+            x = charging_ramp(x, self._aug, self.cfg["charging_aug"])
+        if imaging and self.cfg["noise_aug"] > 0:
+            sd = torch.rand(len(x), 1, 1, 1, generator=self._aug).to(x.device) * self.cfg["noise_aug"]
+            x = x + sd * torch.randn(x.shape, generator=self._aug).to(x.device)
         return x, y
 
     def train_step(self, batch) -> dict[str, float]:
@@ -113,8 +169,12 @@ class UNetTask(TrainTask):
             losses["map"] += map_loss.item() / len(self.nets)
             losses["depth"] += depth_loss.item() / len(self.nets)
             if real_idx is not None:
-                rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)])
-                _, real_depth = net.forward_parts(rx)
+                # A separate pass: BatchNorm normalises each domain with its own batch statistics
+                # (measured: one mixed pass made the shapes of real images much worse), and the
+                # running statistics stay those of the simulation (AdaBN swaps in the real ones).
+                rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)], imaging=False)
+                with frozen_batchnorm_statistics(net):
+                    _, real_depth = net.forward_parts(rx)
                 real_loss = nn.functional.l1_loss(real_depth, self.real_d[real_idx.to(self.x.device)])
                 loss = loss + self.cfg["real_weight"] * real_loss
                 losses["real"] += real_loss.item() / len(self.nets)
@@ -123,10 +183,26 @@ class UNetTask(TrainTask):
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
+        self.steps_done += 1
+        decay = min(self.cfg["ema"], (1.0 + self.steps_done) / (10.0 + self.steps_done))
+        for ema, net in zip(self.ema_nets, self.nets):
+            update_ema(ema, net, decay)
         return {k: v for k, v in losses.items() if k != "real" or real_idx is not None}
 
+    def train(self, mode: bool = True) -> None:
+        for net in self.nets:
+            net.train(mode)
+        for net in self.ema_nets:
+            net.train(False)  # never updated by gradients; BatchNorm buffers come from the trained nets
+
+    def extra_state(self) -> dict:
+        return {"steps_done": self.steps_done}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.steps_done = int(state.get("steps_done", 0))
+
     def _ensemble_parts(self, x: torch.Tensor):
-        shapes, depths = zip(*(net.forward_parts(x) for net in self.nets))
+        shapes, depths = zip(*(net.forward_parts(x) for net in self.ema_nets))
         return torch.stack(shapes).mean(0), torch.stack(depths).mean(0)
 
     def validate(self) -> dict[str, float]:
@@ -135,7 +211,7 @@ class UNetTask(TrainTask):
             sq = 0.0
             for start in range(0, len(self.val_x), 1024):
                 shape, depth = self._ensemble_parts(self.val_x[start:start + 1024])
-                pred = self.nets[0].bottom + depth.view(-1, 1, 1, 1) * shape
+                pred = self.ema_nets[0].bottom + depth.view(-1, 1, 1, 1) * shape
                 sq += float(((pred - self.val_y[start:start + 1024]) ** 2).sum())
             metrics["val_rmse"] = (sq / self.val_y.numel()) ** 0.5
         if self.real_x is not None and len(self.real_val_x):
@@ -158,22 +234,34 @@ class UNetMethod(DepthMethod):
     flips : bool
         Random flip augmentation (holes look the same mirrored).
     blur_aug : float
-        Largest sigma (px) of a random Gaussian blur applied to training inputs, to
-        cover a real tool's wider probe; 0 turns it off.
+        Largest sigma (px) of a random Gaussian blur applied to simulated training
+        inputs, to cover a real tool's wider probe; 0 turns it off.
+    jitter_aug : float
+        Largest standard deviation (px) of random per-row shifts (scan-line jitter).
+    charging_aug : float
+        Largest relative brightness drift along the rows (charging).
+    noise_aug : float
+        Largest standard deviation (of [0, 1] brightness) of Gaussian noise added to
+        simulated training inputs: real tools often image at a lower dose.
+    normalize : bool
+        Standardise each image before the shape encoder (see :class:`HoleUNet`).
     tta : int
         Test-time flips averaged at prediction: 1 (none), 2 (left-right) or 4.
     lr, weight_decay, batch_size, epochs : training schedule (AdamW, cosine decay).
     depth_weight : float
         Weight of the L1 loss on the per-image etch depth next to the per-pixel L1.
+    ema : float
+        Decay of the exponential moving average of the weights that predicts.
     val_fraction : float
         Simulated base structures held out for ``val_rmse``.
     """
 
     name = "unet"
     uses: tuple[str, ...] = ("sim",)
-    defaults = {"width": 8, "unshuffle": 2, "ensemble": 1, "mean_itr": True, "flips": True, "blur_aug": 0.0,
+    defaults = {"width": 8, "unshuffle": 2, "ensemble": 1, "mean_itr": False, "flips": True, "blur_aug": 1.5,
+                "jitter_aug": 0.5, "charging_aug": 0.04, "noise_aug": 0.04, "normalize": True,
                 "tta": 1, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 12, "depth_weight": 1.0,
-                "val_fraction": 0.1}
+                "ema": 0.995, "val_fraction": 0.1}
     use_real = False
     monitor = "val_rmse"
 
@@ -184,9 +272,11 @@ class UNetMethod(DepthMethod):
 
             raise InputError(f"tta must be 1, 2 or 4, got {self.cfg['tta']}")
         self.affine = (1.0, 0.0)  # predicted depth -> corrected depth (unet-weak fits it)
+        self.ridge: tuple | None = None  # (mean, scale, coef, intercept) of a ridge calibration
 
     def build_modules(self) -> dict[str, nn.Module]:
-        return {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]))
+        return {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]),
+                                    normalize=bool(self.cfg["normalize"]))
                 for i in range(int(self.cfg["ensemble"]))}
 
     def loop_config(self) -> LoopConfig:
@@ -194,13 +284,35 @@ class UNetMethod(DepthMethod):
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> UNetTask:
         data.require(*self.uses)
+        self._fused = None
         return UNetTask(list(self.modules.values()), data, device, self.cfg, seed, self.use_real)
 
     def extra_state(self) -> dict:
-        return {"affine": list(self.affine)}
+        ridge = None if self.ridge is None else [np.asarray(v).tolist() for v in self.ridge]
+        return {"affine": list(self.affine), "ridge": ridge}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._fused = None
+
+    def to(self, device):
+        self._fused = None
+        return super().to(device)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """As :meth:`DepthMethod.predict`, with BatchNorm folded into the convolutions (faster)."""
+        if getattr(self, "_fused", None) is None:
+            self._fused = {k: fused_for_inference(m) for k, m in self.modules.items()}
+        trained, self.modules = self.modules, self._fused
+        try:
+            return super().predict(images)
+        finally:
+            self.modules = trained
 
     def load_extra_state(self, state: dict) -> None:
         self.affine = tuple(state.get("affine", (1.0, 0.0)))
+        ridge = state.get("ridge")
+        self.ridge = None if ridge is None else tuple(np.asarray(v, dtype=np.float32) for v in ridge)
 
     def predict_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shape and corrected depth, averaged over the ensemble and the test-time flips."""
@@ -212,12 +324,70 @@ class UNetMethod(DepthMethod):
                 shapes.append(shape.flip(dims) if dims else shape)
                 depths.append(depth)
         depth = torch.stack(depths).mean(0)
-        return torch.stack(shapes).mean(0), self.affine[0] * depth + self.affine[1]
+        return torch.stack(shapes).mean(0), self.calibrate(depth, x)
+
+    def calibrate(self, depth: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Corrected depth: the fitted calibration of (network depth, brightness statistics)."""
+        if self.ridge is not None:
+            features = calibration_features(depth, x)
+            mean, scale, coef, intercept = (torch.as_tensor(v, dtype=x.dtype, device=x.device)
+                                            for v in self.ridge)
+            return ((features - mean) / scale) @ coef + intercept
+        return self.affine[0] * depth + self.affine[1]
 
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
         shape, depth = self.predict_parts(x)
         bottom = next(iter(self.modules.values())).bottom
         return bottom + depth.view(-1, 1, 1, 1) * shape
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(net: nn.Module):
+    """BatchNorm layers normalise with batch statistics but leave their running averages alone."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
+@torch.no_grad()
+def recompute_batchnorm(net: nn.Module, images: torch.Tensor, batch_size: int = 256) -> None:
+    """Replace BatchNorm running statistics by those of ``images`` (AdaBN: adapt to the real domain)."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(images) < 2:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes below
+    net.train(True)
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        if len(chunk) > 1:
+            net.forward_parts(chunk)
+    net.train(False)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+def calibration_features(depth: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(B, 6)``: the network's depth and the image's brightness statistics."""
+    return torch.cat([depth[:, None], image_statistics(x)], dim=1)
+
+
+def fit_ridge(features: np.ndarray, target: np.ndarray, alpha: float = 1.0) -> tuple:
+    """Ridge regression on standardised features; returns ``(mean, scale, coef, intercept)``."""
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0) + 1e-6
+    z = (features - mean) / scale
+    intercept = float(target.mean())
+    coef = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (target - intercept))
+    return (mean.astype(np.float32), scale.astype(np.float32), coef.astype(np.float32), np.float32(intercept))
 
 
 def fit_site_affine(pred_depth: np.ndarray, site: np.ndarray, site_depth: np.ndarray) -> tuple[float, float]:
@@ -246,29 +416,58 @@ class WeakUNetMethod(UNetMethod):
     real_batch_size : int
         Real images per step, next to each simulated batch.
     val_site_fraction : float
-        Real sites held out for ``val_real_mae`` (the monitored metric).
-    affine : bool
-        After training, fit an affine correction of the predicted depth to the
-        site averages of all real sites.
+        Real sites held out for ``val_real_mae`` (reported; the best epoch is
+        still chosen by ``val_rmse``, which also measures the shape).
+    calibration : str
+        After training, correct the predicted depth with the real sites' averages:
+        ``"affine"`` (one line through the site means), ``"ridge"`` (a ridge
+        regression of the site average on the predicted depth and the image's
+        brightness statistics, fitted on every real image) or ``"none"``.
+    adabn : bool
+        After training, recompute BatchNorm statistics on the real images (AdaBN).
+        Measured on bench/depth.py: better depth (2.9 vs 3.2 nm) but worse shapes,
+        RMSE 6.5 against 5.3 without; off by default.
     """
 
     name = "unet-weak"
     uses = ("sim", "real")
+    calibrations = ("affine", "ridge", "none")
+
+    def adapt_batchnorm(self, images: np.ndarray) -> None:
+        """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
+        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
+        for net in self.modules.values():
+            recompute_batchnorm(net, x)
+        self._fused = None
+
+    def __init__(self, **cfg):
+        super().__init__(**cfg)
+        if self.cfg["calibration"] not in self.calibrations:
+            from micrometry.errors import InputError
+
+            raise InputError(f"calibration must be one of {', '.join(self.calibrations)}, "
+                             f"got {self.cfg['calibration']!r}")
     defaults = {**UNetMethod.defaults, "real_weight": 1.0, "real_batch_size": 32, "val_site_fraction": 0.2,
-                "affine": True}
+                "calibration": "ridge", "adabn": False}
     use_real = True
-    monitor = "val_real_mae"
 
     def after_training(self, task: TrainTask, data: DepthData) -> None:
-        if not self.cfg["affine"]:
-            return
+        self.affine, self.ridge = (1.0, 0.0), None
         real = data.real
-        self.affine = (1.0, 0.0)
-        depth = np.concatenate([
-            self.predict_parts(torch.from_numpy(real.images[i:i + 1024].astype(np.float32) / 255.0)
-                               .unsqueeze(1).to(self.device))[1].cpu().numpy()
-            for i in range(0, len(real.images), 1024)])
-        self.affine = fit_site_affine(depth, real.site, real.site_depth)
+        if self.cfg["adabn"]:
+            self.adapt_batchnorm(real.images)
+        if self.cfg["calibration"] == "none":
+            return
+        depths, features = [], []
+        for i in range(0, len(real.images), 1024):
+            x = torch.from_numpy(real.images[i:i + 1024].astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
+            depth = self.predict_parts(x)[1]
+            depths.append(depth.cpu().numpy())
+            features.append(calibration_features(depth, x).cpu().numpy())
+        if self.cfg["calibration"] == "affine":
+            self.affine = fit_site_affine(np.concatenate(depths), real.site, real.site_depth)
+        else:
+            self.ridge = fit_ridge(np.concatenate(features).astype(np.float64), real.site_depth.astype(np.float64))
 
 
 DEPTH_METHODS.register("unet")(UNetMethod)
