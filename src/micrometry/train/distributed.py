@@ -1,0 +1,361 @@
+"""Data-parallel training with PyTorch DDP, for processes started by ``torchrun``.
+
+``torchrun --nproc_per_node N -m micrometry ... train ... --ddp`` starts N
+copies of the command and tells each one who it is through environment
+variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``). Every process builds the same task from the same seed; then
+
+- :func:`session` (entered by the training command when ``--ddp`` is given)
+  joins the process group: ``nccl`` on GPUs, ``gloo`` on CPUs;
+- :func:`~micrometry.train.fit` wraps the task's networks in
+  :class:`~torch.nn.parallel.DistributedDataParallel` (:func:`data_parallel`),
+  so that every backward pass averages the gradients of all processes;
+- each process trains on its own part of every global batch: a task that
+  shuffles indices uses :func:`shard_indices` (the equivalent of
+  ``DistributedSampler``); for any other task :func:`rank_batches` splits the
+  batches the task builds along their first dimension;
+- only rank 0 logs, shows progress and writes checkpoints and metrics (the
+  run folder ignores writes from the other ranks); all ranks meet at a barrier
+  after every epoch.
+
+With a global batch that is a multiple of the number of processes, N processes
+compute the same updates as one process with the same global batch (up to
+floating-point summation order). Nothing here does anything unless a process
+group is active: single-process training is unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from micrometry.errors import InputError
+
+#: The variables torchrun sets for every worker process.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+# -- who am I ------------------------------------------------------------------
+def launched_by_torchrun() -> bool:
+    """True in a process that ``torchrun`` (or another launcher using its variables) started."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def is_active() -> bool:
+    """True while this process belongs to an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    if is_active():
+        return dist.get_rank()
+    return int(os.environ["RANK"]) if launched_by_torchrun() else 0
+
+
+def world_size() -> int:
+    """Number of training processes (1 when not distributed)."""
+    return dist.get_world_size() if is_active() else 1
+
+
+def is_main_process() -> bool:
+    """Rank 0: the process that logs and writes the run folder."""
+    return rank() == 0
+
+
+# -- process group -----------------------------------------------------------------
+@contextlib.contextmanager
+def session(enabled: bool) -> Iterator[None]:
+    """What a training command runs inside: the process group exists within it.
+
+    Parameters
+    ----------
+    enabled : bool
+        The command's ``--ddp`` flag. When set in a process started by
+        ``torchrun``, join the process group on entry (``nccl`` with CUDA,
+        else ``gloo``) and leave it on exit. When set without torchrun, train
+        in one process (with a warning). When not set in a process that
+        torchrun started as one of several, refuse: N copies of a
+        single-process run would overwrite each other's run folder.
+
+    Raises
+    ------
+    InputError
+        Launched by torchrun with several processes but without ``--ddp``.
+    """
+    if not enabled:
+        refuse_unmanaged_launch()
+        yield
+        return
+    if not launched_by_torchrun():
+        warnings.warn("--ddp without torchrun: training in a single process "
+                      "(launch with `torchrun --nproc_per_node N -m micrometry ...`)")
+        yield
+        return
+    owns_group = not is_active()
+    if owns_group:
+        init_process_group()
+    try:
+        yield
+        # nobody leaves while another rank may still talk to it (gloo aborts on a closed peer)
+        barrier()
+    finally:
+        if owns_group and is_active():
+            dist.destroy_process_group()
+
+
+def init_process_group(backend: str | None = None) -> None:
+    """Join the process group described by torchrun's environment variables.
+
+    ``nccl`` when CUDA is available (each process then uses GPU ``LOCAL_RANK``,
+    so that ``select_device("auto")`` gives every process its own GPU), else
+    ``gloo``.
+    """
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend)
+
+
+def refuse_unmanaged_launch() -> None:
+    """Raise if torchrun started several copies of a command that was not told ``--ddp``."""
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not is_active():
+        raise InputError(f"started by torchrun as one of {os.environ['WORLD_SIZE']} processes "
+                         "but without --ddp: add --ddp (or run a single process)")
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if is_active():
+        dist.barrier()
+
+
+# -- data sharding -----------------------------------------------------------------
+class RankBatches(list):
+    """Batches that already hold only this rank's samples (:func:`rank_batches` leaves them alone)."""
+
+
+def shard_indices(order: torch.Tensor, batch_size: int) -> RankBatches:
+    """This rank's part of every global batch of a shuffled index order.
+
+    The distributed equivalent of ``[order[i:i + batch_size] for i in
+    range(0, len(order), batch_size)]``: cut ``order`` (the same on every rank,
+    e.g. ``torch.randperm(n, generator=generator)`` with the loop's per-epoch
+    generator) into global batches of ``batch_size``, then give each rank a
+    contiguous, nearly equal slice of each. Not distributed: the plain batches.
+
+    Parameters
+    ----------
+    order : Tensor
+        ``(n,)`` sample indices in this epoch's order.
+    batch_size : int
+        The global batch size (what one process would use alone).
+
+    Returns
+    -------
+    RankBatches
+        A list of index tensors, one per step; every rank gets the same number
+        of steps. A last global batch smaller than the number of ranks is
+        dropped when distributed (some rank would have nothing to train on).
+    """
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if not is_active():
+        return RankBatches(batches)
+    n_ranks, me = world_size(), rank()
+    return RankBatches(torch.tensor_split(b, n_ranks)[me] for b in batches if len(b) >= n_ranks)
+
+
+def rank_batches(batches: Iterable[Any]) -> Iterable[Any]:
+    """The batches this rank trains on.
+
+    Not distributed, or batches from :func:`shard_indices`: unchanged. Any
+    other batches are split along their first dimension (:func:`split_batch`),
+    so a task that knows nothing about DDP still trains each sample once per
+    global batch (it builds every global batch in each process, which costs
+    data loading but not the forward/backward work).
+    """
+    if not is_active() or isinstance(batches, RankBatches):
+        return batches
+    if not hasattr(batches, "__len__"):
+        return iter(_SplitBatches(batches, world_size(), rank()))
+    return _SplitBatches(batches, world_size(), rank())
+
+
+class _SplitBatches:
+    """Lazily split every batch of an iterable (keeps ``len`` for the progress bar)."""
+
+    def __init__(self, batches: Iterable[Any], n_ranks: int, me: int):
+        self.batches, self.n_ranks, self.me = batches, n_ranks, me
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.batches:
+            part = split_batch(batch, self.n_ranks, self.me)
+            if part is not None:
+                yield part
+
+
+def split_batch(batch: Any, n_ranks: int, me: int) -> Any:
+    """Rank ``me``'s contiguous slice of a batch along its first (sample) dimension.
+
+    Tensors, arrays and lists are per-sample sequences; tuples and dicts are
+    structures whose members are split alike; anything else (numbers, None,
+    strings) is shared by all ranks. Returns None for a batch with fewer
+    samples than ranks (every rank skips it, so all take the same steps).
+    """
+    sizes = {len(x) for x in _per_sample_members(batch)}
+    if len(sizes) > 1:
+        raise ValueError(f"batch members disagree on the number of samples ({sorted(sizes)}): cannot split it")
+    n = sizes.pop() if sizes else 0
+    if n < n_ranks:
+        return None
+    bounds = np.linspace(0, n, n_ranks + 1).round().astype(int)
+    return _slice(batch, int(bounds[me]), int(bounds[me + 1]))
+
+
+def _per_sample_members(batch: Any) -> Iterator[Any]:
+    if isinstance(batch, (torch.Tensor, np.ndarray, list)):
+        yield batch
+    elif isinstance(batch, tuple):
+        for item in batch:
+            yield from _per_sample_members(item)
+    elif isinstance(batch, dict):
+        for item in batch.values():
+            yield from _per_sample_members(item)
+
+
+def _slice(batch: Any, start: int, stop: int) -> Any:
+    if isinstance(batch, (torch.Tensor, np.ndarray, list)):
+        return batch[start:stop]
+    if isinstance(batch, tuple):
+        parts = [_slice(item, start, stop) for item in batch]
+        return type(batch)(*parts) if hasattr(batch, "_fields") else tuple(parts)
+    if isinstance(batch, dict):
+        return {k: _slice(v, start, stop) for k, v in batch.items()}
+    return batch
+
+
+# -- models ----------------------------------------------------------------------------
+class _DataParallel(DistributedDataParallel):
+    """DDP that forwards attribute look-ups it does not know to the wrapped network.
+
+    The task keeps calling ``self.net(x)`` and reading ``self.net.whatever``;
+    only the forward call goes through DDP (which is what averages gradients).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+@contextlib.contextmanager
+def data_parallel(task: Any) -> Iterator[None]:
+    """Within the block the task's trainable networks are DDP-wrapped (no-op when not distributed).
+
+    Every attribute of ``task`` that is one of ``task.modules`` (e.g.
+    ``self.net``) refers to the wrapper, so ``train_step`` needs no change;
+    ``task.modules`` keeps the plain networks, so checkpoints are the same as
+    single-process ones. On exit the attributes get their plain networks back.
+
+    Raises
+    ------
+    TypeError
+        A trainable module the task keeps only in ``task.modules``: its
+        forward calls could not be routed through DDP.
+    """
+    if not is_active():
+        yield
+        return
+    swapped: list[tuple[str, nn.Module]] = []
+    try:
+        for name, module in task.modules.items():
+            if not any(p.requires_grad for p in module.parameters()):
+                continue
+            attributes = [attr for attr, value in vars(task).items() if value is module]
+            if not attributes:
+                raise TypeError(f"{type(task).__name__} keeps module {name!r} only in task.modules; "
+                                f"store it as an attribute too (self.{name} = ...) so DDP can wrap its calls")
+            device = next(module.parameters()).device
+            wrapper = _DataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+            for attr in attributes:
+                setattr(task, attr, wrapper)
+                swapped.append((attr, module))
+        yield
+    finally:
+        for attr, module in swapped:
+            setattr(task, attr, module)
+
+
+@contextlib.contextmanager
+def plain_modules(task: Any) -> Iterator[None]:
+    """Within the block the task's attributes refer to its plain networks again (e.g. to validate).
+
+    Validation then makes no collective calls, so it cannot deadlock whatever
+    it does; each rank validates its own (identical) copy.
+    """
+    wrapped = {attr: value for attr, value in vars(task).items() if isinstance(value, DistributedDataParallel)}
+    for attr, wrapper in wrapped.items():
+        setattr(task, attr, wrapper.module)
+    try:
+        yield
+    finally:
+        for attr, wrapper in wrapped.items():
+            setattr(task, attr, wrapper)
+
+
+# -- collective helpers for the loop -------------------------------------------------------
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any (so that all stop at the same step)."""
+    if not is_active():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Average a dict of numbers over the ranks (same keys on every rank)."""
+    if not is_active() or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(tensor)
+    return {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist())}
+
+
+def check_in_sync(modules: dict[str, nn.Module], rtol: float = 1e-5) -> None:
+    """Raise if the ranks' copies of the networks have drifted apart.
+
+    DDP keeps them equal as long as every gradient comes from a forward call
+    through the wrapper; a task that calls another method of its network in
+    ``train_step`` would otherwise train N unrelated copies without a word.
+    """
+    if not is_active():
+        return
+    sums = torch.tensor([float(sum(p.detach().double().sum() for p in m.parameters())) for m in modules.values()],
+                        dtype=torch.float64, device=_collective_device())
+    low, high = sums.clone(), sums.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    drift = (high - low).abs() > rtol * (sums.abs() + 1.0)
+    if bool(drift.any()):
+        names = [name for name, bad in zip(modules, drift.tolist()) if bad]
+        raise RuntimeError(f"DDP copies of {names} differ between ranks: train_step must call the "
+                           "network itself (its forward), not another of its methods, for gradients to be averaged")
