@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Two cores: idle OpenMP threads must not spin (see shared/REFERENCE.md, part C).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean browser
 
 venv: $(STAMP)
 
@@ -23,8 +23,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/micrometry demo --out demo-out
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The web app's browser test drives Debian's Chromium; install it when missing and we may.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium missing and no root: the browser test will be skipped"; fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) demo-out

@@ -26,13 +26,17 @@ def _register() -> None:
     from micrometry.demo import demo
     from micrometry.depth.cli import depth_app, sem_app
     from micrometry.particles.cli import particles_app
+    from micrometry.report.cli import report
     from micrometry.synth.cli import synth_app
+    from micrometry.web.cli import serve
 
     app.add_typer(synth_app, name="synth")
     app.add_typer(sem_app, name="sem")
     app.add_typer(depth_app, name="depth")
     app.add_typer(particles_app, name="particles")
     app.command("demo")(demo)
+    app.command("report")(report)
+    app.command("serve")(serve)
 
 
 _register()

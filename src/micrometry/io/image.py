@@ -8,6 +8,7 @@ coloured images to luminance with a warning.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -49,13 +50,27 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError("no such file", path)
-    if path.stat().st_size == 0:
-        raise ImageReadError("file is empty", path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        array = _read_tiff(path)
+    return decode_image(path.read_bytes(), path)
+
+
+def decode_image(data: bytes, name: str | Path = "<upload>") -> np.ndarray:
+    """Decode image bytes (an upload, a zip member) exactly as :func:`read_image` reads a file.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file.
+    name : str or Path
+        Used to pick the TIFF decoder by suffix and to name the input in errors.
+    """
+    name = Path(name)
+    if not data:
+        raise ImageReadError("file is empty", name)
+    if name.suffix.lower() in (".tif", ".tiff") or data[:4] in (b"II*\x00", b"MM\x00*"):
+        array = _read_tiff(io.BytesIO(data), name)
     else:
-        array = _read_pil(path)
-    return _to_gray(array, path)
+        array = _read_pil(io.BytesIO(data), name)
+    return _to_gray(array, name)
 
 
 def read_gray_u8(path: str | Path) -> np.ndarray:
@@ -68,9 +83,9 @@ def read_gray_u8(path: str | Path) -> np.ndarray:
     return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
-def _read_pil(path: Path) -> np.ndarray:
+def _read_pil(source: io.BytesIO, path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()  # decode now: a truncated file fails here, not later
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 return np.array(img, dtype=np.uint16)
@@ -85,11 +100,11 @@ def _read_pil(path: Path) -> np.ndarray:
         raise ImageReadError(f"corrupt or truncated image ({exc})", path) from None
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(source: io.BytesIO, path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        array = tifffile.imread(path)
+        array = tifffile.imread(source)
     except Exception as exc:  # tifffile raises many types for broken files
         raise ImageReadError(f"corrupt or unreadable TIFF ({exc})", path) from None
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):

@@ -1,0 +1,60 @@
+"""``micrometry particles compare``: load two batches, compare them, write CSV, JSON and HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from micrometry.errors import InputError
+from micrometry.io.atomic import atomic_dir, write_json
+from micrometry.particles.compare import CompareSettings, compare_tables, comparison_summary
+from micrometry.particles.measure import TABLE_SUFFIXES, measure_source, read_table
+
+COMPARE_CSV = "compare.csv"
+COMPARE_JSON = "compare.json"
+REPORT_HTML = "report.html"
+# Saved with the comparison so that 'micrometry report' can redraw it.
+BATCH_A = "batch_a.parquet"
+BATCH_B = "batch_b.parquet"
+
+
+def load_batch(path: str | Path, model: str | None = None, pixel_size: float = 1.0, unit: str = "px",
+               exclude_edges: bool = False) -> pd.DataFrame:
+    """A batch's particle table: read a measure table, or measure a label/COCO/image source now."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+        table = read_table(path)
+    elif model is not None or path.is_dir() or path.suffix.lower() == ".json":
+        table = measure_source(path, pixel_size=pixel_size, unit=unit, model=model, n_boot=100).particles
+    elif not path.exists():
+        raise InputError("no such file or folder", path)
+    else:
+        raise InputError("expected a .csv/.parquet table from 'particles measure', a label folder or a COCO .json",
+                         path)
+    if exclude_edges and "TouchesBorder" in table:
+        table = table[~table["TouchesBorder"].astype(bool)]
+    return table
+
+
+def run_compare(a: str | Path, b: str | Path, out: str | Path, settings: CompareSettings, model: str | None = None,
+                pixel_size: float = 1.0, unit: str = "px", exclude_edges: bool = False,
+                overwrite: bool = False) -> pd.DataFrame:
+    """Compare batch ``a`` with batch ``b`` and write ``out/`` (compare.csv, compare.json, report.html)."""
+    from micrometry.report.particles import compare_report
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        table_a = load_batch(a, model, pixel_size, unit, exclude_edges)
+        table_b = load_batch(b, model, pixel_size, unit, exclude_edges)
+        comparison = compare_tables(table_a, table_b, settings=settings)
+        summary = comparison_summary(comparison, settings)
+        summary["inputs"] = {"a": str(a), "b": str(b), "exclude_edges": exclude_edges}
+        comparison.to_csv(tmp / COMPARE_CSV, index=False)
+        write_json(tmp / COMPARE_JSON, summary)
+        table_a.to_parquet(tmp / BATCH_A, index=False)
+        table_b.to_parquet(tmp / BATCH_B, index=False)
+        names = (Path(a).stem or "A", Path(b).stem or "B")
+        if names[0] == names[1]:
+            names = ("A", "B")
+        compare_report(table_a, table_b, comparison, summary["rule"]["text"], names=names).write(tmp / REPORT_HTML)
+    return comparison

@@ -1,0 +1,421 @@
+"""Per-particle shape descriptors from a label image, with ImageJ's column names.
+
+Two kinds of quantity, computed two ways:
+
+* **Moments** (Area, X, Y, Major, Minor, Angle, AR, Round) come from pixel counts
+  and are computed for all particles at once with ``numpy.bincount``.
+* **Outline** quantities (Perim., Feret, MinFeret, FeretAngle, Solidity,
+  convexity) come from a sub-pixel outline: the 0.5 iso-contour of the particle
+  mask (marching squares), a polygon through the midpoints between inside and
+  outside pixel centres. A 4-connected pixel-edge perimeter overestimates a
+  circle's perimeter by 4/pi (27 %); the corner-count length of this contour
+  is within about 1-2 % on curved analytic shapes (see docs/morphometry.md).
+  The outlines of all particles are traced at once with array operations
+  (:mod:`micrometry.particles.outlines`); only convex hulls and calipers are
+  computed per particle, on its few dozen outline vertices.
+  :func:`outline_measures` measures one mask with ``skimage.measure.find_contours``
+  and is the reference the vectorised path is tested against.
+
+Geometry conventions (as in ImageJ): x runs right, y runs down in the image but
+angles are measured counter-clockwise from the x axis as seen on screen
+(y up), in degrees 0..180. X, Y are centroids with pixel centres at
+``index + 0.5``, so a pixel spans ``[i, i + 1)`` in calibrated units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from skimage.measure import find_contours
+
+from micrometry.particles.outlines import shoelace_by_label, smoothed, trace_outlines
+
+# Column order of the per-particle table.
+IMAGEJ_COLUMNS = [
+    "Area", "Perim.", "Circ.", "AR", "Round", "Solidity", "Feret", "MinFeret", "FeretAngle",
+    "Major", "Minor", "Angle", "X", "Y",
+]
+ISO_COLUMNS = ["EqDiam", "PerimEqDiam", "GeodLength", "GeodThickness", "Convexity", "Elongation"]
+
+# Which columns carry a length, an area or no unit: calibration multiplies by
+# pixel_size ** power.
+LENGTH_COLUMNS = ["Perim.", "Feret", "MinFeret", "Major", "Minor", "X", "Y", "EqDiam", "PerimEqDiam",
+                  "GeodLength", "GeodThickness", "BX", "BY", "Width", "Height"]
+AREA_COLUMNS = ["Area"]
+
+# Descriptors worth comparing between batches (positions and angles are not shape).
+SHAPE_DESCRIPTORS = ["Area", "Perim.", "Circ.", "AR", "Round", "Solidity", "Feret", "MinFeret",
+                     "Major", "Minor", "EqDiam", "Convexity", "Elongation"]
+
+
+def measure_labels(
+    labels: np.ndarray,
+    pixel_size: float = 1.0,
+    unit: str = "px",
+    image: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Measure every particle of a label image.
+
+    Parameters
+    ----------
+    labels : ndarray
+        ``(H, W)`` integer label image: 0 background, one positive id per particle.
+        Ids need not be consecutive.
+    pixel_size : float
+        Side of one pixel in ``unit`` (e.g. 0.5 for 0.5 um per pixel).
+    unit : str
+        Name of the length unit, stored in the ``Unit`` column.
+    image : ndarray, optional
+        Gray image of the same shape; adds ImageJ's ``Mean``, ``Min``, ``Max``
+        intensity columns.
+
+    Returns
+    -------
+    DataFrame
+        One row per particle, ordered by label id: ``Label``, the ImageJ columns
+        (:data:`IMAGEJ_COLUMNS`), the ISO 9276-6 columns (:data:`ISO_COLUMNS`),
+        bounding box ``BX, BY, Width, Height``, ``TouchesBorder`` and ``Unit``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    if pixel_size <= 0:
+        raise ValueError(f"pixel_size must be positive, got {pixel_size}")
+    if image is not None and np.shape(image) != labels.shape:
+        raise ValueError(f"image shape {np.shape(image)} differs from labels shape {labels.shape}")
+
+    ids, moments = _moments(labels)
+    if len(ids) == 0:
+        return _empty_table(unit, with_intensity=image is not None)
+    table = pd.DataFrame({"Label": ids})
+    table = pd.concat([table, _ellipse_columns(moments)], axis=1)
+    outline = _outline_columns(labels, ids)
+    table = pd.concat([table, outline], axis=1)
+    table = _derived_columns(table)
+    if image is not None:
+        table = pd.concat([table, _intensity_columns(labels, ids, image)], axis=1)
+    table = _calibrate(table, pixel_size)
+    table["Unit"] = unit
+    return table[_column_order(with_intensity=image is not None)]
+
+
+def _column_order(with_intensity: bool) -> list[str]:
+    extra = ["Mean", "Min", "Max"] if with_intensity else []
+    return ["Label", *IMAGEJ_COLUMNS, *ISO_COLUMNS, *extra, "BX", "BY", "Width", "Height", "TouchesBorder", "Unit"]
+
+
+def _empty_table(unit: str, with_intensity: bool) -> pd.DataFrame:
+    columns = _column_order(with_intensity)
+    table = pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    table["Label"] = table["Label"].astype(np.int64)
+    table["TouchesBorder"] = table["TouchesBorder"].astype(bool)
+    table["Unit"] = table["Unit"].astype(object)
+    return table
+
+
+# --------------------------------------------------------------------------- moments
+
+
+def _moments(labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Raw pixel moments of every label, in one pass with bincount."""
+    flat = labels.ravel()
+    nonzero = flat > 0
+    lab = flat[nonzero].astype(np.int64)
+    if lab.size == 0:
+        return np.zeros(0, np.int64), {}
+    rows, cols = np.divmod(np.flatnonzero(nonzero), labels.shape[1])
+    n = int(lab.max()) + 1
+    m00 = np.bincount(lab, minlength=n).astype(np.float64)
+    ids = np.flatnonzero(m00)
+    # Centre coordinates first: raw second moments of large coordinates lose precision.
+    sx = np.bincount(lab, weights=cols, minlength=n)[ids]
+    sy = np.bincount(lab, weights=rows, minlength=n)[ids]
+    area = m00[ids]
+    cx, cy = sx / area, sy / area
+    lookup = np.zeros(n, np.int64)
+    lookup[ids] = np.arange(len(ids))
+    dx = cols - cx[lookup[lab]]
+    dy = rows - cy[lookup[lab]]
+    mxx = np.bincount(lab, weights=dx * dx, minlength=n)[ids] / area
+    myy = np.bincount(lab, weights=dy * dy, minlength=n)[ids] / area
+    mxy = np.bincount(lab, weights=dx * dy, minlength=n)[ids] / area
+    return ids, {"area": area, "cx": cx, "cy": cy, "mxx": mxx, "myy": myy, "mxy": mxy}
+
+
+def _ellipse_columns(m: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Area, centroid and the ellipse with the same second moments (ImageJ's 'Fit ellipse').
+
+    Each pixel is a unit square, not a point: its own second moment 1/12 is added
+    to the variances (as ImageJ does), which makes Major/Minor of small particles
+    right (a single pixel gets Major = Minor = 4 * sqrt(1/12) = 1.15, not 0).
+    """
+    mxx = m["mxx"] + 1.0 / 12.0
+    myy = m["myy"] + 1.0 / 12.0
+    mxy = m["mxy"]
+    half_trace = 0.5 * (mxx + myy)
+    root = np.sqrt(0.25 * (mxx - myy) ** 2 + mxy**2)
+    lam1, lam2 = half_trace + root, np.maximum(half_trace - root, 0.0)
+    # Major axis direction in image coordinates (y down), then flipped to y up.
+    theta_image = 0.5 * np.arctan2(2.0 * mxy, mxx - myy)
+    angle = np.mod(-np.degrees(theta_image), 180.0)
+    return pd.DataFrame({
+        "Area": m["area"],
+        "X": m["cx"] + 0.5,
+        "Y": m["cy"] + 0.5,
+        "Major": 4.0 * np.sqrt(lam1),
+        "Minor": 4.0 * np.sqrt(lam2),
+        "Angle": angle,
+    })
+
+
+# --------------------------------------------------------------------------- outline
+
+
+def _outline_columns(labels: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
+    """Perimeter, calipers, convex hull and bounding box of every particle.
+
+    The outlines of all particles are traced at once (:mod:`micrometry.particles.outlines`);
+    only the convex hulls and calipers are computed particle by particle, on
+    each particle's own few dozen outline vertices. The result equals
+    :func:`outline_measures` applied to each particle's mask.
+    """
+    outlines = trace_outlines(labels)
+    n_ids = int(ids.max()) + 1
+    perimeter = (AXIS_STEP_WEIGHT * outlines.axis_steps + DIAGONAL_STEP_WEIGHT * outlines.diagonal_steps
+                 + CORNER_WEIGHT * outlines.corners)
+    perimeter = np.pad(perimeter, (0, max(0, n_ids - len(perimeter))))[ids]
+    smooth_xy = smoothed(outlines)
+    smooth_area = shoelace_by_label(outlines, smooth_xy, n_ids)[ids]
+    bounds = np.searchsorted(outlines.label, np.concatenate([ids, [n_ids]]))
+    per_particle = np.zeros((len(ids), 5))  # feret, min feret, feret angle, convex perimeter, smoothed hull area
+    for row in range(len(ids)):
+        lo, hi = bounds[row], bounds[row + 1]
+        hull = _hull([outlines.xy[lo:hi]])
+        feret, min_feret, feret_angle = calipers(hull)
+        closed = np.vstack([hull, hull[:1]])
+        smooth_hull = _hull([smooth_xy[lo:hi]])
+        per_particle[row] = (feret, min_feret, feret_angle, _polyline_length(closed), abs(_signed_area(smooth_hull)))
+    hull_area = per_particle[:, 4]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        solidity_values = np.where(hull_area > 0, np.minimum(smooth_area / hull_area, 1.0), 1.0)
+    table = pd.DataFrame({
+        "Perim.": perimeter, "Feret": per_particle[:, 0], "MinFeret": per_particle[:, 1],
+        "FeretAngle": per_particle[:, 2], "Solidity": solidity_values, "ConvexPerim": per_particle[:, 3],
+    })
+    return pd.concat([table, _bounding_boxes(labels, ids)], axis=1)
+
+
+def _bounding_boxes(labels: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
+    """Bounding box of each particle and whether it touches the image border."""
+    boxes = ndimage.find_objects(labels.astype(np.int64, copy=False) if labels.dtype.kind == "u" else labels)
+    height, width = labels.shape
+    box = np.array([(b[1].start, b[0].start, b[1].stop, b[0].stop) for b in (boxes[i - 1] for i in ids)], float)
+    box = box.reshape(-1, 4)
+    touches = (box[:, 0] == 0) | (box[:, 1] == 0) | (box[:, 2] == width) | (box[:, 3] == height)
+    return pd.DataFrame({"BX": box[:, 0], "BY": box[:, 1], "Width": box[:, 2] - box[:, 0],
+                         "Height": box[:, 3] - box[:, 1], "TouchesBorder": touches})
+
+
+def outline_contours(mask: np.ndarray) -> list[np.ndarray]:
+    """Outer sub-pixel outlines of a binary mask, as ``(K, 2)`` arrays of (x, y) vertices.
+
+    The 0.5 iso-contours of the zero-padded mask, wound counter-clockwise around
+    the particle; hole outlines (wound the other way) are dropped, as ImageJ's
+    perimeter ignores holes. Coordinates are pixel-centre based (pixel (r, c)
+    has its centre at x = c, y = r).
+    """
+    padded = np.pad(mask.astype(np.uint8), 1)
+    contours = find_contours(padded, 0.5, fully_connected="high", positive_orientation="high")
+    outer = []
+    for contour in contours:
+        xy = contour[:, ::-1] - 1.0  # (row, col) -> (x, y), undo the padding
+        if _signed_area(xy) <= 0:  # image y points down: an outer outline has negative area in (x, y)
+            outer.append(xy)
+    return outer
+
+
+def _signed_area(xy: np.ndarray) -> float:
+    """Shoelace area of a polygon, closed or not (positive counter-clockwise in x, y)."""
+    x, y = xy[:, 0], xy[:, 1]
+    return 0.5 * float(x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1])
+
+
+def _polyline_length(xy: np.ndarray) -> float:
+    # find_contours closes a contour by repeating its first vertex
+    return float(np.hypot(*np.diff(xy, axis=0).T).sum())
+
+
+# Corner-count perimeter weights (Vossepoel & Smeulders 1982, "Vector code probability
+# and metrication error in the representation of straight lines of finite length"):
+# 0.980 per even and 1.406 per odd chain step, -0.091 per corner. A marching-squares
+# diagonal step is half an odd chain step, hence 1.406 / 2. A least-squares fit on
+# digitised discs, ellipses and rectangles here gave (0.986, 0.703, -0.093).
+AXIS_STEP_WEIGHT = 0.980
+DIAGONAL_STEP_WEIGHT = 0.703
+CORNER_WEIGHT = -0.091
+
+
+def corner_count_perimeter(xy: np.ndarray) -> float:
+    """Length of the straight shape a marching-squares outline digitises.
+
+    The raw outline zig-zags along every edge that is not at 0 or 45 degrees and
+    overestimates a circle's perimeter by about 5 %. Weighting its axis-parallel
+    steps (length 1), diagonal steps (length 1/sqrt 2) and direction changes
+    removes that bias for all orientations on average.
+
+    Parameters
+    ----------
+    xy : ndarray
+        ``(K, 2)`` closed outline (first vertex repeated last) from
+        :func:`outline_contours`.
+    """
+    steps = np.diff(xy, axis=0)
+    if len(steps) == 0:
+        return 0.0
+    lengths = np.hypot(steps[:, 0], steps[:, 1])
+    axis_steps = int(np.count_nonzero(lengths > 0.85))
+    diagonal_steps = len(steps) - axis_steps
+    direction = np.arctan2(steps[:, 1], steps[:, 0])
+    turn = np.angle(np.exp(1j * (np.append(direction[1:], direction[0]) - direction)))
+    corners = int(np.count_nonzero(np.abs(turn) > 1e-6))
+    return AXIS_STEP_WEIGHT * axis_steps + DIAGONAL_STEP_WEIGHT * diagonal_steps + CORNER_WEIGHT * corners
+
+
+def outline_measures(mask: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    """Perimeter, Feret, MinFeret, FeretAngle, solidity and convex perimeter of one mask.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        The particle on (a crop of) the pixel grid.
+
+    Returns
+    -------
+    tuple of float
+        ``(perimeter, feret, min_feret, feret_angle_deg, solidity, convex_perimeter)``
+        in pixels. Solidity: see :func:`solidity`.
+    """
+    contours = outline_contours(mask)
+    if not contours:
+        return (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    perimeter = sum(corner_count_perimeter(c) for c in contours)
+    hull = _hull(contours)
+    feret, min_feret, feret_angle = calipers(hull)
+    closed = np.vstack([hull, hull[:1]])
+    return (perimeter, feret, min_feret, feret_angle, solidity(contours), _polyline_length(closed))
+
+
+def _hull(contours: list[np.ndarray]) -> np.ndarray:
+    points = np.concatenate(contours).astype(np.float32)
+    return cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
+
+
+def smooth_outline(xy: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Closed outline smoothed by ``passes`` of a [1/4, 1/2, 1/4] filter along it (returned open)."""
+    ring = xy[:-1] if len(xy) > 1 and np.array_equal(xy[0], xy[-1]) else xy
+    for _ in range(passes):
+        wrapped = np.concatenate([ring[-1:], ring, ring[:1]])
+        ring = 0.25 * wrapped[:-2] + 0.5 * ring + 0.25 * wrapped[2:]
+    return ring
+
+
+def solidity(contours: list[np.ndarray]) -> float:
+    """Outline area / convex hull area, on outlines smoothed to remove the pixel staircase.
+
+    On the raw outline every tilted edge is a staircase whose notches count as
+    concavities: a digitised 60 x 20 rectangle at 15 degrees would get 0.95.
+    Two smoothing passes put the outline on the staircase's mean line (convex
+    validation shapes then score >= 0.95, most >= 0.99) while real concavities,
+    being wider than a pixel or two, stay.
+    """
+    smoothed = [smooth_outline(c) for c in contours]
+    area = sum(-_signed_area(c) for c in smoothed)
+    hull_area = abs(_signed_area(_hull(smoothed)))
+    return min(area / hull_area, 1.0) if hull_area > 0 else 1.0
+
+
+def calipers(hull: np.ndarray) -> tuple[float, float, float]:
+    """Maximum and minimum caliper diameters of a convex polygon (rotating calipers).
+
+    Parameters
+    ----------
+    hull : ndarray
+        ``(K, 2)`` convex hull vertices (x, y with y pointing down), in order.
+
+    Returns
+    -------
+    tuple of float
+        ``(feret, min_feret, feret_angle)``: the largest vertex-to-vertex
+        distance, the smallest width (attained with one side of the hull flush
+        against a caliper jaw, so it is the minimum over edges of the farthest
+        vertex from that edge's line), and the angle of the Feret diameter in
+        degrees 0..180, counter-clockwise from the x axis as seen on screen.
+    """
+    if len(hull) < 2:
+        return (0.0, 0.0, 0.0)
+    diff = hull[:, None, :] - hull[None, :, :]
+    dist2 = np.einsum("ijk,ijk->ij", diff, diff)
+    longest = dist2.max()
+    feret = math.sqrt(longest)
+    # Equally long diameters (a square's two diagonals) are common on the pixel grid:
+    # report the smallest angle among them, so the result does not depend on vertex order.
+    i, j = np.nonzero(dist2 >= longest * (1 - 1e-12))
+    dx, dy = hull[j, 0] - hull[i, 0], hull[j, 1] - hull[i, 1]
+    feret_angle = float(np.min(np.degrees(np.arctan2(-dy, dx)) % 180.0))
+    if len(hull) < 3:
+        return (feret, 0.0, feret_angle)
+    edges = np.vstack([hull[1:], hull[:1]]) - hull
+    lengths = np.hypot(edges[:, 0], edges[:, 1])
+    keep = lengths > 0
+    edges, starts, lengths = edges[keep], hull[keep], lengths[keep]
+    # distance of every vertex from every edge line: |cross(edge, vertex - start)| / |edge|
+    rel = hull[None, :, :] - starts[:, None, :]
+    cross = np.abs(edges[:, None, 0] * rel[..., 1] - edges[:, None, 1] * rel[..., 0])
+    widths = cross.max(axis=1) / lengths
+    return (feret, float(widths.min()), feret_angle)
+
+
+# --------------------------------------------------------------------------- derived
+
+
+def _derived_columns(t: pd.DataFrame) -> pd.DataFrame:
+    """Ratios and ISO 9276-6 descriptors, all in pixels (before calibration)."""
+    area, perim = t["Area"].to_numpy(), t["Perim."].to_numpy()
+    major, minor = t["Major"].to_numpy(), t["Minor"].to_numpy()
+    feret, min_feret = t["Feret"].to_numpy(), t["MinFeret"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t["Circ."] = np.minimum(np.where(perim > 0, 4 * np.pi * area / perim**2, 1.0), 1.0)
+        t["AR"] = np.where(minor > 0, major / minor, np.inf)
+        t["Round"] = 4 * area / (np.pi * major**2)
+        t["EqDiam"] = np.sqrt(4 * area / np.pi)
+        t["PerimEqDiam"] = perim / np.pi
+        # Geodetic length/thickness: the rectangle with the same area and perimeter.
+        quarter = perim / 4
+        t["GeodLength"] = quarter + np.sqrt(np.maximum(quarter**2 - area, 0.0))
+        t["GeodThickness"] = perim / 2 - t["GeodLength"]
+        t["Convexity"] = np.where(perim > 0, np.minimum(t["ConvexPerim"] / perim, 1.0), 1.0)
+        t["Elongation"] = np.where(feret > 0, 1 - min_feret / feret, 0.0)
+    return t.drop(columns=["ConvexPerim"])
+
+
+def _intensity_columns(labels: np.ndarray, ids: np.ndarray, image: np.ndarray) -> pd.DataFrame:
+    values = np.asarray(image, dtype=np.float64)
+    return pd.DataFrame({
+        "Mean": ndimage.mean(values, labels, ids),
+        "Min": ndimage.minimum(values, labels, ids),
+        "Max": ndimage.maximum(values, labels, ids),
+    })
+
+
+def _calibrate(t: pd.DataFrame, pixel_size: float) -> pd.DataFrame:
+    for column in LENGTH_COLUMNS:
+        t[column] = t[column] * pixel_size
+    for column in AREA_COLUMNS:
+        t[column] = t[column] * pixel_size**2
+    return t

@@ -1,0 +1,163 @@
+"""The web app: uploads, clear errors, the size limit, concurrent users, and a real browser."""
+
+import io
+import shutil
+import socket
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+httpx = pytest.importorskip("httpx")
+
+from micrometry.synth.particles import SuspensionParams, render_image  # noqa: E402
+from micrometry.web.app import create_app  # noqa: E402
+from micrometry.web.services import Limits  # noqa: E402
+
+
+def _png(array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def particle_png(tmp_path_factory):
+    rendered = render_image(SuspensionParams(height=192, width=240), np.random.default_rng(5))
+    path = tmp_path_factory.mktemp("web") / "particles.png"
+    path.write_bytes(_png(rendered.image))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app served by uvicorn on a free loopback port, in a background thread."""
+    import uvicorn
+
+    app = create_app(particle_model="watershed", limits=Limits(max_upload_bytes=2 * 1024 * 1024))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(url + "/api/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    yield url
+    srv.should_exit = True
+    thread.join(timeout=5)
+
+
+def test_page_has_both_tabs(server):
+    page = httpx.get(server + "/").text
+    assert 'id="sem-form"' in page and 'id="particles-form"' in page
+
+
+def test_particles_upload_gives_overlay_table_and_csv(server, particle_png):
+    r = httpx.post(server + "/api/particles", files={"file": ("p.png", particle_png.read_bytes(), "image/png")},
+                   data={"pixel_size": "0.5", "unit": "um"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] > 3 and len(body["table"]["rows"]) == body["count"]
+    assert "Area" in body["table"]["columns"] and body["overlay"].startswith("data:image/png;base64,")
+    csv = io.BytesIO(__import__("base64").b64decode(body["csv"].split(",", 1)[1])).read().decode()
+    assert csv.splitlines()[0].startswith(",".join(body["table"]["columns"][:2]))
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("notes.txt", b"hello", "unsupported file type"),
+    ("broken.png", b"\x89PNG\r\n\x1a\nthis is not really a png", "not an image"),
+    ("empty.png", b"", "empty"),
+])
+def test_bad_particle_uploads_get_a_message(server, name, content, expected):
+    r = httpx.post(server + "/api/particles", files={"file": (name, content)}, timeout=30)
+    assert r.status_code == 400 and expected in r.json()["error"] and "Traceback" not in r.text
+
+
+def test_bad_sem_uploads_get_a_message(server):
+    r = httpx.post(server + "/api/sem", files={"files": ("big.png", _png(np.zeros((100, 100), np.uint8)))})
+    assert r.status_code == 400 and "must be 72x48" in r.json()["error"]
+    r = httpx.post(server + "/api/sem", files={"files": ("a.zip", b"PK not a zip")})
+    assert r.status_code == 400 and "not a valid zip" in r.json()["error"]
+    r = httpx.post(server + "/api/particles", files={"file": ("p.png", b"x")}, data={"pixel_size": "-1"})
+    assert r.status_code == 400 and "must be positive" in r.json()["error"]
+
+
+def test_upload_limit_is_enforced(server):
+    big = b"\0" * (3 * 1024 * 1024)
+    r = httpx.post(server + "/api/particles", files={"file": ("big.png", big)})
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+
+
+def test_concurrent_users_are_all_served(server, particle_png):
+    data = particle_png.read_bytes()
+
+    def one(_):
+        return httpx.post(server + "/api/particles", files={"file": ("p.png", data)}, timeout=120).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = list(pool.map(one, range(6)))
+    assert codes == [200] * 6
+
+
+def test_zip_uploads_are_unpacked():
+    from micrometry.web.services import expand_uploads
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a/one.png", _png(np.zeros((72, 48), np.uint8)))
+        archive.writestr("two.png", _png(np.ones((72, 48), np.uint8)))
+        archive.writestr("readme.txt", "ignored")
+    names = [name for name, _ in expand_uploads([("set.zip", buffer.getvalue())], Limits())]
+    assert names == ["one.png", "two.png"]
+
+
+def _chromium():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("Debian chromium and chromium-driver are not installed (make test installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_browser_particles_tab(server, particle_png):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _chromium()
+    try:
+        browser.get(server + "/")
+        browser.find_element(By.ID, "tab-particles").click()
+        browser.find_element(By.ID, "particles-file").send_keys(str(particle_png))
+        browser.find_element(By.ID, "particles-run").click()
+        count = WebDriverWait(browser, 90).until(ec.visibility_of_element_located((By.ID, "particles-count")))
+        assert int(count.text.split()[0]) > 3
+        assert browser.find_element(By.ID, "particles-overlay").get_attribute("src").startswith("data:image/png")
+        # a bad upload shows its message in the page
+        bad = particle_png.with_name("notes.txt")
+        bad.write_text("not an image")
+        browser.find_element(By.ID, "particles-file").send_keys(str(bad))
+        browser.find_element(By.ID, "particles-run").click()
+        error = WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "particles-error")))
+        assert "unsupported file type" in error.text
+    finally:
+        browser.quit()
