@@ -89,14 +89,19 @@ def predict(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PRED folder."),
+    engine: str = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."),
+    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); default: a local Ray instance."),
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
+    from micrometry.engine import make_engine
     from micrometry.particles.predict import predict_folder
     from micrometry.particles.segmenter import load_segmenter
 
+    runner = make_engine(engine, batch_size, ray_workers, ray_address)
     segmenter = load_segmenter(model)
     with _warnings_as_lines():
-        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays)
+        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner)
     typer.echo(f"{summary['images']} images, {summary['particles']} particles "
                f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
 
