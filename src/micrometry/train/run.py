@@ -147,7 +147,12 @@ class RunDir:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Save a checkpoint atomically (a killed run never leaves a truncated file)."""
+    """Save a checkpoint atomically (a killed run never leaves a truncated file).
+
+    In data-parallel training only rank 0 writes (the other ranks hold the same state).
+    """
+    if not is_main_process():
+        return
     payload = {"format": CHECKPOINT_FORMAT, "saved_at": time.time(), **payload}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
