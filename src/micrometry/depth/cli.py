@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -67,3 +68,166 @@ def sem_info(
         typer.echo(f"error: {problem}", err=True)
     if index.errors:
         raise DatasetError(f"{len(index.errors)} problem(s) in the dataset, listed above", index.root)
+
+
+def _parse_params(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> dict; values are read as JSON when they parse (numbers, true, lists)."""
+    from micrometry.errors import InputError
+
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@depth_app.command("train")
+def depth_train(
+    data: Path = typer.Argument(..., help="Dataset folder (simulation_data/, train/)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: config, metrics, log, checkpoints."),
+    method: Optional[str] = typer.Option(None, "--method", help="Method name (default: the best on bench/depth.py)."),
+    params: list[str] = typer.Option([], "--param", help="Method hyper-parameter KEY=VALUE (repeatable)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the method's epochs."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0, help="Stop after this many seconds."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (initialisation and shuffling)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUT."),
+) -> None:
+    """Train a depth method; prints the best validation metrics."""
+    from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
+    from micrometry.errors import InputError
+    from micrometry.train import RunDir
+    from micrometry.train.loop import configure_threads
+
+    configure_threads()
+    if resume:
+        run = RunDir.for_training(out, resume=True)
+        config = run.read_config()
+        if method is not None and method != config.get("method"):
+            raise InputError(f"run was trained with method {config.get('method')!r}, not {method!r}", out)
+        if params:
+            raise InputError("--param cannot change a run being resumed", out)
+        chosen = create_method(config["method"], **config.get("method_config", {}))
+        epochs = epochs if epochs is not None else config.get("epochs")
+        time_budget = time_budget if time_budget is not None else config.get("time_budget_s")
+        seed = config.get("seed", seed)
+    else:
+        chosen = create_method(method or DEFAULT_METHOD, **_parse_params(params))
+        if not Path(data).is_dir():
+            raise InputError("no such dataset folder", data)
+        run = None
+    training_data = DepthData.load(data, chosen.uses)  # before the run folder exists: bad data leaves nothing
+    if run is None:
+        run = RunDir.for_training(out, overwrite=overwrite)
+    metrics = train_method(chosen, training_data, run, resume=resume, time_budget_s=time_budget, epochs=epochs,
+                           seed=seed, device=device, extra_config={"data": str(Path(data).resolve())})
+    best = metrics.get("best", {})
+    typer.echo(f"{chosen.name}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                            for k, v in best.items()) + f" -> {out}")
+
+
+def _refuse_existing(path: Optional[Path], overwrite: bool, folder: bool) -> None:
+    """Fail before any work when an output exists (the writers would refuse it only at the end)."""
+    from micrometry.errors import OutputExistsError
+
+    if path is None or overwrite or not path.exists():
+        return
+    if folder and path.is_dir() and not any(path.iterdir()):
+        return
+    raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
+
+
+@depth_app.command("predict")
+def depth_predict(
+    images: Path = typer.Argument(..., help="Folder of SEM images, or a dataset folder (uses its test/SEM)."),
+    model: Path = typer.Option(..., "--model", help="Run folder written by `micrometry depth train`."),
+    out: Path = typer.Option(..., "--out", help="Folder for the depth PNGs (same file names)."),
+    zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
+    batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Images per inference batch."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT / zip."),
+) -> None:
+    """Predict one 72x48 uint8 depth map per SEM image."""
+    import time
+
+    from micrometry.depth.methods import load_method
+    from micrometry.depth.predict import predict_folder
+    from micrometry.train.loop import configure_threads
+
+    _refuse_existing(out, overwrite, folder=True)
+    _refuse_existing(zip_path, overwrite, folder=False)
+    configure_threads()
+    method = load_method(model, device=device)
+    started = time.perf_counter()
+    n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    typer.echo(f"{n} depth maps ({method.name}) -> {out}" + (f" and {zip_path}" if zip_path else "")
+               + f" in {seconds:.1f} s")
+
+
+@depth_app.command("evaluate")
+def depth_evaluate(
+    pred: Path = typer.Argument(..., help="Folder of predicted depth PNGs."),
+    truth: Path = typer.Argument(..., help="Folder of true depth PNGs with the same names (or a synth TRUTH root)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+) -> None:
+    """Pixel RMSE of predicted depth maps, overall and per case."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from micrometry.depth.evaluate import evaluate_folders
+
+    result = evaluate_folders(pred, truth)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"Depth RMSE, {result['images']} images")
+    table.add_column("case")
+    table.add_column("images", justify="right")
+    table.add_column("RMSE", justify="right")
+    for case, r in result["per_case"].items():
+        table.add_row(case, str(r["images"]), f"{r['rmse']:.3f}")
+    table.add_row("all", str(result["images"]), f"{result['rmse']:.3f}", style="bold")
+    Console().print(table)
+
+
+@depth_app.command("measure")
+def depth_measure(
+    pred: Path = typer.Argument(..., help="Folder of depth PNGs (predicted or true)."),
+    out: Path = typer.Option(..., "--out", help="CSV to write, one row per image."),
+    nm_per_px: float = typer.Option(2.0, "--nm-per-px", min=0.0, help="Pixel size in nm (CDs in nm, angle)."),
+    top_fraction: float = typer.Option(0.9, "--top-level", min=0.0, max=1.0,
+                                       help="Top CD is read at this fraction of the depth above the bottom."),
+    bottom_fraction: float = typer.Option(0.1, "--bottom-level", min=0.0, max=1.0,
+                                          help="Bottom CD is read at this fraction of the depth."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing CSV."),
+) -> None:
+    """Per image: hole depth, top and bottom CD in x and y, sidewall angle (CSV)."""
+    import csv
+
+    import numpy as np
+
+    from micrometry.depth.dataset import load_image_folder
+    from micrometry.depth.measure import COLUMNS, measure_maps
+    from micrometry.errors import InputError
+    from micrometry.io.atomic import atomic_path
+
+    if bottom_fraction >= top_fraction:
+        raise InputError(f"--bottom-level ({bottom_fraction}) must be below --top-level ({top_fraction})")
+    _refuse_existing(out, overwrite, folder=False)
+    maps = load_image_folder(pred)
+    rows = measure_maps(maps.images, nm_per_px=nm_per_px, top_fraction=top_fraction,
+                        bottom_fraction=bottom_fraction)
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("file", *COLUMNS))
+        for name, row in zip(maps.names, rows):
+            writer.writerow((name, *(f"{row[c]:.3f}" for c in COLUMNS)))
+    depths = np.array([r["hole_depth"] for r in rows])
+    typer.echo(f"{len(rows)} holes measured -> {out} (mean depth {np.nanmean(depths):.2f} nm)")

@@ -1,0 +1,295 @@
+"""What every depth-from-SEM method is, and how one is trained and reloaded.
+
+A method (:class:`DepthMethod`) turns 72x48 SEM images into height maps. It is
+registered by name in :data:`DEPTH_METHODS`; its constructor takes only
+hyper-parameters, so ``DEPTH_METHODS.create(name, **config)`` rebuilds it.
+
+Training goes through the shared loop once for all methods::
+
+    method = DEPTH_METHODS.create("unet")
+    data = DepthData.load("DATA", method.uses)
+    metrics = train_method(method, data, RunDir.for_training("RUN"))
+    ...
+    method = load_method("RUN")            # config.json + checkpoints/best.pt
+    heights = method.predict(images)       # (N, 72, 48) uint8 -> float32 nm
+
+:func:`train_method` calls :meth:`DepthMethod.build_task` (networks, optimisers,
+batches for :func:`micrometry.train.fit`), trains, reloads the best epoch,
+calls :meth:`DepthMethod.after_training` (e.g. to fit a calibration or build a
+lookup bank) and stores :meth:`DepthMethod.state_dict` in ``best.pt`` under
+``"model"``: everything :meth:`DepthMethod.predict` needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from micrometry.depth.dataset import IMAGE_SHAPE, RealArrays, SimArrays, index_dataset, load_real, load_sim
+from micrometry.errors import CheckpointError, DatasetError, InputError
+from micrometry.registry import Registry
+from micrometry.train import LoopConfig, RunDir, TrainTask, fit, load_checkpoint, save_checkpoint, seed_everything
+from micrometry.train.loop import select_device
+
+DEPTH_METHODS = Registry("depth method")
+
+# The method ``micrometry depth train`` uses when none is named (the best on bench/depth.py).
+DEFAULT_METHOD = "ae"
+
+
+@dataclass
+class DepthData:
+    """What a method trains on; either part may be missing.
+
+    Attributes
+    ----------
+    sim : SimArrays or None
+        Paired simulated SEM renders and depth maps.
+    real : RealArrays or None
+        Real SEM images with their Depth_* folder and their site's average depth.
+    """
+
+    sim: SimArrays | None = None
+    real: RealArrays | None = None
+
+    @classmethod
+    def load(cls, root: str | Path, parts: Iterable[str] = ("sim", "real")) -> "DepthData":
+        """Read the parts a method uses (``"sim"``, ``"real"``) from a dataset folder.
+
+        Raises
+        ------
+        DatasetError
+            The dataset breaks its layout or lacks a part that is asked for.
+        """
+        index = index_dataset(root)
+        index.raise_for_errors()
+        parts = set(parts)
+        if "sim" in parts and not index.sim:
+            raise DatasetError("this method needs simulation_data/ (paired SEM and depth maps)", index.root)
+        if "real" in parts and not index.real:
+            raise DatasetError("this method needs train/SEM real images with train/average_depth.csv", index.root)
+        return cls(sim=load_sim(index) if "sim" in parts else None,
+                   real=load_real(index) if "real" in parts else None)
+
+    def require(self, *parts: str) -> None:
+        for part in parts:
+            if getattr(self, part) is None:
+                raise DatasetError(f"this method needs the {part!r} part of the dataset")
+
+
+class DepthMethod:
+    """Base class of depth methods.
+
+    Subclasses set :attr:`name`, :attr:`defaults` (every hyper-parameter with its
+    default; the constructor rejects unknown ones) and :attr:`uses`, and
+    implement :meth:`build_modules`, :meth:`build_task` and :meth:`predict_tensor`
+    (or :meth:`predict`). Networks live in :attr:`modules`, built from the
+    hyper-parameters alone, so that :meth:`state_dict` and
+    :meth:`load_state_dict` work without data.
+    """
+
+    name: str = "depth-method"
+    defaults: dict[str, Any] = {}
+    uses: tuple[str, ...] = ("sim",)
+
+    def __init__(self, **cfg: Any):
+        unknown = sorted(set(cfg) - set(self.defaults))
+        if unknown:
+            raise InputError(f"method {self.name!r} has no parameter(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(self.defaults)) or 'none'}")
+        self.cfg: dict[str, Any] = {**self.defaults, **cfg}
+        self.device = torch.device("cpu")
+        self.modules: dict[str, torch.nn.Module] = self.build_modules()
+
+    def build_modules(self) -> dict[str, torch.nn.Module]:
+        """Freshly initialised networks; :func:`train_method` calls it again after seeding."""
+        return {}
+
+    # -- what a run folder records ---------------------------------------
+    def config(self) -> dict[str, Any]:
+        """JSON-able hyper-parameters; ``DEPTH_METHODS.create(name, **config())`` rebuilds the method."""
+        return dict(self.cfg)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`predict` needs (network weights and any fitted extras)."""
+        return {"modules": {k: m.state_dict() for k, m in self.modules.items()}, "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(state["modules"][k])
+        self.load_extra_state(state.get("extra", {}))
+
+    def extra_state(self) -> dict[str, Any]:
+        """Fitted non-network state (e.g. a calibration) that :meth:`predict` uses."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def to(self, device: torch.device | str) -> "DepthMethod":
+        self.device = torch.device(device)
+        for m in self.modules.values():
+            m.to(self.device)
+        return self
+
+    # -- training --------------------------------------------------------
+    def build_task(self, data: DepthData, device: torch.device, seed: int) -> TrainTask:
+        """A task for :func:`micrometry.train.fit` that trains this method's :attr:`modules`."""
+        raise NotImplementedError
+
+    def loop_config(self) -> LoopConfig:
+        """Default epochs, time budget and monitored metric of this method."""
+        return LoopConfig(epochs=10, monitor="val_rmse", mode="min", description=self.name)
+
+    def after_training(self, task: TrainTask, data: DepthData) -> None:
+        """Called once with the best epoch's weights loaded: fit whatever comes after the networks."""
+
+    # -- inference -------------------------------------------------------
+    batch_size: int = 2048
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Height maps of SEM images.
+
+        Parameters
+        ----------
+        images : ndarray
+            ``(N, 72, 48)`` uint8.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 72, 48)`` float32 heights (nm, the depth-map pixel scale).
+        """
+        images = np.asarray(images)
+        if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+            raise InputError(f"expected images of shape (N, 72, 48), got {images.shape}")
+        out = np.empty(images.shape, dtype=np.float32)
+        for m in self.modules.values():
+            m.eval()
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
+                x = chunk.to(self.device).float().div_(255.0).unsqueeze(1)
+                out[start:start + len(chunk)] = self.predict_tensor(x).squeeze(1).float().cpu().numpy()
+        return out
+
+    def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, 72, 48)`` images in [0, 1] -> ``(B, 1, 72, 48)`` heights in nm."""
+        raise NotImplementedError
+
+
+# -- training and reloading ------------------------------------------------
+
+
+def _import_builtins() -> None:
+    """Import every module of this package: importing a method module registers it."""
+    import micrometry.depth.methods as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def create_method(name: str, **cfg: Any) -> DepthMethod:
+    """``DEPTH_METHODS.create`` after registering the built-in methods."""
+    _import_builtins()
+    return DEPTH_METHODS.create(name, **cfg)
+
+
+def method_names() -> list[str]:
+    _import_builtins()
+    return DEPTH_METHODS.names()
+
+
+def train_method(method: DepthMethod, data: DepthData, run: RunDir, resume: bool = False,
+                 time_budget_s: float | None = None, epochs: int | None = None, seed: int = 0,
+                 device: str = "auto", extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``method`` on ``data`` into the run folder ``run`` with the shared loop.
+
+    Parameters
+    ----------
+    method : DepthMethod
+    data : DepthData
+    run : RunDir
+        From :meth:`RunDir.for_training`; ``config.json`` is written here.
+    resume : bool
+        Continue from ``run``'s last checkpoint (same seed: same result).
+    time_budget_s, epochs : optional
+        Override the method's :meth:`DepthMethod.loop_config`.
+    seed : int
+        Seeds initialisation and shuffling.
+    device : str
+        ``auto`` (CUDA if present), ``cpu``, ``cuda``...
+    extra_config : dict, optional
+        More entries for ``config.json`` (e.g. the dataset path).
+
+    Returns
+    -------
+    dict
+        ``metrics.json``'s content.
+    """
+    device_ = select_device(device)
+    loop = method.loop_config()
+    loop.seed = seed
+    if epochs is not None:
+        loop.epochs = epochs
+    if time_budget_s is not None:
+        loop.time_budget_s = time_budget_s
+    config = {"method": method.name, "method_config": method.config(), "seed": seed,
+              "epochs": loop.epochs, "time_budget_s": loop.time_budget_s, **(extra_config or {})}
+    if not resume:
+        run.write_config(config)
+    seed_everything(seed)
+    method.modules = method.build_modules()  # initialisation depends on the seed only
+    method.to(device_)
+    task = method.build_task(data, device_, seed)
+    payload = {"method": method.name, "method_config": method.config()}
+    fit(task, run, loop, resume=resume, extra_payload=payload)
+
+    # Predict from the best epoch: reload it, let the method finish, store what predict needs.
+    best_path = run.best_checkpoint()
+    best = load_checkpoint(best_path, map_location=device_)
+    task.load_state_dict(best["state"])
+    task.train(False)
+    with torch.no_grad():
+        method.after_training(task, data)
+    best["model"] = method.state_dict()
+    best.pop("format", None)
+    best.pop("saved_at", None)
+    save_checkpoint(best_path, best)
+    run.log(f"saved predict-ready model to {best_path.name}")
+    return run.read_metrics()
+
+
+def load_method(run_dir: str | Path, device: str = "auto") -> DepthMethod:
+    """Rebuild a trained method from its run folder (``config.json`` and the best checkpoint).
+
+    Raises
+    ------
+    CheckpointError
+        Missing or corrupt run folder or checkpoint, an unknown method, or a run
+        whose training did not finish.
+    """
+    run = RunDir.existing(run_dir)
+    config = run.read_config()
+    name = config.get("method")
+    if not isinstance(name, str):
+        raise CheckpointError("config.json names no 'method'", run.config_path)
+    _import_builtins()
+    if name not in DEPTH_METHODS:
+        raise CheckpointError(f"run was trained with unknown method {name!r}", run.config_path)
+    ckpt_path = run.best_checkpoint()
+    ckpt = load_checkpoint(ckpt_path)
+    if "model" not in ckpt:
+        raise CheckpointError("training did not finish (pass --resume to `depth train` to finish it)", ckpt_path)
+    method = DEPTH_METHODS.create(name, **ckpt.get("method_config", config.get("method_config", {})))
+    try:
+        method.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint does not fit method {name!r} ({type(exc).__name__})", ckpt_path) from None
+    return method.to(select_device(device))

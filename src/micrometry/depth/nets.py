@@ -1,0 +1,114 @@
+"""Small plain-PyTorch networks for 72x48 SEM images (no torchvision here).
+
+:class:`HoleUNet` predicts a height map the way the structures are made: a
+*shape* ``s`` in [0, 1] per pixel (1 = top surface, 0 = hole bottom) from a
+U-Net decoder, and one *etch depth* ``D`` per image from pooled encoder
+features plus the image's brightness statistics (brightness carries depth:
+deeper holes image darker). The height map is ``bottom + D * s``. Splitting the
+two lets weak labels (a site's average depth) supervise ``D`` directly, and the
+flat top is exactly flat.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 convolutions with BatchNorm and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+    )
+
+
+class Encoder(nn.Module):
+    """Three resolutions, each half the previous one.
+
+    With ``unshuffle=2`` the image is first folded into 4 channels at 36x24
+    (pixel unshuffle): a quarter of the work at full resolution, which is what
+    makes CPU inference fast, with no pixel thrown away.
+    """
+
+    def __init__(self, width: int = 12, unshuffle: int = 2):
+        super().__init__()
+        w = width
+        self.unshuffle = unshuffle
+        self.enc1 = conv_block(unshuffle**2, w)
+        self.enc2 = conv_block(w, 2 * w)
+        self.enc3 = conv_block(2 * w, 4 * w)
+        self.pool = nn.MaxPool2d(2)
+        self.channels = (w, 2 * w, 4 * w)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.unshuffle > 1:
+            x = nn.functional.pixel_unshuffle(x, self.unshuffle)
+        f1 = self.enc1(x)
+        f2 = self.enc2(self.pool(f1))
+        f3 = self.enc3(self.pool(f2))
+        return f1, f2, f3
+
+
+def image_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Per-image mean, standard deviation and 10/50/90 % quantiles of the brightness, ``(B, 5)``."""
+    flat = x.flatten(1)
+    q = torch.quantile(flat, torch.tensor([0.1, 0.5, 0.9], device=x.device, dtype=x.dtype), dim=1).T
+    return torch.cat([flat.mean(1, keepdim=True), flat.std(1, keepdim=True), q], dim=1)
+
+
+class HoleUNet(nn.Module):
+    """U-Net shape head and pooled depth head; maps images in [0, 1] to heights in nm.
+
+    Parameters
+    ----------
+    width : int
+        Channels at the first level (doubled at each of the two lower levels).
+    unshuffle : int
+        Fold the image into ``unshuffle**2`` channels first (see :class:`Encoder`).
+    bottom : float
+        Height of the hole bottom (30 in the competition's depth maps).
+    depth_prior : float
+        Centre of the depth head's output (nm), so training starts near typical depths.
+    """
+
+    def __init__(self, width: int = 12, unshuffle: int = 2, bottom: float = 30.0, depth_prior: float = 125.0):
+        super().__init__()
+        self.bottom = bottom
+        self.depth_prior = depth_prior
+        self.encoder = Encoder(width, unshuffle)
+        w1, w2, w3 = self.encoder.channels
+        self.up3 = nn.ConvTranspose2d(w3, w2, 2, stride=2)
+        self.dec2 = conv_block(2 * w2, w2)
+        self.up2 = nn.ConvTranspose2d(w2, w1, 2, stride=2)
+        self.dec1 = conv_block(2 * w1, w1)
+        self.shape_out = nn.Conv2d(w1, unshuffle**2, 1)  # pixel shuffle back to full resolution
+        self.depth_head = nn.Sequential(nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+
+    def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``shape`` (B, 1, H, W) in [0, 1] and ``depth`` (B,) in nm."""
+        f1, f2, f3 = self.encoder(x)
+        d2 = self.dec2(torch.cat([self.up3(f3), f2], dim=1))
+        d1 = self.dec1(torch.cat([self.up2(d2), f1], dim=1))
+        shape = torch.sigmoid(nn.functional.pixel_shuffle(self.shape_out(d1), self.encoder.unshuffle))
+        pooled = torch.cat([f3.mean((2, 3)), f2.mean((2, 3)), image_statistics(x)], dim=1)
+        depth = self.depth_prior + 20.0 * self.depth_head(pooled).squeeze(1)
+        return shape, depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape, depth = self.forward_parts(x)
+        return self.bottom + depth.view(-1, 1, 1, 1) * shape
+
+
+class CaseNet(nn.Module):
+    """A small CNN classifier of the four cases (etch depths) from one SEM image."""
+
+    def __init__(self, width: int = 12, n_classes: int = 4, unshuffle: int = 2):
+        super().__init__()
+        self.encoder = Encoder(width, unshuffle)
+        w1, w2, w3 = self.encoder.channels
+        self.head = nn.Sequential(nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True), nn.Linear(64, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, f2, f3 = self.encoder(x)
+        return self.head(torch.cat([f3.mean((2, 3)), f2.mean((2, 3)), image_statistics(x)], dim=1))

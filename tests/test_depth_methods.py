@@ -1,0 +1,112 @@
+"""Depth methods behind one interface: each trains a few steps on tiny data and predicts maps;
+the case classifier, the affine site correction and the hole measurements on known geometry."""
+
+import numpy as np
+import pytest
+import torch
+
+from micrometry.depth.measure import measure_hole
+from micrometry.depth.methods import DEPTH_METHODS, DepthData, create_method, load_method, train_method
+from micrometry.depth.methods.classifier import train_case_classifier
+from micrometry.depth.methods.unet import fit_site_affine
+from micrometry.errors import InputError
+from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
+from micrometry.synth.sem_geometry import HoleParams, heights, hole_shapes
+from micrometry.train import RunDir
+
+# Small networks so that a few steps take well under a second each.
+TINY = {
+    "ae": {"batch_size": 32},
+    "unet": {"width": 4, "batch_size": 16, "ensemble": 2, "tta": 2},
+    "unet-weak": {"width": 4, "batch_size": 16, "real_batch_size": 8, "tta": 4},
+    "classifier": {"width": 4, "batch_size": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("depthdata")
+    write_sem_dataset(root / "data", root / "truth",
+                      SemSynthConfig(seed=1, n_structures=6, n_sites=8, images_per_site=3, n_test=5))
+    return root / "data"
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_method_trains_and_predicts_maps(name, tiny, tmp_path):
+    method = create_method(name, **TINY[name])
+    data = DepthData.load(tiny, method.uses)
+    metrics = train_method(method, data, RunDir.for_training(tmp_path / "run"), epochs=2, seed=0, device="cpu")
+    assert len(metrics["history"]) == 2 and metrics["history"][0]["steps"] > 0
+    loaded = load_method(tmp_path / "run", device="cpu")
+    assert type(loaded) is type(method) and loaded.config() == method.config()
+    images = data.real.images[:7] if data.real is not None else data.sim.sem[:7, 0]
+    pred = loaded.predict(images)
+    assert pred.shape == (7, 72, 48) and pred.dtype == np.float32 and np.isfinite(pred).all()
+    # the reloaded model predicts what the trained one does
+    np.testing.assert_allclose(pred, method.predict(images), atol=1e-3)
+
+
+def test_registry_lists_core_methods_and_rejects_unknown_parameters():
+    create_method("ae")  # imports the built-ins
+    assert {"ae", "unet", "unet-weak", "classifier"} <= set(DEPTH_METHODS.names())
+    with pytest.raises(InputError, match="no parameter"):
+        create_method("unet", depth_of_field=3)
+    with pytest.raises(InputError, match="unknown depth method"):
+        create_method("nope")
+
+
+def test_case_classifier_is_reusable(tiny, tmp_path):
+    data = DepthData.load(tiny, ("real",))
+    classifier, accuracy = train_case_classifier(data.real, RunDir.for_training(tmp_path / "c"), epochs=2, width=4)
+    assert 0.0 <= accuracy <= 1.0
+    cases = classifier.predict_case(data.real.images)
+    assert cases.shape == (len(data.real.images),) and set(cases.tolist()) <= {1, 2, 3, 4}
+    assert classifier.predict_proba(data.real.images[:3]).sum(axis=1) == pytest.approx(np.ones(3), abs=1e-5)
+
+
+def test_site_affine_recovers_a_known_map():
+    rng = np.random.default_rng(0)
+    site = np.repeat(np.arange(6), 5)
+    true = np.repeat(rng.uniform(105, 142, 6), 5)
+    pred = (true - 4.0) / 1.1 + rng.normal(scale=0.3, size=true.size)  # biased and compressed
+    a, b = fit_site_affine(pred, site, true)
+    site_means = np.array([pred[site == s].mean() for s in range(6)])
+    assert np.abs(a * site_means + b - true[::5]).max() < 0.5
+    # two sites: only an offset
+    assert fit_site_affine(pred[:10], site[:10], true[:10])[0] == 1.0
+
+
+def _hole(cx=24.0, cy=36.0, ax=14.0, ay=20.0, taper=0.6, depth=120.0):
+    params = HoleParams(family=np.array([80]), cx=np.array([cx]), cy=np.array([cy]), ax=np.array([ax]),
+                        ay=np.array([ay]), taper=np.array([taper]), rounding=np.array([0.0]),
+                        rough_coef=np.zeros((1, 6, 2)), neighbours=np.array([False]),
+                        neighbour_offsets=np.zeros((1, 4, 2)))
+    return heights(hole_shapes(params), np.array([depth]))[0]
+
+
+@pytest.mark.parametrize("ax,ay,taper,depth", [(14.0, 20.0, 0.6, 120.0), (11.0, 17.0, 0.5, 137.0)])
+def test_measure_recovers_known_geometry(ax, ay, taper, depth):
+    nm = 2.0
+    m = measure_hole(_hole(ax=ax, ay=ay, taper=taper, depth=depth), nm_per_px=nm)
+    assert m["hole_depth"] == pytest.approx(depth, abs=0.01)
+    assert m["top_level"] == pytest.approx(30 + depth, abs=0.01) and m["bottom_level"] == pytest.approx(30, abs=0.01)
+    # a linear wall from radius taper*a (floor) to a (rim): the width at fraction f of the depth
+    width = lambda a, f: 2 * a * (taper + f * (1 - taper)) * nm  # noqa: E731
+    assert m["top_cd_x"] == pytest.approx(width(ax, 0.9), abs=0.5 * nm)
+    assert m["top_cd_y"] == pytest.approx(width(ay, 0.9), abs=0.5 * nm)
+    assert m["bottom_cd_x"] == pytest.approx(width(ax, 0.1), abs=0.5 * nm)
+    assert m["bottom_cd_y"] == pytest.approx(width(ay, 0.1), abs=0.5 * nm)
+    angle_x = np.degrees(np.arctan(depth / (ax * (1 - taper) * nm)))
+    assert m["sidewall_angle_x"] == pytest.approx(angle_x, abs=1.0)
+
+
+def test_measure_flat_map_has_no_hole():
+    m = measure_hole(np.full((72, 48), 150.0))
+    assert m["hole_depth"] == 0 and np.isnan(m["top_cd_x"])
+
+
+def test_predict_rejects_wrong_shapes(tiny, tmp_path):
+    method = create_method("unet", width=4)
+    with pytest.raises(InputError, match="72, 48"):
+        method.predict(np.zeros((2, 64, 64), np.uint8))
+    assert torch.is_tensor(method.predict_tensor(torch.zeros(1, 1, 72, 48)))
