@@ -19,11 +19,14 @@ N_SAMPLES, GLOBAL_BATCH, EPOCHS = 64, 16, 4
 class LinearTask(TrainTask):
     """A small regression (no dropout: the result must not depend on the RNG stream)."""
 
-    def __init__(self, seed=0, shard=True):
+    def __init__(self, seed=0, shard=True, in_list=False):
         seed_everything(seed)
-        self.net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
-        self.modules = {"net": self.net}
-        self.optimizers = {"opt": torch.optim.SGD(self.net.parameters(), lr=0.1, momentum=0.9)}
+        net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+        # an ensemble-style task keeps its networks in a list, out of DDP's reach
+        self.nets = [net] if in_list else None
+        self.net = None if in_list else net
+        self.modules = {"net": net}
+        self.optimizers = {"opt": torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)}
         self.schedulers = {}
         self.shard = shard
         self.x = torch.linspace(-1, 1, 2 * N_SAMPLES).reshape(N_SAMPLES, 2)
@@ -38,14 +41,20 @@ class LinearTask(TrainTask):
 
     def train_step(self, batch):
         x, y = (self.x[batch], self.y[batch]) if isinstance(batch, torch.Tensor) else batch
-        loss = nn.functional.mse_loss(self.net(x), y)
+        net = self.nets[0] if self.nets else self.net
+        loss = nn.functional.mse_loss(net(x), y)
         self.optimizers["opt"].zero_grad()
         loss.backward()
         self.optimizers["opt"].step()
         return {"loss": loss.item()}
 
     def validate(self):
-        return {"val_loss": nn.functional.mse_loss(self.net(self.x), self.y).item()}
+        net = self.nets[0] if self.nets else self.net
+        return {"val_loss": nn.functional.mse_loss(net(self.x), self.y).item()}
+
+
+# DDP-wrapped with shard_indices; DDP-wrapped with batches split by the loop; gradients averaged at the step
+VARIANTS = {"sharded": {}, "split": {"shard": False}, "listed": {"in_list": True}}
 
 
 def _free_port() -> int:
@@ -62,10 +71,9 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     returned = {}
     with distributed.session(True):
         assert distributed.world_size() == world
-        for shard in (True, False):
-            name = "sharded" if shard else "split"
+        for name, options in VARIANTS.items():
             run = RunDir.for_training(os.path.join(root, f"ddp-{name}"))
-            returned[name] = fit(LinearTask(shard=shard), run, LoopConfig(epochs=EPOCHS, seed=5))
+            returned[name] = fit(LinearTask(**options), run, LoopConfig(epochs=EPOCHS, seed=5))
         # a time budget must stop every rank at the same step
         run = RunDir.for_training(os.path.join(root, "ddp-budget"))
         returned["budget"] = fit(LinearTask(), run, LoopConfig(epochs=100, seed=5, time_budget_s=0.0))
@@ -89,10 +97,10 @@ def _weights(run_path):
 def test_ddp_equals_single_process(ddp_runs, tmp_path):
     single_run = RunDir.for_training(tmp_path / "single")
     single = fit(LinearTask(), single_run, LoopConfig(epochs=EPOCHS, seed=5))
-    initial = LinearTask().net
+    initial = LinearTask().modules["net"]
     moved = np.abs(_weights(tmp_path / "single") - torch.cat([p.detach().flatten() for p in initial.state_dict().values()]).numpy())
     assert moved.max() > 1e-2  # training did change the weights: the comparison below means something
-    for name in ("sharded", "split"):
+    for name in VARIANTS:
         ddp_path = ddp_runs / f"ddp-{name}"
         np.testing.assert_allclose(_weights(ddp_path), _weights(tmp_path / "single"), rtol=1e-4, atol=1e-6)
         ddp = json.loads((ddp_path / "metrics.json").read_text())

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from micrometry.launch import supports_ddp
+
 sem_app = typer.Typer(help="SEM datasets in the 2022 Samsung 3D-metrology layout.", no_args_is_help=True)
 depth_app = typer.Typer(help="Depth from SEM: train, predict, evaluate, measure.", no_args_is_help=True)
 
@@ -87,6 +89,7 @@ def _parse_params(pairs: list[str]) -> dict:
 
 
 @depth_app.command("train")
+@supports_ddp
 def depth_train(
     data: Path = typer.Argument(..., help="Dataset folder (simulation_data/, train/)."),
     out: Path = typer.Option(..., "--out", help="Run folder: config, metrics, log, checkpoints."),
@@ -98,6 +101,7 @@ def depth_train(
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUT."),
+    ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry depth train ... --ddp` (docs/scale.md)."),
 ) -> None:
     """Train a depth method; prints the best validation metrics."""
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from typing import Any, Iterable, Iterator
 
@@ -104,7 +105,9 @@ def session(enabled: bool) -> Iterator[None]:
     if owns_group:
         init_process_group()
     try:
-        yield
+        # the command's report is printed once, by rank 0 (errors still come from every rank)
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull if rank() else sys.stdout):
+            yield
         # nobody leaves while another rank may still talk to it (gloo aborts on a closed peer)
         barrier()
     finally:
@@ -263,40 +266,74 @@ class _DataParallel(DistributedDataParallel):
 
 @contextlib.contextmanager
 def data_parallel(task: Any) -> Iterator[None]:
-    """Within the block the task's trainable networks are DDP-wrapped (no-op when not distributed).
+    """Within the block every rank's gradients are averaged (no-op when not distributed).
 
-    Every attribute of ``task`` that is one of ``task.modules`` (e.g.
-    ``self.net``) refers to the wrapper, so ``train_step`` needs no change;
-    ``task.modules`` keeps the plain networks, so checkpoints are the same as
-    single-process ones. On exit the attributes get their plain networks back.
+    Each trainable network the task also keeps as an attribute (``self.net =
+    ...``, the usual case) is wrapped in DDP: the attribute refers to the
+    wrapper, so ``train_step`` needs no change, and DDP averages the gradients
+    during the backward pass of every forward call (on GPUs its BatchNorm
+    layers become SyncBatchNorm). ``task.modules`` keeps the plain networks,
+    so checkpoints are the same as single-process ones; on exit the attributes
+    get their plain networks back.
 
-    Raises
-    ------
-    TypeError
-        A trainable module the task keeps only in ``task.modules``: its
-        forward calls could not be routed through DDP.
+    A network DDP cannot intercept, one kept only in a list or dict (an
+    ensemble, say), has its gradients averaged instead just before each
+    optimiser step (the Horovod ``DistributedOptimizer`` way): correct for any
+    use of the network, without DDP's overlap of communication and backward.
     """
     if not is_active():
         yield
         return
     swapped: list[tuple[str, nn.Module]] = []
+    unwrapped: list[nn.Parameter] = []
+    hooks = []
     try:
-        for name, module in task.modules.items():
+        for module in task.modules.values():
             if not any(p.requires_grad for p in module.parameters()):
                 continue
             attributes = [attr for attr, value in vars(task).items() if value is module]
             if not attributes:
-                raise TypeError(f"{type(task).__name__} keeps module {name!r} only in task.modules; "
-                                f"store it as an attribute too (self.{name} = ...) so DDP can wrap its calls")
+                unwrapped.extend(module.parameters())
+                continue
             device = next(module.parameters()).device
+            if device.type == "cuda":
+                # batch statistics over the global batch, as in one process (SyncBatchNorm needs GPUs);
+                # the new layers keep the old parameter and buffer tensors: optimisers and checkpoints are unaffected
+                nn.SyncBatchNorm.convert_sync_batchnorm(module)  # converts the layers inside `module` in place
             wrapper = _DataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
             for attr in attributes:
                 setattr(task, attr, wrapper)
                 swapped.append((attr, module))
+        if unwrapped:
+            ids = {id(p) for p in unwrapped}
+            for optimizer in task.optimizers.values():
+                mine = [p for group in optimizer.param_groups for p in group["params"] if id(p) in ids]
+                if mine:
+                    hooks.append(optimizer.register_step_pre_hook(_averaging_hook(mine)))
         yield
     finally:
         for attr, module in swapped:
             setattr(task, attr, module)
+        for hook in hooks:
+            hook.remove()
+
+
+def _averaging_hook(params: list[nn.Parameter]):
+    """An optimiser pre-step hook that replaces the gradients of ``params`` by their mean over the ranks."""
+
+    def average(optimizer: Any, args: Any, kwargs: Any) -> None:
+        grads = [p.grad for p in params if p.grad is not None]  # the same on every rank: same code, same graph
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])  # one collective call for all of them
+        dist.all_reduce(flat)
+        flat /= world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    return average
 
 
 @contextlib.contextmanager
@@ -334,10 +371,11 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Average a dict of numbers over the ranks (same keys on every rank)."""
     if not is_active() or not values:
         return values
-    keys = sorted(values)
+    keys = sorted(values)  # the same order on every rank
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor)
-    return {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist())}
+    mean = {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist())}
+    return {k: mean[k] for k in values}
 
 
 def check_in_sync(modules: dict[str, nn.Module], rtol: float = 1e-5) -> None:

@@ -42,9 +42,13 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def configure_threads(n: int | None = None) -> None:
-    """Use all cores for intra-op work; without a GPU that is where the time goes."""
+    """Use all cores for intra-op work; without a GPU that is where the time goes.
+
+    Under torchrun the cores are shared by the ``LOCAL_WORLD_SIZE`` processes of this machine.
+    """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    torch.set_num_threads(n or os.cpu_count() or 1)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    torch.set_num_threads(n or max(1, (os.cpu_count() or 1) // processes))
 
 
 class TrainTask:
