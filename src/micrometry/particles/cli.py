@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from micrometry.launch import supports_ddp
+
 particles_app = typer.Typer(help="Particles: segment, measure, compare.", no_args_is_help=True)
 
 # Tables for people: never narrower than 120 columns when piped to a file or a pager.
@@ -89,6 +91,9 @@ def predict(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PRED folder."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Learned models: network resolution relative to the image (default: the run's)."),
+    tile: Optional[int] = typer.Option(None, "--tile", min=32, help="Learned models: tile side in network pixels for large images (default 768)."),
+    tta: bool = typer.Option(False, "--tta", help="Learned models: average over the four flips (about 4x slower)."),
     engine: str = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."),
     ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); default: a local Ray instance."),
@@ -99,7 +104,8 @@ def predict(
     from micrometry.particles.segmenter import load_segmenter
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    segmenter = load_segmenter(model)
+    options = {"scale": scale, "tile": tile, "tta": tta or None}
+    segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
         summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner)
     typer.echo(f"{summary['images']} images, {summary['particles']} particles "
@@ -200,3 +206,39 @@ def evaluate_cmd(
 
 def _fmt3(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+@particles_app.command("train")
+@supports_ddp
+def train(
+    coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
+    out: Path = typer.Option(..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."),
+    model: Optional[str] = typer.Option(None, "--model", help="center-offset (default), unet-watershed or maskrcnn."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default 30)."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1, help="Batches per epoch (default 40)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Crops per batch (default 4)."),
+    crop: Optional[int] = typer.Option(None, "--crop", min=32, help="Crop side in network pixels (default 192)."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0,
+                                                help="Stop after this many minutes of training (default 15; 0: no limit)."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Train (and later predict) at this fraction of the image size (default 0.5)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data split, crops and augmentation."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in --out."),
+    ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry particles train ... --ddp` (docs/scale.md)."),
+) -> None:
+    """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
+    from micrometry.particles.models.training import TrainSettings, train_model
+
+    given = {"model": model, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
+             "crop": crop, "scale": scale, "seed": seed}
+    settings = TrainSettings(**{k: v for k, v in given.items() if v is not None})
+    if time_budget is not None:
+        settings.time_budget_s = time_budget * 60 if time_budget > 0 else None
+    with _warnings_as_lines():
+        metrics = train_model(coco, out, settings, resume=resume, overwrite=overwrite, threads=threads,
+                              model_given=model is not None)
+    best, final = metrics.get("best", {}), metrics.get("final", {})
+    typer.echo(f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
+               f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
+               f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}")

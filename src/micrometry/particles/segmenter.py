@@ -22,11 +22,11 @@ from micrometry.registry import Registry
 SEGMENTERS = Registry("particle model")
 
 # Modules whose import registers built-in segmenters (the models engineer adds theirs here).
-BUILTIN_MODULES = ["micrometry.particles.watershed"]
+BUILTIN_MODULES = ["micrometry.particles.watershed", "micrometry.particles.models"]
 
-# What ``--model`` means when it is not given: the shipped default (a learned
-# checkpoint once one ships; until then the classical baseline).
-DEFAULT_MODEL = "watershed"
+# What ``--model`` means when it is not given: the learned model whose trained
+# checkpoint ships with the package (micrometry/assets/particles_default.pt).
+DEFAULT_MODEL = "center-offset"
 
 
 @dataclass
@@ -84,12 +84,25 @@ class SegmenterBase:
         return [self.segment(image) for image in images]
 
 
+def _create(model: str, options: dict, **fixed):
+    """``SEGMENTERS.create`` that refuses inference options the factory does not name (a user error)."""
+    import inspect
+
+    params = inspect.signature(SEGMENTERS.get(model)).parameters
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        from micrometry.errors import InputError
+
+        raise InputError(f"model {model!r} does not take option(s): {', '.join(unknown)}")
+    return SEGMENTERS.create(model, **fixed, **options)
+
+
 def _import_builtins() -> None:
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
 
 
-def load_segmenter(name_or_run: str | Path | None = None) -> Segmenter:
+def load_segmenter(name_or_run: str | Path | None = None, **options) -> Segmenter:
     """A ready segmenter from a built-in name, a training run folder, or the default.
 
     Parameters
@@ -111,7 +124,7 @@ def load_segmenter(name_or_run: str | Path | None = None) -> Segmenter:
     if name_or_run is None:
         name_or_run = DEFAULT_MODEL
     if str(name_or_run) in SEGMENTERS:
-        return SEGMENTERS.create(str(name_or_run))
+        return _create(str(name_or_run), options)
     path = Path(name_or_run)
     if not path.exists():
         SEGMENTERS.get(str(name_or_run))  # raises the "unknown model; choose one of" error
@@ -123,4 +136,4 @@ def load_segmenter(name_or_run: str | Path | None = None) -> Segmenter:
         raise CheckpointError("config.json names no 'model'", run.config_path)
     if model not in SEGMENTERS:
         raise CheckpointError(f"run was trained with unknown model {model!r}", run.config_path)
-    return SEGMENTERS.create(model, checkpoint=run.best_checkpoint())
+    return _create(model, options, checkpoint=run.best_checkpoint())

@@ -1,0 +1,127 @@
+"""Benchmark the particle models: accuracy, training time and CPU speed on one synthetic set.
+
+    .venv/bin/python bench/particles.py [--work bench-out/particles] [--budget 15] [--n-train 30] [--n-test 10]
+
+1. ``micrometry synth particles`` writes a 1024x1280 dataset with a fixed seed
+   (30 annotated training images, ~100 particles each; test answers hidden in TRUTH).
+2. Each learned model is trained with ``micrometry particles train`` (its
+   defaults, ``--time-budget`` minutes); the classical ``watershed`` needs none.
+   ``maskrcnn`` runs only where torchvision works.
+3. Every model segments the test images in this process, timed with two torch
+   threads; the project evaluator scores them against TRUTH.
+
+Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes and seconds
+per 1024x1280 image. Runs already in WORK are reused (delete them to retrain).
+Timings depend on the machine's load: say how busy it was when you quote them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from micrometry.io.coco import instances_to_results, load_coco  # noqa: E402
+from micrometry.io.image import read_image  # noqa: E402
+from micrometry.particles.evaluate import evaluate  # noqa: E402
+from micrometry.particles.segmenter import load_segmenter  # noqa: E402
+
+CLI = [sys.executable, "-m", "micrometry"]
+LEARNED = ["unet-watershed", "center-offset", "maskrcnn"]
+
+
+def synthesise(work: Path, seed: int, n_train: int, n_test: int) -> tuple[Path, Path]:
+    data, truth = work / "data", work / "truth"
+    if not (data / "train" / "annotations.json").is_file():
+        subprocess.run([*CLI, "synth", "particles", data, "--truth", truth, "--seed", str(seed),
+                        "--n-train", str(n_train), "--n-test", str(n_test), "--n-batch", "0", "--overwrite"],
+                       check=True)
+    return data, truth
+
+
+def train(model: str, data: Path, run: Path, budget_min: float, extra: list[str]) -> float | None:
+    """Train with the CLI unless ``run`` already holds a finished run; returns training minutes."""
+    if not (run / "metrics.json").is_file():
+        cmd = [*CLI, "particles", "train", data / "train", "--model", model, "--out", run,
+               "--time-budget", str(budget_min), "--overwrite", *extra]
+        print("$", " ".join(map(str, cmd)), flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            return None
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    return final["elapsed_s"] / 60
+
+
+def score(segmenter, data: Path, truth: Path, threads: int) -> dict:
+    """Segment the test images (timed) and evaluate them."""
+    torch.set_num_threads(threads)
+    images = load_coco(data / "test" / "images.json", data / "test" / "images")
+    results, seconds = [], 0.0
+    for entry in images.images:
+        image = read_image(images.image_path(entry.id))
+        t0 = time.perf_counter()
+        found = segmenter.segment(image)
+        seconds += time.perf_counter() - t0
+        results.extend(instances_to_results(entry.id, found.labels, found.scores))
+    metrics = evaluate(results, truth / "test_annotations.json")
+    return {"AP": metrics["segm"]["AP"], "AP50": metrics["segm"]["AP50"], "AP75": metrics["segm"]["AP75"],
+            "F1": metrics["matching"][0]["f1"], "s_per_image": seconds / len(images.images)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("bench-out/particles"))
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--n-train", type=int, default=30)
+    parser.add_argument("--n-test", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=15, help="training minutes per learned model")
+    parser.add_argument("--models", nargs="+", default=["watershed", *LEARNED])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads when timing inference")
+    parser.add_argument("--train-args", default="", help="extra arguments for 'particles train'")
+    args = parser.parse_args()
+
+    data, truth = synthesise(args.work, args.seed, args.n_train, args.n_test)
+    rows = []
+    for model in args.models:
+        minutes = None
+        if model in LEARNED:
+            if model == "maskrcnn":
+                from micrometry.particles.models.maskrcnn import torchvision_problem
+
+                problem = torchvision_problem()
+                if problem is not None:
+                    print(f"maskrcnn skipped: torchvision unusable ({problem})")
+                    continue
+            run = args.work / "runs" / model
+            minutes = train(model, data, run, args.budget, args.train_args.split())
+            if minutes is None:
+                print(f"{model}: training failed")
+                continue
+            segmenter = load_segmenter(run)
+        else:
+            segmenter = load_segmenter(model)
+        rows.append({"model": model, "train_min": minutes, **score(segmenter, data, truth, args.threads)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    table = Table(title=f"particles bench: {args.n_train} train / {args.n_test} test images 1024x1280, "
+                        f"seed {args.seed}, {os.cpu_count()} CPU cores, {args.threads} torch threads")
+    for col in ("model", "segm AP", "AP50", "AP75", "F1@0.5", "training min", "s / image"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['AP']:.3f}", f"{r['AP50']:.3f}", f"{r['AP75']:.3f}", f"{r['F1']:.3f}",
+                      "-" if r["train_min"] is None else f"{r['train_min']:.1f}", f"{r['s_per_image']:.2f}")
+    Console().print(table)
+    (args.work / "table.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
