@@ -1,10 +1,13 @@
 """``--engine ray``: batch prediction on a local Ray instance writes what plain prediction writes."""
 
 import sys
+import zipfile
 
+import numpy as np
 import pytest
 
 from micrometry.cli import run as run_cli
+from micrometry.io.image import write_image
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'micrometry[scale]'")
 
@@ -79,4 +82,41 @@ def test_bad_engine_options(particle_images, tmp_path, capsys, args, message):
     out = tmp_path / "pred"
     assert run(["particles", "predict", particle_images, "--out", out, *args]) == 2
     assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def depth_run(tmp_path_factory):
+    from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
+
+    root = tmp_path_factory.mktemp("depth")
+    write_sem_dataset(root / "data", root / "truth",
+                      SemSynthConfig(seed=3, n_structures=6, n_sites=4, images_per_site=3, n_test=7))
+    assert run(["depth", "train", root / "data", "--out", root / "run", "--method", "unet", "--param", "width=4",
+                "--param", "batch_size=16", "--epochs", "1"]) == 0
+    return root
+
+
+def test_ray_depth_predict_equals_plain(local_ray, depth_run, tmp_path):
+    common = ["depth", "predict", depth_run / "data", "--model", depth_run / "run", "--batch-size", "3"]
+    assert run([*common, "--out", tmp_path / "plain", "--zip", tmp_path / "plain.zip"]) == 0
+    assert run([*common, "--out", tmp_path / "ray", "--zip", tmp_path / "ray.zip", "--engine", "ray",
+                "--ray-workers", "2"]) == 0
+    expected, got = _files(tmp_path / "plain"), _files(tmp_path / "ray")
+    assert len(expected) == 7 and got == expected
+    with zipfile.ZipFile(tmp_path / "plain.zip") as a, zipfile.ZipFile(tmp_path / "ray.zip") as b:
+        assert a.namelist() == b.namelist() and all(a.read(n) == b.read(n) for n in a.namelist())
+
+
+def test_ray_depth_predict_bad_image(local_ray, depth_run, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for src in sorted((depth_run / "data" / "test" / "SEM").iterdir())[:2]:
+        (images / src.name).write_bytes(src.read_bytes())
+    write_image(images / "zz_wrong_size.png", np.zeros((10, 10), np.uint8))
+    out = tmp_path / "pred"
+    assert run(["depth", "predict", images, "--model", depth_run / "run", "--out", out, "--engine", "ray",
+                "--batch-size", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "zz_wrong_size.png" in err[-1] and "72x48" in err[-1]
     assert not out.exists()

@@ -156,20 +156,25 @@ def depth_predict(
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT / zip."),
+    engine: str = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."),
+    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); default: a local Ray instance."),
 ) -> None:
     """Predict one 72x48 uint8 depth map per SEM image."""
     import time
 
     from micrometry.depth.methods import load_method
     from micrometry.depth.predict import predict_folder
+    from micrometry.engine import make_engine
     from micrometry.train.loop import configure_threads
 
+    runner = make_engine(engine, batch_size, ray_workers, ray_address)
     _refuse_existing(out, overwrite, folder=True)
     _refuse_existing(zip_path, overwrite, folder=False)
     configure_threads()
     method = load_method(model, device=device)
     started = time.perf_counter()
-    n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size)
+    n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)
     seconds = time.perf_counter() - started
     typer.echo(f"{n} depth maps ({method.name}) -> {out}" + (f" and {zip_path}" if zip_path else "")
                + f" in {seconds:.1f} s")
