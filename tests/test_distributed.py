@@ -3,6 +3,8 @@
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from micrometry.cli import run as run_cli
 from micrometry.errors import InputError
 from micrometry.train import LoopConfig, RunDir, TrainTask, distributed, fit, load_checkpoint, seed_everything
 
@@ -168,3 +171,25 @@ def test_run_folder_of_other_ranks_writes_nothing(tmp_path, monkeypatch):
     run.log("rank 1 was here")
     assert json.loads(run.config_path.read_text()) == {"method": "earlier"}
     assert not run.log_path.exists() or "rank 1" not in run.log_path.read_text()
+
+
+def test_torchrun_depth_train_ddp(tmp_path):
+    """The documented launch: `torchrun --nproc_per_node 2 -m micrometry depth train ... --ddp`."""
+    from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
+
+    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
+                      SemSynthConfig(seed=2, n_structures=6, n_sites=4, images_per_site=3, n_test=4))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "micrometry", "depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+               "--method", "unet", "--param", "width=4", "--param", "batch_size=16", "--epochs", "2", "--ddp"]
+    env = {**os.environ, "MICROMETRY_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("-> ") == 1  # the summary comes from rank 0 only
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2] and metrics["best"]["val_rmse"] > 0
+    assert (tmp_path / "run" / "log.txt").read_text().count("epoch=") == 2
+    # the run folder is an ordinary one: predict reads it
+    assert run_cli(["depth", "predict", str(tmp_path / "data"), "--model", str(tmp_path / "run"),
+                    "--out", str(tmp_path / "pred")]) == 0
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 4
