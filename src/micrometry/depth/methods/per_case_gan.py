@@ -1,0 +1,197 @@
+"""What ``cyclegan`` and ``lookup`` share: per-case CycleGAN training and the case classifier.
+
+Both methods train one small CycleGAN per case (Case_1..4 = Depth_110..140)
+between simulated SEM renders of that case and real SEM images of the matching
+Depth_* folder, and a CNN case classifier on the real images (labelled by their
+folder) that picks the per-case model at inference.
+
+Every training step takes one case: a batch of that case's simulated renders
+(with their depth maps) and an equally large random batch of its real images;
+then the classifier (depth-core's :class:`CaseClassifierTask`, reused as a
+part) takes one step on a batch of real images of all cases. The cases take
+turns in a seeded random order, so an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from micrometry.depth.dataset import RealArrays, SimArrays
+from micrometry.depth.gan import CycleGan, GanWeights, requires_grad, to_unit_range
+from micrometry.depth.methods.classifier import CaseClassifier, CaseClassifierTask
+from micrometry.depth.methods.unet import site_split
+from micrometry.depth.nets import CaseNet
+from micrometry.errors import DatasetError
+from micrometry.train import TrainTask
+
+CASES = (1, 2, 3, 4)
+
+
+def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generator,
+                 skip: int | None = None) -> list[tuple[int, torch.Tensor]]:
+    """One epoch of single-case batches of simulated samples, cases interleaved in a random order.
+
+    Parameters
+    ----------
+    sim_case : ndarray (N,)
+        Case 1..4 of each simulated training sample.
+    batch_size : int
+    generator : torch.Generator
+        The epoch's seeded generator.
+    skip : int, optional
+        A case value whose samples are left out (cases without a model).
+
+    Returns
+    -------
+    list of (case, rows)
+    """
+    batches = []
+    for case in np.unique(sim_case):
+        if case == skip:
+            continue
+        rows = torch.from_numpy(np.flatnonzero(sim_case == case))
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        batches += [(int(case), rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
+
+
+def trainable_cases(sim_case: np.ndarray, real_case: np.ndarray) -> tuple[int, ...]:
+    """The cases with both simulated renders and real training images (each gets its own models).
+
+    Raises
+    ------
+    DatasetError
+        No case has both.
+    """
+    cases = tuple(int(c) for c in CASES if (sim_case == c).any() and (real_case == c).any())
+    if not cases:
+        raise DatasetError("no case has both simulation_data/Case_<n> pairs and train/SEM/Depth_<nm> images "
+                           "(each per-case model needs both)")
+    return cases
+
+
+def make_case_gans(width: int, n_blocks: int, prefix: str) -> dict[str, CycleGan]:
+    return {f"{prefix}{case}": CycleGan(width, n_blocks, width) for case in CASES}
+
+
+def make_case_classifier(width: int) -> nn.Module:
+    """The shared case classifier network: images in [0, 1] -> logits of Case_1..4."""
+    return CaseNet(width)
+
+
+def classify_cases(net: nn.Module, images: np.ndarray, cases: tuple[int, ...] = CASES) -> np.ndarray:
+    """The most probable of ``cases`` (those with a trained model) for ``(N, 72, 48)`` uint8 images."""
+    proba = CaseClassifier(net).predict_proba(images)
+    allowed = np.isin(np.arange(1, 5), cases)
+    return np.where(allowed, proba, -1.0).argmax(axis=1) + 1
+
+
+class PerCaseGanTask(TrainTask):
+    """Shared training task: per-case CycleGANs plus the case classifier.
+
+    Subclasses implement :meth:`gan_losses` (critic and generator losses of one
+    case's batch) and :meth:`validate`.
+
+    Parameters
+    ----------
+    gans : dict
+        ``name -> CycleGan``; all of them get the generator and critic optimisers.
+    classifier : nn.Module
+    sim, real : SimArrays, RealArrays
+    device : torch.device
+    lr, betas : float, (float, float)
+        Adam settings of the seed (2e-4, (0.5, 0.999)).
+    batch_size : int
+    n_critic : int
+        Critic updates per generator update (1st place: 5).
+    weights : GanWeights
+    classifier_lr : float
+    classifier_steps : int
+        Classifier steps per GAN step.
+    val_fraction, seed : float, int
+        Held-out simulated structures and real sites, split by the seed.
+    epochs : int
+        The classifier's cosine learning-rate schedule length.
+    """
+
+    def __init__(self, gans: dict[str, CycleGan], classifier: nn.Module, sim: SimArrays, real: RealArrays,
+                 device: torch.device, lr: float, betas: tuple[float, float], batch_size: int, n_critic: int,
+                 weights: GanWeights, classifier_lr: float, classifier_steps: int, val_fraction: float, seed: int,
+                 epochs: int):
+        self.gans, self.classifier, self.device = gans, classifier, device
+        self.batch_size, self.n_critic, self.weights = batch_size, n_critic, weights
+        self.classifier_steps = classifier_steps
+        sim_train, sim_val = sim.split(val_fraction, seed)
+        real_train, _ = site_split(real, val_fraction, seed)
+        self.sim_x, self.sim_d, self.sim_case = self._sim_tensors(sim, sim_train)
+        self.val_x, self.val_d, self.val_case = self._sim_tensors(sim, sim_val)
+        self.real_x = to_unit_range(torch.from_numpy(real.images[real_train]).float().unsqueeze(1)).to(device)
+        self.real_case = real.case[real_train]
+        self.cases = trainable_cases(self.sim_case, self.real_case)
+        self.real_rows_of = {c: torch.from_numpy(np.flatnonzero(self.real_case == c)) for c in CASES}
+        # Same seed and fraction: the classifier holds out the same sites.
+        self.classifier_task = CaseClassifierTask(classifier, real, device, seed, lr=classifier_lr,
+                                                  val_site_fraction=val_fraction, epochs=epochs)
+
+        self.modules = {**gans, **self.classifier_task.modules}
+        generator_params = [p for g in gans.values() for p in g.generator_parameters()]
+        critic_params = [p for g in gans.values() for p in g.critic_parameters()]
+        self.optimizers = {
+            "generators": torch.optim.Adam(generator_params, lr=lr, betas=betas),
+            "critics": torch.optim.Adam(critic_params, lr=lr, betas=betas),
+            **self.classifier_task.optimizers,
+        }
+        self.schedulers = dict(self.classifier_task.schedulers)
+        self._step_generator = torch.Generator().manual_seed(seed + 7)
+
+    def _sim_tensors(self, sim: SimArrays, rows: np.ndarray):
+        """Each render its own sample, with its depth map; both in [-1, 1]."""
+        x = sim.sem[rows].reshape(-1, *sim.sem.shape[2:])
+        d = np.repeat(sim.depth[rows], 2, axis=0)
+        to_tensor = lambda a: to_unit_range(torch.from_numpy(a).float().unsqueeze(1)).to(self.device)  # noqa: E731
+        return to_tensor(x), to_tensor(d), np.repeat(sim.case[rows], 2)
+
+    # -- the loop's interface ---------------------------------------------
+    def train_batches(self, epoch: int, generator: torch.Generator):
+        self._step_generator.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        self.classifier_task.train_batches(epoch, generator)  # seeds its augmentation
+        return case_batches(np.where(np.isin(self.sim_case, self.cases), self.sim_case, 0), self.batch_size,
+                            generator, skip=0)
+
+    def train_step(self, batch: tuple[int, torch.Tensor]) -> dict[str, float]:
+        case, rows = batch
+        g = self._step_generator
+        real_rows = self.real_rows_of[case]
+        real = self.real_x[real_rows[torch.randint(len(real_rows), (len(rows),), generator=g)]]
+        sim, depth = self.sim_x[rows], self.sim_d[rows]
+
+        critics = [m for gan in self.gans.values() for m in (gan.critic_a, gan.critic_b)]
+        for _ in range(self.n_critic):
+            critic_loss = self.gan_losses(case, sim, depth, real, critic=True)[0]
+            self.optimizers["critics"].zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.optimizers["critics"].step()
+        requires_grad(critics, False)
+        gen_loss, parts = self.gan_losses(case, sim, depth, real, critic=False)
+        self.optimizers["generators"].zero_grad(set_to_none=True)
+        gen_loss.backward()
+        self.optimizers["generators"].step()
+        requires_grad(critics, True)
+
+        cls = self.classifier_task
+        for _ in range(self.classifier_steps):  # its steps are ~50x cheaper than a GAN step
+            class_loss = cls.train_step(torch.randint(len(cls.x), (cls.batch_size,), generator=g))["ce"]
+        return {"critic": critic_loss.item(), "gen": gen_loss.item(), "cls": class_loss, **parts}
+
+    def gan_losses(self, case: int, sim: torch.Tensor, depth: torch.Tensor, real: torch.Tensor,
+                   critic: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """The critic loss (``critic=True``) or the generator loss of one case's batch, with loss parts."""
+        raise NotImplementedError
+
+    def validate_classifier(self) -> dict[str, float]:
+        """Case accuracy on the held-out real sites."""
+        metrics = self.classifier_task.validate()
+        return {"val_case_acc": metrics["val_acc"]} if metrics else {}
