@@ -210,21 +210,19 @@ class _SplitBatches:
 
 
 def split_batch(batch: Any, n_ranks: int, me: int) -> Any:
-    """Rank ``me``'s contiguous slice of a batch along its first (sample) dimension.
+    """Rank ``me``'s contiguous slice of every per-sample member of a batch.
 
-    Tensors, arrays and lists are per-sample sequences; tuples and dicts are
-    structures whose members are split alike; anything else (numbers, None,
-    strings) is shared by all ranks. Returns None for a batch with fewer
-    samples than ranks (every rank skips it, so all take the same steps).
+    Tensors, arrays and lists are per-sample sequences, each cut into
+    ``n_ranks`` nearly equal slices (members may differ in length: a batch of
+    16 simulated and 32 real images gives each of 2 ranks 8 and 16);
+    tuples and dicts are structures whose members are split alike; anything
+    else (numbers, None, strings) is shared by all ranks. Returns None when a
+    member has fewer samples than there are ranks (every rank skips that
+    batch, so all take the same steps).
     """
-    sizes = {len(x) for x in _per_sample_members(batch)}
-    if len(sizes) > 1:
-        raise ValueError(f"batch members disagree on the number of samples ({sorted(sizes)}): cannot split it")
-    n = sizes.pop() if sizes else 0
-    if n < n_ranks:
+    if any(len(member) < n_ranks for member in _per_sample_members(batch)):
         return None
-    bounds = np.linspace(0, n, n_ranks + 1).round().astype(int)
-    return _slice(batch, int(bounds[me]), int(bounds[me + 1]))
+    return _slice(batch, n_ranks, me)
 
 
 def _per_sample_members(batch: Any) -> Iterator[Any]:
@@ -238,14 +236,15 @@ def _per_sample_members(batch: Any) -> Iterator[Any]:
             yield from _per_sample_members(item)
 
 
-def _slice(batch: Any, start: int, stop: int) -> Any:
+def _slice(batch: Any, n_ranks: int, me: int) -> Any:
     if isinstance(batch, (torch.Tensor, np.ndarray, list)):
-        return batch[start:stop]
+        bounds = np.linspace(0, len(batch), n_ranks + 1).round().astype(int)
+        return batch[bounds[me]:bounds[me + 1]]
     if isinstance(batch, tuple):
-        parts = [_slice(item, start, stop) for item in batch]
+        parts = [_slice(item, n_ranks, me) for item in batch]
         return type(batch)(*parts) if hasattr(batch, "_fields") else tuple(parts)
     if isinstance(batch, dict):
-        return {k: _slice(v, start, stop) for k, v in batch.items()}
+        return {k: _slice(v, n_ranks, me) for k, v in batch.items()}
     return batch
 
 
@@ -269,8 +268,9 @@ def data_parallel(task: Any) -> Iterator[None]:
     """Within the block every rank's gradients are averaged (no-op when not distributed).
 
     Each trainable network the task also keeps as an attribute (``self.net =
-    ...``, the usual case) is wrapped in DDP: the attribute refers to the
-    wrapper, so ``train_step`` needs no change, and DDP averages the gradients
+    ...``, the usual case; attributes of a sub-task the task delegates to
+    count too) is wrapped in DDP: the attribute refers to the wrapper, so
+    ``train_step`` needs no change, and DDP averages the gradients
     during the backward pass of every forward call (on GPUs its BatchNorm
     layers become SyncBatchNorm). ``task.modules`` keeps the plain networks,
     so checkpoints are the same as single-process ones; on exit the attributes
@@ -284,15 +284,16 @@ def data_parallel(task: Any) -> Iterator[None]:
     if not is_active():
         yield
         return
-    swapped: list[tuple[str, nn.Module]] = []
+    swapped: list[tuple[Any, str, nn.Module]] = []
     unwrapped: list[nn.Parameter] = []
     hooks = []
     try:
         for module in task.modules.values():
             if not any(p.requires_grad for p in module.parameters()):
                 continue
-            attributes = [attr for attr, value in vars(task).items() if value is module]
-            if not attributes:
+            references = [(owner, attr) for owner in _task_objects(task)
+                          for attr, value in vars(owner).items() if value is module]
+            if not references:
                 unwrapped.extend(module.parameters())
                 continue
             device = next(module.parameters()).device
@@ -301,9 +302,9 @@ def data_parallel(task: Any) -> Iterator[None]:
                 # the new layers keep the old parameter and buffer tensors: optimisers and checkpoints are unaffected
                 nn.SyncBatchNorm.convert_sync_batchnorm(module)  # converts the layers inside `module` in place
             wrapper = _DataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-            for attr in attributes:
-                setattr(task, attr, wrapper)
-                swapped.append((attr, module))
+            for owner, attr in references:
+                setattr(owner, attr, wrapper)
+                swapped.append((owner, attr, module))
         if unwrapped:
             ids = {id(p) for p in unwrapped}
             for optimizer in task.optimizers.values():
@@ -312,8 +313,8 @@ def data_parallel(task: Any) -> Iterator[None]:
                     hooks.append(optimizer.register_step_pre_hook(_averaging_hook(mine)))
         yield
     finally:
-        for attr, module in swapped:
-            setattr(task, attr, module)
+        for owner, attr, module in swapped:
+            setattr(owner, attr, module)
         for hook in hooks:
             hook.remove()
 
@@ -343,14 +344,30 @@ def plain_modules(task: Any) -> Iterator[None]:
     Validation then makes no collective calls, so it cannot deadlock whatever
     it does; each rank validates its own (identical) copy.
     """
-    wrapped = {attr: value for attr, value in vars(task).items() if isinstance(value, DistributedDataParallel)}
-    for attr, wrapper in wrapped.items():
-        setattr(task, attr, wrapper.module)
+    wrapped = [(owner, attr, value) for owner in _task_objects(task) for attr, value in vars(owner).items()
+               if isinstance(value, DistributedDataParallel)]
+    for owner, attr, wrapper in wrapped:
+        setattr(owner, attr, wrapper.module)
     try:
         yield
     finally:
-        for attr, wrapper in wrapped.items():
-            setattr(task, attr, wrapper)
+        for owner, attr, wrapper in wrapped:
+            setattr(owner, attr, wrapper)
+
+
+def _task_objects(task: Any) -> list[Any]:
+    """The task and every task it holds (a method may delegate part of its step to a sub-task)."""
+    from micrometry.train.loop import TrainTask
+
+    found: list[Any] = []
+    pending = [task]
+    while pending:
+        obj = pending.pop()
+        if any(obj is seen for seen in found):
+            continue
+        found.append(obj)
+        pending.extend(value for value in vars(obj).values() if isinstance(value, TrainTask))
+    return found
 
 
 # -- collective helpers for the loop -------------------------------------------------------
