@@ -157,6 +157,8 @@ def _raise_worker_error(output: dict) -> None:
     if "__error__" in output:
         kind, message, path = output["__error__"]
         error_cls = getattr(errors, kind, InputError)
+        if not (isinstance(error_cls, type) and issubclass(error_cls, InputError)):
+            error_cls = InputError
         raise error_cls(message, path)
 
 

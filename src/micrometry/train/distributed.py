@@ -9,7 +9,9 @@ variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
   joins the process group: ``nccl`` on GPUs, ``gloo`` on CPUs;
 - :func:`~micrometry.train.fit` wraps the task's networks in
   :class:`~torch.nn.parallel.DistributedDataParallel` (:func:`data_parallel`),
-  so that every backward pass averages the gradients of all processes;
+  so that every backward pass averages the gradients of all processes (a
+  network DDP cannot intercept has its gradients averaged at the optimiser
+  step instead);
 - each process trains on its own part of every global batch: a task that
   shuffles indices uses :func:`shard_indices` (the equivalent of
   ``DistributedSampler``); for any other task :func:`rank_batches` splits the
@@ -39,10 +41,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from micrometry.errors import InputError
-
-#: The variables torchrun sets for every worker process.
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
 
 # -- who am I ------------------------------------------------------------------
 def launched_by_torchrun() -> bool:

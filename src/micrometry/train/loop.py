@@ -223,23 +223,21 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
             improved = value is not None and (value < best_value if cfg.mode == "min" else value > best_value)
             if improved:
                 best_value, best_metrics = value, record
+            payload = {
+                **(extra_payload or {}),
+                "state": task.state_dict(),
+                "rng": _get_rng_state(),
+                "loop": {"epoch": epoch, "history": history, "best_value": best_value,
+                         "best_metrics": best_metrics, "elapsed_s": time.perf_counter() - started},
+            }
             # Without a monitored metric the latest state is the best one we know.
-            save_best = improved or value is None
-            if save_best:
+            # (Under DDP only rank 0 writes: the run folder and save_checkpoint ignore the other ranks.)
+            if improved or value is None:
                 best_metrics = best_metrics or record
-            if main:  # the other ranks hold the same state
-                payload = {
-                    **(extra_payload or {}),
-                    "state": task.state_dict(),
-                    "rng": _get_rng_state(),
-                    "loop": {"epoch": epoch, "history": history, "best_value": best_value,
-                             "best_metrics": best_metrics, "elapsed_s": time.perf_counter() - started},
-                }
-                if save_best:
-                    save_checkpoint(run.checkpoint_path("best"), payload)
-                save_checkpoint(run.checkpoint_path("last"), payload)
-                metrics = {"history": history, "best": best_metrics, "final": record, "monitor": cfg.monitor}
-                run.write_metrics(metrics)
+                save_checkpoint(run.checkpoint_path("best"), payload)
+            save_checkpoint(run.checkpoint_path("last"), payload)
+            metrics = {"history": history, "best": best_metrics, "final": record, "monitor": cfg.monitor}
+            run.write_metrics(metrics)
             distributed.check_in_sync(task.modules)
             distributed.barrier()
             if out_of_time:
