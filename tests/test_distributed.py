@@ -77,6 +77,10 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
         for name, options in VARIANTS.items():
             run = RunDir.for_training(os.path.join(root, f"ddp-{name}"))
             returned[name] = fit(LinearTask(**options), run, LoopConfig(epochs=EPOCHS, seed=5))
+        # killed after 2 epochs, resumed by every rank from rank 0's last.pt
+        fit(LinearTask(), RunDir.for_training(os.path.join(root, "ddp-resumed")), LoopConfig(epochs=2, seed=5))
+        run = RunDir.for_training(os.path.join(root, "ddp-resumed"), resume=True)
+        returned["resumed"] = fit(LinearTask(seed=99), run, LoopConfig(epochs=EPOCHS, seed=5), resume=True)
         # a time budget must stop every rank at the same step
         run = RunDir.for_training(os.path.join(root, "ddp-budget"))
         returned["budget"] = fit(LinearTask(), run, LoopConfig(epochs=100, seed=5, time_budget_s=0.0))
@@ -112,6 +116,12 @@ def test_ddp_equals_single_process(ddp_runs, tmp_path):
             # the logged training loss is the mean over ranks = the global batch's loss
             assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
             assert ours["steps"] == theirs["steps"] == N_SAMPLES // GLOBAL_BATCH
+
+
+def test_ddp_resume_equals_uninterrupted(ddp_runs):
+    np.testing.assert_array_equal(_weights(ddp_runs / "ddp-resumed"), _weights(ddp_runs / "ddp-sharded"))
+    resumed = json.loads((ddp_runs / "rank1.json").read_text())["resumed"]
+    assert len(resumed["history"]) == EPOCHS
 
 
 def test_only_rank_zero_writes_and_all_ranks_agree(ddp_runs):
