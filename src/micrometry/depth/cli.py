@@ -99,6 +99,7 @@ def depth_train(
     time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0, help="Stop after this many seconds."),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation and shuffling)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0: all cores; 1 is faster on a busy machine)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUT."),
     ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry depth train ... --ddp` (docs/scale.md)."),
@@ -109,7 +110,7 @@ def depth_train(
     from micrometry.train import RunDir
     from micrometry.train.loop import configure_threads
 
-    configure_threads()
+    configure_threads(threads or None)
     if resume:
         run = RunDir.for_training(out, resume=True)
         config = run.read_config()
@@ -155,6 +156,7 @@ def depth_predict(
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0: all cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT / zip."),
     engine: str = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."),
     ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model."),
@@ -171,7 +173,7 @@ def depth_predict(
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
     _refuse_existing(out, overwrite, folder=True)
     _refuse_existing(zip_path, overwrite, folder=False)
-    configure_threads()
+    configure_threads(threads or None)
     method = load_method(model, device=device)
     started = time.perf_counter()
     n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)

@@ -51,10 +51,12 @@ class Encoder(nn.Module):
 
 
 def image_statistics(x: torch.Tensor) -> torch.Tensor:
-    """Per-image mean, standard deviation and 10/50/90 % quantiles of the brightness, ``(B, 5)``."""
+    """Per-image brightness statistics, ``(B, 5)``: mean, standard deviation, and the darkest,
+    brightest and median 4x4 block means (the hole floor, the rim glow, the top; block means
+    are robust to noise and much cheaper than pixel quantiles)."""
     flat = x.flatten(1)
-    q = torch.quantile(flat, torch.tensor([0.1, 0.5, 0.9], device=x.device, dtype=x.dtype), dim=1).T
-    return torch.cat([flat.mean(1, keepdim=True), flat.std(1, keepdim=True), q], dim=1)
+    blocks = nn.functional.avg_pool2d(x, 4).flatten(1)
+    return torch.stack([flat.mean(1), flat.std(1), blocks.amin(1), blocks.amax(1), blocks.median(1).values], dim=1)
 
 
 class HoleUNet(nn.Module):
@@ -70,11 +72,17 @@ class HoleUNet(nn.Module):
         Height of the hole bottom (30 in the competition's depth maps).
     depth_prior : float
         Centre of the depth head's output (nm), so training starts near typical depths.
+    normalize : bool
+        Standardise each image (zero mean, unit variance) before the encoder. The
+        shape is geometry and should not depend on a tool's gain and offset; the
+        depth head still gets the raw brightness statistics, where the depth is.
     """
 
-    def __init__(self, width: int = 12, unshuffle: int = 2, bottom: float = 30.0, depth_prior: float = 125.0):
+    def __init__(self, width: int = 12, unshuffle: int = 2, bottom: float = 30.0, depth_prior: float = 125.0,
+                 normalize: bool = True):
         super().__init__()
         self.bottom = bottom
+        self.normalize = normalize
         self.depth_prior = depth_prior
         self.encoder = Encoder(width, unshuffle)
         w1, w2, w3 = self.encoder.channels
@@ -83,15 +91,20 @@ class HoleUNet(nn.Module):
         self.up2 = nn.ConvTranspose2d(w2, w1, 2, stride=2)
         self.dec1 = conv_block(2 * w1, w1)
         self.shape_out = nn.Conv2d(w1, unshuffle**2, 1)  # pixel shuffle back to full resolution
-        self.depth_head = nn.Sequential(nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+        # BatchNorm first: the depth signal is in small brightness differences between images.
+        self.depth_head = nn.Sequential(nn.BatchNorm1d(w3 + w2 + 5), nn.Linear(w3 + w2 + 5, 64),
+                                        nn.ReLU(inplace=True), nn.Linear(64, 1))
 
     def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``shape`` (B, 1, H, W) in [0, 1] and ``depth`` (B,) in nm."""
+        stats = image_statistics(x)
+        if self.normalize:
+            x = (x - stats[:, 0, None, None, None]) / (stats[:, 1, None, None, None] + 1e-3)
         f1, f2, f3 = self.encoder(x)
         d2 = self.dec2(torch.cat([self.up3(f3), f2], dim=1))
         d1 = self.dec1(torch.cat([self.up2(d2), f1], dim=1))
         shape = torch.sigmoid(nn.functional.pixel_shuffle(self.shape_out(d1), self.encoder.unshuffle))
-        pooled = torch.cat([f3.mean((2, 3)), f2.mean((2, 3)), image_statistics(x)], dim=1)
+        pooled = torch.cat([f3.mean((2, 3)), f2.mean((2, 3)), stats], dim=1)
         depth = self.depth_prior + 20.0 * self.depth_head(pooled).squeeze(1)
         return shape, depth
 
@@ -107,7 +120,8 @@ class CaseNet(nn.Module):
         super().__init__()
         self.encoder = Encoder(width, unshuffle)
         w1, w2, w3 = self.encoder.channels
-        self.head = nn.Sequential(nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True), nn.Linear(64, n_classes))
+        self.head = nn.Sequential(nn.BatchNorm1d(w3 + w2 + 5), nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True),
+                                  nn.Linear(64, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, f2, f3 = self.encoder(x)

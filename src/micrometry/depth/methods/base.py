@@ -245,7 +245,8 @@ def train_method(method: DepthMethod, data: DepthData, run: RunDir, resume: bool
     if not resume:
         run.write_config(config)
     seed_everything(seed)
-    method.modules = method.build_modules()  # initialisation depends on the seed only
+    if type(method).build_modules is not DepthMethod.build_modules:
+        method.modules = method.build_modules()  # initialisation depends on the seed only
     method.to(device_)
     task = method.build_task(data, device_, seed)
     payload = {"method": method.name, "method_config": method.config()}

@@ -19,7 +19,7 @@ from torch import nn
 from micrometry.depth.dataset import RealArrays
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.sim_task import sim_tensors
-from micrometry.depth.nets import HoleUNet
+from micrometry.depth.nets import HoleUNet, image_statistics
 from micrometry.train import LoopConfig, TrainTask
 
 FLIP_DIMS = ([], [3], [2], [2, 3])  # identity, left-right, up-down, both
@@ -88,14 +88,18 @@ class UNetTask(TrainTask):
         return [(order[i:i + bs], None if real_order is None else real_order[k])
                 for k, i in enumerate(range(0, len(order), bs))]
 
-    def _augment(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def _augment(self, x: torch.Tensor, y: torch.Tensor | None = None, imaging: bool = True):
+        """Flips (input and target alike); with ``imaging``, also a wider probe and more noise."""
         if self.cfg["flips"]:
             dims = FLIP_DIMS[int(torch.randint(0, 4, (1,), generator=self._aug))]
             if dims:
                 x = x.flip(dims)
                 y = None if y is None else y.flip(dims)
-        if self.cfg["blur_aug"] > 0:
+        if imaging and self.cfg["blur_aug"] > 0:
             x = random_blur(x, self._aug, self.cfg["blur_aug"])
+        if imaging and self.cfg["noise_aug"] > 0:
+            sd = torch.rand(len(x), 1, 1, 1, generator=self._aug).to(x.device) * self.cfg["noise_aug"]
+            x = x + sd * torch.randn(x.shape, generator=self._aug).to(x.device)
         return x, y
 
     def train_step(self, batch) -> dict[str, float]:
@@ -113,7 +117,7 @@ class UNetTask(TrainTask):
             losses["map"] += map_loss.item() / len(self.nets)
             losses["depth"] += depth_loss.item() / len(self.nets)
             if real_idx is not None:
-                rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)])
+                rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)], imaging=False)
                 _, real_depth = net.forward_parts(rx)
                 real_loss = nn.functional.l1_loss(real_depth, self.real_d[real_idx.to(self.x.device)])
                 loss = loss + self.cfg["real_weight"] * real_loss
@@ -158,8 +162,13 @@ class UNetMethod(DepthMethod):
     flips : bool
         Random flip augmentation (holes look the same mirrored).
     blur_aug : float
-        Largest sigma (px) of a random Gaussian blur applied to training inputs, to
-        cover a real tool's wider probe; 0 turns it off.
+        Largest sigma (px) of a random Gaussian blur applied to simulated training
+        inputs, to cover a real tool's wider probe; 0 turns it off.
+    noise_aug : float
+        Largest standard deviation (of [0, 1] brightness) of Gaussian noise added to
+        simulated training inputs: real tools often image at a lower dose.
+    normalize : bool
+        Standardise each image before the shape encoder (see :class:`HoleUNet`).
     tta : int
         Test-time flips averaged at prediction: 1 (none), 2 (left-right) or 4.
     lr, weight_decay, batch_size, epochs : training schedule (AdamW, cosine decay).
@@ -171,7 +180,8 @@ class UNetMethod(DepthMethod):
 
     name = "unet"
     uses: tuple[str, ...] = ("sim",)
-    defaults = {"width": 8, "unshuffle": 2, "ensemble": 1, "mean_itr": True, "flips": True, "blur_aug": 0.0,
+    defaults = {"width": 8, "unshuffle": 2, "ensemble": 1, "mean_itr": False, "flips": True, "blur_aug": 1.2,
+                "noise_aug": 0.04, "normalize": True,
                 "tta": 1, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 12, "depth_weight": 1.0,
                 "val_fraction": 0.1}
     use_real = False
@@ -184,9 +194,11 @@ class UNetMethod(DepthMethod):
 
             raise InputError(f"tta must be 1, 2 or 4, got {self.cfg['tta']}")
         self.affine = (1.0, 0.0)  # predicted depth -> corrected depth (unet-weak fits it)
+        self.ridge: tuple | None = None  # (mean, scale, coef, intercept) of a ridge calibration
 
     def build_modules(self) -> dict[str, nn.Module]:
-        return {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]))
+        return {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]),
+                                    normalize=bool(self.cfg["normalize"]))
                 for i in range(int(self.cfg["ensemble"]))}
 
     def loop_config(self) -> LoopConfig:
@@ -197,10 +209,13 @@ class UNetMethod(DepthMethod):
         return UNetTask(list(self.modules.values()), data, device, self.cfg, seed, self.use_real)
 
     def extra_state(self) -> dict:
-        return {"affine": list(self.affine)}
+        ridge = None if self.ridge is None else [np.asarray(v).tolist() for v in self.ridge]
+        return {"affine": list(self.affine), "ridge": ridge}
 
     def load_extra_state(self, state: dict) -> None:
         self.affine = tuple(state.get("affine", (1.0, 0.0)))
+        ridge = state.get("ridge")
+        self.ridge = None if ridge is None else tuple(np.asarray(v, dtype=np.float32) for v in ridge)
 
     def predict_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shape and corrected depth, averaged over the ensemble and the test-time flips."""
@@ -212,12 +227,36 @@ class UNetMethod(DepthMethod):
                 shapes.append(shape.flip(dims) if dims else shape)
                 depths.append(depth)
         depth = torch.stack(depths).mean(0)
-        return torch.stack(shapes).mean(0), self.affine[0] * depth + self.affine[1]
+        return torch.stack(shapes).mean(0), self.calibrate(depth, x)
+
+    def calibrate(self, depth: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Corrected depth: the fitted calibration of (network depth, brightness statistics)."""
+        if self.ridge is not None:
+            features = calibration_features(depth, x)
+            mean, scale, coef, intercept = (torch.as_tensor(v, dtype=x.dtype, device=x.device)
+                                            for v in self.ridge)
+            return ((features - mean) / scale) @ coef + intercept
+        return self.affine[0] * depth + self.affine[1]
 
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
         shape, depth = self.predict_parts(x)
         bottom = next(iter(self.modules.values())).bottom
         return bottom + depth.view(-1, 1, 1, 1) * shape
+
+
+def calibration_features(depth: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(B, 6)``: the network's depth and the image's brightness statistics."""
+    return torch.cat([depth[:, None], image_statistics(x)], dim=1)
+
+
+def fit_ridge(features: np.ndarray, target: np.ndarray, alpha: float = 1.0) -> tuple:
+    """Ridge regression on standardised features; returns ``(mean, scale, coef, intercept)``."""
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0) + 1e-6
+    z = (features - mean) / scale
+    intercept = float(target.mean())
+    coef = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (target - intercept))
+    return (mean.astype(np.float32), scale.astype(np.float32), coef.astype(np.float32), np.float32(intercept))
 
 
 def fit_site_affine(pred_depth: np.ndarray, site: np.ndarray, site_depth: np.ndarray) -> tuple[float, float]:
@@ -246,29 +285,45 @@ class WeakUNetMethod(UNetMethod):
     real_batch_size : int
         Real images per step, next to each simulated batch.
     val_site_fraction : float
-        Real sites held out for ``val_real_mae`` (the monitored metric).
-    affine : bool
-        After training, fit an affine correction of the predicted depth to the
-        site averages of all real sites.
+        Real sites held out for ``val_real_mae`` (reported; the best epoch is
+        still chosen by ``val_rmse``, which also measures the shape).
+    calibration : str
+        After training, correct the predicted depth with the real sites' averages:
+        ``"affine"`` (one line through the site means), ``"ridge"`` (a ridge
+        regression of the site average on the predicted depth and the image's
+        brightness statistics, fitted on every real image) or ``"none"``.
     """
 
     name = "unet-weak"
     uses = ("sim", "real")
+    calibrations = ("affine", "ridge", "none")
+
+    def __init__(self, **cfg):
+        super().__init__(**cfg)
+        if self.cfg["calibration"] not in self.calibrations:
+            from micrometry.errors import InputError
+
+            raise InputError(f"calibration must be one of {', '.join(self.calibrations)}, "
+                             f"got {self.cfg['calibration']!r}")
     defaults = {**UNetMethod.defaults, "real_weight": 1.0, "real_batch_size": 32, "val_site_fraction": 0.2,
-                "affine": True}
+                "calibration": "ridge"}
     use_real = True
-    monitor = "val_real_mae"
 
     def after_training(self, task: TrainTask, data: DepthData) -> None:
-        if not self.cfg["affine"]:
+        self.affine, self.ridge = (1.0, 0.0), None
+        if self.cfg["calibration"] == "none":
             return
         real = data.real
-        self.affine = (1.0, 0.0)
-        depth = np.concatenate([
-            self.predict_parts(torch.from_numpy(real.images[i:i + 1024].astype(np.float32) / 255.0)
-                               .unsqueeze(1).to(self.device))[1].cpu().numpy()
-            for i in range(0, len(real.images), 1024)])
-        self.affine = fit_site_affine(depth, real.site, real.site_depth)
+        depths, features = [], []
+        for i in range(0, len(real.images), 1024):
+            x = torch.from_numpy(real.images[i:i + 1024].astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
+            depth = self.predict_parts(x)[1]
+            depths.append(depth.cpu().numpy())
+            features.append(calibration_features(depth, x).cpu().numpy())
+        if self.cfg["calibration"] == "affine":
+            self.affine = fit_site_affine(np.concatenate(depths), real.site, real.site_depth)
+        else:
+            self.ridge = fit_ridge(np.concatenate(features).astype(np.float64), real.site_depth.astype(np.float64))
 
 
 DEPTH_METHODS.register("unet")(UNetMethod)
