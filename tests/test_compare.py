@@ -171,3 +171,15 @@ def test_synthetic_batches_end_to_end(tmp_path):
                 "--out", str(out)]) == 0
     rows = json.loads((out / "compare.json").read_text())["descriptors"]
     assert rows[0]["n_a"] > 5 and rows[0]["n_b"] > 5
+
+
+@pytest.mark.parametrize("n", [9, 40, 501])
+def test_bootstrap_medians_match_explicit_resampling(n):
+    from micrometry.particles.compare import bootstrap_medians
+
+    x = np.random.default_rng(n).lognormal(0, 0.5, n)
+    fast = bootstrap_medians(x, 20000, np.random.default_rng(1))
+    slow = np.median(x[np.random.default_rng(2).integers(0, n, (20000, n))], axis=1)
+    spread = np.quantile(slow, 0.975) - np.quantile(slow, 0.025)
+    for q in (0.025, 0.5, 0.975):
+        assert abs(np.quantile(fast, q) - np.quantile(slow, q)) < 0.05 * spread

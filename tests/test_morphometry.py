@@ -356,3 +356,46 @@ def test_vectorised_outlines_equal_per_particle_reference():
         assert row["Solidity"] == pytest.approx(solidity, abs=1e-9)
     ring = table.set_index("Label").loc[100]
     assert ring["Perim."] == pytest.approx(2 * np.pi * 25, rel=0.03)  # the hole's outline is not counted
+
+
+def test_woodruff_intervals_agree_with_bootstrap():
+    """Above BOOTSTRAP_MAX particles the PSD CIs switch to Woodruff's O(n) intervals: same answer."""
+    from micrometry.particles import psd
+
+    sizes = np.random.default_rng(4).lognormal(2.0, 0.4, 1500)
+    boot = psd.percentiles_with_ci(sizes, "number", n_boot=1000)
+    low, high = psd.woodruff_intervals(sizes, None, np.array([0.1, 0.5, 0.9]), 0.95)
+    width = (boot["ci_high"] - boot["ci_low"]).to_numpy()
+    assert np.all(np.abs(low - boot["ci_low"].to_numpy()) < 0.25 * width)
+    assert np.all(np.abs(high - boot["ci_high"].to_numpy()) < 0.25 * width)
+    large = psd.percentiles_with_ci(np.random.default_rng(5).lognormal(2.0, 0.4, 50000), "volume")
+    assert (large["ci_low"] < large["value"]).all() and (large["value"] < large["ci_high"]).all()
+
+
+def test_measure_cli_intensity_from_gray_images(tmp_path, capsys):
+    labels = np.zeros((30, 40), np.uint16)
+    labels[5:10, 5:12] = 1
+    labels[15:25, 20:30] = 2
+    gray = np.arange(1200, dtype=np.uint8).reshape(30, 40) % 200
+    write_image(tmp_path / "labels" / "s.png", labels)
+    write_image(tmp_path / "gray" / "s.png", gray)
+    out = tmp_path / "t.csv"
+    assert run(["particles", "measure", str(tmp_path / "labels"), "--images", str(tmp_path / "gray"),
+                "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert table.loc[0, "Mean"] == pytest.approx(gray[5:10, 5:12].mean())
+    assert table.loc[1, "Max"] == gray[15:25, 20:30].max()
+    write_image(tmp_path / "gray" / "s.png", gray[:20])  # wrong size: one-line error, no output
+    capsys.readouterr()
+    assert run(["particles", "measure", str(tmp_path / "labels"), "--images", str(tmp_path / "gray"),
+                "--out", str(tmp_path / "u.csv")]) == 2
+    assert capsys.readouterr().err.startswith("error:") and not (tmp_path / "u.csv").exists()
+
+
+def test_huge_sparse_ids_give_the_same_table():
+    labels = random_label_image(2, size=128, n=10)
+    sparse = np.where(labels > 0, labels.astype(np.int64) * 1_000_000_007, 0)
+    dense_table = measure_labels(labels)
+    sparse_table = measure_labels(sparse)
+    assert list(sparse_table["Label"]) == [i * 1_000_000_007 for i in dense_table["Label"]]
+    pd.testing.assert_frame_equal(sparse_table.drop(columns="Label"), dense_table.drop(columns="Label"))

@@ -202,3 +202,29 @@ def test_report_bad_inputs_exit_2(case, tmp_path, capsys):
     else:
         assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_depth_report_flat_folder_with_cases_csv(tmp_path):
+    """Real test images are flat (no case folders): cases come from a CSV; without it one 'all' row."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(4):
+        depth = np.full((72, 48), 140 + 10 * (i % 2), np.uint8)
+        depth[20:50, 14:34] = 30
+        write_image(tmp_path / "truth" / f"{i:06d}.png", depth)
+        write_image(tmp_path / "pred" / f"{i:06d}.png", np.clip(depth + rng.integers(-2, 3, depth.shape), 0, 255)
+                    .astype(np.uint8))
+        rows.append({"file": f"{i:06d}.png", "case": 1 + i % 2})
+    pd.DataFrame(rows).to_csv(tmp_path / "cases.csv", index=False)
+    flat = rmse_table(load_depth_samples(tmp_path / "pred", truth_dir=tmp_path / "truth"))
+    assert list(flat["case"]) == ["all"]
+    from micrometry.report.depth import read_cases
+
+    by_case = rmse_table(load_depth_samples(tmp_path / "pred", truth_dir=tmp_path / "truth",
+                                            cases=read_cases(tmp_path / "cases.csv")))
+    assert list(by_case["case"]) == ["Case_1", "Case_2", "all"]
+    assert list(by_case["images"]) == [2, 2, 4]
+    out = tmp_path / "r.html"
+    assert run(["report", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"), "--cases",
+                str(tmp_path / "cases.csv"), "--out", str(out)]) == 0
+    assert "Case_2" in parse(out).cells

@@ -109,9 +109,3 @@ def test_not_a_dataset(tmp_path, capsys):
     assert run(["sem", "info", str(tmp_path)]) == 2
     assert "holds no simulation_data" in capsys.readouterr().err
     assert run(["sem", "info", str(tmp_path / "missing")]) == 2
-
-
-def test_demo_synthesises_and_summarises(tmp_path, capsys):
-    assert run(["demo", "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "real train images" in out and (tmp_path / "demo/sem/test/SEM").is_dir()

@@ -34,11 +34,24 @@ def particle_png(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server():
+def sem_data(tmp_path_factory):
+    """A tiny SEM dataset and a depth model trained on it for one epoch through the CLI."""
+    from micrometry.cli import run
+
+    root = tmp_path_factory.mktemp("websem")
+    assert run(["synth", "sem", root / "data", "--truth", root / "truth", "--n-structures", "8", "--n-sites", "4",
+                "--images-per-site", "2", "--n-test", "6"]) == 0
+    assert run(["depth", "train", root / "data", "--method", "ae", "--out", root / "run", "--epochs", "1"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(sem_data):
     """The app served by uvicorn on a free loopback port, in a background thread."""
     import uvicorn
 
-    app = create_app(particle_model="watershed", limits=Limits(max_upload_bytes=2 * 1024 * 1024))
+    app = create_app(depth_model=sem_data / "run", particle_model="watershed",
+                     limits=Limits(max_upload_bytes=2 * 1024 * 1024))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -82,6 +95,28 @@ def test_particles_upload_gives_overlay_table_and_csv(server, particle_png):
 def test_bad_particle_uploads_get_a_message(server, name, content, expected):
     r = httpx.post(server + "/api/particles", files={"file": (name, content)}, timeout=30)
     assert r.status_code == 400 and expected in r.json()["error"] and "Traceback" not in r.text
+
+
+def test_sem_upload_gives_depth_maps_metrology_and_zip(server, sem_data):
+    tests = sorted((sem_data / "data/test/SEM").glob("*.png"))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in tests[2:]:
+            archive.write(path, path.name)
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in tests[:2]]
+    files.append(("files", ("more.zip", buffer.getvalue(), "application/zip")))
+    r = httpx.post(server + "/api/sem", files=files, data={"nm_per_px": "2"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == len(tests) and len(body["table"]["rows"]) == len(tests)
+    assert {"file", "hole_depth", "top_cd_x", "sidewall_angle"} <= set(body["table"]["columns"])
+    import base64
+
+    archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(body["zip"].split(",", 1)[1])))
+    assert sorted(archive.namelist()) == sorted(p.name for p in tests)
+    depth = np.array(Image.open(io.BytesIO(archive.read(tests[0].name))))
+    assert depth.shape == (72, 48) and depth.dtype == np.uint8
+    assert body["surface"].startswith("data:image/png;base64,")
 
 
 def test_bad_sem_uploads_get_a_message(server):
@@ -136,6 +171,24 @@ def _chromium():
                  "--no-first-run"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_browser_sem_tab(server, sem_data):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    image = sorted((sem_data / "data/test/SEM").glob("*.png"))[0]
+    browser = _chromium()
+    try:
+        browser.get(server + "/")
+        browser.find_element(By.ID, "sem-files").send_keys(str(image))
+        browser.find_element(By.ID, "sem-run").click()
+        count = WebDriverWait(browser, 90).until(ec.visibility_of_element_located((By.ID, "sem-count")))
+        assert count.text.startswith("1 depth map")
+        assert browser.find_element(By.ID, "sem-surface").get_attribute("src").startswith("data:image/png")
+    finally:
+        browser.quit()
 
 
 def test_browser_particles_tab(server, particle_png):

@@ -46,7 +46,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
     try:
         # Standalone mode: typer prints usage errors itself and exits with code 2.
-        app(args=list(argv) if argv is not None else None, prog_name="micrometry")
+        app(args=[str(a) for a in argv] if argv is not None else None, prog_name="micrometry")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

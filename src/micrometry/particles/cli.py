@@ -121,6 +121,7 @@ def measure(
     exclude_edges: bool = typer.Option(False, "--exclude-edges", help="Leave out particles touching the border."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO images list for a results file (default: images.json beside it)."),
     min_score: float = typer.Option(0.0, "--min-score", help="COCO results: ignore detections scoring below this."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Gray images named like the label images: adds Mean, Min, Max."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output tables."),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
@@ -129,7 +130,7 @@ def measure(
     check_outputs_free(out, overwrite)
     with _warnings_as_lines():
         result = measure_source(pred, pixel_size=pixel_size, unit=unit, exclude_edges=exclude_edges,
-                                images_json=images_json, min_score=min_score)
+                                images_json=images_json, min_score=min_score, images_dir=images)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     size = (f"; D50 (number) {s['D50_n']:.3g} {unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"

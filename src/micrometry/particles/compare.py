@@ -64,15 +64,28 @@ class CompareSettings:
     seed: int = 0
 
 
-def bootstrap_medians(values: np.ndarray, n_boot: int, rng: np.random.Generator,
-                      max_elements: int = 4_000_000) -> np.ndarray:
-    """``(n_boot,)`` medians of bootstrap resamples of ``values`` (chunked to bound memory)."""
-    chunk = max(1, max_elements // max(values.size, 1))
-    out = []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, values.size, size=(min(chunk, n_boot - start), values.size))
-        out.append(np.median(values[idx], axis=1))
-    return np.concatenate(out)
+def bootstrap_medians(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot,)`` draws from the bootstrap distribution of the median, without resampling.
+
+    The median of a resample is an order statistic of the sorted sample:
+    P(k-th smallest of n draws <= x_(j)) = P(Binomial(n, j / n) >= k). Drawing
+    from that distribution is O(n) once plus O(log n) per draw, instead of
+    O(n) per resample: a 20 000-particle comparison takes milliseconds, not
+    seconds. Exact for odd n; for even n the two middle order statistics are
+    drawn with the same uniform (their dependence is nearly perfect), which
+    the test suite checks against explicit resampling.
+    """
+    x = np.sort(values)
+    n = x.size
+    share = np.arange(1, n + 1) / n
+    u = rng.random(n_boot)
+
+    def order_statistic(k: int) -> np.ndarray:
+        cdf = stats.binom.sf(k - 1, n, share)
+        return x[np.minimum(np.searchsorted(cdf, u), n - 1)]
+
+    lower = order_statistic((n + 1) // 2)
+    return lower if n % 2 else 0.5 * (lower + order_statistic(n // 2 + 1))
 
 
 def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float:
@@ -160,6 +173,11 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame, descriptors: list[str] | No
             raise InputError(f"table {name} lacks the column(s) {', '.join(missing)}")
         if len(table) < 2:
             raise InputError(f"table {name} has {len(table)} particle(s); at least 2 are needed to compare")
+    # a descriptor needs two finite values on each side (tables edited by hand may hold blanks)
+    descriptors = [d for d in descriptors
+                   if min(np.isfinite(t[d].to_numpy(float)).sum() for t in (a, b)) >= 2]
+    if not descriptors:
+        raise InputError("no descriptor has at least 2 finite values in both tables")
     unit = _unit_of(a, b)
     rng = np.random.default_rng(settings.seed)
     rows = []

@@ -130,6 +130,7 @@ def measure_source(
     images_json: str | Path | None = None,
     min_score: float = 0.0,
     model: str | Path | None = None,
+    images_dir: str | Path | None = None,
     n_boot: int = 500,
 ) -> Measurement:
     """Measure every particle of every image in ``source`` and summarise.
@@ -142,13 +143,15 @@ def measure_source(
     """
     if pixel_size <= 0:
         raise InputError(f"--pixel-size must be positive, got {pixel_size}")
+    gray_by_stem = {p.stem: p for p in list_images(images_dir)} if images_dir is not None else {}
     if model is not None:
         count, items = segmented_label_images(source, model)
     else:
         count, items = iter_label_images(source, images_json, min_score)
     tables, image_rows = [], []
     for item in track(items, "measuring", total=count):
-        table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit)
+        image = _matching_image(gray_by_stem, item) if images_dir is not None else None
+        table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit, image=image)
         image_area = item.labels.size * pixel_size**2
         coverage = float(table["Area"].sum() / image_area) if image_area else 0.0
         touching = int(table["TouchesBorder"].sum())
@@ -157,22 +160,34 @@ def measure_source(
         table.insert(0, "Image", item.name)
         tables.append(table)
         image_rows.append({
-            "Image": item.name, "Width": item.labels.shape[1], "Height": item.labels.shape[0],
+            "Image": item.name, "WidthPx": item.labels.shape[1], "HeightPx": item.labels.shape[0],
             "Count": len(table), "TouchingBorder": touching, "Coverage": coverage,
             **psd_row(table[SIZE_COLUMN].to_numpy(), n_boot=max(100, n_boot // 2)),
         })
     particles = pd.concat(tables, ignore_index=True)
     images = pd.DataFrame(image_rows)
-    total_area = float((images["Width"] * images["Height"]).sum()) * pixel_size**2
-    covered = float((images["Coverage"] * images["Width"] * images["Height"]).sum()) * pixel_size**2
+    total_area = float((images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
+    covered = float((images["Coverage"] * images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
     summary = pd.DataFrame([{
-        "Source": str(source), "Images": len(images), "Count": len(particles),
+        "Source": str(Path(source).resolve()), "Images": len(images), "Count": len(particles),
         "TouchingBorder": int(images["TouchingBorder"].sum()), "ExcludeEdges": exclude_edges,
         "Coverage": covered / total_area if total_area else 0.0,
         "SizeColumn": SIZE_COLUMN, "PixelSize": pixel_size, "Unit": unit,
         **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
     }])
     return Measurement(particles, images, summary)
+
+
+def _matching_image(gray_by_stem: dict[str, Path], item: LabelImage) -> np.ndarray:
+    """The gray image for a label image, by file stem; it must exist and have the same size."""
+    path = gray_by_stem.get(item.name)
+    if path is None:
+        raise DatasetError(f"no gray image named like the label image '{item.name}' in --images")
+    image = read_image(path)
+    if image.shape != item.labels.shape:
+        raise DatasetError(f"size {image.shape[::-1]} differs from its label image {item.labels.shape[::-1]} "
+                           "(width x height)", path)
+    return image
 
 
 # --------------------------------------------------------------------------- outputs

@@ -47,6 +47,9 @@ LENGTH_COLUMNS = ["Perim.", "Feret", "MinFeret", "Major", "Minor", "X", "Y", "Eq
                   "GeodLength", "GeodThickness", "BX", "BY", "Width", "Height"]
 AREA_COLUMNS = ["Area"]
 
+# Per-id arrays (bincount) are sized by the largest id; beyond this, ids are compacted first.
+MAX_DENSE_ID = 10_000_000
+
 # Descriptors worth comparing between batches (positions and angles are not shape).
 SHAPE_DESCRIPTORS = ["Area", "Perim.", "Circ.", "AR", "Round", "Solidity", "Feret", "MinFeret",
                      "Major", "Minor", "EqDiam", "Convexity", "Elongation"]
@@ -85,11 +88,15 @@ def measure_labels(
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers, got {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must be non-negative (0 background, positive particle ids)")
     if pixel_size <= 0:
         raise ValueError(f"pixel_size must be positive, got {pixel_size}")
     if image is not None and np.shape(image) != labels.shape:
         raise ValueError(f"image shape {np.shape(image)} differs from labels shape {labels.shape}")
 
+    if labels.size and labels.max() > MAX_DENSE_ID:
+        return _measure_sparse_ids(labels, pixel_size, unit, image)
     ids, moments = _moments(labels)
     if len(ids) == 0:
         return _empty_table(unit, with_intensity=image is not None)
@@ -103,6 +110,16 @@ def measure_labels(
     table = _calibrate(table, pixel_size)
     table["Unit"] = unit
     return table[_column_order(with_intensity=image is not None)]
+
+
+def _measure_sparse_ids(labels: np.ndarray, pixel_size: float, unit: str, image: np.ndarray | None) -> pd.DataFrame:
+    """Measure a label image with huge ids (e.g. hashes) by renumbering them 1..N and back."""
+    original, inverse = np.unique(labels, return_inverse=True)
+    if original[0] != 0:  # no background pixel: make room for id 0
+        original, inverse = np.r_[0, original], inverse + 1
+    table = measure_labels(inverse.reshape(labels.shape).astype(np.int64), pixel_size, unit, image)
+    table["Label"] = original[table["Label"].to_numpy()]
+    return table
 
 
 def _column_order(with_intensity: bool) -> list[str]:

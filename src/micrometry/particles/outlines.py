@@ -77,9 +77,10 @@ class Outlines:
         ``(V, 2)`` vertex positions (x, y; pixel centres at integer indices).
     succ, pred : ndarray
         ``(V,)`` index of the next / previous vertex along the outline.
-    perimeter_terms : dict of ndarray
-        Per particle id (indexable by id): counts of axis steps, diagonal steps
-        and corners, for the corner-count perimeter.
+    axis_steps, diagonal_steps, corners : ndarray
+        Indexed by particle id: the outer outlines' axis-parallel steps,
+        diagonal half-steps and changes of direction, for the corner-count
+        perimeter (:func:`micrometry.particles.morphometry.corner_count_perimeter`).
     """
 
     label: np.ndarray

@@ -66,6 +66,37 @@ def bootstrap_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     return rng.integers(0, n, size=(n_boot, n))
 
 
+# Up to this many particles the CIs are percentile-bootstrap intervals; above it
+# Woodruff's O(n) intervals (see woodruff_intervals), which agree at that size.
+BOOTSTRAP_MAX = 2000
+
+
+def woodruff_intervals(sizes: np.ndarray, weights: np.ndarray | None, q: np.ndarray,
+                       confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence intervals of weighted quantiles by Woodruff's method (O(n), for large samples).
+
+    The standard error of the weighted CDF at the quantile, from its
+    linearisation sum(w_i (1[x_i <= x_q] - q)) / sum(w), is carried through the
+    inverse CDF: CI = [Q(q - z se), Q(q + z se)]. It agrees with the percentile
+    bootstrap for large n (tests/test_morphometry.py) at a fraction of the cost:
+    a bootstrap of 100 000 particles takes tens of seconds.
+    """
+    from scipy.stats import norm
+
+    w = np.ones_like(sizes) if weights is None else weights
+    z = norm.ppf(0.5 + confidence / 2)
+    values = weighted_quantiles(sizes, weights, q)
+    low, high = [], []
+    for level, value in zip(q, values):
+        terms = w * ((sizes <= value) - level)
+        se = np.sqrt(np.sum((terms - terms.mean()) ** 2)) / w.sum()
+        bounds = np.clip([level - z * se, level + z * se], 0.0, 1.0)
+        lo, hi = weighted_quantiles(sizes, weights, bounds)
+        low.append(lo)
+        high.append(hi)
+    return np.array(low), np.array(high)
+
+
 def percentiles_with_ci(
     sizes: np.ndarray,
     weighting: str = "number",
@@ -74,7 +105,11 @@ def percentiles_with_ci(
     seed: int = 0,
     max_elements: int = 4_000_000,
 ) -> pd.DataFrame:
-    """D10/D50/D90 of ``sizes`` with percentile-bootstrap confidence intervals.
+    """D10/D50/D90 of ``sizes`` with confidence intervals.
+
+    Percentile-bootstrap intervals up to :data:`BOOTSTRAP_MAX` particles,
+    Woodruff intervals above (same coverage at that size, O(n) instead of
+    O(n_boot n log n)).
 
     Parameters
     ----------
@@ -102,13 +137,16 @@ def percentiles_with_ci(
     q = np.array(PERCENTILES) / 100.0
     weights = sizes**3 if weighting == "volume" else None
     value = weighted_quantiles(sizes, weights, q)
+    if sizes.size > BOOTSTRAP_MAX:
+        low, high = woodruff_intervals(sizes, weights, q, confidence)
+        return pd.DataFrame({"value": value, "ci_low": low, "ci_high": high}, index=names)
     rng = np.random.default_rng(seed)
     chunk = max(1, max_elements // sizes.size)
     boots = []
     for start in range(0, n_boot, chunk):
         idx = bootstrap_indices(sizes.size, min(chunk, n_boot - start), rng)
-        boots.append(weighted_quantiles(sizes[idx], None if weights is None else weights[idx], q))
-    boots = np.concatenate([np.atleast_2d(b) for b in boots])
+        boots.append(np.atleast_2d(weighted_quantiles(sizes[idx], None if weights is None else weights[idx], q)))
+    boots = np.concatenate(boots)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boots, [alpha, 1 - alpha], axis=0)
     return pd.DataFrame({"value": value, "ci_low": low, "ci_high": high}, index=names)

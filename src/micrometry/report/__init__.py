@@ -5,6 +5,13 @@
 holds ``micrometry report``.
 """
 
-from micrometry.report.html import Report
-
 __all__ = ["Report"]
+
+
+def __getattr__(name: str):
+    # Lazy: importing matplotlib costs ~1 s, and the CLI imports this package at start-up.
+    if name == "Report":
+        from micrometry.report.html import Report
+
+        return Report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,16 +16,17 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import pandas as pd
 import typer
 
 from micrometry.errors import InputError, OutputExistsError
-from micrometry.io.image import list_images, read_image
 
 
 def detect(path: Path) -> str:
     """Kind of report input: 'table', 'compare', 'particles' or 'depth'."""
+    import numpy as np
+
+    from micrometry.io.image import list_images, read_image
+
     if not path.exists():
         raise InputError("no such file or folder", path)
     if path.is_file():
@@ -46,13 +47,14 @@ def detect(path: Path) -> str:
     return "particles" if read_image(images[0]).dtype == np.uint16 else "depth"
 
 
-def build_report(path: Path, sem: Path | None = None, truth: Path | None = None, images: Path | None = None):
+def build_report(path: Path, sem: Path | None = None, truth: Path | None = None, images: Path | None = None,
+                 cases: Path | None = None):
     """The :class:`~micrometry.report.Report` for ``path`` (see :func:`detect`)."""
     kind = detect(path)
     if kind == "depth":
         from micrometry.report.depth import depth_report
 
-        return depth_report(path, sem, truth)
+        return depth_report(path, sem, truth, cases)
     if kind == "compare":
         return _compare_report(path if path.is_dir() else path.parent)
     from micrometry.report.particles import measure_report, overlay_samples, require_columns
@@ -73,7 +75,12 @@ def build_report(path: Path, sem: Path | None = None, truth: Path | None = None,
     per_image = read_table(siblings["images"]) if siblings["images"].is_file() else None
     summary = read_table(siblings["summary"]) if siblings["summary"].is_file() else None
     source = summary.iloc[0]["Source"] if summary is not None and "Source" in summary else None
-    overlays = overlay_samples(source, images) if source else []
+    overlays = []
+    if source:
+        try:
+            overlays = overlay_samples(source, images)
+        except InputError as exc:  # overlays are a bonus: the table alone still makes a report
+            typer.secho(f"warning: no overlays ({exc})", fg=typer.colors.YELLOW, err=True)
     return measure_report(particles, per_image, summary, overlays)
 
 
@@ -88,6 +95,8 @@ def _main_table(path: Path) -> Path:
 
 
 def _compare_report(folder: Path):
+    import pandas as pd
+
     from micrometry.particles.compare_run import BATCH_A, BATCH_B, COMPARE_CSV, COMPARE_JSON
     from micrometry.report.particles import compare_report
 
@@ -106,6 +115,7 @@ def report(
     out: Path = typer.Option(..., "--out", help="The HTML file to write."),
     sem: Optional[Path] = typer.Option(None, "--sem", help="Depth: folder of the SEM images the maps were predicted from."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Depth: folder of true depth maps (RMSE, error maps)."),
+    cases: Optional[Path] = typer.Option(None, "--cases", help="Depth: CSV with 'file' and 'case' columns, for flat folders."),
     images: Optional[Path] = typer.Option(None, "--images", help="Particles: folder of the gray images, for overlays."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
 ) -> None:
@@ -114,5 +124,5 @@ def report(
         raise InputError("the report must be an .html file", out)
     if out.exists() and not overwrite:
         raise OutputExistsError("already exists (pass --overwrite to replace it)", out)
-    build_report(source, sem, truth, images).write(out)
+    build_report(source, sem, truth, images, cases).write(out)
     typer.echo(f"wrote {out}")

@@ -62,9 +62,29 @@ def _index(folder: Path | None) -> tuple[dict[Path, Path], dict[str, Path]]:
     return {p.relative_to(folder): p for p in files}, {p.stem: p for p in files}
 
 
+def read_cases(path: str | Path) -> dict[str, str]:
+    """File name -> case from a CSV with ``file`` and ``case`` columns (e.g. the SEM simulator's
+    ``TRUTH/test_truth.csv``); numeric cases become ``Case_N``."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read cases CSV ({exc})", path) from None
+    if not {"file", "case"} <= set(table.columns):
+        raise DatasetError("cases CSV needs 'file' and 'case' columns", path)
+    return {Path(str(f)).stem: (f"Case_{c}" if str(c).isdigit() else str(c))
+            for f, c in zip(table["file"], table["case"])}
+
+
 def load_depth_samples(pred_dir: str | Path, sem_dir: str | Path | None = None,
-                       truth_dir: str | Path | None = None) -> list[DepthSample]:
-    """Pair every predicted depth map with its SEM image and truth (matched by path, then by name)."""
+                       truth_dir: str | Path | None = None,
+                       cases: dict[str, str] | None = None) -> list[DepthSample]:
+    """Pair every predicted depth map with its SEM image and truth (matched by path, then by name).
+
+    ``cases`` (file stem -> case) overrides the case read from folder names.
+    """
     pred_dir = Path(pred_dir)
     preds = list_images(pred_dir, recursive=True)
     if not preds:
@@ -90,6 +110,8 @@ def load_depth_samples(pred_dir: str | Path, sem_dir: str | Path | None = None,
         case = case_of(rel)
         if case == "all" and truth_path is not None:  # flat predictions: the truth's folders may tell the case
             case = case_of(truth_path.relative_to(truth_dir))
+        if cases is not None:
+            case = cases.get(path.stem, cases.get(base, case))
         samples.append(DepthSample(path.stem, case, pred, sem, truth))
     return samples
 
@@ -101,7 +123,7 @@ def rmse_table(samples: list[DepthSample]) -> pd.DataFrame:
     """RMSE, MAE and bias (pred - truth) per case over all pixels, plus an 'all' row."""
     rows = []
     scored = [s for s in samples if s.truth is not None]
-    groups = sorted({s.case for s in scored})
+    groups = sorted({s.case for s in scored} - {"all"})
     for case in [*groups, "all"]:
         members = scored if case == "all" else [s for s in scored if s.case == case]
         if not members:
@@ -206,9 +228,9 @@ def deepest_hole(samples: list[DepthSample]) -> DepthSample:
 
 
 def depth_report(pred_dir: str | Path, sem_dir: str | Path | None = None, truth_dir: str | Path | None = None,
-                 n_samples: int = 6, title: str = "Depth from SEM") -> Report:
-    """The whole depth report for a prediction folder."""
-    samples = load_depth_samples(pred_dir, sem_dir, truth_dir)
+                 cases: str | Path | None = None, n_samples: int = 6, title: str = "Depth from SEM") -> Report:
+    """The whole depth report for a prediction folder (``cases``: optional CSV, see :func:`read_cases`)."""
+    samples = load_depth_samples(pred_dir, sem_dir, truth_dir, read_cases(cases) if cases else None)
     report = Report(title)
     report.section("Summary")
     n_truth = sum(s.truth is not None for s in samples)

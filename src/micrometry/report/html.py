@@ -109,6 +109,16 @@ class Report:
         self._parts.append(f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{alt}\">{cap}</figure>")
         return self
 
+    def include(self, other: "Report", heading: str | None = None) -> "Report":
+        """Append another report's content under one heading (its title by default).
+
+        The other report's sections become sub-sections, so one page can hold
+        several jobs' reports (``micrometry demo`` does).
+        """
+        self._parts.append(f"<h2>{html.escape(heading or other.title)}</h2>")
+        self._parts.extend(part.replace("<h2>", "<h3>").replace("</h2>", "</h3>") for part in other._parts)
+        return self
+
     def render(self) -> str:
         """The whole HTML document."""
         stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from micrometry.errors import InputError
@@ -42,11 +43,16 @@ def overlay_figure(sample: OverlaySample) -> Figure:
         rng = np.random.default_rng(0)
         palette = np.vstack([[0.1, 0.1, 0.1], rng.uniform(0.35, 0.9, size=(int(labels.max()) + 1, 3))])
         rgb = palette[np.where(labels > 0, labels + 1, 0)]
-    rgb[find_boundaries(labels, mode="inner")] = [1.0, 0.15, 0.1]
     height, width = labels.shape
+    outline = find_boundaries(labels, mode="inner")
+    # the figure is ~600 px wide: thicken outlines of large images so they survive downsampling
+    thickness = max(1, round(max(height, width) / 600))
+    if thickness > 1:
+        outline = ndimage.binary_dilation(outline, iterations=thickness - 1) & (labels > 0)
+    rgb[outline] = [1.0, 0.15, 0.1]
     fig = Figure(figsize=(6, 6 * height / max(width, 1)))
     ax = fig.add_subplot()
-    ax.imshow(rgb, interpolation="nearest")
+    ax.imshow(rgb, interpolation="antialiased")
     ax.set_title(f"{sample.name}: {len(np.unique(labels)) - (labels == 0).any()} particles")
     ax.axis("off")
     return fig

@@ -100,7 +100,8 @@ class Services:
     def depth_model(self):
         with self._lock:
             if self._depth is None:
-                from micrometry.depth.methods import load_default_method, load_method
+                from micrometry.depth.methods import load_method
+                from micrometry.depth.shipped import load_default_method
 
                 self._depth = (load_method(self.depth_model_path) if self.depth_model_path
                                else load_default_method())
@@ -126,11 +127,14 @@ class Services:
             if image.shape != SEM_SHAPE:
                 raise InputError(f"image is {image.shape[0]}x{image.shape[1]}, SEM images must be 72x48", name)
             images[i] = image if image.dtype == np.uint8 else (image // 257).astype(np.uint8)
-        from micrometry.depth.measure import measure_depth_maps
+        import pandas as pd
 
-        depth = self.depth_model().predict(images)
-        depth_u8 = np.clip(np.rint(depth), 0, 255).astype(np.uint8)
-        table = measure_depth_maps(depth_u8, nm_per_px=nm_per_px)
+        from micrometry.depth.measure import measure_maps
+        from micrometry.depth.predict import predict_in_batches, to_depth_png
+
+        depth = predict_in_batches(self.depth_model(), images)
+        depth_u8 = to_depth_png(depth)
+        table = pd.DataFrame(measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
         table.insert(0, "file", [name for name, _ in uploads])
 
         zipped = io.BytesIO()
