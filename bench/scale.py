@@ -1,10 +1,10 @@
 """Images/s of depth prediction: one process vs a Ray actor pool.
 
     .venv/bin/python bench/scale.py [--images 3000] [--workers 2] [--batch-size 256] [--passes 2]
-                                    [--model RUN] [--data /tmp/micrometry-bench-scale]
+                                    [--method ae | --model RUN] [--data /tmp/micrometry-bench-scale]
 
 Synthesises (once, cached under ``--data``) a dataset with ``--images`` test
-images, trains the default depth method for one short epoch unless ``--model``
+images, trains ``--method`` (default: the default method) for one short epoch unless ``--model``
 names a run folder (speed does not depend on how well it was trained), then
 predicts the test folder end to end (read, predict, write PNGs), exactly as
 ``micrometry depth predict`` does:
@@ -12,7 +12,8 @@ predicts the test folder end to end (read, predict, write PNGs), exactly as
 - ``local``: this process, all cores (``--engine local``);
 - ``ray``: a local Ray instance with ``--workers`` actors of one CPU each
   (``--engine ray --ray-workers N``); Ray's start-up is reported on its own
-  line, the actor pool's start-up is part of every pass (as in every command).
+  line, the actor pool's start-up is part of every pass (as in every command)
+  and shown alone by a pass over a single batch.
 
 Prints one table (best of ``--passes`` passes). The machine may be shared:
 timings vary with its load; say so when quoting them.
@@ -51,11 +52,11 @@ def ensure_dataset(root: Path, n_images: int) -> Path:
     return data
 
 
-def ensure_model(root: Path, data: Path) -> Path:
-    """The default method after one short epoch (enough to time inference)."""
-    run_dir = root / f"run-{DEFAULT_METHOD}"
+def ensure_model(root: Path, data: Path, name: str) -> Path:
+    """The method after one short epoch (enough to time inference)."""
+    run_dir = root / f"run-{name}"
     if not (run_dir / "checkpoints" / "best.pt").is_file():
-        method = create_method(DEFAULT_METHOD)
+        method = create_method(name)
         run = RunDir.for_training(run_dir, overwrite=True)
         train_method(method, DepthData.load(data, method.uses), run, epochs=1, time_budget_s=20)
         run.close()
@@ -80,7 +81,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--passes", type=int, default=2)
-    parser.add_argument("--model", type=Path, default=None, help="a depth run folder (default: train one briefly)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, help="depth method to train briefly and time")
+    parser.add_argument("--model", type=Path, default=None, help="a depth run folder (instead of --method)")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "micrometry-bench-scale")
     args = parser.parse_args()
 
@@ -88,7 +90,7 @@ def main() -> None:
     data = ensure_dataset(args.data, args.images)
     images = data / "test" / "SEM"
     n = len(list(images.iterdir()))
-    run_dir = args.model or ensure_model(args.data, data)
+    run_dir = args.model or ensure_model(args.data, data, args.method)
     method = load_method(run_dir, device="cpu")
 
     rows = [("local", "1 process", time_passes(images, method, LocalEngine(args.batch_size), args.passes))]
@@ -101,6 +103,12 @@ def main() -> None:
     ray_start = time.perf_counter() - started
     engine = RayEngine(args.batch_size, workers=args.workers)
     rows.append(("ray", f"{args.workers} actors", time_passes(images, method, engine, args.passes)))
+    # the fixed cost of a command: starting the actor pool (and one batch)
+    one_batch = Path(tempfile.mkdtemp(prefix="scale-bench-batch-"))
+    for path in sorted(images.iterdir())[:args.batch_size]:
+        shutil.copy(path, one_batch / path.name)
+    fixed = time_passes(one_batch, method, engine, args.passes)
+    shutil.rmtree(one_batch)
     ray.shutdown()
 
     table = Table(title=f"depth predict, {n} images of 72x48, method {method.name}, batch {args.batch_size}, "
@@ -109,6 +117,7 @@ def main() -> None:
         table.add_column(col, justify="left" if col in ("engine", "workers") else "right")
     for engine_name, workers, seconds in rows:
         table.add_row(engine_name, workers, f"{seconds:.2f}", f"{n / seconds:.0f}")
+    table.add_row("ray, 1 batch only", f"{args.workers} actors", f"{fixed:.2f}", "(actor pool start)")
     table.add_row("ray start-up", "(once per command)", f"{ray_start:.2f}", "")
     Console(width=120).print(table)
 
