@@ -5,9 +5,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from micrometry.cli import run as run_cli
-from micrometry.io.image import write_image
+from micrometry.io.image import read_image, write_image
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'micrometry[scale]'")
 
@@ -36,12 +37,24 @@ def _files(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_ray_particles_predict_equals_plain(local_ray, particle_images, tmp_path):
+def test_ray_particles_predict_equals_plain(local_ray, particle_images, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for src in sorted(particle_images.iterdir()):
+        (images / src.name).write_bytes(src.read_bytes())
+    # one colour image: its conversion warning must reach the user from a Ray actor too
+    gray = read_image(images / "test_0003.png")
+    Image.fromarray(np.stack([gray, gray // 2, gray], axis=-1).astype(np.uint8), "RGB").save(images / "test_0003.png")
     plain, distributed = tmp_path / "plain", tmp_path / "ray"
-    assert run(["particles", "predict", particle_images, "--model", "watershed", "--out", plain]) == 0
+    capsys.readouterr()
+    assert run(["particles", "predict", images, "--model", "watershed", "--out", plain, "--batch-size", "2"]) == 0
+    plain_warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     # batch size 2 over 5 images: the two actors get uneven batches and may finish in any order
-    assert run(["particles", "predict", particle_images, "--model", "watershed", "--out", distributed,
+    assert run(["particles", "predict", images, "--model", "watershed", "--out", distributed,
                 "--engine", "ray", "--ray-workers", "2", "--batch-size", "2"]) == 0
+    ray_warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(plain_warnings) == 1 and "test_0003.png: colour image" in plain_warnings[0]
+    assert ray_warnings == plain_warnings
     expected, got = _files(plain), _files(distributed)
     assert len([name for name in expected if name.startswith("labels/")]) == 5
     assert b'"segmentation"' in expected["results.json"]  # particles were found: the comparison means something

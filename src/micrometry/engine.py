@@ -12,9 +12,10 @@ output)`` pairs; the command assembles the outputs. Both engines run the same
 worker code, so they write the same files.
 
 - :class:`LocalEngine` builds one worker in this process.
-- :class:`RayEngine` uses Ray Data: ``ray.data.from_items(items)
-  .map_batches(Worker, compute=ActorPoolStrategy(size=N), batch_size=B)``, a
-  pool of N actors, each holding a model; ``ray.init(address=...)`` joins an
+- :class:`RayEngine` uses Ray Data: ``ray.data.from_items(batches)
+  .map_batches(Worker, compute=ActorPoolStrategy(size=N))``, a pool of N
+  actors, each holding a model, each row one batch of B items (the batches
+  the local engine would make); ``ray.init(address=...)`` joins an
   existing cluster, and without an address a local Ray instance is started.
   On a cluster the inputs and the output folder must be on storage every node
   sees under the same path (NFS, a mounted bucket). Ray is optional:
@@ -86,24 +87,27 @@ class RayEngine:
         """Yield ``(position in items, output)`` as the actors finish them (any order)."""
         import ray
 
+        # One row per batch, cut as LocalEngine cuts them: every model call sees the same
+        # images as in a local run, so even batch-dependent numerics give the same files.
+        starts = range(0, len(items), self.batch_size)
+        rows = [{"start": start, "items": json.dumps(items[start:start + self.batch_size])} for start in starts]
         with self._connected():
-            dataset = ray.data.from_items([{"index": i, "item": json.dumps(item)} for i, item in enumerate(items)])
-            outputs = dataset.map_batches(
+            outputs = ray.data.from_items(rows).map_batches(
                 _RayWorker,
                 fn_constructor_kwargs={"worker_cls": worker_cls, "worker_kwargs": worker_kwargs,
                                        "threads": max(1, int(self.cpus_per_worker))},
-                batch_size=self.batch_size,
+                batch_size=1,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=self.workers),
                 num_cpus=self.cpus_per_worker,
                 num_gpus=self.gpus_per_worker or None,
             )
             for row in outputs.iter_rows():
-                output = json.loads(row["output"])
-                _raise_worker_error(output)
-                for message in output.pop("__warnings__", []):
-                    warnings.warn(message)
-                yield int(row["index"]), output
+                for offset, output in enumerate(json.loads(row["outputs"])):
+                    _raise_worker_error(output)
+                    for message in output.pop("__warnings__", []):
+                        warnings.warn(message)
+                    yield int(row["start"]) + offset, output
 
     @contextlib.contextmanager
     def _connected(self) -> Iterator[None]:
@@ -139,8 +143,11 @@ class _RayWorker:
         os.environ.setdefault("MICROMETRY_QUIET", "1")
         self.worker = worker_cls(**worker_kwargs)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        items = [json.loads(s) for s in batch["item"]]
+    def __call__(self, rows: dict[str, Any]) -> dict[str, Any]:
+        """Ray's column batch of rows, each one batch of items -> the outputs of each."""
+        return {"start": rows["start"], "outputs": [json.dumps(self._run(json.loads(r))) for r in rows["items"]]}
+
+    def _run(self, items: list[dict]) -> list[dict]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -150,7 +157,7 @@ class _RayWorker:
                 outputs = [error] * len(items)
         if outputs and caught:
             outputs[0] = {**outputs[0], "__warnings__": [str(w.message) for w in caught]}
-        return {"index": batch["index"], "output": [json.dumps(o) for o in outputs]}
+        return outputs
 
 
 def _raise_worker_error(output: dict) -> None:
