@@ -150,7 +150,7 @@ def _refuse_existing(path: Optional[Path], overwrite: bool, folder: bool) -> Non
 
 @depth_app.command("predict")
 def depth_predict(
-    images: Path = typer.Argument(..., help="Folder of SEM images, or a dataset folder (uses its test/SEM)."),
+    images: Path = typer.Argument(..., help="Folder of SEM images, a dataset folder (uses its test/SEM), or a .txt list of image paths."),
     model: Path = typer.Option(..., "--model", help="Run folder written by `micrometry depth train`."),
     out: Path = typer.Option(..., "--out", help="Folder for the depth PNGs (same file names)."),
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),

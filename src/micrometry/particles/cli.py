@@ -84,7 +84,7 @@ def _fmt(value: object) -> str:
 
 @particles_app.command("predict")
 def predict(
-    images: Path = typer.Argument(..., help="Folder of images (or one image file)."),
+    images: Path = typer.Argument(..., help="Folder of images, one image, or a .txt list of image paths (one per line)."),
     out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
     model: Optional[str] = typer.Option(None, "--model", help="Built-in model name (e.g. watershed) or a training run folder; default: the shipped default."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
