@@ -126,3 +126,29 @@ class CaseNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, f2, f3 = self.encoder(x)
         return self.head(torch.cat([f3.mean((2, 3)), f2.mean((2, 3)), image_statistics(x)], dim=1))
+
+
+def fused_for_inference(module: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``module`` with every Conv2d+BatchNorm2d pair folded into one Conv2d.
+
+    Same outputs (up to float rounding), fewer passes over memory: CPU inference is faster.
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(module).eval()
+
+    def fold(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Sequential):
+                layers = list(child)
+                for i in range(len(layers) - 1):
+                    if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
+                        layers[i], layers[i + 1] = fuse_conv_bn_eval(layers[i], layers[i + 1]), nn.Identity()
+                setattr(parent, name, nn.Sequential(*layers))
+            else:
+                fold(child)
+
+    fold(fused)
+    return fused

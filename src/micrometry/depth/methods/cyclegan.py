@@ -43,7 +43,7 @@ from micrometry.train import LoopConfig
 GAN_DEFAULTS = {
     "width": 16, "n_blocks": 2, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 16, "n_critic": 1,
     "gp": 10.0, "lambda_cycle": 10.0, "lambda_idt": 0.5,
-    "classifier_width": 8, "classifier_lr": 3e-3, "classifier_steps": 4,
+    "classifier_width": 8, "classifier_lr": 3e-3, "classifier_steps": 8, "classifier_total_steps": 800,
     "epochs": 4, "time_budget_s": 600.0, "val_fraction": 0.1,
 }
 
@@ -57,7 +57,8 @@ def task_settings(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     return {"lr": cfg["lr"], "betas": (cfg["beta1"], cfg["beta2"]), "batch_size": int(cfg["batch_size"]),
             "n_critic": int(cfg["n_critic"]), "weights": gan_weights(cfg), "classifier_lr": cfg["classifier_lr"],
             "classifier_steps": int(cfg["classifier_steps"]),
-            "val_fraction": cfg["val_fraction"], "seed": seed, "epochs": int(cfg["epochs"])}
+            "classifier_total_steps": int(cfg["classifier_total_steps"]),
+            "val_fraction": cfg["val_fraction"], "seed": seed}
 
 
 class CycleGanTask(PerCaseGanTask):
@@ -112,8 +113,9 @@ class CycleGanMethod(DepthMethod):
         Batch size and critic steps per generator step.
     gp, lambda_cycle, lambda_idt, guided_l1 : float
         Gradient penalty (10), cycle (10), identity (0.5 x cycle) and guided L1 (1) weights.
-    classifier_width, classifier_lr, classifier_steps : int, float, int
-        The case classifier, trained alongside on the real images (``classifier_steps`` per GAN step).
+    classifier_width, classifier_lr, classifier_steps, classifier_total_steps : int, float, int, int
+        The case classifier, trained alongside on the real images: ``classifier_steps`` per GAN step
+        until it has had ``classifier_total_steps`` (cosine learning rate to zero).
     epochs, time_budget_s : int, float
         Default schedule (``--epochs`` / ``--time-budget`` override).
     val_fraction : float

@@ -8,11 +8,16 @@ folder) that picks the per-case model at inference.
 Every training step takes one case: a batch of that case's simulated renders
 (with their depth maps) and an equally large random batch of its real images;
 then the classifier (depth-core's :class:`CaseClassifierTask`, reused as a
-part) takes one step on a batch of real images of all cases. The cases take
+part) takes a few steps on batches of real images of all cases, until it has
+had its own cosine learning-rate schedule of ``classifier_total_steps`` steps
+(a GAN step costs ~50 classifier steps, so it converges early and then stays
+fixed, whatever the time budget). The cases take
 turns in a seeded random order, so an interrupted run resumes exactly.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -111,6 +116,8 @@ class PerCaseGanTask(TrainTask):
     classifier_lr : float
     classifier_steps : int
         Classifier steps per GAN step.
+    classifier_total_steps : int
+        Length of the classifier's training (cosine schedule to zero); no steps after it.
     val_fraction, seed : float, int
         Held-out simulated structures and real sites, split by the seed.
     epochs : int
@@ -119,22 +126,22 @@ class PerCaseGanTask(TrainTask):
 
     def __init__(self, gans: dict[str, CycleGan], classifier: nn.Module, sim: SimArrays, real: RealArrays,
                  device: torch.device, lr: float, betas: tuple[float, float], batch_size: int, n_critic: int,
-                 weights: GanWeights, classifier_lr: float, classifier_steps: int, val_fraction: float, seed: int,
-                 epochs: int):
+                 weights: GanWeights, classifier_lr: float, classifier_steps: int, classifier_total_steps: int,
+                 val_fraction: float, seed: int):
         self.gans, self.classifier, self.device = gans, classifier, device
         self.batch_size, self.n_critic, self.weights = batch_size, n_critic, weights
-        self.classifier_steps = classifier_steps
+        self.classifier_steps, self.classifier_total_steps = classifier_steps, classifier_total_steps
         sim_train, sim_val = sim.split(val_fraction, seed)
         real_train, _ = site_split(real, val_fraction, seed)
         self.sim_x, self.sim_d, self.sim_case = self._sim_tensors(sim, sim_train)
         self.val_x, self.val_d, self.val_case = self._sim_tensors(sim, sim_val)
-        self.real_x = to_unit_range(torch.from_numpy(real.images[real_train]).float().unsqueeze(1)).to(device)
+        self.real_x = self._unit_tensor(real.images[real_train])
         self.real_case = real.case[real_train]
         self.cases = trainable_cases(self.sim_case, self.real_case)
         self.real_rows_of = {c: torch.from_numpy(np.flatnonzero(self.real_case == c)) for c in CASES}
         # Same seed and fraction: the classifier holds out the same sites.
         self.classifier_task = CaseClassifierTask(classifier, real, device, seed, lr=classifier_lr,
-                                                  val_site_fraction=val_fraction, epochs=epochs)
+                                                  val_site_fraction=val_fraction)
 
         self.modules = {**gans, **self.classifier_task.modules}
         generator_params = [p for g in gans.values() for p in g.generator_parameters()]
@@ -144,15 +151,21 @@ class PerCaseGanTask(TrainTask):
             "critics": torch.optim.Adam(critic_params, lr=lr, betas=betas),
             **self.classifier_task.optimizers,
         }
-        self.schedulers = dict(self.classifier_task.schedulers)
+        # Stepped per classifier step (see end_epoch), replacing the classifier task's per-epoch schedule.
+        total = max(classifier_total_steps, 1)
+        self.schedulers = {"classifier_lr": torch.optim.lr_scheduler.LambdaLR(
+            self.optimizers["classifier_opt"], lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))}
         self._step_generator = torch.Generator().manual_seed(seed + 7)
 
     def _sim_tensors(self, sim: SimArrays, rows: np.ndarray):
         """Each render its own sample, with its depth map; both in [-1, 1]."""
         x = sim.sem[rows].reshape(-1, *sim.sem.shape[2:])
         d = np.repeat(sim.depth[rows], 2, axis=0)
-        to_tensor = lambda a: to_unit_range(torch.from_numpy(a).float().unsqueeze(1)).to(self.device)  # noqa: E731
-        return to_tensor(x), to_tensor(d), np.repeat(sim.case[rows], 2)
+        return self._unit_tensor(x), self._unit_tensor(d), np.repeat(sim.case[rows], 2)
+
+    def _unit_tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """``(N, 72, 48)`` pixel values -> ``(N, 1, 72, 48)`` in [-1, 1] on the training device."""
+        return to_unit_range(torch.from_numpy(pixels).float().unsqueeze(1)).to(self.device)
 
     # -- the loop's interface ---------------------------------------------
     def train_batches(self, epoch: int, generator: torch.Generator):
@@ -181,10 +194,17 @@ class PerCaseGanTask(TrainTask):
         self.optimizers["generators"].step()
         requires_grad(critics, True)
 
-        cls = self.classifier_task
-        for _ in range(self.classifier_steps):  # its steps are ~50x cheaper than a GAN step
-            class_loss = cls.train_step(torch.randint(len(cls.x), (cls.batch_size,), generator=g))["ce"]
-        return {"critic": critic_loss.item(), "gen": gen_loss.item(), "cls": class_loss, **parts}
+        losses = {"critic": critic_loss.item(), "gen": gen_loss.item(), **parts}
+        cls, schedule = self.classifier_task, self.schedulers["classifier_lr"]
+        for _ in range(self.classifier_steps):
+            if schedule.last_epoch >= self.classifier_total_steps:
+                break
+            losses["cls"] = cls.train_step(torch.randint(len(cls.x), (cls.batch_size,), generator=g))["ce"]
+            schedule.step()
+        return losses
+
+    def end_epoch(self, epoch: int) -> None:
+        """Nothing to do: the only schedule is the classifier's, stepped per classifier step."""
 
     def gan_losses(self, case: int, sim: torch.Tensor, depth: torch.Tensor, real: torch.Tensor,
                    critic: bool) -> tuple[torch.Tensor, dict[str, float]]:

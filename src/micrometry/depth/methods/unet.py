@@ -19,7 +19,7 @@ from torch import nn
 from micrometry.depth.dataset import RealArrays
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.sim_task import sim_tensors
-from micrometry.depth.nets import HoleUNet, image_statistics
+from micrometry.depth.nets import HoleUNet, fused_for_inference, image_statistics
 from micrometry.train import LoopConfig, TrainTask
 
 FLIP_DIMS = ([], [3], [2], [2, 3])  # identity, left-right, up-down, both
@@ -34,16 +34,45 @@ def site_split(real: RealArrays, val_fraction: float, seed: int) -> tuple[np.nda
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def _gaussian_kernel(sigma: float, dtype, device) -> torch.Tensor:
+    r = torch.arange(-3, 4, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (r / max(sigma, 1e-3)) ** 2)
+    return k / k.sum()
+
+
 def random_blur(x: torch.Tensor, generator: torch.Generator, max_sigma: float) -> torch.Tensor:
-    """Blur the batch with one random Gaussian (separable, sigma in [0, max_sigma]): a wider real probe."""
-    sigma = float(torch.rand(1, generator=generator)) * max_sigma
-    if sigma < 0.2:
-        return x
-    r = torch.arange(-2, 3, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (r / sigma) ** 2)
-    k = k / k.sum()
-    x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1))
-    return nn.functional.conv2d(nn.functional.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5))
+    """Blur the batch with one random astigmatic Gaussian (sigma_x, sigma_y in [0, max_sigma]):
+    a wider, astigmatic real probe on top of the simulator's."""
+    sy, sx = (torch.rand(2, generator=generator) * max_sigma).tolist()
+    if sy > 0.2:
+        k = _gaussian_kernel(sy, x.dtype, x.device).view(1, 1, 7, 1)
+        x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, 3, 3), mode="replicate"), k)
+    if sx > 0.2:
+        k = _gaussian_kernel(sx, x.dtype, x.device).view(1, 1, 1, 7)
+        x = nn.functional.conv2d(nn.functional.pad(x, (3, 3, 0, 0), mode="replicate"), k)
+    return x
+
+
+def line_jitter(x: torch.Tensor, generator: torch.Generator, max_px: float) -> torch.Tensor:
+    """Shift every image row by its own random sub-pixel amount (scan-line jitter), linearly interpolated."""
+    b, _, h, w = x.shape
+    sd = torch.rand(b, 1, generator=generator) * max_px
+    shift = (torch.randn(b, h, generator=generator) * sd).to(x.device, x.dtype)  # (B, H) pixels
+    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w) - shift[:, :, None]
+    x0 = cols.floor().clamp(0, w - 1)
+    frac = (cols - cols.floor()).clamp(0, 1)
+    x1 = (x0 + 1).clamp(max=w - 1)
+    rows = x[:, 0]
+    out = rows.gather(2, x0.long()) * (1 - frac) + rows.gather(2, x1.long()) * frac
+    return out.unsqueeze(1)
+
+
+def charging_ramp(x: torch.Tensor, generator: torch.Generator, max_drift: float) -> torch.Tensor:
+    """Multiply by a brightness drift along the slow scan axis (rows), as charging does."""
+    b, _, h, _ = x.shape
+    drift = ((torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * max_drift).to(x.device, x.dtype)
+    ramp = torch.linspace(0, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+    return x * (1 + drift * (1 - torch.exp(-3 * ramp)))
 
 
 class UNetTask(TrainTask):
@@ -97,6 +126,10 @@ class UNetTask(TrainTask):
                 y = None if y is None else y.flip(dims)
         if imaging and self.cfg["blur_aug"] > 0:
             x = random_blur(x, self._aug, self.cfg["blur_aug"])
+        if imaging and self.cfg["jitter_aug"] > 0:
+            x = line_jitter(x, self._aug, self.cfg["jitter_aug"])
+        if imaging and self.cfg["charging_aug"] > 0:
+            x = charging_ramp(x, self._aug, self.cfg["charging_aug"])
         if imaging and self.cfg["noise_aug"] > 0:
             sd = torch.rand(len(x), 1, 1, 1, generator=self._aug).to(x.device) * self.cfg["noise_aug"]
             x = x + sd * torch.randn(x.shape, generator=self._aug).to(x.device)
@@ -108,18 +141,23 @@ class UNetTask(TrainTask):
         true_depth = y.flatten(1).amax(1) - self.nets[0].bottom
         losses = {"map": 0.0, "depth": 0.0, "real": 0.0}
         total = 0.0
+        if real_idx is not None:
+            rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)], imaging=False)
+            real_d = self.real_d[real_idx.to(self.x.device)]
+            # One pass over simulated and real images together: BatchNorm statistics then see the
+            # same mixture in training as its running averages hold at inference.
+            x = torch.cat([x, rx])
+        n_sim = len(y)
         for net in self.nets:
             shape, depth = net.forward_parts(x)
-            pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
+            pred = net.bottom + depth[:n_sim].view(-1, 1, 1, 1) * shape[:n_sim]
             map_loss = nn.functional.l1_loss(pred, y)
-            depth_loss = nn.functional.l1_loss(depth, true_depth)
+            depth_loss = nn.functional.l1_loss(depth[:n_sim], true_depth)
             loss = map_loss + self.cfg["depth_weight"] * depth_loss
             losses["map"] += map_loss.item() / len(self.nets)
             losses["depth"] += depth_loss.item() / len(self.nets)
             if real_idx is not None:
-                rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)], imaging=False)
-                _, real_depth = net.forward_parts(rx)
-                real_loss = nn.functional.l1_loss(real_depth, self.real_d[real_idx.to(self.x.device)])
+                real_loss = nn.functional.l1_loss(depth[n_sim:], real_d)
                 loss = loss + self.cfg["real_weight"] * real_loss
                 losses["real"] += real_loss.item() / len(self.nets)
             total = total + loss
@@ -164,6 +202,10 @@ class UNetMethod(DepthMethod):
     blur_aug : float
         Largest sigma (px) of a random Gaussian blur applied to simulated training
         inputs, to cover a real tool's wider probe; 0 turns it off.
+    jitter_aug : float
+        Largest standard deviation (px) of random per-row shifts (scan-line jitter).
+    charging_aug : float
+        Largest relative brightness drift along the rows (charging).
     noise_aug : float
         Largest standard deviation (of [0, 1] brightness) of Gaussian noise added to
         simulated training inputs: real tools often image at a lower dose.
@@ -180,8 +222,8 @@ class UNetMethod(DepthMethod):
 
     name = "unet"
     uses: tuple[str, ...] = ("sim",)
-    defaults = {"width": 8, "unshuffle": 2, "ensemble": 1, "mean_itr": False, "flips": True, "blur_aug": 1.2,
-                "noise_aug": 0.04, "normalize": True,
+    defaults = {"width": 8, "unshuffle": 2, "ensemble": 1, "mean_itr": False, "flips": True, "blur_aug": 1.5,
+                "jitter_aug": 0.5, "charging_aug": 0.04, "noise_aug": 0.04, "normalize": True,
                 "tta": 1, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 12, "depth_weight": 1.0,
                 "val_fraction": 0.1}
     use_real = False
@@ -206,11 +248,30 @@ class UNetMethod(DepthMethod):
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> UNetTask:
         data.require(*self.uses)
+        self._fused = None
         return UNetTask(list(self.modules.values()), data, device, self.cfg, seed, self.use_real)
 
     def extra_state(self) -> dict:
         ridge = None if self.ridge is None else [np.asarray(v).tolist() for v in self.ridge]
         return {"affine": list(self.affine), "ridge": ridge}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._fused = None
+
+    def to(self, device):
+        self._fused = None
+        return super().to(device)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """As :meth:`DepthMethod.predict`, with BatchNorm folded into the convolutions (faster)."""
+        if getattr(self, "_fused", None) is None:
+            self._fused = {k: fused_for_inference(m) for k, m in self.modules.items()}
+        trained, self.modules = self.modules, self._fused
+        try:
+            return super().predict(images)
+        finally:
+            self.modules = trained
 
     def load_extra_state(self, state: dict) -> None:
         self.affine = tuple(state.get("affine", (1.0, 0.0)))
