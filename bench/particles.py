@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["watershed", *LEARNED])
     parser.add_argument("--threads", type=int, default=2, help="torch threads when timing inference")
     parser.add_argument("--train-args", default="", help="extra arguments for 'particles train'")
+    parser.add_argument("--tta", action="store_true", help="also score the U-Net models with flip TTA")
     args = parser.parse_args()
 
     data, truth = synthesise(args.work, args.seed, args.n_train, args.n_test)
@@ -111,6 +112,11 @@ def main() -> None:
             segmenter = load_segmenter(model)
         rows.append({"model": model, "train_min": minutes, **score(segmenter, data, truth, args.threads)})
         print(json.dumps(rows[-1]), flush=True)
+        if args.tta and model in ("unet-watershed", "center-offset"):
+            tta = load_segmenter(args.work / "runs" / model, tta=True)
+            rows.append({"model": f"{model} + flip TTA", "train_min": minutes,
+                         **score(tta, data, truth, args.threads)})
+            print(json.dumps(rows[-1]), flush=True)
 
     table = Table(title=f"particles bench: {args.n_train} train / {args.n_test} test images 1024x1280, "
                         f"seed {args.seed}, {os.cpu_count()} CPU cores, {args.threads} torch threads")

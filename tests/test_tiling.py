@@ -1,7 +1,6 @@
 """Tiled inference: stitched maps equal a single pass, instances across tile borders stay whole."""
 
 import numpy as np
-import pytest
 import torch
 
 from micrometry.particles.models.dense import DenseSegmenter, build_network

@@ -238,7 +238,8 @@ def train(
         settings.time_budget_s = time_budget * 60 if time_budget > 0 else None
     with _warnings_as_lines():
         metrics = train_model(coco, out, settings, resume=resume, overwrite=overwrite, threads=threads,
-                              model_given=model is not None)
+                              model_given=model is not None,
+                              given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None})
     best, final = metrics.get("best", {}), metrics.get("final", {})
     typer.echo(f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
                f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "

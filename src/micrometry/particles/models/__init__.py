@@ -15,6 +15,8 @@ from micrometry.errors import CheckpointError
 from micrometry.particles.segmenter import SEGMENTERS
 
 SHIPPED_CHECKPOINT = "particles_default.pt"
+#: the model the shipped checkpoint holds (``segmenter.DEFAULT_MODEL`` names it too)
+SHIPPED_MODEL = "center-offset"
 
 
 def shipped_checkpoint() -> Path:
@@ -25,13 +27,13 @@ def shipped_checkpoint() -> Path:
     return path
 
 
-def _dense_factory(model: str, needs_run: bool):
+def _dense_factory(model: str):
     def make(checkpoint: str | Path | None = None, scale: float | None = None, tile: int | None = None,
              tta: bool = False):
         from micrometry.particles.models.dense import load_dense_segmenter
 
         if checkpoint is None:
-            if needs_run:
+            if model != SHIPPED_MODEL:
                 raise CheckpointError(f"model {model!r} has no shipped weights: train a run with "
                                       f"'micrometry particles train COCO_DIR --model {model} --out RUN' "
                                       f"and pass --model RUN")
@@ -43,8 +45,8 @@ def _dense_factory(model: str, needs_run: bool):
     return make
 
 
-SEGMENTERS.register("center-offset")(_dense_factory("center-offset", needs_run=False))
-SEGMENTERS.register("unet-watershed")(_dense_factory("unet-watershed", needs_run=True))
+SEGMENTERS.register("center-offset")(_dense_factory("center-offset"))
+SEGMENTERS.register("unet-watershed")(_dense_factory("unet-watershed"))
 
 
 @SEGMENTERS.register("maskrcnn")

@@ -155,7 +155,8 @@ def make_task(settings: TrainSettings, train: list[LabelledImage], val: list[Lab
 
 
 def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, resume: bool = False,
-                overwrite: bool = False, threads: int | None = None, model_given: bool = True) -> dict[str, Any]:
+                overwrite: bool = False, threads: int | None = None, model_given: bool = True,
+                given: set[str] | None = None) -> dict[str, Any]:
     """Train ``settings.model`` on a COCO folder into the run folder ``out``.
 
     Returns
@@ -169,9 +170,10 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
         Unknown model or bad settings; ``DatasetError`` for a bad dataset;
         ``CheckpointError`` when resuming a run of another model.
 
-    With ``resume`` the run's own settings are used (only ``epochs`` and the
-    time budget may grow); ``model_given`` says whether ``settings.model`` was
-    asked for explicitly (then it must match the run's).
+    With ``resume`` the run's own settings are used, except ``epochs`` and
+    ``time_budget_s`` when they are in ``given`` (the fields the user set; None:
+    both); ``model_given`` says whether ``settings.model`` was asked for
+    explicitly (then it must match the run's).
     """
     if settings.model not in TRAINABLE:
         raise InputError(f"unknown trainable particle model {settings.model!r}; "
@@ -188,8 +190,8 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
         if model_given and previous.get("model") != settings.model:
             raise CheckpointError(f"run was trained with model {previous.get('model')!r}, "
                                   f"not {settings.model!r}", run.config_path)
-        settings = TrainSettings(**{**previous["settings"], "epochs": settings.epochs,
-                                    "time_budget_s": settings.time_budget_s})
+        extendable = {"epochs", "time_budget_s"} & (given if given is not None else {"epochs", "time_budget_s"})
+        settings = TrainSettings(**{**previous["settings"], **{k: getattr(settings, k) for k in extendable}})
     elif not overwrite and (Path(out) / "config.json").exists():
         RunDir.for_training(out)  # refuses, before any work, to clobber an earlier run
     configure_threads(threads)
