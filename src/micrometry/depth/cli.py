@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from micrometry.launch import supports_ddp
+
 sem_app = typer.Typer(help="SEM datasets in the 2022 Samsung 3D-metrology layout.", no_args_is_help=True)
 depth_app = typer.Typer(help="Depth from SEM: train, predict, evaluate, measure.", no_args_is_help=True)
 
@@ -87,6 +89,7 @@ def _parse_params(pairs: list[str]) -> dict:
 
 
 @depth_app.command("train")
+@supports_ddp
 def depth_train(
     data: Path = typer.Argument(..., help="Dataset folder (simulation_data/, train/)."),
     out: Path = typer.Option(..., "--out", help="Run folder: config, metrics, log, checkpoints."),
@@ -100,6 +103,7 @@ def depth_train(
                                 "2-core machine, 2 threads ran 7x slower than 1 (measured)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUT."),
+    ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry depth train ... --ddp` (docs/scale.md)."),
 ) -> None:
     """Train a depth method; prints the best validation metrics."""
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
@@ -147,7 +151,7 @@ def _refuse_existing(path: Optional[Path], overwrite: bool, folder: bool) -> Non
 
 @depth_app.command("predict")
 def depth_predict(
-    images: Path = typer.Argument(..., help="Folder of SEM images, or a dataset folder (uses its test/SEM)."),
+    images: Path = typer.Argument(..., help="Folder of SEM images, a dataset folder (uses its test/SEM), or a .txt list of image paths."),
     model: Path = typer.Option(..., "--model", help="Run folder written by `micrometry depth train`."),
     out: Path = typer.Option(..., "--out", help="Folder for the depth PNGs (same file names)."),
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
@@ -156,20 +160,25 @@ def depth_predict(
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads; 0: all cores (on a busy machine 1 can be "
                                 "faster, see depth train)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT / zip."),
+    engine: str = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."),
+    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); default: a local Ray instance."),
 ) -> None:
     """Predict one 72x48 uint8 depth map per SEM image."""
     import time
 
     from micrometry.depth.methods import load_method
     from micrometry.depth.predict import predict_folder
+    from micrometry.engine import make_engine
     from micrometry.train.loop import configure_threads
 
+    runner = make_engine(engine, batch_size, ray_workers, ray_address)
     _refuse_existing(out, overwrite, folder=True)
     _refuse_existing(zip_path, overwrite, folder=False)
     configure_threads(threads or None)
     method = load_method(model, device=device)
     started = time.perf_counter()
-    n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size)
+    n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)
     seconds = time.perf_counter() - started
     typer.echo(f"{n} depth maps ({method.name}) -> {out}" + (f" and {zip_path}" if zip_path else "")
                + f" in {seconds:.1f} s")

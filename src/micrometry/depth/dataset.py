@@ -343,6 +343,12 @@ def load_test(index: SemIndex) -> ImageArrays:
 
 def load_image_folder(folder: str | Path) -> ImageArrays:
     """Every PNG/JPEG/TIFF in ``folder`` (a dataset root uses its test/SEM), as 72x48 gray."""
+    paths = image_paths(folder)
+    return ImageArrays(_read_stack(paths, "loading SEM images"), [p.name for p in paths])
+
+
+def image_paths(folder: str | Path) -> list[Path]:
+    """The image files :func:`load_image_folder` reads, in its order."""
     from micrometry.io.image import list_images
 
     folder = Path(folder)
@@ -351,4 +357,9 @@ def load_image_folder(folder: str | Path) -> ImageArrays:
     paths = list_images(folder)
     if not paths:
         raise DatasetError("no images found", folder)
-    return ImageArrays(_read_stack(paths, "loading SEM images"), [p.name for p in paths])
+    return paths
+
+
+def read_sem_stack(paths: list[Path]) -> np.ndarray:
+    """``(N, 72, 48)`` uint8 SEM images, read and checked as :func:`load_image_folder` does."""
+    return _read_stack(paths, "reading SEM images")

@@ -155,11 +155,42 @@ def write_image(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:
 
 
 def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` sorted by name (a single file is returned as is)."""
+    """Image files in ``folder`` sorted by name (a single file is returned as is).
+
+    A ``.txt`` file is a list of images: one path per line (relative to the
+    list's folder; blank lines and ``#`` comments skipped), kept in its order.
+    """
     folder = Path(folder)
+    if folder.is_file() and folder.suffix.lower() == ".txt":
+        return read_image_list(folder)
     if folder.is_file():
         return [folder]
     if not folder.is_dir():
         raise ImageReadError("no such file or folder", folder)
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image_list(path: str | Path) -> list[Path]:
+    """The image paths a ``.txt`` list names, in its order (see :func:`list_images`).
+
+    Raises
+    ------
+    ImageReadError
+        A listed file that does not exist (the message names it).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImageReadError(f"cannot read the image list ({exc})", path) from None
+    files = []
+    for number, line in enumerate(lines, start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        file = (path.parent / entry) if not Path(entry).is_absolute() else Path(entry)
+        if not file.is_file():
+            raise ImageReadError(f"listed on line {number} of {path.name} but does not exist", file)
+        files.append(file)
+    return files

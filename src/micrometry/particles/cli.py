@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from micrometry.launch import supports_ddp
+
 particles_app = typer.Typer(help="Particles: segment, measure, compare.", no_args_is_help=True)
 
 # Tables for people: never narrower than 120 columns when piped to a file or a pager.
@@ -82,7 +84,7 @@ def _fmt(value: object) -> str:
 
 @particles_app.command("predict")
 def predict(
-    images: Path = typer.Argument(..., help="Folder of images (or one image file)."),
+    images: Path = typer.Argument(..., help="Folder of images, one image, or a .txt list of image paths (one per line)."),
     out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
     model: Optional[str] = typer.Option(None, "--model", help="Built-in model name (e.g. watershed) or a training run folder; default: the shipped default."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
@@ -92,15 +94,20 @@ def predict(
     scale: Optional[float] = typer.Option(None, "--scale", help="Learned models: network resolution relative to the image (default: the run's)."),
     tile: Optional[int] = typer.Option(None, "--tile", min=32, help="Learned models: tile side in network pixels for large images (default 768)."),
     tta: bool = typer.Option(False, "--tta", help="Learned models: average over the four flips (about 4x slower)."),
+    engine: str = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."),
+    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); default: a local Ray instance."),
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
+    from micrometry.engine import make_engine
     from micrometry.particles.predict import predict_folder
     from micrometry.particles.segmenter import load_segmenter
 
+    runner = make_engine(engine, batch_size, ray_workers, ray_address)
     options = {"scale": scale, "tile": tile, "tta": tta or None}
     segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
-        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays)
+        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner)
     typer.echo(f"{summary['images']} images, {summary['particles']} particles "
                f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
 
@@ -203,6 +210,7 @@ def _fmt3(value: float | None) -> str:
 
 
 @particles_app.command("train")
+@supports_ddp
 def train(
     coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
     out: Path = typer.Option(..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."),
@@ -218,6 +226,7 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in --out."),
+    ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry particles train ... --ddp` (docs/scale.md)."),
 ) -> None:
     """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
     from micrometry.particles.models.training import TrainSettings, train_model

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from micrometry.engine import LocalEngine, RayEngine
 from micrometry.errors import DatasetError, ImageReadError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
@@ -83,37 +84,73 @@ def _hue_to_rgb(hue: np.ndarray) -> np.ndarray:
     return 1 - np.clip(np.minimum(k, 4 - k), 0, 1)
 
 
+class SegmentWorker:
+    """Holds a segmenter; segments a batch of images and writes their label and overlay PNGs.
+
+    What a prediction engine (:mod:`micrometry.engine`) runs: in this process,
+    or as a Ray actor, one per worker.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        The model (shipped to each Ray actor once, when the actor starts).
+    folder : str
+        The PRED folder under construction (``labels/`` and ``overlays/`` exist).
+    write_overlays : bool
+        Also write ``overlays/<stem>.png``.
+    """
+
+    def __init__(self, segmenter: Segmenter, folder: str, write_overlays: bool = True):
+        self.segmenter, self.folder, self.write_overlays = segmenter, Path(folder), write_overlays
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        """``items``: ``{"image_id", "path"}`` each; returns ``{"results", "count", "seconds"}`` each."""
+        arrays = [read_image(item["path"]) for item in items]
+        t0 = time.perf_counter()
+        found: list[Instances] = self.segmenter.segment_batch(arrays)
+        seconds = (time.perf_counter() - t0) / max(len(items), 1)
+        outputs = []
+        for item, image, inst in zip(items, arrays, found):
+            path = Path(item["path"])
+            if inst.count > 65535:
+                raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
+            write_image(self.folder / "labels" / f"{path.stem}.png", inst.labels.astype(np.uint16))
+            if self.write_overlays:
+                write_image(self.folder / "overlays" / f"{path.stem}.png", overlay(image, inst.labels))
+            outputs.append({"results": instances_to_results(item["image_id"], inst.labels, inst.scores),
+                            "count": inst.count, "seconds": seconds})
+        return outputs
+
+
 def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: Path | None = None,
-                   batch_size: int = 4, overwrite: bool = False, write_overlays: bool = True) -> dict:
-    """Segment every image and write the PRED folder; returns a small summary."""
+                   batch_size: int = 4, overwrite: bool = False, write_overlays: bool = True,
+                   engine: LocalEngine | RayEngine | None = None) -> dict:
+    """Segment every image and write the PRED folder; returns a small summary.
+
+    ``engine`` runs the segmentation (:class:`~micrometry.engine.LocalEngine`
+    with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
+    spreads it over a Ray actor pool); the files written are the same.
+    """
+    engine = engine or LocalEngine(batch_size)
     pairs, images_dict = image_list(Path(images), images_json)
-    results: list[dict] = []
-    seconds = 0.0
+    items = [{"image_id": int(image_id), "path": str(Path(path).resolve())} for image_id, path in pairs]
+    outputs: list[dict | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "labels").mkdir()
         if write_overlays:
             (tmp / "overlays").mkdir()
+        worker_kwargs = {"segmenter": segmenter, "folder": str(tmp.resolve()), "write_overlays": write_overlays}
         with make_progress() as progress:
-            task = progress.add_task(f"segmenting ({segmenter.name})", total=len(pairs), info="")
-            for start in range(0, len(pairs), batch_size):
-                batch = pairs[start:start + batch_size]
-                arrays = [read_image(path) for _, path in batch]
-                t0 = time.perf_counter()
-                found: list[Instances] = segmenter.segment_batch(arrays)
-                seconds += time.perf_counter() - t0
-                for (image_id, path), image, inst in zip(batch, arrays, found):
-                    results.extend(instances_to_results(image_id, inst.labels, inst.scores))
-                    n_objects += inst.count
-                    if inst.count > 65535:
-                        raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
-                    write_image(tmp / "labels" / f"{path.stem}.png", inst.labels.astype(np.uint16))
-                    if write_overlays:
-                        write_image(tmp / "overlays" / f"{path.stem}.png", overlay(image, inst.labels))
-                progress.advance(task, len(batch))
-                progress.update(task, info=f"{n_objects} particles")
-        write_results(tmp / "results.json", results)
+            task = progress.add_task(f"segmenting ({segmenter.name}, {engine.name})", total=len(items), info="")
+            for index, output in engine.map(SegmentWorker, worker_kwargs, items):
+                outputs[index] = output
+                n_objects += output["count"]
+                progress.update(task, advance=1, info=f"{n_objects} particles")
+        # results in input order, whichever worker finished first
+        write_results(tmp / "results.json", [r for output in outputs for r in output["results"]])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
+    seconds = sum(output["seconds"] for output in outputs)
     return {"images": len(pairs), "particles": n_objects, "segment_seconds": seconds,
             "seconds_per_image": seconds / max(len(pairs), 1)}

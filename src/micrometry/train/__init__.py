@@ -1,5 +1,6 @@
 """The one training loop both jobs use, and the run folders it writes."""
 
+from micrometry.train import distributed
 from micrometry.train.loop import LoopConfig, TrainTask, fit, select_device, seed_everything
 from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
 
@@ -7,6 +8,7 @@ __all__ = [
     "LoopConfig",
     "RunDir",
     "TrainTask",
+    "distributed",
     "fit",
     "load_checkpoint",
     "save_checkpoint",

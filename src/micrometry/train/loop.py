@@ -4,7 +4,9 @@ Every trainable method of both jobs is a :class:`TrainTask`: it owns its
 networks and optimisers and knows how to do one step. :func:`fit` owns the
 rest, once: epochs, progress bar, logging, validation, checkpoints, resume,
 time budget. A plain loop in the spirit of torchvision's
-``references/detection``; no framework.
+``references/detection``; no framework. Under ``torchrun ... --ddp`` the same
+loop trains data-parallel; the distributed pieces live in
+:mod:`micrometry.train.distributed` and do nothing in a single process.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from micrometry.progress import make_progress
+from micrometry.train import distributed
 from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
 
 
@@ -39,9 +42,13 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def configure_threads(n: int | None = None) -> None:
-    """Use all cores for intra-op work; without a GPU that is where the time goes."""
+    """Use all cores for intra-op work; without a GPU that is where the time goes.
+
+    Under torchrun the cores are shared by the ``LOCAL_WORLD_SIZE`` processes of this machine.
+    """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    torch.set_num_threads(n or os.cpu_count() or 1)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    torch.set_num_threads(n or max(1, (os.cpu_count() or 1) // processes))
 
 
 class TrainTask:
@@ -150,7 +157,16 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
     -------
     dict
         The metrics written to ``metrics.json``: ``history``, ``best`` and ``final``.
+
+    Notes
+    -----
+    In a DDP process group (:func:`micrometry.train.distributed.session`) the
+    task's networks are DDP-wrapped, each rank trains on its share of every
+    batch, the logged training losses are averaged over the ranks, and only
+    rank 0 writes the run folder.
     """
+    distributed.refuse_unmanaged_launch()
+    main = distributed.is_main_process()
     history: list[dict[str, Any]] = []
     start_epoch = 0
     best_value = math.inf if cfg.mode == "min" else -math.inf
@@ -172,10 +188,12 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
 
     started = time.perf_counter() - elapsed_before
     out_of_time = False
-    with make_progress() as progress:
+    progress = make_progress()
+    progress.disable = progress.disable or not main
+    with progress, distributed.data_parallel(task):
         for epoch in range(start_epoch, cfg.epochs):
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            batches = task.train_batches(epoch, generator)
+            batches = distributed.rank_batches(task.train_batches(epoch, generator))
             total = len(batches) if hasattr(batches, "__len__") else None
             bar = progress.add_task(f"{cfg.description} epoch {epoch + 1}/{cfg.epochs}", total=total, info="")
             task.train(True)
@@ -187,12 +205,14 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 progress.update(bar, advance=1, info=" ".join(f"{k}={v:.4g}" for k, v in losses.items()))
-                if cfg.time_budget_s is not None and time.perf_counter() - started > cfg.time_budget_s:
+                if cfg.time_budget_s is not None and distributed.any_rank(
+                        time.perf_counter() - started > cfg.time_budget_s):
                     out_of_time = True
                     break
             task.end_epoch(epoch)
             task.train(False)
-            with torch.no_grad():
+            sums = distributed.mean_over_ranks(sums)
+            with torch.no_grad(), distributed.plain_modules(task):
                 val = task.validate()
             record = {"epoch": epoch + 1, "steps": steps,
                       **{k: v / max(steps, 1) for k, v in sums.items()}, **val,
@@ -211,12 +231,15 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
                          "best_metrics": best_metrics, "elapsed_s": time.perf_counter() - started},
             }
             # Without a monitored metric the latest state is the best one we know.
+            # (Under DDP only rank 0 writes: the run folder and save_checkpoint ignore the other ranks.)
             if improved or value is None:
                 best_metrics = best_metrics or record
                 save_checkpoint(run.checkpoint_path("best"), payload)
             save_checkpoint(run.checkpoint_path("last"), payload)
             metrics = {"history": history, "best": best_metrics, "final": record, "monitor": cfg.monitor}
             run.write_metrics(metrics)
+            distributed.check_in_sync(task.modules)
+            distributed.barrier()
             if out_of_time:
                 run.log(f"time budget of {cfg.time_budget_s:.0f} s reached after epoch {epoch + 1}")
                 break

@@ -8,6 +8,10 @@
       log.txt              human-readable log
       checkpoints/last.pt  latest state (weights, optimisers, RNG, epoch): --resume starts here
       checkpoints/best.pt  the state with the best validation metric: predict uses it
+
+In data-parallel training (``torchrun ... --ddp``) every process opens the run
+folder but only rank 0 writes it: the other ranks' writes and log lines are
+dropped, and they leave the checks against clobbering an earlier run to rank 0.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 
 from micrometry.errors import CheckpointError, OutputExistsError
 from micrometry.io.atomic import atomic_path, write_json
+from micrometry.train.distributed import is_main_process
 
 CHECKPOINT_FORMAT = "micrometry-checkpoint"
 
@@ -40,6 +45,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
         self._logger: logging.Logger | None = None
+        self.writes = is_main_process()
 
     # -- creation rules -------------------------------------------------
     @classmethod
@@ -49,6 +55,8 @@ class RunDir:
         has_run = (path / "config.json").exists() or (path / "checkpoints" / "last.pt").exists()
         if resume and not (path / "checkpoints" / "last.pt").exists():
             raise CheckpointError("nothing to resume: no checkpoints/last.pt", path)
+        if not is_main_process():  # rank 0 checks and clears the folder; racing it would break its run
+            return cls(path)
         if has_run and not (resume or overwrite):
             raise OutputExistsError("holds an earlier run (pass --resume to continue it or --overwrite)", path)
         if overwrite and not resume:
@@ -93,7 +101,8 @@ class RunDir:
         raise CheckpointError("run folder has no checkpoint (checkpoints/best.pt or last.pt)", self.path)
 
     def write_config(self, config: dict[str, Any]) -> None:
-        write_json(self.config_path, config)
+        if self.writes:
+            write_json(self.config_path, config)
 
     def read_config(self) -> dict[str, Any]:
         try:
@@ -104,7 +113,8 @@ class RunDir:
             raise CheckpointError(f"config.json is not valid JSON ({exc})", self.config_path) from None
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        write_json(self.metrics_path, metrics)
+        if self.writes:
+            write_json(self.metrics_path, metrics)
 
     def read_metrics(self) -> dict[str, Any]:
         if not self.metrics_path.is_file():
@@ -125,7 +135,8 @@ class RunDir:
         return self._logger
 
     def log(self, message: str) -> None:
-        self.logger.info(message)
+        if self.writes:
+            self.logger.info(message)
 
     def close(self) -> None:
         if self._logger is not None:
@@ -136,7 +147,12 @@ class RunDir:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Save a checkpoint atomically (a killed run never leaves a truncated file)."""
+    """Save a checkpoint atomically (a killed run never leaves a truncated file).
+
+    In data-parallel training only rank 0 writes (the other ranks hold the same state).
+    """
+    if not is_main_process():
+        return
     payload = {"format": CHECKPOINT_FORMAT, "saved_at": time.time(), **payload}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
