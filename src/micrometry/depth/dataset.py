@@ -263,7 +263,8 @@ def validate_images(index: SemIndex, limit: int | None = None) -> None:
 # -- loading into memory -------------------------------------------------------
 
 
-def _read_stack(paths: list[Path], description: str) -> np.ndarray:
+def read_stack(paths: list[Path], description: str = "reading SEM images") -> np.ndarray:
+    """``(N, 72, 48)`` uint8 images, each checked to be 72x48 (a :class:`DatasetError` names the first that is not)."""
     out = np.empty((len(paths), *IMAGE_SHAPE), dtype=np.uint8)
     for i, path in enumerate(track(paths, description)):
         image = read_gray_u8(path)
@@ -322,14 +323,14 @@ class ImageArrays:
 
 def load_sim(index: SemIndex) -> SimArrays:
     pairs = index.sim
-    sem = _read_stack([p for pair in pairs for p in pair.sem], "loading simulated SEM")
-    depth = _read_stack([pair.depth for pair in pairs], "loading depth maps")
+    sem = read_stack([p for pair in pairs for p in pair.sem], "loading simulated SEM")
+    depth = read_stack([pair.depth for pair in pairs], "loading depth maps")
     return SimArrays(sem.reshape(len(pairs), 2, *IMAGE_SHAPE), depth,
                      np.array([p.case for p in pairs]), np.array([f"{p.family}/{p.base}" for p in pairs]))
 
 
 def load_real(index: SemIndex) -> RealArrays:
-    images = _read_stack([r.path for r in index.real], "loading real SEM")
+    images = read_stack([r.path for r in index.real], "loading real SEM")
     keys = [f"{r.nominal}/{r.site}" for r in index.real]
     codes = {k: i for i, k in enumerate(sorted(set(keys)))}
     return RealArrays(images, np.array([r.nominal for r in index.real]), np.array([codes[k] for k in keys]),
@@ -338,13 +339,13 @@ def load_real(index: SemIndex) -> RealArrays:
 
 
 def load_test(index: SemIndex) -> ImageArrays:
-    return ImageArrays(_read_stack(index.test, "loading test SEM"), [p.name for p in index.test])
+    return ImageArrays(read_stack(index.test, "loading test SEM"), [p.name for p in index.test])
 
 
 def load_image_folder(folder: str | Path) -> ImageArrays:
     """Every PNG/JPEG/TIFF in ``folder`` (a dataset root uses its test/SEM), as 72x48 gray."""
     paths = image_paths(folder)
-    return ImageArrays(_read_stack(paths, "loading SEM images"), [p.name for p in paths])
+    return ImageArrays(read_stack(paths, "loading SEM images"), [p.name for p in paths])
 
 
 def image_paths(folder: str | Path) -> list[Path]:
@@ -359,7 +360,3 @@ def image_paths(folder: str | Path) -> list[Path]:
         raise DatasetError("no images found", folder)
     return paths
 
-
-def read_sem_stack(paths: list[Path]) -> np.ndarray:
-    """``(N, 72, 48)`` uint8 SEM images, read and checked as :func:`load_image_folder` does."""
-    return _read_stack(paths, "reading SEM images")

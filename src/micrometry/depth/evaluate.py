@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from micrometry.depth.dataset import CASE_DEPTHS, _read_stack, load_image_folder
+from micrometry.depth.dataset import CASE_DEPTHS, read_stack, load_image_folder
 from micrometry.errors import DatasetError
 
 
@@ -74,7 +74,7 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path) -> dict:
     missing = [n for n in truth.names if not (pred_dir / n).is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} true map(s) have no prediction, e.g. {missing[0]}", pred_dir)
-    pred = _read_stack([pred_dir / n for n in truth.names], "reading predictions")
+    pred = read_stack([pred_dir / n for n in truth.names], "reading predictions")
     case = case_from_top_level(truth.images)
     for csv_path in (truth_dir.parent / "test_truth.csv", truth_dir / "test_truth.csv"):
         if csv_path.is_file():

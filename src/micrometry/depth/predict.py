@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from micrometry.depth.dataset import image_paths, load_image_folder, read_sem_stack
+from micrometry.depth.dataset import image_paths, load_image_folder, read_stack
 from micrometry.depth.methods import DepthMethod
 from micrometry.io.atomic import atomic_dir, atomic_path
 from micrometry.io.image import write_image
@@ -74,7 +74,7 @@ class DepthWorker:
 
     def __call__(self, items: list[dict]) -> list[dict]:
         """``items``: ``{"path"}`` each; returns ``{"name"}`` (the PNG written) each."""
-        images = read_sem_stack([Path(item["path"]) for item in items])
+        images = read_stack([Path(item["path"]) for item in items])
         maps = self.method.predict(images)
         names = [output_name(Path(item["path"]).name) for item in items]
         for name, depth in zip(names, maps):

@@ -19,6 +19,7 @@ from micrometry.errors import InputError
 from micrometry.io.image import IMAGE_SUFFIXES, decode_image
 
 SEM_SHAPE = (72, 48)
+HISTOGRAM_COLUMNS = ["Area", "Feret", "AR", "Circ."]
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Services:
         import pandas as pd
 
         from micrometry.depth.measure import measure_maps
+        from micrometry.report.depth import DepthSample, surface_figure
         from micrometry.depth.predict import predict_in_batches, to_depth_png
 
         depth = predict_in_batches(self.depth_model(), images)
@@ -150,7 +152,7 @@ class Services:
             "count": len(uploads),
             "samples": [{"name": uploads[i][0], "sem": png_data_url(images[i]),
                          "depth": png_data_url(_colourise(depth_u8[i]))} for i in range(shown)],
-            "surface": figure_data_url(_surface_figure(depth[0], uploads[0][0], nm_per_px)),
+            "surface": figure_data_url(surface_figure(DepthSample(uploads[0][0], "", depth[0]))),
             "table": _records(table),
             "csv": file_data_url(table.to_csv(index=False).encode(), "text/csv"),
             "zip": file_data_url(zipped.getvalue(), "application/zip"),
@@ -161,6 +163,7 @@ class Services:
         """Overlay, per-particle table, histograms and CSV for one uploaded image."""
         from micrometry.particles.morphometry import measure_labels
         from micrometry.particles.predict import overlay
+        from micrometry.report.particles import histogram_figure
 
         if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(f"unsupported file type (expected {', '.join(IMAGE_SUFFIXES)})", name)
@@ -174,7 +177,7 @@ class Services:
         return {
             "count": int(len(table)),
             "overlay": png_data_url(overlay(image, instances.labels)),
-            "histograms": figure_data_url(_histograms(table, unit)),
+            "histograms": figure_data_url(histogram_figure({Path(name).name: table}, HISTOGRAM_COLUMNS)),
             "table": _records(table),
             "csv": file_data_url(table.to_csv(index=False).encode(), "text/csv"),
         }
@@ -192,35 +195,3 @@ def _colourise(depth: np.ndarray) -> np.ndarray:
     lo, hi = float(depth.min()), float(depth.max())
     scaled = (depth.astype(float) - lo) / max(hi - lo, 1.0)
     return (colormaps["viridis"](scaled)[..., :3] * 255).astype(np.uint8)
-
-
-def _surface_figure(depth: np.ndarray, name: str, nm_per_px: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows, cols = np.mgrid[0:depth.shape[0], 0:depth.shape[1]] * nm_per_px
-    fig = plt.figure(figsize=(5, 4))
-    ax = fig.add_subplot(projection="3d")
-    ax.plot_surface(cols, rows, depth, cmap="viridis", linewidth=0, antialiased=True)
-    ax.set_xlabel("x (nm)" if nm_per_px != 1 else "x (px)")
-    ax.set_ylabel("y (nm)" if nm_per_px != 1 else "y (px)")
-    ax.set_zlabel("height (nm)")
-    ax.set_title(name)
-    return fig
-
-
-def _histograms(table, unit: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = [c for c in ("Area", "Feret", "AR", "Circ.") if c in table.columns]
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 2.6))
-    for ax, column in zip(np.atleast_1d(axes), columns):
-        ax.hist(table[column].dropna(), bins=30, color="#4477aa")
-        ax.set_title(column + (f" ({unit}²)" if column == "Area" else f" ({unit})" if column == "Feret" else ""))
-    fig.tight_layout()
-    return fig
