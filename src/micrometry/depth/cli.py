@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from micrometry.engine import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_WORKERS_OPTION
 from micrometry.launch import supports_ddp
 
 sem_app = typer.Typer(help="SEM datasets in the 2022 Samsung 3D-metrology layout.", no_args_is_help=True)
@@ -161,9 +162,9 @@ def depth_predict(
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads; 0: all cores (on a busy machine 1 can be "
                                 "faster, see depth train)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT / zip."),
-    engine: str = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."),
-    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); default: a local Ray instance."),
+    engine: str = ENGINE_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ) -> None:
     """Predict one 72x48 uint8 depth map per SEM image."""
     import time

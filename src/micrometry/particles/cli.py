@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from micrometry.engine import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_WORKERS_OPTION
 from micrometry.launch import supports_ddp
 
 particles_app = typer.Typer(help="Particles: segment, measure, compare.", no_args_is_help=True)
@@ -94,9 +95,9 @@ def predict(
     scale: Optional[float] = typer.Option(None, "--scale", help="Learned models: network resolution relative to the image (default: the run's)."),
     tile: Optional[int] = typer.Option(None, "--tile", min=32, help="Learned models: tile side in network pixels for large images (default 768)."),
     tta: bool = typer.Option(False, "--tta", help="Learned models: average over the four flips (about 4x slower)."),
-    engine: str = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."),
-    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); default: a local Ray instance."),
+    engine: str = ENGINE_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
     from micrometry.engine import make_engine
