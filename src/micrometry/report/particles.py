@@ -58,16 +58,25 @@ def overlay_figure(sample: OverlaySample) -> Figure:
     return fig
 
 
+def _panels(n: int, cols: int = 4) -> tuple[Figure, list]:
+    """A figure with ``n`` small panels on a grid ``cols`` wide."""
+    rows = max(1, -(-n // cols))
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    return fig, [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+
+
+def _finite(column: pd.Series) -> np.ndarray:
+    """A descriptor's finite values (AR of a one-pixel particle can be infinite)."""
+    return column.replace([np.inf, -np.inf], np.nan).dropna().to_numpy()
+
+
 def histogram_figure(tables: dict[str, pd.DataFrame], descriptors: list[str] | None = None) -> Figure:
     """Histograms of the main descriptors, one panel each; one colour per table."""
     descriptors = [d for d in (descriptors or HISTOGRAM_DESCRIPTORS) if all(d in t for t in tables.values())]
-    cols = 4
-    rows = max(1, -(-len(descriptors) // cols))
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    fig, axes = _panels(len(descriptors))
     unit = _unit(next(iter(tables.values())))
-    for i, descriptor in enumerate(descriptors):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        values = [t[descriptor].replace([np.inf, -np.inf], np.nan).dropna().to_numpy() for t in tables.values()]
+    for ax, descriptor in zip(axes, descriptors):
+        values = [_finite(t[descriptor]) for t in tables.values()]
         pooled = np.concatenate(values) if values else np.zeros(0)
         bins = np.histogram_bin_edges(pooled, bins=30) if pooled.size else 10
         for (name, _), v in zip(tables.items(), values):
@@ -82,14 +91,11 @@ def histogram_figure(tables: dict[str, pd.DataFrame], descriptors: list[str] | N
 
 def ecdf_figure(tables: dict[str, pd.DataFrame], descriptors: list[str]) -> Figure:
     """Empirical CDFs of each descriptor for each table (where a KS statistic comes from)."""
-    cols = 4
-    rows = max(1, -(-len(descriptors) // cols))
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    fig, axes = _panels(len(descriptors))
     unit = _unit(next(iter(tables.values())))
-    for i, descriptor in enumerate(descriptors):
-        ax = fig.add_subplot(rows, cols, i + 1)
+    for ax, descriptor in zip(axes, descriptors):
         for name, table in tables.items():
-            v = np.sort(table[descriptor].replace([np.inf, -np.inf], np.nan).dropna().to_numpy())
+            v = np.sort(_finite(table[descriptor]))
             ax.step(v, np.arange(1, v.size + 1) / max(v.size, 1), where="post", label=name)
         ax.set_title(_label(descriptor, unit), fontsize=9)
         ax.set_ylim(0, 1)

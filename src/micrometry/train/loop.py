@@ -51,6 +51,14 @@ def configure_threads(n: int | None = None) -> None:
     torch.set_num_threads(n or max(1, (os.cpu_count() or 1) // processes))
 
 
+def clipped_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters, max_norm: float) -> None:
+    """Backward, clip the gradient norm to ``max_norm`` and step: one guarded update."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    optimizer.step()
+
+
 class TrainTask:
     """What a method hands to :func:`fit`.
 

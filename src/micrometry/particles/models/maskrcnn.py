@@ -24,6 +24,7 @@ from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.data import CropBatches, LabelledImage
 from micrometry.particles.models.dense import normalise_image, resize
 from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
+from micrometry.train.loop import clipped_step
 from micrometry.train.run import load_checkpoint
 
 CHECKPOINT_KIND = "particles-maskrcnn"
@@ -153,11 +154,7 @@ class MaskRCNNTrainTask(ParticleTrainTask):
         targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
         losses = self.model(inputs, targets)
         loss = sum(losses.values())
-        optimizer = self.optimizers["adamw"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
-        optimizer.step()
+        clipped_step(loss, self.optimizers["adamw"], self.model.parameters(), 10.0)
         self.steps_done += 1
         self.train_seconds += time.perf_counter() - started
         return {"loss": float(loss), **{k.removeprefix("loss_"): float(v) for k, v in losses.items()}}

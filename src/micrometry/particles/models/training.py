@@ -23,6 +23,7 @@ from micrometry.particles.models.dense import DenseSegmenter, build_network, mod
 from micrometry.particles.models.methods import DEFAULT_MODEL, METHODS
 from micrometry.particles.models.validation import evaluate_label_images, truth_dataset
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, seed_everything
+from micrometry.train.loop import clipped_step
 from micrometry.train.loop import configure_threads
 
 
@@ -126,11 +127,7 @@ class DenseTrainTask(ParticleTrainTask):
         self.set_learning_rate()
         images, target = batch[0], torch.from_numpy(np.stack(batch[1]))
         loss, parts = self.method.loss(self.net(images), target)
-        optimizer = self.optimizers["adamw"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
-        optimizer.step()
+        clipped_step(loss, self.optimizers["adamw"], self.net.parameters(), 5.0)
         self.steps_done += 1
         self.train_seconds += time.perf_counter() - started
         return parts
