@@ -50,3 +50,17 @@ def fit_site_affine(pred_depth: np.ndarray, site: np.ndarray, site_depth: np.nda
         a, b = np.polyfit(pred_mean, true_mean, 1)
         return float(a), float(b)
     return 1.0, float((true_mean - pred_mean).mean())
+
+
+def conformal_halfwidth(residuals: np.ndarray, coverage: float = 0.9) -> float:
+    """Half-width of a symmetric interval that holds ``coverage`` of new errors (split conformal).
+
+    ``residuals`` must come from images the calibration was not fitted to; the
+    ``ceil((n + 1) * coverage)``-th smallest absolute residual then covers a new
+    image's error with probability >= ``coverage`` (exchangeable images).
+    """
+    r = np.sort(np.abs(np.asarray(residuals, dtype=np.float64)))
+    if not len(r):
+        return float("nan")
+    k = int(np.ceil((len(r) + 1) * coverage))
+    return float(r[min(k, len(r)) - 1])

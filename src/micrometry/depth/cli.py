@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -184,10 +185,17 @@ def depth_predict(
         model = shipped_run()
     method = load_method(model, device=device)
     started = time.perf_counter()
-    n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. images unlike the training data
+        warnings.simplefilter("always", UserWarning)
+        n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)
     seconds = time.perf_counter() - started
     typer.echo(f"{n} depth maps ({method.name}) -> {out}" + (f" and {zip_path}" if zip_path else "")
                + f" in {seconds:.1f} s")
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 @depth_app.command("evaluate")

@@ -1,11 +1,17 @@
 """Predict depth maps for a folder of SEM images and write them as competition PNGs (and a zip).
 
 Each input ``NAME.png`` gets ``PRED/NAME.png``: a 72x48 uint8 depth map (height
-in nm, rounded). The output folder, and the zip, appear whole or not at all.
+in nm, rounded). Models that know their uncertainty (``unet-weak``) also get
+``PRED/depth_report.csv``: per image the hole depth with its 90 % interval and
+an OOD score, and a :class:`UnlikeTrainingDataWarning` when images look unlike
+the model's training data. The output folder, and the zip, appear whole or not
+at all.
 """
 
 from __future__ import annotations
 
+import csv
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -24,13 +30,64 @@ def to_depth_png(height: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(height), 0, 255).astype(np.uint8)
 
 
+REPORT_NAME = "depth_report.csv"
+REPORT_COLUMNS = ("depth_nm", "depth_low_nm", "depth_high_nm", "ood_score")
+
+
+class UnlikeTrainingDataWarning(UserWarning):
+    """Images that look unlike a model's training data: their depth maps cannot be trusted."""
+
+
 def predict_in_batches(method: DepthMethod, images: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """``method.predict`` over ``images`` with a progress bar, one batch at a time."""
+    return predict_with_report(method, images, batch_size, report=False)[0]
+
+
+def predict_with_report(method: DepthMethod, images: np.ndarray, batch_size: int = 4096,
+                        report: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """Maps and, where the method has ``predict_report``, its per-image report (see that method)."""
     out = np.empty(images.shape, dtype=np.float32)
-    starts = range(0, len(images), batch_size)
-    for start in track(starts, "predicting depth"):
-        out[start:start + batch_size] = method.predict(images[start:start + batch_size])
-    return out
+    parts: list[dict] = []
+    use_report = report and hasattr(method, "predict_report")
+    for start in track(range(0, len(images), batch_size), "predicting depth"):
+        chunk = images[start:start + batch_size]
+        if use_report:
+            out[start:start + len(chunk)], part = method.predict_report(chunk)
+            parts.append(part)
+        else:
+            out[start:start + len(chunk)] = method.predict(chunk)
+    if not use_report or not parts or parts[0] is None:
+        return out, None
+    return out, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def report_rows(names: list[str], report: dict[str, np.ndarray]) -> list[dict]:
+    """One row per image of a :func:`predict_with_report` report (CSV-ready strings)."""
+    rows = []
+    for i, name in enumerate(names):
+        row = {"file": name, **{k: f"{float(report[k][i]):.2f}" for k in REPORT_COLUMNS}}
+        row["unlike_training_data"] = "yes" if bool(report["ood"][i]) else "no"
+        rows.append(row)
+    return rows
+
+
+def write_report(path: Path, rows: list[dict]) -> None:
+    """``depth_report.csv``: file, depth_nm, depth_low_nm, depth_high_nm (90 % interval), ood_score,
+    unlike_training_data."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=("file", *REPORT_COLUMNS, "unlike_training_data"))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def warn_unlike(rows: list[dict], where: Path) -> int:
+    """Warn when images were flagged as unlike the training data; returns how many."""
+    flagged = [r["file"] for r in rows if r["unlike_training_data"] == "yes"]
+    if flagged:
+        warnings.warn(f"{len(flagged)} of {len(rows)} images look unlike the model's training data "
+                      f"(e.g. {flagged[0]}): their depth maps are unreliable; see {where}",
+                      UnlikeTrainingDataWarning, stacklevel=3)
+    return len(flagged)
 
 
 def output_name(name: str) -> str:
@@ -39,14 +96,20 @@ def output_name(name: str) -> str:
 
 
 def write_predictions(out: str | Path, names: list[str], maps: np.ndarray, zip_path: str | Path | None = None,
-                      overwrite: bool = False) -> None:
-    """Write ``maps`` as ``out/<name>.png`` and optionally a flat zip of them, atomically."""
+                      overwrite: bool = False, report: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``maps`` as ``out/<name>.png`` (and ``out/depth_report.csv`` with a ``report``) and
+    optionally a flat zip of the PNGs, atomically."""
     png_names = [output_name(n) for n in names]
+    rows = report_rows(png_names, report) if report is not None else None
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for name, depth in zip(track(png_names, "writing depth maps"), maps):
             write_image(tmp / name, to_depth_png(depth))
+        if rows is not None:
+            write_report(tmp / REPORT_NAME, rows)
         if zip_path is not None:
             write_zip(zip_path, tmp, png_names)
+    if rows is not None:
+        warn_unlike(rows, Path(out) / REPORT_NAME)
 
 
 def write_zip(zip_path: str | Path, folder: Path, png_names: list[str]) -> None:
@@ -75,11 +138,16 @@ class DepthWorker:
     def __call__(self, items: list[dict]) -> list[dict]:
         """``items``: ``{"path"}`` each; returns ``{"name"}`` (the PNG written) each."""
         images = read_stack([Path(item["path"]) for item in items])
-        maps = self.method.predict(images)
+        if hasattr(self.method, "predict_report"):
+            maps, report = self.method.predict_report(images)
+        else:
+            maps, report = self.method.predict(images), None
         names = [output_name(Path(item["path"]).name) for item in items]
         for name, depth in zip(names, maps):
             write_image(self.folder / name, to_depth_png(depth))
-        return [{"name": name} for name in names]
+        if report is None:
+            return [{"name": name} for name in names]
+        return [{"name": name, "row": row} for name, row in zip(names, report_rows(names, report))]
 
 
 def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip_path: str | Path | None = None,
@@ -94,8 +162,8 @@ def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip
     if engine is not None and engine.name != "local":
         return _predict_folder_on(engine, images, method, out, zip_path, overwrite)
     arrays = load_image_folder(images)
-    maps = predict_in_batches(method, arrays.images, batch_size)
-    write_predictions(out, arrays.names, maps, zip_path, overwrite)
+    maps, report = predict_with_report(method, arrays.images, batch_size)
+    write_predictions(out, arrays.names, maps, zip_path, overwrite, report)
     return len(arrays.names)
 
 
@@ -104,13 +172,19 @@ def _predict_folder_on(engine: RayEngine, images: str | Path, method: DepthMetho
     paths = image_paths(images)
     items = [{"path": str(path.resolve())} for path in paths]
     png_names: list[str] = [""] * len(items)
+    rows: list[dict | None] = [None] * len(items)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         worker_kwargs = {"method": method, "folder": str(Path(tmp).resolve())}
         with make_progress() as progress:
             task = progress.add_task(f"predicting depth ({engine.name})", total=len(items), info="")
             for index, output in engine.map(DepthWorker, worker_kwargs, items):
                 png_names[index] = output["name"]
+                rows[index] = output.get("row")
                 progress.advance(task)
+        if all(row is not None for row in rows) and rows:
+            write_report(tmp / REPORT_NAME, rows)
         if zip_path is not None:
             write_zip(zip_path, tmp, png_names)
+    if all(row is not None for row in rows) and rows:
+        warn_unlike(rows, Path(out) / REPORT_NAME)
     return len(items)

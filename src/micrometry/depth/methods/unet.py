@@ -22,6 +22,8 @@ from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.sim_task import sim_tensors
 from micrometry.depth.nets import HoleUNet, fused_for_inference
+from micrometry.depth.ood import FeatureGaussian
+from micrometry.depth.photometry import augmentation_ranges
 from micrometry.train import LoopConfig, TrainTask
 
 
@@ -65,6 +67,16 @@ class UNetTask(TrainTask):
         self.x, self.y = sim_tensors(sim, train_rows, cfg["mean_itr"], device)
         self.val_x, self.val_y = sim_tensors(sim, val_rows, False, device)
         self.real_x = None
+        self.imaging = {"blur": cfg["blur_aug"], "jitter": cfg["jitter_aug"], "charging": cfg["charging_aug"],
+                        "noise": cfg["noise_aug"]}
+        self.imaging_measured: dict[str, float] = {}
+        if use_real and cfg["imaging"] == "auto":
+            # Widen the imaging augmentations to what the real images show (never below the fixed ones).
+            sem = sim.sem[train_rows[:2000]].reshape(-1, *sim.sem.shape[2:])
+            ranges = augmentation_ranges(sem, data.real.images, floor={
+                "blur_aug": cfg["blur_aug"], "noise_aug": cfg["noise_aug"]})
+            self.imaging.update(blur=ranges["blur_aug"], noise=ranges["noise_aug"])
+            self.imaging_measured = ranges
         if use_real:
             real = data.real
             tr, va = site_split(real, cfg["val_site_fraction"], seed)
@@ -98,8 +110,7 @@ class UNetTask(TrainTask):
         if self.cfg["flips"]:
             x, y = random_flip(x, y, self._aug)
         if imaging:
-            x = imaging_augment(x, self._aug, blur=self.cfg["blur_aug"], jitter=self.cfg["jitter_aug"],
-                                charging=self.cfg["charging_aug"], noise=self.cfg["noise_aug"])
+            x = imaging_augment(x, self._aug, **self.imaging)
         return x, y
 
     def train_step(self, batch) -> dict[str, float]:
@@ -108,7 +119,7 @@ class UNetTask(TrainTask):
         true_depth = y.flatten(1).amax(1) - self.nets[0].bottom
         losses = {"map": 0.0, "depth": 0.0, "real": 0.0}
         total = 0.0
-        for net in self.nets:
+        for net, ema in zip(self.nets, self.ema_nets):
             shape, depth = net.forward_parts(x)
             pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
             map_loss = nn.functional.l1_loss(pred, y)
@@ -120,12 +131,26 @@ class UNetTask(TrainTask):
                 # A separate pass: BatchNorm normalises each domain with its own batch statistics
                 # (measured: one mixed pass made the shapes of real images much worse), and the
                 # running statistics stay those of the simulation (AdaBN swaps in the real ones).
-                rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)], imaging=False)
+                rx = self.real_x[real_idx.to(self.x.device)]
+                rd = self.real_d[real_idx.to(self.x.device)]
+                consistency = float(self.cfg["consistency"])
+                teacher = None
+                if consistency > 0:
+                    with torch.no_grad():  # the averaged net's shape of the plain image is the target
+                        teacher = ema.forward_parts(rx)[0]
+                rx, teacher = self._augment(rx, teacher, imaging=consistency > 0)
                 with frozen_batchnorm_statistics(net):
-                    _, real_depth = net.forward_parts(rx)
-                real_loss = nn.functional.l1_loss(real_depth, self.real_d[real_idx.to(self.x.device)])
+                    real_shape, real_depth = net.forward_parts(rx)
+                real_loss = nn.functional.l1_loss(real_depth, rd)
                 loss = loss + self.cfg["real_weight"] * real_loss
                 losses["real"] += real_loss.item() / len(self.nets)
+                if teacher is not None:
+                    # Mean teacher: the shape of an augmented real image should be the averaged net's
+                    # shape of the plain one (in nm at the site's depth, like the map loss).
+                    shape_loss = nn.functional.l1_loss(rd.view(-1, 1, 1, 1) * real_shape,
+                                                       rd.view(-1, 1, 1, 1) * teacher)
+                    loss = loss + consistency * shape_loss
+                    losses["consistency"] = losses.get("consistency", 0.0) + shape_loss.item() / len(self.nets)
             total = total + loss
         opt = self.optimizers["opt"]
         opt.zero_grad(set_to_none=True)
@@ -213,6 +238,12 @@ class UNetMethod(DepthMethod):
             raise InputError(f"tta must be 1, 2 or 4, got {self.cfg['tta']}")
         self.affine = (1.0, 0.0)  # predicted depth -> corrected depth (unet-weak fits it)
         self.ridge: tuple | None = None  # (mean, scale, coef, intercept) of a ridge calibration
+        # What unet-weak fits on real images: the half-width (nm) of a 90 % interval of a hole's
+        # depth, and a model of the training images' features that flags unlike images.
+        self.interval_nm: float | None = None
+        self.ood: FeatureGaussian | None = None
+        self.imaging_measured: dict[str, float] = {}  # the augmentation ranges read off the data
+        self._collect: list | None = None
 
     def build_modules(self) -> dict[str, nn.Module]:
         return {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]),
@@ -225,11 +256,16 @@ class UNetMethod(DepthMethod):
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> UNetTask:
         data.require(*self.uses)
         self._fused = None
-        return UNetTask(list(self.modules.values()), data, device, self.cfg, seed, self.use_real)
+        self._seed = seed
+        task = UNetTask(list(self.modules.values()), data, device, self.cfg, seed, self.use_real)
+        self.imaging_measured = dict(task.imaging_measured)
+        return task
 
     def extra_state(self) -> dict:
         ridge = None if self.ridge is None else [np.asarray(v).tolist() for v in self.ridge]
-        return {"affine": list(self.affine), "ridge": ridge}
+        return {"affine": list(self.affine), "ridge": ridge, "interval_nm": self.interval_nm,
+                "ood": None if self.ood is None else self.ood.to_state(),
+                "imaging_measured": {k: float(v) for k, v in self.imaging_measured.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -253,18 +289,24 @@ class UNetMethod(DepthMethod):
         self.affine = tuple(state.get("affine", (1.0, 0.0)))
         ridge = state.get("ridge")
         self.ridge = None if ridge is None else tuple(np.asarray(v, dtype=np.float32) for v in ridge)
+        self.interval_nm = state.get("interval_nm")
+        self.ood = None if state.get("ood") is None else FeatureGaussian.from_state(state["ood"])
+        self.imaging_measured = dict(state.get("imaging_measured", {}))
 
-    def predict_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shape and corrected depth, averaged over the ensemble and the test-time flips."""
-        shapes, depths = [], []
+    def predict_parts(self, x: torch.Tensor, features: bool = False):
+        """Shape and corrected depth, averaged over the ensemble and the test-time flips; with
+        ``features``, also the first network's depth-head input of the plain image (for :attr:`ood`)."""
+        shapes, depths, first = [], [], None
         for dims in FLIP_DIMS[: int(self.cfg["tta"])]:
             xf = x.flip(dims) if dims else x
             for net in self.modules.values():
-                shape, depth = net.forward_parts(xf)
+                shape, depth, pooled = net.forward_features(xf)
+                first = pooled if first is None else first
                 shapes.append(shape.flip(dims) if dims else shape)
                 depths.append(depth)
         depth = torch.stack(depths).mean(0)
-        return torch.stack(shapes).mean(0), self.calibrate(depth, x)
+        parts = (torch.stack(shapes).mean(0), self.calibrate(depth, x))
+        return (*parts, first) if features else parts
 
     def calibrate(self, depth: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Corrected depth: the fitted calibration of (network depth, brightness statistics)."""
@@ -273,9 +315,38 @@ class UNetMethod(DepthMethod):
         return self.affine[0] * depth + self.affine[1]
 
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        shape, depth = self.predict_parts(x)
+        shape, depth, pooled = self.predict_parts(x, features=True)
+        if self._collect is not None:  # predict_report: keep what the per-image report needs
+            self._collect.append((depth.float().cpu().numpy(), pooled.float().cpu().numpy()))
         bottom = next(iter(self.modules.values())).bottom
         return bottom + depth.view(-1, 1, 1, 1) * shape
+
+    def predict_report(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """Height maps and, per image, the predicted hole depth with its 90 % interval and the OOD score.
+
+        Returns
+        -------
+        maps : ndarray
+            As :meth:`predict`.
+        report : dict or None
+            ``depth_nm``, ``depth_low_nm``, ``depth_high_nm`` (90 % interval of the
+            hole's depth; NaN where the model has no calibrated interval),
+            ``ood_score`` (about 1 for images like the training data) and ``ood``
+            (bool: unlike the training data; the interval does not hold there).
+        """
+        self._collect = []
+        try:
+            maps = self.predict(images)
+            collected, self._collect = self._collect, None
+        finally:
+            self._collect = None
+        depth = np.concatenate([d for d, _ in collected]) if collected else np.zeros(0, np.float32)
+        pooled = np.concatenate([f for _, f in collected]) if collected else np.zeros((0, 1), np.float32)
+        half = float("nan") if self.interval_nm is None else float(self.interval_nm)
+        score = self.ood.score(pooled) if self.ood is not None else np.full(len(depth), np.nan)
+        flagged = score > self.ood.threshold if self.ood is not None else np.zeros(len(depth), bool)
+        return maps, {"depth_nm": depth, "depth_low_nm": depth - half, "depth_high_nm": depth + half,
+                      "ood_score": score, "ood": flagged}
 
 
 DEPTH_METHODS.register("unet")(UNetMethod)

@@ -11,8 +11,16 @@ import numpy as np
 import torch
 
 from micrometry.depth.batchnorm import recompute_batchnorm
-from micrometry.depth.calibration import calibration_features, fit_ridge, fit_site_affine
+from micrometry.depth.calibration import (
+    apply_ridge,
+    calibration_features,
+    conformal_halfwidth,
+    fit_ridge,
+    fit_site_affine,
+)
+from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData
+from micrometry.depth.ood import fit_feature_gaussian
 from micrometry.depth.methods.unet import UNetMethod
 from micrometry.train import TrainTask
 
@@ -39,6 +47,18 @@ class WeakUNetMethod(UNetMethod):
         After training, recompute BatchNorm statistics on the real images (AdaBN).
         Measured on bench/depth.py: better depth (2.9 vs 3.2 nm) but worse shapes,
         RMSE 6.5 against 5.3 without; off by default.
+    imaging : str
+        ``"fixed"``: the imaging augmentations of ``blur_aug``/``noise_aug``; ``"auto"``: widen
+        them to the probe blur and noise read off the real images
+        (:func:`~micrometry.depth.photometry.augmentation_ranges`).
+    consistency : float
+        Weight of a mean-teacher loss on real images: the shape of an augmented real
+        image is pulled towards the averaged network's shape of the plain image; 0: off.
+
+    After training it also fits, on the real images: the 90 % interval of a hole's
+    depth (split conformal on the held-out sites, :attr:`interval_nm`) and a
+    Gaussian model of the networks' features that flags images unlike the
+    training data (:attr:`ood`); :meth:`predict_report` returns both per image.
     """
 
     name = "unet-weak"
@@ -60,26 +80,55 @@ class WeakUNetMethod(UNetMethod):
             raise InputError(f"calibration must be one of {', '.join(self.calibrations)}, "
                              f"got {self.cfg['calibration']!r}")
     defaults = {**UNetMethod.defaults, "real_weight": 1.0, "real_batch_size": 32, "val_site_fraction": 0.2,
-                "calibration": "ridge", "adabn": False}
+                "calibration": "ridge", "adabn": False, "imaging": "fixed", "consistency": 0.0}
     use_real = True
 
     def after_training(self, task: TrainTask, data: DepthData) -> None:
-        self.affine, self.ridge = (1.0, 0.0), None
+        """Fit the depth calibration, the 90 % interval of a hole's depth and the OOD model on real images."""
+        self.affine, self.ridge, self.interval_nm, self.ood = (1.0, 0.0), None, None, None
         real = data.real
         if self.cfg["adabn"]:
             self.adapt_batchnorm(real.images)
-        if self.cfg["calibration"] == "none":
-            return
-        depths, features = [], []
-        for i in range(0, len(real.images), 1024):
-            x = torch.from_numpy(real.images[i:i + 1024].astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
-            depth = self.predict_parts(x)[1]
+        depth, features, pooled = self.real_outputs(real.images)
+        # The sites the networks never saw labels of (UNetTask's split) are the honest reference.
+        train_rows, val_rows = site_split(real, self.cfg["val_site_fraction"], getattr(self, "_seed", 0))
+        self.ood = fit_feature_gaussian(pooled[train_rows], pooled[val_rows])
+        if len(val_rows):
+            held = self.fit_calibration(depth[train_rows], features[train_rows], real.site[train_rows],
+                                        real.site_depth[train_rows])
+            residual = apply_calibration(held, depth[val_rows], features[val_rows]) - real.site_depth[val_rows]
+            self.interval_nm = conformal_halfwidth(residual, 0.9)
+        self.affine, self.ridge = self.fit_calibration(depth, features, real.site, real.site_depth)
+
+    def real_outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Uncalibrated network depth, calibration features and depth-head input of ``images``."""
+        depths, features, pooled = [], [], []
+        for i in range(0, len(images), 1024):
+            x = torch.from_numpy(images[i:i + 1024].astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
+            _, depth, first = self.predict_parts(x, features=True)  # calibration is the identity now
             depths.append(depth.cpu().numpy())
             features.append(calibration_features(depth, x).cpu().numpy())
+            pooled.append(first.cpu().numpy())
+        return (np.concatenate(depths).astype(np.float64), np.concatenate(features).astype(np.float64),
+                np.concatenate(pooled).astype(np.float64))
+
+    def fit_calibration(self, depth: np.ndarray, features: np.ndarray, site: np.ndarray,
+                        site_depth: np.ndarray) -> tuple[tuple[float, float], tuple | None]:
+        """``(affine, ridge)`` of the configured calibration fitted on these real images."""
         if self.cfg["calibration"] == "affine":
-            self.affine = fit_site_affine(np.concatenate(depths), real.site, real.site_depth)
-        else:
-            self.ridge = fit_ridge(np.concatenate(features).astype(np.float64), real.site_depth.astype(np.float64))
+            return fit_site_affine(depth, site, site_depth), None
+        if self.cfg["calibration"] == "ridge":
+            return (1.0, 0.0), fit_ridge(features, site_depth.astype(np.float64))
+        return (1.0, 0.0), None
+
+
+def apply_calibration(fitted: tuple[tuple[float, float], tuple | None], depth: np.ndarray,
+                      features: np.ndarray) -> np.ndarray:
+    """Corrected depths from :meth:`WeakUNetMethod.fit_calibration`'s ``(affine, ridge)``."""
+    (a, b), ridge = fitted
+    if ridge is not None:
+        return apply_ridge(ridge, torch.from_numpy(features)).numpy()
+    return a * depth + b
 
 
 DEPTH_METHODS.register("unet-weak")(WeakUNetMethod)
