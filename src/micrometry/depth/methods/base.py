@@ -195,9 +195,22 @@ def _import_builtins() -> None:
         importlib.import_module(f"{package.__name__}.{info.name}")
 
 
+def _import_method(name: str) -> None:
+    """Register method ``name`` by importing only its module (``unet-weak`` -> ``unet_weak``), so
+    loading a model does not import every method's dependencies; all of them if that fails."""
+    if name in DEPTH_METHODS:
+        return
+    try:
+        importlib.import_module(f"micrometry.depth.methods.{name.replace('-', '_')}")
+    except ImportError:
+        pass
+    if name not in DEPTH_METHODS:
+        _import_builtins()
+
+
 def create_method(name: str, **cfg: Any) -> DepthMethod:
     """``DEPTH_METHODS.create`` after registering the built-in methods."""
-    _import_builtins()
+    _import_method(name)
     return DEPTH_METHODS.create(name, **cfg)
 
 
@@ -281,7 +294,7 @@ def load_method(run_dir: str | Path, device: str = "auto") -> DepthMethod:
     name = config.get("method")
     if not isinstance(name, str):
         raise CheckpointError("config.json names no 'method'", run.config_path)
-    _import_builtins()
+    _import_method(name)
     if name not in DEPTH_METHODS:
         raise CheckpointError(f"run was trained with unknown method {name!r}", run.config_path)
     ckpt_path = run.best_checkpoint()
