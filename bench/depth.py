@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -175,9 +176,66 @@ def foreign_images(test_images: np.ndarray, other: tuple[np.ndarray, np.ndarray]
     return out
 
 
+def images_per_second(trained, images: np.ndarray, threads: tuple[int, ...]) -> dict[str, float]:
+    """The model's own speed (no file reading or writing): best of 3 passes per thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    out = {}
+    for t in threads:
+        torch.set_num_threads(t)
+        best = 0.0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            trained.predict(images)
+            best = max(best, len(images) / (time.perf_counter() - t0))
+        out[str(t)] = best
+    torch.set_num_threads(before)
+    return out
+
+
+def _timed(cmd: list[str], env: dict) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    return time.perf_counter() - t0, done.stderr
+
+
+def imported(importtime_log: str) -> set[str]:
+    """Module names in a ``python -X importtime`` log."""
+    return {line.rsplit("|", 1)[-1].strip() for line in importtime_log.splitlines() if line.startswith("import time:")}
+
+
+def startup_figures(model: Path, images: np.ndarray, workdir: Path) -> dict[str, str]:
+    """Wall time of ``micrometry --help`` and of ``depth predict`` on 10 images (best of 3), and the
+    heavy or unrelated modules each imports."""
+    import sys
+
+    from micrometry.io.image import write_image
+
+    folder = workdir / "ten"
+    folder.mkdir(exist_ok=True)
+    for i, image in enumerate(images):
+        write_image(folder / f"{i:02d}.png", image)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    watch = ("torch", "numpy", "scipy", "cv2", "skimage", "pandas", "ray", "fastapi", "pycocotools",
+             "micrometry.particles.models", "micrometry.depth.methods.lookup", "micrometry.web.app")
+    out = {}
+    for label, args in (("--help", ["--help"]),
+                        ("depth predict (10 images)", ["depth", "predict", str(folder), "--model", str(model),
+                                                       "--out", str(workdir / "ten-out"), "--overwrite",
+                                                       "--threads", "1"])):
+        best = min(_timed([sys.executable, "-m", "micrometry", *args], env)[0] for _ in range(3))
+        _, log = _timed([sys.executable, "-X", "importtime", "-m", "micrometry", *args], env)
+        heavy = [m for m in watch if m in imported(log)]
+        out[label] = f"{best:.2f} s (imports {', '.join(heavy) or 'none of ' + ', '.join(watch[:3])})"
+    out["python -c 'import torch'"] = f"{min(_timed([sys.executable, '-c', 'import torch'], env)[0] for _ in range(3)):.2f} s"
+    return out
+
+
 def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarray, case: np.ndarray,
             budget: float, seed: int, workdir: Path, hole_depth: np.ndarray | None = None,
-            foreign: dict | None = None) -> dict:
+            foreign: dict | None = None, speed: bool = False, startup: bool = False) -> dict:
     name, params = parse_spec(spec)
     method = create_method(name, **params)
     run = RunDir.for_training(workdir / spec.replace("[", "_").replace("]", "").replace(",", "_"), overwrite=True)
@@ -196,6 +254,10 @@ def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarr
     result["parts"] = level_shape(pred_u8, truth, case)
     if hole_depth is not None:
         result.update(report_checks(trained, test_images, hole_depth, foreign or {}))
+    if speed:
+        result["images_per_s_by_threads"] = images_per_second(trained, test_images, (1, 2))
+    if startup:
+        result["startup"] = startup_figures(run.path, test_images[:10], workdir)
     if hasattr(trained, "predict_case"):  # case classifiers also report their accuracy
         result["case_accuracy"] = float((trained.predict_case(test_images) == case).mean())
     return {"method": spec, **result, "budget": budget, "train_s": train_s, "images_per_s": max(speeds),
@@ -214,6 +276,30 @@ def print_table(results: list[dict], console: Console, budget: float, n_test: in
                       f"{r['rmse'] / ae:.3f}" if ae else "-", f"{r['train_s']:.0f}", str(r["epochs"]),
                       f"{r['images_per_s']:.0f}")
     console.print(table)
+    parts = Table(title="Level and shape parts of the RMSE (nm; level bias = mean predicted - true depth), "
+                        "90 % interval of each hole's depth, share of images flagged as unlike the training data")
+    for col in ("method", "level", "shape", "bias", "level/shape c1", "c2", "c3", "c4", "cover 90", "+-nm",
+                "OOD test", "OOD other set", "other RMSE", "OOD zoom", "OOD dust"):
+        parts.add_column(col, justify="left" if col == "method" else "right")
+    fmt = lambda r, k, f="{:.3f}": f.format(r[k]) if k in r else "-"  # noqa: E731
+    for r in results:
+        p = r.get("parts")
+        if not p:
+            continue
+        per = [f"{p['per_case'][c]['level']:.2f}/{p['per_case'][c]['shape']:.2f}" if c in p["per_case"] else "-"
+               for c in ("1", "2", "3", "4")]
+        parts.add_row(r["method"], f"{p['level']:.3f}", f"{p['shape']:.3f}", f"{p['level_bias']:+.2f}", *per,
+                      fmt(r, "coverage90"), fmt(r, "halfwidth_nm", "{:.2f}"), fmt(r, "ood_rate"),
+                      fmt(r, "other_set_ood_rate"), fmt(r, "other_set_rmse", "{:.2f}"), fmt(r, "zoom1.5_ood_rate"),
+                      fmt(r, "dust_ood_rate"))
+    console.print(parts)
+    for r in results:
+        if "images_per_s_by_threads" in r:
+            console.print(f"{r['method']}: model alone, best of 3 passes over the test images: "
+                          + ", ".join(f"{v:.0f} images/s with {t} thread(s)"
+                                      for t, v in r["images_per_s_by_threads"].items()))
+        if "startup" in r:
+            console.print(f"CLI start-up: " + ", ".join(f"{k} {v}" for k, v in r["startup"].items()))
     for r in results:
         if "case_accuracy" in r:
             console.print(f"{r['method']}: case accuracy on the test images {r['case_accuracy']:.3f}")
@@ -234,6 +320,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="Dataset cache (default: micrometry-bench-depth[-VARIANT] in the temp folder).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    parser.add_argument("--speed", action="store_true",
+                        help="Also time each model alone with 1 and 2 threads (best of 3 passes).")
+    parser.add_argument("--startup", action="store_true",
+                        help="Also time `micrometry --help` and `depth predict` on 10 images (first method's model).")
     parser.add_argument("--table-from", type=Path, nargs="+", default=None,
                         help="Only print the table of earlier --json results (e.g. of runs made side by side).")
     args = parser.parse_args()
@@ -269,13 +359,13 @@ def main() -> None:
 
     specs = args.methods.split(";") if args.methods and ";" in args.methods else \
         re.split(r",(?![^\[]*\])", args.methods) if args.methods else method_names()
-    console = Console(width=130)
+    console = Console(width=180)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-depth-") as tmp:
         for spec in specs:
             console.print(f"[bold]{spec}[/]: training (budget {args.budget:.0f} s)")
             results.append(run_one(spec, data, test.images, truth, case, args.budget, args.seed, Path(tmp),
-                                   hole_depth, foreign))
+                                   hole_depth, foreign, speed=args.speed, startup=args.startup and not results))
             r = results[-1]
             console.print(f"  rmse {r['rmse']:.3f}, train {r['train_s']:.0f} s, {r['images_per_s']:.0f} images/s"
                           + (f", case accuracy {r['case_accuracy']:.3f}" if "case_accuracy" in r else ""))

@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage
 from torch.optim.swa_utils import AveragedModel
 
+from micrometry.cli import run
 from micrometry.depth.calibration import conformal_halfwidth
 from micrometry.depth.methods import DepthData, create_method, load_method, train_method
 from micrometry.depth.methods.unet import ema_average
@@ -83,7 +84,7 @@ def test_ema_average_follows_the_decay_schedule():
 
 
 @pytest.mark.slow
-def test_predict_writes_intervals_and_warns_on_images_of_another_tool(tmp_path):
+def test_predict_writes_intervals_and_warns_on_images_of_another_tool(tmp_path, capsys):
     write_sem_dataset(tmp_path / "d", tmp_path / "t",
                       SemSynthConfig(seed=3, n_structures=12, n_sites=8, images_per_site=8, n_test=12))
     method = create_method("unet-weak", width=4, batch_size=16, real_batch_size=8)
@@ -111,3 +112,10 @@ def test_predict_writes_intervals_and_warns_on_images_of_another_tool(tmp_path):
         write_image(odd / f"{i:03d}.png", cv2.resize(image[12:60, 8:40], (48, 72)))
     with pytest.warns(UnlikeTrainingDataWarning, match="unlike the model's training data"):
         predict_folder(odd, model, tmp_path / "pred2")
+    # the command says so in one line, and still writes the maps (exit code 0)
+    capsys.readouterr()
+    assert run(["depth", "predict", str(odd), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "p3")]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("warning: ")
+            and "images look unlike the model's training data" in line]
+    assert len(list((tmp_path / "p3").glob("*.png"))) == 12

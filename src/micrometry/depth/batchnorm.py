@@ -2,7 +2,8 @@
 
 A network trained on simulation keeps the simulation's running statistics;
 :func:`frozen_batchnorm_statistics` lets real images pass through it in training
-mode without changing them, :func:`recompute_batchnorm` swaps in the real
+mode without changing them, :func:`running_batchnorm_statistics` lets them pass
+normalised as at inference, :func:`recompute_batchnorm` swaps in the real
 domain's statistics (AdaBN).
 """
 
@@ -30,6 +31,21 @@ def frozen_batchnorm_statistics(net: nn.Module):
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
+
+
+@contextlib.contextmanager
+def running_batchnorm_statistics(net: nn.Module):
+    """BatchNorm layers normalise with their running statistics (as at inference) and leave them
+    alone, while gradients still flow: a second domain trains under the normalisation it will be
+    predicted with."""
+    norms = [m for m in batchnorm_layers(net) if m.training]
+    for m in norms:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train(True)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from micrometry.depth.augment import FLIP_DIMS, imaging_augment, random_flip
-from micrometry.depth.batchnorm import frozen_batchnorm_statistics
+from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batchnorm_statistics
 from micrometry.depth.calibration import apply_ridge, calibration_features
 from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
@@ -139,7 +139,11 @@ class UNetTask(TrainTask):
                     with torch.no_grad():  # the averaged net's shape of the plain image is the target
                         teacher = ema.forward_parts(rx)[0]
                 rx, teacher = self._augment(rx, teacher, imaging=consistency > 0)
-                with frozen_batchnorm_statistics(net):
+                # "batch": real images normalised by their own batch statistics in training but by the
+                # simulation's running statistics at inference; "running": by the latter in both.
+                norm = running_batchnorm_statistics if self.cfg.get("real_bn") == "running" \
+                    else frozen_batchnorm_statistics
+                with norm(net):
                     real_shape, real_depth = net.forward_parts(rx)
                 real_loss = nn.functional.l1_loss(real_depth, rd)
                 loss = loss + self.cfg["real_weight"] * real_loss
@@ -331,9 +335,12 @@ class UNetMethod(DepthMethod):
         report : dict or None
             ``depth_nm``, ``depth_low_nm``, ``depth_high_nm`` (90 % interval of the
             hole's depth; NaN where the model has no calibrated interval),
-            ``ood_score`` (about 1 for images like the training data) and ``ood``
-            (bool: unlike the training data; the interval does not hold there).
+            ``ood_score`` (about 1 or less for images like the training data) and
+            ``ood`` (bool: unlike the training data; the interval does not hold
+            there). None for a model that fitted neither (``unet``: no real images).
         """
+        if self.interval_nm is None and self.ood is None:
+            return self.predict(images), None
         self._collect = []
         try:
             maps = self.predict(images)

@@ -51,6 +51,11 @@ class WeakUNetMethod(UNetMethod):
         ``"fixed"``: the imaging augmentations of ``blur_aug``/``noise_aug``; ``"auto"``: widen
         them to the probe blur and noise read off the real images
         (:func:`~micrometry.depth.photometry.augmentation_ranges`).
+    real_bn : str
+        How BatchNorm normalises the real images in training: ``"batch"`` by their own batch
+        statistics (the simulation's running statistics stay untouched; at inference those are
+        used, so the depth head meets real images normalised differently from training) or
+        ``"running"`` by the simulation's running statistics, as at inference.
     consistency : float
         Weight of a mean-teacher loss on real images: the shape of an augmented real
         image is pulled towards the averaged network's shape of the plain image; 0: off.
@@ -80,7 +85,8 @@ class WeakUNetMethod(UNetMethod):
             raise InputError(f"calibration must be one of {', '.join(self.calibrations)}, "
                              f"got {self.cfg['calibration']!r}")
     defaults = {**UNetMethod.defaults, "real_weight": 1.0, "real_batch_size": 32, "val_site_fraction": 0.2,
-                "calibration": "ridge", "adabn": False, "imaging": "fixed", "consistency": 0.0}
+                "calibration": "ridge", "adabn": False, "imaging": "fixed", "consistency": 0.0,
+                "real_bn": "batch"}
     use_real = True
 
     def after_training(self, task: TrainTask, data: DepthData) -> None:
