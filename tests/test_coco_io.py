@@ -282,7 +282,7 @@ RESULT_REPAIRABLE = [
 
 
 @pytest.mark.parametrize("name, seg, message, n_left", RESULT_REPAIRABLE, ids=[r[0] for r in RESULT_REPAIRABLE])
-def test_results_repairable_segmentations_warn(tmp_path, coco_dir, name, seg, message, n_left):
+def test_results_repairable_segmentations_warn(tmp_path, coco_dir, name, seg, message, n_left, capsys):
     path = tmp_path / "r.json"
     path.write_text(json.dumps([{"image_id": 1, "category_id": 1, "segmentation": seg, "score": 0.9}]))
     with pytest.warns(CocoRepairWarning, match=message):
@@ -292,6 +292,10 @@ def test_results_repairable_segmentations_warn(tmp_path, coco_dir, name, seg, me
         mask = rle_to_mask(rec["segmentation"])
         assert mask.shape == (H, W) and mask.any()
         assert rec["bbox"][2] > 0 and rec["bbox"][3] > 0
+    capsys.readouterr()
+    assert run(["particles", "evaluate", str(path), str(coco_dir), "--json"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert any(message in line for line in warned) and all("r.json" in line for line in warned)
 
 
 def test_results_without_dataset_check_rle_on_its_own_size(tmp_path):
