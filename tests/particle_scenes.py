@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from micrometry.io.coco import labels_to_rles, write_coco
+from micrometry.io.atomic import write_json
+from micrometry.io.coco import labels_to_rles
 from micrometry.io.image import write_image
 
 
@@ -48,7 +49,7 @@ def write_coco_folder(folder: Path, n_images: int = 6, seed: int = 0, **scene) -
         for rle in labels_to_rles(labels):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
                                 "segmentation": rle, "iscrowd": 0})
-    write_coco(folder / "annotations.json", {"images": images, "annotations": annotations,
+    write_json(folder / "annotations.json", {"images": images, "annotations": annotations,
                                               "categories": [{"id": 1, "name": "particle"}]})
     return folder
 

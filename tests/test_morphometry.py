@@ -14,7 +14,8 @@ from skimage.measure import regionprops
 from micrometry.cli import run
 from micrometry.io.image import write_image
 from micrometry.particles.analytic import ellipse, rectangle, validation_shapes
-from micrometry.particles.morphometry import IMAGEJ_COLUMNS, ISO_COLUMNS, calipers, measure_labels
+from micrometry.geometry import calipers
+from micrometry.particles.morphometry import IMAGEJ_COLUMNS, ISO_COLUMNS, measure_labels
 from micrometry.particles.psd import percentiles_with_ci, weighted_quantiles
 
 
@@ -332,7 +333,7 @@ def test_measure_bad_inputs_exit_2_one_line(case, tmp_path, label_folder, capsys
 def test_vectorised_outlines_equal_per_particle_reference():
     """All-at-once tracing gives exactly what find_contours gives on each mask alone:
     touching particles, fragments of one id, a ring with a hole and a particle inside the hole, 1-pixel ones."""
-    from micrometry.particles.morphometry import outline_measures
+    from morphometry_reference import outline_measures
 
     rng = np.random.default_rng(7)
     labels = np.zeros((160, 160), np.int32)

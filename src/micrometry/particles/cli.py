@@ -185,7 +185,8 @@ def evaluate_cmd(
         pred = pred / "results.json"
     with _warnings_as_lines():
         dataset = load_coco(gt)
-    metrics = evaluate(load_results(pred, dataset), dataset, max_dets=max_dets, match_score=match_score)
+        results = load_results(pred, dataset)
+    metrics = evaluate(results, dataset, max_dets=max_dets, match_score=match_score)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return

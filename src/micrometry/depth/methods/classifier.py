@@ -19,8 +19,6 @@ shape etched to the mean site depth of the predicted case. That is the
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
@@ -203,14 +201,3 @@ class ClassifierMethod(DepthMethod):
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.templates[self.predict_case(np.asarray(images)) - 1].copy()
-
-
-def load_case_classifier(run_dir: str | Path, device: str = "cpu") -> CaseClassifier:
-    """The classifier of a ``--method classifier`` run folder."""
-    from micrometry.depth.methods.base import load_method
-    from micrometry.errors import CheckpointError
-
-    method = load_method(run_dir, device=device)
-    if not isinstance(method, ClassifierMethod):
-        raise CheckpointError(f"run holds method {method.name!r}, not a case classifier", run_dir)
-    return method.classifier
