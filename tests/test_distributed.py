@@ -42,6 +42,10 @@ class LinearTask(TrainTask):
         # a task that knows nothing about DDP: the loop splits its batches
         return [(self.x[b], self.y[b]) for b in (order[i:i + GLOBAL_BATCH] for i in range(0, N_SAMPLES, GLOBAL_BATCH))]
 
+    def wrap_ddp(self, wrap):
+        if self.net is not None:  # the listed variant wraps nothing: gradients are averaged at the step
+            self.net = wrap(self.net)
+
     def train_step(self, batch):
         x, y = (self.x[batch], self.y[batch]) if isinstance(batch, torch.Tensor) else batch
         net = self.nets[0] if self.nets else self.net
