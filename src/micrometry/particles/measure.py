@@ -21,8 +21,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from micrometry.errors import DatasetError, ImageReadError, InputError, OutputExistsError
-from micrometry.io.atomic import atomic_path
+from micrometry.errors import DatasetError, ImageReadError, InputError
+from micrometry.io.atomic import atomic_path, refuse_existing
 from micrometry.io.image import ColourImageWarning, list_images, read_image
 from micrometry.particles.morphometry import measure_labels
 from micrometry.particles.psd import psd_row
@@ -209,8 +209,7 @@ def check_outputs_free(out: str | Path, overwrite: bool) -> dict[str, Path]:
     """Output paths, refusing existing files unless ``overwrite`` (checked before any work)."""
     paths = output_paths(out)
     for path in paths.values():
-        if path.exists() and not overwrite:
-            raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
+        refuse_existing(path, overwrite)
     return paths
 
 
