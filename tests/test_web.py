@@ -121,7 +121,7 @@ def test_sem_upload_gives_depth_maps_metrology_and_zip(server, sem_data):
 
 def test_bad_sem_uploads_get_a_message(server):
     r = httpx.post(server + "/api/sem", files={"files": ("big.png", _png(np.zeros((100, 100), np.uint8)))})
-    assert r.status_code == 400 and "must be 72x48" in r.json()["error"]
+    assert r.status_code == 400 and "expected 72x48" in r.json()["error"]
     r = httpx.post(server + "/api/sem", files={"files": ("a.zip", b"PK not a zip")})
     assert r.status_code == 400 and "not a valid zip" in r.json()["error"]
     r = httpx.post(server + "/api/particles", files={"file": ("p.png", b"x")}, data={"pixel_size": "-1"})
