@@ -11,7 +11,7 @@ from micrometry.errors import CheckpointError
 from micrometry.particles.models import targets
 from micrometry.particles.models.decode import instances_from_centres, watershed_from_maps
 from micrometry.particles.segmenter import Instances, load_segmenter
-from particle_scenes import make_scene, trained_run, write_coco_folder
+from particle_scenes import make_scene, write_coco_folder
 
 
 def cli(args):
@@ -58,14 +58,14 @@ def test_watershed_decodes_perfect_distance_maps():
 # -- training ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", ["center-offset", "unet-watershed"])
-def test_tiny_training_converges(model):
+def test_tiny_training_converges(model, trained_run):
     history = json.loads((trained_run(model) / "metrics.json").read_text())["history"]
     assert history[-1]["val_ap50"] > history[0]["val_ap50"] + 0.3
     assert max(h["val_ap50"] for h in history) > 0.7
     assert history[-1]["loss"] < history[0]["loss"]
 
 
-def test_trained_run_segments_new_images_through_load_segmenter():
+def test_trained_run_segments_new_images_through_load_segmenter(trained_run):
     segmenter = load_segmenter(trained_run("center-offset"))
     image, truth = make_scene(np.random.default_rng(11), 128, 160, n=12)
     found = segmenter.segment(image)
@@ -123,7 +123,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "pred").exists()
 
 
-def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys):
+def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys, trained_run):
     import shutil
 
     run = tmp_path / "run"
