@@ -32,6 +32,7 @@ def tiny(tmp_path_factory):
     return root / "data"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_method_trains_and_predicts_maps(name, tiny, tmp_path):
     method = create_method(name, **TINY[name])
@@ -56,6 +57,7 @@ def test_registry_lists_core_methods_and_rejects_unknown_parameters():
         create_method("nope")
 
 
+@pytest.mark.slow
 def test_case_classifier_is_reusable(tiny, tmp_path):
     data = DepthData.load(tiny, ("real",))
     classifier, accuracy = train_case_classifier(data.real, RunDir.for_training(tmp_path / "c"), epochs=2, width=4)

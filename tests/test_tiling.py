@@ -1,6 +1,7 @@
 """Tiled inference: stitched maps equal a single pass, instances across tile borders stay whole."""
 
 import numpy as np
+import pytest
 import torch
 
 from micrometry.particles.models.dense import DenseSegmenter, build_network
@@ -66,6 +67,7 @@ def test_flip_tta_keeps_vector_fields_consistent():
     assert torch.allclose(averaged[:, 0], x[:, 0])
 
 
+@pytest.mark.slow
 def test_instances_crossing_tile_borders_are_neither_split_nor_duplicated(tmp_path, trained_run):
     from micrometry.particles.segmenter import load_segmenter
 
