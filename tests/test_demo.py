@@ -3,6 +3,7 @@
 from html.parser import HTMLParser
 
 import pandas as pd
+import pytest
 
 from micrometry.cli import run
 
@@ -24,6 +25,7 @@ class _Images(HTMLParser):
             self._in_heading = False
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert run(["demo", "--out", out, "--quick"]) == 0

@@ -1,6 +1,8 @@
 """Depth methods behind one interface: each trains a few steps on tiny data and predicts maps;
 the case classifier, the affine site correction and the hole measurements on known geometry."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,7 @@ def tiny(tmp_path_factory):
     return root / "data"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_method_trains_and_predicts_maps(name, tiny, tmp_path):
     method = create_method(name, **TINY[name])
@@ -54,10 +57,13 @@ def test_registry_lists_core_methods_and_rejects_unknown_parameters():
         create_method("nope")
 
 
+@pytest.mark.slow
 def test_case_classifier_is_reusable(tiny, tmp_path):
     data = DepthData.load(tiny, ("real",))
     classifier, accuracy = train_case_classifier(data.real, RunDir.for_training(tmp_path / "c"), epochs=2, width=4)
-    assert 0.0 <= accuracy <= 1.0
+    # the accuracy returned is that of the best epoch the run folder recorded (held-out sites exist: not NaN)
+    history = json.loads((tmp_path / "c" / "metrics.json").read_text())["history"]
+    assert accuracy == max(h["val_acc"] for h in history)
     cases = classifier.predict_case(data.real.images)
     assert cases.shape == (len(data.real.images),) and set(cases.tolist()) <= {1, 2, 3, 4}
     assert classifier.predict_proba(data.real.images[:3]).sum(axis=1) == pytest.approx(np.ones(3), abs=1e-5)

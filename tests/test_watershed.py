@@ -14,7 +14,7 @@ from micrometry.io.coco import (
     rle_to_mask,
 )
 from micrometry.io.image import read_image, write_image
-from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
+from micrometry.particles.segmenter import DEFAULT_MODEL, Instances, Segmenter, load_segmenter
 from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
 from micrometry.synth.particles import PopulationParams, SuspensionParams, image_rng, render_image
@@ -67,7 +67,7 @@ def test_params_change_behaviour():
 def test_load_segmenter_names_and_protocol(tmp_path, capsys):
     seg = load_segmenter("watershed")
     assert isinstance(seg, Segmenter) and seg.name == "watershed"
-    assert load_segmenter(None).name  # the default exists
+    assert load_segmenter(None).name == DEFAULT_MODEL  # no name: the documented default model
     image, _ = discs_image([(40, 40)])
     out = seg.segment_batch([image, image])
     assert len(out) == 2 and all(isinstance(o, Instances) for o in out)

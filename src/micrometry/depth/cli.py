@@ -113,6 +113,7 @@ def depth_train(
     from micrometry.train.loop import configure_threads
 
     configure_threads(threads or None)
+    RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
         config = run.read_config()
@@ -139,17 +140,6 @@ def depth_train(
                                             for k, v in best.items()) + f" -> {out}")
 
 
-def _refuse_existing(path: Optional[Path], overwrite: bool, folder: bool) -> None:
-    """Fail before any work when an output exists (the writers would refuse it only at the end)."""
-    from micrometry.errors import OutputExistsError
-
-    if path is None or overwrite or not path.exists():
-        return
-    if folder and path.is_dir() and not any(path.iterdir()):
-        return
-    raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
-
-
 @depth_app.command("predict")
 def depth_predict(
     images: Path = typer.Argument(..., help="Folder of SEM images, a dataset folder (uses its test/SEM), or a .txt list of image paths."),
@@ -172,11 +162,12 @@ def depth_predict(
     from micrometry.depth.methods import load_method
     from micrometry.depth.predict import predict_folder
     from micrometry.engine import make_engine
+    from micrometry.io.atomic import refuse_existing
     from micrometry.train.loop import configure_threads
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    _refuse_existing(out, overwrite, folder=True)
-    _refuse_existing(zip_path, overwrite, folder=False)
+    refuse_existing(out, overwrite)
+    refuse_existing(zip_path, overwrite)
     configure_threads(threads or None)
     if model is None:
         from micrometry.depth.shipped import shipped_run
@@ -235,11 +226,11 @@ def depth_measure(
     from micrometry.depth.dataset import load_image_folder
     from micrometry.depth.measure import COLUMNS, measure_maps
     from micrometry.errors import InputError
-    from micrometry.io.atomic import atomic_path
+    from micrometry.io.atomic import atomic_path, refuse_existing
 
     if bottom_fraction >= top_fraction:
         raise InputError(f"--bottom-level ({bottom_fraction}) must be below --top-level ({top_fraction})")
-    _refuse_existing(out, overwrite, folder=False)
+    refuse_existing(out, overwrite)
     maps = load_image_folder(pred)
     rows = measure_maps(maps.images, nm_per_px=nm_per_px, top_fraction=top_fraction,
                         bottom_fraction=bottom_fraction)

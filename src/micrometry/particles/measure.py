@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from micrometry.errors import DatasetError, InputError, OutputExistsError
-from micrometry.io.atomic import atomic_path
+from micrometry.errors import DatasetError, InputError
+from micrometry.io.atomic import atomic_path, refuse_existing
 from micrometry.io.image import list_images, read_image
 from micrometry.particles.label_sources import LabelImage, iter_label_images, segmented_label_images
 from micrometry.particles.morphometry import measure_labels
@@ -133,8 +133,7 @@ def check_outputs_free(out: str | Path, overwrite: bool) -> dict[str, Path]:
     """Output paths, refusing existing files unless ``overwrite`` (checked before any work)."""
     paths = output_paths(out)
     for path in paths.values():
-        if path.exists() and not overwrite:
-            raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
+        refuse_existing(path, overwrite)
     return paths
 
 

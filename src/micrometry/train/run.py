@@ -48,17 +48,42 @@ class RunDir:
         self.writes = is_main_process()
 
     # -- creation rules -------------------------------------------------
-    @classmethod
-    def for_training(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> "RunDir":
-        """Open a run folder for training, refusing to clobber an earlier run by accident."""
+    @staticmethod
+    def check_training(path: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+        """The rules of ``--resume`` and ``--overwrite``, for every training command; creates nothing.
+
+        A training command calls this before any work (so that a refusal costs
+        nothing and leaves nothing behind), then :meth:`for_training` once its
+        data has loaded.
+
+        - ``resume``: continue ``path``'s run; it must have ``checkpoints/last.pt``
+          (``overwrite`` is then ignored);
+        - ``overwrite``: start afresh, deleting an earlier run's files;
+        - neither: ``path`` must not hold a run (``config.json`` or ``last.pt``).
+
+        Raises
+        ------
+        CheckpointError
+            ``resume`` without a checkpoint to resume from.
+        OutputExistsError
+            An earlier run, and neither ``resume`` nor ``overwrite``.
+        """
         path = Path(path)
-        has_run = (path / "config.json").exists() or (path / "checkpoints" / "last.pt").exists()
         if resume and not (path / "checkpoints" / "last.pt").exists():
             raise CheckpointError("nothing to resume: no checkpoints/last.pt", path)
         if not is_main_process():  # rank 0 checks and clears the folder; racing it would break its run
-            return cls(path)
+            return
+        has_run = (path / "config.json").exists() or (path / "checkpoints" / "last.pt").exists()
         if has_run and not (resume or overwrite):
             raise OutputExistsError("holds an earlier run (pass --resume to continue it or --overwrite)", path)
+
+    @classmethod
+    def for_training(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> "RunDir":
+        """Open a run folder for training by the rules of :meth:`check_training`, clearing it for ``overwrite``."""
+        path = Path(path)
+        cls.check_training(path, resume, overwrite)
+        if not is_main_process():
+            return cls(path)
         if overwrite and not resume:
             for name in ("config.json", "metrics.json", "log.txt"):
                 (path / name).unlink(missing_ok=True)

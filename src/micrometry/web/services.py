@@ -18,7 +18,6 @@ import numpy as np
 from micrometry.errors import InputError
 from micrometry.io.image import IMAGE_SUFFIXES, decode_image
 
-SEM_SHAPE = (72, 48)
 HISTOGRAM_COLUMNS = ["Area", "Feret", "AR", "Circ."]
 
 
@@ -122,31 +121,19 @@ class Services:
         uploads = expand_uploads(files, self.limits)
         if len(uploads) > self.limits.max_sem_images:
             raise InputError(f"too many images ({len(uploads)}); the limit is {self.limits.max_sem_images}")
-        images = np.empty((len(uploads), *SEM_SHAPE), dtype=np.uint8)
-        for i, (name, data) in enumerate(uploads):
-            image = decode_image(data, name)
-            if image.shape != SEM_SHAPE:
-                raise InputError(f"image is {image.shape[0]}x{image.shape[1]}, SEM images must be 72x48", name)
-            images[i] = image if image.dtype == np.uint8 else (image // 257).astype(np.uint8)
         import pandas as pd
 
+        from micrometry.depth.dataset import sem_image
         from micrometry.depth.measure import measure_maps
+        from micrometry.depth.predict import predict_in_batches, submission_zip, to_depth_png
         from micrometry.report.depth import DepthSample, surface_figure
-        from micrometry.depth.predict import predict_in_batches, to_depth_png
 
+        images = np.stack([sem_image(decode_image(data, name), name) for name, data in uploads])
         depth = predict_in_batches(self.depth_model(), images)
         depth_u8 = to_depth_png(depth)
         table = pd.DataFrame(measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
         table.insert(0, "file", [name for name, _ in uploads])
-
-        zipped = io.BytesIO()
-        with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
-            for (name, _), depth_map in zip(uploads, depth_u8):
-                buffer = io.BytesIO()
-                from PIL import Image
-
-                Image.fromarray(depth_map).save(buffer, format="PNG")
-                archive.writestr(Path(name).stem + ".png", buffer.getvalue())
+        zipped = submission_zip([name for name, _ in uploads], depth)
         shown = min(len(uploads), 12)
         return {
             "count": len(uploads),
@@ -155,7 +142,7 @@ class Services:
             "surface": figure_data_url(surface_figure(DepthSample(uploads[0][0], "", depth[0]))),
             "table": _records(table),
             "csv": file_data_url(table.to_csv(index=False).encode(), "text/csv"),
-            "zip": file_data_url(zipped.getvalue(), "application/zip"),
+            "zip": file_data_url(zipped, "application/zip"),
         }
 
     # -- Particles tab -----------------------------------------------------------

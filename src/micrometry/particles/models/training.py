@@ -122,6 +122,9 @@ class DenseTrainTask(ParticleTrainTask):
         s = self.settings
         return CropBatches(self.train_items, self.method.targets, s.steps_per_epoch, s.batch_size, s.crop, seed)
 
+    def wrap_ddp(self, wrap) -> None:
+        self.net = wrap(self.net)
+
     def train_step(self, batch: tuple[torch.Tensor, list[np.ndarray]]) -> dict[str, float]:
         started = time.perf_counter()
         self.set_learning_rate()
@@ -181,6 +184,7 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
         require_torchvision()
     if not 0.05 <= settings.scale <= 2.0:
         raise InputError(f"--scale must be between 0.05 and 2, not {settings.scale}")
+    RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
         previous = run.read_config()
@@ -189,8 +193,6 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
                                   f"not {settings.model!r}", run.config_path)
         extendable = {"epochs", "time_budget_s"} & (given if given is not None else {"epochs", "time_budget_s"})
         settings = TrainSettings(**{**previous["settings"], **{k: getattr(settings, k) for k in extendable}})
-    elif not overwrite and (Path(out) / "config.json").exists():
-        RunDir.for_training(out)  # refuses, before any work, to clobber an earlier run
     configure_threads(threads)
     # Read the whole dataset before creating the run folder: a bad dataset leaves nothing behind.
     items = load_labelled_images(coco_dir, settings.scale)
