@@ -43,7 +43,8 @@ def particles(
     height: int = typer.Option(1024, "--height", min=32, help="Image height in pixels."),
     width: int = typer.Option(1280, "--width", min=32, help="Image width in pixels."),
     params_file: Optional[Path] = typer.Option(None, "--params", help="JSON of generator parameters "
-                                               "({\"population\": {...}, \"optics\": {...}, \"distractors\": {...}}); "
+                                               "({\"population\": {...}, \"optics\": {...}, \"distractors\": {...}, "
+                                               "\"imaging\": {...}}); "
                                                "see OUT/synth_config.json for every name."),
     modes: Optional[str] = typer.Option(None, "--modes", "--mode", help="Imaging mode, or a comma-separated mix "
                                         "(image k uses the k-th mode, cyclically): brightfield (default), "
@@ -57,7 +58,7 @@ def particles(
                                              "diameter in pixels, e.g. 8,150 (default 12,110, median 30)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing OUT and TRUTH folders."),
 ) -> None:
-    """Synthetic particle images (brightfield, phase, fluorescence, ...) with COCO ground truth (docs/particles-data.md)."""
+    """Synthetic particle images (brightfield, phase, fluorescence, ...) with COCO truth (docs/particles-data.md)."""
     from micrometry.errors import InputError
     from micrometry.io.coco import read_json
     from micrometry.synth.particle_dataset import generate_dataset, with_options

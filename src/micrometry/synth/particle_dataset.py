@@ -51,7 +51,7 @@ DENSITIES = {
 
 
 def size_population(size_range_px: tuple[float, float]) -> dict:
-    """PopulationParams fields for diameters spread over ``size_range_px`` (log-normal, range = median x e^(+-2 sigma))."""
+    """PopulationParams fields for diameters over ``size_range_px``: log-normal, range = median x e^(+-2 sigma)."""
     lo, hi = float(size_range_px[0]), float(size_range_px[1])
     if not 0 < lo < hi:
         raise ValueError(f"size range {lo:g}-{hi:g} px must have 0 < min < max")

@@ -255,7 +255,8 @@ def mode_optics(opt: OpticsParams, imaging: ImagingParams, mode: str) -> OpticsP
         return dataclasses.replace(opt, background_level_range=imaging.phase_background_range)
     if mode == "fluorescence":
         # the illumination is then a shape of mean ~1 that scales floor and signal alike
-        return dataclasses.replace(opt, background_level_range=(1.0, 1.0), psf_sigma_px=imaging.fluorescence_psf_sigma_px)
+        return dataclasses.replace(opt, background_level_range=(1.0, 1.0),
+                                   psf_sigma_px=imaging.fluorescence_psf_sigma_px)
     if mode == "darkfield":
         return dataclasses.replace(opt, background_level_range=(1.0, 1.0))
     return opt
@@ -340,8 +341,8 @@ def particle_delta(p: Particle, soft: np.ndarray, hard: np.ndarray, opt: OpticsP
     return delta.astype(np.float32)
 
 
-def phase_delta(p: Particle, soft: np.ndarray, hard: np.ndarray, imaging: ImagingParams,
-                rng: np.random.Generator, sign: float = 1.0) -> np.ndarray:
+def phase_delta(soft: np.ndarray, hard: np.ndarray, imaging: ImagingParams, rng: np.random.Generator,
+                sign: float = 1.0) -> np.ndarray:
     """Phase-contrast signature (transmission ``1 + delta``): dark body, bright halo (``sign`` -1 swaps them).
 
     The phase ring turns the particle's optical path into a darkening that is
@@ -391,7 +392,7 @@ def particle_signature(mode: str, p: Particle, soft: np.ndarray, hard: np.ndarra
     if mode == "darkfield":
         return darkfield_emission(p, soft, hard, opt, imaging, rng)
     if mode in ("phase", "phase-negative"):
-        return phase_delta(p, soft, hard, imaging, rng, -1.0 if mode == "phase-negative" else 1.0)
+        return phase_delta(soft, hard, imaging, rng, -1.0 if mode == "phase-negative" else 1.0)
     return particle_delta(p, soft, hard, opt, rng)
 
 
@@ -404,7 +405,8 @@ def illumination(opt: OpticsParams, h: int, w: int, rng: np.random.Generator) ->
     direction = rng.uniform(0, 2 * np.pi)
     gradient = 1 + opt.gradient * (u * np.cos(direction) + v * np.sin(direction)) / np.sqrt(2)
     cx, cy = rng.normal(0, 0.15, 2)
-    vignette = 1 - opt.vignetting * ((u - cx) ** 2 + (v - cy) ** 2) / 2
+    # floored: strong vignetting (``uneven``) with an off-centre optical axis would go negative in a corner
+    vignette = np.maximum(1 - opt.vignetting * ((u - cx) ** 2 + (v - cy) ** 2) / 2, 0.15)
     blotches = cv2.GaussianBlur(rng.normal(0, 1, (sh, sw)).astype(np.float32), (0, 0), max(sh, sw) / 8)
     blotches *= opt.blotch_amplitude / max(float(blotches.std()), 1e-6)
     small = rng.uniform(*opt.background_level_range) * gradient * vignette * (1 + blotches)

@@ -123,7 +123,8 @@ def sample_sizes(pop: PopulationParams, h: int, w: int, rng: np.random.Generator
 
 
 def _place_apart(pts: np.ndarray, d: float, placed: list[Particle], centres: list[tuple[float, float, float]],
-                 pop: PopulationParams, h: int, w: int, rng: np.random.Generator, tries: int = 10) -> tuple[float, float]:
+                 pop: PopulationParams, h: int, w: int, rng: np.random.Generator,
+                 tries: int = 10) -> tuple[float, float]:
     """A centre for outline ``pts`` (centred at 0) that keeps it clear of the particles placed so far.
 
     A clustered particle is set against its anchor at the gap measured between
