@@ -195,7 +195,7 @@ def test_maskrcnn_trains_and_predicts(tmp_path):
 
 def test_shipped_checkpoint_is_the_default_and_segments(tmp_path):
     from micrometry.particles.models import SHIPPED_MODEL, shipped_checkpoint
-    from micrometry.synth.particles import SuspensionParams, image_rng, render_image
+    from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 
     assert shipped_checkpoint().stat().st_size < 10_000_000  # a few MB
     segmenter = load_segmenter(None)

@@ -17,7 +17,8 @@ from micrometry.io.image import read_image, write_image
 from micrometry.particles.segmenter import DEFAULT_MODEL, Instances, Segmenter, load_segmenter
 from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
-from micrometry.synth.particles import PopulationParams, SuspensionParams, image_rng, render_image
+from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
+from micrometry.synth.particle_shapes import PopulationParams
 
 H, W = 160, 200
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 httpx = pytest.importorskip("httpx")
 
-from micrometry.synth.particles import SuspensionParams, render_image  # noqa: E402
+from micrometry.synth.particle_scene import SuspensionParams, render_image  # noqa: E402
 from micrometry.web.app import create_app  # noqa: E402
 from micrometry.web.services import Limits  # noqa: E402
 

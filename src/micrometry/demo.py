@@ -134,7 +134,8 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
     from micrometry.particles.predict import predict_folder
     from micrometry.particles.segmenter import DEFAULT_MODEL, load_segmenter
     from micrometry.report.particles import compare_report, measure_report, overlay_samples
-    from micrometry.synth.particles import SuspensionParams, generate_dataset
+    from micrometry.synth.particle_dataset import generate_dataset
+    from micrometry.synth.particle_scene import SuspensionParams
 
     data, truth = out / "particles", out / "particles-truth"
     params = SuspensionParams(height=size.particle_height, width=size.particle_width)
