@@ -128,16 +128,14 @@ class Services:
             if image.shape != SEM_SHAPE:
                 raise InputError(f"image is {image.shape[0]}x{image.shape[1]}, SEM images must be 72x48", name)
             images[i] = image if image.dtype == np.uint8 else (image // 257).astype(np.uint8)
-        import pandas as pd
-
-        from micrometry.depth.measure import measure_maps
+        from micrometry.depth.measure import hole_table, measure_maps
         from micrometry.report.depth import DepthSample, surface_figure
         from micrometry.depth.predict import predict_in_batches, to_depth_png
 
         depth = predict_in_batches(self.depth_model(), images)
         depth_u8 = to_depth_png(depth)
-        table = pd.DataFrame(measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
-        table.insert(0, "file", [name for name, _ in uploads])
+        table = hole_table([name for name, _ in uploads],
+                           measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
 
         zipped = io.BytesIO()
         with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
