@@ -3,8 +3,8 @@
 Definitions (docs/depth.md, "Hole metrology"; the SEM simulator's truth files use the same ones,
 computed on its analytic surface, so measured and true values mean the same thing):
 
-* **top level**: the flat surface around the hole, the median of the map's pixels above the
-  midpoint between its 90th percentile and its minimum; **bottom level**: the deepest pixel of
+* **top level**: the flat surface around the hole, the median of the map's flat pixels (slope
+  at most 2 % of the depth per pixel) above the midpoint between its 90th percentile and minimum; **bottom level**: the deepest pixel of
   the central hole (the hole below mid-depth nearest the image centre); **depth** = top - bottom.
 * a **level f** is ``bottom + f * depth``; a **chord** at level f along x (y) is the width of the
   run of pixels below that level on the row (column) through the hole's centroid, starting from
@@ -95,13 +95,18 @@ def central_hole(height: np.ndarray, top: float) -> tuple[np.ndarray, float]:
 
 
 def top_level(height: np.ndarray) -> float:
-    """The top surface: median of the pixels above the midpoint of the 90th percentile and the minimum.
+    """The top surface: median of the flat pixels (slope <= 2 % of the depth per pixel, at least
+    1 nm/px for the PNG's whole-nm steps) above the midpoint of the 90th percentile and the minimum.
 
-    On an exact map this is the flat top; on a predicted one it is not pulled up by
-    the few highest pixels (the 90th percentile alone was, leaving no crossing at 90 %).
+    On an exact map this is the flat top whatever share of the crop it covers (the
+    median of all upper pixels sank into the walls when neighbouring holes left only
+    20 % flat); on a predicted one it is not pulled up by the few highest pixels.
+    Falls back to the 90th percentile when under 2 % of the map is flat.
     """
-    upper = height[height >= 0.5 * (np.percentile(height, 90) + height.min())]
-    return float(np.median(upper))
+    rough_top, low = float(np.percentile(height, 90)), float(height.min())
+    gy, gx = np.gradient(height)
+    flat = (height >= 0.5 * (rough_top + low)) & (np.hypot(gx, gy) <= max(0.02 * (rough_top - low), 1.0))
+    return float(np.median(height[flat])) if flat.sum() >= 0.02 * height.size else rough_top
 
 
 def measure_hole(height: np.ndarray, nm_per_px: float = 2.0, top_fraction: float = TOP_FRACTION,
