@@ -9,6 +9,7 @@ import pytest
 
 from micrometry.cli import run
 from micrometry.depth.measure import measure_hole
+from micrometry.errors import InputError
 from micrometry.io.image import write_image
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
@@ -50,8 +51,9 @@ def test_measure_recovers_an_analytic_tapered_hole():
 
 
 def test_measure_rejects_bad_pixel_size():
-    with pytest.raises(ValueError):
-        measure_hole(tapered_hole(), nm_per_px=0.0)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="pixel size"):
+            measure_hole(tapered_hole(), nm_per_px=bad)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from micrometry.errors import InputError
+
 TOP_FRACTION = 0.9
 BOTTOM_FRACTION = 0.1
 WALL_LEVELS = (0.2, 0.8)
@@ -119,7 +121,8 @@ def measure_hole(height: np.ndarray, nm_per_px: float = 2.0, top_fraction: float
     height : ndarray
         ``(H, W)`` heights in nm (depth-map pixel values).
     nm_per_px : float
-        Pixel size (finite, > 0); CDs are returned in nm and the sidewall angle uses it.
+        Pixel size (finite, > 0, else :class:`InputError`); CDs are returned in nm and the
+        sidewall angle uses it.
     top_fraction, bottom_fraction : float
         Levels (fractions of the depth above the bottom) where top and bottom CD are read.
     wall_levels : (float, float)
@@ -132,7 +135,7 @@ def measure_hole(height: np.ndarray, nm_per_px: float = 2.0, top_fraction: float
         measured, with the reason in ``note``.
     """
     if not (math.isfinite(nm_per_px) and nm_per_px > 0):
-        raise ValueError(f"nm_per_px must be finite and > 0, got {nm_per_px}")
+        raise InputError(f"the pixel size must be a finite number of nm > 0, got {nm_per_px}")
     height = np.asarray(height, dtype=np.float64)
     top = top_level(height)
     mask, bottom = central_hole(height, top)
