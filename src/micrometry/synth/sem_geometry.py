@@ -168,30 +168,63 @@ def hole_shapes(params: HoleParams) -> np.ndarray:
     return shape_at(params, x[None], y[None]).astype(np.float32)
 
 
-def _first_rise(s: np.ndarray, t: np.ndarray, inside: np.ndarray, level: float) -> np.ndarray:
-    """Distance ``t`` at which each row of ``s`` (sampled outward from the centre) first reaches ``level``.
+def _shape_on_line(params: HoleParams, axis: str, pos: np.ndarray) -> np.ndarray:
+    """Shape at positions ``pos`` ``(N, P)`` along the row (``axis="x"``) or column through each centre."""
+    if axis == "x":
+        return shape_at(params, pos[:, None, :], params.cy[:, None, None])[:, 0, :]
+    return shape_at(params, params.cx[:, None, None], pos[:, None, :])[:, 0, :]
 
-    NaN where it does not within the image (``inside``): the hole runs off it.
+
+def _first_at_or_above(s: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the first sample of each row at or above ``level`` (0 if none) and whether there is one."""
+    reached = s >= level
+    return reached.argmax(axis=1), reached.any(axis=1)
+
+
+def _side_crossings(params: HoleParams, axis: str, sign: int, levels, fine: int = 64) -> np.ndarray:
+    """Distance from the centre to the first crossing of each level on one side, ``(N, L)`` pixels.
+
+    Coarse samples at the pixel centres (the last one is the image's last pixel, as for a
+    measurement), then ``fine`` steps inside the bracketing interval; linear interpolation
+    in between places a crossing to well under 0.01 px (the surface is linear or quadratic
+    between kinks).
     """
-    reached = (s >= level) & inside
-    i = reached.argmax(axis=1)
-    found = reached[np.arange(len(s)), i] & (i > 0)
-    i = np.maximum(i, 1)
-    rows = np.arange(len(s))
-    s0, s1 = s[rows, i - 1], s[rows, i]
-    frac = np.clip((level - s0) / np.where(s1 > s0, s1 - s0, 1.0), 0.0, 1.0)
-    return np.where(found, t[i - 1] + frac * (t[i] - t[i - 1]), np.nan)
+    size = WIDTH if axis == "x" else HEIGHT
+    centre = params.cx if axis == "x" else params.cy
+    k = np.arange(size + 1)[None, :]
+    first = np.floor(centre)[:, None] - k if sign < 0 else np.ceil(centre)[:, None] + k
+    pos = np.concatenate([centre[:, None], first], axis=1)
+    inside = (pos >= 0) & (pos <= size - 1)
+    pos = np.clip(pos, 0, size - 1)
+    coarse = np.where(inside, _shape_on_line(params, axis, pos), -np.inf)  # outside never reaches a level
+    rows = np.arange(len(centre))
+    out = np.full((len(centre), len(levels)), np.nan)
+    steps = np.linspace(0.0, 1.0, fine + 1)[None, :]
+    for j, level in enumerate(levels):
+        i, found = _first_at_or_above(coarse, level)
+        found &= i > 0
+        i = np.maximum(i, 1)
+        a, b = pos[rows, i - 1], pos[rows, i]
+        line = a[:, None] + (b - a)[:, None] * steps
+        s = _shape_on_line(params, axis, line)
+        m, _ = _first_at_or_above(s, level)
+        m = np.maximum(m, 1)
+        s0, s1 = s[rows, m - 1], s[rows, m]
+        frac = np.clip((level - s0) / np.where(s1 > s0, s1 - s0, 1.0), 0.0, 1.0)
+        crossing = line[rows, m - 1] + frac * (line[rows, m] - line[rows, m - 1])
+        out[:, j] = np.where(found, np.abs(crossing - centre), np.nan)
+    return out
 
 
-def centre_chords(params: HoleParams, levels, step: float = 1.0 / 16, chunk: int = 256) -> dict[str, np.ndarray]:
+def centre_chords(params: HoleParams, levels) -> dict[str, np.ndarray]:
     """Where the analytic surface crosses each level along the row and column through the hole centre.
 
     Walking outward from the centre ``(cx, cy)`` in each of the four directions,
     the first point where the shape reaches ``level`` (a fraction of the depth
-    above the deepest point, which is also the shape value) is found on a fine
-    grid, neighbours and rough edge included: what ``depth measure`` reads off
-    a pixel map, without the pixels. Only points inside the image (pixel centres
-    0..W-1, 0..H-1) count, as for the measurement.
+    above the deepest point, which is also the shape value) is found to a small
+    fraction of a pixel, neighbours and rough edge included: what ``depth measure``
+    reads off a pixel map, without the pixels. Only points inside the image (pixel
+    centres 0..W-1, 0..H-1) count, as for the measurement.
 
     Returns
     -------
@@ -200,25 +233,8 @@ def centre_chords(params: HoleParams, levels, step: float = 1.0 / 16, chunk: int
         where the hole runs off the image at that level).
     """
     levels = [float(v) for v in levels]
-    widths = {"x": np.full((len(params), len(levels)), np.nan), "y": np.full((len(params), len(levels)), np.nan)}
-    for lo in range(0, len(params), chunk):
-        part = subset(params, slice(lo, lo + chunk))
-        cx, cy = part.cx[:, None, None], part.cy[:, None, None]
-        for axis, size, centre in (("x", WIDTH, part.cx), ("y", HEIGHT, part.cy)):
-            # The surface is linear or quadratic between kinks: 1/16 px and linear interpolation
-            # place a crossing to well under 0.01 px.
-            t = np.arange(0.0, size + step, step)
-            sides = []
-            for sign in (-1.0, 1.0):
-                pos = centre[:, None] + sign * t[None, :]
-                inside = (pos >= 0) & (pos <= size - 1)
-                if axis == "x":
-                    s = shape_at(part, pos[:, None, :], cy)[:, 0, :]
-                else:
-                    s = shape_at(part, cx, pos[:, None, :])[:, 0, :]
-                sides.append([_first_rise(s, t, inside, level) for level in levels])
-            widths[axis][lo:lo + len(part)] = (np.array(sides[0]) + np.array(sides[1])).T
-    return widths
+    return {axis: _side_crossings(params, axis, -1, levels) + _side_crossings(params, axis, +1, levels)
+            for axis in ("x", "y")}
 
 
 def subset(params: HoleParams, index) -> HoleParams:
