@@ -197,7 +197,7 @@ def failure_summary(table) -> tuple[str, list[str]]:
             f"{counts.get('failed', 0)} not at all")
     reasons: dict[str, int] = {}
     for note in table["note"]:
-        for reason in filter(None, str(note).split("; ")):
+        for reason in filter(None, note.split("; ") if isinstance(note, str) else ()):  # NaN: read back empty
             reasons[reason] = reasons.get(reason, 0) + 1
     lines = []
     for reason, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
