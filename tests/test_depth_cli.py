@@ -69,8 +69,8 @@ def test_predict_evaluate_measure(dataset, trained, tmp_path, capsys):
     true_depth = {r["file"]: float(r["hole_depth"]) for r in csv.DictReader(open(dataset / "truth/test_truth.csv"))}
     assert len(rows) == len(names)
     for r in rows:  # PNG depth maps are rounded to whole nm
-        assert float(r["hole_depth"]) == pytest.approx(true_depth[r["file"]], abs=1.5)
-        assert 0 < float(r["bottom_cd_x"]) < float(r["top_cd_x"])
+        assert float(r["depth_nm"]) == pytest.approx(true_depth[r["file"]], abs=1.5)
+        assert 0 < float(r["bottom_cd_x_nm"]) < float(r["top_cd_x_nm"])
 
 
 def test_evaluate_matches_hand_computed_rmse(tmp_path, capsys):

@@ -93,21 +93,21 @@ def _hole(cx=24.0, cy=36.0, ax=14.0, ay=20.0, taper=0.6, depth=120.0):
 def test_measure_recovers_known_geometry(ax, ay, taper, depth):
     nm = 2.0
     m = measure_hole(_hole(ax=ax, ay=ay, taper=taper, depth=depth), nm_per_px=nm)
-    assert m["hole_depth"] == pytest.approx(depth, abs=0.01)
-    assert m["top_level"] == pytest.approx(30 + depth, abs=0.01) and m["bottom_level"] == pytest.approx(30, abs=0.01)
+    assert m["depth_nm"] == pytest.approx(depth, abs=0.01)
+    assert m["top_level_nm"] == pytest.approx(30 + depth, abs=0.01) and m["bottom_level_nm"] == pytest.approx(30, abs=0.01)
     # a linear wall from radius taper*a (floor) to a (rim): the width at fraction f of the depth
     width = lambda a, f: 2 * a * (taper + f * (1 - taper)) * nm  # noqa: E731
-    assert m["top_cd_x"] == pytest.approx(width(ax, 0.9), abs=0.5 * nm)
-    assert m["top_cd_y"] == pytest.approx(width(ay, 0.9), abs=0.5 * nm)
-    assert m["bottom_cd_x"] == pytest.approx(width(ax, 0.1), abs=0.5 * nm)
-    assert m["bottom_cd_y"] == pytest.approx(width(ay, 0.1), abs=0.5 * nm)
+    assert m["top_cd_x_nm"] == pytest.approx(width(ax, 0.9), abs=0.5 * nm)
+    assert m["top_cd_y_nm"] == pytest.approx(width(ay, 0.9), abs=0.5 * nm)
+    assert m["bottom_cd_x_nm"] == pytest.approx(width(ax, 0.1), abs=0.5 * nm)
+    assert m["bottom_cd_y_nm"] == pytest.approx(width(ay, 0.1), abs=0.5 * nm)
     angle_x = np.degrees(np.arctan(depth / (ax * (1 - taper) * nm)))
-    assert m["sidewall_angle_x"] == pytest.approx(angle_x, abs=1.0)
+    assert m["sidewall_angle_x_deg"] == pytest.approx(angle_x, abs=1.0)
 
 
 def test_measure_flat_map_has_no_hole():
     m = measure_hole(np.full((72, 48), 150.0))
-    assert m["hole_depth"] == 0 and np.isnan(m["top_cd_x"])
+    assert m["depth_nm"] == 0 and np.isnan(m["top_cd_x_nm"])
 
 
 def test_predict_rejects_wrong_shapes(tiny, tmp_path):

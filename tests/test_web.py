@@ -113,7 +113,7 @@ def test_sem_upload_gives_depth_maps_metrology_and_zip(server, sem_data):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["count"] == len(tests) and len(body["table"]["rows"]) == len(tests)
-    assert {"file", "hole_depth", "top_cd_x", "sidewall_angle"} <= set(body["table"]["columns"])
+    assert {"file", "status", "depth_nm", "top_cd_x_nm", "sidewall_angle_deg"} <= set(body["table"]["columns"])
     import base64
 
     archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(body["zip"].split(",", 1)[1])))

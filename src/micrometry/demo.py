@@ -63,11 +63,9 @@ def demo(
 
 
 def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
-    import pandas as pd
-
     from micrometry.depth.dataset import load_image_folder
     from micrometry.depth.evaluate import evaluate_folders
-    from micrometry.depth.measure import measure_maps
+    from micrometry.depth.measure import hole_table, measure_maps
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, load_method, train_method
     from micrometry.depth.predict import predict_folder
     from micrometry.io.atomic import atomic_path
@@ -97,8 +95,7 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     best = methods[-1]
     pred = out / "predictions" / f"depth-{best}"
     maps = load_image_folder(pred)
-    table = pd.DataFrame(measure_maps(maps.images.astype("float32"), nm_per_px=2.0))
-    table.insert(0, "file", maps.names)
+    table = hole_table(maps.names, measure_maps(maps.images.astype("float32"), nm_per_px=2.0))
     with atomic_path(out / "depth-metrology.csv") as tmp:
         table.to_csv(tmp, index=False)
     console.print(f"measured {len(table)} holes (depth, top/bottom CD, sidewall angle) -> {out / 'depth-metrology.csv'}")

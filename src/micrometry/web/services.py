@@ -121,19 +121,17 @@ class Services:
         uploads = expand_uploads(files, self.limits)
         if len(uploads) > self.limits.max_sem_images:
             raise InputError(f"too many images ({len(uploads)}); the limit is {self.limits.max_sem_images}")
-        import pandas as pd
-
         from micrometry.depth.dataset import sem_image
-        from micrometry.depth.measure import measure_maps
+        from micrometry.depth.measure import hole_table, measure_maps
         from micrometry.depth.predict import predict_in_batches, submission_zip, to_depth_png
         from micrometry.report.depth import DepthSample, surface_figure
 
         images = np.stack([sem_image(decode_image(data, name), name) for name, data in uploads])
         depth = predict_in_batches(self.depth_model(), images)
         depth_u8 = to_depth_png(depth)
-        table = pd.DataFrame(measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
-        table.insert(0, "file", [name for name, _ in uploads])
-        zipped = submission_zip([name for name, _ in uploads], depth)
+        names = [name for name, _ in uploads]
+        table = hole_table(names, measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
+        zipped = submission_zip(names, depth)
         shown = min(len(uploads), 12)
         return {
             "count": len(uploads),
