@@ -102,10 +102,8 @@ class Services:
         with self._lock:
             if self._depth is None:
                 from micrometry.depth.methods import load_method
-                from micrometry.depth.shipped import load_default_method
 
-                self._depth = (load_method(self.depth_model_path) if self.depth_model_path
-                               else load_default_method())
+                self._depth = load_method(self.depth_model_path or "shipped")
             return self._depth
 
     def segmenter(self):

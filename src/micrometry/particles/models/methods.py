@@ -152,5 +152,5 @@ class CenterOffset(DenseMethod):
             min_area=self.min_area(scale))
 
 
+#: The dense family's methods by model name (each is registered as a ParticleModel in dense_models.py).
 METHODS: dict[str, type[DenseMethod]] = {m.name: m for m in (UNetWatershed, CenterOffset)}
-DEFAULT_MODEL = CenterOffset.name
