@@ -190,17 +190,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         a micrometry checkpoint.
     """
     import pickle
+    import warnings
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("no such checkpoint", path)
+    if _is_bare_pickle(path):  # never what save_checkpoint writes: refused without unpickling a byte
+        raise CheckpointError("not a micrometry model", path)
     try:
-        with torch.serialization.safe_globals(_checkpoint_globals()):
+        with torch.serialization.safe_globals(_checkpoint_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on odd pickles: the error below says it all
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses every global outside the allow-list (e.g. os.system): a hostile or
-        # foreign pickle. A truncated zip is an UnpicklingError too, worded otherwise by torch.
-        if "GLOBAL" in str(exc) or _is_bare_pickle(path):
+        # foreign pickle. Other garbage is an UnpicklingError too, worded otherwise by torch.
+        if "GLOBAL" in str(exc):
             raise CheckpointError("not a micrometry model", path) from None
         raise CheckpointError(f"corrupt or unreadable checkpoint ({type(exc).__name__})", path) from None
     except Exception as exc:  # zip and torch errors all mean "unusable file"
