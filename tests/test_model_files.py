@@ -253,3 +253,42 @@ def test_broken_exported_models_are_one_line_errors(job, inputs, tmp_path, capsy
     assert predict(shipped(other)) == f"error: {shipped(other)}: is a {other} model, not a {job} model"
     other_run = run_from_model(shipped(other), tmp_path / "other-run")
     assert predict(other_run) == f"error: {other_run}: is a {other} model, not a {job} model"
+
+
+def test_serve_refuses_a_hostile_model_before_serving(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: served.append(a))
+    marker = tmp_path / "MARKER"
+    model = tmp_path / "exported"
+    shutil.copytree(shipped("particles"), model)
+    shutil.copy(hostile_files(tmp_path / "evil", marker)["zipped"], model / "weights.safetensors")
+    assert run(["serve", "--particle-model", model]) == 2
+    assert _one_line(capsys) == f"error: {model / 'weights.safetensors'}: not a micrometry model"
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"method": "unet-weak"}))
+    shutil.copy(hostile_files(tmp_path / "evil", marker)["zipped"], run_dir / "checkpoints" / "best.pt")
+    assert run(["serve", "--depth-model", run_dir]) == 2
+    assert _one_line(capsys) == f"error: {run_dir / 'checkpoints' / 'best.pt'}: not a micrometry model"
+    assert not served and not marker.exists()
+    assert run(["serve", "--particle-model", "watershed"]) == 0 and len(served) == 1  # shipped depth model
+
+
+def test_state_with_arrays_and_extras_survives_a_model_folder(tmp_path):
+    from micrometry.modelfile import ExportedModel, write_model
+
+    state = {"modules": {"net": {"w": torch.arange(6.0).view(2, 3), "n": torch.tensor(7)}},
+             "extra": {"banks": {1: {"images": torch.ones(2, 2).half(), "depth": np.arange(4, dtype=np.uint8)}},
+                       "affine": [1.5, -2.0], "ridge": None}}
+    write_model(tmp_path / "m", ExportedModel("depth", "lookup", {"method_config": {"k": 1}}, state))
+    back = read_model(tmp_path / "m").state
+    assert torch.equal(back["modules"]["net"]["w"], state["modules"]["net"]["w"])
+    assert back["modules"]["net"]["n"].item() == 7
+    bank = back["extra"]["banks"]["1"]  # JSON keys are strings; methods convert them (int(case))
+    assert bank["images"].dtype == torch.float16 and isinstance(bank["depth"], np.ndarray)
+    assert bank["depth"].dtype == np.uint8 and bank["depth"].tolist() == [0, 1, 2, 3]
+    assert back["extra"]["affine"] == [1.5, -2.0] and back["extra"]["ridge"] is None
+    with pytest.raises(Exception, match="already exists"):
+        write_model(tmp_path / "m", ExportedModel("depth", "lookup", {}, state))

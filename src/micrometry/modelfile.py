@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from micrometry.errors import CheckpointError, InputError
@@ -69,8 +70,13 @@ class ExportedModel:
     source: Path | None = None
 
 
-def split_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Nested state -> (flat tensors keyed by path, the same tree with only its non-tensor leaves)."""
+def split_state(state: dict[str, Any], prefix: str = "", arrays: list[str] | None = None
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Nested state -> (flat tensors keyed by path, the same tree with only its non-tensor leaves).
+
+    numpy arrays are stored as tensors too; their paths are appended to ``arrays``
+    (so that :func:`join_state` gives them back as numpy arrays).
+    """
     tensors: dict[str, torch.Tensor] = {}
     rest: dict[str, Any] = {}
     for key, value in state.items():
@@ -78,11 +84,18 @@ def split_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torc
         if SEP in key:
             raise ValueError(f"state key {key!r} contains {SEP!r}")
         path = f"{prefix}{key}"
+        if isinstance(value, np.ndarray):
+            if arrays is None:
+                raise ValueError(f"numpy array at {path!r}: pass arrays= to record it")
+            arrays.append(path)
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, np.generic):
+            value = value.item()
         if isinstance(value, torch.Tensor):
             # own, contiguous storage: safetensors refuses shared or strided tensors
             tensors[path] = value.detach().cpu().contiguous().clone()
         elif isinstance(value, dict):
-            sub_tensors, sub_rest = split_state(value, path + SEP)
+            sub_tensors, sub_rest = split_state(value, path + SEP, arrays)
             tensors.update(sub_tensors)
             if sub_rest or not sub_tensors:
                 rest[key] = sub_rest
@@ -92,15 +105,16 @@ def split_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torc
     return tensors, rest
 
 
-def join_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+def join_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any], arrays: list[str] = ()) -> dict[str, Any]:
     """Inverse of :func:`split_state`."""
     state: dict[str, Any] = json.loads(json.dumps(rest))
+    numpy_paths = set(arrays)
     for path, tensor in tensors.items():
         node = state
         *parents, leaf = path.split(SEP)
         for key in parents:
             node = node.setdefault(key, {})
-        node[leaf] = tensor
+        node[leaf] = tensor.numpy() if path in numpy_paths else tensor
     return state
 
 
@@ -128,7 +142,8 @@ def write_model(out: str | Path, model: ExportedModel, overwrite: bool = False) 
 
     if model.job not in JOBS:
         raise ValueError(f"unknown job {model.job!r}")
-    tensors, extras = split_state(model.state)
+    arrays: list[str] = []
+    tensors, extras = split_state(model.state, arrays=arrays)
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -138,6 +153,7 @@ def write_model(out: str | Path, model: ExportedModel, overwrite: bool = False) 
         "preprocessing": model.preprocessing,
         "settings": model.settings,
         "extras": extras,
+        "numpy_arrays": arrays,
         "provenance": model.provenance,
     }
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -189,8 +205,15 @@ def read_model(path: str | Path, job: str | None = None) -> ExportedModel:
     if job is not None and found_job != job:
         raise CheckpointError(f"is a {found_job} model, not a {job} model", path)
     tensors = read_weights(path / WEIGHTS)
+    extras, arrays = document.get("extras", {}), document.get("numpy_arrays", [])
+    try:
+        if not isinstance(extras, dict) or not isinstance(arrays, list):
+            raise TypeError
+        state = join_state(tensors, extras, [str(a) for a in arrays])
+    except (TypeError, AttributeError):  # a tensor path through a JSON leaf: the two files disagree
+        raise CheckpointError(NOT_A_MODEL, path) from None
     return ExportedModel(job=found_job, model=name, settings=document.get("settings", {}),
-                         state=join_state(tensors, document.get("extras", {})),
+                         state=state,
                          preprocessing=document.get("preprocessing", {}),
                          provenance=document.get("provenance", {}), source=path)
 

@@ -159,14 +159,20 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def _checkpoint_globals() -> list:
-    """The only non-tensor types a checkpoint may hold: numpy's RNG state array (``np.random.get_state``)."""
+    """The only non-tensor types a checkpoint may hold: numeric numpy arrays.
+
+    (The RNG state of ``np.random.get_state``, and fitted extras such as a lookup
+    bank's depth maps.) Object arrays stay refused: their dtype class is not listed.
+    """
     import numpy as np
 
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    numeric = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64, np.complex64, np.complex128]
+    return [_reconstruct, np.ndarray, np.dtype, *{type(np.dtype(t)) for t in numeric}]
 
 
 def _is_bare_pickle(path: Path) -> bool:

@@ -20,9 +20,11 @@ def serve(
     from micrometry.web.app import create_app
     from micrometry.web.services import Limits
 
+    from micrometry.web.services import Services
+
+    # Load both models once now: a bad --*-model is one line and exit 2 here, not an error on every request.
+    check = Services(depth_model, particle_model)
+    check.depth_model(), check.segmenter()
     app = create_app(depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024))
-    # Load both models now: a bad --*-model is one line and exit 2 here, not an error on every request.
-    app.state.services.depth_model()
-    app.state.services.segmenter()
     typer.echo(f"micrometry web app on http://{host}:{port}  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -83,9 +83,9 @@ class Services:
     Parameters
     ----------
     depth_model : path, optional
-        A depth run folder; default: the checkpoint shipped with micrometry.
+        "shipped", a depth run folder or an exported model folder; default: the shipped model.
     particle_model : str or path, optional
-        A particle model name or run folder; default: the shipped checkpoint.
+        A particle model name, "shipped", a run folder or an exported model folder; default: the shipped model.
     """
 
     def __init__(self, depth_model: str | Path | None = None, particle_model: str | Path | None = None,

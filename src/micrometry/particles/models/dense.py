@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from micrometry.errors import CheckpointError, InputError
-from micrometry.particles.models.methods import METHODS, DenseMethod
+from micrometry.particles.models.base import particle_model
+from micrometry.particles.models.methods import DenseMethod
 from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
 from micrometry.particles.models.unet import UNet
@@ -81,7 +82,10 @@ class DenseSegmenter:
 
 def build_network(model: str, widths: tuple[int, ...]) -> tuple[DenseMethod, UNet]:
     """A fresh (method, network) pair for a model name."""
-    method = METHODS[model]()
+    method_class = getattr(particle_model(model), "method", None)  # the registry entry names its head
+    if method_class is None:
+        raise InputError(f"particle model {model!r} is not a dense model")
+    method = method_class()
     net = UNet(method.channels, tuple(widths))
     method.init_head(net.head)
     return method, net

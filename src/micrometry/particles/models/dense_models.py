@@ -17,6 +17,7 @@ from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import PARTICLE_MODELS, ParticleModel
 from micrometry.particles.models.data import CropBatches, LabelledImage
 from micrometry.particles.models.dense import DenseSegmenter, build_network, dense_segmenter, model_payload
+from micrometry.particles.models.methods import CenterOffset, DenseMethod, UNetWatershed
 from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
 from micrometry.train.loop import clipped_step
 
@@ -60,6 +61,8 @@ class DenseModel(ParticleModel):
 
     settings_keys = ("widths", "scale", "method_config")
     modules = ("net",)
+    #: what the U-Net's maps mean and how they decode (set by each dense model)
+    method: type[DenseMethod]
 
     def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         return DenseTrainTask(settings, train, val)
@@ -72,8 +75,10 @@ class DenseModel(ParticleModel):
 @PARTICLE_MODELS.register("center-offset")
 class CenterOffsetModel(DenseModel):
     name = "center-offset"
+    method = CenterOffset
 
 
 @PARTICLE_MODELS.register("unet-watershed")
 class UNetWatershedModel(DenseModel):
     name = "unet-watershed"
+    method = UNetWatershed

@@ -151,6 +151,3 @@ class CenterOffset(DenseMethod):
             fg_threshold=self.config.get("fg_threshold", 0.5),
             min_area=self.min_area(scale))
 
-
-#: The dense family's methods by model name (each is registered as a ParticleModel in dense_models.py).
-METHODS: dict[str, type[DenseMethod]] = {m.name: m for m in (UNetWatershed, CenterOffset)}

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.base import DEFAULT_MODEL, particle_model, trainable_names
 from micrometry.particles.models.data import LabelledImage, load_labelled_images, split_train_val
