@@ -152,9 +152,9 @@ def test_watershed_refuses_learned_model_options():
 
     with pytest.raises(InputError, match="does not take option"):
         load_segmenter("watershed", tile=256)
-    from micrometry.particles.models import SHIPPED_MODEL
+    from micrometry.particles.models.base import shipped_model_name
 
-    other = next(m for m in ("unet-watershed", "center-offset") if m != SHIPPED_MODEL)
+    other = next(m for m in ("unet-watershed", "center-offset") if m != shipped_model_name())
     with pytest.raises(CheckpointError, match="has no shipped weights"):
         load_segmenter(other)
 
@@ -194,12 +194,13 @@ def test_maskrcnn_trains_and_predicts(tmp_path):
 # -- the shipped checkpoint ----------------------------------------------------------------------
 
 def test_shipped_checkpoint_is_the_default_and_segments(tmp_path):
-    from micrometry.particles.models import SHIPPED_MODEL, shipped_checkpoint
+    from micrometry.particles.models.base import DEFAULT_MODEL, shipped_model_dir, shipped_model_name
     from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 
-    assert shipped_checkpoint().stat().st_size < 10_000_000  # a few MB
+    # weights only (no optimiser moments, RNG or history): about 2 MB
+    assert (shipped_model_dir() / "weights.safetensors").stat().st_size < 2_500_000
     segmenter = load_segmenter(None)
-    assert segmenter.name == SHIPPED_MODEL
+    assert segmenter.name == shipped_model_name() == DEFAULT_MODEL
     scene = render_image(SuspensionParams(height=256, width=320), image_rng(5, "test", 0))
     found = segmenter.segment(scene.image)
     assert found.labels.shape == (256, 320)

@@ -129,7 +129,7 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
     from micrometry.particles.evaluate import evaluate
     from micrometry.particles.measure import measure_source, write_measurement
     from micrometry.particles.predict import predict_folder
-    from micrometry.particles.segmenter import DEFAULT_MODEL, load_segmenter
+    from micrometry.particles.segmenter import load_segmenter
     from micrometry.report.particles import compare_report, measure_report, overlay_samples
     from micrometry.synth.particle_dataset import generate_dataset
     from micrometry.synth.particle_scene import SuspensionParams
@@ -142,7 +142,7 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
                   f"{size.particle_batch_images} images -> {data}")
 
     scores = {}
-    models = {"shipped": None, "watershed": "watershed"} if DEFAULT_MODEL != "watershed" else {"watershed": None}
+    models = {"shipped": "shipped", "watershed": "watershed"}  # --model values: the shipped model first
     for label, model in models.items():
         pred = out / "predictions" / f"particles-{label}"
         predict_folder(load_segmenter(model), data / "test" / "images", pred,
@@ -158,7 +158,7 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
 
     settings = CompareSettings(seed=seed)
     comparison = run_compare(data / "batches" / "A", data / "batches" / "B", out / "compare", settings,
-                             model=models[best] or DEFAULT_MODEL, pixel_size=0.5, unit="um", overwrite=True)
+                             model=models[best], pixel_size=0.5, unit="um", overwrite=True)
     for line in comparison.loc[comparison["changed"], "verdict"]:
         console.print(f"  {line}")
 

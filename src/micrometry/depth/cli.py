@@ -143,8 +143,9 @@ def depth_train(
 @depth_app.command("predict")
 def depth_predict(
     images: Path = typer.Argument(..., help="Folder of SEM images, a dataset folder (uses its test/SEM), or a .txt list of image paths."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Run folder written by `micrometry depth train` "
-                                         "(default: the model shipped with micrometry)."),
+    model: str = typer.Option("shipped", "--model", help="'shipped' (the depth model that comes with micrometry, "
+                              "unet-weak trained on its synthetic SEM data), a run folder written by `micrometry depth "
+                              "train`, or a model folder written by `micrometry export`."),
     out: Path = typer.Option(..., "--out", help="Folder for the depth PNGs (same file names)."),
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Images per inference batch."),
@@ -169,10 +170,6 @@ def depth_predict(
     refuse_existing(out, overwrite)
     refuse_existing(zip_path, overwrite)
     configure_threads(threads or None)
-    if model is None:
-        from micrometry.depth.shipped import shipped_run
-
-        model = shipped_run()
     method = load_method(model, device=device)
     started = time.perf_counter()
     n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)

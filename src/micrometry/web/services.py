@@ -82,9 +82,9 @@ class Services:
     Parameters
     ----------
     depth_model : path, optional
-        A depth run folder; default: the checkpoint shipped with micrometry.
+        "shipped", a depth run folder or an exported model folder; default: the shipped model.
     particle_model : str or path, optional
-        A particle model name or run folder; default: the shipped checkpoint.
+        A particle model name, "shipped", a run folder or an exported model folder; default: the shipped model.
     """
 
     def __init__(self, depth_model: str | Path | None = None, particle_model: str | Path | None = None,
@@ -101,10 +101,8 @@ class Services:
         with self._lock:
             if self._depth is None:
                 from micrometry.depth.methods import load_method
-                from micrometry.depth.shipped import load_default_method
 
-                self._depth = (load_method(self.depth_model_path) if self.depth_model_path
-                               else load_default_method())
+                self._depth = load_method(self.depth_model_path or "shipped")
             return self._depth
 
     def segmenter(self):
