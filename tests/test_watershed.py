@@ -14,7 +14,8 @@ from micrometry.io.coco import (
     rle_to_mask,
 )
 from micrometry.io.image import read_image, write_image
-from micrometry.particles.segmenter import DEFAULT_MODEL, Instances, Segmenter, load_segmenter
+from micrometry.particles.models.base import DEFAULT_MODEL
+from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
 from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
 from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
