@@ -14,20 +14,30 @@ import csv
 import warnings
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from micrometry.depth.dataset import image_paths, load_image_folder, read_stack
+from micrometry.depth.dataset import image_paths, read_stack
 from micrometry.depth.methods import DepthMethod
 from micrometry.io.atomic import atomic_dir, atomic_path
-from micrometry.io.image import write_image
 from micrometry.engine import LocalEngine, RayEngine
+from micrometry.io.image import write_image
 from micrometry.progress import make_progress, track
 
 
 def to_depth_png(height: np.ndarray) -> np.ndarray:
     """Heights (nm) -> the uint8 values a depth PNG holds."""
     return np.clip(np.rint(height), 0, 255).astype(np.uint8)
+
+
+def predict_in_batches(method: DepthMethod, images: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """``method.predict`` over ``images`` with a progress bar, one batch at a time."""
+    out = np.empty(images.shape, dtype=np.float32)
+    starts = range(0, len(images), batch_size)
+    for start in track(starts, "predicting depth"):
+        out[start:start + batch_size] = method.predict(images[start:start + batch_size])
+    return out
 
 
 REPORT_NAME = "depth_report.csv"
@@ -38,31 +48,8 @@ class UnlikeTrainingDataWarning(UserWarning):
     """Images that look unlike a model's training data: their depth maps cannot be trusted."""
 
 
-def predict_in_batches(method: DepthMethod, images: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """``method.predict`` over ``images`` with a progress bar, one batch at a time."""
-    return predict_with_report(method, images, batch_size, report=False)[0]
-
-
-def predict_with_report(method: DepthMethod, images: np.ndarray, batch_size: int = 4096,
-                        report: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-    """Maps and, where the method has ``predict_report``, its per-image report (see that method)."""
-    out = np.empty(images.shape, dtype=np.float32)
-    parts: list[dict] = []
-    use_report = report and hasattr(method, "predict_report")
-    for start in track(range(0, len(images), batch_size), "predicting depth"):
-        chunk = images[start:start + batch_size]
-        if use_report:
-            out[start:start + len(chunk)], part = method.predict_report(chunk)
-            parts.append(part)
-        else:
-            out[start:start + len(chunk)] = method.predict(chunk)
-    if not use_report or not parts or parts[0] is None:
-        return out, None
-    return out, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 def report_rows(names: list[str], report: dict[str, np.ndarray]) -> list[dict]:
-    """One row per image of a :func:`predict_with_report` report (CSV-ready strings)."""
+    """One row per image of a ``predict_report`` report (CSV-ready strings)."""
     rows = []
     for i, name in enumerate(names):
         row = {"file": name, **{k: f"{float(report[k][i]):.2f}" for k in REPORT_COLUMNS}}
@@ -95,28 +82,31 @@ def output_name(name: str) -> str:
     return str(Path(name).with_suffix(".png"))
 
 
-def write_predictions(out: str | Path, names: list[str], maps: np.ndarray, zip_path: str | Path | None = None,
-                      overwrite: bool = False, report: dict[str, np.ndarray] | None = None) -> None:
-    """Write ``maps`` as ``out/<name>.png`` (and ``out/depth_report.csv`` with a ``report``) and
-    optionally a flat zip of the PNGs, atomically."""
-    png_names = [output_name(n) for n in names]
-    rows = report_rows(png_names, report) if report is not None else None
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        for name, depth in zip(track(png_names, "writing depth maps"), maps):
-            write_image(tmp / name, to_depth_png(depth))
-        if rows is not None:
-            write_report(tmp / REPORT_NAME, rows)
-        if zip_path is not None:
-            write_zip(zip_path, tmp, png_names)
-    if rows is not None:
-        warn_unlike(rows, Path(out) / REPORT_NAME)
-
-
 def write_zip(zip_path: str | Path, folder: Path, png_names: list[str]) -> None:
     """A flat zip of ``folder``'s depth PNGs (the competition's submission format), atomically."""
-    with atomic_path(zip_path) as tmp_zip, zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(zip_path) as tmp_zip:
+        zip_pngs(tmp_zip, folder, png_names)
+
+
+def zip_pngs(target: str | Path | BinaryIO, folder: Path, png_names: list[str]) -> None:
+    """Write the submission zip of ``folder``'s ``png_names`` to a file or file object."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in png_names:
             archive.write(folder / name, arcname=name)
+
+
+def submission_zip(names: list[str], maps: np.ndarray) -> bytes:
+    """The submission zip of depth maps (heights in nm) for images ``names``, in memory (the web app's download)."""
+    import io
+    import tempfile
+
+    png_names = [output_name(Path(n).name) for n in names]
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as folder:
+        for name, depth in zip(png_names, maps):
+            write_image(Path(folder) / name, to_depth_png(depth))
+        zip_pngs(buffer, Path(folder), png_names)
+    return buffer.getvalue()
 
 
 class DepthWorker:
@@ -136,7 +126,8 @@ class DepthWorker:
         self.method, self.folder = method, Path(folder)
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"path"}`` each; returns ``{"name"}`` (the PNG written) each."""
+        """``items``: ``{"path"}`` each; returns ``{"name"}`` (the PNG written) each, and ``"row"``
+        (its ``depth_report.csv`` row) for a model with ``predict_report``."""
         images = read_stack([Path(item["path"]) for item in items])
         if hasattr(self.method, "predict_report"):
             maps, report = self.method.predict_report(images)
@@ -155,20 +146,15 @@ def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip
                    engine: LocalEngine | RayEngine | None = None) -> int:
     """Predict every image of ``images`` (a folder, or a dataset root: its test/SEM); returns the count.
 
-    With a :class:`~micrometry.engine.RayEngine` the batches (the same as
-    here: the engine's batch size, images in file order) are predicted by a
-    Ray actor pool, each actor writing its PNGs; the files are the same.
+    ``engine`` runs the prediction (:class:`~micrometry.engine.LocalEngine`
+    with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
+    spreads the same batches over a Ray actor pool, each actor writing its
+    PNGs); the files written are the same. The output folder and the zip
+    appear whole or not at all. A model with ``predict_report`` also gets
+    ``out/depth_report.csv``, and a :class:`UnlikeTrainingDataWarning` when
+    any image is flagged.
     """
-    if engine is not None and engine.name != "local":
-        return _predict_folder_on(engine, images, method, out, zip_path, overwrite)
-    arrays = load_image_folder(images)
-    maps, report = predict_with_report(method, arrays.images, batch_size)
-    write_predictions(out, arrays.names, maps, zip_path, overwrite, report)
-    return len(arrays.names)
-
-
-def _predict_folder_on(engine: RayEngine, images: str | Path, method: DepthMethod, out: str | Path,
-                       zip_path: str | Path | None, overwrite: bool) -> int:
+    engine = engine or LocalEngine(batch_size)
     paths = image_paths(images)
     items = [{"path": str(path.resolve())} for path in paths]
     png_names: list[str] = [""] * len(items)
@@ -181,10 +167,11 @@ def _predict_folder_on(engine: RayEngine, images: str | Path, method: DepthMetho
                 png_names[index] = output["name"]
                 rows[index] = output.get("row")
                 progress.advance(task)
-        if all(row is not None for row in rows) and rows:
+        has_report = bool(rows) and all(row is not None for row in rows)
+        if has_report:
             write_report(tmp / REPORT_NAME, rows)
         if zip_path is not None:
             write_zip(zip_path, tmp, png_names)
-    if all(row is not None for row in rows) and rows:
+    if has_report:
         warn_unlike(rows, Path(out) / REPORT_NAME)
     return len(items)
