@@ -235,14 +235,20 @@ def startup_figures(model: Path, images: np.ndarray, workdir: Path) -> dict[str,
 
 def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarray, case: np.ndarray,
             budget: float, seed: int, workdir: Path, hole_depth: np.ndarray | None = None,
-            foreign: dict | None = None, speed: bool = False, startup: bool = False) -> dict:
-    name, params = parse_spec(spec)
-    method = create_method(name, **params)
-    run = RunDir.for_training(workdir / spec.replace("[", "_").replace("]", "").replace(",", "_"), overwrite=True)
-    started = time.perf_counter()
-    metrics = train_method(method, data, run, time_budget_s=budget, seed=seed, device="cpu")
-    train_s = time.perf_counter() - started
-    run.close()
+            foreign: dict | None = None, speed: bool = False, startup: bool = False,
+            trained_run: Path | None = None) -> dict:
+    if trained_run is None:
+        name, params = parse_spec(spec)
+        method = create_method(name, **params)
+        run = RunDir.for_training(workdir / spec.replace("[", "_").replace("]", "").replace(",", "_"), overwrite=True)
+        started = time.perf_counter()
+        metrics = train_method(method, data, run, time_budget_s=budget, seed=seed, device="cpu")
+        train_s = time.perf_counter() - started
+        run.close()
+    else:  # a run trained earlier (e.g. by `micrometry depth train` on this data set): evaluate only
+        run = RunDir.existing(trained_run)
+        metrics = run.read_metrics()
+        train_s = float(metrics.get("history", [{}])[-1].get("elapsed_s", float("nan")))
     trained = load_method(run.path, device="cpu")
     speeds = []
     for _ in range(2):
@@ -320,6 +326,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="Dataset cache (default: micrometry-bench-depth[-VARIANT] in the temp folder).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    parser.add_argument("--trained", nargs="+", default=[], metavar="SPEC=RUN",
+                        help="Evaluate runs trained earlier on this data set instead of training (label=run folder).")
     parser.add_argument("--speed", action="store_true",
                         help="Also time each model alone with 1 and 2 threads (best of 3 passes).")
     parser.add_argument("--startup", action="store_true",
@@ -358,14 +366,18 @@ def main() -> None:
     foreign = foreign_images(test.images, other)
 
     specs = args.methods.split(";") if args.methods and ";" in args.methods else \
-        re.split(r",(?![^\[]*\])", args.methods) if args.methods else method_names()
+        re.split(r",(?![^\[]*\])", args.methods) if args.methods else [] if args.trained else method_names()
+    trained_runs = dict(item.split("=", 1) for item in args.trained)
+    specs = specs + list(trained_runs)
     console = Console(width=180)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-depth-") as tmp:
         for spec in specs:
-            console.print(f"[bold]{spec}[/]: training (budget {args.budget:.0f} s)")
+            console.print(f"[bold]{spec}[/]: " + ("evaluating " + trained_runs[spec] if spec in trained_runs
+                                                  else f"training (budget {args.budget:.0f} s)"))
             results.append(run_one(spec, data, test.images, truth, case, args.budget, args.seed, Path(tmp),
-                                   hole_depth, foreign, speed=args.speed, startup=args.startup and not results))
+                                   hole_depth, foreign, speed=args.speed, startup=args.startup and not results,
+                                   trained_run=Path(trained_runs[spec]) if spec in trained_runs else None))
             r = results[-1]
             console.print(f"  rmse {r['rmse']:.3f}, train {r['train_s']:.0f} s, {r['images_per_s']:.0f} images/s"
                           + (f", case accuracy {r['case_accuracy']:.3f}" if "case_accuracy" in r else ""))
