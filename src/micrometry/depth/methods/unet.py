@@ -232,7 +232,7 @@ class UNetMethod(DepthMethod):
                 "tta": 1, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 12, "depth_weight": 1.0,
                 "ema": 0.995, "val_fraction": 0.1}
     use_real = False
-    monitor = "val_rmse"
+    monitor, monitor_mode = "val_rmse", "min"
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
@@ -255,7 +255,8 @@ class UNetMethod(DepthMethod):
                 for i in range(int(self.cfg["ensemble"]))}
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig(epochs=int(self.cfg["epochs"]), monitor=self.monitor, mode="min", description=self.name)
+        return LoopConfig(epochs=int(self.cfg["epochs"]), monitor=self.monitor, mode=self.monitor_mode,
+                          description=self.name)
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> UNetTask:
         data.require(*self.uses)
