@@ -29,12 +29,16 @@ class FeatureGaussian:
         return np.einsum("nf,fg,ng->n", z, self.precision, z) / len(self.mean)
 
     def to_state(self) -> dict:
-        return {"mean": self.mean.tolist(), "precision": self.precision.tolist(), "threshold": float(self.threshold)}
+        """Tensors (stored as weights, not as JSON numbers) and the threshold."""
+        import torch
+
+        return {"mean": torch.from_numpy(self.mean.copy()), "precision": torch.from_numpy(self.precision.copy()),
+                "threshold": float(self.threshold)}
 
     @classmethod
     def from_state(cls, state: dict) -> "FeatureGaussian":
-        return cls(np.asarray(state["mean"], dtype=np.float64), np.asarray(state["precision"], dtype=np.float64),
-                   float(state["threshold"]))
+        as_array = lambda v: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64)  # noqa: E731
+        return cls(as_array(state["mean"]), as_array(state["precision"]), float(state["threshold"]))
 
 
 def fit_feature_gaussian(train: np.ndarray, held_out: np.ndarray, shrinkage: float = 0.1,
