@@ -367,7 +367,7 @@ def main() -> None:
 
     specs = args.methods.split(";") if args.methods and ";" in args.methods else \
         re.split(r",(?![^\[]*\])", args.methods) if args.methods else [] if args.trained else method_names()
-    trained_runs = dict(item.split("=", 1) for item in args.trained)
+    trained_runs = dict(item.rsplit("=", 1) for item in args.trained)  # labels may hold "="
     specs = specs + list(trained_runs)
     console = Console(width=180)
     results = []
