@@ -19,7 +19,6 @@ from typing import Optional
 import typer
 
 from micrometry.errors import InputError
-from micrometry.io.atomic import refuse_existing
 
 
 def detect(path: Path) -> str:
@@ -121,6 +120,8 @@ def report(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
 ) -> None:
     """Write one self-contained HTML report (figures embedded; opens offline)."""
+    from micrometry.io.atomic import refuse_existing  # here: `micrometry --help` need not import numpy
+
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the report must be an .html file", out)
     refuse_existing(out, overwrite)
