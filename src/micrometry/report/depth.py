@@ -345,10 +345,14 @@ def agreement_figure(pred: pd.DataFrame, true: pd.DataFrame, column: str = "dept
                                    (bias - 1.96 * sd, "--", f"-1.96 SD {bias - 1.96 * sd:+.2f}")):
             ba.axhline(value, color="0.3", ls=style, lw=0.9)
             ba.text(1.0, value, f" {text}", transform=ba.get_yaxis_transform(), va="center", fontsize=8)
+        # keep the limit lines (and their labels) off the frame
+        spread = max(np.ptp(np.r_[diff, bias + 1.96 * sd, bias - 1.96 * sd]), 1.0)
+        low, high = min(diff.min(), bias - 1.96 * sd), max(diff.max(), bias + 1.96 * sd)
+        ba.set_ylim(low - 0.12 * spread, high + 0.12 * spread)
     scatter.set_xlabel(f"true {label}", fontsize=10)
     scatter.set_ylabel(f"predicted {label}", fontsize=10)
     scatter.set_title("Predicted against true", fontsize=10)
-    scatter.legend(fontsize=8)
+    scatter.legend(fontsize=8, loc="lower right")  # the corner a good prediction leaves empty
     unit = label[label.rindex("(") + 1:-1] if label.endswith(")") else ""
     ba.set_xlabel(f"mean of predicted and true {label}", fontsize=10)
     ba.set_ylabel(f"predicted - true ({unit})", fontsize=10)
