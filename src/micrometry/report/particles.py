@@ -75,12 +75,12 @@ def overlay_figure(sample: OverlaySample, ids: np.ndarray | None = None) -> Figu
     if thickness > 1:
         outline = ndimage.binary_dilation(outline, iterations=thickness - 1) & (labels > 0)
     rgb[outline] = [1.0, 0.15, 0.1]
-    fig = Figure(figsize=(8, 8 * height / max(width, 1)))
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(10.5, 10.5 * height / max(width, 1)))  # the page is ~1100 px wide: use it
+    ax = fig.add_axes((0.0, 0.0, 1.0, 0.95))  # the image fills the figure; the title sits above it
     ax.imshow(rgb, interpolation="antialiased")
     positions = id_positions(labels, ids)
     # ids shrink with crowding, but never below what a reader can make out
-    size = float(np.clip(9 - len(positions) / 40, 5, 9))
+    size = float(np.clip(10 - len(positions) / 40, 6.5, 10))
     for label, x, y in positions:
         ax.text(x, y, str(label), color="yellow", fontsize=size, ha="center", va="center",
                 bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.55, "lw": 0})
@@ -304,7 +304,7 @@ def measure_report(particles: pd.DataFrame, images: pd.DataFrame | None = None,
                     "for the rows whose Image is the overlay's name.")
         for sample in overlays:
             ids = _table_ids(particles, sample.name)
-            report.figure(overlay_figure(sample, ids), f"{sample.name}: measured outlines and particle ids")
+            report.figure(overlay_figure(sample, ids), f"{sample.name}: measured outlines and particle ids", colours=128)
     if len(particles):
         report.section("Particles")
         shown = [c for c in ["Image", "Label", "Area", "EqDiam", "Feret", "MinFeret", "AR", "Circ.", "Solidity",
