@@ -201,7 +201,8 @@ def test_depth_report_without_truth_or_sem(tmp_path):
     assert "true depth" not in " ".join(parsed.captions)
 
 
-@pytest.mark.parametrize("case", ["missing", "bad_suffix", "empty_folder", "exists", "wrong_file", "bad_truth"])
+@pytest.mark.parametrize("case", ["missing", "bad_suffix", "empty_folder", "exists", "wrong_file", "bad_truth",
+                                  "bad_pixel_size"])
 def test_report_bad_inputs_exit_2(case, tmp_path, capsys):
     write_depth_case(tmp_path, np.random.default_rng(2), n_per_case=1)
     source, out, extra = tmp_path / "pred", tmp_path / "r.html", []
@@ -219,6 +220,8 @@ def test_report_bad_inputs_exit_2(case, tmp_path, capsys):
         source.write_text("hello")
     elif case == "bad_truth":
         extra = ["--truth", str(tmp_path / "no_such_truth")]
+    elif case == "bad_pixel_size":
+        extra = ["--nm-per-px", "0"]
     capsys.readouterr()
     assert run(["report", str(source), "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
