@@ -56,5 +56,5 @@ def run_compare(a: str | Path, b: str | Path, out: str | Path, settings: Compare
         names = (Path(a).stem or "A", Path(b).stem or "B")
         if names[0] == names[1]:
             names = ("A", "B")
-        compare_report(table_a, table_b, comparison, summary["rule"]["text"], names=names).write(tmp / REPORT_HTML)
+        compare_report(table_a, table_b, comparison, summary["rule"], names=names).write(tmp / REPORT_HTML)
     return comparison
