@@ -14,6 +14,8 @@ def serve(
     depth_model: Optional[Path] = typer.Option(None, help="Depth run folder (default: the shipped model)."),
     particle_model: Optional[str] = typer.Option(None, help="Particle model name or run folder (default: shipped)."),
     max_upload_mb: int = typer.Option(20, min=1, help="Largest upload accepted, in MB."),
+    workers: int = typer.Option(2, min=1, max=64, help="Uploads processed at once (each holds its images in "
+                                "memory); up to 32 more wait, any beyond get 503 with Retry-After."),
 ) -> None:
     """Start the web app: an SEM tab (depth maps, metrology) and a Particles tab (overlay, measurements)."""
     import uvicorn
@@ -21,6 +23,7 @@ def serve(
     from micrometry.web.app import create_app
     from micrometry.web.services import Limits
 
-    app = create_app(depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024))
+    app = create_app(depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024),
+                     workers=workers)
     typer.echo(f"micrometry web app on http://{host}:{port}  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
