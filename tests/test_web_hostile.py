@@ -342,10 +342,12 @@ def _fuzz_corpus(n: int, seed: int = 13) -> list[tuple[str, str, bytes, dict]]:
     for _ in range(n):
         endpoint = rng.choice(["sem", "particles"])
         base, name = rng.choice([(sem, "a.png"), (photo, "p.png"), (tiff, "t.tif"), (zipped, "z.zip")])
-        data = mutated(base, rng) if rng.random() < 0.85 else base
-        name = rng.choice([name, name, "x.txt", "noext", ".hidden.png", "a b.PNG"])
-        form = {"nm_per_px": rng.choice(values)} if endpoint == "sem" else {
-            "pixel_size": rng.choice(values), "unit": rng.choice(units), "exclude_edges": rng.choice(["", "1", "x"])}
+        data = mutated(base, rng) if rng.random() < 0.6 else base
+        name = rng.choice([name, name, name, "x.txt", "noext", ".hidden.png", "a b.PNG"])
+        value = rng.choice(values) if rng.random() < 0.4 else rng.choice(["", "2", "0.5"])
+        unit = rng.choice(units) if rng.random() < 0.4 else "um"
+        form = {"nm_per_px": value} if endpoint == "sem" else {
+            "pixel_size": value, "unit": unit, "exclude_edges": rng.choice(["", "1", "x"])}
         cases.append((endpoint, name, data, form))
     return cases
 
