@@ -10,6 +10,7 @@ once (:class:`HeavyGate`: a few at a time, a bounded queue, 503 beyond it).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -52,7 +53,7 @@ class HeavyGate:
     def __init__(self, workers: int = 2, queue: int = 32):
         self.workers, self.queue = workers, queue
         self._running = asyncio.Semaphore(workers)
-        self._waiting = 0
+        self._waiting = self._busy = 0
 
     @asynccontextmanager
     async def slot(self):
@@ -63,10 +64,22 @@ class HeavyGate:
             await self._running.acquire()
         finally:
             self._waiting -= 1
+        self._busy += 1
         try:
             yield
         finally:
+            self._busy -= 1
             self._running.release()
+            if self._busy == 0:  # the last heavy request ended
+                await run_in_threadpool(release_freed_memory)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that requests freed back to the OS; glibc keeps it otherwise and the RSS stays at its peak."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class BodyLimit:
