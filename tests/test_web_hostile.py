@@ -206,6 +206,39 @@ def test_gate_runs_a_few_queues_some_and_turns_away_the_rest():
     assert peak == 2 and outcomes.count("served") == 5 and outcomes.count("busy") == 3
 
 
+def test_requests_beyond_the_queue_get_503_with_retry_after():
+    import threading
+
+    from micrometry.web.app import create_app
+
+    app = create_app(particle_model="watershed", workers=1, queue=1)
+    release = threading.Event()
+
+    def slow(files, *args):  # holds the only worker until released
+        release.wait(10)
+        return {"count": 0}
+
+    app.app.state.services.particles = slow
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+            def post():
+                return client.post("/api/particles", files={"files": ("a.png", b"x")})
+
+            running = asyncio.create_task(post())
+            await asyncio.sleep(0.2)
+            queued = asyncio.create_task(post())
+            await asyncio.sleep(0.2)
+            refused = await post()  # one running, one waiting: no room
+            release.set()
+            return (await running).status_code, (await queued).status_code, refused
+
+    running, queued, refused = asyncio.run(scenario())
+    assert (running, queued) == (200, 200)
+    assert refused.status_code == 503 and refused.headers["retry-after"].isdigit() and "busy" in refused.json()["error"]
+
+
 # --------------------------------------------------------------------------- slow: micrometry serve on loopback
 
 

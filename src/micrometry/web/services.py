@@ -159,6 +159,7 @@ class Services:
             "count": int(len(table)),
             "left_out": left_out,
             "unit": unit,
+            "id_column": columns.PARTICLE_ID,
             "images": images,
             "psd": size_percentiles(table, unit),
             "histograms": histograms(table),
