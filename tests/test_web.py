@@ -75,6 +75,9 @@ def server(sem_data):
 def test_page_has_both_tabs(server):
     page = httpx.get(server + "/").text
     assert 'id="sem-form"' in page and 'id="particles-form"' in page
+    # the CLI's defaults, from the one definition in web/options.py
+    assert 'name="nm_per_px" value="2"' in page and 'name="pixel_size" value="1"' in page
+    assert 'name="unit" value="px"' in page and "__" not in page.split("<script>")[0]
 
 
 @pytest.mark.slow

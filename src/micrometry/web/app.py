@@ -135,6 +135,8 @@ def create_app(depth_model: str | Path | None = None, particle_model: str | Path
     app = FastAPI(title="micrometry", docs_url="/api/docs")
     app.state.services = services
     page = resources.files("micrometry.web").joinpath("page.html").read_text(encoding="utf-8")
+    for key, value in (("NM_PER_PX", options.NM_PER_PX), ("PIXEL_SIZE", options.PIXEL_SIZE), ("UNIT", options.UNIT)):
+        page = page.replace(f"__{key}__", f"{value:g}" if isinstance(value, float) else value)  # one set of defaults
 
     @app.exception_handler(UploadTooLarge)
     async def too_large(request: Request, exc: UploadTooLarge):
@@ -166,10 +168,6 @@ def create_app(depth_model: str | Path | None = None, particle_model: str | Path
     @app.get("/api/health")
     async def health() -> dict:
         return {"status": "ok"}
-
-    @app.get("/api/defaults")
-    async def defaults() -> dict:
-        return {"nm_per_px": options.NM_PER_PX, "pixel_size": options.PIXEL_SIZE, "unit": options.UNIT}
 
     @app.get("/api/samples/{kind}.zip")
     async def sample_zip(kind: str):
