@@ -9,6 +9,7 @@ coloured images to luminance with a warning.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from micrometry.errors import ImageReadError
 from micrometry.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+# Largest image decoded unless a caller asks for less: PIL's own decompression-bomb threshold (89 Mpx),
+# for every format. Checked from the header before any pixel is decoded, so a tiny file that declares a
+# huge image costs nothing.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 # ITU-R BT.601 luma weights, as used by PIL and OpenCV for RGB -> gray.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -53,7 +59,7 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(path.read_bytes(), path)
 
 
-def decode_image(data: bytes, name: str | Path = "<upload>") -> np.ndarray:
+def decode_image(data: bytes, name: str | Path = "<upload>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode image bytes (an upload, a zip member) exactly as :func:`read_image` reads a file.
 
     Parameters
@@ -62,15 +68,53 @@ def decode_image(data: bytes, name: str | Path = "<upload>") -> np.ndarray:
         The encoded file.
     name : str or Path
         Used to pick the TIFF decoder by suffix and to name the input in errors.
+    max_pixels : int
+        Refuse, from the header and before decoding, an image with more pixels.
     """
     name = Path(name)
     if not data:
         raise ImageReadError("file is empty", name)
+    check_pixel_count(data, name, max_pixels)
     if name.suffix.lower() in (".tif", ".tiff") or data[:4] in (b"II*\x00", b"MM\x00*"):
         array = _read_tiff(io.BytesIO(data), name)
     else:
         array = _read_pil(io.BytesIO(data), name)
     return _to_gray(array, name)
+
+
+def check_pixel_count(data: bytes, name: str | Path, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels, without decoding it.
+
+    PIL and tifffile read only the header here; a file whose header cannot be
+    read is left for the decoder to report.
+
+    Raises
+    ------
+    ImageReadError
+        The image is larger than ``max_pixels``.
+    """
+    name = Path(name)
+    try:
+        if name.suffix.lower() in (".tif", ".tiff") or data[:4] in (b"II*\x00", b"MM\x00*"):
+            import tifffile
+
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                shape = tif.series[0].shape
+            colour = len(shape) == 3 and (shape[0] in (3, 4) or shape[-1] in (3, 4))
+            pixels = int(np.prod(shape, dtype=np.float64)) // (min(shape[0], shape[-1]) if colour else 1)
+        else:
+            with Image.open(io.BytesIO(data)) as img:
+                pixels = img.width * img.height
+    except Image.DecompressionBombError as exc:  # PIL refuses to open it at all; its message has the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if not found:
+            raise ImageReadError(f"image is too large to decode safely ({exc})", name) from None
+        pixels = int(found.group(1))
+    except Exception:  # noqa: BLE001 - an unreadable header is the decoder's to report, with its message
+        return
+    if pixels > max_pixels:
+        raise ImageReadError(f"image has {pixels / 1e6:.1f} million pixels; the limit is "
+                             f"{max_pixels / 1e6:.1f} million", name)
 
 
 def read_gray_u8(path: str | Path) -> np.ndarray:
@@ -129,8 +173,12 @@ def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return np.ascontiguousarray(rgb[..., 0])
     warnings.warn(f"{path}: colour image converted to gray luminance", ColourImageWarning, stacklevel=3)
-    gray = rgb.astype(np.float64) @ _LUMA
-    return np.clip(np.rint(gray), 0, np.iinfo(array.dtype).max).astype(array.dtype)
+    gray = np.empty(rgb.shape[:2], dtype=array.dtype)
+    rows = max(1, 2**20 // max(rgb.shape[1], 1))  # ~1 Mpx blocks: float64 never for the whole image
+    for start in range(0, rgb.shape[0], rows):
+        block = rgb[start:start + rows].astype(np.float64) @ _LUMA
+        gray[start:start + rows] = np.clip(np.rint(block), 0, np.iinfo(array.dtype).max)
+    return gray
 
 
 def write_image(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:

@@ -13,6 +13,8 @@ def serve(
     particle_model: str = typer.Option("shipped", help="'shipped' (the particle model that comes with micrometry), a "
                                        "model name (watershed), a run folder or an exported model folder."),
     max_upload_mb: int = typer.Option(20, min=1, help="Largest upload accepted, in MB."),
+    workers: int = typer.Option(2, min=1, max=64, help="Uploads processed at once (each holds its images in "
+                                "memory); up to 32 more wait, any beyond get 503 with Retry-After."),
 ) -> None:
     """Start the web app: an SEM tab (depth maps, metrology) and a Particles tab (overlay, measurements)."""
     import uvicorn
@@ -25,6 +27,7 @@ def serve(
     # Load both models once now: a bad --*-model is one line and exit 2 here, not an error on every request.
     check = Services(depth_model, particle_model)
     check.depth_model(), check.segmenter()
-    app = create_app(depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024))
+    app = create_app(depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024),
+                     workers=workers)
     typer.echo(f"micrometry web app on http://{host}:{port}  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
