@@ -35,12 +35,13 @@ import typer
 
 from micrometry import errors
 from micrometry.errors import InputError
+from micrometry.options import number
 
 ENGINES = ("local", "ray")
 
 # The same three options on every prediction command (typer reads these markers as defaults).
 ENGINE_OPTION = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool).")
-RAY_WORKERS_OPTION = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model.")
+RAY_WORKERS_OPTION = number(2, "--ray-workers", low=1, help="--engine ray: actors, each holding the model.")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, "
                                   "ray://HOST:10001); default: a local Ray instance.")
 

@@ -22,13 +22,18 @@ import pandas as pd
 
 from micrometry.errors import DatasetError, InputError
 from micrometry.io.atomic import atomic_path, refuse_existing
-from micrometry.io.image import list_images, read_image
+from micrometry.io.coco import read_json
+from micrometry.io.image import list_images, read_calibration, read_image
+from micrometry.options import calibration
 from micrometry.particles.label_sources import LabelImage, iter_label_images, segmented_label_images
-from micrometry.particles.morphometry import measure_labels
+from micrometry.particles.morphometry import measure_labels, with_unit_names, without_unit_names
 from micrometry.particles.psd import psd_row
 from micrometry.progress import track
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+
+# Written by 'particles predict' beside its results: counts, warnings, the images' calibration.
+PREDICTION_JSON = "prediction.json"
 
 # The size that D10/D50/D90 describe.
 SIZE_COLUMN = "EqDiam"
@@ -42,14 +47,19 @@ class Measurement:
     images: pd.DataFrame
     summary: pd.DataFrame
 
+    @property
+    def unit(self) -> str:
+        """The length unit of every table (``px`` when uncalibrated)."""
+        return str(self.summary["Unit"].iloc[0])
+
 
 # --------------------------------------------------------------------------- measuring
 
 
 def measure_source(
     source: str | Path,
-    pixel_size: float = 1.0,
-    unit: str = "px",
+    pixel_size: float | None = None,
+    unit: str | None = None,
     exclude_edges: bool = False,
     images_json: str | Path | None = None,
     min_score: float = 0.0,
@@ -64,9 +74,12 @@ def measure_source(
     particle table and of the counts and percentiles (their true size is
     unknown, and large particles touch the border more often, so keeping them
     biases the PSD), but not of the coverage, which is a property of the image.
+
+    Calibration: ``pixel_size`` (with ``unit``) when given, else the images'
+    metadata (:func:`source_calibration`), else pixels; the summary table records
+    which (``PixelSize``, ``Unit``, ``Calibration``).
     """
-    if pixel_size <= 0:
-        raise InputError(f"--pixel-size must be positive, got {pixel_size}")
+    pixel_size, unit, calibrated_by = calibration(pixel_size, unit, source_calibration(source, images_dir, model))
     gray_by_stem = {p.stem: p for p in list_images(images_dir)} if images_dir is not None else {}
     if model is not None:
         count, items = segmented_label_images(source, model)
@@ -96,10 +109,40 @@ def measure_source(
         "Source": str(Path(source).resolve()), "Images": len(images), "Count": len(particles),
         "TouchingBorder": int(images["TouchingBorder"].sum()), "ExcludeEdges": exclude_edges,
         "Coverage": covered / total_area if total_area else 0.0,
-        "SizeColumn": SIZE_COLUMN, "PixelSize": pixel_size, "Unit": unit,
+        "SizeColumn": SIZE_COLUMN, "PixelSize": pixel_size, "Unit": unit, "Calibration": calibrated_by,
         **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
     }])
     return Measurement(particles, images, summary)
+
+
+def source_calibration(source: str | Path, images_dir: str | Path | None = None,
+                       model: str | Path | None = None) -> tuple[float, str] | None:
+    """The pixel size the inputs' files declare, or None.
+
+    Looked up in a prediction folder's ``prediction.json`` (the calibration of the
+    images that were segmented), then in the TIFF metadata of the label images,
+    the images to segment and the ``images_dir`` gray images
+    (:func:`micrometry.io.image.read_calibration`). Files that disagree are refused.
+    """
+    source = Path(source)
+    record = source / PREDICTION_JSON
+    if source.is_dir() and record.is_file():
+        saved = read_json(record).get("calibration")
+        if saved:
+            return float(saved["pixel_size"]), str(saved["unit"])
+    files: list[Path] = []
+    if source.is_file() and source.suffix.lower() != ".json":
+        files.append(source)
+    elif source.is_dir():
+        files += list_images(source / "labels" if (source / "labels").is_dir() and model is None else source)
+    if images_dir is not None:
+        files += list_images(images_dir)
+    found = {path: cal for path in files if (cal := read_calibration(path)) is not None}
+    values = set(found.values())
+    if len(values) > 1:
+        listed = ", ".join(f"{p.name}: {c[0]:g} {c[1]}/px" for p, c in list(found.items())[:3])
+        raise InputError(f"images declare different pixel sizes ({listed}); give --pixel-size and --unit", source)
+    return values.pop() if values else None
 
 
 def _matching_image(gray_by_stem: dict[str, Path], item: LabelImage) -> np.ndarray:
@@ -137,12 +180,22 @@ def check_outputs_free(out: str | Path, overwrite: bool) -> dict[str, Path]:
     return paths
 
 
-def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write one table as CSV or Parquet by suffix (no atomicity: see :func:`write_measurement`)."""
+# Six significant digits: beyond any measurement's precision, and what spreadsheets show in full.
+CSV_FLOAT_FORMAT = "%.6g"
+
+
+def write_table(table: pd.DataFrame, path: Path, unit: str | None = None) -> None:
+    """Write one table as CSV or Parquet by suffix (no atomicity: see :func:`write_measurement`).
+
+    With ``unit``, column names carry their units (:func:`~micrometry.particles.morphometry.unit_name`).
+    CSV numbers are rounded to 6 significant digits; missing values are empty cells.
+    """
+    if unit is not None:
+        table = with_unit_names(table, unit)
     if path.suffix.lower() == ".parquet":
         table.to_parquet(path, index=False)
     else:
-        table.to_csv(path, index=False)
+        table.to_csv(path, index=False, float_format=CSV_FLOAT_FORMAT, na_rep="")
 
 
 def write_measurement(measurement: Measurement, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
@@ -152,7 +205,7 @@ def write_measurement(measurement: Measurement, out: str | Path, overwrite: bool
         for key, path in paths.items():
             tmp = stack.enter_context(atomic_path(path))
             # pandas picks the format from the suffix; the temp name keeps it.
-            write_table(getattr(measurement, key), tmp)
+            write_table(getattr(measurement, key), tmp, unit=measurement.unit)
     return paths
 
 
@@ -164,6 +217,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"expected a {' or '.join(TABLE_SUFFIXES)} table from 'micrometry particles measure'", path)
     try:
-        return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except Exception as exc:  # pandas/pyarrow raise many types for damaged files
         raise InputError(f"cannot read table ({type(exc).__name__}: {exc})", path) from None
+    return without_unit_names(table)
