@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer  # noqa: E402
 
-from micrometry.errors import InputError  # noqa: E402
+from micrometry.errors import InputError, show_warning  # noqa: E402
 from micrometry.options import quiet_option  # noqa: E402
 
 app = typer.Typer(
@@ -43,12 +43,6 @@ def _main(
     quiet: bool = quiet_option(),
 ) -> None:
     """Turn microscope images into measurements: depth from SEM, particle morphometry."""
-
-
-def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Every warning as one line ``warning: ...`` on stderr, the format of errors (no source line)."""
-    text = " ".join(str(message).split())
-    typer.secho(f"warning: {text}", fg=typer.colors.YELLOW, err=True)
 
 
 def _register() -> None:

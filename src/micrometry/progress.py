@@ -28,7 +28,7 @@ def quiet() -> bool:
 def make_progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),  # room for the losses on an 80-column terminal
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),

@@ -34,15 +34,18 @@ stdout = Console(width=None if sys.stdout.isatty() else 120)
 
 @contextlib.contextmanager
 def _warnings_as_lines():
-    """Show repair warnings as one ``warning: ...`` line each on stderr (no source lines)."""
-    with warnings.catch_warnings(record=True) as caught:
+    """Show every user warning, as it happens, as one ``warning: ...`` line on stderr (no source lines)."""
+    from micrometry.errors import show_warning
+
+    def show(message, category, *args, **kwargs):
+        # only warnings meant for the user (library deprecation noise is not)
+        if issubclass(category, UserWarning):
+            show_warning(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            # only warnings meant for the user (library deprecation noise is not)
-            for w in (w for w in caught if issubclass(w.category, UserWarning)):
-                typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+        warnings.showwarning = show
+        yield
 
 
 @particles_app.command("info")
@@ -126,6 +129,9 @@ def predict(
     segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
         summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner)
+    cal = summary["calibration"]
+    typer.echo(calibration_line(cal["pixel_size"], cal["unit"], "metadata") if cal else
+               "calibration: none in the images (particles measure --pixel-size --unit calibrates)")
     typer.echo(f"{summary['images']} images, {summary['particles']} particles "
                f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
 
@@ -261,6 +267,10 @@ def train(
                               model_given=model is not None,
                               given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None})
     best, final = metrics.get("best", {}), metrics.get("final", {})
+    if best and not best.get("val_ap"):
+        typer.secho("warning: validation AP is 0: no predicted particle matched a validation particle yet "
+                    "(too little training for these images: a longer --time-budget, more images, or a --scale "
+                    "that makes particles 10-60 network pixels across)", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
                f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
                f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}")

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from micrometry.errors import InputError
+from micrometry.options import DEFAULT_NM_PER_PX, PIXEL_UNIT
 from micrometry.web.services import Limits, Services
 
 log = logging.getLogger("micrometry.web")
@@ -95,7 +96,7 @@ def create_app(depth_model: str | Path | None = None, particle_model: str | Path
         files = [(f.filename or "upload", await f.read()) for f in form.getlist("files") if hasattr(f, "read")]
         if not files:
             raise InputError("choose one or more SEM images (or a zip) first")
-        nm_per_px = _number(form.get("nm_per_px", "1"), "nm per pixel")
+        nm_per_px = _number(form.get("nm_per_px", str(DEFAULT_NM_PER_PX)), "nm per pixel")
         return await run_in_threadpool(services.sem, files, nm_per_px)
 
     @app.post("/api/particles")
@@ -105,7 +106,7 @@ def create_app(depth_model: str | Path | None = None, particle_model: str | Path
         if upload is None or not hasattr(upload, "read"):
             raise InputError("choose an image first")
         pixel_size = _number(form.get("pixel_size", "1"), "pixel size")
-        unit = str(form.get("unit", "um"))[:8] or "px"
+        unit = str(form.get("unit", PIXEL_UNIT))[:8] or PIXEL_UNIT  # the CLI's default: pixels unless calibrated
         return await run_in_threadpool(services.particles, upload.filename or "upload", await upload.read(),
                                        pixel_size, unit)
 

@@ -7,13 +7,15 @@ from typing import Optional
 
 import typer
 
+from micrometry.options import number
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 to share on the network)."),
-    port: int = typer.Option(7860, help="Port."),
+    port: int = number(7860, "--port", low=1, high=65535, help="Port."),
     depth_model: Optional[Path] = typer.Option(None, help="Depth run folder (default: the shipped model)."),
     particle_model: Optional[str] = typer.Option(None, help="Particle model name or run folder (default: shipped)."),
-    max_upload_mb: int = typer.Option(20, min=1, help="Largest upload accepted, in MB."),
+    max_upload_mb: int = number(20, "--max-upload-mb", low=1, help="Largest upload accepted, in MB."),
 ) -> None:
     """Start the web app: an SEM tab (depth maps, metrology) and a Particles tab (overlay, measurements)."""
     import uvicorn

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from micrometry.errors import InputError
+from micrometry.options import DEFAULT_NM_PER_PX
 from micrometry.io.image import IMAGE_SUFFIXES, decode_image
 
 HISTOGRAM_COLUMNS = ["Area", "Feret", "AR", "Circ."]
@@ -116,7 +117,7 @@ class Services:
             return self._segmenter
 
     # -- SEM tab ---------------------------------------------------------------
-    def sem(self, files: list[tuple[str, bytes]], nm_per_px: float = 1.0) -> dict:
+    def sem(self, files: list[tuple[str, bytes]], nm_per_px: float = DEFAULT_NM_PER_PX) -> dict:
         """Depth maps, metrology table, a 3-D view and a zip of the PNGs for uploaded SEM images."""
         uploads = expand_uploads(files, self.limits)
         if len(uploads) > self.limits.max_sem_images:
