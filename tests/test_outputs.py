@@ -270,3 +270,17 @@ def test_predict_stores_the_calibration_and_measure_uses_it(tmp_path, capsys):
     assert json.loads((out / "prediction.json").read_text())["calibration"]["pixel_size"] == 0.5
     assert run(["particles", "measure", str(out), "--out", str(tmp_path / "m.csv")]) == 0
     assert "Area_um2" in (tmp_path / "m.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
+    from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
+
+    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
+                      SemSynthConfig(seed=1, n_structures=4, n_sites=2, images_per_site=2, n_test=2))
+    args = ["depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    assert run([*args, "--method", "unet", "--param", "width=4", "--param", "batch_size=16"]) == 0
+    capsys.readouterr()
+    assert run([*args, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nothing to resume: the run already finished all 1 epochs") and "epoch=1" in out

@@ -232,6 +232,22 @@ def evaluate_cmd(
     stdout.print(match)
 
 
+def _finished_run(out: Path, epochs: int | None, time_budget: float | None) -> str | None:
+    """Why the run in ``out`` has nothing left to train, with the limits the user gave or the run's own."""
+    from micrometry.train import RunDir
+
+    config_path = Path(out) / "config.json"
+    if not config_path.is_file():
+        return None  # train_model says what is wrong with the folder
+    try:
+        settings = json.loads(config_path.read_text()).get("settings", {})
+    except ValueError:
+        return None
+    run = RunDir(out)
+    return run.finished(epochs if epochs is not None else settings.get("epochs"),
+                        minutes_to_seconds(time_budget) if time_budget is not None else settings.get("time_budget_s"))
+
+
 def _fmt3(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -256,6 +272,12 @@ def train(
 ) -> None:
     """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
     from micrometry.particles.models.training import TrainSettings, train_model
+
+    if resume:
+        done = _finished_run(out, epochs, time_budget)
+        if done:
+            typer.echo(f"nothing to resume: {done} (give a larger --epochs or --time-budget to train on) -> {out}")
+            return
 
     given = {"model": model, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
              "crop": crop, "scale": scale, "seed": seed}
