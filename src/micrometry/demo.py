@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from micrometry.options import seed_option
+
 
 @dataclass
 class DemoSize:
@@ -36,7 +38,7 @@ class DemoSize:
 
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's data, runs and report."),
-    seed: int = typer.Option(0, help="Random seed of the synthetic data and the training."),
+    seed: int = seed_option("Random seed of the synthetic data and the training."),
     quick: bool = typer.Option(False, help="A reduced tour on tiny data (what the test suite runs)."),
 ) -> None:
     """Run micrometry end to end on synthetic data and write one HTML report."""

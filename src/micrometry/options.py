@@ -116,17 +116,20 @@ def _check_unit(value: Optional[str]) -> Optional[str]:
     return value
 
 
-def time_budget_option(default: float | None = None, help: str = "") -> Any:
-    text = "Stop training after this many minutes (0.5 = 30 s; 0: no limit)"
-    if default is not None:
-        text += f"; default {default:g}"
-    return number(default, "--time-budget", help=f"{text}. {help}".strip(), low=0)
+def time_budget_option(help: str = "") -> Any:
+    """``--time-budget MIN``; None when not given, so that a resumed run keeps its own budget."""
+    text = "Stop training after this many minutes (0.5 = 30 s; 0: no limit)."
+    return number(None, "--time-budget", help=f"{text} {help}".strip(), low=0)
 
 
 def threads_option() -> Any:
     return number(DEFAULT_THREADS, "--threads", low=0,
                   help="CPU threads for torch; 0: all cores (default). On a machine shared with other jobs, "
                        "1 is kinder (docs: micrometry/options.py).")
+
+
+def seed_option(help: str = "Random seed.") -> Any:
+    return number(0, "--seed", low=0, high=2**32 - 1, help=help)
 
 
 def overwrite_option(what: str = "outputs") -> Any:

@@ -16,6 +16,7 @@ from micrometry.options import (
     nm_per_px_option,
     number,
     overwrite_option,
+    seed_option,
     threads_option,
     time_budget_option,
 )
@@ -108,8 +109,9 @@ def depth_train(
                                          "cyclegan; docs/depth.md describes each."),
     params: list[str] = typer.Option([], "--param", help="Method hyper-parameter KEY=VALUE (repeatable)."),
     epochs: Optional[int] = number(None, "--epochs", low=1, help="Override the method's epochs."),
-    time_budget: Optional[float] = time_budget_option(help="Default: the method's own (none for most)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (initialisation and shuffling)."),
+    time_budget: Optional[float] = time_budget_option(help="Default: the method's own (cyclegan, lookup: their "
+                                                           "time_budget_s parameter; others: none)."),
+    seed: int = seed_option("Random seed (initialisation and shuffling)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
     threads: int = threads_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),

@@ -21,6 +21,7 @@ from micrometry.options import (
     number,
     overwrite_option,
     pixel_size_option,
+    seed_option,
     threads_option,
     time_budget_option,
     unit_option,
@@ -178,7 +179,7 @@ def compare(
     alpha: float = number(0.01, "--alpha", low=0, high=0.5, low_open=True, help="KS significance level."),
     rel_threshold: float = number(0.05, "--rel-threshold", low=0, help="Relevant median shift, fraction of A's median."),
     n_boot: int = number(1000, "--n-boot", low=100, help="Bootstrap resamples."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    seed: int = seed_option("Bootstrap seed."),
     overwrite: bool = overwrite_option("output folder"),
 ) -> None:
     """Compare two batches descriptor by descriptor; say plainly what changed."""
@@ -262,9 +263,9 @@ def train(
     steps_per_epoch: Optional[int] = number(None, "--steps-per-epoch", low=1, help="Batches per epoch (default 40)."),
     batch_size: Optional[int] = number(None, "--batch-size", low=1, help="Crops per batch (default 4)."),
     crop: Optional[int] = number(None, "--crop", low=32, help="Crop side in network pixels (default 192)."),
-    time_budget: Optional[float] = time_budget_option(15),
+    time_budget: Optional[float] = time_budget_option("Default 15."),
     scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Train (and later predict) at this fraction of the image size (default 0.5)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data split, crops and augmentation."),
+    seed: int = seed_option("Seed for initialisation, data split, crops and augmentation."),
     threads: int = threads_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = overwrite_option("an earlier run in --out"),

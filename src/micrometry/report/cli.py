@@ -20,6 +20,7 @@ import typer
 
 from micrometry.errors import InputError
 from micrometry.io.atomic import refuse_existing
+from micrometry.options import overwrite_option
 
 
 def detect(path: Path) -> str:
@@ -118,7 +119,7 @@ def report(
     truth: Optional[Path] = typer.Option(None, "--truth", help="Depth: folder of true depth maps (RMSE, error maps)."),
     cases: Optional[Path] = typer.Option(None, "--cases", help="Depth: CSV with 'file' and 'case' columns, for flat folders."),
     images: Optional[Path] = typer.Option(None, "--images", help="Particles: folder of the gray images, for overlays."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
+    overwrite: bool = overwrite_option("report"),
 ) -> None:
     """Write one self-contained HTML report (figures embedded; opens offline)."""
     if out.suffix.lower() not in (".html", ".htm"):

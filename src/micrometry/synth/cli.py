@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from micrometry.options import number, overwrite_option
+from micrometry.options import number, overwrite_option, seed_option
 
 synth_app = typer.Typer(help="Synthesise datasets in the real formats, with ground truth.", no_args_is_help=True)
 
@@ -16,7 +16,7 @@ synth_app = typer.Typer(help="Synthesise datasets in the real formats, with grou
 def synth_sem(
     out: Path = typer.Argument(..., help="Dataset folder to create (the 2022 Samsung 3D-metrology layout)."),
     truth: Path = typer.Option(..., "--truth", help="Folder for the hidden ground truth (outside OUT)."),
-    seed: int = typer.Option(0, help="Random seed; the dataset is a deterministic function of it."),
+    seed: int = seed_option("Random seed; the dataset is a deterministic function of it."),
     n_structures: int = number(200, "--n-structures", low=1, help="Simulated base structures (x4 cases x2 renders)."),
     n_sites: int = number(40, "--n-sites", low=1, help="Real training sites."),
     images_per_site: int = number(25, "--images-per-site", low=1, help="Real images per site."),
@@ -38,7 +38,7 @@ def synth_sem(
 def particles(
     out: Path = typer.Argument(..., help="Output folder: train/, test/, batches/A, batches/B."),
     truth: Path = typer.Option(..., "--truth", help="Folder for the hidden answers (test annotations, true descriptors)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same images."),
+    seed: int = seed_option("Random seed: the same seed gives the same images."),
     n_train: int = number(8, "--n-train", low=0, help="Annotated training images."),
     n_test: int = number(4, "--n-test", low=0, help="Test images (answers go to TRUTH)."),
     n_batch: int = number(3, "--n-batch", low=0, help="Images in each of batches A and B."),
