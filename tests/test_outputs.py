@@ -284,3 +284,16 @@ def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
     assert run([*args, "--resume"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("nothing to resume: the run already finished all 1 epochs") and "epoch=1" in out
+
+
+def test_all_three_tables_read_back(tmp_path):
+    from micrometry.particles.measure import measure_source, output_paths, read_table, write_measurement
+
+    write_image(tmp_path / "labels" / "a.png", _label_image(3))
+    result = measure_source(tmp_path / "labels", pixel_size=0.1, unit="mm", n_boot=100)
+    paths = write_measurement(result, tmp_path / "m.csv")
+    assert paths == output_paths(tmp_path / "m.csv")
+    for key in ("particles", "images", "summary"):
+        back = read_table(paths[key])
+        assert set(back.columns) == set(getattr(result, key).columns), key
+    assert read_table(paths["images"])["D50_n"].iloc[0] == pytest.approx(result.images["D50_n"].iloc[0], rel=1e-5)

@@ -335,8 +335,9 @@ def without_unit_names(table: pd.DataFrame) -> pd.DataFrame:
     :func:`with_unit_names`); the ``Unit`` column comes back from the area column's name.
     Tables written before units were named pass unchanged."""
     unit = next((c[len("Area_"):-1] for c in table.columns if c.startswith("Area_") and c.endswith("2")), None)
-    if unit is None:
-        unit = next((c.split("_", 2)[2] for c in table.columns if re.match(r"^D50_n_[^lh]", c)), None)
+    if unit is None:  # image and summary tables: the size percentiles name it
+        unit = next((c[len("D50_n_"):] for c in table.columns
+                     if c.startswith("D50_n_") and not c.startswith(("D50_n_low", "D50_n_high"))), None)
     if unit is None:
         return table
     candidates = [*AREA_COLUMNS, *LENGTH_COLUMNS, *ANGLE_COLUMNS,
