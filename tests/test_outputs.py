@@ -297,3 +297,18 @@ def test_all_three_tables_read_back(tmp_path):
         back = read_table(paths[key])
         assert set(back.columns) == set(getattr(result, key).columns), key
     assert read_table(paths["images"])["D50_n"].iloc[0] == pytest.approx(result.images["D50_n"].iloc[0], rel=1e-5)
+
+
+def test_measure_rois_match_the_table_rows(tmp_path):
+    from micrometry.particles.rois import read_roiset
+
+    labels = _label_image(4)
+    labels[0:6, 0:6] = 50  # a border particle, left out with --exclude-edges
+    write_image(tmp_path / "labels" / "a.png", labels)
+    out = tmp_path / "m.csv"
+    assert run(["particles", "measure", str(tmp_path / "labels"), "--exclude-edges", "--rois",
+                "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    rois = read_roiset(tmp_path / "m_rois" / "a_RoiSet.zip")
+    assert sorted(rois) == sorted(str(v) for v in table["Label"]) and "50" not in rois
+    assert run(["particles", "measure", str(tmp_path / "labels"), "--rois", "--out", str(out)]) == 2  # exists

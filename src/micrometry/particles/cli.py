@@ -147,15 +147,17 @@ def measure(
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO images list for a results file (default: images.json beside it)."),
     min_score: float = fraction(0.0, "--min-score", help="COCO results: ignore detections scoring below this."),
     images: Optional[Path] = typer.Option(None, "--images", help="Gray images named like the label images: adds Mean, Min, Max."),
+    rois: bool = typer.Option(False, "--rois", help="Also write each image's particle outlines as an ImageJ "
+                              "ROI set, OUT_STEM_rois/IMAGE_RoiSet.zip (ROI names = the Label column)."),
     overwrite: bool = overwrite_option("output tables"),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
     from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
 
-    check_outputs_free(out, overwrite)
+    check_outputs_free(out, overwrite, rois=rois)
     with _warnings_as_lines():
         result = measure_source(pred, pixel_size=pixel_size, unit=unit, exclude_edges=exclude_edges,
-                                images_json=images_json, min_score=min_score, images_dir=images)
+                                images_json=images_json, min_score=min_score, images_dir=images, rois=rois)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from micrometry.errors import DatasetError, InputError
-from micrometry.io.atomic import atomic_path, refuse_existing
+from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
 from micrometry.io.coco import read_json
 from micrometry.io.image import list_images, read_calibration, read_image
 from micrometry.options import calibration
 from micrometry.particles.label_sources import LabelImage, iter_label_images, segmented_label_images
 from micrometry.particles.morphometry import measure_labels, with_unit_names, without_unit_names
 from micrometry.particles.psd import psd_row
+from micrometry.particles.rois import ROISET_SUFFIX, label_polygons, write_polygons
 from micrometry.progress import track
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -46,6 +47,8 @@ class Measurement:
     particles: pd.DataFrame
     images: pd.DataFrame
     summary: pd.DataFrame
+    # with rois=True: each image's outlines of the particles in the table, {image: {label id: (N, 2) x, y}}
+    rois: dict[str, dict[int, np.ndarray]] | None = None
 
     @property
     def unit(self) -> str:
@@ -66,6 +69,7 @@ def measure_source(
     model: str | Path | None = None,
     images_dir: str | Path | None = None,
     n_boot: int = 500,
+    rois: bool = False,
 ) -> Measurement:
     """Measure every particle of every image in ``source`` and summarise.
 
@@ -86,6 +90,7 @@ def measure_source(
     else:
         count, items = iter_label_images(source, images_json, min_score)
     tables, image_rows = [], []
+    outlines: dict[str, dict[int, np.ndarray]] = {}
     for item in track(items, "measuring", total=count):
         image = _matching_image(gray_by_stem, item) if images_dir is not None else None
         table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit, image=image)
@@ -96,6 +101,9 @@ def measure_source(
             table = table[~table["TouchesBorder"]]
         table.insert(0, "Image", item.name)
         tables.append(table)
+        if rois:
+            kept = set(table["Label"].tolist())
+            outlines[item.name] = {k: v for k, v in label_polygons(item.labels).items() if k in kept}
         image_rows.append({
             "Image": item.name, "WidthPx": item.labels.shape[1], "HeightPx": item.labels.shape[0],
             "Count": len(table), "TouchingBorder": touching, "Coverage": coverage,
@@ -112,7 +120,7 @@ def measure_source(
         "SizeColumn": SIZE_COLUMN, "PixelSize": pixel_size, "Unit": unit, "Calibration": calibrated_by,
         **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
     }])
-    return Measurement(particles, images, summary)
+    return Measurement(particles, images, summary, outlines if rois else None)
 
 
 def source_calibration(source: str | Path, images_dir: str | Path | None = None,
@@ -172,11 +180,19 @@ def output_paths(out: str | Path) -> dict[str, Path]:
     }
 
 
-def check_outputs_free(out: str | Path, overwrite: bool) -> dict[str, Path]:
+def rois_folder(out: str | Path) -> Path:
+    """Where ``measure --rois`` writes one ``<image>_RoiSet.zip`` per image: ``<stem>_rois/`` beside the table."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_rois")
+
+
+def check_outputs_free(out: str | Path, overwrite: bool, rois: bool = False) -> dict[str, Path]:
     """Output paths, refusing existing files unless ``overwrite`` (checked before any work)."""
     paths = output_paths(out)
     for path in paths.values():
         refuse_existing(path, overwrite)
+    if rois:
+        refuse_existing(rois_folder(out), overwrite)
     return paths
 
 
@@ -200,12 +216,18 @@ def write_table(table: pd.DataFrame, path: Path, unit: str | None = None) -> Non
 
 def write_measurement(measurement: Measurement, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
     """Write the three tables; all three appear together (renamed only once all are written)."""
-    paths = check_outputs_free(out, overwrite)
+    paths = check_outputs_free(out, overwrite, rois=measurement.rois is not None)
     with contextlib.ExitStack() as stack:
         for key, path in paths.items():
             tmp = stack.enter_context(atomic_path(path))
             # pandas picks the format from the suffix; the temp name keeps it.
             write_table(getattr(measurement, key), tmp, unit=measurement.unit)
+        if measurement.rois is not None:
+            folder = rois_folder(out)
+            tmp = stack.enter_context(atomic_dir(folder, overwrite=overwrite))
+            for image, polygons in measurement.rois.items():
+                write_polygons(tmp / f"{image}{ROISET_SUFFIX}", polygons)
+            paths = {**paths, "rois": folder}
     return paths
 
 

@@ -27,12 +27,9 @@ from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
 from micrometry.io.image import list_images, read_calibration, read_image, write_image
 from micrometry.particles.measure import PREDICTION_JSON
-from micrometry.particles.rois import write_roiset
+from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
-
-# ImageJ's name for a saved ROI Manager set, after the image's stem.
-ROISET_SUFFIX = "_RoiSet.zip"
 
 
 def image_list(images: Path, images_json: Path | None) -> tuple[list[tuple[int, Path]], dict]:

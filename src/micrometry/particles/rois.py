@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+# ImageJ's name for a saved ROI Manager set, after the image's stem.
+ROISET_SUFFIX = "_RoiSet.zip"
+
 
 def label_polygons(labels: np.ndarray) -> dict[int, np.ndarray]:
     """Outer outline of every particle: ``{label id: (N, 2) float x, y}`` in ImageJ coordinates.
@@ -63,10 +66,14 @@ def write_roiset(path: str | Path, labels: np.ndarray) -> int:
 
     An image without particles writes no file (ImageJ cannot open an empty ROI set).
     """
+    return write_polygons(path, label_polygons(labels))
+
+
+def write_polygons(path: str | Path, polygons: dict[int, np.ndarray]) -> int:
+    """Write ``{label id: (N, 2) x, y}`` outlines as a ROI set named by id; returns the number of ROIs."""
     import roifile
 
     path = Path(path)
-    polygons = label_polygons(labels)
     if not polygons:
         return 0
     rois = []
