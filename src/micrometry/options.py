@@ -8,8 +8,9 @@ before any work.
 
 Defaults, and why:
 
-* ``--nm-per-px 2.0``: the SEM pixel pitch of the 2022 Samsung layout's
-  synthetic and real images; the web app uses :data:`DEFAULT_NM_PER_PX` too.
+* ``--nm-per-px 2.0``: the pixel size the SEM simulator renders with
+  (``synth.sem_physics.SemPhysics.nm_per_px``); the web app uses
+  :data:`DEFAULT_NM_PER_PX` too (it used 1, which halved every CD).
 * ``--pixel-size`` / ``--unit``: none, i.e. pixels, unless the image metadata
   (TIFF resolution tags, OME-TIFF) calibrates it; ``--unit`` needs a pixel size.
 * ``--time-budget`` in **minutes** everywhere (``0.5`` is 30 s; ``0`` no limit);
