@@ -312,3 +312,17 @@ def test_measure_rois_match_the_table_rows(tmp_path):
     rois = read_roiset(tmp_path / "m_rois" / "a_RoiSet.zip")
     assert sorted(rois) == sorted(str(v) for v in table["Label"]) and "50" not in rois
     assert run(["particles", "measure", str(tmp_path / "labels"), "--rois", "--out", str(out)]) == 2  # exists
+
+
+@pytest.mark.slow
+def test_particles_train_on_few_images_says_why_and_finished_resume_says_so(tmp_path, capsys):
+    from particle_scenes import write_coco_folder
+
+    data = write_coco_folder(tmp_path / "coco", n_images=2, height=64, width=64, n=3)
+    args = ["particles", "train", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "32", "--threads", "1"]
+    assert run(args) == 0
+    err = capsys.readouterr().err
+    assert "warning: validation on the training images (fewer than 5 images" in err
+    assert run([*args, "--resume"]) == 0
+    assert capsys.readouterr().out.startswith("nothing to resume: the run already finished all 1 epochs")

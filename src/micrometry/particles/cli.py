@@ -235,17 +235,23 @@ def evaluate_cmd(
     stdout.print(match)
 
 
-def _finished_run(out: Path, epochs: int | None, time_budget: float | None) -> str | None:
-    """Why the run in ``out`` has nothing left to train, with the limits the user gave or the run's own."""
+def _finished_run(out: Path, model: str | None, epochs: int | None, time_budget: float | None) -> str | None:
+    """Why the run in ``out`` has nothing left to train, with the limits the user gave or the run's own.
+
+    None whenever train_model has something to say first (not a run, another model, ...).
+    """
     from micrometry.train import RunDir
 
     config_path = Path(out) / "config.json"
-    if not config_path.is_file():
-        return None  # train_model says what is wrong with the folder
+    if not config_path.is_file() or not (Path(out) / "checkpoints" / "last.pt").is_file():
+        return None
     try:
-        settings = json.loads(config_path.read_text()).get("settings", {})
+        config = json.loads(config_path.read_text())
     except ValueError:
         return None
+    if model is not None and model != config.get("model"):
+        return None
+    settings = config.get("settings", {})
     run = RunDir(out)
     return run.finished(epochs if epochs is not None else settings.get("epochs"),
                         minutes_to_seconds(time_budget) if time_budget is not None else settings.get("time_budget_s"))
@@ -276,8 +282,8 @@ def train(
     """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
     from micrometry.particles.models.training import TrainSettings, train_model
 
-    if resume:
-        done = _finished_run(out, epochs, time_budget)
+    if resume and not overwrite:  # (both: train_model refuses the pair)
+        done = _finished_run(out, model, epochs, time_budget)
         if done:
             typer.echo(f"nothing to resume: {done} (give a larger --epochs or --time-budget to train on) -> {out}")
             return
