@@ -326,3 +326,14 @@ def test_particles_train_on_few_images_says_why_and_finished_resume_says_so(tmp_
     assert "warning: validation on the training images (fewer than 5 images" in err
     assert run([*args, "--resume"]) == 0
     assert capsys.readouterr().out.startswith("nothing to resume: the run already finished all 1 epochs")
+
+
+def test_quiet_is_one_global_option(tmp_path, monkeypatch):
+    import os
+
+    from micrometry.progress import quiet
+
+    monkeypatch.delenv("MICROMETRY_QUIET", raising=False)
+    write_image(tmp_path / "l.png", np.pad(np.ones((4, 4), np.uint16), 3))
+    assert run(["--quiet", "particles", "measure", str(tmp_path / "l.png"), "--out", str(tmp_path / "t.csv")]) == 0
+    assert quiet() and os.environ["MICROMETRY_QUIET"] == "1"

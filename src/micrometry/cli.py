@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Optional, Sequence
+from typing import Sequence
 
 # Before anything imports torch: idle OpenMP threads must not spin (see micrometry.options).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -38,8 +38,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
-                                           help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Turn microscope images into measurements: depth from SEM, particle morphometry."""
