@@ -20,6 +20,7 @@ import typer
 
 from micrometry.errors import InputError
 from micrometry.io.atomic import refuse_existing
+from micrometry.options import nm_per_px_option, overwrite_option
 
 
 def detect(path: Path) -> str:
@@ -121,9 +122,8 @@ def report(
                                          "particle table) for measured vs true sizes."),
     cases: Optional[Path] = typer.Option(None, "--cases", help="Depth: CSV with 'file' and 'case' columns, for flat folders."),
     images: Optional[Path] = typer.Option(None, "--images", help="Particles: folder of the gray images, for overlays."),
-    nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Depth: lateral pixel size in nm for the "
-                                              "hole metrology (CDs, sidewall angle); default 2.0."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
+    nm_per_px: float = nm_per_px_option("Depth: lateral pixel size in nm for the hole metrology (CDs, sidewall angle)"),
+    overwrite: bool = overwrite_option("report"),
 ) -> None:
     """Write one self-contained HTML report (figures embedded; opens offline)."""
     if out.suffix.lower() not in (".html", ".htm"):

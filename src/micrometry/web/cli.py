@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import typer
 
+from micrometry.options import number
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 to share on the network)."),
-    port: int = typer.Option(7860, help="Port."),
+    port: int = number(7860, "--port", low=1, high=65535, help="Port."),
     depth_model: str = typer.Option("shipped", help="'shipped' (the depth model that comes with micrometry), a depth "
                                     "run folder or a model folder written by `micrometry export`."),
     particle_model: str = typer.Option("shipped", help="'shipped' (the particle model that comes with micrometry), a "
                                        "model name (watershed), a run folder or an exported model folder."),
-    max_upload_mb: int = typer.Option(20, min=1, help="Largest upload accepted, in MB."),
-    workers: int = typer.Option(2, min=1, max=64, help="Uploads processed at once (each holds its images in "
-                                "memory); up to 32 more wait, any beyond get 503 with Retry-After."),
+    max_upload_mb: int = number(20, "--max-upload-mb", low=1, help="Largest upload accepted, in MB."),
+    workers: int = number(2, "--workers", low=1, high=64, help="Uploads processed at once (each holds its images in "
+                          "memory); up to 32 more wait, any beyond get 503 with Retry-After."),
 ) -> None:
     """Start the web app: an SEM tab (depth maps, metrology) and a Particles tab (overlay, measurements)."""
     import uvicorn

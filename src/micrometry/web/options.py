@@ -1,9 +1,8 @@
 """The web form's options: one definition of each default and valid range, and the parsing of form values.
 
-The defaults are the CLI's (``depth measure --nm-per-px 2.0``; ``particles
-measure --pixel-size 1 --unit px``), so the page and the terminal give the same
-numbers for the same image. When a shared options module for every command
-exists, these constants are the lines to point at it.
+The defaults are the CLI's (:mod:`micrometry.options`: ``--nm-per-px 2.0``;
+an uncalibrated pixel size means pixels), so the page and the terminal give the
+same numbers for the same image.
 """
 
 from __future__ import annotations
@@ -12,10 +11,11 @@ import math
 import re
 
 from micrometry.errors import InputError
+from micrometry.options import DEFAULT_NM_PER_PX, PIXEL_UNIT
 
-NM_PER_PX = 2.0  # depth measure --nm-per-px
-PIXEL_SIZE = 1.0  # particles measure --pixel-size
-UNIT = "px"  # particles measure --unit: unset pixel size means pixels
+NM_PER_PX = DEFAULT_NM_PER_PX
+PIXEL_SIZE = 1.0  # one pixel per pixel: uncalibrated
+UNIT = PIXEL_UNIT
 
 # Beyond these a value is a typo or an attack, not a calibration (1 m per pixel; 1 mm per SEM pixel).
 MAX_PIXEL_SIZE = 1e6
