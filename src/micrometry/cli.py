@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 # Before anything imports torch: idle OpenMP threads must not spin (see micrometry.options).

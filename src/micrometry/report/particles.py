@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from micrometry.errors import InputError
+from micrometry.particles.morphometry import with_unit_names
 from micrometry.particles.psd import cumulative_distribution
 from micrometry.report.columns import descriptor_label, particle_columns, particle_unit
 from micrometry.report.html import Report
@@ -252,9 +253,10 @@ def measure_report(particles: pd.DataFrame, images: pd.DataFrame | None = None,
 
     ``truth``: a particle table of the true particles of the same images, for measured vs true sizes.
     """
-    original = particles
+    particles_as_read = particles
     particles = particle_columns(particles)
     unit = particle_unit(particles)
+    original = with_unit_names(particles_as_read, unit)  # the CSV download names units as measure's files do
     report = Report(title, calibration=calibration_text(summary, particles))
     if summary is not None and len(summary):
         s = summary.iloc[0]
