@@ -92,25 +92,54 @@ def predict(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PRED folder."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="Learned models: network resolution relative to the image (default: the run's)."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Learned models: network resolution relative to the image (default: the run's; automatic for models trained with automatic size, like the shipped one)."),
+    diameter: Optional[float] = typer.Option(None, "--diameter", help="Learned models with automatic size: the particles' typical (median area-equivalent) diameter in pixels; default: estimated per image by a first pass of the model. The shipped model sees particles at 20 network pixels: an image is resized by 20 / DIAMETER."),
     tile: Optional[int] = typer.Option(None, "--tile", min=32, help="Learned models: tile side in network pixels for large images (default 768)."),
     tta: bool = typer.Option(False, "--tta", help="Learned models: average over the four flips (about 4x slower)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable or non-2-D file (default: skip it with a warning)."),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ) -> None:
-    """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
+    """Segment particles in every image: COCO results, 16-bit label PNGs and overlays.
+
+    The shipped model handles dark particles on a bright field and bright ones on a dark
+    field alike, and sizes each image itself (the chosen diameter and scale are printed and
+    stored in PRED/summary.json).
+    """
     from micrometry.engine import make_engine
     from micrometry.particles.predict import predict_folder
     from micrometry.particles.segmenter import load_segmenter
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    options = {"scale": scale, "tile": tile, "tta": tta or None}
+    options = {"scale": scale, "tile": tile, "tta": tta or None, "diameter": diameter}
     segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
-        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner)
-    typer.echo(f"{summary['images']} images, {summary['particles']} particles "
+        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner,
+                                 strict=strict)
+    _echo_sizes(summary["per_image"])
+    skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
+    typer.echo(f"{summary['images']} images, {summary['particles']} particles{skipped} "
                f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
+
+
+def _echo_sizes(per_image: list[dict], max_lines: int = 20) -> None:
+    """Print the particle diameter and network scale used for each image (or their range)."""
+    sized = [p for p in per_image if p.get("scale") is not None]
+    if not sized:
+        return
+    if len(sized) <= max_lines:
+        for p in sized:
+            d = p.get("diameter_px")
+            typer.echo(f"{p['file']}: diameter {'-' if d is None else f'{d:.1f}'} px "
+                       f"({p.get('diameter_source', '')}), scale {p['scale']:.3g}")
+        return
+    diameters = sorted(p["diameter_px"] for p in sized if p.get("diameter_px") is not None)
+    scales = sorted(p["scale"] for p in sized)
+    if diameters:
+        typer.echo(f"particle diameter {diameters[0]:.1f}-{diameters[-1]:.1f} px (median "
+                   f"{diameters[len(diameters) // 2]:.1f}); scale {scales[0]:.3g}-{scales[-1]:.3g} "
+                   "(per image in summary.json)")
 
 
 @particles_app.command("measure")
@@ -223,7 +252,10 @@ def train(
     crop: Optional[int] = typer.Option(None, "--crop", min=32, help="Crop side in network pixels (default 192)."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0,
                                                 help="Stop after this many minutes of training (default 15; 0: no limit)."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="Train (and later predict) at this fraction of the image size (default 0.5)."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Train (and later predict) at this fraction of the image size (default: automatic, each image resized so that its median particle measures 20 network pixels; predict then sizes each image the same way)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from the weights of 'shipped', a run folder or an exported model folder (its architecture and size convention; a third of the learning rate, with warm-up). The way to adapt micrometry to your own images: works with 1-5 annotated images."),
+    device: str = typer.Option("auto", "--device", help="Where to train: auto (CUDA when present), cpu, cuda, cuda:1 ..."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes drawing training crops (0: none; use several to keep a GPU busy)."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data split, crops and augmentation."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -234,7 +266,7 @@ def train(
     from micrometry.particles.models.training import TrainSettings, train_model
 
     given = {"model": model, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
-             "crop": crop, "scale": scale, "seed": seed}
+             "crop": crop, "scale": scale, "seed": seed, "init": init, "device": device, "workers": workers}
     settings = TrainSettings(**{k: v for k, v in given.items() if v is not None})
     if time_budget is not None:
         settings.time_budget_s = time_budget * 60 if time_budget > 0 else None

@@ -7,6 +7,10 @@
       images.json         the image list the results refer to (unless --images-json was given)
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
       overlays/<stem>.png the input with each particle's outline in its own colour
+      summary.json        per image: particles, the diameter and scale used, warnings; files skipped
+
+Files that cannot be read, or are not 2-D images (e.g. a 3-D stack), are
+skipped with a warning and counted in the summary; ``strict`` makes them fatal.
 
 The folder appears whole or not at all (:func:`~micrometry.io.atomic.atomic_dir`).
 """
@@ -14,6 +18,7 @@ The folder appears whole or not at all (:func:`~micrometry.io.atomic.atomic_dir`
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +32,14 @@ from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
 
 
-def image_list(images: Path, images_json: Path | None) -> tuple[list[tuple[int, Path]], dict]:
+def image_list(images: Path, images_json: Path | None, skipped: list[dict] | None = None
+               ) -> tuple[list[tuple[int, Path]], dict]:
     """(image id, file) pairs to segment and the COCO images dictionary they belong to.
 
     With ``images_json`` the ids and files come from it (files relative to
-    ``images``); otherwise ids 1..N follow the sorted file names.
+    ``images``); otherwise ids 1..N follow the sorted file names. With a
+    ``skipped`` list, unreadable files are appended to it (``{"file", "reason"}``)
+    instead of raising.
     """
     images = Path(images)
     if images_json is not None:
@@ -48,18 +56,22 @@ def image_list(images: Path, images_json: Path | None) -> tuple[list[tuple[int, 
             raise DatasetError(f"two images share the name {f.stem!r} ({stems[f.stem].name}, {f.name}): "
                                "label and overlay files would collide", images)
         stems[f.stem] = f
-    entries = []
-    for i, f in enumerate(files, start=1):
+    entries, readable = [], []
+    for f in files:
         from PIL import Image
 
         try:
             with Image.open(f) as img:
                 height, width = img.height, img.width
         except Exception as exc:  # any unreadable file: the reader will give the typed error
-            raise ImageReadError(f"cannot read image ({exc})", f) from None
-        entries.append({"id": i, "file_name": f.name, "height": height, "width": width})
-    return list(enumerate(files, start=1)), {"images": entries, "annotations": [],
-                                              "categories": [dict(DEFAULT_CATEGORY)]}
+            if skipped is None:
+                raise ImageReadError(f"cannot read image ({exc})", f) from None
+            skipped.append({"file": str(f), "reason": f"cannot read image ({exc})"})
+            continue
+        readable.append(f)
+        entries.append({"id": len(readable), "file_name": f.name, "height": height, "width": width})
+    return list(enumerate(readable, start=1)), {"images": entries, "annotations": [],
+                                                 "categories": [dict(DEFAULT_CATEGORY)]}
 
 
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -104,35 +116,56 @@ class SegmentWorker:
         self.segmenter, self.folder, self.write_overlays = segmenter, Path(folder), write_overlays
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"image_id", "path"}`` each; returns ``{"results", "count", "seconds"}`` each."""
-        arrays = [read_image(item["path"]) for item in items]
+        """``items``: ``{"image_id", "path"}`` each; returns ``{"results", "count", "seconds", "info"}`` each.
+
+        An image that cannot be read (or is not 2-D) gives ``{"skipped": reason}`` instead.
+        """
+        arrays, readable, outputs_by_path = [], [], {}
+        for item in items:
+            try:
+                arrays.append(read_image(item["path"]))
+                readable.append(item)
+            except ImageReadError as exc:
+                outputs_by_path[item["path"]] = {"results": [], "count": 0, "seconds": 0.0, "skipped": str(exc)}
         t0 = time.perf_counter()
-        found: list[Instances] = self.segmenter.segment_batch(arrays)
-        seconds = (time.perf_counter() - t0) / max(len(items), 1)
-        outputs = []
-        for item, image, inst in zip(items, arrays, found):
+        found: list[Instances] = self.segmenter.segment_batch(arrays) if arrays else []
+        seconds = (time.perf_counter() - t0) / max(len(arrays), 1)
+        for item, image, inst in zip(readable, arrays, found):
             path = Path(item["path"])
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
             write_image(self.folder / "labels" / f"{path.stem}.png", inst.labels.astype(np.uint16))
             if self.write_overlays:
                 write_image(self.folder / "overlays" / f"{path.stem}.png", overlay(image, inst.labels))
-            outputs.append({"results": instances_to_results(item["image_id"], inst.labels, inst.scores),
-                            "count": inst.count, "seconds": seconds})
-        return outputs
+            outputs_by_path[item["path"]] = {
+                "results": instances_to_results(item["image_id"], inst.labels, inst.scores),
+                "count": inst.count, "seconds": seconds, "info": dict(getattr(inst, "info", {}) or {})}
+        return [outputs_by_path[item["path"]] for item in items]
 
 
 def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: Path | None = None,
                    batch_size: int = 4, overwrite: bool = False, write_overlays: bool = True,
-                   engine: LocalEngine | RayEngine | None = None) -> dict:
+                   engine: LocalEngine | RayEngine | None = None, strict: bool = False) -> dict:
     """Segment every image and write the PRED folder; returns a small summary.
 
     ``engine`` runs the segmentation (:class:`~micrometry.engine.LocalEngine`
     with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
     spreads it over a Ray actor pool); the files written are the same.
+
+    The summary (also ``PRED/summary.json``) has ``images``, ``particles``,
+    ``skipped`` (files not segmented, with the reason), ``per_image`` (file,
+    particles, the diameter and scale used, warnings) and ``warnings``; every
+    skipped file and implausible result is also a ``UserWarning``. With
+    ``strict`` the first unreadable file raises instead.
     """
     engine = engine or LocalEngine(batch_size)
-    pairs, images_dict = image_list(Path(images), images_json)
+    skipped: list[dict] = []
+    pairs, images_dict = image_list(Path(images), images_json, None if strict else skipped)
+    if strict:  # read every image first: a stack or broken file stops the run before any work
+        for _, path in pairs:
+            read_image(path)
+    if not pairs:
+        raise ImageReadError("no readable images", images)
     items = [{"image_id": int(image_id), "path": str(Path(path).resolve())} for image_id, path in pairs]
     outputs: list[dict | None] = [None] * len(items)
     n_objects = 0
@@ -151,6 +184,28 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
         write_results(tmp / "results.json", [r for output in outputs for r in output["results"]])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
+        summary = run_summary(pairs, outputs, skipped)
+        write_json(tmp / "summary.json", summary)
+    for line in summary["warnings"]:
+        warnings.warn(line)
     seconds = sum(output["seconds"] for output in outputs)
-    return {"images": len(pairs), "particles": n_objects, "segment_seconds": seconds,
-            "seconds_per_image": seconds / max(len(pairs), 1)}
+    segmented = max(summary["images"], 1)
+    return {**summary, "segment_seconds": seconds, "seconds_per_image": seconds / segmented}
+
+
+def run_summary(pairs: list[tuple[int, Path]], outputs: list[dict], skipped: list[dict]) -> dict:
+    """What ``summary.json`` holds: per-image sizes and warnings, skipped files, totals."""
+    per_image, lines = [], []
+    skipped = list(skipped)
+    for (image_id, path), output in zip(pairs, outputs):
+        if "skipped" in output:
+            skipped.append({"file": str(path), "reason": output["skipped"]})
+            continue
+        info = output.get("info", {})
+        per_image.append({"image_id": int(image_id), "file": Path(path).name, "particles": output["count"],
+                          **{k: v for k, v in info.items() if k != "warnings"},
+                          "warnings": list(info.get("warnings", []))})
+        lines.extend(f"{Path(path).name}: {w}" for w in info.get("warnings", []))
+    lines.extend(f"{Path(s['file']).name}: skipped: {s['reason']}" for s in skipped)
+    return {"images": len(per_image), "particles": sum(p["particles"] for p in per_image),
+            "skipped": skipped, "per_image": per_image, "warnings": lines}
