@@ -119,6 +119,114 @@ def make_shipped(args) -> None:
     subprocess.run(micrometry("export", run, "--out", args.out, "--overwrite"), check=True)
 
 
+def old_model(work: Path) -> Path:
+    """The previous shipped model, taken from git history (commit :data:`OLD_COMMIT`)."""
+    out = work / "old-shipped"
+    if not (out / "weights.safetensors").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("model.json", "weights.safetensors"):
+            blob = subprocess.run(["git", "show", f"{OLD_COMMIT}:{OLD_MODEL_PATH}/{name}"], check=True,
+                                  capture_output=True).stdout
+            (out / name).write_bytes(blob)
+    return out
+
+
+def ap_of(segmenter, dataset, image_ids) -> float:
+    """segm AP of ``segmenter`` on some images of a COCO dataset."""
+    from micrometry.io.coco import CocoDataset, instances_to_results
+    from micrometry.io.image import read_image
+    from micrometry.particles.evaluate import evaluate
+
+    results = []
+    for image_id in image_ids:
+        found = segmenter.segment(read_image(dataset.image_path(image_id)))
+        results.extend(instances_to_results(image_id, found.labels, found.scores))
+    subset = CocoDataset(None, None, [im for im in dataset.images if im.id in set(image_ids)], dataset.categories,
+                         {i: dataset.annotations[i] for i in image_ids})
+    return evaluate(results, subset)["segm"]["AP"] or 0.0
+
+
+def mode_table(work: Path, old: Path, new: Path, n_per_mode: int, seed: int) -> list[dict]:
+    """segm AP per imaging mode of held-out synthetic images, old vs new model."""
+    from micrometry.io.coco import load_coco
+    from micrometry.particles.segmenter import load_segmenter
+
+    recipe = (("12,110", "normal", "normal", 512, 640),)
+    part = synth_mix(work / "modes", n_per_mode * len(ALL_MODES), ALL_MODES, seed, 1, recipes=recipe)[0]
+    dataset = load_coco(part / "train")
+    by_mode: dict[str, list[int]] = {}
+    for im in dataset.images:
+        by_mode.setdefault(im.extra.get("imaging_mode") if hasattr(im, "extra") else None, []).append(im.id)
+    if None in by_mode:  # image entries do not expose the mode: the k-th image is the k-th mode, cyclically
+        by_mode = {mode: [im.id for k, im in enumerate(dataset.images) if k % len(ALL_MODES) == i]
+                   for i, mode in enumerate(ALL_MODES)}
+    old_seg, new_seg = load_segmenter(old), load_segmenter(new)
+    rows = []
+    for mode in ALL_MODES:
+        ids = by_mode[mode]
+        rows.append({"mode": mode, "images": len(ids), "in_training": mode in SHIPPED_MODES,
+                     "old_AP": ap_of(old_seg, dataset, ids), "new_AP": ap_of(new_seg, dataset, ids)})
+        print(f"{mode:15s} old {rows[-1]['old_AP']:.3f} new {rows[-1]['new_AP']:.3f}", flush=True)
+    return rows
+
+
+def finetune_curves(work: Path, new: Path, minutes: float, seed: int, n_train: int) -> dict[str, list]:
+    """Validation AP vs minutes on the held-out mode: from scratch vs ``--init`` the new model."""
+    from micrometry.particles.models.training import TrainSettings, train_model
+
+    recipe = (("12,110", "normal", "normal", 512, 640),)
+    part = synth_mix(work / "heldout", n_train, (HELD_OUT_MODE,), seed + 1, 1, recipes=recipe)[0]
+    curves = {}
+    for name, init in (("scratch", None), ("init shipped", str(new))):
+        settings = TrainSettings(epochs=10_000, steps_per_epoch=8, batch_size=4, crop=160, widths=list(SHIPPED_WIDTHS),
+                                 time_budget_s=minutes * 60, val_fraction=0.25, seed=seed, init=init, device="cpu")
+        metrics = train_model(part / "train", work / f"run-{name.replace(' ', '-')}", settings, overwrite=True,
+                              threads=1)
+        curves[name] = [(round(h["elapsed_s"] / 60, 2), round(h["val_ap"], 3)) for h in metrics["history"]]
+        print(name, curves[name], flush=True)
+    return curves
+
+
+def quarter_time_check(curves: dict[str, list]) -> str:
+    """Does ``init shipped`` reach the from-scratch final AP within a quarter of its time?"""
+    scratch, init = curves["scratch"], curves["init shipped"]
+    target, total = max(ap for _, ap in scratch[-2:]), scratch[-1][0]
+    reached = next((t for t, ap in init if ap >= target), None)
+    if reached is None:
+        return f"init shipped never reached the from-scratch final AP {target:.3f}"
+    verdict = "met" if reached <= total / 4 else "missed"
+    return (f"init shipped reached the from-scratch final AP {target:.3f} after {reached:.2f} min, "
+            f"{100 * reached / total:.0f} % of the from-scratch {total:.2f} min (target 25 %: {verdict})")
+
+
+def run_bench(args) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    old = Path(args.old) if args.old else old_model(work)
+    from micrometry.particles.models.base import shipped_model_dir
+
+    new = Path(args.new) if args.new else shipped_model_dir()
+    rows = mode_table(work, old, new, args.n_per_mode, args.seed)
+    curves = finetune_curves(work, new, args.minutes, args.seed, args.n_train)
+    old_ref = next(r["old_AP"] for r in rows if r["mode"] == "brightfield")
+    print(f"\nsegm AP per imaging mode ({args.n_per_mode} held-out 512x640 images each, sizes 12-110 px, "
+          "density normal; old = previous shipped model at its fixed scale 0.5, new = generalist, automatic size)")
+    print("| mode | in new model's training | old AP | new AP | new >= old on brightfield |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {'yes' if r['in_training'] else 'no (held out)'} | {r['old_AP']:.3f} | "
+              f"{r['new_AP']:.3f} | {'yes' if r['new_AP'] >= old_ref else 'no'} |")
+    print(f"\nfine-tuning on {HELD_OUT_MODE} ({args.n_train} images 512x640, 25 % held out; CPU, 1 thread; "
+          "validation segm AP vs minutes)")
+    for name, points in curves.items():
+        print(f"| {name} | " + " ".join(f"{t:.2f} min: {ap:.3f};" for t, ap in points) + " |")
+    print(quarter_time_check(curves))
+    (work / "bench.json").write_text(json.dumps({"modes": rows, "curves": curves}, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +243,15 @@ def main(argv: list[str] | None = None) -> None:
     ship.add_argument("--crop", type=int, default=256)
     ship.add_argument("--seed", type=int, default=2026)
     ship.set_defaults(func=make_shipped)
+    bench = sub.add_parser("bench", help="AP per imaging mode (old vs new) and fine-tuning curves")
+    bench.add_argument("--work", required=True)
+    bench.add_argument("--old", help="the previous shipped model folder (default: from git history)")
+    bench.add_argument("--new", help="the model to compare (default: the shipped one)")
+    bench.add_argument("--n-per-mode", type=int, default=3)
+    bench.add_argument("--n-train", type=int, default=8, help="held-out-mode images for fine-tuning")
+    bench.add_argument("--minutes", type=float, default=6.0, help="training time per fine-tuning curve")
+    bench.add_argument("--seed", type=int, default=5000)
+    bench.set_defaults(func=run_bench)
     args = parser.parse_args(argv)
     args.func(args)
 

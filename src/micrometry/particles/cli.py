@@ -153,14 +153,17 @@ def measure(
     min_score: float = typer.Option(0.0, "--min-score", help="COCO results: ignore detections scoring below this."),
     images: Optional[Path] = typer.Option(None, "--images", help="Gray images named like the label images: adds Mean, Min, Max."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output tables."),
+    model: Optional[str] = typer.Option(None, "--model", help="PRED is a folder of photos: segment them first with this model ('shipped', watershed, a run or an exported model folder)."),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
     from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
 
     check_outputs_free(out, overwrite)
+    if model is not None:
+        typer.echo(f"segmenting the photos in {pred} with model {model!r} first")
     with _warnings_as_lines():
         result = measure_source(pred, pixel_size=pixel_size, unit=unit, exclude_edges=exclude_edges,
-                                images_json=images_json, min_score=min_score, images_dir=images)
+                                images_json=images_json, min_score=min_score, images_dir=images, model=model)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     size = (f"; D50 (number) {s['D50_n']:.3g} {unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
@@ -207,15 +210,23 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """COCO segm/bbox AP (maxDets >= 300) and instance matching at IoU 0.5..0.9."""
-    from micrometry.io.coco import load_coco, load_results
-    from micrometry.particles.evaluate import COCO_KEYS, evaluate
+    from micrometry.io.coco import load_coco, normalize_results
+    from micrometry.io.coco.dataset import read_json
+    from micrometry.particles.evaluate import COCO_KEYS, evaluate, one_class, reconcile_results
 
     if pred.is_dir():
         pred = pred / "results.json"
     with _warnings_as_lines():
         dataset = load_coco(gt)
-        results = load_results(pred, dataset)
+        images_json = pred.parent / "images.json"
+        pred_images = read_json(images_json).get("images") if images_json.is_file() else None
+        records, notes = reconcile_results(read_json(pred), dataset, pred_images, pred)
+        for note in notes:
+            warnings.warn(note)
+        dataset = one_class(dataset)
+        results = normalize_results(records, dataset, pred)
     metrics = evaluate(results, dataset, max_dets=max_dets, match_score=match_score)
+    metrics["notes"] = notes
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
