@@ -87,7 +87,7 @@ def _fmt(value: object) -> str:
 def predict(
     images: Path = typer.Argument(..., help="Folder of images, one image, or a .txt list of image paths (one per line)."),
     out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
-    model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry, trained on its synthetic particle photos), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`."),
+    model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
