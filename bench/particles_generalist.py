@@ -195,6 +195,8 @@ def quarter_time_check(curves: dict[str, list]) -> str:
     if reached is None:
         return f"init shipped never reached the from-scratch final AP {target:.3f}"
     verdict = "met" if reached <= total / 4 else "missed"
+    if target <= 0:
+        verdict += "; trivially: from scratch learned nothing in its budget"
     return (f"init shipped reached the from-scratch final AP {target:.3f} after {reached:.2f} min, "
             f"{100 * reached / total:.0f} % of the from-scratch {total:.2f} min (target 25 %: {verdict})")
 

@@ -247,6 +247,22 @@ def evaluate_cmd(
     stdout.print(match)
 
 
+def _echo_training_scale(run: Path) -> None:
+    """Say which network scale the training images were seen at (chosen by their particle sizes or given)."""
+    try:
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    scales, settings = config.get("scales"), config.get("settings", {})
+    if not scales:
+        return
+    if settings.get("scale") is None:
+        typer.echo(f"training scale: automatic, {scales['min']:.3g}-{scales['max']:.3g} (median {scales['median']:.3g}): "
+                   f"each image's median particle resized to {settings.get('net_diameter', 20):g} network px")
+    else:
+        typer.echo(f"training scale: {settings['scale']:.3g}")
+
+
 def _fmt3(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -286,6 +302,7 @@ def train(
                               model_given=model is not None,
                               given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None})
     best, final = metrics.get("best", {}), metrics.get("final", {})
+    _echo_training_scale(out)
     typer.echo(f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
                f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
                f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}")
