@@ -108,33 +108,62 @@ def _fmt(value: object) -> str:
 def predict(
     images: Path = typer.Argument(..., help="Folder of images, one image, or a .txt list of image paths (one per line)."),
     out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
-    model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry, trained on its synthetic particle photos), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`."),
+    model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
     batch_size: int = number(4, "--batch-size", low=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
     overwrite: bool = overwrite_option("PRED folder"),
-    scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Learned models: network resolution relative to the image (default: the run's)."),
+    scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Learned models: network resolution relative to the image (default: the run's; automatic for models trained with automatic size, like the shipped one)."),
+    diameter: Optional[float] = number(None, "--diameter", low=1, high=10000, help="Learned models with automatic size: the particles' typical (median area-equivalent) diameter in pixels; default: estimated per image by a first pass of the model. The shipped model sees particles at 20 network pixels: an image is resized by 20 / DIAMETER."),
     tile: Optional[int] = number(None, "--tile", low=32, help="Learned models: tile side in network pixels for large images (default 768)."),
     tta: bool = typer.Option(False, "--tta", help="Learned models: average over the four flips (about 4x slower)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable or non-2-D file (default: skip it with a warning)."),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ) -> None:
-    """Segment particles in every image: COCO results, 16-bit label PNGs and overlays."""
+    """Segment particles in every image: COCO results, 16-bit label PNGs and overlays.
+
+    The shipped model handles dark particles on a bright field and bright ones on a dark
+    field alike, and sizes each image itself (the chosen diameter and scale are printed and
+    stored in PRED/prediction.json).
+    """
     from micrometry.engine import make_engine
     from micrometry.particles.predict import predict_folder
     from micrometry.particles.segmenter import load_segmenter
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    options = {"scale": scale, "tile": tile, "tta": tta or None}
+    options = {"scale": scale, "tile": tile, "tta": tta or None, "diameter": diameter}
     segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
-        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner)
+        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner,
+                                 strict=strict)
     cal = summary["calibration"]
     typer.echo(calibration_line(cal["pixel_size"], cal["unit"], "metadata") if cal else
                "calibration: none in the images (particles measure --pixel-size --unit calibrates)")
-    typer.echo(f"{summary['images']} images, {summary['particles']} particles "
+    _echo_sizes(summary["per_image"])
+    skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
+    typer.echo(f"{summary['images']} images, {summary['particles']} particles{skipped} "
                f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
+
+
+def _echo_sizes(per_image: list[dict], max_lines: int = 20) -> None:
+    """Print the particle diameter and network scale used for each image (or their range)."""
+    sized = [p for p in per_image if p.get("scale") is not None]
+    if not sized:
+        return
+    if len(sized) <= max_lines:
+        for p in sized:
+            d = p.get("diameter_px")
+            typer.echo(f"{p['file']}: diameter {'-' if d is None else f'{d:.1f}'} px "
+                       f"({p.get('diameter_source', '')}), scale {p['scale']:.3g}")
+        return
+    diameters = sorted(p["diameter_px"] for p in sized if p.get("diameter_px") is not None)
+    scales = sorted(p["scale"] for p in sized)
+    if diameters:
+        typer.echo(f"particle diameter {diameters[0]:.1f}-{diameters[-1]:.1f} px (median "
+                   f"{diameters[len(diameters) // 2]:.1f}); scale {scales[0]:.3g}-{scales[-1]:.3g} "
+                   "(per image in prediction.json)")
 
 
 @particles_app.command("measure")
@@ -150,14 +179,18 @@ def measure(
     rois: bool = typer.Option(False, "--rois", help="Also write each image's particle outlines as an ImageJ "
                               "ROI set, OUT_STEM_rois/IMAGE_RoiSet.zip (ROI names = the Label column)."),
     overwrite: bool = overwrite_option("output tables"),
+    model: Optional[str] = typer.Option(None, "--model", help="PRED is a folder of photos: segment them first with this model ('shipped', watershed, a run or an exported model folder)."),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
     from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
 
     check_outputs_free(out, overwrite, rois=rois)
+    if model is not None:
+        typer.echo(f"segmenting the photos in {pred} with model {model!r} first")
     with _warnings_as_lines():
         result = measure_source(pred, pixel_size=pixel_size, unit=unit, exclude_edges=exclude_edges,
-                                images_json=images_json, min_score=min_score, images_dir=images, rois=rois)
+                                images_json=images_json, min_score=min_score, images_dir=images, rois=rois,
+                                model=model)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
@@ -206,15 +239,23 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """COCO segm/bbox AP (maxDets >= 300) and instance matching at IoU 0.5..0.9."""
-    from micrometry.io.coco import load_coco, load_results
-    from micrometry.particles.evaluate import COCO_KEYS, evaluate
+    from micrometry.io.coco import load_coco, normalize_results
+    from micrometry.io.coco.dataset import read_json
+    from micrometry.particles.evaluate import COCO_KEYS, evaluate, one_class, reconcile_results
 
     if pred.is_dir():
         pred = pred / "results.json"
     with _warnings_as_lines():
         dataset = load_coco(gt)
-        results = load_results(pred, dataset)
+        images_json = pred.parent / "images.json"
+        pred_images = read_json(images_json).get("images") if images_json.is_file() else None
+        records, notes = reconcile_results(read_json(pred), dataset, pred_images, pred)
+        for note in notes:
+            warnings.warn(note)
+        dataset = one_class(dataset)
+        results = normalize_results(records, dataset, pred)
     metrics = evaluate(results, dataset, max_dets=max_dets, match_score=match_score)
+    metrics["notes"] = notes
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -255,6 +296,20 @@ def _finished_run(out: Path, model: str | None, epochs: int | None, time_budget:
     run = RunDir(out)
     return run.finished(epochs if epochs is not None else settings.get("epochs"),
                         minutes_to_seconds(time_budget) if time_budget is not None else settings.get("time_budget_s"))
+def _echo_training_scale(run: Path) -> None:
+    """Say which network scale the training images were seen at (chosen by their particle sizes or given)."""
+    try:
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    scales, settings = config.get("scales"), config.get("settings", {})
+    if not scales:
+        return
+    if settings.get("scale") is None:
+        typer.echo(f"training scale: automatic, {scales['min']:.3g}-{scales['max']:.3g} (median {scales['median']:.3g}): "
+                   f"each image's median particle resized to {settings.get('net_diameter', 20):g} network px")
+    else:
+        typer.echo(f"training scale: {settings['scale']:.3g}")
 
 
 def _fmt3(value: float | None) -> str:
@@ -272,7 +327,10 @@ def train(
     batch_size: Optional[int] = number(None, "--batch-size", low=1, help="Crops per batch (default 4)."),
     crop: Optional[int] = number(None, "--crop", low=32, help="Crop side in network pixels (default 192)."),
     time_budget: Optional[float] = time_budget_option("Default 15."),
-    scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Train (and later predict) at this fraction of the image size (default 0.5)."),
+    scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Train (and later predict) at this fraction of the image size (default: automatic, each image resized so that its median particle measures 20 network pixels; predict then sizes each image the same way)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from the weights of 'shipped', a run folder or an exported model folder (its architecture and size convention; a third of the learning rate, with warm-up). The way to adapt micrometry to your own images: works with 1-5 annotated images."),
+    device: str = typer.Option("auto", "--device", help="Where to train: auto (CUDA when present), cpu, cuda, cuda:1 ..."),
+    workers: int = number(0, "--workers", low=0, high=256, help="Processes drawing training crops (0: none; use several to keep a GPU busy)."),
     seed: int = seed_option("Seed for initialisation, data split, crops and augmentation."),
     threads: int = threads_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -289,7 +347,7 @@ def train(
             return
 
     given = {"model": model, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
-             "crop": crop, "scale": scale, "seed": seed}
+             "crop": crop, "scale": scale, "seed": seed, "init": init, "device": device, "workers": workers}
     settings = TrainSettings(**{k: v for k, v in given.items() if v is not None})
     if time_budget is not None:
         settings.time_budget_s = minutes_to_seconds(time_budget)
@@ -302,6 +360,7 @@ def train(
         typer.secho("warning: validation AP is 0: no predicted particle matched a validation particle yet "
                     "(too little training for these images: a longer --time-budget, more images, or a --scale "
                     "that makes particles 10-60 network pixels across)", fg=typer.colors.YELLOW, err=True)
+    _echo_training_scale(out)
     typer.echo(f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
                f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
                f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}")
