@@ -158,7 +158,7 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
     with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
     spreads it over a Ray actor pool); the files written are the same.
 
-    The summary (also ``PRED/summary.json``) has ``images``, ``particles``,
+    The summary (also ``PRED/prediction.json``) has ``images``, ``particles``,
     ``skipped`` (files not segmented, with the reason), ``per_image`` (file,
     particles, the diameter and scale used, warnings) and ``warnings``; every
     skipped file and implausible result is also a ``UserWarning``. With
