@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,10 +136,18 @@ def test_predict_bad_inputs_exit_2_without_output(tmp_path, image_folder, capsys
                 "--images-json", str(tmp_path / "images.json")]) == 2
     assert "missing.png not found" in capsys.readouterr().err
     (image_folder / "c.png").write_bytes(b"not a png")
-    assert run(["particles", "predict", str(image_folder), "--out", str(out)]) == 2
+    # --strict: an unreadable file is fatal, and nothing is written
+    assert run(["particles", "predict", str(image_folder), "--out", str(out), "--strict"]) == 2
     err = capsys.readouterr().err.strip()
     assert "c.png" in err and len(err.splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".pred*"))
+    # by default it is skipped with a one-line warning and counted in prediction.json
+    assert run(["particles", "predict", str(image_folder), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: c.png: skipped" in captured.err and "1 skipped" in captured.out
+    record = json.loads((out / "prediction.json").read_text())
+    assert [Path(s["file"]).name for s in record["skipped"]] == ["c.png"] and record["images"] == 2
+    assert not (out / "labels" / "c.png").exists()
 
 
 def test_watershed_runs_on_a_generated_image_and_finds_particles():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -186,3 +187,82 @@ def _match(iou: np.ndarray, threshold: float) -> list[float]:
     eligible = np.where(iou >= threshold, iou, 0.0)
     rows, cols = linear_sum_assignment(eligible, maximize=True)
     return [float(iou[r, c]) for r, c in zip(rows, cols) if iou[r, c] >= threshold]
+
+
+def reconcile_results(raw: Any, gt: CocoDataset, pred_images: list[dict] | None = None,
+                      source: str | Path | None = None) -> tuple[list[dict], list[str]]:
+    """Raw result records made comparable with ``gt``, and what was done to them (warnings).
+
+    * Every record needs a ``score`` (AP ranks by it): a missing one is an error,
+      never a silent 1.0.
+    * Image ids: when the results' image list ``pred_images`` (``PRED/images.json``)
+      names a file under another id than ``gt`` does, or the results use ids
+      ``gt`` does not know, images are matched by file name (and that is said).
+    * Categories: results whose category ids match none of the truth's are an
+      error; particles are one class, so truth with several categories, or
+      results that also carry other categories, are evaluated class-agnostically
+      (all as the truth's first category), with a warning.
+
+    Raises
+    ------
+    InputError
+        Not a list, a record without a score, ids that match neither by id nor
+        by file name, or categories that match nothing.
+    """
+    from micrometry.errors import InputError
+
+    where = f"{source}: " if source else ""
+    if isinstance(raw, dict) and "annotations" in raw:
+        raw = raw["annotations"]
+    if not isinstance(raw, list):
+        raise InputError(f"{where}COCO results must be a JSON list of detections")
+    for index, record in enumerate(raw):
+        if isinstance(record, dict) and "score" not in record:
+            raise InputError(f"{where}result {index} has no 'score': COCO AP ranks detections by it")
+    notes: list[str] = []
+    records = [dict(r) for r in raw if isinstance(r, dict)]
+    truth_ids = {im.id for im in gt.images}
+    by_name = {Path(im.file_name).name: im.id for im in gt.images}
+    remap = _id_remap(records, gt, truth_ids, by_name, pred_images)
+    if remap is not None:
+        mapping, matched = remap
+        records = [{**r, "image_id": mapping[r["image_id"]]} for r in records if r.get("image_id") in mapping]
+        notes.append(f"results' image ids differ from the truth's: matched {matched} images by file name")
+    truth_cats = sorted({int(c["id"]) for c in gt.categories})
+    result_cats = sorted({r.get("category_id", truth_cats[0]) for r in records})
+    if records and not set(result_cats) & set(truth_cats):
+        raise InputError(f"{where}results' category ids {result_cats} match none of the truth's {truth_cats}")
+    if len(truth_cats) > 1:
+        notes.append(f"truth has {len(truth_cats)} categories {truth_cats}: particles are evaluated as one class")
+    elif set(result_cats) - set(truth_cats):
+        notes.append(f"results also carry categories {sorted(set(result_cats) - set(truth_cats))} the truth "
+                     "does not have: evaluated as one class")
+    return [{**r, "category_id": truth_cats[0]} for r in records], notes
+
+
+def one_class(gt: CocoDataset) -> CocoDataset:
+    """``gt`` with every annotation in its first category (particles are one class)."""
+    from dataclasses import replace
+
+    first = gt.categories[0]
+    annotations = {i: [replace(a, category_id=first["id"]) for a in anns] for i, anns in gt.annotations.items()}
+    return replace(gt, categories=[first], annotations=annotations)
+
+
+def _id_remap(records: list[dict], gt: CocoDataset, truth_ids: set[int], by_name: dict[str, int],
+              pred_images: list[dict] | None) -> tuple[dict[int, int], int] | None:
+    """``(results id -> truth id, images matched)`` when ids must be matched by file name, else None."""
+    from micrometry.errors import InputError
+
+    used = {r.get("image_id") for r in records}
+    names = {im.id: Path(im.file_name).name for im in gt.images}
+    if pred_images:
+        pred_names = {int(im["id"]): Path(str(im.get("file_name", ""))).name for im in pred_images if "id" in im}
+        disagree = any(i in pred_names and names.get(i) != pred_names[i] for i in used)
+        if disagree:
+            mapping = {i: by_name[n] for i, n in pred_names.items() if n in by_name}
+            if not mapping:
+                raise InputError("results' images match the truth's neither by id nor by file name")
+            return mapping, len({mapping[i] for i in used if i in mapping})
+    # without an image list, unknown ids are left to the results check ("points at unknown image")
+    return None

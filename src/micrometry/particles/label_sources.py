@@ -17,7 +17,7 @@ import numpy as np
 
 from micrometry.errors import DatasetError, ImageReadError, InputError
 from micrometry.io.coco import load_coco, load_results, read_json, rle_to_mask
-from micrometry.io.image import ColourImageWarning, list_images, read_image
+from micrometry.io.image import IMAGE_SUFFIXES, ColourImageWarning, list_images, read_image
 
 IMAGES_JSON_NAME = "images.json"
 
@@ -28,6 +28,7 @@ class LabelImage:
 
     name: str
     labels: np.ndarray
+    path: Path | None = None  # the file it was read from, when one (its metadata may calibrate it)
 
 
 def iter_label_images(
@@ -54,21 +55,52 @@ def iter_label_images(
     if not source.exists():
         raise InputError("no such file or folder", source)
     if source.is_file():
+        if source.suffix.lower() in IMAGE_SUFFIXES:  # one label image
+            return 1, iter([LabelImage(source.stem, read_label_image(source), source)])
         if source.suffix.lower() != ".json":
-            raise InputError("expected a COCO .json file or a folder of label images", source)
+            raise InputError("expected a COCO .json file, a label image or a folder of label images", source)
         return coco_label_images(source, images_json, min_score)
     folder = source / "labels" if (source / "labels").is_dir() else source
     paths = list_images(folder)
     if not paths:
         raise DatasetError("no label images (.png/.tif) found", folder)
-    return len(paths), (LabelImage(p.stem, read_label_image(p)) for p in paths)
+    return len(paths), (LabelImage(p.stem, _refuse_photo(read_label_image(p), p), p) for p in paths)
+
+
+#: Label images repeat their neighbour's value except on particle outlines; photos (noise, shading) rarely do.
+PHOTO_MAX_EQUAL = 0.75
+
+
+def equal_neighbour_fraction(image: np.ndarray) -> float:
+    """Fraction of horizontally and vertically adjacent pixel pairs with the same value."""
+    a = np.asarray(image)
+    if a.ndim != 2 or a.size < 2:
+        return 1.0
+    pairs = (a[:, 1:] == a[:, :-1]).sum() + (a[1:, :] == a[:-1, :]).sum()
+    total = a[:, 1:].size + a[1:, :].size
+    return float(pairs / max(total, 1))
+
+
+def looks_like_photo(image: np.ndarray) -> bool:
+    """True for a gray photo (noise, shading), False for a label image of particle ids."""
+    return equal_neighbour_fraction(image) < PHOTO_MAX_EQUAL
+
+
+def _refuse_photo(labels: np.ndarray, path: Path) -> np.ndarray:
+    if looks_like_photo(labels):
+        raise ImageReadError(f"looks like a photo, not a label image ({100 * equal_neighbour_fraction(labels):.0f} % "
+                             "of neighbouring pixels equal): pass --model shipped to segment it, or label images",
+                             path)
+    return labels
 
 
 def segmented_label_images(folder: str | Path, model: str | Path | None) -> tuple[int, Iterator[LabelImage]]:
     """Segment every image of ``folder`` with a particle model; yield its label images.
 
-    ``model`` is what ``micrometry particles predict --model`` accepts (a
-    built-in name or a training run folder).
+    ``model`` is what ``micrometry particles predict --model`` accepts
+    (``shipped``, a built-in name, a run or an exported model folder). Files
+    that cannot be read, and label images (which a model would segment into
+    nonsense), are skipped with a warning.
     """
     from micrometry.particles.segmenter import load_segmenter
 
@@ -76,8 +108,28 @@ def segmented_label_images(folder: str | Path, model: str | Path | None) -> tupl
     if not paths:
         raise DatasetError("no images found", folder)
     segmenter = load_segmenter(model)
-    return len(paths), (LabelImage(p.stem, segmenter.segment(read_image(p)).labels.astype(np.int32))
-                        for p in paths)
+    return len(paths), _segment_each(paths, segmenter)
+
+
+def _segment_each(paths: list[Path], segmenter) -> Iterator[LabelImage]:
+    skipped = 0
+    for p in paths:
+        try:
+            image = read_image(p)
+        except ImageReadError as exc:
+            warnings.warn(f"skipped: {exc}")
+            skipped += 1
+            continue
+        if not looks_like_photo(image):
+            warnings.warn(f"{p}: skipped: looks like a label image, not a photo (measure label images without --model)")
+            skipped += 1
+            continue
+        found = segmenter.segment(image)
+        for line in (getattr(found, "info", None) or {}).get("warnings", []):
+            warnings.warn(f"{p.name}: {line}")
+        yield LabelImage(p.stem, found.labels.astype(np.int32), p)
+    if skipped:
+        warnings.warn(f"{skipped} of {len(paths)} files skipped")
 
 
 def read_label_image(path: Path) -> np.ndarray:

@@ -6,7 +6,13 @@
       results.json        COCO results: RLE segmentation + bbox + score, category 1
       images.json         the image list the results refer to (unless --images-json was given)
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
+      rois/<stem>_RoiSet.zip  the same particles as ImageJ polygon ROIs named by label id (Fiji's ROI Manager)
       overlays/<stem>.png the input with each particle's outline in its own colour
+      prediction.json     model, per image: particles, the diameter and scale used, calibration, warnings;
+                          files skipped; the images' calibration (TIFF/OME metadata)
+
+Files that cannot be read, or are not 2-D images (e.g. a 3-D stack), are
+skipped with a warning and counted in the record; ``strict`` makes them fatal.
 
 The folder appears whole or not at all (:func:`~micrometry.io.atomic.atomic_dir`).
 """
@@ -14,6 +20,7 @@ The folder appears whole or not at all (:func:`~micrometry.io.atomic.atomic_dir`
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +29,21 @@ from micrometry.engine import LocalEngine, RayEngine
 from micrometry.errors import DatasetError, ImageReadError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
-from micrometry.io.image import list_images, read_image, write_image
+from micrometry.io.image import list_images, read_calibration, read_image, write_image
+from micrometry.particles.measure import PREDICTION_JSON
+from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
 
 
-def image_list(images: Path, images_json: Path | None) -> tuple[list[tuple[int, Path]], dict]:
+def image_list(images: Path, images_json: Path | None, skipped: list[dict] | None = None
+               ) -> tuple[list[tuple[int, Path]], dict]:
     """(image id, file) pairs to segment and the COCO images dictionary they belong to.
 
     With ``images_json`` the ids and files come from it (files relative to
-    ``images``); otherwise ids 1..N follow the sorted file names.
+    ``images``); otherwise ids 1..N follow the sorted file names. With a
+    ``skipped`` list, unreadable files are appended to it (``{"file", "reason"}``)
+    instead of raising.
     """
     images = Path(images)
     if images_json is not None:
@@ -48,18 +60,22 @@ def image_list(images: Path, images_json: Path | None) -> tuple[list[tuple[int, 
             raise DatasetError(f"two images share the name {f.stem!r} ({stems[f.stem].name}, {f.name}): "
                                "label and overlay files would collide", images)
         stems[f.stem] = f
-    entries = []
-    for i, f in enumerate(files, start=1):
+    entries, readable = [], []
+    for f in files:
         from PIL import Image
 
         try:
             with Image.open(f) as img:
                 height, width = img.height, img.width
         except Exception as exc:  # any unreadable file: the reader will give the typed error
-            raise ImageReadError(f"cannot read image ({exc})", f) from None
-        entries.append({"id": i, "file_name": f.name, "height": height, "width": width})
-    return list(enumerate(files, start=1)), {"images": entries, "annotations": [],
-                                              "categories": [dict(DEFAULT_CATEGORY)]}
+            if skipped is None:
+                raise ImageReadError(f"cannot read image ({exc})", f) from None
+            skipped.append({"file": str(f), "reason": f"cannot read image ({exc})"})
+            continue
+        readable.append(f)
+        entries.append({"id": len(readable), "file_name": f.name, "height": height, "width": width})
+    return list(enumerate(readable, start=1)), {"images": entries, "annotations": [],
+                                                 "categories": [dict(DEFAULT_CATEGORY)]}
 
 
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -104,40 +120,64 @@ class SegmentWorker:
         self.segmenter, self.folder, self.write_overlays = segmenter, Path(folder), write_overlays
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"image_id", "path"}`` each; returns ``{"results", "count", "seconds"}`` each."""
-        arrays = [read_image(item["path"]) for item in items]
+        """``items``: ``{"image_id", "path"}`` each; returns ``{"results", "count", "seconds", "info"}`` each.
+
+        An image that cannot be read (or is not 2-D) gives ``{"skipped": reason}`` instead.
+        """
+        arrays, readable, outputs_by_path = [], [], {}
+        for item in items:
+            try:
+                arrays.append(read_image(item["path"]))
+                readable.append(item)
+            except ImageReadError as exc:
+                outputs_by_path[item["path"]] = {"results": [], "count": 0, "seconds": 0.0, "skipped": str(exc)}
         t0 = time.perf_counter()
-        found: list[Instances] = self.segmenter.segment_batch(arrays)
-        seconds = (time.perf_counter() - t0) / max(len(items), 1)
-        outputs = []
-        for item, image, inst in zip(items, arrays, found):
+        found: list[Instances] = self.segmenter.segment_batch(arrays) if arrays else []
+        seconds = (time.perf_counter() - t0) / max(len(arrays), 1)
+        for item, image, inst in zip(readable, arrays, found):
             path = Path(item["path"])
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
             write_image(self.folder / "labels" / f"{path.stem}.png", inst.labels.astype(np.uint16))
+            write_roiset(self.folder / "rois" / f"{path.stem}{ROISET_SUFFIX}", inst.labels)
             if self.write_overlays:
                 write_image(self.folder / "overlays" / f"{path.stem}.png", overlay(image, inst.labels))
-            outputs.append({"results": instances_to_results(item["image_id"], inst.labels, inst.scores),
-                            "count": inst.count, "seconds": seconds})
-        return outputs
+            outputs_by_path[item["path"]] = {
+                "results": instances_to_results(item["image_id"], inst.labels, inst.scores),
+                "count": inst.count, "seconds": seconds, "info": dict(getattr(inst, "info", {}) or {}),
+                "calibration": read_calibration(path)}
+        return [outputs_by_path[item["path"]] for item in items]
 
 
 def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: Path | None = None,
                    batch_size: int = 4, overwrite: bool = False, write_overlays: bool = True,
-                   engine: LocalEngine | RayEngine | None = None) -> dict:
+                   engine: LocalEngine | RayEngine | None = None, strict: bool = False) -> dict:
     """Segment every image and write the PRED folder; returns a small summary.
 
     ``engine`` runs the segmentation (:class:`~micrometry.engine.LocalEngine`
     with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
     spreads it over a Ray actor pool); the files written are the same.
+
+    The summary (also ``PRED/prediction.json``) has ``images``, ``particles``,
+    ``skipped`` (files not segmented, with the reason), ``per_image`` (file,
+    particles, the diameter and scale used, warnings) and ``warnings``; every
+    skipped file and implausible result is also a ``UserWarning``. With
+    ``strict`` the first unreadable file raises instead.
     """
     engine = engine or LocalEngine(batch_size)
-    pairs, images_dict = image_list(Path(images), images_json)
+    skipped: list[dict] = []
+    pairs, images_dict = image_list(Path(images), images_json, None if strict else skipped)
+    if strict:  # read every image first: a stack or broken file stops the run before any work
+        for _, path in pairs:
+            read_image(path)
+    if not pairs:
+        raise ImageReadError("no readable images", images)
     items = [{"image_id": int(image_id), "path": str(Path(path).resolve())} for image_id, path in pairs]
     outputs: list[dict | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "labels").mkdir()
+        (tmp / "rois").mkdir()
         if write_overlays:
             (tmp / "overlays").mkdir()
         worker_kwargs = {"segmenter": segmenter, "folder": str(tmp.resolve()), "write_overlays": write_overlays}
@@ -151,6 +191,47 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
         write_results(tmp / "results.json", [r for output in outputs for r in output["results"]])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
+        record = prediction_record(segmenter.name, pairs, outputs, skipped)
+        write_json(tmp / PREDICTION_JSON, record)
+    for line in record["warnings"]:
+        warnings.warn(line)
     seconds = sum(output["seconds"] for output in outputs)
-    return {"images": len(pairs), "particles": n_objects, "segment_seconds": seconds,
-            "seconds_per_image": seconds / max(len(pairs), 1)}
+    segmented = max(record["images"], 1)
+    return {**record, "segment_seconds": seconds, "seconds_per_image": seconds / segmented}
+
+
+def prediction_record(model: str, pairs: list[tuple[int, Path]], outputs: list[dict], skipped: list[dict]) -> dict:
+    """What ``prediction.json`` holds: per-image counts, sizes and warnings, skipped files, totals,
+    and one calibration when the images' metadata agree."""
+    per_image, lines = [], []
+    skipped = list(skipped)
+    segmented = []
+    for (image_id, path), output in zip(pairs, outputs):
+        if "skipped" in output:
+            skipped.append({"file": str(path), "reason": output["skipped"]})
+            continue
+        segmented.append((Path(path), output))
+        info = output.get("info", {})
+        cal = output.get("calibration")
+        per_image.append({"image_id": int(image_id), "file": Path(path).name, "particles": output["count"],
+                          **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
+                          **{k: v for k, v in info.items() if k != "warnings"},
+                          "warnings": list(info.get("warnings", []))})
+        lines.extend(f"{Path(path).name}: {w}" for w in info.get("warnings", []))
+    empty = [p.name for p, o in segmented if o["count"] == 0]
+    if empty and len(empty) == len(segmented):
+        lines.append(f"no particles found in any of the {len(segmented)} images: check that the model suits them "
+                     "(particle size: --diameter; or try --model watershed)")
+    elif empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        lines.append(f"no particles found in {len(empty)} of {len(segmented)} images ({shown})")
+    found = {tuple(o["calibration"]) for _, o in segmented if o.get("calibration")}
+    calibration = None
+    if len(found) == 1 and all(o.get("calibration") for _, o in segmented):
+        size, unit = found.pop()
+        calibration = {"pixel_size": size, "unit": unit, "source": "image metadata"}
+    elif found:
+        lines.append("the images declare different (or partial) pixel sizes: measure with --pixel-size")
+    lines.extend(f"{Path(s['file']).name}: skipped: {s['reason']}" for s in skipped)
+    return {"model": model, "images": len(per_image), "particles": sum(p["particles"] for p in per_image),
+            "skipped": skipped, "per_image": per_image, "warnings": lines, "calibration": calibration}

@@ -8,7 +8,7 @@ shipped model) into a ready :class:`Segmenter`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -26,10 +26,14 @@ class Instances:
         visible part; particles do not overlap in a label image).
     scores : ndarray
         ``(N,)`` float32; ``scores[i]`` is the confidence of label id ``i + 1``.
+    info : dict
+        What the segmenter chose for this image (e.g. ``diameter_px``, ``scale``)
+        and ``warnings`` about implausible results; stored with the results.
     """
 
     labels: np.ndarray
     scores: np.ndarray
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int32)

@@ -16,7 +16,9 @@ import torch
 from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.base import particle_model
 from micrometry.particles.models.methods import DenseMethod
+from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
+from micrometry.particles.models.sizing import check_scale, estimate_diameter, median_diameter, scale_for_diameter
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
 from micrometry.particles.models.unet import UNet
 from micrometry.modelfile import ExportedModel
@@ -33,20 +35,37 @@ class DenseSegmenter:
         What the maps mean and how to decode them.
     net : UNet
         The trained network (put in eval mode here).
-    scale : float
-        Network resolution relative to the image (0.5 = half size).
+    scale : float or None
+        Network resolution relative to the image (0.5 = half size); None:
+        automatic, from each image's particle diameter (needs ``net_diameter``).
+    net_diameter : float or None
+        The particle diameter (network pixels) the model was trained for, when
+        it was trained with automatic size.
+    diameter : float or None
+        The particles' diameter in image pixels (``--diameter``): fixes the
+        scale at ``net_diameter / diameter`` instead of estimating it per image.
     tile, overlap : int
         Tile side and overlap in network pixels.
     tta : bool
         Average the maps over the four flips (about 4x slower).
     """
 
-    def __init__(self, method: DenseMethod, net: UNet, scale: float = 0.5, tile: int = 768,
-                 overlap: int = 64, tta: bool = False, device: str | torch.device = "cpu"):
+    def __init__(self, method: DenseMethod, net: UNet, scale: float | None = 0.5, tile: int = 768,
+                 overlap: int = 64, tta: bool = False, device: str | torch.device = "cpu",
+                 net_diameter: float | None = None, diameter: float | None = None):
         self.method = method
         self.name = method.name
         self.net = net.to(device).eval()
-        self.scale = float(scale)
+        self.net_diameter = None if net_diameter is None else float(net_diameter)
+        if diameter is not None:
+            if self.net_diameter is None:
+                raise InputError("--diameter needs a model trained with automatic size; "
+                                 "this one has a fixed scale (use --scale)")
+            scale = scale_for_diameter(diameter, self.net_diameter)
+        if scale is None and self.net_diameter is None:
+            raise InputError("a model without a trained particle diameter needs a scale")
+        self.scale = None if scale is None else float(scale)
+        self.diameter = diameter
         self.tile = int(tile)
         # Small tiles keep at least half their area as their own contribution.
         self.overlap = min(int(overlap), self.tile // 2)
@@ -57,24 +76,51 @@ class DenseSegmenter:
         return self.method.activate(self.net(x.to(self.device))).cpu()
 
     @torch.inference_mode()
-    def predict_maps(self, image: np.ndarray) -> np.ndarray:
+    def predict_maps(self, image: np.ndarray, scale: float | None = None) -> np.ndarray:
         """``(C, h, w)`` float32 maps at network resolution (vectors in network pixels)."""
-        small = torch.from_numpy(resize(normalise_image(image), self.scale))[None]
+        scale = self.scale if scale is None else scale
+        small = torch.from_numpy(resize(normalise_image(image), scale))[None]
         forward = flip_tta(self._forward, self.method.vector_channels) if self.tta else self._forward
         return predict_tiled(forward, small, self.tile, self.overlap, self.net.multiple).numpy()
 
-    def segment_labels(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(labels ``(H, W)`` int32, scores ``(N,)`` float32) for one gray image."""
+    def segment_labels(self, image: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(labels ``(H, W)`` int32, scores ``(N,)`` float32) for one gray image.
+
+        ``scale`` overrides the segmenter's; with neither, the scale is estimated
+        (:meth:`segment_sized`).
+        """
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"expected a 2-D gray image, got shape {image.shape}")
-        return self.method.decode(self.predict_maps(image), image.shape, self.scale)
+        scale = self.scale if scale is None else scale
+        if scale is None:
+            return self.segment_sized(image)[:2]
+        return self.method.decode(self.predict_maps(image, scale), image.shape, scale)
+
+    def segment_sized(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(labels, scores, info): segmented at the scale its own particles ask for.
+
+        ``info`` holds ``diameter_px`` (the median particle diameter found, in image
+        pixels; None when nothing was found), ``scale`` and ``diameter_source``.
+        """
+        image = np.asarray(image)
+        if self.scale is not None:
+            labels, scores = self.segment_labels(image, self.scale)
+            source = "given (--diameter)" if self.diameter is not None else "fixed scale"
+            diameter = self.diameter if self.diameter is not None else median_diameter(labels)
+            return labels, scores, {"diameter_px": diameter, "scale": self.scale, "diameter_source": source}
+        diameter, scale, (labels, scores) = estimate_diameter(
+            lambda s: self.segment_labels(image, s), image.shape, self.net_diameter)
+        return labels, scores, {"diameter_px": diameter, "scale": scale, "diameter_source": "estimated"}
 
     def segment(self, image: np.ndarray):
         from micrometry.particles.segmenter import Instances
 
-        labels, scores = self.segment_labels(image)
-        return Instances(labels=labels, scores=scores)
+        labels, scores, info = self.segment_sized(image)
+        info = {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in info.items()}
+        info["warnings"] = plausibility_warnings(labels, info.get("diameter_px"), self.net_diameter,
+                                                 info.get("scale"))
+        return Instances(labels=labels, scores=scores, info=info)
 
     def segment_batch(self, images: list[np.ndarray]) -> list:
         return [self.segment(image) for image in images]
@@ -91,14 +137,16 @@ def build_network(model: str, widths: tuple[int, ...]) -> tuple[DenseMethod, UNe
     return method, net
 
 
-def model_payload(model: str, widths: tuple[int, ...], scale: float, method_config: dict[str, Any]) -> dict:
+def model_payload(model: str, widths: tuple[int, ...], scale: float | None, method_config: dict[str, Any],
+                  net_diameter: float | None = None) -> dict:
     """What every checkpoint stores so that it alone rebuilds the segmenter."""
     return {"kind": CHECKPOINT_KIND, "model": model, "widths": list(widths), "scale": scale,
-            "method_config": method_config}
+            "method_config": method_config, "net_diameter": net_diameter}
 
 
 def dense_segmenter(exported: ExportedModel, scale: float | None = None, tile: int | None = None,
-                    tta: bool = False, device: str | torch.device = "cpu") -> DenseSegmenter:
+                    tta: bool = False, device: str | torch.device = "cpu",
+                    diameter: float | None = None) -> DenseSegmenter:
     """Rebuild a :class:`DenseSegmenter` from an exported model (a folder, or a run exported in memory).
 
     Raises
@@ -106,16 +154,23 @@ def dense_segmenter(exported: ExportedModel, scale: float | None = None, tile: i
     CheckpointError
         Settings or weights that do not fit the model.
     """
-    if scale is not None and not 0.05 <= scale <= 2.0:
-        raise InputError(f"--scale must be between 0.05 and 2, not {scale}")
+    if scale is not None:
+        check_scale(scale)
+    if diameter is not None and not diameter > 0:
+        raise InputError(f"--diameter must be a positive number of pixels, not {diameter}")
+    if scale is not None and diameter is not None:
+        raise InputError("give --scale or --diameter, not both")
     settings, where = exported.settings, exported.source
     try:
         method, net = build_network(exported.model, tuple(int(w) for w in settings["widths"]))
         method.config.update(settings.get("method_config", {}))
         net.load_state_dict(exported.state["modules"]["net"])
-        trained_scale = float(settings["scale"])
+        net_diameter = settings.get("net_diameter")
+        net_diameter = None if net_diameter is None else float(net_diameter)
+        trained_scale = None if net_diameter is not None else float(settings["scale"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"weights do not fit model {exported.model!r} ({type(exc).__name__})",
                               where) from None
     kwargs = {} if tile is None else {"tile": tile}
-    return DenseSegmenter(method, net, scale=scale or trained_scale, tta=tta, device=device, **kwargs)
+    return DenseSegmenter(method, net, scale=scale or trained_scale, tta=tta, device=device,
+                          net_diameter=net_diameter, diameter=diameter, **kwargs)

@@ -9,13 +9,21 @@ measured by the project's evaluator).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.base import DEFAULT_MODEL, particle_model, trainable_names
-from micrometry.particles.models.data import LabelledImage, load_labelled_images, split_train_val
+from micrometry.particles.models.data import (
+    MIN_IMAGES_TO_HOLD_OUT,
+    STRIP_FRACTION,
+    LabelledImage,
+    load_labelled_images,
+    split_train_val,
+)
+from micrometry.particles.models.sizing import NET_DIAMETER, check_scale
 from micrometry.particles.models.validation import evaluate_label_images, truth_dataset
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, seed_everything
 from micrometry.train.loop import configure_threads
@@ -34,13 +42,26 @@ class TrainSettings:
     steps_per_epoch: int = 40
     batch_size: int = 4
     crop: int = 192
-    scale: float = 0.5
+    #: network pixels per image pixel; None: automatic (each image resized so that its
+    #: median particle measures ``net_diameter`` network pixels, see ``sizing``)
+    scale: float | None = None
+    net_diameter: float = NET_DIAMETER
     lr: float = 3e-3
     weight_decay: float = 1e-4
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     val_fraction: float = 0.1
     seed: int = 0
     time_budget_s: float | None = 15 * 60
+    #: intensity augmentation: probability of inverting a crop, range of its random gamma
+    invert_p: float = 0.5
+    gamma_range: list[float] = field(default_factory=lambda: [0.6, 1.6])
+    #: fine-tuning: the model the weights start from (``shipped``, a run or a model folder)
+    init: str | None = None
+    #: fraction of training spent warming the learning rate up (fine-tuning uses 5 %)
+    warmup: float = 0.0
+    device: str = "auto"
+    #: processes drawing training crops (0: in the training process; a GPU needs several)
+    workers: int = 0
 
 
 class ParticleTrainTask(TrainTask):
@@ -74,8 +95,15 @@ class ParticleTrainTask(TrainTask):
         return min(1.0, max(by_steps, by_time))
 
     def set_learning_rate(self) -> None:
-        """Cosine decay from ``base_lr`` to 2 % of it over :meth:`progress`."""
-        lr = self.base_lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * self.progress())))
+        """Linear warm-up over ``settings.warmup``, then cosine decay from ``base_lr`` to 2 % of it.
+
+        A warm-up keeps the first steps of a fine-tuning run from knocking the
+        pretrained weights off (Adam's first moments are still noise).
+        """
+        progress, warmup = self.progress(), getattr(self.settings, "warmup", 0.0)
+        lr = self.base_lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        if warmup > 0 and progress < warmup:
+            lr *= max(progress / warmup, 0.02)
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -87,6 +115,10 @@ class ParticleTrainTask(TrainTask):
         self.steps_done = state.get("steps_done", 0)
         self.train_seconds = state.get("train_seconds", 0.0)
 
+    def load_initial_weights(self, state: dict[str, Any]) -> None:
+        """Start from an exported model's ``state`` (``--init``)."""
+        raise InputError(f"particle model {self.settings.model!r} cannot be fine-tuned (--init)")
+
     def payload(self) -> dict[str, Any]:
         """Stored in every checkpoint: enough to rebuild the segmenter."""
         raise NotImplementedError
@@ -97,7 +129,9 @@ class ParticleTrainTask(TrainTask):
     def validate(self) -> dict[str, float]:
         """segm AP, AP50 and F1@0.5 of the validation images at full resolution."""
         segmenter = self.segmenter()
-        predicted = [segmenter.segment_labels(item.full_image) for item in self.val_items]
+        # each image at its own training scale: validation measures the network, not the size estimate
+        predicted = [segmenter.segment_labels(item.full_image, scale=item.scale) if self.settings.scale is None
+                     else segmenter.segment_labels(item.full_image) for item in self.val_items]
         metrics = evaluate_label_images(predicted, self.val_truth)
         return {"val_ap": metrics["AP"], "val_ap50": metrics["AP50"], "val_f1": metrics["F1@0.5"]}
 
@@ -132,10 +166,12 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
     if settings.model not in trainable:
         raise InputError(f"unknown trainable particle model {settings.model!r}; "
                          f"choose one of: {', '.join(trainable)}")
-    particle_model(settings.model).check_available()
-    if not 0.05 <= settings.scale <= 2.0:
-        raise InputError(f"--scale must be between 0.05 and 2, not {settings.scale}")
+    entry = particle_model(settings.model)
+    entry.check_available()
+    if settings.scale is not None:
+        check_scale(settings.scale)
     RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
+    init_state = None
     if resume:
         run = RunDir.for_training(out, resume=True)
         previous = run.read_config()
@@ -144,16 +180,34 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
                                   f"not {settings.model!r}", run.config_path)
         extendable = {"epochs", "time_budget_s"} & (given if given is not None else {"epochs", "time_budget_s"})
         settings = TrainSettings(**{**previous["settings"], **{k: getattr(settings, k) for k in extendable}})
+    elif settings.init is not None:
+        from micrometry.particles.models.finetune import init_settings
+
+        settings, init_state = init_settings(settings, model_given)
+        entry = particle_model(settings.model)
     configure_threads(threads)
     # Read the whole dataset before creating the run folder: a bad dataset leaves nothing behind.
-    items = load_labelled_images(coco_dir, settings.scale)
+    items = load_labelled_images(coco_dir, settings.scale, settings.net_diameter,
+                                 per_image=getattr(entry, "auto_size", False))
+    if settings.scale is None and not getattr(entry, "auto_size", False):
+        settings.scale = items[0].scale  # the dataset's median particle size set one scale
     train, val = split_train_val(items, settings.val_fraction, settings.seed)
+    note = validation_split_note(items, train, val)
+    if len(items) < MIN_IMAGES_TO_HOLD_OUT:
+        warnings.warn(note)  # the console says how validation is done, not only log.txt
     if not resume:
         run = RunDir.for_training(out, overwrite=overwrite)
     task = make_task(settings, train, val)
+    if init_state is not None:
+        task.load_initial_weights(init_state)
+    scales = sorted(item.scale for item in items)
     run.write_config({"model": settings.model, "data": str(Path(coco_dir).resolve()),
-                      "n_train": len(train), "n_val": len(val), "settings": asdict(settings)})
-    run.log(validation_split_note(train, val))
+                      "n_train": len(train), "n_val": len(val), "validation": note,
+                      "scales": {"min": scales[0], "median": scales[len(scales) // 2], "max": scales[-1]},
+                      "settings": asdict(settings)})
+    run.log(note)
+    if settings.init is not None:
+        run.log(f"fine-tuning from {settings.init}")
     payload = task.payload()
     loop = LoopConfig(epochs=settings.epochs, seed=settings.seed, time_budget_s=settings.time_budget_s,
                       monitor="val_ap", mode="max", description=f"train {settings.model}")
@@ -163,8 +217,12 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
         run.close()
 
 
-def validation_split_note(train: list[LabelledImage], val: list[LabelledImage]) -> str:
-    """One log line saying what the validation metrics measure."""
+def validation_split_note(items: list[LabelledImage], train: list[LabelledImage],
+                          val: list[LabelledImage]) -> str:
+    """One line saying what the validation metrics measure."""
     if train is val:
-        return "validation on the training images (fewer than 5 images: none can be held out)"
+        return "validation on the training images (none held out)"
+    if len(items) < MIN_IMAGES_TO_HOLD_OUT:
+        return (f"only {len(items)} image(s), fewer than {MIN_IMAGES_TO_HOLD_OUT}: validation holds out the "
+                f"right-hand {100 * STRIP_FRACTION:.0f} % of every image's width and trains on the rest")
     return f"{len(train)} training / {len(val)} validation images"

@@ -1,0 +1,93 @@
+"""Particle size and network scale: particles meet a model at the diameter it was trained for.
+
+A model trained with automatic size (``TrainSettings.scale = None``) saw every
+image resized so that its median particle measured ``net_diameter`` network
+pixels (area-equivalent diameter). Prediction does the same: the diameter of
+an image's particles is given (``--diameter``) or estimated by a first pass of
+the model itself, as Cellpose's size model does, and the image is resized by
+``net_diameter / diameter``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Network diameter (pixels) particles are resized to when a model sizes automatically.
+NET_DIAMETER = 20.0
+#: Scales allowed by training and prediction (network pixels per image pixel).
+MIN_SCALE, MAX_SCALE = 0.05, 4.0
+#: Particles smaller than this many pixels are left out of a median (specks, slivers).
+MIN_AREA_PX = 4
+#: Image diameters a first pass tries, most likely first, when it finds nothing at the first guess.
+FIRST_GUESS_PX = 30.0
+LADDER_PX = (12.0, 80.0, 150.0, 6.0)
+#: A first-pass estimate this far (ratio) from the pass's own scale is re-run at the estimate.
+REFINE_RATIO = 1.25
+
+
+def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
+    """Area-equivalent diameters (pixels) of the instances of a label image."""
+    areas = np.bincount(np.asarray(labels, np.int64).ravel())[1:]
+    areas = areas[areas >= MIN_AREA_PX]
+    return np.sqrt(4.0 * areas / math.pi)
+
+
+def median_diameter(labels: np.ndarray) -> float | None:
+    """Median area-equivalent diameter in pixels (None: no particles)."""
+    d = equivalent_diameters(labels)
+    return float(np.median(d)) if len(d) else None
+
+
+def scale_for_diameter(diameter: float, net_diameter: float | None = None) -> float:
+    """Network scale that brings particles of ``diameter`` image pixels to ``net_diameter``."""
+    scale = (net_diameter or NET_DIAMETER) / max(float(diameter), 1e-6)
+    return float(min(MAX_SCALE, max(MIN_SCALE, scale)))
+
+
+def check_scale(scale: float, option: str = "--scale") -> None:
+    """Raise a one-line :class:`InputError` for a scale outside the allowed range."""
+    from micrometry.errors import InputError
+
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise InputError(f"{option} must be between {MIN_SCALE} and {MAX_SCALE:g}, not {scale}")
+
+
+def estimate_diameter(segment_at, shape: tuple[int, int], net_diameter: float
+                      ) -> tuple[float | None, float, object]:
+    """The typical particle diameter of one image, by first passes of the model.
+
+    Parameters
+    ----------
+    segment_at : callable
+        ``scale -> (labels, scores)`` at the image's own resolution.
+    shape : (int, int)
+        The image's shape (limits guesses to sizes that fit in it).
+    net_diameter : float
+        The diameter the model was trained for.
+
+    Returns
+    -------
+    (diameter, scale, result)
+        The median diameter found (None: no particles at any guess), the scale
+        of the last pass, and that pass's ``(labels, scores)`` (reused when the
+        estimate agrees with the pass's own scale, so a good guess costs one pass).
+    """
+    guesses = [FIRST_GUESS_PX] + [d for d in LADDER_PX if d < min(shape) / 2]
+    first = None
+    for guess in guesses:
+        scale = scale_for_diameter(guess, net_diameter)
+        result = segment_at(scale)
+        first = first or (scale, result)
+        diameter = median_diameter(result[0])
+        if diameter is None:
+            continue
+        best = scale_for_diameter(diameter, net_diameter)
+        if max(best / scale, scale / best) <= REFINE_RATIO:
+            return diameter, scale, result
+        # one refinement: segment at the estimate, and measure again there
+        result = segment_at(best)
+        refined = median_diameter(result[0])
+        return (refined if refined is not None else diameter), best, result
+    return None, first[0], first[1]
