@@ -9,7 +9,7 @@ import pytest
 from micrometry.depth.measure import measure_hole
 from micrometry.depth.methods import DEPTH_METHODS, DepthData, create_method, load_method, train_method
 from micrometry.depth.methods.classifier import train_case_classifier
-from micrometry.depth.methods.unet import fit_site_affine
+from micrometry.depth.calibration import fit_site_affine
 from micrometry.errors import InputError
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 from micrometry.synth.sem_geometry import HoleParams, heights, hole_shapes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -192,6 +193,7 @@ def depth_predict(
     from micrometry.depth.methods import load_method
     from micrometry.depth.predict import predict_folder
     from micrometry.engine import make_engine
+    from micrometry.errors import show_warning
     from micrometry.io.atomic import refuse_existing
     from micrometry.train.loop import configure_threads
 
@@ -201,10 +203,14 @@ def depth_predict(
     configure_threads(threads or None)
     method = load_method(model, device=device)
     started = time.perf_counter()
-    n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. images unlike the training data
+        warnings.simplefilter("always", UserWarning)
+        n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)
     seconds = time.perf_counter() - started
     typer.echo(f"{n} depth maps ({method.name}) -> {out}" + (f" and {zip_path}" if zip_path else "")
                + f" in {seconds:.1f} s")
+    for w in caught:  # after the summary line, each once, in the CLI's one-line format
+        show_warning(w.message, w.category)
 
 
 @depth_app.command("evaluate")

@@ -323,6 +323,15 @@ class RealArrays:
         return np.searchsorted(np.asarray(CASE_DEPTHS), self.nominal) + 1
 
 
+def site_split(real: RealArrays, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation rows of real images split by site (images of one site are alike)."""
+    sites = np.unique(real.site)
+    n_val = int(round(len(sites) * val_fraction)) if len(sites) > 1 else 0
+    val_sites = np.random.default_rng(seed).choice(sites, size=n_val, replace=False)
+    is_val = np.isin(real.site, val_sites)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
 @dataclass
 class ImageArrays:
     """Plain images with their names (test sets, prediction inputs)."""

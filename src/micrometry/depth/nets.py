@@ -97,6 +97,13 @@ class HoleUNet(nn.Module):
 
     def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``shape`` (B, 1, H, W) in [0, 1] and ``depth`` (B,) in nm."""
+        shape, depth, _ = self.forward_features(x)
+        return shape, depth
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``shape``, ``depth`` and the depth head's input ``(B, 3 * width + 5)``: pooled encoder
+        features and brightness statistics, which describe how an image looks (used to tell
+        images unlike the training data)."""
         stats = image_statistics(x)
         if self.normalize:
             x = (x - stats[:, 0, None, None, None]) / (stats[:, 1, None, None, None] + 1e-3)
@@ -106,7 +113,7 @@ class HoleUNet(nn.Module):
         shape = torch.sigmoid(nn.functional.pixel_shuffle(self.shape_out(d1), self.encoder.unshuffle))
         pooled = torch.cat([f3.mean((2, 3)), f2.mean((2, 3)), stats], dim=1)
         depth = self.depth_prior + 20.0 * self.depth_head(pooled).squeeze(1)
-        return shape, depth
+        return shape, depth, pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape, depth = self.forward_parts(x)

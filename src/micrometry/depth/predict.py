@@ -1,11 +1,17 @@
 """Predict depth maps for a folder of SEM images and write them as competition PNGs (and a zip).
 
 Each input ``NAME.png`` gets ``PRED/NAME.png``: a 72x48 uint8 depth map (height
-in nm, rounded). The output folder, and the zip, appear whole or not at all.
+in nm, rounded). Models that know their uncertainty (``unet-weak``) also get
+``PRED/depth_report.csv``: per image the hole depth with its 90 % interval and
+an OOD score, and a :class:`UnlikeTrainingDataWarning` when images look unlike
+the model's training data. The output folder, and the zip, appear whole or not
+at all.
 """
 
 from __future__ import annotations
 
+import csv
+import warnings
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +38,43 @@ def predict_in_batches(method: DepthMethod, images: np.ndarray, batch_size: int 
     for start in track(starts, "predicting depth"):
         out[start:start + batch_size] = method.predict(images[start:start + batch_size])
     return out
+
+
+REPORT_NAME = "depth_report.csv"
+REPORT_COLUMNS = ("depth_nm", "depth_low_nm", "depth_high_nm", "ood_score")
+
+
+class UnlikeTrainingDataWarning(UserWarning):
+    """Images that look unlike a model's training data: their depth maps cannot be trusted."""
+
+
+def report_rows(names: list[str], report: dict[str, np.ndarray]) -> list[dict]:
+    """One row per image of a ``predict_report`` report (CSV-ready strings)."""
+    rows = []
+    for i, name in enumerate(names):
+        row = {"file": name, **{k: f"{float(report[k][i]):.2f}" for k in REPORT_COLUMNS}}
+        row["unlike_training_data"] = "yes" if bool(report["ood"][i]) else "no"
+        rows.append(row)
+    return rows
+
+
+def write_report(path: Path, rows: list[dict]) -> None:
+    """``depth_report.csv``: file, depth_nm, depth_low_nm, depth_high_nm (90 % interval), ood_score,
+    unlike_training_data."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=("file", *REPORT_COLUMNS, "unlike_training_data"))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def warn_unlike(rows: list[dict], where: Path) -> int:
+    """Warn when images were flagged as unlike the training data; returns how many."""
+    flagged = [r["file"] for r in rows if r["unlike_training_data"] == "yes"]
+    if flagged:
+        warnings.warn(f"{len(flagged)} of {len(rows)} images look unlike the model's training data "
+                      f"(e.g. {flagged[0]}): their depth maps are unreliable; see {where}",
+                      UnlikeTrainingDataWarning, stacklevel=3)
+    return len(flagged)
 
 
 def output_name(name: str) -> str:
@@ -83,13 +126,19 @@ class DepthWorker:
         self.method, self.folder = method, Path(folder)
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"path"}`` each; returns ``{"name"}`` (the PNG written) each."""
+        """``items``: ``{"path"}`` each; returns ``{"name"}`` (the PNG written) each, and ``"row"``
+        (its ``depth_report.csv`` row) for a model with ``predict_report``."""
         images = read_stack([Path(item["path"]) for item in items])
-        maps = self.method.predict(images)
+        if hasattr(self.method, "predict_report"):
+            maps, report = self.method.predict_report(images)
+        else:
+            maps, report = self.method.predict(images), None
         names = [output_name(Path(item["path"]).name) for item in items]
         for name, depth in zip(names, maps):
             write_image(self.folder / name, to_depth_png(depth))
-        return [{"name": name} for name in names]
+        if report is None:
+            return [{"name": name} for name in names]
+        return [{"name": name, "row": row} for name, row in zip(names, report_rows(names, report))]
 
 
 def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip_path: str | Path | None = None,
@@ -101,19 +150,28 @@ def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip
     with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
     spreads the same batches over a Ray actor pool, each actor writing its
     PNGs); the files written are the same. The output folder and the zip
-    appear whole or not at all.
+    appear whole or not at all. A model with ``predict_report`` also gets
+    ``out/depth_report.csv``, and a :class:`UnlikeTrainingDataWarning` when
+    any image is flagged.
     """
     engine = engine or LocalEngine(batch_size)
     paths = image_paths(images)
     items = [{"path": str(path.resolve())} for path in paths]
     png_names: list[str] = [""] * len(items)
+    rows: list[dict | None] = [None] * len(items)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         worker_kwargs = {"method": method, "folder": str(Path(tmp).resolve())}
         with make_progress() as progress:
             task = progress.add_task(f"predicting depth ({engine.name})", total=len(items), info="")
             for index, output in engine.map(DepthWorker, worker_kwargs, items):
                 png_names[index] = output["name"]
+                rows[index] = output.get("row")
                 progress.advance(task)
+        has_report = bool(rows) and all(row is not None for row in rows)
+        if has_report:
+            write_report(tmp / REPORT_NAME, rows)
         if zip_path is not None:
             write_zip(zip_path, tmp, png_names)
+    if has_report:
+        warn_unlike(rows, Path(out) / REPORT_NAME)
     return len(items)

@@ -19,7 +19,6 @@ from typing import Optional
 import typer
 
 from micrometry.errors import InputError
-from micrometry.io.atomic import refuse_existing
 from micrometry.options import nm_per_px_option, overwrite_option
 
 
@@ -126,6 +125,8 @@ def report(
     overwrite: bool = overwrite_option("report"),
 ) -> None:
     """Write one self-contained HTML report (figures embedded; opens offline)."""
+    from micrometry.io.atomic import refuse_existing  # here: `micrometry --help` need not import numpy
+
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the report must be an .html file", out)
     refuse_existing(out, overwrite)

@@ -196,9 +196,22 @@ def _import_builtins() -> None:
         importlib.import_module(f"{package.__name__}.{info.name}")
 
 
+def _import_method(name: str) -> None:
+    """Register method ``name`` by importing only its module (``unet-weak`` -> ``unet_weak``), so
+    loading a model does not import every method's dependencies; all of them if that fails."""
+    if name in DEPTH_METHODS:
+        return
+    try:
+        importlib.import_module(f"micrometry.depth.methods.{name.replace('-', '_')}")
+    except ImportError:
+        pass
+    if name not in DEPTH_METHODS:
+        _import_builtins()
+
+
 def create_method(name: str, **cfg: Any) -> DepthMethod:
     """``DEPTH_METHODS.create`` after registering the built-in methods."""
-    _import_builtins()
+    _import_method(name)
     return DEPTH_METHODS.create(name, **cfg)
 
 
@@ -304,7 +317,7 @@ def export_run(run_dir: str | Path) -> ExportedModel:
     if not isinstance(name, str):
         refuse_other_job(run.path, "depth")
         raise CheckpointError("config.json names no 'method'", run.config_path)
-    _import_builtins()
+    _import_method(name)
     if name not in DEPTH_METHODS:
         raise CheckpointError(f"run was trained with unknown method {name!r}", run.config_path)
     ckpt_path = run.best_checkpoint()
@@ -325,7 +338,7 @@ def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMe
     CheckpointError
         An unknown method, or settings and weights that do not fit it.
     """
-    _import_builtins()
+    _import_method(exported.model)
     if exported.model not in DEPTH_METHODS:
         raise CheckpointError(f"unknown depth method {exported.model!r}", exported.source)
     try:

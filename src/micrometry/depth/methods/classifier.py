@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from micrometry.depth.dataset import CASE_DEPTHS, IMAGE_SHAPE, RealArrays
+from micrometry.depth.augment import FLIP_DIMS
+from micrometry.depth.dataset import CASE_DEPTHS, IMAGE_SHAPE, RealArrays, site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
-from micrometry.depth.methods.unet import FLIP_DIMS, site_split
 from micrometry.depth.nets import CaseNet
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, load_checkpoint, seed_everything
 

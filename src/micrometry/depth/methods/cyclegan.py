@@ -29,36 +29,18 @@ import torch
 from torch.nn import functional as F
 
 from micrometry.depth.background import background_levels, snap_background
-from micrometry.depth.gan import GanWeights, to_pixels, to_unit_range
+from micrometry.depth.gan import to_pixels, to_unit_range
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.per_case_gan import (
     CASES,
+    GAN_DEFAULTS,
     PerCaseGanTask,
     classify_cases,
     make_case_classifier,
     make_case_gans,
+    task_settings,
 )
 from micrometry.train import LoopConfig
-
-GAN_DEFAULTS = {
-    "width": 16, "n_blocks": 2, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 16, "n_critic": 1,
-    "gp": 10.0, "lambda_cycle": 10.0, "lambda_idt": 0.5,
-    "classifier_width": 8, "classifier_lr": 3e-3, "classifier_steps": 8, "classifier_total_steps": 800,
-    "epochs": 4, "time_budget_s": 600.0, "val_fraction": 0.1,
-}
-
-
-def gan_weights(cfg: dict[str, Any]) -> GanWeights:
-    return GanWeights(gp=cfg["gp"], cycle=cfg["lambda_cycle"], identity=cfg["lambda_idt"])
-
-
-def task_settings(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The :class:`PerCaseGanTask` keyword arguments both GAN methods take from their configuration."""
-    return {"lr": cfg["lr"], "betas": (cfg["beta1"], cfg["beta2"]), "batch_size": int(cfg["batch_size"]),
-            "n_critic": int(cfg["n_critic"]), "weights": gan_weights(cfg), "classifier_lr": cfg["classifier_lr"],
-            "classifier_steps": int(cfg["classifier_steps"]),
-            "classifier_total_steps": int(cfg["classifier_total_steps"]),
-            "val_fraction": cfg["val_fraction"], "seed": seed}
 
 
 class CycleGanTask(PerCaseGanTask):

@@ -32,13 +32,14 @@ import torch
 from micrometry.depth.dataset import IMAGE_SHAPE
 from micrometry.depth.gan import to_pixels, to_unit_range
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
-from micrometry.depth.methods.cyclegan import GAN_DEFAULTS, task_settings
 from micrometry.depth.methods.classifier import CaseClassifierTask
 from micrometry.depth.methods.per_case_gan import (
+    GAN_DEFAULTS,
     PerCaseGanTask,
     classify_cases,
     make_case_classifier,
     make_case_gans,
+    task_settings,
     trainable_cases,
 )
 from micrometry.depth.nn_search import ShiftedNeighbourSearch, unit_zscore

@@ -18,20 +18,41 @@ turns in a seeded random order, so an interrupted run resumes exactly.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from micrometry.depth.dataset import RealArrays, SimArrays
+from micrometry.depth.dataset import RealArrays, SimArrays, site_split
 from micrometry.depth.gan import CycleGan, GanWeights, requires_grad, to_unit_range
 from micrometry.depth.methods.classifier import CaseClassifier, CaseClassifierTask
-from micrometry.depth.methods.unet import site_split
 from micrometry.depth.nets import CaseNet
 from micrometry.errors import DatasetError
 from micrometry.train import TrainTask
 
 CASES = (1, 2, 3, 4)
+
+# Settings both per-case GAN methods (``cyclegan``, ``lookup``) share.
+GAN_DEFAULTS = {
+    "width": 16, "n_blocks": 2, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 16, "n_critic": 1,
+    "gp": 10.0, "lambda_cycle": 10.0, "lambda_idt": 0.5,
+    "classifier_width": 8, "classifier_lr": 3e-3, "classifier_steps": 8, "classifier_total_steps": 800,
+    "epochs": 4, "time_budget_s": 600.0, "val_fraction": 0.1,
+}
+
+
+def gan_weights(cfg: dict[str, Any]) -> GanWeights:
+    return GanWeights(gp=cfg["gp"], cycle=cfg["lambda_cycle"], identity=cfg["lambda_idt"])
+
+
+def task_settings(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The :class:`PerCaseGanTask` keyword arguments both GAN methods take from their configuration."""
+    return {"lr": cfg["lr"], "betas": (cfg["beta1"], cfg["beta2"]), "batch_size": int(cfg["batch_size"]),
+            "n_critic": int(cfg["n_critic"]), "weights": gan_weights(cfg), "classifier_lr": cfg["classifier_lr"],
+            "classifier_steps": int(cfg["classifier_steps"]),
+            "classifier_total_steps": int(cfg["classifier_total_steps"]),
+            "val_fraction": cfg["val_fraction"], "seed": seed}
 
 
 def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generator,

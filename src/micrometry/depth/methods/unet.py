@@ -1,89 +1,43 @@
-"""``unet`` and ``unet-weak``: a convolutional encoder-decoder, with and without weak labels.
+"""``unet``: a convolutional encoder-decoder trained on simulated pairs, and its training task.
 
-``unet`` learns the simulated pairs only (flip augmentation, optionally the
-mean of the two renders as input, no brightness normalisation: brightness
-carries depth). ``unet-weak`` adds the real images: each one's predicted etch
-depth is pulled towards its site's average depth, and after training an
-affine map from the predicted to the measured site averages corrects what
-bias remains. Both use :class:`~micrometry.depth.nets.HoleUNet` (height =
-bottom + depth x shape), support small ensembles and flip test-time
-augmentation.
+``unet`` learns the simulated pairs only (flip and imaging augmentations,
+optionally the mean of the two renders as input, no brightness normalisation:
+brightness carries depth). :class:`UNetTask` also trains on real images' site
+averages when asked: ``unet-weak`` (:mod:`.unet_weak`) does. Both use
+:class:`~micrometry.depth.nets.HoleUNet` (height = bottom + depth x shape),
+support small ensembles and flip test-time augmentation.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
-from micrometry.depth.dataset import RealArrays
+from micrometry.depth.augment import FLIP_DIMS, imaging_augment, random_flip
+from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batchnorm_statistics
+from micrometry.depth.calibration import apply_ridge, calibration_features
+from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.sim_task import sim_tensors
-from micrometry.depth.nets import HoleUNet, fused_for_inference, image_statistics
+from micrometry.depth.nets import HoleUNet, fused_for_inference
+from micrometry.depth.ood import FeatureGaussian
+from micrometry.depth.photometry import augmentation_ranges
 from micrometry.train import LoopConfig, TrainTask
 
-FLIP_DIMS = ([], [3], [2], [2, 3])  # identity, left-right, up-down, both
 
 
-def site_split(real: RealArrays, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation rows of real images split by site (images of one site are alike)."""
-    sites = np.unique(real.site)
-    n_val = int(round(len(sites) * val_fraction)) if len(sites) > 1 else 0
-    val_sites = np.random.default_rng(seed).choice(sites, size=n_val, replace=False)
-    is_val = np.isin(real.site, val_sites)
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+def ema_average(decay: float):
+    """A ``multi_avg_fn`` for :class:`~torch.optim.swa_utils.AveragedModel`: an exponential moving
+    average whose decay ramps up as ``(1 + n) / (10 + n)`` to ``decay`` (early weights are noise)."""
 
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
-def _gaussian_kernel(sigma: float, dtype, device) -> torch.Tensor:
-    r = torch.arange(-3, 4, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (r / max(sigma, 1e-3)) ** 2)
-    return k / k.sum()
-
-
-def random_blur(x: torch.Tensor, generator: torch.Generator, max_sigma: float) -> torch.Tensor:
-    """Blur the batch with one random astigmatic Gaussian (sigma_x, sigma_y in [0, max_sigma]):
-    a wider, astigmatic real probe on top of the simulator's."""
-    sy, sx = (torch.rand(2, generator=generator) * max_sigma).tolist()
-    if sy > 0.2:
-        k = _gaussian_kernel(sy, x.dtype, x.device).view(1, 1, 7, 1)
-        x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, 3, 3), mode="replicate"), k)
-    if sx > 0.2:
-        k = _gaussian_kernel(sx, x.dtype, x.device).view(1, 1, 1, 7)
-        x = nn.functional.conv2d(nn.functional.pad(x, (3, 3, 0, 0), mode="replicate"), k)
-    return x
-
-
-def line_jitter(x: torch.Tensor, generator: torch.Generator, max_px: float) -> torch.Tensor:
-    """Shift every image row by its own random sub-pixel amount (scan-line jitter), linearly interpolated."""
-    b, _, h, w = x.shape
-    sd = torch.rand(b, 1, generator=generator) * max_px
-    shift = (torch.randn(b, h, generator=generator) * sd).to(x.device, x.dtype)  # (B, H) pixels
-    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w) - shift[:, :, None]
-    x0 = cols.floor().clamp(0, w - 1)
-    frac = (cols - cols.floor()).clamp(0, 1)
-    x1 = (x0 + 1).clamp(max=w - 1)
-    rows = x[:, 0]
-    out = rows.gather(2, x0.long()) * (1 - frac) + rows.gather(2, x1.long()) * frac
-    return out.unsqueeze(1)
-
-
-def charging_ramp(x: torch.Tensor, generator: torch.Generator, max_drift: float) -> torch.Tensor:
-    """Multiply by a brightness drift along the slow scan axis (rows), as charging does."""
-    b, _, h, _ = x.shape
-    drift = ((torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * max_drift).to(x.device, x.dtype)
-    ramp = torch.linspace(0, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
-    return x * (1 + drift * (1 - torch.exp(-3 * ramp)))
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
-    """``ema <- decay * ema + (1 - decay) * net`` for parameters; buffers (BatchNorm statistics) are copied."""
-    for p_ema, p in zip(ema.parameters(), net.parameters()):
-        p_ema.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), net.buffers()):
-        b_ema.copy_(b)
+    return update
 
 
 class UNetTask(TrainTask):
@@ -91,8 +45,9 @@ class UNetTask(TrainTask):
 
     Every member sees the same batches; members differ by initialisation. The
     method's networks (``ema_nets``) are exponential moving averages of the
-    trained ones: with a high learning rate the last weights of an epoch swing
-    the predicted depth by several nm, their average does not.
+    trained ones (:class:`~torch.optim.swa_utils.AveragedModel`): with a high
+    learning rate the last weights of an epoch swing the predicted depth by
+    several nm, their average does not.
     """
 
     def __init__(self, ema_nets: list[HoleUNet], data: DepthData, device: torch.device, cfg: dict, seed: int,
@@ -101,13 +56,27 @@ class UNetTask(TrainTask):
 
         self.ema_nets = ema_nets
         self.nets = [copy.deepcopy(net) for net in ema_nets]
-        self.steps_done = 0
+        self.averaged = []
+        for ema, net in zip(ema_nets, self.nets):
+            averaged = AveragedModel(net, multi_avg_fn=ema_average(cfg["ema"]))
+            averaged.module = ema  # average into the method's own network (same weights as ``net`` now)
+            self.averaged.append(averaged)
         self.cfg = cfg
         sim = data.sim
         train_rows, val_rows = sim.split(cfg["val_fraction"], seed)
         self.x, self.y = sim_tensors(sim, train_rows, cfg["mean_itr"], device)
         self.val_x, self.val_y = sim_tensors(sim, val_rows, False, device)
         self.real_x = None
+        self.imaging = {"blur": cfg["blur_aug"], "jitter": cfg["jitter_aug"], "charging": cfg["charging_aug"],
+                        "noise": cfg["noise_aug"]}
+        self.imaging_measured: dict[str, float] = {}
+        if use_real and cfg["imaging"] == "auto":
+            # Widen the imaging augmentations to what the real images show (never below the fixed ones).
+            sem = sim.sem[train_rows[:2000]].reshape(-1, *sim.sem.shape[2:])
+            ranges = augmentation_ranges(sem, data.real.images, floor={
+                "blur_aug": cfg["blur_aug"], "noise_aug": cfg["noise_aug"]})
+            self.imaging.update(blur=ranges["blur_aug"], noise=ranges["noise_aug"])
+            self.imaging_measured = ranges
         if use_real:
             real = data.real
             tr, va = site_split(real, cfg["val_site_fraction"], seed)
@@ -116,7 +85,7 @@ class UNetTask(TrainTask):
             self.real_x, self.real_d = images[tr], depth[tr]
             self.real_val_x, self.real_val_d = images[va], depth[va]
             self.real_val_site = torch.from_numpy(real.site[va]).to(device)
-        self.modules = {**{f"net{i}": net for i, net in enumerate(self.ema_nets)},
+        self.modules = {**{f"net{i}": averaged for i, averaged in enumerate(self.averaged)},
                         **{f"train{i}": net for i, net in enumerate(self.nets)}}
         params = [p for net in self.nets for p in net.parameters()]
         self.optimizers = {"opt": torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])}
@@ -139,19 +108,9 @@ class UNetTask(TrainTask):
     def _augment(self, x: torch.Tensor, y: torch.Tensor | None = None, imaging: bool = True):
         """Flips (input and target alike); with ``imaging``, also a wider probe and more noise."""
         if self.cfg["flips"]:
-            dims = FLIP_DIMS[int(torch.randint(0, 4, (1,), generator=self._aug))]
-            if dims:
-                x = x.flip(dims)
-                y = None if y is None else y.flip(dims)
-        if imaging and self.cfg["blur_aug"] > 0:
-            x = random_blur(x, self._aug, self.cfg["blur_aug"])
-        if imaging and self.cfg["jitter_aug"] > 0:
-            x = line_jitter(x, self._aug, self.cfg["jitter_aug"])
-        if imaging and self.cfg["charging_aug"] > 0:
-            x = charging_ramp(x, self._aug, self.cfg["charging_aug"])
-        if imaging and self.cfg["noise_aug"] > 0:
-            sd = torch.rand(len(x), 1, 1, 1, generator=self._aug).to(x.device) * self.cfg["noise_aug"]
-            x = x + sd * torch.randn(x.shape, generator=self._aug).to(x.device)
+            x, y = random_flip(x, y, self._aug)
+        if imaging:
+            x = imaging_augment(x, self._aug, **self.imaging)
         return x, y
 
     def train_step(self, batch) -> dict[str, float]:
@@ -160,7 +119,7 @@ class UNetTask(TrainTask):
         true_depth = y.flatten(1).amax(1) - self.nets[0].bottom
         losses = {"map": 0.0, "depth": 0.0, "real": 0.0}
         total = 0.0
-        for net in self.nets:
+        for net, ema in zip(self.nets, self.ema_nets):
             shape, depth = net.forward_parts(x)
             pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
             map_loss = nn.functional.l1_loss(pred, y)
@@ -172,34 +131,44 @@ class UNetTask(TrainTask):
                 # A separate pass: BatchNorm normalises each domain with its own batch statistics
                 # (measured: one mixed pass made the shapes of real images much worse), and the
                 # running statistics stay those of the simulation (AdaBN swaps in the real ones).
-                rx, _ = self._augment(self.real_x[real_idx.to(self.x.device)], imaging=False)
-                with frozen_batchnorm_statistics(net):
-                    _, real_depth = net.forward_parts(rx)
-                real_loss = nn.functional.l1_loss(real_depth, self.real_d[real_idx.to(self.x.device)])
+                rx = self.real_x[real_idx.to(self.x.device)]
+                rd = self.real_d[real_idx.to(self.x.device)]
+                consistency = float(self.cfg["consistency"])
+                teacher = None
+                if consistency > 0:
+                    with torch.no_grad():  # the averaged net's shape of the plain image is the target
+                        teacher = ema.forward_parts(rx)[0]
+                rx, teacher = self._augment(rx, teacher, imaging=consistency > 0)
+                # "batch": real images normalised by their own batch statistics in training but by the
+                # simulation's running statistics at inference; "running": by the latter in both.
+                norm = running_batchnorm_statistics if self.cfg.get("real_bn") == "running" \
+                    else frozen_batchnorm_statistics
+                with norm(net):
+                    real_shape, real_depth = net.forward_parts(rx)
+                real_loss = nn.functional.l1_loss(real_depth, rd)
                 loss = loss + self.cfg["real_weight"] * real_loss
                 losses["real"] += real_loss.item() / len(self.nets)
+                if teacher is not None:
+                    # Mean teacher: the shape of an augmented real image should be the averaged net's
+                    # shape of the plain one (in nm at the site's depth, like the map loss).
+                    shape_loss = nn.functional.l1_loss(rd.view(-1, 1, 1, 1) * real_shape,
+                                                       rd.view(-1, 1, 1, 1) * teacher)
+                    loss = loss + consistency * shape_loss
+                    losses["consistency"] = losses.get("consistency", 0.0) + shape_loss.item() / len(self.nets)
             total = total + loss
         opt = self.optimizers["opt"]
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        self.steps_done += 1
-        decay = min(self.cfg["ema"], (1.0 + self.steps_done) / (10.0 + self.steps_done))
-        for ema, net in zip(self.ema_nets, self.nets):
-            update_ema(ema, net, decay)
+        for averaged, net in zip(self.averaged, self.nets):
+            averaged.update_parameters(net)
         return {k: v for k, v in losses.items() if k != "real" or real_idx is not None}
 
     def train(self, mode: bool = True) -> None:
         for net in self.nets:
             net.train(mode)
-        for net in self.ema_nets:
-            net.train(False)  # never updated by gradients; BatchNorm buffers come from the trained nets
-
-    def extra_state(self) -> dict:
-        return {"steps_done": self.steps_done}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.steps_done = int(state.get("steps_done", 0))
+        for averaged in self.averaged:
+            averaged.train(False)  # never updated by gradients; BatchNorm buffers are copied from the nets
 
     def _ensemble_parts(self, x: torch.Tensor):
         shapes, depths = zip(*(net.forward_parts(x) for net in self.ema_nets))
@@ -263,7 +232,7 @@ class UNetMethod(DepthMethod):
                 "tta": 1, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 12, "depth_weight": 1.0,
                 "ema": 0.995, "val_fraction": 0.1}
     use_real = False
-    monitor = "val_rmse"
+    monitor, monitor_mode = "val_rmse", "min"
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
@@ -273,6 +242,12 @@ class UNetMethod(DepthMethod):
             raise InputError(f"tta must be 1, 2 or 4, got {self.cfg['tta']}")
         self.affine = (1.0, 0.0)  # predicted depth -> corrected depth (unet-weak fits it)
         self.ridge: tuple | None = None  # (mean, scale, coef, intercept) of a ridge calibration
+        # What unet-weak fits on real images: the half-width (nm) of a 90 % interval of a hole's
+        # depth, and a model of the training images' features that flags unlike images.
+        self.interval_nm: float | None = None
+        self.ood: FeatureGaussian | None = None
+        self.imaging_measured: dict[str, float] = {}  # the augmentation ranges read off the data
+        self._collect: list | None = None
 
     def build_modules(self) -> dict[str, nn.Module]:
         return {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]),
@@ -280,16 +255,22 @@ class UNetMethod(DepthMethod):
                 for i in range(int(self.cfg["ensemble"]))}
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig(epochs=int(self.cfg["epochs"]), monitor=self.monitor, mode="min", description=self.name)
+        return LoopConfig(epochs=int(self.cfg["epochs"]), monitor=self.monitor, mode=self.monitor_mode,
+                          description=self.name)
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> UNetTask:
         data.require(*self.uses)
         self._fused = None
-        return UNetTask(list(self.modules.values()), data, device, self.cfg, seed, self.use_real)
+        self._seed = seed
+        task = UNetTask(list(self.modules.values()), data, device, self.cfg, seed, self.use_real)
+        self.imaging_measured = dict(task.imaging_measured)
+        return task
 
     def extra_state(self) -> dict:
         ridge = None if self.ridge is None else [np.asarray(v).tolist() for v in self.ridge]
-        return {"affine": list(self.affine), "ridge": ridge}
+        return {"affine": list(self.affine), "ridge": ridge, "interval_nm": self.interval_nm,
+                "ood": None if self.ood is None else self.ood.to_state(),
+                "imaging_measured": {k: float(v) for k, v in self.imaging_measured.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -313,162 +294,67 @@ class UNetMethod(DepthMethod):
         self.affine = tuple(state.get("affine", (1.0, 0.0)))
         ridge = state.get("ridge")
         self.ridge = None if ridge is None else tuple(np.asarray(v, dtype=np.float32) for v in ridge)
+        self.interval_nm = state.get("interval_nm")
+        self.ood = None if state.get("ood") is None else FeatureGaussian.from_state(state["ood"])
+        self.imaging_measured = dict(state.get("imaging_measured", {}))
 
-    def predict_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shape and corrected depth, averaged over the ensemble and the test-time flips."""
-        shapes, depths = [], []
+    def predict_parts(self, x: torch.Tensor, features: bool = False):
+        """Shape and corrected depth, averaged over the ensemble and the test-time flips; with
+        ``features``, also the first network's depth-head input of the plain image (for :attr:`ood`)."""
+        shapes, depths, first = [], [], None
         for dims in FLIP_DIMS[: int(self.cfg["tta"])]:
             xf = x.flip(dims) if dims else x
             for net in self.modules.values():
-                shape, depth = net.forward_parts(xf)
+                shape, depth, pooled = net.forward_features(xf)
+                first = pooled if first is None else first
                 shapes.append(shape.flip(dims) if dims else shape)
                 depths.append(depth)
         depth = torch.stack(depths).mean(0)
-        return torch.stack(shapes).mean(0), self.calibrate(depth, x)
+        parts = (torch.stack(shapes).mean(0), self.calibrate(depth, x))
+        return (*parts, first) if features else parts
 
     def calibrate(self, depth: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Corrected depth: the fitted calibration of (network depth, brightness statistics)."""
         if self.ridge is not None:
-            features = calibration_features(depth, x)
-            mean, scale, coef, intercept = (torch.as_tensor(v, dtype=x.dtype, device=x.device)
-                                            for v in self.ridge)
-            return ((features - mean) / scale) @ coef + intercept
+            return apply_ridge(self.ridge, calibration_features(depth, x))
         return self.affine[0] * depth + self.affine[1]
 
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        shape, depth = self.predict_parts(x)
+        shape, depth, pooled = self.predict_parts(x, features=True)
+        if self._collect is not None:  # predict_report: keep what the per-image report needs
+            self._collect.append((depth.float().cpu().numpy(), pooled.float().cpu().numpy()))
         bottom = next(iter(self.modules.values())).bottom
         return bottom + depth.view(-1, 1, 1, 1) * shape
 
+    def predict_report(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """Height maps and, per image, the predicted hole depth with its 90 % interval and the OOD score.
 
-@contextlib.contextmanager
-def frozen_batchnorm_statistics(net: nn.Module):
-    """BatchNorm layers normalise with batch statistics but leave their running averages alone."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-
-
-@torch.no_grad()
-def recompute_batchnorm(net: nn.Module, images: torch.Tensor, batch_size: int = 256) -> None:
-    """Replace BatchNorm running statistics by those of ``images`` (AdaBN: adapt to the real domain)."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or len(images) < 2:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the passes below
-    net.train(True)
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        if len(chunk) > 1:
-            net.forward_parts(chunk)
-    net.train(False)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-
-
-def calibration_features(depth: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(B, 6)``: the network's depth and the image's brightness statistics."""
-    return torch.cat([depth[:, None], image_statistics(x)], dim=1)
-
-
-def fit_ridge(features: np.ndarray, target: np.ndarray, alpha: float = 1.0) -> tuple:
-    """Ridge regression on standardised features; returns ``(mean, scale, coef, intercept)``."""
-    mean = features.mean(axis=0)
-    scale = features.std(axis=0) + 1e-6
-    z = (features - mean) / scale
-    intercept = float(target.mean())
-    coef = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (target - intercept))
-    return (mean.astype(np.float32), scale.astype(np.float32), coef.astype(np.float32), np.float32(intercept))
-
-
-def fit_site_affine(pred_depth: np.ndarray, site: np.ndarray, site_depth: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``a, b`` with ``a * mean_pred(site) + b ~ site average``, one point per site.
-
-    With fewer than 3 sites, or predicted site means that barely vary, only the
-    offset is fitted (a slope from two points is noise).
-    """
-    sites = np.unique(site)
-    pred_mean = np.array([pred_depth[site == s].mean() for s in sites])
-    true_mean = np.array([site_depth[site == s][0] for s in sites])
-    if len(sites) >= 3 and pred_mean.std() > 1e-3:
-        a, b = np.polyfit(pred_mean, true_mean, 1)
-        return float(a), float(b)
-    return 1.0, float((true_mean - pred_mean).mean())
-
-
-class WeakUNetMethod(UNetMethod):
-    """``unet`` plus weak supervision from the real images' site average depths.
-
-    Extra parameters
-    ----------------
-    real_weight : float
-        Weight of the L1 loss between a real image's predicted etch depth and its
-        site's average depth.
-    real_batch_size : int
-        Real images per step, next to each simulated batch.
-    val_site_fraction : float
-        Real sites held out for ``val_real_mae`` (reported; the best epoch is
-        still chosen by ``val_rmse``, which also measures the shape).
-    calibration : str
-        After training, correct the predicted depth with the real sites' averages:
-        ``"affine"`` (one line through the site means), ``"ridge"`` (a ridge
-        regression of the site average on the predicted depth and the image's
-        brightness statistics, fitted on every real image) or ``"none"``.
-    adabn : bool
-        After training, recompute BatchNorm statistics on the real images (AdaBN).
-        Measured on bench/depth.py: better depth (2.9 vs 3.2 nm) but worse shapes,
-        RMSE 6.5 against 5.3 without; off by default.
-    """
-
-    name = "unet-weak"
-    uses = ("sim", "real")
-    calibrations = ("affine", "ridge", "none")
-
-    def adapt_batchnorm(self, images: np.ndarray) -> None:
-        """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
-        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
-        for net in self.modules.values():
-            recompute_batchnorm(net, x)
-        self._fused = None
-
-    def __init__(self, **cfg):
-        super().__init__(**cfg)
-        if self.cfg["calibration"] not in self.calibrations:
-            from micrometry.errors import InputError
-
-            raise InputError(f"calibration must be one of {', '.join(self.calibrations)}, "
-                             f"got {self.cfg['calibration']!r}")
-    defaults = {**UNetMethod.defaults, "real_weight": 1.0, "real_batch_size": 32, "val_site_fraction": 0.2,
-                "calibration": "ridge", "adabn": False}
-    use_real = True
-
-    def after_training(self, task: TrainTask, data: DepthData) -> None:
-        self.affine, self.ridge = (1.0, 0.0), None
-        real = data.real
-        if self.cfg["adabn"]:
-            self.adapt_batchnorm(real.images)
-        if self.cfg["calibration"] == "none":
-            return
-        depths, features = [], []
-        for i in range(0, len(real.images), 1024):
-            x = torch.from_numpy(real.images[i:i + 1024].astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
-            depth = self.predict_parts(x)[1]
-            depths.append(depth.cpu().numpy())
-            features.append(calibration_features(depth, x).cpu().numpy())
-        if self.cfg["calibration"] == "affine":
-            self.affine = fit_site_affine(np.concatenate(depths), real.site, real.site_depth)
-        else:
-            self.ridge = fit_ridge(np.concatenate(features).astype(np.float64), real.site_depth.astype(np.float64))
+        Returns
+        -------
+        maps : ndarray
+            As :meth:`predict`.
+        report : dict or None
+            ``depth_nm``, ``depth_low_nm``, ``depth_high_nm`` (90 % interval of the
+            hole's depth; NaN where the model has no calibrated interval),
+            ``ood_score`` (about 1 or less for images like the training data) and
+            ``ood`` (bool: unlike the training data; the interval does not hold
+            there). None for a model that fitted neither (``unet``: no real images).
+        """
+        if self.interval_nm is None and self.ood is None:
+            return self.predict(images), None
+        self._collect = []
+        try:
+            maps = self.predict(images)
+            collected, self._collect = self._collect, None
+        finally:
+            self._collect = None
+        depth = np.concatenate([d for d, _ in collected]) if collected else np.zeros(0, np.float32)
+        pooled = np.concatenate([f for _, f in collected]) if collected else np.zeros((0, 1), np.float32)
+        half = float("nan") if self.interval_nm is None else float(self.interval_nm)
+        score = self.ood.score(pooled) if self.ood is not None else np.full(len(depth), np.nan)
+        flagged = score > self.ood.threshold if self.ood is not None else np.zeros(len(depth), bool)
+        return maps, {"depth_nm": depth, "depth_low_nm": depth - half, "depth_high_nm": depth + half,
+                      "ood_score": score, "ood": flagged}
 
 
 DEPTH_METHODS.register("unet")(UNetMethod)
-DEPTH_METHODS.register("unet-weak")(WeakUNetMethod)
