@@ -166,8 +166,8 @@ def depth_predict(
     from micrometry.train.loop import configure_threads
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    refuse_existing(out, overwrite)
-    refuse_existing(zip_path, overwrite)
+    refuse_existing(out, overwrite, folder=True)
+    refuse_existing(zip_path, overwrite, folder=False)
     configure_threads(threads or None)
     if model is None:
         from micrometry.depth.shipped import shipped_run
@@ -230,7 +230,7 @@ def depth_measure(
 
     if bottom_fraction >= top_fraction:
         raise InputError(f"--bottom-level ({bottom_fraction}) must be below --top-level ({top_fraction})")
-    refuse_existing(out, overwrite)
+    refuse_existing(out, overwrite, folder=False)
     maps = load_image_folder(pred)
     rows = measure_maps(maps.images, nm_per_px=nm_per_px, top_fraction=top_fraction,
                         bottom_fraction=bottom_fraction)

@@ -1,7 +1,9 @@
 """Predict depth maps for a folder of SEM images and write them as competition PNGs (and a zip).
 
 Each input ``NAME.png`` gets ``PRED/NAME.png``: a 72x48 uint8 depth map (height
-in nm, rounded). The output folder, and the zip, appear whole or not at all.
+in nm, rounded). Inputs that would share an output name (``a.png`` and
+``a.tif``) are refused before any work. The output folder, and the zip, appear
+whole or not at all.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from micrometry.depth.methods import DepthMethod
 from micrometry.io.atomic import atomic_dir, atomic_path
 from micrometry.engine import LocalEngine, RayEngine
 from micrometry.io.image import write_image
+from micrometry.io.output_names import unique_output_names
 from micrometry.progress import make_progress, track
 
 
@@ -32,11 +35,6 @@ def predict_in_batches(method: DepthMethod, images: np.ndarray, batch_size: int 
     for start in track(starts, "predicting depth"):
         out[start:start + batch_size] = method.predict(images[start:start + batch_size])
     return out
-
-
-def output_name(name: str) -> str:
-    """Depth maps are PNG whatever the input's format (competition file names are kept)."""
-    return str(Path(name).with_suffix(".png"))
 
 
 def write_zip(zip_path: str | Path, folder: Path, png_names: list[str]) -> None:
@@ -57,7 +55,7 @@ def submission_zip(names: list[str], maps: np.ndarray) -> bytes:
     import io
     import tempfile
 
-    png_names = [output_name(Path(n).name) for n in names]
+    png_names = unique_output_names(names, ".png")
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as folder:
         for name, depth in zip(png_names, maps):
@@ -83,10 +81,10 @@ class DepthWorker:
         self.method, self.folder = method, Path(folder)
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"path"}`` each; returns ``{"name"}`` (the PNG written) each."""
+        """``items``: ``{"path", "name"}`` each; returns ``{"name"}`` (the PNG written) each."""
         images = read_stack([Path(item["path"]) for item in items])
         maps = self.method.predict(images)
-        names = [output_name(Path(item["path"]).name) for item in items]
+        names = [item["name"] for item in items]
         for name, depth in zip(names, maps):
             write_image(self.folder / name, to_depth_png(depth))
         return [{"name": name} for name in names]
@@ -105,7 +103,8 @@ def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip
     """
     engine = engine or LocalEngine(batch_size)
     paths = image_paths(images)
-    items = [{"path": str(path.resolve())} for path in paths]
+    names = unique_output_names(paths, ".png", images)  # two inputs, one output: refused before any work
+    items = [{"path": str(path.resolve()), "name": name} for path, name in zip(paths, names)]
     png_names: list[str] = [""] * len(items)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         worker_kwargs = {"method": method, "folder": str(Path(tmp).resolve())}

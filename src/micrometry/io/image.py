@@ -20,6 +20,10 @@ from micrometry.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
+# Largest image decoded (width x height, pixels): PIL's decompression-bomb limit. Checked from the
+# header, before decoding: a 258 kB PNG can claim 9000x9000 pixels.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+
 # ITU-R BT.601 luma weights, as used by PIL and OpenCV for RGB -> gray.
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -90,6 +94,7 @@ def to_gray_u8(array: np.ndarray) -> np.ndarray:
 def _read_pil(source: io.BytesIO, path: Path) -> np.ndarray:
     try:
         with Image.open(source) as img:
+            _check_pixels(img.width, img.height, path)
             img.load()  # decode now: a truncated file fails here, not later
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 return np.array(img, dtype=np.uint16)
@@ -100,7 +105,9 @@ def _read_pil(source: io.BytesIO, path: Path) -> np.ndarray:
             return np.array(img)
     except UnidentifiedImageError:
         raise ImageReadError("not an image file (or an unsupported format)", path) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"image too large ({exc})", path) from None
+    except (OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise ImageReadError(f"corrupt or truncated image ({exc})", path) from None
 
 
@@ -108,7 +115,12 @@ def _read_tiff(source: io.BytesIO, path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        array = tifffile.imread(source)
+        with tifffile.TiffFile(source) as tif:
+            shape = tif.series[0].shape if tif.series else ()
+            _check_pixels(int(np.prod(shape[:-1] if len(shape) > 2 and shape[-1] in (3, 4) else shape)), 1, path)
+            array = tif.asarray()
+    except ImageReadError:
+        raise
     except Exception as exc:  # tifffile raises many types for broken files
         raise ImageReadError(f"corrupt or unreadable TIFF ({exc})", path) from None
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
@@ -118,6 +130,13 @@ def _read_tiff(source: io.BytesIO, path: Path) -> np.ndarray:
             raise ImageReadError(f"floating-point TIFF ({array.dtype}) is not supported", path)
         array = np.clip(array, 0, 65535).astype(np.uint16)
     return array
+
+
+def _check_pixels(width: int, height: int, path: Path) -> None:
+    """Refuse an image larger than :data:`MAX_PIXELS` from its header, before decoding it."""
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(f"image of {width * height} pixels is larger than the {MAX_PIXELS} micrometry "
+                             "reads (a decompression bomb?)", path)
 
 
 def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:

@@ -8,7 +8,9 @@
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
       overlays/<stem>.png the input with each particle's outline in its own colour
 
-The folder appears whole or not at all (:func:`~micrometry.io.atomic.atomic_dir`).
+Inputs that would share a label or overlay name (``a.png`` and ``a.tif``) are
+refused before any work. The folder appears whole or not at all
+(:func:`~micrometry.io.atomic.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from micrometry.errors import DatasetError, ImageReadError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
 from micrometry.io.image import list_images, read_image, write_image
+from micrometry.io.output_names import unique_output_names
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
 
@@ -42,12 +45,6 @@ def image_list(images: Path, images_json: Path | None) -> tuple[list[tuple[int, 
     files = list_images(images)
     if not files:
         raise ImageReadError("no images (png, jpg, tif, bmp) found", images)
-    stems: dict[str, Path] = {}
-    for f in files:
-        if f.stem in stems:
-            raise DatasetError(f"two images share the name {f.stem!r} ({stems[f.stem].name}, {f.name}): "
-                               "label and overlay files would collide", images)
-        stems[f.stem] = f
     entries = []
     for i, f in enumerate(files, start=1):
         from PIL import Image
@@ -104,7 +101,7 @@ class SegmentWorker:
         self.segmenter, self.folder, self.write_overlays = segmenter, Path(folder), write_overlays
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"image_id", "path"}`` each; returns ``{"results", "count", "seconds"}`` each."""
+        """``items``: ``{"image_id", "path", "name"}`` each; returns ``{"results", "count", "seconds"}`` each."""
         arrays = [read_image(item["path"]) for item in items]
         t0 = time.perf_counter()
         found: list[Instances] = self.segmenter.segment_batch(arrays)
@@ -114,9 +111,9 @@ class SegmentWorker:
             path = Path(item["path"])
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
-            write_image(self.folder / "labels" / f"{path.stem}.png", inst.labels.astype(np.uint16))
+            write_image(self.folder / "labels" / item["name"], inst.labels.astype(np.uint16))
             if self.write_overlays:
-                write_image(self.folder / "overlays" / f"{path.stem}.png", overlay(image, inst.labels))
+                write_image(self.folder / "overlays" / item["name"], overlay(image, inst.labels))
             outputs.append({"results": instances_to_results(item["image_id"], inst.labels, inst.scores),
                             "count": inst.count, "seconds": seconds})
         return outputs
@@ -133,7 +130,10 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
     """
     engine = engine or LocalEngine(batch_size)
     pairs, images_dict = image_list(Path(images), images_json)
-    items = [{"image_id": int(image_id), "path": str(Path(path).resolve())} for image_id, path in pairs]
+    # two inputs, one label image: refused before any work
+    names = unique_output_names([path for _, path in pairs], ".png", images_json or images)
+    items = [{"image_id": int(image_id), "path": str(Path(path).resolve()), "name": name}
+             for (image_id, path), name in zip(pairs, names)]
     outputs: list[dict | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:

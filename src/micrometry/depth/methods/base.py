@@ -23,6 +23,7 @@ lookup bank) and stores :meth:`DepthMethod.state_dict` in ``best.pt`` under
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,8 @@ class DepthMethod:
         if unknown:
             raise InputError(f"method {self.name!r} has no parameter(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(self.defaults)) or 'none'}")
+        for key, value in cfg.items():
+            _check_param_type(self.name, key, self.defaults[key], value)
         self.cfg: dict[str, Any] = {**self.defaults, **cfg}
         self.device = torch.device("cpu")
         self.modules: dict[str, torch.nn.Module] = self.build_modules()
@@ -185,6 +188,25 @@ class DepthMethod:
 
 
 # -- training and reloading ------------------------------------------------
+
+
+def _check_param_type(method: str, key: str, default: Any, value: Any) -> None:
+    """Refuse a hyper-parameter of another type than its default (``lr=abc``) before anything is built."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        ok, wanted = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, wanted = number(value) and float(value).is_integer(), "an integer"
+    elif isinstance(default, float):
+        ok, wanted = number(value) and math.isfinite(value), "a finite number"
+    elif isinstance(default, str):
+        ok, wanted = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise InputError(f"method {method!r}: parameter {key} must be {wanted}, not {value!r}")
 
 
 def _import_builtins() -> None:
@@ -288,9 +310,9 @@ def load_method(run_dir: str | Path, device: str = "auto") -> DepthMethod:
     ckpt = load_checkpoint(ckpt_path)
     if "model" not in ckpt:
         raise CheckpointError("training did not finish (pass --resume to `depth train` to finish it)", ckpt_path)
-    method = DEPTH_METHODS.create(name, **ckpt.get("method_config", config.get("method_config", {})))
-    try:
+    try:  # a checkpoint of another kind (a particle model) fails here in many ways
+        method = DEPTH_METHODS.create(name, **ckpt.get("method_config", config.get("method_config", {})))
         method.load_state_dict(ckpt["model"])
-    except (KeyError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint does not fit method {name!r} ({type(exc).__name__})", ckpt_path) from None
     return method.to(select_device(device))
