@@ -108,7 +108,7 @@ def depth_train(
 ) -> None:
     """Train a depth method; prints the best validation metrics."""
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
-    from micrometry.errors import InputError
+    from micrometry.errors import CheckpointError, InputError
     from micrometry.train import RunDir
     from micrometry.train.loop import configure_threads
 
@@ -121,7 +121,10 @@ def depth_train(
             raise InputError(f"run was trained with method {config.get('method')!r}, not {method!r}", out)
         if params:
             raise InputError("--param cannot change a run being resumed", out)
-        chosen = create_method(config["method"], **config.get("method_config", {}))
+        method_config = config.get("method_config", {})
+        if not isinstance(config.get("method"), str) or not isinstance(method_config, dict):
+            raise CheckpointError("config.json names no 'method' (with its 'method_config')", out / "config.json")
+        chosen = create_method(config["method"], **method_config)
         epochs = epochs if epochs is not None else config.get("epochs")
         time_budget = time_budget if time_budget is not None else config.get("time_budget_s")
         seed = config.get("seed", seed)

@@ -150,6 +150,9 @@ def refuse_existing(path: str | Path | None, overwrite: bool = False, folder: bo
     if folder is False and path.is_dir():
         raise OutputExistsError("is a folder (a file is to be written here)", path)
     check_writable(path)
+    if path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
+        # replacing it would move the user's working folder (and all it holds) away
+        raise OutputExistsError("is the current folder or holds it; choose a new output folder", path)
     if overwrite or (path.is_dir() and not any(path.iterdir())):
         return
     if path.exists():

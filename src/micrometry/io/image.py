@@ -24,6 +24,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # header, before decoding: a 258 kB PNG can claim 9000x9000 pixels.
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
+# Largest image file read (bytes): an uncompressed 16-bit RGB image of MAX_PIXELS is about 1 GB.
+MAX_FILE_BYTES = 1 << 30
+
 # ITU-R BT.601 luma weights, as used by PIL and OpenCV for RGB -> gray.
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -54,7 +57,14 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError("no such file", path)
-    return decode_image(path.read_bytes(), path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:  # read whole into memory below: bound it
+            raise ImageReadError(f"file of {path.stat().st_size} bytes is larger than the {MAX_FILE_BYTES} "
+                                 "micrometry reads as one image", path)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    return decode_image(data, path)
 
 
 def decode_image(data: bytes, name: str | Path = "<upload>") -> np.ndarray:
@@ -105,8 +115,9 @@ def _read_pil(source: io.BytesIO, path: Path) -> np.ndarray:
             return np.array(img)
     except UnidentifiedImageError:
         raise ImageReadError("not an image file (or an unsupported format)", path) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"image too large ({exc})", path) from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"image is larger than the {MAX_PIXELS} pixels micrometry reads "
+                             "(a decompression bomb?)", path) from None
     except (OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise ImageReadError(f"corrupt or truncated image ({exc})", path) from None
 

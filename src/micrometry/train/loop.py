@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from micrometry.errors import CheckpointError
 from micrometry.progress import make_progress
 from micrometry.train import distributed
 from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
@@ -123,15 +124,20 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
     best_metrics: dict[str, Any] = {}
     elapsed_before = 0.0
     if resume:
-        ckpt = load_checkpoint(run.checkpoint_path("last"))
-        task.load_state_dict(ckpt["state"])
-        _set_rng_state(ckpt["rng"])
-        loop_state = ckpt["loop"]
-        history = loop_state["history"]
-        start_epoch = loop_state["epoch"] + 1
-        best_value = loop_state["best_value"]
-        best_metrics = loop_state["best_metrics"]
-        elapsed_before = loop_state["elapsed_s"]
+        ckpt = load_checkpoint(run.checkpoint_path("last"), require=("state", "rng", "loop"))
+        try:  # a checkpoint of another model or method fails here in many ways
+            task.load_state_dict(ckpt["state"])
+            _set_rng_state(ckpt["rng"])
+            loop_state = ckpt["loop"]
+            history = list(loop_state["history"])
+            start_epoch = int(loop_state["epoch"]) + 1
+            best_value = loop_state["best_value"]
+            best_metrics = loop_state["best_metrics"]
+            elapsed_before = float(loop_state["elapsed_s"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise CheckpointError(f"checkpoint does not fit this training ({type(exc).__name__}: "
+                                  f"{(str(exc).splitlines() or [''])[0][:160]})",
+                                  run.checkpoint_path("last")) from None
         run.log(f"resumed from epoch {start_epoch}")
     else:
         run.log(f"start: {asdict(cfg)}")

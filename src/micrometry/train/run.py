@@ -195,8 +195,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    require: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`.
+
+    ``require`` names the entries the caller reads (``--resume`` needs the
+    training state): a checkpoint without them is refused here, not met as a
+    ``KeyError`` later.
 
     Raises
     ------
@@ -212,4 +217,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"corrupt or unreadable checkpoint ({type(exc).__name__})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError("not a micrometry checkpoint", path)
+    missing = [key for key in require if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {', '.join(missing)} (not written by this kind of training)", path)
     return payload

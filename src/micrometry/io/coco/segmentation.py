@@ -247,7 +247,10 @@ def _rle(seg: dict, size: tuple[int, int] | None, image_id: int | None, name: st
 
 def is_number(v: Any) -> bool:
     """A finite int or float (NumPy scalars included), not a bool."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    # a Python int is finite however large (np.isfinite cannot even take one beyond 64 bits)
+    return isinstance(v, (int, np.integer)) or bool(np.isfinite(v))
 
 
 def is_positive_int(v: Any) -> bool:
