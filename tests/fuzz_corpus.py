@@ -367,13 +367,13 @@ class _Hostile:
         return os.system, (f"touch '{self.marker}'",)
 
 
-def hostile_model_bytes(rng: random.Random, marker: Path, seeds: Seeds) -> tuple[str, bytes]:
-    """(description, bytes) of one hostile or broken checkpoint file."""
+def hostile_model_bytes(rng: random.Random, marker: Path, seeds: Seeds, code_only: bool = False) -> tuple[str, bytes]:
+    """(description, bytes) of one hostile or broken checkpoint file (``code_only``: one that runs code)."""
     import io
 
     import torch
 
-    choice = rng.randrange(8)
+    choice = rng.randrange(3 if code_only else 8)
     if choice == 0:
         buf = io.BytesIO()
         torch.save({"format": "micrometry-checkpoint", "model": _Hostile(marker)}, buf)

@@ -56,7 +56,7 @@ def test_random_option_values_keep_the_contract(seeds, tmp_path, monkeypatch):
 
 
 def test_broken_model_files_keep_the_contract(seeds, tmp_path):
-    outcomes = _run_kind("model", seeds, tmp_path)
+    outcomes = _run_kind("model", seeds, tmp_path, n=6)
     assert not _report(outcomes, ignore=("code from a model file ran",))
     assert all(o.code == 2 for o in outcomes)
 
@@ -76,7 +76,7 @@ def test_hostile_model_files_run_no_code(seeds, tmp_path):
         work = tmp_path / f"case{i}"
         work.mkdir()
         marker = work / "PWNED"
-        what, data = fuzz_corpus.hostile_model_bytes(rng, marker, seeds)
+        what, data = fuzz_corpus.hostile_model_bytes(rng, marker, seeds, code_only=True)
         run = work / "run"
         import shutil
 

@@ -372,3 +372,20 @@ def test_refuse_existing_checks_kind_and_place(tmp_path):
         refuse_existing(tmp_path / "f", overwrite=True, folder=True)
     refuse_existing(tmp_path / "new" / "deeper" / "out")  # missing folders are fine: they will be created
     assert not (tmp_path / "new").exists() and [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device, message", [("cuda", "no CUDA device"), ("nonsense", "is not a device")])
+def test_unusable_device_is_one_line_error(sem_images, tmp_path, capsys, device, message):
+    (sem_images / "a.tif").unlink()
+    assert run(["depth", "predict", str(sem_images), "--device", device, "--out", str(tmp_path / "p")]) == 2
+    _one_line_error(capsys, message)
+    assert not (tmp_path / "p").exists()
+
+
+def test_zip_inside_the_output_folder_is_refused(sem_images, tmp_path, capsys):
+    (sem_images / "a.tif").unlink()
+    for zip_path in (tmp_path / "p", tmp_path / "p" / "s.zip"):
+        assert run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "p"), "--zip", str(zip_path)]) == 2
+        _one_line_error(capsys, "--zip must lie outside")
+    assert [p.name for p in tmp_path.iterdir()] == ["imgs"]

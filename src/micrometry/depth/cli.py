@@ -168,7 +168,11 @@ def depth_predict(
     from micrometry.io.atomic import refuse_existing
     from micrometry.train.loop import configure_threads
 
+    from micrometry.errors import InputError
+
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
+    if zip_path is not None and (out.resolve() == zip_path.resolve() or out.resolve() in zip_path.resolve().parents):
+        raise InputError("--zip must lie outside the --out folder", zip_path)
     refuse_existing(out, overwrite, folder=True)
     refuse_existing(zip_path, overwrite, folder=False)
     configure_threads(threads or None)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from micrometry.errors import CheckpointError
+from micrometry.errors import CheckpointError, InputError
 from micrometry.progress import make_progress
 from micrometry.train import distributed
 from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
@@ -36,10 +36,25 @@ def seed_everything(seed: int) -> None:
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+    """``auto`` picks CUDA when present, else the CPU.
+
+    Raises
+    ------
+    InputError
+        ``name`` is no device, or CUDA is asked for and there is none (torch
+        would only fail at the first tensor moved, with an assertion).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"--device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available (use cpu or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name}: micrometry runs on cpu or cuda")
+    return device
 
 
 def configure_threads(n: int | None = None) -> None:
