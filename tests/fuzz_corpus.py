@@ -113,16 +113,20 @@ def build_seeds(root: Path) -> Seeds:
     write_json(root / "results.json", results)
     table = root / "table.csv"
     assert run(["particles", "measure", str(labels_dir), "--out", str(table)]) == 0
-    # run folders of both jobs without training: the shipped models, as run folders
-    from micrometry.depth.shipped import shipped_run
-    from micrometry.particles.models import SHIPPED_MODEL, shipped_checkpoint
+    # run folders of both jobs, without training (both stay valid across model-format changes):
+    # an untrained tiny depth method as its run folder writes it, and a particle run folder whose
+    # checkpoint is well-formed but holds no usable network
+    from micrometry.depth.methods import create_method
+    from micrometry.train.run import save_checkpoint
 
     depth_run = root / "depth_run"
-    shutil.copytree(shipped_run(), depth_run)
+    method = create_method("unet", width=4)
+    write_json(depth_run / "config.json", {"method": method.name, "method_config": method.config()})
+    save_checkpoint(depth_run / "checkpoints" / "best.pt", {"model": method.state_dict(),
+                                                            "method_config": method.config()})
     particle_run = root / "particle_run"
-    (particle_run / "checkpoints").mkdir(parents=True)
-    shutil.copy(shipped_checkpoint(), particle_run / "checkpoints" / "best.pt")
-    write_json(particle_run / "config.json", {"model": SHIPPED_MODEL})
+    write_json(particle_run / "config.json", {"model": "center-offset", "settings": {}})
+    save_checkpoint(particle_run / "checkpoints" / "best.pt", {"model": "center-offset", "state": {}})
     return Seeds(root, root / "sem", sem_images, depth_maps, coco, root / "results.json", labels_dir, table,
                  depth_run, particle_run)
 
@@ -573,11 +577,12 @@ def preload() -> None:
                    "pycocotools.cocoeval", "skimage.segmentation", "skimage.measure", "pandas", "tifffile",
                    "rich.table", "micrometry.depth.evaluate", "micrometry.io.coco"):
         __import__(module)
-    from micrometry.depth.methods.base import _import_builtins
-    from micrometry.particles.segmenter import _import_builtins as _particle_builtins
+    from micrometry.depth.methods import method_names
 
-    _import_builtins()
-    _particle_builtins()
+    method_names()  # registers the built-in depth methods
+    import micrometry.particles.segmenter as segmenter
+
+    getattr(segmenter, "_import_builtins", lambda: None)()  # the particle models, where the registry has this hook
 
 
 def run_case(case: Case, work: Path, timeout_s: float = 120.0, memory_limit: int = MEMORY_LIMIT_BYTES) -> Outcome:
