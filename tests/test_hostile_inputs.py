@@ -320,8 +320,7 @@ def test_stale_partials_of_killed_writers_are_removed(tmp_path):
     with atomic_dir(tmp_path / "pred") as tmp:
         (tmp / "x.png").write_bytes(b"x")
     assert not dead.exists() and live.exists() and other_host.exists() and legacy.exists()
-    with atomic_path(tmp_path / "m.csv") as tmp:
-        tmp.write_text("a,b\n")
+    refuse_existing(tmp_path / "m.csv")  # what a command checks before writing m.csv
     assert not dead_file.exists()
     assert remove_stale_temporaries(tmp_path / "pred") == []
 

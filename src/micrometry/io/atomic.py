@@ -26,7 +26,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; rename it to ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
+    # (stale temporaries are cleared by refuse_existing, once per output: listing the folder on
+    # every write here would cost O(n^2) for the thousands of files a predict writes into one folder)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -121,7 +122,8 @@ def _json_default(obj: Any) -> Any:
 def refuse_existing(path: str | Path | None, overwrite: bool = False, folder: bool | None = None) -> None:
     """Refuse an output that exists or cannot be written, before any work is done.
 
-    (The writers would only find out at the end.)
+    (The writers would only find out at the end.) An output that passes has the
+    temporaries of killed earlier runs removed (:func:`remove_stale_temporaries`).
 
     Parameters
     ----------
@@ -153,10 +155,9 @@ def refuse_existing(path: str | Path | None, overwrite: bool = False, folder: bo
     if path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
         # replacing it would move the user's working folder (and all it holds) away
         raise OutputExistsError("is the current folder or holds it; choose a new output folder", path)
-    if overwrite or (path.is_dir() and not any(path.iterdir())):
-        return
-    if path.exists():
+    if not (overwrite or (path.is_dir() and not any(path.iterdir()))) and path.exists():
         raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
+    remove_stale_temporaries(path)  # what a killed run of this output left behind
 
 
 def check_writable(path: str | Path) -> None:
@@ -199,9 +200,8 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         folder is an :class:`OutputExistsError` raised before any work is done.
     """
     path = Path(path)
-    refuse_existing(path, overwrite, folder=True)
+    refuse_existing(path, overwrite, folder=True)  # also clears a killed run's temporaries of path
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".partial", dir=path.parent))
     try:
         yield tmp
