@@ -267,13 +267,16 @@ def test_resume_refuses_a_checkpoint_without_training_state(tmp_path, capsys):
 
 
 def test_particle_checkpoint_given_to_depth_predict(sem_images, tmp_path, capsys):
-    from micrometry.particles.models import shipped_checkpoint
+    import torch
+
+    from micrometry.train.run import save_checkpoint
 
     (sem_images / "a.tif").unlink()
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"method": "unet"}))  # a depth config, a particle checkpoint
-    shutil.copy(shipped_checkpoint(), run_dir / "checkpoints" / "best.pt")
+    save_checkpoint(run_dir / "checkpoints" / "best.pt",
+                    {"model": {"net.stem.weight": torch.zeros(8, 1, 3, 3)}, "settings": {"scale": 0.5}})
     assert run(["depth", "predict", str(sem_images), "--model", str(run_dir), "--out", str(tmp_path / "p")]) == 2
     _one_line_error(capsys, "does not fit method 'unet'")
     assert not (tmp_path / "p").exists()
