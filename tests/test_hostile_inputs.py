@@ -386,6 +386,18 @@ def test_unusable_device_is_one_line_error(sem_images, tmp_path, capsys, device,
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_with_unusable_device_leaves_no_run_folder(tmp_path, capsys):
+    from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
+
+    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
+                      SemSynthConfig(seed=1, n_structures=2, n_sites=1, images_per_site=1, n_test=1))
+    assert run(["depth", "train", str(tmp_path / "data"), "--method", "unet", "--device", "nonsense",
+                "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, "is not a device")
+    assert not (tmp_path / "run").exists()
+
+
 def test_zip_inside_the_output_folder_is_refused(sem_images, tmp_path, capsys):
     (sem_images / "a.tif").unlink()
     for zip_path in (tmp_path / "p", tmp_path / "p" / "s.zip"):

@@ -110,9 +110,10 @@ def depth_train(
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
     from micrometry.errors import CheckpointError, InputError
     from micrometry.train import RunDir
-    from micrometry.train.loop import configure_threads
+    from micrometry.train.loop import configure_threads, select_device
 
     configure_threads(threads or None)
+    select_device(device)  # an unusable --device is refused before the run folder exists
     RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
