@@ -102,11 +102,15 @@ def main() -> int:
     kinds_of_break = Counter(b.split(" after")[0] for r in rows for b in r["breaks"])
     if kinds_of_break:
         print("\nbreaks by contract clause: " + ", ".join(f"{k}: {v}" for k, v in kinds_of_break.most_common()))
-        print("\ncases that broke the contract (first 60):")
-        for r in [r for r in rows if r["breaks"]][:60]:
+        broken = [r for r in rows if _in_scope(r["breaks"])]
+        ran = [r for r in rows if r["breaks"] and not _in_scope(r["breaks"])]
+        print(f"\ncases that broke the contract ({len(broken)}, first 100):")
+        for r in broken[:100] + ran[:3]:
             last = [line for line in r["stderr"].splitlines() if line.strip()][-1:] or [""]
-            print(f"  [{r['kind']}] {r['name'][:110]}\n      argv: {' '.join(r['argv'])[:160]}\n"
+            print(f"  [{r['kind']}] {r['name'][:110]}\n      argv: {' '.join(r['argv'])[:200]}\n"
                   f"      {'; '.join(r['breaks'])} | {last[0][:150]}")
+        if ran:
+            print(f"  ... and {len(ran)} cases where only code ran from a model file (up to 3 shown above)")
     if not args.keep:
         import shutil
 
