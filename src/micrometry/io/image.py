@@ -115,9 +115,9 @@ def _read_pil(source: io.BytesIO, path: Path) -> np.ndarray:
             return np.array(img)
     except UnidentifiedImageError:
         raise ImageReadError("not an image file (or an unsupported format)", path) from None
-    except Image.DecompressionBombError:
-        raise ImageReadError(f"image is larger than the {MAX_PIXELS} pixels micrometry reads "
-                             "(a decompression bomb?)", path) from None
+    except Image.DecompressionBombError as exc:  # PIL refuses to open it at all
+        raise ImageReadError(f"image is too large to decode safely; the limit is {MAX_PIXELS / 1e6:.1f} "
+                             f"million pixels ({exc})", path) from None
     except (OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise ImageReadError(f"corrupt or truncated image ({exc})", path) from None
 
@@ -146,8 +146,8 @@ def _read_tiff(source: io.BytesIO, path: Path) -> np.ndarray:
 def _check_pixels(width: int, height: int, path: Path) -> None:
     """Refuse an image larger than :data:`MAX_PIXELS` from its header, before decoding it."""
     if width * height > MAX_PIXELS:
-        raise ImageReadError(f"image of {width * height} pixels is larger than the {MAX_PIXELS} micrometry "
-                             "reads (a decompression bomb?)", path)
+        raise ImageReadError(f"image has {width * height / 1e6:.1f} million pixels; the limit is "
+                             f"{MAX_PIXELS / 1e6:.1f} million", path)
 
 
 def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:
