@@ -440,6 +440,16 @@ def model_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
                 ["particles", "predict", "in", "--model", "run", "--out", "pred"], ["pred"], marker="PWNED")
 
 
+def hostile_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
+    """``depth predict`` with a run folder whose checkpoint runs code when unpickled."""
+    what, data = hostile_model_bytes(rng, work / "PWNED", seeds, code_only=True)
+    shutil.copytree(seeds.depth_run, work / "run")
+    (work / "run" / "checkpoints" / "best.pt").write_bytes(data)
+    shutil.copytree(seeds.sem / "test" / "SEM", work / "in")
+    return Case("model", what, ["depth", "predict", "in", "--model", "run", "--out", "pred"], ["pred"],
+                marker="PWNED")
+
+
 # -- options
 
 FLOATS = ["nan", "NaN", "inf", "-inf", "-1", "0", "1e308", "1e400", "-0", "0.5", "2", "1e-308", "abc", "", "1,5"]
@@ -690,3 +700,40 @@ def fuzz(seeds: Seeds, scratch: Path, n: int, seed: int = 0, kinds: tuple[str, .
             for suffix in (".stderr", ".stdout"):
                 (scratch / f"{work.name}{suffix}").unlink(missing_ok=True)
     return outcomes
+
+
+# ----------------------------------------------------------------------------- a clean driver process
+
+_SEEDS: dict[str, Seeds] = {}
+
+
+def run_batch(kind: str, n: int, seed: int, root: str, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """Run ``n`` cases of ``kind`` and return plain results (what a spawned driver process sends back).
+
+    Forking is only safe from a process in a known state: a test session that
+    trained models or ran servers before may hold threads and locks that a
+    forked child inherits half-taken. So tests call this in a freshly spawned
+    process (see ``tests/test_fuzz.py``), which preloads, builds the seeds in
+    ``root`` once, and forks its cases from there. ``exclude`` drops commands
+    from the ``options`` generator.
+    """
+    global COMMANDS
+    if root not in _SEEDS:
+        preload()
+        _SEEDS[root] = build_seeds(Path(root) / "seeds")
+    seeds = _SEEDS[root]
+    saved = COMMANDS
+    COMMANDS = {k: v for k, v in saved.items() if k not in exclude}
+    try:
+        rng = random.Random(seed)
+        out = []
+        for i in range(n):
+            work = Path(root) / f"{kind}-{seed}-{i}"
+            work.mkdir(parents=True)
+            case = {**GENERATORS, "hostile": hostile_case}[kind](random.Random(rng.randrange(2**63)), seeds, work)
+            o = run_case(case, work, timeout_s=60)
+            out.append({"name": case.name, "argv": case.argv, "code": o.code, "breaks": o.breaks,
+                        "stderr": o.stderr[-1500:], "rss_mb": o.peak_rss_mb})
+        return out
+    finally:
+        COMMANDS = saved
