@@ -130,11 +130,12 @@ def depth_train(
     Validation metrics (val_rmse, ...) go to log.txt and metrics.json per epoch.
     """
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
-    from micrometry.errors import InputError
+    from micrometry.errors import CheckpointError, InputError
     from micrometry.train import RunDir
-    from micrometry.train.loop import configure_threads
+    from micrometry.train.loop import configure_threads, select_device
 
     configure_threads(threads or None)
+    select_device(device)  # an unusable --device is refused before the run folder exists
     RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
@@ -143,7 +144,10 @@ def depth_train(
             raise InputError(f"run was trained with method {config.get('method')!r}, not {method!r}", out)
         if params:
             raise InputError("--param cannot change a run being resumed", out)
-        chosen = create_method(config["method"], **config.get("method_config", {}))
+        method_config = config.get("method_config", {})
+        if not isinstance(config.get("method"), str) or not isinstance(method_config, dict):
+            raise CheckpointError("config.json names no 'method' (with its 'method_config')", out / "config.json")
+        chosen = create_method(config["method"], **method_config)
         epochs = epochs if epochs is not None else config.get("epochs")
         time_budget_s = minutes_to_seconds(time_budget) if time_budget is not None else config.get("time_budget_s")
         seed = config.get("seed", seed)
@@ -197,9 +201,13 @@ def depth_predict(
     from micrometry.io.atomic import refuse_existing
     from micrometry.train.loop import configure_threads
 
+    from micrometry.errors import InputError
+
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    refuse_existing(out, overwrite)
-    refuse_existing(zip_path, overwrite)
+    if zip_path is not None and (out.resolve() == zip_path.resolve() or out.resolve() in zip_path.resolve().parents):
+        raise InputError("--zip must lie outside the --out folder", zip_path)
+    refuse_existing(out, overwrite, folder=True)
+    refuse_existing(zip_path, overwrite, folder=False)
     configure_threads(threads or None)
     method = load_method(model, device=device)
     started = time.perf_counter()
@@ -264,7 +272,7 @@ def depth_measure(
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise InputError("--out must end in .csv or .parquet", out)
-    refuse_existing(out, overwrite)
+    refuse_existing(out, overwrite, folder=False)
     maps = load_image_folder(pred)
     rows = measure_maps(maps.images, nm_per_px=nm_per_px, top_fraction=top_fraction,
                         bottom_fraction=bottom_fraction)

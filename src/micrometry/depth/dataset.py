@@ -217,8 +217,15 @@ def _index_real_train(train_root: Path, index: SemIndex) -> None:
 
 def _read_average_depth(path: Path, index: SemIndex) -> dict[str, float]:
     depths: dict[str, float] = {}
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:  # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the header
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as exc:
+        index.problems.append(Problem(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 CSV"))
+        return depths
+    except (OSError, csv.Error) as exc:
+        index.problems.append(Problem(path, f"cannot read the CSV ({exc})"))
+        return depths
     if not rows or [c.strip() for c in rows[0]] != ["0", "1"]:
         index.problems.append(Problem(path, 'header must be "0,1"'))
         return depths

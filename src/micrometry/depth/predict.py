@@ -1,11 +1,12 @@
 """Predict depth maps for a folder of SEM images and write them as competition PNGs (and a zip).
 
 Each input ``NAME.png`` gets ``PRED/NAME.png``: a 72x48 uint8 depth map (height
-in nm, rounded). Models that know their uncertainty (``unet-weak``) also get
-``PRED/depth_report.csv``: per image the hole depth with its 90 % interval and
-an OOD score, and a :class:`UnlikeTrainingDataWarning` when images look unlike
-the model's training data. The output folder, and the zip, appear whole or not
-at all.
+in nm, rounded). Inputs that would share an output name (``a.png`` and
+``a.tif``) are refused before any work. Models that know their uncertainty
+(``unet-weak``) also get ``PRED/depth_report.csv``: per image the hole depth
+with its 90 % interval and an OOD score, and a :class:`UnlikeTrainingDataWarning`
+when images look unlike the model's training data. The output folder, and the
+zip, appear whole or not at all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from micrometry.depth.methods import DepthMethod
 from micrometry.io.atomic import atomic_dir, atomic_path
 from micrometry.engine import LocalEngine, RayEngine
 from micrometry.io.image import write_image
+from micrometry.io.output_names import unique_output_names
 from micrometry.progress import make_progress, track
 
 
@@ -77,11 +79,6 @@ def warn_unlike(rows: list[dict], where: Path) -> int:
     return len(flagged)
 
 
-def output_name(name: str) -> str:
-    """Depth maps are PNG whatever the input's format (competition file names are kept)."""
-    return str(Path(name).with_suffix(".png"))
-
-
 def write_zip(zip_path: str | Path, folder: Path, png_names: list[str]) -> None:
     """A flat zip of ``folder``'s depth PNGs (the competition's submission format), atomically."""
     with atomic_path(zip_path) as tmp_zip:
@@ -100,7 +97,7 @@ def submission_zip(names: list[str], maps: np.ndarray) -> bytes:
     import io
     import tempfile
 
-    png_names = [output_name(Path(n).name) for n in names]
+    png_names = unique_output_names(names, ".png")
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as folder:
         for name, depth in zip(png_names, maps):
@@ -126,14 +123,14 @@ class DepthWorker:
         self.method, self.folder = method, Path(folder)
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"path"}`` each; returns ``{"name"}`` (the PNG written) each, and ``"row"``
+        """``items``: ``{"path", "name"}`` each; returns ``{"name"}`` (the PNG written) each, and ``"row"``
         (its ``depth_report.csv`` row) for a model with ``predict_report``."""
         images = read_stack([Path(item["path"]) for item in items])
         if hasattr(self.method, "predict_report"):
             maps, report = self.method.predict_report(images)
         else:
             maps, report = self.method.predict(images), None
-        names = [output_name(Path(item["path"]).name) for item in items]
+        names = [item["name"] for item in items]
         for name, depth in zip(names, maps):
             write_image(self.folder / name, to_depth_png(depth))
         if report is None:
@@ -156,7 +153,8 @@ def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip
     """
     engine = engine or LocalEngine(batch_size)
     paths = image_paths(images)
-    items = [{"path": str(path.resolve())} for path in paths]
+    names = unique_output_names(paths, ".png", images)  # two inputs, one output: refused before any work
+    items = [{"path": str(path.resolve()), "name": name} for path, name in zip(paths, names)]
     png_names: list[str] = [""] * len(items)
     rows: list[dict | None] = [None] * len(items)
     with atomic_dir(out, overwrite=overwrite) as tmp:

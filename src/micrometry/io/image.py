@@ -26,6 +26,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # huge image costs nothing.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
+# Largest image file read (bytes): an uncompressed 16-bit RGB image of MAX_PIXELS is about 0.5 GB.
+MAX_FILE_BYTES = 1 << 30
+
 # ITU-R BT.601 luma weights, as used by PIL and OpenCV for RGB -> gray.
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -56,7 +59,14 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError("no such file", path)
-    return decode_image(path.read_bytes(), path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:  # read whole into memory below: bound it
+            raise ImageReadError(f"file of {path.stat().st_size} bytes is larger than the {MAX_FILE_BYTES} "
+                                 "micrometry reads as one image", path)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    return decode_image(data, path)
 
 
 def decode_image(data: bytes, name: str | Path = "<upload>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -144,7 +154,10 @@ def _read_pil(source: io.BytesIO, path: Path) -> np.ndarray:
             return np.array(img)
     except UnidentifiedImageError:
         raise ImageReadError("not an image file (or an unsupported format)", path) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL refuses to open it at all
+        raise ImageReadError(f"image is too large to decode safely; the limit is {MAX_PIXELS / 1e6:.1f} "
+                             f"million pixels ({exc})", path) from None
+    except (OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise ImageReadError(f"corrupt or truncated image ({exc})", path) from None
 
 
@@ -152,7 +165,10 @@ def _read_tiff(source: io.BytesIO, path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        array = tifffile.imread(source)
+        with tifffile.TiffFile(source) as tif:
+            array = tif.asarray()
+    except ImageReadError:
+        raise
     except Exception as exc:  # tifffile raises many types for broken files
         raise ImageReadError(f"corrupt or unreadable TIFF ({exc})", path) from None
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):

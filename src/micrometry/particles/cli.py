@@ -56,14 +56,18 @@ def info(
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."),
     max_rows: int = number(30, "--max-rows", low=-1, help="Per-image rows to print (0: none, -1: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
+    check_images: bool = typer.Option(True, "--check-images/--no-check-images",
+                                      help="Decode every image (finds truncated files; headers are always read)."),
 ) -> None:
     """Validate a COCO dataset and print counts, sizes and per-image statistics."""
     from micrometry.io.coco import load_coco, resolve_coco
-    from micrometry.particles.info import dataset_summary, per_image_rows
+    from micrometry.particles.info import check_images as decode_all, dataset_summary, per_image_rows
 
     ann_path, img_dir = resolve_coco(coco, images, annotations)
     with _warnings_as_lines():
         ds = load_coco(ann_path, img_dir)
+        if check_images and ds.images_dir is not None:
+            decode_all(ds)
     summary, rows = dataset_summary(ds), per_image_rows(ds)
     if as_json:
         typer.echo(json.dumps({"summary": summary, "images": rows}, indent=2))

@@ -6,7 +6,9 @@ from collections import Counter
 
 import numpy as np
 
+from micrometry.errors import DatasetError, InputError
 from micrometry.io.coco import CocoDataset
+from micrometry.io.image import read_image
 
 # COCO's object-size classes (area in pixels), used by APs/APm/APl.
 SMALL_AREA = 32**2
@@ -62,3 +64,39 @@ def per_image_rows(ds: CocoDataset) -> list[dict]:
             "cover_pct": 100.0 * float(areas.sum()) / (im.height * im.width),
         })
     return rows
+
+
+def check_images(ds: CocoDataset) -> int:
+    """Decode every image of ``ds`` and check its size against the annotation file.
+
+    Loading a dataset reads image headers only, so a truncated or corrupt file
+    passes it; this finds them.
+
+    Returns
+    -------
+    int
+        The number of images decoded.
+
+    Raises
+    ------
+    DatasetError
+        An image that does not decode or whose size differs (the first one is
+        named, with the count of the others).
+    """
+    if ds.images_dir is None:
+        raise DatasetError("no images folder to check (give --images)", ds.path)
+    problems: list[InputError] = []
+    for im in ds.images:
+        path = ds.images_dir / im.file_name
+        try:
+            shape = read_image(path).shape
+        except InputError as exc:
+            problems.append(exc)
+            continue
+        if shape != (im.height, im.width):
+            problems.append(DatasetError(f"image is {shape[0]}x{shape[1]} (HxW), the annotation file says "
+                                         f"{im.height}x{im.width}", path))
+    if problems:
+        more = f" (and {len(problems) - 1} more images)" if len(problems) > 1 else ""
+        raise DatasetError(problems[0].message + more, problems[0].path)
+    return len(ds.images)

@@ -14,7 +14,9 @@
 Files that cannot be read, or are not 2-D images (e.g. a 3-D stack), are
 skipped with a warning and counted in the record; ``strict`` makes them fatal.
 
-The folder appears whole or not at all (:func:`~micrometry.io.atomic.atomic_dir`).
+Inputs that would share a label or overlay name (``a.png`` and ``a.tif``) are
+refused before any work. The folder appears whole or not at all
+(:func:`~micrometry.io.atomic.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from micrometry.errors import DatasetError, ImageReadError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
 from micrometry.io.image import list_images, read_calibration, read_image, write_image
+from micrometry.io.output_names import unique_output_names
 from micrometry.particles.measure import PREDICTION_JSON
 from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
@@ -54,12 +57,6 @@ def image_list(images: Path, images_json: Path | None, skipped: list[dict] | Non
     files = list_images(images)
     if not files:
         raise ImageReadError("no images (png, jpg, tif, bmp) found", images)
-    stems: dict[str, Path] = {}
-    for f in files:
-        if f.stem in stems:
-            raise DatasetError(f"two images share the name {f.stem!r} ({stems[f.stem].name}, {f.name}): "
-                               "label and overlay files would collide", images)
-        stems[f.stem] = f
     entries, readable = [], []
     for f in files:
         from PIL import Image
@@ -120,7 +117,8 @@ class SegmentWorker:
         self.segmenter, self.folder, self.write_overlays = segmenter, Path(folder), write_overlays
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"image_id", "path"}`` each; returns ``{"results", "count", "seconds", "info"}`` each.
+        """``items``: ``{"image_id", "path", "name"}`` each; returns ``{"results", "count", "seconds", "info",
+        "calibration"}`` each.
 
         An image that cannot be read (or is not 2-D) gives ``{"skipped": reason}`` instead.
         """
@@ -138,10 +136,10 @@ class SegmentWorker:
             path = Path(item["path"])
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
-            write_image(self.folder / "labels" / f"{path.stem}.png", inst.labels.astype(np.uint16))
-            write_roiset(self.folder / "rois" / f"{path.stem}{ROISET_SUFFIX}", inst.labels)
+            write_image(self.folder / "labels" / item["name"], inst.labels.astype(np.uint16))
+            write_roiset(self.folder / "rois" / f"{Path(item['name']).stem}{ROISET_SUFFIX}", inst.labels)
             if self.write_overlays:
-                write_image(self.folder / "overlays" / f"{path.stem}.png", overlay(image, inst.labels))
+                write_image(self.folder / "overlays" / item["name"], overlay(image, inst.labels))
             outputs_by_path[item["path"]] = {
                 "results": instances_to_results(item["image_id"], inst.labels, inst.scores),
                 "count": inst.count, "seconds": seconds, "info": dict(getattr(inst, "info", {}) or {}),
@@ -167,12 +165,15 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
     engine = engine or LocalEngine(batch_size)
     skipped: list[dict] = []
     pairs, images_dict = image_list(Path(images), images_json, None if strict else skipped)
+    # two inputs, one label image: refused before any work
+    names = unique_output_names([path for _, path in pairs], ".png", images_json or images)
     if strict:  # read every image first: a stack or broken file stops the run before any work
         for _, path in pairs:
             read_image(path)
     if not pairs:
         raise ImageReadError("no readable images", images)
-    items = [{"image_id": int(image_id), "path": str(Path(path).resolve())} for image_id, path in pairs]
+    items = [{"image_id": int(image_id), "path": str(Path(path).resolve()), "name": name}
+             for (image_id, path), name in zip(pairs, names)]
     outputs: list[dict | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from micrometry.errors import CheckpointError, InputError
 from micrometry.progress import make_progress
 from micrometry.train import distributed
 from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
@@ -35,10 +36,25 @@ def seed_everything(seed: int) -> None:
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+    """``auto`` picks CUDA when present, else the CPU.
+
+    Raises
+    ------
+    InputError
+        ``name`` is no device, or CUDA is asked for and there is none (torch
+        would only fail at the first tensor moved, with an assertion).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"--device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available (use cpu or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name}: micrometry runs on cpu or cuda")
+    return device
 
 
 def configure_threads(n: int | None = None) -> None:
@@ -123,15 +139,20 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
     best_metrics: dict[str, Any] = {}
     elapsed_before = 0.0
     if resume:
-        ckpt = load_checkpoint(run.checkpoint_path("last"))
-        task.load_state_dict(ckpt["state"])
-        _set_rng_state(ckpt["rng"])
-        loop_state = ckpt["loop"]
-        history = loop_state["history"]
-        start_epoch = loop_state["epoch"] + 1
-        best_value = loop_state["best_value"]
-        best_metrics = loop_state["best_metrics"]
-        elapsed_before = loop_state["elapsed_s"]
+        ckpt = load_checkpoint(run.checkpoint_path("last"), require=("state", "rng", "loop"))
+        try:  # a checkpoint of another model or method fails here in many ways
+            task.load_state_dict(ckpt["state"])
+            _set_rng_state(ckpt["rng"])
+            loop_state = ckpt["loop"]
+            history = list(loop_state["history"])
+            start_epoch = int(loop_state["epoch"]) + 1
+            best_value = loop_state["best_value"]
+            best_metrics = loop_state["best_metrics"]
+            elapsed_before = float(loop_state["elapsed_s"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise CheckpointError(f"checkpoint does not fit this training ({type(exc).__name__}: "
+                                  f"{(str(exc).splitlines() or [''])[0][:160]})",
+                                  run.checkpoint_path("last")) from None
         run.log(f"resumed from epoch {start_epoch}")
         if start_epoch >= cfg.epochs:  # nothing left: no empty progress display either
             run.log(f"nothing to resume: all {cfg.epochs} epochs are done")

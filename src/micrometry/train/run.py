@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from micrometry.errors import CheckpointError, OutputExistsError
-from micrometry.io.atomic import atomic_path, write_json
+from micrometry.io.atomic import atomic_path, refuse_existing, write_json
 from micrometry.train.distributed import is_main_process
 
 CHECKPOINT_FORMAT = "micrometry-checkpoint"
@@ -69,6 +69,7 @@ class RunDir:
             An earlier run, and neither ``resume`` nor ``overwrite``.
         """
         path = Path(path)
+        refuse_existing(path, overwrite=True, folder=True)  # a file in the way, or an unwritable place
         if resume and not (path / "checkpoints" / "last.pt").exists():
             raise CheckpointError("nothing to resume: no checkpoints/last.pt", path)
         if not is_main_process():  # rank 0 checks and clears the folder; racing it would break its run
@@ -131,11 +132,14 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         try:
-            return json.loads(self.config_path.read_text())
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise CheckpointError("not a run folder (no config.json)", self.path) from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"config.json is not valid JSON ({exc})", self.config_path) from None
+        if not isinstance(config, dict):
+            raise CheckpointError("config.json does not hold an object", self.config_path)
+        return config
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         if self.writes:
@@ -144,7 +148,15 @@ class RunDir:
     def read_metrics(self) -> dict[str, Any]:
         if not self.metrics_path.is_file():
             return {}
-        return json.loads(self.metrics_path.read_text())
+        try:
+            metrics = json.loads(self.metrics_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"metrics.json is not valid JSON ({exc}); resuming with more --epochs rewrites "
+                                  "it from checkpoints/last.pt",
+                                  self.metrics_path) from None
+        if not isinstance(metrics, dict):
+            raise CheckpointError("metrics.json does not hold an object", self.metrics_path)
+        return metrics
 
     def finished(self, epochs: int | None, time_budget_s: float | None) -> str | None:
         """Why a run being resumed has nothing left to do (all epochs, or its time budget), else None."""
@@ -221,12 +233,17 @@ def _is_bare_pickle(path: Path) -> bool:
         return f.read(1) == b"\x80"
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    require: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, never running code from it.
 
     ``torch.load(weights_only=True)`` with an allow-list of the few numpy types
     the RNG state needs: a pickle that would import or call anything else is
     refused before it does.
+
+    ``require`` names the entries the caller reads (``--resume`` needs the
+    training state): a checkpoint without them is refused here, not met as a
+    ``KeyError`` later.
 
     Raises
     ------
@@ -257,4 +274,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"corrupt or unreadable checkpoint ({type(exc).__name__})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError("not a micrometry checkpoint", path)
+    missing = [key for key in require if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {', '.join(missing)} (not written by this kind of training)", path)
     return payload

@@ -23,6 +23,7 @@ lookup bank) and stores :meth:`DepthMethod.state_dict` in ``best.pt`` under
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,8 @@ class DepthMethod:
         if unknown:
             raise InputError(f"method {self.name!r} has no parameter(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(self.defaults)) or 'none'}")
+        for key, value in cfg.items():
+            _check_param_type(self.name, key, self.defaults[key], value)
         self.cfg: dict[str, Any] = {**self.defaults, **cfg}
         self.device = torch.device("cpu")
         self.modules: dict[str, torch.nn.Module] = self.build_modules()
@@ -186,6 +189,25 @@ class DepthMethod:
 
 
 # -- training and reloading ------------------------------------------------
+
+
+def _check_param_type(method: str, key: str, default: Any, value: Any) -> None:
+    """Refuse a hyper-parameter of another type than its default (``lr=abc``) before anything is built."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        ok, wanted = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, wanted = number(value) and float(value).is_integer(), "an integer"
+    elif isinstance(default, float):
+        ok, wanted = number(value) and math.isfinite(value), "a finite number"
+    elif isinstance(default, str):
+        ok, wanted = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise InputError(f"method {method!r}: parameter {key} must be {wanted}, not {value!r}")
 
 
 def _import_builtins() -> None:
@@ -344,7 +366,7 @@ def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMe
     try:
         method = DEPTH_METHODS.create(exported.model, **exported.settings.get("method_config", {}))
         method.load_state_dict(exported.state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # e.g. a particle model's weights
         raise CheckpointError(f"model does not fit method {exported.model!r} ({type(exc).__name__})",
                               exported.source) from None
     return method.to(select_device(device))

@@ -36,7 +36,8 @@ from pycocotools import mask as mask_utils
 
 from micrometry.errors import DatasetError
 from micrometry.io.coco.rle import decode_rles
-from micrometry.io.coco.segmentation import Checks, is_number, is_positive_int, normalize_segmentation
+from micrometry.io.coco.segmentation import (MAX_IMAGE_PIXELS, Checks, is_number, is_positive_int,
+                                             normalize_segmentation)
 
 ANNOTATIONS_NAME = "annotations.json"
 IMAGES_DIR_NAME = "images"
@@ -321,6 +322,9 @@ class _Validator(Checks):
         elif actual is not None and (height, width) != actual:
             self.fail(f"image {image_id} ({file_name}): file says {height}x{width} (HxW) "
                       f"but the image is {actual[0]}x{actual[1]}")
+        if height * width > MAX_IMAGE_PIXELS:  # before anything is allocated for it
+            self.fail(f"image {image_id} ({file_name}): {height}x{width} (HxW) is larger than any image "
+                      f"micrometry reads ({MAX_IMAGE_PIXELS} pixels)")
         return CocoImage(int(image_id), file_name, int(height), int(width))
 
     def file_size(self, image_id: int, file_name: str) -> tuple[int, int] | None:
@@ -364,6 +368,8 @@ class _Validator(Checks):
             self.fail(f"annotations[{index}]: 'id' must be an integer, not {ann_id!r}")
         name = f"annotation {ann_id}" if ann_id is not None else f"annotations[{index}]"
         image_id = raw.get("image_id")
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            self.fail(f"{name}: 'image_id' must be an integer, not {image_id!r}")
         if image_id not in images:
             self.fail(f"{name} points at unknown image {image_id!r}")
         im = images[image_id]
@@ -371,7 +377,7 @@ class _Validator(Checks):
         if cat is None:
             self.repaired(f"annotations without 'category_id' were given category {default_cat}", ann_id or index)
             cat = default_cat
-        elif cat not in known_cats:
+        elif not isinstance(cat, int) or isinstance(cat, bool) or cat not in known_cats:
             self.fail(f"{name} has category_id {cat!r}, which is not in 'categories'")
         iscrowd = raw.get("iscrowd", 0)
         if iscrowd not in (0, 1, True, False):

@@ -10,6 +10,12 @@ or nothing when the object has to be dropped. Ground-truth files
 same rules and report the same messages. New rules about segmentations (for
 example, how far outside the image a polygon may reach) belong here.
 
+Hostile or broken files must not exhaust memory: polygons reaching beyond the
+image by more than :data:`CLIP_SLACK` are clipped to it *before* rasterising
+(a vertex at 4e8 px would otherwise make the rasteriser walk 4e8 px of edge),
+outlines longer than an image can hold are refused, and so are image sizes
+beyond :data:`MAX_IMAGE_PIXELS`.
+
 Fatal defects raise :class:`~micrometry.errors.DatasetError` through
 :meth:`Checks.fail`; repairs are tallied by :meth:`Checks.repaired` and warned
 once per kind as a :class:`CocoRepairWarning`.
@@ -32,8 +38,17 @@ from micrometry.io.coco.rle import compressed_rle, json_rle
 # Polygons with less enclosed area (px^2) than this are degenerate.
 MIN_POLYGON_AREA = 1e-6
 
-# How far (px) polygon vertices may lie beyond the image edge before the clipping is reported.
+# How far (px) polygon vertices may lie beyond the image edge before they are clipped (and reported).
 CLIP_SLACK = 1.0
+
+# Largest image (pixels) a COCO file may describe: PIL's own decompression-bomb limit.
+# A mask of it is 179 MB, a label image 716 MB; anything larger is a broken or hostile file.
+MAX_IMAGE_PIXELS = 178_956_970
+
+# Longest outline (px, summed over an object's polygons) rasterised; pycocotools needs about
+# 50 bytes per pixel of outline, so this bounds one object at about 200 MB. No real object comes
+# near it: the longest possible outline in an HxW image is about 4*H*W (a checkerboard).
+MAX_OUTLINE_PX = 4_000_000
 
 
 class CocoRepairWarning(UserWarning):
@@ -139,8 +154,63 @@ def _polygons(seg: list, size: tuple[int, int], name: str, which: Any, checks: C
     if ((xy < -CLIP_SLACK).any() or (xy[:, 0] > width + CLIP_SLACK).any()
             or (xy[:, 1] > height + CLIP_SLACK).any()):
         checks.repaired("polygons reaching outside their image clipped to it", which)
+        # clip before rasterising: the rasteriser's memory grows with the outline's length
+        box = (-CLIP_SLACK, -CLIP_SLACK, width + CLIP_SLACK, height + CLIP_SLACK)
+        clipped = (clip_polygon(np.asarray(p).reshape(-1, 2), box) for p in polygons)
+        polygons = [c.ravel().tolist() for c in clipped
+                    if len(c) >= 3 and polygon_area(c) >= MIN_POLYGON_AREA]
+        if not polygons:
+            checks.repaired(f"{checks.noun} whose mask lies outside the image were dropped", which)
+            return None
+    length = sum(outline_length(np.asarray(p).reshape(-1, 2)) for p in polygons)
+    limit = min(MAX_OUTLINE_PX, 4 * (height + 2) * (width + 2))
+    if length > limit:
+        checks.fail(f"{name}: polygon outline is {length:.3g} px long, more than a "
+                    f"{height}x{width} image can hold ({limit:.3g} px)")
     rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     return polygons, rle
+
+
+def clip_polygon(xy: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Clip a polygon to an axis-aligned box (Sutherland-Hodgman).
+
+    The box is convex, so the result is exactly the part of the polygon
+    inside it (possibly with edges along the box's sides).
+
+    Parameters
+    ----------
+    xy : ndarray
+        ``(N, 2)`` vertices (x, y), in order.
+    box : (x0, y0, x1, y1)
+        The box's corners.
+
+    Returns
+    -------
+    ndarray
+        ``(M, 2)`` vertices of the clipped polygon; ``M < 3`` when nothing is left.
+    """
+    x0, y0, x1, y1 = box
+    # each side of the box as (axis, bound, keep the side where the coordinate is >= bound?)
+    for axis, bound, keep_above in ((0, x0, True), (0, x1, False), (1, y0, True), (1, y1, False)):
+        if len(xy) == 0:
+            break
+        inside = xy[:, axis] >= bound if keep_above else xy[:, axis] <= bound
+        prev, prev_inside = np.roll(xy, 1, axis=0), np.roll(inside, 1)
+        out = []
+        for p, q, p_in, q_in in zip(prev, xy, prev_inside, inside):
+            if p_in != q_in:  # the edge p -> q crosses the side: keep the crossing point
+                t = (bound - p[axis]) / (q[axis] - p[axis])
+                out.append(p + t * (q - p))
+            if q_in:
+                out.append(q)
+        xy = np.asarray(out, dtype=np.float64).reshape(-1, 2)
+    return xy
+
+
+def outline_length(xy: np.ndarray) -> float:
+    """Length of a closed polygon's outline in the rasteriser's measure: max(|dx|, |dy|) per edge (px)."""
+    d = np.abs(np.diff(xy, axis=0, append=xy[:1]))
+    return float(d.max(axis=1).sum()) if len(d) else 0.0
 
 
 def _rle(seg: dict, size: tuple[int, int] | None, image_id: int | None, name: str,
@@ -149,6 +219,9 @@ def _rle(seg: dict, size: tuple[int, int] | None, image_id: int | None, name: st
     if not (isinstance(rle_size, list) and len(rle_size) == 2 and all(is_positive_int(v) for v in rle_size)):
         checks.fail(f"{name}: RLE needs 'size' [height, width]")
     height, width = int(rle_size[0]), int(rle_size[1])
+    if height * width > MAX_IMAGE_PIXELS:
+        checks.fail(f"{name}: RLE size {height}x{width} is larger than any image micrometry reads "
+                    f"({MAX_IMAGE_PIXELS} pixels)")
     if size is not None and (height, width) != tuple(size):
         checks.fail(f"{name}: RLE size {height}x{width} does not match image {image_id} ({size[0]}x{size[1]})")
     if isinstance(counts, list):
@@ -174,7 +247,10 @@ def _rle(seg: dict, size: tuple[int, int] | None, image_id: int | None, name: st
 
 def is_number(v: Any) -> bool:
     """A finite int or float (NumPy scalars included), not a bool."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    # a Python int is finite however large (np.isfinite cannot even take one beyond 64 bits)
+    return isinstance(v, (int, np.integer)) or bool(np.isfinite(v))
 
 
 def is_positive_int(v: Any) -> bool:

@@ -179,7 +179,11 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
             raise CheckpointError(f"run was trained with model {previous.get('model')!r}, "
                                   f"not {settings.model!r}", run.config_path)
         extendable = {"epochs", "time_budget_s"} & (given if given is not None else {"epochs", "time_budget_s"})
-        settings = TrainSettings(**{**previous["settings"], **{k: getattr(settings, k) for k in extendable}})
+        try:  # a run folder of another kind, or a config edited by hand
+            settings = TrainSettings(**{**previous["settings"], **{k: getattr(settings, k) for k in extendable}})
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"config.json holds no usable 'settings' ({type(exc).__name__}: {exc})",
+                                  run.config_path) from None
     elif settings.init is not None:
         from micrometry.particles.models.finetune import init_settings
 
