@@ -151,7 +151,7 @@ def test_depth_predict_refuses_two_inputs_with_one_output_name(sem_images, tmp_p
     assert not (tmp_path / "pred").exists()
     (sem_images / "a.tif").unlink()
     assert run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "pred")]) == 0
-    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.png")) == ["a.png", "b.png"]
 
 
 def test_particles_predict_refuses_same_name_in_two_subfolders(tmp_path, capsys):
@@ -198,11 +198,11 @@ def test_outputs_of_the_wrong_kind_are_refused(sem_images, tmp_path, capsys):
     (tmp_path / "afile").write_text("keep")
     assert run(["depth", "train", str(tmp_path), "--out", str(tmp_path / "afile")]) == 2
     _one_line_error(capsys, "exists and is not a folder")
-    (tmp_path / "folder").mkdir()
-    (tmp_path / "folder" / "x").write_text("keep")
-    assert run(["depth", "measure", str(sem_images), "--out", str(tmp_path / "folder"), "--overwrite"]) == 2
+    (tmp_path / "holes.csv").mkdir()  # a folder named like the table
+    (tmp_path / "holes.csv" / "x").write_text("keep")
+    assert run(["depth", "measure", str(sem_images), "--out", str(tmp_path / "holes.csv"), "--overwrite"]) == 2
     _one_line_error(capsys, "is a folder")
-    assert (tmp_path / "folder" / "x").read_text() == "keep" and (tmp_path / "afile").read_text() == "keep"
+    assert (tmp_path / "holes.csv" / "x").read_text() == "keep" and (tmp_path / "afile").read_text() == "keep"
 
 
 def test_overwrite_never_replaces_the_current_folder(sem_images, tmp_path, capsys, monkeypatch):
