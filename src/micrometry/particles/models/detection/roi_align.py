@@ -86,7 +86,7 @@ def roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: int | tup
         sampled = F.grid_sample(features[b:b + 1], g, mode="bilinear", padding_mode="border", align_corners=True)
         sampled = sampled.reshape(c, idx.numel(), ph * s, pw * s).permute(1, 0, 2, 3)
         sampled = sampled * inside[idx][:, None].to(sampled.dtype)
-        out[idx] = sampled.reshape(idx.numel(), c, ph, s, pw, s).mean(dim=(3, 5))
+        out[idx] = F.avg_pool2d(sampled, s) if s > 1 else sampled  # the mean of each bin's samples
     return out
 
 

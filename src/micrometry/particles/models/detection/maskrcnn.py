@@ -1,0 +1,145 @@
+"""Mask R-CNN in plain PyTorch: FPN backbone, RPN, box head and mask head.
+
+Training: ``model(images, targets)`` returns the five losses. Inference:
+``model(images)`` returns, per image, the detected boxes, their scores and
+``(K, M, M)`` mask probabilities (paste them with :mod:`.paste`).
+Images are ``(B, 1, H, W)`` gray, normalised to about [0, 1]
+(:func:`~micrometry.particles.models.dense.normalise_image`), with sides that
+are multiples of :attr:`MaskRCNN.multiple`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from micrometry.particles.models.detection.anchors import AnchorGenerator
+from micrometry.particles.models.detection.boxes import BoxCoder, clip_boxes, keep_min_size
+from micrometry.particles.models.detection.fpn import FPNBackbone
+from micrometry.particles.models.detection.heads import BoxHead, MaskHead
+from micrometry.particles.models.detection.losses import (
+    box_head_loss,
+    mask_loss,
+    mask_targets,
+    roi_targets,
+)
+from micrometry.particles.models.detection.nms import nms
+from micrometry.particles.models.detection.roi_align import multiscale_roi_align
+from micrometry.particles.models.detection.rpn import RegionProposalNetwork, RPNSettings
+
+
+@dataclass
+class MaskRCNNConfig:
+    """Architecture and thresholds (stored in checkpoints: it alone rebuilds the model).
+
+    Sizes are in network pixels (the image after ``--scale``): the defaults
+    suit particles of about 6 to 100 px.
+    """
+
+    widths: list[int] = field(default_factory=lambda: [16, 32, 48, 64, 96])
+    channels: int = 64
+    anchor_sizes: list[float] = field(default_factory=lambda: [10.0, 20.0, 40.0, 80.0])
+    anchor_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    box_pool: int = 7
+    mask_pool: int = 14
+    box_hidden: int = 256
+    mask_hidden: int = 64
+    rois_per_image: int = 256
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    detections: int = 300
+    pre_nms: int = 1000
+    post_nms_train: int = 600
+    post_nms_test: int = 1000
+    #: FPN level rule: a box of this side (pixels) is pooled from level 3 (stride 8)
+    canonical_size: float = 32.0
+
+
+class MaskRCNN(nn.Module):
+    """The detector; see the module docstring for the calling conventions."""
+
+    def __init__(self, config: MaskRCNNConfig | None = None):
+        super().__init__()
+        self.config = c = config or MaskRCNNConfig()
+        self.backbone = FPNBackbone(tuple(c.widths), c.channels)
+        strides = self.backbone.strides
+        anchors = AnchorGenerator(tuple((s,) for s in c.anchor_sizes), tuple(c.anchor_ratios), strides)
+        self.rpn = RegionProposalNetwork(anchors, c.channels, RPNSettings(
+            pre_nms_train=c.pre_nms, pre_nms_test=c.pre_nms, post_nms_train=c.post_nms_train,
+            post_nms_test=c.post_nms_test))
+        self.box_head = BoxHead(c.channels, c.box_pool, c.box_hidden)
+        self.mask_head = MaskHead(c.channels, c.mask_hidden)
+        self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+
+    @property
+    def multiple(self) -> int:
+        return self.backbone.multiple
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def _pool(self, features: list[torch.Tensor], boxes: list[torch.Tensor], size: int) -> torch.Tensor:
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)])
+        return multiscale_roi_align(features, list(self.backbone.strides), rois, size,
+                                    canonical_size=self.config.canonical_size, canonical_level=3)
+
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None):
+        """Losses (``targets`` given: dicts with ``boxes (G, 4)`` and ``masks (G, H, W)``) or detections."""
+        if targets is None and self.training:
+            raise ValueError("training needs targets")
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        features = self.backbone((images - 0.5) / 0.25)
+        gt_boxes = None if targets is None else [t["boxes"].to(images.dtype) for t in targets]
+        proposals, losses = self.rpn(features, size, gt_boxes)
+        if targets is None:
+            return self.detect(features, proposals, size)
+        return {**losses, **self.roi_losses(features, proposals, targets)}
+
+    def roi_losses(self, features: list[torch.Tensor], proposals: list[torch.Tensor],
+                   targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        c = self.config
+        gt_boxes = [t["boxes"].to(features[0].dtype) for t in targets]
+        boxes, labels, matched = roi_targets(proposals, gt_boxes, c.rois_per_image)
+        class_logits, deltas = self.box_head(self._pool(features, boxes, c.box_pool))
+        cls_loss, box_loss = box_head_loss(class_logits, deltas, boxes, labels, matched, gt_boxes, self.box_coder)
+        positive = [b[lab > 0] for b, lab in zip(boxes, labels)]
+        mask_size = 2 * c.mask_pool
+        if sum(len(p) for p in positive) == 0:
+            m_loss = sum(p.sum() for p in self.mask_head.parameters()) * 0.0
+        else:
+            logits = self.mask_head(self._pool(features, positive, c.mask_pool))
+            wanted = torch.cat([mask_targets(t["masks"], p, m[lab > 0], mask_size)
+                                for t, p, m, lab in zip(targets, positive, matched, labels)])
+            m_loss = mask_loss(logits, wanted)
+        return {"box_class": cls_loss, "box_delta": box_loss, "mask": m_loss}
+
+    def detect(self, features: list[torch.Tensor], proposals: list[torch.Tensor], size: tuple[int, int]
+               ) -> list[dict[str, torch.Tensor]]:
+        """Score and refine the proposals, keep the best after NMS, predict their masks."""
+        c = self.config
+        class_logits, deltas = self.box_head(self._pool(features, proposals, c.box_pool))
+        scores_all = torch.softmax(class_logits, dim=1)[:, 1]
+        refined_all = self.box_coder.decode(deltas, torch.cat(proposals))
+        out, start = [], 0
+        for props in proposals:
+            stop = start + len(props)
+            boxes, scores = clip_boxes(refined_all[start:stop], size), scores_all[start:stop]
+            start = stop
+            keep = torch.nonzero(scores > c.score_threshold).flatten()
+            keep = keep[keep_min_size(boxes[keep], 1.0)]
+            boxes, scores = boxes[keep], scores[keep]
+            keep = nms(boxes, scores, c.nms_threshold)[:c.detections]
+            out.append({"boxes": boxes[keep], "scores": scores[keep]})
+        kept = [o["boxes"] for o in out]
+        if sum(len(b) for b in kept):
+            masks = torch.sigmoid(self.mask_head(self._pool(features, kept, c.mask_pool)))
+        else:
+            masks = features[0].new_zeros((0, 2 * c.mask_pool, 2 * c.mask_pool))
+        start = 0
+        for o in out:
+            o["masks"] = masks[start:start + len(o["boxes"])]
+            start += len(o["boxes"])
+        return out
