@@ -54,6 +54,16 @@ def test_nms_matches_greedy_reference(seed, threshold):
     got = nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).tolist()
     assert got == nms_reference(boxes, scores, threshold)
     assert 0 < len(got) < 150
+    assert nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold, max_keep=5).tolist() == got[:5]
+
+
+def test_nms_across_blocks_matches_reference():
+    # More boxes than one block: suppression across blocks and long chains inside them.
+    rng = np.random.default_rng(9)
+    boxes = np.repeat(random_boxes(rng, 100, size=200.0), 6, axis=0) + rng.normal(0, 2, (600, 4)).astype(np.float32)
+    scores = rng.random(600).astype(np.float32)
+    got = nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).tolist()
+    assert got == nms_reference(boxes, scores, 0.5)
 
 
 def test_nms_of_identical_boxes_keeps_the_first_best():

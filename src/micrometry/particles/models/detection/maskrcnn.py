@@ -46,8 +46,10 @@ class MaskRCNNConfig:
     box_pool: int = 7
     mask_pool: int = 14
     box_hidden: int = 256
-    mask_hidden: int = 64
-    rois_per_image: int = 256
+    mask_hidden: int = 32
+    rois_per_image: int = 128
+    #: positive RoIs per image that train the mask head (a random subset: the head costs most of a step)
+    mask_rois_per_image: int = 24
     score_threshold: float = 0.05
     nms_threshold: float = 0.5
     detections: int = 300
@@ -105,14 +107,16 @@ class MaskRCNN(nn.Module):
         boxes, labels, matched = roi_targets(proposals, gt_boxes, c.rois_per_image)
         class_logits, deltas = self.box_head(self._pool(features, boxes, c.box_pool))
         cls_loss, box_loss = box_head_loss(class_logits, deltas, boxes, labels, matched, gt_boxes, self.box_coder)
-        positive = [b[lab > 0] for b, lab in zip(boxes, labels)]
+        # Sampled positives come in random order: the first few are a random subset.
+        chosen = [torch.nonzero(lab > 0).flatten()[:c.mask_rois_per_image] for lab in labels]
+        positive = [b[i] for b, i in zip(boxes, chosen)]
         mask_size = 2 * c.mask_pool
         if sum(len(p) for p in positive) == 0:
             m_loss = sum(p.sum() for p in self.mask_head.parameters()) * 0.0
         else:
             logits = self.mask_head(self._pool(features, positive, c.mask_pool))
-            wanted = torch.cat([mask_targets(t["masks"], p, m[lab > 0], mask_size)
-                                for t, p, m, lab in zip(targets, positive, matched, labels)])
+            wanted = torch.cat([mask_targets(t["masks"], p, m[i], mask_size)
+                                for t, p, m, i in zip(targets, positive, matched, chosen)])
             m_loss = mask_loss(logits, wanted)
         return {"box_class": cls_loss, "box_delta": box_loss, "mask": m_loss}
 
@@ -131,7 +135,7 @@ class MaskRCNN(nn.Module):
             keep = torch.nonzero(scores > c.score_threshold).flatten()
             keep = keep[keep_min_size(boxes[keep], 1.0)]
             boxes, scores = boxes[keep], scores[keep]
-            keep = nms(boxes, scores, c.nms_threshold)[:c.detections]
+            keep = nms(boxes, scores, c.nms_threshold, max_keep=c.detections)
             out.append({"boxes": boxes[keep], "scores": scores[keep]})
         kept = [o["boxes"] for o in out]
         if sum(len(b) for b in kept):

@@ -83,7 +83,7 @@ class RegionProposalNetwork(nn.Module):
             boxes_b, scores_b, levels_b = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
             keep = keep_min_size(boxes_b, s.min_size)
             boxes_b, scores_b, levels_b = boxes_b[keep], scores_b[keep], levels_b[keep]
-            keep = batched_nms(boxes_b, scores_b, levels_b, s.nms_threshold)[:post]
+            keep = batched_nms(boxes_b, scores_b, levels_b, s.nms_threshold, max_keep=post)
             out.append(boxes_b[keep])
         return out
 
