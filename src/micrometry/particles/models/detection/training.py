@@ -61,7 +61,7 @@ class MaskRCNNTask(ParticleTrainTask):
         clipped_step(loss, self.optimizers["adamw"], self.model.parameters(), 10.0)
         self.steps_done += 1
         self.train_seconds += time.perf_counter() - started
-        return {"loss": float(loss), **{k: float(v) for k, v in losses.items()}}
+        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
     def payload(self) -> dict[str, Any]:
         return {"kind": CHECKPOINT_KIND, "model": "maskrcnn", "scale": self.settings.scale,
