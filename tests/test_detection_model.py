@@ -88,19 +88,21 @@ def disc_images(rng: np.random.Generator, n: int, size: int = 64) -> tuple[np.nd
     return np.stack(images).astype(np.float32)[:, None], labels
 
 
-def test_model_contract_losses_and_detections():
+@pytest.mark.parametrize("stages", [[0.5], [0.5, 0.6, 0.7]])
+def test_model_contract_losses_and_detections(stages):
     torch.manual_seed(0)
-    model = MaskRCNN(MaskRCNNConfig(**TINY))
+    model = MaskRCNN(MaskRCNNConfig(**TINY, stage_ious=stages))
     images, labels = disc_images(np.random.default_rng(1), 2)
     x = torch.from_numpy(images)
     targets = [detection_targets(lab) for lab in labels]
     targets[1] = detection_targets(np.zeros((64, 64), np.int32))  # an image without instances trains too
     losses = model(x, targets)
-    assert set(losses) == {"rpn_objectness", "rpn_box", "box_class", "box_delta", "mask"}
+    cascade = {"box_class_2", "box_delta_2", "box_class_3", "box_delta_3"} if len(stages) == 3 else set()
+    assert set(losses) == {"rpn_objectness", "rpn_box", "box_class", "box_delta", "mask"} | cascade
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
-    assert all(p.grad is not None for p in model.box_head.parameters())
+    assert all(p.grad is not None for p in model.parameters())  # every weight trains (DDP needs that)
     model.eval()
     with torch.no_grad():
         out = model(x)

@@ -1,4 +1,9 @@
-"""Mask R-CNN in plain PyTorch: FPN backbone, RPN, box head and mask head.
+"""Mask R-CNN (and Cascade Mask R-CNN) in plain PyTorch: FPN backbone, RPN, box heads, mask head.
+
+With several ``stage_ious`` the box head becomes a cascade (Cai and
+Vasconcelos, 2018): each stage refines the previous stage's boxes and is
+trained on them with a stricter IoU for positives, so the last stage
+localises well at high IoU (what AP75 rewards); scores average the stages.
 
 Training: ``model(images, targets)`` returns the five losses. Inference:
 ``model(images)`` returns, per image, the detected boxes, their scores and
@@ -58,6 +63,14 @@ class MaskRCNNConfig:
     post_nms_test: int = 1000
     #: FPN level rule: a box of this side (pixels) is pooled from level 3 (stride 8)
     canonical_size: float = 32.0
+    #: IoU for positives of each box stage: one stage is Mask R-CNN, (0.5, 0.6, 0.7) Cascade Mask R-CNN
+    stage_ious: list[float] = field(default_factory=lambda: [0.5])
+    #: loss weight of each box stage
+    stage_weights: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
+
+
+#: box-delta weights of successive cascade stages (tighter deltas as boxes improve, as in the paper)
+STAGE_CODERS = [(10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)]
 
 
 class MaskRCNN(nn.Module):
@@ -66,15 +79,17 @@ class MaskRCNN(nn.Module):
     def __init__(self, config: MaskRCNNConfig | None = None):
         super().__init__()
         self.config = c = config or MaskRCNNConfig()
+        if not 1 <= len(c.stage_ious) <= len(STAGE_CODERS):
+            raise ValueError(f"1 to {len(STAGE_CODERS)} box stages")
         self.backbone = FPNBackbone(tuple(c.widths), c.channels)
         strides = self.backbone.strides
         anchors = AnchorGenerator(tuple((s,) for s in c.anchor_sizes), tuple(c.anchor_ratios), strides)
         self.rpn = RegionProposalNetwork(anchors, c.channels, RPNSettings(
             pre_nms_train=c.pre_nms, pre_nms_test=c.pre_nms, post_nms_train=c.post_nms_train,
             post_nms_test=c.post_nms_test))
-        self.box_head = BoxHead(c.channels, c.box_pool, c.box_hidden)
+        self.box_heads = nn.ModuleList(BoxHead(c.channels, c.box_pool, c.box_hidden) for _ in c.stage_ious)
+        self.box_coders = [BoxCoder(w) for w in STAGE_CODERS[:len(c.stage_ious)]]
         self.mask_head = MaskHead(c.channels, c.mask_hidden)
-        self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
 
     @property
     def multiple(self) -> int:
@@ -98,40 +113,64 @@ class MaskRCNN(nn.Module):
         proposals, losses = self.rpn(features, size, gt_boxes)
         if targets is None:
             return self.detect(features, proposals, size)
-        return {**losses, **self.roi_losses(features, proposals, targets)}
+        return {**losses, **self.roi_losses(features, proposals, targets, size)}
+
+    def _refine(self, deltas: torch.Tensor, boxes: list[torch.Tensor], stage: int, size: tuple[int, int]
+                ) -> list[torch.Tensor]:
+        """Per image, the boxes a stage's deltas make of its input boxes (clipped, no gradient)."""
+        decoded = self.box_coders[stage].decode(deltas.detach(), torch.cat(boxes))
+        return [clip_boxes(part, size) for part in decoded.split([len(b) for b in boxes])]
 
     def roi_losses(self, features: list[torch.Tensor], proposals: list[torch.Tensor],
-                   targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+                   targets: list[dict[str, torch.Tensor]], size: tuple[int, int]) -> dict[str, torch.Tensor]:
         c = self.config
         gt_boxes = [t["boxes"].to(features[0].dtype) for t in targets]
-        boxes, labels, matched = roi_targets(proposals, gt_boxes, c.rois_per_image)
-        class_logits, deltas = self.box_head(self._pool(features, boxes, c.box_pool))
-        cls_loss, box_loss = box_head_loss(class_logits, deltas, boxes, labels, matched, gt_boxes, self.box_coder)
+        losses: dict[str, torch.Tensor] = {}
+        inputs = proposals
+        for stage, (head, iou) in enumerate(zip(self.box_heads, c.stage_ious)):
+            boxes, labels, matched = roi_targets(inputs, gt_boxes, c.rois_per_image, iou_threshold=iou)
+            class_logits, deltas = head(self._pool(features, boxes, c.box_pool))
+            cls_loss, box_loss = box_head_loss(class_logits, deltas, boxes, labels, matched, gt_boxes,
+                                               self.box_coders[stage])
+            suffix = "" if stage == 0 else f"_{stage + 1}"
+            weight = c.stage_weights[stage] if len(c.stage_ious) > 1 else 1.0
+            losses[f"box_class{suffix}"] = weight * cls_loss
+            losses[f"box_delta{suffix}"] = weight * box_loss
+            if stage == 0:
+                mask_rois = (boxes, labels, matched)
+            if stage + 1 < len(self.box_heads):
+                inputs = self._refine(deltas, boxes, stage, size)
+        losses["mask"] = self.mask_loss(features, targets, *mask_rois)
+        return losses
+
+    def mask_loss(self, features: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+                  boxes: list[torch.Tensor], labels: list[torch.Tensor], matched: list[torch.Tensor]
+                  ) -> torch.Tensor:
+        """The mask head's loss on a random subset of the first stage's positive RoIs."""
+        c = self.config
         # Sampled positives come in random order: the first few are a random subset.
         chosen = [torch.nonzero(lab > 0).flatten()[:c.mask_rois_per_image] for lab in labels]
         positive = [b[i] for b, i in zip(boxes, chosen)]
-        mask_size = 2 * c.mask_pool
         if sum(len(p) for p in positive) == 0:
-            m_loss = sum(p.sum() for p in self.mask_head.parameters()) * 0.0
-        else:
-            logits = self.mask_head(self._pool(features, positive, c.mask_pool))
-            wanted = torch.cat([mask_targets(t["masks"], p, m[i], mask_size)
-                                for t, p, m, i in zip(targets, positive, matched, chosen)])
-            m_loss = mask_loss(logits, wanted)
-        return {"box_class": cls_loss, "box_delta": box_loss, "mask": m_loss}
+            return sum(p.sum() for p in self.mask_head.parameters()) * 0.0
+        logits = self.mask_head(self._pool(features, positive, c.mask_pool))
+        wanted = torch.cat([mask_targets(t["masks"], p, m[i], 2 * c.mask_pool)
+                            for t, p, m, i in zip(targets, positive, matched, chosen)])
+        return mask_loss(logits, wanted)
 
     def detect(self, features: list[torch.Tensor], proposals: list[torch.Tensor], size: tuple[int, int]
                ) -> list[dict[str, torch.Tensor]]:
-        """Score and refine the proposals, keep the best after NMS, predict their masks."""
+        """Score and refine the proposals through the stages, keep the best after NMS, predict their masks."""
         c = self.config
-        class_logits, deltas = self.box_head(self._pool(features, proposals, c.box_pool))
-        scores_all = torch.softmax(class_logits, dim=1)[:, 1]
-        refined_all = self.box_coder.decode(deltas, torch.cat(proposals))
-        out, start = [], 0
-        for props in proposals:
-            stop = start + len(props)
-            boxes, scores = clip_boxes(refined_all[start:stop], size), scores_all[start:stop]
-            start = stop
+        boxes_in, score_sum = proposals, None
+        for stage, head in enumerate(self.box_heads):
+            class_logits, deltas = head(self._pool(features, boxes_in, c.box_pool))
+            scores = torch.softmax(class_logits, dim=1)[:, 1]
+            score_sum = scores if score_sum is None else score_sum + scores
+            boxes_in = self._refine(deltas, boxes_in, stage, size)
+        scores_all = (score_sum / len(self.box_heads)).split([len(b) for b in boxes_in])
+        out = []
+        for boxes, scores in zip(boxes_in, scores_all):
             keep = torch.nonzero(scores > c.score_threshold).flatten()
             keep = keep[keep_min_size(boxes[keep], 1.0)]
             boxes, scores = boxes[keep], scores[keep]
