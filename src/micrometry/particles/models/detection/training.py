@@ -64,7 +64,7 @@ class MaskRCNNTask(ParticleTrainTask):
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
     def payload(self) -> dict[str, Any]:
-        return {"kind": CHECKPOINT_KIND, "model": "maskrcnn", "scale": self.settings.scale,
+        return {"kind": CHECKPOINT_KIND, "model": self.settings.model, "scale": self.settings.scale,
                 "config": asdict(self.config)}
 
     def segmenter(self) -> DetectorSegmenter:
