@@ -1,18 +1,25 @@
 """Benchmark the particle models: accuracy, training time and CPU speed on one synthetic set.
 
     .venv/bin/python bench/particles.py [--work bench-out/particles] [--budget 15] [--n-train 30] [--n-test 10]
+        [--variant standard|overlapping] [--models ...] [--ensembles maskrcnn+center-offset ...] [--tta]
 
 1. ``micrometry synth particles`` writes a 1024x1280 dataset with a fixed seed
-   (30 annotated training images, ~100 particles each; test answers hidden in TRUTH).
+   (30 annotated training images, ~100 particles each; test answers hidden in
+   TRUTH). ``--variant overlapping`` asks the generator for its crowded,
+   occluding particles (``--density overlapping``, ~450 per image: instance
+   separation is the hard part); a generator without that option is reported
+   and the variant skipped.
 2. Each learned model is trained with ``micrometry particles train`` (its
    defaults, ``--time-budget`` minutes); the classical ``watershed`` needs none.
-   ``maskrcnn`` runs only where torchvision works.
 3. Every model segments the test images in this process, timed with two torch
-   threads; the project evaluator scores them against TRUTH.
+   threads; the project evaluator scores them against TRUTH. ``--tta`` adds a
+   flip-TTA row per learned model; each ``--ensembles A+B`` adds the weighted
+   mask fusion of those trained runs (``--model RUN_A,RUN_B``).
 
-Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes and seconds
-per 1024x1280 image. Runs already in WORK are reused (delete them to retrain).
-Timings depend on the machine's load: say how busy it was when you quote them.
+Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes, seconds per
+1024x1280 image and the 1-minute load average while the model was timed.
+Runs already in WORK are reused (delete them to retrain). Timings depend on
+the machine's load: say how busy it was when you quote them.
 """
 
 from __future__ import annotations
@@ -37,15 +44,22 @@ from micrometry.particles.evaluate import evaluate  # noqa: E402
 from micrometry.particles.segmenter import load_segmenter  # noqa: E402
 
 CLI = [sys.executable, "-m", "micrometry"]
-LEARNED = ["unet-watershed", "center-offset", "maskrcnn"]
+LEARNED = ["unet-watershed", "center-offset", "maskrcnn", "cascade-maskrcnn"]
 
 
-def synthesise(work: Path, seed: int, n_train: int, n_test: int) -> tuple[Path, Path]:
+def generator_has_density() -> bool:
+    """Whether this installation's generator offers ``--density`` (the crowded/overlapping variant)."""
+    out = subprocess.run([*CLI, "synth", "particles", "--help"], capture_output=True, text=True)
+    return "--density" in out.stdout
+
+
+def synthesise(work: Path, seed: int, n_train: int, n_test: int, variant: str) -> tuple[Path, Path]:
     data, truth = work / "data", work / "truth"
     if not (data / "train" / "annotations.json").is_file():
+        extra = [] if variant == "standard" else ["--density", variant]
         subprocess.run([*CLI, "synth", "particles", data, "--truth", truth, "--seed", str(seed),
-                        "--n-train", str(n_train), "--n-test", str(n_test), "--n-batch", "0", "--overwrite"],
-                       check=True)
+                        "--n-train", str(n_train), "--n-test", str(n_test), "--n-batch", "0", "--overwrite",
+                        *extra], check=True)
     return data, truth
 
 
@@ -74,7 +88,8 @@ def score(segmenter, data: Path, truth: Path, threads: int) -> dict:
         results.extend(instances_to_results(entry.id, found.labels, found.scores))
     metrics = evaluate(results, truth / "test_annotations.json")
     return {"AP": metrics["segm"]["AP"], "AP50": metrics["segm"]["AP50"], "AP75": metrics["segm"]["AP75"],
-            "F1": metrics["matching"][0]["f1"], "s_per_image": seconds / len(images.images)}
+            "F1": metrics["matching"][0]["f1"], "s_per_image": seconds / len(images.images),
+            "load_1min": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -83,48 +98,61 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--n-train", type=int, default=30)
     parser.add_argument("--n-test", type=int, default=10)
+    parser.add_argument("--variant", choices=["standard", "overlapping"], default="standard",
+                        help="synthetic data: the default mix, or crowded occluding particles")
     parser.add_argument("--budget", type=float, default=15, help="training minutes per learned model")
     parser.add_argument("--models", nargs="+", default=["watershed", *LEARNED])
+    parser.add_argument("--ensembles", nargs="*", default=["center-offset+maskrcnn"],
+                        help="'+'-joined trained models fused by weighted mask fusion (optionally MODEL:WEIGHT)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads when timing inference")
     parser.add_argument("--train-args", default="", help="extra arguments for 'particles train'")
-    parser.add_argument("--tta", action="store_true", help="also score the U-Net models with flip TTA")
+    parser.add_argument("--tta", action="store_true", help="also score every learned model with flip TTA")
     args = parser.parse_args()
 
-    data, truth = synthesise(args.work, args.seed, args.n_train, args.n_test)
-    rows = []
+    if args.variant != "standard" and not generator_has_density():
+        print(f"variant {args.variant!r} skipped: this generator has no --density option")
+        return
+    data, truth = synthesise(args.work, args.seed, args.n_train, args.n_test, args.variant)
+    rows, minutes_of = [], {}
     for model in args.models:
         minutes = None
         if model in LEARNED:
-            if model == "maskrcnn":
-                from micrometry.particles.models.maskrcnn import torchvision_problem
-
-                problem = torchvision_problem()
-                if problem is not None:
-                    print(f"maskrcnn skipped: torchvision unusable ({problem})")
-                    continue
             run = args.work / "runs" / model
             minutes = train(model, data, run, args.budget, args.train_args.split())
             if minutes is None:
                 print(f"{model}: training failed")
                 continue
+            minutes_of[model] = minutes
             segmenter = load_segmenter(run)
         else:
             segmenter = load_segmenter(model)
         rows.append({"model": model, "train_min": minutes, **score(segmenter, data, truth, args.threads)})
         print(json.dumps(rows[-1]), flush=True)
-        if args.tta and model in ("unet-watershed", "center-offset"):
+        if args.tta and model in LEARNED:
             tta = load_segmenter(args.work / "runs" / model, tta=True)
             rows.append({"model": f"{model} + flip TTA", "train_min": minutes,
                          **score(tta, data, truth, args.threads)})
             print(json.dumps(rows[-1]), flush=True)
+    for spec in args.ensembles:
+        members = [m.partition(":") for m in spec.split("+")]
+        if any(name not in minutes_of for name, _, _ in members):
+            print(f"ensemble {spec} skipped: a member was not trained")
+            continue
+        model_arg = ",".join(str(args.work / "runs" / name) + (f":{w}" if w else "") for name, _, w in members)
+        ensemble = load_segmenter(model_arg)
+        rows.append({"model": f"ensemble {spec}", "train_min": sum(minutes_of[name] for name, _, _ in members),
+                     "members": ensemble.describe()["members"], **score(ensemble, data, truth, args.threads)})
+        print(json.dumps(rows[-1]), flush=True)
 
-    table = Table(title=f"particles bench: {args.n_train} train / {args.n_test} test images 1024x1280, "
-                        f"seed {args.seed}, {os.cpu_count()} CPU cores, {args.threads} torch threads")
-    for col in ("model", "segm AP", "AP50", "AP75", "F1@0.5", "training min", "s / image"):
+    table = Table(title=f"particles bench ({args.variant}): {args.n_train} train / {args.n_test} test images "
+                        f"1024x1280, seed {args.seed}, {os.cpu_count()} CPU cores, {args.threads} torch threads, "
+                        f"{args.budget:g} training minutes per model")
+    for col in ("model", "segm AP", "AP50", "AP75", "F1@0.5", "training min", "s / image", "load 1 min"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         table.add_row(r["model"], f"{r['AP']:.3f}", f"{r['AP50']:.3f}", f"{r['AP75']:.3f}", f"{r['F1']:.3f}",
-                      "-" if r["train_min"] is None else f"{r['train_min']:.1f}", f"{r['s_per_image']:.2f}")
+                      "-" if r["train_min"] is None else f"{r['train_min']:.1f}", f"{r['s_per_image']:.2f}",
+                      f"{r['load_1min']:.1f}")
     Console().print(table)
     (args.work / "table.json").write_text(json.dumps(rows, indent=2))
 
