@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Two cores: idle OpenMP threads must not spin (see shared/REFERENCE.md, part C).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test venv clean browser
+.PHONY: demo test test-fast venv clean browser
 
 venv: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/micrometry demo --out demo-out
 
+# Everything (what CI runs).
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The fast lane while editing: no model training, demo, DDP, Ray, uvicorn or Chromium (marked slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # The web app's browser test drives Debian's Chromium; install it when missing and we may.
 browser:

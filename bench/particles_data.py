@@ -20,7 +20,7 @@ from rich.table import Table
 from micrometry.io.coco import CocoAnnotation, CocoDataset, CocoImage, compressed_rle, instances_to_results, mask_to_rle
 from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedSegmenter
-from micrometry.synth.particles import SuspensionParams, image_rng, render_image
+from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 
 
 def truth_dataset(rendered: list, height: int, width: int) -> CocoDataset:

@@ -7,12 +7,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 
 
-@pytest.fixture
-def cli():
-    """Run the CLI in-process; returns (exit_code, stdout, stderr)."""
-    from micrometry.cli import run
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """``trained_run(model)``: a run folder of ``model`` trained briefly on synthetic scenes.
 
-    def invoke(*args, capsys=None):
-        return run([str(a) for a in args])
+    Each model trains once per test session, in pytest's temporary folder (removed with
+    pytest's other old temporary folders). Tests must not modify the run: copy it first.
+    """
+    from particle_scenes import train_tiny_run
 
-    return invoke
+    runs: dict[str, object] = {}
+
+    def get(model: str):
+        if model not in runs:
+            runs[model] = train_tiny_run(tmp_path_factory.mktemp(f"run-{model}"), model)
+        return runs[model]
+
+    return get

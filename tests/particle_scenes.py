@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from micrometry.io.coco import labels_to_rles, write_coco
+from micrometry.io.atomic import write_json
+from micrometry.io.coco import labels_to_rles
 from micrometry.io.image import write_image
 
 
@@ -48,25 +49,17 @@ def write_coco_folder(folder: Path, n_images: int = 6, seed: int = 0, **scene) -
         for rle in labels_to_rles(labels):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
                                 "segmentation": rle, "iscrowd": 0})
-    write_coco(folder / "annotations.json", {"images": images, "annotations": annotations,
+    write_json(folder / "annotations.json", {"images": images, "annotations": annotations,
                                               "categories": [{"id": 1, "name": "particle"}]})
     return folder
 
 
-_RUNS: dict[str, Path] = {}
+def train_tiny_run(root: Path, model: str, epochs: int = 8) -> Path:
+    """Train ``model`` briefly on synthetic scenes into ``root/run`` (the ``trained_run`` fixture caches it)."""
+    from micrometry.particles.models.training import TrainSettings, train_model
 
-
-def trained_run(model: str, epochs: int = 8) -> Path:
-    """A run folder of ``model`` trained briefly on synthetic scenes (cached for the test session)."""
-    if model not in _RUNS:
-        import tempfile
-
-        from micrometry.particles.models.training import TrainSettings, train_model
-
-        root = Path(tempfile.mkdtemp(prefix="micrometry-test-run-"))
-        data = write_coco_folder(root / "coco", n_images=6, seed=0, height=128, width=160, n=14)
-        settings = TrainSettings(model=model, epochs=epochs, steps_per_epoch=12, batch_size=4, crop=96,
-                                 scale=1.0, widths=[16, 32, 64], time_budget_s=None, lr=4e-3)
-        train_model(data, root / "run", settings, threads=2)
-        _RUNS[model] = root / "run"
-    return _RUNS[model]
+    data = write_coco_folder(root / "coco", n_images=6, seed=0, height=128, width=160, n=14)
+    settings = TrainSettings(model=model, epochs=epochs, steps_per_epoch=12, batch_size=4, crop=96,
+                             scale=1.0, widths=[16, 32, 64], time_budget_s=None, lr=4e-3)
+    train_model(data, root / "run", settings, threads=2)
+    return root / "run"

@@ -242,3 +242,72 @@ def test_labels_to_rles_matches_full_frame_encoding():
     for i, rle in enumerate(rles, start=1):
         if rle is not None:
             assert rle == mask_to_rle(labels == i)
+
+
+# Results (detections) go through the same segmentation check as the dataset: same fatal defects, same repairs.
+RESULT_FATAL = [
+    ("odd polygon", [[1, 2, 3, 4, 5, 6, 7]], "result 0: polygon has an odd number of coordinates (7)"),
+    ("bad polygon", [["a", 1, 2]], "result 0: polygon is not a flat"),
+    ("rle size", {"size": [10, 10], "counts": [100]}, "result 0: RLE size 10x10 does not match image 1 (40x50)"),
+    ("rle counts sum", {"size": [H, W], "counts": [5, 5]}, "result 0: uncompressed RLE covers 10 pixels"),
+    ("rle negative count", {"size": [H, W], "counts": [-1, H * W + 1]}, "must be non-negative integers"),
+    ("rle too long", {"size": [H, W], "counts": "0`h9"},  # a 100x100 mask
+     "result 0: compressed RLE 'counts' cannot be decoded"),
+    ("rle without size", {"counts": "PX1"}, "result 0: RLE needs 'size'"),
+    ("not a segmentation", "polygon", "result 0: 'segmentation' must be a list of polygons or an RLE object"),
+]
+
+
+@pytest.mark.parametrize("name, seg, message", RESULT_FATAL, ids=[f[0] for f in RESULT_FATAL])
+def test_results_fatal_segmentations_name_the_record(tmp_path, coco_dir, name, seg, message, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([{"image_id": 1, "category_id": 1, "segmentation": seg, "score": 0.9}]))
+    with pytest.raises(DatasetError) as info:
+        load_results(path, load_coco(coco_dir))
+    assert message in str(info.value) and str(info.value).startswith(str(path))
+    capsys.readouterr()
+    assert run(["particles", "evaluate", str(path), str(coco_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+RESULT_REPAIRABLE = [
+    ("degenerate polygon", [square(20, 5, 5), [1, 1, 2, 2]], "degenerate polygons", 1),
+    ("all polygons degenerate", [[1, 1, 5, 5, 9, 9]], "results with no usable polygon dropped", 0),
+    ("flat polygon", square(20, 5, 5), "flat polygon lists wrapped", 1),
+    ("outside image", [square(60, 60, 5)], "results whose mask lies outside the image were dropped", 0),
+    ("reaching outside", [square(45, 5, 10)], "polygons reaching outside their image clipped", 1),
+    ("empty rle", mask_to_rle(np.zeros((H, W), bool)), "results with an empty mask dropped", 0),
+]
+
+
+@pytest.mark.parametrize("name, seg, message, n_left", RESULT_REPAIRABLE, ids=[r[0] for r in RESULT_REPAIRABLE])
+def test_results_repairable_segmentations_warn(tmp_path, coco_dir, name, seg, message, n_left, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([{"image_id": 1, "category_id": 1, "segmentation": seg, "score": 0.9}]))
+    with pytest.warns(CocoRepairWarning, match=message):
+        back = load_results(path, load_coco(coco_dir))
+    assert len(back) == n_left
+    for rec in back:
+        mask = rle_to_mask(rec["segmentation"])
+        assert mask.shape == (H, W) and mask.any()
+        assert rec["bbox"][2] > 0 and rec["bbox"][3] > 0
+    capsys.readouterr()
+    assert run(["particles", "evaluate", str(path), str(coco_dir), "--json"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert any(message in line for line in warned) and all("r.json" in line for line in warned)
+
+
+def test_results_without_dataset_check_rle_on_its_own_size(tmp_path):
+    from micrometry.io.coco import normalize_results
+
+    mask = rect_mask(5, 15, 5, 25)
+    back = normalize_results([{"image_id": 7, "segmentation": uncompressed_rle(mask), "score": 0.5}])
+    np.testing.assert_array_equal(rle_to_mask(back[0]["segmentation"]), mask)
+    assert back[0]["bbox"] == [5.0, 5.0, 20.0, 10.0] and back[0]["category_id"] == 1
+    with pytest.raises(DatasetError, match="uncompressed RLE covers 10 pixels, image has 2000"):
+        normalize_results([{"image_id": 7, "segmentation": {"size": [H, W], "counts": [4, 6]}, "score": 0.5}])
+    with pytest.raises(DatasetError, match="result 0: polygon results need the ground-truth image sizes"):
+        normalize_results([{"image_id": 7, "segmentation": [square(2, 2, 5)], "score": 0.5}])
+    with pytest.raises(DatasetError, match="result 0: 'category_id' must be an integer"):
+        normalize_results([{"image_id": 7, "category_id": "1", "bbox": [0, 0, 1, 1]}])

@@ -145,6 +145,7 @@ def test_compare_bad_inputs_exit_2(case, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow  # a long end-to-end check; `make test` runs it
 def test_synthetic_batches_end_to_end(tmp_path):
     """The particle-data engineer's synthetic batches: B has a known higher aspect ratio and rougher
     outlines than A; batch A of two different seeds is one population."""

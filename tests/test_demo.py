@@ -3,6 +3,7 @@
 from html.parser import HTMLParser
 
 import pandas as pd
+import pytest
 
 from micrometry.cli import run
 
@@ -24,6 +25,7 @@ class _Images(HTMLParser):
             self._in_heading = False
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert run(["demo", "--out", out, "--quick"]) == 0
@@ -33,7 +35,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     # every stage left what a user would open
     assert len(list((out / "predictions/depth-ae").glob("*.png"))) == 12
     metrology = pd.read_csv(out / "depth-metrology.csv")
-    assert len(metrology) == 12 and {"hole_depth", "top_cd_x", "sidewall_angle"} <= set(metrology.columns)
+    assert len(metrology) == 12 and {"depth_nm", "top_cd_x_nm", "sidewall_angle_deg"} <= set(metrology.columns)
     assert (out / "particles-measure.csv").is_file() and (out / "compare/compare.csv").is_file()
 
     page = _Images()

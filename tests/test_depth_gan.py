@@ -184,6 +184,7 @@ def _train(name, tiny, out, **cfg):
     return method, data, metrics
 
 
+@pytest.mark.slow
 def test_cyclegan_trains_predicts_and_snaps_the_background(tiny, tmp_path):
     method, data, metrics = _train("cyclegan", tiny, tmp_path / "run")
     final = metrics["final"]
@@ -212,6 +213,7 @@ def lookup_run(tiny):
     return out
 
 
+@pytest.mark.slow
 def test_lookup_returns_shifted_simulated_depth_maps(tiny, lookup_run):
     data = DepthData.load(tiny / "data")
     loaded = load_method(lookup_run, device="cpu")
@@ -226,6 +228,7 @@ def test_lookup_returns_shifted_simulated_depth_maps(tiny, lookup_run):
                    for dy in range(-2, 3) for dx in range(-2, 3))
 
 
+@pytest.mark.slow
 def test_lookup_mean_bank_holds_one_image_per_depth_map(tiny, lookup_run):
     data = DepthData.load(tiny / "data")
     method = load_method(lookup_run, device="cpu")
@@ -235,6 +238,7 @@ def test_lookup_mean_bank_holds_one_image_per_depth_map(tiny, lookup_run):
     assert method.predict(data.real.images[:3]).shape == (3, 72, 48)
 
 
+@pytest.mark.slow
 def test_lookup_without_translation_trains_only_the_classifier(tiny, tmp_path):
     method, data, metrics = _train("lookup", tiny, tmp_path / "run", translate=False, classifier_epochs=2)
     assert set(method.modules) == {"classifier"} and "val_acc" in metrics["final"]
@@ -246,6 +250,7 @@ def test_lookup_without_translation_trains_only_the_classifier(tiny, tmp_path):
     np.testing.assert_array_equal(loaded.banks[1].depth[matches.index[:, 0]], data.sim.depth[case1])
 
 
+@pytest.mark.slow
 def test_lookup_predict_cli_writes_one_png_per_image(tiny, lookup_run, tmp_path):
     assert run(["depth", "predict", str(tiny / "data"), "--model", str(lookup_run), "--out", str(tmp_path / "p")]) == 0
     names = sorted(p.name for p in (tiny / "data/test/SEM").glob("*.png"))

@@ -42,6 +42,10 @@ class LinearTask(TrainTask):
         # a task that knows nothing about DDP: the loop splits its batches
         return [(self.x[b], self.y[b]) for b in (order[i:i + GLOBAL_BATCH] for i in range(0, N_SAMPLES, GLOBAL_BATCH))]
 
+    def wrap_ddp(self, wrap):
+        if self.net is not None:  # the listed variant wraps nothing: gradients are averaged at the step
+            self.net = wrap(self.net)
+
     def train_step(self, batch):
         x, y = (self.x[batch], self.y[batch]) if isinstance(batch, torch.Tensor) else batch
         net = self.nets[0] if self.nets else self.net
@@ -101,6 +105,7 @@ def _weights(run_path):
     return torch.cat([v.flatten() for v in state.values()]).numpy()
 
 
+@pytest.mark.slow
 def test_ddp_equals_single_process(ddp_runs, tmp_path):
     single_run = RunDir.for_training(tmp_path / "single")
     single = fit(LinearTask(), single_run, LoopConfig(epochs=EPOCHS, seed=5))
@@ -118,12 +123,14 @@ def test_ddp_equals_single_process(ddp_runs, tmp_path):
             assert ours["steps"] == theirs["steps"] == N_SAMPLES // GLOBAL_BATCH
 
 
+@pytest.mark.slow
 def test_ddp_resume_equals_uninterrupted(ddp_runs):
     np.testing.assert_array_equal(_weights(ddp_runs / "ddp-resumed"), _weights(ddp_runs / "ddp-sharded"))
     resumed = json.loads((ddp_runs / "rank1.json").read_text())["resumed"]
     assert len(resumed["history"]) == EPOCHS
 
 
+@pytest.mark.slow
 def test_only_rank_zero_writes_and_all_ranks_agree(ddp_runs):
     log = (ddp_runs / "ddp-sharded" / "log.txt").read_text()
     assert log.count("epoch=") == EPOCHS  # one line per epoch, not one per rank
@@ -184,6 +191,7 @@ def test_run_folder_of_other_ranks_writes_nothing(tmp_path, monkeypatch):
     assert not run.log_path.exists() or "rank 1" not in run.log_path.read_text()
 
 
+@pytest.mark.slow
 def test_torchrun_depth_train_ddp(tmp_path):
     """The documented launch: `torchrun --nproc_per_node 2 -m micrometry depth train ... --ddp`."""
     from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset

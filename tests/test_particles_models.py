@@ -11,7 +11,7 @@ from micrometry.errors import CheckpointError
 from micrometry.particles.models import targets
 from micrometry.particles.models.decode import instances_from_centres, watershed_from_maps
 from micrometry.particles.segmenter import Instances, load_segmenter
-from particle_scenes import make_scene, trained_run, write_coco_folder
+from particle_scenes import make_scene, write_coco_folder
 
 
 def cli(args):
@@ -57,15 +57,17 @@ def test_watershed_decodes_perfect_distance_maps():
 
 # -- training ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["center-offset", "unet-watershed"])
-def test_tiny_training_converges(model):
+def test_tiny_training_converges(model, trained_run):
     history = json.loads((trained_run(model) / "metrics.json").read_text())["history"]
     assert history[-1]["val_ap50"] > history[0]["val_ap50"] + 0.3
     assert max(h["val_ap50"] for h in history) > 0.7
     assert history[-1]["loss"] < history[0]["loss"]
 
 
-def test_trained_run_segments_new_images_through_load_segmenter():
+@pytest.mark.slow
+def test_trained_run_segments_new_images_through_load_segmenter(trained_run):
     segmenter = load_segmenter(trained_run("center-offset"))
     image, truth = make_scene(np.random.default_rng(11), 128, 160, n=12)
     found = segmenter.segment(image)
@@ -74,6 +76,7 @@ def test_trained_run_segments_new_images_through_load_segmenter():
     assert ((found.scores > 0) & (found.scores <= 1)).all()
 
 
+@pytest.mark.slow
 def test_train_and_predict_commands(tmp_path):
     data = write_coco_folder(tmp_path / "coco", n_images=3, height=96, width=128, n=8)
     out = tmp_path / "run"
@@ -123,7 +126,8 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "pred").exists()
 
 
-def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys):
+@pytest.mark.slow
+def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys, trained_run):
     import shutil
 
     run = tmp_path / "run"
@@ -148,9 +152,9 @@ def test_watershed_refuses_learned_model_options():
 
     with pytest.raises(InputError, match="does not take option"):
         load_segmenter("watershed", tile=256)
-    from micrometry.particles.models import SHIPPED_MODEL
+    from micrometry.particles.models.base import shipped_model_name
 
-    other = next(m for m in ("unet-watershed", "center-offset") if m != SHIPPED_MODEL)
+    other = next(m for m in ("unet-watershed", "center-offset") if m != shipped_model_name())
     with pytest.raises(CheckpointError, match="has no shipped weights"):
         load_segmenter(other)
 
@@ -176,6 +180,7 @@ def test_maskrcnn_without_torchvision_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists() and not (tmp_path / "pred").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(TORCHVISION_PROBLEM is not None, reason=f"torchvision unusable: {TORCHVISION_PROBLEM}")
 def test_maskrcnn_trains_and_predicts(tmp_path):
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=96, width=128, n=8)
@@ -189,12 +194,13 @@ def test_maskrcnn_trains_and_predicts(tmp_path):
 # -- the shipped checkpoint ----------------------------------------------------------------------
 
 def test_shipped_checkpoint_is_the_default_and_segments(tmp_path):
-    from micrometry.particles.models import SHIPPED_MODEL, shipped_checkpoint
-    from micrometry.synth.particles import SuspensionParams, image_rng, render_image
+    from micrometry.particles.models.base import DEFAULT_MODEL, shipped_model_dir, shipped_model_name
+    from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 
-    assert shipped_checkpoint().stat().st_size < 10_000_000  # a few MB
+    # weights only (no optimiser moments, RNG or history): about 2 MB
+    assert (shipped_model_dir() / "weights.safetensors").stat().st_size < 2_500_000
     segmenter = load_segmenter(None)
-    assert segmenter.name == SHIPPED_MODEL
+    assert segmenter.name == shipped_model_name() == DEFAULT_MODEL
     scene = render_image(SuspensionParams(height=256, width=320), image_rng(5, "test", 0))
     found = segmenter.segment(scene.image)
     assert found.labels.shape == (256, 320)

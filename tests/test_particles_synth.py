@@ -9,15 +9,8 @@ from pycocotools import mask as mask_utils
 from micrometry.cli import run
 from micrometry.io.coco import load_coco, rle_to_mask
 from micrometry.io.image import read_image
-from micrometry.synth.particles import (
-    PopulationParams,
-    SuspensionParams,
-    image_rng,
-    polygon_descriptors,
-    render_image,
-    sample_diameters,
-    sample_particles,
-)
+from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image, sample_particles
+from micrometry.synth.particle_shapes import PopulationParams, polygon_descriptors, sample_diameters
 
 SMALL = SuspensionParams(height=256, width=320)
 

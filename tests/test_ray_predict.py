@@ -37,6 +37,7 @@ def _files(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_ray_particles_predict_equals_plain(local_ray, particle_images, tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
@@ -95,6 +96,7 @@ def depth_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_ray_depth_predict_equals_plain(local_ray, depth_run, tmp_path):
     # the Ray run reads a list of files, the plain run the dataset folder: the same images
     listed = tmp_path / "images.txt"
@@ -111,6 +113,7 @@ def test_ray_depth_predict_equals_plain(local_ray, depth_run, tmp_path):
         assert a.namelist() == b.namelist() and all(a.read(n) == b.read(n) for n in a.namelist())
 
 
+@pytest.mark.slow
 def test_ray_depth_predict_bad_image(local_ray, depth_run, tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()

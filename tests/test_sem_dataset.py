@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from micrometry.depth.dataset import index_dataset, load_real, load_sim, load_test
-from micrometry.depth.torch_data import ImageDataset, RealSiteDataset, SimPairDataset
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
 
@@ -26,27 +25,20 @@ def test_split_by_base_structure_never_leaks(index):
         assert sorted(sim.case[sim.base == base]) == [1, 2, 3, 4]
 
 
-def test_sim_dataset_items(index):
+def test_sim_arrays_pair_renders_with_their_depth(index):
     sim = load_sim(index)
     train, _ = sim.split(0.25)
-    ds = SimPairDataset(sim, train)
-    assert len(ds) == 2 * len(train)
-    sem, depth, case = ds[0]
-    assert sem.shape == (1, 72, 48) and 0 <= sem.min() and sem.max() <= 1
-    assert depth.shape == (1, 72, 48) and depth.max() in (140, 150, 160, 170)
-    assert depth.max().item() == 140 + 10 * case.item()
-    averaged = SimPairDataset(sim, train, mean_itr=True)
-    assert len(averaged) == len(train)
-    expected = (sim.sem[train[0]].astype(np.float32).mean(axis=0)) / 255
-    assert np.allclose(averaged[0][0][0].numpy(), expected, atol=1e-6)
+    assert sim.sem[train].shape[1:] == (2, 72, 48) and sim.depth[train].shape[1:] == (72, 48)
+    for row in train:
+        assert sim.depth[row].max() in (140, 150, 160, 170)
+        assert sim.depth[row].max() == 130 + 10 * sim.case[row]
 
 
-def test_real_and_test_datasets(index):
+def test_real_and_test_arrays(index):
     real = load_real(index)
-    ds = RealSiteDataset(real)
-    image, case, site, site_depth = ds[0]
-    assert image.shape == (1, 72, 48) and len(ds) == 12
-    assert 100 + 10 * (case.item() + 1) - 6 <= site_depth.item() <= 100 + 10 * (case.item() + 1) + 3
+    assert real.images.shape == (12, 72, 48)
+    case, site_depth = real.case[0], real.site_depth[0]
+    assert 100 + 10 * case - 6 <= site_depth <= 100 + 10 * case + 3
     assert len(np.unique(real.site)) == 4
     test = load_test(index)
-    assert len(ImageDataset(test)) == 4 and test.names[0] == "000000.png"
+    assert len(test.images) == 4 and test.names[0] == "000000.png"

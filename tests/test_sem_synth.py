@@ -113,6 +113,7 @@ def test_deeper_holes_are_darker():
     assert np.all(deep < shallow)
 
 
+@pytest.mark.slow  # a long end-to-end check; `make test` runs it
 def test_site_brightness_tracks_depth_on_the_real_domain():
     real = simulate_real(SemSynthConfig(), n_sites=80, per_site=15, rng=np.random.default_rng(11))
     sites = np.unique(real.site)

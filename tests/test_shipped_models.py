@@ -4,12 +4,12 @@ import numpy as np
 from PIL import Image
 
 from micrometry.cli import run
-from micrometry.depth.shipped import load_default_method, shipped_run
+from micrometry.depth.shipped import load_default_method, shipped_model
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
 
 def test_shipped_depth_model_predicts_plausible_depths(tmp_path):
-    assert (shipped_run() / "config.json").is_file()
+    assert (shipped_model() / "model.json").is_file()
     write_sem_dataset(tmp_path / "d", tmp_path / "t", SemSynthConfig(seed=5, n_structures=2, n_sites=4,
                                                                      images_per_site=1, n_test=20))
     assert run(["depth", "predict", tmp_path / "d", "--out", tmp_path / "pred"]) == 0  # no --model

@@ -1,11 +1,12 @@
 """Tiled inference: stitched maps equal a single pass, instances across tile borders stay whole."""
 
 import numpy as np
+import pytest
 import torch
 
 from micrometry.particles.models.dense import DenseSegmenter, build_network
 from micrometry.particles.models.tiling import flip_tta, predict_tiled, tile_spans
-from particle_scenes import make_scene, trained_run
+from particle_scenes import make_scene
 
 
 def test_tile_spans_partition_the_axis_with_margins():
@@ -66,7 +67,8 @@ def test_flip_tta_keeps_vector_fields_consistent():
     assert torch.allclose(averaged[:, 0], x[:, 0])
 
 
-def test_instances_crossing_tile_borders_are_neither_split_nor_duplicated(tmp_path):
+@pytest.mark.slow
+def test_instances_crossing_tile_borders_are_neither_split_nor_duplicated(tmp_path, trained_run):
     from micrometry.particles.segmenter import load_segmenter
 
     run = trained_run("center-offset")

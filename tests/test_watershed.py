@@ -14,10 +14,12 @@ from micrometry.io.coco import (
     rle_to_mask,
 )
 from micrometry.io.image import read_image, write_image
+from micrometry.particles.models.base import DEFAULT_MODEL
 from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
 from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
-from micrometry.synth.particles import PopulationParams, SuspensionParams, image_rng, render_image
+from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
+from micrometry.synth.particle_shapes import PopulationParams
 
 H, W = 160, 200
 
@@ -67,7 +69,7 @@ def test_params_change_behaviour():
 def test_load_segmenter_names_and_protocol(tmp_path, capsys):
     seg = load_segmenter("watershed")
     assert isinstance(seg, Segmenter) and seg.name == "watershed"
-    assert load_segmenter(None).name  # the default exists
+    assert load_segmenter(None).name == DEFAULT_MODEL  # no name: the documented default model
     image, _ = discs_image([(40, 40)])
     out = seg.segment_batch([image, image])
     assert len(out) == 2 and all(isinstance(o, Instances) for o in out)

@@ -7,6 +7,7 @@ module only assembles them and turns user errors into one line and exit code 2.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import typer
@@ -37,6 +38,34 @@ def _register() -> None:
     app.command("demo")(demo)
     app.command("report")(report)
     app.command("serve")(serve)
+    app.command("export")(export)
+
+
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="A finished training run folder (depth or particles)."),
+    out: Path = typer.Option(..., "--out", help="Exported model folder MODEL (model.json + weights.safetensors)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing MODEL folder."),
+) -> None:
+    """Export a training run's best model as a small folder that every --model option accepts.
+
+    The folder holds model.json (format, job, model name, preprocessing, the settings
+    inference needs, provenance) and weights.safetensors (tensors only: loading it never
+    runs code). Optimiser state, RNG state and history stay in the run.
+    """
+    from micrometry.errors import OutputExistsError
+    from micrometry.modelfile import run_job, write_model
+
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError("already exists (pass --overwrite to replace it)", out)
+    job = run_job(run_dir)
+    if job == "depth":
+        from micrometry.depth.methods.base import export_run
+    else:
+        from micrometry.particles.models.base import export_run
+    exported = export_run(run_dir)
+    write_model(out, exported, overwrite=overwrite)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    typer.echo(f"exported {job} model {exported.model!r} ({size / 1e6:.2f} MB) -> {out}")
 
 
 _register()

@@ -63,11 +63,9 @@ def demo(
 
 
 def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
-    import pandas as pd
-
     from micrometry.depth.dataset import load_image_folder
     from micrometry.depth.evaluate import evaluate_folders
-    from micrometry.depth.measure import measure_maps
+    from micrometry.depth.measure import hole_table, measure_maps
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, load_method, train_method
     from micrometry.depth.predict import predict_folder
     from micrometry.io.atomic import atomic_path
@@ -97,8 +95,7 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     best = methods[-1]
     pred = out / "predictions" / f"depth-{best}"
     maps = load_image_folder(pred)
-    table = pd.DataFrame(measure_maps(maps.images.astype("float32"), nm_per_px=2.0))
-    table.insert(0, "file", maps.names)
+    table = hole_table(maps.names, measure_maps(maps.images.astype("float32"), nm_per_px=2.0))
     with atomic_path(out / "depth-metrology.csv") as tmp:
         table.to_csv(tmp, index=False)
     console.print(f"measured {len(table)} holes (depth, top/bottom CD, sidewall angle) -> {out / 'depth-metrology.csv'}")
@@ -132,9 +129,10 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
     from micrometry.particles.evaluate import evaluate
     from micrometry.particles.measure import measure_source, write_measurement
     from micrometry.particles.predict import predict_folder
-    from micrometry.particles.segmenter import DEFAULT_MODEL, load_segmenter
+    from micrometry.particles.segmenter import load_segmenter
     from micrometry.report.particles import compare_report, measure_report, overlay_samples
-    from micrometry.synth.particles import SuspensionParams, generate_dataset
+    from micrometry.synth.particle_dataset import generate_dataset
+    from micrometry.synth.particle_scene import SuspensionParams
 
     data, truth = out / "particles", out / "particles-truth"
     params = SuspensionParams(height=size.particle_height, width=size.particle_width)
@@ -144,7 +142,7 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
                   f"{size.particle_batch_images} images -> {data}")
 
     scores = {}
-    models = {"shipped": None, "watershed": "watershed"} if DEFAULT_MODEL != "watershed" else {"watershed": None}
+    models = {"shipped": "shipped", "watershed": "watershed"}  # --model values: the shipped model first
     for label, model in models.items():
         pred = out / "predictions" / f"particles-{label}"
         predict_folder(load_segmenter(model), data / "test" / "images", pred,
@@ -160,7 +158,7 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
 
     settings = CompareSettings(seed=seed)
     comparison = run_compare(data / "batches" / "A", data / "batches" / "B", out / "compare", settings,
-                             model=models[best] or DEFAULT_MODEL, pixel_size=0.5, unit="um", overwrite=True)
+                             model=models[best], pixel_size=0.5, unit="um", overwrite=True)
     for line in comparison.loc[comparison["changed"], "verdict"]:
         console.print(f"  {line}")
 

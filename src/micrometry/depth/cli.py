@@ -113,6 +113,7 @@ def depth_train(
     from micrometry.train.loop import configure_threads
 
     configure_threads(threads or None)
+    RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
         config = run.read_config()
@@ -139,22 +140,12 @@ def depth_train(
                                             for k, v in best.items()) + f" -> {out}")
 
 
-def _refuse_existing(path: Optional[Path], overwrite: bool, folder: bool) -> None:
-    """Fail before any work when an output exists (the writers would refuse it only at the end)."""
-    from micrometry.errors import OutputExistsError
-
-    if path is None or overwrite or not path.exists():
-        return
-    if folder and path.is_dir() and not any(path.iterdir()):
-        return
-    raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
-
-
 @depth_app.command("predict")
 def depth_predict(
     images: Path = typer.Argument(..., help="Folder of SEM images, a dataset folder (uses its test/SEM), or a .txt list of image paths."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Run folder written by `micrometry depth train` "
-                                         "(default: the model shipped with micrometry)."),
+    model: str = typer.Option("shipped", "--model", help="'shipped' (the depth model that comes with micrometry, "
+                              "unet-weak trained on its synthetic SEM data), a run folder written by `micrometry depth "
+                              "train`, or a model folder written by `micrometry export`."),
     out: Path = typer.Option(..., "--out", help="Folder for the depth PNGs (same file names)."),
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Images per inference batch."),
@@ -172,16 +163,13 @@ def depth_predict(
     from micrometry.depth.methods import load_method
     from micrometry.depth.predict import predict_folder
     from micrometry.engine import make_engine
+    from micrometry.io.atomic import refuse_existing
     from micrometry.train.loop import configure_threads
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    _refuse_existing(out, overwrite, folder=True)
-    _refuse_existing(zip_path, overwrite, folder=False)
+    refuse_existing(out, overwrite)
+    refuse_existing(zip_path, overwrite)
     configure_threads(threads or None)
-    if model is None:
-        from micrometry.depth.shipped import shipped_run
-
-        model = shipped_run()
     method = load_method(model, device=device)
     started = time.perf_counter()
     n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)
@@ -219,34 +207,45 @@ def depth_evaluate(
 @depth_app.command("measure")
 def depth_measure(
     pred: Path = typer.Argument(..., help="Folder of depth PNGs (predicted or true)."),
-    out: Path = typer.Option(..., "--out", help="CSV to write, one row per image."),
-    nm_per_px: float = typer.Option(2.0, "--nm-per-px", min=0.0, help="Pixel size in nm (CDs in nm, angle)."),
+    out: Path = typer.Option(..., "--out", help="Table to write, one row per image: .csv or .parquet."),
+    nm_per_px: float = typer.Option(2.0, "--nm-per-px", help="Lateral pixel size in nm (CDs in nm, angle); "
+                                    "2.0 is the SEM simulator's."),
     top_fraction: float = typer.Option(0.9, "--top-level", min=0.0, max=1.0,
                                        help="Top CD is read at this fraction of the depth above the bottom."),
     bottom_fraction: float = typer.Option(0.1, "--bottom-level", min=0.0, max=1.0,
                                           help="Bottom CD is read at this fraction of the depth."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing CSV."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing table."),
 ) -> None:
-    """Per image: hole depth, top and bottom CD in x and y, sidewall angle (CSV)."""
-    import csv
-
-    import numpy as np
+    """Per image: depth, top and bottom CD in x and y, sidewall angle (docs/depth.md), and why any is missing."""
+    import math
 
     from micrometry.depth.dataset import load_image_folder
-    from micrometry.depth.measure import COLUMNS, measure_maps
+    from micrometry.depth.measure import failure_summary, hole_table, measure_maps
     from micrometry.errors import InputError
-    from micrometry.io.atomic import atomic_path
+    from micrometry.io.atomic import atomic_path, refuse_existing
 
+    if not (math.isfinite(nm_per_px) and nm_per_px > 0):
+        raise InputError(f"--nm-per-px must be a finite number > 0, got {nm_per_px}")
     if bottom_fraction >= top_fraction:
         raise InputError(f"--bottom-level ({bottom_fraction}) must be below --top-level ({top_fraction})")
-    _refuse_existing(out, overwrite, folder=False)
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise InputError("--out must end in .csv or .parquet", out)
+    refuse_existing(out, overwrite)
     maps = load_image_folder(pred)
     rows = measure_maps(maps.images, nm_per_px=nm_per_px, top_fraction=top_fraction,
                         bottom_fraction=bottom_fraction)
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("file", *COLUMNS))
-        for name, row in zip(maps.names, rows):
-            writer.writerow((name, *(f"{row[c]:.3f}" for c in COLUMNS)))
-    depths = np.array([r["hole_depth"] for r in rows])
-    typer.echo(f"{len(rows)} holes measured -> {out} (mean depth {np.nanmean(depths):.2f} nm)")
+    table = hole_table(maps.names, rows)
+    with atomic_path(out) as tmp:
+        if suffix == ".csv":
+            table.to_csv(tmp, index=False)  # NaN -> empty cell
+        else:
+            table.to_parquet(tmp, index=False)
+    head, reasons = failure_summary(table)
+    typer.echo(f"{head} -> {out} (mean depth {table['depth_nm'].mean():.2f} nm, {nm_per_px:g} nm/px)")
+    for line in reasons:
+        typer.echo(f"  {line}")
+    missing = int((table["status"] != "ok").sum())
+    if missing:
+        typer.echo(f"warning: {missing} of {len(table)} holes not fully measured; the note column says why",
+                   err=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from micrometry.errors import DatasetError
-from micrometry.io.image import read_gray_u8
+from micrometry.io.image import read_gray_u8, read_image, to_gray_u8
 from micrometry.progress import track
 
 IMAGE_SHAPE = (72, 48)
@@ -267,11 +267,21 @@ def read_stack(paths: list[Path], description: str = "reading SEM images") -> np
     """``(N, 72, 48)`` uint8 images, each checked to be 72x48 (a :class:`DatasetError` names the first that is not)."""
     out = np.empty((len(paths), *IMAGE_SHAPE), dtype=np.uint8)
     for i, path in enumerate(track(paths, description)):
-        image = read_gray_u8(path)
-        if image.shape != IMAGE_SHAPE:
-            raise DatasetError(f"image is {image.shape[0]}x{image.shape[1]}, expected 72x48", path)
-        out[i] = image
+        out[i] = sem_image(read_image(path), path)
     return out
+
+
+def sem_image(image: np.ndarray, name: str | Path) -> np.ndarray:
+    """A decoded image (file or upload ``name``) as a 72x48 uint8 SEM image; 16-bit data is scaled by 1/257.
+
+    Raises
+    ------
+    DatasetError
+        The image is not 72x48.
+    """
+    if image.shape != IMAGE_SHAPE:
+        raise DatasetError(f"image is {image.shape[0]}x{image.shape[1]}, expected 72x48", name)
+    return to_gray_u8(image)
 
 
 @dataclass

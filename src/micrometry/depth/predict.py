@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from micrometry.depth.dataset import image_paths, load_image_folder, read_stack
+from micrometry.depth.dataset import image_paths, read_stack
 from micrometry.depth.methods import DepthMethod
 from micrometry.io.atomic import atomic_dir, atomic_path
-from micrometry.io.image import write_image
 from micrometry.engine import LocalEngine, RayEngine
+from micrometry.io.image import write_image
 from micrometry.progress import make_progress, track
 
 
@@ -38,22 +39,31 @@ def output_name(name: str) -> str:
     return str(Path(name).with_suffix(".png"))
 
 
-def write_predictions(out: str | Path, names: list[str], maps: np.ndarray, zip_path: str | Path | None = None,
-                      overwrite: bool = False) -> None:
-    """Write ``maps`` as ``out/<name>.png`` and optionally a flat zip of them, atomically."""
-    png_names = [output_name(n) for n in names]
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        for name, depth in zip(track(png_names, "writing depth maps"), maps):
-            write_image(tmp / name, to_depth_png(depth))
-        if zip_path is not None:
-            write_zip(zip_path, tmp, png_names)
-
-
 def write_zip(zip_path: str | Path, folder: Path, png_names: list[str]) -> None:
     """A flat zip of ``folder``'s depth PNGs (the competition's submission format), atomically."""
-    with atomic_path(zip_path) as tmp_zip, zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(zip_path) as tmp_zip:
+        zip_pngs(tmp_zip, folder, png_names)
+
+
+def zip_pngs(target: str | Path | BinaryIO, folder: Path, png_names: list[str]) -> None:
+    """Write the submission zip of ``folder``'s ``png_names`` to a file or file object."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in png_names:
             archive.write(folder / name, arcname=name)
+
+
+def submission_zip(names: list[str], maps: np.ndarray) -> bytes:
+    """The submission zip of depth maps (heights in nm) for images ``names``, in memory (the web app's download)."""
+    import io
+    import tempfile
+
+    png_names = [output_name(Path(n).name) for n in names]
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as folder:
+        for name, depth in zip(png_names, maps):
+            write_image(Path(folder) / name, to_depth_png(depth))
+        zip_pngs(buffer, Path(folder), png_names)
+    return buffer.getvalue()
 
 
 class DepthWorker:
@@ -87,20 +97,13 @@ def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip
                    engine: LocalEngine | RayEngine | None = None) -> int:
     """Predict every image of ``images`` (a folder, or a dataset root: its test/SEM); returns the count.
 
-    With a :class:`~micrometry.engine.RayEngine` the batches (the same as
-    here: the engine's batch size, images in file order) are predicted by a
-    Ray actor pool, each actor writing its PNGs; the files are the same.
+    ``engine`` runs the prediction (:class:`~micrometry.engine.LocalEngine`
+    with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
+    spreads the same batches over a Ray actor pool, each actor writing its
+    PNGs); the files written are the same. The output folder and the zip
+    appear whole or not at all.
     """
-    if engine is not None and engine.name != "local":
-        return _predict_folder_on(engine, images, method, out, zip_path, overwrite)
-    arrays = load_image_folder(images)
-    maps = predict_in_batches(method, arrays.images, batch_size)
-    write_predictions(out, arrays.names, maps, zip_path, overwrite)
-    return len(arrays.names)
-
-
-def _predict_folder_on(engine: RayEngine, images: str | Path, method: DepthMethod, out: str | Path,
-                       zip_path: str | Path | None, overwrite: bool) -> int:
+    engine = engine or LocalEngine(batch_size)
     paths = image_paths(images)
     items = [{"path": str(path.resolve())} for path in paths]
     png_names: list[str] = [""] * len(items)

@@ -59,6 +59,31 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
+def refuse_existing(path: str | Path | None, overwrite: bool = False) -> None:
+    """Refuse an output that exists, before any work is done (the writers would only find out at the end).
+
+    Parameters
+    ----------
+    path : str, Path or None
+        A file or folder to be written; None (an optional output not asked for) is never refused.
+    overwrite : bool
+        The command's ``--overwrite``: replacing the output is allowed.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` is a file, or a non-empty folder, and ``overwrite`` is false
+        (an empty folder holds nothing to lose).
+    """
+    if path is None or overwrite:
+        return
+    path = Path(path)
+    if path.is_dir() and not any(path.iterdir()):
+        return
+    if path.exists():
+        raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Build a whole output folder under a temporary name, then move it into place.
@@ -74,8 +99,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputExistsError("exists and is not a folder", path)
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise OutputExistsError("already exists and is not empty (pass --overwrite to replace it)", path)
+    refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:

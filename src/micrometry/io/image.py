@@ -75,7 +75,11 @@ def decode_image(data: bytes, name: str | Path = "<upload>") -> np.ndarray:
 
 def read_gray_u8(path: str | Path) -> np.ndarray:
     """Read an image as 8-bit gray; 16-bit data is scaled by 1/257."""
-    array = read_image(path)
+    return to_gray_u8(read_image(path))
+
+
+def to_gray_u8(array: np.ndarray) -> np.ndarray:
+    """A gray image from :func:`read_image` or :func:`decode_image` as uint8; 16-bit data is scaled by 1/257."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.uint16:

@@ -87,7 +87,7 @@ def _fmt(value: object) -> str:
 def predict(
     images: Path = typer.Argument(..., help="Folder of images, one image, or a .txt list of image paths (one per line)."),
     out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Built-in model name (e.g. watershed) or a training run folder; default: the shipped default."),
+    model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry, trained on its synthetic particle photos), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
@@ -146,7 +146,7 @@ def compare(
     a: Path = typer.Argument(..., help="Batch A (reference): a table from 'particles measure', or a source it accepts."),
     b: Path = typer.Argument(..., help="Batch B: same kinds as A."),
     out: Path = typer.Option(..., "--out", help="Output folder: compare.csv, compare.json, report.html."),
-    model: Optional[str] = typer.Option(None, "--model", help="A and B are folders of raw images: segment them with this model first."),
+    model: Optional[str] = typer.Option(None, "--model", help="A and B are folders of raw images: segment them with this model first ('shipped', watershed, a run or an exported model folder)."),
     pixel_size: float = typer.Option(1.0, "--pixel-size", help="Pixel size when A/B are measured here."),
     unit: str = typer.Option("px", "--unit", help="Unit of --pixel-size."),
     exclude_edges: bool = typer.Option(False, "--exclude-edges", help="Leave out border-touching particles."),
@@ -185,7 +185,8 @@ def evaluate_cmd(
         pred = pred / "results.json"
     with _warnings_as_lines():
         dataset = load_coco(gt)
-    metrics = evaluate(load_results(pred, dataset), dataset, max_dets=max_dets, match_score=match_score)
+        results = load_results(pred, dataset)
+    metrics = evaluate(results, dataset, max_dets=max_dets, match_score=match_score)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -215,7 +216,7 @@ def _fmt3(value: float | None) -> str:
 def train(
     coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
     out: Path = typer.Option(..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."),
-    model: Optional[str] = typer.Option(None, "--model", help="center-offset (default), unet-watershed or maskrcnn."),
+    model: Optional[str] = typer.Option(None, "--model", help="center-offset (default; the shipped model is one), unet-watershed or maskrcnn."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default 30)."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1, help="Batches per epoch (default 40)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Crops per batch (default 4)."),

@@ -1,7 +1,8 @@
 """``micrometry particles measure``: instances in, per-particle and summary tables out.
 
-Inputs are label images (one 16-bit PNG/TIFF per image, 0 background) or COCO
-instance/result files; both become one label image per source image, which
+Inputs are label images (one 16-bit PNG/TIFF per image, 0 background), COCO
+instance/result files or images to segment; :mod:`micrometry.particles.label_sources`
+turns each into one label image per source image, which
 :func:`micrometry.particles.morphometry.measure_labels` measures. Three tables
 come out, written together and atomically:
 
@@ -13,17 +14,16 @@ come out, written together and atomically:
 from __future__ import annotations
 
 import contextlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from micrometry.errors import DatasetError, ImageReadError, InputError, OutputExistsError
-from micrometry.io.atomic import atomic_path
-from micrometry.io.image import ColourImageWarning, list_images, read_image
+from micrometry.errors import DatasetError, InputError
+from micrometry.io.atomic import atomic_path, refuse_existing
+from micrometry.io.image import list_images, read_image
+from micrometry.particles.label_sources import LabelImage, iter_label_images, segmented_label_images
 from micrometry.particles.morphometry import measure_labels
 from micrometry.particles.psd import psd_row
 from micrometry.progress import track
@@ -35,88 +35,12 @@ SIZE_COLUMN = "EqDiam"
 
 
 @dataclass
-class LabelImage:
-    """One image's instances as a label image."""
-
-    name: str
-    labels: np.ndarray
-
-
-@dataclass
 class Measurement:
     """The three tables of a measure run."""
 
     particles: pd.DataFrame
     images: pd.DataFrame
     summary: pd.DataFrame
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def iter_label_images(
-    source: str | Path, images_json: str | Path | None = None, min_score: float = 0.0
-) -> tuple[int, Iterator[LabelImage]]:
-    """Find the instances in ``source`` and yield them as label images.
-
-    Parameters
-    ----------
-    source : path
-        A folder of label images; a prediction folder (``PRED/labels/``); or a
-        COCO instances/results JSON file.
-    images_json : path, optional
-        COCO ``images`` list for a results file (default: ``images.json`` beside it).
-    min_score : float
-        Results files: ignore detections scoring below this.
-
-    Returns
-    -------
-    (int, iterator)
-        The number of images and a lazy iterator over them.
-    """
-    source = Path(source)
-    if not source.exists():
-        raise InputError("no such file or folder", source)
-    if source.is_file():
-        if source.suffix.lower() != ".json":
-            raise InputError("expected a COCO .json file or a folder of label images", source)
-        from micrometry.particles.coco_labels import coco_label_images
-
-        return coco_label_images(source, images_json, min_score)
-    folder = source / "labels" if (source / "labels").is_dir() else source
-    paths = list_images(folder)
-    if not paths:
-        raise DatasetError("no label images (.png/.tif) found", folder)
-    return len(paths), (LabelImage(p.stem, read_label_image(p)) for p in paths)
-
-
-def segmented_label_images(folder: str | Path, model: str | Path | None) -> tuple[int, Iterator[LabelImage]]:
-    """Segment every image of ``folder`` with a particle model; yield its label images.
-
-    ``model`` is what ``micrometry particles predict --model`` accepts (a
-    built-in name or a training run folder).
-    """
-    from micrometry.particles.segmenter import load_segmenter
-
-    paths = list_images(folder)
-    if not paths:
-        raise DatasetError("no images found", folder)
-    segmenter = load_segmenter(model)
-    return len(paths), (LabelImage(p.stem, segmenter.segment(read_image(p)).labels.astype(np.int32))
-                        for p in paths)
-
-
-def read_label_image(path: Path) -> np.ndarray:
-    """Read a label image; refuse colour images, which cannot hold particle ids."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ColourImageWarning)
-        try:
-            labels = read_image(path)
-        except ColourImageWarning:
-            raise ImageReadError("colour image: a label image must be single-channel integer ids", path) from None
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ImageReadError(f"label image must hold integers, got {labels.dtype}", path)
-    return labels.astype(np.int32)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -209,8 +133,7 @@ def check_outputs_free(out: str | Path, overwrite: bool) -> dict[str, Path]:
     """Output paths, refusing existing files unless ``overwrite`` (checked before any work)."""
     paths = output_paths(out)
     for path in paths.values():
-        if path.exists() and not overwrite:
-            raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
+        refuse_existing(path, overwrite)
     return paths
 
 

@@ -12,9 +12,10 @@ Two kinds of quantity, computed two ways:
   is within about 1-2 % on curved analytic shapes (see docs/morphometry.md).
   The outlines of all particles are traced at once with array operations
   (:mod:`micrometry.particles.outlines`); only convex hulls and calipers are
-  computed per particle, on its few dozen outline vertices.
-  :func:`outline_measures` measures one mask with ``skimage.measure.find_contours``
-  and is the reference the vectorised path is tested against.
+  computed per particle, on its few dozen outline vertices. The test suite
+  checks this path against a per-particle reference built on
+  ``skimage.measure.find_contours`` (``tests/morphometry_reference.py``).
+  Shoelace areas and calipers come from :mod:`micrometry.geometry`.
 
 Geometry conventions (as in ImageJ): x runs right, y runs down in the image but
 angles are measured counter-clockwise from the x axis as seen on screen
@@ -24,14 +25,12 @@ angles are measured counter-clockwise from the x axis as seen on screen
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from skimage.measure import find_contours
 
+from micrometry.geometry import calipers, polygon_area
 from micrometry.particles.outlines import shoelace_by_label, smoothed, trace_outlines
 
 # Column order of the per-particle table.
@@ -199,8 +198,8 @@ def _outline_columns(labels: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
 
     The outlines of all particles are traced at once (:mod:`micrometry.particles.outlines`);
     only the convex hulls and calipers are computed particle by particle, on
-    each particle's own few dozen outline vertices. The result equals
-    :func:`outline_measures` applied to each particle's mask.
+    each particle's own few dozen outline vertices. The result equals the
+    per-mask reference in ``tests/morphometry_reference.py``.
     """
     outlines = trace_outlines(labels)
     n_ids = int(ids.max()) + 1
@@ -217,7 +216,7 @@ def _outline_columns(labels: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
         feret, min_feret, feret_angle = calipers(hull)
         closed = np.vstack([hull, hull[:1]])
         smooth_hull = _hull([smooth_xy[lo:hi]])
-        per_particle[row] = (feret, min_feret, feret_angle, _polyline_length(closed), abs(_signed_area(smooth_hull)))
+        per_particle[row] = (feret, min_feret, feret_angle, _polyline_length(closed), polygon_area(smooth_hull))
     hull_area = per_particle[:, 4]
     with np.errstate(divide="ignore", invalid="ignore"):
         solidity_values = np.where(hull_area > 0, np.minimum(smooth_area / hull_area, 1.0), 1.0)
@@ -239,32 +238,8 @@ def _bounding_boxes(labels: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
                          "Height": box[:, 3] - box[:, 1], "TouchesBorder": touches})
 
 
-def outline_contours(mask: np.ndarray) -> list[np.ndarray]:
-    """Outer sub-pixel outlines of a binary mask, as ``(K, 2)`` arrays of (x, y) vertices.
-
-    The 0.5 iso-contours of the zero-padded mask, wound counter-clockwise around
-    the particle; hole outlines (wound the other way) are dropped, as ImageJ's
-    perimeter ignores holes. Coordinates are pixel-centre based (pixel (r, c)
-    has its centre at x = c, y = r).
-    """
-    padded = np.pad(mask.astype(np.uint8), 1)
-    contours = find_contours(padded, 0.5, fully_connected="high", positive_orientation="high")
-    outer = []
-    for contour in contours:
-        xy = contour[:, ::-1] - 1.0  # (row, col) -> (x, y), undo the padding
-        if _signed_area(xy) <= 0:  # image y points down: an outer outline has negative area in (x, y)
-            outer.append(xy)
-    return outer
-
-
-def _signed_area(xy: np.ndarray) -> float:
-    """Shoelace area of a polygon, closed or not (positive counter-clockwise in x, y)."""
-    x, y = xy[:, 0], xy[:, 1]
-    return 0.5 * float(x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1])
-
-
 def _polyline_length(xy: np.ndarray) -> float:
-    # find_contours closes a contour by repeating its first vertex
+    # length of an open polyline; close a polygon by repeating its first vertex
     return float(np.hypot(*np.diff(xy, axis=0).T).sum())
 
 
@@ -278,124 +253,9 @@ DIAGONAL_STEP_WEIGHT = 0.703
 CORNER_WEIGHT = -0.091
 
 
-def corner_count_perimeter(xy: np.ndarray) -> float:
-    """Length of the straight shape a marching-squares outline digitises.
-
-    The raw outline zig-zags along every edge that is not at 0 or 45 degrees and
-    overestimates a circle's perimeter by about 5 %. Weighting its axis-parallel
-    steps (length 1), diagonal steps (length 1/sqrt 2) and direction changes
-    removes that bias for all orientations on average.
-
-    Parameters
-    ----------
-    xy : ndarray
-        ``(K, 2)`` closed outline (first vertex repeated last) from
-        :func:`outline_contours`.
-    """
-    steps = np.diff(xy, axis=0)
-    if len(steps) == 0:
-        return 0.0
-    lengths = np.hypot(steps[:, 0], steps[:, 1])
-    axis_steps = int(np.count_nonzero(lengths > 0.85))
-    diagonal_steps = len(steps) - axis_steps
-    direction = np.arctan2(steps[:, 1], steps[:, 0])
-    turn = np.angle(np.exp(1j * (np.append(direction[1:], direction[0]) - direction)))
-    corners = int(np.count_nonzero(np.abs(turn) > 1e-6))
-    return AXIS_STEP_WEIGHT * axis_steps + DIAGONAL_STEP_WEIGHT * diagonal_steps + CORNER_WEIGHT * corners
-
-
-def outline_measures(mask: np.ndarray) -> tuple[float, float, float, float, float, float]:
-    """Perimeter, Feret, MinFeret, FeretAngle, solidity and convex perimeter of one mask.
-
-    Parameters
-    ----------
-    mask : ndarray of bool
-        The particle on (a crop of) the pixel grid.
-
-    Returns
-    -------
-    tuple of float
-        ``(perimeter, feret, min_feret, feret_angle_deg, solidity, convex_perimeter)``
-        in pixels. Solidity: see :func:`solidity`.
-    """
-    contours = outline_contours(mask)
-    if not contours:
-        return (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-    perimeter = sum(corner_count_perimeter(c) for c in contours)
-    hull = _hull(contours)
-    feret, min_feret, feret_angle = calipers(hull)
-    closed = np.vstack([hull, hull[:1]])
-    return (perimeter, feret, min_feret, feret_angle, solidity(contours), _polyline_length(closed))
-
-
 def _hull(contours: list[np.ndarray]) -> np.ndarray:
     points = np.concatenate(contours).astype(np.float32)
     return cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
-
-
-def smooth_outline(xy: np.ndarray, passes: int = 2) -> np.ndarray:
-    """Closed outline smoothed by ``passes`` of a [1/4, 1/2, 1/4] filter along it (returned open)."""
-    ring = xy[:-1] if len(xy) > 1 and np.array_equal(xy[0], xy[-1]) else xy
-    for _ in range(passes):
-        wrapped = np.concatenate([ring[-1:], ring, ring[:1]])
-        ring = 0.25 * wrapped[:-2] + 0.5 * ring + 0.25 * wrapped[2:]
-    return ring
-
-
-def solidity(contours: list[np.ndarray]) -> float:
-    """Outline area / convex hull area, on outlines smoothed to remove the pixel staircase.
-
-    On the raw outline every tilted edge is a staircase whose notches count as
-    concavities: a digitised 60 x 20 rectangle at 15 degrees would get 0.95.
-    Two smoothing passes put the outline on the staircase's mean line (convex
-    validation shapes then score >= 0.95, most >= 0.99) while real concavities,
-    being wider than a pixel or two, stay.
-    """
-    smoothed = [smooth_outline(c) for c in contours]
-    area = sum(-_signed_area(c) for c in smoothed)
-    hull_area = abs(_signed_area(_hull(smoothed)))
-    return min(area / hull_area, 1.0) if hull_area > 0 else 1.0
-
-
-def calipers(hull: np.ndarray) -> tuple[float, float, float]:
-    """Maximum and minimum caliper diameters of a convex polygon (rotating calipers).
-
-    Parameters
-    ----------
-    hull : ndarray
-        ``(K, 2)`` convex hull vertices (x, y with y pointing down), in order.
-
-    Returns
-    -------
-    tuple of float
-        ``(feret, min_feret, feret_angle)``: the largest vertex-to-vertex
-        distance, the smallest width (attained with one side of the hull flush
-        against a caliper jaw, so it is the minimum over edges of the farthest
-        vertex from that edge's line), and the angle of the Feret diameter in
-        degrees 0..180, counter-clockwise from the x axis as seen on screen.
-    """
-    if len(hull) < 2:
-        return (0.0, 0.0, 0.0)
-    diff = hull[:, None, :] - hull[None, :, :]
-    dist2 = np.einsum("ijk,ijk->ij", diff, diff)
-    longest = dist2.max()
-    feret = math.sqrt(longest)
-    # Equally long diameters (a square's two diagonals) are common on the pixel grid:
-    # report the smallest angle among them, so the result does not depend on vertex order.
-    i, j = np.nonzero(dist2 >= longest * (1 - 1e-12))
-    dx, dy = hull[j, 0] - hull[i, 0], hull[j, 1] - hull[i, 1]
-    feret_angle = float(np.min(np.degrees(np.arctan2(-dy, dx)) % 180.0))
-    if len(hull) < 3:
-        return (feret, 0.0, feret_angle)
-    edges = np.vstack([hull[1:], hull[:1]]) - hull
-    lengths = np.hypot(edges[:, 0], edges[:, 1])
-    keep = lengths > 0
-    edges, starts, lengths = edges[keep], hull[keep], lengths[keep]
-    # distance of every vertex from every edge line: |cross(edge, vertex - start)| / |edge|
-    rel = hull[None, :, :] - starts[:, None, :]
-    cross = np.abs(edges[:, None, 0] * rel[..., 1] - edges[:, None, 1] * rel[..., 0])
-    widths = cross.max(axis=1) / lengths
-    return (feret, float(widths.min()), feret_angle)
 
 
 # --------------------------------------------------------------------------- derived

@@ -1,9 +1,10 @@
 """Sub-pixel outlines of every particle of a label image at once (vectorised marching squares).
 
-:func:`micrometry.particles.morphometry.outline_measures` measures one particle
-from ``skimage.measure.find_contours``, whose contour assembly runs in Python;
-this module builds the same contours for all particles with array operations,
-so that only the convex hull and the calipers remain per particle.
+``skimage.measure.find_contours`` traces one particle at a time and assembles
+its contours in Python (the per-particle reference in
+``tests/morphometry_reference.py`` does that); this module builds the same
+contours for all particles with array operations, so that only the convex hull
+and the calipers remain per particle.
 
 Marching squares on a binary mask, per particle label L: every 2 x 2 cell of
 pixel centres whose corners are not all L or all not-L holds one or two
@@ -80,7 +81,7 @@ class Outlines:
     axis_steps, diagonal_steps, corners : ndarray
         Indexed by particle id: the outer outlines' axis-parallel steps,
         diagonal half-steps and changes of direction, for the corner-count
-        perimeter (:func:`micrometry.particles.morphometry.corner_count_perimeter`).
+        perimeter (weights in :mod:`micrometry.particles.morphometry`).
     """
 
     label: np.ndarray
@@ -192,7 +193,13 @@ def smoothed(outlines: Outlines, passes: int = 2) -> np.ndarray:
 
 
 def shoelace_by_label(outlines: Outlines, xy: np.ndarray, n_ids: int) -> np.ndarray:
-    """Enclosed area of each particle's outer outlines (summed over its cycles)."""
+    """Enclosed area of each particle's outer outlines (summed over its cycles).
+
+    The shoelace formula of :func:`micrometry.geometry.signed_polygon_area`,
+    vectorised over all outlines at once: each vertex's cross product with its
+    successor is summed per particle label with ``bincount``, so that no
+    per-polygon loop is needed. Positive for outer outlines (clockwise on screen).
+    """
     nxt = xy[outlines.succ]
     cross = xy[:, 0] * nxt[:, 1] - nxt[:, 0] * xy[:, 1]
     return 0.5 * np.bincount(outlines.label, weights=cross, minlength=n_ids)

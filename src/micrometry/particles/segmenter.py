@@ -1,32 +1,18 @@
 """What every particle segmenter is: image in, labelled instances with confidences out.
 
-Built-in methods register a factory in :data:`SEGMENTERS` under a name
-(``watershed``, and the learned models); trained models live in run folders
-written by ``micrometry particles train``, whose ``config.json`` names the model.
-:func:`load_segmenter` turns a name, a run folder or nothing (the default) into
-a ready :class:`Segmenter`.
+Models are registered as :class:`~micrometry.particles.models.base.ParticleModel`
+entries (``watershed`` and the learned models); :func:`load_segmenter` turns a
+name, ``shipped``, a run folder, an exported model folder or nothing (the
+shipped model) into a ready :class:`Segmenter`.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-from micrometry.errors import CheckpointError
-from micrometry.registry import Registry
-
-SEGMENTERS = Registry("particle model")
-
-# Modules whose import registers built-in segmenters (the models engineer adds theirs here).
-BUILTIN_MODULES = ["micrometry.particles.watershed", "micrometry.particles.models"]
-
-# What ``--model`` means when it is not given: the learned model whose trained
-# checkpoint ships with the package (micrometry/assets/particles_default.pt).
-DEFAULT_MODEL = "center-offset"
 
 
 @dataclass
@@ -84,56 +70,11 @@ class SegmenterBase:
         return [self.segment(image) for image in images]
 
 
-def _create(model: str, options: dict, **fixed):
-    """``SEGMENTERS.create`` that refuses inference options the factory does not name (a user error)."""
-    import inspect
+def load_segmenter(name_or_path: str | Path | None = None, **options) -> Segmenter:
+    """A ready segmenter from a model name, ``shipped``, a run folder, an exported model folder, or None.
 
-    params = inspect.signature(SEGMENTERS.get(model)).parameters
-    unknown = [k for k in options if k not in params]
-    if unknown:
-        from micrometry.errors import InputError
-
-        raise InputError(f"model {model!r} does not take option(s): {', '.join(unknown)}")
-    return SEGMENTERS.create(model, **fixed, **options)
-
-
-def _import_builtins() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
-def load_segmenter(name_or_run: str | Path | None = None, **options) -> Segmenter:
-    """A ready segmenter from a built-in name, a training run folder, or the default.
-
-    Parameters
-    ----------
-    name_or_run : str, Path or None
-        A registered name (``"watershed"``, ...); or a run folder written by
-        ``micrometry particles train`` (its ``config.json`` has ``"model":
-        NAME`` and the factory is called with ``checkpoint=`` the run's best
-        checkpoint); or None for :data:`DEFAULT_MODEL`.
-
-    Raises
-    ------
-    InputError
-        An unknown name (the message lists the known ones).
-    CheckpointError
-        A run folder without a usable config or checkpoint.
+    See :func:`micrometry.particles.models.base.load_segmenter` (the registry owns the models).
     """
-    _import_builtins()
-    if name_or_run is None:
-        name_or_run = DEFAULT_MODEL
-    if str(name_or_run) in SEGMENTERS:
-        return _create(str(name_or_run), options)
-    path = Path(name_or_run)
-    if not path.exists():
-        SEGMENTERS.get(str(name_or_run))  # raises the "unknown model; choose one of" error
-    from micrometry.train.run import RunDir
+    from micrometry.particles.models.base import load_segmenter as from_registry
 
-    run = RunDir.existing(path)
-    model = run.read_config().get("model")
-    if not isinstance(model, str):
-        raise CheckpointError("config.json names no 'model'", run.config_path)
-    if model not in SEGMENTERS:
-        raise CheckpointError(f"run was trained with unknown model {model!r}", run.config_path)
-    return _create(model, options, checkpoint=run.best_checkpoint())
+    return from_registry(name_or_path, **options)

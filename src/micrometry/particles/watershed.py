@@ -31,7 +31,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from micrometry.particles.segmenter import SEGMENTERS, Instances, SegmenterBase
+from micrometry.particles.segmenter import Instances, SegmenterBase
 
 
 @dataclass
@@ -202,7 +202,6 @@ class WatershedSegmenter(SegmenterBase):
         return Instances(relabel_sequential(labels, keep), scores[keep])
 
 
-@SEGMENTERS.register("watershed")
-def make_watershed(checkpoint=None, **cfg) -> WatershedSegmenter:
-    """Factory: ``cfg`` are :class:`WatershedParams` fields (a checkpoint is not used)."""
+def make_watershed(**cfg) -> WatershedSegmenter:
+    """Factory: ``cfg`` are :class:`WatershedParams` fields (registered as a model in particles/models/classical.py)."""
     return WatershedSegmenter(WatershedParams(**cfg))

@@ -18,7 +18,8 @@ from typing import Optional
 
 import typer
 
-from micrometry.errors import InputError, OutputExistsError
+from micrometry.errors import InputError
+from micrometry.io.atomic import refuse_existing
 
 
 def detect(path: Path) -> str:
@@ -122,7 +123,6 @@ def report(
     """Write one self-contained HTML report (figures embedded; opens offline)."""
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the report must be an .html file", out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError("already exists (pass --overwrite to replace it)", out)
+    refuse_existing(out, overwrite)
     build_report(source, sem, truth, images, cases).write(out)
     typer.echo(f"wrote {out}")

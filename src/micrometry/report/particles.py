@@ -171,7 +171,7 @@ def overlay_samples(source: str | Path, images_dir: str | Path | None = None, li
     the tinted labels.
     """
     from micrometry.io.image import list_images, read_image
-    from micrometry.particles.measure import iter_label_images
+    from micrometry.particles.label_sources import iter_label_images
 
     source = Path(source)
     if not source.exists():

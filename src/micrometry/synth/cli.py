@@ -43,14 +43,26 @@ def particles(
     height: int = typer.Option(1024, "--height", min=32, help="Image height in pixels."),
     width: int = typer.Option(1280, "--width", min=32, help="Image width in pixels."),
     params_file: Optional[Path] = typer.Option(None, "--params", help="JSON of generator parameters "
-                                               "({\"population\": {...}, \"optics\": {...}, \"distractors\": {...}}); "
+                                               "({\"population\": {...}, \"optics\": {...}, \"distractors\": {...}, "
+                                               "\"imaging\": {...}}); "
                                                "see OUT/synth_config.json for every name."),
+    modes: Optional[str] = typer.Option(None, "--modes", "--mode", help="Imaging mode, or a comma-separated mix "
+                                        "(image k uses the k-th mode, cyclically): brightfield (default), "
+                                        "low-contrast, uneven, phase, phase-negative, fluorescence, darkfield."),
+    noise: Optional[str] = typer.Option(None, "--noise", help="Noise level: low, normal (default) or high "
+                                        "(Poisson photon + read noise)."),
+    density: Optional[str] = typer.Option(None, "--density", help="Particle density: sparse, normal (default: "
+                                          "40-200 per 1024x1280 frame), crowded, touching, overlapping "
+                                          "(occluding particles: instance separation is the hard part)."),
+    size_range: Optional[str] = typer.Option(None, "--size-range", help="Smallest and largest area-equivalent "
+                                             "diameter in pixels, e.g. 8,150 (default 12,110, median 30)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing OUT and TRUTH folders."),
 ) -> None:
-    """Synthetic brightfield particle images with COCO ground truth (see docs/particles-data.md)."""
+    """Synthetic particle images (brightfield, phase, fluorescence, ...) with COCO truth (docs/particles-data.md)."""
     from micrometry.errors import InputError
     from micrometry.io.coco import read_json
-    from micrometry.synth.particles import SuspensionParams, generate_dataset
+    from micrometry.synth.particle_dataset import generate_dataset, with_options
+    from micrometry.synth.particle_scene import SuspensionParams
 
     overrides = read_json(params_file) if params_file is not None else {}
     if not isinstance(overrides, dict):
@@ -60,8 +72,29 @@ def particles(
         params = SuspensionParams.from_dict(overrides)
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc), params_file) from None
+    try:
+        params = with_options(params, modes=_names(modes), noise=noise, density=density,
+                              size_range_px=_size_range(size_range))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     summary = generate_dataset(out, truth, params, seed=seed, n_train=n_train, n_test=n_test,
                                n_batch=n_batch, overwrite=overwrite)
     typer.echo(f"{summary['images']} images ({summary['train_annotations']} train and "
                f"{summary['test_annotations']} test particles annotated) in {summary['seconds']:.1f} s "
                f"({summary['seconds_per_image']:.2f} s/image) -> {out}, answers in {truth}")
+
+
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    return None if text is None else [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _size_range(text: Optional[str]) -> Optional[tuple[float, float]]:
+    """``"8,150"`` -> (8.0, 150.0); ValueError with the expected form otherwise."""
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    try:
+        lo, hi = (float(v) for v in parts)
+    except ValueError:
+        raise ValueError(f"--size-range must be MIN,MAX in pixels (e.g. 8,150), not {text!r}") from None
+    return lo, hi

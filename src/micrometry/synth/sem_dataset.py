@@ -10,7 +10,11 @@
 
     TRUTH/test_depth/XXXXXX.png        true depth maps of the test images
     TRUTH/test_truth.csv               file, case, nominal_depth, site, site_depth, hole_depth
-    TRUTH/train_depth/Depth_*/site_*/SEM_*.png and TRUTH/train_truth.csv  (the same for real train images)
+    TRUTH/test_geometry.csv            true depth, top/bottom CD, sidewall angle per test image (units in
+                                       the column names; definitions as ``depth measure``, docs/depth.md)
+    TRUTH/train_depth/Depth_*/site_*/SEM_*.png, TRUTH/train_truth.csv, TRUTH/train_geometry.csv
+                                       (the same for real train images)
+    TRUTH/simulation_geometry.csv      the same for every simulated depth map
 
 The truth never goes under OUT: OUT is what a user would have.
 """
@@ -23,16 +27,21 @@ from pathlib import Path
 
 import numpy as np
 
+from micrometry.depth.measure import BOTTOM_FRACTION, TOP_FRACTION, WALL_LEVELS, wall_angle_deg
 from micrometry.errors import InputError
 from micrometry.io.atomic import atomic_dir
 from micrometry.io.image import write_image
 from micrometry.progress import make_progress
 from micrometry.synth.sem_geometry import (
     CASE_DEPTHS,
+    BOTTOM_LEVEL,
     GeometryConfig,
+    HoleParams,
+    centre_chords,
     heights,
     hole_shapes,
     sample_holes,
+    subset,
 )
 from micrometry.synth.sem_physics import RealDomain, SemPhysics, render_real, render_simulated
 
@@ -91,9 +100,10 @@ class RealImages:
     site: np.ndarray  # (N,) site number
     site_depth: np.ndarray  # (N,) the site's true depth
     hole_depth: np.ndarray  # (N,) this image's true depth
+    params: HoleParams | None = None  # the geometry drawn, for the truth tables
 
 
-def simulate_pairs(config: SemSynthConfig, rng: np.random.Generator):
+def simulate_pairs(config: SemSynthConfig, rng: np.random.Generator, with_params: bool = False):
     """Simulated base structures rendered for every case with two noise realisations.
 
     Returns
@@ -101,13 +111,16 @@ def simulate_pairs(config: SemSynthConfig, rng: np.random.Generator):
     families : (S,) int
     depth_maps : (S, 4, 72, 48) float32 heights
     sem : (S, 4, 2, 72, 48) uint8
+    params : HoleParams
+        Only with ``with_params``: the geometries drawn.
     """
     params = sample_holes(config.n_structures, rng, config.geometry)
     shapes = hole_shapes(params)
     depth_maps = np.stack([heights(shapes, d) for d in CASE_DEPTHS], axis=1)
     flat = depth_maps.reshape(-1, *depth_maps.shape[2:])
     sem = np.stack([render_simulated(flat, config.physics, rng) for _ in range(2)], axis=1)
-    return params.family, depth_maps, sem.reshape(config.n_structures, 4, 2, *sem.shape[2:])
+    sem = sem.reshape(config.n_structures, 4, 2, *sem.shape[2:])
+    return (params.family, depth_maps, sem, params) if with_params else (params.family, depth_maps, sem)
 
 
 def simulate_real(config: SemSynthConfig, n_sites: int, per_site: int, rng: np.random.Generator,
@@ -126,7 +139,7 @@ def simulate_real(config: SemSynthConfig, n_sites: int, per_site: int, rng: np.r
     gain = np.repeat(1.0 + rng.normal(scale=config.real.site_gain_sd, size=n_sites), per_site)
     offset = np.repeat(rng.normal(scale=config.real.site_offset_sd, size=n_sites), per_site)
     images = render_real(maps, config.physics, config.real, rng, site_gain=gain, site_offset=offset)
-    return RealImages(images, maps, nominal, site_of_image, depth_of_site, hole_depth)
+    return RealImages(images, maps, nominal, site_of_image, depth_of_site, hole_depth, params)
 
 
 def site_average_depths(real: RealImages) -> dict[int, float]:
@@ -159,7 +172,7 @@ def write_sem_dataset(out: str | Path, truth: str | Path, config: SemSynthConfig
             raise InputError(f"{name} must be >= 0, got {value}")
 
     sim_rng, real_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(3))
-    families, sim_depth, sim_sem = simulate_pairs(config, sim_rng)
+    families, sim_depth, sim_sem, sim_params = simulate_pairs(config, sim_rng, with_params=True)
     real = simulate_real(config, config.n_sites, config.images_per_site, real_rng)
     # Test images come from their own sites, never seen in training.
     test = simulate_real(config, max(config.n_test, 1), 1, test_rng, first_site=config.n_sites)
@@ -207,11 +220,82 @@ def write_sem_dataset(out: str | Path, truth: str | Path, config: SemSynthConfig
         header = ("file", "case", "nominal_depth", "site", "site_depth", "hole_depth")
         _write_csv(truth_tmp / "train_truth.csv", header, train_rows)
         _write_csv(truth_tmp / "test_truth.csv", header, test_rows)
+        nm = config.physics.nm_per_px
+        sim_files = [f"simulation_data/Depth/Case_{c + 1}/{family}/S{s:06d}.png"
+                     for s, family in enumerate(families) for c in range(4)]
+        sim_cases = np.tile(np.arange(1, 5), len(families))
+        sim_table = true_geometry(sim_params, np.tile(np.asarray(CASE_DEPTHS, float), len(families)), nm,
+                                  repeat=4) if len(families) else {}
+        _write_geometry(truth_tmp / "simulation_geometry.csv", sim_files, sim_cases, sim_table, nm)
+        _write_geometry(truth_tmp / "train_geometry.csv", [r[0] for r in train_rows], [r[1] for r in train_rows],
+                        true_geometry(real.params, real.hole_depth, nm) if len(real.images) else {}, nm)
+        _write_geometry(truth_tmp / "test_geometry.csv", [r[0] for r in test_rows], [r[1] for r in test_rows],
+                        true_geometry(subset(test.params, slice(config.n_test)), test.hole_depth[:config.n_test], nm)
+                        if config.n_test else {}, nm)
         (truth_tmp / "config.json").write_text(_config_json(config))
 
     return {"simulated_structures": int(config.n_structures), "simulated_sem": int(sim_sem.size // (72 * 48)),
             "simulated_depth": int(sim_depth.size // (72 * 48)), "real_sites": int(config.n_sites),
             "real_train_images": int(len(real.images)), "test_images": int(config.n_test)}
+
+
+GEOMETRY_COLUMNS = ("depth_nm", "top_level_nm", "bottom_level_nm", "top_cd_x_nm", "top_cd_y_nm", "bottom_cd_x_nm",
+                    "bottom_cd_y_nm", "sidewall_angle_x_deg", "sidewall_angle_y_deg", "sidewall_angle_deg",
+                    "centre_x_px", "centre_y_px")
+
+
+def true_geometry(params: HoleParams, depths: np.ndarray, nm_per_px: float, repeat: int = 1,
+                  top_fraction: float = TOP_FRACTION, bottom_fraction: float = BOTTOM_FRACTION,
+                  wall_levels: tuple[float, float] = WALL_LEVELS) -> dict[str, np.ndarray]:
+    """True metrology of drawn holes, by ``depth measure``'s definitions on the analytic surface.
+
+    The shape ``s`` is also the fraction of the depth above the deepest point, so the
+    chords at each level come from the shape alone (:func:`centre_chords`) and hold for
+    every depth a structure is etched to.
+
+    Parameters
+    ----------
+    params : HoleParams
+        ``S`` structures.
+    depths : ndarray
+        ``(S * repeat,)`` depths in nm; row ``i`` is structure ``i // repeat``.
+    nm_per_px : float
+        Lateral pixel size (the renderer's, ``SemPhysics.nm_per_px``).
+
+    Returns
+    -------
+    dict
+        :data:`GEOMETRY_COLUMNS` -> ``(S * repeat,)`` arrays; NaN where the hole runs off the image.
+    """
+    levels = (top_fraction, bottom_fraction, *wall_levels)
+    chords = {axis: np.repeat(w, repeat, axis=0) * nm_per_px for axis, w in centre_chords(params, levels).items()}
+    depths = np.asarray(depths, dtype=np.float64)
+    out = {"depth_nm": depths, "top_level_nm": BOTTOM_LEVEL + depths,
+           "bottom_level_nm": np.full(len(depths), BOTTOM_LEVEL)}
+    for axis in ("x", "y"):
+        out[f"top_cd_{axis}_nm"] = chords[axis][:, 0]
+        out[f"bottom_cd_{axis}_nm"] = chords[axis][:, 1]
+        out[f"sidewall_angle_{axis}_deg"] = np.array([wall_angle_deg(d, lo, hi, wall_levels) for d, lo, hi
+                                                     in zip(depths, chords[axis][:, 2], chords[axis][:, 3])])
+    both = np.stack([out["sidewall_angle_x_deg"], out["sidewall_angle_y_deg"]])
+    finite = np.isfinite(both)
+    out["sidewall_angle_deg"] = np.where(finite.any(axis=0),
+                                         np.where(finite, both, 0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1),
+                                         np.nan)
+    out["centre_x_px"] = np.repeat(params.cx, repeat)
+    out["centre_y_px"] = np.repeat(params.cy, repeat)
+    return out
+
+
+def _write_geometry(path: Path, files, cases, table: dict, nm_per_px: float) -> None:
+    """One row per depth map: file, case, the true geometry (empty where undefined), the pixel scale."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("file", "case", *GEOMETRY_COLUMNS, "nm_per_px"))
+        for i, (name, case) in enumerate(zip(files, cases)):
+            values = [table[c][i] for c in GEOMETRY_COLUMNS]
+            writer.writerow([name, int(case), *("" if not np.isfinite(v) else f"{v:.4f}" for v in values),
+                             f"{nm_per_px:g}"])
 
 
 def _write_csv(path: Path, header, rows) -> None:

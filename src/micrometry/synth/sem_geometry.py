@@ -137,16 +137,12 @@ def _hole_shape(x: np.ndarray, y: np.ndarray, cx, cy, ax, ay, taper, rounding, r
     return np.where(r >= taper, wall, bowl)
 
 
-def hole_shapes(params: HoleParams) -> np.ndarray:
-    """Render the shapes ``s`` of a batch of structures.
+def shape_at(params: HoleParams, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Shape ``s`` of each structure at points ``(x, y)`` (pixels; arrays broadcastable to ``(N, A, B)``).
 
-    Returns
-    -------
-    ndarray
-        ``(N, 72, 48)`` float32 in [0, 1]: 1 on the top surface, 0 at the deepest point.
+    The one definition of the surface: :func:`hole_shapes` samples it on the
+    pixel grid, :func:`centre_chords` along lines through the hole centre.
     """
-    y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
-    x, y = x[None], y[None]
     col = lambda v: np.asarray(v, dtype=np.float64)[:, None, None]  # noqa: E731
     shape = _hole_shape(x, y, col(params.cx), col(params.cy), col(params.ax), col(params.ay),
                         col(params.taper), col(params.rounding), params.rough_coef)
@@ -157,7 +153,93 @@ def hole_shapes(params: HoleParams) -> np.ndarray:
                                 col(params.taper), col(params.rounding), params.rough_coef[:, ::-1])
         # Where present, neighbours are etched by the same process: the union of holes is the lower surface.
         shape = np.where(params.neighbours[:, None, None], np.minimum(shape, neighbour), shape)
-    return shape.astype(np.float32)
+    return shape
+
+
+def hole_shapes(params: HoleParams) -> np.ndarray:
+    """Render the shapes ``s`` of a batch of structures.
+
+    Returns
+    -------
+    ndarray
+        ``(N, 72, 48)`` float32 in [0, 1]: 1 on the top surface, 0 at the deepest point.
+    """
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
+    return shape_at(params, x[None], y[None]).astype(np.float32)
+
+
+def _shape_on_line(params: HoleParams, axis: str, pos: np.ndarray) -> np.ndarray:
+    """Shape at positions ``pos`` ``(N, P)`` along the row (``axis="x"``) or column through each centre."""
+    if axis == "x":
+        return shape_at(params, pos[:, None, :], params.cy[:, None, None])[:, 0, :]
+    return shape_at(params, params.cx[:, None, None], pos[:, None, :])[:, 0, :]
+
+
+def _first_at_or_above(s: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the first sample of each row at or above ``level`` (0 if none) and whether there is one."""
+    reached = s >= level
+    return reached.argmax(axis=1), reached.any(axis=1)
+
+
+def _side_crossings(params: HoleParams, axis: str, sign: int, levels, fine: int = 64) -> np.ndarray:
+    """Distance from the centre to the first crossing of each level on one side, ``(N, L)`` pixels.
+
+    Coarse samples at the pixel centres (the last one is the image's last pixel, as for a
+    measurement), then ``fine`` steps inside the bracketing interval; linear interpolation
+    in between places a crossing to well under 0.01 px (the surface is linear or quadratic
+    between kinks).
+    """
+    size = WIDTH if axis == "x" else HEIGHT
+    centre = params.cx if axis == "x" else params.cy
+    k = np.arange(size + 1)[None, :]
+    first = np.floor(centre)[:, None] - k if sign < 0 else np.ceil(centre)[:, None] + k
+    pos = np.concatenate([centre[:, None], first], axis=1)
+    inside = (pos >= 0) & (pos <= size - 1)
+    pos = np.clip(pos, 0, size - 1)
+    coarse = np.where(inside, _shape_on_line(params, axis, pos), -np.inf)  # outside never reaches a level
+    rows = np.arange(len(centre))
+    out = np.full((len(centre), len(levels)), np.nan)
+    steps = np.linspace(0.0, 1.0, fine + 1)[None, :]
+    for j, level in enumerate(levels):
+        i, found = _first_at_or_above(coarse, level)
+        found &= i > 0
+        i = np.maximum(i, 1)
+        a, b = pos[rows, i - 1], pos[rows, i]
+        line = a[:, None] + (b - a)[:, None] * steps
+        s = _shape_on_line(params, axis, line)
+        m, _ = _first_at_or_above(s, level)
+        m = np.maximum(m, 1)
+        s0, s1 = s[rows, m - 1], s[rows, m]
+        frac = np.clip((level - s0) / np.where(s1 > s0, s1 - s0, 1.0), 0.0, 1.0)
+        crossing = line[rows, m - 1] + frac * (line[rows, m] - line[rows, m - 1])
+        out[:, j] = np.where(found, np.abs(crossing - centre), np.nan)
+    return out
+
+
+def centre_chords(params: HoleParams, levels) -> dict[str, np.ndarray]:
+    """Where the analytic surface crosses each level along the row and column through the hole centre.
+
+    Walking outward from the centre ``(cx, cy)`` in each of the four directions,
+    the first point where the shape reaches ``level`` (a fraction of the depth
+    above the deepest point, which is also the shape value) is found to a small
+    fraction of a pixel, neighbours and rough edge included: what ``depth measure``
+    reads off a pixel map, without the pixels. Only points inside the image (pixel
+    centres 0..W-1, 0..H-1) count, as for the measurement.
+
+    Returns
+    -------
+    dict
+        ``"x"`` and ``"y"``: ``(N, len(levels))`` chord widths in pixels (NaN
+        where the hole runs off the image at that level).
+    """
+    levels = [float(v) for v in levels]
+    return {axis: _side_crossings(params, axis, -1, levels) + _side_crossings(params, axis, +1, levels)
+            for axis in ("x", "y")}
+
+
+def subset(params: HoleParams, index) -> HoleParams:
+    """The structures ``index`` (a slice or index array) of a batch."""
+    return HoleParams(**{name: np.asarray(getattr(params, name))[index] for name in params.__dataclass_fields__})
 
 
 def heights(shapes: np.ndarray, depths: np.ndarray | float) -> np.ndarray:

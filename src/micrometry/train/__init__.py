@@ -1,8 +1,9 @@
 """The one training loop both jobs use, and the run folders it writes."""
 
 from micrometry.train import distributed
-from micrometry.train.loop import LoopConfig, TrainTask, fit, select_device, seed_everything
+from micrometry.train.loop import LoopConfig, fit, select_device, seed_everything
 from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
+from micrometry.train.task import TrainTask
 
 __all__ = [
     "LoopConfig",

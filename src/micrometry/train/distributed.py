@@ -7,11 +7,11 @@ variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 
 - :func:`session` (entered by the training command when ``--ddp`` is given)
   joins the process group: ``nccl`` on GPUs, ``gloo`` on CPUs;
-- :func:`~micrometry.train.fit` wraps the task's networks in
-  :class:`~torch.nn.parallel.DistributedDataParallel` (:func:`data_parallel`),
-  so that every backward pass averages the gradients of all processes (a
-  network DDP cannot intercept has its gradients averaged at the optimiser
-  step instead);
+- :func:`~micrometry.train.fit` has the task wrap the networks it calls in
+  :class:`~torch.nn.parallel.DistributedDataParallel` (:func:`data_parallel`
+  and :meth:`~micrometry.train.task.TrainTask.wrap_ddp`), so that every
+  backward pass averages the gradients of all processes (a network the task
+  does not wrap has its gradients averaged at the optimiser step instead);
 - each process trains on its own part of every global batch: a task that
   shuffles indices uses :func:`shard_indices` (the equivalent of
   ``DistributedSampler``); for any other task :func:`rank_batches` splits the
@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from micrometry.errors import InputError
+from micrometry.train.task import TrainTask
 
 # -- who am I ------------------------------------------------------------------
 def launched_by_torchrun() -> bool:
@@ -247,74 +248,62 @@ def _slice(batch: Any, n_ranks: int, me: int) -> Any:
 
 
 # -- models ----------------------------------------------------------------------------
-class _DataParallel(DistributedDataParallel):
-    """DDP that forwards attribute look-ups it does not know to the wrapped network.
-
-    The task keeps calling ``self.net(x)`` and reading ``self.net.whatever``;
-    only the forward call goes through DDP (which is what averages gradients).
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.module, name)
-
-
 @contextlib.contextmanager
-def data_parallel(task: Any) -> Iterator[None]:
+def data_parallel(task: TrainTask) -> Iterator[None]:
     """Within the block every rank's gradients are averaged (no-op when not distributed).
 
-    Each trainable network the task also keeps as an attribute (``self.net =
-    ...``, the usual case; attributes of a sub-task the task delegates to
-    count too) is wrapped in DDP: the attribute refers to the wrapper, so
-    ``train_step`` needs no change, and DDP averages the gradients
-    during the backward pass of every forward call (on GPUs its BatchNorm
-    layers become SyncBatchNorm). ``task.modules`` keeps the plain networks,
-    so checkpoints are the same as single-process ones; on exit the attributes
-    get their plain networks back.
+    The task wraps the networks its ``train_step`` calls (:meth:`TrainTask.wrap_ddp`)
+    in DDP, which averages the gradients during the backward pass of every
+    forward call (on GPUs their BatchNorm layers become SyncBatchNorm).
+    ``task.modules`` keeps the plain networks, so checkpoints are the same as
+    single-process ones; on exit the task gets its plain networks back.
 
-    A network DDP cannot intercept, one kept only in a list or dict (an
-    ensemble, say), has its gradients averaged instead just before each
-    optimiser step (the Horovod ``DistributedOptimizer`` way): correct for any
-    use of the network, without DDP's overlap of communication and backward.
+    Every other trainable network of ``task.modules`` (one the task does not
+    wrap, e.g. an ensemble kept in a list) has its gradients averaged instead
+    just before each optimiser step (the Horovod ``DistributedOptimizer`` way):
+    correct for any use of the network, without DDP's overlap of communication
+    and backward.
     """
     if not is_active():
         yield
         return
-    swapped: list[tuple[Any, str, nn.Module]] = []
-    unwrapped: list[nn.Parameter] = []
+    wrappers: dict[int, DistributedDataParallel] = {}
+
+    def wrap(module: nn.Module) -> nn.Module:
+        if id(module) not in wrappers:  # a network the task reaches twice gets one wrapper
+            wrappers[id(module)] = _wrap(module)
+        return wrappers[id(module)]
+
     hooks = []
     try:
-        for module in task.modules.values():
-            if not any(p.requires_grad for p in module.parameters()):
-                continue
-            references = [(owner, attr) for owner in _task_objects(task)
-                          for attr, value in vars(owner).items() if value is module]
-            if not references:
-                unwrapped.extend(module.parameters())
-                continue
-            device = next(module.parameters()).device
-            if device.type == "cuda":
-                # batch statistics over the global batch, as in one process (SyncBatchNorm needs GPUs);
-                # the new layers keep the old parameter and buffer tensors: optimisers and checkpoints are unaffected
-                nn.SyncBatchNorm.convert_sync_batchnorm(module)  # converts the layers inside `module` in place
-            wrapper = _DataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-            for owner, attr in references:
-                setattr(owner, attr, wrapper)
-                swapped.append((owner, attr, module))
-        if unwrapped:
-            ids = {id(p) for p in unwrapped}
+        task.wrap_ddp(wrap)
+        in_ddp = {id(p) for wrapper in wrappers.values() for p in wrapper.module.parameters()}
+        rest = [p for module in task.modules.values() for p in module.parameters()
+                if p.requires_grad and id(p) not in in_ddp]
+        if rest:
+            ids = {id(p) for p in rest}
             for optimizer in task.optimizers.values():
                 mine = [p for group in optimizer.param_groups for p in group["params"] if id(p) in ids]
                 if mine:
                     hooks.append(optimizer.register_step_pre_hook(_averaging_hook(mine)))
         yield
     finally:
-        for owner, attr, module in swapped:
-            setattr(owner, attr, module)
+        task.wrap_ddp(_plain)
         for hook in hooks:
             hook.remove()
+
+
+def _wrap(module: nn.Module) -> DistributedDataParallel:
+    device = next(module.parameters()).device
+    if device.type == "cuda":
+        # batch statistics over the global batch, as in one process (SyncBatchNorm needs GPUs);
+        # the new layers keep the old parameter and buffer tensors: optimisers and checkpoints are unaffected
+        nn.SyncBatchNorm.convert_sync_batchnorm(module)  # converts the layers inside `module` in place
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _plain(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
 
 
 def _averaging_hook(params: list[nn.Parameter]):
@@ -336,36 +325,27 @@ def _averaging_hook(params: list[nn.Parameter]):
 
 
 @contextlib.contextmanager
-def plain_modules(task: Any) -> Iterator[None]:
-    """Within the block the task's attributes refer to its plain networks again (e.g. to validate).
+def plain_modules(task: TrainTask) -> Iterator[None]:
+    """Within the block the task calls its plain networks again (e.g. to validate).
 
     Validation then makes no collective calls, so it cannot deadlock whatever
     it does; each rank validates its own (identical) copy.
     """
-    wrapped = [(owner, attr, value) for owner in _task_objects(task) for attr, value in vars(owner).items()
-               if isinstance(value, DistributedDataParallel)]
-    for owner, attr, wrapper in wrapped:
-        setattr(owner, attr, wrapper.module)
+    if not is_active():
+        yield
+        return
+    wrappers: dict[int, nn.Module] = {}
+
+    def unwrap(module: nn.Module) -> nn.Module:
+        plain = _plain(module)
+        wrappers[id(plain)] = module
+        return plain
+
+    task.wrap_ddp(unwrap)
     try:
         yield
     finally:
-        for owner, attr, wrapper in wrapped:
-            setattr(owner, attr, wrapper)
-
-
-def _task_objects(task: Any) -> list[Any]:
-    """The task and every task it holds (a method may delegate part of its step to a sub-task)."""
-    from micrometry.train.loop import TrainTask
-
-    found: list[Any] = []
-    pending = [task]
-    while pending:
-        obj = pending.pop()
-        if any(obj is seen for seen in found):
-            continue
-        found.append(obj)
-        pending.extend(value for value in vars(obj).values() if isinstance(value, TrainTask))
-    return found
+        task.wrap_ddp(lambda module: wrappers.get(id(module), module))
 
 
 # -- collective helpers for the loop -------------------------------------------------------

@@ -1,6 +1,6 @@
 """The shared training loop: seeded, device-agnostic, resumable, time-budgeted.
 
-Every trainable method of both jobs is a :class:`TrainTask`: it owns its
+Every trainable method of both jobs is a :class:`~micrometry.train.task.TrainTask`: it owns its
 networks and optimisers and knows how to do one step. :func:`fit` owns the
 rest, once: epochs, progress bar, logging, validation, checkpoints, resume,
 time budget. A plain loop in the spirit of torchvision's
@@ -16,15 +16,15 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from micrometry.progress import make_progress
 from micrometry.train import distributed
 from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
+from micrometry.train.task import TrainTask
 
 
 def seed_everything(seed: int) -> None:
@@ -57,64 +57,6 @@ def clipped_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameter
     loss.backward()
     torch.nn.utils.clip_grad_norm_(parameters, max_norm)
     optimizer.step()
-
-
-class TrainTask:
-    """What a method hands to :func:`fit`.
-
-    Subclasses fill ``modules`` and ``optimizers`` (and optionally
-    ``schedulers``) in ``__init__`` and implement :meth:`train_batches`,
-    :meth:`train_step` and :meth:`validate`.
-    """
-
-    modules: dict[str, nn.Module]
-    optimizers: dict[str, torch.optim.Optimizer]
-    schedulers: dict[str, Any]
-
-    def train_batches(self, epoch: int, generator: torch.Generator) -> Iterable[Any]:
-        """The batches of one epoch; shuffle with ``generator`` (seeded per epoch)."""
-        raise NotImplementedError
-
-    def train_step(self, batch: Any) -> dict[str, float]:
-        """Forward, backward and optimiser step on one batch; return loss values."""
-        raise NotImplementedError
-
-    def validate(self) -> dict[str, float]:
-        """Validation metrics after an epoch (may be empty)."""
-        return {}
-
-    def end_epoch(self, epoch: int) -> None:
-        """Called after each epoch: steps the schedulers by default."""
-        for scheduler in getattr(self, "schedulers", {}).values():
-            scheduler.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "modules": {k: m.state_dict() for k, m in self.modules.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in getattr(self, "schedulers", {}).items()},
-            "extra": self.extra_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, m in self.modules.items():
-            m.load_state_dict(state["modules"][k])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        for k, s in getattr(self, "schedulers", {}).items():
-            s.load_state_dict(state["schedulers"][k])
-        self.load_extra_state(state.get("extra", {}))
-
-    def extra_state(self) -> dict[str, Any]:
-        """Non-tensor state a method keeps between epochs (e.g. a fitted calibration)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
-
-    def train(self, mode: bool = True) -> None:
-        for m in self.modules.values():
-            m.train(mode)
 
 
 @dataclass

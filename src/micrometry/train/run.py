@@ -48,17 +48,42 @@ class RunDir:
         self.writes = is_main_process()
 
     # -- creation rules -------------------------------------------------
-    @classmethod
-    def for_training(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> "RunDir":
-        """Open a run folder for training, refusing to clobber an earlier run by accident."""
+    @staticmethod
+    def check_training(path: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+        """The rules of ``--resume`` and ``--overwrite``, for every training command; creates nothing.
+
+        A training command calls this before any work (so that a refusal costs
+        nothing and leaves nothing behind), then :meth:`for_training` once its
+        data has loaded.
+
+        - ``resume``: continue ``path``'s run; it must have ``checkpoints/last.pt``
+          (``overwrite`` is then ignored);
+        - ``overwrite``: start afresh, deleting an earlier run's files;
+        - neither: ``path`` must not hold a run (``config.json`` or ``last.pt``).
+
+        Raises
+        ------
+        CheckpointError
+            ``resume`` without a checkpoint to resume from.
+        OutputExistsError
+            An earlier run, and neither ``resume`` nor ``overwrite``.
+        """
         path = Path(path)
-        has_run = (path / "config.json").exists() or (path / "checkpoints" / "last.pt").exists()
         if resume and not (path / "checkpoints" / "last.pt").exists():
             raise CheckpointError("nothing to resume: no checkpoints/last.pt", path)
         if not is_main_process():  # rank 0 checks and clears the folder; racing it would break its run
-            return cls(path)
+            return
+        has_run = (path / "config.json").exists() or (path / "checkpoints" / "last.pt").exists()
         if has_run and not (resume or overwrite):
             raise OutputExistsError("holds an earlier run (pass --resume to continue it or --overwrite)", path)
+
+    @classmethod
+    def for_training(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> "RunDir":
+        """Open a run folder for training by the rules of :meth:`check_training`, clearing it for ``overwrite``."""
+        path = Path(path)
+        cls.check_training(path, resume, overwrite)
+        if not is_main_process():
+            return cls(path)
         if overwrite and not resume:
             for name in ("config.json", "metrics.json", "log.txt"):
                 (path / name).unlink(missing_ok=True)
@@ -158,20 +183,62 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def _checkpoint_globals() -> list:
+    """The only non-tensor types a checkpoint may hold: numeric numpy arrays.
+
+    (The RNG state of ``np.random.get_state``, and fitted extras such as a lookup
+    bank's depth maps.) Object arrays stay refused: their dtype class is not listed.
+    """
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    numeric = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64, np.complex64, np.complex128]
+    return [_reconstruct, np.ndarray, np.dtype, *{type(np.dtype(t)) for t in numeric}]
+
+
+def _is_bare_pickle(path: Path) -> bool:
+    """A pickle stream outside torch's zip container (PROTO opcode first): never what save_checkpoint writes."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`.
+    """Load a checkpoint written by :func:`save_checkpoint`, never running code from it.
+
+    ``torch.load(weights_only=True)`` with an allow-list of the few numpy types
+    the RNG state needs: a pickle that would import or call anything else is
+    refused before it does.
 
     Raises
     ------
     CheckpointError
-        Missing, truncated or corrupt file, or a file that is not a micrometry checkpoint.
+        Missing, truncated or corrupt file, a pickle asking for anything beyond
+        tensors and plain data ("not a micrometry model"), or a file that is not
+        a micrometry checkpoint.
     """
+    import pickle
+    import warnings
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("no such checkpoint", path)
+    if _is_bare_pickle(path):  # never what save_checkpoint writes: refused without unpickling a byte
+        raise CheckpointError("not a micrometry model", path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # pickle, zip and torch errors all mean "unusable file"
+        with torch.serialization.safe_globals(_checkpoint_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on odd pickles: the error below says it all
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses every global outside the allow-list (e.g. os.system): a hostile or
+        # foreign pickle. Other garbage is an UnpicklingError too, worded otherwise by torch.
+        if "GLOBAL" in str(exc):
+            raise CheckpointError("not a micrometry model", path) from None
+        raise CheckpointError(f"corrupt or unreadable checkpoint ({type(exc).__name__})", path) from None
+    except Exception as exc:  # zip and torch errors all mean "unusable file"
         raise CheckpointError(f"corrupt or unreadable checkpoint ({type(exc).__name__})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError("not a micrometry checkpoint", path)

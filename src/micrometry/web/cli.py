@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 to share on the network)."),
     port: int = typer.Option(7860, help="Port."),
-    depth_model: Optional[Path] = typer.Option(None, help="Depth run folder (default: the shipped model)."),
-    particle_model: Optional[str] = typer.Option(None, help="Particle model name or run folder (default: shipped)."),
+    depth_model: str = typer.Option("shipped", help="'shipped' (the depth model that comes with micrometry), a depth "
+                                    "run folder or a model folder written by `micrometry export`."),
+    particle_model: str = typer.Option("shipped", help="'shipped' (the particle model that comes with micrometry), a "
+                                       "model name (watershed), a run folder or an exported model folder."),
     max_upload_mb: int = typer.Option(20, min=1, help="Largest upload accepted, in MB."),
 ) -> None:
     """Start the web app: an SEM tab (depth maps, metrology) and a Particles tab (overlay, measurements)."""
@@ -21,6 +20,11 @@ def serve(
     from micrometry.web.app import create_app
     from micrometry.web.services import Limits
 
+    from micrometry.web.services import Services
+
+    # Load both models once now: a bad --*-model is one line and exit 2 here, not an error on every request.
+    check = Services(depth_model, particle_model)
+    check.depth_model(), check.segmenter()
     app = create_app(depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024))
     typer.echo(f"micrometry web app on http://{host}:{port}  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

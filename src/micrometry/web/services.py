@@ -18,7 +18,6 @@ import numpy as np
 from micrometry.errors import InputError
 from micrometry.io.image import IMAGE_SUFFIXES, decode_image
 
-SEM_SHAPE = (72, 48)
 HISTOGRAM_COLUMNS = ["Area", "Feret", "AR", "Circ."]
 
 
@@ -83,9 +82,9 @@ class Services:
     Parameters
     ----------
     depth_model : path, optional
-        A depth run folder; default: the checkpoint shipped with micrometry.
+        "shipped", a depth run folder or an exported model folder; default: the shipped model.
     particle_model : str or path, optional
-        A particle model name or run folder; default: the shipped checkpoint.
+        A particle model name, "shipped", a run folder or an exported model folder; default: the shipped model.
     """
 
     def __init__(self, depth_model: str | Path | None = None, particle_model: str | Path | None = None,
@@ -102,10 +101,8 @@ class Services:
         with self._lock:
             if self._depth is None:
                 from micrometry.depth.methods import load_method
-                from micrometry.depth.shipped import load_default_method
 
-                self._depth = (load_method(self.depth_model_path) if self.depth_model_path
-                               else load_default_method())
+                self._depth = load_method(self.depth_model_path or "shipped")
             return self._depth
 
     def segmenter(self):
@@ -122,31 +119,17 @@ class Services:
         uploads = expand_uploads(files, self.limits)
         if len(uploads) > self.limits.max_sem_images:
             raise InputError(f"too many images ({len(uploads)}); the limit is {self.limits.max_sem_images}")
-        images = np.empty((len(uploads), *SEM_SHAPE), dtype=np.uint8)
-        for i, (name, data) in enumerate(uploads):
-            image = decode_image(data, name)
-            if image.shape != SEM_SHAPE:
-                raise InputError(f"image is {image.shape[0]}x{image.shape[1]}, SEM images must be 72x48", name)
-            images[i] = image if image.dtype == np.uint8 else (image // 257).astype(np.uint8)
-        import pandas as pd
-
-        from micrometry.depth.measure import measure_maps
+        from micrometry.depth.dataset import sem_image
+        from micrometry.depth.measure import hole_table, measure_maps
+        from micrometry.depth.predict import predict_in_batches, submission_zip, to_depth_png
         from micrometry.report.depth import DepthSample, surface_figure
-        from micrometry.depth.predict import predict_in_batches, to_depth_png
 
+        images = np.stack([sem_image(decode_image(data, name), name) for name, data in uploads])
         depth = predict_in_batches(self.depth_model(), images)
         depth_u8 = to_depth_png(depth)
-        table = pd.DataFrame(measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
-        table.insert(0, "file", [name for name, _ in uploads])
-
-        zipped = io.BytesIO()
-        with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
-            for (name, _), depth_map in zip(uploads, depth_u8):
-                buffer = io.BytesIO()
-                from PIL import Image
-
-                Image.fromarray(depth_map).save(buffer, format="PNG")
-                archive.writestr(Path(name).stem + ".png", buffer.getvalue())
+        names = [name for name, _ in uploads]
+        table = hole_table(names, measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
+        zipped = submission_zip(names, depth)
         shown = min(len(uploads), 12)
         return {
             "count": len(uploads),
@@ -155,7 +138,7 @@ class Services:
             "surface": figure_data_url(surface_figure(DepthSample(uploads[0][0], "", depth[0]))),
             "table": _records(table),
             "csv": file_data_url(table.to_csv(index=False).encode(), "text/csv"),
-            "zip": file_data_url(zipped.getvalue(), "application/zip"),
+            "zip": file_data_url(zipped, "application/zip"),
         }
 
     # -- Particles tab -----------------------------------------------------------

@@ -33,6 +33,7 @@ import torch
 
 from micrometry.depth.dataset import IMAGE_SHAPE, RealArrays, SimArrays, index_dataset, load_real, load_sim
 from micrometry.errors import CheckpointError, DatasetError, InputError
+from micrometry.modelfile import ExportedModel
 from micrometry.registry import Registry
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, load_checkpoint, save_checkpoint, seed_everything
 from micrometry.train.loop import select_device
@@ -267,19 +268,41 @@ def train_method(method: DepthMethod, data: DepthData, run: RunDir, resume: bool
     return run.read_metrics()
 
 
-def load_method(run_dir: str | Path, device: str = "auto") -> DepthMethod:
-    """Rebuild a trained method from its run folder (``config.json`` and the best checkpoint).
+#: What ``--model shipped`` (and no ``--model``) means for depth: this exported folder in the package.
+SHIPPED = "shipped"
+SHIPPED_DIR = ("assets", "models", "depth-default")
+#: What the shared DepthMethod.predict does to an image before the networks see it.
+PREPROCESSING = {"input": "72x48 gray SEM image, uint8", "normalise": "divide by 255"}
+
+
+def shipped_model_dir() -> Path:
+    """The exported depth model that ships with the package (``--model shipped``)."""
+    from importlib import resources
+
+    from micrometry.modelfile import is_model_folder
+
+    path = Path(str(resources.files("micrometry").joinpath(*SHIPPED_DIR)))
+    if not is_model_folder(path):
+        raise CheckpointError("micrometry was installed without its shipped depth model; pass a run folder", path)
+    return path
+
+
+def export_run(run_dir: str | Path) -> ExportedModel:
+    """A finished depth run as an exported model (in memory): what ``micrometry export`` writes.
 
     Raises
     ------
     CheckpointError
-        Missing or corrupt run folder or checkpoint, an unknown method, or a run
-        whose training did not finish.
+        Missing or corrupt run folder or checkpoint (a hostile pickle is refused
+        unread), a particle run, an unknown method, or a run whose training did not finish.
     """
+    from micrometry.modelfile import ExportedModel, provenance, refuse_other_job
+
     run = RunDir.existing(run_dir)
     config = run.read_config()
     name = config.get("method")
     if not isinstance(name, str):
+        refuse_other_job(run.path, "depth")
         raise CheckpointError("config.json names no 'method'", run.config_path)
     _import_builtins()
     if name not in DEPTH_METHODS:
@@ -288,9 +311,48 @@ def load_method(run_dir: str | Path, device: str = "auto") -> DepthMethod:
     ckpt = load_checkpoint(ckpt_path)
     if "model" not in ckpt:
         raise CheckpointError("training did not finish (pass --resume to `depth train` to finish it)", ckpt_path)
-    method = DEPTH_METHODS.create(name, **ckpt.get("method_config", config.get("method_config", {})))
+    method_config = ckpt.get("method_config", config.get("method_config", {}))
+    return ExportedModel(job="depth", model=name, settings={"method_config": method_config}, state=ckpt["model"],
+                         preprocessing=PREPROCESSING, provenance=provenance(run.path, run.read_metrics()),
+                         source=ckpt_path)
+
+
+def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMethod:
+    """Rebuild a depth method from an exported model (a folder, or a run exported in memory).
+
+    Raises
+    ------
+    CheckpointError
+        An unknown method, or settings and weights that do not fit it.
+    """
+    _import_builtins()
+    if exported.model not in DEPTH_METHODS:
+        raise CheckpointError(f"unknown depth method {exported.model!r}", exported.source)
     try:
-        method.load_state_dict(ckpt["model"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint does not fit method {name!r} ({type(exc).__name__})", ckpt_path) from None
+        method = DEPTH_METHODS.create(exported.model, **exported.settings.get("method_config", {}))
+        method.load_state_dict(exported.state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"model does not fit method {exported.model!r} ({type(exc).__name__})",
+                              exported.source) from None
     return method.to(select_device(device))
+
+
+def load_method(model: str | Path = SHIPPED, device: str = "auto") -> DepthMethod:
+    """A trained method from a run folder, an exported model folder, or ``"shipped"``.
+
+    A run folder (``config.json`` and the best checkpoint) is exported in memory
+    and goes the same way as an exported folder.
+
+    Raises
+    ------
+    CheckpointError
+        Missing or corrupt run, model or checkpoint, a hostile file ("not a
+        micrometry model"), a model of the particle job, an unknown method, or a
+        run whose training did not finish.
+    """
+    from micrometry.modelfile import is_model_folder, read_model
+
+    path = shipped_model_dir() if str(model) == SHIPPED else Path(model)
+    if is_model_folder(path):
+        return method_from_export(read_model(path, job="depth"), device=device)
+    return method_from_export(export_run(path), device=device)

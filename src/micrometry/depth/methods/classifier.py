@@ -19,8 +19,6 @@ shape etched to the mean site depth of the predicted case. That is the
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
@@ -93,6 +91,9 @@ class CaseClassifierTask(TrainTask):
         self._aug.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
         order = torch.randperm(len(self.x), generator=generator)
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def wrap_ddp(self, wrap) -> None:
+        self.net = wrap(self.net)
 
     def train_step(self, idx: torch.Tensor) -> dict[str, float]:
         idx = idx.to(self.x.device)
@@ -203,14 +204,3 @@ class ClassifierMethod(DepthMethod):
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.templates[self.predict_case(np.asarray(images)) - 1].copy()
-
-
-def load_case_classifier(run_dir: str | Path, device: str = "cpu") -> CaseClassifier:
-    """The classifier of a ``--method classifier`` run folder."""
-    from micrometry.depth.methods.base import load_method
-    from micrometry.errors import CheckpointError
-
-    method = load_method(run_dir, device=device)
-    if not isinstance(method, ClassifierMethod):
-        raise CheckpointError(f"run holds method {method.name!r}, not a case classifier", run_dir)
-    return method.classifier

@@ -174,6 +174,10 @@ class PerCaseGanTask(TrainTask):
         return case_batches(np.where(np.isin(self.sim_case, self.cases), self.sim_case, 0), self.batch_size,
                             generator, skip=0)
 
+    def wrap_ddp(self, wrap) -> None:
+        # the GANs stay plain (their gradients are averaged at the optimiser step); the classifier's task wraps
+        self.classifier_task.wrap_ddp(wrap)
+
     def train_step(self, batch: tuple[int, torch.Tensor]) -> dict[str, float]:
         case, rows = batch
         g = self._step_generator

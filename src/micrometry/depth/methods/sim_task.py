@@ -94,6 +94,9 @@ class SimRegressionTask(TrainTask):
         order = torch.randperm(len(self.x), generator=generator)
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
+    def wrap_ddp(self, wrap) -> None:
+        self.net = wrap(self.net)
+
     def train_step(self, idx: torch.Tensor) -> dict[str, float]:
         idx = idx.to(self.x.device)
         x, y = self.x[idx], self.y[idx]

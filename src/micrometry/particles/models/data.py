@@ -21,7 +21,7 @@ import torch
 from micrometry.errors import DatasetError
 from micrometry.io.coco import load_coco
 from micrometry.io.image import read_image
-from micrometry.particles.models.dense import normalise_image, resize, resize_labels
+from micrometry.particles.models.preprocess import normalise_image, resize, resize_labels
 from micrometry.progress import track
 
 

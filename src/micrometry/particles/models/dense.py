@@ -8,49 +8,20 @@ and draws them at the image's own resolution, with smooth outlines.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from micrometry.errors import CheckpointError, InputError
-from micrometry.particles.models.methods import METHODS, DenseMethod
+from micrometry.particles.models.base import particle_model
+from micrometry.particles.models.methods import DenseMethod
+from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
 from micrometry.particles.models.unet import UNet
-from micrometry.train.run import load_checkpoint
+from micrometry.modelfile import ExportedModel
 
 CHECKPOINT_KIND = "particles-dense"
-
-
-def normalise_image(image: np.ndarray) -> np.ndarray:
-    """Gray image to float32 with its 0.5th/99.5th percentiles at 0 and 1.
-
-    Done on the whole image (never per tile) so that tiles agree; robust to
-    8/16-bit data and to exposure differences between instruments.
-    """
-    x = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(x[:: max(1, x.shape[0] // 256), :: max(1, x.shape[1] // 256)], [0.5, 99.5])
-    return ((x - np.float32(lo)) / np.float32(max(float(hi - lo), 1e-6))).astype(np.float32)
-
-
-def resize(image: np.ndarray, scale: float) -> np.ndarray:
-    """Resize a float image by ``scale`` (area averaging when shrinking)."""
-    if scale == 1.0:
-        return image
-    h, w = image.shape
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-
-
-def resize_labels(labels: np.ndarray, scale: float) -> np.ndarray:
-    """Resize a label image by ``scale`` (nearest neighbour keeps ids intact)."""
-    if scale == 1.0:
-        return labels
-    h, w = labels.shape
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    return cv2.resize(labels.astype(np.float32), size, interpolation=cv2.INTER_NEAREST).astype(np.int32)
 
 
 class DenseSegmenter:
@@ -111,7 +82,10 @@ class DenseSegmenter:
 
 def build_network(model: str, widths: tuple[int, ...]) -> tuple[DenseMethod, UNet]:
     """A fresh (method, network) pair for a model name."""
-    method = METHODS[model]()
+    method_class = getattr(particle_model(model), "method", None)  # the registry entry names its head
+    if method_class is None:
+        raise InputError(f"particle model {model!r} is not a dense model")
+    method = method_class()
     net = UNet(method.channels, tuple(widths))
     method.init_head(net.head)
     return method, net
@@ -123,29 +97,25 @@ def model_payload(model: str, widths: tuple[int, ...], scale: float, method_conf
             "method_config": method_config}
 
 
-def load_dense_segmenter(checkpoint: str | Path, expected_model: str | None = None,
-                         scale: float | None = None, tile: int | None = None, tta: bool = False,
-                         device: str | torch.device = "cpu") -> DenseSegmenter:
-    """Rebuild a :class:`DenseSegmenter` from a checkpoint written by ``particles train``.
+def dense_segmenter(exported: ExportedModel, scale: float | None = None, tile: int | None = None,
+                    tta: bool = False, device: str | torch.device = "cpu") -> DenseSegmenter:
+    """Rebuild a :class:`DenseSegmenter` from an exported model (a folder, or a run exported in memory).
 
     Raises
     ------
     CheckpointError
-        Corrupt or foreign file, or a checkpoint of another model than ``expected_model``.
+        Settings or weights that do not fit the model.
     """
     if scale is not None and not 0.05 <= scale <= 2.0:
         raise InputError(f"--scale must be between 0.05 and 2, not {scale}")
-    payload = load_checkpoint(checkpoint, map_location="cpu")
-    if payload.get("kind") != CHECKPOINT_KIND or payload.get("model") not in METHODS:
-        raise CheckpointError("not a particle model checkpoint", checkpoint)
-    if expected_model is not None and payload["model"] != expected_model:
-        raise CheckpointError(f"checkpoint holds model {payload['model']!r}, not {expected_model!r}", checkpoint)
-    method, net = build_network(payload["model"], tuple(payload["widths"]))
-    method.config.update(payload.get("method_config", {}))
+    settings, where = exported.settings, exported.source
     try:
-        net.load_state_dict(payload["state"]["modules"]["net"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"weights do not fit model {payload['model']!r} ({type(exc).__name__})",
-                              checkpoint) from None
+        method, net = build_network(exported.model, tuple(int(w) for w in settings["widths"]))
+        method.config.update(settings.get("method_config", {}))
+        net.load_state_dict(exported.state["modules"]["net"])
+        trained_scale = float(settings["scale"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"weights do not fit model {exported.model!r} ({type(exc).__name__})",
+                              where) from None
     kwargs = {} if tile is None else {"tile": tile}
-    return DenseSegmenter(method, net, scale=scale or payload["scale"], tta=tta, device=device, **kwargs)
+    return DenseSegmenter(method, net, scale=scale or trained_scale, tta=tta, device=device, **kwargs)

@@ -13,7 +13,6 @@ runs on the whole (rescaled) image, without tiling or flip TTA.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -21,11 +20,12 @@ import numpy as np
 import torch
 
 from micrometry.errors import CheckpointError, InputError
+from micrometry.modelfile import ExportedModel
+from micrometry.particles.models.base import PARTICLE_MODELS, ParticleModel
 from micrometry.particles.models.data import CropBatches, LabelledImage
-from micrometry.particles.models.dense import normalise_image, resize
+from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
 from micrometry.train.loop import clipped_step
-from micrometry.train.run import load_checkpoint
 
 CHECKPOINT_KIND = "particles-maskrcnn"
 
@@ -166,13 +166,28 @@ class MaskRCNNTrainTask(ParticleTrainTask):
         return MaskRCNNSegmenter(self.model, scale=self.settings.scale, device=self.device)
 
 
-def load_maskrcnn_segmenter(checkpoint: str | Path, scale: float | None = None) -> MaskRCNNSegmenter:
-    """Rebuild a trained Mask R-CNN from a ``particles train --model maskrcnn`` checkpoint."""
-    require_torchvision()
-    payload = load_checkpoint(checkpoint, map_location="cpu")
-    if payload.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"checkpoint holds model {payload.get('model')!r}, not 'maskrcnn'", checkpoint)
-    model = build_maskrcnn()
-    model.load_state_dict(payload["state"]["modules"]["maskrcnn"])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return MaskRCNNSegmenter(model, scale=scale or payload["scale"], device=device)
+@PARTICLE_MODELS.register("maskrcnn")
+class MaskRCNNModel(ParticleModel):
+    """Registry entry: exports the whole Mask R-CNN's weights and the scale."""
+
+    name = "maskrcnn"
+    settings_keys = ("scale",)
+    modules = ("maskrcnn",)
+
+    def check_available(self) -> None:
+        require_torchvision()
+
+    def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
+        return MaskRCNNTrainTask(settings, train, val)
+
+    def segmenter(self, exported: ExportedModel | None, scale: float | None = None) -> MaskRCNNSegmenter:
+        require_torchvision()
+        model = build_maskrcnn()
+        try:
+            model.load_state_dict(exported.state["modules"]["maskrcnn"])
+            trained_scale = float(exported.settings["scale"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"weights do not fit model 'maskrcnn' ({type(exc).__name__})",
+                                  exported.source) from None
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return MaskRCNNSegmenter(model, scale=scale or trained_scale, device=device)

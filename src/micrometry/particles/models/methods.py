@@ -151,6 +151,3 @@ class CenterOffset(DenseMethod):
             fg_threshold=self.config.get("fg_threshold", 0.5),
             min_area=self.min_area(scale))
 
-
-METHODS: dict[str, type[DenseMethod]] = {m.name: m for m in (UNetWatershed, CenterOffset)}
-DEFAULT_MODEL = CenterOffset.name

@@ -9,21 +9,15 @@ measured by the project's evaluator).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from micrometry.errors import CheckpointError, InputError
-from micrometry.particles.models.data import CropBatches, LabelledImage, load_labelled_images, split_train_val
-from micrometry.particles.models.dense import DenseSegmenter, build_network, model_payload
-from micrometry.particles.models.methods import DEFAULT_MODEL, METHODS
+from micrometry.particles.models.base import DEFAULT_MODEL, particle_model, trainable_names
+from micrometry.particles.models.data import LabelledImage, load_labelled_images, split_train_val
 from micrometry.particles.models.validation import evaluate_label_images, truth_dataset
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, seed_everything
-from micrometry.train.loop import clipped_step
 from micrometry.train.loop import configure_threads
 
 
@@ -52,7 +46,9 @@ class TrainSettings:
 class ParticleTrainTask(TrainTask):
     """What every particle model's training shares: settings, data and validation.
 
-    Subclasses build ``modules``/``optimizers``/``schedulers``, implement
+    Subclasses (one per model family, returned by its registered
+    :class:`~micrometry.particles.models.base.ParticleModel`'s ``make_task``)
+    build ``modules``/``optimizers``/``schedulers``, implement
     :meth:`train_batches`, :meth:`train_step` and :meth:`segmenter`.
     """
 
@@ -106,49 +102,9 @@ class ParticleTrainTask(TrainTask):
         return {"val_ap": metrics["AP"], "val_ap50": metrics["AP50"], "val_f1": metrics["F1@0.5"]}
 
 
-class DenseTrainTask(ParticleTrainTask):
-    """Train a U-Net for one dense method on augmented random crops."""
-
-    def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
-        super().__init__(settings, train, val)
-        self.method, self.net = build_network(settings.model, tuple(settings.widths))
-        self.modules = {"net": self.net}
-        self.optimizers = {"adamw": torch.optim.AdamW(self.net.parameters(), lr=settings.lr,
-                                                      weight_decay=settings.weight_decay)}
-        self.schedulers = {}  # the learning rate follows training progress, see set_learning_rate
-
-    def train_batches(self, epoch: int, generator: torch.Generator) -> CropBatches:
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        s = self.settings
-        return CropBatches(self.train_items, self.method.targets, s.steps_per_epoch, s.batch_size, s.crop, seed)
-
-    def train_step(self, batch: tuple[torch.Tensor, list[np.ndarray]]) -> dict[str, float]:
-        started = time.perf_counter()
-        self.set_learning_rate()
-        images, target = batch[0], torch.from_numpy(np.stack(batch[1]))
-        loss, parts = self.method.loss(self.net(images), target)
-        clipped_step(loss, self.optimizers["adamw"], self.net.parameters(), 5.0)
-        self.steps_done += 1
-        self.train_seconds += time.perf_counter() - started
-        return parts
-
-    def payload(self) -> dict[str, Any]:
-        s = self.settings
-        return model_payload(s.model, tuple(s.widths), s.scale, self.method.config)
-
-    def segmenter(self) -> DenseSegmenter:
-        return DenseSegmenter(self.method, self.net, scale=self.settings.scale)
-
-
-TRAINABLE = [*sorted(METHODS), "maskrcnn"]
-
-
 def make_task(settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]) -> ParticleTrainTask:
-    if settings.model == "maskrcnn":
-        from micrometry.particles.models.maskrcnn import MaskRCNNTrainTask
-
-        return MaskRCNNTrainTask(settings, train, val)
-    return DenseTrainTask(settings, train, val)
+    """The registered model's training task."""
+    return particle_model(settings.model).make_task(settings, train, val)
 
 
 def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, resume: bool = False,
@@ -172,15 +128,14 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
     both); ``model_given`` says whether ``settings.model`` was asked for
     explicitly (then it must match the run's).
     """
-    if settings.model not in TRAINABLE:
+    trainable = trainable_names()
+    if settings.model not in trainable:
         raise InputError(f"unknown trainable particle model {settings.model!r}; "
-                         f"choose one of: {', '.join(TRAINABLE)}")
-    if settings.model == "maskrcnn":
-        from micrometry.particles.models.maskrcnn import require_torchvision
-
-        require_torchvision()
+                         f"choose one of: {', '.join(trainable)}")
+    particle_model(settings.model).check_available()
     if not 0.05 <= settings.scale <= 2.0:
         raise InputError(f"--scale must be between 0.05 and 2, not {settings.scale}")
+    RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
         previous = run.read_config()
@@ -189,8 +144,6 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
                                   f"not {settings.model!r}", run.config_path)
         extendable = {"epochs", "time_budget_s"} & (given if given is not None else {"epochs", "time_budget_s"})
         settings = TrainSettings(**{**previous["settings"], **{k: getattr(settings, k) for k in extendable}})
-    elif not overwrite and (Path(out) / "config.json").exists():
-        RunDir.for_training(out)  # refuses, before any work, to clobber an earlier run
     configure_threads(threads)
     # Read the whole dataset before creating the run folder: a bad dataset leaves nothing behind.
     items = load_labelled_images(coco_dir, settings.scale)

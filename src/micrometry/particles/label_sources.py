@@ -1,0 +1,155 @@
+"""Where the instances to measure come from: each source yields one label image per image.
+
+Sources: a folder of label images (or a prediction folder's ``labels/``), a COCO
+instances or results file, or a folder of images segmented by a particle model.
+Reading and validating COCO is :mod:`micrometry.io.coco`'s job; this module only
+turns what it returns into label images.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from micrometry.errors import DatasetError, ImageReadError, InputError
+from micrometry.io.coco import load_coco, load_results, read_json, rle_to_mask
+from micrometry.io.image import ColourImageWarning, list_images, read_image
+
+IMAGES_JSON_NAME = "images.json"
+
+
+@dataclass
+class LabelImage:
+    """One image's instances as a label image."""
+
+    name: str
+    labels: np.ndarray
+
+
+def iter_label_images(
+    source: str | Path, images_json: str | Path | None = None, min_score: float = 0.0
+) -> tuple[int, Iterator[LabelImage]]:
+    """Find the instances in ``source`` and yield them as label images.
+
+    Parameters
+    ----------
+    source : path
+        A folder of label images; a prediction folder (``PRED/labels/``); or a
+        COCO instances/results JSON file.
+    images_json : path, optional
+        COCO ``images`` list for a results file (default: ``images.json`` beside it).
+    min_score : float
+        Results files: ignore detections scoring below this.
+
+    Returns
+    -------
+    (int, iterator)
+        The number of images and a lazy iterator over them.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError("no such file or folder", source)
+    if source.is_file():
+        if source.suffix.lower() != ".json":
+            raise InputError("expected a COCO .json file or a folder of label images", source)
+        return coco_label_images(source, images_json, min_score)
+    folder = source / "labels" if (source / "labels").is_dir() else source
+    paths = list_images(folder)
+    if not paths:
+        raise DatasetError("no label images (.png/.tif) found", folder)
+    return len(paths), (LabelImage(p.stem, read_label_image(p)) for p in paths)
+
+
+def segmented_label_images(folder: str | Path, model: str | Path | None) -> tuple[int, Iterator[LabelImage]]:
+    """Segment every image of ``folder`` with a particle model; yield its label images.
+
+    ``model`` is what ``micrometry particles predict --model`` accepts (a
+    built-in name or a training run folder).
+    """
+    from micrometry.particles.segmenter import load_segmenter
+
+    paths = list_images(folder)
+    if not paths:
+        raise DatasetError("no images found", folder)
+    segmenter = load_segmenter(model)
+    return len(paths), (LabelImage(p.stem, segmenter.segment(read_image(p)).labels.astype(np.int32))
+                        for p in paths)
+
+
+def read_label_image(path: Path) -> np.ndarray:
+    """Read a label image; refuse colour images, which cannot hold particle ids."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ColourImageWarning)
+        try:
+            labels = read_image(path)
+        except ColourImageWarning:
+            raise ImageReadError("colour image: a label image must be single-channel integer ids", path) from None
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ImageReadError(f"label image must hold integers, got {labels.dtype}", path)
+    return labels.astype(np.int32)
+
+
+# --------------------------------------------------------------------------- COCO
+
+
+def coco_label_images(
+    path: str | Path, images_json: str | Path | None = None, min_score: float = 0.0
+) -> tuple[int, Iterator[LabelImage]]:
+    """Label images from a COCO instances file or a COCO results file.
+
+    Parameters
+    ----------
+    path : path
+        An instances file (``{"images", "annotations", ...}``) or a results file
+        (a JSON list of detections, as written by ``micrometry particles predict``).
+    images_json : path, optional
+        For a results file: the COCO file listing its images (ids, names, sizes).
+        Default: ``images.json`` beside the results file.
+    min_score : float
+        For a results file: detections scoring below are ignored.
+
+    Returns
+    -------
+    (int, iterator of LabelImage)
+        Images in file order. Overlapping detections are resolved in favour of
+        the higher score (each pixel belongs to one particle); instance files
+        keep their annotation order (:meth:`CocoDataset.labels`).
+    """
+    path = Path(path)
+    data = read_json(path)
+    if isinstance(data, dict) and "images" in data:
+        dataset = load_coco(path, check_files=False)
+        return len(dataset.images), _instance_labels(dataset)
+    if images_json is None:
+        images_json = path.parent / IMAGES_JSON_NAME
+        if not images_json.is_file():
+            raise DatasetError(f"a results file needs its image list: pass --images-json (no {IMAGES_JSON_NAME} "
+                               "beside it)", path)
+    dataset = load_coco(images_json, check_files=False)
+    results = load_results(path, dataset)
+    return len(dataset.images), _result_labels(dataset, results, min_score, path)
+
+
+def _instance_labels(dataset) -> Iterator[LabelImage]:
+    for im in dataset.images:
+        yield LabelImage(Path(im.file_name).stem, dataset.labels(im.id))
+
+
+def _result_labels(dataset, results: list[dict], min_score: float, path: Path) -> Iterator[LabelImage]:
+    by_image: dict[int, list[dict]] = {im.id: [] for im in dataset.images}
+    for rec in results:
+        if rec["score"] >= min_score:
+            if "segmentation" not in rec:
+                raise DatasetError(f"detection on image {rec['image_id']} has a box but no mask", path)
+            by_image[rec["image_id"]].append(rec)
+    for im in dataset.images:
+        labels = np.zeros((im.height, im.width), np.int32)
+        ranked = sorted(by_image[im.id], key=lambda r: -r["score"])
+        for i, rec in enumerate(ranked, start=1):
+            mask = rle_to_mask(rec["segmentation"])
+            labels[mask & (labels == 0)] = i
+        yield LabelImage(Path(im.file_name).stem, labels)

@@ -1,0 +1,233 @@
+"""What every particle model is: one :class:`ParticleModel` entry per model, in :data:`PARTICLE_MODELS`.
+
+An entry says how the model trains (:meth:`ParticleModel.make_task`), what of a
+training checkpoint is the model (:meth:`ParticleModel.export_checkpoint`) and
+how an exported model becomes a segmenter (:meth:`ParticleModel.segmenter`);
+the same contract the depth job has in
+:class:`~micrometry.depth.methods.base.DepthMethod`. ``particles train``,
+``particles predict`` and ``micrometry export`` dispatch through it, so a new
+model is one new module that registers one entry (and is listed in
+:data:`BUILTIN_MODULES`)::
+
+    @PARTICLE_MODELS.register("my-model")
+    class MyModel(ParticleModel):
+        name = "my-model"
+        settings_keys = ("scale",)
+        modules = ("net",)
+        def make_task(self, settings, train, val): ...
+        def segmenter(self, exported, scale=None): ...
+
+``--model`` accepts a registered name, ``shipped`` (the exported model in the
+package's ``assets/models/particles-default``), a training run folder or an
+exported model folder (``micrometry export``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from micrometry.errors import CheckpointError, InputError
+from micrometry.modelfile import ExportedModel, is_model_folder, provenance, read_model, refuse_other_job
+from micrometry.registry import Registry
+
+PARTICLE_MODELS = Registry("particle model")
+
+# Modules whose import registers the built-in models.
+BUILTIN_MODULES = ["micrometry.particles.models.classical", "micrometry.particles.models.dense_models",
+                   "micrometry.particles.models.maskrcnn"]
+
+#: The model ``particles train`` trains when none is named (the shipped model is one of these).
+DEFAULT_MODEL = "center-offset"
+#: What ``--model shipped`` (and no ``--model``) means: this exported folder in the package.
+SHIPPED = "shipped"
+SHIPPED_DIR = ("assets", "models", "particles-default")
+
+
+class ParticleModel:
+    """One particle model: training task, export and segmenter.
+
+    Attributes
+    ----------
+    name : str
+    learned : bool
+        Needs trained weights (False: a classical method, ``segmenter(None)`` works).
+    trainable : bool
+        ``particles train --model NAME`` trains it.
+    settings_keys : tuple of str
+        Checkpoint payload entries (see the task's ``payload()``) that inference needs.
+    modules : tuple of str
+        The task's networks that make up the model (their weights are exported).
+    """
+
+    name = "particle-model"
+    learned = True
+    trainable = True
+    settings_keys: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+
+    def check_available(self) -> None:
+        """Raise a one-line :class:`InputError` when this installation cannot run the model."""
+
+    def make_task(self, settings, train, val):
+        """A :class:`~micrometry.particles.models.training.ParticleTrainTask` for these data."""
+        raise InputError(f"particle model {self.name!r} is not trainable")
+
+    def export_checkpoint(self, payload: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(settings, state) of the model in a training checkpoint's ``payload`` (read from ``path``)."""
+        if payload.get("model") != self.name:
+            raise CheckpointError(f"checkpoint holds model {payload.get('model')!r}, not {self.name!r}", path)
+        try:
+            settings = {k: payload[k] for k in self.settings_keys}
+            state = {"modules": {k: payload["state"]["modules"][k] for k in self.modules}}
+        except (KeyError, TypeError):
+            raise CheckpointError("not a particle model checkpoint", path) from None
+        return settings, state
+
+    def preprocessing(self, settings: dict[str, Any]) -> dict[str, Any]:
+        from micrometry.particles.models.preprocess import DESCRIPTION
+
+        return {**DESCRIPTION, "scale": settings.get("scale")}
+
+    def segmenter(self, exported: ExportedModel | None, **options):
+        """A ready segmenter from an exported model (None: only for models that are not ``learned``)."""
+        raise NotImplementedError
+
+
+def _import_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def particle_model(name: str) -> ParticleModel:
+    """The registered entry called ``name`` (an unknown name lists the known ones)."""
+    _import_builtins()
+    return PARTICLE_MODELS.create(name)
+
+
+def model_names() -> list[str]:
+    _import_builtins()
+    return PARTICLE_MODELS.names()
+
+
+def trainable_names() -> list[str]:
+    return [name for name in model_names() if PARTICLE_MODELS.create(name).trainable]
+
+
+def shipped_model_dir() -> Path:
+    """The exported model that ships with the package (``--model shipped``)."""
+    path = Path(str(resources.files("micrometry").joinpath(*SHIPPED_DIR)))
+    if not is_model_folder(path):
+        raise CheckpointError("the shipped particle model is missing from this installation", path)
+    return path
+
+
+def shipped_model_name() -> str:
+    """The registered name of the shipped model (read from its ``model.json``)."""
+    return json.loads((shipped_model_dir() / "model.json").read_text(encoding="utf-8"))["model"]
+
+
+def export_run(run_dir: str | Path) -> ExportedModel:
+    """A particle training run's best checkpoint as an exported model (in memory).
+
+    Raises
+    ------
+    CheckpointError
+        Not a particle run, an unknown model, a missing, corrupt or hostile checkpoint.
+    """
+    from micrometry.train.run import RunDir, load_checkpoint
+
+    run = RunDir.existing(run_dir)
+    entry = _run_entry(run)
+    if not entry.learned:
+        raise CheckpointError(f"model {entry.name!r} has no weights to export", run.path)
+    path = run.best_checkpoint()
+    settings, state = entry.export_checkpoint(load_checkpoint(path, map_location="cpu"), path)
+    return ExportedModel(job="particles", model=entry.name, settings=settings, state=state,
+                         preprocessing=entry.preprocessing(settings),
+                         provenance=provenance(run.path, run.read_metrics()), source=run.path)
+
+
+def _run_entry(run) -> ParticleModel:
+    model = run.read_config().get("model")
+    if not isinstance(model, str):
+        refuse_other_job(run.path, "particles")
+        raise CheckpointError("config.json names no 'model'", run.config_path)
+    _import_builtins()
+    if model not in PARTICLE_MODELS:
+        raise CheckpointError(f"run was trained with unknown model {model!r}", run.config_path)
+    return PARTICLE_MODELS.create(model)
+
+
+def read_particle_model(path: str | Path) -> ExportedModel:
+    """An exported particle model folder, checked against the registry."""
+    exported = read_model(path, job="particles")
+    _import_builtins()
+    if exported.model not in PARTICLE_MODELS:
+        raise CheckpointError(f"unknown particle model {exported.model!r}", Path(path) / "model.json")
+    return exported
+
+
+def _segmenter(entry: ParticleModel, exported: ExportedModel | None, options: dict[str, Any]):
+    """``entry.segmenter`` that refuses inference options it does not name (a user error)."""
+    params = inspect.signature(entry.segmenter).parameters
+    unknown = [k for k in options if k not in params or params[k].kind is inspect.Parameter.VAR_KEYWORD]
+    if unknown:
+        raise InputError(f"model {entry.name!r} does not take option(s): {', '.join(unknown)}")
+    entry.check_available()
+    return entry.segmenter(exported, **options)
+
+
+def load_segmenter(name_or_path: str | Path | None = None, **options):
+    """A ready segmenter from a name, ``shipped``, a run folder, an exported model folder, or None.
+
+    Parameters
+    ----------
+    name_or_path : str, Path or None
+        ``None`` or ``"shipped"``: the shipped model; a registered name
+        (``"watershed"``; a learned model's name means its shipped weights,
+        if it has some); a run folder written by ``micrometry particles
+        train`` (exported in memory); or a folder written by ``micrometry export``.
+    **options
+        Inference options the model's segmenter takes (``scale``, ``tile``, ``tta``).
+
+    Raises
+    ------
+    InputError
+        An unknown name (the message lists the known ones) or option.
+    CheckpointError
+        A folder that is not a usable run or particle model.
+    """
+    _import_builtins()
+    name = SHIPPED if name_or_path is None else str(name_or_path)
+    if name == SHIPPED:
+        exported = read_particle_model(shipped_model_dir())
+        return _segmenter(particle_model(exported.model), exported, options)
+    if name in PARTICLE_MODELS:
+        entry = particle_model(name)
+        if not entry.learned:
+            return _segmenter(entry, None, options)
+        entry.check_available()
+        if name != shipped_model_name():
+            raise CheckpointError(f"model {name!r} has no shipped weights: train a run with "
+                                  f"'micrometry particles train COCO_DIR --model {name} --out RUN' "
+                                  f"and pass --model RUN")
+        return _segmenter(entry, read_particle_model(shipped_model_dir()), options)
+    path = Path(name_or_path)
+    if not path.exists():
+        raise InputError(f"unknown particle model {name!r}; choose one of: "
+                         f"{', '.join([SHIPPED, *model_names()])}, a run folder or an exported model folder")
+    if is_model_folder(path):
+        exported = read_particle_model(path)
+        return _segmenter(particle_model(exported.model), exported, options)
+    from micrometry.train.run import RunDir
+
+    entry = _run_entry(RunDir.existing(path))
+    if not entry.learned:
+        return _segmenter(entry, None, options)
+    entry.check_available()
+    return _segmenter(entry, export_run(path), options)

@@ -1,0 +1,87 @@
+"""The dense models ``center-offset`` (the default) and ``unet-watershed``: training task and registry entries.
+
+Both are a :class:`~.unet.UNet` with a :class:`~.methods.DenseMethod` head,
+trained on augmented random crops and predicted in tiles
+(:class:`~.dense.DenseSegmenter`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from micrometry.modelfile import ExportedModel
+from micrometry.particles.models.base import PARTICLE_MODELS, ParticleModel
+from micrometry.particles.models.data import CropBatches, LabelledImage
+from micrometry.particles.models.dense import DenseSegmenter, build_network, dense_segmenter, model_payload
+from micrometry.particles.models.methods import CenterOffset, DenseMethod, UNetWatershed
+from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
+from micrometry.train.loop import clipped_step
+
+
+class DenseTrainTask(ParticleTrainTask):
+    """Train a U-Net for one dense method on augmented random crops."""
+
+    def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
+        super().__init__(settings, train, val)
+        self.method, self.net = build_network(settings.model, tuple(settings.widths))
+        self.modules = {"net": self.net}
+        self.optimizers = {"adamw": torch.optim.AdamW(self.net.parameters(), lr=settings.lr,
+                                                      weight_decay=settings.weight_decay)}
+        self.schedulers = {}  # the learning rate follows training progress, see set_learning_rate
+
+    def train_batches(self, epoch: int, generator: torch.Generator) -> CropBatches:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        s = self.settings
+        return CropBatches(self.train_items, self.method.targets, s.steps_per_epoch, s.batch_size, s.crop, seed)
+
+    def wrap_ddp(self, wrap) -> None:
+        self.net = wrap(self.net)
+
+    def train_step(self, batch: tuple[torch.Tensor, list[np.ndarray]]) -> dict[str, float]:
+        started = time.perf_counter()
+        self.set_learning_rate()
+        images, target = batch[0], torch.from_numpy(np.stack(batch[1]))
+        loss, parts = self.method.loss(self.net(images), target)
+        clipped_step(loss, self.optimizers["adamw"], self.net.parameters(), 5.0)
+        self.steps_done += 1
+        self.train_seconds += time.perf_counter() - started
+        return parts
+
+    def payload(self) -> dict[str, Any]:
+        s = self.settings
+        return model_payload(s.model, tuple(s.widths), s.scale, self.method.config)
+
+    def segmenter(self) -> DenseSegmenter:
+        return DenseSegmenter(self.method, self.net, scale=self.settings.scale)
+
+
+class DenseModel(ParticleModel):
+    """A dense model: exports the U-Net's weights, its widths, scale and decoder settings."""
+
+    settings_keys = ("widths", "scale", "method_config")
+    modules = ("net",)
+    #: what the U-Net's maps mean and how they decode (set by each dense model)
+    method: type[DenseMethod]
+
+    def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
+        return DenseTrainTask(settings, train, val)
+
+    def segmenter(self, exported: ExportedModel | None, scale: float | None = None, tile: int | None = None,
+                  tta: bool = False) -> DenseSegmenter:
+        return dense_segmenter(exported, scale=scale, tile=tile, tta=tta)
+
+
+@PARTICLE_MODELS.register("center-offset")
+class CenterOffsetModel(DenseModel):
+    name = "center-offset"
+    method = CenterOffset
+
+
+@PARTICLE_MODELS.register("unet-watershed")
+class UNetWatershedModel(DenseModel):
+    name = "unet-watershed"
+    method = UNetWatershed
