@@ -10,7 +10,7 @@ from micrometry.errors import InputError
 from micrometry.particles.ensemble import EnsembleSegmenter, parse_members
 from micrometry.particles.fusion import fuse_segmentations, instances_from_labels
 from micrometry.particles.segmenter import Instances
-from micrometry.particles.tta import FLIPS, TTAPlan, TTASegmenter
+from micrometry.particles.tta import FLIPS, TTAPlan, TTASegmenter, tta_plan
 
 
 def as_set(labels: np.ndarray, scores: np.ndarray) -> set[tuple[bytes, tuple, float]]:
@@ -117,17 +117,18 @@ def test_map_flips_are_delegated_to_dense_models():
         tta = False
 
     base = Dense()
-    tta = TTASegmenter(base, TTAPlan.parse("flip"))
-    assert base.tta and tta.describe()["flips_by"] == "map averaging"
+    tta = TTASegmenter(base, tta_plan(True, None))
+    assert base.tta and tta.describe()["tta"]["flips_by"] == "map averaging"
 
 
-def test_tta_spec_parsing():
-    assert TTAPlan.parse(None).passes == 1
-    plan = TTAPlan.parse("flip,scales=0.8:1:1.25")
+def test_tta_options():
+    assert tta_plan(False, None) is None and tta_plan(False, "1") is None
+    plan = tta_plan(True, "0.8,1,1.25")
     assert plan.passes == 12 and plan.scales == (0.8, 1.0, 1.25)
-    for bad in ("rotate", "scales=9", "scales=a:b"):
+    assert tta_plan(False, [0.5]).passes == 1
+    for bad in ("9", "a,b", ""):
         with pytest.raises(InputError):
-            TTAPlan.parse(bad)
+            tta_plan(True, bad)
 
 
 def test_ensemble_of_identical_members_is_the_member_and_is_described():

@@ -7,7 +7,7 @@ results (:meth:`EnsembleSegmenter.describe`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,24 +60,18 @@ class EnsembleSegmenter:
         self.name = "ensemble(" + ",".join(self.names) + ")"
 
     def describe(self) -> dict:
-        return {"members": [{"model": n, "weight": float(w),
-                             **({"tta": m.describe()} if hasattr(m, "describe") else {})}
+        return {"members": [{"model": n, "weight": float(w), **(m.describe() if hasattr(m, "describe") else {})}
                             for n, w, m in zip(self.names, self.weights, self.members)],
                 "fusion": {"method": "weighted mask fusion", "iou_threshold": self.iou_threshold,
                            "vote": self.vote}}
 
-    def segment_labels(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        passes = []
-        for member in self.members:
-            found = member.segment(image)
-            passes.append((found.labels, found.scores))
-        return fuse_segmentations(passes, self.weights, self.iou_threshold, self.vote)
-
     def segment(self, image: np.ndarray):
-        from micrometry.particles.segmenter import Instances
-
-        labels, scores = self.segment_labels(image)
-        return Instances(labels=labels, scores=scores)
+        """The fused :class:`~micrometry.particles.segmenter.Instances` of all members."""
+        found = [member.segment(image) for member in self.members]
+        labels, scores = fuse_segmentations([(f.labels, f.scores) for f in found], self.weights,
+                                            self.iou_threshold, self.vote)
+        # The members' own result type (Instances), without importing it here.
+        return replace(found[0], labels=labels, scores=scores)
 
     def segment_batch(self, images: list[np.ndarray]) -> list:
         return [self.segment(image) for image in images]

@@ -5,6 +5,7 @@
     PRED/
       results.json        COCO results: RLE segmentation + bbox + score, category 1
       images.json         the image list the results refer to (unless --images-json was given)
+      segmenter.json      the model; for an ensemble or TTA its members, weights and passes
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
       overlays/<stem>.png the input with each particle's outline in its own colour
 
@@ -122,6 +123,12 @@ class SegmentWorker:
         return outputs
 
 
+def describe_segmenter(segmenter: Segmenter) -> dict:
+    """What produced the results: the model's name and, for ensembles and TTA, members, weights and passes."""
+    describe = getattr(segmenter, "describe", None)
+    return {"model": segmenter.name, **(describe() if callable(describe) else {})}
+
+
 def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: Path | None = None,
                    batch_size: int = 4, overwrite: bool = False, write_overlays: bool = True,
                    engine: LocalEngine | RayEngine | None = None) -> dict:
@@ -151,6 +158,7 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
         write_results(tmp / "results.json", [r for output in outputs for r in output["results"]])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
+        write_json(tmp / "segmenter.json", describe_segmenter(segmenter))
     seconds = sum(output["seconds"] for output in outputs)
     return {"images": len(pairs), "particles": n_objects, "segment_seconds": seconds,
             "seconds_per_image": seconds / max(len(pairs), 1)}

@@ -11,7 +11,7 @@ through instance fusion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -32,30 +32,6 @@ class TTAPlan:
     iou_threshold: float = 0.5
     vote: float = 0.5
 
-    @classmethod
-    def parse(cls, spec: str | None) -> "TTAPlan":
-        """From a CLI spec: ``flip``, ``scales=0.8:1:1.25`` or both, comma-separated (``None``/``""``: none).
-
-        Raises
-        ------
-        InputError
-            An unknown item or a scale outside 0.25..4.
-        """
-        flips, scales = FLIPS[:1], (1.0,)
-        for item in [s.strip() for s in (spec or "").split(",") if s.strip()]:
-            if item == "flip":
-                flips = FLIPS
-            elif item.startswith("scales="):
-                try:
-                    scales = tuple(float(v) for v in item.removeprefix("scales=").split(":"))
-                except ValueError:
-                    raise InputError(f"--tta: bad scales {item!r} (e.g. scales=0.8:1:1.25)") from None
-                if not scales or any(not 0.25 <= s <= 4 for s in scales):
-                    raise InputError(f"--tta: scales must lie in 0.25..4, got {item!r}")
-            else:
-                raise InputError(f"--tta: unknown item {item!r} (use 'flip' and/or 'scales=A:B:C')")
-        return cls(flips=flips, scales=scales)
-
     @property
     def passes(self) -> int:
         return len(self.flips) * len(self.scales)
@@ -63,6 +39,31 @@ class TTAPlan:
     def describe(self) -> dict:
         return {"flips": [list(f) for f in self.flips], "scales": list(self.scales),
                 "fusion": {"iou_threshold": self.iou_threshold, "vote": self.vote}}
+
+
+def parse_scales(scales: str | list[float] | tuple[float, ...] | None) -> tuple[float, ...]:
+    """``"0.8,1,1.25"`` (or numbers) -> ``(0.8, 1.0, 1.25)``; None -> ``(1.0,)``.
+
+    Raises
+    ------
+    InputError
+        Not numbers, or a factor outside 0.25..4.
+    """
+    if scales is None:
+        return (1.0,)
+    try:
+        values = tuple(float(v) for v in (scales.split(",") if isinstance(scales, str) else scales))
+    except ValueError:
+        raise InputError(f"--tta-scales must be numbers separated by commas (e.g. 0.8,1,1.25), not {scales!r}") from None
+    if not values or any(not 0.25 <= v <= 4 for v in values):
+        raise InputError(f"--tta-scales factors must lie between 0.25 and 4, not {scales!r}")
+    return values
+
+
+def tta_plan(flips: bool, scales: str | list[float] | None) -> TTAPlan | None:
+    """The plan for the CLI's ``--tta`` (four flips) and ``--tta-scales``; None when there is nothing to do."""
+    plan = TTAPlan(flips=FLIPS if flips else FLIPS[:1], scales=parse_scales(scales))
+    return None if plan.passes == 1 and plan.scales == (1.0,) else plan
 
 
 def _resize(array: np.ndarray, shape: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -88,32 +89,29 @@ class TTASegmenter:
             self.base.tta = True
 
     def describe(self) -> dict:
-        return {**self.plan.describe(), "flips_by": "map averaging" if self.map_flips else "instance fusion"}
+        """Recorded with the results (``segmenter.json``)."""
+        return {"tta": {**self.plan.describe(),
+                        "flips_by": "map averaging" if self.map_flips else "instance fusion"}}
 
-    def _segment_labels(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found = self.base.segment(image)
-        return found.labels, found.scores
-
-    def segment_labels(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def segment(self, image: np.ndarray):
+        """The fused :class:`~micrometry.particles.segmenter.Instances` of all passes."""
         image = np.asarray(image)
         flips = self.plan.flips[:1] if self.map_flips else self.plan.flips
-        passes = []
+        passes, first = [], None
         for scale in self.plan.scales:
             shape = (max(8, int(round(image.shape[0] * scale))), max(8, int(round(image.shape[1] * scale))))
             scaled = _resize(image, shape, nearest=False)
             for axes in flips:
-                labels, scores = self._segment_labels(np.flip(scaled, axes) if axes else scaled)
-                labels = np.flip(labels, axes) if axes else labels
-                passes.append((np.ascontiguousarray(_resize(labels, image.shape, nearest=True)), scores))
+                found = self.base.segment(np.ascontiguousarray(np.flip(scaled, axes)) if axes else scaled)
+                first = first or found
+                labels = np.flip(found.labels, axes) if axes else found.labels
+                passes.append((np.ascontiguousarray(_resize(labels, image.shape, nearest=True)), found.scores))
         if len(passes) == 1:
-            return passes[0]
-        return fuse_segmentations(passes, iou_threshold=self.plan.iou_threshold, vote=self.plan.vote)
-
-    def segment(self, image: np.ndarray):
-        from micrometry.particles.segmenter import Instances
-
-        labels, scores = self.segment_labels(image)
-        return Instances(labels=labels, scores=scores)
+            labels, scores = passes[0]
+        else:
+            labels, scores = fuse_segmentations(passes, iou_threshold=self.plan.iou_threshold, vote=self.plan.vote)
+        # The base segmenter's own result type (Instances), without importing it here.
+        return replace(first, labels=labels, scores=scores)
 
     def segment_batch(self, images: list[np.ndarray]) -> list:
         return [self.segment(image) for image in images]

@@ -70,9 +70,10 @@ class DenseModel(ParticleModel):
     def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         return DenseTrainTask(settings, train, val)
 
-    def segmenter(self, exported: ExportedModel | None, scale: float | None = None, tile: int | None = None,
-                  tta: bool = False) -> DenseSegmenter:
-        return dense_segmenter(exported, scale=scale, tile=tile, tta=tta)
+    def segmenter(self, exported: ExportedModel | None, scale: float | None = None,
+                  tile: int | None = None) -> DenseSegmenter:
+        # Flip TTA: load_segmenter(tta=True) wraps this segmenter, which then averages its maps.
+        return dense_segmenter(exported, scale=scale, tile=tile)
 
 
 @PARTICLE_MODELS.register("center-offset")

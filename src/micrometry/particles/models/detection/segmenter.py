@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from micrometry.particles.models.dense import normalise_image, resize
+from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.detection.maskrcnn import MaskRCNN
 from micrometry.particles.models.detection.paste import paint_instances
 from micrometry.particles.models.tiling import tile_spans

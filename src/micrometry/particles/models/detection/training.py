@@ -45,6 +45,9 @@ class MaskRCNNTask(ParticleTrainTask):
         s = self.settings
         return CropBatches(self.train_items, detection_targets, s.steps_per_epoch, s.batch_size, s.crop, seed)
 
+    def wrap_ddp(self, wrap) -> None:
+        self.model = wrap(self.model)
+
     def set_learning_rate(self) -> None:
         super().set_learning_rate()
         warm = min(1.0, (self.steps_done + 1) / WARMUP_STEPS)
@@ -58,7 +61,7 @@ class MaskRCNNTask(ParticleTrainTask):
         targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
         losses = self.model(images.to(self.device), targets)
         loss = sum(losses.values())
-        clipped_step(loss, self.optimizers["adamw"], self.model.parameters(), 10.0)
+        clipped_step(loss, self.optimizers["adamw"], self.modules["maskrcnn"].parameters(), 10.0)
         self.steps_done += 1
         self.train_seconds += time.perf_counter() - started
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
