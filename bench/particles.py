@@ -12,12 +12,14 @@
 2. Each learned model is trained with ``micrometry particles train`` (its
    defaults, ``--time-budget`` minutes); the classical ``watershed`` needs none.
 3. Every model segments the test images in this process, timed with two torch
-   threads; the project evaluator scores them against TRUTH. ``--tta`` adds a
-   flip-TTA row per learned model; each ``--ensembles A+B`` adds the weighted
-   mask fusion of those trained runs (``--model RUN_A,RUN_B``).
+   threads; the project evaluator scores them against TRUTH. ``--tta [MODEL..]``
+   adds a flip-TTA row per learned model (``--tta`` alone: all); each
+   ``--ensembles A+B`` fuses the members' outputs by weighted mask fusion, as
+   ``--model RUN_A,RUN_B`` does (its time is the members' plus the fusion).
 
-Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes, seconds per
-1024x1280 image and the 1-minute load average while the model was timed.
+Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes, wall and
+process-CPU seconds per 1024x1280 image (CPU time is the figure that survives a
+busy machine) and the 1-minute load average after the model was timed.
 Runs already in WORK are reused (delete them to retrain). Timings depend on
 the machine's load: say how busy it was when you quote them.
 """
@@ -41,6 +43,7 @@ from rich.table import Table  # noqa: E402
 from micrometry.io.coco import instances_to_results, load_coco  # noqa: E402
 from micrometry.io.image import read_image  # noqa: E402
 from micrometry.particles.evaluate import evaluate  # noqa: E402
+from micrometry.particles.fusion import fuse_segmentations  # noqa: E402
 from micrometry.particles.segmenter import load_segmenter  # noqa: E402
 
 CLI = [sys.executable, "-m", "micrometry"]
@@ -75,21 +78,40 @@ def train(model: str, data: Path, run: Path, budget_min: float, extra: list[str]
     return final["elapsed_s"] / 60
 
 
-def score(segmenter, data: Path, truth: Path, threads: int) -> dict:
-    """Segment the test images (timed) and evaluate them."""
-    torch.set_num_threads(threads)
+def test_images(data: Path):
     images = load_coco(data / "test" / "images.json", data / "test" / "images")
-    results, seconds = [], 0.0
-    for entry in images.images:
-        image = read_image(images.image_path(entry.id))
-        t0 = time.perf_counter()
+    return [(entry.id, read_image(images.image_path(entry.id))) for entry in images.images]
+
+
+def segment_all(segmenter, images: list, threads: int) -> tuple[list, float, float]:
+    """Per-image ``(labels, scores)``, wall seconds and process CPU seconds per image."""
+    torch.set_num_threads(threads)
+    outputs, wall, cpu = [], 0.0, 0.0
+    for _, image in images:
+        t0, c0 = time.perf_counter(), time.process_time()
         found = segmenter.segment(image)
-        seconds += time.perf_counter() - t0
-        results.extend(instances_to_results(entry.id, found.labels, found.scores))
+        wall += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        outputs.append((found.labels, found.scores))
+    return outputs, wall / len(images), cpu / len(images)
+
+
+def score(outputs: list, images: list, truth: Path) -> dict:
+    """segm AP / AP50 / AP75 and F1@0.5 of per-image outputs."""
+    results = []
+    for (image_id, _), (labels, scores) in zip(images, outputs):
+        results.extend(instances_to_results(image_id, labels, scores))
     metrics = evaluate(results, truth / "test_annotations.json")
     return {"AP": metrics["segm"]["AP"], "AP50": metrics["segm"]["AP50"], "AP75": metrics["segm"]["AP75"],
-            "F1": metrics["matching"][0]["f1"], "s_per_image": seconds / len(images.images),
-            "load_1min": os.getloadavg()[0]}
+            "F1": metrics["matching"][0]["f1"]}
+
+
+def timed_row(name: str, minutes, segmenter, images, truth, threads) -> tuple[dict, list]:
+    outputs, wall, cpu = segment_all(segmenter, images, threads)
+    row = {"model": name, "train_min": minutes, **score(outputs, images, truth), "s_per_image": wall,
+           "cpu_s_per_image": cpu, "load_1min": os.getloadavg()[0]}
+    print(json.dumps(row), flush=True)
+    return row, outputs
 
 
 def main() -> None:
@@ -102,18 +124,22 @@ def main() -> None:
                         help="synthetic data: the default mix, or crowded occluding particles")
     parser.add_argument("--budget", type=float, default=15, help="training minutes per learned model")
     parser.add_argument("--models", nargs="+", default=["watershed", *LEARNED])
-    parser.add_argument("--ensembles", nargs="*", default=["center-offset+maskrcnn"],
-                        help="'+'-joined trained models fused by weighted mask fusion (optionally MODEL:WEIGHT)")
+    parser.add_argument("--ensembles", nargs="*", default=["center-offset+maskrcnn", "center-offset+cascade-maskrcnn",
+                                                            "maskrcnn+cascade-maskrcnn",
+                                                            "center-offset+maskrcnn+cascade-maskrcnn"],
+                        help="'+'-joined scored models fused by weighted mask fusion (optionally MODEL:WEIGHT)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads when timing inference")
     parser.add_argument("--train-args", default="", help="extra arguments for 'particles train'")
-    parser.add_argument("--tta", action="store_true", help="also score every learned model with flip TTA")
+    parser.add_argument("--tta", nargs="*", default=None,
+                        help="also score these learned models (none named: all) with flip TTA")
     args = parser.parse_args()
 
     if args.variant != "standard" and not generator_has_density():
         print(f"variant {args.variant!r} skipped: this generator has no --density option")
         return
     data, truth = synthesise(args.work, args.seed, args.n_train, args.n_test, args.variant)
-    rows, minutes_of = [], {}
+    images = test_images(data)
+    rows, minutes_of, outputs_of, seconds_of = [], {}, {}, {}
     for model in args.models:
         minutes = None
         if model in LEARNED:
@@ -126,34 +152,42 @@ def main() -> None:
             segmenter = load_segmenter(run)
         else:
             segmenter = load_segmenter(model)
-        rows.append({"model": model, "train_min": minutes, **score(segmenter, data, truth, args.threads)})
-        print(json.dumps(rows[-1]), flush=True)
-        if args.tta and model in LEARNED:
-            tta = load_segmenter(args.work / "runs" / model, tta=True)
-            rows.append({"model": f"{model} + flip TTA", "train_min": minutes,
-                         **score(tta, data, truth, args.threads)})
-            print(json.dumps(rows[-1]), flush=True)
+        row, outputs_of[model] = timed_row(model, minutes, segmenter, images, truth, args.threads)
+        seconds_of[model] = (row["s_per_image"], row["cpu_s_per_image"])
+        rows.append(row)
+        if model in LEARNED and (args.tta == [] or model in (args.tta or [])):
+            rows.append(timed_row(f"{model} + flip TTA", minutes, load_segmenter(run, tta=True), images, truth,
+                                  args.threads)[0])
     for spec in args.ensembles:
-        members = [m.partition(":") for m in spec.split("+")]
-        if any(name not in minutes_of for name, _, _ in members):
-            print(f"ensemble {spec} skipped: a member was not trained")
+        # The members' outputs above, fused as `--model RUN_A,RUN_B` (EnsembleSegmenter) fuses them.
+        members = [(name, float(w) if w else 1.0) for name, _, w in (m.partition(":") for m in spec.split("+"))]
+        if any(name not in outputs_of for name, _ in members):
+            print(f"ensemble {spec} skipped: a member was not scored")
             continue
-        model_arg = ",".join(str(args.work / "runs" / name) + (f":{w}" if w else "") for name, _, w in members)
-        ensemble = load_segmenter(model_arg)
-        rows.append({"model": f"ensemble {spec}", "train_min": sum(minutes_of[name] for name, _, _ in members),
-                     "members": ensemble.describe()["members"], **score(ensemble, data, truth, args.threads)})
+        fused, fusion_s = [], 0.0
+        for k in range(len(images)):
+            t0 = time.perf_counter()
+            fused.append(fuse_segmentations([outputs_of[name][k] for name, _ in members], [w for _, w in members]))
+            fusion_s += time.perf_counter() - t0
+        fusion_s /= len(images)
+        rows.append({"model": f"ensemble {spec}", "train_min": sum(minutes_of.get(n, 0.0) for n, _ in members),
+                     "members": [{"model": n, "weight": w} for n, w in members], **score(fused, images, truth),
+                     "s_per_image": sum(seconds_of[n][0] for n, _ in members) + fusion_s,
+                     "cpu_s_per_image": sum(seconds_of[n][1] for n, _ in members) + fusion_s,
+                     "load_1min": os.getloadavg()[0]})
         print(json.dumps(rows[-1]), flush=True)
 
     table = Table(title=f"particles bench ({args.variant}): {args.n_train} train / {args.n_test} test images "
                         f"1024x1280, seed {args.seed}, {os.cpu_count()} CPU cores, {args.threads} torch threads, "
                         f"{args.budget:g} training minutes per model")
-    for col in ("model", "segm AP", "AP50", "AP75", "F1@0.5", "training min", "s / image", "load 1 min"):
+    for col in ("model", "segm AP", "AP50", "AP75", "F1@0.5", "training min", "s / image", "CPU s / image",
+                "load 1 min"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         table.add_row(r["model"], f"{r['AP']:.3f}", f"{r['AP50']:.3f}", f"{r['AP75']:.3f}", f"{r['F1']:.3f}",
                       "-" if r["train_min"] is None else f"{r['train_min']:.1f}", f"{r['s_per_image']:.2f}",
-                      f"{r['load_1min']:.1f}")
-    Console().print(table)
+                      f"{r['cpu_s_per_image']:.2f}", f"{r['load_1min']:.1f}")
+    Console(width=160).print(table)
     (args.work / "table.json").write_text(json.dumps(rows, indent=2))
 
 
