@@ -65,6 +65,16 @@ def test_mask_vote_by_weight():
     assert as_set(*fuse_segmentations([(a, one), (b, one)], weights=[1.0, 0.0])) == as_set(a, one)
 
 
+def test_a_tie_goes_the_leaders_way():
+    a = np.zeros((20, 20), np.int32)
+    a[5:15, 5:15] = 1
+    b = np.zeros((20, 20), np.int32)
+    b[5:15, 7:17] = 1  # the same particle, shifted two columns
+    for best, other in (((a, np.array([0.9])), (b, np.array([0.8]))), ((b, np.array([0.9])), (a, np.array([0.8])))):
+        labels, scores = fuse_segmentations([best, other])
+        assert np.array_equal(labels > 0, best[0] > 0) and scores[0] == pytest.approx(0.85)
+
+
 def test_fusion_refuses_bad_input():
     with pytest.raises(ValueError):
         fuse_segmentations([])

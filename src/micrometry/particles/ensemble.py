@@ -63,7 +63,7 @@ class EnsembleSegmenter:
         return {"members": [{"model": n, "weight": float(w), **(m.describe() if hasattr(m, "describe") else {})}
                             for n, w, m in zip(self.names, self.weights, self.members)],
                 "fusion": {"method": "weighted mask fusion", "iou_threshold": self.iou_threshold,
-                           "vote": self.vote}}
+                           "vote": self.vote, "ties": "leader"}}
 
     def segment(self, image: np.ndarray):
         """The fused :class:`~micrometry.particles.segmenter.Instances` of all members."""

@@ -38,7 +38,7 @@ class TTAPlan:
 
     def describe(self) -> dict:
         return {"flips": [list(f) for f in self.flips], "scales": list(self.scales),
-                "fusion": {"iou_threshold": self.iou_threshold, "vote": self.vote}}
+                "fusion": {"iou_threshold": self.iou_threshold, "vote": self.vote, "ties": "union"}}
 
 
 def parse_scales(scales: str | list[float] | tuple[float, ...] | None) -> tuple[float, ...]:
@@ -109,7 +109,9 @@ class TTASegmenter:
         if len(passes) == 1:
             labels, scores = passes[0]
         else:
-            labels, scores = fuse_segmentations(passes, iou_threshold=self.plan.iou_threshold, vote=self.plan.vote)
+            # Passes of equal standing: ties kept (a leader would break the flips' symmetry).
+            labels, scores = fuse_segmentations(passes, iou_threshold=self.plan.iou_threshold, vote=self.plan.vote,
+                                                ties="union")
         # The base segmenter's own result type (Instances), without importing it here.
         return replace(first, labels=labels, scores=scores)
 
