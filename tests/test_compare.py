@@ -11,6 +11,7 @@ import pytest
 
 from micrometry.cli import run
 from micrometry.particles.compare import CompareSettings, compare_tables, decide
+from micrometry.particles.measure import read_table
 from micrometry.particles.morphometry import measure_labels
 
 FAST = CompareSettings(n_boot=300)
@@ -158,7 +159,7 @@ def test_synthetic_batches_end_to_end(tmp_path):
             table = tmp_path / f"{batch}{seed}.csv"
             assert run(["particles", "measure", str(truth / "batches" / f"{batch}_annotations.json"),
                         "--out", str(table)]) == 0
-            tables[batch, seed] = pd.read_csv(table)
+            tables[batch, seed] = read_table(table)  # the files name units; read_table gives the bare names
     shifted = compare_tables(tables["A", 3], tables["B", 3], settings=FAST).set_index("descriptor")
     assert shifted.loc["AR", "changed"] and shifted.loc["AR", "shift"] > 0
     assert shifted.loc["Convexity", "changed"] and shifted.loc["Convexity", "shift"] < 0

@@ -241,10 +241,10 @@ def test_measure_cli_label_folder_csv_and_parquet(label_folder, tmp_path):
     summary = pd.read_csv(tmp_path / "out" / "particles_summary.csv")
     assert list(images["Count"]) == list(table.groupby("Image").size())
     assert summary.loc[0, "Count"] == len(table)
-    assert summary.loc[0, "D10_n"] < summary.loc[0, "D50_n"] < summary.loc[0, "D90_n"]
-    assert summary.loc[0, "D50_n_low"] <= summary.loc[0, "D50_n"] <= summary.loc[0, "D50_n_high"]
-    assert summary.loc[0, "D50_v"] >= summary.loc[0, "D50_n"]
-    coverage = (table["Area"].sum()) / (2 * 256 * 256 * 0.25)
+    assert summary.loc[0, "D10_n_um"] < summary.loc[0, "D50_n_um"] < summary.loc[0, "D90_n_um"]
+    assert summary.loc[0, "D50_n_low_um"] <= summary.loc[0, "D50_n_um"] <= summary.loc[0, "D50_n_high_um"]
+    assert summary.loc[0, "D50_v_um"] >= summary.loc[0, "D50_n_um"]
+    coverage = (table["Area_um2"].sum()) / (2 * 256 * 256 * 0.25)
     assert summary.loc[0, "Coverage"] == pytest.approx(coverage)
     pq = tmp_path / "p.parquet"
     assert run(["particles", "measure", str(label_folder), "--out", str(pq)]) == 0
@@ -280,8 +280,8 @@ def test_measure_coco_instances_and_results(tmp_path):
     assert run(["particles", "measure", str(tmp_path / "gt.json"), "--out", str(tmp_path / "gt.csv")]) == 0
     from_coco = pd.read_csv(tmp_path / "gt.csv")
     direct = measure_labels(labels)
-    np.testing.assert_allclose(np.sort(from_coco["Area"]), np.sort(direct["Area"]))
-    np.testing.assert_allclose(np.sort(from_coco["Perim."]), np.sort(direct["Perim."]))
+    np.testing.assert_allclose(np.sort(from_coco["Area_px2"]), np.sort(direct["Area"]))
+    np.testing.assert_allclose(np.sort(from_coco["Perim_px"]), np.sort(direct["Perim."]), rtol=1e-5)
     assert set(from_coco["Image"]) == {"sample"}
 
     results = [{"image_id": 7, "category_id": 1, "segmentation": a["segmentation"], "score": 0.9 - 0.05 * k}

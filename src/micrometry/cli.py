@@ -6,13 +6,19 @@ module only assembles them and turns user errors into one line and exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
-import typer
+# Before anything imports torch: idle OpenMP threads must not spin (see micrometry.options).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from micrometry.errors import InputError
+import typer  # noqa: E402
+
+from micrometry.errors import InputError, show_warning  # noqa: E402
+from micrometry.options import quiet_option  # noqa: E402
 
 app = typer.Typer(
     name="micrometry",
@@ -21,6 +27,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from micrometry import __version__
+
+        typer.echo(f"micrometry {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    quiet: bool = quiet_option(),
+) -> None:
+    """Turn microscope images into measurements: depth from SEM, particle morphometry."""
 
 
 def _register() -> None:
@@ -73,6 +96,7 @@ _register()
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
+    warnings.showwarning = show_warning
     try:
         # Standalone mode: typer prints usage errors itself and exits with code 2.
         app(args=[str(a) for a in argv] if argv is not None else None, prog_name="micrometry")

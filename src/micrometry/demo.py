@@ -12,10 +12,12 @@ from pathlib import Path
 
 import typer
 
+from micrometry.options import seed_option
+
 
 @dataclass
 class DemoSize:
-    """How much the tour does (the full tour fits in ~10 minutes on 2 CPU cores)."""
+    """How much the tour does (README: the measured time of the full tour on 2 CPU cores)."""
 
     n_structures: int = 300
     n_sites: int = 24
@@ -36,7 +38,7 @@ class DemoSize:
 
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's data, runs and report."),
-    seed: int = typer.Option(0, help="Random seed of the synthetic data and the training."),
+    seed: int = seed_option("Random seed of the synthetic data and the training."),
     quick: bool = typer.Option(False, help="A reduced tour on tiny data (what the test suite runs)."),
 ) -> None:
     """Run micrometry end to end on synthetic data and write one HTML report."""
@@ -69,11 +71,14 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, load_method, train_method
     from micrometry.depth.predict import predict_folder
     from micrometry.io.atomic import atomic_path
+    from micrometry.options import DEFAULT_NM_PER_PX
     from micrometry.report.depth import depth_report
     from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
     from micrometry.train import RunDir
 
     data, truth = out / "sem", out / "sem-truth"
+    console.print(f"synthesising the SEM dataset ({size.n_structures} simulated structures, "
+                  f"{size.n_sites * size.images_per_site} real training images, {size.n_test} test images)...")
     config = SemSynthConfig(seed=seed, n_structures=size.n_structures, n_sites=size.n_sites,
                             images_per_site=size.images_per_site, n_test=size.n_test)
     counts = write_sem_dataset(data, truth, config, overwrite=True)
@@ -91,14 +96,19 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
         predict_folder(data / "test" / "SEM", load_method(run.path), pred, overwrite=True)
         scores[name] = evaluate_folders(pred, truth / "test_depth")
         run.close()
+        per_case = "  ".join(f"case {c} {v['rmse']:.2f}" for c, v in sorted(scores[name]["per_case"].items()))
+        console.print(f"[bold]{name}[/bold]: test RMSE [bold]{scores[name]['rmse']:.2f} nm[/bold] ({per_case}) "
+                      f"-> {pred}")
+        _drop_checkpoints(run.path, keep_best=name == methods[-1], console=console)
 
     best = methods[-1]
     pred = out / "predictions" / f"depth-{best}"
     maps = load_image_folder(pred)
-    table = hole_table(maps.names, measure_maps(maps.images.astype("float32"), nm_per_px=2.0))
+    table = hole_table(maps.names, measure_maps(maps.images.astype("float32"), nm_per_px=DEFAULT_NM_PER_PX))
     with atomic_path(out / "depth-metrology.csv") as tmp:
         table.to_csv(tmp, index=False)
-    console.print(f"measured {len(table)} holes (depth, top/bottom CD, sidewall angle) -> {out / 'depth-metrology.csv'}")
+    console.print(f"measured {len(table)} holes (depth, top/bottom CD, sidewall angle; {DEFAULT_NM_PER_PX:g} nm/px) "
+                  f"-> {out / 'depth-metrology.csv'}")
 
     section = depth_report(pred, sem_dir=data / "test" / "SEM", truth_dir=truth / "test_depth",
                            cases=truth / "test_truth.csv",
@@ -109,6 +119,21 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     section.table(table.head(20))
     report.include(section)
     return scores
+
+
+def _drop_checkpoints(run: Path, keep_best: bool, console) -> None:
+    """Delete what the tour does not need: every run's resume state (last.pt) and the
+    baseline's model, once its predictions exist (they were most of demo-out's size)."""
+    names = ("last",) if keep_best else ("last", "best")
+    freed = 0
+    for name in names:
+        path = run / "checkpoints" / f"{name}.pt"
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+    if freed:
+        what = "resume checkpoint" if keep_best else "checkpoints (its predictions are kept)"
+        console.print(f"  removed {run.name}'s {what}: {freed / 1e6:.0f} MB")
 
 
 def _depth_score_table(scores: dict):
@@ -136,6 +161,7 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
 
     data, truth = out / "particles", out / "particles-truth"
     params = SuspensionParams(height=size.particle_height, width=size.particle_width)
+    console.print(f"synthesising {size.particle_test_images} particle test images and two batches...")
     generate_dataset(data, truth, params, seed=seed, n_train=0, n_test=size.particle_test_images,
                      n_batch=size.particle_batch_images, overwrite=True)
     console.print(f"synthesised {size.particle_test_images} test images and two batches of "
@@ -148,7 +174,8 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
         predict_folder(load_segmenter(model), data / "test" / "images", pred,
                        images_json=data / "test" / "images.json", overwrite=True)
         scores[label] = evaluate(pred / "results.json", truth / "test_annotations.json")
-        console.print(f"{label}: segm AP {scores[label]['segm']['AP']:.3f} -> {pred}")
+        console.print(f"[bold]{label}[/bold]: segm AP [bold]{scores[label]['segm']['AP']:.3f}[/bold] "
+                      f"(AP50 {scores[label]['segm']['AP50']:.3f}) -> {pred}")
 
     best = next(iter(models))
     pred = out / "predictions" / f"particles-{best}"

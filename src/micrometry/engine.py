@@ -35,12 +35,13 @@ import typer
 
 from micrometry import errors
 from micrometry.errors import InputError
+from micrometry.options import number
 
 ENGINES = ("local", "ray")
 
 # The same three options on every prediction command (typer reads these markers as defaults).
 ENGINE_OPTION = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool).")
-RAY_WORKERS_OPTION = typer.Option(2, "--ray-workers", min=1, help="--engine ray: actors, each holding the model.")
+RAY_WORKERS_OPTION = number(2, "--ray-workers", low=1, help="--engine ray: actors, each holding the model.")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, "
                                   "ray://HOST:10001); default: a local Ray instance.")
 
@@ -106,7 +107,8 @@ class RayEngine:
                                        "threads": max(1, int(self.cpus_per_worker))},
                 batch_size=1,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=self.workers),
+                # no more actors than batches: an idle actor costs a model load (and Ray warns)
+                compute=ray.data.ActorPoolStrategy(size=max(1, min(self.workers, len(rows)))),
                 num_cpus=self.cpus_per_worker,
                 num_gpus=self.gpus_per_worker or None,
             )
@@ -124,21 +126,47 @@ class RayEngine:
 
         # our own progress bar and one-line errors; Ray's bars and logs would bury them
         DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # Ray's C++ core logs straight to stderr (core_worker.cc lines); only fatal ones are for the user
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        # Ray's own warnings are about its tuning, not the user's data
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"ray(\.|$)")
         if ray.is_initialized():
             yield
             return
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                    "logging_level": logging.ERROR, "configure_logging": False}
-        if self.address:
-            ray.init(address=self.address, **options)
-        else:
-            cpus = max(self.workers * self.cpus_per_worker, os.cpu_count() or 1)
-            ray.init(num_cpus=int(cpus + 0.999), **options)
+        with _native_stderr_muted():  # the C++ core announces its log level on stderr as it starts
+            if self.address:
+                ray.init(address=self.address, **options)
+            else:
+                cpus = max(self.workers * self.cpus_per_worker, os.cpu_count() or 1)
+                ray.init(num_cpus=int(cpus + 0.999), **options)
         try:
             yield
         finally:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a moment (native libraries' lines; Python errors still raise)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (some embedding hosts): nothing to mute
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class _RayWorker:

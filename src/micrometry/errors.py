@@ -45,3 +45,14 @@ class CheckpointError(InputError):
 
 class OutputExistsError(InputError):
     """An output path that already exists and would be overwritten."""
+
+
+def show_warning(message, category=UserWarning, filename=None, lineno=None, file=None, line=None) -> None:
+    """Print a warning as one line ``warning: ...`` on stderr, the format of errors (no source line).
+
+    Matches :func:`warnings.showwarning`, which the CLI replaces with it.
+    """
+    import typer
+
+    text = " ".join(str(message).split())
+    typer.secho(f"warning: {text}", fg=typer.colors.YELLOW, err=True)

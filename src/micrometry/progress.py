@@ -6,6 +6,7 @@ import os
 from typing import Iterable, Iterator, TypeVar
 
 from rich.console import Console
+from rich.table import Column
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,11 +29,13 @@ def quiet() -> bool:
 def make_progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),  # room for the losses on an 80-column terminal
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
+        # the losses give way first on a narrow terminal: the bar and the counts always show
+        TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis",
+                                                               max_width=max(12, console.width - 76))),
         console=console,
         disable=quiet(),
         transient=False,

@@ -10,6 +10,16 @@ import typer
 
 from micrometry.engine import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_WORKERS_OPTION
 from micrometry.launch import supports_ddp
+from micrometry.options import (
+    fraction,
+    minutes_to_seconds,
+    nm_per_px_option,
+    number,
+    overwrite_option,
+    seed_option,
+    threads_option,
+    time_budget_option,
+)
 
 sem_app = typer.Typer(help="SEM datasets in the 2022 Samsung 3D-metrology layout.", no_args_is_help=True)
 depth_app = typer.Typer(help="Depth from SEM: train, predict, evaluate, measure.", no_args_is_help=True)
@@ -94,19 +104,30 @@ def _parse_params(pairs: list[str]) -> dict:
 def depth_train(
     data: Path = typer.Argument(..., help="Dataset folder (simulation_data/, train/)."),
     out: Path = typer.Option(..., "--out", help="Run folder: config, metrics, log, checkpoints."),
-    method: Optional[str] = typer.Option(None, "--method", help="Method name (default: the best on bench/depth.py)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Method: unet-weak (default, the best on "
+                                         "bench/depth.py), unet, ae (the official baseline), lookup, classifier, "
+                                         "cyclegan; docs/depth.md describes each."),
     params: list[str] = typer.Option([], "--param", help="Method hyper-parameter KEY=VALUE (repeatable)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the method's epochs."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0, help="Stop after this many seconds."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (initialisation and shuffling)."),
+    epochs: Optional[int] = number(None, "--epochs", low=1, help="Override the method's epochs."),
+    time_budget: Optional[float] = time_budget_option(help="Default: the method's own (cyclegan, lookup: their "
+                                                           "time_budget_s parameter; others: none)."),
+    seed: int = seed_option("Random seed (initialisation and shuffling)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
-    threads: int = typer.Option(1, "--threads", min=0, help="CPU threads; 0: all cores. Default 1: on a busy "
-                                "2-core machine, 2 threads ran 7x slower than 1 (measured)."),
+    threads: int = threads_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUT."),
+    overwrite: bool = overwrite_option("an earlier run in OUT"),
     ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry depth train ... --ddp` (docs/scale.md)."),
 ) -> None:
-    """Train a depth method; prints the best validation metrics."""
+    """Train a depth method; prints the best validation metrics.
+
+    Progress bar columns: each step's training losses, mean absolute errors in
+    depth grey levels: map= whole depth map, depth= hole depth, real= depth of
+    the real images (from their Depth_* folder); loss= a single-loss method's
+    (ae: the same L1 error);
+    ce= and acc= the case classifier's cross-entropy and accuracy.
+
+    Validation metrics (val_rmse, ...) go to log.txt and metrics.json per epoch.
+    """
     from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
     from micrometry.errors import InputError
     from micrometry.train import RunDir
@@ -123,21 +144,30 @@ def depth_train(
             raise InputError("--param cannot change a run being resumed", out)
         chosen = create_method(config["method"], **config.get("method_config", {}))
         epochs = epochs if epochs is not None else config.get("epochs")
-        time_budget = time_budget if time_budget is not None else config.get("time_budget_s")
+        time_budget_s = minutes_to_seconds(time_budget) if time_budget is not None else config.get("time_budget_s")
         seed = config.get("seed", seed)
+        done = run.finished(epochs, time_budget_s)
+        if done:
+            typer.echo(f"nothing to resume: {done} (give a larger --epochs or --time-budget to train on); "
+                       f"best: {_best_line(run.read_metrics())} -> {out}")
+            return
     else:
         chosen = create_method(method or DEFAULT_METHOD, **_parse_params(params))
         if not Path(data).is_dir():
             raise InputError("no such dataset folder", data)
         run = None
+        time_budget_s = minutes_to_seconds(time_budget)
     training_data = DepthData.load(data, chosen.uses)  # before the run folder exists: bad data leaves nothing
     if run is None:
         run = RunDir.for_training(out, overwrite=overwrite)
-    metrics = train_method(chosen, training_data, run, resume=resume, time_budget_s=time_budget, epochs=epochs,
+    metrics = train_method(chosen, training_data, run, resume=resume, time_budget_s=time_budget_s, epochs=epochs,
                            seed=seed, device=device, extra_config={"data": str(Path(data).resolve())})
+    typer.echo(f"{chosen.name}: {_best_line(metrics)} -> {out}")
+
+
+def _best_line(metrics: dict) -> str:
     best = metrics.get("best", {})
-    typer.echo(f"{chosen.name}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                            for k, v in best.items()) + f" -> {out}")
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
 
 
 @depth_app.command("predict")
@@ -148,11 +178,10 @@ def depth_predict(
                               "train`, or a model folder written by `micrometry export`."),
     out: Path = typer.Option(..., "--out", help="Folder for the depth PNGs (same file names)."),
     zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
-    batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Images per inference batch."),
+    batch_size: int = number(4096, "--batch-size", low=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
-    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads; 0: all cores (on a busy machine 1 can be "
-                                "faster, see depth train)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT / zip."),
+    threads: int = threads_option(),
+    overwrite: bool = overwrite_option("OUT / zip"),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
@@ -208,13 +237,11 @@ def depth_evaluate(
 def depth_measure(
     pred: Path = typer.Argument(..., help="Folder of depth PNGs (predicted or true)."),
     out: Path = typer.Option(..., "--out", help="Table to write, one row per image: .csv or .parquet."),
-    nm_per_px: float = typer.Option(2.0, "--nm-per-px", help="Lateral pixel size in nm (CDs in nm, angle); "
-                                    "2.0 is the SEM simulator's."),
-    top_fraction: float = typer.Option(0.9, "--top-level", min=0.0, max=1.0,
-                                       help="Top CD is read at this fraction of the depth above the bottom."),
-    bottom_fraction: float = typer.Option(0.1, "--bottom-level", min=0.0, max=1.0,
-                                          help="Bottom CD is read at this fraction of the depth."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing table."),
+    nm_per_px: float = nm_per_px_option(),
+    top_fraction: float = fraction(0.9, "--top-level",
+                                   help="Top CD is read at this fraction of the depth above the bottom."),
+    bottom_fraction: float = fraction(0.1, "--bottom-level", help="Bottom CD is read at this fraction of the depth."),
+    overwrite: bool = overwrite_option("table"),
 ) -> None:
     """Per image: depth, top and bottom CD in x and y, sidewall angle (docs/depth.md), and why any is missing."""
     import math

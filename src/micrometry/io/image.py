@@ -9,6 +9,7 @@ coloured images to luminance with a warning.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from micrometry.errors import ImageReadError
 from micrometry.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+# Largest image decoded unless a caller asks for less: PIL's own decompression-bomb threshold (89 Mpx),
+# for every format. Checked from the header before any pixel is decoded, so a tiny file that declares a
+# huge image costs nothing.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 # ITU-R BT.601 luma weights, as used by PIL and OpenCV for RGB -> gray.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -53,7 +59,7 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(path.read_bytes(), path)
 
 
-def decode_image(data: bytes, name: str | Path = "<upload>") -> np.ndarray:
+def decode_image(data: bytes, name: str | Path = "<upload>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode image bytes (an upload, a zip member) exactly as :func:`read_image` reads a file.
 
     Parameters
@@ -62,15 +68,53 @@ def decode_image(data: bytes, name: str | Path = "<upload>") -> np.ndarray:
         The encoded file.
     name : str or Path
         Used to pick the TIFF decoder by suffix and to name the input in errors.
+    max_pixels : int
+        Refuse, from the header and before decoding, an image with more pixels.
     """
     name = Path(name)
     if not data:
         raise ImageReadError("file is empty", name)
+    check_pixel_count(data, name, max_pixels)
     if name.suffix.lower() in (".tif", ".tiff") or data[:4] in (b"II*\x00", b"MM\x00*"):
         array = _read_tiff(io.BytesIO(data), name)
     else:
         array = _read_pil(io.BytesIO(data), name)
     return _to_gray(array, name)
+
+
+def check_pixel_count(data: bytes, name: str | Path, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels, without decoding it.
+
+    PIL and tifffile read only the header here; a file whose header cannot be
+    read is left for the decoder to report.
+
+    Raises
+    ------
+    ImageReadError
+        The image is larger than ``max_pixels``.
+    """
+    name = Path(name)
+    try:
+        if name.suffix.lower() in (".tif", ".tiff") or data[:4] in (b"II*\x00", b"MM\x00*"):
+            import tifffile
+
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                shape = tif.series[0].shape
+            colour = len(shape) == 3 and (shape[0] in (3, 4) or shape[-1] in (3, 4))
+            pixels = int(np.prod(shape, dtype=np.float64)) // (min(shape[0], shape[-1]) if colour else 1)
+        else:
+            with Image.open(io.BytesIO(data)) as img:
+                pixels = img.width * img.height
+    except Image.DecompressionBombError as exc:  # PIL refuses to open it at all; its message has the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if not found:
+            raise ImageReadError(f"image is too large to decode safely ({exc})", name) from None
+        pixels = int(found.group(1))
+    except Exception:  # noqa: BLE001 - an unreadable header is the decoder's to report, with its message
+        return
+    if pixels > max_pixels:
+        raise ImageReadError(f"image has {pixels / 1e6:.1f} million pixels; the limit is "
+                             f"{max_pixels / 1e6:.1f} million", name)
 
 
 def read_gray_u8(path: str | Path) -> np.ndarray:
@@ -115,9 +159,104 @@ def _read_tiff(source: io.BytesIO, path: Path) -> np.ndarray:
         array = np.moveaxis(array, 0, -1)  # planar RGB
     if array.dtype not in (np.uint8, np.uint16):
         if np.issubdtype(array.dtype, np.floating):
-            raise ImageReadError(f"floating-point TIFF ({array.dtype}) is not supported", path)
+            return float_to_u16(array, path)
         array = np.clip(array, 0, 65535).astype(np.uint16)
     return array
+
+
+class FloatImageWarning(UserWarning):
+    """A floating-point image was scaled to 16 bit."""
+
+
+def float_to_u16(array: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
+    """A floating-point image as uint16: exact when it holds whole numbers in 0..65535 (a label
+    image saved as float), else its finite range stretched to 0..65535, with a warning."""
+    array = np.asarray(array, dtype=np.float64)
+    finite = np.isfinite(array)
+    if not finite.any():
+        raise ImageReadError("floating-point image without a finite value", path)
+    values = array[finite]
+    lo, hi = float(values.min()), float(values.max())
+    if finite.all() and lo >= 0 and hi <= 65535 and np.array_equal(values, np.round(values)):
+        return array.astype(np.uint16)
+    scaled = (np.where(finite, array, lo) - lo) / (hi - lo) * 65535 if hi > lo else np.zeros_like(array)
+    warnings.warn(f"{path}: floating-point image scaled from [{lo:.6g}, {hi:.6g}] to 16 bit"
+                  + ("; non-finite pixels set to the minimum" if not finite.all() else ""),
+                  FloatImageWarning, stacklevel=3)
+    return np.rint(scaled).astype(np.uint16)
+
+
+# --------------------------------------------------------------------------- calibration
+
+# ImageJ and OME spellings of the length units micrometry reports, and their factor to um.
+_UNIT_NAMES = {"um": "um", "micron": "um", "microns": "um", "\u00b5m": "um", "µm": "um", "μm": "um",
+               "nm": "nm", "nanometer": "nm", "mm": "mm", "millimeter": "mm", "cm": "cm", "m": "m"}
+# TIFF ResolutionUnit 2 (inch) with these values is a print resolution, not a calibration.
+_PRINT_DPI = {72.0, 96.0, 100.0, 150.0, 200.0, 300.0, 600.0, 1200.0}
+
+
+def read_calibration(path: str | Path) -> tuple[float, str] | None:
+    """Pixel size and length unit stored in a TIFF, or None when it carries no calibration.
+
+    Read from, first to last: OME-XML ``PhysicalSizeX`` (+ ``PhysicalSizeXUnit``,
+    default um); ImageJ's ``unit=`` with the XResolution tag (pixels per unit);
+    XResolution with ResolutionUnit centimetre (or inch, unless it is a
+    typical print resolution such as 72 or 300 dpi). Non-TIFF files give None.
+    Only the x pixel size is returned (square pixels).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            ome = tif.ome_metadata if tif.is_ome else None
+            imagej = tif.imagej_metadata if tif.is_imagej else None
+            tags = {name: page.tags[name].value for name in ("XResolution", "ResolutionUnit") if name in page.tags}
+    except Exception:  # unreadable files are reported by the image reader, not here
+        return None
+    if ome:
+        found = _ome_calibration(ome)
+        if found:
+            return found
+    resolution = tags.get("XResolution")
+    if not resolution:
+        return None
+    num, den = resolution if isinstance(resolution, tuple) else (resolution, 1)
+    if not num or not den:
+        return None
+    per_unit = float(num) / float(den)  # pixels per unit
+    resolution_unit = int(tags.get("ResolutionUnit", 2))
+    if imagej and imagej.get("unit"):
+        unit = _UNIT_NAMES.get(str(imagej["unit"]).strip().lower())
+        return (1.0 / per_unit, unit) if unit else None
+    if resolution_unit == 3:  # centimetre
+        return _tidy(1e4 / per_unit, "um")
+    if resolution_unit == 2 and per_unit not in _PRINT_DPI:
+        return _tidy(25400.0 / per_unit, "um")
+    return None
+
+
+def _ome_calibration(xml: str) -> tuple[float, str] | None:
+    import re
+
+    size = re.search(r'PhysicalSizeX="([^"]+)"', xml)
+    if not size:
+        return None
+    unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
+    name = _UNIT_NAMES.get(unit.group(1).strip().lower() if unit else "um")
+    try:
+        value = float(size.group(1))
+    except ValueError:
+        return None
+    return (value, name) if name and np.isfinite(value) and value > 0 else None
+
+
+def _tidy(size: float, unit: str) -> tuple[float, str]:
+    """Sub-micrometre sizes in nm, so that numbers stay readable."""
+    return (size * 1000.0, "nm") if size < 0.1 else (size, unit)
 
 
 def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:
@@ -129,8 +268,12 @@ def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return np.ascontiguousarray(rgb[..., 0])
     warnings.warn(f"{path}: colour image converted to gray luminance", ColourImageWarning, stacklevel=3)
-    gray = rgb.astype(np.float64) @ _LUMA
-    return np.clip(np.rint(gray), 0, np.iinfo(array.dtype).max).astype(array.dtype)
+    gray = np.empty(rgb.shape[:2], dtype=array.dtype)
+    rows = max(1, 2**20 // max(rgb.shape[1], 1))  # ~1 Mpx blocks: float64 never for the whole image
+    for start in range(0, rgb.shape[0], rows):
+        block = rgb[start:start + rows].astype(np.float64) @ _LUMA
+        gray[start:start + rows] = np.clip(np.rint(block), 0, np.iinfo(array.dtype).max)
+    return gray
 
 
 def write_image(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:

@@ -15,6 +15,17 @@ from rich.table import Table
 
 from micrometry.engine import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_WORKERS_OPTION
 from micrometry.launch import supports_ddp
+from micrometry.options import (
+    fraction,
+    minutes_to_seconds,
+    number,
+    overwrite_option,
+    pixel_size_option,
+    seed_option,
+    threads_option,
+    time_budget_option,
+    unit_option,
+)
 
 particles_app = typer.Typer(help="Particles: segment, measure, compare.", no_args_is_help=True)
 
@@ -24,15 +35,18 @@ stdout = Console(width=None if sys.stdout.isatty() else 120)
 
 @contextlib.contextmanager
 def _warnings_as_lines():
-    """Show repair warnings as one ``warning: ...`` line each on stderr (no source lines)."""
-    with warnings.catch_warnings(record=True) as caught:
+    """Show every user warning, as it happens, as one ``warning: ...`` line on stderr (no source lines)."""
+    from micrometry.errors import show_warning
+
+    def show(message, category, *args, **kwargs):
+        # only warnings meant for the user (library deprecation noise is not)
+        if issubclass(category, UserWarning):
+            show_warning(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            # only warnings meant for the user (library deprecation noise is not)
-            for w in (w for w in caught if issubclass(w.category, UserWarning)):
-                typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+        warnings.showwarning = show
+        yield
 
 
 @particles_app.command("info")
@@ -40,7 +54,7 @@ def info(
     coco: Optional[Path] = typer.Argument(None, help="COCO folder (images/ + annotations.json) or annotation file."),
     images: Optional[Path] = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."),
-    max_rows: int = typer.Option(30, "--max-rows", help="Per-image rows to print (0: none, -1: all)."),
+    max_rows: int = number(30, "--max-rows", low=-1, help="Per-image rows to print (0: none, -1: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
 ) -> None:
     """Validate a COCO dataset and print counts, sizes and per-image statistics."""
@@ -77,6 +91,13 @@ def info(
         stdout.print(per)
 
 
+def calibration_line(pixel_size: float, unit: str, source: str) -> str:
+    """The calibration a measurement used, said once on the console."""
+    if source == "none":
+        return "calibration: none (sizes in pixels; --pixel-size and --unit calibrate them)"
+    return f"calibration: {pixel_size:g} {unit}/px (from {'the image metadata' if source == 'metadata' else source})"
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "-" if value != value else f"{value:.1f}"
@@ -89,11 +110,11 @@ def predict(
     out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
     model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry, trained on its synthetic particle photos), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`; several joined by commas (RUN_A,RUN_B or RUN_A:2,RUN_B:1 with weights) for an ensemble fused by weighted mask fusion."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per segmenter call."),
+    batch_size: int = number(4, "--batch-size", low=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PRED folder."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="Learned models: network resolution relative to the image (default: the run's)."),
-    tile: Optional[int] = typer.Option(None, "--tile", min=32, help="Learned models: tile side in network pixels for large images (default 768)."),
+    overwrite: bool = overwrite_option("PRED folder"),
+    scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Learned models: network resolution relative to the image (default: the run's)."),
+    tile: Optional[int] = number(None, "--tile", low=32, help="Learned models: tile side in network pixels for large images (default 768)."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation, any model: the four flips (about 4x slower; U-Net models average their maps, others fuse instances)."),
     tta_scales: Optional[str] = typer.Option(None, "--tta-scales", help="Multi-scale TTA, any model: also segment the image resized by each factor, e.g. 0.8,1,1.25; instances fused by weighted mask fusion."),
     engine: str = ENGINE_OPTION,
@@ -110,6 +131,9 @@ def predict(
     segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
         summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner)
+    cal = summary["calibration"]
+    typer.echo(calibration_line(cal["pixel_size"], cal["unit"], "metadata") if cal else
+               "calibration: none in the images (particles measure --pixel-size --unit calibrates)")
     typer.echo(f"{summary['images']} images, {summary['particles']} particles "
                f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
 
@@ -118,24 +142,27 @@ def predict(
 def measure(
     pred: Path = typer.Argument(..., help="Label-image folder, prediction folder (PRED/labels) or COCO .json."),
     out: Path = typer.Option(..., "--out", help="Particle table (.csv or .parquet); summaries go beside it."),
-    pixel_size: float = typer.Option(1.0, "--pixel-size", help="Pixel side length in --unit."),
-    unit: str = typer.Option("px", "--unit", help="Length unit of --pixel-size (e.g. um, nm)."),
+    pixel_size: Optional[float] = pixel_size_option(),
+    unit: Optional[str] = unit_option(),
     exclude_edges: bool = typer.Option(False, "--exclude-edges", help="Leave out particles touching the border."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO images list for a results file (default: images.json beside it)."),
-    min_score: float = typer.Option(0.0, "--min-score", help="COCO results: ignore detections scoring below this."),
+    min_score: float = fraction(0.0, "--min-score", help="COCO results: ignore detections scoring below this."),
     images: Optional[Path] = typer.Option(None, "--images", help="Gray images named like the label images: adds Mean, Min, Max."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output tables."),
+    rois: bool = typer.Option(False, "--rois", help="Also write each image's particle outlines as an ImageJ "
+                              "ROI set, OUT_STEM_rois/IMAGE_RoiSet.zip (ROI names = the Label column)."),
+    overwrite: bool = overwrite_option("output tables"),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
     from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
 
-    check_outputs_free(out, overwrite)
+    check_outputs_free(out, overwrite, rois=rois)
     with _warnings_as_lines():
         result = measure_source(pred, pixel_size=pixel_size, unit=unit, exclude_edges=exclude_edges,
-                                images_json=images_json, min_score=min_score, images_dir=images)
+                                images_json=images_json, min_score=min_score, images_dir=images, rois=rois)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
-    size = (f"; D50 (number) {s['D50_n']:.3g} {unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
+    typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
+    size = (f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
             if s["Count"] else "")
     typer.echo(f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}")
     for path in paths.values():
@@ -148,14 +175,15 @@ def compare(
     b: Path = typer.Argument(..., help="Batch B: same kinds as A."),
     out: Path = typer.Option(..., "--out", help="Output folder: compare.csv, compare.json, report.html."),
     model: Optional[str] = typer.Option(None, "--model", help="A and B are folders of raw images: segment them with this model first ('shipped', watershed, a run or an exported model folder)."),
-    pixel_size: float = typer.Option(1.0, "--pixel-size", help="Pixel size when A/B are measured here."),
-    unit: str = typer.Option("px", "--unit", help="Unit of --pixel-size."),
+    pixel_size: Optional[float] = pixel_size_option("Pixel size in --unit when A/B are measured here (default: "
+                                                    "image metadata, else pixels)."),
+    unit: Optional[str] = unit_option(),
     exclude_edges: bool = typer.Option(False, "--exclude-edges", help="Leave out border-touching particles."),
-    alpha: float = typer.Option(0.01, "--alpha", help="KS significance level."),
-    rel_threshold: float = typer.Option(0.05, "--rel-threshold", help="Relevant median shift, fraction of A's median."),
-    n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap resamples."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    alpha: float = number(0.01, "--alpha", low=0, high=0.5, low_open=True, help="KS significance level."),
+    rel_threshold: float = number(0.05, "--rel-threshold", low=0, help="Relevant median shift, fraction of A's median."),
+    n_boot: int = number(1000, "--n-boot", low=100, help="Bootstrap resamples."),
+    seed: int = seed_option("Bootstrap seed."),
+    overwrite: bool = overwrite_option("output folder"),
 ) -> None:
     """Compare two batches descriptor by descriptor; say plainly what changed."""
     from micrometry.particles.compare_run import run_compare
@@ -174,8 +202,8 @@ def compare(
 def evaluate_cmd(
     pred: Path = typer.Argument(..., help="COCO results JSON (or a PRED folder holding results.json)."),
     gt: Path = typer.Argument(..., help="Ground-truth COCO annotations (e.g. TRUTH/test_annotations.json)."),
-    max_dets: int = typer.Option(300, "--max-dets", min=1, help="Detections per image for COCO AP/AR."),
-    match_score: float = typer.Option(0.5, "--match-score", help="Minimum score for instance matching."),
+    max_dets: int = number(300, "--max-dets", low=1, help="Detections per image for COCO AP/AR."),
+    match_score: float = fraction(0.5, "--match-score", help="Minimum score for instance matching."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """COCO segm/bbox AP (maxDets >= 300) and instance matching at IoU 0.5..0.9."""
@@ -208,6 +236,28 @@ def evaluate_cmd(
     stdout.print(match)
 
 
+def _finished_run(out: Path, model: str | None, epochs: int | None, time_budget: float | None) -> str | None:
+    """Why the run in ``out`` has nothing left to train, with the limits the user gave or the run's own.
+
+    None whenever train_model has something to say first (not a run, another model, ...).
+    """
+    from micrometry.train import RunDir
+
+    config_path = Path(out) / "config.json"
+    if not config_path.is_file() or not (Path(out) / "checkpoints" / "last.pt").is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError:
+        return None
+    if model is not None and model != config.get("model"):
+        return None
+    settings = config.get("settings", {})
+    run = RunDir(out)
+    return run.finished(epochs if epochs is not None else settings.get("epochs"),
+                        minutes_to_seconds(time_budget) if time_budget is not None else settings.get("time_budget_s"))
+
+
 def _fmt3(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -218,32 +268,41 @@ def train(
     coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
     out: Path = typer.Option(..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."),
     model: Optional[str] = typer.Option(None, "--model", help="center-offset (default; the shipped model is one), unet-watershed, maskrcnn or cascade-maskrcnn."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default 30)."),
-    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1, help="Batches per epoch (default 40)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Crops per batch (default 4)."),
-    crop: Optional[int] = typer.Option(None, "--crop", min=32, help="Crop side in network pixels (default 192)."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0,
-                                                help="Stop after this many minutes of training (default 15; 0: no limit)."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="Train (and later predict) at this fraction of the image size (default 0.5)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data split, crops and augmentation."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
+    epochs: Optional[int] = number(None, "--epochs", low=1, help="Epochs (default 30)."),
+    steps_per_epoch: Optional[int] = number(None, "--steps-per-epoch", low=1, help="Batches per epoch (default 40)."),
+    batch_size: Optional[int] = number(None, "--batch-size", low=1, help="Crops per batch (default 4)."),
+    crop: Optional[int] = number(None, "--crop", low=32, help="Crop side in network pixels (default 192)."),
+    time_budget: Optional[float] = time_budget_option("Default 15."),
+    scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Train (and later predict) at this fraction of the image size (default 0.5)."),
+    seed: int = seed_option("Seed for initialisation, data split, crops and augmentation."),
+    threads: int = threads_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in --out."),
+    overwrite: bool = overwrite_option("an earlier run in --out"),
     ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry particles train ... --ddp` (docs/scale.md)."),
 ) -> None:
     """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
     from micrometry.particles.models.training import TrainSettings, train_model
 
+    if resume and not overwrite:  # (both: train_model refuses the pair)
+        done = _finished_run(out, model, epochs, time_budget)
+        if done:
+            typer.echo(f"nothing to resume: {done} (give a larger --epochs or --time-budget to train on) -> {out}")
+            return
+
     given = {"model": model, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
              "crop": crop, "scale": scale, "seed": seed}
     settings = TrainSettings(**{k: v for k, v in given.items() if v is not None})
     if time_budget is not None:
-        settings.time_budget_s = time_budget * 60 if time_budget > 0 else None
+        settings.time_budget_s = minutes_to_seconds(time_budget)
     with _warnings_as_lines():
-        metrics = train_model(coco, out, settings, resume=resume, overwrite=overwrite, threads=threads,
+        metrics = train_model(coco, out, settings, resume=resume, overwrite=overwrite, threads=threads or None,
                               model_given=model is not None,
                               given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None})
     best, final = metrics.get("best", {}), metrics.get("final", {})
+    if best and not best.get("val_ap"):
+        typer.secho("warning: validation AP is 0: no predicted particle matched a validation particle yet "
+                    "(too little training for these images: a longer --time-budget, more images, or a --scale "
+                    "that makes particles 10-60 network pixels across)", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
                f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
                f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}")

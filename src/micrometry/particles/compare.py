@@ -224,10 +224,16 @@ def verdict(row: dict, settings: CompareSettings) -> str:
     if row["changed"]:
         direction = "rose" if row["shift"] > 0 else "fell"
         return f"{row['name']} {direction} from {a} to {b}{unit} ({shift}; {tests})"
+    # Say which criterion decided: a bare "no significant change" next to "p<0.001" reads as a contradiction.
     if row["significant"]:
         return (f"{row['name']}: no practically relevant change ({a} vs {b}{unit}, {shift}; "
-                f"detectable but below the {_fmt(row['threshold'])}{unit} threshold; {tests})")
-    return f"{row['name']}: no significant change ({a} vs {b}{unit}, {shift}; {tests})"
+                f"detectable, but the effect size is below the relevance threshold of "
+                f"{_fmt(row['threshold'])}{unit}; {tests})")
+    if row["ks_pvalue"] < settings.alpha:
+        return (f"{row['name']}: no change in the median ({a} vs {b}{unit}, {shift}; the shift's {conf} "
+                f"includes 0, though the distributions differ in shape; {tests})")
+    return (f"{row['name']}: no significant change ({a} vs {b}{unit}, {shift}; the KS test does not reject "
+            f"equal distributions at alpha {settings.alpha:g}; {tests})")
 
 
 def comparison_summary(table: pd.DataFrame, settings: CompareSettings) -> dict:

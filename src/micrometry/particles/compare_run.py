@@ -9,7 +9,7 @@ import pandas as pd
 from micrometry.errors import InputError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.particles.compare import CompareSettings, compare_tables, comparison_summary
-from micrometry.particles.measure import TABLE_SUFFIXES, measure_source, read_table
+from micrometry.particles.measure import CSV_FLOAT_FORMAT, TABLE_SUFFIXES, measure_source, read_table
 
 COMPARE_CSV = "compare.csv"
 COMPARE_JSON = "compare.json"
@@ -19,7 +19,7 @@ BATCH_A = "batch_a.parquet"
 BATCH_B = "batch_b.parquet"
 
 
-def load_batch(path: str | Path, model: str | None = None, pixel_size: float = 1.0, unit: str = "px",
+def load_batch(path: str | Path, model: str | None = None, pixel_size: float | None = None, unit: str | None = None,
                exclude_edges: bool = False) -> pd.DataFrame:
     """A batch's particle table: read a measure table, or measure a label/COCO/image source now."""
     path = Path(path)
@@ -38,7 +38,7 @@ def load_batch(path: str | Path, model: str | None = None, pixel_size: float = 1
 
 
 def run_compare(a: str | Path, b: str | Path, out: str | Path, settings: CompareSettings, model: str | None = None,
-                pixel_size: float = 1.0, unit: str = "px", exclude_edges: bool = False,
+                pixel_size: float | None = None, unit: str | None = None, exclude_edges: bool = False,
                 overwrite: bool = False) -> pd.DataFrame:
     """Compare batch ``a`` with batch ``b`` and write ``out/`` (compare.csv, compare.json, report.html)."""
     from micrometry.report.particles import compare_report
@@ -49,12 +49,12 @@ def run_compare(a: str | Path, b: str | Path, out: str | Path, settings: Compare
         comparison = compare_tables(table_a, table_b, settings=settings)
         summary = comparison_summary(comparison, settings)
         summary["inputs"] = {"a": str(a), "b": str(b), "exclude_edges": exclude_edges}
-        comparison.to_csv(tmp / COMPARE_CSV, index=False)
+        comparison.to_csv(tmp / COMPARE_CSV, index=False, float_format=CSV_FLOAT_FORMAT)
         write_json(tmp / COMPARE_JSON, summary)
         table_a.to_parquet(tmp / BATCH_A, index=False)
         table_b.to_parquet(tmp / BATCH_B, index=False)
         names = (Path(a).stem or "A", Path(b).stem or "B")
         if names[0] == names[1]:
             names = ("A", "B")
-        compare_report(table_a, table_b, comparison, summary["rule"]["text"], names=names).write(tmp / REPORT_HTML)
+        compare_report(table_a, table_b, comparison, summary["rule"], names=names).write(tmp / REPORT_HTML)
     return comparison

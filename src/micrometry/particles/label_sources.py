@@ -17,7 +17,7 @@ import numpy as np
 
 from micrometry.errors import DatasetError, ImageReadError, InputError
 from micrometry.io.coco import load_coco, load_results, read_json, rle_to_mask
-from micrometry.io.image import ColourImageWarning, list_images, read_image
+from micrometry.io.image import IMAGE_SUFFIXES, ColourImageWarning, list_images, read_image
 
 IMAGES_JSON_NAME = "images.json"
 
@@ -28,6 +28,7 @@ class LabelImage:
 
     name: str
     labels: np.ndarray
+    path: Path | None = None  # the file it was read from, when one (its metadata may calibrate it)
 
 
 def iter_label_images(
@@ -54,14 +55,16 @@ def iter_label_images(
     if not source.exists():
         raise InputError("no such file or folder", source)
     if source.is_file():
+        if source.suffix.lower() in IMAGE_SUFFIXES:  # one label image
+            return 1, iter([LabelImage(source.stem, read_label_image(source), source)])
         if source.suffix.lower() != ".json":
-            raise InputError("expected a COCO .json file or a folder of label images", source)
+            raise InputError("expected a COCO .json file, a label image or a folder of label images", source)
         return coco_label_images(source, images_json, min_score)
     folder = source / "labels" if (source / "labels").is_dir() else source
     paths = list_images(folder)
     if not paths:
         raise DatasetError("no label images (.png/.tif) found", folder)
-    return len(paths), (LabelImage(p.stem, read_label_image(p)) for p in paths)
+    return len(paths), (LabelImage(p.stem, read_label_image(p), p) for p in paths)
 
 
 def segmented_label_images(folder: str | Path, model: str | Path | None) -> tuple[int, Iterator[LabelImage]]:
@@ -76,7 +79,7 @@ def segmented_label_images(folder: str | Path, model: str | Path | None) -> tupl
     if not paths:
         raise DatasetError("no images found", folder)
     segmenter = load_segmenter(model)
-    return len(paths), (LabelImage(p.stem, segmenter.segment(read_image(p)).labels.astype(np.int32))
+    return len(paths), (LabelImage(p.stem, segmenter.segment(read_image(p)).labels.astype(np.int32), p)
                         for p in paths)
 
 

@@ -21,14 +21,20 @@ import numpy as np
 import pandas as pd
 
 from micrometry.errors import DatasetError, InputError
-from micrometry.io.atomic import atomic_path, refuse_existing
-from micrometry.io.image import list_images, read_image
+from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
+from micrometry.io.coco import read_json
+from micrometry.io.image import list_images, read_calibration, read_image
+from micrometry.options import calibration
 from micrometry.particles.label_sources import LabelImage, iter_label_images, segmented_label_images
-from micrometry.particles.morphometry import measure_labels
+from micrometry.particles.morphometry import measure_labels, with_unit_names, without_unit_names
 from micrometry.particles.psd import psd_row
+from micrometry.particles.rois import ROISET_SUFFIX, label_polygons, write_polygons
 from micrometry.progress import track
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+
+# Written by 'particles predict' beside its results: counts, warnings, the images' calibration.
+PREDICTION_JSON = "prediction.json"
 
 # The size that D10/D50/D90 describe.
 SIZE_COLUMN = "EqDiam"
@@ -41,6 +47,13 @@ class Measurement:
     particles: pd.DataFrame
     images: pd.DataFrame
     summary: pd.DataFrame
+    # with rois=True: each image's outlines of the particles in the table, {image: {label id: (N, 2) x, y}}
+    rois: dict[str, dict[int, np.ndarray]] | None = None
+
+    @property
+    def unit(self) -> str:
+        """The length unit of every table (``px`` when uncalibrated)."""
+        return str(self.summary["Unit"].iloc[0])
 
 
 # --------------------------------------------------------------------------- measuring
@@ -48,14 +61,15 @@ class Measurement:
 
 def measure_source(
     source: str | Path,
-    pixel_size: float = 1.0,
-    unit: str = "px",
+    pixel_size: float | None = None,
+    unit: str | None = None,
     exclude_edges: bool = False,
     images_json: str | Path | None = None,
     min_score: float = 0.0,
     model: str | Path | None = None,
     images_dir: str | Path | None = None,
     n_boot: int = 500,
+    rois: bool = False,
 ) -> Measurement:
     """Measure every particle of every image in ``source`` and summarise.
 
@@ -64,15 +78,19 @@ def measure_source(
     particle table and of the counts and percentiles (their true size is
     unknown, and large particles touch the border more often, so keeping them
     biases the PSD), but not of the coverage, which is a property of the image.
+
+    Calibration: ``pixel_size`` (with ``unit``) when given, else the images'
+    metadata (:func:`source_calibration`), else pixels; the summary table records
+    which (``PixelSize``, ``Unit``, ``Calibration``).
     """
-    if pixel_size <= 0:
-        raise InputError(f"--pixel-size must be positive, got {pixel_size}")
+    pixel_size, unit, calibrated_by = calibration(pixel_size, unit, source_calibration(source, images_dir, model))
     gray_by_stem = {p.stem: p for p in list_images(images_dir)} if images_dir is not None else {}
     if model is not None:
         count, items = segmented_label_images(source, model)
     else:
         count, items = iter_label_images(source, images_json, min_score)
     tables, image_rows = [], []
+    outlines: dict[str, dict[int, np.ndarray]] = {}
     for item in track(items, "measuring", total=count):
         image = _matching_image(gray_by_stem, item) if images_dir is not None else None
         table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit, image=image)
@@ -83,6 +101,9 @@ def measure_source(
             table = table[~table["TouchesBorder"]]
         table.insert(0, "Image", item.name)
         tables.append(table)
+        if rois:
+            kept = set(table["Label"].tolist())
+            outlines[item.name] = {k: v for k, v in label_polygons(item.labels).items() if k in kept}
         image_rows.append({
             "Image": item.name, "WidthPx": item.labels.shape[1], "HeightPx": item.labels.shape[0],
             "Count": len(table), "TouchingBorder": touching, "Coverage": coverage,
@@ -96,10 +117,40 @@ def measure_source(
         "Source": str(Path(source).resolve()), "Images": len(images), "Count": len(particles),
         "TouchingBorder": int(images["TouchingBorder"].sum()), "ExcludeEdges": exclude_edges,
         "Coverage": covered / total_area if total_area else 0.0,
-        "SizeColumn": SIZE_COLUMN, "PixelSize": pixel_size, "Unit": unit,
+        "SizeColumn": SIZE_COLUMN, "PixelSize": pixel_size, "Unit": unit, "Calibration": calibrated_by,
         **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
     }])
-    return Measurement(particles, images, summary)
+    return Measurement(particles, images, summary, outlines if rois else None)
+
+
+def source_calibration(source: str | Path, images_dir: str | Path | None = None,
+                       model: str | Path | None = None) -> tuple[float, str] | None:
+    """The pixel size the inputs' files declare, or None.
+
+    Looked up in a prediction folder's ``prediction.json`` (the calibration of the
+    images that were segmented), then in the TIFF metadata of the label images,
+    the images to segment and the ``images_dir`` gray images
+    (:func:`micrometry.io.image.read_calibration`). Files that disagree are refused.
+    """
+    source = Path(source)
+    record = source / PREDICTION_JSON
+    if source.is_dir() and record.is_file():
+        saved = read_json(record).get("calibration")
+        if saved:
+            return float(saved["pixel_size"]), str(saved["unit"])
+    files: list[Path] = []
+    if source.is_file() and source.suffix.lower() != ".json":
+        files.append(source)
+    elif source.is_dir():
+        files += list_images(source / "labels" if (source / "labels").is_dir() and model is None else source)
+    if images_dir is not None:
+        files += list_images(images_dir)
+    found = {path: cal for path in files if (cal := read_calibration(path)) is not None}
+    values = set(found.values())
+    if len(values) > 1:
+        listed = ", ".join(f"{p.name}: {c[0]:g} {c[1]}/px" for p, c in list(found.items())[:3])
+        raise InputError(f"images declare different pixel sizes ({listed}); give --pixel-size and --unit", source)
+    return values.pop() if values else None
 
 
 def _matching_image(gray_by_stem: dict[str, Path], item: LabelImage) -> np.ndarray:
@@ -129,30 +180,54 @@ def output_paths(out: str | Path) -> dict[str, Path]:
     }
 
 
-def check_outputs_free(out: str | Path, overwrite: bool) -> dict[str, Path]:
+def rois_folder(out: str | Path) -> Path:
+    """Where ``measure --rois`` writes one ``<image>_RoiSet.zip`` per image: ``<stem>_rois/`` beside the table."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_rois")
+
+
+def check_outputs_free(out: str | Path, overwrite: bool, rois: bool = False) -> dict[str, Path]:
     """Output paths, refusing existing files unless ``overwrite`` (checked before any work)."""
     paths = output_paths(out)
     for path in paths.values():
         refuse_existing(path, overwrite)
+    if rois:
+        refuse_existing(rois_folder(out), overwrite)
     return paths
 
 
-def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write one table as CSV or Parquet by suffix (no atomicity: see :func:`write_measurement`)."""
+# Six significant digits: beyond any measurement's precision, and what spreadsheets show in full.
+CSV_FLOAT_FORMAT = "%.6g"
+
+
+def write_table(table: pd.DataFrame, path: Path, unit: str | None = None) -> None:
+    """Write one table as CSV or Parquet by suffix (no atomicity: see :func:`write_measurement`).
+
+    With ``unit``, column names carry their units (:func:`~micrometry.particles.morphometry.unit_name`).
+    CSV numbers are rounded to 6 significant digits; missing values are empty cells.
+    """
+    if unit is not None:
+        table = with_unit_names(table, unit)
     if path.suffix.lower() == ".parquet":
         table.to_parquet(path, index=False)
     else:
-        table.to_csv(path, index=False)
+        table.to_csv(path, index=False, float_format=CSV_FLOAT_FORMAT, na_rep="")
 
 
 def write_measurement(measurement: Measurement, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
     """Write the three tables; all three appear together (renamed only once all are written)."""
-    paths = check_outputs_free(out, overwrite)
+    paths = check_outputs_free(out, overwrite, rois=measurement.rois is not None)
     with contextlib.ExitStack() as stack:
         for key, path in paths.items():
             tmp = stack.enter_context(atomic_path(path))
             # pandas picks the format from the suffix; the temp name keeps it.
-            write_table(getattr(measurement, key), tmp)
+            write_table(getattr(measurement, key), tmp, unit=measurement.unit)
+        if measurement.rois is not None:
+            folder = rois_folder(out)
+            tmp = stack.enter_context(atomic_dir(folder, overwrite=overwrite))
+            for image, polygons in measurement.rois.items():
+                write_polygons(tmp / f"{image}{ROISET_SUFFIX}", polygons)
+            paths = {**paths, "rois": folder}
     return paths
 
 
@@ -164,6 +239,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"expected a {' or '.join(TABLE_SUFFIXES)} table from 'micrometry particles measure'", path)
     try:
-        return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except Exception as exc:  # pandas/pyarrow raise many types for damaged files
         raise InputError(f"cannot read table ({type(exc).__name__}: {exc})", path) from None
+    return without_unit_names(table)

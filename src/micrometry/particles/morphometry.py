@@ -25,6 +25,8 @@ angles are measured counter-clockwise from the x axis as seen on screen
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -45,6 +47,8 @@ ISO_COLUMNS = ["EqDiam", "PerimEqDiam", "GeodLength", "GeodThickness", "Convexit
 LENGTH_COLUMNS = ["Perim.", "Feret", "MinFeret", "Major", "Minor", "X", "Y", "EqDiam", "PerimEqDiam",
                   "GeodLength", "GeodThickness", "BX", "BY", "Width", "Height"]
 AREA_COLUMNS = ["Area"]
+
+ANGLE_COLUMNS = ["Angle", "FeretAngle"]
 
 # Per-id arrays (bincount) are sized by the largest id; beyond this, ids are compacted first.
 MAX_DENSE_ID = 10_000_000
@@ -296,3 +300,50 @@ def _calibrate(t: pd.DataFrame, pixel_size: float) -> pd.DataFrame:
     for column in AREA_COLUMNS:
         t[column] = t[column] * pixel_size**2
     return t
+
+
+# --------------------------------------------------------------------------- unit names in files
+
+# Size-distribution columns of the image and summary tables (D10_n, D50_v_low, ...): lengths.
+_PSD_COLUMN = re.compile(r"^D\d+_[nv](?:_low|_high)?$")
+
+
+def unit_name(column: str, unit: str) -> str:
+    """The file name of a column: lengths ``Feret_um``, areas ``Area_um2``, angles ``Angle_deg``.
+
+    Dimensionless descriptors (Circ., AR, Round, Solidity, ...) and intensities keep
+    ImageJ's bare name; ``Perim.`` drops its dot (``Perim_um``). Uncalibrated tables
+    say ``px`` and ``px2``.
+    """
+    if column in AREA_COLUMNS:
+        return f"{column}_{unit}2"
+    if column in LENGTH_COLUMNS or _PSD_COLUMN.match(column):
+        return f"{column.rstrip('.')}_{unit}"
+    if column in ANGLE_COLUMNS:
+        return f"{column}_deg"
+    return column
+
+
+def with_unit_names(table: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """``table`` as written to a file: units in the column names, no ``Unit`` column."""
+    named = table.rename(columns={c: unit_name(c, unit) for c in table.columns})
+    return named.drop(columns=["Unit"]) if "Unit" in named.columns and "Area" in table.columns else named
+
+
+def without_unit_names(table: pd.DataFrame) -> pd.DataFrame:
+    """A table read from a file, back to the names micrometry computes with (the inverse of
+    :func:`with_unit_names`); the ``Unit`` column comes back from the area column's name.
+    Tables written before units were named pass unchanged."""
+    unit = next((c[len("Area_"):-1] for c in table.columns if c.startswith("Area_") and c.endswith("2")), None)
+    if unit is None:  # image and summary tables: the size percentiles name it
+        unit = next((c[len("D50_n_"):] for c in table.columns
+                     if c.startswith("D50_n_") and not c.startswith(("D50_n_low", "D50_n_high"))), None)
+    if unit is None:
+        return table
+    candidates = [*AREA_COLUMNS, *LENGTH_COLUMNS, *ANGLE_COLUMNS,
+                  *(f"D{p}_{w}{s}" for p in (10, 50, 90) for w in "nv" for s in ("", "_low", "_high"))]
+    back = {unit_name(c, unit): c for c in candidates}
+    plain = table.rename(columns={c: back[c] for c in table.columns if c in back})
+    if "Area" in plain.columns and "Unit" not in plain.columns:
+        plain["Unit"] = unit
+    return plain

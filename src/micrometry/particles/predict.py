@@ -5,9 +5,11 @@
     PRED/
       results.json        COCO results: RLE segmentation + bbox + score, category 1
       images.json         the image list the results refer to (unless --images-json was given)
-      segmenter.json      the model; for an ensemble or TTA its members, weights and passes
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
+      rois/<stem>_RoiSet.zip  the same particles as ImageJ polygon ROIs named by label id (Fiji's ROI Manager)
       overlays/<stem>.png the input with each particle's outline in its own colour
+      prediction.json     model, counts per image, warnings, and the images' calibration (TIFF/OME metadata);
+                          for an ensemble or TTA also its members, weights and passes
 
 The folder appears whole or not at all (:func:`~micrometry.io.atomic.atomic_dir`).
 """
@@ -15,6 +17,7 @@ The folder appears whole or not at all (:func:`~micrometry.io.atomic.atomic_dir`
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,9 @@ from micrometry.engine import LocalEngine, RayEngine
 from micrometry.errors import DatasetError, ImageReadError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
-from micrometry.io.image import list_images, read_image, write_image
+from micrometry.io.image import list_images, read_calibration, read_image, write_image
+from micrometry.particles.measure import PREDICTION_JSON
+from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
 
@@ -116,17 +121,18 @@ class SegmentWorker:
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
             write_image(self.folder / "labels" / f"{path.stem}.png", inst.labels.astype(np.uint16))
+            write_roiset(self.folder / "rois" / f"{path.stem}{ROISET_SUFFIX}", inst.labels)
             if self.write_overlays:
                 write_image(self.folder / "overlays" / f"{path.stem}.png", overlay(image, inst.labels))
             outputs.append({"results": instances_to_results(item["image_id"], inst.labels, inst.scores),
-                            "count": inst.count, "seconds": seconds})
+                            "count": inst.count, "seconds": seconds, "calibration": read_calibration(path)})
         return outputs
 
 
 def describe_segmenter(segmenter: Segmenter) -> dict:
-    """What produced the results: the model's name and, for ensembles and TTA, members, weights and passes."""
+    """For an ensemble or TTA: its members, weights and passes (empty for one plain model)."""
     describe = getattr(segmenter, "describe", None)
-    return {"model": segmenter.name, **(describe() if callable(describe) else {})}
+    return describe() if callable(describe) else {}
 
 
 def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: Path | None = None,
@@ -145,6 +151,7 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "labels").mkdir()
+        (tmp / "rois").mkdir()
         if write_overlays:
             (tmp / "overlays").mkdir()
         worker_kwargs = {"segmenter": segmenter, "folder": str(tmp.resolve()), "write_overlays": write_overlays}
@@ -158,7 +165,36 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
         write_results(tmp / "results.json", [r for output in outputs for r in output["results"]])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
-        write_json(tmp / "segmenter.json", describe_segmenter(segmenter))
+        record = prediction_record(segmenter.name, [Path(p) for _, p in pairs], outputs)
+        write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter)})
+    for line in record["warnings"]:
+        warnings.warn(line, UserWarning, stacklevel=2)
     seconds = sum(output["seconds"] for output in outputs)
     return {"images": len(pairs), "particles": n_objects, "segment_seconds": seconds,
-            "seconds_per_image": seconds / max(len(pairs), 1)}
+            "seconds_per_image": seconds / max(len(pairs), 1), "warnings": record["warnings"],
+            "calibration": record["calibration"]}
+
+
+def prediction_record(model: str, paths: list[Path], outputs: list[dict]) -> dict:
+    """What ``prediction.json`` holds: counts per image, warnings, and one calibration if the images agree."""
+    counts = [int(o["count"]) for o in outputs]
+    notes = []
+    empty = [p.name for p, n in zip(paths, counts) if n == 0]
+    if empty and len(empty) == len(paths):
+        notes.append(f"no particles found in any of the {len(paths)} images: check that the model suits them "
+                     "(particle size: --scale; dark or bright particles), or try --model watershed")
+    elif empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        notes.append(f"no particles found in {len(empty)} of {len(paths)} images ({shown})")
+    found = {tuple(o["calibration"]) for o in outputs if o.get("calibration")}
+    calibration = None
+    if len(found) == 1 and all(o.get("calibration") for o in outputs):
+        size, unit = found.pop()
+        calibration = {"pixel_size": size, "unit": unit, "source": "image metadata"}
+    elif found:
+        notes.append("the images declare different (or partial) pixel sizes: measure with --pixel-size")
+    per_image = [{"file": p.name, "particles": n,
+                  **({"pixel_size": o["calibration"][0], "unit": o["calibration"][1]} if o.get("calibration") else {})}
+                 for p, n, o in zip(paths, counts, outputs)]
+    return {"model": model, "images": len(paths), "particles": sum(counts), "warnings": notes,
+            "calibration": calibration, "per_image": per_image}

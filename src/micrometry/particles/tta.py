@@ -89,7 +89,7 @@ class TTASegmenter:
             self.base.tta = True
 
     def describe(self) -> dict:
-        """Recorded with the results (``segmenter.json``)."""
+        """Recorded with the results (``PRED/prediction.json``)."""
         return {"tta": {**self.plan.describe(),
                         "flips_by": "map averaging" if self.map_flips else "instance fusion"}}
 

@@ -20,6 +20,7 @@ import typer
 
 from micrometry.errors import InputError
 from micrometry.io.atomic import refuse_existing
+from micrometry.options import nm_per_px_option, overwrite_option
 
 
 def detect(path: Path) -> str:
@@ -49,22 +50,23 @@ def detect(path: Path) -> str:
 
 
 def build_report(path: Path, sem: Path | None = None, truth: Path | None = None, images: Path | None = None,
-                 cases: Path | None = None):
+                 cases: Path | None = None, nm_per_px: float | None = None):
     """The :class:`~micrometry.report.Report` for ``path`` (see :func:`detect`)."""
     kind = detect(path)
     if kind == "depth":
-        from micrometry.report.depth import depth_report
+        from micrometry.report.depth import NM_PER_PX, depth_report
 
-        return depth_report(path, sem, truth, cases)
+        return depth_report(path, sem, truth, cases, nm_per_px=NM_PER_PX if nm_per_px is None else nm_per_px)
     if kind == "compare":
         return _compare_report(path if path.is_dir() else path.parent)
-    from micrometry.report.particles import measure_report, overlay_samples, require_columns
+    from micrometry.report.particles import measure_report, overlay_samples, require_columns, true_particles
 
     if kind == "particles":
         from micrometry.particles.measure import measure_source
 
         m = measure_source(path, n_boot=200)
-        return measure_report(m.particles, m.images, m.summary, overlay_samples(path, images))
+        return measure_report(m.particles, m.images, m.summary, overlay_samples(path, images),
+                              truth=true_particles(truth, m.summary))
     from micrometry.particles.measure import output_paths, read_table
 
     main = _main_table(path)
@@ -82,7 +84,7 @@ def build_report(path: Path, sem: Path | None = None, truth: Path | None = None,
             overlays = overlay_samples(source, images)
         except InputError as exc:  # overlays are a bonus: the table alone still makes a report
             typer.secho(f"warning: no overlays ({exc})", fg=typer.colors.YELLOW, err=True)
-    return measure_report(particles, per_image, summary, overlays)
+    return measure_report(particles, per_image, summary, overlays, truth=true_particles(truth, summary))
 
 
 def _main_table(path: Path) -> Path:
@@ -108,21 +110,24 @@ def _compare_report(folder: Path):
     except (OSError, ValueError) as exc:
         raise InputError(f"incomplete or damaged compare output ({exc})", folder) from None
     names = tuple(Path(summary.get("inputs", {}).get(k, k)).stem for k in ("a", "b"))
-    return compare_report(a, b, comparison, summary["rule"]["text"], names=names if names[0] != names[1] else ("A", "B"))
+    return compare_report(a, b, comparison, summary["rule"], names=names if names[0] != names[1] else ("A", "B"))
 
 
 def report(
     source: Path = typer.Argument(..., help="Measure table, compare folder, particle prediction folder or depth-map folder."),
     out: Path = typer.Option(..., "--out", help="The HTML file to write."),
     sem: Optional[Path] = typer.Option(None, "--sem", help="Depth: folder of the SEM images the maps were predicted from."),
-    truth: Optional[Path] = typer.Option(None, "--truth", help="Depth: folder of true depth maps (RMSE, error maps)."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Depth: folder of true depth maps (RMSE, error maps, "
+                                         "Bland-Altman). Particles: true annotations (COCO file, label folder or "
+                                         "particle table) for measured vs true sizes."),
     cases: Optional[Path] = typer.Option(None, "--cases", help="Depth: CSV with 'file' and 'case' columns, for flat folders."),
     images: Optional[Path] = typer.Option(None, "--images", help="Particles: folder of the gray images, for overlays."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
+    nm_per_px: float = nm_per_px_option("Depth: lateral pixel size in nm for the hole metrology (CDs, sidewall angle)"),
+    overwrite: bool = overwrite_option("report"),
 ) -> None:
     """Write one self-contained HTML report (figures embedded; opens offline)."""
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the report must be an .html file", out)
     refuse_existing(out, overwrite)
-    build_report(source, sem, truth, images, cases).write(out)
+    build_report(source, sem, truth, images, cases, nm_per_px).write(out)
     typer.echo(f"wrote {out}")

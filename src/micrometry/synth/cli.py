@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from micrometry.options import number, overwrite_option, seed_option
+
 synth_app = typer.Typer(help="Synthesise datasets in the real formats, with ground truth.", no_args_is_help=True)
 
 
@@ -14,12 +16,12 @@ synth_app = typer.Typer(help="Synthesise datasets in the real formats, with grou
 def synth_sem(
     out: Path = typer.Argument(..., help="Dataset folder to create (the 2022 Samsung 3D-metrology layout)."),
     truth: Path = typer.Option(..., "--truth", help="Folder for the hidden ground truth (outside OUT)."),
-    seed: int = typer.Option(0, help="Random seed; the dataset is a deterministic function of it."),
-    n_structures: int = typer.Option(200, help="Simulated base structures (x4 cases x2 renders)."),
-    n_sites: int = typer.Option(40, help="Real training sites."),
-    images_per_site: int = typer.Option(25, help="Real images per site."),
-    n_test: int = typer.Option(200, help="Real test images."),
-    overwrite: bool = typer.Option(False, help="Replace existing OUT and TRUTH folders."),
+    seed: int = seed_option("Random seed; the dataset is a deterministic function of it."),
+    n_structures: int = number(200, "--n-structures", low=1, help="Simulated base structures (x4 cases x2 renders)."),
+    n_sites: int = number(40, "--n-sites", low=1, help="Real training sites."),
+    images_per_site: int = number(25, "--images-per-site", low=1, help="Real images per site."),
+    n_test: int = number(200, "--n-test", low=0, help="Real test images."),
+    overwrite: bool = overwrite_option("OUT and TRUTH folders"),
 ) -> None:
     """Synthesise simulated SEM/depth pairs, real sites with average depths, and test images."""
     from rich.console import Console
@@ -36,12 +38,12 @@ def synth_sem(
 def particles(
     out: Path = typer.Argument(..., help="Output folder: train/, test/, batches/A, batches/B."),
     truth: Path = typer.Option(..., "--truth", help="Folder for the hidden answers (test annotations, true descriptors)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same images."),
-    n_train: int = typer.Option(8, "--n-train", min=0, help="Annotated training images."),
-    n_test: int = typer.Option(4, "--n-test", min=0, help="Test images (answers go to TRUTH)."),
-    n_batch: int = typer.Option(3, "--n-batch", min=0, help="Images in each of batches A and B."),
-    height: int = typer.Option(1024, "--height", min=32, help="Image height in pixels."),
-    width: int = typer.Option(1280, "--width", min=32, help="Image width in pixels."),
+    seed: int = seed_option("Random seed: the same seed gives the same images."),
+    n_train: int = number(8, "--n-train", low=0, help="Annotated training images."),
+    n_test: int = number(4, "--n-test", low=0, help="Test images (answers go to TRUTH)."),
+    n_batch: int = number(3, "--n-batch", low=0, help="Images in each of batches A and B."),
+    height: int = number(1024, "--height", low=32, help="Image height in pixels."),
+    width: int = number(1280, "--width", low=32, help="Image width in pixels."),
     params_file: Optional[Path] = typer.Option(None, "--params", help="JSON of generator parameters "
                                                "({\"population\": {...}, \"optics\": {...}, \"distractors\": {...}, "
                                                "\"imaging\": {...}}); "
@@ -56,7 +58,7 @@ def particles(
                                           "(occluding particles: instance separation is the hard part)."),
     size_range: Optional[str] = typer.Option(None, "--size-range", help="Smallest and largest area-equivalent "
                                              "diameter in pixels, e.g. 8,150 (default 12,110, median 30)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing OUT and TRUTH folders."),
+    overwrite: bool = overwrite_option("OUT and TRUTH folders"),
 ) -> None:
     """Synthetic particle images (brightfield, phase, fluorescence, ...) with COCO truth (docs/particles-data.md)."""
     from micrometry.errors import InputError

@@ -133,6 +133,9 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
         best_metrics = loop_state["best_metrics"]
         elapsed_before = loop_state["elapsed_s"]
         run.log(f"resumed from epoch {start_epoch}")
+        if start_epoch >= cfg.epochs:  # nothing left: no empty progress display either
+            run.log(f"nothing to resume: all {cfg.epochs} epochs are done")
+            return run.read_metrics()
     else:
         run.log(f"start: {asdict(cfg)}")
 

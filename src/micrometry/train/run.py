@@ -146,6 +146,21 @@ class RunDir:
             return {}
         return json.loads(self.metrics_path.read_text())
 
+    def finished(self, epochs: int | None, time_budget_s: float | None) -> str | None:
+        """Why a run being resumed has nothing left to do (all epochs, or its time budget), else None."""
+        try:
+            final = self.read_metrics().get("final") or {}
+        except (OSError, ValueError):
+            return None  # an unreadable metrics.json is for --resume itself to report
+        done = final.get("epoch")
+        if done is None:
+            return None
+        if epochs is not None and done >= epochs:
+            return f"the run already finished all {epochs} epochs"
+        if time_budget_s is not None and final.get("elapsed_s", 0) >= time_budget_s:
+            return (f"the run already used its time budget ({time_budget_s / 60:g} min) after {done} epochs")
+        return None
+
     # -- logging ----------------------------------------------------------
     @property
     def logger(self) -> logging.Logger:

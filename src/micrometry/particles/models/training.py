@@ -9,6 +9,7 @@ measured by the project's evaluator).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,8 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
     run.write_config({"model": settings.model, "data": str(Path(coco_dir).resolve()),
                       "n_train": len(train), "n_val": len(val), "settings": asdict(settings)})
     run.log(validation_split_note(train, val))
+    if train is val:  # the console must say it too: these validation figures flatter the model
+        warnings.warn(validation_split_note(train, val), UserWarning, stacklevel=2)
     payload = task.payload()
     loop = LoopConfig(epochs=settings.epochs, seed=settings.seed, time_budget_s=settings.time_budget_s,
                       monitor="val_ap", mode="max", description=f"train {settings.model}")

@@ -1,0 +1,44 @@
+"""Sample data for the page's "Try sample data" buttons, made on first use by the project's own generators.
+
+Nothing is shipped or downloaded: the same seeded generators as ``micrometry
+synth`` give the same images every time, encoded as PNG like an upload.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+
+SEM_SEED, PARTICLE_SEED = 2022, 7
+PARTICLE_SHAPE = (480, 640)  # small photos: the sample runs in seconds on one core
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@lru_cache(maxsize=1)
+def sem_samples() -> tuple[tuple[str, bytes], ...]:
+    """Eight synthetic 72x48 SEM images, two from a site of each nominal depth (110..140 nm)."""
+    from micrometry.synth.sem_dataset import SemSynthConfig, simulate_real
+
+    real = simulate_real(SemSynthConfig(seed=SEM_SEED), n_sites=4, per_site=2,
+                         rng=np.random.default_rng(SEM_SEED))
+    return tuple((f"sample_{int(nominal)}nm_site{int(site) + 1}_{i % 2 + 1}.png", _png(image))
+                 for i, (image, nominal, site) in enumerate(zip(real.images, real.nominal, real.site)))
+
+
+@lru_cache(maxsize=1)
+def particle_samples() -> tuple[tuple[str, bytes], ...]:
+    """Two synthetic particle photos of the same suspension."""
+    from micrometry.synth.particles import SuspensionParams, render_image
+
+    params = SuspensionParams(height=PARTICLE_SHAPE[0], width=PARTICLE_SHAPE[1])
+    rng = np.random.default_rng(PARTICLE_SEED)
+    return tuple((f"sample_particles_{k + 1}.png", _png(render_image(params, rng).image)) for k in range(2))
