@@ -1,18 +1,27 @@
 """Benchmark the particle models: accuracy, training time and CPU speed on one synthetic set.
 
     .venv/bin/python bench/particles.py [--work bench-out/particles] [--budget 15] [--n-train 30] [--n-test 10]
+        [--variant standard|overlapping] [--models ...] [--ensembles maskrcnn+center-offset ...] [--tta]
 
 1. ``micrometry synth particles`` writes a 1024x1280 dataset with a fixed seed
-   (30 annotated training images, ~100 particles each; test answers hidden in TRUTH).
+   (30 annotated training images, ~100 particles each; test answers hidden in
+   TRUTH). ``--variant overlapping`` asks the generator for its crowded,
+   occluding particles (``--density overlapping``, ~450 per image: instance
+   separation is the hard part); a generator without that option is reported
+   and the variant skipped.
 2. Each learned model is trained with ``micrometry particles train`` (its
    defaults, ``--time-budget`` minutes); the classical ``watershed`` needs none.
-   ``maskrcnn`` runs only where torchvision works.
 3. Every model segments the test images in this process, timed with two torch
-   threads; the project evaluator scores them against TRUTH.
+   threads; the project evaluator scores them against TRUTH. ``--tta [MODEL..]``
+   adds a flip-TTA row per learned model (``--tta`` alone: all); each
+   ``--ensembles A+B`` fuses the members' outputs by weighted mask fusion, as
+   ``--model RUN_A,RUN_B`` does (its time is the members' plus the fusion).
 
-Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes and seconds
-per 1024x1280 image. Runs already in WORK are reused (delete them to retrain).
-Timings depend on the machine's load: say how busy it was when you quote them.
+Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes, wall and
+process-CPU seconds per 1024x1280 image (CPU time is the figure that survives a
+busy machine) and the 1-minute load average after the model was timed.
+Runs already in WORK are reused (delete them to retrain). Timings depend on
+the machine's load: say how busy it was when you quote them.
 """
 
 from __future__ import annotations
@@ -34,18 +43,26 @@ from rich.table import Table  # noqa: E402
 from micrometry.io.coco import instances_to_results, load_coco  # noqa: E402
 from micrometry.io.image import read_image  # noqa: E402
 from micrometry.particles.evaluate import evaluate  # noqa: E402
+from micrometry.particles.fusion import fuse_segmentations  # noqa: E402
 from micrometry.particles.segmenter import load_segmenter  # noqa: E402
 
 CLI = [sys.executable, "-m", "micrometry"]
-LEARNED = ["unet-watershed", "center-offset", "maskrcnn"]
+LEARNED = ["unet-watershed", "center-offset", "maskrcnn", "cascade-maskrcnn"]
 
 
-def synthesise(work: Path, seed: int, n_train: int, n_test: int) -> tuple[Path, Path]:
+def generator_has_density() -> bool:
+    """Whether this installation's generator offers ``--density`` (the crowded/overlapping variant)."""
+    out = subprocess.run([*CLI, "synth", "particles", "--help"], capture_output=True, text=True)
+    return "--density" in out.stdout
+
+
+def synthesise(work: Path, seed: int, n_train: int, n_test: int, variant: str) -> tuple[Path, Path]:
     data, truth = work / "data", work / "truth"
     if not (data / "train" / "annotations.json").is_file():
+        extra = [] if variant == "standard" else ["--density", variant]
         subprocess.run([*CLI, "synth", "particles", data, "--truth", truth, "--seed", str(seed),
-                        "--n-train", str(n_train), "--n-test", str(n_test), "--n-batch", "0", "--overwrite"],
-                       check=True)
+                        "--n-train", str(n_train), "--n-test", str(n_test), "--n-batch", "0", "--overwrite",
+                        *extra], check=True)
     return data, truth
 
 
@@ -61,20 +78,40 @@ def train(model: str, data: Path, run: Path, budget_min: float, extra: list[str]
     return final["elapsed_s"] / 60
 
 
-def score(segmenter, data: Path, truth: Path, threads: int) -> dict:
-    """Segment the test images (timed) and evaluate them."""
-    torch.set_num_threads(threads)
+def test_images(data: Path):
     images = load_coco(data / "test" / "images.json", data / "test" / "images")
-    results, seconds = [], 0.0
-    for entry in images.images:
-        image = read_image(images.image_path(entry.id))
-        t0 = time.perf_counter()
+    return [(entry.id, read_image(images.image_path(entry.id))) for entry in images.images]
+
+
+def segment_all(segmenter, images: list, threads: int) -> tuple[list, float, float]:
+    """Per-image ``(labels, scores)``, wall seconds and process CPU seconds per image."""
+    torch.set_num_threads(threads)
+    outputs, wall, cpu = [], 0.0, 0.0
+    for _, image in images:
+        t0, c0 = time.perf_counter(), time.process_time()
         found = segmenter.segment(image)
-        seconds += time.perf_counter() - t0
-        results.extend(instances_to_results(entry.id, found.labels, found.scores))
+        wall += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        outputs.append((found.labels, found.scores))
+    return outputs, wall / len(images), cpu / len(images)
+
+
+def score(outputs: list, images: list, truth: Path) -> dict:
+    """segm AP / AP50 / AP75 and F1@0.5 of per-image outputs."""
+    results = []
+    for (image_id, _), (labels, scores) in zip(images, outputs):
+        results.extend(instances_to_results(image_id, labels, scores))
     metrics = evaluate(results, truth / "test_annotations.json")
     return {"AP": metrics["segm"]["AP"], "AP50": metrics["segm"]["AP50"], "AP75": metrics["segm"]["AP75"],
-            "F1": metrics["matching"][0]["f1"], "s_per_image": seconds / len(images.images)}
+            "F1": metrics["matching"][0]["f1"]}
+
+
+def timed_row(name: str, minutes, segmenter, images, truth, threads) -> tuple[dict, list]:
+    outputs, wall, cpu = segment_all(segmenter, images, threads)
+    row = {"model": name, "train_min": minutes, **score(outputs, images, truth), "s_per_image": wall,
+           "cpu_s_per_image": cpu, "load_1min": os.getloadavg()[0]}
+    print(json.dumps(row), flush=True)
+    return row, outputs
 
 
 def main() -> None:
@@ -83,49 +120,74 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--n-train", type=int, default=30)
     parser.add_argument("--n-test", type=int, default=10)
+    parser.add_argument("--variant", choices=["standard", "overlapping"], default="standard",
+                        help="synthetic data: the default mix, or crowded occluding particles")
     parser.add_argument("--budget", type=float, default=15, help="training minutes per learned model")
     parser.add_argument("--models", nargs="+", default=["watershed", *LEARNED])
+    parser.add_argument("--ensembles", nargs="*", default=["center-offset+maskrcnn", "center-offset+cascade-maskrcnn",
+                                                            "maskrcnn+cascade-maskrcnn",
+                                                            "center-offset+maskrcnn+cascade-maskrcnn"],
+                        help="'+'-joined scored models fused by weighted mask fusion (optionally MODEL:WEIGHT)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads when timing inference")
     parser.add_argument("--train-args", default="", help="extra arguments for 'particles train'")
-    parser.add_argument("--tta", action="store_true", help="also score the U-Net models with flip TTA")
+    parser.add_argument("--tta", nargs="*", default=None,
+                        help="also score these learned models (none named: all) with flip TTA")
     args = parser.parse_args()
 
-    data, truth = synthesise(args.work, args.seed, args.n_train, args.n_test)
-    rows = []
+    if args.variant != "standard" and not generator_has_density():
+        print(f"variant {args.variant!r} skipped: this generator has no --density option")
+        return
+    data, truth = synthesise(args.work, args.seed, args.n_train, args.n_test, args.variant)
+    images = test_images(data)
+    rows, minutes_of, outputs_of, seconds_of = [], {}, {}, {}
     for model in args.models:
         minutes = None
         if model in LEARNED:
-            if model == "maskrcnn":
-                from micrometry.particles.models.maskrcnn import torchvision_problem
-
-                problem = torchvision_problem()
-                if problem is not None:
-                    print(f"maskrcnn skipped: torchvision unusable ({problem})")
-                    continue
             run = args.work / "runs" / model
             minutes = train(model, data, run, args.budget, args.train_args.split())
             if minutes is None:
                 print(f"{model}: training failed")
                 continue
+            minutes_of[model] = minutes
             segmenter = load_segmenter(run)
         else:
             segmenter = load_segmenter(model)
-        rows.append({"model": model, "train_min": minutes, **score(segmenter, data, truth, args.threads)})
+        row, outputs_of[model] = timed_row(model, minutes, segmenter, images, truth, args.threads)
+        seconds_of[model] = (row["s_per_image"], row["cpu_s_per_image"])
+        rows.append(row)
+        if model in LEARNED and (args.tta == [] or model in (args.tta or [])):
+            rows.append(timed_row(f"{model} + flip TTA", minutes, load_segmenter(run, tta=True), images, truth,
+                                  args.threads)[0])
+    for spec in args.ensembles:
+        # The members' outputs above, fused as `--model RUN_A,RUN_B` (EnsembleSegmenter) fuses them.
+        members = [(name, float(w) if w else 1.0) for name, _, w in (m.partition(":") for m in spec.split("+"))]
+        if any(name not in outputs_of for name, _ in members):
+            print(f"ensemble {spec} skipped: a member was not scored")
+            continue
+        fused, fusion_s = [], 0.0
+        for k in range(len(images)):
+            t0 = time.perf_counter()
+            fused.append(fuse_segmentations([outputs_of[name][k] for name, _ in members], [w for _, w in members]))
+            fusion_s += time.perf_counter() - t0
+        fusion_s /= len(images)
+        rows.append({"model": f"ensemble {spec}", "train_min": sum(minutes_of.get(n, 0.0) for n, _ in members),
+                     "members": [{"model": n, "weight": w} for n, w in members], **score(fused, images, truth),
+                     "s_per_image": sum(seconds_of[n][0] for n, _ in members) + fusion_s,
+                     "cpu_s_per_image": sum(seconds_of[n][1] for n, _ in members) + fusion_s,
+                     "load_1min": os.getloadavg()[0]})
         print(json.dumps(rows[-1]), flush=True)
-        if args.tta and model in ("unet-watershed", "center-offset"):
-            tta = load_segmenter(args.work / "runs" / model, tta=True)
-            rows.append({"model": f"{model} + flip TTA", "train_min": minutes,
-                         **score(tta, data, truth, args.threads)})
-            print(json.dumps(rows[-1]), flush=True)
 
-    table = Table(title=f"particles bench: {args.n_train} train / {args.n_test} test images 1024x1280, "
-                        f"seed {args.seed}, {os.cpu_count()} CPU cores, {args.threads} torch threads")
-    for col in ("model", "segm AP", "AP50", "AP75", "F1@0.5", "training min", "s / image"):
+    table = Table(title=f"particles bench ({args.variant}): {args.n_train} train / {args.n_test} test images "
+                        f"1024x1280, seed {args.seed}, {os.cpu_count()} CPU cores, {args.threads} torch threads, "
+                        f"{args.budget:g} training minutes per model")
+    for col in ("model", "segm AP", "AP50", "AP75", "F1@0.5", "training min", "s / image", "CPU s / image",
+                "load 1 min"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         table.add_row(r["model"], f"{r['AP']:.3f}", f"{r['AP50']:.3f}", f"{r['AP75']:.3f}", f"{r['F1']:.3f}",
-                      "-" if r["train_min"] is None else f"{r['train_min']:.1f}", f"{r['s_per_image']:.2f}")
-    Console().print(table)
+                      "-" if r["train_min"] is None else f"{r['train_min']:.1f}", f"{r['s_per_image']:.2f}",
+                      f"{r['cpu_s_per_image']:.2f}", f"{r['load_1min']:.1f}")
+    Console(width=160).print(table)
     (args.work / "table.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -159,36 +159,31 @@ def test_watershed_refuses_learned_model_options():
         load_segmenter(other)
 
 
-# -- maskrcnn: optional, through torchvision ----------------------------------------------------
-
-def _torchvision_problem():
-    from micrometry.particles.models.maskrcnn import torchvision_problem
-
-    return torchvision_problem()
-
-
-TORCHVISION_PROBLEM = _torchvision_problem()
-
-
-@pytest.mark.skipif(TORCHVISION_PROBLEM is None, reason="torchvision works here: nothing to refuse")
-def test_maskrcnn_without_torchvision_is_a_one_line_error(tmp_path, capsys):
-    data = write_coco_folder(tmp_path / "coco", n_images=1, height=64, width=64, n=3)
-    assert cli(["particles", "train", data, "--model", "maskrcnn", "--out", tmp_path / "run"]) == 2
-    assert cli(["particles", "predict", data / "images", "--model", "maskrcnn", "--out", tmp_path / "pred"]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and all("model 'maskrcnn' needs torchvision" in line for line in lines)
-    assert not (tmp_path / "run").exists() and not (tmp_path / "pred").exists()
-
+# -- maskrcnn and cascade-maskrcnn: plain PyTorch, through the shared loop, tiling and export ----
 
 @pytest.mark.slow
-@pytest.mark.skipif(TORCHVISION_PROBLEM is not None, reason=f"torchvision unusable: {TORCHVISION_PROBLEM}")
-def test_maskrcnn_trains_and_predicts(tmp_path):
+@pytest.mark.parametrize("model", ["maskrcnn", "cascade-maskrcnn"])
+def test_detectors_train_resume_export_and_predict(tmp_path, model):
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=96, width=128, n=8)
     out = tmp_path / "run"
-    assert cli(["particles", "train", data, "--model", "maskrcnn", "--out", out, "--epochs", "1",
-                "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "64", "--scale", "1"]) == 0
-    found = load_segmenter(out).segment(make_scene(np.random.default_rng(2), 96, 128)[0])
-    assert found.labels.shape == (96, 128) and found.scores.shape == (found.count,)
+    args = ["particles", "train", data, "--model", model, "--out", out, "--steps-per-epoch", "2",
+            "--batch-size", "2", "--crop", "64", "--scale", "1"]
+    assert cli([*args, "--epochs", "1"]) == 0
+    assert cli([*args, "--epochs", "2", "--resume"]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
+    image = make_scene(np.random.default_rng(2), 96, 128)[0]
+    # tiles smaller than the image: the detections of each tile's own part are joined
+    for segmenter in (load_segmenter(out), load_segmenter(out, tile=64)):
+        found = segmenter.segment(image)
+        assert segmenter.name == model
+        assert found.labels.shape == (96, 128) and found.scores.shape == (found.count,)
+    assert cli(["export", out, "--out", tmp_path / "exported"]) == 0
+    exported = load_segmenter(tmp_path / "exported").segment(image)
+    assert np.array_equal(exported.labels, load_segmenter(out).segment(image).labels)
+    pred = tmp_path / "pred"
+    assert cli(["particles", "predict", data / "images", "--model", f"{out},{out}", "--out", pred, "--tta"]) == 0
+    meta = json.loads((pred / "prediction.json").read_text())
+    assert [m["weight"] for m in meta["members"]] == [1.0, 1.0] and meta["members"][0]["tta"]["flips"]
 
 
 # -- the shipped checkpoint ----------------------------------------------------------------------

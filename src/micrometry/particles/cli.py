@@ -112,7 +112,7 @@ def _fmt(value: object) -> str:
 def predict(
     images: Path = typer.Argument(..., help="Folder of images, one image, or a .txt list of image paths (one per line)."),
     out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
-    model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`."),
+    model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`; several joined by commas (RUN_A,RUN_B or RUN_A:2,RUN_B:1 with weights) for an ensemble fused by weighted mask fusion."),
     images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
     batch_size: int = number(4, "--batch-size", low=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
@@ -120,7 +120,8 @@ def predict(
     scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Learned models: network resolution relative to the image (default: the run's; automatic for models trained with automatic size, like the shipped one)."),
     diameter: Optional[float] = number(None, "--diameter", low=1, high=10000, help="Learned models with automatic size: the particles' typical (median area-equivalent) diameter in pixels; default: estimated per image by a first pass of the model. The shipped model sees particles at 20 network pixels: an image is resized by 20 / DIAMETER."),
     tile: Optional[int] = number(None, "--tile", low=32, help="Learned models: tile side in network pixels for large images (default 768)."),
-    tta: bool = typer.Option(False, "--tta", help="Learned models: average over the four flips (about 4x slower)."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation, any model: the four flips (about 4x slower; U-Net models average their maps, others fuse instances)."),
+    tta_scales: Optional[str] = typer.Option(None, "--tta-scales", help="Multi-scale TTA, any model: also segment the image resized by each factor, e.g. 0.8,1,1.25; instances fused by weighted mask fusion."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable or non-2-D file (default: skip it with a warning)."),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
@@ -137,7 +138,7 @@ def predict(
     from micrometry.particles.segmenter import load_segmenter
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    options = {"scale": scale, "tile": tile, "tta": tta or None, "diameter": diameter}
+    options = {"scale": scale, "tile": tile, "tta": tta or None, "tta_scales": tta_scales, "diameter": diameter}
     segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
         summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner,
@@ -325,7 +326,7 @@ def _fmt3(value: float | None) -> str:
 def train(
     coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
     out: Path = typer.Option(..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."),
-    model: Optional[str] = typer.Option(None, "--model", help="center-offset (default; the shipped model is one), unet-watershed or maskrcnn."),
+    model: Optional[str] = typer.Option(None, "--model", help="center-offset (default; the shipped model is one), unet-watershed, maskrcnn or cascade-maskrcnn."),
     epochs: Optional[int] = number(None, "--epochs", low=1, help="Epochs (default 30)."),
     steps_per_epoch: Optional[int] = number(None, "--steps-per-epoch", low=1, help="Batches per epoch (default 40)."),
     batch_size: Optional[int] = number(None, "--batch-size", low=1, help="Crops per batch (default 4)."),

@@ -9,7 +9,8 @@
       rois/<stem>_RoiSet.zip  the same particles as ImageJ polygon ROIs named by label id (Fiji's ROI Manager)
       overlays/<stem>.png the input with each particle's outline in its own colour
       prediction.json     model, per image: particles, the diameter and scale used, calibration, warnings;
-                          files skipped; the images' calibration (TIFF/OME metadata)
+                          files skipped; the images' calibration (TIFF/OME metadata); for an ensemble or
+                          TTA also its members, weights and passes
 
 Files that cannot be read, or are not 2-D images (e.g. a 3-D stack), are
 skipped with a warning and counted in the record; ``strict`` makes them fatal.
@@ -147,6 +148,12 @@ class SegmentWorker:
         return [outputs_by_path[item["path"]] for item in items]
 
 
+def describe_segmenter(segmenter: Segmenter) -> dict:
+    """For an ensemble or TTA: its members, weights and passes (empty for one plain model)."""
+    describe = getattr(segmenter, "describe", None)
+    return describe() if callable(describe) else {}
+
+
 def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: Path | None = None,
                    batch_size: int = 4, overwrite: bool = False, write_overlays: bool = True,
                    engine: LocalEngine | RayEngine | None = None, strict: bool = False) -> dict:
@@ -193,7 +200,7 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
         record = prediction_record(segmenter.name, pairs, outputs, skipped)
-        write_json(tmp / PREDICTION_JSON, record)
+        write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter)})
     for line in record["warnings"]:
         warnings.warn(line)
     seconds = sum(output["seconds"] for output in outputs)

@@ -182,7 +182,8 @@ def _segmenter(entry: ParticleModel, exported: ExportedModel | None, options: di
     return entry.segmenter(exported, **options)
 
 
-def load_segmenter(name_or_path: str | Path | None = None, **options):
+def load_segmenter(name_or_path: str | Path | None = None, tta: bool = False,
+                   tta_scales: str | list[float] | None = None, **options):
     """A ready segmenter from a name, ``shipped``, a run folder, an exported model folder, or None.
 
     Parameters
@@ -191,9 +192,15 @@ def load_segmenter(name_or_path: str | Path | None = None, **options):
         ``None`` or ``"shipped"``: the shipped model; a registered name
         (``"watershed"``; a learned model's name means its shipped weights,
         if it has some); a run folder written by ``micrometry particles
-        train`` (exported in memory); or a folder written by ``micrometry export``.
+        train`` (exported in memory); a folder written by ``micrometry
+        export``; or several of these joined by commas, each optionally
+        ``:WEIGHT``, for an ensemble fused by weighted mask fusion
+        (:mod:`micrometry.particles.ensemble`).
+    tta, tta_scales : bool, str or list of float
+        Test-time augmentation for any model (:mod:`micrometry.particles.tta`):
+        the four flips, and/or the image rescaled by each factor (``"0.8,1,1.25"``).
     **options
-        Inference options the model's segmenter takes (``scale``, ``tile``, ``tta``).
+        Inference options the model's segmenter takes (``scale``, ``tile``).
 
     Raises
     ------
@@ -202,6 +209,24 @@ def load_segmenter(name_or_path: str | Path | None = None, **options):
     CheckpointError
         A folder that is not a usable run or particle model.
     """
+    from micrometry.particles.tta import TTASegmenter, tta_plan
+
+    plan = tta_plan(tta, tta_scales)
+    name = None if name_or_path is None else str(name_or_path)
+    if name is not None and "," in name and not Path(name).exists():
+        from micrometry.particles.ensemble import EnsembleSegmenter, parse_members
+
+        members = parse_members(name)
+        segmenters = [_load_one(member, options) for member, _ in members]
+        if plan is not None:
+            segmenters = [TTASegmenter(s, plan) for s in segmenters]
+        return EnsembleSegmenter(segmenters, [w for _, w in members], [m for m, _ in members])
+    segmenter = _load_one(name_or_path, options)
+    return segmenter if plan is None else TTASegmenter(segmenter, plan)
+
+
+def _load_one(name_or_path: str | Path | None, options: dict[str, Any]):
+    """One model's segmenter (see :func:`load_segmenter`)."""
     _import_builtins()
     name = SHIPPED if name_or_path is None else str(name_or_path)
     if name == SHIPPED:

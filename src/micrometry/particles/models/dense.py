@@ -50,6 +50,9 @@ class DenseSegmenter:
         Average the maps over the four flips (about 4x slower).
     """
 
+    #: flip TTA averages the maps (:mod:`micrometry.particles.tta` sets ``tta``)
+    supports_map_flips = True
+
     def __init__(self, method: DenseMethod, net: UNet, scale: float | None = 0.5, tile: int = 768,
                  overlap: int = 64, tta: bool = False, device: str | torch.device = "cpu",
                  net_diameter: float | None = None, diameter: float | None = None):

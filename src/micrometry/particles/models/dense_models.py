@@ -106,8 +106,9 @@ class DenseModel(ParticleModel):
         return description
 
     def segmenter(self, exported: ExportedModel | None, scale: float | None = None, tile: int | None = None,
-                  tta: bool = False, diameter: float | None = None) -> DenseSegmenter:
-        return dense_segmenter(exported, scale=scale, tile=tile, tta=tta, diameter=diameter)
+                  diameter: float | None = None) -> DenseSegmenter:
+        # Flip TTA: load_segmenter(tta=True) wraps this segmenter, which then averages its maps.
+        return dense_segmenter(exported, scale=scale, tile=tile, diameter=diameter)
 
 
 @PARTICLE_MODELS.register("center-offset")
