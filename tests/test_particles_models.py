@@ -203,3 +203,24 @@ def test_shipped_checkpoint_is_the_default_and_segments(tmp_path):
     # it finds most particles, and confident detections are not wildly more than the particles
     assert n_true > 0 and _recovered(found.labels, scene.labels, iou=0.5) >= 0.5 * n_true
     assert (found.scores >= 0.5).sum() <= 2 * n_true + 3
+
+
+def test_importing_the_training_data_module_opens_no_network_connection():
+    """albumentations checks for updates over the network on import unless told not to."""
+    import subprocess
+    import sys
+
+    code = (
+        "import socket, time\n"
+        "calls = []\n"
+        "def refuse(self, *args):\n"
+        "    calls.append(args)\n"
+        "    raise OSError('blocked by the test')\n"
+        "socket.socket.connect = refuse\n"
+        "import micrometry.particles.models.data\n"
+        "time.sleep(1.0)  # the update check runs in a background thread\n"
+        "print(len(calls))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"

@@ -13,12 +13,16 @@ never have to rotate offset vectors.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import albumentations as A
-import cv2
+# albumentations >= 1.4 asks the network for its latest version on import: nothing may be fetched at run time.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
 import numpy as np
 import torch
 
