@@ -323,7 +323,8 @@ def test_particles_train_on_few_images_says_why_and_finished_resume_says_so(tmp_
             "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "32", "--threads", "1"]
     assert run(args) == 0
     err = capsys.readouterr().err
-    assert "warning: validation on the training images (fewer than 5 images" in err
+    # fewer than 5 images: the console says how validation is done (a held-out strip of each image)
+    assert "warning: only 2 image(s), fewer than 5: validation holds out" in err
     assert run([*args, "--resume"]) == 0
     assert capsys.readouterr().out.startswith("nothing to resume: the run already finished all 1 epochs")
 
