@@ -404,7 +404,7 @@ def test_fuzzed_uploads_never_get_a_500(served):
 def test_twenty_concurrent_uploads_are_served_within_the_memory_budget(served):
     url, pid = served
     rng = np.random.default_rng(3)
-    from micrometry.synth.particles import SuspensionParams, render_image
+    from micrometry.synth.particle_scene import SuspensionParams, render_image
 
     photo = png(render_image(SuspensionParams(height=384, width=480), rng).image)
     sem_images = [png(rng.integers(0, 256, (72, 48), dtype=np.uint8)) for _ in range(4)]

@@ -37,7 +37,7 @@ def sem_samples() -> tuple[tuple[str, bytes], ...]:
 @lru_cache(maxsize=1)
 def particle_samples() -> tuple[tuple[str, bytes], ...]:
     """Two synthetic particle photos of the same suspension."""
-    from micrometry.synth.particles import SuspensionParams, render_image
+    from micrometry.synth.particle_scene import SuspensionParams, render_image
 
     params = SuspensionParams(height=PARTICLE_SHAPE[0], width=PARTICLE_SHAPE[1])
     rng = np.random.default_rng(PARTICLE_SEED)
