@@ -14,7 +14,7 @@ from torch import nn
 
 from micrometry.depth.dataset import IMAGE_SHAPE
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
-from micrometry.depth.methods.sim_task import SimRegressionTask
+from micrometry.depth.sim_task import SimRegressionTask
 from micrometry.train import LoopConfig
 
 N_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]

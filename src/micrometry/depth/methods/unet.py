@@ -20,7 +20,7 @@ from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batc
 from micrometry.depth.calibration import apply_ridge, calibration_features
 from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
-from micrometry.depth.methods.sim_task import sim_tensors
+from micrometry.depth.sim_task import sim_tensors
 from micrometry.depth.nets import HoleUNet, fused_for_inference
 from micrometry.depth.ood import FeatureGaussian
 from micrometry.depth.photometry import augmentation_ranges
