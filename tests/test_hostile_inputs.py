@@ -213,9 +213,12 @@ def test_overwrite_never_replaces_the_current_folder(sem_images, tmp_path, capsy
     assert (sem_images / "a.png").exists()
 
 
-def test_param_of_the_wrong_type_is_refused_before_the_run_folder(tmp_path, capsys):
+def test_param_of_the_wrong_type_or_range_is_refused_before_the_run_folder(tmp_path, capsys):
     for param, message in (("lr=abc", "lr must be a finite number"), ("width=1.5", "width must be an integer"),
-                           ("mean_itr=3", "mean_itr must be true or false")):
+                           ("mean_itr=3", "mean_itr must be true or false"),
+                           # the fuzz's finds: sizes of 0, negative widths, fractions above 1
+                           ("batch_size=0", "batch_size must be at least 1"), ("width=-3", "width must be at least 1"),
+                           ("val_fraction=2", "val_fraction must be in [0, 1)"), ("lr=-1", "lr must not be negative")):
         assert run(["depth", "train", str(tmp_path), "--method", "unet", "--param", param,
                     "--out", str(tmp_path / "run")]) == 2
         _one_line_error(capsys, message)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -208,6 +209,18 @@ def _check_param_type(method: str, key: str, default: Any, value: Any) -> None:
         return
     if not ok:
         raise InputError(f"method {method!r}: parameter {key} must be {wanted}, not {value!r}")
+    if isinstance(default, bool) or not number(default):
+        return
+    # Ranges: sizes and counts are at least 1, fractions below 1, and no parameter of ours is negative.
+    if _COUNT_PARAM.search(key) and value < 1:
+        raise InputError(f"method {method!r}: parameter {key} must be at least 1, not {value!r}")
+    if "fraction" in key and not 0 <= value < 1:
+        raise InputError(f"method {method!r}: parameter {key} must be in [0, 1), not {value!r}")
+    if default >= 0 and value < 0:
+        raise InputError(f"method {method!r}: parameter {key} must not be negative, not {value!r}")
+
+
+_COUNT_PARAM = re.compile(r"(batch_size|width|epochs|candidates|top_k|ensemble|unshuffle|n_blocks|steps)")
 
 
 def _import_builtins() -> None:
