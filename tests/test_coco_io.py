@@ -311,3 +311,15 @@ def test_results_without_dataset_check_rle_on_its_own_size(tmp_path):
         normalize_results([{"image_id": 7, "segmentation": [square(2, 2, 5)], "score": 0.5}])
     with pytest.raises(DatasetError, match="result 0: 'category_id' must be an integer"):
         normalize_results([{"image_id": 7, "category_id": "1", "bbox": [0, 0, 1, 1]}])
+
+
+@pytest.mark.parametrize("key, value", [("image_id", [1]), ("category_id", [1]), ("category_id", "1"),
+                                        ("image_id", True)])
+def test_evaluate_refuses_results_whose_ids_are_not_integers(tmp_path, coco_dir, key, value, capsys):
+    # found by bench/fuzz.py: lists and strings as ids reached the file-name matching and crashed
+    record = {"image_id": 1, "category_id": 1, "segmentation": [square(20, 5, 5)], "score": 0.9, key: value}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([record]))
+    assert run(["particles", "evaluate", str(path), str(coco_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and f"'{key}' must be an integer" in err and len(err.splitlines()) == 1

@@ -219,6 +219,9 @@ def reconcile_results(raw: Any, gt: CocoDataset, pred_images: list[dict] | None 
     for index, record in enumerate(raw):
         if isinstance(record, dict) and "score" not in record:
             raise InputError(f"{where}result {index} has no 'score': COCO AP ranks detections by it")
+        for key in ("image_id", "category_id"):  # matched and sorted below: must be plain integers first
+            if isinstance(record, dict) and key in record and not _is_int(record[key]):
+                raise InputError(f"{where}result {index}: '{key}' must be an integer, not {record[key]!r:.40}")
     notes: list[str] = []
     records = [dict(r) for r in raw if isinstance(r, dict)]
     truth_ids = {im.id for im in gt.images}
@@ -240,6 +243,10 @@ def reconcile_results(raw: Any, gt: CocoDataset, pred_images: list[dict] | None 
     return [{**r, "category_id": truth_cats[0]} for r in records], notes
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def one_class(gt: CocoDataset) -> CocoDataset:
     """``gt`` with every annotation in its first category (particles are one class)."""
     from dataclasses import replace
@@ -257,7 +264,9 @@ def _id_remap(records: list[dict], gt: CocoDataset, truth_ids: set[int], by_name
     used = {r.get("image_id") for r in records}
     names = {im.id: Path(im.file_name).name for im in gt.images}
     if pred_images:
-        pred_names = {int(im["id"]): Path(str(im.get("file_name", ""))).name for im in pred_images if "id" in im}
+        if not all(isinstance(im, dict) and _is_int(im.get("id")) for im in pred_images):
+            raise InputError("the results' image list (images.json) has an image without an integer 'id'")
+        pred_names = {int(im["id"]): Path(str(im.get("file_name", ""))).name for im in pred_images}
         disagree = any(i in pred_names and names.get(i) != pred_names[i] for i in used)
         if disagree:
             mapping = {i: by_name[n] for i, n in pred_names.items() if n in by_name}
