@@ -97,8 +97,8 @@ def main() -> int:
     all_rss = max(r["rss"] for r in rows)
     print(f"{'all':<8} {len(rows):>6} {'':>7} {'':>7} {total_broke:>7} {total_ran:>10} {'':>9} "
           f"{'max':>12} {all_rss:<10.0f}")
-    print("* code ran: a hostile model file executed code (issue 13 item 1: weights_only loading, branch "
-          "lifecycle); not counted in breaks")
+    print("* code ran: cases where a hostile model file executed code; must be 0 (model files are read with "
+          "weights_only loading or safetensors)")
     kinds_of_break = Counter(b.split(" after")[0] for r in rows for b in r["breaks"])
     if kinds_of_break:
         print("\nbreaks by contract clause: " + ", ".join(f"{k}: {v}" for k, v in kinds_of_break.most_common()))
