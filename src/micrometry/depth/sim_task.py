@@ -15,6 +15,7 @@ from torch import nn
 
 from micrometry.depth.dataset import SimArrays
 from micrometry.train import TrainTask
+from micrometry.train.task import shuffled_batches
 
 # pred (B,1,H,W) nm, target (B,1,H,W) nm -> scalar loss
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -91,8 +92,7 @@ class SimRegressionTask(TrainTask):
 
     def train_batches(self, epoch: int, generator: torch.Generator):
         self._step_generator.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        order = torch.randperm(len(self.x), generator=generator)
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return shuffled_batches(len(self.x), self.batch_size, generator)
 
     def wrap_ddp(self, wrap) -> None:
         self.net = wrap(self.net)

@@ -92,3 +92,9 @@ class TrainTask:
     def train(self, mode: bool = True) -> None:
         for m in self.modules.values():
             m.train(mode)
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Row indices ``0..n-1`` in a random order (from ``generator``), cut into batches of ``batch_size``."""
+    order = torch.randperm(n, generator=generator)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]

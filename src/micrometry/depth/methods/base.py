@@ -220,7 +220,7 @@ def _check_param_type(method: str, key: str, default: Any, value: Any) -> None:
         raise InputError(f"method {method!r}: parameter {key} must not be negative, not {value!r}")
 
 
-_COUNT_PARAM = re.compile(r"(batch_size|width|epochs|candidates|top_k|ensemble|unshuffle|n_blocks|steps)")
+_COUNT_PARAM = re.compile(r"(batch_size|width|epochs|top_k|ensemble|unshuffle|n_blocks|steps)")  # candidates=0: exact search
 
 
 def _import_builtins() -> None:

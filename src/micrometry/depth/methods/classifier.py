@@ -28,6 +28,7 @@ from micrometry.depth.dataset import CASE_DEPTHS, IMAGE_SHAPE, RealArrays, site_
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.nets import CaseNet
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, load_checkpoint, seed_everything
+from micrometry.train.task import shuffled_batches
 
 
 class CaseClassifier:
@@ -89,8 +90,7 @@ class CaseClassifierTask(TrainTask):
 
     def train_batches(self, epoch: int, generator: torch.Generator):
         self._aug.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        order = torch.randperm(len(self.x), generator=generator)
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return shuffled_batches(len(self.x), self.batch_size, generator)
 
     def wrap_ddp(self, wrap) -> None:
         self.net = wrap(self.net)
