@@ -121,8 +121,34 @@ def test_max_dets_above_100_counts_crowded_images(tmp_path):
     gt.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png", "height": h, "width": w}],
                               "annotations": anns, "categories": [{"id": 1, "name": "p"}]}))
     ds = load_coco(gt)
-    assert evaluate(results, ds, max_dets=100)["segm"]["AR"] == pytest.approx(100 / 150)
+    with pytest.warns(UserWarning, match="below the 150 true particles"):
+        assert evaluate(results, ds, max_dets=100)["segm"]["AR"] == pytest.approx(100 / 150)
     assert evaluate(results, ds, max_dets=300)["segm"]["AP"] == pytest.approx(1.0)
+
+
+def test_max_dets_follows_the_most_crowded_image(tmp_path, capsys):
+    """400 particles in one image: the automatic maxDets (600) counts them all; 300 would cap recall at 3/4."""
+    h, w = 200, 800
+    anns, results = [], []
+    for i in range(400):
+        y, x = 10 * (i // 80), 10 * (i % 80)
+        m = np.zeros((h, w), bool)
+        m[y:y + 8, x:x + 8] = True
+        rle = mask_to_rle(m)
+        anns.append({"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": rle, "iscrowd": 0,
+                     "area": 64, "bbox": [x, y, 8, 8]})
+        results.append({"image_id": 1, "category_id": 1, "segmentation": rle, "score": 0.5 + i / 1000})
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png", "height": h, "width": w}],
+                              "annotations": anns, "categories": [{"id": 1, "name": "p"}]}))
+    m = evaluate(results, load_coco(gt))
+    assert m["max_dets"] == 600 and m["most_particles_per_image"] == 400
+    assert m["segm"]["AP"] == pytest.approx(1.0)
+    with pytest.warns(UserWarning, match="capped"):
+        assert evaluate(results, load_coco(gt), max_dets=300)["segm"]["AR"] == pytest.approx(300 / 400)
+    capsys.readouterr()
+    assert run(["particles", "evaluate", "--json", str(_write(tmp_path / "r.json", results)), str(gt)]) == 0
+    assert json.loads(capsys.readouterr().out)["max_dets"] == 600
 
 
 def test_cli_table_and_bad_inputs(gt_file, tmp_path, capsys):
@@ -149,3 +175,8 @@ def test_python_results_with_polygons_and_numpy_types(gt_file):
     results = [{"image_id": np.int64(1), "category_id": 1, "segmentation": [polygon], "score": np.float32(0.9)}]
     m = evaluate(results, gt)
     assert m["matching"][0]["tp"] == 1 and m["matching"][0]["mean_matched_iou"] == pytest.approx(1.0)
+
+
+def _write(path, records):
+    path.write_text(json.dumps(records))
+    return path

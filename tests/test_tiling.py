@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from micrometry.particles.models.dense import DenseSegmenter, build_network
-from micrometry.particles.models.tiling import flip_tta, predict_tiled, tile_spans
+from micrometry.particles.models.tiling import balanced_tile, flip_tta, predict_tiled, tile_spans
 from particle_scenes import make_scene
 
 
@@ -20,6 +20,19 @@ def test_tile_spans_partition_the_axis_with_margins():
             assert keep_start == 0 or keep_start - start >= overlap // 2
             assert keep_stop == size or stop - keep_stop >= overlap // 2
         assert (kept == 1).all()
+
+
+def test_tiles_are_balanced_not_mostly_overlap():
+    # 856 px in 768 px tiles: two tiles of 464 (multiple of 16), not 768 + 768 (88 % computed twice)
+    assert balanced_tile(856, 768, 64, 16) == 464
+    spans = tile_spans(856, 768, 64, 16)
+    assert [(a, b) for a, b, _, _ in spans] == [(0, 464), (392, 856)]
+    assert balanced_tile(500, 768, 64) == 500  # fits one tile
+    for size in range(65, 3000, 37):
+        length = balanced_tile(size, 256, 64, 16)
+        n = len(tile_spans(size, 256, 64, 16))
+        assert length <= 256 and (size <= 256 or length % 16 == 0)
+        assert n == 1 or n == -(-(size - 64) // (256 - 64))  # the fewest tiles of at most 256 px
 
 
 def _untrained_segmenter(model, tile, overlap, seed=0):

@@ -239,11 +239,13 @@ def compare(
 def evaluate_cmd(
     pred: Path = typer.Argument(..., help="COCO results JSON (or a PRED folder holding results.json)."),
     gt: Path = typer.Argument(..., help="Ground-truth COCO annotations (e.g. TRUTH/test_annotations.json)."),
-    max_dets: int = number(300, "--max-dets", low=1, help="Detections per image for COCO AP/AR."),
+    max_dets: int = number(None, "--max-dets", low=1,
+                           help="Detections per image for COCO AP/AR (default: 300, or 1.5x the most true "
+                                "particles in one image when more)."),
     match_score: float = fraction(0.5, "--match-score", help="Minimum score for instance matching."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
-    """COCO segm/bbox AP (maxDets >= 300) and instance matching at IoU 0.5..0.9."""
+    """COCO segm/bbox AP (maxDets >= 300, more for crowded images) and instance matching at IoU 0.5..0.9."""
     from micrometry.io.coco import load_coco, normalize_results
     from micrometry.io.coco.dataset import read_json
     from micrometry.particles.evaluate import COCO_KEYS, evaluate, one_class, reconcile_results
@@ -259,12 +261,13 @@ def evaluate_cmd(
             warnings.warn(note)
         dataset = one_class(dataset)
         results = normalize_results(records, dataset, pred)
-    metrics = evaluate(results, dataset, max_dets=max_dets, match_score=match_score)
+    with _warnings_as_lines():
+        metrics = evaluate(results, dataset, max_dets=max_dets, match_score=match_score)
     metrics["notes"] = notes
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
-    coco = Table(title=f"COCO AP, maxDets={max_dets}: {metrics['pred_instances']} predictions, "
+    coco = Table(title=f"COCO AP, maxDets={metrics['max_dets']}: {metrics['pred_instances']} predictions, "
                        f"{metrics['gt_instances']} true particles, {metrics['images']} images")
     coco.add_column("")
     for key in COCO_KEYS:

@@ -3,10 +3,12 @@
 Two complementary views:
 
 * **COCO AP** (segm and bbox) from pycocotools' accumulated precision/recall
-  arrays, with ``maxDets`` high enough for 40-200 particles per image (300 by
-  default). pycocotools' own ``summarize()`` hard-codes ``maxDets=100`` for
-  the headline AP, which silently truncates crowded images, so the figures are
-  read from ``eval.eval['precision']`` and ``['recall']`` here instead.
+  arrays, with ``maxDets`` high enough for every image: 300, or 1.5 times the
+  most particles the truth has in one image when that is more (crowded
+  suspensions hold 400+). pycocotools' own ``summarize()`` hard-codes
+  ``maxDets=100`` for the headline AP, which silently truncates crowded
+  images, so the figures are read from ``eval.eval['precision']`` and
+  ``['recall']`` here instead.
 * **Instance matching** as StarDist and Cellpose report it: at each IoU
   threshold 0.5..0.9, predictions (with score >= ``match_score``) and ground
   truth objects of an image are paired one-to-one by the Hungarian algorithm
@@ -21,6 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +36,28 @@ from micrometry.io.coco import CocoDataset, compressed_rle, load_coco, load_resu
 
 MATCH_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR", "ARs", "ARm", "ARl")
+#: Fewest detections per image that COCO AP considers by default.
+MIN_MAX_DETS = 300
 
 
-def evaluate(results: list[dict] | str | Path, gt: CocoDataset | str | Path, max_dets: int = 300,
+def most_particles_per_image(gt: CocoDataset) -> int:
+    """The largest number of (non-crowd) true particles in one image."""
+    counts = Counter(a.image_id for a in gt.all_annotations() if not a.iscrowd)
+    return max(counts.values(), default=0)
+
+
+def auto_max_dets(gt: CocoDataset) -> int:
+    """Detections per image for COCO AP: 300, or 1.5x the most true particles in one image when more.
+
+    A cap below an image's particle count bounds recall, and so AP, whatever the
+    model does; 1.5x leaves room for the false positives every model makes.
+    """
+    return max(MIN_MAX_DETS, math.ceil(1.5 * most_particles_per_image(gt)))
+
+
+
+
+def evaluate(results: list[dict] | str | Path, gt: CocoDataset | str | Path, max_dets: int | None = None,
              match_score: float = 0.5, thresholds: tuple[float, ...] = MATCH_THRESHOLDS) -> dict:
     """Evaluate predictions against ground truth.
 
@@ -44,8 +68,10 @@ def evaluate(results: list[dict] | str | Path, gt: CocoDataset | str | Path, max
         ``bbox``, ``score``), or a results JSON file.
     gt : CocoDataset or path
         Ground truth annotations (e.g. ``TRUTH/test_annotations.json``).
-    max_dets : int
-        Detections per image considered by COCO AP/AR (highest scores first).
+    max_dets : int or None
+        Detections per image considered by COCO AP/AR (highest scores first);
+        None: :func:`auto_max_dets`. A value below the most true particles in
+        one image is allowed (to reproduce a standard) but warns: it caps AP.
     match_score : float
         Minimum score of a prediction taking part in instance matching.
     thresholds : tuple of float
@@ -65,12 +91,19 @@ def evaluate(results: list[dict] | str | Path, gt: CocoDataset | str | Path, max
         results = normalize_results(results, gt)  # polygons, uncompressed RLE, missing boxes
     else:
         results = load_results(results, gt)
+    most = most_particles_per_image(gt)
+    if max_dets is None:
+        max_dets = auto_max_dets(gt)
+    elif max_dets < most:
+        warnings.warn(f"maxDets={max_dets} is below the {most} true particles of the most crowded image: "
+                      "recall and AP are capped whatever the model finds (leave --max-dets out for automatic)")
     gt_dict = gt.to_dict()
     out = {
         "images": len(gt.images),
         "gt_instances": sum(1 for a in gt.all_annotations() if not a.iscrowd),
         "pred_instances": len(results),
         "max_dets": max_dets,
+        "most_particles_per_image": most,
         "segm": coco_ap(results, gt_dict, "segm", max_dets),
         "bbox": coco_ap(results, gt_dict, "bbox", max_dets),
         "match_score": match_score,

@@ -10,6 +10,7 @@ tile border therefore comes out as exactly one instance, as in a single pass.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -18,8 +19,22 @@ import torch.nn.functional as F
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
-def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """Tiles along one axis.
+def balanced_tile(size: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The tile length, at most ``tile``, that covers ``size`` with the fewest tiles and least overlap.
+
+    Cutting 856 px into 768 px tiles would compute 88 % of the axis twice;
+    two balanced tiles of 464 px cover it with just the requested overlap.
+    The length is rounded up to ``multiple`` (keep ``tile`` a multiple of it).
+    """
+    if size <= tile:
+        return size
+    n = math.ceil((size - overlap) / (tile - overlap))
+    length = math.ceil((size + (n - 1) * overlap) / n)
+    return min(tile, math.ceil(length / multiple) * multiple)
+
+
+def tile_spans(size: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis, balanced (:func:`balanced_tile`).
 
     Returns
     -------
@@ -32,6 +47,7 @@ def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, 
         return [(0, size, 0, size)]
     if overlap >= tile:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
+    tile = balanced_tile(size, tile, overlap, multiple)
     step = tile - overlap
     starts = list(range(0, size - tile, step)) + [size - tile]
     spans = []
@@ -85,7 +101,8 @@ def predict_tiled(forward: Forward, image: torch.Tensor, tile: int, overlap: int
     # Pad once for the whole image so that its borders are treated as in a single pass.
     padded = pad_to_multiple(image[None], multiple)[0]
     tile = max(multiple, tile - tile % multiple)
-    rows, cols = tile_spans(padded.shape[1], tile, overlap), tile_spans(padded.shape[2], tile, overlap)
+    rows = tile_spans(padded.shape[1], tile, overlap, multiple)
+    cols = tile_spans(padded.shape[2], tile, overlap, multiple)
     jobs = [(r, c) for r in rows for c in cols]
     out: torch.Tensor | None = None
     for first in range(0, len(jobs), batch_size):

@@ -57,7 +57,8 @@ class DetectorSegmenter:
         """Boxes ``(K, 4)`` in image pixels, scores ``(K,)`` and mask probabilities ``(K, M, M)``."""
         small = torch.from_numpy(resize(normalise_image(image), self.scale))[None, None]
         h, w = small.shape[-2:]
-        rows, cols = tile_spans(h, self.tile, self.overlap), tile_spans(w, self.tile, self.overlap)
+        m = self.model.multiple
+        rows, cols = tile_spans(h, self.tile, self.overlap, m), tile_spans(w, self.tile, self.overlap, m)
         boxes, scores, masks = [], [], []
         for r0, r1, keep_r0, keep_r1 in rows:
             for c0, c1, keep_c0, keep_c1 in cols:
