@@ -16,7 +16,8 @@ from micrometry.io.image import write_image
 from micrometry.modelfile import ExportedModel, write_model
 from micrometry.particles.models.dense import build_network, dense_segmenter
 from micrometry.particles.models.plausibility import plausibility_warnings
-from micrometry.particles.models.sizing import estimate_diameter, median_diameter, scale_for_diameter
+from micrometry.particles.models.sizing import (clear_border, estimate_diameter, median_diameter, probe_window,
+                                                scale_for_diameter)
 from micrometry.particles.models.validation import evaluate_label_images
 from micrometry.particles.segmenter import load_segmenter
 from particle_scenes import make_scene, write_coco_folder
@@ -77,6 +78,38 @@ def test_estimate_diameter_finds_the_size_a_model_sees_only_near_its_trained_dia
     assert diameter == pytest.approx(true_diameter, rel=0.05)
     assert scale == pytest.approx(20 / true_diameter, rel=0.05)
     assert labels.max() == 6 and len(calls) <= 3
+
+
+def test_probe_window_and_clear_border():
+    assert probe_window((400, 500), 1.0) is None  # 320 px of 400x500: probing the whole image is as cheap
+    rows, cols = probe_window((2000, 2400), 0.5)  # 640 px a side, centred
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (680, 1320, 880, 1520)
+    labels = np.zeros((20, 20), np.int32)
+    labels[0:3, 5:8], labels[8:12, 8:12] = 1, 2
+    assert set(np.unique(clear_border(labels))) == {0, 2}
+    only_cut = np.zeros((20, 20), np.int32)
+    only_cut[0:3, 5:8] = 1
+    assert clear_border(only_cut) is only_cut  # nothing inside: keep what there is
+
+
+def test_sizing_probes_a_window_of_a_large_image_then_segments_it_whole(tmp_path, monkeypatch):
+    segmenter = load_segmenter(random_model(tmp_path / "m"))
+    true_diameter, seen = 80.0, []
+
+    def fake_segment_labels(image, scale):  # a model that finds particles only near 20 network px
+        seen.append((image.shape, round(scale, 3)))
+        found = 10 <= true_diameter * scale <= 40
+        labels = disks(image.shape, true_diameter, n=12) if found else np.zeros(image.shape, np.int32)
+        return labels, np.ones(int(labels.max()), np.float32)
+
+    monkeypatch.setattr(segmenter, "segment_labels", fake_segment_labels)
+    labels, scores, info = segmenter.segment_sized(np.zeros((1500, 1800), np.uint8))
+    assert info["diameter_px"] == pytest.approx(true_diameter, rel=0.05)
+    assert info["scale"] == pytest.approx(20 / true_diameter, rel=0.05)
+    # sizing passes saw windows (smaller than the image); only the last pass saw the whole image
+    *probes, last = seen
+    assert probes and all(shape[0] < 1500 and shape[1] < 1800 for shape, _ in probes)
+    assert last == ((1500, 1800), round(info["scale"], 3)) and labels.shape == (1500, 1800)
 
 
 def test_diameter_option_fixes_the_scale(tmp_path):

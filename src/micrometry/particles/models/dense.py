@@ -18,7 +18,8 @@ from micrometry.particles.models.base import particle_model
 from micrometry.particles.models.methods import DenseMethod
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
-from micrometry.particles.models.sizing import check_scale, estimate_diameter, median_diameter, scale_for_diameter
+from micrometry.particles.models.sizing import (check_scale, clear_border, estimate_diameter, median_diameter,
+                                                probe_window, scale_for_diameter)
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
 from micrometry.particles.models.unet import UNet
 from micrometry.modelfile import ExportedModel
@@ -113,8 +114,20 @@ class DenseSegmenter:
             diameter = self.diameter if self.diameter is not None else median_diameter(labels)
             return labels, scores, {"diameter_px": diameter, "scale": self.scale, "diameter_source": source}
         diameter, scale, (labels, scores) = estimate_diameter(
-            lambda s: self.segment_labels(image, s), image.shape, self.net_diameter)
+            lambda s: self._probe(image, s), image.shape, self.net_diameter)
+        if probe_window(image.shape, scale) is not None:  # the last pass saw a window: now the whole image
+            labels, scores = self.segment_labels(image, scale)
+            whole = median_diameter(labels)  # all particles, none cut: the better figure when there is one
+            diameter = whole if whole is not None and diameter is not None else diameter
         return labels, scores, {"diameter_px": diameter, "scale": scale, "diameter_source": "estimated"}
+
+    def _probe(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """A sizing pass: the whole image, or on a large one its central window (cut particles left out)."""
+        window = probe_window(image.shape, scale)
+        if window is None:
+            return self.segment_labels(image, scale)
+        labels, scores = self.segment_labels(image[window], scale)
+        return clear_border(labels), scores
 
     def segment(self, image: np.ndarray):
         from micrometry.particles.segmenter import Instances

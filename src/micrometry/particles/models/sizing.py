@@ -5,7 +5,10 @@ image resized so that its median particle measured ``net_diameter`` network
 pixels (area-equivalent diameter). Prediction does the same: the diameter of
 an image's particles is given (``--diameter``) or estimated by a first pass of
 the model itself, as Cellpose's size model does, and the image is resized by
-``net_diameter / diameter``.
+``net_diameter / diameter``. On a large image the first passes see only a
+central window of about :data:`PROBE_NET_PX` network pixels a side (a few
+dozen particles are plenty for a median), so a wrong first guess costs a
+fraction of a pass instead of a whole one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ FIRST_GUESS_PX = 30.0
 LADDER_PX = (12.0, 80.0, 150.0, 6.0)
 #: A first-pass estimate this far (ratio) from the pass's own scale is re-run at the estimate.
 REFINE_RATIO = 1.25
+#: Side (network pixels) of the central window a sizing pass segments on a large image.
+PROBE_NET_PX = 320
+#: A window covering more than this share of the image is not worth it: the whole image is probed.
+PROBE_MAX_SHARE = 0.5
 
 
 def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
@@ -38,6 +45,33 @@ def median_diameter(labels: np.ndarray) -> float | None:
     """Median area-equivalent diameter in pixels (None: no particles)."""
     d = equivalent_diameters(labels)
     return float(np.median(d)) if len(d) else None
+
+
+def probe_window(shape: tuple[int, int], scale: float) -> tuple[slice, slice] | None:
+    """The central window a sizing pass at ``scale`` segments, or None for the whole image.
+
+    The window is :data:`PROBE_NET_PX` network pixels a side; None when it
+    would cover more than :data:`PROBE_MAX_SHARE` of the image anyway.
+    """
+    side = math.ceil(PROBE_NET_PX / scale)
+    h, w = min(side, shape[0]), min(side, shape[1])
+    if h * w > PROBE_MAX_SHARE * shape[0] * shape[1]:
+        return None
+    top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
+    return slice(top, top + h), slice(left, left + w)
+
+
+def clear_border(labels: np.ndarray) -> np.ndarray:
+    """``labels`` without the instances that touch its border (cut by a window: too small to measure).
+
+    Returns the labels unchanged when every instance touches the border.
+    """
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge = edge[edge > 0]
+    if len(edge) == 0:
+        return labels
+    inner = np.where(np.isin(labels, edge), 0, labels)
+    return inner if inner.any() else labels
 
 
 def scale_for_diameter(diameter: float, net_diameter: float | None = None) -> float:
