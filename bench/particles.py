@@ -11,11 +11,13 @@
    and the variant skipped.
 2. Each learned model is trained with ``micrometry particles train`` (its
    defaults, ``--time-budget`` minutes); the classical ``watershed`` needs none.
+   ``MODEL.sN`` is a second run of MODEL trained with ``--seed N`` (seed ensembles).
 3. Every model segments the test images in this process, timed with two torch
    threads; the project evaluator scores them against TRUTH. ``--tta [MODEL..]``
    adds a flip-TTA row per learned model (``--tta`` alone: all); each
    ``--ensembles A+B`` fuses the members' outputs by weighted mask fusion, as
-   ``--model RUN_A,RUN_B`` does (its time is the members' plus the fusion).
+   ``--model RUN_A,RUN_B`` does (its time is the members' plus the fusion);
+   ``A@tta`` names A's flip-TTA output (``--model RUN_A,RUN_B --tta``).
 
 Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes, wall and
 process-CPU seconds per 1024x1280 image (CPU time is the figure that survives a
@@ -48,6 +50,15 @@ from micrometry.particles.segmenter import load_segmenter  # noqa: E402
 
 CLI = [sys.executable, "-m", "micrometry"]
 LEARNED = ["unet-watershed", "center-offset", "maskrcnn", "cascade-maskrcnn"]
+
+
+def learned(name: str) -> tuple[str, list[str]] | None:
+    """``(model, extra train args)`` of a learned model's bench name; ``MODEL.sN``: trained with ``--seed N``
+    (a second run of one model, for seed ensembles). None for the classical models."""
+    model, _, seed = name.partition(".s")
+    if model not in LEARNED or (seed and not seed.isdigit()):
+        return None
+    return model, (["--seed", seed] if seed else [])
 
 
 def generator_has_density() -> bool:
@@ -127,7 +138,8 @@ def main() -> None:
     parser.add_argument("--ensembles", nargs="*", default=["center-offset+maskrcnn", "center-offset+cascade-maskrcnn",
                                                             "maskrcnn+cascade-maskrcnn",
                                                             "center-offset+maskrcnn+cascade-maskrcnn"],
-                        help="'+'-joined scored models fused by weighted mask fusion (optionally MODEL:WEIGHT)")
+                        help="'+'-joined scored models fused by weighted mask fusion (optionally MODEL:WEIGHT; "
+                             "MODEL@tta: the model's flip-TTA output, as --tta scored it)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads when timing inference")
     parser.add_argument("--train-args", default="", help="extra arguments for 'particles train'")
     parser.add_argument("--tta", nargs="*", default=None,
@@ -142,9 +154,10 @@ def main() -> None:
     rows, minutes_of, outputs_of, seconds_of = [], {}, {}, {}
     for model in args.models:
         minutes = None
-        if model in LEARNED:
+        if learned(model):
             run = args.work / "runs" / model
-            minutes = train(model, data, run, args.budget, args.train_args.split())
+            base, seed_args = learned(model)
+            minutes = train(base, data, run, args.budget, args.train_args.split() + seed_args)
             if minutes is None:
                 print(f"{model}: training failed")
                 continue
@@ -155,9 +168,12 @@ def main() -> None:
         row, outputs_of[model] = timed_row(model, minutes, segmenter, images, truth, args.threads)
         seconds_of[model] = (row["s_per_image"], row["cpu_s_per_image"])
         rows.append(row)
-        if model in LEARNED and (args.tta == [] or model in (args.tta or [])):
-            rows.append(timed_row(f"{model} + flip TTA", minutes, load_segmenter(run, tta=True), images, truth,
-                                  args.threads)[0])
+        if learned(model) and (args.tta == [] or model in (args.tta or [])):
+            row, outputs_of[f"{model}@tta"] = timed_row(f"{model} + flip TTA", minutes,
+                                                        load_segmenter(run, tta=True), images, truth, args.threads)
+            seconds_of[f"{model}@tta"] = (row["s_per_image"], row["cpu_s_per_image"])
+            minutes_of[f"{model}@tta"] = minutes
+            rows.append(row)
     for spec in args.ensembles:
         # The members' outputs above, fused as `--model RUN_A,RUN_B` (EnsembleSegmenter) fuses them.
         members = [(name, float(w) if w else 1.0) for name, _, w in (m.partition(":") for m in spec.split("+"))]
