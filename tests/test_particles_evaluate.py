@@ -105,12 +105,12 @@ def test_hand_computed_case_and_agreement_with_pycocotools(gt_file):
     assert m["segm"]["AR"] == pytest.approx(ev.stats[8])
 
 
-def test_max_dets_above_100_counts_crowded_images(tmp_path):
-    """150 objects in one image: maxDets=100 caps recall at 2/3, maxDets=300 finds them all."""
-    h, w = 160, 300
+def square_grid(tmp_path, n, per_row):
+    """One image of ``n`` separate 8x8 squares, ``per_row`` a row: (truth file, perfect results)."""
+    h, w = 10 * -(-n // per_row), 10 * per_row
     anns, results = [], []
-    for i in range(150):
-        y, x = 10 * (i // 30), 10 * (i % 30)
+    for i in range(n):
+        y, x = 10 * (i // per_row), 10 * (i % per_row)
         m = np.zeros((h, w), bool)
         m[y:y + 8, x:x + 8] = True
         rle = mask_to_rle(m)
@@ -120,6 +120,12 @@ def test_max_dets_above_100_counts_crowded_images(tmp_path):
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png", "height": h, "width": w}],
                               "annotations": anns, "categories": [{"id": 1, "name": "p"}]}))
+    return gt, results
+
+
+def test_max_dets_above_100_counts_crowded_images(tmp_path):
+    """150 objects in one image: maxDets=100 caps recall at 2/3, maxDets=300 finds them all."""
+    gt, results = square_grid(tmp_path, 150, 30)
     ds = load_coco(gt)
     with pytest.warns(UserWarning, match="below the 150 true particles"):
         assert evaluate(results, ds, max_dets=100)["segm"]["AR"] == pytest.approx(100 / 150)
@@ -128,19 +134,7 @@ def test_max_dets_above_100_counts_crowded_images(tmp_path):
 
 def test_max_dets_follows_the_most_crowded_image(tmp_path, capsys):
     """400 particles in one image: the automatic maxDets (600) counts them all; 300 would cap recall at 3/4."""
-    h, w = 200, 800
-    anns, results = [], []
-    for i in range(400):
-        y, x = 10 * (i // 80), 10 * (i % 80)
-        m = np.zeros((h, w), bool)
-        m[y:y + 8, x:x + 8] = True
-        rle = mask_to_rle(m)
-        anns.append({"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": rle, "iscrowd": 0,
-                     "area": 64, "bbox": [x, y, 8, 8]})
-        results.append({"image_id": 1, "category_id": 1, "segmentation": rle, "score": 0.5 + i / 1000})
-    gt = tmp_path / "gt.json"
-    gt.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png", "height": h, "width": w}],
-                              "annotations": anns, "categories": [{"id": 1, "name": "p"}]}))
+    gt, results = square_grid(tmp_path, 400, 80)
     m = evaluate(results, load_coco(gt))
     assert m["max_dets"] == 600 and m["most_particles_per_image"] == 400
     assert m["segm"]["AP"] == pytest.approx(1.0)
