@@ -330,7 +330,7 @@ def train(
     coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
     out: Path = typer.Option(..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."),
     model: Optional[str] = typer.Option(None, "--model", help="center-offset (default; the shipped model is one), unet-watershed, maskrcnn or cascade-maskrcnn."),
-    epochs: Optional[int] = number(None, "--epochs", low=1, help="Epochs (default 30)."),
+    epochs: Optional[int] = number(None, "--epochs", low=1, help="Epochs at most (default 100; on a CPU the time budget usually ends training first)."),
     steps_per_epoch: Optional[int] = number(None, "--steps-per-epoch", low=1, help="Batches per epoch (default 40)."),
     batch_size: Optional[int] = number(None, "--batch-size", low=1, help="Crops per batch (default 4)."),
     crop: Optional[int] = number(None, "--crop", low=32, help="Crop side in network pixels (default 192)."),
