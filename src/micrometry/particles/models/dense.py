@@ -118,7 +118,7 @@ class DenseSegmenter:
         if probe_window(image.shape, scale) is not None:  # the last pass saw a window: now the whole image
             labels, scores = self.segment_labels(image, scale)
             whole = median_diameter(labels)  # all particles, none cut: the better figure when there is one
-            diameter = whole if whole is not None and diameter is not None else diameter
+            diameter = whole if whole is not None else diameter
         return labels, scores, {"diameter_px": diameter, "scale": scale, "diameter_source": "estimated"}
 
     def _probe(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
