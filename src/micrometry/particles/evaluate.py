@@ -46,13 +46,13 @@ def most_particles_per_image(gt: CocoDataset) -> int:
     return max(counts.values(), default=0)
 
 
-def auto_max_dets(gt: CocoDataset) -> int:
+def auto_max_dets(most_particles: int) -> int:
     """Detections per image for COCO AP: 300, or 1.5x the most true particles in one image when more.
 
     A cap below an image's particle count bounds recall, and so AP, whatever the
     model does; 1.5x leaves room for the false positives every model makes.
     """
-    return max(MIN_MAX_DETS, math.ceil(1.5 * most_particles_per_image(gt)))
+    return max(MIN_MAX_DETS, math.ceil(1.5 * most_particles))
 
 
 
@@ -93,7 +93,7 @@ def evaluate(results: list[dict] | str | Path, gt: CocoDataset | str | Path, max
         results = load_results(results, gt)
     most = most_particles_per_image(gt)
     if max_dets is None:
-        max_dets = auto_max_dets(gt)
+        max_dets = auto_max_dets(most)
     elif max_dets < most:
         warnings.warn(f"maxDets={max_dets} is below the {most} true particles of the most crowded image: "
                       "recall and AP are capped whatever the model finds (leave --max-dets out for automatic)")
