@@ -9,7 +9,10 @@ images and 1,000 test images. Trains each method with the shared loop for at
 most ``--budget`` seconds (the method's own epoch count otherwise), predicts the
 test images and prints one table: RMSE overall and per case, ratio to ``ae``,
 training seconds, inference images/s (best of two passes over the test set).
-A method name may carry parameters: ``unet-weak[ensemble=2,tta=2]``.
+A method name may carry parameters: ``unet-weak[ensemble=2,tta=2]``. A spec
+``pixel-labels:METHOD`` is the reference no user can train: METHOD trained on the
+simulated pairs *plus every real training image with its true depth map*
+(``TRUTH/train_depth``), the labels the weak supervision stands in for.
 
 The machine is shared: timings vary with its load; say so when quoting them.
 """
@@ -33,7 +36,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from micrometry.depth.dataset import index_dataset, load_test  # noqa: E402
+from micrometry.depth.dataset import SimArrays, index_dataset, load_test  # noqa: E402
 from micrometry.depth.evaluate import read_case_column, score  # noqa: E402
 from micrometry.depth.methods import DepthData, create_method, load_method, method_names, train_method  # noqa: E402
 from micrometry.io.image import read_gray_u8  # noqa: E402
@@ -42,6 +45,9 @@ from micrometry.synth.sem_geometry import GeometryConfig  # noqa: E402
 from micrometry.synth.sem_physics import RealDomain, SemPhysics  # noqa: E402
 from micrometry.train import RunDir  # noqa: E402
 from micrometry.train.loop import configure_threads  # noqa: E402
+
+#: Spec prefix of the pixel-label reference (see the module docstring).
+PIXEL_LABELS = "pixel-labels:"
 
 _SPEC = re.compile(r"^(?P<name>[\w-]+)(\[(?P<params>.*)\])?$")
 
@@ -127,6 +133,19 @@ def level_shape(pred: np.ndarray, truth: np.ndarray, case: np.ndarray, bottom: f
                                         "shape": float(np.sqrt(np.mean(shape[rows] ** 2))),
                                         "level_bias": float(np.mean(d_pred[rows] - d_true[rows]))}
     return out
+
+
+def with_pixel_labels(data: DepthData, truth_dir: Path) -> DepthData:
+    """``data`` whose simulated pairs also hold every real training image with its true depth map
+    (``TRUTH/train_depth``; both render slots hold the one real image)."""
+    real, sim = data.real, data.sim
+    maps = np.stack([read_gray_u8(truth_dir / "train_depth" / Path(name).relative_to("train/SEM"))
+                     for name in real.names])
+    pairs = SimArrays(sem=np.concatenate([sim.sem, np.repeat(real.images[:, None], 2, axis=1)]),
+                      depth=np.concatenate([sim.depth, maps]),
+                      case=np.concatenate([sim.case, real.case]),
+                      base=np.concatenate([sim.base.astype(str), [f"real-site-{s}" for s in real.site]]))
+    return DepthData(sim=pairs, real=real)
 
 
 def read_hole_depths(truth_csv: Path) -> dict[str, float]:
@@ -238,9 +257,9 @@ def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarr
             foreign: dict | None = None, speed: bool = False, startup: bool = False,
             trained_run: Path | None = None) -> dict:
     if trained_run is None:
-        name, params = parse_spec(spec)
+        name, params = parse_spec(spec.removeprefix(PIXEL_LABELS))
         method = create_method(name, **params)
-        run = RunDir.for_training(workdir / spec.replace("[", "_").replace("]", "").replace(",", "_"), overwrite=True)
+        run = RunDir.for_training(workdir / re.sub(r"[\[\],:=]", "_", spec), overwrite=True)
         started = time.perf_counter()
         metrics = train_method(method, data, run, time_budget_s=budget, seed=seed, device="cpu")
         train_s = time.perf_counter() - started
@@ -271,7 +290,7 @@ def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarr
 
 
 def print_table(results: list[dict], console: Console, budget: float, n_test: int, threads: int) -> None:
-    ae = next((r["rmse"] for r in results if parse_spec(r["method"])[0] == "ae"), None)
+    ae = next((r["rmse"] for r in results if r["method"].split("[")[0] == "ae"), None)
     table = Table(title=f"Depth methods, {n_test} test images, training budget {budget:.0f} s "
                         f"({threads} thread(s), shared machine)")
     for col in ("method", "RMSE", "case 1", "case 2", "case 3", "case 4", "/ ae", "train s", "epochs", "images/s"):
@@ -371,11 +390,15 @@ def main() -> None:
     specs = specs + list(trained_runs)
     console = Console(width=180)
     results = []
+    labelled = None  # the pixel-label reference's data, built when a spec asks for it
     with tempfile.TemporaryDirectory(prefix="bench-depth-") as tmp:
         for spec in specs:
+            if spec.startswith(PIXEL_LABELS) and labelled is None:
+                labelled = with_pixel_labels(data, truth_dir)
             console.print(f"[bold]{spec}[/]: " + ("evaluating " + trained_runs[spec] if spec in trained_runs
                                                   else f"training (budget {args.budget:.0f} s)"))
-            results.append(run_one(spec, data, test.images, truth, case, args.budget, args.seed, Path(tmp),
+            results.append(run_one(spec, labelled if spec.startswith(PIXEL_LABELS) else data, test.images, truth,
+                                   case, args.budget, args.seed, Path(tmp),
                                    hole_depth, foreign, speed=args.speed, startup=args.startup and not results,
                                    trained_run=Path(trained_runs[spec]) if spec in trained_runs else None))
             r = results[-1]
