@@ -11,7 +11,7 @@ from scipy import ndimage
 from torch.optim.swa_utils import AveragedModel
 
 from micrometry.cli import run
-from micrometry.depth.calibration import conformal_halfwidth
+from micrometry.depth.calibration import conformal_halfwidth, site_conformal_halfwidth
 from micrometry.depth.methods import DepthData, create_method, load_method, train_method
 from micrometry.depth.methods.unet import ema_average
 from micrometry.depth.ood import fit_feature_gaussian
@@ -30,6 +30,24 @@ def test_conformal_interval_covers_the_stated_share_of_new_errors():
     new = rng.standard_t(4, size=50_000) * 3.0
     assert 0.87 <= np.mean(np.abs(new) <= half) <= 0.94
     assert conformal_halfwidth(np.array([1.0, -2.0, 3.0]), 0.9) == 3.0  # too few: the largest
+
+
+def test_site_interval_holds_for_new_sites_where_the_plain_one_falls_short():
+    # Residuals of 8 held-out sites x 25 images, most of the error shared by a site (SD 3 vs 1), and
+    # new images each from a new site: the plain split-conformal width is often too narrow.
+    rng = np.random.default_rng(0)
+    plain, by_site = [], []
+    for trial in range(100):
+        residuals = np.repeat(rng.normal(1.0, 3.0, 8), 25) + rng.normal(0.0, 1.0, 200)
+        sites = np.repeat(np.arange(8), 25)
+        new = rng.normal(1.0, 3.0, 4000) + rng.normal(0.0, 1.0, 4000)
+        plain.append(np.mean(np.abs(new) <= conformal_halfwidth(residuals, 0.9)))
+        by_site.append(np.mean(np.abs(new) <= site_conformal_halfwidth(residuals, sites, 0.9)))
+    plain, by_site = np.array(plain), np.array(by_site)
+    assert plain.mean() < 0.89 and 0.9 <= by_site.mean() <= 0.96
+    assert np.mean(by_site < 0.85) <= 0.5 * np.mean(plain < 0.85)
+    one_site = rng.normal(size=30)
+    assert site_conformal_halfwidth(one_site, np.zeros(30)) == conformal_halfwidth(one_site)
 
 
 def test_feature_gaussian_flags_shifted_features_only():

@@ -64,3 +64,29 @@ def conformal_halfwidth(residuals: np.ndarray, coverage: float = 0.9) -> float:
         return float("nan")
     k = int(np.ceil((len(r) + 1) * coverage))
     return float(r[min(k, len(r)) - 1])
+
+
+
+def site_conformal_halfwidth(residuals: np.ndarray, sites: np.ndarray, coverage: float = 0.9) -> float:
+    """Half-width of a ``coverage`` interval for an image of a *new* site.
+
+    :func:`conformal_halfwidth` treats the held-out images as exchangeable with a new one, but
+    the images of one site share most of their error: 200 residuals from 8 held-out sites say
+    little more than 8 would about how a new site's error spreads. The split-conformal
+    half-width is therefore widened by the normal-theory factor for a spread estimated from
+    ``k`` sites, ``t(k - 1) / z`` at the interval's quantile (k = 8, 90 %: x1.15). With fewer
+    than 2 sites it is the plain split-conformal half-width.
+
+    Measured on bench/depth.py's test images (36-epoch ``unet-weak``, 8 held-out sites), coverage
+    of the stated 90 %: 86.2 % -> 90.7 % (default data), 87.3 % -> 93.1 % (``--variant other``).
+    Resampling the held-out sites (bootstrap, 90th percentile of the half-widths) reached only
+    86.6 % and 89.6 %.
+    """
+    from scipy import stats  # training-time only: prediction never imports scipy
+
+    half = conformal_halfwidth(residuals, coverage)
+    k = len(np.unique(np.asarray(sites)))
+    if k < 2:
+        return half
+    q = 0.5 + coverage / 2.0
+    return float(half * stats.t.ppf(q, k - 1) / stats.norm.ppf(q))
