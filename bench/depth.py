@@ -98,6 +98,11 @@ def variant_config(variant: str, **sizes) -> SemSynthConfig:
     return SemSynthConfig(**sizes, physics=physics, real=real, geometry=geometry, real_geometry=real_geometry)
 
 
+def default_cache(variant: str) -> Path:
+    """Where the bench keeps a variant's data set unless ``--data`` says otherwise."""
+    return Path(tempfile.gettempdir()) / ("micrometry-bench-depth" + ("" if variant == "default" else f"-{variant}"))
+
+
 def ensure_dataset(root: Path, config: SemSynthConfig) -> tuple[Path, Path]:
     """The dataset and truth folders for ``config``, synthesised unless already cached."""
     stamp = root / "config.json"
@@ -364,8 +369,7 @@ def main() -> None:
     configure_threads(args.threads)
     config = variant_config(args.variant, seed=args.seed, n_structures=args.n_structures, n_sites=args.n_sites,
                             images_per_site=args.images_per_site, n_test=args.n_test)
-    cache = args.data or Path(tempfile.gettempdir()) / ("micrometry-bench-depth"
-                                                        + ("" if args.variant == "default" else f"-{args.variant}"))
+    cache = args.data or default_cache(args.variant)
     data_dir, truth_dir = ensure_dataset(cache, config)
     index = index_dataset(data_dir)
     test = load_test(index)
@@ -376,7 +380,7 @@ def main() -> None:
     holes = read_hole_depths(truth_dir / "test_truth.csv")
     hole_depth = np.array([holes[n] for n in test.names])
     other_variant = "other" if args.variant == "default" else "default"
-    other_root = cache.parent / ("micrometry-bench-depth" + ("" if other_variant == "default" else "-other"))
+    other_root = default_cache(other_variant)
     other = None
     if args.data is None and (other_root / "config.json").is_file():  # cached by a run with --variant OTHER
         other_test = load_test(index_dataset(other_root / "data"))

@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from depth import ensure_dataset, level_shape, read_hole_depths, variant_config, VARIANTS
+from depth import VARIANTS, default_cache, ensure_dataset, level_shape, read_hole_depths, variant_config
+from micrometry.depth.augment import random_flip
 from micrometry.depth.dataset import index_dataset, load_test
 from micrometry.depth.evaluate import read_case_column
 from micrometry.depth.nets import Encoder, image_statistics
@@ -76,10 +77,7 @@ def train_regressor(images: np.ndarray, depth: np.ndarray, width: int, epochs: i
         order = torch.randperm(len(x), generator=generator)
         for i in range(0, len(x) - batch + 1, batch):
             rows = order[i:i + batch]
-            xb = x[rows]
-            flips = [d for d, f in zip((3, 2), (torch.rand(2, generator=generator) < 0.5).tolist()) if f]
-            if flips:
-                xb = xb.flip(flips)
+            xb, _ = random_flip(x[rows], None, generator)
             loss = nn.functional.mse_loss(net(xb), y[rows])
             opt.zero_grad()
             loss.backward()
@@ -98,8 +96,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     configure_threads(args.threads)
-    cache = Path(__import__("tempfile").gettempdir())
-    root = cache / ("micrometry-bench-depth" + ("" if args.variant == "default" else f"-{args.variant}"))
+    root = default_cache(args.variant)
     data_dir, truth_dir = ensure_dataset(root, variant_config(args.variant, n_structures=800, n_sites=40,
                                                               images_per_site=25, n_test=1000))
     test = load_test(index_dataset(data_dir))
@@ -110,7 +107,7 @@ def main() -> None:
     hole_depth = np.array([holes[n] for n in test.names])
 
     t0 = time.perf_counter()
-    images, depth = labelled_images(args.variant, args.n, args.seed, cache)
+    images, depth = labelled_images(args.variant, args.n, args.seed, root.parent)
     rendered = time.perf_counter() - t0
     net = train_regressor(images, depth, args.width, args.epochs, args.seed)
     trained = time.perf_counter() - t0 - rendered
