@@ -154,9 +154,9 @@ def main() -> None:
     rows, minutes_of, outputs_of, seconds_of = [], {}, {}, {}
     for model in args.models:
         minutes = None
-        if learned(model):
+        if trained_as := learned(model):
             run = args.work / "runs" / model
-            base, seed_args = learned(model)
+            base, seed_args = trained_as
             minutes = train(base, data, run, args.budget, args.train_args.split() + seed_args)
             if minutes is None:
                 print(f"{model}: training failed")
@@ -168,7 +168,7 @@ def main() -> None:
         row, outputs_of[model] = timed_row(model, minutes, segmenter, images, truth, args.threads)
         seconds_of[model] = (row["s_per_image"], row["cpu_s_per_image"])
         rows.append(row)
-        if learned(model) and (args.tta == [] or model in (args.tta or [])):
+        if trained_as and (args.tta == [] or model in (args.tta or [])):
             row, outputs_of[f"{model}@tta"] = timed_row(f"{model} + flip TTA", minutes,
                                                         load_segmenter(run, tta=True), images, truth, args.threads)
             seconds_of[f"{model}@tta"] = (row["s_per_image"], row["cpu_s_per_image"])

@@ -66,7 +66,6 @@ def conformal_halfwidth(residuals: np.ndarray, coverage: float = 0.9) -> float:
     return float(r[min(k, len(r)) - 1])
 
 
-
 def site_conformal_halfwidth(residuals: np.ndarray, sites: np.ndarray, coverage: float = 0.9) -> float:
     """Half-width of a ``coverage`` interval for an image of a *new* site.
 

@@ -91,8 +91,8 @@ class WeakUNetMethod(UNetMethod):
                              f"got {self.cfg['calibration']!r}")
     # 36 epochs (unet: 12): chosen on bench/depth.py's default data (RMSE 5.30 at 12, 5.01 at 36, 5.05 at 60),
     # then checked on --variant other (7.76, 7.37, 7.17); about 5 minutes on 2 cores.
-    defaults = {**UNetMethod.defaults, "epochs": 36, "real_weight": 1.0, "real_batch_size": 32, "val_site_fraction": 0.2,
-                "calibration": "ridge", "adabn": False, "imaging": "fixed", "consistency": 0.0,
+    defaults = {**UNetMethod.defaults, "epochs": 36, "real_weight": 1.0, "real_batch_size": 32,
+                "val_site_fraction": 0.2, "calibration": "ridge", "adabn": False, "imaging": "fixed", "consistency": 0.0,
                 "real_bn": "batch"}
     use_real = True
     # The model is the last epoch's averaged weights. The simulated validation RMSE measures the wrong
