@@ -114,3 +114,50 @@ def test_predict_rejects_wrong_shapes(tiny, tmp_path):
     with pytest.raises(InputError, match="72, 48"):
         method.predict(np.zeros((2, 64, 64), np.uint8))
     assert method.predict(np.zeros((1, 72, 48), np.uint8)).shape == (1, 72, 48)
+
+
+def test_inference_copy_keeps_the_outputs():
+    import torch
+
+    from micrometry.depth.nets import HoleUNet, fused_for_inference
+
+    torch.manual_seed(0)
+    net = HoleUNet(8, 2)
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(32, 1, 72, 48) * 0.5)  # BatchNorm statistics other than the initial ones
+    net.eval()
+    x = torch.rand(5, 1, 72, 48)
+    fused = fused_for_inference(net)
+    with torch.no_grad():
+        (shape, depth), (shape_f, depth_f) = net.forward_parts(x), fused.forward_parts(x)
+    assert torch.allclose(shape, shape_f, atol=1e-5) and torch.allclose(depth, depth_f, atol=1e-3)
+    assert fused.encoder.enc1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+
+
+@pytest.mark.parametrize("tta", [1, 2])
+def test_flip_tta_makes_a_mirrored_image_predict_the_mirrored_map(tta):
+    images = np.random.default_rng(0).integers(0, 256, (3, 72, 48), dtype=np.uint8)
+    method = create_method("unet-weak", tta=tta)  # untrained: nothing in its weights is symmetric
+    pred = method.predict(images)
+    mirrored = method.predict(np.ascontiguousarray(images[:, :, ::-1]))
+    difference = np.abs(mirrored - pred[:, :, ::-1]).max()
+    assert (difference < 1e-3) if tta == 2 else (difference > 1e-2)
+    assert create_method("unet-weak").cfg["tta"] == 2  # the default averages the image and its mirror
+
+
+@pytest.mark.parametrize("statistics", ["real", "simulated"])
+def test_depth_head_normalises_real_images_by_their_own_statistics(statistics, tiny, tmp_path):
+    import torch
+
+    method = create_method("unet-weak", **TINY["unet-weak"], depth_statistics=statistics)
+    data = DepthData.load(tiny, method.uses)
+    train_method(method, data, RunDir.for_training(tmp_path / "run"), epochs=1, seed=0, device="cpu")
+    net = next(iter(method.modules.values())).eval()
+    with torch.no_grad():
+        pooled = net.forward_features(torch.from_numpy(data.real.images / 255.0).float().unsqueeze(1))[2]
+    matches = torch.allclose(net.depth_head[0].running_mean, pooled.mean(0), atol=1e-4)
+    assert matches == (statistics == "real")  # "simulated" keeps the simulation's running statistics
+    with pytest.raises(InputError, match="depth_statistics"):
+        create_method("unet-weak", depth_statistics="test")

@@ -4,7 +4,7 @@ A network trained on simulation keeps the simulation's running statistics;
 :func:`frozen_batchnorm_statistics` lets real images pass through it in training
 mode without changing them, :func:`running_batchnorm_statistics` lets them pass
 normalised as at inference, :func:`recompute_batchnorm` swaps in the real
-domain's statistics (AdaBN).
+domain's statistics (AdaBN), :func:`set_batchnorm_statistics` sets one layer's from features.
 """
 
 from __future__ import annotations
@@ -69,3 +69,13 @@ def recompute_batchnorm(net: nn.Module, images: torch.Tensor, batch_size: int = 
     net.train(False)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
+
+
+@torch.no_grad()
+def set_batchnorm_statistics(norm: nn.modules.batchnorm._BatchNorm, features: torch.Tensor) -> None:
+    """Set the running statistics of the 1-d BatchNorm ``norm`` to those of ``features`` ``(N, C)``:
+    the layer then normalises such inputs as a training batch of them was normalised."""
+    if len(features) < 2:
+        return
+    norm.running_mean.copy_(features.mean(0))
+    norm.running_var.copy_(features.var(0))  # unbiased, as BatchNorm keeps it
