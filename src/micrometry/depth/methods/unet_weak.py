@@ -51,7 +51,7 @@ class WeakUNetMethod(UNetMethod):
         After training, which statistics the depth head's input BatchNorm uses for real images:
         ``"real"`` (default): those of the real training images' pooled features, as in training,
         where the real images' depth loss normalised them by their own batch statistics;
-        ``"simulated"``: the simulation's running statistics (as before 27 Nov). Measured with flip
+        ``"simulated"``: the simulation's running statistics (the default until 26 Nov 2026). Measured with flip
         TTA (bench/depth.py, 36 epochs; chosen on the default data): RMSE 4.84 -> 4.27 (depth level
         3.57 -> 2.78 nm, shapes unchanged), and 7.24 -> 6.33 on the untuned ``--variant other``.
         Every BatchNorm on real statistics (``adabn``) scored 4.40 (default data) and 6.18.
