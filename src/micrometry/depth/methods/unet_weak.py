@@ -51,10 +51,11 @@ class WeakUNetMethod(UNetMethod):
         After training, which statistics the depth head's input BatchNorm uses for real images:
         ``"real"`` (default): those of the real training images' pooled features, as in training,
         where the real images' depth loss normalised them by their own batch statistics;
-        ``"simulated"``: the simulation's running statistics (the default until 26 Nov 2026). Measured with flip
-        TTA (bench/depth.py, 36 epochs; chosen on the default data): RMSE 4.84 -> 4.27 (depth level
-        3.57 -> 2.78 nm, shapes unchanged), and 7.24 -> 6.33 on the untuned ``--variant other``.
-        Every BatchNorm on real statistics (``adabn``) scored 4.40 (default data) and 6.18.
+        ``"simulated"``: the simulation's running statistics (the default until 26 Nov 2026).
+        Measured with flip TTA (bench/depth.py, 36 epochs; chosen on the default data): RMSE
+        4.84 -> 4.27 (depth level 3.57 -> 2.78 nm, shapes unchanged), and 7.24 -> 6.33 on the
+        untuned ``--variant other``. Every BatchNorm on real statistics (``adabn``) scored 4.40
+        (default data) and 6.18.
     imaging : str
         ``"fixed"`` (default): the blur and noise augmentations of ``blur_aug``/``noise_aug``;
         ``"auto"``: widen them to the probe blur and noise read off the real images, never
@@ -82,7 +83,7 @@ class WeakUNetMethod(UNetMethod):
     name = "unet-weak"
     uses = ("sim", "real")
     calibrations = ("affine", "ridge", "none")
-    depth_statistics = ("real", "simulated")
+    depth_statistics_options = ("real", "simulated")
 
     def adapt_batchnorm(self, images: np.ndarray) -> None:
         """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
@@ -102,7 +103,7 @@ class WeakUNetMethod(UNetMethod):
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
-        for key, allowed in (("calibration", self.calibrations), ("depth_statistics", self.depth_statistics)):
+        for key, allowed in (("calibration", self.calibrations), ("depth_statistics", self.depth_statistics_options)):
             if self.cfg[key] not in allowed:
                 from micrometry.errors import InputError
 
