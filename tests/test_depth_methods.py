@@ -161,3 +161,15 @@ def test_depth_head_normalises_real_images_by_their_own_statistics(statistics, t
     assert matches == (statistics == "real")  # "simulated" keeps the simulation's running statistics
     with pytest.raises(InputError, match="depth_statistics"):
         create_method("unet-weak", depth_statistics="test")
+
+
+def test_an_epochs_override_is_the_schedule_the_run_records(tiny, tmp_path):
+    from micrometry.train import load_checkpoint
+
+    method = create_method("unet", width=4, batch_size=16)  # 12 epochs by default
+    data = DepthData.load(tiny, method.uses)
+    run = RunDir.for_training(tmp_path / "run")
+    train_method(method, data, run, epochs=2, seed=0, device="cpu")
+    assert run.read_config()["method_config"]["epochs"] == 2
+    schedule = load_checkpoint(run.best_checkpoint())["state"]["schedulers"]["lr"]
+    assert schedule["T_max"] == 2 and schedule["_last_lr"][0] < 1e-9  # annealed to zero by the last epoch

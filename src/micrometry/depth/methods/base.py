@@ -283,6 +283,10 @@ def train_method(method: DepthMethod, data: DepthData, run: RunDir, resume: bool
         ``metrics.json``'s content.
     """
     device_ = select_device(device)
+    if epochs is not None and not resume and "epochs" in method.cfg:
+        # A fresh run's epoch count is the method's own: its learning-rate schedule spans it (a cosine
+        # schedule for 36 epochs run for 60 would climb back up after epoch 36).
+        method.cfg["epochs"] = int(epochs)
     loop = method.loop_config()
     loop.seed = seed
     if epochs is not None:
