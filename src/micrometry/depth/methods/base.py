@@ -189,6 +189,11 @@ class DepthMethod:
         raise NotImplementedError
 
 
+def input_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(N, 72, 48)`` uint8 images -> the networks' ``(N, 1, 72, 48)`` float input in [0, 1]."""
+    return torch.from_numpy(np.asarray(images, dtype=np.float32) / 255.0).unsqueeze(1).to(device)
+
+
 # -- training and reloading ------------------------------------------------
 
 

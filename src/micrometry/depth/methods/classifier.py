@@ -25,7 +25,7 @@ from torch import nn
 
 from micrometry.depth.augment import FLIP_DIMS
 from micrometry.depth.dataset import CASE_DEPTHS, IMAGE_SHAPE, RealArrays, site_split
-from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
+from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod, input_tensor
 from micrometry.depth.nets import CaseNet
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, load_checkpoint, seed_everything
 from micrometry.train.task import shuffled_batches
@@ -78,7 +78,7 @@ class CaseClassifierTask(TrainTask):
         self.net = net
         self.batch_size = batch_size
         train_rows, val_rows = site_split(real, val_site_fraction, seed)
-        images = torch.from_numpy(real.images.astype(np.float32) / 255.0).unsqueeze(1).to(device)
+        images = input_tensor(real.images, device)
         labels = torch.from_numpy(real.case - 1).long().to(device)
         self.x, self.y = images[train_rows], labels[train_rows]
         self.val_x, self.val_y = images[val_rows], labels[val_rows]

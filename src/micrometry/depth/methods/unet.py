@@ -19,7 +19,7 @@ from micrometry.depth.augment import FLIP_DIMS, imaging_augment, random_flip
 from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batchnorm_statistics
 from micrometry.depth.calibration import apply_ridge, calibration_features
 from micrometry.depth.dataset import site_split
-from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
+from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod, input_tensor
 from micrometry.depth.sim_task import sim_tensors
 from micrometry.depth.nets import HoleUNet, fused_for_inference
 from micrometry.depth.ood import FeatureGaussian
@@ -80,7 +80,7 @@ class UNetTask(TrainTask):
         if use_real:
             real = data.real
             tr, va = site_split(real, cfg["val_site_fraction"], seed)
-            images = torch.from_numpy(real.images.astype(np.float32) / 255.0).unsqueeze(1).to(device)
+            images = input_tensor(real.images, device)
             depth = torch.from_numpy(real.site_depth.astype(np.float32)).to(device)
             self.real_x, self.real_d = images[tr], depth[tr]
             self.real_val_x, self.real_val_d = images[va], depth[va]

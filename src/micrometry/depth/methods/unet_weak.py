@@ -19,7 +19,7 @@ from micrometry.depth.calibration import (
     site_conformal_halfwidth,
 )
 from micrometry.depth.dataset import site_split
-from micrometry.depth.methods.base import DEPTH_METHODS, DepthData
+from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, input_tensor
 from micrometry.depth.ood import fit_feature_gaussian
 from micrometry.depth.methods.unet import UNetMethod
 from micrometry.train import TrainTask
@@ -87,7 +87,7 @@ class WeakUNetMethod(UNetMethod):
 
     def adapt_batchnorm(self, images: np.ndarray) -> None:
         """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
-        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
+        x = input_tensor(images, self.device)
         for net in self.modules.values():
             recompute_batchnorm(net, x)
         self._fused = None
@@ -95,7 +95,7 @@ class WeakUNetMethod(UNetMethod):
     @torch.no_grad()
     def adapt_depth_head(self, images: np.ndarray) -> None:
         """The depth heads' input BatchNorm on the statistics of ``images``' pooled features."""
-        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
+        x = input_tensor(images, self.device)
         for net in self.modules.values():
             pooled = torch.cat([net.forward_features(x[i:i + 1024])[2] for i in range(0, len(x), 1024)])
             set_batchnorm_statistics(net.depth_head[0], pooled)
@@ -147,7 +147,7 @@ class WeakUNetMethod(UNetMethod):
         """Uncalibrated network depth, calibration features and depth-head input of ``images``."""
         depths, features, pooled = [], [], []
         for i in range(0, len(images), 1024):
-            x = torch.from_numpy(images[i:i + 1024].astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
+            x = input_tensor(images[i:i + 1024], self.device)
             _, depth, first = self.predict_parts(x, features=True)  # calibration is the identity now
             depths.append(depth.cpu().numpy())
             features.append(calibration_features(depth, x).cpu().numpy())
