@@ -21,6 +21,7 @@ from micrometry.depth.calibration import (
 from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, input_tensor
 from micrometry.depth.ood import fit_feature_gaussian
+from micrometry.errors import InputError
 from micrometry.depth.methods.unet import UNetMethod
 from micrometry.train import TrainTask
 
@@ -85,6 +86,28 @@ class WeakUNetMethod(UNetMethod):
     calibrations = ("affine", "ridge", "none")
     depth_statistics_options = ("real", "simulated")
 
+    # 60 epochs (unet: 12), chosen on bench/depth.py's default data. With the depth head on the simulation's
+    # statistics more epochs sharpened the shapes but overfit the depth level (RMSE 5.30 at 12, 5.01 at 36,
+    # 5.05 at 60); on the real images' statistics the level holds: 4.27 at 36, 4.29 at 48, 4.14 at 60,
+    # checked on --variant other: 6.33 at 36, 6.29 at 60. About 10 minutes on one thread. Left-right flip
+    # TTA (tta=2, at 36 epochs): 5.01 -> 4.84 on the default data (7.37 -> 7.24 other) for half the
+    # images/s; an ensemble of two networks instead (the same inference cost) scored 5.01.
+    defaults = {**UNetMethod.defaults, "epochs": 60, "tta": 2, "real_weight": 1.0, "real_batch_size": 32,
+                "val_site_fraction": 0.2, "calibration": "ridge", "adabn": False, "depth_statistics": "real",
+                "imaging": "fixed", "consistency": 0.0, "real_bn": "batch"}
+    use_real = True
+    # The model is the last epoch's averaged weights. The simulated validation RMSE measures the wrong
+    # domain and swings between epochs: on --variant other it picked epoch 6 of 12 (RMSE 7.69 on the
+    # real test images; the last epoch: 7.28), with imaging=auto epoch 3.
+    monitor, monitor_mode = "epoch", "max"
+
+    def __init__(self, **cfg):
+        super().__init__(**cfg)
+        choices = (("calibration", self.calibrations), ("depth_statistics", self.depth_statistics_options))
+        for key, allowed in choices:
+            if self.cfg[key] not in allowed:
+                raise InputError(f"{key} must be one of {', '.join(allowed)}, got {self.cfg[key]!r}")
+
     def adapt_batchnorm(self, images: np.ndarray) -> None:
         """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
         x = input_tensor(images, self.device)
@@ -100,28 +123,6 @@ class WeakUNetMethod(UNetMethod):
             pooled = torch.cat([net.forward_features(x[i:i + 1024])[2] for i in range(0, len(x), 1024)])
             set_batchnorm_statistics(net.depth_head[0], pooled)
         self._fused = None
-
-    def __init__(self, **cfg):
-        super().__init__(**cfg)
-        for key, allowed in (("calibration", self.calibrations), ("depth_statistics", self.depth_statistics_options)):
-            if self.cfg[key] not in allowed:
-                from micrometry.errors import InputError
-
-                raise InputError(f"{key} must be one of {', '.join(allowed)}, got {self.cfg[key]!r}")
-    # 60 epochs (unet: 12), chosen on bench/depth.py's default data. With the depth head on the simulation's
-    # statistics more epochs sharpened the shapes but overfit the depth level (RMSE 5.30 at 12, 5.01 at 36,
-    # 5.05 at 60); on the real images' statistics the level holds: 4.27 at 36, 4.29 at 48, 4.14 at 60,
-    # checked on --variant other: 6.33 at 36, 6.29 at 60. About 10 minutes on one thread. Left-right flip
-    # TTA (tta=2, at 36 epochs): 5.01 -> 4.84 on the default data (7.37 -> 7.24 other) for half the
-    # images/s; an ensemble of two networks instead (the same inference cost) scored 5.01.
-    defaults = {**UNetMethod.defaults, "epochs": 60, "tta": 2, "real_weight": 1.0, "real_batch_size": 32,
-                "val_site_fraction": 0.2, "calibration": "ridge", "adabn": False, "depth_statistics": "real",
-                "imaging": "fixed", "consistency": 0.0, "real_bn": "batch"}
-    use_real = True
-    # The model is the last epoch's averaged weights. The simulated validation RMSE measures the wrong
-    # domain and swings between epochs: on --variant other it picked epoch 6 of 12 (RMSE 7.69 on the
-    # real test images; the last epoch: 7.28), with imaging=auto epoch 3.
-    monitor, monitor_mode = "epoch", "max"
 
     def after_training(self, task: TrainTask, data: DepthData) -> None:
         """Fit the depth calibration, the 90 % interval of a hole's depth and the OOD model on real images."""
