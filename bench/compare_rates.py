@@ -22,9 +22,17 @@ def population(seed: int, n: int, ar_shift: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     eq = rng.lognormal(np.log(10), 0.3, n)
     ar = 1 + rng.gamma(2.0, 0.1, n) + ar_shift
-    return pd.DataFrame({"EqDiam": eq, "Area": np.pi * eq**2 / 4, "AR": ar,
-                         "Circ.": np.clip(rng.beta(20, 2, n), 0, 1), "Feret": eq * np.sqrt(ar),
-                         "Solidity": np.clip(rng.beta(50, 1.5, n), 0, 1), "Unit": "um"})
+    return pd.DataFrame(
+        {
+            "EqDiam": eq,
+            "Area": np.pi * eq**2 / 4,
+            "AR": ar,
+            "Circ.": np.clip(rng.beta(20, 2, n), 0, 1),
+            "Feret": eq * np.sqrt(ar),
+            "Solidity": np.clip(rng.beta(50, 1.5, n), 0, 1),
+            "Unit": "um",
+        }
+    )
 
 
 def main(replicates: int = 100) -> None:
@@ -39,14 +47,24 @@ def main(replicates: int = 100) -> None:
             ks_fp += int((same["ks_pvalue"] < settings.alpha).sum())
             rule_fp += int(same["changed"].sum())
             for shift in detected:
-                shifted = compare_tables(population(10 * r + 2, n), population(10 * r + 3, n, ar_shift=shift),
-                                         descriptors=["AR"], settings=settings)
+                shifted = compare_tables(
+                    population(10 * r + 2, n),
+                    population(10 * r + 3, n, ar_shift=shift),
+                    descriptors=["AR"],
+                    settings=settings,
+                )
                 detected[shift] += int(shifted["changed"].iloc[0])
-        rows.append({"n per batch": n, "pairs": replicates, "descriptor tests": tests,
-                     "KS-only false positives": f"{ks_fp} ({100 * ks_fp / tests:.2f} %)",
-                     "rule false positives": f"{rule_fp} ({100 * rule_fp / tests:.2f} %)",
-                     "AR +0.1 detected": f"{100 * detected[0.1] / replicates:.0f} %",
-                     "AR +0.3 detected": f"{100 * detected[0.3] / replicates:.0f} %"})
+        rows.append(
+            {
+                "n per batch": n,
+                "pairs": replicates,
+                "descriptor tests": tests,
+                "KS-only false positives": f"{ks_fp} ({100 * ks_fp / tests:.2f} %)",
+                "rule false positives": f"{rule_fp} ({100 * rule_fp / tests:.2f} %)",
+                "AR +0.1 detected": f"{100 * detected[0.1] / replicates:.0f} %",
+                "AR +0.3 detected": f"{100 * detected[0.3] / replicates:.0f} %",
+            }
+        )
     print(pd.DataFrame(rows).to_string(index=False))
 
 

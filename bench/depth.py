@@ -83,24 +83,60 @@ def variant_config(variant: str, **sizes) -> SemSynthConfig:
         return SemSynthConfig(**sizes)
     if variant != "other":
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-    physics = SemPhysics(tilt_exponent=1.2, max_tilt_deg=75.0, edge_glow=1.1, edge_sigma_px=1.1,
-                         escape_length_nm=45.0, shadow=0.55, shadow_sigma_px=5.0, psf_sigma=(0.8, 0.7),
-                         dose=45.0, read_noise=0.04, gain=70.0, offset=25.0)
-    real = RealDomain(psf_sigma=(1.6, 1.1), dose=18.0, site_gain_sd=0.006, site_offset_sd=0.6, charging=0.09,
-                      line_jitter_px=0.55, escape_length_scale=0.9, gain=62.0, offset=38.0)
-    geometry = GeometryConfig(semi_axis_x=(13.0, 1.4), semi_axis_y=(18.5, 1.8), taper=(0.3, 0.7),
-                              bottom_rounding=(0.0, 0.2), roughness=(0.0, 0.08), pitch=(46.0, 69.0),
-                              neighbour_jitter=2.0)
-    real_geometry = GeometryConfig(semi_axis_x=(12.6, 0.5), semi_axis_y=(18.0, 0.7), family_growth=0.0,
-                                   centre_jitter=1.8, taper=(0.36, 0.5), bottom_rounding=(0.08, 0.18),
-                                   roughness=(0.03, 0.09), neighbour_probability=1.0, pitch=(44.0, 66.0),
-                                   neighbour_jitter=0.4)
+    physics = SemPhysics(
+        tilt_exponent=1.2,
+        max_tilt_deg=75.0,
+        edge_glow=1.1,
+        edge_sigma_px=1.1,
+        escape_length_nm=45.0,
+        shadow=0.55,
+        shadow_sigma_px=5.0,
+        psf_sigma=(0.8, 0.7),
+        dose=45.0,
+        read_noise=0.04,
+        gain=70.0,
+        offset=25.0,
+    )
+    real = RealDomain(
+        psf_sigma=(1.6, 1.1),
+        dose=18.0,
+        site_gain_sd=0.006,
+        site_offset_sd=0.6,
+        charging=0.09,
+        line_jitter_px=0.55,
+        escape_length_scale=0.9,
+        gain=62.0,
+        offset=38.0,
+    )
+    geometry = GeometryConfig(
+        semi_axis_x=(13.0, 1.4),
+        semi_axis_y=(18.5, 1.8),
+        taper=(0.3, 0.7),
+        bottom_rounding=(0.0, 0.2),
+        roughness=(0.0, 0.08),
+        pitch=(46.0, 69.0),
+        neighbour_jitter=2.0,
+    )
+    real_geometry = GeometryConfig(
+        semi_axis_x=(12.6, 0.5),
+        semi_axis_y=(18.0, 0.7),
+        family_growth=0.0,
+        centre_jitter=1.8,
+        taper=(0.36, 0.5),
+        bottom_rounding=(0.08, 0.18),
+        roughness=(0.03, 0.09),
+        neighbour_probability=1.0,
+        pitch=(44.0, 66.0),
+        neighbour_jitter=0.4,
+    )
     return SemSynthConfig(**sizes, physics=physics, real=real, geometry=geometry, real_geometry=real_geometry)
 
 
 def default_cache(variant: str) -> Path:
     """Where the bench keeps a variant's data set unless ``--data`` says otherwise."""
-    return Path(tempfile.gettempdir()) / ("micrometry-bench-depth" + ("" if variant == "default" else f"-{variant}"))
+    return Path(tempfile.gettempdir()) / (
+        "micrometry-bench-depth" + ("" if variant == "default" else f"-{variant}")
+    )
 
 
 def ensure_dataset(root: Path, config: SemSynthConfig) -> tuple[Path, Path]:
@@ -130,13 +166,19 @@ def level_shape(pred: np.ndarray, truth: np.ndarray, case: np.ndarray, bottom: f
     s_true = (truth - bottom) / np.maximum(d_true, 1.0)[:, None, None]
     level = (d_pred - d_true)[:, None, None] * s_true
     shape = d_true[:, None, None] * (s_pred - s_true)
-    out = {"level": float(np.sqrt(np.mean(level**2))), "shape": float(np.sqrt(np.mean(shape**2))),
-           "level_bias": float(np.mean(d_pred - d_true)), "per_case": {}}
+    out = {
+        "level": float(np.sqrt(np.mean(level**2))),
+        "shape": float(np.sqrt(np.mean(shape**2))),
+        "level_bias": float(np.mean(d_pred - d_true)),
+        "per_case": {},
+    }
     for c in np.unique(case):
         rows = case == c
-        out["per_case"][str(int(c))] = {"level": float(np.sqrt(np.mean(level[rows] ** 2))),
-                                        "shape": float(np.sqrt(np.mean(shape[rows] ** 2))),
-                                        "level_bias": float(np.mean(d_pred[rows] - d_true[rows]))}
+        out["per_case"][str(int(c))] = {
+            "level": float(np.sqrt(np.mean(level[rows] ** 2))),
+            "shape": float(np.sqrt(np.mean(shape[rows] ** 2))),
+            "level_bias": float(np.mean(d_pred[rows] - d_true[rows])),
+        }
     return out
 
 
@@ -144,12 +186,15 @@ def with_pixel_labels(data: DepthData, truth_dir: Path) -> DepthData:
     """``data`` whose simulated pairs also hold every real training image with its true depth map
     (``TRUTH/train_depth``; both render slots hold the one real image)."""
     real, sim = data.real, data.sim
-    maps = np.stack([read_gray_u8(truth_dir / "train_depth" / Path(name).relative_to("train/SEM"))
-                     for name in real.names])
-    pairs = SimArrays(sem=np.concatenate([sim.sem, np.repeat(real.images[:, None], 2, axis=1)]),
-                      depth=np.concatenate([sim.depth, maps]),
-                      case=np.concatenate([sim.case, real.case]),
-                      base=np.concatenate([sim.base.astype(str), [f"real-site-{s}" for s in real.site]]))
+    maps = np.stack(
+        [read_gray_u8(truth_dir / "train_depth" / Path(name).relative_to("train/SEM")) for name in real.names]
+    )
+    pairs = SimArrays(
+        sem=np.concatenate([sim.sem, np.repeat(real.images[:, None], 2, axis=1)]),
+        depth=np.concatenate([sim.depth, maps]),
+        case=np.concatenate([sim.case, real.case]),
+        base=np.concatenate([sim.base.astype(str), [f"real-site-{s}" for s in real.site]]),
+    )
     return DepthData(sim=pairs, real=real)
 
 
@@ -168,10 +213,13 @@ def report_checks(trained, test_images: np.ndarray, hole_depth: np.ndarray, fore
     if report is None:
         return {}
     inside = (report["depth_low_nm"] <= hole_depth) & (hole_depth <= report["depth_high_nm"])
-    out = {"coverage90": float(inside.mean()),
-           "halfwidth_nm": float(np.nanmean(report["depth_high_nm"] - report["depth_nm"])),
-           "depth_mae_nm": float(np.abs(report["depth_nm"] - hole_depth).mean()),
-           "ood_rate": float(report["ood"].mean()), "ood_score_median": float(np.median(report["ood_score"]))}
+    out = {
+        "coverage90": float(inside.mean()),
+        "halfwidth_nm": float(np.nanmean(report["depth_high_nm"] - report["depth_nm"])),
+        "depth_mae_nm": float(np.abs(report["depth_nm"] - hole_depth).mean()),
+        "ood_rate": float(report["ood"].mean()),
+        "ood_score_median": float(np.median(report["ood_score"])),
+    }
     for name, (images, truth) in foreign.items():
         maps, rep = trained.predict_report(images)
         if truth is not None:
@@ -226,7 +274,11 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, str]:
 
 def imported(importtime_log: str) -> set[str]:
     """Module names in a ``python -X importtime`` log."""
-    return {line.rsplit("|", 1)[-1].strip() for line in importtime_log.splitlines() if line.startswith("import time:")}
+    return {
+        line.rsplit("|", 1)[-1].strip()
+        for line in importtime_log.splitlines()
+        if line.startswith("import time:")
+    }
 
 
 def startup_figures(model: Path, images: np.ndarray, workdir: Path) -> dict[str, str]:
@@ -240,27 +292,70 @@ def startup_figures(model: Path, images: np.ndarray, workdir: Path) -> dict[str,
     folder.mkdir(exist_ok=True)
     for i, image in enumerate(images):
         write_image(folder / f"{i:02d}.png", image)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    watch = ("torch", "numpy", "scipy", "cv2", "skimage", "pandas", "ray", "fastapi", "pycocotools",
-             "micrometry.particles.models", "micrometry.depth.methods.lookup", "micrometry.web.app")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    watch = (
+        "torch",
+        "numpy",
+        "scipy",
+        "cv2",
+        "skimage",
+        "pandas",
+        "ray",
+        "fastapi",
+        "pycocotools",
+        "micrometry.particles.models",
+        "micrometry.depth.methods.lookup",
+        "micrometry.web.app",
+    )
     out = {}
-    for label, args in (("--help", ["--help"]),
-                        ("depth predict (10 images)", ["depth", "predict", str(folder), "--model", str(model),
-                                                       "--out", str(workdir / "ten-out"), "--overwrite",
-                                                       "--threads", "1"])):
+    for label, args in (
+        ("--help", ["--help"]),
+        (
+            "depth predict (10 images)",
+            [
+                "depth",
+                "predict",
+                str(folder),
+                "--model",
+                str(model),
+                "--out",
+                str(workdir / "ten-out"),
+                "--overwrite",
+                "--threads",
+                "1",
+            ],
+        ),
+    ):
         best = min(_timed([sys.executable, "-m", "micrometry", *args], env)[0] for _ in range(3))
         _, log = _timed([sys.executable, "-X", "importtime", "-m", "micrometry", *args], env)
         heavy = [m for m in watch if m in imported(log)]
         out[label] = f"{best:.2f} s (imports {', '.join(heavy) or 'none of ' + ', '.join(watch[:3])})"
-    out["python -c 'import torch'"] = f"{min(_timed([sys.executable, '-c', 'import torch'], env)[0] for _ in range(3)):.2f} s"
+    out["python -c 'import torch'"] = (
+        f"{min(_timed([sys.executable, '-c', 'import torch'], env)[0] for _ in range(3)):.2f} s"
+    )
     return out
 
 
-def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarray, case: np.ndarray,
-            budget: float, seed: int, workdir: Path, hole_depth: np.ndarray | None = None,
-            foreign: dict | None = None, speed: bool = False, startup: bool = False,
-            trained_run: Path | None = None) -> dict:
+def run_one(
+    spec: str,
+    data: DepthData,
+    test_images: np.ndarray,
+    truth: np.ndarray,
+    case: np.ndarray,
+    budget: float,
+    seed: int,
+    workdir: Path,
+    hole_depth: np.ndarray | None = None,
+    foreign: dict | None = None,
+    speed: bool = False,
+    startup: bool = False,
+    trained_run: Path | None = None,
+) -> dict:
     if trained_run is None:
         name, params = parse_spec(spec.removeprefix(PIXEL_LABELS))
         method = create_method(name, **params)
@@ -290,54 +385,116 @@ def run_one(spec: str, data: DepthData, test_images: np.ndarray, truth: np.ndarr
         result["startup"] = startup_figures(run.path, test_images[:10], workdir)
     if hasattr(trained, "predict_case"):  # case classifiers also report their accuracy
         result["case_accuracy"] = float((trained.predict_case(test_images) == case).mean())
-    return {"method": spec, **result, "budget": budget, "train_s": train_s, "images_per_s": max(speeds),
-            "epochs": len(metrics.get("history", [])), "best": metrics.get("best", {})}
+    return {
+        "method": spec,
+        **result,
+        "budget": budget,
+        "train_s": train_s,
+        "images_per_s": max(speeds),
+        "epochs": len(metrics.get("history", [])),
+        "best": metrics.get("best", {}),
+    }
 
 
 def print_table(results: list[dict], console: Console, budget: float, n_test: int, threads: int) -> None:
     ae = next((r["rmse"] for r in results if r["method"].split("[")[0] == "ae"), None)
-    table = Table(title=f"Depth methods, {n_test} test images, training budget {budget:.0f} s "
-                        f"({threads} thread(s), shared machine)")
-    for col in ("method", "RMSE", "case 1", "case 2", "case 3", "case 4", "/ ae", "train s", "epochs", "images/s"):
+    table = Table(
+        title=f"Depth methods, {n_test} test images, training budget {budget:.0f} s "
+        f"({threads} thread(s), shared machine)"
+    )
+    for col in (
+        "method",
+        "RMSE",
+        "case 1",
+        "case 2",
+        "case 3",
+        "case 4",
+        "/ ae",
+        "train s",
+        "epochs",
+        "images/s",
+    ):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in results:
         per = [r["per_case"].get(str(c), {}).get("rmse", float("nan")) for c in range(1, 5)]
-        table.add_row(r["method"], f"{r['rmse']:.3f}", *(f"{v:.3f}" for v in per),
-                      f"{r['rmse'] / ae:.3f}" if ae else "-", f"{r['train_s']:.0f}", str(r["epochs"]),
-                      f"{r['images_per_s']:.0f}")
+        table.add_row(
+            r["method"],
+            f"{r['rmse']:.3f}",
+            *(f"{v:.3f}" for v in per),
+            f"{r['rmse'] / ae:.3f}" if ae else "-",
+            f"{r['train_s']:.0f}",
+            str(r["epochs"]),
+            f"{r['images_per_s']:.0f}",
+        )
     console.print(table)
-    parts = Table(title="Level and shape parts of the RMSE (nm; level bias = mean predicted - true depth), "
-                        "90 % interval of each hole's depth, share of images flagged as unlike the training data")
-    for col in ("method", "level", "shape", "bias", "level/shape c1", "c2", "c3", "c4", "cover 90", "+-nm",
-                "OOD test", "OOD other set", "other RMSE", "OOD zoom", "OOD dust"):
+    parts = Table(
+        title="Level and shape parts of the RMSE (nm; level bias = mean predicted - true depth), "
+        "90 % interval of each hole's depth, share of images flagged as unlike the training data"
+    )
+    for col in (
+        "method",
+        "level",
+        "shape",
+        "bias",
+        "level/shape c1",
+        "c2",
+        "c3",
+        "c4",
+        "cover 90",
+        "+-nm",
+        "OOD test",
+        "OOD other set",
+        "other RMSE",
+        "OOD zoom",
+        "OOD dust",
+    ):
         parts.add_column(col, justify="left" if col == "method" else "right")
     fmt = lambda r, k, f="{:.3f}": f.format(r[k]) if k in r else "-"  # noqa: E731
     for r in results:
         p = r.get("parts")
         if not p:
             continue
-        per = [f"{p['per_case'][c]['level']:.2f}/{p['per_case'][c]['shape']:.2f}" if c in p["per_case"] else "-"
-               for c in ("1", "2", "3", "4")]
-        parts.add_row(r["method"], f"{p['level']:.3f}", f"{p['shape']:.3f}", f"{p['level_bias']:+.2f}", *per,
-                      fmt(r, "coverage90"), fmt(r, "halfwidth_nm", "{:.2f}"), fmt(r, "ood_rate"),
-                      fmt(r, "other_set_ood_rate"), fmt(r, "other_set_rmse", "{:.2f}"), fmt(r, "zoom1.5_ood_rate"),
-                      fmt(r, "dust_ood_rate"))
+        per = [
+            f"{p['per_case'][c]['level']:.2f}/{p['per_case'][c]['shape']:.2f}" if c in p["per_case"] else "-"
+            for c in ("1", "2", "3", "4")
+        ]
+        parts.add_row(
+            r["method"],
+            f"{p['level']:.3f}",
+            f"{p['shape']:.3f}",
+            f"{p['level_bias']:+.2f}",
+            *per,
+            fmt(r, "coverage90"),
+            fmt(r, "halfwidth_nm", "{:.2f}"),
+            fmt(r, "ood_rate"),
+            fmt(r, "other_set_ood_rate"),
+            fmt(r, "other_set_rmse", "{:.2f}"),
+            fmt(r, "zoom1.5_ood_rate"),
+            fmt(r, "dust_ood_rate"),
+        )
     console.print(parts)
     for r in results:
         if "images_per_s_by_threads" in r:
-            console.print(f"{r['method']}: model alone, best of 3 passes over the test images: "
-                          + ", ".join(f"{v:.0f} images/s with {t} thread(s)"
-                                      for t, v in r["images_per_s_by_threads"].items()))
+            console.print(
+                f"{r['method']}: model alone, best of 3 passes over the test images: "
+                + ", ".join(
+                    f"{v:.0f} images/s with {t} thread(s)" for t, v in r["images_per_s_by_threads"].items()
+                )
+            )
         if "startup" in r:
-            console.print(f"CLI start-up: " + ", ".join(f"{k} {v}" for k, v in r["startup"].items()))
+            console.print("CLI start-up: " + ", ".join(f"{k} {v}" for k, v in r["startup"].items()))
     for r in results:
         if "case_accuracy" in r:
             console.print(f"{r['method']}: case accuracy on the test images {r['case_accuracy']:.3f}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=None, help="Comma-separated specs (default: every registered method).")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--methods", default=None, help="Comma-separated specs (default: every registered method)."
+    )
     parser.add_argument("--budget", type=float, default=180.0, help="Training seconds per method.")
     parser.add_argument("--n-structures", type=int, default=800)
     parser.add_argument("--n-sites", type=int, default=40)
@@ -345,30 +502,65 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0, help="Dataset and training seed.")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variant", choices=VARIANTS, default="default",
-                        help="Data set: the generator's defaults, or 'other' (another tool and simulator).")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="Dataset cache (default: micrometry-bench-depth[-VARIANT] in the temp folder).")
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="default",
+        help="Data set: the generator's defaults, or 'other' (another tool and simulator).",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="Dataset cache (default: micrometry-bench-depth[-VARIANT] in the temp folder).",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
-    parser.add_argument("--trained", nargs="+", default=[], metavar="SPEC=RUN",
-                        help="Evaluate runs trained earlier on this data set instead of training (label=run folder).")
-    parser.add_argument("--speed", action="store_true",
-                        help="Also time each model alone with 1 and 2 threads (best of 3 passes).")
-    parser.add_argument("--startup", action="store_true",
-                        help="Also time `micrometry --help` and `depth predict` on 10 images (first method's model).")
-    parser.add_argument("--table-from", type=Path, nargs="+", default=None,
-                        help="Only print the table of earlier --json results (e.g. of runs made side by side).")
+    parser.add_argument(
+        "--trained",
+        nargs="+",
+        default=[],
+        metavar="SPEC=RUN",
+        help="Evaluate runs trained earlier on this data set instead of training (label=run folder).",
+    )
+    parser.add_argument(
+        "--speed",
+        action="store_true",
+        help="Also time each model alone with 1 and 2 threads (best of 3 passes).",
+    )
+    parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="Also time `micrometry --help` and `depth predict` on 10 images (first method's model).",
+    )
+    parser.add_argument(
+        "--table-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="Only print the table of earlier --json results (e.g. of runs made side by side).",
+    )
     args = parser.parse_args()
     if args.table_from:
         results = [r for path in args.table_from for r in json.loads(path.read_text())]
-        print_table(results, Console(width=130), results[0].get("budget", args.budget), results[0]["images"],
-                    args.threads)
+        print_table(
+            results,
+            Console(width=130),
+            results[0].get("budget", args.budget),
+            results[0]["images"],
+            args.threads,
+        )
         return
 
     os.environ.setdefault("MICROMETRY_QUIET", "1")
     configure_threads(args.threads)
-    config = variant_config(args.variant, seed=args.seed, n_structures=args.n_structures, n_sites=args.n_sites,
-                            images_per_site=args.images_per_site, n_test=args.n_test)
+    config = variant_config(
+        args.variant,
+        seed=args.seed,
+        n_structures=args.n_structures,
+        n_sites=args.n_sites,
+        images_per_site=args.images_per_site,
+        n_test=args.n_test,
+    )
     cache = args.data or default_cache(args.variant)
     data_dir, truth_dir = ensure_dataset(cache, config)
     index = index_dataset(data_dir)
@@ -384,12 +576,23 @@ def main() -> None:
     other = None
     if args.data is None and (other_root / "config.json").is_file():  # cached by a run with --variant OTHER
         other_test = load_test(index_dataset(other_root / "data"))
-        other = (other_test.images, np.stack([read_gray_u8(other_root / "truth" / "test_depth" / n)
-                                              for n in other_test.names]).astype(np.float64))
+        other = (
+            other_test.images,
+            np.stack(
+                [read_gray_u8(other_root / "truth" / "test_depth" / n) for n in other_test.names]
+            ).astype(np.float64),
+        )
     foreign = foreign_images(test.images, other)
 
-    specs = args.methods.split(";") if args.methods and ";" in args.methods else \
-        re.split(r",(?![^\[]*\])", args.methods) if args.methods else [] if args.trained else method_names()
+    specs = (
+        args.methods.split(";")
+        if args.methods and ";" in args.methods
+        else re.split(r",(?![^\[]*\])", args.methods)
+        if args.methods
+        else []
+        if args.trained
+        else method_names()
+    )
     trained_runs = dict(item.rsplit("=", 1) for item in args.trained)  # labels may hold "="
     specs = specs + list(trained_runs)
     console = Console(width=180)
@@ -399,15 +602,36 @@ def main() -> None:
         for spec in specs:
             if spec.startswith(PIXEL_LABELS) and labelled is None:
                 labelled = with_pixel_labels(data, truth_dir)
-            console.print(f"[bold]{spec}[/]: " + ("evaluating " + trained_runs[spec] if spec in trained_runs
-                                                  else f"training (budget {args.budget:.0f} s)"))
-            results.append(run_one(spec, labelled if spec.startswith(PIXEL_LABELS) else data, test.images, truth,
-                                   case, args.budget, args.seed, Path(tmp),
-                                   hole_depth, foreign, speed=args.speed, startup=args.startup and not results,
-                                   trained_run=Path(trained_runs[spec]) if spec in trained_runs else None))
+            console.print(
+                f"[bold]{spec}[/]: "
+                + (
+                    "evaluating " + trained_runs[spec]
+                    if spec in trained_runs
+                    else f"training (budget {args.budget:.0f} s)"
+                )
+            )
+            results.append(
+                run_one(
+                    spec,
+                    labelled if spec.startswith(PIXEL_LABELS) else data,
+                    test.images,
+                    truth,
+                    case,
+                    args.budget,
+                    args.seed,
+                    Path(tmp),
+                    hole_depth,
+                    foreign,
+                    speed=args.speed,
+                    startup=args.startup and not results,
+                    trained_run=Path(trained_runs[spec]) if spec in trained_runs else None,
+                )
+            )
             r = results[-1]
-            console.print(f"  rmse {r['rmse']:.3f}, train {r['train_s']:.0f} s, {r['images_per_s']:.0f} images/s"
-                          + (f", case accuracy {r['case_accuracy']:.3f}" if "case_accuracy" in r else ""))
+            console.print(
+                f"  rmse {r['rmse']:.3f}, train {r['train_s']:.0f} s, {r['images_per_s']:.0f} images/s"
+                + (f", case accuracy {r['case_accuracy']:.3f}" if "case_accuracy" in r else "")
+            )
 
     print_table(results, console, args.budget, len(test.names), args.threads)
     if args.json:

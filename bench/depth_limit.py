@@ -42,8 +42,9 @@ class DepthRegressor(nn.Module):
         super().__init__()
         self.encoder = Encoder(width, 2)
         _, w2, w3 = self.encoder.channels
-        self.head = nn.Sequential(nn.BatchNorm1d(w3 + w2 + 5), nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True),
-                                  nn.Linear(64, 1))
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(w3 + w2 + 5), nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, f2, f3 = self.encoder(x)
@@ -61,7 +62,9 @@ def labelled_images(variant: str, n: int, seed: int, cache: Path) -> tuple[np.nd
     return z["images"], z["depth"]
 
 
-def train_regressor(images: np.ndarray, depth: np.ndarray, width: int, epochs: int, seed: int) -> DepthRegressor:
+def train_regressor(
+    images: np.ndarray, depth: np.ndarray, width: int, epochs: int, seed: int
+) -> DepthRegressor:
     """MSE, AdamW with a one-cycle schedule, random flips; the last epoch's weights."""
     torch.manual_seed(seed)
     net = DepthRegressor(width)
@@ -76,7 +79,7 @@ def train_regressor(images: np.ndarray, depth: np.ndarray, width: int, epochs: i
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator)
         for i in range(0, len(x) - batch + 1, batch):
-            rows = order[i:i + batch]
+            rows = order[i : i + batch]
             xb, _ = random_flip(x[rows], None, generator)
             loss = nn.functional.mse_loss(net(xb), y[rows])
             opt.zero_grad()
@@ -92,13 +95,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000, help="labelled real-domain training images")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=123, help="seed of the labelled images (the bench's test uses 0)")
+    parser.add_argument(
+        "--seed", type=int, default=123, help="seed of the labelled images (the bench's test uses 0)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     configure_threads(args.threads)
     root = default_cache(args.variant)
-    data_dir, truth_dir = ensure_dataset(root, variant_config(args.variant, n_structures=800, n_sites=40,
-                                                              images_per_site=25, n_test=1000))
+    data_dir, truth_dir = ensure_dataset(
+        root, variant_config(args.variant, n_structures=800, n_sites=40, images_per_site=25, n_test=1000)
+    )
     test = load_test(index_dataset(data_dir))
     truth = np.stack([read_gray_u8(truth_dir / "test_depth" / n) for n in test.names]).astype(np.float64)
     cases = read_case_column(truth_dir / "test_truth.csv")
@@ -121,13 +127,32 @@ def main() -> None:
     maps = bottom + np.rint(true_top - bottom + (pred - hole_depth))[:, None, None] * shape
     level = level_shape(np.rint(maps), truth, case, bottom)
 
-    table = Table(title=f"Depth from one image with exact labels: {args.variant} data, {args.n} labelled "
-                        f"real-domain images, {args.epochs} epochs (render {rendered:.0f} s, train {trained:.0f} s)")
-    for col in ("", "depth error RMS nm", "bias nm", "case 1", "case 2", "case 3", "case 4", "map level RMSE nm"):
+    table = Table(
+        title=f"Depth from one image with exact labels: {args.variant} data, {args.n} labelled "
+        f"real-domain images, {args.epochs} epochs (render {rendered:.0f} s, train {trained:.0f} s)"
+    )
+    for col in (
+        "",
+        "depth error RMS nm",
+        "bias nm",
+        "case 1",
+        "case 2",
+        "case 3",
+        "case 4",
+        "map level RMSE nm",
+    ):
         table.add_column(col, justify="right")
-    per = [f"{np.sqrt(np.mean(error[case == c] ** 2)):.2f} ({error[case == c].mean():+.1f})" for c in (1, 2, 3, 4)]
-    table.add_row("CNN depth regressor", f"{np.sqrt(np.mean(error ** 2)):.2f}", f"{error.mean():+.2f}", *per,
-                  f"{level['level']:.2f}")
+    per = [
+        f"{np.sqrt(np.mean(error[case == c] ** 2)):.2f} ({error[case == c].mean():+.1f})"
+        for c in (1, 2, 3, 4)
+    ]
+    table.add_row(
+        "CNN depth regressor",
+        f"{np.sqrt(np.mean(error**2)):.2f}",
+        f"{error.mean():+.2f}",
+        *per,
+        f"{level['level']:.2f}",
+    )
     Console(width=150).print(table)
 
 

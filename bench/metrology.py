@@ -35,8 +35,16 @@ from rich.table import Table  # noqa: E402
 from micrometry.cli import run  # noqa: E402
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset  # noqa: E402
 
-QUANTITIES = ("depth_nm", "top_cd_x_nm", "top_cd_y_nm", "bottom_cd_x_nm", "bottom_cd_y_nm",
-              "sidewall_angle_x_deg", "sidewall_angle_y_deg", "sidewall_angle_deg")
+QUANTITIES = (
+    "depth_nm",
+    "top_cd_x_nm",
+    "top_cd_y_nm",
+    "bottom_cd_x_nm",
+    "bottom_cd_y_nm",
+    "sidewall_angle_x_deg",
+    "sidewall_angle_y_deg",
+    "sidewall_angle_deg",
+)
 TARGET_SHARE = 0.99
 
 
@@ -62,7 +70,9 @@ def errors(measured: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"file": joined["file"], "case": joined["case"], "status": joined["status"]})
     for q in QUANTITIES:
         out[q] = joined[q] - joined[f"{q}_true"]
-        out[f"{q}_defined"] = np.isfinite(joined[f"{q}_true"])  # truth undefined (hole off the image): not scored
+        out[f"{q}_defined"] = np.isfinite(
+            joined[f"{q}_true"]
+        )  # truth undefined (hole off the image): not scored
     return out
 
 
@@ -75,18 +85,28 @@ def summarise(err: pd.DataFrame, nm_per_px: float) -> list[dict]:
         for case, g in groups:
             e = g.loc[g[f"{q}_defined"], q].to_numpy(dtype=float)
             ok = np.isfinite(e)
-            rows.append({"quantity": q, "case": case, "holes": len(e),
-                         "bias": float(np.mean(e[ok])) if ok.any() else float("nan"),
-                         "sd": float(np.std(e[ok], ddof=1)) if ok.sum() > 1 else float("nan"),
-                         "max_abs": float(np.max(np.abs(e[ok]))) if ok.any() else float("nan"),
-                         "tolerance": tol, "within": float(np.mean(ok & (np.abs(np.nan_to_num(e, nan=np.inf)) <= tol))),
-                         "failed": float(np.mean(~ok))})
+            rows.append(
+                {
+                    "quantity": q,
+                    "case": case,
+                    "holes": len(e),
+                    "bias": float(np.mean(e[ok])) if ok.any() else float("nan"),
+                    "sd": float(np.std(e[ok], ddof=1)) if ok.sum() > 1 else float("nan"),
+                    "max_abs": float(np.max(np.abs(e[ok]))) if ok.any() else float("nan"),
+                    "tolerance": tol,
+                    "within": float(np.mean(ok & (np.abs(np.nan_to_num(e, nan=np.inf)) <= tol))),
+                    "failed": float(np.mean(~ok)),
+                }
+            )
     return rows
 
 
 def measure(maps: Path, out: Path, nm_per_px: float) -> pd.DataFrame:
     """`micrometry depth measure MAPS --out OUT` and its table."""
-    if run(["depth", "measure", str(maps), "--out", str(out), "--nm-per-px", str(nm_per_px), "--overwrite"]) != 0:
+    if (
+        run(["depth", "measure", str(maps), "--out", str(out), "--nm-per-px", str(nm_per_px), "--overwrite"])
+        != 0
+    ):
         raise SystemExit(f"depth measure failed on {maps}")
     return pd.read_csv(out, keep_default_na=True)
 
@@ -99,28 +119,42 @@ def print_table(console: Console, title: str, rows: list[dict], cases: bool) -> 
         if not cases and r["case"] != "all":
             continue
         unit = "deg" if r["quantity"].endswith("_deg") else "nm"
-        table.add_row(r["quantity"], r["case"], str(r["holes"]), f"{r['bias']:+.2f}", f"{r['sd']:.2f}",
-                      f"{r['max_abs']:.2f}", f"{r['tolerance']:g} {unit}", f"{r['within']:.1%}", f"{r['failed']:.1%}",
-                      style="bold" if r["case"] == "all" else None)
+        table.add_row(
+            r["quantity"],
+            r["case"],
+            str(r["holes"]),
+            f"{r['bias']:+.2f}",
+            f"{r['sd']:.2f}",
+            f"{r['max_abs']:.2f}",
+            f"{r['tolerance']:g} {unit}",
+            f"{r['within']:.1%}",
+            f"{r['failed']:.1%}",
+            style="bold" if r["case"] == "all" else None,
+        )
     console.print(table)
 
 
 def markdown(result: dict) -> str:
     """The two cases side by side (all holes), then the predicted maps per case: for docs and README."""
+
     def cell(r):
         return f"{r['bias']:+.2f} / {r['sd']:.2f}"
 
     def unit(q):
         return "deg" if q.endswith("_deg") else "nm"
 
-    lines = ["| quantity | tolerance | true maps: bias / SD | within | predicted: bias / SD | within | failed (true / pred) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| quantity | tolerance | true maps: bias / SD | within | predicted: bias / SD | within | failed (true / pred) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     true = {r["quantity"]: r for r in result["true"] if r["case"] == "all"}
     pred = {r["quantity"]: r for r in result["predicted"] if r["case"] == "all"}
     for q in QUANTITIES:
         t, p = true[q], pred[q]
-        lines.append(f"| `{q}` | {t['tolerance']:g} {unit(q)} | {cell(t)} | {t['within']:.1%} | {cell(p)} | "
-                     f"{p['within']:.1%} | {t['failed']:.1%} / {p['failed']:.1%} |")
+        lines.append(
+            f"| `{q}` | {t['tolerance']:g} {unit(q)} | {cell(t)} | {t['within']:.1%} | {cell(p)} | "
+            f"{p['within']:.1%} | {t['failed']:.1%} / {p['failed']:.1%} |"
+        )
     cases = sorted({r["case"] for r in result["predicted"]} - {"all"})
     lines += ["", "| predicted maps, bias / SD | " + " | ".join(cases) + " |", "|---|" + "---:|" * len(cases)]
     for q in QUANTITIES:
@@ -133,7 +167,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-test", type=int, default=400)
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--model", type=Path, default=None, help="Depth run folder (default: the shipped model).")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="Depth run folder (default: the shipped model)."
+    )
     parser.add_argument("--data", type=Path, default=Path("/tmp/micrometry-bench-metrology"))
     parser.add_argument("--per-case", action="store_true", help="Also print every case's rows.")
     parser.add_argument("--json", type=Path, default=None)
@@ -155,19 +191,30 @@ def main(argv: list[str] | None = None) -> dict:
     if run(command) != 0:
         raise SystemExit("depth predict failed")
 
-    result = {"n_test": int(len(truth)), "nm_per_px": nm_per_px, "seed": args.seed,
-              "model": str(args.model or "shipped")}
+    result = {
+        "n_test": int(len(truth)),
+        "nm_per_px": nm_per_px,
+        "seed": args.seed,
+        "model": str(args.model or "shipped"),
+    }
     for label, maps in (("true", truth_dir / "test_depth"), ("predicted", pred)):
         table = measure(maps, args.data / f"holes-{label}.csv", nm_per_px)
         rows = summarise(errors(table, truth), nm_per_px)
         result[label] = rows
-        print_table(console, f"depth measure on {label} depth maps: measured - true ({len(truth)} test images, "
-                    f"{nm_per_px:g} nm/px)", rows, cases=args.per_case or label == "predicted")
+        print_table(
+            console,
+            f"depth measure on {label} depth maps: measured - true ({len(truth)} test images, "
+            f"{nm_per_px:g} nm/px)",
+            rows,
+            cases=args.per_case or label == "predicted",
+        )
         overall = [r for r in rows if r["case"] == "all"]
         met = all(r["within"] >= TARGET_SHARE for r in overall)
         if label == "true":
-            console.print(f"target ({TARGET_SHARE:.0%} of holes within tolerance for every quantity on true maps): "
-                          + ("[green]met[/green]" if met else "[red]NOT met[/red]"))
+            console.print(
+                f"target ({TARGET_SHARE:.0%} of holes within tolerance for every quantity on true maps): "
+                + ("[green]met[/green]" if met else "[red]NOT met[/red]")
+            )
     if args.markdown:
         print(markdown(result))
     if args.json:

@@ -35,15 +35,17 @@ def validation_table() -> pd.DataFrame:
     rows = []
     for shape in validation_shapes():
         m = measure_labels(shape.mask.astype(np.int32)).iloc[0]
-        rows.append({
-            "shape": shape.name,
-            "Area %": 100 * (m["Area"] / shape.area - 1),
-            "Perim. %": 100 * (m["Perim."] / shape.perimeter - 1),
-            "Feret px": m["Feret"] - shape.feret,
-            "MinFeret px": m["MinFeret"] - shape.min_feret,
-            "FeretAngle deg": feret_angle_error(shape, m["FeretAngle"]),
-            "Solidity": m["Solidity"],
-        })
+        rows.append(
+            {
+                "shape": shape.name,
+                "Area %": 100 * (m["Area"] / shape.area - 1),
+                "Perim. %": 100 * (m["Perim."] / shape.perimeter - 1),
+                "Feret px": m["Feret"] - shape.feret,
+                "MinFeret px": m["MinFeret"] - shape.min_feret,
+                "FeretAngle deg": feret_angle_error(shape, m["FeretAngle"]),
+                "Solidity": m["Solidity"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -53,7 +55,9 @@ def main() -> None:
     family = table["shape"].str.split().str[0]
     worst = table.drop(columns=["shape"]).abs().groupby(family).max()
     worst["Solidity"] = table.groupby(family)["Solidity"].min()
-    worst = worst.rename(columns={"Solidity": "min Solidity"}).reset_index().rename(columns={"shape": "family"})
+    worst = (
+        worst.rename(columns={"Solidity": "min Solidity"}).reset_index().rename(columns={"shape": "family"})
+    )
     print()
     print("Worst |error| per family (min Solidity: true value 1)")
     print(_markdown(worst))
@@ -63,8 +67,12 @@ def _markdown(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        cells = [f"{v:+.2f}" if isinstance(v, float) and c != "Solidity" and c != "min Solidity"
-                 else (f"{v:.3f}" if isinstance(v, float) else str(v)) for c, v in row.items()]
+        cells = [
+            f"{v:+.2f}"
+            if isinstance(v, float) and c != "Solidity" and c != "min Solidity"
+            else (f"{v:.3f}" if isinstance(v, float) else str(v))
+            for c, v in row.items()
+        ]
         lines.append("| " + " | ".join(c.replace("+nan", "-") for c in cells) + " |")
     return "\n".join(lines)
 

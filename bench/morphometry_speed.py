@@ -31,8 +31,10 @@ def main() -> None:
     start, cpu = time.perf_counter(), time.process_time()
     table = measure_labels(labels, pixel_size=0.5, unit="um")
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(f"particles {len(table)}  wall {seconds:.2f} s ({len(table) / seconds:.0f}/s)  "
-          f"cpu {cpu:.2f} s ({len(table) / cpu:.0f}/s)")
+    print(
+        f"particles {len(table)}  wall {seconds:.2f} s ({len(table) / seconds:.0f}/s)  "
+        f"cpu {cpu:.2f} s ({len(table) / cpu:.0f}/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from micrometry.io.coco import CocoAnnotation, CocoDataset, CocoImage, compressed_rle, instances_to_results, mask_to_rle
+from micrometry.io.coco import (
+    CocoAnnotation,
+    CocoDataset,
+    CocoImage,
+    compressed_rle,
+    instances_to_results,
+    mask_to_rle,
+)
 from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedSegmenter
 from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
@@ -30,14 +37,19 @@ def truth_dataset(rendered: list, height: int, width: int) -> CocoDataset:
         annotations[image_id] = []
         for i, ann in enumerate(r.annotations, start=1):
             rle = mask_to_rle(r.labels == i)
-            annotations[image_id].append(CocoAnnotation(next_id, image_id, 1, rle, compressed_rle(rle, height, width),
-                                                        ann["bbox"], ann["area"]))
+            annotations[image_id].append(
+                CocoAnnotation(
+                    next_id, image_id, 1, rle, compressed_rle(rle, height, width), ann["bbox"], ann["area"]
+                )
+            )
             next_id += 1
     return CocoDataset(None, None, images, [{"id": 1, "name": "particle"}], annotations)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n-test", type=int, default=8)
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=1280)
@@ -58,7 +70,9 @@ def main() -> None:
     seg_s = (time.perf_counter() - t0) / args.n_test
     m = evaluate(results, truth_dataset(rendered, args.height, args.width))
 
-    table = Table(title=f"particle data bench: {args.n_test} images {args.height}x{args.width}, seed {args.seed}")
+    table = Table(
+        title=f"particle data bench: {args.n_test} images {args.height}x{args.width}, seed {args.seed}"
+    )
     for col in ("what", "value"):
         table.add_column(col)
     rows = [
@@ -70,7 +84,10 @@ def main() -> None:
         ("watershed segm AP75", f"{m['segm']['AP75']:.3f}"),
         ("watershed bbox AP", f"{m['bbox']['AP']:.3f}"),
         ("watershed F1 @ IoU 0.5", f"{m['matching'][0]['f1']:.3f}"),
-        ("watershed precision / recall @ 0.5", f"{m['matching'][0]['precision']:.3f} / {m['matching'][0]['recall']:.3f}"),
+        (
+            "watershed precision / recall @ 0.5",
+            f"{m['matching'][0]['precision']:.3f} / {m['matching'][0]['recall']:.3f}",
+        ),
     ]
     for row in rows:
         table.add_row(*row)

@@ -57,19 +57,53 @@ def micrometry(*args: str) -> list[str]:
     return [sys.executable, "-m", "micrometry", *map(str, args)]
 
 
-def synth_mix(work: Path, n_per_recipe: int, modes: tuple[str, ...], seed: int, jobs: int,
-              recipes=RECIPES, n_test: int = 0) -> list[Path]:
+def synth_mix(
+    work: Path,
+    n_per_recipe: int,
+    modes: tuple[str, ...],
+    seed: int,
+    jobs: int,
+    recipes=RECIPES,
+    n_test: int = 0,
+) -> list[Path]:
     """Run one ``synth particles`` per recipe in parallel; returns the output folders."""
+
     def one(k: int) -> Path:
         sizes, density, noise, h, w = recipes[k]
         out, truth = work / "synth" / f"r{k:02d}", work / "truth" / f"r{k:02d}"
         if not (out / "train" / "annotations.json").is_file():
-            subprocess.run(micrometry("synth", "particles", out, "--truth", truth, "--seed", seed + k,
-                                      "--n-train", n_per_recipe, "--n-test", n_test, "--n-batch", 0,
-                                      "--height", h, "--width", w, "--modes", ",".join(modes),
-                                      "--size-range", sizes, "--density", density, "--noise", noise,
-                                      "--overwrite"),
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                micrometry(
+                    "synth",
+                    "particles",
+                    out,
+                    "--truth",
+                    truth,
+                    "--seed",
+                    seed + k,
+                    "--n-train",
+                    n_per_recipe,
+                    "--n-test",
+                    n_test,
+                    "--n-batch",
+                    0,
+                    "--height",
+                    h,
+                    "--width",
+                    w,
+                    "--modes",
+                    ",".join(modes),
+                    "--size-range",
+                    sizes,
+                    "--density",
+                    density,
+                    "--noise",
+                    noise,
+                    "--overwrite",
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         return out
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -92,8 +126,9 @@ def merge_coco(parts: list[Path], out: Path, split: str = "train") -> Path:
             images.append({**im, "id": ids[im["id"]], "file_name": name})
         for ann in coco["annotations"]:
             annotations.append({**ann, "id": len(annotations) + 1, "image_id": ids[ann["image_id"]]})
-    (out / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                      "categories": categories}))
+    (out / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     return out
 
 
@@ -105,17 +140,30 @@ def make_shipped(args) -> None:
     t0 = time.perf_counter()
     parts = synth_mix(work, args.n_per_recipe, SHIPPED_MODES, args.seed, args.jobs)
     data = merge_coco(parts, work / "mix")
-    print(f"data: {len(parts)} recipes x {args.n_per_recipe} images in {time.perf_counter() - t0:.0f} s -> {data}",
-          flush=True)
-    settings = TrainSettings(epochs=10_000, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                             crop=args.crop, widths=list(SHIPPED_WIDTHS), seed=args.seed,
-                             time_budget_s=args.minutes * 60, device=args.device, workers=args.workers,
-                             val_fraction=0.08)
+    print(
+        f"data: {len(parts)} recipes x {args.n_per_recipe} images in {time.perf_counter() - t0:.0f} s -> {data}",
+        flush=True,
+    )
+    settings = TrainSettings(
+        epochs=10_000,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        widths=list(SHIPPED_WIDTHS),
+        seed=args.seed,
+        time_budget_s=args.minutes * 60,
+        device=args.device,
+        workers=args.workers,
+        val_fraction=0.08,
+    )
     run = work / "run"
     metrics = train_model(data, run, settings, overwrite=True)
     best = metrics["best"]
-    print(f"trained {metrics['final']['epoch']} epochs in {metrics['final']['elapsed_s'] / 60:.1f} min; best epoch "
-          f"{best['epoch']}: val AP {best['val_ap']:.3f}", flush=True)
+    print(
+        f"trained {metrics['final']['epoch']} epochs in {metrics['final']['elapsed_s'] / 60:.1f} min; best epoch "
+        f"{best['epoch']}: val AP {best['val_ap']:.3f}",
+        flush=True,
+    )
     subprocess.run(micrometry("export", run, "--out", args.out, "--overwrite"), check=True)
 
 
@@ -125,8 +173,9 @@ def old_model(work: Path) -> Path:
     if not (out / "weights.safetensors").is_file():
         out.mkdir(parents=True, exist_ok=True)
         for name in ("model.json", "weights.safetensors"):
-            blob = subprocess.run(["git", "show", f"{OLD_COMMIT}:{OLD_MODEL_PATH}/{name}"], check=True,
-                                  capture_output=True).stdout
+            blob = subprocess.run(
+                ["git", "show", f"{OLD_COMMIT}:{OLD_MODEL_PATH}/{name}"], check=True, capture_output=True
+            ).stdout
             (out / name).write_bytes(blob)
     return out
 
@@ -143,8 +192,13 @@ def ap_of(segmenter, dataset, image_ids) -> float:
         chosen = segmenter(image_id) if callable(segmenter) else segmenter
         found = chosen.segment(read_image(dataset.image_path(image_id)))
         results.extend(instances_to_results(image_id, found.labels, found.scores))
-    subset = CocoDataset(None, None, [im for im in dataset.images if im.id in set(image_ids)], dataset.categories,
-                         {i: dataset.annotations[i] for i in image_ids})
+    subset = CocoDataset(
+        None,
+        None,
+        [im for im in dataset.images if im.id in set(image_ids)],
+        dataset.categories,
+        {i: dataset.annotations[i] for i in image_ids},
+    )
     return evaluate(results, subset)["segm"]["AP"] or 0.0
 
 
@@ -160,8 +214,10 @@ def mode_table(work: Path, old: Path, new: Path, n_per_mode: int, seed: int) -> 
     for im in dataset.images:
         by_mode.setdefault(im.extra.get("imaging_mode") if hasattr(im, "extra") else None, []).append(im.id)
     if None in by_mode:  # image entries do not expose the mode: the k-th image is the k-th mode, cyclically
-        by_mode = {mode: [im.id for k, im in enumerate(dataset.images) if k % len(ALL_MODES) == i]
-                   for i, mode in enumerate(ALL_MODES)}
+        by_mode = {
+            mode: [im.id for k, im in enumerate(dataset.images) if k % len(ALL_MODES) == i]
+            for i, mode in enumerate(ALL_MODES)
+        }
     from micrometry.particles.models.sizing import median_diameter
 
     old_seg, new_seg = load_segmenter(old), load_segmenter(new)
@@ -171,11 +227,21 @@ def mode_table(work: Path, old: Path, new: Path, n_per_mode: int, seed: int) -> 
     rows = []
     for mode in ALL_MODES:
         ids = by_mode[mode]
-        rows.append({"mode": mode, "images": len(ids), "in_training": mode in SHIPPED_MODES,
-                     "old_AP": ap_of(old_seg, dataset, ids), "new_AP": ap_of(new_seg, dataset, ids),
-                     "new_AP_true_diameter": ap_of(told, dataset, ids)})
-        print(f"{mode:15s} old {rows[-1]['old_AP']:.3f} new {rows[-1]['new_AP']:.3f} "
-              f"(true diameter {rows[-1]['new_AP_true_diameter']:.3f})", flush=True)
+        rows.append(
+            {
+                "mode": mode,
+                "images": len(ids),
+                "in_training": mode in SHIPPED_MODES,
+                "old_AP": ap_of(old_seg, dataset, ids),
+                "new_AP": ap_of(new_seg, dataset, ids),
+                "new_AP_true_diameter": ap_of(told, dataset, ids),
+            }
+        )
+        print(
+            f"{mode:15s} old {rows[-1]['old_AP']:.3f} new {rows[-1]['new_AP']:.3f} "
+            f"(true diameter {rows[-1]['new_AP_true_diameter']:.3f})",
+            flush=True,
+        )
     return rows
 
 
@@ -187,10 +253,21 @@ def finetune_curves(work: Path, new: Path, minutes: float, seed: int, n_train: i
     part = synth_mix(work / "heldout", n_train, (HELD_OUT_MODE,), seed + 1, 1, recipes=recipe)[0]
     curves = {}
     for name, init in (("scratch", None), ("init shipped", str(new))):
-        settings = TrainSettings(epochs=10_000, steps_per_epoch=8, batch_size=4, crop=160, widths=list(SHIPPED_WIDTHS),
-                                 time_budget_s=minutes * 60, val_fraction=0.25, seed=seed, init=init, device="cpu")
-        metrics = train_model(part / "train", work / f"run-{name.replace(' ', '-')}", settings, overwrite=True,
-                              threads=1)
+        settings = TrainSettings(
+            epochs=10_000,
+            steps_per_epoch=8,
+            batch_size=4,
+            crop=160,
+            widths=list(SHIPPED_WIDTHS),
+            time_budget_s=minutes * 60,
+            val_fraction=0.25,
+            seed=seed,
+            init=init,
+            device="cpu",
+        )
+        metrics = train_model(
+            part / "train", work / f"run-{name.replace(' ', '-')}", settings, overwrite=True, threads=1
+        )
         curves[name] = [(round(h["elapsed_s"] / 60, 2), round(h["val_ap"], 3)) for h in metrics["history"]]
         print(name, curves[name], flush=True)
     return curves
@@ -206,8 +283,10 @@ def quarter_time_check(curves: dict[str, list]) -> str:
     verdict = "met" if reached <= total / 4 else "missed"
     if target <= 0:
         verdict += "; trivially: from scratch learned nothing in its budget"
-    return (f"init shipped reached the from-scratch final AP {target:.3f} after {reached:.2f} min, "
-            f"{100 * reached / total:.0f} % of the from-scratch {total:.2f} min (target 25 %: {verdict})")
+    return (
+        f"init shipped reached the from-scratch final AP {target:.3f} after {reached:.2f} min, "
+        f"{100 * reached / total:.0f} % of the from-scratch {total:.2f} min (target 25 %: {verdict})"
+    )
 
 
 def run_bench(args) -> None:
@@ -223,17 +302,25 @@ def run_bench(args) -> None:
     rows = mode_table(work, old, new, args.n_per_mode, args.seed)
     curves = finetune_curves(work, new, args.minutes, args.seed, args.n_train) if args.minutes > 0 else {}
     old_ref = next(r["old_AP"] for r in rows if r["mode"] == "brightfield")
-    print(f"\nsegm AP per imaging mode ({args.n_per_mode} held-out 512x640 images each, sizes 12-110 px, "
-          "density normal; old = previous shipped model at its fixed scale 0.5, new = generalist, automatic size)")
-    print("| mode | in new model's training | old AP | new AP | new AP, told the true diameter | "
-          "new >= old on brightfield |")
+    print(
+        f"\nsegm AP per imaging mode ({args.n_per_mode} held-out 512x640 images each, sizes 12-110 px, "
+        "density normal; old = previous shipped model at its fixed scale 0.5, new = generalist, automatic size)"
+    )
+    print(
+        "| mode | in new model's training | old AP | new AP | new AP, told the true diameter | "
+        "new >= old on brightfield |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {'yes' if r['in_training'] else 'no (held out)'} | {r['old_AP']:.3f} | "
-              f"{r['new_AP']:.3f} | {r['new_AP_true_diameter']:.3f} | {'yes' if r['new_AP'] >= old_ref else 'no'} |")
+        print(
+            f"| {r['mode']} | {'yes' if r['in_training'] else 'no (held out)'} | {r['old_AP']:.3f} | "
+            f"{r['new_AP']:.3f} | {r['new_AP_true_diameter']:.3f} | {'yes' if r['new_AP'] >= old_ref else 'no'} |"
+        )
     if curves:
-        print(f"\nfine-tuning on {HELD_OUT_MODE} ({args.n_train} images 512x640, 25 % held out; CPU, 1 thread; "
-              "validation segm AP vs minutes)")
+        print(
+            f"\nfine-tuning on {HELD_OUT_MODE} ({args.n_train} images 512x640, 25 % held out; CPU, 1 thread; "
+            "validation segm AP vs minutes)"
+        )
         for name, points in curves.items():
             print(f"| {name} | " + " ".join(f"{t:.2f} min: {ap:.3f};" for t, ap in points) + " |")
         print(quarter_time_check(curves))
@@ -262,8 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--new", help="the model to compare (default: the shipped one)")
     bench.add_argument("--n-per-mode", type=int, default=3)
     bench.add_argument("--n-train", type=int, default=8, help="held-out-mode images for fine-tuning")
-    bench.add_argument("--minutes", type=float, default=6.0,
-                       help="training time per fine-tuning curve (0: the mode table only)")
+    bench.add_argument(
+        "--minutes",
+        type=float,
+        default=6.0,
+        help="training time per fine-tuning curve (0: the mode table only)",
+    )
     bench.add_argument("--seed", type=int, default=5000)
     bench.set_defaults(func=run_bench)
     args = parser.parse_args(argv)

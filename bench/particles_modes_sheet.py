@@ -33,7 +33,9 @@ def outlined(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folder", type=Path)
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=640)
@@ -44,10 +46,16 @@ def main() -> None:
     args = parser.parse_args()
 
     size = tuple(float(v) for v in args.size_range.split(",")) if args.size_range else None
-    params = with_options(SuspensionParams(height=args.height, width=args.width), noise=args.noise,
-                          density=args.density, size_range_px=size)
+    params = with_options(
+        SuspensionParams(height=args.height, width=args.width),
+        noise=args.noise,
+        density=args.density,
+        size_range_px=size,
+    )
     args.folder.mkdir(parents=True, exist_ok=True)
-    print(f"{'mode':16s} {'inside (gray)':>14s} {'outside (gray)':>15s} {'particles':>10s} {'render (s)':>11s}")
+    print(
+        f"{'mode':16s} {'inside (gray)':>14s} {'outside (gray)':>15s} {'particles':>10s} {'render (s)':>11s}"
+    )
     for mode in MODES:
         t0 = time.perf_counter()
         r = render_image(params, image_rng(args.seed, "sheet", 0), mode)
@@ -55,8 +63,10 @@ def main() -> None:
         inside = r.labels > 0
         write_image(args.folder / f"{mode}.png", r.image)
         write_image(args.folder / f"{mode}_truth.png", outlined(r.image, r.labels))
-        print(f"{mode:16s} {r.image[inside].mean():14.1f} {r.image[~inside].mean():15.1f} "
-              f"{len(r.annotations):10d} {seconds:11.2f}")
+        print(
+            f"{mode:16s} {r.image[inside].mean():14.1f} {r.image[~inside].mean():15.1f} "
+            f"{len(r.annotations):10d} {seconds:11.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,11 @@ def ensure_dataset(root: Path, n_images: int) -> Path:
     data = root / f"data-{n_images}"
     if not (data / "test" / "SEM").is_dir():
         shutil.rmtree(data, ignore_errors=True)
-        write_sem_dataset(data, root / f"truth-{n_images}",
-                          SemSynthConfig(seed=0, n_structures=40, n_sites=4, images_per_site=4, n_test=n_images))
+        write_sem_dataset(
+            data,
+            root / f"truth-{n_images}",
+            SemSynthConfig(seed=0, n_structures=40, n_sites=4, images_per_site=4, n_test=n_images),
+        )
     return data
 
 
@@ -76,7 +79,9 @@ def time_passes(images: Path, method, engine, passes: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -98,21 +103,27 @@ def main() -> None:
     import ray
 
     started = time.perf_counter()
-    ray.init(num_cpus=max(args.workers, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=max(args.workers, os.cpu_count() or 1),
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     ray_start = time.perf_counter() - started
     engine = RayEngine(args.batch_size, workers=args.workers)
     rows.append(("ray", f"{args.workers} actors", time_passes(images, method, engine, args.passes)))
     # the fixed cost of a command: starting the actor pool (and one batch)
     one_batch = Path(tempfile.mkdtemp(prefix="scale-bench-batch-"))
-    for path in sorted(images.iterdir())[:args.batch_size]:
+    for path in sorted(images.iterdir())[: args.batch_size]:
         shutil.copy(path, one_batch / path.name)
     fixed = time_passes(one_batch, method, engine, args.passes)
     shutil.rmtree(one_batch)
     ray.shutdown()
 
-    table = Table(title=f"depth predict, {n} images of 72x48, method {method.name}, batch {args.batch_size}, "
-                        f"{os.cpu_count()} CPU cores (best of {args.passes})")
+    table = Table(
+        title=f"depth predict, {n} images of 72x48, method {method.name}, batch {args.batch_size}, "
+        f"{os.cpu_count()} CPU cores (best of {args.passes})"
+    )
     for col in ("engine", "workers", "seconds", "images/s"):
         table.add_column(col, justify="left" if col in ("engine", "workers") else "right")
     for engine_name, workers, seconds in rows:

@@ -36,9 +36,9 @@ import sys
 import time
 import traceback
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -80,8 +80,11 @@ def build_seeds(root: Path) -> Seeds:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    write_sem_dataset(root / "sem", root / "sem_truth",
-                      SemSynthConfig(seed=1, n_structures=2, n_sites=2, images_per_site=2, n_test=3))
+    write_sem_dataset(
+        root / "sem",
+        root / "sem_truth",
+        SemSynthConfig(seed=1, n_structures=2, n_sites=2, images_per_site=2, n_test=3),
+    )
     sem_images = sorted((root / "sem" / "test" / "SEM").glob("*.png"))
     depth_maps = root / "depth_maps"
     for i in range(3):
@@ -96,20 +99,37 @@ def build_seeds(root: Path) -> Seeds:
         labels = np.zeros((48, 64), np.uint16)
         for k in range(1, 4):
             y, x = 6 + 12 * k, 10 + 14 * k
-            labels[y - 4:y + 4, x - 5:x + 5] = k
-            image[y - 4:y + 4, x - 5:x + 5] = 200
+            labels[y - 4 : y + 4, x - 5 : x + 5] = k
+            image[y - 4 : y + 4, x - 5 : x + 5] = 200
             poly = [x - 5, y - 4, x + 5, y - 4, x + 5, y + 4, x - 5, y + 4]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                                "segmentation": [[float(v) for v in poly]], "area": 80.0,
-                                "bbox": [x - 5, y - 4, 10, 8], "iscrowd": 0})
-            results.append({"image_id": image_id, "category_id": 1, "score": 0.9,
-                            "segmentation": [[float(v) for v in poly]], "bbox": [x - 5, y - 4, 10, 8]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": [[float(v) for v in poly]],
+                    "area": 80.0,
+                    "bbox": [x - 5, y - 4, 10, 8],
+                    "iscrowd": 0,
+                }
+            )
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "score": 0.9,
+                    "segmentation": [[float(v) for v in poly]],
+                    "bbox": [x - 5, y - 4, 10, 8],
+                }
+            )
         name = f"img_{image_id}.png"
         write_image(coco / "images" / name, image)
         write_image(labels_dir / name, labels)
         images.append({"id": image_id, "file_name": name, "height": 48, "width": 64})
-    write_json(coco / "annotations.json", {"images": images, "annotations": annotations,
-                                            "categories": [{"id": 1, "name": "particle"}]})
+    write_json(
+        coco / "annotations.json",
+        {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "particle"}]},
+    )
     write_json(root / "results.json", results)
     table = root / "table.csv"
     assert run(["particles", "measure", str(labels_dir), "--out", str(table)]) == 0
@@ -122,13 +142,25 @@ def build_seeds(root: Path) -> Seeds:
     depth_run = root / "depth_run"
     method = create_method("unet", width=4)
     write_json(depth_run / "config.json", {"method": method.name, "method_config": method.config()})
-    save_checkpoint(depth_run / "checkpoints" / "best.pt", {"model": method.state_dict(),
-                                                            "method_config": method.config()})
+    save_checkpoint(
+        depth_run / "checkpoints" / "best.pt",
+        {"model": method.state_dict(), "method_config": method.config()},
+    )
     particle_run = root / "particle_run"
     write_json(particle_run / "config.json", {"model": "center-offset", "settings": {}})
     save_checkpoint(particle_run / "checkpoints" / "best.pt", {"model": "center-offset", "state": {}})
-    return Seeds(root, root / "sem", sem_images, depth_maps, coco, root / "results.json", labels_dir, table,
-                 depth_run, particle_run)
+    return Seeds(
+        root,
+        root / "sem",
+        sem_images,
+        depth_maps,
+        coco,
+        root / "results.json",
+        labels_dir,
+        table,
+        depth_run,
+        particle_run,
+    )
 
 
 # ----------------------------------------------------------------------------- cases
@@ -159,7 +191,9 @@ class Case:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def png_claiming(width: int, height: int, bit_depth: int = 8, colour: int = 0) -> bytes:
@@ -167,16 +201,37 @@ def png_claiming(width: int, height: int, bit_depth: int = 8, colour: int = 0) -
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
     row = b"\x00" + b"\x00" * 64
     idat = zlib.compress(row * 64, 9)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def tiff_claiming(width: int, height: int) -> bytes:
     """A little-endian TIFF whose tags claim ``width`` x ``height`` 8-bit pixels and hold 16 bytes."""
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-               (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, 16)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHII", tag, typ, count, value) if typ == 4 else struct.pack("<HHIHH", tag, typ, count, value, 0)
-        for tag, typ, count, value in entries) + struct.pack("<I", 0)
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8 + 2 + 12 * 9 + 4),
+        (277, 3, 1, 1),
+        (278, 4, 1, height),
+        (279, 4, 1, 16),
+    ]
+    ifd = (
+        struct.pack("<H", len(entries))
+        + b"".join(
+            struct.pack("<HHII", tag, typ, count, value)
+            if typ == 4
+            else struct.pack("<HHIHH", tag, typ, count, value, 0)
+            for tag, typ, count, value in entries
+        )
+        + struct.pack("<I", 0)
+    )
     return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 16
 
 
@@ -184,7 +239,7 @@ def _mutated_image(rng: random.Random, valid: bytes) -> tuple[str, bytes, str]:
     """(description, bytes, suffix) of one malformed image."""
     choice = rng.randrange(14)
     if choice == 0:
-        return "truncated", valid[:rng.randrange(len(valid))], ".png"
+        return "truncated", valid[: rng.randrange(len(valid))], ".png"
     if choice == 1:
         data = bytearray(valid)
         for _ in range(rng.randint(1, 8)):
@@ -212,17 +267,33 @@ def _mutated_image(rng: random.Random, valid: bytes) -> tuple[str, bytes, str]:
     if choice == 7:
         return "empty", b"", rng.choice([".png", ".tif"])
     if choice == 8:
-        return "text as image", b"hello, this is not an image\n" * rng.randint(1, 50), rng.choice([".png", ".tif", ".jpg"])
+        return (
+            "text as image",
+            b"hello, this is not an image\n" * rng.randint(1, 50),
+            rng.choice([".png", ".tif", ".jpg"]),
+        )
     if choice == 9:
-        return "random bytes", bytes(rng.randrange(256) for _ in range(rng.randint(1, 4000))), rng.choice([".png", ".tif"])
+        return (
+            "random bytes",
+            bytes(rng.randrange(256) for _ in range(rng.randint(1, 4000))),
+            rng.choice([".png", ".tif"]),
+        )
     if choice == 10:
         return "PNG signature then garbage", b"\x89PNG\r\n\x1a\n" + os.urandom(rng.randint(0, 200)), ".png"
     if choice == 11:
         return "TIFF signature then garbage", b"II*\x00" + os.urandom(rng.randint(0, 200)), ".tif"
     if choice == 12:
-        return "wrong size", _encode_png(np.zeros((rng.randint(1, 300), rng.randint(1, 300)), np.uint8)), ".png"
+        return (
+            "wrong size",
+            _encode_png(np.zeros((rng.randint(1, 300), rng.randint(1, 300)), np.uint8)),
+            ".png",
+        )
     arr = np.random.default_rng(rng.randrange(2**32)).integers(0, 255, size=(72, 48, 3)).astype(np.uint8)
-    return "colour or 16-bit", _encode_png(arr if rng.random() < 0.5 else arr[..., 0].astype(np.uint16) * 257), ".png"
+    return (
+        "colour or 16-bit",
+        _encode_png(arr if rng.random() < 0.5 else arr[..., 0].astype(np.uint16) * 257),
+        ".png",
+    )
 
 
 def _encode_png(array: np.ndarray) -> bytes:
@@ -239,17 +310,33 @@ def image_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
     """A folder with one valid and one malformed image, given to a command that reads images."""
     valid = seeds.sem_images[0].read_bytes()
     what, data, suffix = _mutated_image(rng, valid)
-    command = rng.choice(["depth predict", "particles predict", "depth measure", "particles measure",
-                          "particles info", "sem info", "depth evaluate"])
+    command = rng.choice(
+        [
+            "depth predict",
+            "particles predict",
+            "depth measure",
+            "particles measure",
+            "particles info",
+            "sem info",
+            "depth evaluate",
+        ]
+    )
     folder = work / "in"
     folder.mkdir()
     shutil.copy(seeds.sem_images[0], folder / "good.png")
     (folder / f"bad{suffix}").write_bytes(data)
     name = f"{command}: {what}"
     if command == "depth predict":
-        return Case("image", name, ["depth", "predict", "in", "--out", "pred", "--model", str(seeds.depth_run)], ["pred"])
+        return Case(
+            "image",
+            name,
+            ["depth", "predict", "in", "--out", "pred", "--model", str(seeds.depth_run)],
+            ["pred"],
+        )
     if command == "particles predict":
-        return Case("image", name, ["particles", "predict", "in", "--out", "pred", "--model", "watershed"], ["pred"])
+        return Case(
+            "image", name, ["particles", "predict", "in", "--out", "pred", "--model", "watershed"], ["pred"]
+        )
     if command == "depth measure":
         return Case("image", name, ["depth", "measure", "in", "--out", "m.csv"], ["m.csv"])
     if command == "particles measure":
@@ -273,11 +360,39 @@ def image_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
 
 
 def _hostile_value(rng: random.Random):
-    return rng.choice([None, [], {}, "", "x", -1, 0, 1, 2**63, 10**30, 1e308, -1e308, float("nan"), float("inf"),
-                       True, [1], [[1]], {"a": 1}, [0, 0, 4e8, 0, 4e8, 4e8], [[0, 0, 4e8, 0, 4e8, 4e8]],
-                       [[-1e9, -1e9, 1e9, -1e9, 1e9, 1e9, -1e9, 1e9]], 1e9, "1", [None], "é",
-                       {"size": [10**9, 10**9], "counts": "0"}, {"size": [48, 64], "counts": [3072]},
-                       {"size": [48, 64], "counts": "garbage!!"}, list(range(7))])
+    return rng.choice(
+        [
+            None,
+            [],
+            {},
+            "",
+            "x",
+            -1,
+            0,
+            1,
+            2**63,
+            10**30,
+            1e308,
+            -1e308,
+            float("nan"),
+            float("inf"),
+            True,
+            [1],
+            [[1]],
+            {"a": 1},
+            [0, 0, 4e8, 0, 4e8, 4e8],
+            [[0, 0, 4e8, 0, 4e8, 4e8]],
+            [[-1e9, -1e9, 1e9, -1e9, 1e9, 1e9, -1e9, 1e9]],
+            1e9,
+            "1",
+            [None],
+            "é",
+            {"size": [10**9, 10**9], "counts": "0"},
+            {"size": [48, 64], "counts": [3072]},
+            {"size": [48, 64], "counts": "garbage!!"},
+            list(range(7)),
+        ]
+    )
 
 
 def _paths(obj, prefix=()):
@@ -332,7 +447,9 @@ def coco_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
             ann["annotations"][0]["image_id"] = [1]
         else:
             (work / "coco" / "images" / "sub").mkdir()
-            shutil.copy(work / "coco" / "images" / "img_1.png", work / "coco" / "images" / "sub" / "img_1.png")
+            shutil.copy(
+                work / "coco" / "images" / "img_1.png", work / "coco" / "images" / "sub" / "img_1.png"
+            )
             ann["images"][1]["file_name"] = "sub/img_1.png"
         name = f"coco: {special}"
         target = "annotations" if special != "sub-path names" else "images-json"
@@ -348,13 +465,29 @@ def coco_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
     if target == "results":
         return Case("coco", name, ["particles", "evaluate", "results.json", "coco/annotations.json"])
     if target == "images-json":
-        return Case("coco", name, ["particles", "predict", "coco/images", "--images-json", "coco/annotations.json",
-                                   "--model", "watershed", "--out", "pred"], ["pred"])
+        return Case(
+            "coco",
+            name,
+            [
+                "particles",
+                "predict",
+                "coco/images",
+                "--images-json",
+                "coco/annotations.json",
+                "--model",
+                "watershed",
+                "--out",
+                "pred",
+            ],
+            ["pred"],
+        )
     command = rng.choice(["info", "info", "measure", "evaluate"])
     if command == "info":
         return Case("coco", name, ["particles", "info", "coco", "--json"])
     if command == "measure":
-        return Case("coco", name, ["particles", "measure", "coco/annotations.json", "--out", "m.csv"], ["m.csv"])
+        return Case(
+            "coco", name, ["particles", "measure", "coco/annotations.json", "--out", "m.csv"], ["m.csv"]
+        )
     return Case("coco", name, ["particles", "evaluate", str(seeds.results), "coco/annotations.json"])
 
 
@@ -371,7 +504,9 @@ class _Hostile:
         return os.system, (f"touch '{self.marker}'",)
 
 
-def hostile_model_bytes(rng: random.Random, marker: Path, seeds: Seeds, code_only: bool = False) -> tuple[str, bytes]:
+def hostile_model_bytes(
+    rng: random.Random, marker: Path, seeds: Seeds, code_only: bool = False
+) -> tuple[str, bytes]:
     """(description, bytes) of one hostile or broken checkpoint file (``code_only``: one that runs code)."""
     import io
 
@@ -390,7 +525,7 @@ def hostile_model_bytes(rng: random.Random, marker: Path, seeds: Seeds, code_onl
         return "torch zip whose top object runs os.system", buf.getvalue()
     valid = (seeds.depth_run / "checkpoints" / "best.pt").read_bytes()
     if choice == 3:
-        return "truncated checkpoint", valid[:rng.randrange(len(valid))]
+        return "truncated checkpoint", valid[: rng.randrange(len(valid))]
     if choice == 4:
         data = bytearray(valid)
         for _ in range(rng.randint(1, 16)):
@@ -401,7 +536,9 @@ def hostile_model_bytes(rng: random.Random, marker: Path, seeds: Seeds, code_onl
     if choice == 6:
         return "the other job's checkpoint", (seeds.particle_run / "checkpoints" / "best.pt").read_bytes()
     buf = io.BytesIO()
-    torch.save(rng.choice([[1, 2], "text", {"format": "micrometry-checkpoint"}, {"format": 1, "model": [1]}]), buf)
+    torch.save(
+        rng.choice([[1, 2], "text", {"format": "micrometry-checkpoint"}, {"format": 1, "model": [1]}]), buf
+    )
     return "plain data, not a checkpoint", buf.getvalue()
 
 
@@ -413,8 +550,13 @@ def model_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
     shutil.copytree(seeds.depth_run if job == "depth" else seeds.particle_run, run)
     if rng.random() < 0.2:
         what = "config.json " + rng.choice(["not JSON", "a list", "unknown method", "no method", "binary"])
-        config = {"not JSON": "{oops", "a list": "[1, 2]", "unknown method": '{"method": "x", "model": "x"}',
-                  "no method": "{}", "binary": "\xff\xfe"}[what.split(" ", 1)[1]]
+        config = {
+            "not JSON": "{oops",
+            "a list": "[1, 2]",
+            "unknown method": '{"method": "x", "model": "x"}',
+            "no method": "{}",
+            "binary": "\xff\xfe",
+        }[what.split(" ", 1)[1]]
         (run / "config.json").write_text(config, encoding="latin-1")
     else:
         what, data = hostile_model_bytes(rng, marker, seeds)
@@ -423,21 +565,54 @@ def model_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
     shutil.copytree(seeds.sem / "test" / "SEM", work / "in")
     action = rng.choice(["predict", "predict", "predict", "resume"])
     if job == "depth" and action == "resume":
-        return Case("model", f"depth train --resume: {what}",
-                    ["depth", "train", str(seeds.sem), "--out", "run", "--resume", "--epochs", "2"], marker="PWNED")
+        return Case(
+            "model",
+            f"depth train --resume: {what}",
+            ["depth", "train", str(seeds.sem), "--out", "run", "--resume", "--epochs", "2"],
+            marker="PWNED",
+        )
     if job == "depth":
-        return Case("model", f"depth predict: {what}", ["depth", "predict", "in", "--model", "run", "--out", "pred"],
-                    ["pred"], marker="PWNED")
+        return Case(
+            "model",
+            f"depth predict: {what}",
+            ["depth", "predict", "in", "--model", "run", "--out", "pred"],
+            ["pred"],
+            marker="PWNED",
+        )
     target = rng.choice(["particles", "particles", "depth", "resume"])
     if target == "resume":
-        return Case("model", f"particles train --resume: {what}",
-                    ["particles", "train", str(seeds.coco), "--out", "run", "--resume", "--epochs", "1",
-                     "--threads", "1"], marker="PWNED")
+        return Case(
+            "model",
+            f"particles train --resume: {what}",
+            [
+                "particles",
+                "train",
+                str(seeds.coco),
+                "--out",
+                "run",
+                "--resume",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+            ],
+            marker="PWNED",
+        )
     if target == "depth":
-        return Case("model", f"depth predict given a particle run: {what}",
-                    ["depth", "predict", "in", "--model", "run", "--out", "pred"], ["pred"], marker="PWNED")
-    return Case("model", f"particles predict: {what}",
-                ["particles", "predict", "in", "--model", "run", "--out", "pred"], ["pred"], marker="PWNED")
+        return Case(
+            "model",
+            f"depth predict given a particle run: {what}",
+            ["depth", "predict", "in", "--model", "run", "--out", "pred"],
+            ["pred"],
+            marker="PWNED",
+        )
+    return Case(
+        "model",
+        f"particles predict: {what}",
+        ["particles", "predict", "in", "--model", "run", "--out", "pred"],
+        ["pred"],
+        marker="PWNED",
+    )
 
 
 def hostile_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
@@ -446,13 +621,30 @@ def hostile_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
     shutil.copytree(seeds.depth_run, work / "run")
     (work / "run" / "checkpoints" / "best.pt").write_bytes(data)
     shutil.copytree(seeds.sem / "test" / "SEM", work / "in")
-    return Case("model", what, ["depth", "predict", "in", "--model", "run", "--out", "pred"], ["pred"],
-                marker="PWNED")
+    return Case(
+        "model", what, ["depth", "predict", "in", "--model", "run", "--out", "pred"], ["pred"], marker="PWNED"
+    )
 
 
 # -- options
 
-FLOATS = ["nan", "NaN", "inf", "-inf", "-1", "0", "1e308", "1e400", "-0", "0.5", "2", "1e-308", "abc", "", "1,5"]
+FLOATS = [
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "-1",
+    "0",
+    "1e308",
+    "1e400",
+    "-0",
+    "0.5",
+    "2",
+    "1e-308",
+    "abc",
+    "",
+    "1,5",
+]
 INTS = ["-1", "0", "1", "2", "99999999999999999999", "abc", "1.5", "", "3"]
 WORDS = ["", "x", "um", "µm", "a b", "-", "--", "../../etc", "\t"]
 
@@ -473,46 +665,154 @@ def _value(rng: random.Random, kind: str) -> str:
     if kind == "in":
         return rng.choice(["nowhere", "afile", "adir", "", ".", "/dev/null", "/proc/self/mem"])
     if kind.startswith("param"):
-        return rng.choice(["lr=abc", "lr=-1", "lr=nan", "lr=0.001", "width=1.5", "width=-3", "batch_size=0",
-                           "nosuch=1", "=1", "lr", "epochs=true", "lr=[1]", "val_fraction=2"])
+        return rng.choice(
+            [
+                "lr=abc",
+                "lr=-1",
+                "lr=nan",
+                "lr=0.001",
+                "width=1.5",
+                "width=-3",
+                "batch_size=0",
+                "nosuch=1",
+                "=1",
+                "lr",
+                "epochs=true",
+                "lr=[1]",
+                "val_fraction=2",
+            ]
+        )
     raise ValueError(kind)
 
 
 # command -> (fixed arguments builder, {option: kind}); flags with kind "flag" are given bare
 COMMANDS: dict[str, tuple[Callable[[Seeds], list[str]], dict[str, str]]] = {
-    "depth predict": (lambda s: ["depth", "predict", "sem_in", "--model", str(s.depth_run)],
-                      {"--out": "out", "--zip": "out", "--batch-size": "int", "--threads": "small_int",
-                       "--device": "choice:cpu|auto|cuda", "--overwrite": "flag", "--engine": "choice:local"}),
-    "depth measure": (lambda s: ["depth", "measure", str(s.depth_maps)],
-                      {"--out": "out", "--nm-per-px": "float", "--top-level": "float", "--bottom-level": "float",
-                       "--overwrite": "flag"}),
+    "depth predict": (
+        lambda s: ["depth", "predict", "sem_in", "--model", str(s.depth_run)],
+        {
+            "--out": "out",
+            "--zip": "out",
+            "--batch-size": "int",
+            "--threads": "small_int",
+            "--device": "choice:cpu|auto|cuda",
+            "--overwrite": "flag",
+            "--engine": "choice:local",
+        },
+    ),
+    "depth measure": (
+        lambda s: ["depth", "measure", str(s.depth_maps)],
+        {
+            "--out": "out",
+            "--nm-per-px": "float",
+            "--top-level": "float",
+            "--bottom-level": "float",
+            "--overwrite": "flag",
+        },
+    ),
     "depth evaluate": (lambda s: ["depth", "evaluate", str(s.depth_maps)], {"": "in", "--json": "flag"}),
-    "depth train": (lambda s: ["depth", "train", str(s.sem), *TINY_DEPTH, "--epochs", "1"],
-                    {"--out": "out", "--param": "param", "--seed": "int", "--threads": "small_int",
-                     "--time-budget": "float", "--resume": "flag", "--overwrite": "flag", "--device": "choice:cpu"}),
+    "depth train": (
+        lambda s: ["depth", "train", str(s.sem), *TINY_DEPTH, "--epochs", "1"],
+        {
+            "--out": "out",
+            "--param": "param",
+            "--seed": "int",
+            "--threads": "small_int",
+            "--time-budget": "float",
+            "--resume": "flag",
+            "--overwrite": "flag",
+            "--device": "choice:cpu",
+        },
+    ),
     "sem info": (lambda s: ["sem", "info"], {"": "in", "--json": "flag", "--no-check-images": "flag"}),
-    "particles info": (lambda s: ["particles", "info", str(s.coco)],
-                       {"--max-rows": "int", "--json": "flag", "--images": "in", "--annotations": "in",
-                        "--no-check-images": "flag"}),
-    "particles predict": (lambda s: ["particles", "predict", str(s.coco / "images"), "--model", "watershed"],
-                          {"--out": "out", "--batch-size": "small_int", "--scale": "float", "--tile": "int",
-                           "--no-overlays": "flag", "--overwrite": "flag", "--images-json": "in"}),
-    "particles measure": (lambda s: ["particles", "measure", str(s.labels)],
-                          {"--out": "out", "--pixel-size": "float", "--unit": "word", "--min-score": "float",
-                           "--exclude-edges": "flag", "--images": "in", "--overwrite": "flag"}),
-    "particles evaluate": (lambda s: ["particles", "evaluate", str(s.results), str(s.coco / "annotations.json")],
-                           {"--max-dets": "int", "--match-score": "float", "--json": "flag"}),
-    "particles compare": (lambda s: ["particles", "compare", str(s.table), str(s.table)],
-                          {"--out": "out", "--alpha": "float", "--rel-threshold": "float",
-                           "--n-boot": "choice:100|0|-1|abc", "--seed": "int", "--pixel-size": "float",
-                           "--overwrite": "flag"}),
-    "synth sem": (lambda s: ["synth", "sem", "--n-structures", "1", "--n-sites", "1", "--images-per-site", "1",
-                             "--n-test", "1"],
-                  {"": "out", "--truth": "out", "--seed": "int", "--n-test": "small_int", "--overwrite": "flag"}),
-    "synth particles": (lambda s: ["synth", "particles", "--n-train", "1", "--n-test", "0", "--n-batch", "0",
-                                   "--height", "48", "--width", "64"],
-                        {"": "out", "--truth": "out", "--seed": "int", "--n-train": "small_int",
-                         "--height": "choice:32|-1|abc|48", "--overwrite": "flag"}),
+    "particles info": (
+        lambda s: ["particles", "info", str(s.coco)],
+        {
+            "--max-rows": "int",
+            "--json": "flag",
+            "--images": "in",
+            "--annotations": "in",
+            "--no-check-images": "flag",
+        },
+    ),
+    "particles predict": (
+        lambda s: ["particles", "predict", str(s.coco / "images"), "--model", "watershed"],
+        {
+            "--out": "out",
+            "--batch-size": "small_int",
+            "--scale": "float",
+            "--tile": "int",
+            "--no-overlays": "flag",
+            "--overwrite": "flag",
+            "--images-json": "in",
+        },
+    ),
+    "particles measure": (
+        lambda s: ["particles", "measure", str(s.labels)],
+        {
+            "--out": "out",
+            "--pixel-size": "float",
+            "--unit": "word",
+            "--min-score": "float",
+            "--exclude-edges": "flag",
+            "--images": "in",
+            "--overwrite": "flag",
+        },
+    ),
+    "particles evaluate": (
+        lambda s: ["particles", "evaluate", str(s.results), str(s.coco / "annotations.json")],
+        {"--max-dets": "int", "--match-score": "float", "--json": "flag"},
+    ),
+    "particles compare": (
+        lambda s: ["particles", "compare", str(s.table), str(s.table)],
+        {
+            "--out": "out",
+            "--alpha": "float",
+            "--rel-threshold": "float",
+            "--n-boot": "choice:100|0|-1|abc",
+            "--seed": "int",
+            "--pixel-size": "float",
+            "--overwrite": "flag",
+        },
+    ),
+    "synth sem": (
+        lambda s: [
+            "synth",
+            "sem",
+            "--n-structures",
+            "1",
+            "--n-sites",
+            "1",
+            "--images-per-site",
+            "1",
+            "--n-test",
+            "1",
+        ],
+        {"": "out", "--truth": "out", "--seed": "int", "--n-test": "small_int", "--overwrite": "flag"},
+    ),
+    "synth particles": (
+        lambda s: [
+            "synth",
+            "particles",
+            "--n-train",
+            "1",
+            "--n-test",
+            "0",
+            "--n-batch",
+            "0",
+            "--height",
+            "48",
+            "--width",
+            "64",
+        ],
+        {
+            "": "out",
+            "--truth": "out",
+            "--seed": "int",
+            "--n-train": "small_int",
+            "--height": "choice:32|-1|abc|48",
+            "--overwrite": "flag",
+        },
+    ),
 }
 
 
@@ -550,13 +850,19 @@ def options_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
             outputs.append(value.rstrip("/"))
     if command.startswith("depth train") and "--out" not in chosen:
         outputs = []
-    desc = " ".join(a if not a.startswith("/") or a.startswith("/proc") or a.startswith("/dev") else "<seed>"
-                    for a in argv)
+    desc = " ".join(
+        a if not a.startswith("/") or a.startswith("/proc") or a.startswith("/dev") else "<seed>"
+        for a in argv
+    )
     return Case("options", desc, argv, [o for o in outputs if not o.startswith("/proc")])
 
 
 GENERATORS: dict[str, Callable[[random.Random, Seeds, Path], Case]] = {
-    "image": image_case, "coco": coco_case, "model": model_case, "options": options_case}
+    "image": image_case,
+    "coco": coco_case,
+    "model": model_case,
+    "options": options_case,
+}
 
 
 # ----------------------------------------------------------------------------- running
@@ -576,26 +882,47 @@ class Outcome:
 
 def preload() -> None:
     """Import what the commands import lazily, so that a forked case does not import it again."""
-    import micrometry.cli  # noqa: F401  (all commands)
     import torch
 
+    import micrometry.cli  # noqa: F401  (all commands)
+
     torch.set_num_threads(1)
-    for module in ("micrometry.depth.methods", "micrometry.depth.predict", "micrometry.particles.predict",
-                   "micrometry.particles.measure", "micrometry.particles.compare_run", "micrometry.particles.evaluate",
-                   "micrometry.particles.segmenter", "micrometry.particles.watershed", "micrometry.particles.info",
-                   "micrometry.synth.sem_dataset", "micrometry.synth.particle_dataset", "pycocotools.coco",
-                   "pycocotools.cocoeval", "skimage.segmentation", "skimage.measure", "pandas", "tifffile",
-                   "rich.table", "micrometry.depth.evaluate", "micrometry.io.coco"):
+    for module in (
+        "micrometry.depth.methods",
+        "micrometry.depth.predict",
+        "micrometry.particles.predict",
+        "micrometry.particles.measure",
+        "micrometry.particles.compare_run",
+        "micrometry.particles.evaluate",
+        "micrometry.particles.segmenter",
+        "micrometry.particles.watershed",
+        "micrometry.particles.info",
+        "micrometry.synth.sem_dataset",
+        "micrometry.synth.particle_dataset",
+        "pycocotools.coco",
+        "pycocotools.cocoeval",
+        "skimage.segmentation",
+        "skimage.measure",
+        "pandas",
+        "tifffile",
+        "rich.table",
+        "micrometry.depth.evaluate",
+        "micrometry.io.coco",
+    ):
         __import__(module)
     from micrometry.depth.methods import method_names
 
     method_names()  # registers the built-in depth methods
     import micrometry.particles.segmenter as segmenter
 
-    getattr(segmenter, "_import_builtins", lambda: None)()  # the particle models, where the registry has this hook
+    getattr(
+        segmenter, "_import_builtins", lambda: None
+    )()  # the particle models, where the registry has this hook
 
 
-def run_case(case: Case, work: Path, timeout_s: float = 120.0, memory_limit: int = MEMORY_LIMIT_BYTES) -> Outcome:
+def run_case(
+    case: Case, work: Path, timeout_s: float = 120.0, memory_limit: int = MEMORY_LIMIT_BYTES
+) -> Outcome:
     """Run ``case`` in a forked child in ``work`` under ``RLIMIT_AS``; check the contract."""
     err_path, out_path = work.parent / f"{work.name}.stderr", work.parent / f"{work.name}.stdout"
     sys.stdout.flush()
@@ -668,7 +995,9 @@ def _preexisting(output: str) -> bool:
 
 
 def _one_line_error(stderr: str) -> bool:
-    return any(line.startswith("error: ") or "Usage:" in line or "Error" in line for line in stderr.splitlines())
+    return any(
+        line.startswith("error: ") or "Usage:" in line or "Error" in line for line in stderr.splitlines()
+    )
 
 
 def leftovers(work: Path) -> list[str]:
@@ -681,8 +1010,15 @@ def leftovers(work: Path) -> list[str]:
     return found
 
 
-def fuzz(seeds: Seeds, scratch: Path, n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS,
-         timeout_s: float = 120.0, on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+def fuzz(
+    seeds: Seeds,
+    scratch: Path,
+    n: int,
+    seed: int = 0,
+    kinds: tuple[str, ...] = KINDS,
+    timeout_s: float = 120.0,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
     """Run ``n`` cases, drawn round-robin from ``kinds``; each in a fresh folder under ``scratch``."""
     rng = random.Random(seed)
     outcomes = []
@@ -730,10 +1066,20 @@ def run_batch(kind: str, n: int, seed: int, root: str, exclude: tuple[str, ...] 
         for i in range(n):
             work = Path(root) / f"{kind}-{seed}-{i}"
             work.mkdir(parents=True)
-            case = {**GENERATORS, "hostile": hostile_case}[kind](random.Random(rng.randrange(2**63)), seeds, work)
+            case = {**GENERATORS, "hostile": hostile_case}[kind](
+                random.Random(rng.randrange(2**63)), seeds, work
+            )
             o = run_case(case, work, timeout_s=60)
-            out.append({"name": case.name, "argv": case.argv, "code": o.code, "breaks": o.breaks,
-                        "stderr": o.stderr[-1500:], "rss_mb": o.peak_rss_mb})
+            out.append(
+                {
+                    "name": case.name,
+                    "argv": case.argv,
+                    "code": o.code,
+                    "breaks": o.breaks,
+                    "stderr": o.stderr[-1500:],
+                    "rss_mb": o.peak_rss_mb,
+                }
+            )
         return out
     finally:
         COMMANDS = saved

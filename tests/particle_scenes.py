@@ -12,8 +12,13 @@ from micrometry.io.coco import labels_to_rles
 from micrometry.io.image import write_image
 
 
-def make_scene(rng: np.random.Generator, height: int = 128, width: int = 160, n: int = 12,
-               radius: tuple[float, float] = (6, 11)) -> tuple[np.ndarray, np.ndarray]:
+def make_scene(
+    rng: np.random.Generator,
+    height: int = 128,
+    width: int = 160,
+    n: int = 12,
+    radius: tuple[float, float] = (6, 11),
+) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 image, int32 labels): ``n`` ellipses, later ones on top, some touching."""
     yy, xx = np.mgrid[:height, :width]
     labels = np.zeros((height, width), np.int32)
@@ -47,10 +52,19 @@ def write_coco_folder(folder: Path, n_images: int = 6, seed: int = 0, **scene) -
         write_image(folder / "images" / name, image)
         images.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
         for rle in labels_to_rles(labels):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                                "segmentation": rle, "iscrowd": 0})
-    write_json(folder / "annotations.json", {"images": images, "annotations": annotations,
-                                              "categories": [{"id": 1, "name": "particle"}]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": rle,
+                    "iscrowd": 0,
+                }
+            )
+    write_json(
+        folder / "annotations.json",
+        {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "particle"}]},
+    )
     return folder
 
 
@@ -59,7 +73,16 @@ def train_tiny_run(root: Path, model: str, epochs: int = 8) -> Path:
     from micrometry.particles.models.training import TrainSettings, train_model
 
     data = write_coco_folder(root / "coco", n_images=6, seed=0, height=128, width=160, n=14)
-    settings = TrainSettings(model=model, epochs=epochs, steps_per_epoch=12, batch_size=4, crop=96,
-                             scale=1.0, widths=[16, 32, 64], time_budget_s=None, lr=4e-3)
+    settings = TrainSettings(
+        model=model,
+        epochs=epochs,
+        steps_per_epoch=12,
+        batch_size=4,
+        crop=96,
+        scale=1.0,
+        widths=[16, 32, 64],
+        time_budget_s=None,
+        lr=4e-3,
+    )
     train_model(data, root / "run", settings, threads=2)
     return root / "run"

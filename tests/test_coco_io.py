@@ -59,14 +59,43 @@ def coco_dir(tmp_path):
         ],
         "categories": [{"id": 1, "name": "Normal"}],
         "annotations": [
-            {"id": 10, "image_id": 1, "category_id": 1, "segmentation": [square(2, 2, 10)],
-             "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0},
-            {"id": 11, "image_id": 1, "category_id": 1, "segmentation": [square(20, 5, 5), square(30, 5, 5)],
-             "bbox": [20, 5, 15, 5], "area": 50, "iscrowd": 0, "attributes": {"occluded": False}},
-            {"id": 12, "image_id": 2, "category_id": 1, "segmentation": mask_to_rle(rect_mask(5, 15, 5, 25)),
-             "bbox": [5, 5, 20, 10], "area": 200, "iscrowd": 0},
-            {"id": 13, "image_id": 2, "category_id": 1, "segmentation": uncompressed_rle(rect_mask(20, 30, 10, 20)),
-             "bbox": [10, 20, 10, 10], "area": 100, "iscrowd": 1},
+            {
+                "id": 10,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": [square(2, 2, 10)],
+                "bbox": [2, 2, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+            },
+            {
+                "id": 11,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": [square(20, 5, 5), square(30, 5, 5)],
+                "bbox": [20, 5, 15, 5],
+                "area": 50,
+                "iscrowd": 0,
+                "attributes": {"occluded": False},
+            },
+            {
+                "id": 12,
+                "image_id": 2,
+                "category_id": 1,
+                "segmentation": mask_to_rle(rect_mask(5, 15, 5, 25)),
+                "bbox": [5, 5, 20, 10],
+                "area": 200,
+                "iscrowd": 0,
+            },
+            {
+                "id": 13,
+                "image_id": 2,
+                "category_id": 1,
+                "segmentation": uncompressed_rle(rect_mask(20, 30, 10, 20)),
+                "bbox": [10, 20, 10, 10],
+                "area": 100,
+                "iscrowd": 1,
+            },
         ],
     }
     (tmp_path / "ds" / "annotations.json").write_text(json.dumps(data))
@@ -130,6 +159,7 @@ def _set(key_path, value):
         for k in key_path[:-1]:
             obj = obj[k]
         obj[key_path[-1]] = value
+
     return mutate
 
 
@@ -139,16 +169,29 @@ def _delete(key_path):
         for k in key_path[:-1]:
             obj = obj[k]
         del obj[key_path[-1]]
+
     return mutate
 
 
 FATAL = [
     ("unknown image", _set(["annotations", 0, "image_id"], 99), "annotation 10 points at unknown image 99"),
     ("no segmentation", _delete(["annotations", 1, "segmentation"]), "annotation 11 has no 'segmentation'"),
-    ("odd polygon", _set(["annotations", 0, "segmentation"], [[1, 2, 3, 4, 5, 6, 7]]), "annotation 10: polygon has an odd"),
-    ("bad polygon", _set(["annotations", 0, "segmentation"], [["a", 1, 2]]), "annotation 10: polygon is not a flat"),
+    (
+        "odd polygon",
+        _set(["annotations", 0, "segmentation"], [[1, 2, 3, 4, 5, 6, 7]]),
+        "annotation 10: polygon has an odd",
+    ),
+    (
+        "bad polygon",
+        _set(["annotations", 0, "segmentation"], [["a", 1, 2]]),
+        "annotation 10: polygon is not a flat",
+    ),
     ("rle size", _set(["annotations", 2, "segmentation", "size"], [10, 10]), "annotation 12: RLE size 10x10"),
-    ("rle counts sum", _set(["annotations", 3, "segmentation", "counts"], [5, 5]), "annotation 13: uncompressed RLE covers"),
+    (
+        "rle counts sum",
+        _set(["annotations", 3, "segmentation", "counts"], [5, 5]),
+        "annotation 13: uncompressed RLE covers",
+    ),
     ("duplicate ann id", _set(["annotations", 1, "id"], 10), "annotation 10: duplicate annotation id"),
     ("duplicate image id", _set(["images", 1, "id"], 1), "image 1: duplicate image id"),
     ("no images", _delete(["images"]), "no 'images' list"),
@@ -179,10 +222,18 @@ def test_invalid_json_is_one_line_error(coco_dir, capsys):
 
 
 REPAIRABLE = [
-    ("degenerate polygon", _set(["annotations", 1, "segmentation"], [square(20, 5, 5), [1, 1, 2, 2]]),
-     "degenerate polygons", 4),
-    ("all polygons degenerate", _set(["annotations", 0, "segmentation"], [[1, 1, 5, 5, 9, 9]]),
-     "annotations with no usable polygon dropped", 3),
+    (
+        "degenerate polygon",
+        _set(["annotations", 1, "segmentation"], [square(20, 5, 5), [1, 1, 2, 2]]),
+        "degenerate polygons",
+        4,
+    ),
+    (
+        "all polygons degenerate",
+        _set(["annotations", 0, "segmentation"], [[1, 1, 5, 5, 9, 9]]),
+        "annotations with no usable polygon dropped",
+        3,
+    ),
     ("missing bbox", _delete(["annotations", 0, "bbox"]), "'bbox' recomputed", 4),
     ("missing ann id", _delete(["annotations", 0, "id"]), "given new ids", 4),
     ("missing category", _delete(["annotations", 0, "category_id"]), "given category 1", 4),
@@ -207,7 +258,12 @@ def test_repairable_defects_warn_and_load(coco_dir, name, mutate, message, n_lef
 def test_info_prints_counts_and_explicit_flags(coco_dir, capsys, tmp_path):
     moved = tmp_path / "elsewhere.json"
     moved.write_text((coco_dir / "annotations.json").read_text())
-    assert run(["particles", "info", "--images", str(coco_dir / "images"), "--annotations", str(moved), "--json"]) == 0
+    assert (
+        run(
+            ["particles", "info", "--images", str(coco_dir / "images"), "--annotations", str(moved), "--json"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["images"] == 3
     assert out["summary"]["annotations"] == 4
@@ -248,11 +304,18 @@ def test_labels_to_rles_matches_full_frame_encoding():
 RESULT_FATAL = [
     ("odd polygon", [[1, 2, 3, 4, 5, 6, 7]], "result 0: polygon has an odd number of coordinates (7)"),
     ("bad polygon", [["a", 1, 2]], "result 0: polygon is not a flat"),
-    ("rle size", {"size": [10, 10], "counts": [100]}, "result 0: RLE size 10x10 does not match image 1 (40x50)"),
+    (
+        "rle size",
+        {"size": [10, 10], "counts": [100]},
+        "result 0: RLE size 10x10 does not match image 1 (40x50)",
+    ),
     ("rle counts sum", {"size": [H, W], "counts": [5, 5]}, "result 0: uncompressed RLE covers 10 pixels"),
     ("rle negative count", {"size": [H, W], "counts": [-1, H * W + 1]}, "must be non-negative integers"),
-    ("rle too long", {"size": [H, W], "counts": "0`h9"},  # a 100x100 mask
-     "result 0: compressed RLE 'counts' cannot be decoded"),
+    (
+        "rle too long",
+        {"size": [H, W], "counts": "0`h9"},  # a 100x100 mask
+        "result 0: compressed RLE 'counts' cannot be decoded",
+    ),
     ("rle without size", {"counts": "PX1"}, "result 0: RLE needs 'size'"),
     ("not a segmentation", "polygon", "result 0: 'segmentation' must be a list of polygons or an RLE object"),
 ]
@@ -281,7 +344,9 @@ RESULT_REPAIRABLE = [
 ]
 
 
-@pytest.mark.parametrize("name, seg, message, n_left", RESULT_REPAIRABLE, ids=[r[0] for r in RESULT_REPAIRABLE])
+@pytest.mark.parametrize(
+    "name, seg, message, n_left", RESULT_REPAIRABLE, ids=[r[0] for r in RESULT_REPAIRABLE]
+)
 def test_results_repairable_segmentations_warn(tmp_path, coco_dir, name, seg, message, n_left, capsys):
     path = tmp_path / "r.json"
     path.write_text(json.dumps([{"image_id": 1, "category_id": 1, "segmentation": seg, "score": 0.9}]))
@@ -313,8 +378,9 @@ def test_results_without_dataset_check_rle_on_its_own_size(tmp_path):
         normalize_results([{"image_id": 7, "category_id": "1", "bbox": [0, 0, 1, 1]}])
 
 
-@pytest.mark.parametrize("key, value", [("image_id", [1]), ("category_id", [1]), ("category_id", "1"),
-                                        ("image_id", True)])
+@pytest.mark.parametrize(
+    "key, value", [("image_id", [1]), ("category_id", [1]), ("category_id", "1"), ("image_id", True)]
+)
 def test_evaluate_refuses_results_whose_ids_are_not_integers(tmp_path, coco_dir, key, value, capsys):
     # found by bench/fuzz.py: lists and strings as ids reached the file-name matching and crashed
     record = {"image_id": 1, "category_id": 1, "segmentation": [square(20, 5, 5)], "score": 0.9, key: value}

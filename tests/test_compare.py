@@ -17,8 +17,9 @@ from micrometry.particles.morphometry import measure_labels
 FAST = CompareSettings(n_boot=300)
 
 
-def ellipse_batch(seed: int, aspect_mean: float, n_images: int = 3, per_image: int = 120,
-                  size: int = 384) -> pd.DataFrame:
+def ellipse_batch(
+    seed: int, aspect_mean: float, n_images: int = 3, per_image: int = 120, size: int = 384
+) -> pd.DataFrame:
     """Measured particles of random non-overlapping ellipses whose aspect ratio ~ N(aspect_mean, 0.15)."""
     rng = np.random.default_rng(seed)
     tables = []
@@ -46,9 +47,17 @@ def population(seed: int, n: int, ar_shift: float = 0.0, size_scale: float = 1.0
     eq = rng.lognormal(np.log(10 * size_scale), 0.3, n)
     ar = 1 + rng.gamma(2.0, 0.1, n) + ar_shift
     circ = np.clip(rng.beta(20, 2, n), 0, 1)
-    return pd.DataFrame({"EqDiam": eq, "Area": np.pi * eq**2 / 4, "AR": ar, "Circ.": circ,
-                         "Feret": eq * np.sqrt(ar), "Solidity": np.clip(rng.beta(50, 1.5, n), 0, 1),
-                         "Unit": "um"})
+    return pd.DataFrame(
+        {
+            "EqDiam": eq,
+            "Area": np.pi * eq**2 / 4,
+            "AR": ar,
+            "Circ.": circ,
+            "Feret": eq * np.sqrt(ar),
+            "Solidity": np.clip(rng.beta(50, 1.5, n), 0, 1),
+            "Unit": "um",
+        }
+    )
 
 
 def test_known_aspect_ratio_shift_is_detected():
@@ -77,7 +86,9 @@ def test_same_population_replicates_false_positive_rate():
     for replicate in range(20):
         a = population(2 * replicate, 2000)
         b = population(2 * replicate + 1, 2000)
-        flagged += int(compare_tables(a, b, settings=CompareSettings(n_boot=200, seed=replicate))["changed"].sum())
+        flagged += int(
+            compare_tables(a, b, settings=CompareSettings(n_boot=200, seed=replicate))["changed"].sum()
+        )
     assert flagged == 0
 
 
@@ -105,8 +116,21 @@ def test_compare_cli_writes_csv_json_html(tmp_path, capsys):
     a.to_csv(tmp_path / "a.csv", index=False)
     b.to_parquet(tmp_path / "b.parquet", index=False)
     out = tmp_path / "cmp"
-    assert run(["particles", "compare", str(tmp_path / "a.csv"), str(tmp_path / "b.parquet"), "--out", str(out),
-                "--n-boot", "200"]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "compare",
+                str(tmp_path / "a.csv"),
+                str(tmp_path / "b.parquet"),
+                "--out",
+                str(out),
+                "--n-boot",
+                "200",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "aspect ratio rose from" in printed
     table = pd.read_csv(out / "compare.csv")
@@ -153,12 +177,42 @@ def test_synthetic_batches_end_to_end(tmp_path):
     tables = {}
     for seed in (3, 4):
         out, truth = tmp_path / f"synth{seed}", tmp_path / f"truth{seed}"
-        assert run(["synth", "particles", str(out), "--truth", str(truth), "--n-train", "0", "--n-test", "0",
-                    "--height", "512", "--width", "512", "--seed", str(seed)]) == 0
+        assert (
+            run(
+                [
+                    "synth",
+                    "particles",
+                    str(out),
+                    "--truth",
+                    str(truth),
+                    "--n-train",
+                    "0",
+                    "--n-test",
+                    "0",
+                    "--height",
+                    "512",
+                    "--width",
+                    "512",
+                    "--seed",
+                    str(seed),
+                ]
+            )
+            == 0
+        )
         for batch in ("A", "B"):
             table = tmp_path / f"{batch}{seed}.csv"
-            assert run(["particles", "measure", str(truth / "batches" / f"{batch}_annotations.json"),
-                        "--out", str(table)]) == 0
+            assert (
+                run(
+                    [
+                        "particles",
+                        "measure",
+                        str(truth / "batches" / f"{batch}_annotations.json"),
+                        "--out",
+                        str(table),
+                    ]
+                )
+                == 0
+            )
             tables[batch, seed] = read_table(table)  # the files name units; read_table gives the bare names
     shifted = compare_tables(tables["A", 3], tables["B", 3], settings=FAST).set_index("descriptor")
     assert shifted.loc["AR", "changed"] and shifted.loc["AR", "shift"] > 0
@@ -168,9 +222,23 @@ def test_synthetic_batches_end_to_end(tmp_path):
     assert not same["changed"].any(), same.loc[same["changed"], "verdict"].tolist()
     # raw image folders are segmented first with --model (any registered segmenter)
     out = tmp_path / "cmp_model"
-    assert run(["particles", "compare", str(tmp_path / "synth3" / "batches" / "A"),
-                str(tmp_path / "synth3" / "batches" / "B"), "--model", "watershed", "--n-boot", "100",
-                "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "compare",
+                str(tmp_path / "synth3" / "batches" / "A"),
+                str(tmp_path / "synth3" / "batches" / "B"),
+                "--model",
+                "watershed",
+                "--n-boot",
+                "100",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "compare.json").read_text())["descriptors"]
     assert rows[0]["n_a"] > 5 and rows[0]["n_b"] > 5
 

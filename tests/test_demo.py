@@ -35,7 +35,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     # every stage left what a user would open
     assert len(list((out / "predictions/depth-ae").glob("*.png"))) == 12
     metrology = pd.read_csv(out / "depth-metrology.csv")
-    assert len(metrology) == 12 and {"depth_nm", "top_cd_x_nm", "sidewall_angle_deg"} <= set(metrology.columns)
+    assert len(metrology) == 12 and {"depth_nm", "top_cd_x_nm", "sidewall_angle_deg"} <= set(
+        metrology.columns
+    )
     assert (out / "particles-measure.csv").is_file() and (out / "compare/compare.csv").is_file()
 
     page = _Images()

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,11 @@ UNET = ["--method", "unet", "--param", "width=4", "--param", "batch_size=16"]
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("depthcli")
-    write_sem_dataset(root / "data", root / "truth",
-                      SemSynthConfig(seed=2, n_structures=6, n_sites=4, images_per_site=3, n_test=6))
+    write_sem_dataset(
+        root / "data",
+        root / "truth",
+        SemSynthConfig(seed=2, n_structures=6, n_sites=4, images_per_site=3, n_test=6),
+    )
     return root
 
 
@@ -45,8 +47,22 @@ def test_train_writes_a_run_folder(trained):
 @pytest.mark.slow
 def test_predict_evaluate_measure(dataset, trained, tmp_path, capsys):
     pred, sub = tmp_path / "pred", tmp_path / "sub.zip"
-    assert run(["depth", "predict", str(dataset / "data"), "--model", str(trained), "--out", str(pred),
-                "--zip", str(sub)]) == 0
+    assert (
+        run(
+            [
+                "depth",
+                "predict",
+                str(dataset / "data"),
+                "--model",
+                str(trained),
+                "--out",
+                str(pred),
+                "--zip",
+                str(sub),
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (dataset / "data/test/SEM").glob("*.png"))
     assert sorted(p.name for p in pred.iterdir()) == names
     assert read_gray_u8(pred / names[0]).shape == (72, 48)
@@ -66,7 +82,9 @@ def test_predict_evaluate_measure(dataset, trained, tmp_path, capsys):
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "m.csv")))
-    true_depth = {r["file"]: float(r["hole_depth"]) for r in csv.DictReader(open(dataset / "truth/test_truth.csv"))}
+    true_depth = {
+        r["file"]: float(r["hole_depth"]) for r in csv.DictReader(open(dataset / "truth/test_truth.csv"))
+    }
     assert len(rows) == len(names)
     for r in rows:  # PNG depth maps are rounded to whole nm
         assert float(r["depth_nm"]) == pytest.approx(true_depth[r["file"]], abs=1.5)
@@ -102,8 +120,12 @@ def test_killed_run_resumes_to_the_same_metrics(dataset, tmp_path):
 
     killed = tmp_path / "killed"
     env = {**os.environ, "MICROMETRY_QUIET": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "micrometry", *_train_args(dataset, killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "micrometry", *_train_args(dataset, killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     # metrics.json is written right after checkpoints/last.pt: an epoch is then fully saved
     while not (killed / "metrics.json").exists() and proc.poll() is None and time.time() < deadline:
@@ -118,7 +140,7 @@ def test_killed_run_resumes_to_the_same_metrics(dataset, tmp_path):
     assert run(["depth", "train", str(dataset / "data"), "--out", str(killed), "--resume"]) == 0
     resumed = json.loads((killed / "metrics.json").read_text())
     assert len(resumed["history"]) == 5
-    for a, b in zip(resumed["history"], full["history"]):
+    for a, b in zip(resumed["history"], full["history"], strict=False):
         assert a["val_rmse"] == pytest.approx(b["val_rmse"], rel=1e-5)
         assert a["map"] == pytest.approx(b["map"], rel=1e-5)
 
@@ -133,8 +155,20 @@ def _one_line_error(capsys, expected):
 
 
 def test_predict_with_missing_run_folder(dataset, tmp_path, capsys):
-    assert run(["depth", "predict", str(dataset / "data"), "--model", str(tmp_path / "nope"),
-                "--out", str(tmp_path / "pred")]) == 2
+    assert (
+        run(
+            [
+                "depth",
+                "predict",
+                str(dataset / "data"),
+                "--model",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "no such run folder")
     assert not (tmp_path / "pred").exists()
 
@@ -146,8 +180,22 @@ def test_predict_with_corrupt_checkpoint(dataset, trained, tmp_path, capsys):
     broken = tmp_path / "run"
     shutil.copytree(trained, broken)
     (broken / "checkpoints/best.pt").write_bytes(b"not a checkpoint")
-    assert run(["depth", "predict", str(dataset / "data"), "--model", str(broken), "--out", str(tmp_path / "p"),
-                "--zip", str(tmp_path / "s.zip")]) == 2
+    assert (
+        run(
+            [
+                "depth",
+                "predict",
+                str(dataset / "data"),
+                "--model",
+                str(broken),
+                "--out",
+                str(tmp_path / "p"),
+                "--zip",
+                str(tmp_path / "s.zip"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "corrupt")
     assert not (tmp_path / "p").exists() and not (tmp_path / "s.zip").exists()
 
@@ -155,18 +203,46 @@ def test_predict_with_corrupt_checkpoint(dataset, trained, tmp_path, capsys):
 @pytest.mark.slow
 def test_predict_with_empty_image_folder(trained, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert run(["depth", "predict", str(tmp_path / "empty"), "--model", str(trained), "--out",
-                str(tmp_path / "pred")]) == 2
+    assert (
+        run(
+            [
+                "depth",
+                "predict",
+                str(tmp_path / "empty"),
+                "--model",
+                str(trained),
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "no images found")
     assert not (tmp_path / "pred").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no temporary folders either
 
 
 def test_train_with_unknown_method_or_parameter(dataset, tmp_path, capsys):
-    assert run(["depth", "train", str(dataset / "data"), "--method", "magic", "--out", str(tmp_path / "r")]) == 2
+    assert (
+        run(["depth", "train", str(dataset / "data"), "--method", "magic", "--out", str(tmp_path / "r")]) == 2
+    )
     _one_line_error(capsys, "unknown depth method 'magic'")
-    assert run(["depth", "train", str(dataset / "data"), "--param", "wdth=3", "--method", "unet",
-                "--out", str(tmp_path / "r")]) == 2
+    assert (
+        run(
+            [
+                "depth",
+                "train",
+                str(dataset / "data"),
+                "--param",
+                "wdth=3",
+                "--method",
+                "unet",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "no parameter(s) wdth")
     assert not (tmp_path / "r").exists()
 

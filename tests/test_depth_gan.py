@@ -8,17 +8,15 @@ import pytest
 import torch
 
 from micrometry.cli import run
+from micrometry.depth.background import background_levels, snap_background
+from micrometry.depth.gan import CycleGan, GanWeights, PatchCritic, TinyGenerator, gradient_penalty
 from micrometry.depth.methods import DepthData, create_method, load_method, train_method
 from micrometry.depth.methods.per_case_gan import case_batches, classify_cases, trainable_cases
+from micrometry.depth.nn_search import ShiftedNeighbourSearch, shift_grid, unit_zscore
 from micrometry.errors import DatasetError
 from micrometry.io.image import read_gray_u8
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 from micrometry.train import RunDir
-
-from micrometry.depth.background import background_levels, snap_background
-from micrometry.depth.gan import CycleGan, GanWeights, TinyGenerator, gradient_penalty, PatchCritic
-from micrometry.depth.nn_search import ShiftedNeighbourSearch, shift_grid, unit_zscore
-
 
 # -- networks -------------------------------------------------------------------------------------
 
@@ -112,11 +110,16 @@ def test_top_k_depth_is_the_mean_of_the_matches():
     images, depth = _random_bank(10, seed=3)
     search = ShiftedNeighbourSearch(images, depth)
     matches = search.search(images[:2], k=2)
-    expected = np.stack([
-        (np.roll(depth[m.index[0]], tuple(m.shift[0]), axis=(0, 1)).astype(np.float32)
-         + np.roll(depth[m.index[1]], tuple(m.shift[1]), axis=(0, 1))) / 2
-        for m in (type("M", (), {"index": matches.index[i], "shift": matches.shift[i]}) for i in range(2))
-    ])
+    expected = np.stack(
+        [
+            (
+                np.roll(depth[m.index[0]], tuple(m.shift[0]), axis=(0, 1)).astype(np.float32)
+                + np.roll(depth[m.index[1]], tuple(m.shift[1]), axis=(0, 1))
+            )
+            / 2
+            for m in (type("M", (), {"index": matches.index[i], "shift": matches.shift[i]}) for i in range(2))
+        ]
+    )
     np.testing.assert_allclose(search.depth_of(matches), expected)
 
 
@@ -172,8 +175,11 @@ TINY = {"width": 4, "n_blocks": 1, "batch_size": 16, "classifier_width": 4, "val
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("gandata")
-    write_sem_dataset(root / "data", root / "truth",
-                      SemSynthConfig(seed=3, n_structures=6, n_sites=8, images_per_site=3, n_test=5))
+    write_sem_dataset(
+        root / "data",
+        root / "truth",
+        SemSynthConfig(seed=3, n_structures=6, n_sites=8, images_per_site=3, n_test=5),
+    )
     return root
 
 
@@ -207,8 +213,11 @@ def lookup_run(tiny):
     """A lookup run trained through the CLI (single best match, exact search, every render in the bank)."""
     out = tiny / "lookup-run"
     args = ["depth", "train", tiny / "data", "--method", "lookup", "--out", out, "--epochs", "1"]
-    args += [x for k, v in {**TINY, "top_k": 1, "candidates": 0, "bank": "both"}.items()
-             for x in ("--param", f"{k}={v}")]
+    args += [
+        x
+        for k, v in {**TINY, "top_k": 1, "candidates": 0, "bank": "both"}.items()
+        for x in ("--param", f"{k}={v}")
+    ]
     assert run([str(a) for a in args]) == 0
     return out
 
@@ -224,8 +233,11 @@ def test_lookup_returns_shifted_simulated_depth_maps(tiny, lookup_run):
     # top_k=1: every prediction is one simulated depth map, circularly shifted by at most 2 px
     sims = data.sim.depth.astype(np.float32)
     for p in pred:
-        assert any((np.roll(sims, (dy, dx), axis=(1, 2)) == p).all(axis=(1, 2)).any()
-                   for dy in range(-2, 3) for dx in range(-2, 3))
+        assert any(
+            (np.roll(sims, (dy, dx), axis=(1, 2)) == p).all(axis=(1, 2)).any()
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
 
 
 @pytest.mark.slow
@@ -252,18 +264,28 @@ def test_lookup_without_translation_trains_only_the_classifier(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_lookup_predict_cli_writes_one_png_per_image(tiny, lookup_run, tmp_path):
-    assert run(["depth", "predict", str(tiny / "data"), "--model", str(lookup_run), "--out", str(tmp_path / "p")]) == 0
+    assert (
+        run(
+            ["depth", "predict", str(tiny / "data"), "--model", str(lookup_run), "--out", str(tmp_path / "p")]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (tiny / "data/test/SEM").glob("*.png"))
     assert sorted(p.name for p in (tmp_path / "p").glob("*.png")) == names
     assert read_gray_u8(tmp_path / "p" / names[0]).shape == (72, 48)
 
 
 def test_gan_methods_need_real_images(tmp_path, capsys):
-    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
-                      SemSynthConfig(seed=1, n_structures=2, n_sites=4, images_per_site=1, n_test=1))
+    write_sem_dataset(
+        tmp_path / "data",
+        tmp_path / "truth",
+        SemSynthConfig(seed=1, n_structures=2, n_sites=4, images_per_site=1, n_test=1),
+    )
     shutil.rmtree(tmp_path / "data" / "train")
     for name in ("cyclegan", "lookup"):
-        code = run(["depth", "train", str(tmp_path / "data"), "--method", name, "--out", str(tmp_path / name)])
+        code = run(
+            ["depth", "train", str(tmp_path / "data"), "--method", name, "--out", str(tmp_path / name)]
+        )
         assert code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and "real images" in err[0]

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
+from micrometry.depth.calibration import fit_site_affine
 from micrometry.depth.measure import measure_hole
 from micrometry.depth.methods import DepthData, create_method, load_method, method_names, train_method
 from micrometry.depth.methods.classifier import train_case_classifier
-from micrometry.depth.calibration import fit_site_affine
 from micrometry.errors import InputError
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 from micrometry.synth.sem_geometry import HoleParams, heights, hole_shapes
@@ -27,8 +27,11 @@ TINY = {
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("depthdata")
-    write_sem_dataset(root / "data", root / "truth",
-                      SemSynthConfig(seed=1, n_structures=6, n_sites=8, images_per_site=3, n_test=5))
+    write_sem_dataset(
+        root / "data",
+        root / "truth",
+        SemSynthConfig(seed=1, n_structures=6, n_sites=8, images_per_site=3, n_test=5),
+    )
     return root / "data"
 
 
@@ -37,7 +40,9 @@ def tiny(tmp_path_factory):
 def test_method_trains_and_predicts_maps(name, tiny, tmp_path):
     method = create_method(name, **TINY[name])
     data = DepthData.load(tiny, method.uses)
-    metrics = train_method(method, data, RunDir.for_training(tmp_path / "run"), epochs=2, seed=0, device="cpu")
+    metrics = train_method(
+        method, data, RunDir.for_training(tmp_path / "run"), epochs=2, seed=0, device="cpu"
+    )
     assert len(metrics["history"]) == 2 and metrics["history"][0]["steps"] > 0
     loaded = load_method(tmp_path / "run", device="cpu")
     assert type(loaded) is type(method) and loaded.config() == method.config()
@@ -59,7 +64,9 @@ def test_registry_lists_core_methods_and_rejects_unknown_parameters():
 @pytest.mark.slow
 def test_case_classifier_is_reusable(tiny, tmp_path):
     data = DepthData.load(tiny, ("real",))
-    classifier, accuracy = train_case_classifier(data.real, RunDir.for_training(tmp_path / "c"), epochs=2, width=4)
+    classifier, accuracy = train_case_classifier(
+        data.real, RunDir.for_training(tmp_path / "c"), epochs=2, width=4
+    )
     # the accuracy returned is that of the best epoch the run folder recorded (held-out sites exist: not NaN)
     history = json.loads((tmp_path / "c" / "metrics.json").read_text())["history"]
     assert accuracy == max(h["val_acc"] for h in history)
@@ -81,10 +88,18 @@ def test_site_affine_recovers_a_known_map():
 
 
 def _hole(cx=24.0, cy=36.0, ax=14.0, ay=20.0, taper=0.6, depth=120.0):
-    params = HoleParams(family=np.array([80]), cx=np.array([cx]), cy=np.array([cy]), ax=np.array([ax]),
-                        ay=np.array([ay]), taper=np.array([taper]), rounding=np.array([0.0]),
-                        rough_coef=np.zeros((1, 6, 2)), neighbours=np.array([False]),
-                        neighbour_offsets=np.zeros((1, 4, 2)))
+    params = HoleParams(
+        family=np.array([80]),
+        cx=np.array([cx]),
+        cy=np.array([cy]),
+        ax=np.array([ax]),
+        ay=np.array([ay]),
+        taper=np.array([taper]),
+        rounding=np.array([0.0]),
+        rough_coef=np.zeros((1, 6, 2)),
+        neighbours=np.array([False]),
+        neighbour_offsets=np.zeros((1, 4, 2)),
+    )
     return heights(hole_shapes(params), np.array([depth]))[0]
 
 
@@ -93,7 +108,9 @@ def test_measure_recovers_known_geometry(ax, ay, taper, depth):
     nm = 2.0
     m = measure_hole(_hole(ax=ax, ay=ay, taper=taper, depth=depth), nm_per_px=nm)
     assert m["depth_nm"] == pytest.approx(depth, abs=0.01)
-    assert m["top_level_nm"] == pytest.approx(30 + depth, abs=0.01) and m["bottom_level_nm"] == pytest.approx(30, abs=0.01)
+    assert m["top_level_nm"] == pytest.approx(30 + depth, abs=0.01) and m["bottom_level_nm"] == pytest.approx(
+        30, abs=0.01
+    )
     # a linear wall from radius taper*a (floor) to a (rim): the width at fraction f of the depth
     width = lambda a, f: 2 * a * (taper + f * (1 - taper)) * nm  # noqa: E731
     assert m["top_cd_x_nm"] == pytest.approx(width(ax, 0.9), abs=0.5 * nm)

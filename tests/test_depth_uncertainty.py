@@ -19,7 +19,7 @@ from micrometry.depth.photometry import blur_gap, noise_level
 from micrometry.depth.predict import REPORT_NAME, UnlikeTrainingDataWarning, predict_folder
 from micrometry.io.image import write_image
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
-from micrometry.synth.sem_geometry import sample_holes, hole_shapes, heights
+from micrometry.synth.sem_geometry import heights, hole_shapes, sample_holes
 from micrometry.synth.sem_physics import SemPhysics, secondary_yield
 from micrometry.train import RunDir
 
@@ -37,7 +37,7 @@ def test_site_interval_holds_for_new_sites_where_the_plain_one_falls_short():
     # new images each from a new site: the plain split-conformal width is often too narrow.
     rng = np.random.default_rng(0)
     plain, by_site = [], []
-    for trial in range(100):
+    for _ in range(100):
         residuals = np.repeat(rng.normal(1.0, 3.0, 8), 25) + rng.normal(0.0, 1.0, 200)
         sites = np.repeat(np.arange(8), 25)
         new = rng.normal(1.0, 3.0, 4000) + rng.normal(0.0, 1.0, 4000)
@@ -82,8 +82,9 @@ def test_blur_gap_reads_the_extra_probe_blur_per_axis(sy, sx):
 def test_noise_level_grows_with_added_noise():
     signal = ndimage.gaussian_filter(_clean_renders(100, 1), (0, 1, 1))
     rng = np.random.default_rng(2)
-    low, high = (np.median(noise_level(_to_u8(signal + rng.normal(scale=s, size=signal.shape))))
-                 for s in (0.02, 0.08))
+    low, high = (
+        np.median(noise_level(_to_u8(signal + rng.normal(scale=s, size=signal.shape)))) for s in (0.02, 0.08)
+    )
     assert high > 2 * low
     # 0.08 x 80 grey levels of noise over a median level of about 100 grey levels
     assert 0.05 < high < 0.1
@@ -103,11 +104,20 @@ def test_ema_average_follows_the_decay_schedule():
 
 @pytest.mark.slow
 def test_predict_writes_intervals_and_warns_on_images_of_another_tool(tmp_path, capsys):
-    write_sem_dataset(tmp_path / "d", tmp_path / "t",
-                      SemSynthConfig(seed=3, n_structures=12, n_sites=8, images_per_site=8, n_test=12))
+    write_sem_dataset(
+        tmp_path / "d",
+        tmp_path / "t",
+        SemSynthConfig(seed=3, n_structures=12, n_sites=8, images_per_site=8, n_test=12),
+    )
     method = create_method("unet-weak", width=4, batch_size=16, real_batch_size=8)
-    train_method(method, DepthData.load(tmp_path / "d"), RunDir.for_training(tmp_path / "run"), epochs=2,
-                 seed=0, device="cpu")
+    train_method(
+        method,
+        DepthData.load(tmp_path / "d"),
+        RunDir.for_training(tmp_path / "run"),
+        epochs=2,
+        seed=0,
+        device="cpu",
+    )
     model = load_method(tmp_path / "run", device="cpu")
     assert model.interval_nm > 0 and model.ood is not None
 
@@ -132,8 +142,14 @@ def test_predict_writes_intervals_and_warns_on_images_of_another_tool(tmp_path, 
         predict_folder(odd, model, tmp_path / "pred2")
     # the command says so in one line, and still writes the maps (exit code 0)
     capsys.readouterr()
-    assert run(["depth", "predict", str(odd), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "p3")]) == 0
+    assert (
+        run(["depth", "predict", str(odd), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "p3")])
+        == 0
+    )
     err = capsys.readouterr().err
-    assert [line for line in err.splitlines() if line.startswith("warning: ")
-            and "images look unlike the model's training data" in line]
+    assert [
+        line
+        for line in err.splitlines()
+        if line.startswith("warning: ") and "images look unlike the model's training data" in line
+    ]
     assert len(list((tmp_path / "p3").glob("*.png"))) == 12

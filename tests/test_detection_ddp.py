@@ -18,10 +18,34 @@ def test_torchrun_maskrcnn_train_ddp(tmp_path):
     from micrometry.particles.segmenter import load_segmenter
 
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=96, width=128, n=8)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "micrometry", "particles", "train", str(data), "--model", "maskrcnn", "--out",
-               str(tmp_path / "run"), "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4",
-               "--crop", "64", "--scale", "1", "--ddp"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "micrometry",
+        "particles",
+        "train",
+        str(data),
+        "--model",
+        "maskrcnn",
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "4",
+        "--crop",
+        "64",
+        "--scale",
+        "1",
+        "--ddp",
+    ]
     env = {**os.environ, "MICROMETRY_QUIET": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

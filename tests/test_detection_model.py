@@ -20,18 +20,20 @@ def pasted_reference(mask: np.ndarray, box: tuple[int, int, int, int], shape: tu
     x1, y1, x2, y2 = box
     resized = cv2.resize(mask, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
     big = np.zeros((shape[0] + 200, shape[1] + 200), np.float32)
-    big[100 + y1:100 + y2, 100 + x1:100 + x2] = resized
-    return big[100:100 + shape[0], 100:100 + shape[1]]
+    big[100 + y1 : 100 + y2, 100 + x1 : 100 + x2] = resized
+    return big[100 : 100 + shape[0], 100 : 100 + shape[1]]
 
 
-@pytest.mark.parametrize("box", [(3, 5, 13, 21), (0, 0, 30, 24), (-4, 20, 8, 36), (25, -3, 40, 6), (7, 7, 9, 8)])
+@pytest.mark.parametrize(
+    "box", [(3, 5, 13, 21), (0, 0, 30, 24), (-4, 20, 8, 36), (25, -3, 40, 6), (7, 7, 9, 8)]
+)
 def test_paste_matches_resize_reference(box):
     rng = np.random.default_rng(0)
     mask = rng.random((8, 8)).astype(np.float32)
     shape = (24, 30)
     y0, x0, values = paste_mask(torch.from_numpy(mask), np.array(box, np.float32), shape)
     image = np.zeros(shape, np.float32)
-    image[y0:y0 + values.shape[0], x0:x0 + values.shape[1]] = values
+    image[y0 : y0 + values.shape[0], x0 : x0 + values.shape[1]] = values
     np.testing.assert_allclose(image, pasted_reference(mask, box, shape), atol=1e-5)
 
 
@@ -67,8 +69,17 @@ def test_detection_targets_boxes_and_masks():
     assert detection_targets(np.zeros((4, 4), np.int32))["boxes"].shape == (0, 4)
 
 
-TINY = dict(widths=[8, 16, 16, 32, 32], channels=32, box_hidden=128, mask_hidden=32, rois_per_image=64,
-            anchor_sizes=[12.0, 24.0, 48.0, 96.0], pre_nms=200, post_nms_train=100, post_nms_test=100)
+TINY = dict(
+    widths=[8, 16, 16, 32, 32],
+    channels=32,
+    box_hidden=128,
+    mask_hidden=32,
+    rois_per_image=64,
+    anchor_sizes=[12.0, 24.0, 48.0, 96.0],
+    pre_nms=200,
+    post_nms_train=100,
+    post_nms_test=100,
+)
 
 
 def disc_images(rng: np.random.Generator, n: int, size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:

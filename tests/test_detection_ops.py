@@ -48,7 +48,9 @@ def test_box_iou_matches_reference():
 def test_nms_matches_greedy_reference(seed, threshold):
     rng = np.random.default_rng(seed)
     # Clusters of jittered copies: heavy overlaps at every threshold, long suppression chains.
-    boxes = np.repeat(random_boxes(rng, 30, size=60.0), 5, axis=0) + rng.normal(0, 1.5, (150, 4)).astype(np.float32)
+    boxes = np.repeat(random_boxes(rng, 30, size=60.0), 5, axis=0) + rng.normal(0, 1.5, (150, 4)).astype(
+        np.float32
+    )
     # Few distinct scores: many ties, which must be broken by index.
     scores = rng.integers(0, 8, 150).astype(np.float32) / 8
     got = nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).tolist()
@@ -60,7 +62,9 @@ def test_nms_matches_greedy_reference(seed, threshold):
 def test_nms_across_blocks_matches_reference():
     # More boxes than one block: suppression across blocks and long chains inside them.
     rng = np.random.default_rng(9)
-    boxes = np.repeat(random_boxes(rng, 100, size=200.0), 6, axis=0) + rng.normal(0, 2, (600, 4)).astype(np.float32)
+    boxes = np.repeat(random_boxes(rng, 100, size=200.0), 6, axis=0) + rng.normal(0, 2, (600, 4)).astype(
+        np.float32
+    )
     scores = rng.random(600).astype(np.float32)
     got = nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).tolist()
     assert got == nms_reference(boxes, scores, 0.5)
@@ -81,7 +85,9 @@ def test_batched_nms_is_nms_per_group(seed):
     boxes[: n // 2] -= 20  # some negative coordinates
     scores = rng.random(n).astype(np.float32)
     groups = rng.integers(0, 5, n)  # e.g. (image, class) pairs flattened
-    got = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), 0.5).tolist()
+    got = batched_nms(
+        torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), 0.5
+    ).tolist()
     want = []
     for g in range(5):
         idx = np.nonzero(groups == g)[0]
@@ -108,12 +114,17 @@ def bilinear_reference(feature: np.ndarray, y: float, x: float) -> np.ndarray:
     else:
         x1 = x0 + 1
     ly, lx = y - y0, x - x0
-    return ((1 - ly) * (1 - lx) * feature[:, y0, x0] + (1 - ly) * lx * feature[:, y0, x1]
-            + ly * (1 - lx) * feature[:, y1, x0] + ly * lx * feature[:, y1, x1])
+    return (
+        (1 - ly) * (1 - lx) * feature[:, y0, x0]
+        + (1 - ly) * lx * feature[:, y0, x1]
+        + ly * (1 - lx) * feature[:, y1, x0]
+        + ly * lx * feature[:, y1, x1]
+    )
 
 
-def roi_align_reference(features: np.ndarray, rois: np.ndarray, size: int, scale: float, ratio: int,
-                        aligned: bool = True) -> np.ndarray:
+def roi_align_reference(
+    features: np.ndarray, rois: np.ndarray, size: int, scale: float, ratio: int, aligned: bool = True
+) -> np.ndarray:
     out = np.zeros((len(rois), features.shape[1], size, size))
     offset = 0.5 if aligned else 0.0
     for k, (b, x1, y1, x2, y2) in enumerate(rois):
@@ -139,13 +150,13 @@ def test_roi_align_matches_exact_bilinear_reference(aligned):
     rng = np.random.default_rng(1)
     features = rng.normal(size=(2, 3, 9, 11)).astype(np.float64)
     rois = [
-        [0, 2.0, 3.0, 10.0, 12.0],      # inside
-        [1, 0.0, 0.0, 22.0, 18.0],      # the whole image (scale 0.5: exactly the map)
-        [0, -6.0, -5.0, 4.0, 3.0],      # beyond the top-left border
-        [1, 15.0, 12.0, 30.0, 25.0],    # beyond the bottom-right border
-        [0, 19.5, 1.0, 21.7, 2.2],      # tiny, at the right edge
-        [1, -3.0, 17.0, 1.0, 19.0],     # partly more than one pixel outside (zeros)
-        [0, 5.0, 5.0, 5.0, 5.0],        # degenerate
+        [0, 2.0, 3.0, 10.0, 12.0],  # inside
+        [1, 0.0, 0.0, 22.0, 18.0],  # the whole image (scale 0.5: exactly the map)
+        [0, -6.0, -5.0, 4.0, 3.0],  # beyond the top-left border
+        [1, 15.0, 12.0, 30.0, 25.0],  # beyond the bottom-right border
+        [0, 19.5, 1.0, 21.7, 2.2],  # tiny, at the right edge
+        [1, -3.0, 17.0, 1.0, 19.0],  # partly more than one pixel outside (zeros)
+        [0, 5.0, 5.0, 5.0, 5.0],  # degenerate
     ]
     rois = np.array(rois, dtype=np.float64)
     for size, ratio in [(3, 2), (4, 1), (2, 3)]:
@@ -162,7 +173,9 @@ def test_roi_align_of_a_linear_ramp_is_the_bin_centre():
 
 
 def test_fpn_level_assignment():
-    boxes = torch.tensor([[0, 0, 8, 8], [0, 0, 32, 32], [0, 0, 64, 64], [0, 0, 1000, 1000]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [[0, 0, 8, 8], [0, 0, 32, 32], [0, 0, 64, 64], [0, 0, 1000, 1000]], dtype=torch.float32
+    )
     assert level_of_boxes(boxes, 2, 5, 32.0, 3).tolist() == [2, 3, 4, 5]
 
 
@@ -185,5 +198,10 @@ def test_clip_and_match():
     assert match(iou, 0.7, 0.3, False).tolist() == [0, -2, -1, -2]
     # With low-quality matches, gt 1's best prediction (column 3) is matched to it.
     assert match(iou, 0.7, 0.3, True).tolist() == [0, -2, -1, 1]
-    assert match(torch.tensor([[0.9, 0.5, 0.1, 0.2], [0.1, 0.2, 0.25, 0.25]]), 0.7, 0.3, True).tolist() == [0, -2, 1, 1]
+    assert match(torch.tensor([[0.9, 0.5, 0.1, 0.2], [0.1, 0.2, 0.25, 0.25]]), 0.7, 0.3, True).tolist() == [
+        0,
+        -2,
+        1,
+        1,
+    ]
     assert match(torch.zeros((0, 3)), 0.7, 0.3, True).tolist() == [-1, -1, -1]

@@ -42,11 +42,15 @@ def test_nms_and_batched_nms_match_torchvision(device):
     rng = np.random.default_rng(0)
     for n, threshold in [(50, 0.3), (500, 0.5), (3000, 0.7)]:
         boxes = random_boxes(rng, n).to(device)
-        scores = torch.from_numpy(rng.random(n).astype(np.float32)).to(device)  # distinct scores: no tie rules
+        scores = torch.from_numpy(rng.random(n).astype(np.float32)).to(
+            device
+        )  # distinct scores: no tie rules
         groups = torch.from_numpy(rng.integers(0, 4, n)).to(device)
         assert nms(boxes, scores, threshold).tolist() == OPS.nms(boxes, scores, threshold).tolist()
-        assert (batched_nms(boxes, scores, groups, threshold).tolist()
-                == OPS.batched_nms(boxes, scores, groups, threshold).tolist())
+        assert (
+            batched_nms(boxes, scores, groups, threshold).tolist()
+            == OPS.batched_nms(boxes, scores, groups, threshold).tolist()
+        )
 
 
 @needs_torchvision
@@ -77,7 +81,9 @@ def test_box_coder_matches_torchvision():
     ours, theirs = BoxCoder(weights), Reference(weights)
     torch.testing.assert_close(ours.encode(gt, ref), theirs.encode_single(gt, ref), atol=1e-4, rtol=1e-4)
     deltas = torch.from_numpy(rng.normal(0, 1, (100, 4)).astype(np.float32))
-    torch.testing.assert_close(ours.decode(deltas, ref), theirs.decode_single(deltas, ref), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(
+        ours.decode(deltas, ref), theirs.decode_single(deltas, ref), atol=1e-3, rtol=1e-4
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
@@ -89,10 +95,16 @@ def test_model_trains_and_detects_on_cuda(stages):
     model = MaskRCNN(MaskRCNNConfig(stage_ious=stages)).cuda()
     optimiser = torch.optim.AdamW(model.parameters(), 1e-3)
     yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
-    masks = torch.stack([((yy - 40) ** 2 + (xx - 50) ** 2 < 15 ** 2), ((yy - 90) ** 2 + (xx - 80) ** 2 < 20 ** 2)])
+    masks = torch.stack(
+        [((yy - 40) ** 2 + (xx - 50) ** 2 < 15**2), ((yy - 90) ** 2 + (xx - 80) ** 2 < 20**2)]
+    )
     image = (0.1 + 0.8 * masks.any(0).float())[None, None].cuda()
-    targets = [{"boxes": torch.tensor([[35.0, 25.0, 65.0, 55.0], [60.0, 70.0, 100.0, 110.0]]).cuda(),
-                "masks": masks.to(torch.uint8).cuda()}]
+    targets = [
+        {
+            "boxes": torch.tensor([[35.0, 25.0, 65.0, 55.0], [60.0, 70.0, 100.0, 110.0]]).cuda(),
+            "masks": masks.to(torch.uint8).cuda(),
+        }
+    ]
     for _ in range(30):
         loss = sum(model(image, targets).values())
         optimiser.zero_grad()

@@ -40,7 +40,10 @@ class LinearTask(TrainTask):
         if self.shard:  # the DistributedSampler equivalent
             return distributed.shard_indices(order, GLOBAL_BATCH)
         # a task that knows nothing about DDP: the loop splits its batches
-        return [(self.x[b], self.y[b]) for b in (order[i:i + GLOBAL_BATCH] for i in range(0, N_SAMPLES, GLOBAL_BATCH))]
+        return [
+            (self.x[b], self.y[b])
+            for b in (order[i : i + GLOBAL_BATCH] for i in range(0, N_SAMPLES, GLOBAL_BATCH))
+        ]
 
     def wrap_ddp(self, wrap):
         if self.net is not None:  # the listed variant wraps nothing: gradients are averaged at the step
@@ -72,8 +75,14 @@ def _free_port() -> int:
 
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     """One torchrun-like process: the variables torchrun would set, then the same fit as one process."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), MICROMETRY_QUIET="1")
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        MICROMETRY_QUIET="1",
+    )
     torch.set_num_threads(1)
     returned = {}
     with distributed.session(True):
@@ -82,7 +91,9 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
             run = RunDir.for_training(os.path.join(root, f"ddp-{name}"))
             returned[name] = fit(LinearTask(**options), run, LoopConfig(epochs=EPOCHS, seed=5))
         # killed after 2 epochs, resumed by every rank from rank 0's last.pt
-        fit(LinearTask(), RunDir.for_training(os.path.join(root, "ddp-resumed")), LoopConfig(epochs=2, seed=5))
+        fit(
+            LinearTask(), RunDir.for_training(os.path.join(root, "ddp-resumed")), LoopConfig(epochs=2, seed=5)
+        )
         run = RunDir.for_training(os.path.join(root, "ddp-resumed"), resume=True)
         returned["resumed"] = fit(LinearTask(seed=99), run, LoopConfig(epochs=EPOCHS, seed=5), resume=True)
         # a time budget must stop every rank at the same step
@@ -96,7 +107,9 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(
+        _ddp_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True, start_method="spawn"
+    )
     return root
 
 
@@ -110,13 +123,16 @@ def test_ddp_equals_single_process(ddp_runs, tmp_path):
     single_run = RunDir.for_training(tmp_path / "single")
     single = fit(LinearTask(), single_run, LoopConfig(epochs=EPOCHS, seed=5))
     initial = LinearTask().modules["net"]
-    moved = np.abs(_weights(tmp_path / "single") - torch.cat([p.detach().flatten() for p in initial.state_dict().values()]).numpy())
+    moved = np.abs(
+        _weights(tmp_path / "single")
+        - torch.cat([p.detach().flatten() for p in initial.state_dict().values()]).numpy()
+    )
     assert moved.max() > 1e-2  # training did change the weights: the comparison below means something
     for name in VARIANTS:
         ddp_path = ddp_runs / f"ddp-{name}"
         np.testing.assert_allclose(_weights(ddp_path), _weights(tmp_path / "single"), rtol=1e-4, atol=1e-6)
         ddp = json.loads((ddp_path / "metrics.json").read_text())
-        for ours, theirs in zip(ddp["history"], single["history"]):
+        for ours, theirs in zip(ddp["history"], single["history"], strict=False):
             assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-4)
             # the logged training loss is the mean over ranks = the global batch's loss
             assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
@@ -196,11 +212,35 @@ def test_torchrun_depth_train_ddp(tmp_path):
     """The documented launch: `torchrun --nproc_per_node 2 -m micrometry depth train ... --ddp`."""
     from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
-    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
-                      SemSynthConfig(seed=2, n_structures=6, n_sites=4, images_per_site=3, n_test=4))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "micrometry", "depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
-               "--method", "unet", "--param", "width=4", "--param", "batch_size=16", "--epochs", "2", "--ddp"]
+    write_sem_dataset(
+        tmp_path / "data",
+        tmp_path / "truth",
+        SemSynthConfig(seed=2, n_structures=6, n_sites=4, images_per_site=3, n_test=4),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "micrometry",
+        "depth",
+        "train",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "run"),
+        "--method",
+        "unet",
+        "--param",
+        "width=4",
+        "--param",
+        "batch_size=16",
+        "--epochs",
+        "2",
+        "--ddp",
+    ]
     env = {**os.environ, "MICROMETRY_QUIET": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -209,6 +249,18 @@ def test_torchrun_depth_train_ddp(tmp_path):
     assert [h["epoch"] for h in metrics["history"]] == [1, 2] and metrics["best"]["val_rmse"] > 0
     assert (tmp_path / "run" / "log.txt").read_text().count("epoch=") == 2
     # the run folder is an ordinary one: predict reads it
-    assert run_cli(["depth", "predict", str(tmp_path / "data"), "--model", str(tmp_path / "run"),
-                    "--out", str(tmp_path / "pred")]) == 0
+    assert (
+        run_cli(
+            [
+                "depth",
+                "predict",
+                str(tmp_path / "data"),
+                "--model",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4

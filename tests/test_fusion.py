@@ -15,13 +15,15 @@ from micrometry.particles.tta import FLIPS, TTAPlan, TTASegmenter, tta_plan
 
 def as_set(labels: np.ndarray, scores: np.ndarray) -> set[tuple[bytes, tuple, float]]:
     """Instances independent of their ids: (mask bytes, box, score)."""
-    return {(m.mask.tobytes(), (m.top, m.left, *m.mask.shape), round(m.score, 6))
-            for m in instances_from_labels(labels, scores)}
+    return {
+        (m.mask.tobytes(), (m.top, m.left, *m.mask.shape), round(m.score, 6))
+        for m in instances_from_labels(labels, scores)
+    }
 
 
 def scene(rng: np.random.Generator, shape=(80, 96), n=12) -> tuple[np.ndarray, np.ndarray]:
     """Overlapping random discs painted in order (later ones hide earlier ones), random scores."""
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     labels = np.zeros(shape, np.int32)
     for i in range(1, n + 1):
         r = rng.uniform(3, 9)
@@ -70,7 +72,10 @@ def test_a_tie_goes_the_leaders_way():
     a[5:15, 5:15] = 1
     b = np.zeros((20, 20), np.int32)
     b[5:15, 7:17] = 1  # the same particle, shifted two columns
-    for best, other in (((a, np.array([0.9])), (b, np.array([0.8]))), ((b, np.array([0.9])), (a, np.array([0.8])))):
+    for best, other in (
+        ((a, np.array([0.9])), (b, np.array([0.8]))),
+        ((b, np.array([0.9])), (a, np.array([0.8]))),
+    ):
         labels, scores = fuse_segmentations([best, other])
         assert np.array_equal(labels > 0, best[0] > 0) and scores[0] == pytest.approx(0.85)
 

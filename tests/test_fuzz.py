@@ -26,13 +26,17 @@ def driver(tmp_path_factory):
     """``driver(kind, n, seed, exclude=())``: results of ``fuzz_corpus.run_batch`` in a clean process."""
     root = str(tmp_path_factory.mktemp("fuzz"))
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield lambda kind, n, seed, exclude=(): pool.submit(fuzz_corpus.run_batch, kind, n, seed, root,
-                                                            tuple(exclude)).result()
+        yield lambda kind, n, seed, exclude=(): pool.submit(
+            fuzz_corpus.run_batch, kind, n, seed, root, tuple(exclude)
+        ).result()
 
 
 def _report(results, ignore=()):
-    return [f"{r['name']} ({' '.join(r['argv'])}): {[b for b in r['breaks'] if b not in ignore]}\n{r['stderr'][-800:]}"
-            for r in results if [b for b in r["breaks"] if b not in ignore]]
+    return [
+        f"{r['name']} ({' '.join(r['argv'])}): {[b for b in r['breaks'] if b not in ignore]}\n{r['stderr'][-800:]}"
+        for r in results
+        if [b for b in r["breaks"] if b not in ignore]
+    ]
 
 
 @pytest.mark.parametrize("kind", ["image", "coco"])
@@ -60,8 +64,11 @@ def _weights_only_loading() -> bool:
     return hasattr(run_module, "_checkpoint_globals")
 
 
-@pytest.mark.xfail(not _weights_only_loading(), strict=True,
-                   reason="issue 13 item 1: weights_only checkpoint loading comes with branch lifecycle")
+@pytest.mark.xfail(
+    not _weights_only_loading(),
+    strict=True,
+    reason="issue 13 item 1: weights_only checkpoint loading comes with branch lifecycle",
+)
 def test_hostile_model_files_run_no_code(driver):
     results = driver("hostile", 6, 5)
     assert all(r["code"] == 2 for r in results)
@@ -88,5 +95,7 @@ def test_the_runner_catches_a_broken_contract(tmp_path, monkeypatch):
 
     monkeypatch.setattr(micrometry.particles.info, "dataset_summary", crash)  # the forked child inherits it
     (tmp_path / "w2").mkdir()
-    crashed = fuzz_corpus.run_case(fuzz_corpus.Case("options", "crash", case.argv), tmp_path / "w2", timeout_s=60)
+    crashed = fuzz_corpus.run_case(
+        fuzz_corpus.Case("options", "crash", case.argv), tmp_path / "w2", timeout_s=60
+    )
     assert crashed.code == 1 and "traceback" in crashed.breaks and "exit code 1" in crashed.breaks

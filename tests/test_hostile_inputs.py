@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 
+from fuzz_corpus import png_claiming, tiff_claiming
 from micrometry.cli import run
 from micrometry.errors import CheckpointError, DatasetError, ImageReadError, InputError
 from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing, remove_stale_temporaries
@@ -24,8 +25,6 @@ from micrometry.io.coco import load_coco
 from micrometry.io.coco.segmentation import clip_polygon
 from micrometry.io.image import read_image, write_image
 from micrometry.io.output_names import unique_output_names
-
-from fuzz_corpus import png_claiming, tiff_claiming
 
 
 def _one_line_error(capsys, expected):
@@ -42,10 +41,18 @@ def coco_256x320(tmp_path):
     image = np.full((256, 320), 50, np.uint8)
     image[100:120, 100:130] = 200
     write_image(tmp_path / "coco" / "images" / "a.png", image)
-    ann = {"images": [{"id": 1, "file_name": "a.png", "height": 256, "width": 320}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
-                            "segmentation": [[100, 100, 130, 100, 130, 120, 100, 120]]}],
-           "categories": [{"id": 1, "name": "particle"}]}
+    ann = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 256, "width": 320}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": [[100, 100, 130, 100, 130, 120, 100, 120]],
+            }
+        ],
+        "categories": [{"id": 1, "name": "particle"}],
+    }
     (tmp_path / "coco" / "annotations.json").write_text(json.dumps(ann))
     return tmp_path / "coco"
 
@@ -71,18 +78,25 @@ def test_clip_polygon_keeps_exactly_the_part_inside():
 def test_polygon_reaching_4e8_px_is_clipped_before_rasterising(coco_256x320):
     """The issue's case: ``[0,0,4e8,0,4e8,4e8]`` on a 256x320 image grew to 23 GB. Now: clipped, small, exact."""
     _edit(coco_256x320, lambda d: d["annotations"][0].update(segmentation=[[0, 0, 4e8, 0, 4e8, 4e8]]))
-    code = ("import resource, warnings, sys\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
-            "from micrometry.io.coco import load_coco\n"
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "with warnings.catch_warnings(record=True) as w:\n"
-            "    warnings.simplefilter('always')\n"
-            f"    ds = load_coco({str(coco_256x320)!r})\n"
-            "a = ds.all_annotations()[0]\n"
-            "print(a.area, a.bbox, any('clipped' in str(x.message) for x in w),"
-            " (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    code = (
+        "import resource, warnings, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "from micrometry.io.coco import load_coco\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    ds = load_coco({str(coco_256x320)!r})\n"
+        "a = ds.all_annotations()[0]\n"
+        "print(a.area, a.bbox, any('clipped' in str(x.message) for x in w),"
+        " (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert out.returncode == 0, out.stderr
     area, *rest = out.stdout.split()
     peak_mb = int(rest[-1])  # growth of the peak resident memory while loading
@@ -99,17 +113,28 @@ def test_far_polygon_outside_the_image_is_dropped_with_a_warning(coco_256x320):
     assert ds.n_annotations == 0
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["images"][0].update(width=10**9), "larger than any image"),
-    (lambda d: d["annotations"][0].update(segmentation={"size": [10**9, 10**9], "counts": "0"}), "larger than any"),
-    # a zig-zag inside the image whose outline is 4000 x 1e4 px long: memory bomb for the rasteriser
-    (lambda d: d["annotations"][0].update(
-        segmentation=[[v for i in range(4000) for v in (0, i * 0.01, 320, i * 0.01)] + [320, 200, 0, 200]]),
-     "outline"),
-    (lambda d: d["annotations"][0].update(image_id=[1]), "'image_id' must be an integer"),
-    (lambda d: d["annotations"][0].update(category_id=[1]), "category_id"),
-    (lambda d: d["annotations"][0].update(segmentation=[[0, 0, 10**30, 0, 10**30, 10**30]]), None),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["images"][0].update(width=10**9), "larger than any image"),
+        (
+            lambda d: d["annotations"][0].update(segmentation={"size": [10**9, 10**9], "counts": "0"}),
+            "larger than any",
+        ),
+        # a zig-zag inside the image whose outline is 4000 x 1e4 px long: memory bomb for the rasteriser
+        (
+            lambda d: d["annotations"][0].update(
+                segmentation=[
+                    [v for i in range(4000) for v in (0, i * 0.01, 320, i * 0.01)] + [320, 200, 0, 200]
+                ]
+            ),
+            "outline",
+        ),
+        (lambda d: d["annotations"][0].update(image_id=[1]), "'image_id' must be an integer"),
+        (lambda d: d["annotations"][0].update(category_id=[1]), "category_id"),
+        (lambda d: d["annotations"][0].update(segmentation=[[0, 0, 10**30, 0, 10**30, 10**30]]), None),
+    ],
+)
 def test_absurd_coco_values_are_one_line_errors(coco_256x320, capsys, change, message):
     drop_images = message == "larger than any image"
     if drop_images:  # without image files the sizes come from the JSON alone
@@ -160,8 +185,20 @@ def test_particles_predict_refuses_same_name_in_two_subfolders(tmp_path, capsys)
     for sub in ("sub1", "sub2"):
         write_image(tmp_path / sub / "img.png", image)
     (tmp_path / "list.txt").write_text("sub1/img.png\nsub2/img.png\n")
-    assert run(["particles", "predict", str(tmp_path / "list.txt"), "--model", "watershed",
-                "--out", str(tmp_path / "pred")]) == 2
+    assert (
+        run(
+            [
+                "particles",
+                "predict",
+                str(tmp_path / "list.txt"),
+                "--model",
+                "watershed",
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "would both be written as img.png")
     assert not (tmp_path / "pred").exists()
 
@@ -172,8 +209,20 @@ def test_particles_predict_refuses_same_name_in_two_subfolders(tmp_path, capsys)
 def test_output_in_an_unwritable_place_is_refused_before_the_work(sem_images, tmp_path, capsys):
     (sem_images / "a.tif").unlink()
     # the model is missing too: the output is checked first, before any loading
-    assert run(["depth", "predict", str(sem_images), "--model", str(tmp_path / "nomodel"),
-                "--out", "/proc/micrometry-pred"]) == 2
+    assert (
+        run(
+            [
+                "depth",
+                "predict",
+                str(sem_images),
+                "--model",
+                str(tmp_path / "nomodel"),
+                "--out",
+                "/proc/micrometry-pred",
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "cannot be written")
     (tmp_path / "afile").write_text("x")
     assert run(["depth", "measure", str(sem_images), "--out", str(tmp_path / "afile" / "m.csv")]) == 2
@@ -200,7 +249,9 @@ def test_outputs_of_the_wrong_kind_are_refused(sem_images, tmp_path, capsys):
     _one_line_error(capsys, "exists and is not a folder")
     (tmp_path / "holes.csv").mkdir()  # a folder named like the table
     (tmp_path / "holes.csv" / "x").write_text("keep")
-    assert run(["depth", "measure", str(sem_images), "--out", str(tmp_path / "holes.csv"), "--overwrite"]) == 2
+    assert (
+        run(["depth", "measure", str(sem_images), "--out", str(tmp_path / "holes.csv"), "--overwrite"]) == 2
+    )
     _one_line_error(capsys, "is a folder")
     assert (tmp_path / "holes.csv" / "x").read_text() == "keep" and (tmp_path / "afile").read_text() == "keep"
 
@@ -214,13 +265,32 @@ def test_overwrite_never_replaces_the_current_folder(sem_images, tmp_path, capsy
 
 
 def test_param_of_the_wrong_type_or_range_is_refused_before_the_run_folder(tmp_path, capsys):
-    for param, message in (("lr=abc", "lr must be a finite number"), ("width=1.5", "width must be an integer"),
-                           ("mean_itr=3", "mean_itr must be true or false"),
-                           # the fuzz's finds: sizes of 0, negative widths, fractions above 1
-                           ("batch_size=0", "batch_size must be at least 1"), ("width=-3", "width must be at least 1"),
-                           ("val_fraction=2", "val_fraction must be in [0, 1)"), ("lr=-1", "lr must not be negative")):
-        assert run(["depth", "train", str(tmp_path), "--method", "unet", "--param", param,
-                    "--out", str(tmp_path / "run")]) == 2
+    for param, message in (
+        ("lr=abc", "lr must be a finite number"),
+        ("width=1.5", "width must be an integer"),
+        ("mean_itr=3", "mean_itr must be true or false"),
+        # the fuzz's finds: sizes of 0, negative widths, fractions above 1
+        ("batch_size=0", "batch_size must be at least 1"),
+        ("width=-3", "width must be at least 1"),
+        ("val_fraction=2", "val_fraction must be in [0, 1)"),
+        ("lr=-1", "lr must not be negative"),
+    ):
+        assert (
+            run(
+                [
+                    "depth",
+                    "train",
+                    str(tmp_path),
+                    "--method",
+                    "unet",
+                    "--param",
+                    param,
+                    "--out",
+                    str(tmp_path / "run"),
+                ]
+            )
+            == 2
+        )
         _one_line_error(capsys, message)
         assert not (tmp_path / "run").exists()
 
@@ -255,13 +325,15 @@ def test_corrupt_metrics_json_is_a_checkpoint_error(tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_without_training_state(tmp_path, capsys):
+    from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
     from micrometry.train.run import save_checkpoint
 
-    from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
-
     run_dir = tmp_path / "run"
-    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
-                      SemSynthConfig(seed=1, n_structures=2, n_sites=1, images_per_site=1, n_test=1))
+    write_sem_dataset(
+        tmp_path / "data",
+        tmp_path / "truth",
+        SemSynthConfig(seed=1, n_structures=2, n_sites=1, images_per_site=1, n_test=1),
+    )
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"method": "unet", "method_config": {"width": 4}}))
     save_checkpoint(run_dir / "checkpoints" / "last.pt", {"model": {"x": 1}})
@@ -277,16 +349,23 @@ def test_particle_checkpoint_given_to_depth_predict(sem_images, tmp_path, capsys
     (sem_images / "a.tif").unlink()
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"method": "unet"}))  # a depth config, a particle checkpoint
-    save_checkpoint(run_dir / "checkpoints" / "best.pt",
-                    {"model": {"net.stem.weight": torch.zeros(8, 1, 3, 3)}, "settings": {"scale": 0.5}})
-    assert run(["depth", "predict", str(sem_images), "--model", str(run_dir), "--out", str(tmp_path / "p")]) == 2
+    (run_dir / "config.json").write_text(
+        json.dumps({"method": "unet"})
+    )  # a depth config, a particle checkpoint
+    save_checkpoint(
+        run_dir / "checkpoints" / "best.pt",
+        {"model": {"net.stem.weight": torch.zeros(8, 1, 3, 3)}, "settings": {"scale": 0.5}},
+    )
+    assert (
+        run(["depth", "predict", str(sem_images), "--model", str(run_dir), "--out", str(tmp_path / "p")]) == 2
+    )
     _one_line_error(capsys, "does not fit method 'unet'")
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize("data, suffix", [(png_claiming(20000, 20000), ".png"),
-                                          (tiff_claiming(100000, 100000), ".tif")])
+@pytest.mark.parametrize(
+    "data, suffix", [(png_claiming(20000, 20000), ".png"), (tiff_claiming(100000, 100000), ".tif")]
+)
 def test_pixel_bombs_are_refused_from_the_header(tmp_path, capsys, data, suffix):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / f"bomb{suffix}").write_bytes(data)
@@ -334,20 +413,29 @@ def test_stale_partials_of_killed_writers_are_removed(tmp_path):
 
 def test_a_killed_predict_leaves_nothing_the_next_run_keeps(sem_images, tmp_path):
     (sem_images / "a.tif").unlink()
-    code = ("import os, sys\n"
-            "from micrometry.io.atomic import atomic_dir\n"
-            f"with atomic_dir({str(tmp_path / 'pred')!r}) as tmp:\n"
-            "    (tmp / 'half.png').write_bytes(b'x')\n"
-            "    os._exit(9)\n")  # killed mid-write: no clean-up runs
-    assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-                          timeout=60).returncode == 9
+    code = (
+        "import os, sys\n"
+        "from micrometry.io.atomic import atomic_dir\n"
+        f"with atomic_dir({str(tmp_path / 'pred')!r}) as tmp:\n"
+        "    (tmp / 'half.png').write_bytes(b'x')\n"
+        "    os._exit(9)\n"
+    )  # killed mid-write: no clean-up runs
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            timeout=60,
+        ).returncode
+        == 9
+    )
     assert len(list(tmp_path.glob(".pred.*.partial"))) == 1
     assert run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "pred")]) == 0
     assert list(tmp_path.glob(".pred.*")) == []
 
 
-@pytest.mark.parametrize("umask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600),
-                                                          (0o002, 0o775, 0o664)])
+@pytest.mark.parametrize(
+    "umask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600), (0o002, 0o775, 0o664)]
+)
 def test_outputs_honour_the_umask(tmp_path, umask, folder_mode, file_mode):
     old = os.umask(umask)
     try:
@@ -393,10 +481,27 @@ def test_unusable_device_is_one_line_error(sem_images, tmp_path, capsys, device,
 def test_train_with_unusable_device_leaves_no_run_folder(tmp_path, capsys):
     from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
-    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
-                      SemSynthConfig(seed=1, n_structures=2, n_sites=1, images_per_site=1, n_test=1))
-    assert run(["depth", "train", str(tmp_path / "data"), "--method", "unet", "--device", "nonsense",
-                "--out", str(tmp_path / "run")]) == 2
+    write_sem_dataset(
+        tmp_path / "data",
+        tmp_path / "truth",
+        SemSynthConfig(seed=1, n_structures=2, n_sites=1, images_per_site=1, n_test=1),
+    )
+    assert (
+        run(
+            [
+                "depth",
+                "train",
+                str(tmp_path / "data"),
+                "--method",
+                "unet",
+                "--device",
+                "nonsense",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "is not a device")
     assert not (tmp_path / "run").exists()
 
@@ -404,6 +509,9 @@ def test_train_with_unusable_device_leaves_no_run_folder(tmp_path, capsys):
 def test_zip_inside_the_output_folder_is_refused(sem_images, tmp_path, capsys):
     (sem_images / "a.tif").unlink()
     for zip_path in (tmp_path / "p", tmp_path / "p" / "s.zip"):
-        assert run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "p"), "--zip", str(zip_path)]) == 2
+        assert (
+            run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "p"), "--zip", str(zip_path)])
+            == 2
+        )
         _one_line_error(capsys, "--zip must lie outside")
     assert [p.name for p in tmp_path.iterdir()] == ["imgs"]

@@ -1,5 +1,3 @@
-import warnings
-
 import numpy as np
 import pytest
 import tifffile
@@ -53,10 +51,13 @@ def test_jpeg_reads(tmp_path, gray):
     assert read_image(tmp_path / "a.jpg").shape == gray.shape
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"", "empty"),
-    (b"this is not an image at all", "not an image"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "empty"),
+        (b"this is not an image at all", "not an image"),
+    ],
+)
 def test_broken_files_raise_typed_errors(tmp_path, content, problem):
     path = tmp_path / "bad.png"
     path.write_bytes(content)

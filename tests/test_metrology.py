@@ -13,8 +13,16 @@ from micrometry.errors import InputError
 from micrometry.io.image import write_image
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
-UNIT_COLUMNS = ["depth_nm", "top_cd_x_nm", "top_cd_y_nm", "bottom_cd_x_nm", "bottom_cd_y_nm",
-                "sidewall_angle_x_deg", "sidewall_angle_y_deg", "sidewall_angle_deg"]
+UNIT_COLUMNS = [
+    "depth_nm",
+    "top_cd_x_nm",
+    "top_cd_y_nm",
+    "bottom_cd_x_nm",
+    "bottom_cd_y_nm",
+    "sidewall_angle_x_deg",
+    "sidewall_angle_y_deg",
+    "sidewall_angle_deg",
+]
 
 
 def tapered_hole(cx=23.6, cy=35.3, rim=(13.0, 19.0), floor=(7.0, 11.0), depth=125.0, top=155.0):
@@ -59,8 +67,11 @@ def test_measure_rejects_bad_pixel_size():
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("metrology")
-    write_sem_dataset(root / "data", root / "truth",
-                      SemSynthConfig(seed=4, n_structures=5, n_sites=2, images_per_site=2, n_test=12))
+    write_sem_dataset(
+        root / "data",
+        root / "truth",
+        SemSynthConfig(seed=4, n_structures=5, n_sites=2, images_per_site=2, n_test=12),
+    )
     return root
 
 
@@ -122,7 +133,10 @@ def test_failures_are_reported_per_row_and_on_the_console(awkward_maps, tmp_path
     console = capsys.readouterr()
     rows = {r["file"]: r for r in csv.DictReader(open(out))}
     assert rows["flat.png"]["status"] == "failed" and rows["flat.png"]["note"] == "no hole found"
-    assert rows["cut.png"]["status"] == "partial" and "top CD x: hole runs off the image" in rows["cut.png"]["note"]
+    assert (
+        rows["cut.png"]["status"] == "partial"
+        and "top CD x: hole runs off the image" in rows["cut.png"]["note"]
+    )
     assert rows["cut.png"]["top_cd_x_nm"] == "" and float(rows["cut.png"]["top_cd_y_nm"]) > 0
     assert rows["spike.png"]["status"] == "partial"
     assert "bottom CD x: no pixel below the level on the centre line" in rows["spike.png"]["note"]

@@ -52,14 +52,28 @@ def run_from_model(model_dir: Path, run_dir: Path) -> Path:
     (run_dir / "checkpoints").mkdir(parents=True)
     if exported.job == "depth":
         config = {"method": exported.model, "method_config": exported.settings["method_config"], "seed": 0}
-        payload = {"method": exported.model, "method_config": exported.settings["method_config"],
-                   "state": {}, "rng": {}, "loop": {}, "model": exported.state}
+        payload = {
+            "method": exported.model,
+            "method_config": exported.settings["method_config"],
+            "state": {},
+            "rng": {},
+            "loop": {},
+            "model": exported.state,
+        }
     else:
         s = exported.settings
-        config = {"model": exported.model, "settings": {"model": exported.model, "scale": s["scale"],
-                                                        "widths": s["widths"]}}
-        payload = {"kind": "particles-dense", "model": exported.model, **s,
-                   "state": {"modules": exported.state["modules"], "optimizers": {}}, "rng": {}, "loop": {}}
+        config = {
+            "model": exported.model,
+            "settings": {"model": exported.model, "scale": s["scale"], "widths": s["widths"]},
+        }
+        payload = {
+            "kind": "particles-dense",
+            "model": exported.model,
+            **s,
+            "state": {"modules": exported.state["modules"], "optimizers": {}},
+            "rng": {},
+            "loop": {},
+        }
     (run_dir / "config.json").write_text(json.dumps(config))
     save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
     return run_dir
@@ -88,6 +102,7 @@ def predicted(folder: Path) -> dict[str, np.ndarray]:
 
 # -- export ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("job", ["depth", "particles"])
 def test_export_of_a_run_predicts_exactly_as_the_run(job, inputs, tmp_path, capsys):
     run_dir = run_from_model(shipped(job), tmp_path / "run")
@@ -109,7 +124,9 @@ def test_export_of_a_run_predicts_exactly_as_the_run(job, inputs, tmp_path, caps
     by_run, by_export, by_shipped = (predicted(outs[k]) for k in ("run", "export", "shipped"))
     assert by_run.keys() == by_export.keys() == by_shipped.keys() and len(by_run) >= 2
     for name in by_run:
-        assert np.array_equal(by_run[name], by_export[name]) and np.array_equal(by_run[name], by_shipped[name])
+        assert np.array_equal(by_run[name], by_export[name]) and np.array_equal(
+            by_run[name], by_shipped[name]
+        )
 
     # refuses to clobber, replaces with --overwrite
     assert run(["export", run_dir, "--out", model]) == 2
@@ -130,14 +147,19 @@ def test_export_refuses_what_is_not_a_finished_run(tmp_path, capsys):
 
 # -- --model shipped ---------------------------------------------------------------------------------
 
+
 def test_shipped_means_the_default_everywhere():
     from micrometry.depth.methods import load_method
     from micrometry.particles.segmenter import load_segmenter
 
     image = np.full((3, 72, 48), 120, np.uint8)
-    assert np.array_equal(load_method("shipped", device="cpu").predict(image),
-                          load_method(shipped("depth"), device="cpu").predict(image))
-    assert load_segmenter("shipped").name == load_segmenter(None).name == read_model(shipped("particles")).model
+    assert np.array_equal(
+        load_method("shipped", device="cpu").predict(image),
+        load_method(shipped("depth"), device="cpu").predict(image),
+    )
+    assert (
+        load_segmenter("shipped").name == load_segmenter(None).name == read_model(shipped("particles")).model
+    )
 
 
 def test_shipped_particle_model_is_deterministic_and_sane():
@@ -165,6 +187,7 @@ def test_help_says_what_shipped_is(capsys):
 
 # -- hostile and broken files --------------------------------------------------------------------------
 
+
 def _one_line(capsys) -> str:
     """The one error line (dataset repair warnings before it are the training data's, not the model's)."""
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
@@ -178,15 +201,19 @@ def test_a_hostile_checkpoint_is_refused_and_never_run(kind, inputs, tmp_path, c
     evil = hostile_files(tmp_path / "evil", marker)[kind]
     data = tmp_path / "data"
     from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
-
     from particle_scenes import write_coco_folder
 
-    write_sem_dataset(data / "sem", data / "sem-truth",
-                      SemSynthConfig(seed=1, n_structures=2, n_sites=2, images_per_site=1, n_test=2))
+    write_sem_dataset(
+        data / "sem",
+        data / "sem-truth",
+        SemSynthConfig(seed=1, n_structures=2, n_sites=2, images_per_site=1, n_test=2),
+    )
     coco = write_coco_folder(data / "coco", n_images=1, height=64, width=64, n=3)
 
-    for job, config in (("depth", {"method": "unet", "method_config": {"width": 4}, "seed": 0}),
-                        ("particles", {"model": "center-offset", "settings": {"scale": 1.0, "epochs": 1}})):
+    for job, config in (
+        ("depth", {"method": "unet", "method_config": {"width": 4}, "seed": 0}),
+        ("particles", {"model": "center-offset", "settings": {"scale": 1.0, "epochs": 1}}),
+    ):
         run_dir = tmp_path / f"run-{job}"
         (run_dir / "checkpoints").mkdir(parents=True)
         (run_dir / "config.json").write_text(json.dumps(config))
@@ -279,9 +306,14 @@ def test_serve_refuses_a_hostile_model_before_serving(tmp_path, monkeypatch, cap
 def test_state_with_arrays_and_extras_survives_a_model_folder(tmp_path):
     from micrometry.modelfile import ExportedModel, write_model
 
-    state = {"modules": {"net": {"w": torch.arange(6.0).view(2, 3), "n": torch.tensor(7)}},
-             "extra": {"banks": {1: {"images": torch.ones(2, 2).half(), "depth": np.arange(4, dtype=np.uint8)}},
-                       "affine": [1.5, -2.0], "ridge": None}}
+    state = {
+        "modules": {"net": {"w": torch.arange(6.0).view(2, 3), "n": torch.tensor(7)}},
+        "extra": {
+            "banks": {1: {"images": torch.ones(2, 2).half(), "depth": np.arange(4, dtype=np.uint8)}},
+            "affine": [1.5, -2.0],
+            "ridge": None,
+        },
+    }
     write_model(tmp_path / "m", ExportedModel("depth", "lookup", {"method_config": {"k": 1}}, state))
     back = read_model(tmp_path / "m").state
     assert torch.equal(back["modules"]["net"]["w"], state["modules"]["net"]["w"])

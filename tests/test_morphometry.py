@@ -12,9 +12,9 @@ import pytest
 from skimage.measure import regionprops
 
 from micrometry.cli import run
+from micrometry.geometry import calipers
 from micrometry.io.image import write_image
 from micrometry.particles.analytic import ellipse, rectangle, validation_shapes
-from micrometry.geometry import calipers
 from micrometry.particles.morphometry import IMAGEJ_COLUMNS, ISO_COLUMNS, measure_labels
 from micrometry.particles.psd import percentiles_with_ci, weighted_quantiles
 
@@ -44,7 +44,7 @@ def test_analytic_shape_within_stated_tolerance(shape):
     # Circ. = 4 pi Area / Perim.^2 (capped at 1, which the measured disc reaches), near the true shape's value;
     # on small shapes the pixel-count area and the traced perimeter both err, hence the wider band
     assert m["Circ."] == pytest.approx(min(1.0, 4 * math.pi * m["Area"] / m["Perim."] ** 2), rel=1e-9)
-    true_circularity = min(1.0, 4 * math.pi * shape.area / shape.perimeter ** 2)
+    true_circularity = min(1.0, 4 * math.pi * shape.area / shape.perimeter**2)
     assert m["Circ."] == pytest.approx(true_circularity, rel=0.1 if curved else 0.2)
     assert m["Solidity"] <= 1 and m["Convexity"] <= 1
     assert m["Solidity"] >= 0.95  # every validation shape is convex
@@ -71,8 +71,10 @@ def test_pixel_edge_perimeter_would_fail():
 def test_ellipse_angles(angle):
     shape = ellipse(30, 10, angle)
     m = measure_one(shape.mask)
+
     def angular_error(a, b):
         return abs((a - b + 90) % 180 - 90)
+
     assert angular_error(m["Angle"], angle) < 1.0
     assert angular_error(m["FeretAngle"], angle) < 3.0
     assert m["AR"] == pytest.approx(3.0, rel=0.03)
@@ -136,12 +138,17 @@ def test_table_matches_regionprops():
     table = measure_labels(labels)
     props = regionprops(labels)
     assert list(table["Label"]) == [p.label for p in props]
-    ref = pd.DataFrame({
-        "area": [p.area for p in props],
-        "row": [p.centroid[0] for p in props], "col": [p.centroid[1] for p in props],
-        "major": [p.axis_major_length for p in props], "minor": [p.axis_minor_length for p in props],
-        "orientation": [p.orientation for p in props], "solidity": [p.solidity for p in props],
-    })
+    ref = pd.DataFrame(
+        {
+            "area": [p.area for p in props],
+            "row": [p.centroid[0] for p in props],
+            "col": [p.centroid[1] for p in props],
+            "major": [p.axis_major_length for p in props],
+            "minor": [p.axis_minor_length for p in props],
+            "orientation": [p.orientation for p in props],
+            "solidity": [p.solidity for p in props],
+        }
+    )
     np.testing.assert_allclose(table["Area"], ref["area"])
     # ImageJ centroids put pixel centres at index + 0.5
     np.testing.assert_allclose(table["X"], ref["col"] + 0.5)
@@ -231,8 +238,22 @@ def label_folder(tmp_path):
 
 def test_measure_cli_label_folder_csv_and_parquet(label_folder, tmp_path):
     out = tmp_path / "out" / "particles.csv"
-    assert run(["particles", "measure", str(label_folder), "--pixel-size", "0.5", "--unit", "um",
-                "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "measure",
+                str(label_folder),
+                "--pixel-size",
+                "0.5",
+                "--unit",
+                "um",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out)
     expected = sum(len(np.unique(random_label_image(10 + i, n=20))) - 1 for i in range(2))
     assert len(table) == expected
@@ -272,8 +293,16 @@ def test_measure_coco_instances_and_results(tmp_path):
     ids = [i for i in np.unique(labels) if i]
     coco = {
         "images": [{"id": 7, "file_name": "sample.png", "height": 128, "width": 128}],
-        "annotations": [{"id": k + 1, "image_id": 7, "category_id": 1, "segmentation": mask_to_rle(labels == i),
-                         "iscrowd": 0} for k, i in enumerate(ids)],
+        "annotations": [
+            {
+                "id": k + 1,
+                "image_id": 7,
+                "category_id": 1,
+                "segmentation": mask_to_rle(labels == i),
+                "iscrowd": 0,
+            }
+            for k, i in enumerate(ids)
+        ],
         "categories": [{"id": 1, "name": "particle"}],
     }
     (tmp_path / "gt.json").write_text(json.dumps(coco))
@@ -284,20 +313,27 @@ def test_measure_coco_instances_and_results(tmp_path):
     np.testing.assert_allclose(np.sort(from_coco["Perim_px"]), np.sort(direct["Perim."]), rtol=1e-5)
     assert set(from_coco["Image"]) == {"sample"}
 
-    results = [{"image_id": 7, "category_id": 1, "segmentation": a["segmentation"], "score": 0.9 - 0.05 * k}
-               for k, a in enumerate(coco["annotations"])]
+    results = [
+        {"image_id": 7, "category_id": 1, "segmentation": a["segmentation"], "score": 0.9 - 0.05 * k}
+        for k, a in enumerate(coco["annotations"])
+    ]
     pred = tmp_path / "pred"
     pred.mkdir()
     (pred / "results.json").write_text(json.dumps(results))
     (pred / "images.json").write_text(json.dumps({**coco, "annotations": []}))
     out = tmp_path / "res.csv"
-    assert run(["particles", "measure", str(pred / "results.json"), "--min-score", "0.6", "--out", str(out)]) == 0
+    assert (
+        run(["particles", "measure", str(pred / "results.json"), "--min-score", "0.6", "--out", str(out)])
+        == 0
+    )
     kept = sum(r["score"] >= 0.6 for r in results)
     assert len(pd.read_csv(out)) == kept
 
 
-@pytest.mark.parametrize("case", ["missing", "empty_folder", "colour", "bad_suffix", "results_without_images",
-                                  "bad_json", "exists"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "empty_folder", "colour", "bad_suffix", "results_without_images", "bad_json", "exists"],
+)
 def test_measure_bad_inputs_exit_2_one_line(case, tmp_path, label_folder, capsys):
     out = tmp_path / "out.csv"
     source = label_folder
@@ -342,8 +378,16 @@ def test_vectorised_outlines_equal_per_particle_reference():
     rng = np.random.default_rng(7)
     labels = np.zeros((160, 160), np.int32)
     for i in range(1, 60):  # overlapping ellipses: later ones cut earlier ones into touching fragments
-        cv2.ellipse(labels, (int(rng.integers(0, 160)), int(rng.integers(0, 160))),
-                    (int(rng.integers(2, 14)), int(rng.integers(2, 14))), float(rng.uniform(0, 180)), 0, 360, i, -1)
+        cv2.ellipse(
+            labels,
+            (int(rng.integers(0, 160)), int(rng.integers(0, 160))),
+            (int(rng.integers(2, 14)), int(rng.integers(2, 14))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            i,
+            -1,
+        )
     yy, xx = np.mgrid[0:160, 0:160]
     r = np.hypot(xx - 80, yy - 80)
     labels[r < 25] = 0
@@ -385,15 +429,39 @@ def test_measure_cli_intensity_from_gray_images(tmp_path, capsys):
     write_image(tmp_path / "labels" / "s.png", labels)
     write_image(tmp_path / "gray" / "s.png", gray)
     out = tmp_path / "t.csv"
-    assert run(["particles", "measure", str(tmp_path / "labels"), "--images", str(tmp_path / "gray"),
-                "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "measure",
+                str(tmp_path / "labels"),
+                "--images",
+                str(tmp_path / "gray"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out)
     assert table.loc[0, "Mean"] == pytest.approx(gray[5:10, 5:12].mean())
     assert table.loc[1, "Max"] == gray[15:25, 20:30].max()
     write_image(tmp_path / "gray" / "s.png", gray[:20])  # wrong size: one-line error, no output
     capsys.readouterr()
-    assert run(["particles", "measure", str(tmp_path / "labels"), "--images", str(tmp_path / "gray"),
-                "--out", str(tmp_path / "u.csv")]) == 2
+    assert (
+        run(
+            [
+                "particles",
+                "measure",
+                str(tmp_path / "labels"),
+                "--images",
+                str(tmp_path / "gray"),
+                "--out",
+                str(tmp_path / "u.csv"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.startswith("error:") and not (tmp_path / "u.csv").exists()
 
 

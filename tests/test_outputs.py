@@ -16,27 +16,30 @@ from micrometry.io.image import read_calibration, read_image, write_image
 # --------------------------------------------------------------------------- options
 
 
-@pytest.mark.parametrize("args, option", [
-    (["particles", "measure", "L", "--out", "t.csv", "--pixel-size", "nan"], "--pixel-size"),
-    (["particles", "measure", "L", "--out", "t.csv", "--pixel-size", "inf"], "--pixel-size"),
-    (["particles", "measure", "L", "--out", "t.csv", "--pixel-size", "0"], "--pixel-size"),
-    (["particles", "measure", "L", "--out", "t.csv", "--pixel-size", "-1"], "--pixel-size"),
-    (["particles", "measure", "L", "--out", "t.csv", "--min-score", "1.5"], "--min-score"),
-    (["depth", "measure", "P", "--out", "t.csv", "--nm-per-px", "0"], "--nm-per-px"),
-    (["depth", "measure", "P", "--out", "t.csv", "--nm-per-px", "inf"], "--nm-per-px"),
-    (["depth", "measure", "P", "--out", "t.csv", "--top-level", "nan"], "--top-level"),
-    (["particles", "compare", "A", "B", "--out", "o", "--alpha", "nan"], "--alpha"),
-    (["particles", "compare", "A", "B", "--out", "o", "--alpha", "0"], "--alpha"),
-    (["particles", "compare", "A", "B", "--out", "o", "--rel-threshold", "-inf"], "--rel-threshold"),
-    (["particles", "train", "C", "--out", "r", "--time-budget", "nan"], "--time-budget"),
-    (["particles", "train", "C", "--out", "r", "--scale", "0"], "--scale"),
-    (["depth", "train", "D", "--out", "r", "--time-budget", "-1"], "--time-budget"),
-    (["depth", "train", "D", "--out", "r", "--threads", "-2"], "--threads"),
-    (["depth", "predict", "I", "--out", "p", "--ray-workers", "0"], "--ray-workers"),
-    (["particles", "predict", "I", "--out", "p", "--batch-size", "0"], "--batch-size"),
-    (["synth", "sem", "o", "--truth", "t", "--n-sites", "0"], "--n-sites"),
-    (["serve", "--port", "70000"], "--port"),
-])
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["particles", "measure", "L", "--out", "t.csv", "--pixel-size", "nan"], "--pixel-size"),
+        (["particles", "measure", "L", "--out", "t.csv", "--pixel-size", "inf"], "--pixel-size"),
+        (["particles", "measure", "L", "--out", "t.csv", "--pixel-size", "0"], "--pixel-size"),
+        (["particles", "measure", "L", "--out", "t.csv", "--pixel-size", "-1"], "--pixel-size"),
+        (["particles", "measure", "L", "--out", "t.csv", "--min-score", "1.5"], "--min-score"),
+        (["depth", "measure", "P", "--out", "t.csv", "--nm-per-px", "0"], "--nm-per-px"),
+        (["depth", "measure", "P", "--out", "t.csv", "--nm-per-px", "inf"], "--nm-per-px"),
+        (["depth", "measure", "P", "--out", "t.csv", "--top-level", "nan"], "--top-level"),
+        (["particles", "compare", "A", "B", "--out", "o", "--alpha", "nan"], "--alpha"),
+        (["particles", "compare", "A", "B", "--out", "o", "--alpha", "0"], "--alpha"),
+        (["particles", "compare", "A", "B", "--out", "o", "--rel-threshold", "-inf"], "--rel-threshold"),
+        (["particles", "train", "C", "--out", "r", "--time-budget", "nan"], "--time-budget"),
+        (["particles", "train", "C", "--out", "r", "--scale", "0"], "--scale"),
+        (["depth", "train", "D", "--out", "r", "--time-budget", "-1"], "--time-budget"),
+        (["depth", "train", "D", "--out", "r", "--threads", "-2"], "--threads"),
+        (["depth", "predict", "I", "--out", "p", "--ray-workers", "0"], "--ray-workers"),
+        (["particles", "predict", "I", "--out", "p", "--batch-size", "0"], "--batch-size"),
+        (["synth", "sem", "o", "--truth", "t", "--n-sites", "0"], "--n-sites"),
+        (["serve", "--port", "70000"], "--port"),
+    ],
+)
 def test_bad_numbers_are_refused_at_parse_time(tmp_path, monkeypatch, capsys, args, option):
     monkeypatch.chdir(tmp_path)
     assert run(args) == 2
@@ -47,10 +50,35 @@ def test_bad_numbers_are_refused_at_parse_time(tmp_path, monkeypatch, capsys, ar
 
 def test_unit_without_pixel_size_is_an_error(tmp_path, capsys):
     write_image(tmp_path / "l.png", np.pad(np.ones((4, 4), np.uint16), 3))
-    assert run(["particles", "measure", str(tmp_path / "l.png"), "--unit", "um", "--out", str(tmp_path / "t.csv")]) == 2
+    assert (
+        run(
+            [
+                "particles",
+                "measure",
+                str(tmp_path / "l.png"),
+                "--unit",
+                "um",
+                "--out",
+                str(tmp_path / "t.csv"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.startswith("error: --unit: a unit needs a pixel size")
-    assert run(["particles", "measure", str(tmp_path / "l.png"), "--pixel-size", "0.5",
-                "--out", str(tmp_path / "t.csv")]) == 2
+    assert (
+        run(
+            [
+                "particles",
+                "measure",
+                str(tmp_path / "l.png"),
+                "--pixel-size",
+                "0.5",
+                "--out",
+                str(tmp_path / "t.csv"),
+            ]
+        )
+        == 2
+    )
     assert "--pixel-size needs --unit" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
 
@@ -60,7 +88,9 @@ def test_shared_defaults_are_one_definition():
     from micrometry.web import services
 
     assert services.Services.sem.__defaults__[-1] == DEFAULT_NM_PER_PX == 2.0
-    assert minutes_to_seconds(1.5) == 90 and minutes_to_seconds(0) is None and minutes_to_seconds(None) is None
+    assert (
+        minutes_to_seconds(1.5) == 90 and minutes_to_seconds(0) is None and minutes_to_seconds(None) is None
+    )
 
 
 def test_time_budget_is_minutes_for_both_jobs(capsys):
@@ -129,11 +159,41 @@ def _label_image(seed=0, size=96, n=6):
 def test_particle_csv_headers_carry_units(tmp_path):
     write_image(tmp_path / "labels" / "a.png", _label_image())
     out = tmp_path / "um.csv"
-    assert run(["particles", "measure", str(tmp_path / "labels"), "--pixel-size", "0.5", "--unit", "um",
-                "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "measure",
+                str(tmp_path / "labels"),
+                "--pixel-size",
+                "0.5",
+                "--unit",
+                "um",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     header = out.read_text().splitlines()[0].split(",")
-    for name in ("Area_um2", "Perim_um", "Feret_um", "MinFeret_um", "Major_um", "Minor_um", "X_um", "Y_um",
-                 "EqDiam_um", "Angle_deg", "FeretAngle_deg", "Circ.", "AR", "Round", "Solidity", "Convexity"):
+    for name in (
+        "Area_um2",
+        "Perim_um",
+        "Feret_um",
+        "MinFeret_um",
+        "Major_um",
+        "Minor_um",
+        "X_um",
+        "Y_um",
+        "EqDiam_um",
+        "Angle_deg",
+        "FeretAngle_deg",
+        "Circ.",
+        "AR",
+        "Round",
+        "Solidity",
+        "Convexity",
+    ):
         assert name in header, name
     assert "Area" not in header and "Unit" not in header
     images = (tmp_path / "um_images.csv").read_text().splitlines()[0].split(",")
@@ -177,23 +237,44 @@ def test_tables_read_back_under_the_computing_names(tmp_path):
 
 def test_pixel_size_from_tiff_metadata_and_override(tmp_path, capsys):
     labels = _label_image(1)
-    tifffile.imwrite(tmp_path / "ij.tif", labels, imagej=True, resolution=(4.0, 4.0), metadata={"unit": "micron"})
+    tifffile.imwrite(
+        tmp_path / "ij.tif", labels, imagej=True, resolution=(4.0, 4.0), metadata={"unit": "micron"}
+    )
     out = tmp_path / "t.csv"
     assert run(["particles", "measure", str(tmp_path / "ij.tif"), "--out", str(out)]) == 0  # one label file
     assert "calibration: 0.25 um/px (from the image metadata)" in capsys.readouterr().out
     summary = pd.read_csv(tmp_path / "t_summary.csv")
-    assert (summary.loc[0, "PixelSize"], summary.loc[0, "Unit"], summary.loc[0, "Calibration"]) == \
-        (0.25, "um", "metadata")
+    assert (summary.loc[0, "PixelSize"], summary.loc[0, "Unit"], summary.loc[0, "Calibration"]) == (
+        0.25,
+        "um",
+        "metadata",
+    )
     direct = pd.read_csv(out)
-    assert run(["particles", "measure", str(tmp_path / "ij.tif"), "--pixel-size", "2", "--unit", "nm",
-                "--out", str(tmp_path / "o.csv")]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "measure",
+                str(tmp_path / "ij.tif"),
+                "--pixel-size",
+                "2",
+                "--unit",
+                "nm",
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 0
+    )
     assert "calibration: 2 nm/px (from --pixel-size)" in capsys.readouterr().out
     np.testing.assert_allclose(pd.read_csv(tmp_path / "o.csv")["Feret_nm"], direct["Feret_um"] * 8, rtol=1e-5)
 
 
 def test_read_calibration_kinds(tmp_path):
     a = np.zeros((8, 8), np.uint8)
-    tifffile.imwrite(tmp_path / "ome.tif", a, ome=True, metadata={"PhysicalSizeX": 0.13, "PhysicalSizeXUnit": "µm"})
+    tifffile.imwrite(
+        tmp_path / "ome.tif", a, ome=True, metadata={"PhysicalSizeX": 0.13, "PhysicalSizeXUnit": "µm"}
+    )
     tifffile.imwrite(tmp_path / "cm.tif", a, resolution=(20000, 20000), resolutionunit=3)
     tifffile.imwrite(tmp_path / "dpi.tif", a, resolution=(72, 72), resolutionunit=2)
     tifffile.imwrite(tmp_path / "plain.tif", a)
@@ -235,7 +316,9 @@ def test_predict_writes_an_imagej_roi_set_matching_the_labels(tmp_path):
 
     write_image(tmp_path / "imgs" / "a.png", _discs())
     out = tmp_path / "pred"
-    assert run(["particles", "predict", str(tmp_path / "imgs"), "--model", "watershed", "--out", str(out)]) == 0
+    assert (
+        run(["particles", "predict", str(tmp_path / "imgs"), "--model", "watershed", "--out", str(out)]) == 0
+    )
     labels = read_image(out / "labels" / "a.png")
     rois = read_roiset(out / "rois" / "a_RoiSet.zip")
     assert labels.max() >= 3 and sorted(rois) == sorted(str(i) for i in np.unique(labels) if i)
@@ -247,13 +330,19 @@ def test_predict_writes_an_imagej_roi_set_matching_the_labels(tmp_path):
         truth = labels == int(name)
         assert (mask & truth).sum() / (mask | truth).sum() > 0.9, name
     record = json.loads((out / "prediction.json").read_text())
-    assert record["particles"] == int(labels.max()) and record["warnings"] == [] and record["calibration"] is None
+    assert (
+        record["particles"] == int(labels.max())
+        and record["warnings"] == []
+        and record["calibration"] is None
+    )
 
 
 def test_predict_with_no_particles_warns_and_says_so_in_the_results(tmp_path, capsys):
     write_image(tmp_path / "imgs" / "blank.png", np.full((64, 80), 128, np.uint8))
     out = tmp_path / "pred"
-    assert run(["particles", "predict", str(tmp_path / "imgs"), "--model", "watershed", "--out", str(out)]) == 0
+    assert (
+        run(["particles", "predict", str(tmp_path / "imgs"), "--model", "watershed", "--out", str(out)]) == 0
+    )
     err = capsys.readouterr().err
     assert "warning: no particles found in any of the 1 images" in err
     assert json.loads((out / "prediction.json").read_text())["warnings"][0].startswith("no particles found")
@@ -262,10 +351,13 @@ def test_predict_with_no_particles_warns_and_says_so_in_the_results(tmp_path, ca
 
 def test_predict_stores_the_calibration_and_measure_uses_it(tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
-    tifffile.imwrite(tmp_path / "imgs" / "a.tif", _discs(), imagej=True, resolution=(2.0, 2.0),
-                     metadata={"unit": "um"})
+    tifffile.imwrite(
+        tmp_path / "imgs" / "a.tif", _discs(), imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"}
+    )
     out = tmp_path / "pred"
-    assert run(["particles", "predict", str(tmp_path / "imgs"), "--model", "watershed", "--out", str(out)]) == 0
+    assert (
+        run(["particles", "predict", str(tmp_path / "imgs"), "--model", "watershed", "--out", str(out)]) == 0
+    )
     assert "calibration: 0.5 um/px" in capsys.readouterr().out
     assert json.loads((out / "prediction.json").read_text())["calibration"]["pixel_size"] == 0.5
     assert run(["particles", "measure", str(out), "--out", str(tmp_path / "m.csv")]) == 0
@@ -276,8 +368,11 @@ def test_predict_stores_the_calibration_and_measure_uses_it(tmp_path, capsys):
 def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
     from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
-    write_sem_dataset(tmp_path / "data", tmp_path / "truth",
-                      SemSynthConfig(seed=1, n_structures=4, n_sites=2, images_per_site=2, n_test=2))
+    write_sem_dataset(
+        tmp_path / "data",
+        tmp_path / "truth",
+        SemSynthConfig(seed=1, n_structures=4, n_sites=2, images_per_site=2, n_test=2),
+    )
     args = ["depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1"]
     assert run([*args, "--method", "unet", "--param", "width=4", "--param", "batch_size=16"]) == 0
     capsys.readouterr()
@@ -296,7 +391,9 @@ def test_all_three_tables_read_back(tmp_path):
     for key in ("particles", "images", "summary"):
         back = read_table(paths[key])
         assert set(back.columns) == set(getattr(result, key).columns), key
-    assert read_table(paths["images"])["D50_n"].iloc[0] == pytest.approx(result.images["D50_n"].iloc[0], rel=1e-5)
+    assert read_table(paths["images"])["D50_n"].iloc[0] == pytest.approx(
+        result.images["D50_n"].iloc[0], rel=1e-5
+    )
 
 
 def test_measure_rois_match_the_table_rows(tmp_path):
@@ -306,8 +403,12 @@ def test_measure_rois_match_the_table_rows(tmp_path):
     labels[0:6, 0:6] = 50  # a border particle, left out with --exclude-edges
     write_image(tmp_path / "labels" / "a.png", labels)
     out = tmp_path / "m.csv"
-    assert run(["particles", "measure", str(tmp_path / "labels"), "--exclude-edges", "--rois",
-                "--out", str(out)]) == 0
+    assert (
+        run(
+            ["particles", "measure", str(tmp_path / "labels"), "--exclude-edges", "--rois", "--out", str(out)]
+        )
+        == 0
+    )
     table = pd.read_csv(out)
     rois = read_roiset(tmp_path / "m_rois" / "a_RoiSet.zip")
     assert sorted(rois) == sorted(str(v) for v in table["Label"]) and "50" not in rois
@@ -319,8 +420,23 @@ def test_particles_train_on_few_images_says_why_and_finished_resume_says_so(tmp_
     from particle_scenes import write_coco_folder
 
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=64, width=64, n=3)
-    args = ["particles", "train", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
-            "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "32", "--threads", "1"]
+    args = [
+        "particles",
+        "train",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "1",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+    ]
     assert run(args) == 0
     err = capsys.readouterr().err
     # fewer than 5 images: the console says how validation is done (a held-out strip of each image)
@@ -336,5 +452,8 @@ def test_quiet_is_one_global_option(tmp_path, monkeypatch):
 
     monkeypatch.delenv("MICROMETRY_QUIET", raising=False)
     write_image(tmp_path / "l.png", np.pad(np.ones((4, 4), np.uint16), 3))
-    assert run(["--quiet", "particles", "measure", str(tmp_path / "l.png"), "--out", str(tmp_path / "t.csv")]) == 0
+    assert (
+        run(["--quiet", "particles", "measure", str(tmp_path / "l.png"), "--out", str(tmp_path / "t.csv")])
+        == 0
+    )
     assert quiet() and os.environ["MICROMETRY_QUIET"] == "1"

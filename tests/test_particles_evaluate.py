@@ -13,7 +13,7 @@ H, W = 64, 80
 
 def box_mask(x, y, s=10):
     m = np.zeros((H, W), bool)
-    m[y:y + s, x:x + s] = True
+    m[y : y + s, x : x + s] = True
     return m
 
 
@@ -21,12 +21,28 @@ def box_mask(x, y, s=10):
 def gt_file(tmp_path):
     """Two 10x10 squares in image 1; image 2 has one square and a crowd region."""
     anns = []
-    for i, (image_id, x, y, crowd) in enumerate([(1, 5, 5, 0), (1, 40, 30, 0), (2, 10, 10, 0), (2, 50, 40, 1)], 1):
-        anns.append({"id": i, "image_id": image_id, "category_id": 1, "iscrowd": crowd,
-                     "segmentation": mask_to_rle(box_mask(x, y)), "bbox": [x, y, 10, 10], "area": 100})
-    data = {"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W},
-                       {"id": 2, "file_name": "b.png", "height": H, "width": W}],
-            "annotations": anns, "categories": [{"id": 1, "name": "particle"}]}
+    for i, (image_id, x, y, crowd) in enumerate(
+        [(1, 5, 5, 0), (1, 40, 30, 0), (2, 10, 10, 0), (2, 50, 40, 1)], 1
+    ):
+        anns.append(
+            {
+                "id": i,
+                "image_id": image_id,
+                "category_id": 1,
+                "iscrowd": crowd,
+                "segmentation": mask_to_rle(box_mask(x, y)),
+                "bbox": [x, y, 10, 10],
+                "area": 100,
+            }
+        )
+    data = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "height": H, "width": W},
+            {"id": 2, "file_name": "b.png", "height": H, "width": W},
+        ],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "particle"}],
+    }
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(data))
     return path
@@ -40,8 +56,7 @@ def result(image_id, mask, score):
 
 def test_ground_truth_fed_back_scores_one(gt_file):
     gt = load_coco(gt_file)
-    results = [result(a.image_id, rle_to_mask(a.rle), 1.0)
-               for a in gt.all_annotations() if not a.iscrowd]
+    results = [result(a.image_id, rle_to_mask(a.rle), 1.0) for a in gt.all_annotations() if not a.iscrowd]
     m = evaluate(results, gt)
     for iou_type in ("segm", "bbox"):
         assert m[iou_type]["AP"] == pytest.approx(1.0)
@@ -62,10 +77,10 @@ def test_empty_results_score_zero(gt_file, tmp_path, capsys):
 def test_hand_computed_case_and_agreement_with_pycocotools(gt_file):
     gt = load_coco(gt_file)
     results = [
-        result(1, box_mask(60, 5), 0.95),   # false positive, highest score
-        result(1, box_mask(5, 5), 0.9),     # exact
-        result(1, box_mask(42, 30), 0.8),   # shifted 2 px: IoU 80 / 120 = 2/3
-        result(2, box_mask(10, 10), 0.7),   # exact
+        result(1, box_mask(60, 5), 0.95),  # false positive, highest score
+        result(1, box_mask(5, 5), 0.9),  # exact
+        result(1, box_mask(42, 30), 0.8),  # shifted 2 px: IoU 80 / 120 = 2/3
+        result(2, box_mask(10, 10), 0.7),  # exact
         result(2, box_mask(50, 40), 0.99),  # on the crowd region: ignored
     ]
     m = evaluate(results, gt, max_dets=100)
@@ -112,14 +127,30 @@ def square_grid(tmp_path, n, per_row):
     for i in range(n):
         y, x = 10 * (i // per_row), 10 * (i % per_row)
         m = np.zeros((h, w), bool)
-        m[y:y + 8, x:x + 8] = True
+        m[y : y + 8, x : x + 8] = True
         rle = mask_to_rle(m)
-        anns.append({"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": rle, "iscrowd": 0,
-                     "area": 64, "bbox": [x, y, 8, 8]})
+        anns.append(
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": rle,
+                "iscrowd": 0,
+                "area": 64,
+                "bbox": [x, y, 8, 8],
+            }
+        )
         results.append({"image_id": 1, "category_id": 1, "segmentation": rle, "score": 0.5 + i / 1000})
     gt = tmp_path / "gt.json"
-    gt.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png", "height": h, "width": w}],
-                              "annotations": anns, "categories": [{"id": 1, "name": "p"}]}))
+    gt.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "x.png", "height": h, "width": w}],
+                "annotations": anns,
+                "categories": [{"id": 1, "name": "p"}],
+            }
+        )
+    )
     return gt, results
 
 
@@ -166,7 +197,9 @@ def test_cli_table_and_bad_inputs(gt_file, tmp_path, capsys):
 def test_python_results_with_polygons_and_numpy_types(gt_file):
     gt = load_coco(gt_file)
     polygon = [5.0, 5.0, 15.0, 5.0, 15.0, 15.0, 5.0, 15.0]  # exactly the first square
-    results = [{"image_id": np.int64(1), "category_id": 1, "segmentation": [polygon], "score": np.float32(0.9)}]
+    results = [
+        {"image_id": np.int64(1), "category_id": 1, "segmentation": [polygon], "score": np.float32(0.9)}
+    ]
     m = evaluate(results, gt)
     assert m["matching"][0]["tp"] == 1 and m["matching"][0]["mean_matched_iou"] == pytest.approx(1.0)
 

@@ -14,10 +14,15 @@ from micrometry.io.atomic import write_json
 from micrometry.io.coco import instances_to_results, labels_to_rles
 from micrometry.io.image import write_image
 from micrometry.modelfile import ExportedModel, write_model
-from micrometry.particles.models.dense import build_network, dense_segmenter
+from micrometry.particles.models.dense import build_network
 from micrometry.particles.models.plausibility import plausibility_warnings
-from micrometry.particles.models.sizing import (clear_border, estimate_diameter, median_diameter, probe_window,
-                                                scale_for_diameter)
+from micrometry.particles.models.sizing import (
+    clear_border,
+    estimate_diameter,
+    median_diameter,
+    probe_window,
+    scale_for_diameter,
+)
 from micrometry.particles.models.validation import evaluate_label_images
 from micrometry.particles.segmenter import load_segmenter
 from particle_scenes import make_scene, write_coco_folder
@@ -27,7 +32,7 @@ def disks(shape, diameter, n=6, seed=0) -> np.ndarray:
     """A label image of ``n`` disjoint disks of one diameter."""
     rng = np.random.default_rng(seed)
     labels = np.zeros(shape, np.int32)
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     placed = 0
     for _ in range(500):
         cy, cx = rng.uniform(diameter, shape[0] - diameter), rng.uniform(diameter, shape[1] - diameter)
@@ -48,13 +53,18 @@ def random_model(folder, net_diameter=20.0, scale=None, widths=(8, 16)):
     settings = {"widths": list(widths), "scale": scale, "method_config": {}}
     if scale is None:
         settings["net_diameter"] = net_diameter
-    exported = ExportedModel(job="particles", model="center-offset", settings=settings,
-                             state={"modules": {"net": net.state_dict()}})
+    exported = ExportedModel(
+        job="particles",
+        model="center-offset",
+        settings=settings,
+        state={"modules": {"net": net.state_dict()}},
+    )
     write_model(folder, exported)
     return folder
 
 
 # -- automatic size ------------------------------------------------------------------------------
+
 
 def test_median_diameter_and_scale():
     labels = disks((200, 200), 30, n=5)
@@ -125,8 +135,21 @@ def test_diameter_option_fixes_the_scale(tmp_path):
 def test_predict_prints_and_stores_the_diameter_and_scale(tmp_path, capsys):
     image, _ = make_scene(np.random.default_rng(1), 128, 160, n=8)
     write_image(tmp_path / "in" / "a.png", image)
-    assert cli(["particles", "predict", tmp_path / "in", "--out", tmp_path / "p", "--diameter", "25",
-                "--no-overlays"]) == 0
+    assert (
+        cli(
+            [
+                "particles",
+                "predict",
+                tmp_path / "in",
+                "--out",
+                tmp_path / "p",
+                "--diameter",
+                "25",
+                "--no-overlays",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "a.png: diameter 25.0 px (given (--diameter)), scale 0.8" in out
     summary = json.loads((tmp_path / "p" / "prediction.json").read_text())
@@ -134,6 +157,7 @@ def test_predict_prints_and_stores_the_diameter_and_scale(tmp_path, capsys):
 
 
 # -- polarity: one model, either polarity, no flag ---------------------------------------------
+
 
 def test_inverted_image_segments_the_same_particles():
     torch.set_num_threads(1)
@@ -148,13 +172,36 @@ def test_inverted_image_segments_the_same_particles():
 
 # -- fine-tuning ---------------------------------------------------------------------------------
 
+
 def test_init_starts_from_the_model_weights_and_says_how_it_validates(tmp_path, capsys):
     from micrometry.particles.models.base import read_particle_model
 
     model = random_model(tmp_path / "m")
     data = write_coco_folder(tmp_path / "coco", n_images=3, height=96, width=128, n=8)
-    assert cli(["particles", "train", data, "--out", tmp_path / "run", "--init", model, "--epochs", "1",
-                "--steps-per-epoch", "1", "--batch-size", "2", "--crop", "64", "--threads", "1"]) == 0
+    assert (
+        cli(
+            [
+                "particles",
+                "train",
+                data,
+                "--out",
+                tmp_path / "run",
+                "--init",
+                model,
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--batch-size",
+                "2",
+                "--crop",
+                "64",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "validation holds out the right-hand 20 %" in err  # the console, not only log.txt
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -175,14 +222,29 @@ def test_init_starts_from_the_model_weights_and_says_how_it_validates(tmp_path, 
 def test_init_refuses_another_architecture(tmp_path, capsys):
     model = random_model(tmp_path / "m")
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=64, width=64, n=3)
-    assert cli(["particles", "train", data, "--out", tmp_path / "run", "--init", model,
-                "--model", "unet-watershed"]) == 2
+    assert (
+        cli(
+            [
+                "particles",
+                "train",
+                data,
+                "--out",
+                tmp_path / "run",
+                "--init",
+                model,
+                "--model",
+                "unet-watershed",
+            ]
+        )
+        == 2
+    )
     assert "is a 'center-offset' model, not 'unet-watershed'" in capsys.readouterr().err
     assert cli(["particles", "train", data, "--out", tmp_path / "run2", "--init", tmp_path / "nothing"]) == 2
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
 
 
 # -- measure / compare given photos --------------------------------------------------------------
+
 
 def write_photos(folder, n=2, seed=0):
     rng = np.random.default_rng(seed)
@@ -225,25 +287,38 @@ def test_label_images_are_still_measured(tmp_path):
 
 # -- evaluate ------------------------------------------------------------------------------------
 
+
 def truth_and_results(tmp_path, ids=(10, 20), categories=({"id": 1, "name": "particle"},)):
     """Truth with the given image ids (files b.png, a.png) and perfect results numbered 1, 2 by sorted name."""
     rng = np.random.default_rng(0)
     images, annotations, results, pred_images = [], [], [], []
     names = ["b.png", "a.png"]
-    for image_id, name in zip(ids, names):
+    for image_id, name in zip(ids, names, strict=False):
         _, labels = make_scene(rng, 64, 80, n=5)
         images.append({"id": image_id, "file_name": name, "height": 64, "width": 80})
         for k, rle in enumerate(labels_to_rles(labels)):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "segmentation": rle,
-                                "iscrowd": 0, "category_id": categories[k % len(categories)]["id"]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "segmentation": rle,
+                    "iscrowd": 0,
+                    "category_id": categories[k % len(categories)]["id"],
+                }
+            )
         pred_id = sorted(names).index(name) + 1
         pred_images.append({"id": pred_id, "file_name": name, "height": 64, "width": 80})
         results.extend(instances_to_results(pred_id, labels, np.full(labels.max(), 0.9, np.float32)))
-    write_json(tmp_path / "truth.json", {"images": images, "annotations": annotations, "categories": list(categories)})
+    write_json(
+        tmp_path / "truth.json",
+        {"images": images, "annotations": annotations, "categories": list(categories)},
+    )
     (tmp_path / "pred").mkdir()
     write_json(tmp_path / "pred" / "results.json", results)
-    write_json(tmp_path / "pred" / "images.json", {"images": pred_images, "annotations": [],
-                                                   "categories": [{"id": 1, "name": "particle"}]})
+    write_json(
+        tmp_path / "pred" / "images.json",
+        {"images": pred_images, "annotations": [], "categories": [{"id": 1, "name": "particle"}]},
+    )
     return tmp_path / "truth.json", tmp_path / "pred"
 
 
@@ -261,7 +336,9 @@ def test_evaluate_matches_images_by_file_name_when_ids_disagree(tmp_path, capsys
 
 
 def test_evaluate_is_class_agnostic_with_a_warning_for_several_truth_categories(tmp_path, capsys):
-    truth, pred = truth_and_results(tmp_path, ids=(1, 2), categories=({"id": 1, "name": "a"}, {"id": 2, "name": "b"}))
+    truth, pred = truth_and_results(
+        tmp_path, ids=(1, 2), categories=({"id": 1, "name": "a"}, {"id": 2, "name": "b"})
+    )
     # same ids, but file names swapped relative to sorted order: matched by name too
     code, metrics, err = evaluate_json(capsys, pred, truth)
     assert code == 0 and metrics["segm"]["AP"] > 0.95
@@ -284,6 +361,7 @@ def test_evaluate_refuses_unmatched_categories_and_missing_scores(tmp_path, caps
 
 # -- unreadable or non-2-D files in a batch; implausible results ---------------------------------
 
+
 def test_predict_skips_unreadable_and_3d_files_and_counts_them(tmp_path, capsys):
     import tifffile
 
@@ -291,14 +369,29 @@ def test_predict_skips_unreadable_and_3d_files_and_counts_them(tmp_path, capsys)
     write_image(tmp_path / "in" / "a.png", image)
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG not really")
     tifffile.imwrite(tmp_path / "in" / "stack.tif", np.zeros((5, 40, 50), np.uint8))
-    assert cli(["particles", "predict", tmp_path / "in", "--out", tmp_path / "p", "--model", "watershed"]) == 0
+    assert (
+        cli(["particles", "predict", tmp_path / "in", "--out", tmp_path / "p", "--model", "watershed"]) == 0
+    )
     captured = capsys.readouterr()
     assert "2 skipped" in captured.out
     assert "broken.png: skipped" in captured.err and "stack.tif: skipped" in captured.err
     summary = json.loads((tmp_path / "p" / "prediction.json").read_text())
     assert summary["images"] == 1 and len(summary["skipped"]) == 2
-    assert cli(["particles", "predict", tmp_path / "in", "--out", tmp_path / "q", "--strict",
-                "--model", "watershed"]) == 2
+    assert (
+        cli(
+            [
+                "particles",
+                "predict",
+                tmp_path / "in",
+                "--out",
+                tmp_path / "q",
+                "--strict",
+                "--model",
+                "watershed",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "q").exists()
 
 

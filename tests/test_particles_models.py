@@ -20,6 +20,7 @@ def cli(args):
 
 # -- targets and decoders: perfect maps give back the true instances -------------------------
 
+
 def _same_partition(a, b):
     """Label images equal up to renumbering."""
     pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
@@ -40,15 +41,20 @@ def test_centre_offsets_decode_back_to_the_true_touching_instances():
     _, labels = make_scene(np.random.default_rng(3), 96, 128, n=14)
     offsets, heat = targets.centre_offsets_and_heat(labels)
     assert (heat == 1).sum() >= labels.max() - 1  # one positive per (convex enough) particle
-    decoded, scores = instances_from_centres((labels > 0).astype(np.float32), heat, offsets,
-                                             peak_radius=2, min_area=1)
+    decoded, scores = instances_from_centres(
+        (labels > 0).astype(np.float32), heat, offsets, peak_radius=2, min_area=1
+    )
     assert decoded.max() == labels.max() and scores.shape == (labels.max(),)
     assert _same_partition(decoded, labels)
 
 
 def test_watershed_decodes_perfect_distance_maps():
     _, labels = make_scene(np.random.default_rng(4), 96, 128, n=10)
-    fg, boundary, distance = targets.foreground(labels), targets.boundaries(labels), targets.normalised_distance(labels)
+    fg, boundary, distance = (
+        targets.foreground(labels),
+        targets.boundaries(labels),
+        targets.normalised_distance(labels),
+    )
     assert distance.max() == pytest.approx(1.0) and distance[labels == 0].max() == 0
     decoded, _ = watershed_from_maps(fg, boundary, distance, min_area=1)
     # crescents left by occlusion can split in two: that is the watershed's weakness, not a bug
@@ -56,6 +62,7 @@ def test_watershed_decodes_perfect_distance_maps():
 
 
 # -- training ---------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["center-offset", "unet-watershed"])
@@ -80,8 +87,30 @@ def test_trained_run_segments_new_images_through_load_segmenter(trained_run):
 def test_train_and_predict_commands(tmp_path):
     data = write_coco_folder(tmp_path / "coco", n_images=3, height=96, width=128, n=8)
     out = tmp_path / "run"
-    assert cli(["particles", "train", data, "--out", out, "--model", "unet-watershed", "--epochs", "2",
-                "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "64", "--scale", "1"]) == 0
+    assert (
+        cli(
+            [
+                "particles",
+                "train",
+                data,
+                "--out",
+                out,
+                "--model",
+                "unet-watershed",
+                "--epochs",
+                "2",
+                "--steps-per-epoch",
+                "2",
+                "--batch-size",
+                "2",
+                "--crop",
+                "64",
+                "--scale",
+                "1",
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "unet-watershed" and config["settings"]["scale"] == 1.0
     assert (out / "checkpoints" / "best.pt").is_file() and (out / "metrics.json").is_file()
@@ -96,6 +125,7 @@ def test_train_and_predict_commands(tmp_path):
 
 
 # -- bad input: one line, exit code 2, nothing left behind -----------------------------------
+
 
 def test_unknown_model_and_bad_dataset_are_clear_errors(tmp_path, capsys):
     data = write_coco_folder(tmp_path / "coco", n_images=1, height=64, width=64, n=3)
@@ -119,8 +149,12 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="corrupt"):
         load_segmenter(run)
     write_coco_folder(tmp_path / "coco", n_images=1, height=64, width=64, n=3)
-    assert cli(["particles", "predict", tmp_path / "coco" / "images", "--model", run,
-                "--out", tmp_path / "pred"]) == 2
+    assert (
+        cli(
+            ["particles", "predict", tmp_path / "coco" / "images", "--model", run, "--out", tmp_path / "pred"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "corrupt or unreadable checkpoint" in err[0]
     assert not (tmp_path / "pred").exists()
@@ -138,8 +172,21 @@ def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys, trained_run):
         load_segmenter(run)
     # resuming a run with another --model
     data = write_coco_folder(tmp_path / "coco", n_images=1, height=64, width=64, n=3)
-    assert cli(["particles", "train", data, "--out", trained_run("unet-watershed"), "--resume",
-                "--model", "center-offset"]) == 2
+    assert (
+        cli(
+            [
+                "particles",
+                "train",
+                data,
+                "--out",
+                trained_run("unet-watershed"),
+                "--resume",
+                "--model",
+                "center-offset",
+            ]
+        )
+        == 2
+    )
     assert "run was trained with model 'unet-watershed', not 'center-offset'" in capsys.readouterr().err
     # a plain torch file is not a model checkpoint
     torch.save({"net": {}}, run / "checkpoints" / "best.pt")
@@ -161,13 +208,29 @@ def test_watershed_refuses_learned_model_options():
 
 # -- maskrcnn and cascade-maskrcnn: plain PyTorch, through the shared loop, tiling and export ----
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["maskrcnn", "cascade-maskrcnn"])
 def test_detectors_train_resume_export_and_predict(tmp_path, model):
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=96, width=128, n=8)
     out = tmp_path / "run"
-    args = ["particles", "train", data, "--model", model, "--out", out, "--steps-per-epoch", "2",
-            "--batch-size", "2", "--crop", "64", "--scale", "1"]
+    args = [
+        "particles",
+        "train",
+        data,
+        "--model",
+        model,
+        "--out",
+        out,
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "2",
+        "--crop",
+        "64",
+        "--scale",
+        "1",
+    ]
     assert cli([*args, "--epochs", "1"]) == 0
     assert cli([*args, "--epochs", "2", "--resume"]) == 0
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
@@ -181,12 +244,15 @@ def test_detectors_train_resume_export_and_predict(tmp_path, model):
     exported = load_segmenter(tmp_path / "exported").segment(image)
     assert np.array_equal(exported.labels, load_segmenter(out).segment(image).labels)
     pred = tmp_path / "pred"
-    assert cli(["particles", "predict", data / "images", "--model", f"{out},{out}", "--out", pred, "--tta"]) == 0
+    assert (
+        cli(["particles", "predict", data / "images", "--model", f"{out},{out}", "--out", pred, "--tta"]) == 0
+    )
     meta = json.loads((pred / "prediction.json").read_text())
     assert [m["weight"] for m in meta["members"]] == [1.0, 1.0] and meta["members"][0]["tta"]["flips"]
 
 
 # -- the shipped checkpoint ----------------------------------------------------------------------
+
 
 def test_shipped_checkpoint_is_the_default_and_segments(tmp_path):
     from micrometry.particles.models.base import DEFAULT_MODEL, shipped_model_dir, shipped_model_name

@@ -31,18 +31,29 @@ BRIGHT_PARTICLES = {"phase-negative", "fluorescence", "darkfield"}
 
 def small(**population) -> SuspensionParams:
     """A small frame at full-frame density (so it holds enough particles to measure)."""
-    return SuspensionParams(height=H, width=W, population=PopulationParams(count_range=(640, 1600), **population))
+    return SuspensionParams(
+        height=H, width=W, population=PopulationParams(count_range=(640, 1600), **population)
+    )
 
 
 def clean(mode: str) -> SuspensionParams:
     """A scene to check truth against pixels: no debris, no defocus, no transparent particles, no noise."""
     return SuspensionParams(
-        height=H, width=W, modes=(mode,),
-        population=PopulationParams(count_range=(300, 300), size_range_px=(12.0, 28.0), size_median_px=18.0,
-                                    transparent_fraction=0.0, cluster_fraction=0.0),
+        height=H,
+        width=W,
+        modes=(mode,),
+        population=PopulationParams(
+            count_range=(300, 300),
+            size_range_px=(12.0, 28.0),
+            size_median_px=18.0,
+            transparent_fraction=0.0,
+            cluster_fraction=0.0,
+        ),
         optics=OpticsParams(defocus_max_sigma_px=0.0, full_well=1e7, read_noise_dn=0.0),
-        distractors=DistractorParams(bubbles_range=(0, 0), specks_range=(0, 0), fibres_range=(0, 0),
-                                     ghosts_range=(0, 0)))
+        distractors=DistractorParams(
+            bubbles_range=(0, 0), specks_range=(0, 0), fibres_range=(0, 0), ghosts_range=(0, 0)
+        ),
+    )
 
 
 def test_modes_table_covers_both_polarities():
@@ -111,7 +122,9 @@ def test_default_mode_is_brightfield_and_mode_does_not_change_the_scene():
     params = small()
     default = render_image(params, image_rng(3, "train", 0))
     assert default.mode == "brightfield"
-    np.testing.assert_array_equal(default.image, render_image(params, image_rng(3, "train", 0), "brightfield").image)
+    np.testing.assert_array_equal(
+        default.image, render_image(params, image_rng(3, "train", 0), "brightfield").image
+    )
     # the particles are drawn from the same stream in every mode: same outlines, other pixels
     fluo = render_image(params, image_rng(3, "train", 0), "fluorescence")
     assert [p["X"] for p in fluo.particles] == [p["X"] for p in default.particles]
@@ -132,8 +145,12 @@ def test_noise_levels_order_the_background_noise():
 
 def test_size_range_option_sets_the_equivalent_diameters():
     params = with_options(small(), size_range_px=(8.0, 150.0))
-    d = np.concatenate([[p["EqDiameter"] for p in render_image(params, image_rng(5, "train", i)).particles]
-                        for i in range(4)])
+    d = np.concatenate(
+        [
+            [p["EqDiameter"] for p in render_image(params, image_rng(5, "train", i)).particles]
+            for i in range(4)
+        ]
+    )
     assert d.min() >= 8.0 - 1e-6 and d.max() <= 150.0 + 1e-6
     assert d.min() < 14 and d.max() > 80  # the whole range is used, not just the middle
     with pytest.raises(ValueError, match="min < max"):
@@ -144,17 +161,22 @@ def test_density_presets_order_the_covered_area():
     covered = {}
     for density in ("sparse", "normal", "crowded"):
         params = with_options(SuspensionParams(height=256, width=320), density=density)
-        covered[density] = np.mean([(render_image(params, image_rng(6, "train", i)).labels > 0).mean()
-                                    for i in range(3)])
+        covered[density] = np.mean(
+            [(render_image(params, image_rng(6, "train", i)).labels > 0).mean() for i in range(3)]
+        )
     assert covered["sparse"] < covered["normal"] < covered["crowded"]
     assert covered["crowded"] > 0.15
     touching = with_options(SuspensionParams(height=256, width=320), density="touching")
     r = render_image(touching, image_rng(6, "train", 0))
     labels = r.labels
-    touches = [np.isin(labels[ndi.binary_dilation(labels == k, iterations=2)], (0, k), invert=True).any()
-               for k in range(1, labels.max() + 1)]
+    touches = [
+        np.isin(labels[ndi.binary_dilation(labels == k, iterations=2)], (0, k), invert=True).any()
+        for k in range(1, labels.max() + 1)
+    ]
     assert np.mean(touches) > 0.6  # most particles touch another one ...
-    assert np.median([row["visible_fraction"] for row in r.particles if not row["border_cut"]]) > 0.85  # barely hidden
+    assert (
+        np.median([row["visible_fraction"] for row in r.particles if not row["border_cut"]]) > 0.85
+    )  # barely hidden
 
 
 def _mask(seg, h, w):
@@ -214,9 +236,31 @@ def test_occlusion_shows_the_top_particle_where_the_truth_gives_it_the_pixels(mo
 
 def test_cli_mix_writes_and_records_each_images_mode(tmp_path):
     out, truth = tmp_path / "syn", tmp_path / "truth"
-    args = ["synth", "particles", str(out), "--truth", str(truth), "--n-train", "3", "--n-test", "3", "--n-batch", "0",
-            "--height", "128", "--width", "160", "--modes", "brightfield,fluorescence,phase-negative",
-            "--size-range", "10,40", "--noise", "low", "--density", "crowded"]
+    args = [
+        "synth",
+        "particles",
+        str(out),
+        "--truth",
+        str(truth),
+        "--n-train",
+        "3",
+        "--n-test",
+        "3",
+        "--n-batch",
+        "0",
+        "--height",
+        "128",
+        "--width",
+        "160",
+        "--modes",
+        "brightfield,fluorescence,phase-negative",
+        "--size-range",
+        "10,40",
+        "--noise",
+        "low",
+        "--density",
+        "crowded",
+    ]
     assert run(args) == 0
     coco = json.loads((out / "train" / "annotations.json").read_text())
     modes = [im["imaging_mode"] for im in coco["images"]]
@@ -227,37 +271,109 @@ def test_cli_mix_writes_and_records_each_images_mode(tmp_path):
     answers = json.loads((truth / "test_annotations.json").read_text())
     by_image = {im["file_name"]: im["imaging_mode"] for im in answers["images"]}
     assert set(rows["imaging_mode"]) == {"brightfield", "fluorescence", "phase-negative"}
-    assert all(by_image[f] == m for f, m in zip(rows["image"], rows["imaging_mode"]))
+    assert all(by_image[f] == m for f, m in zip(rows["image"], rows["imaging_mode"], strict=False))
     assert rows["EqDiameter"].between(10 - 1e-6, 40 + 1e-6).all()
     config = json.loads((out / "synth_config.json").read_text())
     assert config["params"]["modes"] == ["brightfield", "fluorescence", "phase-negative"]
     assert config["params"]["optics"]["full_well"] == 4000.0
     # image k of a mix is image k of its mode alone: the mix does not change the images
     single = tmp_path / "single"
-    assert run(["synth", "particles", str(single), "--truth", str(tmp_path / "t1"), "--n-train", "3", "--n-test", "0",
-                "--n-batch", "0", "--height", "128", "--width", "160", "--mode", "fluorescence",
-                "--size-range", "10,40", "--noise", "low", "--density", "crowded"]) == 0
-    assert (single / "train" / "images" / "train_0001.png").read_bytes() == \
-        (out / "train" / "images" / "train_0001.png").read_bytes()
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(single),
+                "--truth",
+                str(tmp_path / "t1"),
+                "--n-train",
+                "3",
+                "--n-test",
+                "0",
+                "--n-batch",
+                "0",
+                "--height",
+                "128",
+                "--width",
+                "160",
+                "--mode",
+                "fluorescence",
+                "--size-range",
+                "10,40",
+                "--noise",
+                "low",
+                "--density",
+                "crowded",
+            ]
+        )
+        == 0
+    )
+    assert (single / "train" / "images" / "train_0001.png").read_bytes() == (
+        out / "train" / "images" / "train_0001.png"
+    ).read_bytes()
     # the written config reproduces the mix
     again = tmp_path / "again"
-    assert run(["synth", "particles", str(again), "--truth", str(tmp_path / "t2"), "--n-train", "3", "--n-test", "0",
-                "--n-batch", "0", "--height", "128", "--width", "160", "--params", str(out / "synth_config.json")]) == 0
-    assert (again / "train" / "images" / "train_0002.png").read_bytes() == \
-        (out / "train" / "images" / "train_0002.png").read_bytes()
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(again),
+                "--truth",
+                str(tmp_path / "t2"),
+                "--n-train",
+                "3",
+                "--n-test",
+                "0",
+                "--n-batch",
+                "0",
+                "--height",
+                "128",
+                "--width",
+                "160",
+                "--params",
+                str(out / "synth_config.json"),
+            ]
+        )
+        == 0
+    )
+    assert (again / "train" / "images" / "train_0002.png").read_bytes() == (
+        out / "train" / "images" / "train_0002.png"
+    ).read_bytes()
 
 
-@pytest.mark.parametrize("option,value,message", [
-    ("--modes", "brightfield,xray", "unknown imaging mode 'xray'"),
-    ("--noise", "extreme", "unknown noise level 'extreme'"),
-    ("--density", "packed", "unknown density 'packed'"),
-    ("--size-range", "8", "--size-range must be MIN,MAX"),
-    ("--size-range", "50,10", "min < max"),
-])
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("--modes", "brightfield,xray", "unknown imaging mode 'xray'"),
+        ("--noise", "extreme", "unknown noise level 'extreme'"),
+        ("--density", "packed", "unknown density 'packed'"),
+        ("--size-range", "8", "--size-range must be MIN,MAX"),
+        ("--size-range", "50,10", "min < max"),
+    ],
+)
 def test_cli_refuses_bad_options_in_one_line(tmp_path, capsys, option, value, message):
     out = tmp_path / "syn"
-    assert run(["synth", "particles", str(out), "--truth", str(tmp_path / "t"), "--n-train", "1",
-                "--height", "64", "--width", "64", option, value]) == 2
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(out),
+                "--truth",
+                str(tmp_path / "t"),
+                "--n-train",
+                "1",
+                "--height",
+                "64",
+                "--width",
+                "64",
+                option,
+                value,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()

@@ -17,8 +17,9 @@ SMALL = SuspensionParams(height=256, width=320)
 
 def dense_small(**population):
     """A small frame with a full-frame particle density (so the small image is not nearly empty)."""
-    return SuspensionParams(height=256, width=320,
-                            population=PopulationParams(count_range=(640, 1600), **population))
+    return SuspensionParams(
+        height=256, width=320, population=PopulationParams(count_range=(640, 1600), **population)
+    )
 
 
 def test_same_seed_same_image_other_seed_differs():
@@ -51,8 +52,11 @@ def test_every_annotation_rasterises_to_its_visible_mask():
     h, w = r.labels.shape
     for i, ann in enumerate(r.annotations, start=1):
         seg = ann["segmentation"]
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if isinstance(seg, list) else \
-            mask_utils.frPyObjects(seg, h, w)
+        rle = (
+            mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            if isinstance(seg, list)
+            else mask_utils.frPyObjects(seg, h, w)
+        )
         mask = rle_to_mask(rle)
         truth = r.labels == i
         assert (mask & truth).sum() / (mask | truth).sum() > 0.9
@@ -79,8 +83,25 @@ def test_polygon_descriptors_of_an_ellipse():
 
 def test_cli_writes_the_layout_and_valid_coco(tmp_path):
     out, truth = tmp_path / "syn", tmp_path / "truth"
-    args = ["synth", "particles", str(out), "--truth", str(truth), "--n-train", "2", "--n-test", "2",
-            "--n-batch", "2", "--height", "256", "--width", "320", "--seed", "5"]
+    args = [
+        "synth",
+        "particles",
+        str(out),
+        "--truth",
+        str(truth),
+        "--n-train",
+        "2",
+        "--n-test",
+        "2",
+        "--n-batch",
+        "2",
+        "--height",
+        "256",
+        "--width",
+        "320",
+        "--seed",
+        "5",
+    ]
     assert run(args) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a generated dataset needs no repair
@@ -107,8 +128,28 @@ def test_cli_writes_the_layout_and_valid_coco(tmp_path):
 
 def test_batches_differ_as_documented(tmp_path):
     out, truth = tmp_path / "syn", tmp_path / "truth"
-    assert run(["synth", "particles", str(out), "--truth", str(truth), "--n-train", "0", "--n-test", "0",
-                "--n-batch", "2", "--height", "512", "--width", "640"]) == 0
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(out),
+                "--truth",
+                str(truth),
+                "--n-train",
+                "0",
+                "--n-test",
+                "0",
+                "--n-batch",
+                "2",
+                "--height",
+                "512",
+                "--width",
+                "640",
+            ]
+        )
+        == 0
+    )
     a = pd.read_csv(truth / "batches" / "A.csv")
     b = pd.read_csv(truth / "batches" / "B.csv")
     assert b["AR"].median() > a["AR"].median() + 0.3
@@ -118,37 +159,128 @@ def test_batches_differ_as_documented(tmp_path):
 
 def test_bad_output_folders_exit_2_and_leave_nothing(tmp_path, capsys):
     out = tmp_path / "syn"
-    assert run(["synth", "particles", str(out), "--truth", str(out / "truth"), "--n-train", "1",
-                "--height", "64", "--width", "64"]) == 2
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(out),
+                "--truth",
+                str(out / "truth"),
+                "--n-train",
+                "1",
+                "--height",
+                "64",
+                "--width",
+                "64",
+            ]
+        )
+        == 2
+    )
     assert "separate" in capsys.readouterr().err
     assert not out.exists()
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    assert run(["synth", "particles", str(out), "--truth", str(tmp_path / "t"), "--n-train", "1",
-                "--height", "64", "--width", "64"]) == 2
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(out),
+                "--truth",
+                str(tmp_path / "t"),
+                "--n-train",
+                "1",
+                "--height",
+                "64",
+                "--width",
+                "64",
+            ]
+        )
+        == 2
+    )
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and not (tmp_path / "t").exists()
 
 
 def test_params_file_overrides_knobs_and_rejects_unknown_names(tmp_path, capsys):
     params = tmp_path / "p.json"
-    params.write_text(json.dumps({"population": {"count_range": [2, 2], "transparent_fraction": 0.0},
-                                  "distractors": {"specks_range": [0, 0]}}))
+    params.write_text(
+        json.dumps(
+            {
+                "population": {"count_range": [2, 2], "transparent_fraction": 0.0},
+                "distractors": {"specks_range": [0, 0]},
+            }
+        )
+    )
     out, truth = tmp_path / "syn", tmp_path / "truth"
-    assert run(["synth", "particles", str(out), "--truth", str(truth), "--n-train", "0", "--n-test", "1",
-                "--n-batch", "0", "--height", "1024", "--width", "1280", "--params", str(params)]) == 0
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(out),
+                "--truth",
+                str(truth),
+                "--n-train",
+                "0",
+                "--n-test",
+                "1",
+                "--n-batch",
+                "0",
+                "--height",
+                "1024",
+                "--width",
+                "1280",
+                "--params",
+                str(params),
+            ]
+        )
+        == 0
+    )
     rows = pd.read_csv(truth / "test_particles.csv")
     assert len(rows) == 2 and not rows["transparent"].any()
     config = json.loads((out / "synth_config.json").read_text())
     assert config["params"]["population"]["count_range"] == [2, 2]
     # the written config is itself a valid parameter file
-    assert run(["synth", "particles", str(tmp_path / "o2"), "--truth", str(tmp_path / "t2"), "--n-train", "0",
-                "--n-test", "1", "--n-batch", "0", "--params", str(out / "synth_config.json")]) == 0
-    assert (tmp_path / "o2" / "test" / "images" / "test_0000.png").read_bytes() == \
-        (out / "test" / "images" / "test_0000.png").read_bytes()
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(tmp_path / "o2"),
+                "--truth",
+                str(tmp_path / "t2"),
+                "--n-train",
+                "0",
+                "--n-test",
+                "1",
+                "--n-batch",
+                "0",
+                "--params",
+                str(out / "synth_config.json"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "o2" / "test" / "images" / "test_0000.png").read_bytes() == (
+        out / "test" / "images" / "test_0000.png"
+    ).read_bytes()
     params.write_text(json.dumps({"optics": {"shininess": 3}}))
-    assert run(["synth", "particles", str(tmp_path / "o3"), "--truth", str(tmp_path / "t3"),
-                "--params", str(params)]) == 2
+    assert (
+        run(
+            [
+                "synth",
+                "particles",
+                str(tmp_path / "o3"),
+                "--truth",
+                str(tmp_path / "t3"),
+                "--params",
+                str(params),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "unknown optics parameter(s) shininess" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o3").exists()

@@ -43,7 +43,7 @@ class Parsed(HTMLParser):
             src = attrs.get("src", "")
             prefix = "data:image/png;base64,"
             if src.startswith(prefix):
-                self.images.append(base64.b64decode(src[len(prefix):]))
+                self.images.append(base64.b64decode(src[len(prefix) :]))
             else:
                 self.external.append(src)
         for key in ("href", "src"):
@@ -52,7 +52,7 @@ class Parsed(HTMLParser):
         if tag == "a" and attrs.get("download"):
             prefix = "data:text/csv;charset=utf-8;base64,"
             assert attrs["href"].startswith(prefix)
-            self.downloads[attrs["download"]] = base64.b64decode(attrs["href"][len(prefix):])
+            self.downloads[attrs["download"]] = base64.b64decode(attrs["href"][len(prefix) :])
         if tag == "nav":
             self._in_nav = True
 
@@ -102,7 +102,7 @@ def write_label_folder(folder, n=2):
         labels = np.zeros((96, 128), np.uint16)
         for k in range(1, 9):
             r, c = rng.integers(10, 86), rng.integers(10, 118)
-            labels[max(r - 5, 0):r + 5, max(c - 7, 0):c + 7] = k
+            labels[max(r - 5, 0) : r + 5, max(c - 7, 0) : c + 7] = k
         write_image(folder / f"im{i}.png", labels)
         write_image(folder.parent / "gray" / f"im{i}.png", (labels > 0).astype(np.uint8) * 180 + 20)
 
@@ -137,11 +137,30 @@ def test_compare_report(tmp_path):
     rng = np.random.default_rng(0)
     for name, shift in (("a", 0.0), ("b", 0.4)):
         eq = rng.lognormal(2, 0.3, 300)
-        pd.DataFrame({"EqDiam": eq, "AR": 1.2 + shift + rng.gamma(2, 0.1, 300), "Circ.": rng.beta(20, 2, 300),
-                      "Unit": "um"}).to_csv(tmp_path / f"{name}.csv", index=False)
+        pd.DataFrame(
+            {
+                "EqDiam": eq,
+                "AR": 1.2 + shift + rng.gamma(2, 0.1, 300),
+                "Circ.": rng.beta(20, 2, 300),
+                "Unit": "um",
+            }
+        ).to_csv(tmp_path / f"{name}.csv", index=False)
     cmp = tmp_path / "cmp"
-    assert run(["particles", "compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(cmp),
-                "--n-boot", "100"]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "compare",
+                str(tmp_path / "a.csv"),
+                str(tmp_path / "b.csv"),
+                "--out",
+                str(cmp),
+                "--n-boot",
+                "100",
+            ]
+        )
+        == 0
+    )
     parsed = parse(cmp / "report.html")
     assert len(parsed.images) >= 3 and "Verdict" in parsed.headings
     assert detect(cmp) == "compare"
@@ -179,8 +198,21 @@ def test_depth_report(tmp_path):
     every = np.concatenate(list(errors.values()))
     assert table.loc["all", "RMSE"] == pytest.approx(np.sqrt(np.mean(every**2)))
     out = tmp_path / "depth.html"
-    assert run(["report", str(tmp_path / "pred"), "--sem", str(tmp_path / "SEM"), "--truth",
-                str(tmp_path / "Depth"), "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "report",
+                str(tmp_path / "pred"),
+                "--sem",
+                str(tmp_path / "SEM"),
+                "--truth",
+                str(tmp_path / "Depth"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     parsed = parse(out)
     # RMSE bars, predicted-vs-true + Bland-Altman, sample grid, metrology per case, 3-D surface
     assert len(parsed.images) == 5 and parsed.external == []
@@ -201,8 +233,9 @@ def test_depth_report_without_truth_or_sem(tmp_path):
     assert "true depth" not in " ".join(parsed.captions)
 
 
-@pytest.mark.parametrize("case", ["missing", "bad_suffix", "empty_folder", "exists", "wrong_file", "bad_truth",
-                                  "bad_pixel_size"])
+@pytest.mark.parametrize(
+    "case", ["missing", "bad_suffix", "empty_folder", "exists", "wrong_file", "bad_truth", "bad_pixel_size"]
+)
 def test_report_bad_inputs_exit_2(case, tmp_path, capsys):
     write_depth_case(tmp_path, np.random.default_rng(2), n_per_case=1)
     source, out, extra = tmp_path / "pred", tmp_path / "r.html", []
@@ -241,21 +274,39 @@ def test_depth_report_flat_folder_with_cases_csv(tmp_path):
         depth = np.full((72, 48), 140 + 10 * (i % 2), np.uint8)
         depth[20:50, 14:34] = 30
         write_image(tmp_path / "truth" / f"{i:06d}.png", depth)
-        write_image(tmp_path / "pred" / f"{i:06d}.png", np.clip(depth + rng.integers(-2, 3, depth.shape), 0, 255)
-                    .astype(np.uint8))
+        write_image(
+            tmp_path / "pred" / f"{i:06d}.png",
+            np.clip(depth + rng.integers(-2, 3, depth.shape), 0, 255).astype(np.uint8),
+        )
         rows.append({"file": f"{i:06d}.png", "case": 1 + i % 2})
     pd.DataFrame(rows).to_csv(tmp_path / "cases.csv", index=False)
     flat = rmse_table(load_depth_samples(tmp_path / "pred", truth_dir=tmp_path / "truth"))
     assert list(flat["case"]) == ["all"]
     from micrometry.report.depth import read_cases
 
-    by_case = rmse_table(load_depth_samples(tmp_path / "pred", truth_dir=tmp_path / "truth",
-                                            cases=read_cases(tmp_path / "cases.csv")))
+    by_case = rmse_table(
+        load_depth_samples(
+            tmp_path / "pred", truth_dir=tmp_path / "truth", cases=read_cases(tmp_path / "cases.csv")
+        )
+    )
     assert list(by_case["case"]) == ["Case_1", "Case_2", "all"]
     assert list(by_case["images"]) == [2, 2, 4]
     out = tmp_path / "r.html"
-    assert run(["report", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"), "--cases",
-                str(tmp_path / "cases.csv"), "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "report",
+                str(tmp_path / "pred"),
+                "--truth",
+                str(tmp_path / "truth"),
+                "--cases",
+                str(tmp_path / "cases.csv"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "Case_2" in parse(out).cells
 
 
@@ -286,15 +337,33 @@ def test_report_contents_key_results_and_full_csv(tmp_path):
     full = read_download(parsed, "rows.csv")
     assert list(full["name"]) == list(df["name"])
     assert np.allclose(full["x_nm"], df["x_nm"], rtol=1e-5, equal_nan=True)
-    assert ",nan" not in parsed.downloads["rows.csv"].decode() and "r3,\n" not in parsed.downloads["rows.csv"].decode()
+    assert (
+        ",nan" not in parsed.downloads["rows.csv"].decode()
+        and "r3,\n" not in parsed.downloads["rows.csv"].decode()
+    )
     assert b"\nr3\n" not in parsed.downloads["rows.csv"] and b"\n,r3\n" in parsed.downloads["rows.csv"]
 
 
 def test_depth_report_bland_altman_with_truth_and_metrology_csv(tmp_path):
     write_depth_case(tmp_path, np.random.default_rng(0))
     out = tmp_path / "depth.html"
-    assert run(["report", str(tmp_path / "pred"), "--sem", str(tmp_path / "SEM"), "--truth",
-                str(tmp_path / "Depth"), "--nm-per-px", "3", "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "report",
+                str(tmp_path / "pred"),
+                "--sem",
+                str(tmp_path / "SEM"),
+                "--truth",
+                str(tmp_path / "Depth"),
+                "--nm-per-px",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     parsed = parse(out)
     assert "Predicted against true hole depth" in parsed.headings
     assert any("Bland-Altman" in c for c in parsed.captions)
@@ -329,8 +398,18 @@ def test_depth_report_uses_true_geometry_table(tmp_path):
     (tmp_path / "Depth").rename(tmp_path / "test_depth")
     truth.mkdir()
     (tmp_path / "test_depth").rename(truth / "test_depth")
-    rows = [{"file": f"Depth/{case}/80/b{i}.png", "case": case, "depth_nm": 100.0, "top_cd_x_nm": 40.0,
-             "bottom_cd_x_nm": 20.0, "sidewall_angle_deg": 85.0} for case in ("Case_1", "Case_2") for i in range(2)]
+    rows = [
+        {
+            "file": f"Depth/{case}/80/b{i}.png",
+            "case": case,
+            "depth_nm": 100.0,
+            "top_cd_x_nm": 40.0,
+            "bottom_cd_x_nm": 20.0,
+            "sidewall_angle_deg": 85.0,
+        }
+        for case in ("Case_1", "Case_2")
+        for i in range(2)
+    ]
     pd.DataFrame(rows).to_csv(truth / "test_geometry.csv", index=False)
     from micrometry.report.depth import depth_report, load_depth_samples, metrology_table, true_metrology
 
@@ -361,8 +440,22 @@ def test_old_and_new_column_names_read_alike():
 def test_particle_report_from_table_with_unit_names(tmp_path):
     write_label_folder(tmp_path / "labels")
     table = tmp_path / "m.csv"
-    assert run(["particles", "measure", str(tmp_path / "labels"), "--out", str(table), "--pixel-size", "0.5",
-                "--unit", "um"]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "measure",
+                str(tmp_path / "labels"),
+                "--out",
+                str(table),
+                "--pixel-size",
+                "0.5",
+                "--unit",
+                "um",
+            ]
+        )
+        == 0
+    )
     particles = pd.read_csv(table)  # particles measure names the units in its columns
     assert {"Area_um2", "Feret_um", "Perim_um"} <= set(particles.columns) and "Unit" not in particles.columns
     out = tmp_path / "r.html"
@@ -415,8 +508,21 @@ def test_particle_report_ids_and_truth(tmp_path):
     truth = pd.read_csv(table).iloc[::3]
     truth.to_csv(tmp_path / "truth.csv", index=False)
     out = tmp_path / "r.html"
-    assert run(["report", str(table), "--images", str(tmp_path / "gray"), "--truth", str(tmp_path / "truth.csv"),
-                "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "report",
+                str(table),
+                "--images",
+                str(tmp_path / "gray"),
+                "--truth",
+                str(tmp_path / "truth.csv"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     parsed = parse(out)
     assert "D50 error vs truth" in parsed.key_labels
     compared = read_download(parsed, "psd_vs_truth.csv")
@@ -450,11 +556,25 @@ def test_compare_report_rewords_old_verdicts(tmp_path):
     """An older compare folder's 'no significant change (... p<0.001 ...)' is reworded from its numbers."""
     rng = np.random.default_rng(1)
     for name, sigma in (("a", 0.25), ("b", 0.45)):
-        pd.DataFrame({"EqDiam": rng.lognormal(2, sigma, 3000), "Circ.": rng.beta(20, 2, 3000), "Unit": "um"}) \
-            .to_csv(tmp_path / f"{name}.csv", index=False)
+        pd.DataFrame(
+            {"EqDiam": rng.lognormal(2, sigma, 3000), "Circ.": rng.beta(20, 2, 3000), "Unit": "um"}
+        ).to_csv(tmp_path / f"{name}.csv", index=False)
     cmp = tmp_path / "cmp"
-    assert run(["particles", "compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(cmp),
-                "--n-boot", "100"]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "compare",
+                str(tmp_path / "a.csv"),
+                str(tmp_path / "b.csv"),
+                "--out",
+                str(cmp),
+                "--n-boot",
+                "100",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(cmp / "compare.csv")
     table["verdict"] = "old wording: no significant change (p<0.001)"
     table.to_csv(cmp / "compare.csv", index=False)

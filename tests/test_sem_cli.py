@@ -88,8 +88,18 @@ def _break_truncated(d):
     return "truncated"
 
 
-@pytest.mark.parametrize("breaker", [_break_missing_itr, _break_missing_depth, _break_csv_header, _break_csv_value,
-                                     _break_site_without_row, _break_image_size, _break_truncated])
+@pytest.mark.parametrize(
+    "breaker",
+    [
+        _break_missing_itr,
+        _break_missing_depth,
+        _break_csv_header,
+        _break_csv_value,
+        _break_site_without_row,
+        _break_image_size,
+        _break_truncated,
+    ],
+)
 def test_each_defect_is_reported(broken, breaker, capsys):
     expected = breaker(broken)
     assert run(["sem", "info", str(broken)]) == 2

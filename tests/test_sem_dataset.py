@@ -10,8 +10,11 @@ from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     root = tmp_path_factory.mktemp("semds")
-    write_sem_dataset(root / "d", root / "t", SemSynthConfig(seed=1, n_structures=20, n_sites=4, images_per_site=3,
-                                                             n_test=4))
+    write_sem_dataset(
+        root / "d",
+        root / "t",
+        SemSynthConfig(seed=1, n_structures=20, n_sites=4, images_per_site=3, n_test=4),
+    )
     return index_dataset(root / "d")
 
 

@@ -68,8 +68,12 @@ def test_images_are_72x48_and_real_ones_sometimes_rgb(dataset):
 
 def test_case_depths_share_one_geometry(dataset):
     data, _ = dataset
-    base = next((data / "simulation_data/Depth/Case_1").rglob("*.png")).relative_to(data / "simulation_data/Depth/Case_1")
-    maps = [np.array(Image.open(data / f"simulation_data/Depth/Case_{c}" / base)).astype(int) for c in range(1, 5)]
+    base = next((data / "simulation_data/Depth/Case_1").rglob("*.png")).relative_to(
+        data / "simulation_data/Depth/Case_1"
+    )
+    maps = [
+        np.array(Image.open(data / f"simulation_data/Depth/Case_{c}" / base)).astype(int) for c in range(1, 5)
+    ]
     assert [m.max() for m in maps] == [140, 150, 160, 170]
     assert all(28 <= m.min() <= 32 for m in maps)
     # same hole outline in every case
@@ -102,7 +106,7 @@ def test_rim_is_brighter_than_bottom():
     sem = render_simulated(heights(shapes, 120), SemPhysics(), rng).astype(float)
     rim = (shapes > 0.9) & (shapes < 0.999)
     bottom = shapes < 0.05
-    for image, r, b in zip(sem, rim, bottom):
+    for image, r, b in zip(sem, rim, bottom, strict=False):
         assert image[r].mean() > image[b].mean() + 40
 
 

@@ -12,8 +12,11 @@ from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
 def test_shipped_depth_model_predicts_plausible_depths(tmp_path):
     assert (shipped_model() / "model.json").is_file()
-    write_sem_dataset(tmp_path / "d", tmp_path / "t", SemSynthConfig(seed=5, n_structures=2, n_sites=4,
-                                                                     images_per_site=1, n_test=20))
+    write_sem_dataset(
+        tmp_path / "d",
+        tmp_path / "t",
+        SemSynthConfig(seed=5, n_structures=2, n_sites=4, images_per_site=1, n_test=20),
+    )
     assert run(["depth", "predict", tmp_path / "d", "--out", tmp_path / "pred"]) == 0  # no --model
     names = sorted(p.name for p in (tmp_path / "d/test/SEM").iterdir())
     # one depth map per image, plus the per-image report (90 % interval, OOD flag) of the shipped unet-weak
@@ -33,10 +36,20 @@ def test_shipped_depth_model_flags_images_of_another_tool(tmp_path, capsys):
     """A much blurrier, noisier, more charged tool (the bench's --variant other): warned about."""
     from micrometry.synth.sem_physics import RealDomain
 
-    other = RealDomain(psf_sigma=(1.6, 1.1), dose=18.0, charging=0.09, line_jitter_px=0.55,
-                       escape_length_scale=0.9, gain=62.0, offset=38.0)
-    write_sem_dataset(tmp_path / "d", tmp_path / "t", SemSynthConfig(seed=6, n_structures=2, n_sites=4,
-                                                                     images_per_site=1, n_test=20, real=other))
+    other = RealDomain(
+        psf_sigma=(1.6, 1.1),
+        dose=18.0,
+        charging=0.09,
+        line_jitter_px=0.55,
+        escape_length_scale=0.9,
+        gain=62.0,
+        offset=38.0,
+    )
+    write_sem_dataset(
+        tmp_path / "d",
+        tmp_path / "t",
+        SemSynthConfig(seed=6, n_structures=2, n_sites=4, images_per_site=1, n_test=20, real=other),
+    )
     capsys.readouterr()
     assert run(["depth", "predict", tmp_path / "d", "--out", tmp_path / "pred"]) == 0
     err = capsys.readouterr().err

@@ -22,7 +22,7 @@ class LinearTask(TrainTask):
 
     def train_batches(self, epoch, generator):
         order = torch.randperm(64, generator=generator)
-        return [order[i:i + 16] for i in range(0, 64, 16)]
+        return [order[i : i + 16] for i in range(0, 64, 16)]
 
     def train_step(self, idx):
         loss = nn.functional.mse_loss(self.net(self.x[idx]), self.y[idx])
@@ -50,8 +50,12 @@ def test_resume_equals_uninterrupted(tmp_path):
     run = RunDir.for_training(tmp_path / "resumed")
     fit(LinearTask(), run, LoopConfig(epochs=3, seed=3))  # "killed" after 3 epochs
     # a fresh process would build a freshly initialised task; resume overwrites it
-    resumed = fit(LinearTask(seed=99), RunDir.for_training(tmp_path / "resumed", resume=True),
-                  LoopConfig(epochs=6, seed=3), resume=True)
+    resumed = fit(
+        LinearTask(seed=99),
+        RunDir.for_training(tmp_path / "resumed", resume=True),
+        LoopConfig(epochs=6, seed=3),
+        resume=True,
+    )
     assert resumed["final"]["val_loss"] == pytest.approx(full["final"]["val_loss"], rel=1e-6)
     assert len(resumed["history"]) == 6
 
@@ -76,6 +80,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_time_budget_stops_early(tmp_path):
-    metrics = fit(LinearTask(), RunDir.for_training(tmp_path / "r"),
-                  LoopConfig(epochs=10_000, time_budget_s=0.0))
+    metrics = fit(
+        LinearTask(), RunDir.for_training(tmp_path / "r"), LoopConfig(epochs=10_000, time_budget_s=0.0)
+    )
     assert len(metrics["history"]) == 1

@@ -15,9 +15,9 @@ from micrometry.io.coco import (
     rle_to_mask,
 )
 from micrometry.io.image import read_image, write_image
+from micrometry.particles.evaluate import evaluate
 from micrometry.particles.models.base import DEFAULT_MODEL
 from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
-from micrometry.particles.evaluate import evaluate
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
 from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 from micrometry.synth.particle_shapes import PopulationParams
@@ -76,14 +76,39 @@ def test_load_segmenter_names_and_protocol(tmp_path, capsys):
     assert len(out) == 2 and all(isinstance(o, Instances) for o in out)
     (tmp_path / "imgs").mkdir()
     write_image(tmp_path / "imgs" / "a.png", image)
-    assert run(["particles", "predict", str(tmp_path / "imgs"), "--model", "nonsense", "--out", str(tmp_path / "p")]) == 2
+    assert (
+        run(
+            [
+                "particles",
+                "predict",
+                str(tmp_path / "imgs"),
+                "--model",
+                "nonsense",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "unknown particle model 'nonsense'" in err and "watershed" in err
     assert not (tmp_path / "p").exists()
     # a folder that is not a run
     (tmp_path / "notarun").mkdir()
-    assert run(["particles", "predict", str(tmp_path / "imgs"), "--model", str(tmp_path / "notarun"),
-                "--out", str(tmp_path / "p")]) == 2
+    assert (
+        run(
+            [
+                "particles",
+                "predict",
+                str(tmp_path / "imgs"),
+                "--model",
+                str(tmp_path / "notarun"),
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 2
+    )
     assert "config.json" in capsys.readouterr().err
 
 
@@ -117,12 +142,26 @@ def test_predict_writes_the_pred_folder(tmp_path, image_folder, capsys):
 
 
 def test_predict_with_images_json_uses_its_ids(tmp_path, image_folder):
-    listing = {"images": [{"id": 7, "file_name": "b.png", "height": H, "width": W}],
-               "categories": [{"id": 1, "name": "Normal"}]}
+    listing = {
+        "images": [{"id": 7, "file_name": "b.png", "height": H, "width": W}],
+        "categories": [{"id": 1, "name": "Normal"}],
+    }
     (tmp_path / "images.json").write_text(json.dumps(listing))
     out = tmp_path / "pred"
-    assert run(["particles", "predict", str(image_folder), "--out", str(out),
-                "--images-json", str(tmp_path / "images.json")]) == 0
+    assert (
+        run(
+            [
+                "particles",
+                "predict",
+                str(image_folder),
+                "--out",
+                str(out),
+                "--images-json",
+                str(tmp_path / "images.json"),
+            ]
+        )
+        == 0
+    )
     assert {r["image_id"] for r in json.loads((out / "results.json").read_text())} == {7}
     assert not (out / "images.json").exists()
     assert not (out / "labels" / "a.png").exists()
@@ -132,8 +171,20 @@ def test_predict_bad_inputs_exit_2_without_output(tmp_path, image_folder, capsys
     listing = {"images": [{"id": 7, "file_name": "missing.png", "height": H, "width": W}]}
     (tmp_path / "images.json").write_text(json.dumps(listing))
     out = tmp_path / "pred"
-    assert run(["particles", "predict", str(image_folder), "--out", str(out),
-                "--images-json", str(tmp_path / "images.json")]) == 2
+    assert (
+        run(
+            [
+                "particles",
+                "predict",
+                str(image_folder),
+                "--out",
+                str(out),
+                "--images-json",
+                str(tmp_path / "images.json"),
+            ]
+        )
+        == 2
+    )
     assert "missing.png not found" in capsys.readouterr().err
     (image_folder / "c.png").write_bytes(b"not a png")
     # --strict: an unreadable file is fatal, and nothing is written
@@ -161,7 +212,9 @@ def test_watershed_runs_on_a_generated_image_and_finds_particles():
     for i, ann in enumerate(r.annotations, start=1):
         rle = mask_to_rle(r.labels == i)
         anns.append(CocoAnnotation(i, 1, 1, rle, compressed_rle(rle, 256, 320), ann["bbox"], ann["area"]))
-    gt = CocoDataset(None, None, [CocoImage(1, "x.png", 256, 320)], [{"id": 1, "name": "particle"}], {1: anns})
+    gt = CocoDataset(
+        None, None, [CocoImage(1, "x.png", 256, 320)], [{"id": 1, "name": "particle"}], {1: anns}
+    )
     m = evaluate(instances_to_results(1, inst.labels, inst.scores), gt)
     assert 0 < m["segm"]["AP50"] < 0.95
     assert m["matching"][0]["tp"] >= 3 and m["matching"][0]["precision"] >= 0.3
@@ -177,5 +230,8 @@ def test_load_segmenter_from_a_run_folder(tmp_path, capsys):
     image_dir = tmp_path / "imgs"
     image_dir.mkdir()
     write_image(image_dir / "a.png", discs_image([(40, 40)])[0])
-    assert run(["particles", "predict", str(image_dir), "--model", str(run_dir), "--out", str(tmp_path / "p")]) == 2
+    assert (
+        run(["particles", "predict", str(image_dir), "--model", str(run_dir), "--out", str(tmp_path / "p")])
+        == 2
+    )
     assert "unknown model 'no-such-model'" in capsys.readouterr().err

@@ -39,9 +39,29 @@ def sem_data(tmp_path_factory):
     from micrometry.cli import run
 
     root = tmp_path_factory.mktemp("websem")
-    assert run(["synth", "sem", root / "data", "--truth", root / "truth", "--n-structures", "8", "--n-sites", "4",
-                "--images-per-site", "2", "--n-test", "6"]) == 0
-    assert run(["depth", "train", root / "data", "--method", "ae", "--out", root / "run", "--epochs", "1"]) == 0
+    assert (
+        run(
+            [
+                "synth",
+                "sem",
+                root / "data",
+                "--truth",
+                root / "truth",
+                "--n-structures",
+                "8",
+                "--n-sites",
+                "4",
+                "--images-per-site",
+                "2",
+                "--n-test",
+                "6",
+            ]
+        )
+        == 0
+    )
+    assert (
+        run(["depth", "train", root / "data", "--method", "ae", "--out", root / "run", "--epochs", "1"]) == 0
+    )
     return root
 
 
@@ -50,8 +70,11 @@ def server(sem_data):
     """The app served by uvicorn on a free loopback port, in a background thread."""
     import uvicorn
 
-    app = create_app(depth_model=sem_data / "run", particle_model="watershed",
-                     limits=Limits(max_upload_bytes=2 * 1024 * 1024))
+    app = create_app(
+        depth_model=sem_data / "run",
+        particle_model="watershed",
+        limits=Limits(max_upload_bytes=2 * 1024 * 1024),
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -82,8 +105,12 @@ def test_page_has_both_tabs(server):
 
 @pytest.mark.slow
 def test_particles_upload_gives_overlay_table_and_csv(server, particle_png):
-    r = httpx.post(server + "/api/particles", files={"file": ("p.png", particle_png.read_bytes(), "image/png")},
-                   data={"pixel_size": "0.5", "unit": "um"}, timeout=60)
+    r = httpx.post(
+        server + "/api/particles",
+        files={"file": ("p.png", particle_png.read_bytes(), "image/png")},
+        data={"pixel_size": "0.5", "unit": "um"},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["count"] > 3 and len(body["table"]["rows"]) == body["count"]
@@ -92,17 +119,22 @@ def test_particles_upload_gives_overlay_table_and_csv(server, particle_png):
     assert "Area" in body["table"]["columns"] and overlay["overlay"].startswith("data:image/png;base64,")
     label = body["table"]["columns"].index("Label")
     assert sorted(m["id"] for m in overlay["particles"]) == sorted(r[label] for r in body["table"]["rows"])
-    assert all(0 <= m["x"] <= overlay["width"] and 0 <= m["y"] <= overlay["height"] for m in overlay["particles"])
+    assert all(
+        0 <= m["x"] <= overlay["width"] and 0 <= m["y"] <= overlay["height"] for m in overlay["particles"]
+    )
     assert body["psd"]["unit"] == "um" and body["psd"]["values"]["D50"]["value"] > 0
     csv = io.BytesIO(__import__("base64").b64decode(body["csv"].split(",", 1)[1])).read().decode()
     assert csv.splitlines()[0].startswith(",".join(body["table"]["columns"][:2]))
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("notes.txt", b"hello", "unsupported file type"),
-    ("broken.png", b"\x89PNG\r\n\x1a\nthis is not really a png", "not an image"),
-    ("empty.png", b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("notes.txt", b"hello", "unsupported file type"),
+        ("broken.png", b"\x89PNG\r\n\x1a\nthis is not really a png", "not an image"),
+        ("empty.png", b"", "empty"),
+    ],
+)
 @pytest.mark.slow
 def test_bad_particle_uploads_get_a_message(server, name, content, expected):
     r = httpx.post(server + "/api/particles", files={"file": (name, content)}, timeout=30)
@@ -123,7 +155,9 @@ def test_sem_upload_gives_depth_maps_metrology_and_zip(server, sem_data):
     body = r.json()
     assert body["count"] == len(tests) and len(body["table"]["rows"]) == len(tests)
     # units in the column names, as in depth measure's table
-    assert {"file", "status", "depth_nm", "top_cd_x_nm", "sidewall_angle_deg"} <= set(body["table"]["columns"])
+    assert {"file", "status", "depth_nm", "top_cd_x_nm", "sidewall_angle_deg"} <= set(
+        body["table"]["columns"]
+    )
     import base64
 
     archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(body["zip"].split(",", 1)[1])))
@@ -186,9 +220,16 @@ def _chromium():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(driver), options=options)
 
@@ -243,10 +284,14 @@ def test_browser_sem_tab(server, sem_data):
         _click(browser, browser.find_elements(By.CSS_SELECTOR, "#sem-grid figure")[1])
         assert browser.find_element(By.ID, "sem-surface-name").text == images[1].name
         assert surface.get_attribute("src") != first_view
-        assert "selected" in browser.find_elements(By.CSS_SELECTOR, "#sem-grid figure")[1].get_attribute("class")
+        assert "selected" in browser.find_elements(By.CSS_SELECTOR, "#sem-grid figure")[1].get_attribute(
+            "class"
+        )
         _click(browser, browser.find_element(By.CSS_SELECTOR, '#sem-table tr[data-index="2"]'))
         assert browser.find_element(By.ID, "sem-surface-name").text == images[2].name
-        assert "selected" in browser.find_element(By.CSS_SELECTOR, '#sem-table tr[data-index="2"]').get_attribute("class")
+        assert "selected" in browser.find_element(
+            By.CSS_SELECTOR, '#sem-table tr[data-index="2"]'
+        ).get_attribute("class")
         headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#sem-table th")]
         assert "depth_nm" in headers and "sidewall_angle_deg" in headers
         _screenshot(browser, "sem_upload")
@@ -300,17 +345,28 @@ def test_browser_particles_tab(server, particle_png):
         browser.find_element(By.ID, "particles-exclude-edges").click()
         browser.find_element(By.ID, "particles-run").click()
         count = _wait(browser, "particles-count")
-        assert int(count.text.split()[0]) > 3 and "in 2 images" in count.text and "touching the border left out" in count.text
+        assert (
+            int(count.text.split()[0]) > 3
+            and "in 2 images" in count.text
+            and "touching the border left out" in count.text
+        )
         psd = browser.find_element(By.ID, "particles-psd").text
         assert all(d in psd for d in ("D10", "D50", "D90")) and " um" in psd
-        assert browser.find_element(By.ID, "particles-overlay").get_attribute("src").startswith("data:image/png")
+        assert (
+            browser.find_element(By.ID, "particles-overlay").get_attribute("src").startswith("data:image/png")
+        )
         headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#particles-table th")]
         assert "Area (um²)" in headers and "Feret (um)" in headers
         # every measured particle of the shown image has its id on the overlay, and only those
         rows = browser.find_elements(By.CSS_SELECTOR, '#particles-table tr[data-image="0"]')
-        ids = [g.get_attribute("data-id") for g in browser.find_elements(By.CSS_SELECTOR, "#particles-ids .pid")]
+        ids = [
+            g.get_attribute("data-id") for g in browser.find_elements(By.CSS_SELECTOR, "#particles-ids .pid")
+        ]
         assert sorted(ids, key=int) == sorted((r.get_attribute("data-id") for r in rows), key=int) and ids
-        texts = [t.get_attribute("textContent") for t in browser.find_elements(By.CSS_SELECTOR, "#particles-ids text")]
+        texts = [
+            t.get_attribute("textContent")
+            for t in browser.find_elements(By.CSS_SELECTOR, "#particles-ids text")
+        ]
         assert texts == ids
         # a table row highlights its particle; a particle's id highlights its row
         _click(browser, rows[2])
@@ -326,8 +382,9 @@ def test_browser_particles_tab(server, particle_png):
         other = browser.find_elements(By.CSS_SELECTOR, '#particles-table tr[data-image="1"]')[0]
         _click(browser, other)
         assert browser.find_element(By.ID, "particles-overlay").get_attribute("src") != first_overlay
-        assert browser.find_elements(By.CSS_SELECTOR, "#particles-ids .pid.selected")[0].get_attribute("data-id") == \
-            other.get_attribute("data-id")
+        assert browser.find_elements(By.CSS_SELECTOR, "#particles-ids .pid.selected")[0].get_attribute(
+            "data-id"
+        ) == other.get_attribute("data-id")
         # a bad upload shows its message in the page
         bad = particle_png.with_name("notes.txt")
         bad.write_text("not an image")

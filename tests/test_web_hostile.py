@@ -55,7 +55,9 @@ def bomb_png(width: int, height: int, with_pixels: bool = True) -> bytes:
     if with_pixels:
         comp, row = zlib.compressobj(9), bytes(width + 1)  # filter byte 0 + zeros
         rows_per_block = max(1, (1 << 22) // (width + 1))
-        parts = [comp.compress(row * min(rows_per_block, height - y)) for y in range(0, height, rows_per_block)]
+        parts = [
+            comp.compress(row * min(rows_per_block, height - y)) for y in range(0, height, rows_per_block)
+        ]
         idat = _chunk(b"IDAT", b"".join(parts) + comp.flush())
     return b"\x89PNG\r\n\x1a\n" + header + idat + _chunk(b"IEND", b"")
 
@@ -66,8 +68,29 @@ def lying_zip(inflated: int, declared: int, name: str = "bomb.png") -> bytes:
     data = b"".join(comp.compress(block) for _ in range(inflated >> 20)) + comp.flush()
     raw = name.encode()
     local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, 0, len(data), declared, len(raw), 0) + raw
-    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, 0, len(data), declared, len(raw),
-                          0, 0, 0, 0, 0, 0) + raw
+    central = (
+        struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            20,
+            20,
+            0,
+            8,
+            0,
+            0,
+            0,
+            len(data),
+            declared,
+            len(raw),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
+        + raw
+    )
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(data), 0)
     return local + data + central + end
 
@@ -86,7 +109,7 @@ def mutated(data: bytes, rng: random.Random) -> bytes:
         data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
     else:  # grow width/height where a header keeps them (PNG IHDR at 16..24, TIFF ImageWidth anywhere)
         at = 16 if data[:4] == b"\x89PNG" else rng.randrange(max(1, len(data) - 4))
-        data[at:at + 4] = struct.pack(">I", rng.choice([0, 1, 65535, 2**31 - 1, 2**32 - 1]))
+        data[at : at + 4] = struct.pack(">I", rng.choice([0, 1, 65535, 2**31 - 1, 2**32 - 1]))
     return bytes(data)
 
 
@@ -109,7 +132,9 @@ def test_lying_zip_is_refused_without_inflating_it():
         expand_uploads([("set.zip", lying_zip(256 << 20, declared=1000))], Limits())
     # a truthful header over the cap is refused as it inflates, at the cap
     with pytest.raises(InputError, match="unpacks to more than the limit of 4 MB"):
-        expand_uploads([("set.zip", lying_zip(64 << 20, declared=64 << 20))], Limits(max_upload_bytes=1 << 20))
+        expand_uploads(
+            [("set.zip", lying_zip(64 << 20, declared=64 << 20))], Limits(max_upload_bytes=1 << 20)
+        )
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 64, f"reading the bombs grew this process by {grown_mb:.0f} MB"
 
@@ -140,8 +165,11 @@ def test_pixel_bomb_is_refused_from_the_header(size):
 def test_pixel_limit_applies_to_tiff_and_default_limit_to_every_reader(tmp_path):
     with pytest.raises(ImageReadError, match="0.0 million pixels; the limit"):
         check_pixel_count(_tiff(np.zeros((64, 64), np.uint16)), "small.tif", max_pixels=1000)
-    check_pixel_count(_tiff(np.zeros((3, 20, 20), np.uint8), photometric="rgb", planarconfig="separate"), "rgb.tif",
-                      max_pixels=400)  # planar RGB: 400 px
+    check_pixel_count(
+        _tiff(np.zeros((3, 20, 20), np.uint8), photometric="rgb", planarconfig="separate"),
+        "rgb.tif",
+        max_pixels=400,
+    )  # planar RGB: 400 px
     path = tmp_path / "huge.png"
     path.write_bytes(bomb_png(20000, 20000, with_pixels=False))
     from micrometry.io.image import read_image
@@ -155,14 +183,25 @@ def test_colour_to_gray_is_unchanged_by_blockwise_conversion():
     rgb = rng.integers(0, 256, size=(1500, 1000, 3), dtype=np.uint8)  # > 1 Mpx: several blocks
     with pytest.warns(UserWarning, match="colour image"):
         gray = decode_image(png(rgb), "c.png")
-    expected = np.clip(np.rint(rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])), 0, 255).astype(np.uint8)
+    expected = np.clip(np.rint(rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])), 0, 255).astype(
+        np.uint8
+    )
     assert gray.dtype == np.uint8 and np.array_equal(gray, expected)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("inf", "finite"), ("nan", "finite"), ("-inf", "finite"), ("1e308", "at most"), ("0", "positive"),
-    ("-2", "positive"), ("abc", "must be a number"), ("1e-400", "positive"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("inf", "finite"),
+        ("nan", "finite"),
+        ("-inf", "finite"),
+        ("1e308", "at most"),
+        ("0", "positive"),
+        ("-2", "positive"),
+        ("abc", "must be a number"),
+        ("1e-400", "positive"),
+    ],
+)
 def test_numeric_form_values_are_validated(text, message):
     from micrometry.web.options import positive_number
 
@@ -173,7 +212,10 @@ def test_numeric_form_values_are_validated(text, message):
 def test_form_defaults_are_the_clis():
     from micrometry.web.options import length_unit, positive_number
 
-    assert positive_number("", "nm per pixel", 2.0, 1e6) == 2.0 and positive_number(" 0.5 ", "x", 2.0, 1e6) == 0.5
+    assert (
+        positive_number("", "nm per pixel", 2.0, 1e6) == 2.0
+        and positive_number(" 0.5 ", "x", 2.0, 1e6) == 0.5
+    )
     assert length_unit("", 1.0) == "px"
     with pytest.raises(InputError, match="needs its unit"):
         length_unit("px", 0.5)
@@ -223,6 +265,7 @@ def test_requests_beyond_the_queue_get_503_with_retry_after():
     async def scenario():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+
             def post():
                 return client.post("/api/particles", files={"files": ("a.png", b"x")})
 
@@ -236,7 +279,11 @@ def test_requests_beyond_the_queue_get_503_with_retry_after():
 
     running, queued, refused = asyncio.run(scenario())
     assert (running, queued) == (200, 200)
-    assert refused.status_code == 503 and refused.headers["retry-after"].isdigit() and "busy" in refused.json()["error"]
+    assert (
+        refused.status_code == 503
+        and refused.headers["retry-after"].isdigit()
+        and "busy" in refused.json()["error"]
+    )
 
 
 # --------------------------------------------------------------------------- slow: micrometry serve on loopback
@@ -264,8 +311,12 @@ def served(tmp_path_factory):
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "micrometry", "serve", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "micrometry", "serve", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -296,11 +347,17 @@ def _raw_chunked_post(url: str, path: str, total: int, chunk: int = 64 * 1024) -
     """POST ``total`` bytes as a chunked body with no Content-Length; the status line and body of the answer."""
     host, port = url.removeprefix("http://").split(":")
     boundary = "xyzzy"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
-            "Content-Type: image/png\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
     with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
-                   f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+            ).encode()
+        )
         sent, payload = 0, head
         try:
             while sent < total:
@@ -314,7 +371,7 @@ def _raw_chunked_post(url: str, path: str, total: int, chunk: int = 64 * 1024) -
         try:
             while not answer.endswith(b"}") and (part := s.recv(65536)):
                 answer += part
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             pass
     status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1") else 0
     return status, answer.split(b"\r\n\r\n", 1)[-1]
@@ -326,30 +383,48 @@ def test_hostile_uploads_get_4xx_and_the_server_stays_small(served):
     # the lying zip: 1 GB inflated, 1,000 bytes declared, about 1 MB sent
     bomb = lying_zip(1 << 30, declared=1000)
     assert len(bomb) < 1.5 * 1024**2
-    _assert_client_error(httpx.post(url + "/api/sem", files={"files": ("set.zip", bomb)}, timeout=120), 400,
-                         "zip member")
-    _assert_client_error(httpx.post(url + "/api/particles", files={"files": ("set.zip", bomb)}, timeout=120), 400)
+    _assert_client_error(
+        httpx.post(url + "/api/sem", files={"files": ("set.zip", bomb)}, timeout=120), 400, "zip member"
+    )
+    _assert_client_error(
+        httpx.post(url + "/api/particles", files={"files": ("set.zip", bomb)}, timeout=120), 400
+    )
     # pixel bombs: valid PNGs of 9000x9000 (about 100 kB) and 20000x20000 (about 400 kB)
     for w, h in ((9000, 9000), (20000, 20000)):
         data = bomb_png(w, h)
-        _assert_client_error(httpx.post(url + "/api/particles", files={"files": ("bomb.png", data)}, timeout=120),
-                             400, "million pixels")
-        _assert_client_error(httpx.post(url + "/api/sem", files={"files": ("bomb.png", data)}, timeout=120), 400)
+        _assert_client_error(
+            httpx.post(url + "/api/particles", files={"files": ("bomb.png", data)}, timeout=120),
+            400,
+            "million pixels",
+        )
+        _assert_client_error(
+            httpx.post(url + "/api/sem", files={"files": ("bomb.png", data)}, timeout=120), 400
+        )
     # absurd numbers
     image = png(np.zeros((72, 48), np.uint8))
-    for field, value, endpoint in (("nm_per_px", "inf", "sem"), ("nm_per_px", "nan", "sem"),
-                                   ("pixel_size", "1e308", "particles"), ("pixel_size", "-0", "particles"),
-                                   ("nm_per_px", "1" * 400, "sem")):
-        r = httpx.post(f"{url}/api/{endpoint}", files={"files": ("a.png", image)}, data={field: value}, timeout=60)
+    for field, value, endpoint in (
+        ("nm_per_px", "inf", "sem"),
+        ("nm_per_px", "nan", "sem"),
+        ("pixel_size", "1e308", "particles"),
+        ("pixel_size", "-0", "particles"),
+        ("nm_per_px", "1" * 400, "sem"),
+    ):
+        r = httpx.post(
+            f"{url}/api/{endpoint}", files={"files": ("a.png", image)}, data={field: value}, timeout=60
+        )
         _assert_client_error(r, 400)
     # over the limit: declared, and chunked with no Content-Length at all
-    _assert_client_error(httpx.post(url + "/api/particles", files={"files": ("big.png", bytes(21 << 20))},
-                                    timeout=60), 413, "too large")
+    _assert_client_error(
+        httpx.post(url + "/api/particles", files={"files": ("big.png", bytes(21 << 20))}, timeout=60),
+        413,
+        "too large",
+    )
     status, body = _raw_chunked_post(url, "/api/particles", 30 << 20)
     assert status == 413 and b"too large" in body, (status, body[:200])
     # no file, unknown sample, unknown route
-    _assert_client_error(httpx.post(url + "/api/particles", files={"files": ("", b"")}, timeout=30), 400,
-                         "choose a file")
+    _assert_client_error(
+        httpx.post(url + "/api/particles", files={"files": ("", b"")}, timeout=30), 400, "choose a file"
+    )
     _assert_client_error(httpx.get(url + "/api/samples/nothing.zip", timeout=30), 404)
     _assert_client_error(httpx.get(url + "/api/nothing", timeout=30), 404)
     assert httpx.get(url + "/api/health").status_code == 200
@@ -369,8 +444,27 @@ def _fuzz_corpus(n: int, seed: int = 13) -> list[tuple[str, str, bytes, dict]]:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("one.png", sem)
     zipped = buffer.getvalue()
-    values = ["", "0", "-1", "nan", "inf", "-inf", "1e308", "1e-320", "2", "0.5", "abc", "1,5", "0x10", " 3 ",
-              "١", "1e6", "1000001", "\x00", "9" * 50]
+    values = [
+        "",
+        "0",
+        "-1",
+        "nan",
+        "inf",
+        "-inf",
+        "1e308",
+        "1e-320",
+        "2",
+        "0.5",
+        "abc",
+        "1,5",
+        "0x10",
+        " 3 ",
+        "١",
+        "1e6",
+        "1000001",
+        "\x00",
+        "9" * 50,
+    ]
     units = ["", "px", "um", "nm", "µm", "<b>", "a" * 20, "../etc", "um2"]
     cases = []
     for _ in range(n):
@@ -380,8 +474,11 @@ def _fuzz_corpus(n: int, seed: int = 13) -> list[tuple[str, str, bytes, dict]]:
         name = rng.choice([name, name, name, "x.txt", "noext", ".hidden.png", "a b.PNG"])
         value = rng.choice(values) if rng.random() < 0.4 else rng.choice(["", "2", "0.5"])
         unit = rng.choice(units) if rng.random() < 0.4 else "um"
-        form = {"nm_per_px": value} if endpoint == "sem" else {
-            "pixel_size": value, "unit": unit, "exclude_edges": rng.choice(["", "1", "x"])}
+        form = (
+            {"nm_per_px": value}
+            if endpoint == "sem"
+            else {"pixel_size": value, "unit": unit, "exclude_edges": rng.choice(["", "1", "x"])}
+        )
         cases.append((endpoint, name, data, form))
     return cases
 
@@ -395,8 +492,10 @@ def test_fuzzed_uploads_never_get_a_500(served):
         counts[r.status_code] = counts.get(r.status_code, 0) + 1
         assert r.status_code in (200, 400, 413), (endpoint, name, form, r.status_code, r.text[:300])
         assert "error" in r.json() if r.status_code != 200 else "count" in r.json()
-    print(f"\nfuzzed web cases by status: {dict(sorted(counts.items()))}; "
-          f"server peak RSS {_peak_rss_bytes(pid) / 1024**2:.0f} MB")
+    print(
+        f"\nfuzzed web cases by status: {dict(sorted(counts.items()))}; "
+        f"server peak RSS {_peak_rss_bytes(pid) / 1024**2:.0f} MB"
+    )
     assert counts.get(400, 0) > 50 and counts.get(200, 0) > 5  # the corpus exercises both paths
 
 
@@ -416,11 +515,18 @@ def test_twenty_concurrent_uploads_are_served_within_the_memory_budget(served):
         elif i % 5 == 4:
             r = httpx.post(url + "/api/particles", files={"files": ("bomb.png", pixel_bomb)}, timeout=600)
         elif i % 2:
-            r = httpx.post(url + "/api/sem", files=[("files", (f"s{k}.png", d)) for k, d in enumerate(sem_images)],
-                           timeout=600)
+            r = httpx.post(
+                url + "/api/sem",
+                files=[("files", (f"s{k}.png", d)) for k, d in enumerate(sem_images)],
+                timeout=600,
+            )
         else:
-            r = httpx.post(url + "/api/particles", files={"files": ("p.png", photo)},
-                           data={"pixel_size": "0.5", "unit": "um", "exclude_edges": "1"}, timeout=600)
+            r = httpx.post(
+                url + "/api/particles",
+                files={"files": ("p.png", photo)},
+                data={"pixel_size": "0.5", "unit": "um", "exclude_edges": "1"},
+                timeout=600,
+            )
         return i, r.status_code, r.json()
 
     start = time.monotonic()
@@ -435,8 +541,10 @@ def test_twenty_concurrent_uploads_are_served_within_the_memory_budget(served):
     served_ok = sum(status == 200 for _, status, _ in results)
     peak = _peak_rss_bytes(pid)
     after = _peak_rss_bytes(pid, "VmRSS")
-    print(f"\n20 concurrent uploads: {served_ok} served, {elapsed:.0f} s, server peak RSS {peak / 1024**2:.0f} MB, "
-          f"{after / 1024**2:.0f} MB afterwards")
+    print(
+        f"\n20 concurrent uploads: {served_ok} served, {elapsed:.0f} s, server peak RSS {peak / 1024**2:.0f} MB, "
+        f"{after / 1024**2:.0f} MB afterwards"
+    )
     assert served_ok == 12  # 32 may queue: none of 20 is turned away
     assert peak < PEAK_BUDGET_BYTES
     json.dumps(results[0][2])  # the answer is plain JSON

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # Before anything imports torch: idle OpenMP threads must not spin (see micrometry.options).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -39,8 +39,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     quiet: bool = quiet_option(),
 ) -> None:
     """Turn microscope images into measurements: depth from SEM, particle morphometry."""
@@ -65,8 +66,12 @@ def _register() -> None:
 
 
 def export(
-    run_dir: Path = typer.Argument(..., metavar="RUN", help="A finished training run folder (depth or particles)."),
-    out: Path = typer.Option(..., "--out", help="Exported model folder MODEL (model.json + weights.safetensors)."),
+    run_dir: Path = typer.Argument(
+        ..., metavar="RUN", help="A finished training run folder (depth or particles)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Exported model folder MODEL (model.json + weights.safetensors)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing MODEL folder."),
 ) -> None:
     """Export a training run's best model as a small folder that every --model option accepts.

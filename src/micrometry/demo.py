@@ -30,10 +30,19 @@ class DemoSize:
     particle_width: int = 1280
 
     @classmethod
-    def quick(cls) -> "DemoSize":
+    def quick(cls) -> DemoSize:
         """A reduced tour for the test suite: same steps, tiny data."""
-        return cls(n_structures=16, n_sites=4, images_per_site=3, n_test=12, depth_budget_s=8.0,
-                   particle_test_images=1, particle_batch_images=2, particle_height=320, particle_width=400)
+        return cls(
+            n_structures=16,
+            n_sites=4,
+            images_per_site=3,
+            n_test=12,
+            depth_budget_s=8.0,
+            particle_test_images=1,
+            particle_batch_images=2,
+            particle_height=320,
+            particle_width=400,
+        )
 
 
 def demo(
@@ -50,8 +59,10 @@ def demo(
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
     report = Report("micrometry demo")
-    report.text("Everything below was computed by `micrometry demo` on synthetic data with known ground truth: "
-                "the same commands run unchanged on your own images.")
+    report.text(
+        "Everything below was computed by `micrometry demo` on synthetic data with known ground truth: "
+        "the same commands run unchanged on your own images."
+    )
 
     console.rule("[bold]1. Depth from SEM")
     depth = _depth_tour(out, size, seed, console, report)
@@ -77,13 +88,22 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     from micrometry.train import RunDir
 
     data, truth = out / "sem", out / "sem-truth"
-    console.print(f"synthesising the SEM dataset ({size.n_structures} simulated structures, "
-                  f"{size.n_sites * size.images_per_site} real training images, {size.n_test} test images)...")
-    config = SemSynthConfig(seed=seed, n_structures=size.n_structures, n_sites=size.n_sites,
-                            images_per_site=size.images_per_site, n_test=size.n_test)
+    console.print(
+        f"synthesising the SEM dataset ({size.n_structures} simulated structures, "
+        f"{size.n_sites * size.images_per_site} real training images, {size.n_test} test images)..."
+    )
+    config = SemSynthConfig(
+        seed=seed,
+        n_structures=size.n_structures,
+        n_sites=size.n_sites,
+        images_per_site=size.images_per_site,
+        n_test=size.n_test,
+    )
     counts = write_sem_dataset(data, truth, config, overwrite=True)
-    console.print(f"synthesised {counts['simulated_sem']} simulated SEM images, {counts['real_train_images']} real "
-                  f"training images on {counts['real_sites']} sites, {counts['test_images']} test images -> {data}")
+    console.print(
+        f"synthesised {counts['simulated_sem']} simulated SEM images, {counts['real_train_images']} real "
+        f"training images on {counts['real_sites']} sites, {counts['test_images']} test images -> {data}"
+    )
 
     scores = {}
     methods = ["ae"] if DEFAULT_METHOD == "ae" else ["ae", DEFAULT_METHOD]
@@ -91,14 +111,18 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
         method = create_method(name)
         run = RunDir.for_training(out / "runs" / f"depth-{name}", overwrite=True)
         console.print(f"training [bold]{name}[/bold] (budget {size.depth_budget_s:.0f} s) -> {run.path}")
-        train_method(method, DepthData.load(data, method.uses), run, time_budget_s=size.depth_budget_s, seed=seed)
+        train_method(
+            method, DepthData.load(data, method.uses), run, time_budget_s=size.depth_budget_s, seed=seed
+        )
         pred = out / "predictions" / f"depth-{name}"
         predict_folder(data / "test" / "SEM", load_method(run.path), pred, overwrite=True)
         scores[name] = evaluate_folders(pred, truth / "test_depth")
         run.close()
         per_case = "  ".join(f"case {c} {v['rmse']:.2f}" for c, v in sorted(scores[name]["per_case"].items()))
-        console.print(f"[bold]{name}[/bold]: test RMSE [bold]{scores[name]['rmse']:.2f} nm[/bold] ({per_case}) "
-                      f"-> {pred}")
+        console.print(
+            f"[bold]{name}[/bold]: test RMSE [bold]{scores[name]['rmse']:.2f} nm[/bold] ({per_case}) "
+            f"-> {pred}"
+        )
         _drop_checkpoints(run.path, keep_best=name == methods[-1], console=console)
 
     best = methods[-1]
@@ -107,12 +131,18 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     table = hole_table(maps.names, measure_maps(maps.images.astype("float32"), nm_per_px=DEFAULT_NM_PER_PX))
     with atomic_path(out / "depth-metrology.csv") as tmp:
         table.to_csv(tmp, index=False)
-    console.print(f"measured {len(table)} holes (depth, top/bottom CD, sidewall angle; {DEFAULT_NM_PER_PX:g} nm/px) "
-                  f"-> {out / 'depth-metrology.csv'}")
+    console.print(
+        f"measured {len(table)} holes (depth, top/bottom CD, sidewall angle; {DEFAULT_NM_PER_PX:g} nm/px) "
+        f"-> {out / 'depth-metrology.csv'}"
+    )
 
-    section = depth_report(pred, sem_dir=data / "test" / "SEM", truth_dir=truth / "test_depth",
-                           cases=truth / "test_truth.csv",
-                           title=f"Depth from SEM ({best})")
+    section = depth_report(
+        pred,
+        sem_dir=data / "test" / "SEM",
+        truth_dir=truth / "test_depth",
+        cases=truth / "test_truth.csv",
+        title=f"Depth from SEM ({best})",
+    )
     section.section("RMSE against the official baseline (ae)")
     section.table(_depth_score_table(scores))
     section.section("Hole metrology (first rows)")
@@ -162,46 +192,90 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
     data, truth = out / "particles", out / "particles-truth"
     params = SuspensionParams(height=size.particle_height, width=size.particle_width)
     console.print(f"synthesising {size.particle_test_images} particle test images and two batches...")
-    generate_dataset(data, truth, params, seed=seed, n_train=0, n_test=size.particle_test_images,
-                     n_batch=size.particle_batch_images, overwrite=True)
-    console.print(f"synthesised {size.particle_test_images} test images and two batches of "
-                  f"{size.particle_batch_images} images -> {data}")
+    generate_dataset(
+        data,
+        truth,
+        params,
+        seed=seed,
+        n_train=0,
+        n_test=size.particle_test_images,
+        n_batch=size.particle_batch_images,
+        overwrite=True,
+    )
+    console.print(
+        f"synthesised {size.particle_test_images} test images and two batches of "
+        f"{size.particle_batch_images} images -> {data}"
+    )
 
     scores = {}
     models = {"shipped": "shipped", "watershed": "watershed"}  # --model values: the shipped model first
     for label, model in models.items():
         pred = out / "predictions" / f"particles-{label}"
-        predict_folder(load_segmenter(model), data / "test" / "images", pred,
-                       images_json=data / "test" / "images.json", overwrite=True)
+        predict_folder(
+            load_segmenter(model),
+            data / "test" / "images",
+            pred,
+            images_json=data / "test" / "images.json",
+            overwrite=True,
+        )
         scores[label] = evaluate(pred / "results.json", truth / "test_annotations.json")
-        console.print(f"[bold]{label}[/bold]: segm AP [bold]{scores[label]['segm']['AP']:.3f}[/bold] "
-                      f"(AP50 {scores[label]['segm']['AP50']:.3f}) -> {pred}")
+        console.print(
+            f"[bold]{label}[/bold]: segm AP [bold]{scores[label]['segm']['AP']:.3f}[/bold] "
+            f"(AP50 {scores[label]['segm']['AP50']:.3f}) -> {pred}"
+        )
 
     best = next(iter(models))
     pred = out / "predictions" / f"particles-{best}"
     measurement = measure_source(pred, pixel_size=0.5, unit="um", images_dir=data / "test" / "images")
     write_measurement(measurement, out / "particles-measure.csv", overwrite=True)
-    console.print(f"measured {len(measurement.particles)} particles (0.5 um/px) -> {out / 'particles-measure.csv'}")
+    console.print(
+        f"measured {len(measurement.particles)} particles (0.5 um/px) -> {out / 'particles-measure.csv'}"
+    )
 
     settings = CompareSettings(seed=seed)
-    comparison = run_compare(data / "batches" / "A", data / "batches" / "B", out / "compare", settings,
-                             model=models[best], pixel_size=0.5, unit="um", overwrite=True)
+    comparison = run_compare(
+        data / "batches" / "A",
+        data / "batches" / "B",
+        out / "compare",
+        settings,
+        model=models[best],
+        pixel_size=0.5,
+        unit="um",
+        overwrite=True,
+    )
     for line in comparison.loc[comparison["changed"], "verdict"]:
         console.print(f"  {line}")
 
-    report.include(measure_report(measurement.particles, measurement.images, measurement.summary,
-                                  overlays=overlay_samples(pred, data / "test" / "images", limit=2),
-                                  title=f"Particles: segmentation ({best}) and morphometry"))
+    report.include(
+        measure_report(
+            measurement.particles,
+            measurement.images,
+            measurement.summary,
+            overlays=overlay_samples(pred, data / "test" / "images", limit=2),
+            title=f"Particles: segmentation ({best}) and morphometry",
+        )
+    )
     import pandas as pd
 
-    ap = pd.DataFrame([{"model": k, **{m: v["segm"][m] for m in ("AP", "AP50", "AP75")},
-                        "F1@0.5": v["matching"][0]["f1"]} for k, v in scores.items()])
+    ap = pd.DataFrame(
+        [
+            {
+                "model": k,
+                **{m: v["segm"][m] for m in ("AP", "AP50", "AP75")},
+                "F1@0.5": v["matching"][0]["f1"],
+            }
+            for k, v in scores.items()
+        ]
+    )
     report.section("Particles: segmentation accuracy on the synthetic test images")
     report.table(ap)
     from micrometry.io.coco import read_json
 
     rule = read_json(out / "compare" / "compare.json")["rule"]["text"]
-    batches = pd.read_parquet(out / "compare" / "batch_a.parquet"), pd.read_parquet(out / "compare" / "batch_b.parquet")
+    batches = (
+        pd.read_parquet(out / "compare" / "batch_a.parquet"),
+        pd.read_parquet(out / "compare" / "batch_b.parquet"),
+    )
     report.include(compare_report(*batches, comparison, rule, title="Particles: batch A versus batch B"))
     return {"scores": scores, "changed": comparison.loc[comparison["changed"], "verdict"].tolist()}
 

@@ -29,7 +29,8 @@ import json
 import logging
 import os
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import typer
 
@@ -40,10 +41,16 @@ from micrometry.options import number
 ENGINES = ("local", "ray")
 
 # The same three options on every prediction command (typer reads these markers as defaults).
-ENGINE_OPTION = typer.Option("local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool).")
+ENGINE_OPTION = typer.Option(
+    "local", "--engine", help="Where to run: local (this process) or ray (a Ray actor pool)."
+)
 RAY_WORKERS_OPTION = number(2, "--ray-workers", low=1, help="--engine ray: actors, each holding the model.")
-RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="--engine ray: cluster to join (e.g. auto, HOST:6379, "
-                                  "ray://HOST:10001); default: a local Ray instance.")
+RAY_ADDRESS_OPTION = typer.Option(
+    None,
+    "--ray-address",
+    help="--engine ray: cluster to join (e.g. auto, HOST:6379, "
+    "ray://HOST:10001); default: a local Ray instance.",
+)
 
 
 class LocalEngine:
@@ -54,11 +61,13 @@ class LocalEngine:
     def __init__(self, batch_size: int = 4):
         self.batch_size = batch_size
 
-    def map(self, worker_cls: type, worker_kwargs: dict[str, Any], items: list[dict]) -> Iterator[tuple[int, dict]]:
+    def map(
+        self, worker_cls: type, worker_kwargs: dict[str, Any], items: list[dict]
+    ) -> Iterator[tuple[int, dict]]:
         """Yield ``(position in items, output)`` in input order."""
         worker = worker_cls(**worker_kwargs)
         for start in range(0, len(items), self.batch_size):
-            outputs = worker(items[start:start + self.batch_size])
+            outputs = worker(items[start : start + self.batch_size])
             yield from enumerate(outputs, start=start)
 
 
@@ -86,25 +95,38 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, batch_size: int = 4, workers: int = 2, address: str | None = None,
-                 cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0):
+    def __init__(
+        self,
+        batch_size: int = 4,
+        workers: int = 2,
+        address: str | None = None,
+        cpus_per_worker: float = 1.0,
+        gpus_per_worker: float = 0.0,
+    ):
         require_ray()
         self.batch_size, self.workers, self.address = batch_size, workers, address
         self.cpus_per_worker, self.gpus_per_worker = cpus_per_worker, gpus_per_worker
 
-    def map(self, worker_cls: type, worker_kwargs: dict[str, Any], items: list[dict]) -> Iterator[tuple[int, dict]]:
+    def map(
+        self, worker_cls: type, worker_kwargs: dict[str, Any], items: list[dict]
+    ) -> Iterator[tuple[int, dict]]:
         """Yield ``(position in items, output)`` as the actors finish them (any order)."""
         import ray
 
         # One row per batch, cut as LocalEngine cuts them: every model call sees the same
         # images as in a local run, so even batch-dependent numerics give the same files.
         starts = range(0, len(items), self.batch_size)
-        rows = [{"start": start, "items": json.dumps(items[start:start + self.batch_size])} for start in starts]
+        rows = [
+            {"start": start, "items": json.dumps(items[start : start + self.batch_size])} for start in starts
+        ]
         with self._connected():
             outputs = ray.data.from_items(rows).map_batches(
                 _RayWorker,
-                fn_constructor_kwargs={"worker_cls": worker_cls, "worker_kwargs": worker_kwargs,
-                                       "threads": max(1, int(self.cpus_per_worker))},
+                fn_constructor_kwargs={
+                    "worker_cls": worker_cls,
+                    "worker_kwargs": worker_kwargs,
+                    "threads": max(1, int(self.cpus_per_worker)),
+                },
                 batch_size=1,
                 batch_format="numpy",
                 # no more actors than batches: an idle actor costs a model load (and Ray warns)
@@ -135,8 +157,12 @@ class RayEngine:
         if ray.is_initialized():
             yield
             return
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                   "logging_level": logging.ERROR, "configure_logging": False}
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,
+            "configure_logging": False,
+        }
         with _native_stderr_muted():  # the C++ core announces its log level on stderr as it starts
             if self.address:
                 ray.init(address=self.address, **options)
@@ -181,7 +207,10 @@ class _RayWorker:
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, Any]:
         """Ray's column batch of rows, each one batch of items -> the outputs of each."""
-        return {"start": rows["start"], "outputs": [json.dumps(self._run(json.loads(r))) for r in rows["items"]]}
+        return {
+            "start": rows["start"],
+            "outputs": [json.dumps(self._run(json.loads(r))) for r in rows["items"]],
+        }
 
     def _run(self, items: list[dict]) -> list[dict]:
         with warnings.catch_warnings(record=True) as caught:
@@ -189,7 +218,13 @@ class _RayWorker:
             try:
                 outputs = self.worker(items)
             except InputError as exc:  # the user's fault: travels back as data, raised again by the driver
-                error = {"__error__": [type(exc).__name__, exc.message, None if exc.path is None else str(exc.path)]}
+                error = {
+                    "__error__": [
+                        type(exc).__name__,
+                        exc.message,
+                        None if exc.path is None else str(exc.path),
+                    ]
+                }
                 outputs = [error] * len(items)
         if outputs and caught:
             outputs[0] = {**outputs[0], "__warnings__": [str(w.message) for w in caught]}
@@ -211,8 +246,9 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise InputError("--engine ray needs Ray, which is not installed: pip install 'micrometry[scale]' "
-                         "(or 'ray[data]')") from None
+        raise InputError(
+            "--engine ray needs Ray, which is not installed: pip install 'micrometry[scale]' (or 'ray[data]')"
+        ) from None
     return ray
 
 

@@ -70,8 +70,9 @@ class ExportedModel:
     source: Path | None = None
 
 
-def split_state(state: dict[str, Any], prefix: str = "", arrays: list[str] | None = None
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def split_state(
+    state: dict[str, Any], prefix: str = "", arrays: list[str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Nested state -> (flat tensors keyed by path, the same tree with only its non-tensor leaves).
 
     numpy arrays are stored as tensors too; their paths are appended to ``arrays``
@@ -105,7 +106,9 @@ def split_state(state: dict[str, Any], prefix: str = "", arrays: list[str] | Non
     return tensors, rest
 
 
-def join_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any], arrays: list[str] = ()) -> dict[str, Any]:
+def join_state(
+    tensors: dict[str, torch.Tensor], rest: dict[str, Any], arrays: list[str] = ()
+) -> dict[str, Any]:
     """Inverse of :func:`split_state`."""
     state: dict[str, Any] = json.loads(json.dumps(rest))
     numpy_paths = set(arrays)
@@ -132,8 +135,11 @@ def provenance(run_path: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """A short provenance: where the weights were trained and how well."""
     best = metrics.get("best", {}) if isinstance(metrics, dict) else {}
     summary = {k: v for k, v in best.items() if isinstance(v, (int, float, str))}
-    return {"run": str(Path(run_path).resolve()), "best": summary,
-            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "run": str(Path(run_path).resolve()),
+        "best": summary,
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_model(out: str | Path, model: ExportedModel, overwrite: bool = False) -> Path:
@@ -158,7 +164,9 @@ def write_model(out: str | Path, model: ExportedModel, overwrite: bool = False) 
     }
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / MODEL_JSON).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT, "job": model.job, "model": model.model})
+        save_file(
+            tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT, "job": model.job, "model": model.model}
+        )
         _honour_umask(tmp)
     return Path(out)
 
@@ -197,10 +205,17 @@ def read_model(path: str | Path, job: str | None = None) -> ExportedModel:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(NOT_A_MODEL, path / MODEL_JSON)
     if document.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"model format version {document.get('format_version')} is newer than this "
-                              f"micrometry reads ({FORMAT_VERSION}); update micrometry", path / MODEL_JSON)
+        raise CheckpointError(
+            f"model format version {document.get('format_version')} is newer than this "
+            f"micrometry reads ({FORMAT_VERSION}); update micrometry",
+            path / MODEL_JSON,
+        )
     found_job, name = document.get("job"), document.get("model")
-    if found_job not in JOBS or not isinstance(name, str) or not isinstance(document.get("settings", {}), dict):
+    if (
+        found_job not in JOBS
+        or not isinstance(name, str)
+        or not isinstance(document.get("settings", {}), dict)
+    ):
         raise CheckpointError(NOT_A_MODEL, path / MODEL_JSON)
     if job is not None and found_job != job:
         raise CheckpointError(f"is a {found_job} model, not a {job} model", path)
@@ -212,10 +227,15 @@ def read_model(path: str | Path, job: str | None = None) -> ExportedModel:
         state = join_state(tensors, extras, [str(a) for a in arrays])
     except (TypeError, AttributeError):  # a tensor path through a JSON leaf: the two files disagree
         raise CheckpointError(NOT_A_MODEL, path) from None
-    return ExportedModel(job=found_job, model=name, settings=document.get("settings", {}),
-                         state=state,
-                         preprocessing=document.get("preprocessing", {}),
-                         provenance=document.get("provenance", {}), source=path)
+    return ExportedModel(
+        job=found_job,
+        model=name,
+        settings=document.get("settings", {}),
+        state=state,
+        preprocessing=document.get("preprocessing", {}),
+        provenance=document.get("provenance", {}),
+        source=path,
+    )
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -246,15 +266,18 @@ def run_job(path: str | Path) -> str:
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError("not a run folder (no config.json) nor an exported model (no model.json)",
-                              path) from None
+        raise CheckpointError(
+            "not a run folder (no config.json) nor an exported model (no model.json)", path
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError("config.json is not valid JSON", path / "config.json") from None
     if isinstance(config, dict) and isinstance(config.get("method"), str):
         return "depth"
     if isinstance(config, dict) and isinstance(config.get("model"), str):
         return "particles"
-    raise InputError("config.json names neither a depth 'method' nor a particle 'model'", path / "config.json")
+    raise InputError(
+        "config.json names neither a depth 'method' nor a particle 'model'", path / "config.json"
+    )
 
 
 def refuse_other_job(path: str | Path, job: str) -> None:

@@ -25,7 +25,8 @@ Defaults, and why:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -39,8 +40,14 @@ PIXEL_UNIT = "px"
 # --------------------------------------------------------------------------- validation
 
 
-def check_number(value: Any, name: str, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, allow_none: bool = True) -> Any:
+def check_number(
+    value: Any,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_none: bool = True,
+) -> Any:
     """``value`` unchanged when it is a finite number in range, else :class:`InputError`.
 
     Parameters
@@ -67,21 +74,33 @@ def check_number(value: Any, name: str, low: float | None = None, high: float | 
     return value
 
 
-def _checker(name: str, low: float | None = None, high: float | None = None,
-             low_open: bool = False) -> Callable[[Any], Any]:
+def _checker(
+    name: str, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> Callable[[Any], Any]:
     """A typer callback that validates one numeric option at parse time."""
+
     def callback(value: Any) -> Any:
         # repeatable options arrive as lists
         if isinstance(value, (list, tuple)):
             return [check_number(v, name, low, high, low_open) for v in value]
         return check_number(value, name, low, high, low_open)
+
     return callback
 
 
-def number(default: Any, *names: str, help: str, low: float | None = None, high: float | None = None,
-           low_open: bool = False, **kwargs: Any) -> Any:
+def number(
+    default: Any,
+    *names: str,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    **kwargs: Any,
+) -> Any:
     """A numeric ``typer.Option`` validated at parse time (finite, in ``[low, high]``)."""
-    return typer.Option(default, *names, help=help, callback=_checker(names[0], low, high, low_open), **kwargs)
+    return typer.Option(
+        default, *names, help=help, callback=_checker(names[0], low, high, low_open), **kwargs
+    )
 
 
 def positive(default: Any, *names: str, help: str, **kwargs: Any) -> Any:
@@ -101,17 +120,20 @@ def nm_per_px_option(help: str = "SEM pixel size in nm (CDs in nm)") -> Any:
     return positive(DEFAULT_NM_PER_PX, "--nm-per-px", help=f"{help}; default {DEFAULT_NM_PER_PX:g}.")
 
 
-def pixel_size_option(help: str = "Pixel side length in --unit (default: from TIFF/OME metadata when "
-                                  "present, else measurements stay in pixels).") -> Any:
+def pixel_size_option(
+    help: str = "Pixel side length in --unit (default: from TIFF/OME metadata when "
+    "present, else measurements stay in pixels).",
+) -> Any:
     return positive(None, "--pixel-size", help=help)
 
 
-def unit_option(help: str = "Length unit of --pixel-size (e.g. um, nm); needs --pixel-size "
-                            "or calibrated images.") -> Any:
+def unit_option(
+    help: str = "Length unit of --pixel-size (e.g. um, nm); needs --pixel-size or calibrated images.",
+) -> Any:
     return typer.Option(None, "--unit", help=help, callback=_check_unit)
 
 
-def _check_unit(value: Optional[str]) -> Optional[str]:
+def _check_unit(value: str | None) -> str | None:
     if value is not None and (not value.strip() or not value.replace("µ", "u").isidentifier()):
         raise InputError(f"expected a unit name such as um or nm, got {value!r}", "--unit")
     return value
@@ -124,9 +146,13 @@ def time_budget_option(help: str = "") -> Any:
 
 
 def threads_option() -> Any:
-    return number(DEFAULT_THREADS, "--threads", low=0,
-                  help="CPU threads for torch; 0: all cores (default). On a machine shared with other jobs, "
-                       "1 is kinder (docs: micrometry/options.py).")
+    return number(
+        DEFAULT_THREADS,
+        "--threads",
+        low=0,
+        help="CPU threads for torch; 0: all cores (default). On a machine shared with other jobs, "
+        "1 is kinder (docs: micrometry/options.py).",
+    )
 
 
 def seed_option(help: str = "Random seed.") -> Any:
@@ -138,8 +164,13 @@ def overwrite_option(what: str = "outputs") -> Any:
 
 
 def quiet_option() -> Any:
-    return typer.Option(False, "--quiet", "-q", help="No progress bars (warnings and results still print).",
-                        callback=_set_quiet)
+    return typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No progress bars (warnings and results still print).",
+        callback=_set_quiet,
+    )
 
 
 def _set_quiet(value: bool) -> bool:
@@ -157,8 +188,9 @@ def minutes_to_seconds(minutes: float | None) -> float | None:
     return minutes * 60.0 if minutes > 0 else None
 
 
-def calibration(pixel_size: float | None, unit: str | None,
-                metadata: tuple[float, str] | None = None) -> tuple[float, str, str]:
+def calibration(
+    pixel_size: float | None, unit: str | None, metadata: tuple[float, str] | None = None
+) -> tuple[float, str, str]:
     """The pixel size and unit to measure with, and where they came from.
 
     ``--pixel-size`` wins over image metadata; without either, lengths stay in
@@ -177,10 +209,14 @@ def calibration(pixel_size: float | None, unit: str | None,
     if metadata is not None:
         size, meta_unit = metadata
         if unit is not None and unit != meta_unit:
-            raise InputError(f"--unit {unit} differs from the images' calibration ({size:g} {meta_unit}/px); "
-                             "give --pixel-size too", "--unit")
+            raise InputError(
+                f"--unit {unit} differs from the images' calibration ({size:g} {meta_unit}/px); "
+                "give --pixel-size too",
+                "--unit",
+            )
         return float(size), meta_unit, "metadata"
     if unit is not None and unit != PIXEL_UNIT:
-        raise InputError("a unit needs a pixel size: give --pixel-size (the images carry no calibration)",
-                         "--unit")
+        raise InputError(
+            "a unit needs a pixel size: give --pixel-size (the images carry no calibration)", "--unit"
+        )
     return 1.0, PIXEL_UNIT, "none"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from rich.console import Console
-from rich.table import Column
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 T = TypeVar("T")
 
@@ -34,8 +35,10 @@ def make_progress() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         # the losses give way first on a narrow terminal: the bar and the counts always show
-        TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis",
-                                                               max_width=max(12, console.width - 76))),
+        TextColumn(
+            "{task.fields[info]}",
+            table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(12, console.width - 76)),
+        ),
         console=console,
         disable=quiet(),
         transient=False,

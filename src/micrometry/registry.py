@@ -6,7 +6,8 @@ run folders refer to models by name only.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from micrometry.errors import InputError
 

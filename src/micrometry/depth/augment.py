@@ -70,8 +70,14 @@ def random_noise(x: torch.Tensor, generator: torch.Generator, max_sd: float) -> 
     return x + sd * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
 
 
-def imaging_augment(x: torch.Tensor, generator: torch.Generator, blur: float = 0.0, jitter: float = 0.0,
-                    charging: float = 0.0, noise: float = 0.0) -> torch.Tensor:
+def imaging_augment(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    blur: float = 0.0,
+    jitter: float = 0.0,
+    charging: float = 0.0,
+    noise: float = 0.0,
+) -> torch.Tensor:
     """The imaging augmentations in the order a tool applies them (probe, scan, charging, detector);
     a zero strength skips one."""
     if blur > 0:

@@ -18,8 +18,9 @@ def background_levels(depth: np.ndarray, case: np.ndarray) -> dict[int, float]:
     levels = {}
     for c in np.unique(case):
         maps = depth[case == c]
-        border = np.concatenate([maps[:, 0].ravel(), maps[:, -1].ravel(), maps[:, :, 0].ravel(),
-                                 maps[:, :, -1].ravel()])
+        border = np.concatenate(
+            [maps[:, 0].ravel(), maps[:, -1].ravel(), maps[:, :, 0].ravel(), maps[:, :, -1].ravel()]
+        )
         values, counts = np.unique(np.rint(border).astype(np.int64), return_counts=True)
         levels[int(c)] = float(values[counts.argmax()])
     return levels

@@ -29,7 +29,7 @@ def frozen_batchnorm_statistics(net: nn.Module):
     try:
         yield
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=False):
             m.momentum = momentum
 
 
@@ -63,11 +63,11 @@ def recompute_batchnorm(net: nn.Module, images: torch.Tensor, batch_size: int = 
         m.momentum = None  # cumulative average over the passes below
     net.train(True)
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         if len(chunk) > 1:
             net.forward_parts(chunk)
     net.train(False)
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=False):
         m.momentum = momentum
 
 

@@ -32,8 +32,9 @@ def fit_ridge(features: np.ndarray, target: np.ndarray, alpha: float = 1.0) -> t
 
 def apply_ridge(ridge: tuple, features: torch.Tensor) -> torch.Tensor:
     """The ridge prediction ``(B,)`` of :func:`fit_ridge`'s ``(mean, scale, coef, intercept)``."""
-    mean, scale, coef, intercept = (torch.as_tensor(v, dtype=features.dtype, device=features.device)
-                                    for v in ridge)
+    mean, scale, coef, intercept = (
+        torch.as_tensor(v, dtype=features.dtype, device=features.device) for v in ridge
+    )
     return ((features - mean) / scale) @ coef + intercept
 
 

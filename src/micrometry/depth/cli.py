@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -52,7 +51,9 @@ def sem_info(
         "sim_pairs_per_case": {f"Case_{k}": v for k, v in sorted(counts["sim_pairs_per_case"].items())},
         "real_train_images": len(index.real),
         "real_sites": len(sites),
-        "real_images_per_depth": {f"Depth_{k}": v for k, v in sorted(counts["real_images_per_depth"].items())},
+        "real_images_per_depth": {
+            f"Depth_{k}": v for k, v in sorted(counts["real_images_per_depth"].items())
+        },
         "real_sites_per_depth": {f"Depth_{k}": v for k, v in sorted(counts["real_sites_per_depth"].items())},
         "images_per_site": {"min": min(sites.values(), default=0), "max": max(sites.values(), default=0)},
         "test_images": len(index.test),
@@ -74,7 +75,9 @@ def sem_info(
         table.add_row("test", "", str(summary["test_images"]), "")
         console.print(table)
         if sites:
-            console.print(f"images per site: {summary['images_per_site']['min']}..{summary['images_per_site']['max']}")
+            console.print(
+                f"images per site: {summary['images_per_site']['min']}..{summary['images_per_site']['max']}"
+            )
     # one line per problem, never wrapped: users grep these
     for problem in index.warnings:
         typer.echo(f"warning: {problem}", err=True)
@@ -105,19 +108,28 @@ def _parse_params(pairs: list[str]) -> dict:
 def depth_train(
     data: Path = typer.Argument(..., help="Dataset folder (simulation_data/, train/)."),
     out: Path = typer.Option(..., "--out", help="Run folder: config, metrics, log, checkpoints."),
-    method: Optional[str] = typer.Option(None, "--method", help="Method: unet-weak (default, the best on "
-                                         "bench/depth.py), unet, ae (the official baseline), lookup, classifier, "
-                                         "cyclegan; docs/depth.md describes each."),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        help="Method: unet-weak (default, the best on "
+        "bench/depth.py), unet, ae (the official baseline), lookup, classifier, "
+        "cyclegan; docs/depth.md describes each.",
+    ),
     params: list[str] = typer.Option([], "--param", help="Method hyper-parameter KEY=VALUE (repeatable)."),
-    epochs: Optional[int] = number(None, "--epochs", low=1, help="Override the method's epochs."),
-    time_budget: Optional[float] = time_budget_option(help="Default: the method's own (cyclegan, lookup: their "
-                                                           "time_budget_s parameter; others: none)."),
+    epochs: int | None = number(None, "--epochs", low=1, help="Override the method's epochs."),
+    time_budget: float | None = time_budget_option(
+        help="Default: the method's own (cyclegan, lookup: their time_budget_s parameter; others: none)."
+    ),
     seed: int = seed_option("Random seed (initialisation and shuffling)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
     threads: int = threads_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
     overwrite: bool = overwrite_option("an earlier run in OUT"),
-    ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry depth train ... --ddp` (docs/scale.md)."),
+    ddp: bool = typer.Option(
+        False,
+        "--ddp",
+        help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry depth train ... --ddp` (docs/scale.md).",
+    ),
 ) -> None:
     """Train a depth method; prints the best validation metrics.
 
@@ -146,15 +158,21 @@ def depth_train(
             raise InputError("--param cannot change a run being resumed", out)
         method_config = config.get("method_config", {})
         if not isinstance(config.get("method"), str) or not isinstance(method_config, dict):
-            raise CheckpointError("config.json names no 'method' (with its 'method_config')", out / "config.json")
+            raise CheckpointError(
+                "config.json names no 'method' (with its 'method_config')", out / "config.json"
+            )
         chosen = create_method(config["method"], **method_config)
         epochs = epochs if epochs is not None else config.get("epochs")
-        time_budget_s = minutes_to_seconds(time_budget) if time_budget is not None else config.get("time_budget_s")
+        time_budget_s = (
+            minutes_to_seconds(time_budget) if time_budget is not None else config.get("time_budget_s")
+        )
         seed = config.get("seed", seed)
         done = run.finished(epochs, time_budget_s)
         if done:
-            typer.echo(f"nothing to resume: {done} (give a larger --epochs or --time-budget to train on); "
-                       f"best: {_best_line(run.read_metrics())} -> {out}")
+            typer.echo(
+                f"nothing to resume: {done} (give a larger --epochs or --time-budget to train on); "
+                f"best: {_best_line(run.read_metrics())} -> {out}"
+            )
             return
     else:
         chosen = create_method(method or DEFAULT_METHOD, **_parse_params(params))
@@ -165,8 +183,17 @@ def depth_train(
     training_data = DepthData.load(data, chosen.uses)  # before the run folder exists: bad data leaves nothing
     if run is None:
         run = RunDir.for_training(out, overwrite=overwrite)
-    metrics = train_method(chosen, training_data, run, resume=resume, time_budget_s=time_budget_s, epochs=epochs,
-                           seed=seed, device=device, extra_config={"data": str(Path(data).resolve())})
+    metrics = train_method(
+        chosen,
+        training_data,
+        run,
+        resume=resume,
+        time_budget_s=time_budget_s,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        extra_config={"data": str(Path(data).resolve())},
+    )
     typer.echo(f"{chosen.name}: {_best_line(metrics)} -> {out}")
 
 
@@ -177,19 +204,25 @@ def _best_line(metrics: dict) -> str:
 
 @depth_app.command("predict")
 def depth_predict(
-    images: Path = typer.Argument(..., help="Folder of SEM images, a dataset folder (uses its test/SEM), or a .txt list of image paths."),
-    model: str = typer.Option("shipped", "--model", help="'shipped' (the depth model that comes with micrometry, "
-                              "unet-weak trained on its synthetic SEM data), a run folder written by `micrometry depth "
-                              "train`, or a model folder written by `micrometry export`."),
+    images: Path = typer.Argument(
+        ..., help="Folder of SEM images, a dataset folder (uses its test/SEM), or a .txt list of image paths."
+    ),
+    model: str = typer.Option(
+        "shipped",
+        "--model",
+        help="'shipped' (the depth model that comes with micrometry, "
+        "unet-weak trained on its synthetic SEM data), a run folder written by `micrometry depth "
+        "train`, or a model folder written by `micrometry export`.",
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for the depth PNGs (same file names)."),
-    zip_path: Optional[Path] = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
+    zip_path: Path | None = typer.Option(None, "--zip", help="Also write a submission zip of the PNGs."),
     batch_size: int = number(4096, "--batch-size", low=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
     threads: int = threads_option(),
     overwrite: bool = overwrite_option("OUT / zip"),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
-    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
 ) -> None:
     """Predict one 72x48 uint8 depth map per SEM image."""
     import time
@@ -197,14 +230,14 @@ def depth_predict(
     from micrometry.depth.methods import load_method
     from micrometry.depth.predict import predict_folder
     from micrometry.engine import make_engine
-    from micrometry.errors import show_warning
+    from micrometry.errors import InputError, show_warning
     from micrometry.io.atomic import refuse_existing
     from micrometry.train.loop import configure_threads
 
-    from micrometry.errors import InputError
-
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    if zip_path is not None and (out.resolve() == zip_path.resolve() or out.resolve() in zip_path.resolve().parents):
+    if zip_path is not None and (
+        out.resolve() == zip_path.resolve() or out.resolve() in zip_path.resolve().parents
+    ):
         raise InputError("--zip must lie outside the --out folder", zip_path)
     refuse_existing(out, overwrite, folder=True)
     refuse_existing(zip_path, overwrite, folder=False)
@@ -213,10 +246,15 @@ def depth_predict(
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:  # e.g. images unlike the training data
         warnings.simplefilter("always", UserWarning)
-        n = predict_folder(images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner)
+        n = predict_folder(
+            images, method, out, zip_path, overwrite=overwrite, batch_size=batch_size, engine=runner
+        )
     seconds = time.perf_counter() - started
-    typer.echo(f"{n} depth maps ({method.name}) -> {out}" + (f" and {zip_path}" if zip_path else "")
-               + f" in {seconds:.1f} s")
+    typer.echo(
+        f"{n} depth maps ({method.name}) -> {out}"
+        + (f" and {zip_path}" if zip_path else "")
+        + f" in {seconds:.1f} s"
+    )
     for w in caught:  # after the summary line, each once, in the CLI's one-line format
         show_warning(w.message, w.category)
 
@@ -224,7 +262,9 @@ def depth_predict(
 @depth_app.command("evaluate")
 def depth_evaluate(
     pred: Path = typer.Argument(..., help="Folder of predicted depth PNGs."),
-    truth: Path = typer.Argument(..., help="Folder of true depth PNGs with the same names (or a synth TRUTH root)."),
+    truth: Path = typer.Argument(
+        ..., help="Folder of true depth PNGs with the same names (or a synth TRUTH root)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
 ) -> None:
     """Pixel RMSE of predicted depth maps, overall and per case."""
@@ -252,9 +292,12 @@ def depth_measure(
     pred: Path = typer.Argument(..., help="Folder of depth PNGs (predicted or true)."),
     out: Path = typer.Option(..., "--out", help="Table to write, one row per image: .csv or .parquet."),
     nm_per_px: float = nm_per_px_option(),
-    top_fraction: float = fraction(0.9, "--top-level",
-                                   help="Top CD is read at this fraction of the depth above the bottom."),
-    bottom_fraction: float = fraction(0.1, "--bottom-level", help="Bottom CD is read at this fraction of the depth."),
+    top_fraction: float = fraction(
+        0.9, "--top-level", help="Top CD is read at this fraction of the depth above the bottom."
+    ),
+    bottom_fraction: float = fraction(
+        0.1, "--bottom-level", help="Bottom CD is read at this fraction of the depth."
+    ),
     overwrite: bool = overwrite_option("table"),
 ) -> None:
     """Per image: depth, top and bottom CD in x and y, sidewall angle (docs/depth.md), and why any is missing."""
@@ -274,8 +317,9 @@ def depth_measure(
         raise InputError("--out must end in .csv or .parquet", out)
     refuse_existing(out, overwrite, folder=False)
     maps = load_image_folder(pred)
-    rows = measure_maps(maps.images, nm_per_px=nm_per_px, top_fraction=top_fraction,
-                        bottom_fraction=bottom_fraction)
+    rows = measure_maps(
+        maps.images, nm_per_px=nm_per_px, top_fraction=top_fraction, bottom_fraction=bottom_fraction
+    )
     table = hole_table(maps.names, rows)
     with atomic_path(out) as tmp:
         if suffix == ".csv":
@@ -288,5 +332,6 @@ def depth_measure(
         typer.echo(f"  {line}")
     missing = int((table["status"] != "ok").sum())
     if missing:
-        typer.echo(f"warning: {missing} of {len(table)} holes not fully measured; the note column says why",
-                   err=True)
+        typer.echo(
+            f"warning: {missing} of {len(table)} holes not fully measured; the note column says why", err=True
+        )

@@ -128,9 +128,13 @@ def index_dataset(root: str | Path) -> SemIndex:
     if test_dir.is_dir():
         index.test = sorted(test_dir.glob("*.png"))
         for other in sorted(p for p in test_dir.iterdir() if p.suffix.lower() != ".png"):
-            index.problems.append(Problem(other, "unexpected file in test/SEM (expected .png images)", fatal=False))
+            index.problems.append(
+                Problem(other, "unexpected file in test/SEM (expected .png images)", fatal=False)
+            )
     if not (index.sim or index.real or index.test):
-        raise DatasetError("holds no simulation_data/, train/ or test/SEM images in the expected layout", root)
+        raise DatasetError(
+            "holds no simulation_data/, train/ or test/SEM images in the expected layout", root
+        )
     return index
 
 
@@ -161,7 +165,9 @@ def _index_simulation(sim_root: Path, index: SemIndex) -> None:
         case, family, base = key
         if set(renders) != {0, 1}:
             missing = 1 - next(iter(renders))
-            index.problems.append(Problem(next(iter(renders.values())), f"its pair _itr{missing}.png is missing"))
+            index.problems.append(
+                Problem(next(iter(renders.values())), f"its pair _itr{missing}.png is missing")
+            )
             continue
         if key not in depth_files:
             index.problems.append(Problem(renders[0], f"no depth map Depth/Case_{case}/{family}/{base}.png"))
@@ -184,12 +190,16 @@ def _index_real_train(train_root: Path, index: SemIndex) -> None:
     if not train_root.exists():
         return
     if sem_root.is_dir() and not csv_path.is_file():
-        index.problems.append(Problem(csv_path, "missing: real training images need their sites' average depths"))
+        index.problems.append(
+            Problem(csv_path, "missing: real training images need their sites' average depths")
+        )
         return
     if csv_path.is_file():
         index.site_depths = _read_average_depth(csv_path, index)
     if not sem_root.is_dir():
-        index.problems.append(Problem(sem_root, "missing: average_depth.csv lists sites but there are no images"))
+        index.problems.append(
+            Problem(sem_root, "missing: average_depth.csv lists sites but there are no images")
+        )
         return
     seen_keys = set()
     for depth_dir in sorted(p for p in sem_root.iterdir() if p.is_dir()):
@@ -205,7 +215,9 @@ def _index_real_train(train_root: Path, index: SemIndex) -> None:
             key = f"depth_{nominal}_{site_dir.name}"
             images = sorted(site_dir.glob("*.png"))
             if key not in index.site_depths:
-                index.problems.append(Problem(site_dir, f"site has images but no row {key!r} in average_depth.csv"))
+                index.problems.append(
+                    Problem(site_dir, f"site has images but no row {key!r} in average_depth.csv")
+                )
                 continue
             if not images:
                 continue
@@ -221,7 +233,9 @@ def _read_average_depth(path: Path, index: SemIndex) -> dict[str, float]:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except UnicodeDecodeError as exc:
-        index.problems.append(Problem(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 CSV"))
+        index.problems.append(
+            Problem(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 CSV")
+        )
         return depths
     except (OSError, csv.Error) as exc:
         index.problems.append(Problem(path, f"cannot read the CSV ({exc})"))
@@ -233,7 +247,9 @@ def _read_average_depth(path: Path, index: SemIndex) -> dict[str, float]:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != 2 or not _CSV_KEY.match(row[0].strip()):
-            index.problems.append(Problem(path, f"line {line_no}: expected 'depth_<nm>_site_<n>,<depth>', got {row}"))
+            index.problems.append(
+                Problem(path, f"line {line_no}: expected 'depth_<nm>_site_<n>,<depth>', got {row}")
+            )
             continue
         try:
             value = float(row[1])
@@ -264,7 +280,9 @@ def validate_images(index: SemIndex, limit: int | None = None) -> None:
             index.problems.append(Problem(path, getattr(exc, "message", str(exc))))
             continue
         if image.shape != IMAGE_SHAPE:
-            index.problems.append(Problem(path, f"image is {image.shape[0]}x{image.shape[1]}, expected 72x48"))
+            index.problems.append(
+                Problem(path, f"image is {image.shape[0]}x{image.shape[1]}, expected 72x48")
+            )
 
 
 # -- loading into memory -------------------------------------------------------
@@ -351,17 +369,25 @@ def load_sim(index: SemIndex) -> SimArrays:
     pairs = index.sim
     sem = read_stack([p for pair in pairs for p in pair.sem], "loading simulated SEM")
     depth = read_stack([pair.depth for pair in pairs], "loading depth maps")
-    return SimArrays(sem.reshape(len(pairs), 2, *IMAGE_SHAPE), depth,
-                     np.array([p.case for p in pairs]), np.array([f"{p.family}/{p.base}" for p in pairs]))
+    return SimArrays(
+        sem.reshape(len(pairs), 2, *IMAGE_SHAPE),
+        depth,
+        np.array([p.case for p in pairs]),
+        np.array([f"{p.family}/{p.base}" for p in pairs]),
+    )
 
 
 def load_real(index: SemIndex) -> RealArrays:
     images = read_stack([r.path for r in index.real], "loading real SEM")
     keys = [f"{r.nominal}/{r.site}" for r in index.real]
     codes = {k: i for i, k in enumerate(sorted(set(keys)))}
-    return RealArrays(images, np.array([r.nominal for r in index.real]), np.array([codes[k] for k in keys]),
-                      np.array([r.site_depth for r in index.real], dtype=np.float32),
-                      [str(r.path.relative_to(index.root)) for r in index.real])
+    return RealArrays(
+        images,
+        np.array([r.nominal for r in index.real]),
+        np.array([codes[k] for k in keys]),
+        np.array([r.site_depth for r in index.real], dtype=np.float32),
+        [str(r.path.relative_to(index.root)) for r in index.real],
+    )
 
 
 def load_test(index: SemIndex) -> ImageArrays:
@@ -385,4 +411,3 @@ def image_paths(folder: str | Path) -> list[Path]:
     if not paths:
         raise DatasetError("no images found", folder)
     return paths
-

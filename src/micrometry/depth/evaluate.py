@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from micrometry.depth.dataset import CASE_DEPTHS, read_stack, load_image_folder
+from micrometry.depth.dataset import CASE_DEPTHS, load_image_folder, read_stack
 from micrometry.errors import DatasetError
 
 

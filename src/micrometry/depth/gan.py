@@ -37,8 +37,13 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            nn.InstanceNorm2d(channels),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            nn.InstanceNorm2d(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,13 +64,25 @@ class TinyGenerator(nn.Module):
     def __init__(self, width: int = 16, n_blocks: int = 2):
         super().__init__()
         w = width
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(1, w, 7), nn.InstanceNorm2d(w), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(1, w, 7),
+            nn.InstanceNorm2d(w),
+            nn.ReLU(True),
+        ]
         for c_in, c_out in ((w, 2 * w), (2 * w, 4 * w)):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.InstanceNorm2d(c_out), nn.ReLU(True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
+                nn.InstanceNorm2d(c_out),
+                nn.ReLU(True),
+            ]
         layers += [ResidualBlock(4 * w) for _ in range(n_blocks)]
         for c_in, c_out in ((4 * w, 2 * w), (2 * w, w)):
-            layers += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(c_out), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
+                nn.InstanceNorm2d(c_out),
+                nn.ReLU(True),
+            ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, 1, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
@@ -79,8 +96,10 @@ class PatchCritic(nn.Module):
     def __init__(self, width: int = 16):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(1, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, True),
             nn.Conv2d(2 * width, 1, 3, padding=1),
         )
 
@@ -127,11 +146,13 @@ class CycleGan(nn.Module):
             fake_b, fake_a = self.ab(a), self.ba(b)
         loss = self.critic_b(fake_b).mean() - self.critic_b(b).mean()
         loss = loss + self.critic_a(fake_a).mean() - self.critic_a(a).mean()
-        return loss + weights.gp * (gradient_penalty(self.critic_b, b, fake_b)
-                                    + gradient_penalty(self.critic_a, a, fake_a))
+        return loss + weights.gp * (
+            gradient_penalty(self.critic_b, b, fake_b) + gradient_penalty(self.critic_a, a, fake_a)
+        )
 
-    def generator_loss(self, a: torch.Tensor, b: torch.Tensor,
-                       weights: GanWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def generator_loss(
+        self, a: torch.Tensor, b: torch.Tensor, weights: GanWeights
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Adversarial + cycle + identity loss of both generators.
 
         Returns

@@ -37,8 +37,15 @@ BOTTOM_FRACTION = 0.1
 WALL_LEVELS = (0.2, 0.8)
 MIN_DEPTH_NM = 2.0  # shallower than this is no hole (a flat map, or noise)
 
-LENGTH_COLUMNS = ("depth_nm", "top_level_nm", "bottom_level_nm", "top_cd_x_nm", "top_cd_y_nm",
-                  "bottom_cd_x_nm", "bottom_cd_y_nm")
+LENGTH_COLUMNS = (
+    "depth_nm",
+    "top_level_nm",
+    "bottom_level_nm",
+    "top_cd_x_nm",
+    "top_cd_y_nm",
+    "bottom_cd_x_nm",
+    "bottom_cd_y_nm",
+)
 ANGLE_COLUMNS = ("sidewall_angle_x_deg", "sidewall_angle_y_deg", "sidewall_angle_deg")
 VALUE_COLUMNS = (*LENGTH_COLUMNS, *ANGLE_COLUMNS)
 COLUMNS = ("status", "note", *VALUE_COLUMNS)
@@ -49,8 +56,9 @@ RUNS_OFF = "hole runs off the image"
 NO_FLOOR = "no pixel below the level on the centre line"
 
 
-def wall_angle_deg(depth_nm: float, chord_low_nm: float, chord_high_nm: float,
-                   wall_levels: tuple[float, float] = WALL_LEVELS) -> float:
+def wall_angle_deg(
+    depth_nm: float, chord_low_nm: float, chord_high_nm: float, wall_levels: tuple[float, float] = WALL_LEVELS
+) -> float:
     """Sidewall angle from two chords of one axis (degrees from horizontal; NaN if a chord is).
 
     Shared by the measurement and the simulator's truth, so both mean the same angle.
@@ -111,9 +119,13 @@ def top_level(height: np.ndarray) -> float:
     return float(np.median(height[flat])) if flat.sum() >= 0.02 * height.size else rough_top
 
 
-def measure_hole(height: np.ndarray, nm_per_px: float = 2.0, top_fraction: float = TOP_FRACTION,
-                 bottom_fraction: float = BOTTOM_FRACTION,
-                 wall_levels: tuple[float, float] = WALL_LEVELS) -> dict[str, float | str]:
+def measure_hole(
+    height: np.ndarray,
+    nm_per_px: float = 2.0,
+    top_fraction: float = TOP_FRACTION,
+    bottom_fraction: float = BOTTOM_FRACTION,
+    wall_levels: tuple[float, float] = WALL_LEVELS,
+) -> dict[str, float | str]:
     """Measure the central hole of one height map.
 
     Parameters
@@ -153,8 +165,12 @@ def measure_hole(height: np.ndarray, nm_per_px: float = 2.0, top_fraction: float
             start = int(np.argmin(profile))
         else:
             start = int(inside[np.argmin(profile[inside])])
-        for name, fraction in (("top", top_fraction), ("bottom", bottom_fraction),
-                               ("wall_low", wall_levels[0]), ("wall_high", wall_levels[1])):
+        for name, fraction in (
+            ("top", top_fraction),
+            ("bottom", bottom_fraction),
+            ("wall_low", wall_levels[0]),
+            ("wall_high", wall_levels[1]),
+        ):
             width, why = chord(profile, start, bottom + fraction * depth)
             chords[name, axis] = width * nm_per_px
             if why and name in ("top", "bottom"):
@@ -163,8 +179,9 @@ def measure_hole(height: np.ndarray, nm_per_px: float = 2.0, top_fraction: float
                 notes.append(f"sidewall angle {axis}: {why} at {fraction:.0%}")
         result[f"top_cd_{axis}_nm"] = chords["top", axis]
         result[f"bottom_cd_{axis}_nm"] = chords["bottom", axis]
-        result[f"sidewall_angle_{axis}_deg"] = wall_angle_deg(depth, chords["wall_low", axis],
-                                                              chords["wall_high", axis], wall_levels)
+        result[f"sidewall_angle_{axis}_deg"] = wall_angle_deg(
+            depth, chords["wall_low", axis], chords["wall_high", axis], wall_levels
+        )
     angles = [result["sidewall_angle_x_deg"], result["sidewall_angle_y_deg"]]
     result["sidewall_angle_deg"] = float(np.nanmean(angles)) if np.isfinite(angles).any() else float("nan")
     result["note"] = "; ".join(dict.fromkeys(notes))
@@ -193,8 +210,10 @@ def failure_summary(table) -> tuple[str, list[str]]:
     """``"50 holes: 37 fully measured, 13 partly, 0 not at all"`` and one line per missing quantity."""
     n = len(table)
     counts = table["status"].value_counts()
-    head = (f"{n} holes: {counts.get('ok', 0)} fully measured, {counts.get('partial', 0)} partly, "
-            f"{counts.get('failed', 0)} not at all")
+    head = (
+        f"{n} holes: {counts.get('ok', 0)} fully measured, {counts.get('partial', 0)} partly, "
+        f"{counts.get('failed', 0)} not at all"
+    )
     reasons: dict[str, int] = {}
     for note in table["note"]:
         for reason in filter(None, note.split("; ") if isinstance(note, str) else ()):  # NaN: read back empty

@@ -18,8 +18,12 @@ from torch import nn
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
     """Two 3x3 convolutions with BatchNorm and ReLU."""
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -56,7 +60,9 @@ def image_statistics(x: torch.Tensor) -> torch.Tensor:
     are robust to noise and much cheaper than pixel quantiles)."""
     flat = x.flatten(1)
     blocks = nn.functional.avg_pool2d(x, 4).flatten(1)
-    return torch.stack([flat.mean(1), flat.std(1), blocks.amin(1), blocks.amax(1), blocks.median(1).values], dim=1)
+    return torch.stack(
+        [flat.mean(1), flat.std(1), blocks.amin(1), blocks.amax(1), blocks.median(1).values], dim=1
+    )
 
 
 class HoleUNet(nn.Module):
@@ -78,8 +84,14 @@ class HoleUNet(nn.Module):
         depth head still gets the raw brightness statistics, where the depth is.
     """
 
-    def __init__(self, width: int = 12, unshuffle: int = 2, bottom: float = 30.0, depth_prior: float = 125.0,
-                 normalize: bool = True):
+    def __init__(
+        self,
+        width: int = 12,
+        unshuffle: int = 2,
+        bottom: float = 30.0,
+        depth_prior: float = 125.0,
+        normalize: bool = True,
+    ):
         super().__init__()
         self.bottom = bottom
         self.normalize = normalize
@@ -92,8 +104,9 @@ class HoleUNet(nn.Module):
         self.dec1 = conv_block(2 * w1, w1)
         self.shape_out = nn.Conv2d(w1, unshuffle**2, 1)  # pixel shuffle back to full resolution
         # BatchNorm first: the depth signal is in small brightness differences between images.
-        self.depth_head = nn.Sequential(nn.BatchNorm1d(w3 + w2 + 5), nn.Linear(w3 + w2 + 5, 64),
-                                        nn.ReLU(inplace=True), nn.Linear(64, 1))
+        self.depth_head = nn.Sequential(
+            nn.BatchNorm1d(w3 + w2 + 5), nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
+        )
 
     def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``shape`` (B, 1, H, W) in [0, 1] and ``depth`` (B,) in nm."""
@@ -127,8 +140,12 @@ class CaseNet(nn.Module):
         super().__init__()
         self.encoder = Encoder(width, unshuffle)
         w1, w2, w3 = self.encoder.channels
-        self.head = nn.Sequential(nn.BatchNorm1d(w3 + w2 + 5), nn.Linear(w3 + w2 + 5, 64), nn.ReLU(inplace=True),
-                                  nn.Linear(64, n_classes))
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(w3 + w2 + 5),
+            nn.Linear(w3 + w2 + 5, 64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, n_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, f2, f3 = self.encoder(x)

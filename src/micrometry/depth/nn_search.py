@@ -79,8 +79,9 @@ class ShiftedNeighbourSearch:
         Memory bound for one chunk's score matrix and rolled queries.
     """
 
-    def __init__(self, images, depth, max_shift: int = 2, candidates: int | None = None,
-                 chunk_bytes: int = 96 * 2**20):
+    def __init__(
+        self, images, depth, max_shift: int = 2, candidates: int | None = None, chunk_bytes: int = 96 * 2**20
+    ):
         images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
         z = unit_zscore(images)
         self.bank = z.flatten(1).contiguous()  # (N, D)
@@ -94,16 +95,20 @@ class ShiftedNeighbourSearch:
         self.shifts = shift_grid(max_shift)
         # rolled[:, s] = flat[:, roll_index[s]]: all shifts of a batch in one gather.
         grid = torch.arange(self.bank.shape[1]).view(self.shape)
-        self.roll_index = torch.stack([torch.roll(grid, (int(dy), int(dx)), dims=(0, 1)).flatten()
-                                       for dy, dx in self.shifts])
+        self.roll_index = torch.stack(
+            [torch.roll(grid, (int(dy), int(dx)), dims=(0, 1)).flatten() for dy, dx in self.shifts]
+        )
         self.chunk_bytes = chunk_bytes
 
     def __len__(self) -> int:
         return len(self.bank)
 
     def _chunk_size(self) -> int:
-        n_scored = self.candidates * (1 + self.bank.shape[1] / len(self.shifts)) if self.candidates \
+        n_scored = (
+            self.candidates * (1 + self.bank.shape[1] / len(self.shifts))
+            if self.candidates
             else len(self.bank)
+        )
         per_query = 4 * len(self.shifts) * (n_scored + self.bank.shape[1])
         return max(1, int(self.chunk_bytes // per_query))
 
@@ -114,7 +119,7 @@ class ShiftedNeighbourSearch:
         n_shift = len(self.shifts)
         index, shift, score = [], [], []
         for start in range(0, len(q), self._chunk_size()):
-            zq = unit_zscore(q[start:start + self._chunk_size()])
+            zq = unit_zscore(q[start : start + self._chunk_size()])
             rolled = zq.flatten(1)[:, self.roll_index]  # (m, S, D)
             if self.candidates:
                 first = shift_invariant_features(zq) @ self.bank_features.T  # (m, N)
@@ -137,7 +142,7 @@ class ShiftedNeighbourSearch:
         out = np.zeros((len(matches.index), *self.shape), dtype=np.float32)
         k = matches.index.shape[1]
         for j in range(k):
-            for (dy, dx) in np.unique(matches.shift[:, j], axis=0):
+            for dy, dx in np.unique(matches.shift[:, j], axis=0):
                 rows = np.flatnonzero((matches.shift[:, j, 0] == dy) & (matches.shift[:, j, 1] == dx))
                 out[rows] += np.roll(self.depth[matches.index[rows, j]], (int(dy), int(dx)), axis=(1, 2))
         return out / k

@@ -32,17 +32,25 @@ class FeatureGaussian:
         """Tensors (stored as weights, not as JSON numbers) and the threshold."""
         import torch
 
-        return {"mean": torch.from_numpy(self.mean.copy()), "precision": torch.from_numpy(self.precision.copy()),
-                "threshold": float(self.threshold)}
+        return {
+            "mean": torch.from_numpy(self.mean.copy()),
+            "precision": torch.from_numpy(self.precision.copy()),
+            "threshold": float(self.threshold),
+        }
 
     @classmethod
-    def from_state(cls, state: dict) -> "FeatureGaussian":
+    def from_state(cls, state: dict) -> FeatureGaussian:
         as_array = lambda v: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64)  # noqa: E731
         return cls(as_array(state["mean"]), as_array(state["precision"]), float(state["threshold"]))
 
 
-def fit_feature_gaussian(train: np.ndarray, held_out: np.ndarray, shrinkage: float = 0.1,
-                         quantile: float = 0.995, margin: float = 1.5) -> FeatureGaussian:
+def fit_feature_gaussian(
+    train: np.ndarray,
+    held_out: np.ndarray,
+    shrinkage: float = 0.1,
+    quantile: float = 0.995,
+    margin: float = 1.5,
+) -> FeatureGaussian:
     """Fit on ``train`` features; flag above ``margin`` x the ``quantile`` of the ``held_out`` scores.
 
     The covariance is shrunk towards its diagonal (``shrinkage``): with a few

@@ -37,7 +37,7 @@ def noise_level(images: np.ndarray) -> np.ndarray:
     x = _unit(images)
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="symmetric")
     rows, cols = x.shape[1:]
-    local = sum(padded[:, i:i + rows, j:j + cols] for i in range(3) for j in range(3)) / 9.0
+    local = sum(padded[:, i : i + rows, j : j + cols] for i in range(3) for j in range(3)) / 9.0
     resid = (x - local).reshape(len(x), -1)
     mad = np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1) * 1.4826
     sd = mad / np.sqrt(8.0 / 9.0 + 8.0 / 81.0)
@@ -59,7 +59,9 @@ def axis_spectrum(images: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray
     return np.fft.rfftfreq(n), power
 
 
-def blur_gap(sim: np.ndarray, real: np.ndarray, band: tuple[float, float] = (0.06, 0.3)) -> tuple[float, float]:
+def blur_gap(
+    sim: np.ndarray, real: np.ndarray, band: tuple[float, float] = (0.06, 0.3)
+) -> tuple[float, float]:
     """Extra Gaussian blur (sigma, px) along rows (y) and columns (x) that turns ``sim`` into ``real``.
 
     Fits ``log(P_real - floor_real) - log(P_sim - floor_sim) = c - 4 pi^2 dvar f^2`` over the
@@ -82,8 +84,9 @@ def blur_gap(sim: np.ndarray, real: np.ndarray, band: tuple[float, float] = (0.0
     return gaps[0], gaps[1]
 
 
-def augmentation_ranges(sim: np.ndarray, real: np.ndarray, floor: dict[str, float] | None = None,
-                        margin: float = 1.5) -> dict[str, float]:
+def augmentation_ranges(
+    sim: np.ndarray, real: np.ndarray, floor: dict[str, float] | None = None, margin: float = 1.5
+) -> dict[str, float]:
     """Imaging augmentation strengths (``blur_aug``, ``noise_aug``) that cover
     the measured gap between simulated and real images, times ``margin``, never below ``floor``.
 
@@ -109,6 +112,8 @@ def augmentation_ranges(sim: np.ndarray, real: np.ndarray, floor: dict[str, floa
     noise_gap = float(np.sqrt(max(n_real**2 - n_sim**2, 0.0)) * level)  # in [0, 1] input units
     measured = {"blur_y_measured": gap_y, "blur_x_measured": gap_x, "noise_measured": noise_gap}
     # Uniform draws in [0, range] average range / 2: the measured gap is then the typical draw.
-    ranges = {"blur_aug": max(floor.get("blur_aug", 0.0), margin * max(gap_y, gap_x)),
-              "noise_aug": max(floor.get("noise_aug", 0.0), 2.0 * margin * noise_gap)}
+    ranges = {
+        "blur_aug": max(floor.get("blur_aug", 0.0), margin * max(gap_y, gap_x)),
+        "noise_aug": max(floor.get("noise_aug", 0.0), 2.0 * margin * noise_gap),
+    }
     return {**ranges, **measured}

@@ -21,8 +21,8 @@ import numpy as np
 
 from micrometry.depth.dataset import image_paths, read_stack
 from micrometry.depth.methods import DepthMethod
-from micrometry.io.atomic import atomic_dir, atomic_path
 from micrometry.engine import LocalEngine, RayEngine
+from micrometry.io.atomic import atomic_dir, atomic_path
 from micrometry.io.image import write_image
 from micrometry.io.output_names import unique_output_names
 from micrometry.progress import make_progress, track
@@ -38,7 +38,7 @@ def predict_in_batches(method: DepthMethod, images: np.ndarray, batch_size: int 
     out = np.empty(images.shape, dtype=np.float32)
     starts = range(0, len(images), batch_size)
     for start in track(starts, "predicting depth"):
-        out[start:start + batch_size] = method.predict(images[start:start + batch_size])
+        out[start : start + batch_size] = method.predict(images[start : start + batch_size])
     return out
 
 
@@ -73,9 +73,12 @@ def warn_unlike(rows: list[dict], where: Path) -> int:
     """Warn when images were flagged as unlike the training data; returns how many."""
     flagged = [r["file"] for r in rows if r["unlike_training_data"] == "yes"]
     if flagged:
-        warnings.warn(f"{len(flagged)} of {len(rows)} images look unlike the model's training data "
-                      f"(e.g. {flagged[0]}): their depth maps are unreliable; see {where}",
-                      UnlikeTrainingDataWarning, stacklevel=3)
+        warnings.warn(
+            f"{len(flagged)} of {len(rows)} images look unlike the model's training data "
+            f"(e.g. {flagged[0]}): their depth maps are unreliable; see {where}",
+            UnlikeTrainingDataWarning,
+            stacklevel=3,
+        )
     return len(flagged)
 
 
@@ -100,7 +103,7 @@ def submission_zip(names: list[str], maps: np.ndarray) -> bytes:
     png_names = unique_output_names(names, ".png")
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as folder:
-        for name, depth in zip(png_names, maps):
+        for name, depth in zip(png_names, maps, strict=False):
             write_image(Path(folder) / name, to_depth_png(depth))
         zip_pngs(buffer, Path(folder), png_names)
     return buffer.getvalue()
@@ -131,16 +134,24 @@ class DepthWorker:
         else:
             maps, report = self.method.predict(images), None
         names = [item["name"] for item in items]
-        for name, depth in zip(names, maps):
+        for name, depth in zip(names, maps, strict=False):
             write_image(self.folder / name, to_depth_png(depth))
         if report is None:
             return [{"name": name} for name in names]
-        return [{"name": name, "row": row} for name, row in zip(names, report_rows(names, report))]
+        return [
+            {"name": name, "row": row} for name, row in zip(names, report_rows(names, report), strict=False)
+        ]
 
 
-def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip_path: str | Path | None = None,
-                   overwrite: bool = False, batch_size: int = 4096,
-                   engine: LocalEngine | RayEngine | None = None) -> int:
+def predict_folder(
+    images: str | Path,
+    method: DepthMethod,
+    out: str | Path,
+    zip_path: str | Path | None = None,
+    overwrite: bool = False,
+    batch_size: int = 4096,
+    engine: LocalEngine | RayEngine | None = None,
+) -> int:
     """Predict every image of ``images`` (a folder, or a dataset root: its test/SEM); returns the count.
 
     ``engine`` runs the prediction (:class:`~micrometry.engine.LocalEngine`
@@ -154,7 +165,7 @@ def predict_folder(images: str | Path, method: DepthMethod, out: str | Path, zip
     engine = engine or LocalEngine(batch_size)
     paths = image_paths(images)
     names = unique_output_names(paths, ".png", images)  # two inputs, one output: refused before any work
-    items = [{"path": str(path.resolve()), "name": name} for path, name in zip(paths, names)]
+    items = [{"path": str(path.resolve()), "name": name} for path, name in zip(paths, names, strict=False)]
     png_names: list[str] = [""] * len(items)
     rows: list[dict | None] = [None] * len(items)
     with atomic_dir(out, overwrite=overwrite) as tmp:

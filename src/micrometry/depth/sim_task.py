@@ -7,7 +7,7 @@ no worker processes.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -39,10 +39,12 @@ def sim_tensors(sim: SimArrays, rows: np.ndarray, mean_itr: bool, device: torch.
     return x_t, y_t
 
 
-def flip_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def flip_batch(
+    x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random horizontal and vertical flips, the same for input and target (holes are symmetric)."""
     flips = torch.rand(2, generator=generator) < 0.5
-    dims = [d for d, f in zip((3, 2), flips.tolist()) if f]
+    dims = [d for d, f in zip((3, 2), flips.tolist(), strict=False) if f]
     if dims:
         x, y = x.flip(dims), y.flip(dims)
     return x, y
@@ -72,9 +74,21 @@ class SimRegressionTask(TrainTask):
         When given, a cosine learning-rate schedule over that many epochs.
     """
 
-    def __init__(self, net: nn.Module, sim: SimArrays, device: torch.device, loss_fn: LossFn, lr: float,
-                 batch_size: int, val_fraction: float = 0.1, seed: int = 0, mean_itr: bool = False,
-                 flips: bool = False, weight_decay: float = 0.0, epochs_for_schedule: int | None = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        sim: SimArrays,
+        device: torch.device,
+        loss_fn: LossFn,
+        lr: float,
+        batch_size: int,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        mean_itr: bool = False,
+        flips: bool = False,
+        weight_decay: float = 0.0,
+        epochs_for_schedule: int | None = None,
+    ):
         self.net = net
         self.loss_fn = loss_fn
         self.batch_size = batch_size
@@ -87,7 +101,8 @@ class SimRegressionTask(TrainTask):
         self.schedulers = {}
         if epochs_for_schedule:
             self.schedulers["lr"] = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizers["opt"], T_max=epochs_for_schedule)
+                self.optimizers["opt"], T_max=epochs_for_schedule
+            )
         self._step_generator = torch.Generator().manual_seed(seed + 1)
 
     def train_batches(self, epoch: int, generator: torch.Generator):
@@ -114,6 +129,6 @@ class SimRegressionTask(TrainTask):
             return {}
         sq = 0.0
         for start in range(0, len(self.val_x), 1024):
-            pred = self.net(self.val_x[start:start + 1024])
-            sq += float(((pred - self.val_y[start:start + 1024]) ** 2).sum())
+            pred = self.net(self.val_x[start : start + 1024])
+            sq += float(((pred - self.val_y[start : start + 1024]) ** 2).sum())
         return {"val_rmse": (sq / self.val_y.numel()) ** 0.5}

@@ -15,8 +15,9 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from micrometry.errors import InputError, OutputExistsError
 
@@ -81,7 +82,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     except OSError:
         return removed
     for candidate in candidates:
-        pid_text = candidate.name[len(prefix):].split(".", 1)[0]
+        pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
         if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
             continue
         if not (candidate.name.endswith(".partial") or ".tmp" in candidate.name):
@@ -182,7 +183,9 @@ def check_writable(path: str | Path) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".micrometry-write-test.", dir=parent)
     except OSError as exc:
-        raise InputError(f"cannot be written: no write access to {parent} ({exc.strerror or exc})", path) from None
+        raise InputError(
+            f"cannot be written: no write access to {parent} ({exc.strerror or exc})", path
+        ) from None
     os.close(fd)
     os.unlink(probe)
 

@@ -61,8 +61,11 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError("no such file", path)
     try:
         if path.stat().st_size > MAX_FILE_BYTES:  # read whole into memory below: bound it
-            raise ImageReadError(f"file of {path.stat().st_size} bytes is larger than the {MAX_FILE_BYTES} "
-                                 "micrometry reads as one image", path)
+            raise ImageReadError(
+                f"file of {path.stat().st_size} bytes is larger than the {MAX_FILE_BYTES} "
+                "micrometry reads as one image",
+                path,
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"cannot read the file ({exc.strerror or exc})", path) from None
@@ -123,8 +126,9 @@ def check_pixel_count(data: bytes, name: str | Path, max_pixels: int) -> None:
     except Exception:  # noqa: BLE001 - an unreadable header is the decoder's to report, with its message
         return
     if pixels > max_pixels:
-        raise ImageReadError(f"image has {pixels / 1e6:.1f} million pixels; the limit is "
-                             f"{max_pixels / 1e6:.1f} million", name)
+        raise ImageReadError(
+            f"image has {pixels / 1e6:.1f} million pixels; the limit is {max_pixels / 1e6:.1f} million", name
+        )
 
 
 def read_gray_u8(path: str | Path) -> np.ndarray:
@@ -155,8 +159,11 @@ def _read_pil(source: io.BytesIO, path: Path) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageReadError("not an image file (or an unsupported format)", path) from None
     except Image.DecompressionBombError as exc:  # PIL refuses to open it at all
-        raise ImageReadError(f"image is too large to decode safely; the limit is {MAX_PIXELS / 1e6:.1f} "
-                             f"million pixels ({exc})", path) from None
+        raise ImageReadError(
+            f"image is too large to decode safely; the limit is {MAX_PIXELS / 1e6:.1f} "
+            f"million pixels ({exc})",
+            path,
+        ) from None
     except (OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise ImageReadError(f"corrupt or truncated image ({exc})", path) from None
 
@@ -196,17 +203,31 @@ def float_to_u16(array: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
     if finite.all() and lo >= 0 and hi <= 65535 and np.array_equal(values, np.round(values)):
         return array.astype(np.uint16)
     scaled = (np.where(finite, array, lo) - lo) / (hi - lo) * 65535 if hi > lo else np.zeros_like(array)
-    warnings.warn(f"{path}: floating-point image scaled from [{lo:.6g}, {hi:.6g}] to 16 bit"
-                  + ("; non-finite pixels set to the minimum" if not finite.all() else ""),
-                  FloatImageWarning, stacklevel=3)
+    warnings.warn(
+        f"{path}: floating-point image scaled from [{lo:.6g}, {hi:.6g}] to 16 bit"
+        + ("; non-finite pixels set to the minimum" if not finite.all() else ""),
+        FloatImageWarning,
+        stacklevel=3,
+    )
     return np.rint(scaled).astype(np.uint16)
 
 
 # --------------------------------------------------------------------------- calibration
 
 # ImageJ and OME spellings of the length units micrometry reports, and their factor to um.
-_UNIT_NAMES = {"um": "um", "micron": "um", "microns": "um", "\u00b5m": "um", "µm": "um", "μm": "um",
-               "nm": "nm", "nanometer": "nm", "mm": "mm", "millimeter": "mm", "cm": "cm", "m": "m"}
+_UNIT_NAMES = {
+    "um": "um",
+    "micron": "um",
+    "microns": "um",
+    "\u00b5m": "um",
+    "\u03bcm": "um",
+    "nm": "nm",
+    "nanometer": "nm",
+    "mm": "mm",
+    "millimeter": "mm",
+    "cm": "cm",
+    "m": "m",
+}
 # TIFF ResolutionUnit 2 (inch) with these values is a print resolution, not a calibration.
 _PRINT_DPI = {72.0, 96.0, 100.0, 150.0, 200.0, 300.0, 600.0, 1200.0}
 
@@ -230,7 +251,9 @@ def read_calibration(path: str | Path) -> tuple[float, str] | None:
             page = tif.pages[0]
             ome = tif.ome_metadata if tif.is_ome else None
             imagej = tif.imagej_metadata if tif.is_imagej else None
-            tags = {name: page.tags[name].value for name in ("XResolution", "ResolutionUnit") if name in page.tags}
+            tags = {
+                name: page.tags[name].value for name in ("XResolution", "ResolutionUnit") if name in page.tags
+            }
     except Exception:  # unreadable files are reported by the image reader, not here
         return None
     if ome:
@@ -287,8 +310,8 @@ def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:
     gray = np.empty(rgb.shape[:2], dtype=array.dtype)
     rows = max(1, 2**20 // max(rgb.shape[1], 1))  # ~1 Mpx blocks: float64 never for the whole image
     for start in range(0, rgb.shape[0], rows):
-        block = rgb[start:start + rows].astype(np.float64) @ _LUMA
-        gray[start:start + rows] = np.clip(np.rint(block), 0, np.iinfo(array.dtype).max)
+        block = rgb[start : start + rows].astype(np.float64) @ _LUMA
+        gray[start : start + rows] = np.clip(np.rint(block), 0, np.iinfo(array.dtype).max)
     return gray
 
 

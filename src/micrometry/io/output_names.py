@@ -9,13 +9,15 @@ expected, so they are refused up front, naming both inputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from micrometry.errors import DatasetError
 
 
-def unique_output_names(inputs: Sequence[str | Path], suffix: str, where: str | Path | None = None) -> list[str]:
+def unique_output_names(
+    inputs: Sequence[str | Path], suffix: str, where: str | Path | None = None
+) -> list[str]:
     """The output file name of each input (its stem + ``suffix``), refusing any two that collide.
 
     Names are compared without regard to case: on a case-insensitive file
@@ -45,7 +47,9 @@ def unique_output_names(inputs: Sequence[str | Path], suffix: str, where: str | 
     for i, name in enumerate(names):
         j = first.setdefault(name.casefold(), i)
         if j != i:
-            raise DatasetError(f"{inputs[j]} and {inputs[i]} would both be written as {name}: "
-                               "rename one of them (outputs are named after their inputs)",
-                               where if where is not None else inputs[i])
+            raise DatasetError(
+                f"{inputs[j]} and {inputs[i]} would both be written as {name}: "
+                "rename one of them (outputs are named after their inputs)",
+                where if where is not None else inputs[i],
+            )
     return names

@@ -42,7 +42,9 @@ def _size_and_centre(extent: float, offset: tuple[float, float]) -> tuple[int, t
     return size, (size / 2 + offset[0], size / 2 + offset[1])
 
 
-def ellipse(a: float, b: float, angle: float = 0.0, offset: tuple[float, float] = (0.3, 0.1)) -> AnalyticShape:
+def ellipse(
+    a: float, b: float, angle: float = 0.0, offset: tuple[float, float] = (0.3, 0.1)
+) -> AnalyticShape:
     """Ellipse with semi-axes ``a >= b`` (a disc when equal), long axis at ``angle`` degrees."""
     size, centre = _size_and_centre(2 * a, offset)
     u, v = _frame(size, angle, centre)
@@ -53,8 +55,9 @@ def ellipse(a: float, b: float, angle: float = 0.0, offset: tuple[float, float] 
     return AnalyticShape(name, mask, math.pi * a * b, perimeter, 2 * a, 2 * b, angle % 180.0)
 
 
-def rectangle(length: float, width: float, angle: float = 0.0,
-              offset: tuple[float, float] = (0.3, 0.1)) -> AnalyticShape:
+def rectangle(
+    length: float, width: float, angle: float = 0.0, offset: tuple[float, float] = (0.3, 0.1)
+) -> AnalyticShape:
     """Rectangle ``length >= width`` (a square when equal), long side at ``angle`` degrees."""
     size, centre = _size_and_centre(math.hypot(length, width), offset)
     u, v = _frame(size, angle, centre)
@@ -62,8 +65,15 @@ def rectangle(length: float, width: float, angle: float = 0.0,
     kind = "square" if length == width else "rectangle"
     # The longest caliper of a rectangle is its diagonal.
     diagonal_angle = (angle + math.degrees(math.atan2(width, length))) % 180.0
-    return AnalyticShape(f"{kind} {length:g}x{width:g} @{angle:g}", mask, length * width,
-                         2 * (length + width), math.hypot(length, width), width, diagonal_angle)
+    return AnalyticShape(
+        f"{kind} {length:g}x{width:g} @{angle:g}",
+        mask,
+        length * width,
+        2 * (length + width),
+        math.hypot(length, width),
+        width,
+        diagonal_angle,
+    )
 
 
 def validation_shapes() -> list[AnalyticShape]:

@@ -7,7 +7,6 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -51,17 +50,25 @@ def _warnings_as_lines():
 
 @particles_app.command("info")
 def info(
-    coco: Optional[Path] = typer.Argument(None, help="COCO folder (images/ + annotations.json) or annotation file."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
-    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."),
+    coco: Path | None = typer.Argument(
+        None, help="COCO folder (images/ + annotations.json) or annotation file."
+    ),
+    images: Path | None = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."
+    ),
     max_rows: int = number(30, "--max-rows", low=-1, help="Per-image rows to print (0: none, -1: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
-    check_images: bool = typer.Option(True, "--check-images/--no-check-images",
-                                      help="Decode every image (finds truncated files; headers are always read)."),
+    check_images: bool = typer.Option(
+        True,
+        "--check-images/--no-check-images",
+        help="Decode every image (finds truncated files; headers are always read).",
+    ),
 ) -> None:
     """Validate a COCO dataset and print counts, sizes and per-image statistics."""
     from micrometry.io.coco import load_coco, resolve_coco
-    from micrometry.particles.info import check_images as decode_all, dataset_summary, per_image_rows
+    from micrometry.particles.info import check_images as decode_all
+    from micrometry.particles.info import dataset_summary, per_image_rows
 
     ann_path, img_dir = resolve_coco(coco, images, annotations)
     with _warnings_as_lines():
@@ -86,10 +93,16 @@ def info(
 
     shown = rows if max_rows < 0 else rows[:max_rows]
     if shown:
-        per = Table(title="per image" + (f" (first {len(shown)} of {len(rows)})" if len(shown) < len(rows) else ""))
+        per = Table(
+            title="per image" + (f" (first {len(shown)} of {len(rows)})" if len(shown) < len(rows) else "")
+        )
         for col in shown[0]:
-            per.add_column(col.replace("_", " "), justify="left" if col == "file" else "right",
-                           no_wrap=True, min_width=len(col))
+            per.add_column(
+                col.replace("_", " "),
+                justify="left" if col == "file" else "right",
+                no_wrap=True,
+                min_width=len(col),
+            )
         for row in shown:
             per.add_row(*(_fmt(v) for v in row.values()))
         stdout.print(per)
@@ -110,22 +123,61 @@ def _fmt(value: object) -> str:
 
 @particles_app.command("predict")
 def predict(
-    images: Path = typer.Argument(..., help="Folder of images, one image, or a .txt list of image paths (one per line)."),
+    images: Path = typer.Argument(
+        ..., help="Folder of images, one image, or a .txt list of image paths (one per line)."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder PRED (results.json, labels/, overlays/)."),
-    model: str = typer.Option("shipped", "--model", help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`; several joined by commas (RUN_A,RUN_B or RUN_A:2,RUN_B:1 with weights) for an ensemble fused by weighted mask fusion."),
-    images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO file listing the images (e.g. test/images.json): results use its image ids."),
+    model: str = typer.Option(
+        "shipped",
+        "--model",
+        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`; several joined by commas (RUN_A,RUN_B or RUN_A:2,RUN_B:1 with weights) for an ensemble fused by weighted mask fusion.",
+    ),
+    images_json: Path | None = typer.Option(
+        None,
+        "--images-json",
+        help="COCO file listing the images (e.g. test/images.json): results use its image ids.",
+    ),
     batch_size: int = number(4, "--batch-size", low=1, help="Images per segmenter call."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
     overwrite: bool = overwrite_option("PRED folder"),
-    scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Learned models: network resolution relative to the image (default: the run's; automatic for models trained with automatic size, like the shipped one)."),
-    diameter: Optional[float] = number(None, "--diameter", low=1, high=10000, help="Learned models with automatic size: the particles' typical (median area-equivalent) diameter in pixels; default: estimated per image by a first pass of the model. The shipped model sees particles at 20 network pixels: an image is resized by 20 / DIAMETER."),
-    tile: Optional[int] = number(None, "--tile", low=32, help="Learned models: tile side in network pixels for large images (default 768)."),
-    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation, any model: the four flips (about 4x slower; U-Net models average their maps, others fuse instances)."),
-    tta_scales: Optional[str] = typer.Option(None, "--tta-scales", help="Multi-scale TTA, any model: also segment the image resized by each factor, e.g. 0.8,1,1.25; instances fused by weighted mask fusion."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable or non-2-D file (default: skip it with a warning)."),
+    scale: float | None = number(
+        None,
+        "--scale",
+        low=0.05,
+        high=8,
+        help="Learned models: network resolution relative to the image (default: the run's; automatic for models trained with automatic size, like the shipped one).",
+    ),
+    diameter: float | None = number(
+        None,
+        "--diameter",
+        low=1,
+        high=10000,
+        help="Learned models with automatic size: the particles' typical (median area-equivalent) diameter in pixels; default: estimated per image by a first pass of the model. The shipped model sees particles at 20 network pixels: an image is resized by 20 / DIAMETER.",
+    ),
+    tile: int | None = number(
+        None,
+        "--tile",
+        low=32,
+        help="Learned models: tile side in network pixels for large images (default 768).",
+    ),
+    tta: bool = typer.Option(
+        False,
+        "--tta",
+        help="Test-time augmentation, any model: the four flips (about 4x slower; U-Net models average their maps, others fuse instances).",
+    ),
+    tta_scales: str | None = typer.Option(
+        None,
+        "--tta-scales",
+        help="Multi-scale TTA, any model: also segment the image resized by each factor, e.g. 0.8,1,1.25; instances fused by weighted mask fusion.",
+    ),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Stop at the first unreadable or non-2-D file (default: skip it with a warning).",
+    ),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
-    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays.
 
@@ -138,18 +190,30 @@ def predict(
     from micrometry.particles.segmenter import load_segmenter
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    options = {"scale": scale, "tile": tile, "tta": tta or None, "tta_scales": tta_scales, "diameter": diameter}
+    options = {
+        "scale": scale,
+        "tile": tile,
+        "tta": tta or None,
+        "tta_scales": tta_scales,
+        "diameter": diameter,
+    }
     segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
-        summary = predict_folder(segmenter, images, out, images_json, batch_size, overwrite, overlays, runner,
-                                 strict=strict)
+        summary = predict_folder(
+            segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
+        )
     cal = summary["calibration"]
-    typer.echo(calibration_line(cal["pixel_size"], cal["unit"], "metadata") if cal else
-               "calibration: none in the images (particles measure --pixel-size --unit calibrates)")
+    typer.echo(
+        calibration_line(cal["pixel_size"], cal["unit"], "metadata")
+        if cal
+        else "calibration: none in the images (particles measure --pixel-size --unit calibrates)"
+    )
     _echo_sizes(summary["per_image"])
     skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
-    typer.echo(f"{summary['images']} images, {summary['particles']} particles{skipped} "
-               f"({summary['seconds_per_image']:.2f} s/image) -> {out}")
+    typer.echo(
+        f"{summary['images']} images, {summary['particles']} particles{skipped} "
+        f"({summary['seconds_per_image']:.2f} s/image) -> {out}"
+    )
 
 
 def _echo_sizes(per_image: list[dict], max_lines: int = 20) -> None:
@@ -160,31 +224,53 @@ def _echo_sizes(per_image: list[dict], max_lines: int = 20) -> None:
     if len(sized) <= max_lines:
         for p in sized:
             d = p.get("diameter_px")
-            typer.echo(f"{p['file']}: diameter {'-' if d is None else f'{d:.1f}'} px "
-                       f"({p.get('diameter_source', '')}), scale {p['scale']:.3g}")
+            typer.echo(
+                f"{p['file']}: diameter {'-' if d is None else f'{d:.1f}'} px "
+                f"({p.get('diameter_source', '')}), scale {p['scale']:.3g}"
+            )
         return
     diameters = sorted(p["diameter_px"] for p in sized if p.get("diameter_px") is not None)
     scales = sorted(p["scale"] for p in sized)
     if diameters:
-        typer.echo(f"particle diameter {diameters[0]:.1f}-{diameters[-1]:.1f} px (median "
-                   f"{diameters[len(diameters) // 2]:.1f}); scale {scales[0]:.3g}-{scales[-1]:.3g} "
-                   "(per image in prediction.json)")
+        typer.echo(
+            f"particle diameter {diameters[0]:.1f}-{diameters[-1]:.1f} px (median "
+            f"{diameters[len(diameters) // 2]:.1f}); scale {scales[0]:.3g}-{scales[-1]:.3g} "
+            "(per image in prediction.json)"
+        )
 
 
 @particles_app.command("measure")
 def measure(
-    pred: Path = typer.Argument(..., help="Label-image folder, prediction folder (PRED/labels) or COCO .json."),
+    pred: Path = typer.Argument(
+        ..., help="Label-image folder, prediction folder (PRED/labels) or COCO .json."
+    ),
     out: Path = typer.Option(..., "--out", help="Particle table (.csv or .parquet); summaries go beside it."),
-    pixel_size: Optional[float] = pixel_size_option(),
-    unit: Optional[str] = unit_option(),
-    exclude_edges: bool = typer.Option(False, "--exclude-edges", help="Leave out particles touching the border."),
-    images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO images list for a results file (default: images.json beside it)."),
-    min_score: float = fraction(0.0, "--min-score", help="COCO results: ignore detections scoring below this."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Gray images named like the label images: adds Mean, Min, Max."),
-    rois: bool = typer.Option(False, "--rois", help="Also write each image's particle outlines as an ImageJ "
-                              "ROI set, OUT_STEM_rois/IMAGE_RoiSet.zip (ROI names = the Label column)."),
+    pixel_size: float | None = pixel_size_option(),
+    unit: str | None = unit_option(),
+    exclude_edges: bool = typer.Option(
+        False, "--exclude-edges", help="Leave out particles touching the border."
+    ),
+    images_json: Path | None = typer.Option(
+        None, "--images-json", help="COCO images list for a results file (default: images.json beside it)."
+    ),
+    min_score: float = fraction(
+        0.0, "--min-score", help="COCO results: ignore detections scoring below this."
+    ),
+    images: Path | None = typer.Option(
+        None, "--images", help="Gray images named like the label images: adds Mean, Min, Max."
+    ),
+    rois: bool = typer.Option(
+        False,
+        "--rois",
+        help="Also write each image's particle outlines as an ImageJ "
+        "ROI set, OUT_STEM_rois/IMAGE_RoiSet.zip (ROI names = the Label column).",
+    ),
     overwrite: bool = overwrite_option("output tables"),
-    model: Optional[str] = typer.Option(None, "--model", help="PRED is a folder of photos: segment them first with this model ('shipped', watershed, a run or an exported model folder)."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="PRED is a folder of photos: segment them first with this model ('shipped', watershed, a run or an exported model folder).",
+    ),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
     from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
@@ -193,14 +279,25 @@ def measure(
     if model is not None:
         typer.echo(f"segmenting the photos in {pred} with model {model!r} first")
     with _warnings_as_lines():
-        result = measure_source(pred, pixel_size=pixel_size, unit=unit, exclude_edges=exclude_edges,
-                                images_json=images_json, min_score=min_score, images_dir=images, rois=rois,
-                                model=model)
+        result = measure_source(
+            pred,
+            pixel_size=pixel_size,
+            unit=unit,
+            exclude_edges=exclude_edges,
+            images_json=images_json,
+            min_score=min_score,
+            images_dir=images,
+            rois=rois,
+            model=model,
+        )
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
-    size = (f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
-            if s["Count"] else "")
+    size = (
+        f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
+        if s["Count"]
+        else ""
+    )
     typer.echo(f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}")
     for path in paths.values():
         typer.echo(f"wrote {path}")
@@ -208,28 +305,46 @@ def measure(
 
 @particles_app.command("compare")
 def compare(
-    a: Path = typer.Argument(..., help="Batch A (reference): a table from 'particles measure', or a source it accepts."),
+    a: Path = typer.Argument(
+        ..., help="Batch A (reference): a table from 'particles measure', or a source it accepts."
+    ),
     b: Path = typer.Argument(..., help="Batch B: same kinds as A."),
     out: Path = typer.Option(..., "--out", help="Output folder: compare.csv, compare.json, report.html."),
-    model: Optional[str] = typer.Option(None, "--model", help="A and B are folders of raw images: segment them with this model first ('shipped', watershed, a run or an exported model folder)."),
-    pixel_size: Optional[float] = pixel_size_option("Pixel size in --unit when A/B are measured here (default: "
-                                                    "image metadata, else pixels)."),
-    unit: Optional[str] = unit_option(),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="A and B are folders of raw images: segment them with this model first ('shipped', watershed, a run or an exported model folder).",
+    ),
+    pixel_size: float | None = pixel_size_option(
+        "Pixel size in --unit when A/B are measured here (default: image metadata, else pixels)."
+    ),
+    unit: str | None = unit_option(),
     exclude_edges: bool = typer.Option(False, "--exclude-edges", help="Leave out border-touching particles."),
     alpha: float = number(0.01, "--alpha", low=0, high=0.5, low_open=True, help="KS significance level."),
-    rel_threshold: float = number(0.05, "--rel-threshold", low=0, help="Relevant median shift, fraction of A's median."),
+    rel_threshold: float = number(
+        0.05, "--rel-threshold", low=0, help="Relevant median shift, fraction of A's median."
+    ),
     n_boot: int = number(1000, "--n-boot", low=100, help="Bootstrap resamples."),
     seed: int = seed_option("Bootstrap seed."),
     overwrite: bool = overwrite_option("output folder"),
 ) -> None:
     """Compare two batches descriptor by descriptor; say plainly what changed."""
-    from micrometry.particles.compare_run import run_compare
     from micrometry.particles.compare import CompareSettings
+    from micrometry.particles.compare_run import run_compare
 
     settings = CompareSettings(alpha=alpha, relative_threshold=rel_threshold, n_boot=n_boot, seed=seed)
     with _warnings_as_lines():
-        comparison = run_compare(a, b, out, settings, model=model, pixel_size=pixel_size, unit=unit,
-                                 exclude_edges=exclude_edges, overwrite=overwrite)
+        comparison = run_compare(
+            a,
+            b,
+            out,
+            settings,
+            model=model,
+            pixel_size=pixel_size,
+            unit=unit,
+            exclude_edges=exclude_edges,
+            overwrite=overwrite,
+        )
     for line in comparison["verdict"]:
         typer.echo(line)
     typer.echo(f"{int(comparison['changed'].sum())} of {len(comparison)} descriptors changed -> {out}")
@@ -239,9 +354,13 @@ def compare(
 def evaluate_cmd(
     pred: Path = typer.Argument(..., help="COCO results JSON (or a PRED folder holding results.json)."),
     gt: Path = typer.Argument(..., help="Ground-truth COCO annotations (e.g. TRUTH/test_annotations.json)."),
-    max_dets: int = number(None, "--max-dets", low=1,
-                           help="Detections per image for COCO AP/AR (default: 300, or 1.5x the most true "
-                                "particles in one image when more)."),
+    max_dets: int = number(
+        None,
+        "--max-dets",
+        low=1,
+        help="Detections per image for COCO AP/AR (default: 300, or 1.5x the most true "
+        "particles in one image when more).",
+    ),
     match_score: float = fraction(0.5, "--match-score", help="Minimum score for instance matching."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
@@ -267,8 +386,10 @@ def evaluate_cmd(
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
-    coco = Table(title=f"COCO AP, maxDets={metrics['max_dets']}: {metrics['pred_instances']} predictions, "
-                       f"{metrics['gt_instances']} true particles, {metrics['images']} images")
+    coco = Table(
+        title=f"COCO AP, maxDets={metrics['max_dets']}: {metrics['pred_instances']} predictions, "
+        f"{metrics['gt_instances']} true particles, {metrics['images']} images"
+    )
     coco.add_column("")
     for key in COCO_KEYS:
         coco.add_column(key, justify="right")
@@ -279,8 +400,13 @@ def evaluate_cmd(
     for col in ("IoU", "TP", "FP", "FN", "precision", "recall", "F1", "mean matched IoU", "PQ"):
         match.add_column(col, justify="right")
     for row in metrics["matching"]:
-        match.add_row(f"{row['iou']:.1f}", str(row["tp"]), str(row["fp"]), str(row["fn"]),
-                      *(_fmt3(row[k]) for k in ("precision", "recall", "f1", "mean_matched_iou", "panoptic_quality")))
+        match.add_row(
+            f"{row['iou']:.1f}",
+            str(row["tp"]),
+            str(row["fp"]),
+            str(row["fn"]),
+            *(_fmt3(row[k]) for k in ("precision", "recall", "f1", "mean_matched_iou", "panoptic_quality")),
+        )
     stdout.print(match)
 
 
@@ -302,8 +428,12 @@ def _finished_run(out: Path, model: str | None, epochs: int | None, time_budget:
         return None
     settings = config.get("settings", {})
     run = RunDir(out)
-    return run.finished(epochs if epochs is not None else settings.get("epochs"),
-                        minutes_to_seconds(time_budget) if time_budget is not None else settings.get("time_budget_s"))
+    return run.finished(
+        epochs if epochs is not None else settings.get("epochs"),
+        minutes_to_seconds(time_budget) if time_budget is not None else settings.get("time_budget_s"),
+    )
+
+
 def _echo_training_scale(run: Path) -> None:
     """Say which network scale the training images were seen at (chosen by their particle sizes or given)."""
     try:
@@ -314,8 +444,10 @@ def _echo_training_scale(run: Path) -> None:
     if not scales:
         return
     if settings.get("scale") is None:
-        typer.echo(f"training scale: automatic, {scales['min']:.3g}-{scales['max']:.3g} (median {scales['median']:.3g}): "
-                   f"each image's median particle resized to {settings.get('net_diameter', 20):g} network px")
+        typer.echo(
+            f"training scale: automatic, {scales['min']:.3g}-{scales['max']:.3g} (median {scales['median']:.3g}): "
+            f"each image's median particle resized to {settings.get('net_diameter', 20):g} network px"
+        )
     else:
         typer.echo(f"training scale: {settings['scale']:.3g}")
 
@@ -328,22 +460,59 @@ def _fmt3(value: float | None) -> str:
 @supports_ddp
 def train(
     coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
-    out: Path = typer.Option(..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."),
-    model: Optional[str] = typer.Option(None, "--model", help="center-offset (default; the shipped model is one), unet-watershed, maskrcnn or cascade-maskrcnn."),
-    epochs: Optional[int] = number(None, "--epochs", low=1, help="Epochs at most (default 100; on a CPU the time budget usually ends training first)."),
-    steps_per_epoch: Optional[int] = number(None, "--steps-per-epoch", low=1, help="Batches per epoch (default 40)."),
-    batch_size: Optional[int] = number(None, "--batch-size", low=1, help="Crops per batch (default 4)."),
-    crop: Optional[int] = number(None, "--crop", low=32, help="Crop side in network pixels (default 192)."),
-    time_budget: Optional[float] = time_budget_option("Default 15."),
-    scale: Optional[float] = number(None, "--scale", low=0.05, high=8, help="Train (and later predict) at this fraction of the image size (default: automatic, each image resized so that its median particle measures 20 network pixels; predict then sizes each image the same way)."),
-    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from the weights of 'shipped', a run folder or an exported model folder (its architecture and size convention; a third of the learning rate, with warm-up). The way to adapt micrometry to your own images: works with 1-5 annotated images."),
-    device: str = typer.Option("auto", "--device", help="Where to train: auto (CUDA when present), cpu, cuda, cuda:1 ..."),
-    workers: int = number(0, "--workers", low=0, high=256, help="Processes drawing training crops (0: none; use several to keep a GPU busy)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="center-offset (default; the shipped model is one), unet-watershed, maskrcnn or cascade-maskrcnn.",
+    ),
+    epochs: int | None = number(
+        None,
+        "--epochs",
+        low=1,
+        help="Epochs at most (default 100; on a CPU the time budget usually ends training first).",
+    ),
+    steps_per_epoch: int | None = number(
+        None, "--steps-per-epoch", low=1, help="Batches per epoch (default 40)."
+    ),
+    batch_size: int | None = number(None, "--batch-size", low=1, help="Crops per batch (default 4)."),
+    crop: int | None = number(None, "--crop", low=32, help="Crop side in network pixels (default 192)."),
+    time_budget: float | None = time_budget_option("Default 15."),
+    scale: float | None = number(
+        None,
+        "--scale",
+        low=0.05,
+        high=8,
+        help="Train (and later predict) at this fraction of the image size (default: automatic, each image resized so that its median particle measures 20 network pixels; predict then sizes each image the same way).",
+    ),
+    init: str | None = typer.Option(
+        None,
+        "--init",
+        help="Fine-tune: start from the weights of 'shipped', a run folder or an exported model folder (its architecture and size convention; a third of the learning rate, with warm-up). The way to adapt micrometry to your own images: works with 1-5 annotated images.",
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="Where to train: auto (CUDA when present), cpu, cuda, cuda:1 ..."
+    ),
+    workers: int = number(
+        0,
+        "--workers",
+        low=0,
+        high=256,
+        help="Processes drawing training crops (0: none; use several to keep a GPU busy).",
+    ),
     seed: int = seed_option("Seed for initialisation, data split, crops and augmentation."),
     threads: int = threads_option(),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
     overwrite: bool = overwrite_option("an earlier run in --out"),
-    ddp: bool = typer.Option(False, "--ddp", help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry particles train ... --ddp` (docs/scale.md)."),
+    ddp: bool = typer.Option(
+        False,
+        "--ddp",
+        help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry particles train ... --ddp` (docs/scale.md).",
+    ),
 ) -> None:
     """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
     from micrometry.particles.models.training import TrainSettings, train_model
@@ -351,24 +520,49 @@ def train(
     if resume and not overwrite:  # (both: train_model refuses the pair)
         done = _finished_run(out, model, epochs, time_budget)
         if done:
-            typer.echo(f"nothing to resume: {done} (give a larger --epochs or --time-budget to train on) -> {out}")
+            typer.echo(
+                f"nothing to resume: {done} (give a larger --epochs or --time-budget to train on) -> {out}"
+            )
             return
 
-    given = {"model": model, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
-             "crop": crop, "scale": scale, "seed": seed, "init": init, "device": device, "workers": workers}
+    given = {
+        "model": model,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "crop": crop,
+        "scale": scale,
+        "seed": seed,
+        "init": init,
+        "device": device,
+        "workers": workers,
+    }
     settings = TrainSettings(**{k: v for k, v in given.items() if v is not None})
     if time_budget is not None:
         settings.time_budget_s = minutes_to_seconds(time_budget)
     with _warnings_as_lines():
-        metrics = train_model(coco, out, settings, resume=resume, overwrite=overwrite, threads=threads or None,
-                              model_given=model is not None,
-                              given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None})
+        metrics = train_model(
+            coco,
+            out,
+            settings,
+            resume=resume,
+            overwrite=overwrite,
+            threads=threads or None,
+            model_given=model is not None,
+            given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None},
+        )
     best, final = metrics.get("best", {}), metrics.get("final", {})
     if best and not best.get("val_ap"):
-        typer.secho("warning: validation AP is 0: no predicted particle matched a validation particle yet "
-                    "(too little training for these images: a longer --time-budget, more images, or a --scale "
-                    "that makes particles 10-60 network pixels across)", fg=typer.colors.YELLOW, err=True)
+        typer.secho(
+            "warning: validation AP is 0: no predicted particle matched a validation particle yet "
+            "(too little training for these images: a longer --time-budget, more images, or a --scale "
+            "that makes particles 10-60 network pixels across)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     _echo_training_scale(out)
-    typer.echo(f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
-               f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
-               f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}")
+    typer.echo(
+        f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
+        f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
+        f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}"
+    )

@@ -36,12 +36,22 @@ from micrometry.particles.morphometry import AREA_COLUMNS, LENGTH_COLUMNS, SHAPE
 
 # Plain names for verdicts.
 DESCRIPTOR_NAMES = {
-    "Area": "area", "Perim.": "perimeter", "Circ.": "circularity", "AR": "aspect ratio",
-    "Round": "roundness", "Solidity": "solidity", "Feret": "Feret diameter",
-    "MinFeret": "minimum Feret diameter", "Major": "major axis", "Minor": "minor axis",
-    "EqDiam": "area-equivalent diameter", "PerimEqDiam": "perimeter-equivalent diameter",
-    "GeodLength": "geodetic length", "GeodThickness": "geodetic thickness",
-    "Convexity": "convexity", "Elongation": "elongation",
+    "Area": "area",
+    "Perim.": "perimeter",
+    "Circ.": "circularity",
+    "AR": "aspect ratio",
+    "Round": "roundness",
+    "Solidity": "solidity",
+    "Feret": "Feret diameter",
+    "MinFeret": "minimum Feret diameter",
+    "Major": "major axis",
+    "Minor": "minor axis",
+    "EqDiam": "area-equivalent diameter",
+    "PerimEqDiam": "perimeter-equivalent diameter",
+    "GeodLength": "geodetic length",
+    "GeodThickness": "geodetic thickness",
+    "Convexity": "convexity",
+    "Elongation": "elongation",
 }
 
 # Descriptors bounded in 0..1: a relative threshold would be meaningless near 0.
@@ -107,8 +117,9 @@ def threshold_for(descriptor: str, median_a: float, settings: CompareSettings) -
     return ((1 + settings.relative_threshold) ** power - 1) * abs(median_a)
 
 
-def compare_descriptor(a: np.ndarray, b: np.ndarray, descriptor: str, settings: CompareSettings,
-                       rng: np.random.Generator) -> dict:
+def compare_descriptor(
+    a: np.ndarray, b: np.ndarray, descriptor: str, settings: CompareSettings, rng: np.random.Generator
+) -> dict:
     """All statistics of one descriptor (finite values only)."""
     a = a[np.isfinite(a)]
     b = b[np.isfinite(b)]
@@ -119,16 +130,22 @@ def compare_descriptor(a: np.ndarray, b: np.ndarray, descriptor: str, settings: 
     median_a, median_b = float(np.median(a)), float(np.median(b))
     ks = stats.ks_2samp(a, b)
     row = {
-        "descriptor": descriptor, "name": DESCRIPTOR_NAMES.get(descriptor, descriptor),
-        "n_a": a.size, "n_b": b.size,
-        "median_a": median_a, "median_a_low": float(np.quantile(boot_a, level)),
+        "descriptor": descriptor,
+        "name": DESCRIPTOR_NAMES.get(descriptor, descriptor),
+        "n_a": a.size,
+        "n_b": b.size,
+        "median_a": median_a,
+        "median_a_low": float(np.quantile(boot_a, level)),
         "median_a_high": float(np.quantile(boot_a, 1 - level)),
-        "median_b": median_b, "median_b_low": float(np.quantile(boot_b, level)),
+        "median_b": median_b,
+        "median_b_low": float(np.quantile(boot_b, level)),
         "median_b_high": float(np.quantile(boot_b, 1 - level)),
-        "shift": median_b - median_a, "shift_low": float(np.quantile(shifts, level)),
+        "shift": median_b - median_a,
+        "shift_low": float(np.quantile(shifts, level)),
         "shift_high": float(np.quantile(shifts, 1 - level)),
         "wasserstein": float(stats.wasserstein_distance(a, b)),
-        "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
+        "ks_statistic": float(ks.statistic),
+        "ks_pvalue": float(ks.pvalue),
         "cliffs_delta": cliffs_delta(a, b),
         "threshold": threshold_for(descriptor, median_a, settings),
     }
@@ -140,11 +157,19 @@ def decide(row: dict, settings: CompareSettings) -> dict:
     """Apply the decision rule to one descriptor's statistics."""
     significant = row["ks_pvalue"] < settings.alpha and (row["shift_low"] > 0 or row["shift_high"] < 0)
     relevant = abs(row["shift"]) >= row["threshold"]
-    return {"significant": bool(significant), "relevant": bool(relevant), "changed": bool(significant and relevant)}
+    return {
+        "significant": bool(significant),
+        "relevant": bool(relevant),
+        "changed": bool(significant and relevant),
+    }
 
 
-def compare_tables(a: pd.DataFrame, b: pd.DataFrame, descriptors: list[str] | None = None,
-                   settings: CompareSettings | None = None) -> pd.DataFrame:
+def compare_tables(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    descriptors: list[str] | None = None,
+    settings: CompareSettings | None = None,
+) -> pd.DataFrame:
     """Compare two particle tables from ``micrometry particles measure``.
 
     Parameters
@@ -174,16 +199,18 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame, descriptors: list[str] | No
         if len(table) < 2:
             raise InputError(f"table {name} has {len(table)} particle(s); at least 2 are needed to compare")
     # a descriptor needs two finite values on each side (tables edited by hand may hold blanks)
-    descriptors = [d for d in descriptors
-                   if min(np.isfinite(t[d].to_numpy(float)).sum() for t in (a, b)) >= 2]
+    descriptors = [
+        d for d in descriptors if min(np.isfinite(t[d].to_numpy(float)).sum() for t in (a, b)) >= 2
+    ]
     if not descriptors:
         raise InputError("no descriptor has at least 2 finite values in both tables")
     unit = _unit_of(a, b)
     rng = np.random.default_rng(settings.seed)
     rows = []
     for descriptor in descriptors:
-        row = compare_descriptor(a[descriptor].to_numpy(float), b[descriptor].to_numpy(float),
-                                 descriptor, settings, rng)
+        row = compare_descriptor(
+            a[descriptor].to_numpy(float), b[descriptor].to_numpy(float), descriptor, settings, rng
+        )
         row["unit"] = _descriptor_unit(descriptor, unit)
         row["verdict"] = verdict(row, settings)
         rows.append(row)
@@ -193,8 +220,10 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame, descriptors: list[str] | No
 def _unit_of(a: pd.DataFrame, b: pd.DataFrame) -> str:
     units = {str(u) for t in (a, b) if "Unit" in t.columns for u in t["Unit"].dropna().unique()}
     if len(units) > 1:
-        raise InputError(f"the tables are in different units ({', '.join(sorted(units))}): measure both with "
-                         "the same --pixel-size and --unit")
+        raise InputError(
+            f"the tables are in different units ({', '.join(sorted(units))}): measure both with "
+            "the same --pixel-size and --unit"
+        )
     return units.pop() if units else "px"
 
 
@@ -218,32 +247,43 @@ def verdict(row: dict, settings: CompareSettings) -> str:
     """One plain sentence, e.g. 'aspect ratio rose from 1.17 to 1.46 (shift +0.29, 95% CI 0.25..0.33; ...)'."""
     unit = f" {row['unit']}" if row["unit"] else ""
     conf = f"{100 * settings.confidence:.0f}% CI"
-    shift = (f"shift {row['shift']:+.3g}{unit}, {conf} {_fmt(row['shift_low'])}..{_fmt(row['shift_high'])}")
-    tests = f"KS D={row['ks_statistic']:.2f}, {_p(row['ks_pvalue'])}; Cliff's delta {row['cliffs_delta']:+.2f}"
+    shift = f"shift {row['shift']:+.3g}{unit}, {conf} {_fmt(row['shift_low'])}..{_fmt(row['shift_high'])}"
+    tests = (
+        f"KS D={row['ks_statistic']:.2f}, {_p(row['ks_pvalue'])}; Cliff's delta {row['cliffs_delta']:+.2f}"
+    )
     a, b = _fmt(row["median_a"]), _fmt(row["median_b"])
     if row["changed"]:
         direction = "rose" if row["shift"] > 0 else "fell"
         return f"{row['name']} {direction} from {a} to {b}{unit} ({shift}; {tests})"
     # Say which criterion decided: a bare "no significant change" next to "p<0.001" reads as a contradiction.
     if row["significant"]:
-        return (f"{row['name']}: no practically relevant change ({a} vs {b}{unit}, {shift}; "
-                f"detectable, but the effect size is below the relevance threshold of "
-                f"{_fmt(row['threshold'])}{unit}; {tests})")
+        return (
+            f"{row['name']}: no practically relevant change ({a} vs {b}{unit}, {shift}; "
+            f"detectable, but the effect size is below the relevance threshold of "
+            f"{_fmt(row['threshold'])}{unit}; {tests})"
+        )
     if row["ks_pvalue"] < settings.alpha:
-        return (f"{row['name']}: no change in the median ({a} vs {b}{unit}, {shift}; the shift's {conf} "
-                f"includes 0, though the distributions differ in shape; {tests})")
-    return (f"{row['name']}: no significant change ({a} vs {b}{unit}, {shift}; the KS test does not reject "
-            f"equal distributions at alpha {settings.alpha:g}; {tests})")
+        return (
+            f"{row['name']}: no change in the median ({a} vs {b}{unit}, {shift}; the shift's {conf} "
+            f"includes 0, though the distributions differ in shape; {tests})"
+        )
+    return (
+        f"{row['name']}: no significant change ({a} vs {b}{unit}, {shift}; the KS test does not reject "
+        f"equal distributions at alpha {settings.alpha:g}; {tests})"
+    )
 
 
 def comparison_summary(table: pd.DataFrame, settings: CompareSettings) -> dict:
     """JSON-ready summary: the rule, what changed, and every row."""
     return {
         "rule": {
-            "alpha": settings.alpha, "relative_threshold": settings.relative_threshold,
+            "alpha": settings.alpha,
+            "relative_threshold": settings.relative_threshold,
             "absolute_threshold_bounded": settings.absolute_threshold,
-            "bounded_descriptors": sorted(BOUNDED_DESCRIPTORS), "confidence": settings.confidence,
-            "n_boot": settings.n_boot, "seed": settings.seed,
+            "bounded_descriptors": sorted(BOUNDED_DESCRIPTORS),
+            "confidence": settings.confidence,
+            "n_boot": settings.n_boot,
+            "seed": settings.seed,
             "text": "changed = KS p < alpha AND median-shift CI excludes 0 AND |shift| >= threshold",
         },
         "changed": table.loc[table["changed"], "descriptor"].tolist(),

@@ -19,8 +19,13 @@ BATCH_A = "batch_a.parquet"
 BATCH_B = "batch_b.parquet"
 
 
-def load_batch(path: str | Path, model: str | None = None, pixel_size: float | None = None, unit: str | None = None,
-               exclude_edges: bool = False) -> pd.DataFrame:
+def load_batch(
+    path: str | Path,
+    model: str | None = None,
+    pixel_size: float | None = None,
+    unit: str | None = None,
+    exclude_edges: bool = False,
+) -> pd.DataFrame:
     """A batch's particle table: read a measure table, or measure a label/COCO/image source now."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
@@ -30,16 +35,25 @@ def load_batch(path: str | Path, model: str | None = None, pixel_size: float | N
     elif not path.exists():
         raise InputError("no such file or folder", path)
     else:
-        raise InputError("expected a .csv/.parquet table from 'particles measure', a label folder or a COCO .json",
-                         path)
+        raise InputError(
+            "expected a .csv/.parquet table from 'particles measure', a label folder or a COCO .json", path
+        )
     if exclude_edges and "TouchesBorder" in table:
         table = table[~table["TouchesBorder"].astype(bool)]
     return table
 
 
-def run_compare(a: str | Path, b: str | Path, out: str | Path, settings: CompareSettings, model: str | None = None,
-                pixel_size: float | None = None, unit: str | None = None, exclude_edges: bool = False,
-                overwrite: bool = False) -> pd.DataFrame:
+def run_compare(
+    a: str | Path,
+    b: str | Path,
+    out: str | Path,
+    settings: CompareSettings,
+    model: str | None = None,
+    pixel_size: float | None = None,
+    unit: str | None = None,
+    exclude_edges: bool = False,
+    overwrite: bool = False,
+) -> pd.DataFrame:
     """Compare batch ``a`` with batch ``b`` and write ``out/`` (compare.csv, compare.json, report.html)."""
     from micrometry.report.particles import compare_report
 

@@ -60,16 +60,25 @@ class EnsembleSegmenter:
         self.name = "ensemble(" + ",".join(self.names) + ")"
 
     def describe(self) -> dict:
-        return {"members": [{"model": n, "weight": float(w), **(m.describe() if hasattr(m, "describe") else {})}
-                            for n, w, m in zip(self.names, self.weights, self.members)],
-                "fusion": {"method": "weighted mask fusion", "iou_threshold": self.iou_threshold,
-                           "vote": self.vote, "ties": "leader"}}
+        return {
+            "members": [
+                {"model": n, "weight": float(w), **(m.describe() if hasattr(m, "describe") else {})}
+                for n, w, m in zip(self.names, self.weights, self.members, strict=False)
+            ],
+            "fusion": {
+                "method": "weighted mask fusion",
+                "iou_threshold": self.iou_threshold,
+                "vote": self.vote,
+                "ties": "leader",
+            },
+        }
 
     def segment(self, image: np.ndarray):
         """The fused :class:`~micrometry.particles.segmenter.Instances` of all members."""
         found = [member.segment(image) for member in self.members]
-        labels, scores = fuse_segmentations([(f.labels, f.scores) for f in found], self.weights,
-                                            self.iou_threshold, self.vote)
+        labels, scores = fuse_segmentations(
+            [(f.labels, f.scores) for f in found], self.weights, self.iou_threshold, self.vote
+        )
         # The members' own result type (Instances), without importing it here.
         return replace(found[0], labels=labels, scores=scores)
 

@@ -55,10 +55,13 @@ def auto_max_dets(most_particles: int) -> int:
     return max(MIN_MAX_DETS, math.ceil(1.5 * most_particles))
 
 
-
-
-def evaluate(results: list[dict] | str | Path, gt: CocoDataset | str | Path, max_dets: int | None = None,
-             match_score: float = 0.5, thresholds: tuple[float, ...] = MATCH_THRESHOLDS) -> dict:
+def evaluate(
+    results: list[dict] | str | Path,
+    gt: CocoDataset | str | Path,
+    max_dets: int | None = None,
+    match_score: float = 0.5,
+    thresholds: tuple[float, ...] = MATCH_THRESHOLDS,
+) -> dict:
     """Evaluate predictions against ground truth.
 
     Parameters
@@ -95,8 +98,10 @@ def evaluate(results: list[dict] | str | Path, gt: CocoDataset | str | Path, max
     if max_dets is None:
         max_dets = auto_max_dets(most)
     elif max_dets < most:
-        warnings.warn(f"maxDets={max_dets} is below the {most} true particles of the most crowded image: "
-                      "recall and AP are capped whatever the model finds (leave --max-dets out for automatic)")
+        warnings.warn(
+            f"maxDets={max_dets} is below the {most} true particles of the most crowded image: "
+            "recall and AP are capped whatever the model finds (leave --max-dets out for automatic)"
+        )
     gt_dict = gt.to_dict()
     out = {
         "images": len(gt.images),
@@ -124,8 +129,11 @@ def coco_ap(results: list[dict], gt_dict: dict, iou_type: str, max_dets: int) ->
     # segm: leave the box out so that pycocotools takes each detection's area from its mask (for APs/m/l);
     # bbox: leave the mask out so that area and IoU come from the box.
     key = "segmentation" if iou_type == "segm" else "bbox"
-    dets = [{"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"], key: r[key]}
-            for r in results if key in r]
+    dets = [
+        {"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"], key: r[key]}
+        for r in results
+        if key in r
+    ]
     if not dets:
         return {k: None for k in COCO_KEYS}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -169,8 +177,12 @@ def _rles(records: list[dict], h: int, w: int) -> list[dict]:
     return [compressed_rle(r, h, w) for r in records]
 
 
-def instance_matching(results: list[dict], gt: CocoDataset, match_score: float = 0.5,
-                      thresholds: tuple[float, ...] = MATCH_THRESHOLDS) -> list[dict]:
+def instance_matching(
+    results: list[dict],
+    gt: CocoDataset,
+    match_score: float = 0.5,
+    thresholds: tuple[float, ...] = MATCH_THRESHOLDS,
+) -> list[dict]:
     """StarDist-style matching figures per IoU threshold, summed over all images."""
     from pycocotools import mask as mask_utils
 
@@ -187,9 +199,11 @@ def instance_matching(results: list[dict], gt: CocoDataset, match_score: float =
         if preds and crowd:
             # iscrowd=1: IoU becomes intersection / prediction area
             inside = np.asarray(mask_utils.iou(preds, crowd, [1] * len(crowd))).reshape(len(preds), -1).sum(1)
-            preds = [p for p, f in zip(preds, inside) if f <= 0.5]
+            preds = [p for p, f in zip(preds, inside, strict=False) if f <= 0.5]
         if preds and gt_rles:
-            iou = np.asarray(mask_utils.iou(preds, gt_rles, [0] * len(gt_rles))).reshape(len(preds), len(gt_rles))
+            iou = np.asarray(mask_utils.iou(preds, gt_rles, [0] * len(gt_rles))).reshape(
+                len(preds), len(gt_rles)
+            )
         else:
             iou = np.zeros((len(preds), len(gt_rles)))
         for t in thresholds:
@@ -202,14 +216,19 @@ def instance_matching(results: list[dict], gt: CocoDataset, match_score: float =
     rows = []
     for t in thresholds:
         tp, fp, fn, s = totals[t]["tp"], totals[t]["fp"], totals[t]["fn"], totals[t]["iou_sum"]
-        rows.append({
-            "iou": t, "tp": tp, "fp": fp, "fn": fn,
-            "precision": tp / (tp + fp) if tp + fp else 0.0,
-            "recall": tp / (tp + fn) if tp + fn else 0.0,
-            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
-            "mean_matched_iou": s / tp if tp else 0.0,
-            "panoptic_quality": s / (tp + fp / 2 + fn / 2) if tp + fp + fn else 0.0,
-        })
+        rows.append(
+            {
+                "iou": t,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "precision": tp / (tp + fp) if tp + fp else 0.0,
+                "recall": tp / (tp + fn) if tp + fn else 0.0,
+                "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+                "mean_matched_iou": s / tp if tp else 0.0,
+                "panoptic_quality": s / (tp + fp / 2 + fn / 2) if tp + fp + fn else 0.0,
+            }
+        )
     return rows
 
 
@@ -219,11 +238,12 @@ def _match(iou: np.ndarray, threshold: float) -> list[float]:
         return []
     eligible = np.where(iou >= threshold, iou, 0.0)
     rows, cols = linear_sum_assignment(eligible, maximize=True)
-    return [float(iou[r, c]) for r, c in zip(rows, cols) if iou[r, c] >= threshold]
+    return [float(iou[r, c]) for r, c in zip(rows, cols, strict=False) if iou[r, c] >= threshold]
 
 
-def reconcile_results(raw: Any, gt: CocoDataset, pred_images: list[dict] | None = None,
-                      source: str | Path | None = None) -> tuple[list[dict], list[str]]:
+def reconcile_results(
+    raw: Any, gt: CocoDataset, pred_images: list[dict] | None = None, source: str | Path | None = None
+) -> tuple[list[dict], list[str]]:
     """Raw result records made comparable with ``gt``, and what was done to them (warnings).
 
     * Every record needs a ``score`` (AP ranks by it): a missing one is an error,
@@ -254,7 +274,9 @@ def reconcile_results(raw: Any, gt: CocoDataset, pred_images: list[dict] | None 
             raise InputError(f"{where}result {index} has no 'score': COCO AP ranks detections by it")
         for key in ("image_id", "category_id"):  # matched and sorted below: must be plain integers first
             if isinstance(record, dict) and key in record and not _is_int(record[key]):
-                raise InputError(f"{where}result {index}: '{key}' must be an integer, not {record[key]!r:.40}")
+                raise InputError(
+                    f"{where}result {index}: '{key}' must be an integer, not {record[key]!r:.40}"
+                )
     notes: list[str] = []
     records = [dict(r) for r in raw if isinstance(r, dict)]
     truth_ids = {im.id for im in gt.images}
@@ -269,10 +291,14 @@ def reconcile_results(raw: Any, gt: CocoDataset, pred_images: list[dict] | None 
     if records and not set(result_cats) & set(truth_cats):
         raise InputError(f"{where}results' category ids {result_cats} match none of the truth's {truth_cats}")
     if len(truth_cats) > 1:
-        notes.append(f"truth has {len(truth_cats)} categories {truth_cats}: particles are evaluated as one class")
+        notes.append(
+            f"truth has {len(truth_cats)} categories {truth_cats}: particles are evaluated as one class"
+        )
     elif set(result_cats) - set(truth_cats):
-        notes.append(f"results also carry categories {sorted(set(result_cats) - set(truth_cats))} the truth "
-                     "does not have: evaluated as one class")
+        notes.append(
+            f"results also carry categories {sorted(set(result_cats) - set(truth_cats))} the truth "
+            "does not have: evaluated as one class"
+        )
     return [{**r, "category_id": truth_cats[0]} for r in records], notes
 
 
@@ -285,12 +311,19 @@ def one_class(gt: CocoDataset) -> CocoDataset:
     from dataclasses import replace
 
     first = gt.categories[0]
-    annotations = {i: [replace(a, category_id=first["id"]) for a in anns] for i, anns in gt.annotations.items()}
+    annotations = {
+        i: [replace(a, category_id=first["id"]) for a in anns] for i, anns in gt.annotations.items()
+    }
     return replace(gt, categories=[first], annotations=annotations)
 
 
-def _id_remap(records: list[dict], gt: CocoDataset, truth_ids: set[int], by_name: dict[str, int],
-              pred_images: list[dict] | None) -> tuple[dict[int, int], int] | None:
+def _id_remap(
+    records: list[dict],
+    gt: CocoDataset,
+    truth_ids: set[int],
+    by_name: dict[str, int],
+    pred_images: list[dict] | None,
+) -> tuple[dict[int, int], int] | None:
     """``(results id -> truth id, images matched)`` when ids must be matched by file name, else None."""
     from micrometry.errors import InputError
 

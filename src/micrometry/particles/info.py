@@ -33,16 +33,28 @@ def dataset_summary(ds: CocoDataset) -> dict:
         "images_without_annotations": int((per_image == 0).sum()),
         "annotations": ds.n_annotations,
         "crowd_annotations": ds.n_annotations - len(anns),
-        "multi_polygon_annotations": sum(isinstance(a.segmentation, list) and len(a.segmentation) > 1 for a in anns),
+        "multi_polygon_annotations": sum(
+            isinstance(a.segmentation, list) and len(a.segmentation) > 1 for a in anns
+        ),
         "rle_annotations": sum(isinstance(a.segmentation, dict) for a in anns),
         "categories": [c["name"] for c in ds.categories],
         "image_sizes_hxw": dict(sizes),
-        "objects_per_image": {"min": pct(per_image, 0), "median": pct(per_image, 50), "max": pct(per_image, 100)},
+        "objects_per_image": {
+            "min": pct(per_image, 0),
+            "median": pct(per_image, 50),
+            "max": pct(per_image, 100),
+        },
         "area_px": {"min": pct(areas, 0), "median": pct(areas, 50), "max": pct(areas, 100)},
-        "equivalent_diameter_px": {"d10": pct(diameters, 10), "d50": pct(diameters, 50), "d90": pct(diameters, 90)},
-        "size_classes": {"small": int((areas < SMALL_AREA).sum()),
-                         "medium": int(((areas >= SMALL_AREA) & (areas < LARGE_AREA)).sum()),
-                         "large": int((areas >= LARGE_AREA).sum())},
+        "equivalent_diameter_px": {
+            "d10": pct(diameters, 10),
+            "d50": pct(diameters, 50),
+            "d90": pct(diameters, 90),
+        },
+        "size_classes": {
+            "small": int((areas < SMALL_AREA).sum()),
+            "medium": int(((areas >= SMALL_AREA) & (areas < LARGE_AREA)).sum()),
+            "large": int((areas >= LARGE_AREA).sum()),
+        },
     }
 
 
@@ -52,17 +64,19 @@ def per_image_rows(ds: CocoDataset) -> list[dict]:
     for im in ds.images:
         anns = [a for a in ds.annotations[im.id] if not a.iscrowd]
         areas = np.array([a.area for a in anns])
-        rows.append({
-            "id": im.id,
-            "file": im.file_name,
-            "size": f"{im.height}x{im.width}",
-            "objects": len(anns),
-            "crowd": len(ds.annotations[im.id]) - len(anns),
-            "median_area": float(np.median(areas)) if areas.size else None,
-            "max_area": float(areas.max()) if areas.size else None,
-            # annotations can overlap, so the sum of areas may exceed the union
-            "cover_pct": 100.0 * float(areas.sum()) / (im.height * im.width),
-        })
+        rows.append(
+            {
+                "id": im.id,
+                "file": im.file_name,
+                "size": f"{im.height}x{im.width}",
+                "objects": len(anns),
+                "crowd": len(ds.annotations[im.id]) - len(anns),
+                "median_area": float(np.median(areas)) if areas.size else None,
+                "max_area": float(areas.max()) if areas.size else None,
+                # annotations can overlap, so the sum of areas may exceed the union
+                "cover_pct": 100.0 * float(areas.sum()) / (im.height * im.width),
+            }
+        )
     return rows
 
 
@@ -94,8 +108,12 @@ def check_images(ds: CocoDataset) -> int:
             problems.append(exc)
             continue
         if shape != (im.height, im.width):
-            problems.append(DatasetError(f"image is {shape[0]}x{shape[1]} (HxW), the annotation file says "
-                                         f"{im.height}x{im.width}", path))
+            problems.append(
+                DatasetError(
+                    f"image is {shape[0]}x{shape[1]} (HxW), the annotation file says {im.height}x{im.width}",
+                    path,
+                )
+            )
     if problems:
         more = f" (and {len(problems) - 1} more images)" if len(problems) > 1 else ""
         raise DatasetError(problems[0].message + more, problems[0].path)

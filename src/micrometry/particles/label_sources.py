@@ -9,9 +9,9 @@ turns what it returns into label images.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -88,9 +88,11 @@ def looks_like_photo(image: np.ndarray) -> bool:
 
 def _refuse_photo(labels: np.ndarray, path: Path) -> np.ndarray:
     if looks_like_photo(labels):
-        raise ImageReadError(f"looks like a photo, not a label image ({100 * equal_neighbour_fraction(labels):.0f} % "
-                             "of neighbouring pixels equal): pass --model shipped to segment it, or label images",
-                             path)
+        raise ImageReadError(
+            f"looks like a photo, not a label image ({100 * equal_neighbour_fraction(labels):.0f} % "
+            "of neighbouring pixels equal): pass --model shipped to segment it, or label images",
+            path,
+        )
     return labels
 
 
@@ -121,7 +123,9 @@ def _segment_each(paths: list[Path], segmenter) -> Iterator[LabelImage]:
             skipped += 1
             continue
         if not looks_like_photo(image):
-            warnings.warn(f"{p}: skipped: looks like a label image, not a photo (measure label images without --model)")
+            warnings.warn(
+                f"{p}: skipped: looks like a label image, not a photo (measure label images without --model)"
+            )
             skipped += 1
             continue
         found = segmenter.segment(image)
@@ -139,7 +143,9 @@ def read_label_image(path: Path) -> np.ndarray:
         try:
             labels = read_image(path)
         except ColourImageWarning:
-            raise ImageReadError("colour image: a label image must be single-channel integer ids", path) from None
+            raise ImageReadError(
+                "colour image: a label image must be single-channel integer ids", path
+            ) from None
     if not np.issubdtype(labels.dtype, np.integer):
         raise ImageReadError(f"label image must hold integers, got {labels.dtype}", path)
     return labels.astype(np.int32)
@@ -179,8 +185,10 @@ def coco_label_images(
     if images_json is None:
         images_json = path.parent / IMAGES_JSON_NAME
         if not images_json.is_file():
-            raise DatasetError(f"a results file needs its image list: pass --images-json (no {IMAGES_JSON_NAME} "
-                               "beside it)", path)
+            raise DatasetError(
+                f"a results file needs its image list: pass --images-json (no {IMAGES_JSON_NAME} beside it)",
+                path,
+            )
     dataset = load_coco(images_json, check_files=False)
     results = load_results(path, dataset)
     return len(dataset.images), _result_labels(dataset, results, min_score, path)

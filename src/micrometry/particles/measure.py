@@ -83,7 +83,9 @@ def measure_source(
     metadata (:func:`source_calibration`), else pixels; the summary table records
     which (``PixelSize``, ``Unit``, ``Calibration``).
     """
-    pixel_size, unit, calibrated_by = calibration(pixel_size, unit, source_calibration(source, images_dir, model))
+    pixel_size, unit, calibrated_by = calibration(
+        pixel_size, unit, source_calibration(source, images_dir, model)
+    )
     gray_by_stem = {p.stem: p for p in list_images(images_dir)} if images_dir is not None else {}
     if model is not None:
         count, items = segmented_label_images(source, model)
@@ -104,27 +106,44 @@ def measure_source(
         if rois:
             kept = set(table["Label"].tolist())
             outlines[item.name] = {k: v for k, v in label_polygons(item.labels).items() if k in kept}
-        image_rows.append({
-            "Image": item.name, "WidthPx": item.labels.shape[1], "HeightPx": item.labels.shape[0],
-            "Count": len(table), "TouchingBorder": touching, "Coverage": coverage,
-            **psd_row(table[SIZE_COLUMN].to_numpy(), n_boot=max(100, n_boot // 2)),
-        })
+        image_rows.append(
+            {
+                "Image": item.name,
+                "WidthPx": item.labels.shape[1],
+                "HeightPx": item.labels.shape[0],
+                "Count": len(table),
+                "TouchingBorder": touching,
+                "Coverage": coverage,
+                **psd_row(table[SIZE_COLUMN].to_numpy(), n_boot=max(100, n_boot // 2)),
+            }
+        )
     particles = pd.concat(tables, ignore_index=True)
     images = pd.DataFrame(image_rows)
     total_area = float((images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
     covered = float((images["Coverage"] * images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
-    summary = pd.DataFrame([{
-        "Source": str(Path(source).resolve()), "Images": len(images), "Count": len(particles),
-        "TouchingBorder": int(images["TouchingBorder"].sum()), "ExcludeEdges": exclude_edges,
-        "Coverage": covered / total_area if total_area else 0.0,
-        "SizeColumn": SIZE_COLUMN, "PixelSize": pixel_size, "Unit": unit, "Calibration": calibrated_by,
-        **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
-    }])
+    summary = pd.DataFrame(
+        [
+            {
+                "Source": str(Path(source).resolve()),
+                "Images": len(images),
+                "Count": len(particles),
+                "TouchingBorder": int(images["TouchingBorder"].sum()),
+                "ExcludeEdges": exclude_edges,
+                "Coverage": covered / total_area if total_area else 0.0,
+                "SizeColumn": SIZE_COLUMN,
+                "PixelSize": pixel_size,
+                "Unit": unit,
+                "Calibration": calibrated_by,
+                **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
+            }
+        ]
+    )
     return Measurement(particles, images, summary, outlines if rois else None)
 
 
-def source_calibration(source: str | Path, images_dir: str | Path | None = None,
-                       model: str | Path | None = None) -> tuple[float, str] | None:
+def source_calibration(
+    source: str | Path, images_dir: str | Path | None = None, model: str | Path | None = None
+) -> tuple[float, str] | None:
     """The pixel size the inputs' files declare, or None.
 
     Looked up in a prediction folder's ``prediction.json`` (the calibration of the
@@ -149,7 +168,9 @@ def source_calibration(source: str | Path, images_dir: str | Path | None = None,
     values = set(found.values())
     if len(values) > 1:
         listed = ", ".join(f"{p.name}: {c[0]:g} {c[1]}/px" for p, c in list(found.items())[:3])
-        raise InputError(f"images declare different pixel sizes ({listed}); give --pixel-size and --unit", source)
+        raise InputError(
+            f"images declare different pixel sizes ({listed}); give --pixel-size and --unit", source
+        )
     return values.pop() if values else None
 
 
@@ -160,8 +181,11 @@ def _matching_image(gray_by_stem: dict[str, Path], item: LabelImage) -> np.ndarr
         raise DatasetError(f"no gray image named like the label image '{item.name}' in --images")
     image = read_image(path)
     if image.shape != item.labels.shape:
-        raise DatasetError(f"size {image.shape[::-1]} differs from its label image {item.labels.shape[::-1]} "
-                           "(width x height)", path)
+        raise DatasetError(
+            f"size {image.shape[::-1]} differs from its label image {item.labels.shape[::-1]} "
+            "(width x height)",
+            path,
+        )
     return image
 
 
@@ -237,7 +261,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError("no such file", path)
     if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise InputError(f"expected a {' or '.join(TABLE_SUFFIXES)} table from 'micrometry particles measure'", path)
+        raise InputError(
+            f"expected a {' or '.join(TABLE_SUFFIXES)} table from 'micrometry particles measure'", path
+        )
     try:
         table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except Exception as exc:  # pandas/pyarrow raise many types for damaged files

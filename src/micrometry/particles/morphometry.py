@@ -37,15 +37,42 @@ from micrometry.particles.outlines import shoelace_by_label, smoothed, trace_out
 
 # Column order of the per-particle table.
 IMAGEJ_COLUMNS = [
-    "Area", "Perim.", "Circ.", "AR", "Round", "Solidity", "Feret", "MinFeret", "FeretAngle",
-    "Major", "Minor", "Angle", "X", "Y",
+    "Area",
+    "Perim.",
+    "Circ.",
+    "AR",
+    "Round",
+    "Solidity",
+    "Feret",
+    "MinFeret",
+    "FeretAngle",
+    "Major",
+    "Minor",
+    "Angle",
+    "X",
+    "Y",
 ]
 ISO_COLUMNS = ["EqDiam", "PerimEqDiam", "GeodLength", "GeodThickness", "Convexity", "Elongation"]
 
 # Which columns carry a length, an area or no unit: calibration multiplies by
 # pixel_size ** power.
-LENGTH_COLUMNS = ["Perim.", "Feret", "MinFeret", "Major", "Minor", "X", "Y", "EqDiam", "PerimEqDiam",
-                  "GeodLength", "GeodThickness", "BX", "BY", "Width", "Height"]
+LENGTH_COLUMNS = [
+    "Perim.",
+    "Feret",
+    "MinFeret",
+    "Major",
+    "Minor",
+    "X",
+    "Y",
+    "EqDiam",
+    "PerimEqDiam",
+    "GeodLength",
+    "GeodThickness",
+    "BX",
+    "BY",
+    "Width",
+    "Height",
+]
 AREA_COLUMNS = ["Area"]
 
 ANGLE_COLUMNS = ["Angle", "FeretAngle"]
@@ -54,8 +81,21 @@ ANGLE_COLUMNS = ["Angle", "FeretAngle"]
 MAX_DENSE_ID = 10_000_000
 
 # Descriptors worth comparing between batches (positions and angles are not shape).
-SHAPE_DESCRIPTORS = ["Area", "Perim.", "Circ.", "AR", "Round", "Solidity", "Feret", "MinFeret",
-                     "Major", "Minor", "EqDiam", "Convexity", "Elongation"]
+SHAPE_DESCRIPTORS = [
+    "Area",
+    "Perim.",
+    "Circ.",
+    "AR",
+    "Round",
+    "Solidity",
+    "Feret",
+    "MinFeret",
+    "Major",
+    "Minor",
+    "EqDiam",
+    "Convexity",
+    "Elongation",
+]
 
 
 def measure_labels(
@@ -115,7 +155,9 @@ def measure_labels(
     return table[_column_order(with_intensity=image is not None)]
 
 
-def _measure_sparse_ids(labels: np.ndarray, pixel_size: float, unit: str, image: np.ndarray | None) -> pd.DataFrame:
+def _measure_sparse_ids(
+    labels: np.ndarray, pixel_size: float, unit: str, image: np.ndarray | None
+) -> pd.DataFrame:
     """Measure a label image with huge ids (e.g. hashes) by renumbering them 1..N and back."""
     original, inverse = np.unique(labels, return_inverse=True)
     if original[0] != 0:  # no background pixel: make room for id 0
@@ -127,7 +169,18 @@ def _measure_sparse_ids(labels: np.ndarray, pixel_size: float, unit: str, image:
 
 def _column_order(with_intensity: bool) -> list[str]:
     extra = ["Mean", "Min", "Max"] if with_intensity else []
-    return ["Label", *IMAGEJ_COLUMNS, *ISO_COLUMNS, *extra, "BX", "BY", "Width", "Height", "TouchesBorder", "Unit"]
+    return [
+        "Label",
+        *IMAGEJ_COLUMNS,
+        *ISO_COLUMNS,
+        *extra,
+        "BX",
+        "BY",
+        "Width",
+        "Height",
+        "TouchesBorder",
+        "Unit",
+    ]
 
 
 def _empty_table(unit: str, with_intensity: bool) -> pd.DataFrame:
@@ -184,14 +237,16 @@ def _ellipse_columns(m: dict[str, np.ndarray]) -> pd.DataFrame:
     # Major axis direction in image coordinates (y down), then flipped to y up.
     theta_image = 0.5 * np.arctan2(2.0 * mxy, mxx - myy)
     angle = np.mod(-np.degrees(theta_image), 180.0)
-    return pd.DataFrame({
-        "Area": m["area"],
-        "X": m["cx"] + 0.5,
-        "Y": m["cy"] + 0.5,
-        "Major": 4.0 * np.sqrt(lam1),
-        "Minor": 4.0 * np.sqrt(lam2),
-        "Angle": angle,
-    })
+    return pd.DataFrame(
+        {
+            "Area": m["area"],
+            "X": m["cx"] + 0.5,
+            "Y": m["cy"] + 0.5,
+            "Major": 4.0 * np.sqrt(lam1),
+            "Minor": 4.0 * np.sqrt(lam2),
+            "Angle": angle,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- outline
@@ -207,27 +262,44 @@ def _outline_columns(labels: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
     """
     outlines = trace_outlines(labels)
     n_ids = int(ids.max()) + 1
-    perimeter = (AXIS_STEP_WEIGHT * outlines.axis_steps + DIAGONAL_STEP_WEIGHT * outlines.diagonal_steps
-                 + CORNER_WEIGHT * outlines.corners)
+    perimeter = (
+        AXIS_STEP_WEIGHT * outlines.axis_steps
+        + DIAGONAL_STEP_WEIGHT * outlines.diagonal_steps
+        + CORNER_WEIGHT * outlines.corners
+    )
     perimeter = np.pad(perimeter, (0, max(0, n_ids - len(perimeter))))[ids]
     smooth_xy = smoothed(outlines)
     smooth_area = shoelace_by_label(outlines, smooth_xy, n_ids)[ids]
     bounds = np.searchsorted(outlines.label, np.concatenate([ids, [n_ids]]))
-    per_particle = np.zeros((len(ids), 5))  # feret, min feret, feret angle, convex perimeter, smoothed hull area
+    per_particle = np.zeros(
+        (len(ids), 5)
+    )  # feret, min feret, feret angle, convex perimeter, smoothed hull area
     for row in range(len(ids)):
         lo, hi = bounds[row], bounds[row + 1]
         hull = _hull([outlines.xy[lo:hi]])
         feret, min_feret, feret_angle = calipers(hull)
         closed = np.vstack([hull, hull[:1]])
         smooth_hull = _hull([smooth_xy[lo:hi]])
-        per_particle[row] = (feret, min_feret, feret_angle, _polyline_length(closed), polygon_area(smooth_hull))
+        per_particle[row] = (
+            feret,
+            min_feret,
+            feret_angle,
+            _polyline_length(closed),
+            polygon_area(smooth_hull),
+        )
     hull_area = per_particle[:, 4]
     with np.errstate(divide="ignore", invalid="ignore"):
         solidity_values = np.where(hull_area > 0, np.minimum(smooth_area / hull_area, 1.0), 1.0)
-    table = pd.DataFrame({
-        "Perim.": perimeter, "Feret": per_particle[:, 0], "MinFeret": per_particle[:, 1],
-        "FeretAngle": per_particle[:, 2], "Solidity": solidity_values, "ConvexPerim": per_particle[:, 3],
-    })
+    table = pd.DataFrame(
+        {
+            "Perim.": perimeter,
+            "Feret": per_particle[:, 0],
+            "MinFeret": per_particle[:, 1],
+            "FeretAngle": per_particle[:, 2],
+            "Solidity": solidity_values,
+            "ConvexPerim": per_particle[:, 3],
+        }
+    )
     return pd.concat([table, _bounding_boxes(labels, ids)], axis=1)
 
 
@@ -235,11 +307,20 @@ def _bounding_boxes(labels: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
     """Bounding box of each particle and whether it touches the image border."""
     boxes = ndimage.find_objects(labels.astype(np.int64, copy=False) if labels.dtype.kind == "u" else labels)
     height, width = labels.shape
-    box = np.array([(b[1].start, b[0].start, b[1].stop, b[0].stop) for b in (boxes[i - 1] for i in ids)], float)
+    box = np.array(
+        [(b[1].start, b[0].start, b[1].stop, b[0].stop) for b in (boxes[i - 1] for i in ids)], float
+    )
     box = box.reshape(-1, 4)
     touches = (box[:, 0] == 0) | (box[:, 1] == 0) | (box[:, 2] == width) | (box[:, 3] == height)
-    return pd.DataFrame({"BX": box[:, 0], "BY": box[:, 1], "Width": box[:, 2] - box[:, 0],
-                         "Height": box[:, 3] - box[:, 1], "TouchesBorder": touches})
+    return pd.DataFrame(
+        {
+            "BX": box[:, 0],
+            "BY": box[:, 1],
+            "Width": box[:, 2] - box[:, 0],
+            "Height": box[:, 3] - box[:, 1],
+            "TouchesBorder": touches,
+        }
+    )
 
 
 def _polyline_length(xy: np.ndarray) -> float:
@@ -287,11 +368,13 @@ def _derived_columns(t: pd.DataFrame) -> pd.DataFrame:
 
 def _intensity_columns(labels: np.ndarray, ids: np.ndarray, image: np.ndarray) -> pd.DataFrame:
     values = np.asarray(image, dtype=np.float64)
-    return pd.DataFrame({
-        "Mean": ndimage.mean(values, labels, ids),
-        "Min": ndimage.minimum(values, labels, ids),
-        "Max": ndimage.maximum(values, labels, ids),
-    })
+    return pd.DataFrame(
+        {
+            "Mean": ndimage.mean(values, labels, ids),
+            "Min": ndimage.minimum(values, labels, ids),
+            "Max": ndimage.maximum(values, labels, ids),
+        }
+    )
 
 
 def _calibrate(t: pd.DataFrame, pixel_size: float) -> pd.DataFrame:
@@ -334,14 +417,26 @@ def without_unit_names(table: pd.DataFrame) -> pd.DataFrame:
     """A table read from a file, back to the names micrometry computes with (the inverse of
     :func:`with_unit_names`); the ``Unit`` column comes back from the area column's name.
     Tables written before units were named pass unchanged."""
-    unit = next((c[len("Area_"):-1] for c in table.columns if c.startswith("Area_") and c.endswith("2")), None)
+    unit = next(
+        (c[len("Area_") : -1] for c in table.columns if c.startswith("Area_") and c.endswith("2")), None
+    )
     if unit is None:  # image and summary tables: the size percentiles name it
-        unit = next((c[len("D50_n_"):] for c in table.columns
-                     if c.startswith("D50_n_") and not c.startswith(("D50_n_low", "D50_n_high"))), None)
+        unit = next(
+            (
+                c[len("D50_n_") :]
+                for c in table.columns
+                if c.startswith("D50_n_") and not c.startswith(("D50_n_low", "D50_n_high"))
+            ),
+            None,
+        )
     if unit is None:
         return table
-    candidates = [*AREA_COLUMNS, *LENGTH_COLUMNS, *ANGLE_COLUMNS,
-                  *(f"D{p}_{w}{s}" for p in (10, 50, 90) for w in "nv" for s in ("", "_low", "_high"))]
+    candidates = [
+        *AREA_COLUMNS,
+        *LENGTH_COLUMNS,
+        *ANGLE_COLUMNS,
+        *(f"D{p}_{w}{s}" for p in (10, 50, 90) for w in "nv" for s in ("", "_low", "_high")),
+    ]
     back = {unit_name(c, unit): c for c in candidates}
     plain = table.rename(columns={c: back[c] for c in table.columns if c in back})
     if "Area" in plain.columns and "Unit" not in plain.columns:

@@ -52,7 +52,7 @@ def _segment_table() -> np.ndarray:
         else:
             pairs = [crossed]
             references = [_CORNERS[np.array(inside, bool)].mean(axis=0)]
-        for slot, (pair, ref) in enumerate(zip(pairs, references)):
+        for slot, (pair, ref) in enumerate(zip(pairs, references, strict=False)):
             start, end = pair
             direction = _MIDPOINTS[end] - _MIDPOINTS[start]
             to_ref = ref - _MIDPOINTS[start]
@@ -149,9 +149,14 @@ def trace_outlines(labels: np.ndarray) -> Outlines:
     on_row_line = position < n_row_vertices
     r_row, c_row = np.divmod(position, width - 1)
     r_col, c_col = np.divmod(position - n_row_vertices, width)
-    xy = np.where(on_row_line[:, None],
-                  np.stack([c_row + 0.5, r_row.astype(float)], axis=1),
-                  np.stack([c_col.astype(float), r_col + 0.5], axis=1)) - 1.0
+    xy = (
+        np.where(
+            on_row_line[:, None],
+            np.stack([c_row + 0.5, r_row.astype(float)], axis=1),
+            np.stack([c_col.astype(float), r_col + 0.5], axis=1),
+        )
+        - 1.0
+    )
     vertex_label = keys // n_positions
 
     # Cycles: an outline with the particle on its left (x, y-down) runs clockwise on
@@ -180,8 +185,15 @@ def trace_outlines(labels: np.ndarray) -> Outlines:
     keep = np.flatnonzero(outer_vertex)
     new_index = -np.ones(n_vertices, np.int64)
     new_index[keep] = np.arange(len(keep))
-    return Outlines(vertex_label[keep], xy[keep], new_index[succ[keep]], new_index[pred[keep]],
-                    axis, diagonal, corners_per_label.astype(float))
+    return Outlines(
+        vertex_label[keep],
+        xy[keep],
+        new_index[succ[keep]],
+        new_index[pred[keep]],
+        axis,
+        diagonal,
+        corners_per_label.astype(float),
+    )
 
 
 def smoothed(outlines: Outlines, passes: int = 2) -> np.ndarray:

@@ -40,8 +40,9 @@ from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
 
 
-def image_list(images: Path, images_json: Path | None, skipped: list[dict] | None = None
-               ) -> tuple[list[tuple[int, Path]], dict]:
+def image_list(
+    images: Path, images_json: Path | None, skipped: list[dict] | None = None
+) -> tuple[list[tuple[int, Path]], dict]:
     """(image id, file) pairs to segment and the COCO images dictionary they belong to.
 
     With ``images_json`` the ids and files come from it (files relative to
@@ -72,8 +73,11 @@ def image_list(images: Path, images_json: Path | None, skipped: list[dict] | Non
             continue
         readable.append(f)
         entries.append({"id": len(readable), "file_name": f.name, "height": height, "width": width})
-    return list(enumerate(readable, start=1)), {"images": entries, "annotations": [],
-                                                 "categories": [dict(DEFAULT_CATEGORY)]}
+    return list(enumerate(readable, start=1)), {
+        "images": entries,
+        "annotations": [],
+        "categories": [dict(DEFAULT_CATEGORY)],
+    }
 
 
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -129,11 +133,16 @@ class SegmentWorker:
                 arrays.append(read_image(item["path"]))
                 readable.append(item)
             except ImageReadError as exc:
-                outputs_by_path[item["path"]] = {"results": [], "count": 0, "seconds": 0.0, "skipped": str(exc)}
+                outputs_by_path[item["path"]] = {
+                    "results": [],
+                    "count": 0,
+                    "seconds": 0.0,
+                    "skipped": str(exc),
+                }
         t0 = time.perf_counter()
         found: list[Instances] = self.segmenter.segment_batch(arrays) if arrays else []
         seconds = (time.perf_counter() - t0) / max(len(arrays), 1)
-        for item, image, inst in zip(readable, arrays, found):
+        for item, image, inst in zip(readable, arrays, found, strict=False):
             path = Path(item["path"])
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
@@ -143,8 +152,11 @@ class SegmentWorker:
                 write_image(self.folder / "overlays" / item["name"], overlay(image, inst.labels))
             outputs_by_path[item["path"]] = {
                 "results": instances_to_results(item["image_id"], inst.labels, inst.scores),
-                "count": inst.count, "seconds": seconds, "info": dict(getattr(inst, "info", {}) or {}),
-                "calibration": read_calibration(path)}
+                "count": inst.count,
+                "seconds": seconds,
+                "info": dict(getattr(inst, "info", {}) or {}),
+                "calibration": read_calibration(path),
+            }
         return [outputs_by_path[item["path"]] for item in items]
 
 
@@ -154,9 +166,17 @@ def describe_segmenter(segmenter: Segmenter) -> dict:
     return describe() if callable(describe) else {}
 
 
-def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: Path | None = None,
-                   batch_size: int = 4, overwrite: bool = False, write_overlays: bool = True,
-                   engine: LocalEngine | RayEngine | None = None, strict: bool = False) -> dict:
+def predict_folder(
+    segmenter: Segmenter,
+    images: Path,
+    out: Path,
+    images_json: Path | None = None,
+    batch_size: int = 4,
+    overwrite: bool = False,
+    write_overlays: bool = True,
+    engine: LocalEngine | RayEngine | None = None,
+    strict: bool = False,
+) -> dict:
     """Segment every image and write the PRED folder; returns a small summary.
 
     ``engine`` runs the segmentation (:class:`~micrometry.engine.LocalEngine`
@@ -179,8 +199,10 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
             read_image(path)
     if not pairs:
         raise ImageReadError("no readable images", images)
-    items = [{"image_id": int(image_id), "path": str(Path(path).resolve()), "name": name}
-             for (image_id, path), name in zip(pairs, names)]
+    items = [
+        {"image_id": int(image_id), "path": str(Path(path).resolve()), "name": name}
+        for (image_id, path), name in zip(pairs, names, strict=False)
+    ]
     outputs: list[dict | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -188,9 +210,15 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
         (tmp / "rois").mkdir()
         if write_overlays:
             (tmp / "overlays").mkdir()
-        worker_kwargs = {"segmenter": segmenter, "folder": str(tmp.resolve()), "write_overlays": write_overlays}
+        worker_kwargs = {
+            "segmenter": segmenter,
+            "folder": str(tmp.resolve()),
+            "write_overlays": write_overlays,
+        }
         with make_progress() as progress:
-            task = progress.add_task(f"segmenting ({segmenter.name}, {engine.name})", total=len(items), info="")
+            task = progress.add_task(
+                f"segmenting ({segmenter.name}, {engine.name})", total=len(items), info=""
+            )
             for index, output in engine.map(SegmentWorker, worker_kwargs, items):
                 outputs[index] = output
                 n_objects += output["count"]
@@ -208,28 +236,38 @@ def predict_folder(segmenter: Segmenter, images: Path, out: Path, images_json: P
     return {**record, "segment_seconds": seconds, "seconds_per_image": seconds / segmented}
 
 
-def prediction_record(model: str, pairs: list[tuple[int, Path]], outputs: list[dict], skipped: list[dict]) -> dict:
+def prediction_record(
+    model: str, pairs: list[tuple[int, Path]], outputs: list[dict], skipped: list[dict]
+) -> dict:
     """What ``prediction.json`` holds: per-image counts, sizes and warnings, skipped files, totals,
     and one calibration when the images' metadata agree."""
     per_image, lines = [], []
     skipped = list(skipped)
     segmented = []
-    for (image_id, path), output in zip(pairs, outputs):
+    for (image_id, path), output in zip(pairs, outputs, strict=False):
         if "skipped" in output:
             skipped.append({"file": str(path), "reason": output["skipped"]})
             continue
         segmented.append((Path(path), output))
         info = output.get("info", {})
         cal = output.get("calibration")
-        per_image.append({"image_id": int(image_id), "file": Path(path).name, "particles": output["count"],
-                          **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
-                          **{k: v for k, v in info.items() if k != "warnings"},
-                          "warnings": list(info.get("warnings", []))})
+        per_image.append(
+            {
+                "image_id": int(image_id),
+                "file": Path(path).name,
+                "particles": output["count"],
+                **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
+                **{k: v for k, v in info.items() if k != "warnings"},
+                "warnings": list(info.get("warnings", [])),
+            }
+        )
         lines.extend(f"{Path(path).name}: {w}" for w in info.get("warnings", []))
     empty = [p.name for p, o in segmented if o["count"] == 0]
     if empty and len(empty) == len(segmented):
-        lines.append(f"no particles found in any of the {len(segmented)} images: check that the model suits them "
-                     "(particle size: --diameter; or try --model watershed)")
+        lines.append(
+            f"no particles found in any of the {len(segmented)} images: check that the model suits them "
+            "(particle size: --diameter; or try --model watershed)"
+        )
     elif empty:
         shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
         lines.append(f"no particles found in {len(empty)} of {len(segmented)} images ({shown})")
@@ -241,5 +279,12 @@ def prediction_record(model: str, pairs: list[tuple[int, Path]], outputs: list[d
     elif found:
         lines.append("the images declare different (or partial) pixel sizes: measure with --pixel-size")
     lines.extend(f"{Path(s['file']).name}: skipped: {s['reason']}" for s in skipped)
-    return {"model": model, "images": len(per_image), "particles": sum(p["particles"] for p in per_image),
-            "skipped": skipped, "per_image": per_image, "warnings": lines, "calibration": calibration}
+    return {
+        "model": model,
+        "images": len(per_image),
+        "particles": sum(p["particles"] for p in per_image),
+        "skipped": skipped,
+        "per_image": per_image,
+        "warnings": lines,
+        "calibration": calibration,
+    }

@@ -71,8 +71,9 @@ def bootstrap_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
 BOOTSTRAP_MAX = 2000
 
 
-def woodruff_intervals(sizes: np.ndarray, weights: np.ndarray | None, q: np.ndarray,
-                       confidence: float) -> tuple[np.ndarray, np.ndarray]:
+def woodruff_intervals(
+    sizes: np.ndarray, weights: np.ndarray | None, q: np.ndarray, confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Confidence intervals of weighted quantiles by Woodruff's method (O(n), for large samples).
 
     The standard error of the weighted CDF at the quantile, from its
@@ -87,7 +88,7 @@ def woodruff_intervals(sizes: np.ndarray, weights: np.ndarray | None, q: np.ndar
     z = norm.ppf(0.5 + confidence / 2)
     values = weighted_quantiles(sizes, weights, q)
     low, high = [], []
-    for level, value in zip(q, values):
+    for level, value in zip(q, values, strict=False):
         terms = w * ((sizes <= value) - level)
         se = np.sqrt(np.sum((terms - terms.mean()) ** 2)) / w.sum()
         bounds = np.clip([level - z * se, level + z * se], 0.0, 1.0)
@@ -145,7 +146,9 @@ def percentiles_with_ci(
     boots = []
     for start in range(0, n_boot, chunk):
         idx = bootstrap_indices(sizes.size, min(chunk, n_boot - start), rng)
-        boots.append(np.atleast_2d(weighted_quantiles(sizes[idx], None if weights is None else weights[idx], q)))
+        boots.append(
+            np.atleast_2d(weighted_quantiles(sizes[idx], None if weights is None else weights[idx], q))
+        )
     boots = np.concatenate(boots)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boots, [alpha, 1 - alpha], axis=0)

@@ -37,8 +37,11 @@ class TTAPlan:
         return len(self.flips) * len(self.scales)
 
     def describe(self) -> dict:
-        return {"flips": [list(f) for f in self.flips], "scales": list(self.scales),
-                "fusion": {"iou_threshold": self.iou_threshold, "vote": self.vote, "ties": "union"}}
+        return {
+            "flips": [list(f) for f in self.flips],
+            "scales": list(self.scales),
+            "fusion": {"iou_threshold": self.iou_threshold, "vote": self.vote, "ties": "union"},
+        }
 
 
 def parse_scales(scales: str | list[float] | tuple[float, ...] | None) -> tuple[float, ...]:
@@ -54,7 +57,9 @@ def parse_scales(scales: str | list[float] | tuple[float, ...] | None) -> tuple[
     try:
         values = tuple(float(v) for v in (scales.split(",") if isinstance(scales, str) else scales))
     except ValueError:
-        raise InputError(f"--tta-scales must be numbers separated by commas (e.g. 0.8,1,1.25), not {scales!r}") from None
+        raise InputError(
+            f"--tta-scales must be numbers separated by commas (e.g. 0.8,1,1.25), not {scales!r}"
+        ) from None
     if not values or any(not 0.25 <= v <= 4 for v in values):
         raise InputError(f"--tta-scales factors must lie between 0.25 and 4, not {scales!r}")
     return values
@@ -70,7 +75,9 @@ def _resize(array: np.ndarray, shape: tuple[int, int], nearest: bool) -> np.ndar
     if array.shape == shape:
         return array
     if nearest:
-        return cv2.resize(array.astype(np.float32), shape[::-1], interpolation=cv2.INTER_NEAREST).astype(np.int32)
+        return cv2.resize(array.astype(np.float32), shape[::-1], interpolation=cv2.INTER_NEAREST).astype(
+            np.int32
+        )
     shrink = shape[0] < array.shape[0]
     return cv2.resize(array, shape[::-1], interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
@@ -90,8 +97,12 @@ class TTASegmenter:
 
     def describe(self) -> dict:
         """Recorded with the results (``PRED/prediction.json``)."""
-        return {"tta": {**self.plan.describe(),
-                        "flips_by": "map averaging" if self.map_flips else "instance fusion"}}
+        return {
+            "tta": {
+                **self.plan.describe(),
+                "flips_by": "map averaging" if self.map_flips else "instance fusion",
+            }
+        }
 
     def segment(self, image: np.ndarray):
         """The fused :class:`~micrometry.particles.segmenter.Instances` of all passes."""
@@ -105,13 +116,16 @@ class TTASegmenter:
                 found = self.base.segment(np.ascontiguousarray(np.flip(scaled, axes)) if axes else scaled)
                 first = first or found
                 labels = np.flip(found.labels, axes) if axes else found.labels
-                passes.append((np.ascontiguousarray(_resize(labels, image.shape, nearest=True)), found.scores))
+                passes.append(
+                    (np.ascontiguousarray(_resize(labels, image.shape, nearest=True)), found.scores)
+                )
         if len(passes) == 1:
             labels, scores = passes[0]
         else:
             # Passes of equal standing: ties kept (a leader would break the flips' symmetry).
-            labels, scores = fuse_segmentations(passes, iou_threshold=self.plan.iou_threshold, vote=self.plan.vote,
-                                                ties="union")
+            labels, scores = fuse_segmentations(
+                passes, iou_threshold=self.plan.iou_threshold, vote=self.plan.vote, ties="union"
+            )
         # The base segmenter's own result type (Instances), without importing it here.
         return replace(first, labels=labels, scores=scores)
 

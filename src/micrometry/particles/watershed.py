@@ -91,8 +91,11 @@ def estimate_background(image: np.ndarray, size: int, downsample: int) -> np.nda
     h, w = image.shape
     size = min(size, min(h, w) // 2)
     downsample = max(1, min(downsample, min(h, w) // 64))  # keep >= 64 px on the short side
-    small = cv2.resize(image.astype(np.float32), (max(1, w // downsample), max(1, h // downsample)),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        image.astype(np.float32),
+        (max(1, w // downsample), max(1, h // downsample)),
+        interpolation=cv2.INTER_AREA,
+    )
     k = max(3, int(round(size / downsample)) | 1)
     small = ndi.median_filter(small, size=k, mode="reflect")
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -145,7 +148,9 @@ def split_touching(mask: np.ndarray, params: WatershedParams) -> np.ndarray:
             continue
         inside = components[box] == index
         crop = np.where(inside, distance[box], 0.0)
-        peaks = h_maxima(crop, params.marker_h) if params.marker_h > 0 else crop == ndi.maximum_filter(crop, 3)
+        peaks = (
+            h_maxima(crop, params.marker_h) if params.marker_h > 0 else crop == ndi.maximum_filter(crop, 3)
+        )
         peak_labels, n_peaks = ndi.label(peaks & inside)
         if n_peaks == 0:  # flat or tiny: the component is one particle
             peak_labels, n_peaks = inside.astype(np.int32), 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -35,8 +34,11 @@ def detect(path: Path) -> str:
             return "table"
         if path.suffix.lower() == ".json":
             return "compare" if path.name == "compare.json" else "particles"
-        raise InputError("expected a measure table (.csv/.parquet), a compare folder, a particle prediction "
-                         "folder or a folder of depth maps", path)
+        raise InputError(
+            "expected a measure table (.csv/.parquet), a compare folder, a particle prediction "
+            "folder or a folder of depth maps",
+            path,
+        )
     if (path / "compare.json").is_file():
         return "compare"
     if (path / "labels").is_dir() or (path / "results.json").is_file():
@@ -48,8 +50,14 @@ def detect(path: Path) -> str:
     return "particles" if read_image(images[0]).dtype == np.uint16 else "depth"
 
 
-def build_report(path: Path, sem: Path | None = None, truth: Path | None = None, images: Path | None = None,
-                 cases: Path | None = None, nm_per_px: float | None = None):
+def build_report(
+    path: Path,
+    sem: Path | None = None,
+    truth: Path | None = None,
+    images: Path | None = None,
+    cases: Path | None = None,
+    nm_per_px: float | None = None,
+):
     """The :class:`~micrometry.report.Report` for ``path`` (see :func:`detect`)."""
     kind = detect(path)
     if kind == "depth":
@@ -64,8 +72,13 @@ def build_report(path: Path, sem: Path | None = None, truth: Path | None = None,
         from micrometry.particles.measure import measure_source
 
         m = measure_source(path, n_boot=200)
-        return measure_report(m.particles, m.images, m.summary, overlay_samples(path, images),
-                              truth=true_particles(truth, m.summary))
+        return measure_report(
+            m.particles,
+            m.images,
+            m.summary,
+            overlay_samples(path, images),
+            truth=true_particles(truth, m.summary),
+        )
     from micrometry.particles.measure import output_paths, read_table
 
     main = _main_table(path)
@@ -109,19 +122,35 @@ def _compare_report(folder: Path):
     except (OSError, ValueError) as exc:
         raise InputError(f"incomplete or damaged compare output ({exc})", folder) from None
     names = tuple(Path(summary.get("inputs", {}).get(k, k)).stem for k in ("a", "b"))
-    return compare_report(a, b, comparison, summary["rule"], names=names if names[0] != names[1] else ("A", "B"))
+    return compare_report(
+        a, b, comparison, summary["rule"], names=names if names[0] != names[1] else ("A", "B")
+    )
 
 
 def report(
-    source: Path = typer.Argument(..., help="Measure table, compare folder, particle prediction folder or depth-map folder."),
+    source: Path = typer.Argument(
+        ..., help="Measure table, compare folder, particle prediction folder or depth-map folder."
+    ),
     out: Path = typer.Option(..., "--out", help="The HTML file to write."),
-    sem: Optional[Path] = typer.Option(None, "--sem", help="Depth: folder of the SEM images the maps were predicted from."),
-    truth: Optional[Path] = typer.Option(None, "--truth", help="Depth: folder of true depth maps (RMSE, error maps, "
-                                         "Bland-Altman). Particles: true annotations (COCO file, label folder or "
-                                         "particle table) for measured vs true sizes."),
-    cases: Optional[Path] = typer.Option(None, "--cases", help="Depth: CSV with 'file' and 'case' columns, for flat folders."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Particles: folder of the gray images, for overlays."),
-    nm_per_px: float = nm_per_px_option("Depth: lateral pixel size in nm for the hole metrology (CDs, sidewall angle)"),
+    sem: Path | None = typer.Option(
+        None, "--sem", help="Depth: folder of the SEM images the maps were predicted from."
+    ),
+    truth: Path | None = typer.Option(
+        None,
+        "--truth",
+        help="Depth: folder of true depth maps (RMSE, error maps, "
+        "Bland-Altman). Particles: true annotations (COCO file, label folder or "
+        "particle table) for measured vs true sizes.",
+    ),
+    cases: Path | None = typer.Option(
+        None, "--cases", help="Depth: CSV with 'file' and 'case' columns, for flat folders."
+    ),
+    images: Path | None = typer.Option(
+        None, "--images", help="Particles: folder of the gray images, for overlays."
+    ),
+    nm_per_px: float = nm_per_px_option(
+        "Depth: lateral pixel size in nm for the hole metrology (CDs, sidewall angle)"
+    ),
     overwrite: bool = overwrite_option("report"),
 ) -> None:
     """Write one self-contained HTML report (figures embedded; opens offline)."""

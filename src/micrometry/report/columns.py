@@ -33,8 +33,19 @@ DEPTH_ALIASES = {
 }
 
 # Particle descriptors that carry a length (or, for Area, an area) unit; ImageJ names.
-PARTICLE_LENGTHS = ("Perim.", "Feret", "MinFeret", "Major", "Minor", "X", "Y", "EqDiam", "PerimEqDiam",
-                    "GeodLength", "GeodThickness")
+PARTICLE_LENGTHS = (
+    "Perim.",
+    "Feret",
+    "MinFeret",
+    "Major",
+    "Minor",
+    "X",
+    "Y",
+    "EqDiam",
+    "PerimEqDiam",
+    "GeodLength",
+    "GeodThickness",
+)
 PARTICLE_AREAS = ("Area",)
 PARTICLE_ANGLES = ("Angle", "FeretAngle")  # degrees, whatever the calibration
 
@@ -47,8 +58,12 @@ _WITH_UNIT = re.compile(r"(?P<name>[A-Za-z]+)_(?P<unit>[A-Za-zµ]+?)(?P<square>2
 
 def depth_columns(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with old depth-metrology names renamed to the names with units (a copy)."""
-    renames = {old: new for new, olds in DEPTH_ALIASES.items() for old in olds
-               if old in table.columns and new not in table.columns}
+    renames = {
+        old: new
+        for new, olds in DEPTH_ALIASES.items()
+        for old in olds
+        if old in table.columns and new not in table.columns
+    }
     return table.rename(columns=renames)
 
 
@@ -69,7 +84,13 @@ def particle_columns(table: pd.DataFrame) -> pd.DataFrame:
             continue
         renames[column] = name
         units.add(match["unit"])
-    renames.update({old: new for old, new in PARTICLE_ALIASES.items() if old in table.columns and new not in table.columns})
+    renames.update(
+        {
+            old: new
+            for old, new in PARTICLE_ALIASES.items()
+            if old in table.columns and new not in table.columns
+        }
+    )
     out = table.rename(columns=renames)
     if "Unit" not in out.columns and len(units) == 1:
         out["Unit"] = units.pop()

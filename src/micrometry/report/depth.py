@@ -87,13 +87,18 @@ def read_cases(path: str | Path) -> dict[str, str]:
         raise DatasetError(f"cannot read cases CSV ({exc})", path) from None
     if not {"file", "case"} <= set(table.columns):
         raise DatasetError("cases CSV needs 'file' and 'case' columns", path)
-    return {Path(str(f)).stem: (f"Case_{c}" if str(c).isdigit() else str(c))
-            for f, c in zip(table["file"], table["case"])}
+    return {
+        Path(str(f)).stem: (f"Case_{c}" if str(c).isdigit() else str(c))
+        for f, c in zip(table["file"], table["case"], strict=False)
+    }
 
 
-def load_depth_samples(pred_dir: str | Path, sem_dir: str | Path | None = None,
-                       truth_dir: str | Path | None = None,
-                       cases: dict[str, str] | None = None) -> list[DepthSample]:
+def load_depth_samples(
+    pred_dir: str | Path,
+    sem_dir: str | Path | None = None,
+    truth_dir: str | Path | None = None,
+    cases: dict[str, str] | None = None,
+) -> list[DepthSample]:
     """Pair every predicted depth map with its SEM image and truth (matched by path, then by name).
 
     ``cases`` (file stem -> case) overrides the case read from folder names.
@@ -113,15 +118,24 @@ def load_depth_samples(pred_dir: str | Path, sem_dir: str | Path | None = None,
         pred = read_image(path).astype(np.float64)
         sem_path = sem_by_path.get(rel) or sem_by_stem.get(path.stem)
         base = truth_name(path.stem)
-        truth_path = (truth_by_path.get(rel) or truth_by_path.get(rel.with_name(base + rel.suffix))
-                      or truth_by_stem.get(path.stem) or truth_by_stem.get(base))
+        truth_path = (
+            truth_by_path.get(rel)
+            or truth_by_path.get(rel.with_name(base + rel.suffix))
+            or truth_by_stem.get(path.stem)
+            or truth_by_stem.get(base)
+        )
         sem = read_image(sem_path).astype(np.float64) if sem_path else None
         truth = read_image(truth_path).astype(np.float64) if truth_path else None
         if truth is not None and truth.shape != pred.shape:
-            raise DatasetError(f"truth {truth_path} is {truth.shape[::-1]} but the prediction is "
-                               f"{pred.shape[::-1]} (width x height)", path)
+            raise DatasetError(
+                f"truth {truth_path} is {truth.shape[::-1]} but the prediction is "
+                f"{pred.shape[::-1]} (width x height)",
+                path,
+            )
         case = case_of(rel)
-        if case == "all" and truth_path is not None:  # flat predictions: the truth's folders may tell the case
+        if (
+            case == "all" and truth_path is not None
+        ):  # flat predictions: the truth's folders may tell the case
             case = case_of(truth_path.relative_to(truth_dir))
         if cases is not None:
             case = cases.get(path.stem, cases.get(base, case))
@@ -142,8 +156,15 @@ def rmse_table(samples: list[DepthSample]) -> pd.DataFrame:
         if not members:
             continue
         err = np.concatenate([(s.pred - s.truth).ravel() for s in members])
-        rows.append({"case": case, "images": len(members), "RMSE": float(np.sqrt(np.mean(err**2))),
-                     "MAE": float(np.mean(np.abs(err))), "bias": float(np.mean(err))})
+        rows.append(
+            {
+                "case": case,
+                "images": len(members),
+                "RMSE": float(np.sqrt(np.mean(err**2))),
+                "MAE": float(np.mean(np.abs(err))),
+                "bias": float(np.mean(err)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -157,15 +178,20 @@ def samples_figure(samples: list[DepthSample]) -> Figure:
     """
     has_sem = any(s.sem is not None for s in samples)
     has_truth = any(s.truth is not None for s in samples)
-    columns = ["SEM"] * has_sem + ["predicted depth (nm)"] + ["true depth (nm)", "error, pred - truth (nm)"] * has_truth
+    columns = (
+        ["SEM"] * has_sem
+        + ["predicted depth (nm)"]
+        + ["true depth (nm)", "error, pred - truth (nm)"] * has_truth
+    )
     h, w = samples[0].pred.shape
     # a panel is the map plus its colour bar: ~1.5 in of map width, the height following the map's shape
     map_width = 1.5
     side_by_side = len(columns) == 1
     grid = (1, len(samples)) if side_by_side else (len(samples), len(columns))
     fig = Figure(figsize=(2.3 * grid[1] + 0.6, (map_width * h / max(w, 1) + 0.45) * grid[0] + 0.3))
-    depth_values = np.concatenate([np.r_[s.pred.ravel(), s.truth.ravel() if s.truth is not None else []]
-                                   for s in samples])
+    depth_values = np.concatenate(
+        [np.r_[s.pred.ravel(), s.truth.ravel() if s.truth is not None else []] for s in samples]
+    )
     vmin, vmax = np.percentile(depth_values, [0.5, 99.5])
     errs = [np.abs(s.pred - s.truth).max() for s in samples if s.truth is not None]
     elim = max(max(errs, default=1.0), 1.0)
@@ -220,8 +246,18 @@ def surface_figure(sample: DepthSample) -> Figure:
     hi = max(p.max() for _, p in panels)
     for i, (title, depth) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1, projection="3d")
-        ax.plot_surface(xx, yy, depth, cmap="viridis", vmin=lo, vmax=hi, linewidth=0, antialiased=True,
-                        rstride=1, cstride=1)
+        ax.plot_surface(
+            xx,
+            yy,
+            depth,
+            cmap="viridis",
+            vmin=lo,
+            vmax=hi,
+            linewidth=0,
+            antialiased=True,
+            rstride=1,
+            cstride=1,
+        )
         ax.set_zlim(lo, hi)
         ax.set_title(f"{title} depth: {sample.name}", fontsize=9)
         ax.set_xlabel("x (px)", fontsize=8)
@@ -255,7 +291,9 @@ def deepest_hole(samples: list[DepthSample]) -> DepthSample:
 # --------------------------------------------------------------------------- hole metrology
 
 
-def metrology_table(samples: list[DepthSample], nm_per_px: float = NM_PER_PX, truth: bool = False) -> pd.DataFrame:
+def metrology_table(
+    samples: list[DepthSample], nm_per_px: float = NM_PER_PX, truth: bool = False
+) -> pd.DataFrame:
     """Hole metrology (``depth measure``) of every predicted map, or of every true map with ``truth``.
 
     One row per sample: ``file``, ``case`` and the metrology columns with units in
@@ -280,8 +318,9 @@ def geometry_file(truth_dir: str | Path | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def true_metrology(samples: list[DepthSample], truth_dir: str | Path | None,
-                   nm_per_px: float = NM_PER_PX) -> tuple[pd.DataFrame, str]:
+def true_metrology(
+    samples: list[DepthSample], truth_dir: str | Path | None, nm_per_px: float = NM_PER_PX
+) -> tuple[pd.DataFrame, str]:
     """True hole metrology per sample and where it came from.
 
     From the true-geometry table when one lies beside the truth folder (the drawn
@@ -312,15 +351,24 @@ def agreement_table(pred: pd.DataFrame, true: pd.DataFrame) -> pd.DataFrame:
     for column in METROLOGY:
         if column not in pred or column not in true:
             continue
-        diff = (pred[column].to_numpy(float) - true[column].to_numpy(float))
+        diff = pred[column].to_numpy(float) - true[column].to_numpy(float)
         diff = diff[np.isfinite(diff)]
         if not diff.size:
             continue
         bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if diff.size > 1 else float("nan")
         label = quantity_label(column)
-        rows.append({"quantity": label, "unit": label[label.rindex("(") + 1:-1], "holes": diff.size, "bias": bias, "SD": sd,
-                     "95% limits low": bias - 1.96 * sd, "95% limits high": bias + 1.96 * sd,
-                     "mean |error|": float(np.abs(diff).mean())})
+        rows.append(
+            {
+                "quantity": label,
+                "unit": label[label.rindex("(") + 1 : -1],
+                "holes": diff.size,
+                "bias": bias,
+                "SD": sd,
+                "95% limits low": bias - 1.96 * sd,
+                "95% limits high": bias + 1.96 * sd,
+                "mean |error|": float(np.abs(diff).mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -341,8 +389,11 @@ def agreement_figure(pred: pd.DataFrame, true: pd.DataFrame, column: str = "dept
         scatter.plot([lo, hi], [lo, hi], color="k", lw=0.8, label="pred = true")
         diff = p[ok] - t[ok]
         bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if diff.size > 1 else 0.0
-        for value, style, text in ((bias, "-", f"bias {bias:+.2f}"), (bias + 1.96 * sd, "--", f"+1.96 SD {bias + 1.96 * sd:+.2f}"),
-                                   (bias - 1.96 * sd, "--", f"-1.96 SD {bias - 1.96 * sd:+.2f}")):
+        for value, style, text in (
+            (bias, "-", f"bias {bias:+.2f}"),
+            (bias + 1.96 * sd, "--", f"+1.96 SD {bias + 1.96 * sd:+.2f}"),
+            (bias - 1.96 * sd, "--", f"-1.96 SD {bias - 1.96 * sd:+.2f}"),
+        ):
             ba.axhline(value, color="0.3", ls=style, lw=0.9)
             ba.text(1.0, value, f" {text}", transform=ba.get_yaxis_transform(), va="center", fontsize=8)
         # keep the limit lines (and their labels) off the frame
@@ -353,7 +404,7 @@ def agreement_figure(pred: pd.DataFrame, true: pd.DataFrame, column: str = "dept
     scatter.set_ylabel(f"predicted {label}", fontsize=10)
     scatter.set_title("Predicted against true", fontsize=10)
     scatter.legend(fontsize=8, loc="lower right")  # the corner a good prediction leaves empty
-    unit = label[label.rindex("(") + 1:-1] if label.endswith(")") else ""
+    unit = label[label.rindex("(") + 1 : -1] if label.endswith(")") else ""
     ba.set_xlabel(f"mean of predicted and true {label}", fontsize=10)
     ba.set_ylabel(f"predicted - true ({unit})", fontsize=10)
     ba.set_title("Bland-Altman", fontsize=10)
@@ -380,8 +431,14 @@ def distribution_figure(pred: pd.DataFrame, true: pd.DataFrame | None = None) ->
             keep = [i for i, d in enumerate(data) if d.size]
             if not keep:
                 continue
-            parts = ax.boxplot([data[i] for i in keep], positions=positions[keep], widths=width * 0.9,
-                               patch_artist=True, showfliers=True, flierprops={"markersize": 3})
+            parts = ax.boxplot(
+                [data[i] for i in keep],
+                positions=positions[keep],
+                widths=width * 0.9,
+                patch_artist=True,
+                showfliers=True,
+                flierprops={"markersize": 3},
+            )
             for box in parts["boxes"]:
                 box.set(facecolor=colour, alpha=0.5)
             ax.plot([], [], color=colour, lw=6, alpha=0.5, label=name)
@@ -399,9 +456,15 @@ def _finite(values: pd.Series) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def depth_report(pred_dir: str | Path, sem_dir: str | Path | None = None, truth_dir: str | Path | None = None,
-                 cases: str | Path | None = None, n_samples: int = 6, title: str = "Depth from SEM",
-                 nm_per_px: float = NM_PER_PX) -> Report:
+def depth_report(
+    pred_dir: str | Path,
+    sem_dir: str | Path | None = None,
+    truth_dir: str | Path | None = None,
+    cases: str | Path | None = None,
+    n_samples: int = 6,
+    title: str = "Depth from SEM",
+    nm_per_px: float = NM_PER_PX,
+) -> Report:
     """The whole depth report for a prediction folder (``cases``: optional CSV, see :func:`read_cases`).
 
     ``nm_per_px``: lateral pixel size for the hole metrology (CDs, sidewall angle).
@@ -409,59 +472,113 @@ def depth_report(pred_dir: str | Path, sem_dir: str | Path | None = None, truth_
     if not nm_per_px > 0:
         raise DatasetError(f"the pixel size must be positive, got {nm_per_px} nm/px")
     samples = load_depth_samples(pred_dir, sem_dir, truth_dir, read_cases(cases) if cases else None)
-    report = Report(title, calibration=f"depth-map values are heights in nm; lateral pixel size {nm_per_px:g} nm/px "
-                                       "(CDs in nm, sidewall angles in degrees from horizontal)")
+    report = Report(
+        title,
+        calibration=f"depth-map values are heights in nm; lateral pixel size {nm_per_px:g} nm/px "
+        "(CDs in nm, sidewall angles in degrees from horizontal)",
+    )
     n_truth = sum(s.truth is not None for s in samples)
     n_sem = sum(s.sem is not None for s in samples)
     h, w = samples[0].pred.shape
     measured = metrology_table(samples, nm_per_px)
     true = None
-    report.key_result("depth maps", f"{len(samples)}", f"{w} x {h} px, {len(set(s.case for s in samples))} case(s)")
+    report.key_result(
+        "depth maps", f"{len(samples)}", f"{w} x {h} px, {len(set(s.case for s in samples))} case(s)"
+    )
     depth = _finite(measured["depth_nm"]) if "depth_nm" in measured else np.zeros(0)
     if depth.size:
-        report.key_result("predicted hole depth", f"{depth.mean():.1f} nm", f"SD {depth.std():.1f} nm over {depth.size} holes")
+        report.key_result(
+            "predicted hole depth",
+            f"{depth.mean():.1f} nm",
+            f"SD {depth.std():.1f} nm over {depth.size} holes",
+        )
     report.section("Summary")
-    report.text(f"{len(samples)} predicted depth maps ({w} x {h} px) in {pred_dir}; "
-                f"{n_sem} matched to an SEM image, {n_truth} to a true depth map.")
-    missing = ([f"no SEM images (--sem), so the SEM column is left out"] if not n_sem else []) + \
-              ([f"no truth (--truth), so there is no RMSE, no error map and no predicted-against-true "
-                f"comparison (Bland-Altman)"] if not n_truth else [])
+    report.text(
+        f"{len(samples)} predicted depth maps ({w} x {h} px) in {pred_dir}; "
+        f"{n_sem} matched to an SEM image, {n_truth} to a true depth map."
+    )
+    missing = (["no SEM images (--sem), so the SEM column is left out"] if not n_sem else []) + (
+        [
+            "no truth (--truth), so there is no RMSE, no error map and no predicted-against-true "
+            "comparison (Bland-Altman)"
+        ]
+        if not n_truth
+        else []
+    )
     if missing:
         report.note("This report lacks: " + "; ".join(missing) + ".")
     if n_truth:
         table = rmse_table(samples)
         every = table.iloc[-1]
-        report.key_result("pixel RMSE", f"{every['RMSE']:.3f} nm", f"over {int(every['images'])} maps with truth")
+        report.key_result(
+            "pixel RMSE", f"{every['RMSE']:.3f} nm", f"over {int(every['images'])} maps with truth"
+        )
         report.section("RMSE per case")
-        report.table(table.rename(columns={"RMSE": "RMSE (nm)", "MAE": "MAE (nm)", "bias": "bias (nm)"}),
-                     float_format="{:.3f}", csv_name="rmse_per_case.csv")
+        report.table(
+            table.rename(columns={"RMSE": "RMSE (nm)", "MAE": "MAE (nm)", "bias": "bias (nm)"}),
+            float_format="{:.3f}",
+            csv_name="rmse_per_case.csv",
+        )
         report.figure(rmse_figure(table), "Pixel RMSE per case (grey: all cases pooled).")
         true, source = true_metrology(samples, truth_dir, nm_per_px)
         agreement = agreement_table(measured, true)
         if len(agreement):
             report.section("Predicted against true hole depth")
             row = agreement.iloc[0]
-            report.key_result("hole depth bias", f"{row['bias']:+.2f} nm",
-                              f"95% limits {row['95% limits low']:+.2f}..{row['95% limits high']:+.2f} nm")
-            report.text(f"True values: {source}. Bias = mean of predicted - true; the 95 % limits of agreement are "
-                        "bias ± 1.96 SD of the differences.")
-            report.figure(agreement_figure(measured, true), "Hole depth, predicted against true, one point per "
-                          "image (colour: case); right: Bland-Altman plot, difference against mean with the bias and 95 % "
-                          "limits of agreement.")
+            report.key_result(
+                "hole depth bias",
+                f"{row['bias']:+.2f} nm",
+                f"95% limits {row['95% limits low']:+.2f}..{row['95% limits high']:+.2f} nm",
+            )
+            report.text(
+                f"True values: {source}. Bias = mean of predicted - true; the 95 % limits of agreement are "
+                "bias ± 1.96 SD of the differences."
+            )
+            report.figure(
+                agreement_figure(measured, true),
+                "Hole depth, predicted against true, one point per "
+                "image (colour: case); right: Bland-Altman plot, difference against mean with the bias and 95 % "
+                "limits of agreement.",
+            )
             report.table(agreement, float_format="{:.3f}", csv_name="agreement.csv")
     report.section("Samples")
-    shown = (["SEM image"] if n_sem else []) + ["predicted depth"] + (["true depth", "error"] if n_truth else [])
-    report.figure(samples_figure(pick_samples(samples, n_samples)),
-                  ", ".join(shown) + (", one sample per row." if len(shown) > 1 else " (nm) of a few samples."))
+    shown = (
+        (["SEM image"] if n_sem else []) + ["predicted depth"] + (["true depth", "error"] if n_truth else [])
+    )
+    report.figure(
+        samples_figure(pick_samples(samples, n_samples)),
+        ", ".join(shown) + (", one sample per row." if len(shown) > 1 else " (nm) of a few samples."),
+    )
     report.section("Hole metrology per case")
     failed = int(measured["depth_nm"].isna().sum()) if "depth_nm" in measured else len(measured)
-    report.text(f"Depth, top and bottom CD (along x) and sidewall angle of the central hole of every predicted map"
-                + (", beside the true values" if true is not None else "") + f", per case. "
-                + (f"{failed} of {len(measured)} holes could not be measured (values left empty)." if failed else
-                   f"All {len(measured)} holes were measured."))
-    report.figure(distribution_figure(measured, true), "Box plots per case (box: quartiles; whiskers: 1.5 IQR).")
-    shown = [c for c in ("file", "case", "status", "depth_nm", "top_cd_x_nm", "top_cd_y_nm", "bottom_cd_x_nm",
-                         "bottom_cd_y_nm", "sidewall_angle_deg") if c in measured]
+    report.text(
+        "Depth, top and bottom CD (along x) and sidewall angle of the central hole of every predicted map"
+        + (", beside the true values" if true is not None else "")
+        + ", per case. "
+        + (
+            f"{failed} of {len(measured)} holes could not be measured (values left empty)."
+            if failed
+            else f"All {len(measured)} holes were measured."
+        )
+    )
+    report.figure(
+        distribution_figure(measured, true), "Box plots per case (box: quartiles; whiskers: 1.5 IQR)."
+    )
+    shown = [
+        c
+        for c in (
+            "file",
+            "case",
+            "status",
+            "depth_nm",
+            "top_cd_x_nm",
+            "top_cd_y_nm",
+            "bottom_cd_x_nm",
+            "bottom_cd_y_nm",
+            "sidewall_angle_deg",
+        )
+        if c in measured
+    ]
     report.table(measured[shown], float_format="{:.2f}", csv_name="hole_metrology.csv", full=measured)
     report.section("A hole in 3-D")
     hole = deepest_hole(samples)

@@ -82,36 +82,43 @@ class Report:
         self._key: list[tuple[str, str, str]] = []
         self._csv_count = 0
 
-    def section(self, heading: str) -> "Report":
+    def section(self, heading: str) -> Report:
         """Start a section (an ``<h2>`` heading), with the calibration line under it."""
         self._parts.append(f"<h2>{html.escape(heading)}</h2>")
         if self.calibration:
-            self._parts.append(f"<p class=\"calibration\">Calibration: {html.escape(self.calibration)}</p>")
+            self._parts.append(f'<p class="calibration">Calibration: {html.escape(self.calibration)}</p>')
         return self
 
-    def key_result(self, label: str, value: str, detail: str = "") -> "Report":
+    def key_result(self, label: str, value: str, detail: str = "") -> Report:
         """A headline number for the key-results panel at the top (``value`` carries its unit)."""
         self._key.append((label, value, detail))
         return self
 
-    def note(self, paragraph: str) -> "Report":
+    def note(self, paragraph: str) -> Report:
         """A highlighted paragraph: what the report could not show and why."""
-        self._parts.append(f"<p class=\"note\">{html.escape(paragraph)}</p>")
+        self._parts.append(f'<p class="note">{html.escape(paragraph)}</p>')
         return self
 
-    def text(self, paragraph: str) -> "Report":
+    def text(self, paragraph: str) -> Report:
         """A paragraph of plain text (escaped)."""
         self._parts.append(f"<p>{html.escape(paragraph)}</p>")
         return self
 
-    def bullets(self, items: list[str]) -> "Report":
+    def bullets(self, items: list[str]) -> Report:
         """A bulleted list of plain-text items."""
         lis = "".join(f"<li>{html.escape(item)}</li>" for item in items)
         self._parts.append(f"<ul>{lis}</ul>")
         return self
 
-    def table(self, df: pd.DataFrame, float_format: str = "{:.4g}", highlight: pd.Series | None = None,
-              max_rows: int = SHOWN_ROWS, csv_name: str | None = None, full: pd.DataFrame | None = None) -> "Report":
+    def table(
+        self,
+        df: pd.DataFrame,
+        float_format: str = "{:.4g}",
+        highlight: pd.Series | None = None,
+        max_rows: int = SHOWN_ROWS,
+        csv_name: str | None = None,
+        full: pd.DataFrame | None = None,
+    ) -> Report:
         """A table; numbers formatted with ``float_format``, text left-aligned; the whole table as a CSV link.
 
         Parameters
@@ -130,21 +137,29 @@ class Report:
         rows = []
         for i, (_, row) in enumerate(shown.iterrows()):
             cls = " class='changed'" if highlight is not None and bool(highlight.iloc[i]) else ""
-            cells = "".join(f"<td class='{_css(df[c])}'>{html.escape(_cell(row[c], float_format))}</td>"
-                            for c in shown.columns)
+            cells = "".join(
+                f"<td class='{_css(df[c])}'>{html.escape(_cell(row[c], float_format))}</td>"
+                for c in shown.columns
+            )
             rows.append(f"<tr{cls}>{cells}</tr>")
-        self._parts.append(f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead>"
-                           f"<tbody>{''.join(rows)}</tbody></table></div>")
+        self._parts.append(
+            f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
         full = df if full is None else full
         self._csv_count += 1
         name = csv_name or f"table{self._csv_count}.csv"
         more = f"; the first {max_rows} are shown above" if len(df) > max_rows else ""
-        self._parts.append(f"<p><a class=\"download\" download=\"{html.escape(name, quote=True)}\" "
-                           f"href=\"{csv_data_uri(full)}\">Download the full table ({html.escape(name)}, "
-                           f"{len(full)} rows{more})</a></p>")
+        self._parts.append(
+            f'<p><a class="download" download="{html.escape(name, quote=True)}" '
+            f'href="{csv_data_uri(full)}">Download the full table ({html.escape(name)}, '
+            f"{len(full)} rows{more})</a></p>"
+        )
         return self
 
-    def figure(self, fig: plt.Figure, caption: str = "", dpi: int = 100, colours: int | None = None) -> "Report":
+    def figure(
+        self, fig: plt.Figure, caption: str = "", dpi: int = 100, colours: int | None = None
+    ) -> Report:
         """Embed a matplotlib figure as a base64 PNG and close it.
 
         ``colours``: store the PNG with a palette of this many colours; for overlays on
@@ -163,10 +178,10 @@ class Report:
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         alt = html.escape(caption or "figure", quote=True)
-        self._parts.append(f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{alt}\">{cap}</figure>")
+        self._parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{cap}</figure>')
         return self
 
-    def include(self, other: "Report", heading: str | None = None) -> "Report":
+    def include(self, other: Report, heading: str | None = None) -> Report:
         """Append another report's content under one heading (its title by default).
 
         The other report's sections become sub-sections, so one page can hold
@@ -182,18 +197,22 @@ class Report:
         """The whole HTML document: title, key results, contents, then the sections."""
         stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         body, contents = _anchored("\n".join(self._parts))
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head>\n<body>\n"
-                f"<h1>{html.escape(self.title)}</h1>\n<p class=\"meta\">micrometry report, {stamp}</p>\n"
-                f"{self._key_panel()}{contents}\n{body}\n</body></html>\n")
+        return (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+            f'<h1>{html.escape(self.title)}</h1>\n<p class="meta">micrometry report, {stamp}</p>\n'
+            f"{self._key_panel()}{contents}\n{body}\n</body></html>\n"
+        )
 
     def _key_panel(self) -> str:
         if not self._key:
             return ""
-        cards = "".join(f"<div><span>{html.escape(label)}</span><b>{html.escape(value)}</b>"
-                        f"{f'<span>{html.escape(detail)}</span>' if detail else ''}</div>"
-                        for label, value, detail in self._key)
-        return f"<section id=\"key-results\"><h2>Key results</h2><div class=\"key\">{cards}</div></section>\n"
+        cards = "".join(
+            f"<div><span>{html.escape(label)}</span><b>{html.escape(value)}</b>"
+            f"{f'<span>{html.escape(detail)}</span>' if detail else ''}</div>"
+            for label, value, detail in self._key
+        )
+        return f'<section id="key-results"><h2>Key results</h2><div class="key">{cards}</div></section>\n'
 
     def write(self, path: str | Path) -> Path:
         """Write the report atomically; returns the path."""
@@ -207,7 +226,7 @@ def _anchored(body: str) -> tuple[str, str]:
     def number(match: re.Match) -> str:
         anchor = f"s{len(entries) + 1}"
         entries.append((int(match[1]), anchor, match[2]))
-        return f"<h{match[1]} id=\"{anchor}\">{match[2]}</h{match[1]}>"
+        return f'<h{match[1]} id="{anchor}">{match[2]}</h{match[1]}>'
 
     body = _HEADING.sub(number, body)
     if len(entries) < 2:
@@ -219,9 +238,9 @@ def _anchored(body: str) -> tuple[str, str]:
         elif level < depth:
             items.append("</ul>")
         depth = level
-        items.append(f"<li><a href=\"#{anchor}\">{text}</a></li>")
+        items.append(f'<li><a href="#{anchor}">{text}</a></li>')
     items.extend("</ul>" for _ in range(depth - 2))
-    return body, f"<nav class=\"contents\"><b>Contents</b><ul>{''.join(items)}</ul></nav>"
+    return body, f'<nav class="contents"><b>Contents</b><ul>{"".join(items)}</ul></nav>'
 
 
 def csv_data_uri(df: pd.DataFrame) -> str:
@@ -231,7 +250,9 @@ def csv_data_uri(df: pd.DataFrame) -> str:
 
 
 def _css(column: pd.Series) -> str:
-    return "num" if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column) else "text"
+    return (
+        "num" if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column) else "text"
+    )
 
 
 def _cell(value, float_format: str) -> str:

@@ -52,7 +52,7 @@ def id_positions(labels: np.ndarray, ids: np.ndarray | None = None) -> list[tupl
         return []
     depth = ndimage.distance_transform_edt(labels > 0)
     positions = ndimage.maximum_position(depth, labels, ids)
-    return [(int(i), float(c), float(r)) for i, (r, c) in zip(ids, positions)]
+    return [(int(i), float(c), float(r)) for i, (r, c) in zip(ids, positions, strict=False)]
 
 
 def overlay_figure(sample: OverlaySample, ids: np.ndarray | None = None) -> Figure:
@@ -83,8 +83,16 @@ def overlay_figure(sample: OverlaySample, ids: np.ndarray | None = None) -> Figu
     # ids shrink with crowding, but never below what a reader can make out
     size = float(np.clip(10 - len(positions) / 40, 6.5, 10))
     for label, x, y in positions:
-        ax.text(x, y, str(label), color="yellow", fontsize=size, ha="center", va="center",
-                bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.55, "lw": 0})
+        ax.text(
+            x,
+            y,
+            str(label),
+            color="yellow",
+            fontsize=size,
+            ha="center",
+            va="center",
+            bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.55, "lw": 0},
+        )
     ax.set_title(f"{sample.name}: {len(np.unique(labels)) - (labels == 0).any()} particles", fontsize=11)
     ax.axis("off")
     return fig
@@ -109,11 +117,11 @@ def histogram_figure(tables: dict[str, pd.DataFrame], descriptors: list[str] | N
     fig, axes = _panels(len(descriptors))
     unit = particle_unit(next(iter(tables.values())))
     density = len(tables) > 1  # batches of different sizes are compared by shape, not by count
-    for ax, descriptor in zip(axes, descriptors):
+    for ax, descriptor in zip(axes, descriptors, strict=False):
         values = [_finite(t[descriptor]) for t in tables.values()]
         pooled = np.concatenate(values) if values else np.zeros(0)
         bins = np.histogram_bin_edges(pooled, bins=30) if pooled.size else 10
-        for (name, _), v in zip(tables.items(), values):
+        for (name, _), v in zip(tables.items(), values, strict=False):
             ax.hist(v, bins=bins, alpha=0.55, density=density, label=name)
         ax.set_xlabel(descriptor_label(descriptor, unit), fontsize=10)
         ax.set_ylabel(_density_label(descriptor, unit) if density else "particles", fontsize=10)
@@ -127,7 +135,7 @@ def histogram_figure(tables: dict[str, pd.DataFrame], descriptors: list[str] | N
 def _density_label(descriptor: str, unit: str) -> str:
     """Y label of a density histogram: a density has the inverse unit of its x axis."""
     label = descriptor_label(descriptor, unit)
-    return f"density (1/{label[label.index('(') + 1:-1]})" if label.endswith(")") else "density"
+    return f"density (1/{label[label.index('(') + 1 : -1]})" if label.endswith(")") else "density"
 
 
 def ecdf_figure(tables: dict[str, pd.DataFrame], descriptors: list[str]) -> Figure:
@@ -135,7 +143,7 @@ def ecdf_figure(tables: dict[str, pd.DataFrame], descriptors: list[str]) -> Figu
     tables = {name: particle_columns(t) for name, t in tables.items()}
     fig, axes = _panels(len(descriptors))
     unit = particle_unit(next(iter(tables.values())))
-    for ax, descriptor in zip(axes, descriptors):
+    for ax, descriptor in zip(axes, descriptors, strict=False):
         for name, table in tables.items():
             v = np.sort(_finite(table[descriptor]))
             ax.step(v, np.arange(1, v.size + 1) / max(v.size, 1), where="post", label=name)
@@ -181,8 +189,14 @@ def shift_figure(comparison: pd.DataFrame) -> Figure:
     changed = comparison["changed"].to_numpy(bool)
     for mask, colour in ((changed, "tab:red"), (~changed, "tab:gray")):
         if mask.any():
-            ax.errorbar(rel[mask], y[mask], xerr=[(rel - low)[mask], (high - rel)[mask]], fmt="o",
-                        color=colour, capsize=3)
+            ax.errorbar(
+                rel[mask],
+                y[mask],
+                xerr=[(rel - low)[mask], (high - rel)[mask]],
+                fmt="o",
+                color=colour,
+                capsize=3,
+            )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, comparison["descriptor"])
     ax.set_xlabel("median shift B - A, % of A's median (95% CI)")
@@ -193,7 +207,9 @@ def shift_figure(comparison: pd.DataFrame) -> Figure:
 # --------------------------------------------------------------------------- overlays from a measure source
 
 
-def overlay_samples(source: str | Path, images_dir: str | Path | None = None, limit: int = 4) -> list[OverlaySample]:
+def overlay_samples(
+    source: str | Path, images_dir: str | Path | None = None, limit: int = 4
+) -> list[OverlaySample]:
     """Label images (and, when found, the gray images) of the first ``limit`` images of a measure source.
 
     Gray images come from ``images_dir`` (matched by file stem) or, for a COCO
@@ -240,14 +256,26 @@ def size_comparison(measured: pd.DataFrame, true: pd.DataFrame, size_column: str
             for table in (measured, true):
                 sizes, cum = cumulative_distribution(_finite(table[size_column]), weighting)
                 values.append(float(np.interp(level, cum, sizes)) if sizes.size else float("nan"))
-            rows.append({"percentile": f"D{level}", "weighting": weighting, "measured": values[0], "true": values[1],
-                         "error %": 100 * (values[0] - values[1]) / values[1] if values[1] else float("nan")})
+            rows.append(
+                {
+                    "percentile": f"D{level}",
+                    "weighting": weighting,
+                    "measured": values[0],
+                    "true": values[1],
+                    "error %": 100 * (values[0] - values[1]) / values[1] if values[1] else float("nan"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def measure_report(particles: pd.DataFrame, images: pd.DataFrame | None = None,
-                   summary: pd.DataFrame | None = None, overlays: list[OverlaySample] | None = None,
-                   title: str = "Particle morphometry", truth: pd.DataFrame | None = None) -> Report:
+def measure_report(
+    particles: pd.DataFrame,
+    images: pd.DataFrame | None = None,
+    summary: pd.DataFrame | None = None,
+    overlays: list[OverlaySample] | None = None,
+    title: str = "Particle morphometry",
+    truth: pd.DataFrame | None = None,
+) -> Report:
     """Report of one measure run: key results, PSD (against the truth when given), descriptor histograms,
     overlays with particle ids, particle and per-image tables (whole tables as CSV downloads).
 
@@ -261,15 +289,20 @@ def measure_report(particles: pd.DataFrame, images: pd.DataFrame | None = None,
     if summary is not None and len(summary):
         s = summary.iloc[0]
         report.key_result("particles", f"{int(s['Count'])}", f"in {int(s['Images'])} images")
-        report.key_result("D50 (number-weighted)", f"{s['D50_n']:.3g} {unit}",
-                          f"95% CI {s['D50_n_low']:.3g}..{s['D50_n_high']:.3g} {unit}")
+        report.key_result(
+            "D50 (number-weighted)",
+            f"{s['D50_n']:.3g} {unit}",
+            f"95% CI {s['D50_n_low']:.3g}..{s['D50_n_high']:.3g} {unit}",
+        )
         report.key_result("D10 / D90 (number)", f"{s['D10_n']:.3g} / {s['D90_n']:.3g} {unit}")
         report.key_result("coverage", f"{100 * s['Coverage']:.1f} %", "area covered by particles")
         report.section("Summary")
-        report.text(f"{int(s['Count'])} particles in {int(s['Images'])} images (source: {s.get('Source', '?')}); "
-                    f"coverage {100 * s['Coverage']:.1f} %; border-touching particles "
-                    f"{'excluded' if bool(s.get('ExcludeEdges', False)) else 'included'} "
-                    f"({int(s.get('TouchingBorder', 0))} touch the border).")
+        report.text(
+            f"{int(s['Count'])} particles in {int(s['Images'])} images (source: {s.get('Source', '?')}); "
+            f"coverage {100 * s['Coverage']:.1f} %; border-touching particles "
+            f"{'excluded' if bool(s.get('ExcludeEdges', False)) else 'included'} "
+            f"({int(s.get('TouchingBorder', 0))} touch the border)."
+        )
         report.table(psd_table(s, unit), csv_name="psd.csv")
     elif len(particles):
         report.key_result("particles", f"{len(particles)}")
@@ -281,45 +314,92 @@ def measure_report(particles: pd.DataFrame, images: pd.DataFrame | None = None,
             truth = particle_columns(truth)
             compared = size_comparison(particles, truth)
             d50 = compared.iloc[1]
-            report.key_result("D50 error vs truth", f"{d50['error %']:+.1f} %",
-                              f"measured {d50['measured']:.3g} vs true {d50['true']:.3g} {unit}")
-            report.figure(psd_figure({"measured": particles, "true": truth}),
-                          f"Measured ({len(particles)} particles) against true ({len(truth)} particles) "
-                          f"area-equivalent diameter distributions.")
-            report.table(compared.rename(columns={"measured": f"measured ({unit})", "true": f"true ({unit})"}),
-                         csv_name="psd_vs_truth.csv")
-            report.figure(histogram_figure({"measured": particles, "true": truth}, ["EqDiam", "AR", "Circ."]),
-                          "Measured and true distributions (density).")
+            report.key_result(
+                "D50 error vs truth",
+                f"{d50['error %']:+.1f} %",
+                f"measured {d50['measured']:.3g} vs true {d50['true']:.3g} {unit}",
+            )
+            report.figure(
+                psd_figure({"measured": particles, "true": truth}),
+                f"Measured ({len(particles)} particles) against true ({len(truth)} particles) "
+                f"area-equivalent diameter distributions.",
+            )
+            report.table(
+                compared.rename(columns={"measured": f"measured ({unit})", "true": f"true ({unit})"}),
+                csv_name="psd_vs_truth.csv",
+            )
+            report.figure(
+                histogram_figure({"measured": particles, "true": truth}, ["EqDiam", "AR", "Circ."]),
+                "Measured and true distributions (density).",
+            )
         else:
             report.figure(psd_figure({"all": particles}), "Cumulative area-equivalent diameter distribution.")
             report.note("No truth given (--truth): measured sizes are not compared with true ones.")
         report.section("Descriptors")
         report.figure(histogram_figure({"all": particles}), "Histograms of the main shape descriptors.")
-        described = (particles.describe().T.reset_index().rename(columns={"index": "descriptor"})
-                     .drop(columns=["count"], errors="ignore")
-                     .loc[lambda d: ~d["descriptor"].isin(["Label", "BX", "BY", "Width", "Height", "X", "Y"])])
+        described = (
+            particles.describe()
+            .T.reset_index()
+            .rename(columns={"index": "descriptor"})
+            .drop(columns=["count"], errors="ignore")
+            .loc[lambda d: ~d["descriptor"].isin(["Label", "BX", "BY", "Width", "Height", "X", "Y"])]
+        )
         described["descriptor"] = [descriptor_label(d, unit) for d in described["descriptor"]]
         report.table(described, csv_name="descriptor_statistics.csv")
     if overlays:
         report.section("Overlays")
-        report.text("Numbers on the particles are their ids: the Label column of the particle table, "
-                    "for the rows whose Image is the overlay's name.")
+        report.text(
+            "Numbers on the particles are their ids: the Label column of the particle table, "
+            "for the rows whose Image is the overlay's name."
+        )
         for sample in overlays:
             ids = _table_ids(particles, sample.name)
-            report.figure(overlay_figure(sample, ids), f"{sample.name}: measured outlines and particle ids", colours=128)
+            report.figure(
+                overlay_figure(sample, ids), f"{sample.name}: measured outlines and particle ids", colours=128
+            )
     if len(particles):
         report.section("Particles")
-        shown = [c for c in ["Image", "Label", "Area", "EqDiam", "Feret", "MinFeret", "AR", "Circ.", "Solidity",
-                             "TouchesBorder"] if c in particles]
-        report.table(particles[shown].rename(columns={c: descriptor_label(c, unit) for c in shown}),
-                     csv_name="particles.csv", full=original)
+        shown = [
+            c
+            for c in [
+                "Image",
+                "Label",
+                "Area",
+                "EqDiam",
+                "Feret",
+                "MinFeret",
+                "AR",
+                "Circ.",
+                "Solidity",
+                "TouchesBorder",
+            ]
+            if c in particles
+        ]
+        report.table(
+            particles[shown].rename(columns={c: descriptor_label(c, unit) for c in shown}),
+            csv_name="particles.csv",
+            full=original,
+        )
     if images is not None and len(images):
         report.section("Per image")
-        cols = [c for c in ["Image", "Count", "TouchingBorder", "Coverage", "D10_n", "D50_n", "D90_n",
-                            "D50_n_low", "D50_n_high", "D50_v"] if c in images]
+        cols = [
+            c
+            for c in [
+                "Image",
+                "Count",
+                "TouchingBorder",
+                "Coverage",
+                "D10_n",
+                "D50_n",
+                "D90_n",
+                "D50_n_low",
+                "D50_n_high",
+                "D50_v",
+            ]
+            if c in images
+        ]
         names = {c: f"{c} ({unit})" for c in cols if c.startswith("D")} | {"Coverage": "Coverage (fraction)"}
-        report.table(images[cols].rename(columns=names),
-                     csv_name="images.csv", full=images)
+        report.table(images[cols].rename(columns=names), csv_name="images.csv", full=images)
     return report
 
 
@@ -336,9 +416,15 @@ def psd_table(summary_row: pd.Series, unit: str) -> pd.DataFrame:
     for tag, weighting in (("n", "number"), ("v", "volume")):
         for level in (10, 50, 90):
             key = f"D{level}_{tag}"
-            rows.append({"percentile": f"D{level}", "weighting": weighting,
-                         f"value ({unit})": summary_row[key], f"95% CI low ({unit})": summary_row[f"{key}_low"],
-                         f"95% CI high ({unit})": summary_row[f"{key}_high"]})
+            rows.append(
+                {
+                    "percentile": f"D{level}",
+                    "weighting": weighting,
+                    f"value ({unit})": summary_row[key],
+                    f"95% CI low ({unit})": summary_row[f"{key}_low"],
+                    f"95% CI high ({unit})": summary_row[f"{key}_high"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -353,8 +439,14 @@ def decided_by(row: pd.Series, alpha: float) -> str:
     return "median-shift CI includes 0"
 
 
-def compare_report(a: pd.DataFrame, b: pd.DataFrame, comparison: pd.DataFrame, rule: str | dict,
-                   names: tuple[str, str] = ("A", "B"), title: str = "Batch comparison") -> Report:
+def compare_report(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    comparison: pd.DataFrame,
+    rule: str | dict,
+    names: tuple[str, str] = ("A", "B"),
+    title: str = "Batch comparison",
+) -> Report:
     """Report of a batch comparison: verdicts, statistics table, shift plot, ECDFs, histograms, PSDs.
 
     ``rule``: the decision rule of ``compare.json`` (its ``text``, or the whole dict: then the
@@ -366,34 +458,67 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, comparison: pd.DataFrame, r
     unit = particle_unit(a)
     rule_text = rule["text"] if isinstance(rule, dict) else rule
     comparison = comparison.copy()
-    settings = CompareSettings(**{k: rule[k] for k in ("alpha", "confidence") if k in rule}) \
-        if isinstance(rule, dict) else CompareSettings()
+    settings = (
+        CompareSettings(**{k: rule[k] for k in ("alpha", "confidence") if k in rule})
+        if isinstance(rule, dict)
+        else CompareSettings()
+    )
     if "unit" in comparison:  # a CSV read back gives NaN for the empty unit of ratios
         comparison["unit"] = comparison["unit"].fillna("")
     if isinstance(rule, dict) and {"significant", "name", "unit"} <= set(comparison.columns):
         comparison["verdict"] = [verdict(row, settings) for row in comparison.to_dict(orient="records")]
     if "significant" in comparison:
         comparison["decided by"] = [decided_by(row, settings.alpha) for _, row in comparison.iterrows()]
-    calibration = (f"lengths in {unit}, areas in {unit}²" if unit != "px"
-                   else "uncalibrated: lengths in pixels (px), areas in px²")
+    calibration = (
+        f"lengths in {unit}, areas in {unit}²"
+        if unit != "px"
+        else "uncalibrated: lengths in pixels (px), areas in px²"
+    )
     report = Report(title, calibration=calibration)
     changed = comparison[comparison["changed"]]
     report.key_result(f"particles {names[0]} / {names[1]}", f"{len(a)} / {len(b)}")
-    report.key_result("descriptors changed", f"{len(changed)} of {len(comparison)}",
-                      ", ".join(changed["descriptor"]) if len(changed) else "none practically relevant")
+    report.key_result(
+        "descriptors changed",
+        f"{len(changed)} of {len(comparison)}",
+        ", ".join(changed["descriptor"]) if len(changed) else "none practically relevant",
+    )
     report.section("Verdict")
-    report.text(f"{names[0]}: {len(a)} particles; {names[1]}: {len(b)} particles. "
-                + (f"{len(changed)} of {len(comparison)} descriptors changed." if len(changed)
-                   else f"None of the {len(comparison)} descriptors changed in a practically relevant way."))
+    report.text(
+        f"{names[0]}: {len(a)} particles; {names[1]}: {len(b)} particles. "
+        + (
+            f"{len(changed)} of {len(comparison)} descriptors changed."
+            if len(changed)
+            else f"None of the {len(comparison)} descriptors changed in a practically relevant way."
+        )
+    )
     report.bullets(comparison["verdict"].tolist())
-    report.text(f"Decision rule: {rule_text}. The 'decided by' column of the table below names the criterion "
-                "that settled each verdict.")
+    report.text(
+        f"Decision rule: {rule_text}. The 'decided by' column of the table below names the criterion "
+        "that settled each verdict."
+    )
     report.section("Statistics")
     # the widest columns (Wasserstein, KS statistic, CIs of the medians) stay in the CSV
-    cols = ["descriptor", "unit", "median_a", "median_b", "shift", "shift_low", "shift_high", "threshold",
-            "ks_pvalue", "cliffs_delta", "changed", "decided by"]
-    report.table(comparison[[c for c in cols if c in comparison]], highlight=comparison["changed"],
-                 max_rows=len(comparison), csv_name="compare.csv", full=comparison)
+    cols = [
+        "descriptor",
+        "unit",
+        "median_a",
+        "median_b",
+        "shift",
+        "shift_low",
+        "shift_high",
+        "threshold",
+        "ks_pvalue",
+        "cliffs_delta",
+        "changed",
+        "decided by",
+    ]
+    report.table(
+        comparison[[c for c in cols if c in comparison]],
+        highlight=comparison["changed"],
+        max_rows=len(comparison),
+        csv_name="compare.csv",
+        full=comparison,
+    )
     report.figure(shift_figure(comparison), "Median shift per descriptor relative to A (red: changed).")
     tables = {names[0]: a, names[1]: b}
     report.section("Distributions")
@@ -415,8 +540,9 @@ def true_particles(truth: Path | None, summary: pd.DataFrame | None) -> pd.DataF
         # the synthesiser's truth lists every particle drawn; only the annotated ones can be found
         return table[table["annotated"].astype(bool)] if "annotated" in table else table
     s = summary.iloc[0] if summary is not None and len(summary) else {}
-    return measure_source(truth, pixel_size=float(s.get("PixelSize", 1.0)), unit=str(s.get("Unit", "px")),
-                          n_boot=100).particles
+    return measure_source(
+        truth, pixel_size=float(s.get("PixelSize", 1.0)), unit=str(s.get("Unit", "px")), n_boot=100
+    ).particles
 
 
 def require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from micrometry.options import number, overwrite_option, seed_option
 
-synth_app = typer.Typer(help="Synthesise datasets in the real formats, with ground truth.", no_args_is_help=True)
+synth_app = typer.Typer(
+    help="Synthesise datasets in the real formats, with ground truth.", no_args_is_help=True
+)
 
 
 @synth_app.command("sem")
@@ -17,7 +18,9 @@ def synth_sem(
     out: Path = typer.Argument(..., help="Dataset folder to create (the 2022 Samsung 3D-metrology layout)."),
     truth: Path = typer.Option(..., "--truth", help="Folder for the hidden ground truth (outside OUT)."),
     seed: int = seed_option("Random seed; the dataset is a deterministic function of it."),
-    n_structures: int = number(200, "--n-structures", low=1, help="Simulated base structures (x4 cases x2 renders)."),
+    n_structures: int = number(
+        200, "--n-structures", low=1, help="Simulated base structures (x4 cases x2 renders)."
+    ),
     n_sites: int = number(40, "--n-sites", low=1, help="Real training sites."),
     images_per_site: int = number(25, "--images-per-site", low=1, help="Real images per site."),
     n_test: int = number(200, "--n-test", low=0, help="Real test images."),
@@ -28,36 +31,59 @@ def synth_sem(
 
     from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
-    config = SemSynthConfig(seed=seed, n_structures=n_structures, n_sites=n_sites,
-                            images_per_site=images_per_site, n_test=n_test)
+    config = SemSynthConfig(
+        seed=seed, n_structures=n_structures, n_sites=n_sites, images_per_site=images_per_site, n_test=n_test
+    )
     counts = write_sem_dataset(out, truth, config, overwrite=overwrite)
-    Console().print(f"wrote {out} and {truth}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    Console().print(
+        f"wrote {out} and {truth}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+    )
 
 
 @synth_app.command("particles")
 def particles(
     out: Path = typer.Argument(..., help="Output folder: train/, test/, batches/A, batches/B."),
-    truth: Path = typer.Option(..., "--truth", help="Folder for the hidden answers (test annotations, true descriptors)."),
+    truth: Path = typer.Option(
+        ..., "--truth", help="Folder for the hidden answers (test annotations, true descriptors)."
+    ),
     seed: int = seed_option("Random seed: the same seed gives the same images."),
     n_train: int = number(8, "--n-train", low=0, help="Annotated training images."),
     n_test: int = number(4, "--n-test", low=0, help="Test images (answers go to TRUTH)."),
     n_batch: int = number(3, "--n-batch", low=0, help="Images in each of batches A and B."),
     height: int = number(1024, "--height", low=32, help="Image height in pixels."),
     width: int = number(1280, "--width", low=32, help="Image width in pixels."),
-    params_file: Optional[Path] = typer.Option(None, "--params", help="JSON of generator parameters "
-                                               "({\"population\": {...}, \"optics\": {...}, \"distractors\": {...}, "
-                                               "\"imaging\": {...}}); "
-                                               "see OUT/synth_config.json for every name."),
-    modes: Optional[str] = typer.Option(None, "--modes", "--mode", help="Imaging mode, or a comma-separated mix "
-                                        "(image k uses the k-th mode, cyclically): brightfield (default), "
-                                        "low-contrast, uneven, phase, phase-negative, fluorescence, darkfield."),
-    noise: Optional[str] = typer.Option(None, "--noise", help="Noise level: low, normal (default) or high "
-                                        "(Poisson photon + read noise)."),
-    density: Optional[str] = typer.Option(None, "--density", help="Particle density: sparse, normal (default: "
-                                          "40-200 per 1024x1280 frame), crowded, touching, overlapping "
-                                          "(occluding particles: instance separation is the hard part)."),
-    size_range: Optional[str] = typer.Option(None, "--size-range", help="Smallest and largest area-equivalent "
-                                             "diameter in pixels, e.g. 8,150 (default 12,110, median 30)."),
+    params_file: Path | None = typer.Option(
+        None,
+        "--params",
+        help="JSON of generator parameters "
+        '({"population": {...}, "optics": {...}, "distractors": {...}, '
+        '"imaging": {...}}); '
+        "see OUT/synth_config.json for every name.",
+    ),
+    modes: str | None = typer.Option(
+        None,
+        "--modes",
+        "--mode",
+        help="Imaging mode, or a comma-separated mix "
+        "(image k uses the k-th mode, cyclically): brightfield (default), "
+        "low-contrast, uneven, phase, phase-negative, fluorescence, darkfield.",
+    ),
+    noise: str | None = typer.Option(
+        None, "--noise", help="Noise level: low, normal (default) or high (Poisson photon + read noise)."
+    ),
+    density: str | None = typer.Option(
+        None,
+        "--density",
+        help="Particle density: sparse, normal (default: "
+        "40-200 per 1024x1280 frame), crowded, touching, overlapping "
+        "(occluding particles: instance separation is the hard part).",
+    ),
+    size_range: str | None = typer.Option(
+        None,
+        "--size-range",
+        help="Smallest and largest area-equivalent "
+        "diameter in pixels, e.g. 8,150 (default 12,110, median 30).",
+    ),
     overwrite: bool = overwrite_option("OUT and TRUTH folders"),
 ) -> None:
     """Synthetic particle images (brightfield, phase, fluorescence, ...) with COCO truth (docs/particles-data.md)."""
@@ -75,22 +101,26 @@ def particles(
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc), params_file) from None
     try:
-        params = with_options(params, modes=_names(modes), noise=noise, density=density,
-                              size_range_px=_size_range(size_range))
+        params = with_options(
+            params, modes=_names(modes), noise=noise, density=density, size_range_px=_size_range(size_range)
+        )
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    summary = generate_dataset(out, truth, params, seed=seed, n_train=n_train, n_test=n_test,
-                               n_batch=n_batch, overwrite=overwrite)
-    typer.echo(f"{summary['images']} images ({summary['train_annotations']} train and "
-               f"{summary['test_annotations']} test particles annotated) in {summary['seconds']:.1f} s "
-               f"({summary['seconds_per_image']:.2f} s/image) -> {out}, answers in {truth}")
+    summary = generate_dataset(
+        out, truth, params, seed=seed, n_train=n_train, n_test=n_test, n_batch=n_batch, overwrite=overwrite
+    )
+    typer.echo(
+        f"{summary['images']} images ({summary['train_annotations']} train and "
+        f"{summary['test_annotations']} test particles annotated) in {summary['seconds']:.1f} s "
+        f"({summary['seconds_per_image']:.2f} s/image) -> {out}, answers in {truth}"
+    )
 
 
-def _names(text: Optional[str]) -> Optional[list[str]]:
+def _names(text: str | None) -> list[str] | None:
     return None if text is None else [m.strip() for m in text.split(",") if m.strip()]
 
 
-def _size_range(text: Optional[str]) -> Optional[tuple[float, float]]:
+def _size_range(text: str | None) -> tuple[float, float] | None:
     """``"8,150"`` -> (8.0, 150.0); ValueError with the expected form otherwise."""
     if text is None:
         return None

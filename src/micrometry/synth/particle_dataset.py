@@ -17,11 +17,18 @@ from micrometry.io.coco import DEFAULT_CATEGORY
 from micrometry.synth.particle_optics import check_mode
 from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 
-
 # The two batches differ in shape only: B is more elongated and rougher.
 BATCH_POPULATIONS = {
-    "A": {"aspect_median": 1.25, "roughness": 0.02, "shape_weights": {"ellipse": 0.4, "polygon": 0.2, "blob": 0.4, "rod": 0.0}},
-    "B": {"aspect_median": 1.9, "roughness": 0.08, "shape_weights": {"ellipse": 0.4, "polygon": 0.2, "blob": 0.4, "rod": 0.0}},
+    "A": {
+        "aspect_median": 1.25,
+        "roughness": 0.02,
+        "shape_weights": {"ellipse": 0.4, "polygon": 0.2, "blob": 0.4, "rod": 0.0},
+    },
+    "B": {
+        "aspect_median": 1.9,
+        "roughness": 0.08,
+        "shape_weights": {"ellipse": 0.4, "polygon": 0.2, "blob": 0.4, "rod": 0.0},
+    },
 }
 
 
@@ -43,10 +50,19 @@ DENSITIES = {
     "sparse": {"coverage": 0.04, "cluster_fraction": 0.0},
     "normal": {},
     "crowded": {"coverage": 0.3, "cluster_fraction": 0.5, "cluster_gap_range": (0.9, 1.05)},
-    "touching": {"coverage": 0.2, "cluster_fraction": 0.85, "cluster_gap_range": (0.98, 1.04), "keep_apart": True},
+    "touching": {
+        "coverage": 0.2,
+        "cluster_fraction": 0.85,
+        "cluster_gap_range": (0.98, 1.04),
+        "keep_apart": True,
+    },
     # instance separation is the hard part: most particles overlap others and hide part of them
-    "overlapping": {"coverage": 0.55, "cluster_fraction": 0.7, "cluster_gap_range": (0.45, 0.85),
-                    "occlusion": True},
+    "overlapping": {
+        "coverage": 0.55,
+        "cluster_fraction": 0.7,
+        "cluster_gap_range": (0.45, 0.85),
+        "occlusion": True,
+    },
 }
 
 
@@ -55,12 +71,20 @@ def size_population(size_range_px: tuple[float, float]) -> dict:
     lo, hi = float(size_range_px[0]), float(size_range_px[1])
     if not 0 < lo < hi:
         raise ValueError(f"size range {lo:g}-{hi:g} px must have 0 < min < max")
-    return {"size_range_px": (lo, hi), "size_median_px": math.sqrt(lo * hi),
-            "size_sigma": max(math.log(hi / lo) / 4, 0.01)}
+    return {
+        "size_range_px": (lo, hi),
+        "size_median_px": math.sqrt(lo * hi),
+        "size_sigma": max(math.log(hi / lo) / 4, 0.01),
+    }
 
 
-def with_options(params: SuspensionParams, modes: list[str] | None = None, noise: str | None = None,
-                 density: str | None = None, size_range_px: tuple[float, float] | None = None) -> SuspensionParams:
+def with_options(
+    params: SuspensionParams,
+    modes: list[str] | None = None,
+    noise: str | None = None,
+    density: str | None = None,
+    size_range_px: tuple[float, float] | None = None,
+) -> SuspensionParams:
     """``params`` with the command line's presets applied (None leaves a setting as it is).
 
     Parameters
@@ -101,8 +125,9 @@ def _coco_image(image_id: int, file_name: str, h: int, w: int, mode: str) -> dic
     return {"id": image_id, "file_name": file_name, "height": h, "width": w, "imaging_mode": mode}
 
 
-def write_split(folder: Path, split: str, n: int, params: SuspensionParams, seed: int,
-                progress=None, task=None) -> tuple[dict, list[dict]]:
+def write_split(
+    folder: Path, split: str, n: int, params: SuspensionParams, seed: int, progress=None, task=None
+) -> tuple[dict, list[dict]]:
     """Render ``n`` images into ``folder/images/``; returns (COCO dict, descriptor rows).
 
     Image ``k`` is imaged in ``params.mode_of(k)``, recorded as ``imaging_mode``
@@ -122,15 +147,25 @@ def write_split(folder: Path, split: str, n: int, params: SuspensionParams, seed
         coco["images"].append(_coco_image(image_id, file_name, params.height, params.width, mode))
         for ann in rendered.annotations:
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id, **ann})
-        rows.extend({"image": file_name, "image_id": image_id, "imaging_mode": mode, **row}
-                    for row in rendered.particles)
+        rows.extend(
+            {"image": file_name, "image_id": image_id, "imaging_mode": mode, **row}
+            for row in rendered.particles
+        )
         if progress is not None:
             progress.advance(task)
     return coco, rows
 
 
-def generate_dataset(out: Path, truth: Path, params: SuspensionParams | None = None, seed: int = 0,
-                     n_train: int = 8, n_test: int = 4, n_batch: int = 3, overwrite: bool = False) -> dict:
+def generate_dataset(
+    out: Path,
+    truth: Path,
+    params: SuspensionParams | None = None,
+    seed: int = 0,
+    n_train: int = 8,
+    n_test: int = 4,
+    n_batch: int = 3,
+    overwrite: bool = False,
+) -> dict:
     """Write the whole synthetic particle dataset (see ``docs/particles-data.md``).
 
     ::
@@ -158,7 +193,9 @@ def generate_dataset(out: Path, truth: Path, params: SuspensionParams | None = N
     out, truth = Path(out), Path(truth)
     out_r, truth_r = out.resolve(), truth.resolve()
     if out_r == truth_r or out_r in truth_r.parents or truth_r in out_r.parents:
-        raise InputError("the truth folder must be separate from the output folder (it holds the hidden answers)", truth)
+        raise InputError(
+            "the truth folder must be separate from the output folder (it holds the hidden answers)", truth
+        )
     if params.height < 32 or params.width < 32:
         raise InputError(f"image size {params.height}x{params.width} is too small (at least 32x32)")
     t0 = time.perf_counter()
@@ -175,18 +212,30 @@ def generate_dataset(out: Path, truth: Path, params: SuspensionParams | None = N
             (tmp_truth / "batches").mkdir()
             for batch in ("A", "B"):
                 batch_folder = tmp_out / "batches" / batch
-                coco, rows = write_split(batch_folder, batch, n_batch, batch_params(params, batch), seed, progress, task)
+                coco, rows = write_split(
+                    batch_folder, batch, n_batch, batch_params(params, batch), seed, progress, task
+                )
                 # the batch folders are plain image folders
                 for f in (batch_folder / "images").iterdir():
                     f.rename(batch_folder / f.name)
                 (batch_folder / "images").rmdir()
                 write_json(tmp_truth / "batches" / f"{batch}_annotations.json", coco)
                 pd.DataFrame(rows).to_csv(tmp_truth / "batches" / f"{batch}.csv", index=False)
-        config = {"seed": seed, "n_train": n_train, "n_test": n_test, "n_batch": n_batch,
-                  "params": params.to_dict(), "batches": BATCH_POPULATIONS}
+        config = {
+            "seed": seed,
+            "n_train": n_train,
+            "n_test": n_test,
+            "n_batch": n_batch,
+            "params": params.to_dict(),
+            "batches": BATCH_POPULATIONS,
+        }
         write_json(tmp_out / "synth_config.json", config)
         write_json(tmp_truth / "synth_config.json", config)
     seconds = time.perf_counter() - t0
-    return {"images": total, "train_annotations": len(train["annotations"]),
-            "test_annotations": len(test["annotations"]), "seconds": seconds,
-            "seconds_per_image": seconds / max(total, 1)}
+    return {
+        "images": total,
+        "train_annotations": len(train["annotations"]),
+        "test_annotations": len(test["annotations"]),
+        "seconds": seconds,
+        "seconds_per_image": seconds / max(total, 1),
+    }

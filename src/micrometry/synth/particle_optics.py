@@ -41,9 +41,15 @@ import numpy as np
 # name -> (family, what it looks like); the CLI help and docs/particles-data.md follow this table
 MODES = {
     "brightfield": ("transmission", "dark particles on a bright background (transmitted light; the default)"),
-    "low-contrast": ("transmission", "brightfield with particles (and debris) at a fraction of their contrast"),
+    "low-contrast": (
+        "transmission",
+        "brightfield with particles (and debris) at a fraction of their contrast",
+    ),
     "uneven": ("transmission", "brightfield under a strong illumination gradient, vignetting and blotches"),
-    "phase": ("transmission", "positive phase contrast: dark particles with a bright halo, interior shade-off"),
+    "phase": (
+        "transmission",
+        "positive phase contrast: dark particles with a bright halo, interior shade-off",
+    ),
     "phase-negative": ("transmission", "negative phase contrast: bright particles with a dark halo"),
     "fluorescence": ("emission", "bright, soft-edged particles on a dark, noisy background"),
     "darkfield": ("emission", "dark background; particles scatter light: bright edges, dim interior"),
@@ -245,18 +251,26 @@ def mode_optics(opt: OpticsParams, imaging: ImagingParams, mode: str) -> OpticsP
     if mode == "low-contrast":
         k = imaging.low_contrast_factor
         return dataclasses.replace(
-            opt, absorbing_density_range=_scaled(opt.absorbing_density_range, k),
+            opt,
+            absorbing_density_range=_scaled(opt.absorbing_density_range, k),
             transparent_gain_range=_scaled(opt.transparent_gain_range, k),
-            rim_depth_range=_scaled(opt.rim_depth_range, k), halo_amplitude_range=_scaled(opt.halo_amplitude_range, k))
+            rim_depth_range=_scaled(opt.rim_depth_range, k),
+            halo_amplitude_range=_scaled(opt.halo_amplitude_range, k),
+        )
     if mode == "uneven":
-        return dataclasses.replace(opt, gradient=imaging.uneven_gradient, vignetting=imaging.uneven_vignetting,
-                                   blotch_amplitude=imaging.uneven_blotch_amplitude)
+        return dataclasses.replace(
+            opt,
+            gradient=imaging.uneven_gradient,
+            vignetting=imaging.uneven_vignetting,
+            blotch_amplitude=imaging.uneven_blotch_amplitude,
+        )
     if mode in ("phase", "phase-negative"):
         return dataclasses.replace(opt, background_level_range=imaging.phase_background_range)
     if mode == "fluorescence":
         # the illumination is then a shape of mean ~1 that scales floor and signal alike
-        return dataclasses.replace(opt, background_level_range=(1.0, 1.0),
-                                   psf_sigma_px=imaging.fluorescence_psf_sigma_px)
+        return dataclasses.replace(
+            opt, background_level_range=(1.0, 1.0), psf_sigma_px=imaging.fluorescence_psf_sigma_px
+        )
     if mode == "darkfield":
         return dataclasses.replace(opt, background_level_range=(1.0, 1.0))
     return opt
@@ -322,8 +336,9 @@ def _smooth_texture(shape: tuple[int, int], scale: float, rng: np.random.Generat
     return noise / max(float(noise.std()), 1e-6)
 
 
-def particle_delta(p: Particle, soft: np.ndarray, hard: np.ndarray, opt: OpticsParams,
-                   rng: np.random.Generator) -> np.ndarray:
+def particle_delta(
+    p: Particle, soft: np.ndarray, hard: np.ndarray, opt: OpticsParams, rng: np.random.Generator
+) -> np.ndarray:
     """The particle's signature ``delta`` (transmission = 1 + delta) in its patch, before blur."""
     d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
     d_out = cv2.distanceTransform((~hard).astype(np.uint8), cv2.DIST_L2, 3)
@@ -341,8 +356,9 @@ def particle_delta(p: Particle, soft: np.ndarray, hard: np.ndarray, opt: OpticsP
     return delta.astype(np.float32)
 
 
-def phase_delta(soft: np.ndarray, hard: np.ndarray, imaging: ImagingParams, rng: np.random.Generator,
-                sign: float = 1.0) -> np.ndarray:
+def phase_delta(
+    soft: np.ndarray, hard: np.ndarray, imaging: ImagingParams, rng: np.random.Generator, sign: float = 1.0
+) -> np.ndarray:
     """Phase-contrast signature (transmission ``1 + delta``): dark body, bright halo (``sign`` -1 swaps them).
 
     The phase ring turns the particle's optical path into a darkening that is
@@ -359,8 +375,14 @@ def phase_delta(soft: np.ndarray, hard: np.ndarray, imaging: ImagingParams, rng:
     return (sign * (body + ring)).astype(np.float32)
 
 
-def fluorescence_emission(p: Particle, soft: np.ndarray, hard: np.ndarray, opt: OpticsParams,
-                          imaging: ImagingParams, rng: np.random.Generator) -> np.ndarray:
+def fluorescence_emission(
+    p: Particle,
+    soft: np.ndarray,
+    hard: np.ndarray,
+    opt: OpticsParams,
+    imaging: ImagingParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Light a labelled particle emits (relative to the image's signal level), before blur.
 
     Emission follows the particle's thickness: a plateau of 60 % at the edge
@@ -373,8 +395,14 @@ def fluorescence_emission(p: Particle, soft: np.ndarray, hard: np.ndarray, opt: 
     return (brightness * (0.6 + 0.4 * thickness) * texture * soft).astype(np.float32)
 
 
-def darkfield_emission(p: Particle, soft: np.ndarray, hard: np.ndarray, opt: OpticsParams,
-                       imaging: ImagingParams, rng: np.random.Generator) -> np.ndarray:
+def darkfield_emission(
+    p: Particle,
+    soft: np.ndarray,
+    hard: np.ndarray,
+    opt: OpticsParams,
+    imaging: ImagingParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Light a particle scatters into the dark-field objective, before blur: bright edge, dim interior."""
     d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
     edge = np.exp(-d_in / imaging.darkfield_edge_width_px)
@@ -384,8 +412,15 @@ def darkfield_emission(p: Particle, soft: np.ndarray, hard: np.ndarray, opt: Opt
     return (brightness * np.maximum(edge, interior * texture) * soft).astype(np.float32)
 
 
-def particle_signature(mode: str, p: Particle, soft: np.ndarray, hard: np.ndarray, opt: OpticsParams,
-                       imaging: ImagingParams, rng: np.random.Generator) -> np.ndarray:
+def particle_signature(
+    mode: str,
+    p: Particle,
+    soft: np.ndarray,
+    hard: np.ndarray,
+    opt: OpticsParams,
+    imaging: ImagingParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """A particle's signature in ``mode``, before blur: ``delta`` (transmission) or emitted light (emission)."""
     if mode == "fluorescence":
         return fluorescence_emission(p, soft, hard, opt, imaging, rng)
@@ -413,8 +448,10 @@ def illumination(opt: OpticsParams, h: int, w: int, rng: np.random.Generator) ->
     return cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _apply(field: np.ndarray, delta: np.ndarray, x0: int, y0: int, emission: bool = False, gain: float = 1.0) -> None:
-    region = field[y0:y0 + delta.shape[0], x0:x0 + delta.shape[1]]
+def _apply(
+    field: np.ndarray, delta: np.ndarray, x0: int, y0: int, emission: bool = False, gain: float = 1.0
+) -> None:
+    region = field[y0 : y0 + delta.shape[0], x0 : x0 + delta.shape[1]]
     if emission:
         region += gain * np.abs(delta)
     elif gain == 1.0:
@@ -423,8 +460,14 @@ def _apply(field: np.ndarray, delta: np.ndarray, x0: int, y0: int, emission: boo
         region *= 1.0 + gain * delta
 
 
-def render_distractors(field: np.ndarray, dp: DistractorParams, opt: OpticsParams, rng: np.random.Generator,
-                       gains: dict | None = None, emission: bool = False) -> None:
+def render_distractors(
+    field: np.ndarray,
+    dp: DistractorParams,
+    opt: OpticsParams,
+    rng: np.random.Generator,
+    gains: dict | None = None,
+    emission: bool = False,
+) -> None:
     """Bubbles, specks, fibres and ghosts, drawn into ``field`` in place (never annotated).
 
     Each is drawn as its brightfield signature (negative where it absorbs);
@@ -436,6 +479,7 @@ def render_distractors(field: np.ndarray, dp: DistractorParams, opt: OpticsParam
 
     def put(kind: str, delta: np.ndarray, x0: int, y0: int) -> None:
         _apply(field, delta, x0, y0, emission, gains.get(kind, 1.0))
+
     theta = np.linspace(0, 2 * np.pi, 64, endpoint=False)
     circle = np.stack([np.cos(theta), np.sin(theta)], axis=1)
 
@@ -459,8 +503,10 @@ def render_distractors(field: np.ndarray, dp: DistractorParams, opt: OpticsParam
             d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
             ring_width = 0.18 * d
             # total internal reflection: a thick dark ring, a bright centre
-            delta = (-dp.bubble_ring_darkness * (d_in < ring_width)
-                     + dp.bubble_centre_gain * (d_in > 1.6 * ring_width)) * soft
+            delta = (
+                -dp.bubble_ring_darkness * (d_in < ring_width)
+                + dp.bubble_centre_gain * (d_in > 1.6 * ring_width)
+            ) * soft
             put("bubble", _blur(delta.astype(np.float32), opt.psf_sigma_px + 0.5), x0, y0)
 
     for _ in range(int(rng.integers(dp.fibres_range[0], dp.fibres_range[1] + 1))):
@@ -474,8 +520,15 @@ def render_distractors(field: np.ndarray, dp: DistractorParams, opt: OpticsParam
             x0, y0, x1, y1 = bounds
             patch = np.zeros((y1 - y0, x1 - x0), np.uint8)
             width = rng.uniform(*dp.fibre_width_range_px)
-            cv2.polylines(patch, [np.round((path - [x0 + 0.5, y0 + 0.5]) * 16).astype(np.int32)], False, 255,
-                          thickness=max(1, int(round(width))), lineType=cv2.LINE_AA, shift=4)
+            cv2.polylines(
+                patch,
+                [np.round((path - [x0 + 0.5, y0 + 0.5]) * 16).astype(np.int32)],
+                False,
+                255,
+                thickness=max(1, int(round(width))),
+                lineType=cv2.LINE_AA,
+                shift=4,
+            )
             delta = -rng.uniform(*dp.fibre_darkness_range) * patch.astype(np.float32) / 255
             put("fibre", _blur(delta, opt.psf_sigma_px + rng.uniform(0, 1.5)), x0, y0)
 
@@ -489,9 +542,16 @@ def render_distractors(field: np.ndarray, dp: DistractorParams, opt: OpticsParam
             put("speck", _blur(-rng.uniform(*dp.speck_darkness_range) * soft, opt.psf_sigma_px), x0, y0)
 
 
-def render_particles(field: np.ndarray, owner: np.ndarray, particles: list[Particle], opt: OpticsParams,
-                     rng: np.random.Generator, mode: str = "brightfield", imaging: ImagingParams | None = None,
-                     occlusion: bool = False) -> None:
+def render_particles(
+    field: np.ndarray,
+    owner: np.ndarray,
+    particles: list[Particle],
+    opt: OpticsParams,
+    rng: np.random.Generator,
+    mode: str = "brightfield",
+    imaging: ImagingParams | None = None,
+    occlusion: bool = False,
+) -> None:
     """Draw particles in order (later ones on top) into ``field``; ``owner`` gets the top id per pixel.
 
     Without ``occlusion`` a particle multiplies a transmission field by
@@ -524,9 +584,17 @@ def render_particles(field: np.ndarray, owner: np.ndarray, particles: list[Parti
         owner[y0:y1, x0:x1][hard] = pid
 
 
-def expected_image(particles: list[Particle], h: int, w: int, opt: OpticsParams, distractors: DistractorParams,
-                   imaging: ImagingParams, mode: str, rng: np.random.Generator,
-                   occlusion: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def expected_image(
+    particles: list[Particle],
+    h: int,
+    w: int,
+    opt: OpticsParams,
+    distractors: DistractorParams,
+    imaging: ImagingParams,
+    mode: str,
+    rng: np.random.Generator,
+    occlusion: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """The noise-free image (float gray levels) of a scene in ``mode``, and its owner map.
 
     Parameters
@@ -552,9 +620,11 @@ def expected_image(particles: list[Particle], h: int, w: int, opt: OpticsParams,
         return illumination(opt, h, w, rng) * field, owner
     np.clip(field, 0.0, None, out=field)
     shape = illumination(opt, h, w, rng)
-    floor_range, signal_range = ((imaging.fluorescence_floor_range, imaging.fluorescence_signal_range)
-                                 if mode == "fluorescence" else
-                                 (imaging.darkfield_floor_range, imaging.darkfield_signal_range))
+    floor_range, signal_range = (
+        (imaging.fluorescence_floor_range, imaging.fluorescence_signal_range)
+        if mode == "fluorescence"
+        else (imaging.darkfield_floor_range, imaging.darkfield_signal_range)
+    )
     floor, signal = rng.uniform(*floor_range), rng.uniform(*signal_range)
     return (shape * (floor + signal * field)).astype(np.float32), owner
 

@@ -71,7 +71,7 @@ class SuspensionParams:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SuspensionParams":
+    def from_dict(cls, data: dict) -> SuspensionParams:
         """Parameters from a (possibly partial) nested dictionary, as ``to_dict`` writes it.
 
         Raises
@@ -79,8 +79,12 @@ class SuspensionParams:
         ValueError
             An unknown key (the message names it).
         """
-        groups = {"population": PopulationParams, "optics": OpticsParams, "distractors": DistractorParams,
-                  "imaging": ImagingParams}
+        groups = {
+            "population": PopulationParams,
+            "optics": OpticsParams,
+            "distractors": DistractorParams,
+            "imaging": ImagingParams,
+        }
         kwargs = {}
         for key, value in data.items():
             if key in groups:
@@ -89,8 +93,12 @@ class SuspensionParams:
                 known = {f.name for f in dataclasses.fields(groups[key])}
                 unknown = sorted(set(value) - known)
                 if unknown:
-                    raise ValueError(f"unknown {key} parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-                kwargs[key] = groups[key](**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+                    raise ValueError(
+                        f"unknown {key} parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                    )
+                kwargs[key] = groups[key](
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                )
             elif key in ("height", "width"):
                 kwargs[key] = int(value)
             elif key == "modes":
@@ -99,7 +107,9 @@ class SuspensionParams:
                     raise ValueError("'modes' must name at least one imaging mode")
                 kwargs[key] = tuple(check_mode(str(m)) for m in modes)
             else:
-                raise ValueError(f"unknown parameter group {key!r}; known: height, width, modes, {', '.join(groups)}")
+                raise ValueError(
+                    f"unknown parameter group {key!r}; known: height, width, modes, {', '.join(groups)}"
+                )
         return cls(**kwargs)
 
 
@@ -119,12 +129,20 @@ def sample_sizes(pop: PopulationParams, h: int, w: int, rng: np.random.Generator
     expected = target / float(np.mean(np.pi * probe**2 / 4))
     d = np.concatenate([probe, sample_diameters(pop, int(1.5 * expected) + 16, rng)])
     n = int(np.searchsorted(np.cumsum(np.pi * d**2 / 4), target)) + 1
-    return d[:max(1, min(n, d.size))]
+    return d[: max(1, min(n, d.size))]
 
 
-def _place_apart(pts: np.ndarray, d: float, placed: list[Particle], centres: list[tuple[float, float, float]],
-                 pop: PopulationParams, h: int, w: int, rng: np.random.Generator,
-                 tries: int = 10) -> tuple[float, float]:
+def _place_apart(
+    pts: np.ndarray,
+    d: float,
+    placed: list[Particle],
+    centres: list[tuple[float, float, float]],
+    pop: PopulationParams,
+    h: int,
+    w: int,
+    rng: np.random.Generator,
+    tries: int = 10,
+) -> tuple[float, float]:
     """A centre for outline ``pts`` (centred at 0) that keeps it clear of the particles placed so far.
 
     A clustered particle is set against its anchor at the gap measured between
@@ -154,8 +172,9 @@ def _place_apart(pts: np.ndarray, d: float, placed: list[Particle], centres: lis
     return float(cx), float(cy)
 
 
-def sample_particles(params: SuspensionParams, rng: np.random.Generator,
-                     optics: OpticsParams | None = None) -> list[Particle]:
+def sample_particles(
+    params: SuspensionParams, rng: np.random.Generator, optics: OpticsParams | None = None
+) -> list[Particle]:
     """Sizes, shapes, positions (some clustered), depths and optical properties.
 
     ``optics`` (default ``params.optics``) is the imaging mode's optics
@@ -195,16 +214,20 @@ def sample_particles(params: SuspensionParams, rng: np.random.Generator,
         centres.append((cx, cy, d / 2))
         z = rng.uniform(-1, 1)
         transparent = bool(rng.random() < pop.transparent_fraction)
-        particles.append(Particle(
-            kind=kind,
-            outline=pts + np.array([cx, cy]),
-            transparent=transparent,
-            defocus_sigma=opt.defocus_max_sigma_px * abs(z) ** opt.defocus_power,
-            z=z,
-            density=rng.uniform(*(opt.transparent_gain_range if transparent else opt.absorbing_density_range)),
-            rim_depth=rng.uniform(*opt.rim_depth_range),
-            halo=rng.uniform(*opt.halo_amplitude_range),
-        ))
+        particles.append(
+            Particle(
+                kind=kind,
+                outline=pts + np.array([cx, cy]),
+                transparent=transparent,
+                defocus_sigma=opt.defocus_max_sigma_px * abs(z) ** opt.defocus_power,
+                z=z,
+                density=rng.uniform(
+                    *(opt.transparent_gain_range if transparent else opt.absorbing_density_range)
+                ),
+                rim_depth=rng.uniform(*opt.rim_depth_range),
+                halo=rng.uniform(*opt.halo_amplitude_range),
+            )
+        )
     return particles
 
 
@@ -241,7 +264,12 @@ def annotation_for(part: dict, h: int, w: int) -> tuple[list | dict, list[float]
     """COCO segmentation (polygons; RLE when the visible part has a hole) and bbox of a visible part."""
     crop, x0, y0 = part["crop"], part["x0"], part["y0"]
     ys, xs = np.nonzero(crop)
-    bbox = [float(x0 + xs.min()), float(y0 + ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+    bbox = [
+        float(x0 + xs.min()),
+        float(y0 + ys.min()),
+        float(xs.max() - xs.min() + 1),
+        float(ys.max() - ys.min() + 1),
+    ]
     if (ndi.binary_fill_holes(crop) & ~crop).any():
         return crop_to_rle(crop, y0, x0, h, w), bbox
     polygons = polygons_from_mask(crop)
@@ -263,7 +291,9 @@ class RenderedImage:
     mode: str = "brightfield"  # imaging mode (MODES)
 
 
-def render_image(params: SuspensionParams, rng: np.random.Generator, mode: str | None = None) -> RenderedImage:
+def render_image(
+    params: SuspensionParams, rng: np.random.Generator, mode: str | None = None
+) -> RenderedImage:
     """Render one image and its ground truth.
 
     Parameters
@@ -278,25 +308,40 @@ def render_image(params: SuspensionParams, rng: np.random.Generator, mode: str |
     mode = check_mode(mode or params.modes[0])
     opt = mode_optics(params.optics, params.imaging, mode)
     particles = sample_particles(params, rng, opt)
-    expected, owner = expected_image(particles, h, w, opt, params.distractors, params.imaging, mode, rng,
-                                     params.population.occlusion)
+    expected, owner = expected_image(
+        particles, h, w, opt, params.distractors, params.imaging, mode, rng, params.population.occlusion
+    )
     image = add_noise(expected, opt, rng)
 
     parts = visible_parts(owner, len(particles), params.population)
     annotations, rows = [], []
     relabel = np.zeros(len(particles) + 1, np.int32)
-    for pid, (p, part) in enumerate(zip(particles, parts), start=1):
-        row = {"particle": pid, "kind": p.kind, "transparent": p.transparent,
-               "defocus_sigma": round(p.defocus_sigma, 3), **polygon_descriptors(p.outline)}
+    for pid, (p, part) in enumerate(zip(particles, parts, strict=False), start=1):
+        row = {
+            "particle": pid,
+            "kind": p.kind,
+            "transparent": p.transparent,
+            "defocus_sigma": round(p.defocus_sigma, 3),
+            **polygon_descriptors(p.outline),
+        }
         xy = p.outline
-        row["border_cut"] = bool((xy[:, 0] < 0).any() or (xy[:, 1] < 0).any() or (xy[:, 0] > w).any() or (xy[:, 1] > h).any())
+        row["border_cut"] = bool(
+            (xy[:, 0] < 0).any() or (xy[:, 1] < 0).any() or (xy[:, 0] > w).any() or (xy[:, 1] > h).any()
+        )
         row["visible_area"] = part["area"] if part else 0
         row["visible_fraction"] = round(row["visible_area"] / row["Area"], 4)
         row["annotated"] = part is not None
         if part is not None:
             segmentation, bbox = annotation_for(part, h, w)
-            annotations.append({"category_id": DEFAULT_CATEGORY["id"], "segmentation": segmentation,
-                                "area": float(part["area"]), "bbox": bbox, "iscrowd": 0})
+            annotations.append(
+                {
+                    "category_id": DEFAULT_CATEGORY["id"],
+                    "segmentation": segmentation,
+                    "area": float(part["area"]),
+                    "bbox": bbox,
+                    "iscrowd": 0,
+                }
+            )
             relabel[pid] = len(annotations)
             row["label"] = len(annotations)
         else:

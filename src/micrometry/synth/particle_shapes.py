@@ -84,7 +84,9 @@ class PopulationParams:
     size_median_px: float = 30.0
     size_sigma: float = 0.5
     size_range_px: tuple[float, float] = (12.0, 110.0)
-    shape_weights: dict = field(default_factory=lambda: {"ellipse": 0.3, "polygon": 0.2, "blob": 0.35, "rod": 0.15})
+    shape_weights: dict = field(
+        default_factory=lambda: {"ellipse": 0.3, "polygon": 0.2, "blob": 0.35, "rod": 0.15}
+    )
     aspect_median: float = 1.35
     aspect_sigma: float = 0.2
     rod_aspect_range: tuple[float, float] = (2.5, 6.0)
@@ -109,7 +111,9 @@ def _chaikin(points: np.ndarray, iterations: int) -> np.ndarray:
     return points
 
 
-def _radial_noise(theta: np.ndarray, amplitude: float, harmonics: range, rng: np.random.Generator) -> np.ndarray:
+def _radial_noise(
+    theta: np.ndarray, amplitude: float, harmonics: range, rng: np.random.Generator
+) -> np.ndarray:
     """Smooth random radius modulation with the given harmonics, standard deviation ``amplitude``."""
     if amplitude <= 0:
         return np.zeros_like(theta)
@@ -120,8 +124,9 @@ def _radial_noise(theta: np.ndarray, amplitude: float, harmonics: range, rng: np
     return amplitude * wave / max(float(np.sqrt((coeffs**2).sum() / 2)), 1e-9)
 
 
-def unit_outline(kind: str, aspect: float, pop: PopulationParams, rng: np.random.Generator,
-                 n: int = 128) -> np.ndarray:
+def unit_outline(
+    kind: str, aspect: float, pop: PopulationParams, rng: np.random.Generator, n: int = 128
+) -> np.ndarray:
     """A closed outline ``(n, 2)`` centred near 0 with its long axis along x (arbitrary scale)."""
     theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
     if kind == "ellipse":
@@ -130,7 +135,9 @@ def unit_outline(kind: str, aspect: float, pop: PopulationParams, rng: np.random
         k = int(rng.integers(3, 9))
         angles = np.sort((np.arange(k) + rng.uniform(-0.3, 0.3, k)) * 2 * np.pi / k)
         radii = rng.uniform(0.85, 1.15, k)
-        corners = np.stack([radii * np.cos(angles) * np.sqrt(aspect), radii * np.sin(angles) / np.sqrt(aspect)], 1)
+        corners = np.stack(
+            [radii * np.cos(angles) * np.sqrt(aspect), radii * np.sin(angles) / np.sqrt(aspect)], 1
+        )
         pts = _chaikin(corners, 4)
         theta = np.arctan2(pts[:, 1], pts[:, 0])
     elif kind == "blob":
@@ -150,7 +157,9 @@ def unit_outline(kind: str, aspect: float, pop: PopulationParams, rng: np.random
         raise ValueError(f"unknown shape {kind!r}; choose one of {SHAPES}")
     if pop.roughness > 0:
         centre = pts.mean(axis=0)
-        pts = centre + (pts - centre) * (1.0 + _radial_noise(theta, pop.roughness, range(6, 21), rng))[:, None]
+        pts = (
+            centre + (pts - centre) * (1.0 + _radial_noise(theta, pop.roughness, range(6, 21), rng))[:, None]
+        )
     return pts
 
 

@@ -33,8 +33,8 @@ from micrometry.io.atomic import atomic_dir
 from micrometry.io.image import write_image
 from micrometry.progress import make_progress
 from micrometry.synth.sem_geometry import (
-    CASE_DEPTHS,
     BOTTOM_LEVEL,
+    CASE_DEPTHS,
     GeometryConfig,
     HoleParams,
     centre_chords,
@@ -123,8 +123,9 @@ def simulate_pairs(config: SemSynthConfig, rng: np.random.Generator, with_params
     return (params.family, depth_maps, sem, params) if with_params else (params.family, depth_maps, sem)
 
 
-def simulate_real(config: SemSynthConfig, n_sites: int, per_site: int, rng: np.random.Generator,
-                  first_site: int = 0) -> RealImages:
+def simulate_real(
+    config: SemSynthConfig, n_sites: int, per_site: int, rng: np.random.Generator, first_site: int = 0
+) -> RealImages:
     """Real-domain sites: each has a true depth near its nominal one; each image a hole near that depth."""
     nominal_site = np.asarray(CASE_DEPTHS)[np.arange(n_sites) % 4]
     # Sites scatter below their nominal depth more than above (range seen: 105-142).
@@ -151,8 +152,9 @@ def _depth_png(height_map: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(height_map), 0, 255).astype(np.uint8)
 
 
-def write_sem_dataset(out: str | Path, truth: str | Path, config: SemSynthConfig | None = None,
-                      overwrite: bool = False) -> dict:
+def write_sem_dataset(
+    out: str | Path, truth: str | Path, config: SemSynthConfig | None = None, overwrite: bool = False
+) -> dict:
     """Synthesise a dataset and write it to ``out`` (what a user has) and ``truth`` (hidden answers).
 
     Both folders appear whole or not at all.
@@ -166,29 +168,42 @@ def write_sem_dataset(out: str | Path, truth: str | Path, config: SemSynthConfig
     out, truth = Path(out).resolve(), Path(truth).resolve()
     if truth == out or out in truth.parents or truth in out.parents:
         raise InputError("the truth folder must lie outside the dataset folder (and vice versa)", truth)
-    for name, value in (("n_structures", config.n_structures), ("n_sites", config.n_sites),
-                        ("images_per_site", config.images_per_site), ("n_test", config.n_test)):
+    for name, value in (
+        ("n_structures", config.n_structures),
+        ("n_sites", config.n_sites),
+        ("images_per_site", config.images_per_site),
+        ("n_test", config.n_test),
+    ):
         if value < 0:
             raise InputError(f"{name} must be >= 0, got {value}")
 
-    sim_rng, real_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(3))
+    sim_rng, real_rng, test_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(3)
+    )
     families, sim_depth, sim_sem, sim_params = simulate_pairs(config, sim_rng, with_params=True)
     real = simulate_real(config, config.n_sites, config.images_per_site, real_rng)
     # Test images come from their own sites, never seen in training.
     test = simulate_real(config, max(config.n_test, 1), 1, test_rng, first_site=config.n_sites)
     n_files = sim_sem.size // (72 * 48) + sim_depth.size // (72 * 48) + len(real.images) + config.n_test
 
-    with atomic_dir(out, overwrite) as out_tmp, atomic_dir(truth, overwrite) as truth_tmp, \
-            make_progress() as progress:
+    with (
+        atomic_dir(out, overwrite) as out_tmp,
+        atomic_dir(truth, overwrite) as truth_tmp,
+        make_progress() as progress,
+    ):
         bar = progress.add_task("writing SEM dataset", total=n_files, info="")
         for s, family in enumerate(families):
             base = f"S{s:06d}"
             for c in range(4):
-                write_image(out_tmp / f"simulation_data/Depth/Case_{c + 1}/{family}/{base}.png",
-                            _depth_png(sim_depth[s, c]))
+                write_image(
+                    out_tmp / f"simulation_data/Depth/Case_{c + 1}/{family}/{base}.png",
+                    _depth_png(sim_depth[s, c]),
+                )
                 for itr in range(2):
-                    write_image(out_tmp / f"simulation_data/SEM/Case_{c + 1}/{family}/{base}_itr{itr}.png",
-                                sim_sem[s, c, itr])
+                    write_image(
+                        out_tmp / f"simulation_data/SEM/Case_{c + 1}/{family}/{base}_itr{itr}.png",
+                        sim_sem[s, c, itr],
+                    )
                 progress.advance(bar, 3)
 
         stored_rgb = real_rng.random(len(real.images)) < config.real.rgb_fraction
@@ -197,12 +212,20 @@ def write_sem_dataset(out: str | Path, truth: str | Path, config: SemSynthConfig
             rel = f"Depth_{real.nominal[i]}/site_{real.site[i]:05d}/SEM_{i:06d}.png"
             write_image(out_tmp / "train/SEM" / rel, real.images[i], rgb=bool(stored_rgb[i]))
             write_image(truth_tmp / "train_depth" / rel, _depth_png(real.depth_maps[i]))
-            train_rows.append((f"train/SEM/{rel}", CASE_DEPTHS.index(real.nominal[i]) + 1, real.nominal[i],
-                               real.site[i], real.site_depth[i], real.hole_depth[i]))
+            train_rows.append(
+                (
+                    f"train/SEM/{rel}",
+                    CASE_DEPTHS.index(real.nominal[i]) + 1,
+                    real.nominal[i],
+                    real.site[i],
+                    real.site_depth[i],
+                    real.hole_depth[i],
+                )
+            )
             progress.advance(bar)
         if config.n_sites and config.images_per_site:
             averages = site_average_depths(real)
-            nominal_of = dict(zip(real.site.tolist(), real.nominal.tolist()))
+            nominal_of = dict(zip(real.site.tolist(), real.nominal.tolist(), strict=False))
             lines = ["0,1"] + [f"depth_{nominal_of[s]}_site_{s:05d},{d:.6f}" for s, d in averages.items()]
             (out_tmp / "train").mkdir(parents=True, exist_ok=True)
             (out_tmp / "train/average_depth.csv").write_text("\n".join(lines) + "\n")
@@ -213,40 +236,87 @@ def write_sem_dataset(out: str | Path, truth: str | Path, config: SemSynthConfig
             name = f"{i:06d}.png"
             write_image(out_tmp / "test/SEM" / name, test.images[i], rgb=bool(test_stored_rgb[i]))
             write_image(truth_tmp / "test_depth" / name, _depth_png(test.depth_maps[i]))
-            test_rows.append((name, CASE_DEPTHS.index(test.nominal[i]) + 1, test.nominal[i], test.site[i],
-                              test.site_depth[i], test.hole_depth[i]))
+            test_rows.append(
+                (
+                    name,
+                    CASE_DEPTHS.index(test.nominal[i]) + 1,
+                    test.nominal[i],
+                    test.site[i],
+                    test.site_depth[i],
+                    test.hole_depth[i],
+                )
+            )
             progress.advance(bar)
 
         header = ("file", "case", "nominal_depth", "site", "site_depth", "hole_depth")
         _write_csv(truth_tmp / "train_truth.csv", header, train_rows)
         _write_csv(truth_tmp / "test_truth.csv", header, test_rows)
         nm = config.physics.nm_per_px
-        sim_files = [f"simulation_data/Depth/Case_{c + 1}/{family}/S{s:06d}.png"
-                     for s, family in enumerate(families) for c in range(4)]
+        sim_files = [
+            f"simulation_data/Depth/Case_{c + 1}/{family}/S{s:06d}.png"
+            for s, family in enumerate(families)
+            for c in range(4)
+        ]
         sim_cases = np.tile(np.arange(1, 5), len(families))
-        sim_table = true_geometry(sim_params, np.tile(np.asarray(CASE_DEPTHS, float), len(families)), nm,
-                                  repeat=4) if len(families) else {}
+        sim_table = (
+            true_geometry(sim_params, np.tile(np.asarray(CASE_DEPTHS, float), len(families)), nm, repeat=4)
+            if len(families)
+            else {}
+        )
         _write_geometry(truth_tmp / "simulation_geometry.csv", sim_files, sim_cases, sim_table, nm)
-        _write_geometry(truth_tmp / "train_geometry.csv", [r[0] for r in train_rows], [r[1] for r in train_rows],
-                        true_geometry(real.params, real.hole_depth, nm) if len(real.images) else {}, nm)
-        _write_geometry(truth_tmp / "test_geometry.csv", [r[0] for r in test_rows], [r[1] for r in test_rows],
-                        true_geometry(subset(test.params, slice(config.n_test)), test.hole_depth[:config.n_test], nm)
-                        if config.n_test else {}, nm)
+        _write_geometry(
+            truth_tmp / "train_geometry.csv",
+            [r[0] for r in train_rows],
+            [r[1] for r in train_rows],
+            true_geometry(real.params, real.hole_depth, nm) if len(real.images) else {},
+            nm,
+        )
+        _write_geometry(
+            truth_tmp / "test_geometry.csv",
+            [r[0] for r in test_rows],
+            [r[1] for r in test_rows],
+            true_geometry(subset(test.params, slice(config.n_test)), test.hole_depth[: config.n_test], nm)
+            if config.n_test
+            else {},
+            nm,
+        )
         (truth_tmp / "config.json").write_text(_config_json(config))
 
-    return {"simulated_structures": int(config.n_structures), "simulated_sem": int(sim_sem.size // (72 * 48)),
-            "simulated_depth": int(sim_depth.size // (72 * 48)), "real_sites": int(config.n_sites),
-            "real_train_images": int(len(real.images)), "test_images": int(config.n_test)}
+    return {
+        "simulated_structures": int(config.n_structures),
+        "simulated_sem": int(sim_sem.size // (72 * 48)),
+        "simulated_depth": int(sim_depth.size // (72 * 48)),
+        "real_sites": int(config.n_sites),
+        "real_train_images": int(len(real.images)),
+        "test_images": int(config.n_test),
+    }
 
 
-GEOMETRY_COLUMNS = ("depth_nm", "top_level_nm", "bottom_level_nm", "top_cd_x_nm", "top_cd_y_nm", "bottom_cd_x_nm",
-                    "bottom_cd_y_nm", "sidewall_angle_x_deg", "sidewall_angle_y_deg", "sidewall_angle_deg",
-                    "centre_x_px", "centre_y_px")
+GEOMETRY_COLUMNS = (
+    "depth_nm",
+    "top_level_nm",
+    "bottom_level_nm",
+    "top_cd_x_nm",
+    "top_cd_y_nm",
+    "bottom_cd_x_nm",
+    "bottom_cd_y_nm",
+    "sidewall_angle_x_deg",
+    "sidewall_angle_y_deg",
+    "sidewall_angle_deg",
+    "centre_x_px",
+    "centre_y_px",
+)
 
 
-def true_geometry(params: HoleParams, depths: np.ndarray, nm_per_px: float, repeat: int = 1,
-                  top_fraction: float = TOP_FRACTION, bottom_fraction: float = BOTTOM_FRACTION,
-                  wall_levels: tuple[float, float] = WALL_LEVELS) -> dict[str, np.ndarray]:
+def true_geometry(
+    params: HoleParams,
+    depths: np.ndarray,
+    nm_per_px: float,
+    repeat: int = 1,
+    top_fraction: float = TOP_FRACTION,
+    bottom_fraction: float = BOTTOM_FRACTION,
+    wall_levels: tuple[float, float] = WALL_LEVELS,
+) -> dict[str, np.ndarray]:
     """True metrology of drawn holes, by ``depth measure``'s definitions on the analytic surface.
 
     The shape ``s`` is also the fraction of the depth above the deepest point, so the
@@ -268,20 +338,29 @@ def true_geometry(params: HoleParams, depths: np.ndarray, nm_per_px: float, repe
         :data:`GEOMETRY_COLUMNS` -> ``(S * repeat,)`` arrays; NaN where the hole runs off the image.
     """
     levels = (top_fraction, bottom_fraction, *wall_levels)
-    chords = {axis: np.repeat(w, repeat, axis=0) * nm_per_px for axis, w in centre_chords(params, levels).items()}
+    chords = {
+        axis: np.repeat(w, repeat, axis=0) * nm_per_px for axis, w in centre_chords(params, levels).items()
+    }
     depths = np.asarray(depths, dtype=np.float64)
-    out = {"depth_nm": depths, "top_level_nm": BOTTOM_LEVEL + depths,
-           "bottom_level_nm": np.full(len(depths), BOTTOM_LEVEL)}
+    out = {
+        "depth_nm": depths,
+        "top_level_nm": BOTTOM_LEVEL + depths,
+        "bottom_level_nm": np.full(len(depths), BOTTOM_LEVEL),
+    }
     for axis in ("x", "y"):
         out[f"top_cd_{axis}_nm"] = chords[axis][:, 0]
         out[f"bottom_cd_{axis}_nm"] = chords[axis][:, 1]
-        out[f"sidewall_angle_{axis}_deg"] = np.array([wall_angle_deg(d, lo, hi, wall_levels) for d, lo, hi
-                                                     in zip(depths, chords[axis][:, 2], chords[axis][:, 3])])
+        out[f"sidewall_angle_{axis}_deg"] = np.array(
+            [
+                wall_angle_deg(d, lo, hi, wall_levels)
+                for d, lo, hi in zip(depths, chords[axis][:, 2], chords[axis][:, 3], strict=False)
+            ]
+        )
     both = np.stack([out["sidewall_angle_x_deg"], out["sidewall_angle_y_deg"]])
     finite = np.isfinite(both)
-    out["sidewall_angle_deg"] = np.where(finite.any(axis=0),
-                                         np.where(finite, both, 0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1),
-                                         np.nan)
+    out["sidewall_angle_deg"] = np.where(
+        finite.any(axis=0), np.where(finite, both, 0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1), np.nan
+    )
     out["centre_x_px"] = np.repeat(params.cx, repeat)
     out["centre_y_px"] = np.repeat(params.cy, repeat)
     return out
@@ -292,10 +371,16 @@ def _write_geometry(path: Path, files, cases, table: dict, nm_per_px: float) -> 
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("file", "case", *GEOMETRY_COLUMNS, "nm_per_px"))
-        for i, (name, case) in enumerate(zip(files, cases)):
+        for i, (name, case) in enumerate(zip(files, cases, strict=False)):
             values = [table[c][i] for c in GEOMETRY_COLUMNS]
-            writer.writerow([name, int(case), *("" if not np.isfinite(v) else f"{v:.4f}" for v in values),
-                             f"{nm_per_px:g}"])
+            writer.writerow(
+                [
+                    name,
+                    int(case),
+                    *("" if not np.isfinite(v) else f"{v:.4f}" for v in values),
+                    f"{nm_per_px:g}",
+                ]
+            )
 
 
 def _write_csv(path: Path, header, rows) -> None:

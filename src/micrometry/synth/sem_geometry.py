@@ -66,13 +66,21 @@ class GeometryConfig:
     neighbour_jitter: float = 1.5
 
     @classmethod
-    def real_process(cls) -> "GeometryConfig":
+    def real_process(cls) -> GeometryConfig:
         """A physical layer: one process window (tight CD control), a fixed array
         pitch, slightly larger, rougher and less tapered holes than the simulation's
         average. Contained in the simulation's range, but not centred on it."""
-        return cls(semi_axis_x=(14.6, 0.45), semi_axis_y=(20.8, 0.65), family_growth=0.0, centre_jitter=1.4,
-                   taper=(0.56, 0.68), bottom_rounding=(0.02, 0.10), roughness=(0.02, 0.08),
-                   neighbour_probability=1.0, neighbour_jitter=0.3)
+        return cls(
+            semi_axis_x=(14.6, 0.45),
+            semi_axis_y=(20.8, 0.65),
+            family_growth=0.0,
+            centre_jitter=1.4,
+            taper=(0.56, 0.68),
+            bottom_rounding=(0.02, 0.10),
+            roughness=(0.02, 0.08),
+            neighbour_probability=1.0,
+            neighbour_jitter=0.3,
+        )
 
 
 @dataclass
@@ -94,8 +102,9 @@ class HoleParams:
         return len(self.cx)
 
 
-def sample_holes(n: int, rng: np.random.Generator, config: GeometryConfig | None = None,
-                 families: np.ndarray | None = None) -> HoleParams:
+def sample_holes(
+    n: int, rng: np.random.Generator, config: GeometryConfig | None = None, families: np.ndarray | None = None
+) -> HoleParams:
     """Draw ``n`` base structures from ``config``."""
     c = config or GeometryConfig()
     if families is None:
@@ -129,8 +138,10 @@ def _hole_shape(x: np.ndarray, y: np.ndarray, cx, cy, ax, ay, taper, rounding, r
     dx, dy = (x - cx) / ax, (y - cy) / ay
     theta = np.arctan2(dy, dx)
     k = np.arange(1, rough.shape[1] + 1)[None, :, None, None]
-    wobble = (rough[:, :, 0, None, None] * np.cos(k * theta[:, None])
-              + rough[:, :, 1, None, None] * np.sin(k * theta[:, None])).sum(axis=1)
+    wobble = (
+        rough[:, :, 0, None, None] * np.cos(k * theta[:, None])
+        + rough[:, :, 1, None, None] * np.sin(k * theta[:, None])
+    ).sum(axis=1)
     r = np.hypot(dx, dy) / (1.0 + wobble)  # 1 on the (rough) top edge
     wall = rounding + (1.0 - rounding) * np.clip((r - taper) / (1.0 - taper), 0.0, 1.0)
     bowl = rounding * (r / taper) ** 2
@@ -144,13 +155,31 @@ def shape_at(params: HoleParams, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     pixel grid, :func:`centre_chords` along lines through the hole centre.
     """
     col = lambda v: np.asarray(v, dtype=np.float64)[:, None, None]  # noqa: E731
-    shape = _hole_shape(x, y, col(params.cx), col(params.cy), col(params.ax), col(params.ay),
-                        col(params.taper), col(params.rounding), params.rough_coef)
+    shape = _hole_shape(
+        x,
+        y,
+        col(params.cx),
+        col(params.cy),
+        col(params.ax),
+        col(params.ay),
+        col(params.taper),
+        col(params.rounding),
+        params.rough_coef,
+    )
     for j in range(4):
         ox = params.neighbour_offsets[:, j, 0]
         oy = params.neighbour_offsets[:, j, 1]
-        neighbour = _hole_shape(x, y, col(params.cx + ox), col(params.cy + oy), col(params.ax), col(params.ay),
-                                col(params.taper), col(params.rounding), params.rough_coef[:, ::-1])
+        neighbour = _hole_shape(
+            x,
+            y,
+            col(params.cx + ox),
+            col(params.cy + oy),
+            col(params.ax),
+            col(params.ay),
+            col(params.taper),
+            col(params.rounding),
+            params.rough_coef[:, ::-1],
+        )
         # Where present, neighbours are etched by the same process: the union of holes is the lower surface.
         shape = np.where(params.neighbours[:, None, None], np.minimum(shape, neighbour), shape)
     return shape
@@ -233,13 +262,17 @@ def centre_chords(params: HoleParams, levels) -> dict[str, np.ndarray]:
         where the hole runs off the image at that level).
     """
     levels = [float(v) for v in levels]
-    return {axis: _side_crossings(params, axis, -1, levels) + _side_crossings(params, axis, +1, levels)
-            for axis in ("x", "y")}
+    return {
+        axis: _side_crossings(params, axis, -1, levels) + _side_crossings(params, axis, +1, levels)
+        for axis in ("x", "y")
+    }
 
 
 def subset(params: HoleParams, index) -> HoleParams:
     """The structures ``index`` (a slice or index array) of a batch."""
-    return HoleParams(**{name: np.asarray(getattr(params, name))[index] for name in params.__dataclass_fields__})
+    return HoleParams(
+        **{name: np.asarray(getattr(params, name))[index] for name in params.__dataclass_fields__}
+    )
 
 
 def heights(shapes: np.ndarray, depths: np.ndarray | float) -> np.ndarray:

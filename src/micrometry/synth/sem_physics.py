@@ -136,14 +136,18 @@ def secondary_yield(height: np.ndarray, physics: SemPhysics) -> np.ndarray:
     tilt = cos_tilt ** (-physics.tilt_exponent)
 
     # Edge effect: positive where the surface is locally convex (the rim).
-    smooth = ndimage.gaussian_filter(h, sigma=(0, physics.edge_sigma_px, physics.edge_sigma_px), mode="nearest")
+    smooth = ndimage.gaussian_filter(
+        h, sigma=(0, physics.edge_sigma_px, physics.edge_sigma_px), mode="nearest"
+    )
     convexity = np.clip(h - smooth, 0.0, None) / (physics.edge_sigma_px * physics.nm_per_px)
     glow = physics.edge_glow * np.tanh(convexity)
 
     # Escape loss below the top surface, and extra shadowing in narrow pits.
     top = h.max(axis=(1, 2), keepdims=True)
     escape = np.exp(-(top - h) / physics.escape_length_nm)
-    surround = ndimage.gaussian_filter(h, sigma=(0, physics.shadow_sigma_px, physics.shadow_sigma_px), mode="nearest")
+    surround = ndimage.gaussian_filter(
+        h, sigma=(0, physics.shadow_sigma_px, physics.shadow_sigma_px), mode="nearest"
+    )
     pit = np.clip(surround - h, 0.0, None) / max(float(np.ptp(h)), 1.0)
     shadowing = 1.0 - physics.shadow * np.tanh(2.0 * pit)
 
@@ -172,8 +176,14 @@ def render_simulated(height: np.ndarray, physics: SemPhysics, rng: np.random.Gen
     return to_uint8(add_noise(signal, physics.dose, physics.read_noise, rng), physics.gain, physics.offset)
 
 
-def render_real(height: np.ndarray, physics: SemPhysics, real: RealDomain, rng: np.random.Generator,
-                site_gain: np.ndarray | None = None, site_offset: np.ndarray | None = None) -> np.ndarray:
+def render_real(
+    height: np.ndarray,
+    physics: SemPhysics,
+    real: RealDomain,
+    rng: np.random.Generator,
+    site_gain: np.ndarray | None = None,
+    site_offset: np.ndarray | None = None,
+) -> np.ndarray:
     """Renders of ``(N, H, W)`` heights as a physical tool would record them.
 
     Parameters
@@ -183,7 +193,9 @@ def render_real(height: np.ndarray, physics: SemPhysics, real: RealDomain, rng: 
         images of one site); drawn per image when omitted.
     """
     n, rows, cols = height.shape
-    tool = SemPhysics(**{**physics.__dict__, "escape_length_nm": physics.escape_length_nm * real.escape_length_scale})
+    tool = SemPhysics(
+        **{**physics.__dict__, "escape_length_nm": physics.escape_length_nm * real.escape_length_scale}
+    )
     signal = blur(secondary_yield(height, tool), real.psf_sigma)
 
     # Scan-line jitter: each row lands a fraction of a pixel left or right.
@@ -192,7 +204,9 @@ def render_real(height: np.ndarray, physics: SemPhysics, real: RealDomain, rng: 
     x0 = np.clip(np.floor(x).astype(int), 0, cols - 1)
     x1 = np.clip(x0 + 1, 0, cols - 1)
     frac = np.clip(x - np.floor(x), 0.0, 1.0)
-    signal = np.take_along_axis(signal, x0, axis=2) * (1 - frac) + np.take_along_axis(signal, x1, axis=2) * frac
+    signal = (
+        np.take_along_axis(signal, x0, axis=2) * (1 - frac) + np.take_along_axis(signal, x1, axis=2) * frac
+    )
 
     # Charging: brightness drifts along the slow (row) scan axis.
     drift = rng.uniform(-real.charging, real.charging, size=(n, 1, 1))
@@ -200,6 +214,10 @@ def render_real(height: np.ndarray, physics: SemPhysics, real: RealDomain, rng: 
     signal = signal * (1.0 + drift * (1.0 - np.exp(-3.0 * ramp)))
 
     noisy = add_noise(signal, real.dose, physics.read_noise, rng)
-    gain = real.gain * (site_gain if site_gain is not None else 1.0 + rng.normal(scale=real.site_gain_sd, size=n))
-    offset = real.offset + (site_offset if site_offset is not None else rng.normal(scale=real.site_offset_sd, size=n))
+    gain = real.gain * (
+        site_gain if site_gain is not None else 1.0 + rng.normal(scale=real.site_gain_sd, size=n)
+    )
+    offset = real.offset + (
+        site_offset if site_offset is not None else rng.normal(scale=real.site_offset_sd, size=n)
+    )
     return to_uint8(noisy, np.asarray(gain).reshape(-1, 1, 1), np.asarray(offset).reshape(-1, 1, 1))

@@ -1,7 +1,7 @@
 """The one training loop both jobs use, and the run folders it writes."""
 
 from micrometry.train import distributed
-from micrometry.train.loop import LoopConfig, fit, select_device, seed_everything
+from micrometry.train.loop import LoopConfig, fit, seed_everything, select_device
 from micrometry.train.run import RunDir, load_checkpoint, save_checkpoint
 from micrometry.train.task import TrainTask
 

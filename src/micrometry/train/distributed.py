@@ -32,7 +32,8 @@ import contextlib
 import os
 import sys
 import warnings
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from micrometry.errors import InputError
 from micrometry.train.task import TrainTask
+
 
 # -- who am I ------------------------------------------------------------------
 def launched_by_torchrun() -> bool:
@@ -96,8 +98,10 @@ def session(enabled: bool) -> Iterator[None]:
         yield
         return
     if not launched_by_torchrun():
-        warnings.warn("--ddp without torchrun: training in a single process "
-                      "(launch with `torchrun --nproc_per_node N -m micrometry ...`)")
+        warnings.warn(
+            "--ddp without torchrun: training in a single process "
+            "(launch with `torchrun --nproc_per_node N -m micrometry ...`)"
+        )
         yield
         return
     owns_group = not is_active()
@@ -131,8 +135,10 @@ def init_process_group(backend: str | None = None) -> None:
 def refuse_unmanaged_launch() -> None:
     """Raise if torchrun started several copies of a command that was not told ``--ddp``."""
     if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not is_active():
-        raise InputError(f"started by torchrun as one of {os.environ['WORLD_SIZE']} processes "
-                         "but without --ddp: add --ddp (or run a single process)")
+        raise InputError(
+            f"started by torchrun as one of {os.environ['WORLD_SIZE']} processes "
+            "but without --ddp: add --ddp (or run a single process)"
+        )
 
 
 def barrier() -> None:
@@ -169,7 +175,7 @@ def shard_indices(order: torch.Tensor, batch_size: int) -> RankBatches:
         of steps. A last global batch smaller than the number of ranks is
         dropped when distributed (some rank would have nothing to train on).
     """
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if not is_active():
         return RankBatches(batches)
     n_ranks, me = world_size(), rank()
@@ -238,7 +244,7 @@ def _per_sample_members(batch: Any) -> Iterator[Any]:
 def _slice(batch: Any, n_ranks: int, me: int) -> Any:
     if isinstance(batch, (torch.Tensor, np.ndarray, list)):
         bounds = np.linspace(0, len(batch), n_ranks + 1).round().astype(int)
-        return batch[bounds[me]:bounds[me + 1]]
+        return batch[bounds[me] : bounds[me + 1]]
     if isinstance(batch, tuple):
         parts = [_slice(item, n_ranks, me) for item in batch]
         return type(batch)(*parts) if hasattr(batch, "_fields") else tuple(parts)
@@ -278,8 +284,12 @@ def data_parallel(task: TrainTask) -> Iterator[None]:
     try:
         task.wrap_ddp(wrap)
         in_ddp = {id(p) for wrapper in wrappers.values() for p in wrapper.module.parameters()}
-        rest = [p for module in task.modules.values() for p in module.parameters()
-                if p.requires_grad and id(p) not in in_ddp]
+        rest = [
+            p
+            for module in task.modules.values()
+            for p in module.parameters()
+            if p.requires_grad and id(p) not in in_ddp
+        ]
         if rest:
             ids = {id(p) for p in rest}
             for optimizer in task.optimizers.values():
@@ -310,7 +320,9 @@ def _averaging_hook(params: list[nn.Parameter]):
     """An optimiser pre-step hook that replaces the gradients of ``params`` by their mean over the ranks."""
 
     def average(optimizer: Any, args: Any, kwargs: Any) -> None:
-        grads = [p.grad for p in params if p.grad is not None]  # the same on every rank: same code, same graph
+        grads = [
+            p.grad for p in params if p.grad is not None
+        ]  # the same on every rank: same code, same graph
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])  # one collective call for all of them
@@ -318,7 +330,7 @@ def _averaging_hook(params: list[nn.Parameter]):
         flat /= world_size()
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     return average
@@ -350,7 +362,11 @@ def plain_modules(task: TrainTask) -> Iterator[None]:
 
 # -- collective helpers for the loop -------------------------------------------------------
 def _collective_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def any_rank(flag: bool) -> bool:
@@ -369,7 +385,7 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     keys = sorted(values)  # the same order on every rank
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor)
-    mean = {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist())}
+    mean = {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist(), strict=False)}
     return {k: mean[k] for k in values}
 
 
@@ -382,13 +398,18 @@ def check_in_sync(modules: dict[str, nn.Module], rtol: float = 1e-5) -> None:
     """
     if not is_active():
         return
-    sums = torch.tensor([float(sum(p.detach().double().sum() for p in m.parameters())) for m in modules.values()],
-                        dtype=torch.float64, device=_collective_device())
+    sums = torch.tensor(
+        [float(sum(p.detach().double().sum() for p in m.parameters())) for m in modules.values()],
+        dtype=torch.float64,
+        device=_collective_device(),
+    )
     low, high = sums.clone(), sums.clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     drift = (high - low).abs() > rtol * (sums.abs() + 1.0)
     if bool(drift.any()):
-        names = [name for name, bad in zip(modules, drift.tolist()) if bad]
-        raise RuntimeError(f"DDP copies of {names} differ between ranks: train_step must call the "
-                           "network itself (its forward), not another of its methods, for gradients to be averaged")
+        names = [name for name, bad in zip(modules, drift.tolist(), strict=False) if bad]
+        raise RuntimeError(
+            f"DDP copies of {names} differ between ranks: train_step must call the "
+            "network itself (its forward), not another of its methods, for gradients to be averaged"
+        )

@@ -100,8 +100,13 @@ class LoopConfig:
     description: str = "train"
 
 
-def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
-        extra_payload: dict[str, Any] | None = None) -> dict[str, Any]:
+def fit(
+    task: TrainTask,
+    run: RunDir,
+    cfg: LoopConfig,
+    resume: bool = False,
+    extra_payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``task``, writing checkpoints and metrics into ``run``.
 
     Parameters
@@ -150,9 +155,11 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
             best_metrics = loop_state["best_metrics"]
             elapsed_before = float(loop_state["elapsed_s"])
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise CheckpointError(f"checkpoint does not fit this training ({type(exc).__name__}: "
-                                  f"{(str(exc).splitlines() or [''])[0][:160]})",
-                                  run.checkpoint_path("last")) from None
+            raise CheckpointError(
+                f"checkpoint does not fit this training ({type(exc).__name__}: "
+                f"{(str(exc).splitlines() or [''])[0][:160]})",
+                run.checkpoint_path("last"),
+            ) from None
         run.log(f"resumed from epoch {start_epoch}")
         if start_epoch >= cfg.epochs:  # nothing left: no empty progress display either
             run.log(f"nothing to resume: all {cfg.epochs} epochs are done")
@@ -180,7 +187,8 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
                     sums[k] = sums.get(k, 0.0) + float(v)
                 progress.update(bar, advance=1, info=" ".join(f"{k}={v:.4g}" for k, v in losses.items()))
                 if cfg.time_budget_s is not None and distributed.any_rank(
-                        time.perf_counter() - started > cfg.time_budget_s):
+                    time.perf_counter() - started > cfg.time_budget_s
+                ):
                     out_of_time = True
                     break
             task.end_epoch(epoch)
@@ -188,11 +196,17 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
             sums = distributed.mean_over_ranks(sums)
             with torch.no_grad(), distributed.plain_modules(task):
                 val = task.validate()
-            record = {"epoch": epoch + 1, "steps": steps,
-                      **{k: v / max(steps, 1) for k, v in sums.items()}, **val,
-                      "elapsed_s": round(time.perf_counter() - started, 2)}
+            record = {
+                "epoch": epoch + 1,
+                "steps": steps,
+                **{k: v / max(steps, 1) for k, v in sums.items()},
+                **val,
+                "elapsed_s": round(time.perf_counter() - started, 2),
+            }
             history.append(record)
-            run.log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            run.log(
+                " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+            )
             value = val.get(cfg.monitor, record.get(cfg.monitor))
             improved = value is not None and (value < best_value if cfg.mode == "min" else value > best_value)
             if improved:
@@ -201,8 +215,13 @@ def fit(task: TrainTask, run: RunDir, cfg: LoopConfig, resume: bool = False,
                 **(extra_payload or {}),
                 "state": task.state_dict(),
                 "rng": _get_rng_state(),
-                "loop": {"epoch": epoch, "history": history, "best_value": best_value,
-                         "best_metrics": best_metrics, "elapsed_s": time.perf_counter() - started},
+                "loop": {
+                    "epoch": epoch,
+                    "history": history,
+                    "best_value": best_value,
+                    "best_metrics": best_metrics,
+                    "elapsed_s": time.perf_counter() - started,
+                },
             }
             # Without a monitored metric the latest state is the best one we know.
             # (Under DDP only rank 0 writes: the run folder and save_checkpoint ignore the other ranks.)

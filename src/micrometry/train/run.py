@@ -76,10 +76,12 @@ class RunDir:
             return
         has_run = (path / "config.json").exists() or (path / "checkpoints" / "last.pt").exists()
         if has_run and not (resume or overwrite):
-            raise OutputExistsError("holds an earlier run (pass --resume to continue it or --overwrite)", path)
+            raise OutputExistsError(
+                "holds an earlier run (pass --resume to continue it or --overwrite)", path
+            )
 
     @classmethod
-    def for_training(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> "RunDir":
+    def for_training(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> RunDir:
         """Open a run folder for training by the rules of :meth:`check_training`, clearing it for ``overwrite``."""
         path = Path(path)
         cls.check_training(path, resume, overwrite)
@@ -93,7 +95,7 @@ class RunDir:
         return cls(path)
 
     @classmethod
-    def existing(cls, path: str | Path) -> "RunDir":
+    def existing(cls, path: str | Path) -> RunDir:
         """Open a finished run folder for prediction."""
         path = Path(path)
         if not path.is_dir():
@@ -151,9 +153,11 @@ class RunDir:
         try:
             metrics = json.loads(self.metrics_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"metrics.json is not valid JSON ({exc}); resuming with more --epochs rewrites "
-                                  "it from checkpoints/last.pt",
-                                  self.metrics_path) from None
+            raise CheckpointError(
+                f"metrics.json is not valid JSON ({exc}); resuming with more --epochs rewrites "
+                "it from checkpoints/last.pt",
+                self.metrics_path,
+            ) from None
         if not isinstance(metrics, dict):
             raise CheckpointError("metrics.json does not hold an object", self.metrics_path)
         return metrics
@@ -170,7 +174,7 @@ class RunDir:
         if epochs is not None and done >= epochs:
             return f"the run already finished all {epochs} epochs"
         if time_budget_s is not None and final.get("elapsed_s", 0) >= time_budget_s:
-            return (f"the run already used its time budget ({time_budget_s / 60:g} min) after {done} epochs")
+            return f"the run already used its time budget ({time_budget_s / 60:g} min) after {done} epochs"
         return None
 
     # -- logging ----------------------------------------------------------
@@ -222,8 +226,22 @@ def _checkpoint_globals() -> list:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
-    numeric = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-               np.float16, np.float32, np.float64, np.complex64, np.complex128]
+    numeric = [
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+        np.complex64,
+        np.complex128,
+    ]
     return [_reconstruct, np.ndarray, np.dtype, *{type(np.dtype(t)) for t in numeric}]
 
 
@@ -233,8 +251,9 @@ def _is_bare_pickle(path: Path) -> bool:
         return f.read(1) == b"\x80"
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    require: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", require: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, never running code from it.
 
     ``torch.load(weights_only=True)`` with an allow-list of the few numpy types
@@ -276,5 +295,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise CheckpointError("not a micrometry checkpoint", path)
     missing = [key for key in require if key not in payload]
     if missing:
-        raise CheckpointError(f"checkpoint lacks {', '.join(missing)} (not written by this kind of training)", path)
+        raise CheckpointError(
+            f"checkpoint lacks {', '.join(missing)} (not written by this kind of training)", path
+        )
     return payload

@@ -122,21 +122,37 @@ class BodyLimit:
 
     async def _reject(self, send):
         body = json.dumps({"error": self.message()}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(depth_model: str | Path | None = None, particle_model: str | Path | None = None,
-               limits: Limits | None = None, workers: int = 2, queue: int = 32) -> FastAPI:
+def create_app(
+    depth_model: str | Path | None = None,
+    particle_model: str | Path | None = None,
+    limits: Limits | None = None,
+    workers: int = 2,
+    queue: int = 32,
+) -> FastAPI:
     """Build the app; models load on first use; ``workers`` heavy requests run at once, ``queue`` wait."""
     services = Services(depth_model, particle_model, limits)
     gate = HeavyGate(workers, queue)
     app = FastAPI(title="micrometry", docs_url="/api/docs")
     app.state.services = services
     page = resources.files("micrometry.web").joinpath("page.html").read_text(encoding="utf-8")
-    for key, value in (("NM_PER_PX", options.NM_PER_PX), ("PIXEL_SIZE", options.PIXEL_SIZE), ("UNIT", options.UNIT)):
-        page = page.replace(f"__{key}__", f"{value:g}" if isinstance(value, float) else value)  # one set of defaults
+    for key, value in (
+        ("NM_PER_PX", options.NM_PER_PX),
+        ("PIXEL_SIZE", options.PIXEL_SIZE),
+        ("UNIT", options.UNIT),
+    ):
+        page = page.replace(
+            f"__{key}__", f"{value:g}" if isinstance(value, float) else value
+        )  # one set of defaults
 
     @app.exception_handler(UploadTooLarge)
     async def too_large(request: Request, exc: UploadTooLarge):
@@ -148,8 +164,11 @@ def create_app(depth_model: str | Path | None = None, particle_model: str | Path
 
     @app.exception_handler(ServerBusy)
     async def busy(request: Request, exc: ServerBusy):
-        return JSONResponse({"error": f"the server is busy; try again in {RETRY_AFTER_S} s"}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
+        return JSONResponse(
+            {"error": f"the server is busy; try again in {RETRY_AFTER_S} s"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -158,8 +177,13 @@ def create_app(depth_model: str | Path | None = None, particle_model: str | Path
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("request failed")
-        return JSONResponse({"error": f"micrometry could not process this upload ({type(exc).__name__}); "
-                                      "the server log has the details"}, status_code=500)
+        return JSONResponse(
+            {
+                "error": f"micrometry could not process this upload ({type(exc).__name__}); "
+                "the server log has the details"
+            },
+            status_code=500,
+        )
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
@@ -172,14 +196,18 @@ def create_app(depth_model: str | Path | None = None, particle_model: str | Path
     @app.get("/api/samples/{kind}.zip")
     async def sample_zip(kind: str):
         files = await run_in_threadpool(_sample_files, kind)
-        return Response(_zip(files), media_type="application/zip",
-                        headers={"content-disposition": f'attachment; filename="micrometry_{kind}_samples.zip"'})
+        return Response(
+            _zip(files),
+            media_type="application/zip",
+            headers={"content-disposition": f'attachment; filename="micrometry_{kind}_samples.zip"'},
+        )
 
     @app.post("/api/sem")
     async def sem(request: Request):
         async with request.form(max_files=services.limits.max_sem_images + 10) as form:
-            nm_per_px = options.positive_number(form.get("nm_per_px"), "nm per pixel", options.NM_PER_PX,
-                                                options.MAX_NM_PER_PX)
+            nm_per_px = options.positive_number(
+                form.get("nm_per_px"), "nm per pixel", options.NM_PER_PX, options.MAX_NM_PER_PX
+            )
             async with gate.slot():
                 files = await _files(form, "files", "sem")
                 return await run_in_threadpool(services.sem, files, nm_per_px)
@@ -187,12 +215,15 @@ def create_app(depth_model: str | Path | None = None, particle_model: str | Path
     @app.post("/api/particles")
     async def particles(request: Request):
         async with request.form(max_files=services.limits.max_particle_images + 10) as form:
-            pixel_size = options.positive_number(form.get("pixel_size"), "pixel size", options.PIXEL_SIZE,
-                                                 options.MAX_PIXEL_SIZE)
+            pixel_size = options.positive_number(
+                form.get("pixel_size"), "pixel size", options.PIXEL_SIZE, options.MAX_PIXEL_SIZE
+            )
             unit = options.length_unit(form.get("unit"), pixel_size)
             exclude_edges = options.flag(form.get("exclude_edges"))
             async with gate.slot():
-                files = await _files(form, "file", "particles") + await _files(form, "files", "particles", True)
+                files = await _files(form, "file", "particles") + await _files(
+                    form, "files", "particles", True
+                )
                 return await run_in_threadpool(services.particles, files, pixel_size, unit, exclude_edges)
 
     return BodyLimit(app, services.limits.max_upload_bytes)  # type: ignore[return-value]

@@ -10,26 +10,37 @@ from micrometry.options import number
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 to share on the network)."),
     port: int = number(7860, "--port", low=1, high=65535, help="Port."),
-    depth_model: str = typer.Option("shipped", help="'shipped' (the depth model that comes with micrometry), a depth "
-                                    "run folder or a model folder written by `micrometry export`."),
-    particle_model: str = typer.Option("shipped", help="'shipped' (the particle model that comes with micrometry), a "
-                                       "model name (watershed), a run folder or an exported model folder."),
+    depth_model: str = typer.Option(
+        "shipped",
+        help="'shipped' (the depth model that comes with micrometry), a depth "
+        "run folder or a model folder written by `micrometry export`.",
+    ),
+    particle_model: str = typer.Option(
+        "shipped",
+        help="'shipped' (the particle model that comes with micrometry), a "
+        "model name (watershed), a run folder or an exported model folder.",
+    ),
     max_upload_mb: int = number(20, "--max-upload-mb", low=1, help="Largest upload accepted, in MB."),
-    workers: int = number(2, "--workers", low=1, high=64, help="Uploads processed at once (each holds its images in "
-                          "memory); up to 32 more wait, any beyond get 503 with Retry-After."),
+    workers: int = number(
+        2,
+        "--workers",
+        low=1,
+        high=64,
+        help="Uploads processed at once (each holds its images in "
+        "memory); up to 32 more wait, any beyond get 503 with Retry-After.",
+    ),
 ) -> None:
     """Start the web app: an SEM tab (depth maps, metrology) and a Particles tab (overlay, measurements)."""
     import uvicorn
 
     from micrometry.web.app import create_app
-    from micrometry.web.services import Limits
-
-    from micrometry.web.services import Services
+    from micrometry.web.services import Limits, Services
 
     # Load both models once now: a bad --*-model is one line and exit 2 here, not an error on every request.
     check = Services(depth_model, particle_model)
     check.depth_model(), check.segmenter()
-    app = create_app(depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024),
-                     workers=workers)
+    app = create_app(
+        depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024), workers=workers
+    )
     typer.echo(f"micrometry web app on http://{host}:{port}  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

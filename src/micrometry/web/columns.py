@@ -13,10 +13,16 @@ import pandas as pd
 
 # measure_maps' names -> names with units; decimals per column (0.01 nm, 0.1 degree).
 DEPTH_UNIT_NAMES = {
-    "hole_depth": "depth_nm", "top_level": "top_level_nm", "bottom_level": "bottom_level_nm",
-    "top_cd_x": "top_cd_x_nm", "top_cd_y": "top_cd_y_nm", "bottom_cd_x": "bottom_cd_x_nm",
-    "bottom_cd_y": "bottom_cd_y_nm", "sidewall_angle_x": "sidewall_angle_x_deg",
-    "sidewall_angle_y": "sidewall_angle_y_deg", "sidewall_angle": "sidewall_angle_deg",
+    "hole_depth": "depth_nm",
+    "top_level": "top_level_nm",
+    "bottom_level": "bottom_level_nm",
+    "top_cd_x": "top_cd_x_nm",
+    "top_cd_y": "top_cd_y_nm",
+    "bottom_cd_x": "bottom_cd_x_nm",
+    "bottom_cd_y": "bottom_cd_y_nm",
+    "sidewall_angle_x": "sidewall_angle_x_deg",
+    "sidewall_angle_y": "sidewall_angle_y_deg",
+    "sidewall_angle": "sidewall_angle_deg",
 }
 DEPTH_COLUMN = "depth_nm"
 DECIMALS_BY_SUFFIX = {"_nm": 2, "_deg": 1}

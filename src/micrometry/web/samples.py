@@ -28,10 +28,13 @@ def sem_samples() -> tuple[tuple[str, bytes], ...]:
     """Eight synthetic 72x48 SEM images, two from a site of each nominal depth (110..140 nm)."""
     from micrometry.synth.sem_dataset import SemSynthConfig, simulate_real
 
-    real = simulate_real(SemSynthConfig(seed=SEM_SEED), n_sites=4, per_site=2,
-                         rng=np.random.default_rng(SEM_SEED))
-    return tuple((f"sample_{int(nominal)}nm_site{int(site) + 1}_{i % 2 + 1}.png", _png(image))
-                 for i, (image, nominal, site) in enumerate(zip(real.images, real.nominal, real.site)))
+    real = simulate_real(
+        SemSynthConfig(seed=SEM_SEED), n_sites=4, per_site=2, rng=np.random.default_rng(SEM_SEED)
+    )
+    return tuple(
+        (f"sample_{int(nominal)}nm_site{int(site) + 1}_{i % 2 + 1}.png", _png(image))
+        for i, (image, nominal, site) in enumerate(zip(real.images, real.nominal, real.site, strict=False))
+    )
 
 
 @lru_cache(maxsize=1)

@@ -64,8 +64,12 @@ class Services:
         A particle model name, "shipped", a run folder or an exported model folder; default: the shipped model.
     """
 
-    def __init__(self, depth_model: str | Path | None = None, particle_model: str | Path | None = None,
-                 limits: Limits | None = None):
+    def __init__(
+        self,
+        depth_model: str | Path | None = None,
+        particle_model: str | Path | None = None,
+        limits: Limits | None = None,
+    ):
         self.depth_model_path = depth_model
         self.particle_model_name = particle_model
         self.limits = limits or Limits()
@@ -98,12 +102,15 @@ class Services:
         from micrometry.depth.predict import predict_in_batches, submission_zip, to_depth_png
 
         uploads = expand_uploads(files, self.limits, self.limits.max_sem_images)
-        images = np.stack([sem_image(decode_image(data, name, self.limits.max_sem_pixels), name)
-                           for name, data in uploads])
+        images = np.stack(
+            [sem_image(decode_image(data, name, self.limits.max_sem_pixels), name) for name, data in uploads]
+        )
         depth = predict_in_batches(self.depth_model(), images)
         depth_u8 = to_depth_png(depth)
         names = [name for name, _ in uploads]
-        table = columns.depth_table(hole_table(names, measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px)))
+        table = columns.depth_table(
+            hole_table(names, measure_maps(depth_u8.astype(np.float32), nm_per_px=nm_per_px))
+        )
         zipped = submission_zip(names, depth)
         shown = min(len(uploads), MAX_SHOWN_MAPS)
         lo, hi = float(np.floor(depth[:shown].min())), float(np.ceil(depth[:shown].max()))
@@ -112,17 +119,28 @@ class Services:
             "count": len(uploads),
             "nm_per_px": nm_per_px,
             "scale": {"lo": lo, "hi": hi, "unit": "nm", "colours": colour_stops()},
-            "samples": [{"name": uploads[i][0], "sem": png_data_url(images[i]),
-                         "depth": png_data_url(colourise(depth[i], lo, hi)),
-                         "heights": np.round(depth[i], 1).tolist()} for i in range(shown)],
+            "samples": [
+                {
+                    "name": uploads[i][0],
+                    "sem": png_data_url(images[i]),
+                    "depth": png_data_url(colourise(depth[i], lo, hi)),
+                    "heights": np.round(depth[i], 1).tolist(),
+                }
+                for i in range(shown)
+            ],
             "table": records(table),
             "csv": csv_data_url(table),
             "zip": file_data_url(zipped, "application/zip"),
         }
 
     # -- Particles tab -----------------------------------------------------------
-    def particles(self, files: list[tuple[str, bytes]], pixel_size: float = PIXEL_SIZE, unit: str = UNIT,
-                  exclude_edges: bool = False) -> dict:
+    def particles(
+        self,
+        files: list[tuple[str, bytes]],
+        pixel_size: float = PIXEL_SIZE,
+        unit: str = UNIT,
+        exclude_edges: bool = False,
+    ) -> dict:
         """Per image an overlay with particle ids; one table for all images, D10/D50/D90, histograms, CSV."""
         import pandas as pd
 
@@ -138,16 +156,24 @@ class Services:
             labels = self.segmenter().segment(image).labels
             table = measure_labels(labels, pixel_size=pixel_size, unit=unit)
             border = columns.particle_column(table, columns.PARTICLE_BORDER)
-            edge_ids = table.loc[table[border], columns.PARTICLE_ID].to_numpy() if border else np.zeros(0, int)
+            edge_ids = (
+                table.loc[table[border], columns.PARTICLE_ID].to_numpy() if border else np.zeros(0, int)
+            )
             if exclude_edges and border:
                 table = table[~table[border]].reset_index(drop=True)
                 left_out += len(edge_ids)
             kept = table[columns.PARTICLE_ID].to_numpy()
             table.insert(0, "image", name)
             tables.append(table)
-            images.append({"name": name, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                           "overlay": png_data_url(_overlay(overlay, image, labels, kept, edge_ids)),
-                           "particles": markers(labels, kept)})
+            images.append(
+                {
+                    "name": name,
+                    "width": int(image.shape[1]),
+                    "height": int(image.shape[0]),
+                    "overlay": png_data_url(_overlay(overlay, image, labels, kept, edge_ids)),
+                    "particles": markers(labels, kept),
+                }
+            )
             del image, labels  # one image in memory at a time
         table = pd.concat(tables, ignore_index=True)
         return {
@@ -170,7 +196,9 @@ def bounded_tiles(segmenter):
     those of one pass; only memory and speed change (768 -> 256 px tiles: 1.6 GB
     -> 0.25 GB and 2x faster on a 2048x2048 photo).
     """
-    if isinstance(getattr(segmenter, "tile", None), int) and isinstance(getattr(segmenter, "overlap", None), int):
+    if isinstance(getattr(segmenter, "tile", None), int) and isinstance(
+        getattr(segmenter, "overlap", None), int
+    ):
         segmenter.tile = min(segmenter.tile, WEB_TILE)
         segmenter.overlap = min(segmenter.overlap, segmenter.tile // 2)
     return segmenter
@@ -184,8 +212,15 @@ def markers(labels: np.ndarray, ids: np.ndarray) -> list[dict]:
         return []
     centres = ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels, ids)
     areas = ndimage.sum_labels(np.ones(labels.shape, np.uint8), labels, ids)
-    return [{"id": int(i), "x": round(float(c[1]) + 0.5, 1), "y": round(float(c[0]) + 0.5, 1),
-             "r": round(float(np.sqrt(a / np.pi)), 1)} for i, c, a in zip(ids, centres, areas)]
+    return [
+        {
+            "id": int(i),
+            "x": round(float(c[1]) + 0.5, 1),
+            "y": round(float(c[0]) + 0.5, 1),
+            "r": round(float(np.sqrt(a / np.pi)), 1),
+        }
+        for i, c, a in zip(ids, centres, areas, strict=False)
+    ]
 
 
 def size_percentiles(table, unit: str) -> dict:
@@ -196,8 +231,10 @@ def size_percentiles(table, unit: str) -> dict:
     if size is None:
         return {}
     result = percentiles_with_ci(table[size].to_numpy(), "number", n_boot=200)
-    rows = {name: {k: (None if not np.isfinite(v) else round(float(v), 4)) for k, v in rec.items()}
-            for name, rec in result.iterrows()}
+    rows = {
+        name: {k: (None if not np.isfinite(v) else round(float(v), 4)) for k, v in rec.items()}
+        for name, rec in result.iterrows()
+    }
     return {"column": size, "unit": unit, "weighting": "number", "values": rows}
 
 
@@ -225,7 +262,7 @@ def colour_stops(n: int = 9) -> list[str]:
     from matplotlib import colormaps
 
     rgb = colormaps[COLORMAP](np.linspace(0, 1, n))[:, :3]
-    return ["#%02x%02x%02x" % tuple(int(round(c * 255)) for c in row) for row in rgb]
+    return ["#" + "".join(f"{int(round(c * 255)):02x}" for c in row) for row in rgb]
 
 
 def colourise(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -236,7 +273,9 @@ def colourise(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (colormaps[COLORMAP](scaled)[..., :3] * 255).astype(np.uint8)
 
 
-def _overlay(draw, image: np.ndarray, labels: np.ndarray, kept: np.ndarray, edge_ids: np.ndarray) -> np.ndarray:
+def _overlay(
+    draw, image: np.ndarray, labels: np.ndarray, kept: np.ndarray, edge_ids: np.ndarray
+) -> np.ndarray:
     """Outlines of the measured particles in colour; particles left out (touching the border) in gray."""
     from skimage.segmentation import find_boundaries
 

@@ -58,8 +58,9 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, na
     return b"".join(parts)
 
 
-def expand_uploads(files: list[tuple[str, bytes]], limits: Limits, max_images: int | None = None
-                   ) -> list[tuple[str, bytes]]:
+def expand_uploads(
+    files: list[tuple[str, bytes]], limits: Limits, max_images: int | None = None
+) -> list[tuple[str, bytes]]:
     """Image files as (name, bytes), with zip archives unpacked (hidden files and non-images skipped).
 
     Raises
@@ -80,9 +81,13 @@ def expand_uploads(files: list[tuple[str, bytes]], limits: Limits, max_images: i
                 archive = zipfile.ZipFile(io.BytesIO(data))
             except (zipfile.BadZipFile, ValueError, EOFError):
                 raise InputError("not a valid zip archive", name) from None
-            members = [m for m in archive.infolist()
-                       if not m.is_dir() and Path(m.filename).suffix.lower() in IMAGE_SUFFIXES
-                       and not Path(m.filename).name.startswith(".")]
+            members = [
+                m
+                for m in archive.infolist()
+                if not m.is_dir()
+                and Path(m.filename).suffix.lower() in IMAGE_SUFFIXES
+                and not Path(m.filename).name.startswith(".")
+            ]
             if len(out) + len(members) > max_images:
                 raise InputError(f"too many images; the limit is {max_images}", name)
             for member in members:
@@ -100,8 +105,9 @@ def expand_uploads(files: list[tuple[str, bytes]], limits: Limits, max_images: i
     seen: set[str] = set()
     for name, _ in out:
         if Path(name).stem in seen:
-            raise InputError("two images have this name; rename one (their results would overwrite each other)",
-                             name)
+            raise InputError(
+                "two images have this name; rename one (their results would overwrite each other)", name
+            )
         seen.add(Path(name).stem)
     return out
 

@@ -71,9 +71,16 @@ class AutoencoderMethod(DepthMethod):
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> SimRegressionTask:
         data.require("sim")
-        return SimRegressionTask(self.modules["net"], data.sim, device, l1_in_255_units, lr=self.cfg["lr"],
-                                 batch_size=int(self.cfg["batch_size"]), val_fraction=self.cfg["val_fraction"],
-                                 seed=seed)
+        return SimRegressionTask(
+            self.modules["net"],
+            data.sim,
+            device,
+            l1_in_255_units,
+            lr=self.cfg["lr"],
+            batch_size=int(self.cfg["batch_size"]),
+            val_fraction=self.cfg["val_fraction"],
+            seed=seed,
+        )
 
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
         return self.modules["net"](x)

@@ -26,9 +26,10 @@ import importlib
 import math
 import pkgutil
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,15 @@ from micrometry.depth.dataset import IMAGE_SHAPE, RealArrays, SimArrays, index_d
 from micrometry.errors import CheckpointError, DatasetError, InputError
 from micrometry.modelfile import ExportedModel
 from micrometry.registry import Registry
-from micrometry.train import LoopConfig, RunDir, TrainTask, fit, load_checkpoint, save_checkpoint, seed_everything
+from micrometry.train import (
+    LoopConfig,
+    RunDir,
+    TrainTask,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
 from micrometry.train.loop import select_device
 
 DEPTH_METHODS = Registry("depth method")
@@ -62,7 +71,7 @@ class DepthData:
     real: RealArrays | None = None
 
     @classmethod
-    def load(cls, root: str | Path, parts: Iterable[str] = ("sim", "real")) -> "DepthData":
+    def load(cls, root: str | Path, parts: Iterable[str] = ("sim", "real")) -> DepthData:
         """Read the parts a method uses (``"sim"``, ``"real"``) from a dataset folder.
 
         Raises
@@ -76,9 +85,13 @@ class DepthData:
         if "sim" in parts and not index.sim:
             raise DatasetError("this method needs simulation_data/ (paired SEM and depth maps)", index.root)
         if "real" in parts and not index.real:
-            raise DatasetError("this method needs train/SEM real images with train/average_depth.csv", index.root)
-        return cls(sim=load_sim(index) if "sim" in parts else None,
-                   real=load_real(index) if "real" in parts else None)
+            raise DatasetError(
+                "this method needs train/SEM real images with train/average_depth.csv", index.root
+            )
+        return cls(
+            sim=load_sim(index) if "sim" in parts else None,
+            real=load_real(index) if "real" in parts else None,
+        )
 
     def require(self, *parts: str) -> None:
         for part in parts:
@@ -104,8 +117,10 @@ class DepthMethod:
     def __init__(self, **cfg: Any):
         unknown = sorted(set(cfg) - set(self.defaults))
         if unknown:
-            raise InputError(f"method {self.name!r} has no parameter(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(self.defaults)) or 'none'}")
+            raise InputError(
+                f"method {self.name!r} has no parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(self.defaults)) or 'none'}"
+            )
         for key, value in cfg.items():
             _check_param_type(self.name, key, self.defaults[key], value)
         self.cfg: dict[str, Any] = {**self.defaults, **cfg}
@@ -137,7 +152,7 @@ class DepthMethod:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def to(self, device: torch.device | str) -> "DepthMethod":
+    def to(self, device: torch.device | str) -> DepthMethod:
         self.device = torch.device(device)
         for m in self.modules.values():
             m.to(self.device)
@@ -179,9 +194,9 @@ class DepthMethod:
             m.eval()
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
+                chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size]))
                 x = chunk.to(self.device).float().div_(255.0).unsqueeze(1)
-                out[start:start + len(chunk)] = self.predict_tensor(x).squeeze(1).float().cpu().numpy()
+                out[start : start + len(chunk)] = self.predict_tensor(x).squeeze(1).float().cpu().numpy()
         return out
 
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,6 +214,7 @@ def input_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torc
 
 def _check_param_type(method: str, key: str, default: Any, value: Any) -> None:
     """Refuse a hyper-parameter of another type than its default (``lr=abc``) before anything is built."""
+
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -225,7 +241,9 @@ def _check_param_type(method: str, key: str, default: Any, value: Any) -> None:
         raise InputError(f"method {method!r}: parameter {key} must not be negative, not {value!r}")
 
 
-_COUNT_PARAM = re.compile(r"(batch_size|width|epochs|top_k|ensemble|unshuffle|n_blocks|steps)")  # candidates=0: exact search
+_COUNT_PARAM = re.compile(
+    r"(batch_size|width|epochs|top_k|ensemble|unshuffle|n_blocks|steps)"
+)  # candidates=0: exact search
 
 
 def _import_builtins() -> None:
@@ -260,9 +278,17 @@ def method_names() -> list[str]:
     return DEPTH_METHODS.names()
 
 
-def train_method(method: DepthMethod, data: DepthData, run: RunDir, resume: bool = False,
-                 time_budget_s: float | None = None, epochs: int | None = None, seed: int = 0,
-                 device: str = "auto", extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_method(
+    method: DepthMethod,
+    data: DepthData,
+    run: RunDir,
+    resume: bool = False,
+    time_budget_s: float | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    extra_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``method`` on ``data`` into the run folder ``run`` with the shared loop.
 
     Parameters
@@ -298,8 +324,14 @@ def train_method(method: DepthMethod, data: DepthData, run: RunDir, resume: bool
         loop.epochs = epochs
     if time_budget_s is not None:
         loop.time_budget_s = time_budget_s
-    config = {"method": method.name, "method_config": method.config(), "seed": seed,
-              "epochs": loop.epochs, "time_budget_s": loop.time_budget_s, **(extra_config or {})}
+    config = {
+        "method": method.name,
+        "method_config": method.config(),
+        "seed": seed,
+        "epochs": loop.epochs,
+        "time_budget_s": loop.time_budget_s,
+        **(extra_config or {}),
+    }
     if not resume:
         run.write_config(config)
     seed_everything(seed)
@@ -340,7 +372,9 @@ def shipped_model_dir() -> Path:
 
     path = Path(str(resources.files("micrometry").joinpath(*SHIPPED_DIR)))
     if not is_model_folder(path):
-        raise CheckpointError("micrometry was installed without its shipped depth model; pass a run folder", path)
+        raise CheckpointError(
+            "micrometry was installed without its shipped depth model; pass a run folder", path
+        )
     return path
 
 
@@ -367,11 +401,19 @@ def export_run(run_dir: str | Path) -> ExportedModel:
     ckpt_path = run.best_checkpoint()
     ckpt = load_checkpoint(ckpt_path)
     if "model" not in ckpt:
-        raise CheckpointError("training did not finish (pass --resume to `depth train` to finish it)", ckpt_path)
+        raise CheckpointError(
+            "training did not finish (pass --resume to `depth train` to finish it)", ckpt_path
+        )
     method_config = ckpt.get("method_config", config.get("method_config", {}))
-    return ExportedModel(job="depth", model=name, settings={"method_config": method_config}, state=ckpt["model"],
-                         preprocessing=PREPROCESSING, provenance=provenance(run.path, run.read_metrics()),
-                         source=ckpt_path)
+    return ExportedModel(
+        job="depth",
+        model=name,
+        settings={"method_config": method_config},
+        state=ckpt["model"],
+        preprocessing=PREPROCESSING,
+        provenance=provenance(run.path, run.read_metrics()),
+        source=ckpt_path,
+    )
 
 
 def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMethod:
@@ -388,9 +430,16 @@ def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMe
     try:
         method = DEPTH_METHODS.create(exported.model, **exported.settings.get("method_config", {}))
         method.load_state_dict(exported.state)
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # e.g. a particle model's weights
-        raise CheckpointError(f"model does not fit method {exported.model!r} ({type(exc).__name__})",
-                              exported.source) from None
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        RuntimeError,
+    ) as exc:  # e.g. a particle model's weights
+        raise CheckpointError(
+            f"model does not fit method {exported.model!r} ({type(exc).__name__})", exported.source
+        ) from None
     return method.to(select_device(device))
 
 

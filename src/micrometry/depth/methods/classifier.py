@@ -51,7 +51,7 @@ class CaseClassifier:
         device = next(self.net.parameters()).device
         out = []
         for start in range(0, len(images), self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size])).to(device)
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size])).to(device)
             out.append(torch.softmax(self.net(x.float().div_(255.0).unsqueeze(1)), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 4), np.float32)
 
@@ -73,8 +73,17 @@ class CaseClassifierTask(TrainTask):
     lr, batch_size, val_site_fraction : training settings.
     """
 
-    def __init__(self, net: CaseNet, real: RealArrays, device: torch.device, seed: int = 0, lr: float = 3e-3,
-                 batch_size: int = 64, val_site_fraction: float = 0.2, epochs: int = 10):
+    def __init__(
+        self,
+        net: CaseNet,
+        real: RealArrays,
+        device: torch.device,
+        seed: int = 0,
+        lr: float = 3e-3,
+        batch_size: int = 64,
+        val_site_fraction: float = 0.2,
+        epochs: int = 10,
+    ):
         self.net = net
         self.batch_size = batch_size
         train_rows, val_rows = site_split(real, val_site_fraction, seed)
@@ -84,8 +93,11 @@ class CaseClassifierTask(TrainTask):
         self.val_x, self.val_y = images[val_rows], labels[val_rows]
         self.modules = {"classifier": net}
         self.optimizers = {"classifier_opt": torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)}
-        self.schedulers = {"classifier_lr": torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizers["classifier_opt"], T_max=max(epochs, 1))}
+        self.schedulers = {
+            "classifier_lr": torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizers["classifier_opt"], T_max=max(epochs, 1)
+            )
+        }
         self._aug = torch.Generator().manual_seed(seed + 2)
 
     def train_batches(self, epoch: int, generator: torch.Generator):
@@ -112,14 +124,23 @@ class CaseClassifierTask(TrainTask):
     def validate(self) -> dict[str, float]:
         if not len(self.val_x):
             return {}
-        logits = torch.cat([self.net(self.val_x[i:i + 1024]) for i in range(0, len(self.val_x), 1024)])
-        return {"val_ce": float(nn.functional.cross_entropy(logits, self.val_y)),
-                "val_acc": float((logits.argmax(1) == self.val_y).float().mean())}
+        logits = torch.cat([self.net(self.val_x[i : i + 1024]) for i in range(0, len(self.val_x), 1024)])
+        return {
+            "val_ce": float(nn.functional.cross_entropy(logits, self.val_y)),
+            "val_acc": float((logits.argmax(1) == self.val_y).float().mean()),
+        }
 
 
-def train_case_classifier(real: RealArrays, run: RunDir, epochs: int = 10, seed: int = 0, width: int = 8,
-                          device: str | torch.device = "cpu", time_budget_s: float | None = None,
-                          val_site_fraction: float = 0.2) -> tuple[CaseClassifier, float]:
+def train_case_classifier(
+    real: RealArrays,
+    run: RunDir,
+    epochs: int = 10,
+    seed: int = 0,
+    width: int = 8,
+    device: str | torch.device = "cpu",
+    time_budget_s: float | None = None,
+    val_site_fraction: float = 0.2,
+) -> tuple[CaseClassifier, float]:
     """Train a case classifier with the shared loop into ``run``; returns it (best epoch) and its val accuracy.
 
     Without held-out sites (``val_site_fraction=0``) the last epoch is kept and
@@ -129,8 +150,18 @@ def train_case_classifier(real: RealArrays, run: RunDir, epochs: int = 10, seed:
     seed_everything(seed)
     net = CaseNet(width).to(device)
     task = CaseClassifierTask(net, real, device, seed, epochs=epochs, val_site_fraction=val_site_fraction)
-    metrics = fit(task, run, LoopConfig(epochs=epochs, seed=seed, time_budget_s=time_budget_s, monitor="val_acc",
-                                        mode="max", description="case classifier"))
+    metrics = fit(
+        task,
+        run,
+        LoopConfig(
+            epochs=epochs,
+            seed=seed,
+            time_budget_s=time_budget_s,
+            monitor="val_acc",
+            mode="max",
+            description="case classifier",
+        ),
+    )
     task.load_state_dict(load_checkpoint(run.best_checkpoint(), map_location=device)["state"])
     return CaseClassifier(net), float(metrics.get("best", {}).get("val_acc", float("nan")))
 
@@ -141,7 +172,7 @@ def mean_sim_shape(data: DepthData) -> np.ndarray:
         depth = data.sim.depth.astype(np.float32)
         top = depth.reshape(len(depth), -1).max(1)[:, None, None]
         return ((depth - 30.0) / np.maximum(top - 30.0, 1.0)).mean(axis=0)
-    y, x = np.mgrid[0:IMAGE_SHAPE[0], 0:IMAGE_SHAPE[1]]
+    y, x = np.mgrid[0 : IMAGE_SHAPE[0], 0 : IMAGE_SHAPE[1]]
     r = np.hypot((x - 23.5) / 14.0, (y - 35.5) / 20.0)
     return np.clip((r - 0.6) / 0.4, 0.0, 1.0).astype(np.float32)
 
@@ -165,19 +196,30 @@ class ClassifierMethod(DepthMethod):
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
-        self.templates = np.zeros((4, *IMAGE_SHAPE), np.float32) + 30.0 + np.asarray(CASE_DEPTHS)[:, None, None]
+        self.templates = (
+            np.zeros((4, *IMAGE_SHAPE), np.float32) + 30.0 + np.asarray(CASE_DEPTHS)[:, None, None]
+        )
 
     def build_modules(self) -> dict[str, nn.Module]:
         return {"classifier": CaseNet(int(self.cfg["width"]))}
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig(epochs=int(self.cfg["epochs"]), monitor="val_acc", mode="max", description="classifier")
+        return LoopConfig(
+            epochs=int(self.cfg["epochs"]), monitor="val_acc", mode="max", description="classifier"
+        )
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> CaseClassifierTask:
         data.require("real")
-        return CaseClassifierTask(self.modules["classifier"], data.real, device, seed, lr=self.cfg["lr"],
-                                  batch_size=int(self.cfg["batch_size"]),
-                                  val_site_fraction=self.cfg["val_site_fraction"], epochs=int(self.cfg["epochs"]))
+        return CaseClassifierTask(
+            self.modules["classifier"],
+            data.real,
+            device,
+            seed,
+            lr=self.cfg["lr"],
+            batch_size=int(self.cfg["batch_size"]),
+            val_site_fraction=self.cfg["val_site_fraction"],
+            epochs=int(self.cfg["epochs"]),
+        )
 
     def after_training(self, task: TrainTask, data: DepthData) -> None:
         shape = mean_sim_shape(data)

@@ -46,17 +46,20 @@ from micrometry.train import LoopConfig
 class CycleGanTask(PerCaseGanTask):
     """Per case: CycleGAN real <-> sim and CycleGAN sim <-> depth with guided L1."""
 
-    def __init__(self, method: "CycleGanMethod", data: DepthData, device: torch.device, seed: int):
+    def __init__(self, method: CycleGanMethod, data: DepthData, device: torch.device, seed: int):
         self.method = method
         gans = {k: m for k, m in method.modules.items() if k != "classifier"}
-        super().__init__(gans, method.modules["classifier"], data.sim, data.real, device,
-                         **task_settings(method.cfg, seed))
+        super().__init__(
+            gans, method.modules["classifier"], data.sim, data.real, device, **task_settings(method.cfg, seed)
+        )
         self.guided_weight = method.cfg["guided_l1"]
 
     def gan_losses(self, case, sim, depth, real, critic):
         real_sim, sim_depth = self.gans[f"real_sim_{case}"], self.gans[f"sim_depth_{case}"]
         if critic:
-            return real_sim.critic_loss(real, sim, self.weights) + sim_depth.critic_loss(sim, depth, self.weights), {}
+            return real_sim.critic_loss(real, sim, self.weights) + sim_depth.critic_loss(
+                sim, depth, self.weights
+            ), {}
         style_loss, style = real_sim.generator_loss(real, sim, self.weights)
         depth_loss, parts = sim_depth.generator_loss(sim, depth, self.weights)
         guided = F.l1_loss(parts["fake_b"], depth)
@@ -74,7 +77,9 @@ class CycleGanTask(PerCaseGanTask):
             if len(rows) == 0:
                 continue
             gan = self.gans[f"sim_depth_{case}"]
-            pred = torch.cat([to_pixels(gan.ab(self.val_x[rows[i:i + 512]])) for i in range(0, len(rows), 512)])
+            pred = torch.cat(
+                [to_pixels(gan.ab(self.val_x[rows[i : i + 512]])) for i in range(0, len(rows), 512)]
+            )
             pred = snap_background(pred.squeeze(1).cpu().numpy(), self.method.background[case])
             truth = to_pixels(self.val_d[rows]).squeeze(1).cpu().numpy()
             sq, n = sq + float(((pred - truth) ** 2).sum()), n + truth.size
@@ -116,12 +121,20 @@ class CycleGanMethod(DepthMethod):
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
         width, blocks = int(self.cfg["width"]), int(self.cfg["n_blocks"])
-        return {**make_case_gans(width, blocks, "real_sim_"), **make_case_gans(width, blocks, "sim_depth_"),
-                "classifier": make_case_classifier(int(self.cfg["classifier_width"]))}
+        return {
+            **make_case_gans(width, blocks, "real_sim_"),
+            **make_case_gans(width, blocks, "sim_depth_"),
+            "classifier": make_case_classifier(int(self.cfg["classifier_width"])),
+        }
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig(epochs=int(self.cfg["epochs"]), time_budget_s=self.cfg["time_budget_s"],
-                          monitor="val_rmse", mode="min", description=self.name)
+        return LoopConfig(
+            epochs=int(self.cfg["epochs"]),
+            time_budget_s=self.cfg["time_budget_s"],
+            monitor="val_rmse",
+            mode="min",
+            description=self.name,
+        )
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> CycleGanTask:
         data.require("sim", "real")
@@ -131,7 +144,10 @@ class CycleGanMethod(DepthMethod):
         return task
 
     def extra_state(self) -> dict[str, Any]:
-        return {"background": {int(k): float(v) for k, v in self.background.items()}, "cases": list(self.cases)}
+        return {
+            "background": {int(k): float(v) for k, v in self.background.items()},
+            "cases": list(self.cases),
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.background = {int(k): float(v) for k, v in state["background"].items()}

@@ -50,10 +50,11 @@ from micrometry.train import LoopConfig, TrainTask
 class LookupTask(PerCaseGanTask):
     """Per case: CycleGAN simulation <-> real."""
 
-    def __init__(self, method: "LookupMethod", data: DepthData, device: torch.device, seed: int):
+    def __init__(self, method: LookupMethod, data: DepthData, device: torch.device, seed: int):
         gans = {k: m for k, m in method.modules.items() if k != "classifier"}
-        super().__init__(gans, method.modules["classifier"], data.sim, data.real, device,
-                         **task_settings(method.cfg, seed))
+        super().__init__(
+            gans, method.modules["classifier"], data.sim, data.real, device, **task_settings(method.cfg, seed)
+        )
 
     def gan_losses(self, case, sim, depth, real, critic):
         gan = self.gans[f"sim_real_{case}"]
@@ -72,7 +73,7 @@ def translate(generator: torch.nn.Module, images: np.ndarray, batch: int = 512) 
     generator.eval()
     out = []
     for start in range(0, len(images), batch):
-        x = to_unit_range(torch.from_numpy(images[start:start + batch]).float().unsqueeze(1))
+        x = to_unit_range(torch.from_numpy(images[start : start + batch]).float().unsqueeze(1))
         x = x.to(next(generator.parameters()).device)
         out.append(to_pixels(generator(x)).squeeze(1).cpu())
     return torch.cat(out) if out else torch.empty(0, *IMAGE_SHAPE)
@@ -103,8 +104,15 @@ class LookupMethod(DepthMethod):
 
     name = "lookup"
     uses = ("sim", "real")
-    defaults = {**GAN_DEFAULTS, "top_k": 10, "candidates": 64, "max_shift": 2, "bank": "mean",
-                "translate": True, "classifier_epochs": 60}
+    defaults = {
+        **GAN_DEFAULTS,
+        "top_k": 10,
+        "candidates": 64,
+        "max_shift": 2,
+        "bank": "mean",
+        "translate": True,
+        "classifier_epochs": 60,
+    }
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
@@ -121,19 +129,35 @@ class LookupMethod(DepthMethod):
 
     def loop_config(self) -> LoopConfig:
         if not self.cfg["translate"]:  # only the classifier trains: keep its best epoch
-            return LoopConfig(epochs=int(self.cfg["classifier_epochs"]), time_budget_s=self.cfg["time_budget_s"],
-                              monitor="val_acc", mode="max", description=self.name)
+            return LoopConfig(
+                epochs=int(self.cfg["classifier_epochs"]),
+                time_budget_s=self.cfg["time_budget_s"],
+                monitor="val_acc",
+                mode="max",
+                description=self.name,
+            )
         # No validation metric measures translation quality: the last epoch is the model.
-        return LoopConfig(epochs=int(self.cfg["epochs"]), time_budget_s=self.cfg["time_budget_s"],
-                          monitor="last", mode="min", description=self.name)
+        return LoopConfig(
+            epochs=int(self.cfg["epochs"]),
+            time_budget_s=self.cfg["time_budget_s"],
+            monitor="last",
+            mode="min",
+            description=self.name,
+        )
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> TrainTask:
         data.require("sim", "real")
         if self.cfg["translate"]:
             return LookupTask(self, data, device, seed)
-        task = CaseClassifierTask(self.modules["classifier"], data.real, device, seed, lr=self.cfg["classifier_lr"],
-                                  val_site_fraction=self.cfg["val_fraction"],
-                                  epochs=int(self.cfg["classifier_epochs"]))
+        task = CaseClassifierTask(
+            self.modules["classifier"],
+            data.real,
+            device,
+            seed,
+            lr=self.cfg["classifier_lr"],
+            val_site_fraction=self.cfg["val_fraction"],
+            epochs=int(self.cfg["classifier_epochs"]),
+        )
         task.cases = trainable_cases(data.sim.case, data.real.case)
         return task
 
@@ -154,16 +178,26 @@ class LookupMethod(DepthMethod):
                 self.banks[case] = self._search(styled, np.repeat(sim.depth[rows], 2, axis=0))
 
     def _search(self, images, depth) -> ShiftedNeighbourSearch:
-        return ShiftedNeighbourSearch(images, depth, max_shift=int(self.cfg["max_shift"]),
-                                      candidates=int(self.cfg["candidates"]) or None)
+        return ShiftedNeighbourSearch(
+            images,
+            depth,
+            max_shift=int(self.cfg["max_shift"]),
+            candidates=int(self.cfg["candidates"]) or None,
+        )
 
     def extra_state(self) -> dict[str, Any]:
         # Bank images are stored z-scored (the search's form) in float16: half the size, same ranking.
-        return {"banks": {case: {"images": bank.bank.view(-1, *bank.shape).half(), "depth": bank.depth}
-                          for case, bank in self.banks.items()}}
+        return {
+            "banks": {
+                case: {"images": bank.bank.view(-1, *bank.shape).half(), "depth": bank.depth}
+                for case, bank in self.banks.items()
+            }
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.banks = {int(case): self._search(b["images"].float(), b["depth"]) for case, b in state["banks"].items()}
+        self.banks = {
+            int(case): self._search(b["images"].float(), b["depth"]) for case, b in state["banks"].items()
+        }
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)

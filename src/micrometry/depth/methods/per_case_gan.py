@@ -35,10 +35,23 @@ CASES = (1, 2, 3, 4)
 
 # Settings both per-case GAN methods (``cyclegan``, ``lookup``) share.
 GAN_DEFAULTS = {
-    "width": 16, "n_blocks": 2, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 16, "n_critic": 1,
-    "gp": 10.0, "lambda_cycle": 10.0, "lambda_idt": 0.5,
-    "classifier_width": 8, "classifier_lr": 3e-3, "classifier_steps": 8, "classifier_total_steps": 800,
-    "epochs": 4, "time_budget_s": 600.0, "val_fraction": 0.1,
+    "width": 16,
+    "n_blocks": 2,
+    "lr": 2e-4,
+    "beta1": 0.5,
+    "beta2": 0.999,
+    "batch_size": 16,
+    "n_critic": 1,
+    "gp": 10.0,
+    "lambda_cycle": 10.0,
+    "lambda_idt": 0.5,
+    "classifier_width": 8,
+    "classifier_lr": 3e-3,
+    "classifier_steps": 8,
+    "classifier_total_steps": 800,
+    "epochs": 4,
+    "time_budget_s": 600.0,
+    "val_fraction": 0.1,
 }
 
 
@@ -48,15 +61,23 @@ def gan_weights(cfg: dict[str, Any]) -> GanWeights:
 
 def task_settings(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     """The :class:`PerCaseGanTask` keyword arguments both GAN methods take from their configuration."""
-    return {"lr": cfg["lr"], "betas": (cfg["beta1"], cfg["beta2"]), "batch_size": int(cfg["batch_size"]),
-            "n_critic": int(cfg["n_critic"]), "weights": gan_weights(cfg), "classifier_lr": cfg["classifier_lr"],
-            "classifier_steps": int(cfg["classifier_steps"]),
-            "classifier_total_steps": int(cfg["classifier_total_steps"]),
-            "val_fraction": cfg["val_fraction"], "seed": seed}
+    return {
+        "lr": cfg["lr"],
+        "betas": (cfg["beta1"], cfg["beta2"]),
+        "batch_size": int(cfg["batch_size"]),
+        "n_critic": int(cfg["n_critic"]),
+        "weights": gan_weights(cfg),
+        "classifier_lr": cfg["classifier_lr"],
+        "classifier_steps": int(cfg["classifier_steps"]),
+        "classifier_total_steps": int(cfg["classifier_total_steps"]),
+        "val_fraction": cfg["val_fraction"],
+        "seed": seed,
+    }
 
 
-def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generator,
-                 skip: int | None = None) -> list[tuple[int, torch.Tensor]]:
+def case_batches(
+    sim_case: np.ndarray, batch_size: int, generator: torch.Generator, skip: int | None = None
+) -> list[tuple[int, torch.Tensor]]:
     """One epoch of single-case batches of simulated samples, cases interleaved in a random order.
 
     Parameters
@@ -79,7 +100,7 @@ def case_batches(sim_case: np.ndarray, batch_size: int, generator: torch.Generat
             continue
         rows = torch.from_numpy(np.flatnonzero(sim_case == case))
         rows = rows[torch.randperm(len(rows), generator=generator)]
-        batches += [(int(case), rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+        batches += [(int(case), rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
     order = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in order]
 
@@ -94,8 +115,10 @@ def trainable_cases(sim_case: np.ndarray, real_case: np.ndarray) -> tuple[int, .
     """
     cases = tuple(int(c) for c in CASES if (sim_case == c).any() and (real_case == c).any())
     if not cases:
-        raise DatasetError("no case has both simulation_data/Case_<n> pairs and train/SEM/Depth_<nm> images "
-                           "(each per-case model needs both)")
+        raise DatasetError(
+            "no case has both simulation_data/Case_<n> pairs and train/SEM/Depth_<nm> images "
+            "(each per-case model needs both)"
+        )
     return cases
 
 
@@ -145,10 +168,24 @@ class PerCaseGanTask(TrainTask):
         The classifier's cosine learning-rate schedule length.
     """
 
-    def __init__(self, gans: dict[str, CycleGan], classifier: nn.Module, sim: SimArrays, real: RealArrays,
-                 device: torch.device, lr: float, betas: tuple[float, float], batch_size: int, n_critic: int,
-                 weights: GanWeights, classifier_lr: float, classifier_steps: int, classifier_total_steps: int,
-                 val_fraction: float, seed: int):
+    def __init__(
+        self,
+        gans: dict[str, CycleGan],
+        classifier: nn.Module,
+        sim: SimArrays,
+        real: RealArrays,
+        device: torch.device,
+        lr: float,
+        betas: tuple[float, float],
+        batch_size: int,
+        n_critic: int,
+        weights: GanWeights,
+        classifier_lr: float,
+        classifier_steps: int,
+        classifier_total_steps: int,
+        val_fraction: float,
+        seed: int,
+    ):
         self.gans, self.classifier, self.device = gans, classifier, device
         self.batch_size, self.n_critic, self.weights = batch_size, n_critic, weights
         self.classifier_steps, self.classifier_total_steps = classifier_steps, classifier_total_steps
@@ -161,8 +198,9 @@ class PerCaseGanTask(TrainTask):
         self.cases = trainable_cases(self.sim_case, self.real_case)
         self.real_rows_of = {c: torch.from_numpy(np.flatnonzero(self.real_case == c)) for c in CASES}
         # Same seed and fraction: the classifier holds out the same sites.
-        self.classifier_task = CaseClassifierTask(classifier, real, device, seed, lr=classifier_lr,
-                                                  val_site_fraction=val_fraction)
+        self.classifier_task = CaseClassifierTask(
+            classifier, real, device, seed, lr=classifier_lr, val_site_fraction=val_fraction
+        )
 
         self.modules = {**gans, **self.classifier_task.modules}
         generator_params = [p for g in gans.values() for p in g.generator_parameters()]
@@ -174,8 +212,12 @@ class PerCaseGanTask(TrainTask):
         }
         # Stepped per classifier step (see end_epoch), replacing the classifier task's per-epoch schedule.
         total = max(classifier_total_steps, 1)
-        self.schedulers = {"classifier_lr": torch.optim.lr_scheduler.LambdaLR(
-            self.optimizers["classifier_opt"], lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))}
+        self.schedulers = {
+            "classifier_lr": torch.optim.lr_scheduler.LambdaLR(
+                self.optimizers["classifier_opt"],
+                lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total)),
+            )
+        }
         self._step_generator = torch.Generator().manual_seed(seed + 7)
 
     def _sim_tensors(self, sim: SimArrays, rows: np.ndarray):
@@ -192,8 +234,9 @@ class PerCaseGanTask(TrainTask):
     def train_batches(self, epoch: int, generator: torch.Generator):
         self._step_generator.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
         self.classifier_task.train_batches(epoch, generator)  # seeds its augmentation
-        return case_batches(np.where(np.isin(self.sim_case, self.cases), self.sim_case, 0), self.batch_size,
-                            generator, skip=0)
+        return case_batches(
+            np.where(np.isin(self.sim_case, self.cases), self.sim_case, 0), self.batch_size, generator, skip=0
+        )
 
     def wrap_ddp(self, wrap) -> None:
         # the GANs stay plain (their gradients are averaged at the optimiser step); the classifier's task wraps
@@ -231,8 +274,9 @@ class PerCaseGanTask(TrainTask):
     def end_epoch(self, epoch: int) -> None:
         """Nothing to do: the only schedule is the classifier's, stepped per classifier step."""
 
-    def gan_losses(self, case: int, sim: torch.Tensor, depth: torch.Tensor, real: torch.Tensor,
-                   critic: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    def gan_losses(
+        self, case: int, sim: torch.Tensor, depth: torch.Tensor, real: torch.Tensor, critic: bool
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The critic loss (``critic=True``) or the generator loss of one case's batch, with loss parts."""
         raise NotImplementedError
 

@@ -20,12 +20,11 @@ from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batc
 from micrometry.depth.calibration import apply_ridge, calibration_features
 from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod, input_tensor
-from micrometry.depth.sim_task import sim_tensors
 from micrometry.depth.nets import HoleUNet, fused_for_inference
 from micrometry.depth.ood import FeatureGaussian
 from micrometry.depth.photometry import augmentation_ranges
+from micrometry.depth.sim_task import sim_tensors
 from micrometry.train import LoopConfig, TrainTask
-
 
 
 def ema_average(decay: float):
@@ -50,14 +49,21 @@ class UNetTask(TrainTask):
     several nm, their average does not.
     """
 
-    def __init__(self, ema_nets: list[HoleUNet], data: DepthData, device: torch.device, cfg: dict, seed: int,
-                 use_real: bool):
+    def __init__(
+        self,
+        ema_nets: list[HoleUNet],
+        data: DepthData,
+        device: torch.device,
+        cfg: dict,
+        seed: int,
+        use_real: bool,
+    ):
         import copy
 
         self.ema_nets = ema_nets
         self.nets = [copy.deepcopy(net) for net in ema_nets]
         self.averaged = []
-        for ema, net in zip(ema_nets, self.nets):
+        for ema, net in zip(ema_nets, self.nets, strict=False):
             averaged = AveragedModel(net, multi_avg_fn=ema_average(cfg["ema"]))
             averaged.module = ema  # average into the method's own network (same weights as ``net`` now)
             self.averaged.append(averaged)
@@ -67,14 +73,19 @@ class UNetTask(TrainTask):
         self.x, self.y = sim_tensors(sim, train_rows, cfg["mean_itr"], device)
         self.val_x, self.val_y = sim_tensors(sim, val_rows, False, device)
         self.real_x = None
-        self.imaging = {"blur": cfg["blur_aug"], "jitter": cfg["jitter_aug"], "charging": cfg["charging_aug"],
-                        "noise": cfg["noise_aug"]}
+        self.imaging = {
+            "blur": cfg["blur_aug"],
+            "jitter": cfg["jitter_aug"],
+            "charging": cfg["charging_aug"],
+            "noise": cfg["noise_aug"],
+        }
         self.imaging_measured: dict[str, float] = {}
         if use_real and cfg["imaging"] == "auto":
             # Widen the imaging augmentations to what the real images show (never below the fixed ones).
             sem = sim.sem[train_rows[:2000]].reshape(-1, *sim.sem.shape[2:])
-            ranges = augmentation_ranges(sem, data.real.images, floor={
-                "blur_aug": cfg["blur_aug"], "noise_aug": cfg["noise_aug"]})
+            ranges = augmentation_ranges(
+                sem, data.real.images, floor={"blur_aug": cfg["blur_aug"], "noise_aug": cfg["noise_aug"]}
+            )
             self.imaging.update(blur=ranges["blur_aug"], noise=ranges["noise_aug"])
             self.imaging_measured = ranges
         if use_real:
@@ -85,12 +96,17 @@ class UNetTask(TrainTask):
             self.real_x, self.real_d = images[tr], depth[tr]
             self.real_val_x, self.real_val_d = images[va], depth[va]
             self.real_val_site = torch.from_numpy(real.site[va]).to(device)
-        self.modules = {**{f"net{i}": averaged for i, averaged in enumerate(self.averaged)},
-                        **{f"train{i}": net for i, net in enumerate(self.nets)}}
+        self.modules = {
+            **{f"net{i}": averaged for i, averaged in enumerate(self.averaged)},
+            **{f"train{i}": net for i, net in enumerate(self.nets)},
+        }
         params = [p for net in self.nets for p in net.parameters()]
         self.optimizers = {"opt": torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])}
-        self.schedulers = {"lr": torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["opt"],
-                                                                             T_max=max(int(cfg["epochs"]), 1))}
+        self.schedulers = {
+            "lr": torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizers["opt"], T_max=max(int(cfg["epochs"]), 1)
+            )
+        }
         self._aug = torch.Generator().manual_seed(seed + 1)
 
     def train_batches(self, epoch: int, generator: torch.Generator):
@@ -102,8 +118,10 @@ class UNetTask(TrainTask):
             n_batches = (len(order) + bs - 1) // bs
             rbs = int(self.cfg["real_batch_size"])
             real_order = torch.randint(0, len(self.real_x), (n_batches, rbs), generator=generator)
-        return [(order[i:i + bs], None if real_order is None else real_order[k])
-                for k, i in enumerate(range(0, len(order), bs))]
+        return [
+            (order[i : i + bs], None if real_order is None else real_order[k])
+            for k, i in enumerate(range(0, len(order), bs))
+        ]
 
     def _augment(self, x: torch.Tensor, y: torch.Tensor | None = None, imaging: bool = True):
         """Flips (input and target alike); with ``imaging``, also a wider probe and more noise."""
@@ -119,7 +137,7 @@ class UNetTask(TrainTask):
         true_depth = y.flatten(1).amax(1) - self.nets[0].bottom
         losses = {"map": 0.0, "depth": 0.0, "real": 0.0}
         total = 0.0
-        for net, ema in zip(self.nets, self.ema_nets):
+        for net, ema in zip(self.nets, self.ema_nets, strict=False):
             shape, depth = net.forward_parts(x)
             pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
             map_loss = nn.functional.l1_loss(pred, y)
@@ -141,8 +159,11 @@ class UNetTask(TrainTask):
                 rx, teacher = self._augment(rx, teacher, imaging=consistency > 0)
                 # "batch": real images normalised by their own batch statistics in training but by the
                 # simulation's running statistics at inference; "running": by the latter in both.
-                norm = running_batchnorm_statistics if self.cfg.get("real_bn") == "running" \
+                norm = (
+                    running_batchnorm_statistics
+                    if self.cfg.get("real_bn") == "running"
                     else frozen_batchnorm_statistics
+                )
                 with norm(net):
                     real_shape, real_depth = net.forward_parts(rx)
                 real_loss = nn.functional.l1_loss(real_depth, rd)
@@ -151,16 +172,19 @@ class UNetTask(TrainTask):
                 if teacher is not None:
                     # Mean teacher: the shape of an augmented real image should be the averaged net's
                     # shape of the plain one (in nm at the site's depth, like the map loss).
-                    shape_loss = nn.functional.l1_loss(rd.view(-1, 1, 1, 1) * real_shape,
-                                                       rd.view(-1, 1, 1, 1) * teacher)
+                    shape_loss = nn.functional.l1_loss(
+                        rd.view(-1, 1, 1, 1) * real_shape, rd.view(-1, 1, 1, 1) * teacher
+                    )
                     loss = loss + consistency * shape_loss
-                    losses["consistency"] = losses.get("consistency", 0.0) + shape_loss.item() / len(self.nets)
+                    losses["consistency"] = losses.get("consistency", 0.0) + shape_loss.item() / len(
+                        self.nets
+                    )
             total = total + loss
         opt = self.optimizers["opt"]
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        for averaged, net in zip(self.averaged, self.nets):
+        for averaged, net in zip(self.averaged, self.nets, strict=False):
             averaged.update_parameters(net)
         return {k: v for k, v in losses.items() if k != "real" or real_idx is not None}
 
@@ -171,7 +195,7 @@ class UNetTask(TrainTask):
             averaged.train(False)  # never updated by gradients; BatchNorm buffers are copied from the nets
 
     def _ensemble_parts(self, x: torch.Tensor):
-        shapes, depths = zip(*(net.forward_parts(x) for net in self.ema_nets))
+        shapes, depths = zip(*(net.forward_parts(x) for net in self.ema_nets), strict=False)
         return torch.stack(shapes).mean(0), torch.stack(depths).mean(0)
 
     def validate(self) -> dict[str, float]:
@@ -179,9 +203,9 @@ class UNetTask(TrainTask):
         if len(self.val_x):
             sq = 0.0
             for start in range(0, len(self.val_x), 1024):
-                shape, depth = self._ensemble_parts(self.val_x[start:start + 1024])
+                shape, depth = self._ensemble_parts(self.val_x[start : start + 1024])
                 pred = self.ema_nets[0].bottom + depth.view(-1, 1, 1, 1) * shape
-                sq += float(((pred - self.val_y[start:start + 1024]) ** 2).sum())
+                sq += float(((pred - self.val_y[start : start + 1024]) ** 2).sum())
             metrics["val_rmse"] = (sq / self.val_y.numel()) ** 0.5
         if self.real_x is not None and len(self.real_val_x):
             _, depth = self._ensemble_parts(self.real_val_x)
@@ -227,10 +251,26 @@ class UNetMethod(DepthMethod):
 
     name = "unet"
     uses: tuple[str, ...] = ("sim",)
-    defaults = {"width": 8, "unshuffle": 2, "ensemble": 1, "mean_itr": False, "flips": True, "blur_aug": 1.5,
-                "jitter_aug": 0.5, "charging_aug": 0.04, "noise_aug": 0.04, "normalize": True,
-                "tta": 1, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 12, "depth_weight": 1.0,
-                "ema": 0.995, "val_fraction": 0.1}
+    defaults = {
+        "width": 8,
+        "unshuffle": 2,
+        "ensemble": 1,
+        "mean_itr": False,
+        "flips": True,
+        "blur_aug": 1.5,
+        "jitter_aug": 0.5,
+        "charging_aug": 0.04,
+        "noise_aug": 0.04,
+        "normalize": True,
+        "tta": 1,
+        "lr": 3e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 64,
+        "epochs": 12,
+        "depth_weight": 1.0,
+        "ema": 0.995,
+        "val_fraction": 0.1,
+    }
     use_real = False
     monitor, monitor_mode = "val_rmse", "min"
 
@@ -250,13 +290,20 @@ class UNetMethod(DepthMethod):
         self._collect: list | None = None
 
     def build_modules(self) -> dict[str, nn.Module]:
-        return {f"net{i}": HoleUNet(int(self.cfg["width"]), int(self.cfg["unshuffle"]),
-                                    normalize=bool(self.cfg["normalize"]))
-                for i in range(int(self.cfg["ensemble"]))}
+        return {
+            f"net{i}": HoleUNet(
+                int(self.cfg["width"]), int(self.cfg["unshuffle"]), normalize=bool(self.cfg["normalize"])
+            )
+            for i in range(int(self.cfg["ensemble"]))
+        }
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig(epochs=int(self.cfg["epochs"]), monitor=self.monitor, mode=self.monitor_mode,
-                          description=self.name)
+        return LoopConfig(
+            epochs=int(self.cfg["epochs"]),
+            monitor=self.monitor,
+            mode=self.monitor_mode,
+            description=self.name,
+        )
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> UNetTask:
         data.require(*self.uses)
@@ -268,9 +315,13 @@ class UNetMethod(DepthMethod):
 
     def extra_state(self) -> dict:
         ridge = None if self.ridge is None else [np.asarray(v).tolist() for v in self.ridge]
-        return {"affine": list(self.affine), "ridge": ridge, "interval_nm": self.interval_nm,
-                "ood": None if self.ood is None else self.ood.to_state(),
-                "imaging_measured": {k: float(v) for k, v in self.imaging_measured.items()}}
+        return {
+            "affine": list(self.affine),
+            "ridge": ridge,
+            "interval_nm": self.interval_nm,
+            "ood": None if self.ood is None else self.ood.to_state(),
+            "imaging_measured": {k: float(v) for k, v in self.imaging_measured.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -353,8 +404,13 @@ class UNetMethod(DepthMethod):
         half = float("nan") if self.interval_nm is None else float(self.interval_nm)
         score = self.ood.score(pooled) if self.ood is not None else np.full(len(depth), np.nan)
         flagged = score > self.ood.threshold if self.ood is not None else np.zeros(len(depth), bool)
-        return maps, {"depth_nm": depth, "depth_low_nm": depth - half, "depth_high_nm": depth + half,
-                      "ood_score": score, "ood": flagged}
+        return maps, {
+            "depth_nm": depth,
+            "depth_low_nm": depth - half,
+            "depth_high_nm": depth + half,
+            "ood_score": score,
+            "ood": flagged,
+        }
 
 
 DEPTH_METHODS.register("unet")(UNetMethod)

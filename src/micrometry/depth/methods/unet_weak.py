@@ -20,9 +20,9 @@ from micrometry.depth.calibration import (
 )
 from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, input_tensor
+from micrometry.depth.methods.unet import UNetMethod
 from micrometry.depth.ood import fit_feature_gaussian
 from micrometry.errors import InputError
-from micrometry.depth.methods.unet import UNetMethod
 from micrometry.train import TrainTask
 
 
@@ -92,9 +92,20 @@ class WeakUNetMethod(UNetMethod):
     # checked on --variant other: 6.33 at 36, 6.29 at 60. About 10 minutes on one thread. Left-right flip
     # TTA (tta=2, at 36 epochs): 5.01 -> 4.84 on the default data (7.37 -> 7.24 other) for half the
     # images/s; an ensemble of two networks instead (the same inference cost) scored 5.01.
-    defaults = {**UNetMethod.defaults, "epochs": 60, "tta": 2, "real_weight": 1.0, "real_batch_size": 32,
-                "val_site_fraction": 0.2, "calibration": "ridge", "adabn": False, "depth_statistics": "real",
-                "imaging": "fixed", "consistency": 0.0, "real_bn": "batch"}
+    defaults = {
+        **UNetMethod.defaults,
+        "epochs": 60,
+        "tta": 2,
+        "real_weight": 1.0,
+        "real_batch_size": 32,
+        "val_site_fraction": 0.2,
+        "calibration": "ridge",
+        "adabn": False,
+        "depth_statistics": "real",
+        "imaging": "fixed",
+        "consistency": 0.0,
+        "real_bn": "batch",
+    }
     use_real = True
     # The model is the last epoch's averaged weights. The simulated validation RMSE measures the wrong
     # domain and swings between epochs: on --variant other it picked epoch 6 of 12 (RMSE 7.69 on the
@@ -120,7 +131,7 @@ class WeakUNetMethod(UNetMethod):
         """The depth heads' input BatchNorm on the statistics of ``images``' pooled features."""
         x = input_tensor(images, self.device)
         for net in self.modules.values():
-            pooled = torch.cat([net.forward_features(x[i:i + 1024])[2] for i in range(0, len(x), 1024)])
+            pooled = torch.cat([net.forward_features(x[i : i + 1024])[2] for i in range(0, len(x), 1024)])
             set_batchnorm_statistics(net.depth_head[0], pooled)
         self._fused = None
 
@@ -137,9 +148,12 @@ class WeakUNetMethod(UNetMethod):
         train_rows, val_rows = site_split(real, self.cfg["val_site_fraction"], getattr(self, "_seed", 0))
         self.ood = fit_feature_gaussian(pooled[train_rows], pooled[val_rows])
         if len(val_rows):
-            held = self.fit_calibration(depth[train_rows], features[train_rows], real.site[train_rows],
-                                        real.site_depth[train_rows])
-            residual = apply_calibration(held, depth[val_rows], features[val_rows]) - real.site_depth[val_rows]
+            held = self.fit_calibration(
+                depth[train_rows], features[train_rows], real.site[train_rows], real.site_depth[train_rows]
+            )
+            residual = (
+                apply_calibration(held, depth[val_rows], features[val_rows]) - real.site_depth[val_rows]
+            )
             self.interval_nm = site_conformal_halfwidth(residual, real.site[val_rows], 0.9)
         self.affine, self.ridge = self.fit_calibration(depth, features, real.site, real.site_depth)
 
@@ -148,16 +162,20 @@ class WeakUNetMethod(UNetMethod):
         """Uncalibrated network depth, calibration features and depth-head input of ``images``."""
         depths, features, pooled = [], [], []
         for i in range(0, len(images), 1024):
-            x = input_tensor(images[i:i + 1024], self.device)
+            x = input_tensor(images[i : i + 1024], self.device)
             _, depth, first = self.predict_parts(x, features=True)  # calibration is the identity now
             depths.append(depth.cpu().numpy())
             features.append(calibration_features(depth, x).cpu().numpy())
             pooled.append(first.cpu().numpy())
-        return (np.concatenate(depths).astype(np.float64), np.concatenate(features).astype(np.float64),
-                np.concatenate(pooled).astype(np.float64))
+        return (
+            np.concatenate(depths).astype(np.float64),
+            np.concatenate(features).astype(np.float64),
+            np.concatenate(pooled).astype(np.float64),
+        )
 
-    def fit_calibration(self, depth: np.ndarray, features: np.ndarray, site: np.ndarray,
-                        site_depth: np.ndarray) -> tuple[tuple[float, float], tuple | None]:
+    def fit_calibration(
+        self, depth: np.ndarray, features: np.ndarray, site: np.ndarray, site_depth: np.ndarray
+    ) -> tuple[tuple[float, float], tuple | None]:
         """``(affine, ridge)`` of the configured calibration fitted on these real images."""
         if self.cfg["calibration"] == "affine":
             return fit_site_affine(depth, site, site_depth), None
@@ -166,8 +184,9 @@ class WeakUNetMethod(UNetMethod):
         return (1.0, 0.0), None
 
 
-def apply_calibration(fitted: tuple[tuple[float, float], tuple | None], depth: np.ndarray,
-                      features: np.ndarray) -> np.ndarray:
+def apply_calibration(
+    fitted: tuple[tuple[float, float], tuple | None], depth: np.ndarray, features: np.ndarray
+) -> np.ndarray:
     """Corrected depths from :meth:`WeakUNetMethod.fit_calibration`'s ``(affine, ridge)``."""
     (a, b), ridge = fitted
     if ridge is not None:

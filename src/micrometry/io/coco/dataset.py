@@ -36,8 +36,13 @@ from pycocotools import mask as mask_utils
 
 from micrometry.errors import DatasetError
 from micrometry.io.coco.rle import decode_rles
-from micrometry.io.coco.segmentation import (MAX_IMAGE_PIXELS, Checks, is_number, is_positive_int,
-                                             normalize_segmentation)
+from micrometry.io.coco.segmentation import (
+    MAX_IMAGE_PIXELS,
+    Checks,
+    is_number,
+    is_positive_int,
+    normalize_segmentation,
+)
 
 ANNOTATIONS_NAME = "annotations.json"
 IMAGES_DIR_NAME = "images"
@@ -75,9 +80,15 @@ class CocoAnnotation:
     iscrowd: int = 0
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "image_id": self.image_id, "category_id": self.category_id,
-                "segmentation": self.segmentation, "area": self.area, "bbox": self.bbox,
-                "iscrowd": self.iscrowd}
+        return {
+            "id": self.id,
+            "image_id": self.image_id,
+            "category_id": self.category_id,
+            "segmentation": self.segmentation,
+            "area": self.area,
+            "bbox": self.bbox,
+            "iscrowd": self.iscrowd,
+        }
 
 
 @dataclass
@@ -160,8 +171,10 @@ class CocoDataset:
     def to_dict(self) -> dict:
         """The repaired dataset as a plain COCO dictionary (pycocotools accepts it)."""
         return {
-            "images": [{"id": im.id, "file_name": im.file_name, "height": im.height, "width": im.width}
-                       for im in self.images],
+            "images": [
+                {"id": im.id, "file_name": im.file_name, "height": im.height, "width": im.width}
+                for im in self.images
+            ],
             "annotations": [a.to_dict() for a in self.all_annotations()],
             "categories": self.categories,
         }
@@ -176,8 +189,9 @@ class CocoDataset:
 # ----------------------------------------------------------------------------- loading
 
 
-def resolve_coco(coco: str | Path | None = None, images: str | Path | None = None,
-                 annotations: str | Path | None = None) -> tuple[Path, Path | None]:
+def resolve_coco(
+    coco: str | Path | None = None, images: str | Path | None = None, annotations: str | Path | None = None
+) -> tuple[Path, Path | None]:
     """Turn CLI arguments into (annotation file, images folder).
 
     ``coco`` is a dataset folder (``DIR/annotations.json`` + ``DIR/images/``) or
@@ -215,12 +229,16 @@ def read_json(path: str | Path) -> Any:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path) from None
+        raise DatasetError(
+            f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path
+        ) from None
     except (UnicodeDecodeError, OSError) as exc:
         raise DatasetError(f"cannot read JSON ({exc})", path) from None
 
 
-def load_coco(path: str | Path, images_dir: str | Path | None = None, check_files: bool = True) -> CocoDataset:
+def load_coco(
+    path: str | Path, images_dir: str | Path | None = None, check_files: bool = True
+) -> CocoDataset:
     """Load and validate a COCO instance file.
 
     Parameters
@@ -261,7 +279,9 @@ class _Validator(Checks):
 
     def run(self, data: Any) -> CocoDataset:
         if not isinstance(data, dict):
-            self.fail(f"top level must be an object with 'images' and 'annotations', not {type(data).__name__}")
+            self.fail(
+                f"top level must be an object with 'images' and 'annotations', not {type(data).__name__}"
+            )
         if "images" not in data:
             self.fail("no 'images' list (is this a COCO results file rather than a dataset?)")
         if not isinstance(data["images"], list):
@@ -277,8 +297,9 @@ class _Validator(Checks):
         known_cats = {c["id"] for c in categories}
         annotations: dict[int, list[CocoAnnotation]] = {im.id: [] for im in images}
         seen_ids: set[int] = set()
-        next_id = 1 + max((a["id"] for a in raw_anns if isinstance(a, dict)
-                           and isinstance(a.get("id"), int)), default=0)
+        next_id = 1 + max(
+            (a["id"] for a in raw_anns if isinstance(a, dict) and isinstance(a.get("id"), int)), default=0
+        )
         for index, raw in enumerate(raw_anns):
             ann = self.annotation(index, raw, by_id, default_cat, known_cats)
             if ann is None:
@@ -298,10 +319,18 @@ class _Validator(Checks):
         if raw is None or raw == []:
             self.repaired("no categories; using one category 'particle' (id 1)", "file")
             return [dict(DEFAULT_CATEGORY)]
-        if not isinstance(raw, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), int) for c in raw):
+        if not isinstance(raw, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("id"), int) for c in raw
+        ):
             self.fail("'categories' must be a list of objects with an integer 'id'")
-        return [{"id": c["id"], "name": str(c.get("name", f"category {c['id']}")),
-                 **({"supercategory": c["supercategory"]} if "supercategory" in c else {})} for c in raw]
+        return [
+            {
+                "id": c["id"],
+                "name": str(c.get("name", f"category {c['id']}")),
+                **({"supercategory": c["supercategory"]} if "supercategory" in c else {}),
+            }
+            for c in raw
+        ]
 
     def image(self, index: int, raw: Any) -> CocoImage:
         if not isinstance(raw, dict):
@@ -316,15 +345,21 @@ class _Validator(Checks):
         actual = self.file_size(image_id, file_name)
         if not (is_positive_int(height) and is_positive_int(width)):
             if actual is None:
-                self.fail(f"image {image_id} ({file_name}) has no valid 'height'/'width' and no image file to read them from")
+                self.fail(
+                    f"image {image_id} ({file_name}) has no valid 'height'/'width' and no image file to read them from"
+                )
             self.repaired("image sizes missing; read from the image files", image_id)
             height, width = actual
         elif actual is not None and (height, width) != actual:
-            self.fail(f"image {image_id} ({file_name}): file says {height}x{width} (HxW) "
-                      f"but the image is {actual[0]}x{actual[1]}")
+            self.fail(
+                f"image {image_id} ({file_name}): file says {height}x{width} (HxW) "
+                f"but the image is {actual[0]}x{actual[1]}"
+            )
         if height * width > MAX_IMAGE_PIXELS:  # before anything is allocated for it
-            self.fail(f"image {image_id} ({file_name}): {height}x{width} (HxW) is larger than any image "
-                      f"micrometry reads ({MAX_IMAGE_PIXELS} pixels)")
+            self.fail(
+                f"image {image_id} ({file_name}): {height}x{width} (HxW) is larger than any image "
+                f"micrometry reads ({MAX_IMAGE_PIXELS} pixels)"
+            )
         return CocoImage(int(image_id), file_name, int(height), int(width))
 
     def file_size(self, image_id: int, file_name: str) -> tuple[int, int] | None:
@@ -352,13 +387,16 @@ class _Validator(Checks):
             if im.id in seen_ids:
                 self.fail(f"image {im.id}: duplicate image id")
             if im.file_name in seen_names:
-                self.fail(f"image {im.id}: file name {im.file_name} is also used by image {seen_names[im.file_name]}")
+                self.fail(
+                    f"image {im.id}: file name {im.file_name} is also used by image {seen_names[im.file_name]}"
+                )
             seen_ids.add(im.id)
             seen_names[im.file_name] = im.id
 
     # -- annotations
-    def annotation(self, index: int, raw: Any, images: dict[int, CocoImage], default_cat: int,
-                   known_cats: set[int]) -> CocoAnnotation | None:
+    def annotation(
+        self, index: int, raw: Any, images: dict[int, CocoImage], default_cat: int, known_cats: set[int]
+    ) -> CocoAnnotation | None:
         if not isinstance(raw, dict):
             self.fail(f"annotations[{index}] is not an object")
         ann_id = raw.get("id")
@@ -375,7 +413,9 @@ class _Validator(Checks):
         im = images[image_id]
         cat = raw.get("category_id")
         if cat is None:
-            self.repaired(f"annotations without 'category_id' were given category {default_cat}", ann_id or index)
+            self.repaired(
+                f"annotations without 'category_id' were given category {default_cat}", ann_id or index
+            )
             cat = default_cat
         elif not isinstance(cat, int) or isinstance(cat, bool) or cat not in known_cats:
             self.fail(f"{name} has category_id {cat!r}, which is not in 'categories'")
@@ -385,8 +425,9 @@ class _Validator(Checks):
         seg = raw.get("segmentation")
         if seg is None:
             self.fail(f"{name} has no 'segmentation' (instance masks are required)")
-        checked = normalize_segmentation(seg, (im.height, im.width), im.id, name,
-                                         ann_id if ann_id is not None else index, self)
+        checked = normalize_segmentation(
+            seg, (im.height, im.width), im.id, name, ann_id if ann_id is not None else index, self
+        )
         if checked is None:
             return None
         segmentation, rle = checked
@@ -395,9 +436,10 @@ class _Validator(Checks):
         raw_bbox = raw.get("bbox")
         if not (isinstance(raw_bbox, list) and len(raw_bbox) == 4 and all(is_number(v) for v in raw_bbox)):
             self.repaired("missing or malformed 'bbox' recomputed from the mask", ann_id or index)
-        elif max(abs(a - b) for a, b in zip(raw_bbox, bbox)) > 2.0:
-            self.repaired("'bbox' disagreeing with the mask by > 2 px replaced by the mask's box", ann_id or index)
+        elif max(abs(a - b) for a, b in zip(raw_bbox, bbox, strict=False)) > 2.0:
+            self.repaired(
+                "'bbox' disagreeing with the mask by > 2 px replaced by the mask's box", ann_id or index
+            )
         if not is_number(raw.get("area")):
             self.repaired("missing 'area' computed from the mask", ann_id or index)
         return CocoAnnotation(ann_id, int(image_id), int(cat), segmentation, rle, bbox, area, int(iscrowd))
-

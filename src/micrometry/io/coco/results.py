@@ -10,8 +10,9 @@ same repairs (warned once per kind as a ``CocoRepairWarning``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -22,8 +23,9 @@ from micrometry.io.coco.rle import compressed_rle, json_rle, labels_to_rles
 from micrometry.io.coco.segmentation import Checks, is_number, normalize_segmentation
 
 
-def instances_to_results(image_id: int, labels: np.ndarray, scores: np.ndarray,
-                         category_id: int = 1) -> list[dict]:
+def instances_to_results(
+    image_id: int, labels: np.ndarray, scores: np.ndarray, category_id: int = 1
+) -> list[dict]:
     """COCO result records (RLE + bbox + score) for one image's label image.
 
     Label id ``i`` gets ``scores[i - 1]``; ids without pixels are skipped.
@@ -36,13 +38,15 @@ def instances_to_results(image_id: int, labels: np.ndarray, scores: np.ndarray,
         if rle is None:
             continue
         bbox = mask_utils.toBbox(compressed_rle(rle, *rle["size"]))
-        results.append({
-            "image_id": int(image_id),
-            "category_id": int(category_id),
-            "segmentation": rle,
-            "bbox": [round(float(v), 2) for v in bbox],
-            "score": round(float(scores[i - 1]), 5),
-        })
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(category_id),
+                "segmentation": rle,
+                "bbox": [round(float(v), 2) for v in bbox],
+                "score": round(float(scores[i - 1]), 5),
+            }
+        )
     return results
 
 
@@ -72,7 +76,9 @@ def load_results(path: str | Path, dataset: CocoDataset | None = None) -> list[d
     return _normalize(data, dataset, path, stacklevel=3)
 
 
-def normalize_results(data: Any, dataset: CocoDataset | None = None, path: str | Path | None = None) -> list[dict]:
+def normalize_results(
+    data: Any, dataset: CocoDataset | None = None, path: str | Path | None = None
+) -> list[dict]:
     """Validate result records and bring them to one form (RLE with string counts, bbox, score).
 
     See :func:`load_results`; ``path`` only names the source in messages.
@@ -82,7 +88,9 @@ def normalize_results(data: Any, dataset: CocoDataset | None = None, path: str |
     return _normalize(data, dataset, path, stacklevel=2)
 
 
-def _normalize(data: Any, dataset: CocoDataset | None, path: str | Path | None, stacklevel: int) -> list[dict]:
+def _normalize(
+    data: Any, dataset: CocoDataset | None, path: str | Path | None, stacklevel: int
+) -> list[dict]:
     checks = Checks(path, noun="results")
     if not isinstance(data, list):
         checks.fail("COCO results must be a JSON list of detections")

@@ -51,7 +51,7 @@ def crop_to_rle(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> 
     crop = np.asarray(crop, dtype=bool)
     ch, cw = crop.shape
     strip = np.zeros((height, cw), dtype=bool)
-    strip[y0:y0 + ch] = crop
+    strip[y0 : y0 + ch] = crop
     flat = strip.ravel(order="F")
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     counts = np.diff(np.concatenate([[0], change, [flat.size]]))
@@ -91,8 +91,10 @@ def compressed_rle(rle: dict, h: int, w: int) -> dict:
 def json_rle(rle: dict) -> dict:
     """A compressed RLE with plain-int ``size`` and ``str`` counts, ready for JSON."""
     counts = rle["counts"]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])],
-            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
 
 
 def polygons_from_mask(mask: np.ndarray, tolerance: float = 0.25, upsample: int = 4) -> list[list[float]]:

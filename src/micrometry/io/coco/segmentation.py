@@ -80,13 +80,16 @@ class Checks:
     def warn(self, stacklevel: int = 2) -> None:
         """One :class:`CocoRepairWarning` per kind of repair, listing the first few records."""
         for kind, which in self.repairs.items():
-            shown = ", ".join(str(w) for w in which[:5]) + (f", ... ({len(which)} in all)" if len(which) > 5 else "")
+            shown = ", ".join(str(w) for w in which[:5]) + (
+                f", ... ({len(which)} in all)" if len(which) > 5 else ""
+            )
             where = f"{self.path}: " if self.path is not None else ""
             warnings.warn(f"{where}{kind}: {shown}", CocoRepairWarning, stacklevel=stacklevel + 1)
 
 
-def normalize_segmentation(seg: Any, size: tuple[int, int] | None, image_id: int | None, name: str, which: Any,
-                           checks: Checks) -> tuple[list | dict, dict] | None:
+def normalize_segmentation(
+    seg: Any, size: tuple[int, int] | None, image_id: int | None, name: str, which: Any, checks: Checks
+) -> tuple[list | dict, dict] | None:
     """Check one segmentation and decode it to compressed RLE.
 
     Parameters
@@ -132,7 +135,9 @@ def normalize_segmentation(seg: Any, size: tuple[int, int] | None, image_id: int
     return out
 
 
-def _polygons(seg: list, size: tuple[int, int], name: str, which: Any, checks: Checks) -> tuple[list, dict] | None:
+def _polygons(
+    seg: list, size: tuple[int, int], name: str, which: Any, checks: Checks
+) -> tuple[list, dict] | None:
     height, width = size
     if seg and all(is_number(v) for v in seg):
         seg = [seg]  # a single flat polygon, as some exporters write
@@ -143,7 +148,10 @@ def _polygons(seg: list, size: tuple[int, int], name: str, which: Any, checks: C
             checks.fail(f"{name}: polygon is not a flat list of numbers [x1, y1, x2, y2, ...]")
         if len(poly) % 2:
             checks.fail(f"{name}: polygon has an odd number of coordinates ({len(poly)})")
-        if len(poly) < 6 or polygon_area(np.asarray(poly, dtype=np.float64).reshape(-1, 2)) < MIN_POLYGON_AREA:
+        if (
+            len(poly) < 6
+            or polygon_area(np.asarray(poly, dtype=np.float64).reshape(-1, 2)) < MIN_POLYGON_AREA
+        ):
             checks.repaired("degenerate polygons (fewer than 3 points or no area) dropped", which)
             continue
         polygons.append([float(v) for v in poly])
@@ -151,22 +159,28 @@ def _polygons(seg: list, size: tuple[int, int], name: str, which: Any, checks: C
         checks.repaired(f"{checks.noun} with no usable polygon dropped", which)
         return None
     xy = np.concatenate([np.asarray(p).reshape(-1, 2) for p in polygons])
-    if ((xy < -CLIP_SLACK).any() or (xy[:, 0] > width + CLIP_SLACK).any()
-            or (xy[:, 1] > height + CLIP_SLACK).any()):
+    if (
+        (xy < -CLIP_SLACK).any()
+        or (xy[:, 0] > width + CLIP_SLACK).any()
+        or (xy[:, 1] > height + CLIP_SLACK).any()
+    ):
         checks.repaired("polygons reaching outside their image clipped to it", which)
         # clip before rasterising: the rasteriser's memory grows with the outline's length
         box = (-CLIP_SLACK, -CLIP_SLACK, width + CLIP_SLACK, height + CLIP_SLACK)
         clipped = (clip_polygon(np.asarray(p).reshape(-1, 2), box) for p in polygons)
-        polygons = [c.ravel().tolist() for c in clipped
-                    if len(c) >= 3 and polygon_area(c) >= MIN_POLYGON_AREA]
+        polygons = [
+            c.ravel().tolist() for c in clipped if len(c) >= 3 and polygon_area(c) >= MIN_POLYGON_AREA
+        ]
         if not polygons:
             checks.repaired(f"{checks.noun} whose mask lies outside the image were dropped", which)
             return None
     length = sum(outline_length(np.asarray(p).reshape(-1, 2)) for p in polygons)
     limit = min(MAX_OUTLINE_PX, 4 * (height + 2) * (width + 2))
     if length > limit:
-        checks.fail(f"{name}: polygon outline is {length:.3g} px long, more than a "
-                    f"{height}x{width} image can hold ({limit:.3g} px)")
+        checks.fail(
+            f"{name}: polygon outline is {length:.3g} px long, more than a "
+            f"{height}x{width} image can hold ({limit:.3g} px)"
+        )
     rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     return polygons, rle
 
@@ -197,7 +211,7 @@ def clip_polygon(xy: np.ndarray, box: tuple[float, float, float, float]) -> np.n
         inside = xy[:, axis] >= bound if keep_above else xy[:, axis] <= bound
         prev, prev_inside = np.roll(xy, 1, axis=0), np.roll(inside, 1)
         out = []
-        for p, q, p_in, q_in in zip(prev, xy, prev_inside, inside):
+        for p, q, p_in, q_in in zip(prev, xy, prev_inside, inside, strict=False):
             if p_in != q_in:  # the edge p -> q crosses the side: keep the crossing point
                 t = (bound - p[axis]) / (q[axis] - p[axis])
                 out.append(p + t * (q - p))
@@ -213,24 +227,31 @@ def outline_length(xy: np.ndarray) -> float:
     return float(d.max(axis=1).sum()) if len(d) else 0.0
 
 
-def _rle(seg: dict, size: tuple[int, int] | None, image_id: int | None, name: str,
-         checks: Checks) -> tuple[dict, dict]:
+def _rle(
+    seg: dict, size: tuple[int, int] | None, image_id: int | None, name: str, checks: Checks
+) -> tuple[dict, dict]:
     rle_size, counts = seg.get("size"), seg.get("counts")
     if not (isinstance(rle_size, list) and len(rle_size) == 2 and all(is_positive_int(v) for v in rle_size)):
         checks.fail(f"{name}: RLE needs 'size' [height, width]")
     height, width = int(rle_size[0]), int(rle_size[1])
     if height * width > MAX_IMAGE_PIXELS:
-        checks.fail(f"{name}: RLE size {height}x{width} is larger than any image micrometry reads "
-                    f"({MAX_IMAGE_PIXELS} pixels)")
+        checks.fail(
+            f"{name}: RLE size {height}x{width} is larger than any image micrometry reads "
+            f"({MAX_IMAGE_PIXELS} pixels)"
+        )
     if size is not None and (height, width) != tuple(size):
-        checks.fail(f"{name}: RLE size {height}x{width} does not match image {image_id} ({size[0]}x{size[1]})")
+        checks.fail(
+            f"{name}: RLE size {height}x{width} does not match image {image_id} ({size[0]}x{size[1]})"
+        )
     if isinstance(counts, list):
         if not all(is_count(c) for c in counts):
             checks.fail(f"{name}: uncompressed RLE 'counts' must be non-negative integers")
         covered = sum(int(c) for c in counts)
         if covered != height * width:
             checks.fail(f"{name}: uncompressed RLE covers {covered} pixels, image has {height * width}")
-        rle = mask_utils.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
+        rle = mask_utils.frPyObjects(
+            {"size": [height, width], "counts": [int(c) for c in counts]}, height, width
+        )
     elif isinstance(counts, (str, bytes)):
         rle = compressed_rle(seg, height, width)
         try:

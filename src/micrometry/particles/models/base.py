@@ -38,8 +38,11 @@ from micrometry.registry import Registry
 PARTICLE_MODELS = Registry("particle model")
 
 # Modules whose import registers the built-in models.
-BUILTIN_MODULES = ["micrometry.particles.models.classical", "micrometry.particles.models.dense_models",
-                   "micrometry.particles.models.maskrcnn"]
+BUILTIN_MODULES = [
+    "micrometry.particles.models.classical",
+    "micrometry.particles.models.dense_models",
+    "micrometry.particles.models.maskrcnn",
+]
 
 #: The model ``particles train`` trains when none is named (the shipped model is one of these).
 DEFAULT_MODEL = "center-offset"
@@ -147,9 +150,15 @@ def export_run(run_dir: str | Path) -> ExportedModel:
         raise CheckpointError(f"model {entry.name!r} has no weights to export", run.path)
     path = run.best_checkpoint()
     settings, state = entry.export_checkpoint(load_checkpoint(path, map_location="cpu"), path)
-    return ExportedModel(job="particles", model=entry.name, settings=settings, state=state,
-                         preprocessing=entry.preprocessing(settings),
-                         provenance=provenance(run.path, run.read_metrics()), source=run.path)
+    return ExportedModel(
+        job="particles",
+        model=entry.name,
+        settings=settings,
+        state=state,
+        preprocessing=entry.preprocessing(settings),
+        provenance=provenance(run.path, run.read_metrics()),
+        source=run.path,
+    )
 
 
 def _run_entry(run) -> ParticleModel:
@@ -182,8 +191,12 @@ def _segmenter(entry: ParticleModel, exported: ExportedModel | None, options: di
     return entry.segmenter(exported, **options)
 
 
-def load_segmenter(name_or_path: str | Path | None = None, tta: bool = False,
-                   tta_scales: str | list[float] | None = None, **options):
+def load_segmenter(
+    name_or_path: str | Path | None = None,
+    tta: bool = False,
+    tta_scales: str | list[float] | None = None,
+    **options,
+):
     """A ready segmenter from a name, ``shipped``, a run folder, an exported model folder, or None.
 
     Parameters
@@ -238,14 +251,18 @@ def _load_one(name_or_path: str | Path | None, options: dict[str, Any]):
             return _segmenter(entry, None, options)
         entry.check_available()
         if name != shipped_model_name():
-            raise CheckpointError(f"model {name!r} has no shipped weights: train a run with "
-                                  f"'micrometry particles train COCO_DIR --model {name} --out RUN' "
-                                  f"and pass --model RUN")
+            raise CheckpointError(
+                f"model {name!r} has no shipped weights: train a run with "
+                f"'micrometry particles train COCO_DIR --model {name} --out RUN' "
+                f"and pass --model RUN"
+            )
         return _segmenter(entry, read_particle_model(shipped_model_dir()), options)
     path = Path(name_or_path)
     if not path.exists():
-        raise InputError(f"unknown particle model {name!r}; choose one of: "
-                         f"{', '.join([SHIPPED, *model_names()])}, a run folder or an exported model folder")
+        raise InputError(
+            f"unknown particle model {name!r}; choose one of: "
+            f"{', '.join([SHIPPED, *model_names()])}, a run folder or an exported model folder"
+        )
     if is_model_folder(path):
         exported = read_particle_model(path)
         return _segmenter(particle_model(exported.model), exported, options)

@@ -14,9 +14,10 @@ never have to rotate offset vectors.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 # albumentations >= 1.4 asks the network for its latest version on import: nothing may be fetched at run time.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -47,12 +48,14 @@ class LabelledImage:
 
 def labelled_image(name: str, full: np.ndarray, truth: np.ndarray, scale: float) -> LabelledImage:
     """One :class:`LabelledImage` from a full-size image and label image."""
-    return LabelledImage(name, resize(normalise_image(full), scale), resize_labels(truth, scale),
-                         full, truth, float(scale))
+    return LabelledImage(
+        name, resize(normalise_image(full), scale), resize_labels(truth, scale), full, truth, float(scale)
+    )
 
 
-def load_labelled_images(coco_dir: str | Path, scale: float | None, net_diameter: float | None = None,
-                         per_image: bool = True) -> list[LabelledImage]:
+def load_labelled_images(
+    coco_dir: str | Path, scale: float | None, net_diameter: float | None = None, per_image: bool = True
+) -> list[LabelledImage]:
     """Every image of a COCO folder (``annotations.json`` + ``images/``) with its label image.
 
     Parameters
@@ -84,15 +87,20 @@ def load_labelled_images(coco_dir: str | Path, scale: float | None, net_diameter
     diameters = [median_diameter(truth) for _, _, truth in loaded]
     known = [d for d in diameters if d is not None]
     if not known:
-        raise DatasetError("no particles in any image: cannot choose a training scale (pass --scale)",
-                           dataset.path)
+        raise DatasetError(
+            "no particles in any image: cannot choose a training scale (pass --scale)", dataset.path
+        )
     fallback = float(np.median(known))
     if not per_image:
-        dataset_scale = scale_for_diameter(float(np.median(np.concatenate(
-            [equivalent_diameters(truth) for _, _, truth in loaded]))), net_diameter)
+        dataset_scale = scale_for_diameter(
+            float(np.median(np.concatenate([equivalent_diameters(truth) for _, _, truth in loaded]))),
+            net_diameter,
+        )
         return [labelled_image(name, full, truth, dataset_scale) for name, full, truth in loaded]
-    return [labelled_image(name, full, truth, scale_for_diameter(d or fallback, net_diameter))
-            for (name, full, truth), d in zip(loaded, diameters)]
+    return [
+        labelled_image(name, full, truth, scale_for_diameter(d or fallback, net_diameter))
+        for (name, full, truth), d in zip(loaded, diameters, strict=False)
+    ]
 
 
 #: Fewer images than this: validation holds out a strip of every image instead of whole images.
@@ -101,8 +109,9 @@ MIN_IMAGES_TO_HOLD_OUT = 5
 STRIP_FRACTION = 0.2
 
 
-def split_train_val(items: list[LabelledImage], val_fraction: float, seed: int
-                    ) -> tuple[list[LabelledImage], list[LabelledImage]]:
+def split_train_val(
+    items: list[LabelledImage], val_fraction: float, seed: int
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
     """Hold out ``val_fraction`` of the images (at least one) for validation.
 
     With fewer than :data:`MIN_IMAGES_TO_HOLD_OUT` images no whole image can be
@@ -119,8 +128,9 @@ def split_train_val(items: list[LabelledImage], val_fraction: float, seed: int
     return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
 
 
-def split_strips(items: list[LabelledImage], fraction: float = STRIP_FRACTION
-                 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
+def split_strips(
+    items: list[LabelledImage], fraction: float = STRIP_FRACTION
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
     """Train on the left part of every image, validate on its right-hand strip.
 
     Particles crossing the cut are split between the two parts; each part keeps
@@ -147,8 +157,9 @@ def _renumber(labels: np.ndarray) -> np.ndarray:
     return out if ids[0] == 0 else out + 1
 
 
-def polarity_gamma(image: np.ndarray, rng: np.random.Generator, invert_p: float,
-                   gamma_range: tuple[float, float]) -> np.ndarray:
+def polarity_gamma(
+    image: np.ndarray, rng: np.random.Generator, invert_p: float, gamma_range: tuple[float, float]
+) -> np.ndarray:
     """Randomly inverted (``1 - x``) and gamma-adjusted normalised image.
 
     Inversion teaches one model both polarities (dark particles on a bright
@@ -162,24 +173,30 @@ def polarity_gamma(image: np.ndarray, rng: np.random.Generator, invert_p: float,
     if hi > lo:
         # the tone curve bends [0, 1]; the few values normalisation put outside it stay linear
         inside = (x > 0) & (x < 1)
-        x = np.where(inside, np.clip(x, 1e-6, 1.0) ** np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi)))), x)
+        x = np.where(
+            inside, np.clip(x, 1e-6, 1.0) ** np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi)))), x
+        )
     return x.astype(np.float32)
 
 
 def augmentation(crop: int) -> A.Compose:
     """Random crop of ``crop`` pixels with scale, flips, rotations, contrast and blur."""
     margin = int(np.ceil(crop * 1.25))
-    return A.Compose([
-        A.RandomCrop(margin, margin, pad_if_needed=True, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
-        A.RandomScale(scale_limit=(-0.2, 0.25), p=0.7),
-        A.PadIfNeeded(crop, crop, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
-        A.RandomCrop(crop, crop),
-        A.HorizontalFlip(),
-        A.VerticalFlip(),
-        A.RandomRotate90(),
-        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.3, p=0.8),
-        A.GaussianBlur(blur_limit=(3, 5), p=0.2),
-    ])
+    return A.Compose(
+        [
+            A.RandomCrop(
+                margin, margin, pad_if_needed=True, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0
+            ),
+            A.RandomScale(scale_limit=(-0.2, 0.25), p=0.7),
+            A.PadIfNeeded(crop, crop, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+            A.RandomCrop(crop, crop),
+            A.HorizontalFlip(),
+            A.VerticalFlip(),
+            A.RandomRotate90(),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.3, p=0.8),
+            A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+        ]
+    )
 
 
 class CropBatches:
@@ -201,9 +218,17 @@ class CropBatches:
         (log-uniform; see :func:`polarity_gamma`).
     """
 
-    def __init__(self, items: list[LabelledImage], make_targets: Callable[[np.ndarray], Any], steps: int,
-                 batch_size: int, crop: int, seed: int, invert_p: float = 0.0,
-                 gamma_range: tuple[float, float] = (1.0, 1.0)):
+    def __init__(
+        self,
+        items: list[LabelledImage],
+        make_targets: Callable[[np.ndarray], Any],
+        steps: int,
+        batch_size: int,
+        crop: int,
+        seed: int,
+        invert_p: float = 0.0,
+        gamma_range: tuple[float, float] = (1.0, 1.0),
+    ):
         self.items = items
         self.invert_p = invert_p
         self.gamma_range = tuple(gamma_range)
@@ -230,7 +255,7 @@ class CropBatches:
         k = self.rng.integers(len(rows))
         top = int(np.clip(rows[k] * 4 - self.rng.integers(self.window_size), 0, h - self.window_size))
         left = int(np.clip(cols[k] * 4 - self.rng.integers(self.window_size), 0, w - self.window_size))
-        box = np.s_[top:top + self.window_size, left:left + self.window_size]
+        box = np.s_[top : top + self.window_size, left : left + self.window_size]
         return item.image[box], item.labels[box]
 
     def __len__(self) -> int:
@@ -273,8 +298,17 @@ class ParallelCropBatches:
     ``seed + k``: an epoch is reproducible for a given number of workers.
     """
 
-    def __init__(self, items: list[LabelledImage], make_targets: Callable[[np.ndarray], Any], steps: int,
-                 batch_size: int, crop: int, seed: int, workers: int, **augment):
+    def __init__(
+        self,
+        items: list[LabelledImage],
+        make_targets: Callable[[np.ndarray], Any],
+        steps: int,
+        batch_size: int,
+        crop: int,
+        seed: int,
+        workers: int,
+        **augment,
+    ):
         self.steps, self.workers = steps, max(1, min(workers, steps))
 
         def make(worker: int, n: int) -> CropBatches:
@@ -287,6 +321,7 @@ class ParallelCropBatches:
         return self.steps
 
     def __iter__(self):
-        loader = torch.utils.data.DataLoader(self.shards, batch_size=None, num_workers=self.workers,
-                                             collate_fn=_as_is, prefetch_factor=4)
+        loader = torch.utils.data.DataLoader(
+            self.shards, batch_size=None, num_workers=self.workers, collate_fn=_as_is, prefetch_factor=4
+        )
         return iter(loader)

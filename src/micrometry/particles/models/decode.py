@@ -9,10 +9,10 @@ background, 1..N) and one score per instance.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import cv2
 from scipy import ndimage
 from skimage.segmentation import expand_labels, watershed
 
@@ -21,16 +21,18 @@ def upsample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a float map to ``shape`` (pixel centres aligned, as in the downscaling)."""
     if image.shape == tuple(shape):
         return image
-    return cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (shape[1], shape[0]),
-                      interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(
+        np.ascontiguousarray(image, dtype=np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR
+    )
 
 
 def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label image to ``shape``."""
     if labels.shape == tuple(shape):
         return labels
-    return cv2.resize(labels.astype(np.float32), (shape[1], shape[0]),
-                      interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    return cv2.resize(
+        labels.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST
+    ).astype(np.int32)
 
 
 def relabel_by_size(labels: np.ndarray, quality: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,9 +66,15 @@ def relabel_by_size(labels: np.ndarray, quality: np.ndarray, min_area: int) -> t
     return new_id[labels], scores
 
 
-def watershed_from_maps(fg_prob: np.ndarray, boundary_prob: np.ndarray, distance: np.ndarray,
-                        shape: tuple[int, int] | None = None, fg_threshold: float = 0.5,
-                        marker_threshold: float = 0.5, min_area: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def watershed_from_maps(
+    fg_prob: np.ndarray,
+    boundary_prob: np.ndarray,
+    distance: np.ndarray,
+    shape: tuple[int, int] | None = None,
+    fg_threshold: float = 0.5,
+    marker_threshold: float = 0.5,
+    min_area: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
     """Marker-controlled watershed on the predicted normalised distance.
 
     Markers are the connected cores (distance above ``marker_threshold``, away
@@ -102,10 +110,16 @@ def find_peaks(heat: np.ndarray, radius: int, threshold: float) -> np.ndarray:
     return np.stack([rows[order], cols[order]], axis=1)
 
 
-def instances_from_centres(fg_prob: np.ndarray, heat: np.ndarray, offsets: np.ndarray,
-                           shape: tuple[int, int] | None = None, peak_radius: int = 3,
-                           peak_threshold: float = 0.1, fg_threshold: float = 0.5,
-                           min_area: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def instances_from_centres(
+    fg_prob: np.ndarray,
+    heat: np.ndarray,
+    offsets: np.ndarray,
+    shape: tuple[int, int] | None = None,
+    peak_radius: int = 3,
+    peak_threshold: float = 0.1,
+    fg_threshold: float = 0.5,
+    min_area: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
     """Group foreground pixels by the centre their offset vectors point at.
 
     Every foreground pixel votes for a position (its coordinates plus its

@@ -14,15 +14,21 @@ import numpy as np
 import torch
 
 from micrometry.errors import CheckpointError, InputError
+from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import particle_model
 from micrometry.particles.models.methods import DenseMethod
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
-from micrometry.particles.models.sizing import (check_scale, clear_border, estimate_diameter, median_diameter,
-                                                probe_window, scale_for_diameter)
+from micrometry.particles.models.sizing import (
+    check_scale,
+    clear_border,
+    estimate_diameter,
+    median_diameter,
+    probe_window,
+    scale_for_diameter,
+)
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
 from micrometry.particles.models.unet import UNet
-from micrometry.modelfile import ExportedModel
 
 CHECKPOINT_KIND = "particles-dense"
 
@@ -54,17 +60,28 @@ class DenseSegmenter:
     #: flip TTA averages the maps (:mod:`micrometry.particles.tta` sets ``tta``)
     supports_map_flips = True
 
-    def __init__(self, method: DenseMethod, net: UNet, scale: float | None = 0.5, tile: int = 768,
-                 overlap: int = 64, tta: bool = False, device: str | torch.device = "cpu",
-                 net_diameter: float | None = None, diameter: float | None = None):
+    def __init__(
+        self,
+        method: DenseMethod,
+        net: UNet,
+        scale: float | None = 0.5,
+        tile: int = 768,
+        overlap: int = 64,
+        tta: bool = False,
+        device: str | torch.device = "cpu",
+        net_diameter: float | None = None,
+        diameter: float | None = None,
+    ):
         self.method = method
         self.name = method.name
         self.net = net.to(device).eval()
         self.net_diameter = None if net_diameter is None else float(net_diameter)
         if diameter is not None:
             if self.net_diameter is None:
-                raise InputError("--diameter needs a model trained with automatic size; "
-                                 "this one has a fixed scale (use --scale)")
+                raise InputError(
+                    "--diameter needs a model trained with automatic size; "
+                    "this one has a fixed scale (use --scale)"
+                )
             scale = scale_for_diameter(diameter, self.net_diameter)
         if scale is None and self.net_diameter is None:
             raise InputError("a model without a trained particle diameter needs a scale")
@@ -114,7 +131,8 @@ class DenseSegmenter:
             diameter = self.diameter if self.diameter is not None else median_diameter(labels)
             return labels, scores, {"diameter_px": diameter, "scale": self.scale, "diameter_source": source}
         diameter, scale, (labels, scores) = estimate_diameter(
-            lambda s: self._probe(image, s), image.shape, self.net_diameter)
+            lambda s: self._probe(image, s), image.shape, self.net_diameter
+        )
         if probe_window(image.shape, scale) is not None:  # the last pass saw a window: now the whole image
             labels, scores = self.segment_labels(image, scale)
             whole = median_diameter(labels)  # all particles, none cut: the better figure when there is one
@@ -134,8 +152,9 @@ class DenseSegmenter:
 
         labels, scores, info = self.segment_sized(image)
         info = {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in info.items()}
-        info["warnings"] = plausibility_warnings(labels, info.get("diameter_px"), self.net_diameter,
-                                                 info.get("scale"))
+        info["warnings"] = plausibility_warnings(
+            labels, info.get("diameter_px"), self.net_diameter, info.get("scale")
+        )
         return Instances(labels=labels, scores=scores, info=info)
 
     def segment_batch(self, images: list[np.ndarray]) -> list:
@@ -153,16 +172,32 @@ def build_network(model: str, widths: tuple[int, ...]) -> tuple[DenseMethod, UNe
     return method, net
 
 
-def model_payload(model: str, widths: tuple[int, ...], scale: float | None, method_config: dict[str, Any],
-                  net_diameter: float | None = None) -> dict:
+def model_payload(
+    model: str,
+    widths: tuple[int, ...],
+    scale: float | None,
+    method_config: dict[str, Any],
+    net_diameter: float | None = None,
+) -> dict:
     """What every checkpoint stores so that it alone rebuilds the segmenter."""
-    return {"kind": CHECKPOINT_KIND, "model": model, "widths": list(widths), "scale": scale,
-            "method_config": method_config, "net_diameter": net_diameter}
+    return {
+        "kind": CHECKPOINT_KIND,
+        "model": model,
+        "widths": list(widths),
+        "scale": scale,
+        "method_config": method_config,
+        "net_diameter": net_diameter,
+    }
 
 
-def dense_segmenter(exported: ExportedModel, scale: float | None = None, tile: int | None = None,
-                    tta: bool = False, device: str | torch.device = "cpu",
-                    diameter: float | None = None) -> DenseSegmenter:
+def dense_segmenter(
+    exported: ExportedModel,
+    scale: float | None = None,
+    tile: int | None = None,
+    tta: bool = False,
+    device: str | torch.device = "cpu",
+    diameter: float | None = None,
+) -> DenseSegmenter:
     """Rebuild a :class:`DenseSegmenter` from an exported model (a folder, or a run exported in memory).
 
     Raises
@@ -185,8 +220,17 @@ def dense_segmenter(exported: ExportedModel, scale: float | None = None, tile: i
         net_diameter = None if net_diameter is None else float(net_diameter)
         trained_scale = None if net_diameter is not None else float(settings["scale"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"weights do not fit model {exported.model!r} ({type(exc).__name__})",
-                              where) from None
+        raise CheckpointError(
+            f"weights do not fit model {exported.model!r} ({type(exc).__name__})", where
+        ) from None
     kwargs = {} if tile is None else {"tile": tile}
-    return DenseSegmenter(method, net, scale=scale or trained_scale, tta=tta, device=device,
-                          net_diameter=net_diameter, diameter=diameter, **kwargs)
+    return DenseSegmenter(
+        method,
+        net,
+        scale=scale or trained_scale,
+        tta=tta,
+        device=device,
+        net_diameter=net_diameter,
+        diameter=diameter,
+        **kwargs,
+    )

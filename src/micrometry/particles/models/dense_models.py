@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from micrometry.errors import CheckpointError
 from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import PARTICLE_MODELS, ParticleModel
 from micrometry.particles.models.data import CropBatches, LabelledImage, ParallelCropBatches
 from micrometry.particles.models.dense import DenseSegmenter, build_network, dense_segmenter, model_payload
 from micrometry.particles.models.methods import CenterOffset, DenseMethod, UNetWatershed
 from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
-from micrometry.errors import CheckpointError
 from micrometry.train.loop import clipped_step, select_device
 
 
@@ -32,8 +32,11 @@ class DenseTrainTask(ParticleTrainTask):
         self.method, self.net = build_network(settings.model, tuple(settings.widths))
         self.net.to(self.device)
         self.modules = {"net": self.net}
-        self.optimizers = {"adamw": torch.optim.AdamW(self.net.parameters(), lr=settings.lr,
-                                                      weight_decay=settings.weight_decay)}
+        self.optimizers = {
+            "adamw": torch.optim.AdamW(
+                self.net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+            )
+        }
         self.schedulers = {}  # the learning rate follows training progress, see set_learning_rate
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> CropBatches:
@@ -41,17 +44,27 @@ class DenseTrainTask(ParticleTrainTask):
         s = self.settings
         augment = {"invert_p": s.invert_p, "gamma_range": tuple(s.gamma_range)}
         if getattr(s, "workers", 0) > 0:
-            return ParallelCropBatches(self.train_items, self.method.targets, s.steps_per_epoch, s.batch_size,
-                                       s.crop, seed, s.workers, **augment)
-        return CropBatches(self.train_items, self.method.targets, s.steps_per_epoch, s.batch_size, s.crop, seed,
-                           **augment)
+            return ParallelCropBatches(
+                self.train_items,
+                self.method.targets,
+                s.steps_per_epoch,
+                s.batch_size,
+                s.crop,
+                seed,
+                s.workers,
+                **augment,
+            )
+        return CropBatches(
+            self.train_items, self.method.targets, s.steps_per_epoch, s.batch_size, s.crop, seed, **augment
+        )
 
     def load_initial_weights(self, state: dict[str, Any]) -> None:
         try:
             self.net.load_state_dict(state["modules"]["net"])
         except (KeyError, TypeError, RuntimeError) as exc:
-            raise CheckpointError(f"--init weights do not fit model {self.settings.model!r} "
-                                  f"({type(exc).__name__})") from None
+            raise CheckpointError(
+                f"--init weights do not fit model {self.settings.model!r} ({type(exc).__name__})"
+            ) from None
 
     def wrap_ddp(self, wrap) -> None:
         self.net = wrap(self.net)
@@ -70,13 +83,23 @@ class DenseTrainTask(ParticleTrainTask):
 
     def payload(self) -> dict[str, Any]:
         s = self.settings
-        return model_payload(s.model, tuple(s.widths), s.scale, self.method.config,
-                             net_diameter=s.net_diameter if s.scale is None else None)
+        return model_payload(
+            s.model,
+            tuple(s.widths),
+            s.scale,
+            self.method.config,
+            net_diameter=s.net_diameter if s.scale is None else None,
+        )
 
     def segmenter(self) -> DenseSegmenter:
         s = self.settings
-        return DenseSegmenter(self.method, self.net, scale=s.scale,
-                              net_diameter=s.net_diameter if s.scale is None else None, device=self.device)
+        return DenseSegmenter(
+            self.method,
+            self.net,
+            scale=s.scale,
+            net_diameter=s.net_diameter if s.scale is None else None,
+            device=self.device,
+        )
 
 
 class DenseModel(ParticleModel):
@@ -101,12 +124,19 @@ class DenseModel(ParticleModel):
     def preprocessing(self, settings: dict[str, Any]) -> dict[str, Any]:
         description = super().preprocessing(settings)
         if settings.get("net_diameter"):
-            description["scale"] = (f"automatic: each image resized so that its median particle (area-equivalent "
-                                    f"diameter) measures {settings['net_diameter']:g} network pixels")
+            description["scale"] = (
+                f"automatic: each image resized so that its median particle (area-equivalent "
+                f"diameter) measures {settings['net_diameter']:g} network pixels"
+            )
         return description
 
-    def segmenter(self, exported: ExportedModel | None, scale: float | None = None, tile: int | None = None,
-                  diameter: float | None = None) -> DenseSegmenter:
+    def segmenter(
+        self,
+        exported: ExportedModel | None,
+        scale: float | None = None,
+        tile: int | None = None,
+        diameter: float | None = None,
+    ) -> DenseSegmenter:
         # Flip TTA: load_segmenter(tta=True) wraps this segmenter, which then averages its maps.
         return dense_segmenter(exported, scale=scale, tile=tile, diameter=diameter)
 

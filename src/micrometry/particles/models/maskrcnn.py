@@ -32,11 +32,14 @@ class DetectorModel(ParticleModel):
     def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         return MaskRCNNTask(settings, train, val, MaskRCNNConfig(stage_ious=list(self.stage_ious)))
 
-    def segmenter(self, exported: ExportedModel | None, scale: float | None = None,
-                  tile: int | None = None) -> DetectorSegmenter:
+    def segmenter(
+        self, exported: ExportedModel | None, scale: float | None = None, tile: int | None = None
+    ) -> DetectorSegmenter:
         if exported is None:
-            raise CheckpointError(f"model {self.name!r} needs trained weights: train a run with "
-                                  f"'micrometry particles train COCO_DIR --model {self.name} --out RUN'")
+            raise CheckpointError(
+                f"model {self.name!r} needs trained weights: train a run with "
+                f"'micrometry particles train COCO_DIR --model {self.name} --out RUN'"
+            )
         if scale is not None and not 0.05 <= scale <= 2.0:
             raise InputError(f"--scale must be between 0.05 and 2, not {scale}")
         try:
@@ -44,8 +47,9 @@ class DetectorModel(ParticleModel):
             model.load_state_dict(exported.state["modules"]["maskrcnn"])
             trained_scale = float(exported.settings["scale"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"weights do not fit model {self.name!r} ({type(exc).__name__})",
-                                  exported.source) from None
+            raise CheckpointError(
+                f"weights do not fit model {self.name!r} ({type(exc).__name__})", exported.source
+            ) from None
         kwargs = {} if tile is None else {"tile": tile}
         segmenter = DetectorSegmenter(model, scale=scale or trained_scale, **kwargs)
         segmenter.name = self.name

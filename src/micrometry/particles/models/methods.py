@@ -92,8 +92,9 @@ class UNetWatershed(DenseMethod):
     channels = 3  # foreground, boundary, normalised distance
 
     def targets(self, labels: np.ndarray) -> np.ndarray:
-        return np.stack([targets.foreground(labels), targets.boundaries(labels),
-                         targets.normalised_distance(labels)])
+        return np.stack(
+            [targets.foreground(labels), targets.boundaries(labels), targets.normalised_distance(labels)]
+        )
 
     def loss(self, raw, target):
         fg, boundary, distance = target[:, 0], target[:, 1], target[:, 2]
@@ -101,18 +102,26 @@ class UNetWatershed(DenseMethod):
         boundary_loss = F.binary_cross_entropy_with_logits(raw[:, 1], boundary, pos_weight=torch.tensor(3.0))
         distance_loss = masked_mean((torch.sigmoid(raw[:, 2]) - distance) ** 2, fg) * 5.0
         total = fg_loss + boundary_loss + distance_loss
-        return total, {"loss": total.item(), "fg": fg_loss.item(), "boundary": boundary_loss.item(),
-                       "distance": distance_loss.item()}
+        return total, {
+            "loss": total.item(),
+            "fg": fg_loss.item(),
+            "boundary": boundary_loss.item(),
+            "distance": distance_loss.item(),
+        }
 
     def activate(self, raw):
         return torch.sigmoid(raw)
 
     def decode(self, maps, shape, scale):
         return decode.watershed_from_maps(
-            maps[0], maps[1], maps[2], shape,
+            maps[0],
+            maps[1],
+            maps[2],
+            shape,
             fg_threshold=self.config.get("fg_threshold", 0.5),
             marker_threshold=self.config.get("marker_threshold", 0.5),
-            min_area=self.min_area(scale))
+            min_area=self.min_area(scale),
+        )
 
 
 class CenterOffset(DenseMethod):
@@ -137,17 +146,24 @@ class CenterOffset(DenseMethod):
         offset_error = F.smooth_l1_loss(raw[:, 2:4], offsets, reduction="none", beta=0.1).sum(dim=1)
         offset_loss = masked_mean(offset_error, fg) * 2.0
         total = fg_loss + heat_loss + offset_loss
-        return total, {"loss": total.item(), "fg": fg_loss.item(), "heat": heat_loss.item(),
-                       "offset": offset_loss.item()}
+        return total, {
+            "loss": total.item(),
+            "fg": fg_loss.item(),
+            "heat": heat_loss.item(),
+            "offset": offset_loss.item(),
+        }
 
     def activate(self, raw):
         return torch.cat([torch.sigmoid(raw[:, :2]), raw[:, 2:4] * OFFSET_UNIT], dim=1)
 
     def decode(self, maps, shape, scale):
         return decode.instances_from_centres(
-            maps[0], maps[1], maps[2:4], shape,
+            maps[0],
+            maps[1],
+            maps[2:4],
+            shape,
             peak_radius=self.config.get("peak_radius_net", 3),
             peak_threshold=self.config.get("peak_threshold", 0.1),
             fg_threshold=self.config.get("fg_threshold", 0.5),
-            min_area=self.min_area(scale))
-
+            min_area=self.min_area(scale),
+        )

@@ -18,8 +18,9 @@ MAX_COVERAGE = 0.6
 SIZE_FACTOR = 2.5
 
 
-def plausibility_warnings(labels: np.ndarray, diameter_px: float | None, net_diameter: float | None,
-                          scale: float | None) -> list[str]:
+def plausibility_warnings(
+    labels: np.ndarray, diameter_px: float | None, net_diameter: float | None, scale: float | None
+) -> list[str]:
     """Warnings (plain sentences) about one image's segmentation; empty when it looks plausible.
 
     Parameters
@@ -41,16 +42,22 @@ def plausibility_warnings(labels: np.ndarray, diameter_px: float | None, net_dia
         return out
     coverage = float((labels > 0).mean())
     if coverage > MAX_COVERAGE:
-        out.append(f"particles cover {100 * coverage:.0f} % of the image: the background may have been "
-                   "segmented as particles")
+        out.append(
+            f"particles cover {100 * coverage:.0f} % of the image: the background may have been "
+            "segmented as particles"
+        )
     found = median_diameter(labels)
     if found is not None and scale:
         trained = net_diameter or NET_DIAMETER
         at_net = found * scale
         if not trained / SIZE_FACTOR <= at_net <= trained * SIZE_FACTOR:
-            out.append(f"median particle diameter {found:.1f} px meets the network at {at_net:.1f} px, far from "
-                       f"the {trained:g} px it was trained for: pass --diameter PX (or --scale) to correct")
+            out.append(
+                f"median particle diameter {found:.1f} px meets the network at {at_net:.1f} px, far from "
+                f"the {trained:g} px it was trained for: pass --diameter PX (or --scale) to correct"
+            )
     if diameter_px is not None and found is not None and not 0.5 <= found / diameter_px <= 2.0:
-        out.append(f"median particle diameter found ({found:.1f} px) is far from the size used "
-                   f"({diameter_px:.1f} px)")
+        out.append(
+            f"median particle diameter found ({found:.1f} px) is far from the size used "
+            f"({diameter_px:.1f} px)"
+        )
     return out

@@ -88,8 +88,9 @@ def check_scale(scale: float, option: str = "--scale") -> None:
         raise InputError(f"{option} must be between {MIN_SCALE} and {MAX_SCALE:g}, not {scale}")
 
 
-def estimate_diameter(segment_at, shape: tuple[int, int], net_diameter: float
-                      ) -> tuple[float | None, float, object]:
+def estimate_diameter(
+    segment_at, shape: tuple[int, int], net_diameter: float
+) -> tuple[float | None, float, object]:
     """The typical particle diameter of one image, by first passes of the model.
 
     Parameters

@@ -55,8 +55,9 @@ def centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cy, cx, area
 
 
-def centre_offsets_and_heat(labels: np.ndarray, sigma_fraction: float = 0.15,
-                            min_sigma: float = 1.5, max_sigma: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+def centre_offsets_and_heat(
+    labels: np.ndarray, sigma_fraction: float = 0.15, min_sigma: float = 1.5, max_sigma: float = 8.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Offsets from every particle pixel to its particle's centroid, and a centre heat map.
 
     Parameters

@@ -11,7 +11,7 @@ tile border therefore comes out as exactly one instance, as in a single pass.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -74,8 +74,9 @@ def predict_padded(forward: Forward, x: torch.Tensor, multiple: int) -> torch.Te
     return forward(pad_to_multiple(x, multiple))[..., :h, :w]
 
 
-def predict_tiled(forward: Forward, image: torch.Tensor, tile: int, overlap: int, multiple: int,
-                  batch_size: int = 4) -> torch.Tensor:
+def predict_tiled(
+    forward: Forward, image: torch.Tensor, tile: int, overlap: int, multiple: int, batch_size: int = 4
+) -> torch.Tensor:
     """Maps for a whole image, predicted in overlapping tiles and stitched.
 
     Parameters
@@ -107,16 +108,16 @@ def predict_tiled(forward: Forward, image: torch.Tensor, tile: int, overlap: int
     jobs = [(r, c) for r in rows for c in cols]
     out: torch.Tensor | None = None
     for first in range(0, len(jobs), batch_size):
-        chunk = jobs[first:first + batch_size]
-        crops = [padded[:, r[0]:r[1], c[0]:c[1]] for r, c in chunk]
+        chunk = jobs[first : first + batch_size]
+        crops = [padded[:, r[0] : r[1], c[0] : c[1]] for r, c in chunk]
         # Tiles share one size unless the image is smaller than a tile along one axis.
         same = all(cr.shape == crops[0].shape for cr in crops)
         batches = [torch.stack(crops)] if same else [cr[None] for cr in crops]
         maps = torch.cat([predict_padded(forward, b, multiple) for b in batches])
         if out is None:
             out = maps.new_zeros((maps.shape[1], *padded.shape[1:]))
-        for (r, c), m in zip(chunk, maps):
-            out[:, r[2]:r[3], c[2]:c[3]] = m[:, r[2] - r[0]:r[3] - r[0], c[2] - c[0]:c[3] - c[0]]
+        for (r, c), m in zip(chunk, maps, strict=False):
+            out[:, r[2] : r[3], c[2] : c[3]] = m[:, r[2] - r[0] : r[3] - r[0], c[2] - c[0] : c[3] - c[0]]
     assert out is not None
     return out[:, :h, :w]
 

@@ -132,20 +132,33 @@ class ParticleTrainTask(TrainTask):
         """segm AP, AP50 and F1@0.5 of the validation images at full resolution."""
         segmenter = self.segmenter()
         # each image at its own training scale: validation measures the network, not the size estimate
-        predicted = [segmenter.segment_labels(item.full_image, scale=item.scale) if self.settings.scale is None
-                     else segmenter.segment_labels(item.full_image) for item in self.val_items]
+        predicted = [
+            segmenter.segment_labels(item.full_image, scale=item.scale)
+            if self.settings.scale is None
+            else segmenter.segment_labels(item.full_image)
+            for item in self.val_items
+        ]
         metrics = evaluate_label_images(predicted, self.val_truth)
         return {"val_ap": metrics["AP"], "val_ap50": metrics["AP50"], "val_f1": metrics["F1@0.5"]}
 
 
-def make_task(settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]) -> ParticleTrainTask:
+def make_task(
+    settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]
+) -> ParticleTrainTask:
     """The registered model's training task."""
     return particle_model(settings.model).make_task(settings, train, val)
 
 
-def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, resume: bool = False,
-                overwrite: bool = False, threads: int | None = None, model_given: bool = True,
-                given: set[str] | None = None) -> dict[str, Any]:
+def train_model(
+    coco_dir: str | Path,
+    out: str | Path,
+    settings: TrainSettings,
+    resume: bool = False,
+    overwrite: bool = False,
+    threads: int | None = None,
+    model_given: bool = True,
+    given: set[str] | None = None,
+) -> dict[str, Any]:
     """Train ``settings.model`` on a COCO folder into the run folder ``out``.
 
     Returns
@@ -166,8 +179,9 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
     """
     trainable = trainable_names()
     if settings.model not in trainable:
-        raise InputError(f"unknown trainable particle model {settings.model!r}; "
-                         f"choose one of: {', '.join(trainable)}")
+        raise InputError(
+            f"unknown trainable particle model {settings.model!r}; choose one of: {', '.join(trainable)}"
+        )
     entry = particle_model(settings.model)
     entry.check_available()
     if settings.scale is not None:
@@ -178,14 +192,21 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
         run = RunDir.for_training(out, resume=True)
         previous = run.read_config()
         if model_given and previous.get("model") != settings.model:
-            raise CheckpointError(f"run was trained with model {previous.get('model')!r}, "
-                                  f"not {settings.model!r}", run.config_path)
-        extendable = {"epochs", "time_budget_s"} & (given if given is not None else {"epochs", "time_budget_s"})
+            raise CheckpointError(
+                f"run was trained with model {previous.get('model')!r}, not {settings.model!r}",
+                run.config_path,
+            )
+        extendable = {"epochs", "time_budget_s"} & (
+            given if given is not None else {"epochs", "time_budget_s"}
+        )
         try:  # a run folder of another kind, or a config edited by hand
-            settings = TrainSettings(**{**previous["settings"], **{k: getattr(settings, k) for k in extendable}})
+            settings = TrainSettings(
+                **{**previous["settings"], **{k: getattr(settings, k) for k in extendable}}
+            )
         except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"config.json holds no usable 'settings' ({type(exc).__name__}: {exc})",
-                                  run.config_path) from None
+            raise CheckpointError(
+                f"config.json holds no usable 'settings' ({type(exc).__name__}: {exc})", run.config_path
+            ) from None
     elif settings.init is not None:
         from micrometry.particles.models.finetune import init_settings
 
@@ -193,8 +214,9 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
         entry = particle_model(settings.model)
     configure_threads(threads)
     # Read the whole dataset before creating the run folder: a bad dataset leaves nothing behind.
-    items = load_labelled_images(coco_dir, settings.scale, settings.net_diameter,
-                                 per_image=getattr(entry, "auto_size", False))
+    items = load_labelled_images(
+        coco_dir, settings.scale, settings.net_diameter, per_image=getattr(entry, "auto_size", False)
+    )
     if settings.scale is None and not getattr(entry, "auto_size", False):
         settings.scale = items[0].scale  # the dataset's median particle size set one scale
     train, val = split_train_val(items, settings.val_fraction, settings.seed)
@@ -207,28 +229,44 @@ def train_model(coco_dir: str | Path, out: str | Path, settings: TrainSettings, 
     if init_state is not None:
         task.load_initial_weights(init_state)
     scales = sorted(item.scale for item in items)
-    run.write_config({"model": settings.model, "data": str(Path(coco_dir).resolve()),
-                      "n_train": len(train), "n_val": len(val), "validation": note,
-                      "scales": {"min": scales[0], "median": scales[len(scales) // 2], "max": scales[-1]},
-                      "settings": asdict(settings)})
+    run.write_config(
+        {
+            "model": settings.model,
+            "data": str(Path(coco_dir).resolve()),
+            "n_train": len(train),
+            "n_val": len(val),
+            "validation": note,
+            "scales": {"min": scales[0], "median": scales[len(scales) // 2], "max": scales[-1]},
+            "settings": asdict(settings),
+        }
+    )
     run.log(note)
     if settings.init is not None:
         run.log(f"fine-tuning from {settings.init}")
     payload = task.payload()
-    loop = LoopConfig(epochs=settings.epochs, seed=settings.seed, time_budget_s=settings.time_budget_s,
-                      monitor="val_ap", mode="max", description=f"train {settings.model}")
+    loop = LoopConfig(
+        epochs=settings.epochs,
+        seed=settings.seed,
+        time_budget_s=settings.time_budget_s,
+        monitor="val_ap",
+        mode="max",
+        description=f"train {settings.model}",
+    )
     try:
         return fit(task, run, loop, resume=resume, extra_payload=payload)
     finally:
         run.close()
 
 
-def validation_split_note(items: list[LabelledImage], train: list[LabelledImage],
-                          val: list[LabelledImage]) -> str:
+def validation_split_note(
+    items: list[LabelledImage], train: list[LabelledImage], val: list[LabelledImage]
+) -> str:
     """One line saying what the validation metrics measure."""
     if train is val:
         return "validation on the training images (none held out)"
     if len(items) < MIN_IMAGES_TO_HOLD_OUT:
-        return (f"only {len(items)} image(s), fewer than {MIN_IMAGES_TO_HOLD_OUT}: validation holds out the "
-                f"right-hand {100 * STRIP_FRACTION:.0f} % of every image's width and trains on the rest")
+        return (
+            f"only {len(items)} image(s), fewer than {MIN_IMAGES_TO_HOLD_OUT}: validation holds out the "
+            f"right-hand {100 * STRIP_FRACTION:.0f} % of every image's width and trains on the rest"
+        )
     return f"{len(train)} training / {len(val)} validation images"

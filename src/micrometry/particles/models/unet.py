@@ -41,12 +41,16 @@ class UNet(nn.Module):
         # costs as much as all the others together and mainly refines edges.
         self.stem = conv_bn_relu(1, widths[0])
         self.down = nn.ModuleList(
-            nn.Sequential(conv_bn_relu(widths[i], widths[i + 1], stride=2), conv_bn_relu(widths[i + 1], widths[i + 1]))
+            nn.Sequential(
+                conv_bn_relu(widths[i], widths[i + 1], stride=2), conv_bn_relu(widths[i + 1], widths[i + 1])
+            )
             for i in range(len(widths) - 1)
         )
         self.up = nn.ModuleList(
-            nn.Sequential(conv_bn_relu(widths[i + 1] + widths[i], widths[i]),
-                          *([conv_bn_relu(widths[i], widths[i])] if i > 0 else []))
+            nn.Sequential(
+                conv_bn_relu(widths[i + 1] + widths[i], widths[i]),
+                *([conv_bn_relu(widths[i], widths[i])] if i > 0 else []),
+            )
             for i in range(len(widths) - 1)
         )
         self.head = nn.Conv2d(widths[0], out_channels, 1)

@@ -32,15 +32,24 @@ def truth_dataset(truths: list[np.ndarray]) -> CocoDataset:
             packed = compressed_rle(rle, h, w)
             if mask_utils.area(packed) == 0:
                 continue
-            annotations[image_id].append(CocoAnnotation(next_id, image_id, 1, rle, packed,
-                                                        [float(v) for v in mask_utils.toBbox(packed)],
-                                                        float(mask_utils.area(packed))))
+            annotations[image_id].append(
+                CocoAnnotation(
+                    next_id,
+                    image_id,
+                    1,
+                    rle,
+                    packed,
+                    [float(v) for v in mask_utils.toBbox(packed)],
+                    float(mask_utils.area(packed)),
+                )
+            )
             next_id += 1
     return CocoDataset(None, None, images, [{"id": 1, "name": "particle"}], annotations)
 
 
-def evaluate_label_images(predicted: list[tuple[np.ndarray, np.ndarray]], truths: list[np.ndarray] | CocoDataset
-                          ) -> dict[str, float]:
+def evaluate_label_images(
+    predicted: list[tuple[np.ndarray, np.ndarray]], truths: list[np.ndarray] | CocoDataset
+) -> dict[str, float]:
     """segm AP, AP50, AP75 and F1@0.5 of predicted ``(labels, scores)`` against true label images."""
     gt = truths if isinstance(truths, CocoDataset) else truth_dataset(truths)
     results = []
@@ -48,5 +57,9 @@ def evaluate_label_images(predicted: list[tuple[np.ndarray, np.ndarray]], truths
         results.extend(instances_to_results(image_id, labels, scores))
     metrics = evaluate(results, gt)
     segm = metrics["segm"]
-    return {"AP": segm["AP"] or 0.0, "AP50": segm["AP50"] or 0.0, "AP75": segm["AP75"] or 0.0,
-            "F1@0.5": metrics["matching"][0]["f1"] or 0.0}
+    return {
+        "AP": segm["AP"] or 0.0,
+        "AP50": segm["AP50"] or 0.0,
+        "AP75": segm["AP75"] or 0.0,
+        "F1@0.5": metrics["matching"][0]["f1"] or 0.0,
+    }

@@ -10,8 +10,8 @@ def cell_anchors(sizes: tuple[float, ...], ratios: tuple[float, ...]) -> torch.T
     out = []
     for size in sizes:
         for ratio in ratios:
-            w = size / ratio ** 0.5
-            h = size * ratio ** 0.5
+            w = size / ratio**0.5
+            h = size * ratio**0.5
             out.append([-w / 2, -h / 2, w / 2, h / 2])
     return torch.tensor(out, dtype=torch.float32)
 
@@ -42,7 +42,9 @@ class AnchorGenerator:
         Each level's stride.
     """
 
-    def __init__(self, sizes: tuple[tuple[float, ...], ...], ratios: tuple[float, ...], strides: tuple[int, ...]):
+    def __init__(
+        self, sizes: tuple[tuple[float, ...], ...], ratios: tuple[float, ...], strides: tuple[int, ...]
+    ):
         if len(sizes) != len(strides):
             raise ValueError("one tuple of anchor sizes per level")
         self.bases = [cell_anchors(s, ratios) for s in sizes]
@@ -58,6 +60,10 @@ class AnchorGenerator:
         """One ``(h * w * A, 4)`` tensor per level for maps of the given ``(h, w)``."""
         key = (tuple(shapes), str(device))
         if key not in self._cache:
-            self._cache = {key: [grid_anchors(b, s, h, w).to(device)
-                                 for b, s, (h, w) in zip(self.bases, self.strides, shapes)]}
+            self._cache = {
+                key: [
+                    grid_anchors(b, s, h, w).to(device)
+                    for b, s, (h, w) in zip(self.bases, self.strides, shapes, strict=False)
+                ]
+            }
         return self._cache[key]

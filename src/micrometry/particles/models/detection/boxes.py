@@ -65,8 +65,10 @@ class BoxCoder:
         gw = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6)
         gh = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
         gx, gy = boxes[:, 0] + 0.5 * gw, boxes[:, 1] + 0.5 * gh
-        return torch.stack([wx * (gx - rx) / rw, wy * (gy - ry) / rh,
-                            ww * torch.log(gw / rw), wh * torch.log(gh / rh)], dim=1)
+        return torch.stack(
+            [wx * (gx - rx) / rw, wy * (gy - ry) / rh, ww * torch.log(gw / rw), wh * torch.log(gh / rh)],
+            dim=1,
+        )
 
     def decode(self, deltas: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Boxes ``(K, 4)`` from deltas ``(K, 4)`` and reference boxes ``(K, 4)``."""
@@ -119,8 +121,9 @@ def match(iou: torch.Tensor, high: float, low: float, allow_low_quality: bool) -
     return result
 
 
-def sample_balanced(labels: torch.Tensor, count: int, positive_fraction: float,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_balanced(
+    labels: torch.Tensor, count: int, positive_fraction: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random positives (``labels >= 1``) and negatives (``labels == 0``) for a loss; others ignored.
 
     At most ``count * positive_fraction`` positives; negatives fill up to ``count``.

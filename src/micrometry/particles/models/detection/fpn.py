@@ -14,8 +14,11 @@ from torch import nn
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class ResidualBlock(nn.Module):
@@ -24,11 +27,16 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
         self.conv1 = conv_bn_relu(in_channels, out_channels, stride)
-        self.conv2 = nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
-                                   nn.BatchNorm2d(out_channels))
-        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels else
-                         nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                       nn.BatchNorm2d(out_channels)))
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels)
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and in_channels == out_channels
+            else nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x), inplace=True)
@@ -53,8 +61,11 @@ class FPNBackbone(nn.Module):
             raise ValueError("five stage widths (strides 2 to 32)")
         self.stem = conv_bn_relu(1, widths[0], stride=2)
         self.stages = nn.ModuleList(
-            nn.Sequential(ResidualBlock(widths[i], widths[i + 1], stride=2), ResidualBlock(widths[i + 1], widths[i + 1]))
-            for i in range(4))
+            nn.Sequential(
+                ResidualBlock(widths[i], widths[i + 1], stride=2), ResidualBlock(widths[i + 1], widths[i + 1])
+            )
+            for i in range(4)
+        )
         self.lateral = nn.ModuleList(nn.Conv2d(w, channels, 1) for w in widths[1:])
         self.output = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in widths[1:])
         self.channels = channels

@@ -14,8 +14,13 @@ class BoxHead(nn.Module):
 
     def __init__(self, channels: int, pool: int, hidden: int = 256, n_classes: int = 2):
         super().__init__()
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * pool * pool, hidden), nn.ReLU(inplace=True),
-                                nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(channels * pool * pool, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+        )
         self.cls_score = nn.Linear(hidden, n_classes)
         self.bbox_pred = nn.Linear(hidden, 4)
         nn.init.normal_(self.cls_score.weight, std=0.01)

@@ -84,11 +84,18 @@ class MaskRCNN(nn.Module):
         self.backbone = FPNBackbone(tuple(c.widths), c.channels)
         strides = self.backbone.strides
         anchors = AnchorGenerator(tuple((s,) for s in c.anchor_sizes), tuple(c.anchor_ratios), strides)
-        self.rpn = RegionProposalNetwork(anchors, c.channels, RPNSettings(
-            pre_nms_train=c.pre_nms, pre_nms_test=c.pre_nms, post_nms_train=c.post_nms_train,
-            post_nms_test=c.post_nms_test))
+        self.rpn = RegionProposalNetwork(
+            anchors,
+            c.channels,
+            RPNSettings(
+                pre_nms_train=c.pre_nms,
+                pre_nms_test=c.pre_nms,
+                post_nms_train=c.post_nms_train,
+                post_nms_test=c.post_nms_test,
+            ),
+        )
         self.box_heads = nn.ModuleList(BoxHead(c.channels, c.box_pool, c.box_hidden) for _ in c.stage_ious)
-        self.box_coders = [BoxCoder(w) for w in STAGE_CODERS[:len(c.stage_ious)]]
+        self.box_coders = [BoxCoder(w) for w in STAGE_CODERS[: len(c.stage_ious)]]
         self.mask_head = MaskHead(c.channels, c.mask_hidden)
 
     @property
@@ -100,8 +107,14 @@ class MaskRCNN(nn.Module):
 
     def _pool(self, features: list[torch.Tensor], boxes: list[torch.Tensor], size: int) -> torch.Tensor:
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)])
-        return multiscale_roi_align(features, list(self.backbone.strides), rois, size,
-                                    canonical_size=self.config.canonical_size, canonical_level=3)
+        return multiscale_roi_align(
+            features,
+            list(self.backbone.strides),
+            rois,
+            size,
+            canonical_size=self.config.canonical_size,
+            canonical_level=3,
+        )
 
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None):
         """Losses (``targets`` given: dicts with ``boxes (G, 4)`` and ``masks (G, H, W)``) or detections."""
@@ -115,23 +128,30 @@ class MaskRCNN(nn.Module):
             return self.detect(features, proposals, size)
         return {**losses, **self.roi_losses(features, proposals, targets, size)}
 
-    def _refine(self, deltas: torch.Tensor, boxes: list[torch.Tensor], stage: int, size: tuple[int, int]
-                ) -> list[torch.Tensor]:
+    def _refine(
+        self, deltas: torch.Tensor, boxes: list[torch.Tensor], stage: int, size: tuple[int, int]
+    ) -> list[torch.Tensor]:
         """Per image, the boxes a stage's deltas make of its input boxes (clipped, no gradient)."""
         decoded = self.box_coders[stage].decode(deltas.detach(), torch.cat(boxes))
         return [clip_boxes(part, size) for part in decoded.split([len(b) for b in boxes])]
 
-    def roi_losses(self, features: list[torch.Tensor], proposals: list[torch.Tensor],
-                   targets: list[dict[str, torch.Tensor]], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def roi_losses(
+        self,
+        features: list[torch.Tensor],
+        proposals: list[torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        size: tuple[int, int],
+    ) -> dict[str, torch.Tensor]:
         c = self.config
         gt_boxes = [t["boxes"].to(features[0].dtype) for t in targets]
         losses: dict[str, torch.Tensor] = {}
         inputs = proposals
-        for stage, (head, iou) in enumerate(zip(self.box_heads, c.stage_ious)):
+        for stage, (head, iou) in enumerate(zip(self.box_heads, c.stage_ious, strict=False)):
             boxes, labels, matched = roi_targets(inputs, gt_boxes, c.rois_per_image, iou_threshold=iou)
             class_logits, deltas = head(self._pool(features, boxes, c.box_pool))
-            cls_loss, box_loss = box_head_loss(class_logits, deltas, boxes, labels, matched, gt_boxes,
-                                               self.box_coders[stage])
+            cls_loss, box_loss = box_head_loss(
+                class_logits, deltas, boxes, labels, matched, gt_boxes, self.box_coders[stage]
+            )
             suffix = "" if stage == 0 else f"_{stage + 1}"
             weight = c.stage_weights[stage] if len(c.stage_ious) > 1 else 1.0
             losses[f"box_class{suffix}"] = weight * cls_loss
@@ -143,23 +163,33 @@ class MaskRCNN(nn.Module):
         losses["mask"] = self.mask_loss(features, targets, *mask_rois)
         return losses
 
-    def mask_loss(self, features: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
-                  boxes: list[torch.Tensor], labels: list[torch.Tensor], matched: list[torch.Tensor]
-                  ) -> torch.Tensor:
+    def mask_loss(
+        self,
+        features: list[torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        boxes: list[torch.Tensor],
+        labels: list[torch.Tensor],
+        matched: list[torch.Tensor],
+    ) -> torch.Tensor:
         """The mask head's loss on a random subset of the first stage's positive RoIs."""
         c = self.config
         # Sampled positives come in random order: the first few are a random subset.
-        chosen = [torch.nonzero(lab > 0).flatten()[:c.mask_rois_per_image] for lab in labels]
-        positive = [b[i] for b, i in zip(boxes, chosen)]
+        chosen = [torch.nonzero(lab > 0).flatten()[: c.mask_rois_per_image] for lab in labels]
+        positive = [b[i] for b, i in zip(boxes, chosen, strict=False)]
         if sum(len(p) for p in positive) == 0:
             return sum(p.sum() for p in self.mask_head.parameters()) * 0.0
         logits = self.mask_head(self._pool(features, positive, c.mask_pool))
-        wanted = torch.cat([mask_targets(t["masks"], p, m[i], 2 * c.mask_pool)
-                            for t, p, m, i in zip(targets, positive, matched, chosen)])
+        wanted = torch.cat(
+            [
+                mask_targets(t["masks"], p, m[i], 2 * c.mask_pool)
+                for t, p, m, i in zip(targets, positive, matched, chosen, strict=False)
+            ]
+        )
         return mask_loss(logits, wanted)
 
-    def detect(self, features: list[torch.Tensor], proposals: list[torch.Tensor], size: tuple[int, int]
-               ) -> list[dict[str, torch.Tensor]]:
+    def detect(
+        self, features: list[torch.Tensor], proposals: list[torch.Tensor], size: tuple[int, int]
+    ) -> list[dict[str, torch.Tensor]]:
         """Score and refine the proposals through the stages, keep the best after NMS, predict their masks."""
         c = self.config
         boxes_in, score_sum = proposals, None
@@ -170,7 +200,7 @@ class MaskRCNN(nn.Module):
             boxes_in = self._refine(deltas, boxes_in, stage, size)
         scores_all = (score_sum / len(self.box_heads)).split([len(b) for b in boxes_in])
         out = []
-        for boxes, scores in zip(boxes_in, scores_all):
+        for boxes, scores in zip(boxes_in, scores_all, strict=False):
             keep = torch.nonzero(scores > c.score_threshold).flatten()
             keep = keep[keep_min_size(boxes[keep], 1.0)]
             boxes, scores = boxes[keep], scores[keep]
@@ -183,6 +213,6 @@ class MaskRCNN(nn.Module):
             masks = features[0].new_zeros((0, 2 * c.mask_pool, 2 * c.mask_pool))
         start = 0
         for o in out:
-            o["masks"] = masks[start:start + len(o["boxes"])]
+            o["masks"] = masks[start : start + len(o["boxes"])]
             start += len(o["boxes"])
         return out

@@ -21,7 +21,9 @@ from micrometry.particles.models.detection.boxes import box_iou
 BLOCK = 128
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None = None) -> torch.Tensor:
+def nms(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None = None
+) -> torch.Tensor:
     """Indices of the boxes greedy NMS keeps, by decreasing score.
 
     Equal scores are ranked by index (a stable sort), so results are
@@ -37,7 +39,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kee
     kept_boxes = ranked[:0]
     n_kept = 0
     for start in range(0, len(order), BLOCK):
-        block = ranked[start:start + BLOCK]
+        block = ranked[start : start + BLOCK]
         alive = torch.ones(len(block), dtype=torch.bool, device=boxes.device)
         if n_kept:
             alive = ~(box_iou(kept_boxes, block) > iou_threshold).any(dim=0)
@@ -59,8 +61,13 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kee
     return result if max_keep is None else result[:max_keep]
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                iou_threshold: float, max_keep: int | None = None) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    groups: torch.Tensor,
+    iou_threshold: float,
+    max_keep: int | None = None,
+) -> torch.Tensor:
     """NMS within each group (class, image or pyramid level) independently, in one call.
 
     Boxes of different groups are shifted apart so that they never overlap;

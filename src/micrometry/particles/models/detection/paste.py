@@ -42,16 +42,26 @@ def paste_mask(mask: torch.Tensor, box: np.ndarray, shape: tuple[int, int]) -> t
     x1, y1, x2, y2 = (float(v) for v in box)
     # Mask-cell coordinates of the region's pixel centres.
     cols = (torch.arange(x0, x_stop, dtype=torch.float32) + 0.5 - x1) / max(x2 - x1, 1e-6) * m - 0.5
-    rows = (torch.arange(y0, y_stop, dtype=torch.float32) + 0.5 - y1) / max(y2 - y1, 1e-6) * mask.shape[-2] - 0.5
+    rows = (torch.arange(y0, y_stop, dtype=torch.float32) + 0.5 - y1) / max(y2 - y1, 1e-6) * mask.shape[
+        -2
+    ] - 0.5
     gx = cols * (2.0 / (m - 1)) - 1.0 if m > 1 else torch.zeros_like(cols)
     gy = rows * (2.0 / (mask.shape[-2] - 1)) - 1.0 if mask.shape[-2] > 1 else torch.zeros_like(rows)
     grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]
-    values = F.grid_sample(mask.float()[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+    values = F.grid_sample(
+        mask.float()[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True
+    )
     return y0, x0, values[0, 0].numpy()
 
 
-def paint_instances(masks: torch.Tensor, boxes: np.ndarray, scores: np.ndarray, shape: tuple[int, int],
-                    threshold: float = 0.5, min_area: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def paint_instances(
+    masks: torch.Tensor,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    shape: tuple[int, int],
+    threshold: float = 0.5,
+    min_area: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
     """A label image from detections: higher-scoring masks are painted over lower ones.
 
     Parameters
@@ -78,7 +88,7 @@ def paint_instances(masks: torch.Tensor, boxes: np.ndarray, scores: np.ndarray, 
     order = np.argsort(scores, kind="stable")  # ascending: the best is painted last
     for rank, k in enumerate(order, start=1):
         y0, x0, values = paste_mask(masks[k], boxes[k], shape)
-        region = labels[y0:y0 + values.shape[0], x0:x0 + values.shape[1]]
+        region = labels[y0 : y0 + values.shape[0], x0 : x0 + values.shape[1]]
         region[values > threshold] = rank
     counts = np.bincount(labels.ravel(), minlength=len(order) + 1)
     present = counts >= min_area

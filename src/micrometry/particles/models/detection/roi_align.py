@@ -21,8 +21,13 @@ import torch
 import torch.nn.functional as F
 
 
-def sample_points(rois: torch.Tensor, output_size: tuple[int, int], spatial_scale: float,
-                  sampling_ratio: int, aligned: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_points(
+    rois: torch.Tensor,
+    output_size: tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature-map coordinates of every sample: ``y (K, ph * s)`` and ``x (K, pw * s)``."""
     ph, pw = output_size
     offset = 0.5 if aligned else 0.0
@@ -43,8 +48,14 @@ def _normalised(coord: torch.Tensor, size: int) -> torch.Tensor:
     return coord * (2.0 / (size - 1)) - 1.0 if size > 1 else torch.zeros_like(coord)
 
 
-def roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: int | tuple[int, int],
-              spatial_scale: float = 1.0, sampling_ratio: int = 2, aligned: bool = True) -> torch.Tensor:
+def roi_align(
+    features: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+) -> torch.Tensor:
     """Pool a ``(ph, pw)`` patch of ``features`` under each region.
 
     Parameters
@@ -76,22 +87,26 @@ def roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: int | tup
     if k == 0:
         return out
     ys, xs = sample_points(rois.to(features.dtype), (ph, pw), spatial_scale, s, aligned)
-    inside = (((ys >= -1.0) & (ys <= h))[:, :, None] & ((xs >= -1.0) & (xs <= w))[:, None, :])
-    grid = torch.stack(torch.broadcast_tensors(_normalised(xs, w)[:, None, :], _normalised(ys, h)[:, :, None]),
-                       dim=-1)  # (K, ph*s, pw*s, 2) as (x, y)
+    inside = ((ys >= -1.0) & (ys <= h))[:, :, None] & ((xs >= -1.0) & (xs <= w))[:, None, :]
+    grid = torch.stack(
+        torch.broadcast_tensors(_normalised(xs, w)[:, None, :], _normalised(ys, h)[:, :, None]), dim=-1
+    )  # (K, ph*s, pw*s, 2) as (x, y)
     batch = rois[:, 0].long()
     for b in torch.unique(batch).tolist():
         idx = torch.nonzero(batch == b).flatten()
         g = grid[idx].reshape(1, idx.numel() * ph * s, pw * s, 2)
-        sampled = F.grid_sample(features[b:b + 1], g, mode="bilinear", padding_mode="border", align_corners=True)
+        sampled = F.grid_sample(
+            features[b : b + 1], g, mode="bilinear", padding_mode="border", align_corners=True
+        )
         sampled = sampled.reshape(c, idx.numel(), ph * s, pw * s).permute(1, 0, 2, 3)
         sampled = sampled * inside[idx][:, None].to(sampled.dtype)
         out[idx] = F.avg_pool2d(sampled, s) if s > 1 else sampled  # the mean of each bin's samples
     return out
 
 
-def level_of_boxes(boxes: torch.Tensor, min_level: int, max_level: int, canonical_size: float,
-                   canonical_level: int) -> torch.Tensor:
+def level_of_boxes(
+    boxes: torch.Tensor, min_level: int, max_level: int, canonical_size: float, canonical_level: int
+) -> torch.Tensor:
     """The pyramid level (log2 of its stride) each box is pooled from (FPN paper, eq. 1).
 
     A box of side ``canonical_size`` goes to ``canonical_level``; each doubling
@@ -102,9 +117,15 @@ def level_of_boxes(boxes: torch.Tensor, min_level: int, max_level: int, canonica
     return level.clamp(min_level, max_level).long()
 
 
-def multiscale_roi_align(features: list[torch.Tensor], strides: list[int], rois: torch.Tensor,
-                         output_size: int, sampling_ratio: int = 2, canonical_size: float = 32.0,
-                         canonical_level: int = 3) -> torch.Tensor:
+def multiscale_roi_align(
+    features: list[torch.Tensor],
+    strides: list[int],
+    rois: torch.Tensor,
+    output_size: int,
+    sampling_ratio: int = 2,
+    canonical_size: float = 32.0,
+    canonical_level: int = 3,
+) -> torch.Tensor:
     """RoIAlign from the pyramid level that suits each box's size.
 
     ``features[i]`` has stride ``strides[i]`` (powers of two, increasing).
@@ -113,7 +134,7 @@ def multiscale_roi_align(features: list[torch.Tensor], strides: list[int], rois:
     which = level_of_boxes(rois[:, 1:], levels[0], levels[-1], canonical_size, canonical_level)
     c = features[0].shape[1]
     out = features[0].new_zeros((rois.shape[0], c, output_size, output_size))
-    for feature, stride, level in zip(features, strides, levels):
+    for feature, stride, level in zip(features, strides, levels, strict=False):
         idx = torch.nonzero(which == level).flatten()
         if idx.numel():
             out[idx] = roi_align(feature, rois[idx], output_size, 1.0 / stride, sampling_ratio)

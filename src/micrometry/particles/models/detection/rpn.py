@@ -66,8 +66,13 @@ class RegionProposalNetwork(nn.Module):
         self.settings = settings or RPNSettings()
         self.coder = BoxCoder()
 
-    def proposals(self, objectness: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-                  image_size: tuple[int, int]) -> list[torch.Tensor]:
+    def proposals(
+        self,
+        objectness: list[torch.Tensor],
+        deltas: list[torch.Tensor],
+        anchors: list[torch.Tensor],
+        image_size: tuple[int, int],
+    ) -> list[torch.Tensor]:
         """``(P_b, 4)`` proposals per image, best first."""
         s = self.settings
         pre = s.pre_nms_train if self.training else s.pre_nms_test
@@ -75,7 +80,7 @@ class RegionProposalNetwork(nn.Module):
         out = []
         for b in range(objectness[0].shape[0]):
             boxes, scores, levels = [], [], []
-            for level, (obj, delta, anchor) in enumerate(zip(objectness, deltas, anchors)):
+            for level, (obj, delta, anchor) in enumerate(zip(objectness, deltas, anchors, strict=False)):
                 top = torch.topk(obj[b], min(pre, obj.shape[1])).indices
                 boxes.append(clip_boxes(self.coder.decode(delta[b, top], anchor[top]), image_size))
                 scores.append(obj[b, top])
@@ -87,18 +92,30 @@ class RegionProposalNetwork(nn.Module):
             out.append(boxes_b[keep])
         return out
 
-    def forward(self, features: list[torch.Tensor], image_size: tuple[int, int],
-                gt_boxes: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        features: list[torch.Tensor],
+        image_size: tuple[int, int],
+        gt_boxes: list[torch.Tensor] | None = None,
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """Proposals per image (no gradient flows through them) and, given ``gt_boxes``, the RPN losses."""
         objectness, deltas = self.head(features)
         anchors = self.anchors([tuple(f.shape[-2:]) for f in features], features[0].device)
         with torch.no_grad():
-            proposals = self.proposals([o.detach() for o in objectness], [d.detach() for d in deltas], anchors,
-                                       image_size)
+            proposals = self.proposals(
+                [o.detach() for o in objectness], [d.detach() for d in deltas], anchors, image_size
+            )
         losses: dict[str, torch.Tensor] = {}
         if gt_boxes is not None:
             s = self.settings
-            obj_loss, box_loss = rpn_loss(torch.cat(objectness, 1), torch.cat(deltas, 1), torch.cat(anchors),
-                                          gt_boxes, self.coder, s.batch_per_image, s.positive_fraction)
+            obj_loss, box_loss = rpn_loss(
+                torch.cat(objectness, 1),
+                torch.cat(deltas, 1),
+                torch.cat(anchors),
+                gt_boxes,
+                self.coder,
+                s.batch_per_image,
+                s.positive_fraction,
+            )
             losses = {"rpn_objectness": obj_loss, "rpn_box": box_loss}
         return proposals, losses

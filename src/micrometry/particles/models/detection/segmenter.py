@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.detection.maskrcnn import MaskRCNN
 from micrometry.particles.models.detection.paste import paint_instances
+from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.tiling import tile_spans
 
 
@@ -43,8 +43,15 @@ class DetectorSegmenter:
 
     name = "maskrcnn"
 
-    def __init__(self, model: MaskRCNN, scale: float = 0.5, tile: int = 768, overlap: int = 128,
-                 mask_threshold: float = 0.5, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: MaskRCNN,
+        scale: float = 0.5,
+        tile: int = 768,
+        overlap: int = 128,
+        mask_threshold: float = 0.5,
+        device: str | torch.device = "cpu",
+    ):
         self.model = model.to(device).eval()
         self.scale = float(scale)
         self.tile = int(tile)
@@ -65,8 +72,15 @@ class DetectorSegmenter:
                 crop = pad_to(small[..., r0:r1, c0:c1], self.model.multiple).to(self.device)
                 out = self.model(crop)[0]
                 b = out["boxes"].cpu()
-                b = torch.stack([b[:, 0].clamp(max=c1 - c0), b[:, 1].clamp(max=r1 - r0),
-                                 b[:, 2].clamp(max=c1 - c0), b[:, 3].clamp(max=r1 - r0)], 1)
+                b = torch.stack(
+                    [
+                        b[:, 0].clamp(max=c1 - c0),
+                        b[:, 1].clamp(max=r1 - r0),
+                        b[:, 2].clamp(max=c1 - c0),
+                        b[:, 3].clamp(max=r1 - r0),
+                    ],
+                    1,
+                )
                 b = b + torch.tensor([c0, r0, c0, r0], dtype=b.dtype)
                 cy, cx = (b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2
                 own = (cy >= keep_r0) & (cy < keep_r1) & (cx >= keep_c0) & (cx < keep_c1)

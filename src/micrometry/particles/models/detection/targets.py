@@ -20,5 +20,7 @@ def detection_targets(labels: np.ndarray, min_area: int = 4) -> dict[str, torch.
         masks.append(labels == i)
     if not boxes:
         return {"boxes": torch.zeros((0, 4)), "masks": torch.zeros((0, *labels.shape), dtype=torch.uint8)}
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32),
-            "masks": torch.from_numpy(np.stack(masks).astype(np.uint8))}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "masks": torch.from_numpy(np.stack(masks).astype(np.uint8)),
+    }

@@ -28,16 +28,24 @@ WARMUP_STEPS = 100
 class MaskRCNNTask(ParticleTrainTask):
     """Mask R-CNN on augmented crops; validated by segm AP like every particle model."""
 
-    def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage],
-                 config: MaskRCNNConfig | None = None):
+    def __init__(
+        self,
+        settings: TrainSettings,
+        train: list[LabelledImage],
+        val: list[LabelledImage],
+        config: MaskRCNNConfig | None = None,
+    ):
         super().__init__(settings, train, val)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.config = config or MaskRCNNConfig()
         self.model = MaskRCNN(self.config).to(self.device)
         self.modules = {"maskrcnn": self.model}
         self.base_lr = min(settings.lr, 2e-3)
-        self.optimizers = {"adamw": torch.optim.AdamW(self.model.parameters(), lr=self.base_lr,
-                                                      weight_decay=settings.weight_decay)}
+        self.optimizers = {
+            "adamw": torch.optim.AdamW(
+                self.model.parameters(), lr=self.base_lr, weight_decay=settings.weight_decay
+            )
+        }
         self.schedulers = {}
 
     def train_batches(self, epoch: int, generator: torch.Generator) -> CropBatches:
@@ -67,8 +75,12 @@ class MaskRCNNTask(ParticleTrainTask):
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
     def payload(self) -> dict[str, Any]:
-        return {"kind": CHECKPOINT_KIND, "model": self.settings.model, "scale": self.settings.scale,
-                "config": asdict(self.config)}
+        return {
+            "kind": CHECKPOINT_KIND,
+            "model": self.settings.model,
+            "scale": self.settings.scale,
+            "config": asdict(self.config),
+        }
 
     def segmenter(self) -> DetectorSegmenter:
         return DetectorSegmenter(self.model, scale=self.settings.scale, device=self.device)
