@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Two cores: idle OpenMP threads must not spin (see shared/REFERENCE.md, part C).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test test-fast venv clean browser
+.PHONY: demo test test-fast lint venv clean browser
 
 venv: $(STAMP)
 
@@ -23,12 +23,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/micrometry demo --out demo-out
 
-# Everything (what CI runs).
-test: $(STAMP) browser
+# Everything (what CI runs): the lint gate, then the whole suite.
+test: $(STAMP) browser lint
 	$(PY) -m pytest -q
 
+# ruff's lint rules and formatter (pyproject.toml [tool.ruff]); `ruff format .` fixes the format.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # The fast lane while editing: no model training, demo, DDP, Ray, uvicorn or Chromium (marked slow).
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(PY) -m pytest -q -m "not slow"
 
 # The web app's browser test drives Debian's Chromium; install it when missing and we may.
