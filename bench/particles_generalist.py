@@ -1,6 +1,6 @@
 """The generalist particle model: how the shipped one is made, and how it compares per imaging mode.
 
-Two subcommands::
+Three subcommands::
 
     # rebuild the shipped model on a CPU (synthetic mix of imaging modes, sizes, densities, noise
     # levels, textured grounds, texture-only images); resumable, fit to run in the background
@@ -9,6 +9,9 @@ Two subcommands::
 
     # one table of segm AP per imaging mode (old vs new shipped model) + fine-tuning curves
     python bench/particles_generalist.py bench --work WORK [--old OLD_MODEL] [--new MODEL]
+
+    # segm AP, count ratio and D50 error per mode (realism modes and texture-only images included)
+    python bench/particles_generalist.py modes --work WORK NAME=MODEL [NAME=MODEL ...]
 
 The shipped model is trained on every imaging mode but one (``darkfield``, held out so that
 the fine-tuning curves measure adaptation to a mode the model never saw), on the realism
@@ -360,6 +363,74 @@ def quarter_time_check(curves: dict[str, list]) -> str:
     )
 
 
+def mode_parts(work: Path, n_per_mode: int, seed: int) -> list[tuple[str, Path]]:
+    """(mode, COCO folder) of the held-out synthetic images of :func:`compare_modes`.
+
+    The seven classic modes are the images :func:`mode_table` scores (same recipe and seed);
+    the realism modes and the texture-only images (``none``) come from their own synth calls.
+    """
+    recipe = (("12,110", "normal", "normal", 512, 640),)
+    groups = (
+        ("modes", ALL_MODES, recipe),
+        ("realism", REALISM_MODES, recipe),
+        ("large", ("chromatin", "tissue"), (("150,400", "touching", "normal", 1024, 1280),)),
+        ("empty", ("tissue", "dic", "chromatin"), (("8,24", "none", "normal", 512, 640),)),
+    )
+    parts = []
+    for folder, modes, rec in groups:
+        part = synth_mix(work / folder, n_per_mode * len(modes), modes, seed, 1, recipes=rec)[0]
+        label = {"large": " 150-400 px", "empty": " texture only"}.get(folder, "")
+        parts.extend((f"{mode}{label}", part, i, len(modes)) for i, mode in enumerate(modes))
+    return parts
+
+
+def compare_modes(args) -> None:
+    """segm AP, count ratio and D50 error per synthetic mode, for several models side by side."""
+    import torch
+
+    from micrometry.io.coco import load_coco
+    from micrometry.particles.segmenter import load_segmenter
+    from realdata import score_outputs, segment_all
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    models = dict(spec.split("=", 1) for spec in args.models)
+    segmenters = {name: load_segmenter(path) for name, path in models.items()}
+    rows = []
+    for mode, part, index, cycle in mode_parts(work, args.n_per_mode, args.seed):
+        dataset = load_coco(part / "train")
+        ids = [im.id for k, im in enumerate(dataset.images) if k % cycle == index]
+        row = {"mode": mode, "images": len(ids), "true": sum(len(dataset.annotations[i]) for i in ids)}
+        for name, segmenter in segmenters.items():
+            outputs, seconds = segment_all(segmenter, dataset, ids)
+            if row["true"]:
+                m = score_outputs(dataset, ids, outputs)
+                row[name] = {k: m[k] for k in ("AP", "count_ratio", "D50_err", "count_pred")}
+            else:
+                row[name] = {"count_pred": int(sum(len(outputs[i][1]) for i in ids))}
+            row[name]["s_per_image"] = seconds
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    names = list(models)
+    print(
+        f"\nper synthetic mode ({args.n_per_mode} held-out images each; 512x640, sizes 12-110 px, density normal; "
+        "150-400 px: 1024x1280, touching; texture only: no particle): segm AP / count ratio / D50 error"
+    )
+    print("| mode | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for r in rows:
+        cells = []
+        for name in names:
+            m = r[name]
+            cells.append(
+                f"{m['AP']:.3f} / x{m['count_ratio']:.2f} / {100 * m['D50_err']:+.0f} %"
+                if "AP" in m
+                else f"{m['count_pred']} particles found"
+            )
+        print(f"| {r['mode']} | " + " | ".join(cells) + " |")
+    (work / "modes.json").write_text(json.dumps(rows, indent=2))
+
+
 def run_bench(args) -> None:
     import torch
 
@@ -431,6 +502,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     bench.add_argument("--seed", type=int, default=5000)
     bench.set_defaults(func=run_bench)
+    modes = sub.add_parser(
+        "modes", help="AP, count ratio and D50 error per synthetic mode, models side by side"
+    )
+    modes.add_argument("--work", required=True)
+    modes.add_argument("models", nargs="+", help="NAME=MODEL (a model folder, 'shipped' or 'watershed')")
+    modes.add_argument("--n-per-mode", type=int, default=3)
+    modes.add_argument("--seed", type=int, default=5000)
+    modes.add_argument("--threads", type=int, default=1)
+    modes.set_defaults(func=compare_modes)
     args = parser.parse_args(argv)
     args.func(args)
 
