@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,13 @@ import pandas as pd
 from micrometry.errors import InputError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.particles.compare import CompareSettings, compare_tables, comparison_summary
-from micrometry.particles.measure import CSV_FLOAT_FORMAT, TABLE_SUFFIXES, measure_source, read_table
+from micrometry.particles.measure import (
+    CSV_FLOAT_FORMAT,
+    TABLE_SUFFIXES,
+    measure_source,
+    read_table,
+    unreliable_warning,
+)
 
 COMPARE_CSV = "compare.csv"
 COMPARE_JSON = "compare.json"
@@ -60,6 +67,10 @@ def run_compare(
     with atomic_dir(out, overwrite=overwrite) as tmp:
         table_a = load_batch(a, model, pixel_size, unit, exclude_edges)
         table_b = load_batch(b, model, pixel_size, unit, exclude_edges)
+        for what, table in (("batch A: ", table_a), ("batch B: ", table_b)):
+            line = unreliable_warning(table, what)
+            if line:
+                warnings.warn(line)
         comparison = compare_tables(table_a, table_b, settings=settings)
         summary = comparison_summary(comparison, settings)
         summary["inputs"] = {"a": str(a), "b": str(b), "exclude_edges": exclude_edges}

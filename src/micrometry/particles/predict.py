@@ -8,7 +8,8 @@
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
       rois/<stem>_RoiSet.zip  the same particles as ImageJ polygon ROIs named by label id (Fiji's ROI Manager)
       overlays/<stem>.png the input with each particle's outline in its own colour
-      prediction.json     model, per image: particles, the diameter and scale used, calibration, warnings;
+      prediction.json     model, per image: particles, reliable (true/false) and the reason, the diameter and
+                          scale used, calibration, warnings;
                           files skipped; the images' calibration (TIFF/OME metadata); for an ensemble or
                           TTA also its members, weights and passes
 
@@ -35,6 +36,7 @@ from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco
 from micrometry.io.image import list_images, read_calibration, read_image, write_image
 from micrometry.io.output_names import unique_output_names
 from micrometry.particles.measure import PREDICTION_JSON
+from micrometry.particles.reliability import assess_reliability
 from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
@@ -155,6 +157,7 @@ class SegmentWorker:
                 "count": inst.count,
                 "seconds": seconds,
                 "info": dict(getattr(inst, "info", {}) or {}),
+                "reliability": assess_reliability(inst.labels, inst.scores).record(),
                 "calibration": read_calibration(path),
             }
         return [outputs_by_path[item["path"]] for item in items]
@@ -251,17 +254,21 @@ def prediction_record(
         segmented.append((Path(path), output))
         info = output.get("info", {})
         cal = output.get("calibration")
+        reliability = output.get("reliability", {})
         per_image.append(
             {
                 "image_id": int(image_id),
                 "file": Path(path).name,
                 "particles": output["count"],
+                **reliability,
                 **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
                 **{k: v for k, v in info.items() if k != "warnings"},
                 "warnings": list(info.get("warnings", [])),
             }
         )
         lines.extend(f"{Path(path).name}: {w}" for w in info.get("warnings", []))
+        if reliability and not reliability["reliable"]:
+            lines.append(f"{Path(path).name}: unreliable segmentation: {reliability['reason']}")
     empty = [p.name for p, o in segmented if o["count"] == 0]
     if empty and len(empty) == len(segmented):
         lines.append(
