@@ -186,8 +186,8 @@ def predict(
     stored in PRED/prediction.json).
     """
     from micrometry.engine import make_engine
+    from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
-    from micrometry.particles.segmenter import load_segmenter
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
     options = {
@@ -197,7 +197,7 @@ def predict(
         "tta_scales": tta_scales,
         "diameter": diameter,
     }
-    segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
+    segmenter = load_particle_model(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
         summary = predict_folder(
             segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
