@@ -153,8 +153,11 @@ def train_model(
     threads: int | None = None,
     model_given: bool = True,
     given: set[str] | None = None,
+    images: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``settings.model`` on a COCO folder into the run folder ``out``.
+    """Train ``settings.model`` on a training folder (any layout of
+    :mod:`~micrometry.particles.training_data`; ``images``: its images folder
+    where the layout does not say) into the run folder ``out``.
 
     Returns
     -------
@@ -210,7 +213,11 @@ def train_model(
     configure_threads(threads)
     # Read the whole dataset before creating the run folder: a bad dataset leaves nothing behind.
     items = load_labelled_images(
-        coco_dir, settings.scale, settings.net_diameter, per_image=getattr(entry, "auto_size", False)
+        coco_dir,
+        settings.scale,
+        settings.net_diameter,
+        per_image=getattr(entry, "auto_size", False),
+        images=images,
     )
     if settings.scale is None and not getattr(entry, "auto_size", False):
         settings.scale = items[0].scale  # the dataset's median particle size set one scale
