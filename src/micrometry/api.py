@@ -102,11 +102,11 @@ class SegmentationModel:
     """
 
     def __init__(self, source: str | Path, **options):
-        from micrometry.particles.models.base import load_segmenter
-
         self.source = str(source)
         self._options = options
-        self._segmenters = {None: load_segmenter(source, **options)}
+        from micrometry.particles.models.base import load_particle_model
+
+        self._segmenters = {None: load_particle_model(source, **options)}
         self.name = self._segmenters[None].name
 
     def __repr__(self) -> str:
@@ -115,12 +115,12 @@ class SegmentationModel:
     def _segmenter(self, diameter: float | None):
         """The loaded segmenter for this particle diameter (one per diameter, kept)."""
         from micrometry.options import check_number
-        from micrometry.particles.models.base import load_segmenter
+        from micrometry.particles.models.base import load_particle_model
 
         if diameter is not None:
             diameter = float(check_number(diameter, "diameter", low=1, high=10000))
         if diameter not in self._segmenters:
-            self._segmenters[diameter] = load_segmenter(self.source, diameter=diameter, **self._options)
+            self._segmenters[diameter] = load_particle_model(self.source, diameter=diameter, **self._options)
         return self._segmenters[diameter]
 
     def segment(self, image, diameter: float | None = None) -> Segmentation:
@@ -480,9 +480,9 @@ def load_depth_model(name_or_path: str | Path = "shipped", device: str = "cpu") 
     >>> mm.load_depth_model("shipped").name
     'unet-weak'
     """
-    from micrometry.depth.methods import load_method
+    from micrometry.depth.methods import base
 
-    return DepthModel(load_method(name_or_path, device=device))
+    return DepthModel(base.load_depth_model(name_or_path, device=device))
 
 
 def hole_metrology(
