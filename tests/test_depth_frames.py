@@ -28,10 +28,10 @@ from micrometry.synth.sem_frames import FrameConfig, render_frame
 def shipped():
     import torch
 
-    from micrometry.depth.shipped import load_default_method
+    from micrometry.depth.methods import load_depth_model
 
     torch.set_num_threads(1)
-    return load_default_method("cpu")
+    return load_depth_model("shipped", device="cpu")
 
 
 def _frame(seed=0, **kwargs):

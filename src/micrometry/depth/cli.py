@@ -356,7 +356,7 @@ def depth_frame(
     import time
 
     from micrometry.depth.frames import analyse_frames
-    from micrometry.depth.methods import load_method
+    from micrometry.depth.methods import load_depth_model
     from micrometry.errors import InputError
     from micrometry.io.atomic import refuse_existing
     from micrometry.io.image import list_images
@@ -371,7 +371,7 @@ def depth_frame(
         raise InputError("no images found", frames)
     refuse_existing(out, overwrite, folder=True)
     configure_threads(threads or None)
-    method = load_method(model, device=device)
+    method = load_depth_model(model, device=device)
     started = time.perf_counter()
     summaries = analyse_frames(paths, method, out, nm_per_px=nm_per_px, overwrite=overwrite)
     seconds = time.perf_counter() - started
