@@ -328,6 +328,11 @@ def detect_holes(image: np.ndarray, semi_axes: tuple[float, float] = HOLE_SEMI_A
         & (origin[:, 1] + WINDOW[0] <= rows)
     )
     centres = np.where(present[:, None], _refine_centres(smooth, xy, semi_axes), xy)
+    # the flags read a hole's contrast and centre where the hole is, not where its site is
+    at_hole = ring_contrast(smooth, centres, semi_axes)
+    contrast, bottom = (
+        np.where(present & np.isfinite(v), v, w) for v, w in zip(at_hole, (contrast, bottom), strict=True)
+    )
     detection = Detection(lattice, index, xy, centres, contrast, bottom, present, origin, inside)
     detection.merged = merged_holes(smooth, detection)
     return detection
