@@ -13,8 +13,8 @@ from scipy import ndimage
 
 from micrometry.cli import run
 from micrometry.io.image import write_image
+from micrometry.particles.models.base import load_particle_model
 from micrometry.particles.reliability import MIN_OBJECTS, assess_reliability
-from micrometry.particles.segmenter import load_segmenter
 from micrometry.synth.particle_optics import MODES
 from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 from particle_scenes import TEXTURES, bandpass_noise
@@ -104,7 +104,7 @@ def _flagged_or_empty(segmenter, image) -> tuple[bool, dict]:
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_segmenter("shipped")
+    return load_particle_model("shipped")
 
 
 @pytest.mark.slow
