@@ -30,8 +30,8 @@ def module_files(root: Path) -> dict[str, Path]:
     return modules
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """Module -> the package's (non-``__init__``) modules it imports."""
+def import_graph(root: Path, packages: bool = False) -> dict[str, set[str]]:
+    """Module -> the package's (non-``__init__``; with ``packages``, all) modules it imports."""
     modules = module_files(root)
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
@@ -51,7 +51,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
             for target in targets:
                 while target and target not in modules:  # `from a.b import name`: the module a.b
                     target = target.rpartition(".")[0]
-                if target and target != name and modules[target].name != "__init__.py":
+                if target and target != name and (packages or modules[target].name != "__init__.py"):
                     graph[name].add(target)
     return graph
 
@@ -171,3 +171,73 @@ def test_importing_micrometry_and_its_cli_loads_no_gui_toolkit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "GUI: []" in out.stdout, out.stdout[-500:]
+
+
+# -- the layer contract (docs/architecture.md, "What each folder owns") -----------------------------
+
+JOBS = ("depth", "particles")
+
+
+def layer(module: str) -> str:
+    """The layer of a module: ``base`` (layers 1-3), ``synth``, a job, ``presentation`` or ``commands``.
+
+    A job's ``cli`` module declares commands: it belongs to the command layer that wires
+    everything together, like the top-level ``cli``, ``demo``, ``api`` and the napari plug-in.
+    """
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    if parts[-1] == "cli" or top in ("cli", "demo", "api", "__main__", "napari_plugin"):
+        return "commands"
+    if top in (*JOBS, "synth"):
+        return top
+    if top in ("report", "web"):
+        return "presentation"
+    return "base"
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Edges that break the contract: the jobs never import each other; synth imports no job;
+    report and web are imported by nobody below them; the base layers import none of these."""
+    allowed = {
+        "base": {"base"},
+        "synth": {"base", "synth"},
+        **{job: {"base", "synth", job} for job in JOBS},
+        "presentation": {"base", "synth", *JOBS, "presentation"},
+        "commands": {"base", "synth", *JOBS, "presentation", "commands"},
+    }
+    return [
+        f"{a} ({layer(a)}) -> {b} ({layer(b)})"
+        for a, targets in sorted(graph.items())
+        if a != "micrometry"  # the package root only re-exports the API lazily
+        for b in sorted(targets)
+        if layer(b) not in allowed[layer(a)]
+    ]
+
+
+def test_layer_contract_holds():
+    graph = import_graph(PACKAGE_ROOT, packages=True)
+    assert (
+        "micrometry.synth.sem_dataset" in graph
+        and "micrometry.holes" in graph["micrometry.synth.sem_dataset"]
+    )
+    assert layer_violations(graph) == []
+
+
+def test_layer_contract_catches_each_kind_of_violation():
+    graph = {
+        "micrometry.depth.measure": {"micrometry.particles.psd", "micrometry.holes"},  # job -> other job
+        "micrometry.synth.sem_dataset": {"micrometry.depth.measure"},  # synth -> job
+        "micrometry.particles.compare_run": {"micrometry.report.particles"},  # job -> presentation
+        "micrometry.io.image": {"micrometry.web.app"},  # base -> presentation
+        "micrometry.particles.cli": {
+            "micrometry.report.particles",
+            "micrometry.depth.methods",
+        },  # commands: fine
+        "micrometry.report.depth": {"micrometry.depth.measure"},  # presentation over a job: fine
+    }
+    assert layer_violations(graph) == [
+        "micrometry.depth.measure (depth) -> micrometry.particles.psd (particles)",
+        "micrometry.io.image (base) -> micrometry.web.app (presentation)",
+        "micrometry.particles.compare_run (particles) -> micrometry.report.particles (presentation)",
+        "micrometry.synth.sem_dataset (synth) -> micrometry.depth.measure (depth)",
+    ]

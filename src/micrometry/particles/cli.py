@@ -370,6 +370,7 @@ def compare(
     """Compare two batches descriptor by descriptor; say plainly what changed."""
     from micrometry.particles.compare import CompareSettings
     from micrometry.particles.compare_run import run_compare
+    from micrometry.report.particles import write_compare_report
 
     settings = CompareSettings(alpha=alpha, relative_threshold=rel_threshold, n_boot=n_boot, seed=seed)
     with _warnings_as_lines():
@@ -383,7 +384,8 @@ def compare(
             unit=unit,
             exclude_edges=exclude_edges,
             overwrite=overwrite,
-        )
+            render=write_compare_report,
+        ).comparison
     for line in comparison["verdict"]:
         typer.echo(line)
     typer.echo(f"{int(comparison['changed'].sum())} of {len(comparison)} descriptors changed -> {out}")
