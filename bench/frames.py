@@ -24,8 +24,9 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
-from micrometry.depth.frames import WINDOW, analyse_frame, window_origins
+from micrometry.depth.frames import analyse_frame
 from micrometry.depth.methods import load_depth_model
+from micrometry.holes import WINDOW, window_origins
 from micrometry.synth.sem_frames import FrameConfig, render_frame
 
 CLASSES = ("not_open", "under_etched", "merged", "missing")

@@ -15,10 +15,9 @@ from micrometry.depth.frames import (
     fit_lattice,
     fit_trend,
     flag_defects,
-    read_depth_tiff,
     trend_at,
-    write_depth_tiff,
 )
+from micrometry.io.depth_tiff import read_depth_tiff, write_depth_tiff
 from micrometry.io.image import read_calibration, write_image
 from micrometry.synth.sem_dataset import SemSynthConfig, simulate_real
 from micrometry.synth.sem_frames import FrameConfig, render_frame

@@ -241,17 +241,17 @@ def predict(
         summary = predict_folder(
             segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
         )
-    cal = summary["calibration"]
+    cal = summary.calibration
     typer.echo(
         calibration_line(cal["pixel_size"], cal["unit"], "metadata")
         if cal
         else "calibration: none in the images (particles measure --pixel-size --unit calibrates)"
     )
-    _echo_sizes(summary["per_image"])
-    skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
+    _echo_sizes(summary.per_image)
+    skipped = f", {len(summary.skipped)} skipped" if summary.skipped else ""
     typer.echo(
-        f"{summary['images']} images, {summary['particles']} particles{skipped} "
-        f"({summary['seconds_per_image']:.2f} s/image) -> {out}"
+        f"{summary.images} images, {summary.particles} particles{skipped} "
+        f"({summary.seconds_per_image:.2f} s/image) -> {out}"
     )
 
 
@@ -370,6 +370,7 @@ def compare(
     """Compare two batches descriptor by descriptor; say plainly what changed."""
     from micrometry.particles.compare import CompareSettings
     from micrometry.particles.compare_run import run_compare
+    from micrometry.report.particles import write_compare_report
 
     settings = CompareSettings(alpha=alpha, relative_threshold=rel_threshold, n_boot=n_boot, seed=seed)
     with _warnings_as_lines():
@@ -383,7 +384,8 @@ def compare(
             unit=unit,
             exclude_edges=exclude_edges,
             overwrite=overwrite,
-        )
+            render=write_compare_report,
+        ).comparison
     for line in comparison["verdict"]:
         typer.echo(line)
     typer.echo(f"{int(comparison['changed'].sum())} of {len(comparison)} descriptors changed -> {out}")

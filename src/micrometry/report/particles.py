@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from micrometry.errors import InputError
+from micrometry.particles.compare_run import REPORT_HTML, BatchComparison
 from micrometry.particles.morphometry import with_unit_names
 from micrometry.particles.psd import cumulative_distribution
 from micrometry.report.columns import descriptor_label, particle_columns, particle_unit
@@ -527,6 +528,15 @@ def compare_report(
     if "EqDiam" in a and "EqDiam" in b:
         report.figure(psd_figure(tables), "Cumulative size distributions.")
     return report
+
+
+def write_compare_report(result: BatchComparison, folder: Path) -> Path:
+    """Write ``folder/report.html`` for a comparison of :func:`~micrometry.particles.compare_run.run_compare`."""
+    path = Path(folder) / REPORT_HTML
+    compare_report(result.a, result.b, result.comparison, result.summary["rule"], names=result.names).write(
+        path
+    )
+    return path
 
 
 def true_particles(truth: Path | None, summary: pd.DataFrame | None) -> pd.DataFrame | None:
