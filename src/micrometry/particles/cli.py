@@ -241,17 +241,17 @@ def predict(
         summary = predict_folder(
             segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
         )
-    cal = summary["calibration"]
+    cal = summary.calibration
     typer.echo(
         calibration_line(cal["pixel_size"], cal["unit"], "metadata")
         if cal
         else "calibration: none in the images (particles measure --pixel-size --unit calibrates)"
     )
-    _echo_sizes(summary["per_image"])
-    skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
+    _echo_sizes(summary.per_image)
+    skipped = f", {len(summary.skipped)} skipped" if summary.skipped else ""
     typer.echo(
-        f"{summary['images']} images, {summary['particles']} particles{skipped} "
-        f"({summary['seconds_per_image']:.2f} s/image) -> {out}"
+        f"{summary.images} images, {summary.particles} particles{skipped} "
+        f"({summary.seconds_per_image:.2f} s/image) -> {out}"
     )
 
 
