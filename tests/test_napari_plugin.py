@@ -300,3 +300,21 @@ def test_widget_segments_with_the_shipped_model_then_fine_tunes(qapp, tmp_path):
     assert widget.model_combo.currentText() == str(widget.run_dir)
     widget.segment()  # with the fine-tuned model
     assert np.asarray(viewer.layers[name].data).max() > 10, widget.status.text()
+
+
+@pytest.mark.slow
+def test_napari_docks_the_widget(qapp):
+    """In a real (hidden) napari window, Plugins > Particles makes the widget on that viewer."""
+    import napari
+
+    from micrometry.napari_plugin.widget import SegmentationWidget
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # napari's theme detection on Qt5, XDG paths
+        viewer = napari.Viewer(show=False)
+    try:
+        _, widget = viewer.window.add_plugin_dock_widget("micrometry", "Particles")
+        assert isinstance(widget, SegmentationWidget)
+        assert widget.model_combo.currentText() == "shipped" and widget.image_combo.count() == 0
+    finally:
+        viewer.close()
