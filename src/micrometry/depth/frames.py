@@ -694,23 +694,27 @@ def analyse_frames(
                 raise InputError(exc.message, path) from None
             write_depth_tiff(tmp / tif_name, result.depth_map, nm_per_px)
             rows += hole_rows(Path(path).name, result.holes)
-            summaries[Path(path).name] = {**result.summary, "depth_map": tif_name}
+            summaries[Path(path).name] = {
+                **result.summary,
+                "source": str(Path(path).resolve()),
+                "depth_map": tif_name,
+            }
         with open(tmp / "holes.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=("frame", *HOLE_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
         (tmp / "summary.json").write_text(
-            json.dumps({"frames": _finite(summaries)}, indent=2, allow_nan=False) + "\n"
+            json.dumps({"frames": json_safe(summaries)}, indent=2, allow_nan=False) + "\n"
         )
     return summaries
 
 
-def _finite(value):
+def json_safe(value):
     """NaN and infinities -> None (JSON null), recursively."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
