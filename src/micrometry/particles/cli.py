@@ -115,6 +115,20 @@ def calibration_line(pixel_size: float, unit: str, source: str) -> str:
     return f"calibration: {pixel_size:g} {unit}/px (from {'the image metadata' if source == 'metadata' else source})"
 
 
+def adequacy_line(summary) -> str:
+    """The count adequacy of a measure summary row, on one line."""
+    parts = []
+    for name in ("D50_n", "D90_n", "D50_v", "D90_v"):
+        needed = int(summary[f"CountNeeded_{name}"])
+        verdict = "ok" if 0 <= needed <= summary["Count"] else f"needs {needed:,}" if needed >= 0 else "-"
+        label = f"{name[:3]} {'number' if name.endswith('_n') else 'volume'}"
+        parts.append(f"{label} +-{100 * summary[f'Precision_{name}']:.1f} % ({verdict})")
+    return (
+        f"precision at {100 * summary['Confidence']:.0f} % (target +-{100 * summary['PrecisionTarget']:g} %): "
+        + ", ".join(parts)
+    )
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "-" if value != value else f"{value:.1f}"
@@ -271,9 +285,22 @@ def measure(
         "--model",
         help="PRED is a folder of photos: segment them first with this model ('shipped', watershed, a run or an exported model folder).",
     ),
+    target_precision: float = number(
+        0.05,
+        "--target-precision",
+        low=0,
+        high=1,
+        low_open=True,
+        help="Count adequacy: the relative 95 % CI half-width D50 and D90 should reach (0.05: +-5 %); the summary says how many particles that needs.",
+    ),
 ) -> None:
-    """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
+    """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution.
+
+    The summary also holds the count adequacy (how precise D50/D90 are for this count, and the
+    count a --target-precision needs), the shape distributions and the touching/agglomerate counts.
+    """
     from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
+    from micrometry.particles.psd import adequacy_warning
 
     check_outputs_free(out, overwrite, rois=rois)
     if model is not None:
@@ -289,16 +316,28 @@ def measure(
             images_dir=images,
             rois=rois,
             model=model,
+            target=target_precision,
         )
-    paths = write_measurement(result, out, overwrite=overwrite)
-    s = result.summary.iloc[0]
-    typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
-    size = (
-        f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
-        if s["Count"]
-        else ""
-    )
-    typer.echo(f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}")
+        paths = write_measurement(result, out, overwrite=overwrite)
+        s = result.summary.iloc[0]
+        typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
+        size = (
+            f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
+            if s["Count"]
+            else ""
+        )
+        typer.echo(
+            f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}"
+        )
+        if s["Count"]:
+            typer.echo(adequacy_line(s))
+            typer.echo(
+                f"flags: {s['Touching']} touching, {s['Agglomerates']} probable agglomerates "
+                "(columns Touching, Agglomerate); volume weighting assumes " + s["VolumeWeighting"]
+            )
+            line = adequacy_warning(s, int(s["Count"]))
+            if line:
+                warnings.warn(line)
     for path in paths.values():
         typer.echo(f"wrote {path}")
 

@@ -7,8 +7,12 @@ turns each into one label image per source image, which
 come out, written together and atomically:
 
 * ``TABLE``: one row per particle (ImageJ names, calibrated);
-* ``TABLE_images``: one row per image: count, coverage, D10/D50/D90;
-* ``TABLE_summary``: one row for the whole dataset.
+* ``TABLE_images``: one row per image: count, coverage, D10/D50/D90, touching
+  and agglomerate counts;
+* ``TABLE_summary``: one row for the whole dataset: the same, plus the count
+  adequacy of D50/D90 (:func:`micrometry.particles.psd.count_adequacy`), the
+  shape distributions (P10/P50/P90 of each shape ratio) and what the volume
+  weighting assumes.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from micrometry.io.image import list_images, read_calibration, read_image
 from micrometry.options import calibration
 from micrometry.particles.label_sources import LabelImage, iter_label_images, segmented_label_images
 from micrometry.particles.morphometry import measure_labels, with_unit_names, without_unit_names
-from micrometry.particles.psd import psd_row
+from micrometry.particles.psd import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_TARGET,
+    VOLUME_ASSUMPTION,
+    adequacy_row,
+    psd_row,
+)
 from micrometry.particles.rois import ROISET_SUFFIX, label_polygons, write_polygons
 from micrometry.progress import track
 
@@ -38,6 +48,29 @@ PREDICTION_JSON = "prediction.json"
 
 # The size that D10/D50/D90 describe.
 SIZE_COLUMN = "EqDiam"
+
+# Shape ratios reported as distributions (ISO 9276-6: shape is a distribution, not a mean).
+SHAPE_DISTRIBUTION_COLUMNS = ("Circ.", "AR", "Round", "Solidity", "Convexity", "Elongation")
+SHAPE_QUANTILES = (10, 50, 90)
+
+
+def shape_quantiles(table: pd.DataFrame, columns=SHAPE_DISTRIBUTION_COLUMNS) -> dict[str, float]:
+    """P10/P50/P90 of each shape ratio: ``Circ_P10``, ``AR_P50``, ... (NaN without particles)."""
+    row: dict[str, float] = {}
+    for column in columns:
+        values = table[column].to_numpy(dtype=float) if column in table else np.zeros(0)
+        values = values[np.isfinite(values)]
+        for p in SHAPE_QUANTILES:
+            row[f"{column.rstrip('.')}_P{p}"] = float(np.percentile(values, p)) if values.size else np.nan
+    return row
+
+
+def flag_counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many particles carry each flag (:mod:`micrometry.particles.flags`)."""
+    return {
+        "Touching": int(table["Touching"].sum()) if "Touching" in table else 0,
+        "Agglomerates": int(table["Agglomerate"].sum()) if "Agglomerate" in table else 0,
+    }
 
 
 @dataclass
@@ -70,6 +103,8 @@ def measure_source(
     images_dir: str | Path | None = None,
     n_boot: int = 500,
     rois: bool = False,
+    target: float = DEFAULT_TARGET,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> Measurement:
     """Measure every particle of every image in ``source`` and summarise.
 
@@ -82,6 +117,10 @@ def measure_source(
     Calibration: ``pixel_size`` (with ``unit``) when given, else the images'
     metadata (:func:`source_calibration`), else pixels; the summary table records
     which (``PixelSize``, ``Unit``, ``Calibration``).
+
+    The summary's count adequacy judges D50 and D90 against a relative CI
+    half-width of ``target`` at ``confidence`` (``Precision_D90_n``,
+    ``CountNeeded_D90_n``, ..., ``CountAdequate``).
     """
     pixel_size, unit, calibrated_by = calibration(
         pixel_size, unit, source_calibration(source, images_dir, model)
@@ -114,6 +153,7 @@ def measure_source(
                 "Count": len(table),
                 "TouchingBorder": touching,
                 "Coverage": coverage,
+                **flag_counts(table),
                 **psd_row(table[SIZE_COLUMN].to_numpy(), n_boot=max(100, n_boot // 2)),
             }
         )
@@ -134,7 +174,11 @@ def measure_source(
                 "PixelSize": pixel_size,
                 "Unit": unit,
                 "Calibration": calibrated_by,
+                **flag_counts(particles),
                 **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
+                "VolumeWeighting": VOLUME_ASSUMPTION,
+                **adequacy_row(particles[SIZE_COLUMN].to_numpy(), target, confidence),
+                **shape_quantiles(particles),
             }
         ]
     )
