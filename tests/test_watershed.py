@@ -16,8 +16,9 @@ from micrometry.io.coco import (
 )
 from micrometry.io.image import read_image, write_image
 from micrometry.particles.evaluate import evaluate
+from micrometry.particles.models import load_particle_model
 from micrometry.particles.models.base import DEFAULT_MODEL
-from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
+from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
 from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 from micrometry.synth.particle_shapes import PopulationParams
@@ -67,10 +68,10 @@ def test_params_change_behaviour():
     assert huge_min_area.count == 0
 
 
-def test_load_segmenter_names_and_protocol(tmp_path, capsys):
-    seg = load_segmenter("watershed")
+def test_load_particle_model_names_and_protocol(tmp_path, capsys):
+    seg = load_particle_model("watershed")
     assert isinstance(seg, Segmenter) and seg.name == "watershed"
-    assert load_segmenter(None).name == DEFAULT_MODEL  # no name: the documented default model
+    assert load_particle_model(None).name == DEFAULT_MODEL  # no name: the documented default model
     image, _ = discs_image([(40, 40)])
     out = seg.segment_batch([image, image])
     assert len(out) == 2 and all(isinstance(o, Instances) for o in out)
@@ -220,12 +221,12 @@ def test_watershed_runs_on_a_generated_image_and_finds_particles():
     assert m["matching"][0]["tp"] >= 3 and m["matching"][0]["precision"] >= 0.3
 
 
-def test_load_segmenter_from_a_run_folder(tmp_path, capsys):
+def test_load_particle_model_from_a_run_folder(tmp_path, capsys):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"model": "watershed"}))
     (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
-    assert load_segmenter(run_dir).name == "watershed"
+    assert load_particle_model(run_dir).name == "watershed"
     (run_dir / "config.json").write_text(json.dumps({"model": "no-such-model"}))
     image_dir = tmp_path / "imgs"
     image_dir.mkdir()

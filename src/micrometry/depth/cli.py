@@ -141,7 +141,7 @@ def depth_train(
 
     Validation metrics (val_rmse, ...) go to log.txt and metrics.json per epoch.
     """
-    from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
+    from micrometry.depth.methods import DEFAULT_METHOD, DEPTH_METHODS, DepthData, train_method
     from micrometry.errors import CheckpointError, InputError
     from micrometry.train import RunDir
     from micrometry.train.loop import configure_threads, select_device
@@ -161,7 +161,7 @@ def depth_train(
             raise CheckpointError(
                 "config.json names no 'method' (with its 'method_config')", out / "config.json"
             )
-        chosen = create_method(config["method"], **method_config)
+        chosen = DEPTH_METHODS.create(config["method"], **method_config)
         epochs = epochs if epochs is not None else config.get("epochs")
         time_budget_s = (
             minutes_to_seconds(time_budget) if time_budget is not None else config.get("time_budget_s")
@@ -175,7 +175,7 @@ def depth_train(
             )
             return
     else:
-        chosen = create_method(method or DEFAULT_METHOD, **_parse_params(params))
+        chosen = DEPTH_METHODS.create(method or DEFAULT_METHOD, **_parse_params(params))
         if not Path(data).is_dir():
             raise InputError("no such dataset folder", data)
         run = None
@@ -227,7 +227,7 @@ def depth_predict(
     """Predict one 72x48 uint8 depth map per SEM image."""
     import time
 
-    from micrometry.depth.methods import load_method
+    from micrometry.depth.methods import load_depth_model
     from micrometry.depth.predict import predict_folder
     from micrometry.engine import make_engine
     from micrometry.errors import InputError, show_warning
@@ -242,7 +242,7 @@ def depth_predict(
     refuse_existing(out, overwrite, folder=True)
     refuse_existing(zip_path, overwrite, folder=False)
     configure_threads(threads or None)
-    method = load_method(model, device=device)
+    method = load_depth_model(model, device=device)
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:  # e.g. images unlike the training data
         warnings.simplefilter("always", UserWarning)

@@ -48,14 +48,20 @@ def _warnings_as_lines():
         yield
 
 
+DATA_HELP = (
+    "Training data: a COCO folder (annotations.json + images/), images/ + masks/ (label images), "
+    "images/ + rois/ (ImageJ ROI sets) or a corrected prediction folder (PRED with labels/)."
+)
+
+
 @particles_app.command("info")
 def info(
-    coco: Path | None = typer.Argument(
-        None, help="COCO folder (images/ + annotations.json) or annotation file."
+    coco: Path | None = typer.Argument(None, help=DATA_HELP + " Or a COCO annotation file."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder (overrides DATA/images; a prediction folder's images)."
     ),
-    images: Path | None = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
     annotations: Path | None = typer.Option(
-        None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."
+        None, "--annotations", help="COCO annotation file (overrides COCO/annotations.json)."
     ),
     max_rows: int = number(30, "--max-rows", low=-1, help="Per-image rows to print (0: none, -1: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
@@ -65,22 +71,28 @@ def info(
         help="Decode every image (finds truncated files; headers are always read).",
     ),
 ) -> None:
-    """Validate a COCO dataset and print counts, sizes and per-image statistics."""
+    """Validate training data (any layout train reads) and print counts, sizes and per-image statistics."""
     from micrometry.io.coco import load_coco, resolve_coco
     from micrometry.particles.info import check_images as decode_all
     from micrometry.particles.info import dataset_summary, per_image_rows
+    from micrometry.particles.training_data import detect_layout, load_training_set
 
-    ann_path, img_dir = resolve_coco(coco, images, annotations)
     with _warnings_as_lines():
-        ds = load_coco(ann_path, img_dir)
+        if annotations is not None or coco is None:
+            ann_path, img_dir = resolve_coco(coco, images, annotations)
+            layout, ds = "coco", load_coco(ann_path, img_dir)
+        else:
+            layout, ds = detect_layout(coco), load_training_set(coco, images)
+            ann_path = coco
         if check_images and ds.images_dir is not None:
             decode_all(ds)
-    summary, rows = dataset_summary(ds), per_image_rows(ds)
+    summary, rows = {"layout": layout, **dataset_summary(ds)}, per_image_rows(ds)
     if as_json:
         typer.echo(json.dumps({"summary": summary, "images": rows}, indent=2))
         return
 
-    table = Table(title=f"COCO dataset {ann_path}", show_header=False)
+    title = "COCO dataset" if layout == "coco" else f"training data ({LAYOUT_NAMES[layout]})"
+    table = Table(title=f"{title} {ann_path}", show_header=False)
     table.add_column("figure", style="bold")
     table.add_column("value")
     for key, value in summary.items():
@@ -106,6 +118,33 @@ def info(
         for row in shown:
             per.add_row(*(_fmt(v) for v in row.values()))
         stdout.print(per)
+
+
+LAYOUT_NAMES = {
+    "coco": "COCO",
+    "masks": "images/ + masks/",
+    "rois": "images/ + ImageJ ROI sets",
+    "prediction": "corrected prediction",
+}
+
+
+@particles_app.command("convert")
+def convert(
+    data: Path = typer.Argument(..., help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="COCO folder to write: annotations.json + images/ (copies)."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder, where the layout does not say (a prediction folder's images)."
+    ),
+    overwrite: bool = overwrite_option("COCO folder"),
+) -> None:
+    """Write training data of any layout train reads as a COCO folder (for CVAT, MMDetection, ...)."""
+    from micrometry.particles.training_data import detect_layout, load_training_set, write_coco
+
+    with _warnings_as_lines():
+        layout = detect_layout(data)
+        ds = load_training_set(data, images)
+        write_coco(ds, out, overwrite=overwrite)
+    typer.echo(f"{LAYOUT_NAMES[layout]}: {len(ds.images)} images, {ds.n_annotations} particles -> {out}")
 
 
 def calibration_line(pixel_size: float, unit: str, source: str) -> str:
@@ -200,8 +239,8 @@ def predict(
     stored in PRED/prediction.json).
     """
     from micrometry.engine import make_engine
+    from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
-    from micrometry.particles.segmenter import load_segmenter
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
     options = {
@@ -211,7 +250,7 @@ def predict(
         "tta_scales": tta_scales,
         "diameter": diameter,
     }
-    segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
+    segmenter = load_particle_model(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
         summary = predict_folder(
             segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
@@ -498,9 +537,12 @@ def _fmt3(value: float | None) -> str:
 @particles_app.command("train")
 @supports_ddp
 def train(
-    coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
+    coco: Path = typer.Argument(..., help=DATA_HELP),
     out: Path = typer.Option(
         ..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."
+    ),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder, where the layout does not say (a prediction folder's images)."
     ),
     model: str | None = typer.Option(
         None,
@@ -553,7 +595,7 @@ def train(
         help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry particles train ... --ddp` (docs/scale.md).",
     ),
 ) -> None:
-    """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
+    """Train a particle instance model on annotated images (COCO, masks, ROI sets), with validation AP per epoch."""
     from micrometry.particles.models.training import TrainSettings, train_model
 
     if resume and not overwrite:  # (both: train_model refuses the pair)
@@ -589,6 +631,7 @@ def train(
             threads=threads or None,
             model_given=model is not None,
             given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None},
+            images=images,
         )
     best, final = metrics.get("best", {}), metrics.get("final", {})
     if best and not best.get("val_ap"):

@@ -104,12 +104,12 @@ def segmented_label_images(folder: str | Path, model: str | Path | None) -> tupl
     that cannot be read, and label images (which a model would segment into
     nonsense), are skipped with a warning.
     """
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model
 
     paths = list_images(folder)
     if not paths:
         raise DatasetError("no images found", folder)
-    segmenter = load_segmenter(model)
+    segmenter = load_particle_model(model)
     return len(paths), _segment_each(paths, segmenter)
 
 

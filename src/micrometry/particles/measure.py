@@ -134,12 +134,7 @@ def measure_source(
     outlines: dict[str, dict[int, np.ndarray]] = {}
     for item in track(items, "measuring", total=count):
         image = _matching_image(gray_by_stem, item) if images_dir is not None else None
-        table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit, image=image)
-        image_area = item.labels.size * pixel_size**2
-        coverage = float(table["Area"].sum() / image_area) if image_area else 0.0
-        touching = int(table["TouchesBorder"].sum())
-        if exclude_edges:
-            table = table[~table["TouchesBorder"]]
+        table, touching, coverage = measure_image(item.labels, pixel_size, unit, image, exclude_edges)
         table.insert(0, "Image", item.name)
         tables.append(table)
         if rois:
@@ -183,6 +178,34 @@ def measure_source(
         ]
     )
     return Measurement(particles, images, summary, outlines if rois else None)
+
+
+def measure_image(
+    labels: np.ndarray,
+    pixel_size: float = 1.0,
+    unit: str = "px",
+    image: np.ndarray | None = None,
+    exclude_edges: bool = False,
+) -> tuple[pd.DataFrame, int, float]:
+    """One label image measured as ``particles measure`` measures each image.
+
+    Returns
+    -------
+    table : DataFrame
+        :func:`~micrometry.particles.morphometry.measure_labels`'s table, without
+        the border-touching particles when ``exclude_edges``.
+    touching : int
+        How many particles touch the border (counted whether or not they are left out).
+    coverage : float
+        Fraction of the image's area that particles cover, border-touching ones included.
+    """
+    table = measure_labels(labels, pixel_size=pixel_size, unit=unit, image=image)
+    image_area = labels.size * pixel_size**2
+    coverage = float(table["Area"].sum() / image_area) if image_area else 0.0
+    touching = int(table["TouchesBorder"].sum())
+    if exclude_edges:
+        table = table[~table["TouchesBorder"]].reset_index(drop=True)
+    return table, touching, coverage
 
 
 def source_calibration(

@@ -10,7 +10,9 @@
       overlays/<stem>.png the input with each particle's outline in its own colour
       prediction.json     model, per image: particles, the diameter and scale used, calibration, warnings;
                           files skipped; the images' calibration (TIFF/OME metadata); for an ensemble or
-                          TTA also its members, weights and passes
+                          TTA also its members, weights and passes; the images folder (``source``) and
+                          the fingerprints of the label images and ROI sets written (``written``: training
+                          on a corrected PRED reads the files that changed)
 
 Files that cannot be read, or are not 2-D images (e.g. a 3-D stack), are
 skipped with a warning and counted in the record; ``strict`` makes them fatal.
@@ -228,12 +230,32 @@ def predict_folder(
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
         record = prediction_record(segmenter.name, pairs, outputs, skipped)
-        write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter)})
+        written = {"source": str(Path(images).resolve()) if Path(images).is_dir() else None}
+        written["written"] = written_files(tmp)
+        write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter), **written})
     for line in record["warnings"]:
         warnings.warn(line)
     seconds = sum(output["seconds"] for output in outputs)
     segmented = max(record["images"], 1)
     return {**record, "segment_seconds": seconds, "seconds_per_image": seconds / segmented}
+
+
+def written_files(folder: Path) -> dict[str, dict]:
+    """Fingerprints of the label images and ROI sets written, by label file name.
+
+    Training on a corrected prediction folder reads, per image, the file whose
+    fingerprint changed (:mod:`micrometry.particles.training_data`).
+    """
+    from micrometry.particles.training_data import file_sha1
+
+    record = {}
+    for labels in sorted((folder / "labels").iterdir()):
+        roiset = folder / "rois" / f"{labels.stem}{ROISET_SUFFIX}"
+        record[labels.name] = {
+            "labels_sha1": file_sha1(labels),
+            "rois_sha1": file_sha1(roiset) if roiset.is_file() else None,
+        }
+    return record
 
 
 def prediction_record(

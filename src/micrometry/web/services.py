@@ -81,17 +81,17 @@ class Services:
     def depth_model(self):
         with self._lock:
             if self._depth is None:
-                from micrometry.depth.methods import load_method
+                from micrometry.depth.methods import load_depth_model
 
-                self._depth = load_method(self.depth_model_path or "shipped")
+                self._depth = load_depth_model(self.depth_model_path or "shipped")
             return self._depth
 
     def segmenter(self):
         with self._lock:
             if self._segmenter is None:
-                from micrometry.particles.segmenter import load_segmenter
+                from micrometry.particles.models import load_particle_model
 
-                self._segmenter = bounded_tiles(load_segmenter(self.particle_model_name))
+                self._segmenter = bounded_tiles(load_particle_model(self.particle_model_name))
             return self._segmenter
 
     # -- SEM tab ---------------------------------------------------------------

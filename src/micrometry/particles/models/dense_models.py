@@ -112,7 +112,7 @@ class DenseModel(ParticleModel):
     #: what the U-Net's maps mean and how they decode (set by each dense model)
     method: type[DenseMethod]
 
-    def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
+    def build_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         return DenseTrainTask(settings, train, val)
 
     def export_checkpoint(self, payload: dict[str, Any], path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -137,7 +137,7 @@ class DenseModel(ParticleModel):
         tile: int | None = None,
         diameter: float | None = None,
     ) -> DenseSegmenter:
-        # Flip TTA: load_segmenter(tta=True) wraps this segmenter, which then averages its maps.
+        # Flip TTA: load_particle_model(tta=True) wraps this segmenter, which then averages its maps.
         return dense_segmenter(exported, scale=scale, tile=tile, diameter=diameter)
 
 

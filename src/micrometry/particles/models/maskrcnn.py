@@ -29,7 +29,7 @@ class DetectorModel(ParticleModel):
     #: IoU for positives of each box stage (one stage: Mask R-CNN)
     stage_ious: tuple[float, ...] = (0.5,)
 
-    def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
+    def build_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         return MaskRCNNTask(settings, train, val, MaskRCNNConfig(stage_ious=list(self.stage_ious)))
 
     def segmenter(
