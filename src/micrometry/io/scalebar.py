@@ -281,7 +281,9 @@ def _merge_glyphs(blobs: list[_Blob]) -> list[_Blob]:
             m = merged[-1]
             overlap = min(m.x1, b.x1) - max(m.x0, b.x0)
             stacked = min(m.y1, b.y1) - max(m.y0, b.y0) < 0.3 * min(m.h, b.h)
-            if overlap >= 0.6 * min(m.w, b.w) and stacked:
+            # a glyph's inner mark (the dot of a dotted zero) lies inside the glyph's box
+            inside = b.x0 >= m.x0 and b.x1 <= m.x1 and b.y0 >= m.y0 and b.y1 <= m.y1
+            if (overlap >= 0.6 * min(m.w, b.w) and stacked) or inside:
                 merged[-1] = _Blob(
                     min(m.x0, b.x0), min(m.y0, b.y0), max(m.x1, b.x1), max(m.y1, b.y1), m.ids + b.ids
                 )
@@ -483,7 +485,8 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
     if bar is None:
         raise ScaleBarError("no scale bar (a straight horizontal line) in the data bar")
     glyphs = _merge_glyphs(blobs)
-    text_h = float(np.median([b.h for b in glyphs])) if glyphs else 0.0
+    tall = max((b.h for b in glyphs), default=0)
+    text_h = float(np.median([b.h for b in glyphs if b.h >= 0.4 * tall])) if glyphs else 0.0
     candidates = []
     for b in glyphs:
         beside = min(b.y1, bar.y1 + text_h) - max(b.y0, bar.y0 - text_h) > 0
@@ -511,7 +514,7 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
         for a, b in spans:
             run = line[a:b]
             key = tuple(id(g) for g in run)
-            if key in seen or len(run) < 3:
+            if key in seen:
                 continue
             # a label is a whole word: a glyph closer than a space before or after it belongs to it
             if (a > 0 and run[0].x0 - line[a - 1].x1 < WORD_GAP * line_h) or (

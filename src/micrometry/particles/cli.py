@@ -231,6 +231,12 @@ def predict(
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
+    pixel_size: str | None = pixel_size_option(
+        "Pixel side length in --unit, stored with the results for `particles measure` "
+        "(default: from TIFF/OME metadata when present).",
+        auto=True,
+    ),
+    unit: str | None = unit_option(),
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays.
 
@@ -253,19 +259,53 @@ def predict(
     segmenter = load_particle_model(model, **{k: v for k, v in options.items() if v is not None})
     with _warnings_as_lines():
         summary = predict_folder(
-            segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
+            segmenter,
+            images,
+            out,
+            images_json,
+            batch_size,
+            overwrite,
+            overlays,
+            runner,
+            strict=strict,
+            pixel_size=pixel_size,
+            unit=unit,
         )
     cal = summary["calibration"]
-    typer.echo(
-        calibration_line(cal["pixel_size"], cal["unit"], "metadata")
-        if cal
-        else "calibration: none in the images (particles measure --pixel-size --unit calibrates)"
-    )
+    if cal and cal["source"] == "scale bar":
+        echo_scale_bars(summary["per_image"])
+    elif cal:
+        typer.echo(calibration_line(cal["pixel_size"], cal["unit"], cal["source"].replace("image ", "")))
+    else:
+        typer.echo("calibration: none in the images (particles measure --pixel-size --unit calibrates)")
     _echo_sizes(summary["per_image"])
     skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
     typer.echo(
         f"{summary['images']} images, {summary['particles']} particles{skipped} "
         f"({summary['seconds_per_image']:.2f} s/image) -> {out}"
+    )
+
+
+def scale_bar_line(name: str, bar: dict) -> str:
+    """One image's calibration read from its scale bar, said once."""
+    return (
+        f"{name}: calibration {bar['pixel_size']:.5g} {bar['unit']}/px from the scale bar "
+        f"('{bar['label']}' over {bar['bar_px']} px, confidence {bar['confidence']:.2f}); "
+        f"data bar rows {bar['band_rows'][0]}-{bar['band_rows'][1] - 1} left out"
+    )
+
+
+def echo_scale_bars(per_image: list[dict], max_lines: int = 20) -> None:
+    """Print each image's scale-bar calibration (or their range for many images)."""
+    bars = [(p["file"], p["scale_bar"]) for p in per_image if p.get("scale_bar")]
+    if len(bars) <= max_lines:
+        for name, bar in bars:
+            typer.echo(scale_bar_line(name, bar))
+        return
+    sizes = sorted(f"{b['pixel_size']:.5g} {b['unit']}/px" for _, b in bars)
+    typer.echo(
+        f"calibration from {len(bars)} scale bars: {sizes[0]} to {sizes[-1]}, lowest confidence "
+        f"{min(b['confidence'] for _, b in bars):.2f} (per image in prediction.json)"
     )
 
 
@@ -298,7 +338,7 @@ def measure(
         ..., help="Label-image folder, prediction folder (PRED/labels) or COCO .json."
     ),
     out: Path = typer.Option(..., "--out", help="Particle table (.csv or .parquet); summaries go beside it."),
-    pixel_size: float | None = pixel_size_option(),
+    pixel_size: str | None = pixel_size_option(auto=True),
     unit: str | None = unit_option(),
     exclude_edges: bool = typer.Option(
         False, "--exclude-edges", help="Leave out particles touching the border."
@@ -359,7 +399,15 @@ def measure(
         )
         paths = write_measurement(result, out, overwrite=overwrite)
         s = result.summary.iloc[0]
-        typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
+        if s["Calibration"] == "scale bar":
+            for _, row in result.images.iterrows():
+                typer.echo(
+                    f"{row['Image']}: calibration {row['PixelSize']:.5g} {result.unit}/px from the scale bar "
+                    f"('{row['ScaleBarLabel']}' over {row['ScaleBarPx']} px, confidence "
+                    f"{row['ScaleBarConfidence']:.2f}); data bar left out"
+                )
+        else:
+            typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
         size = (
             f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
             if s["Count"]

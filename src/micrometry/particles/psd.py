@@ -183,19 +183,24 @@ def lognormal_relative_se(gsd: float, level: float, weighting: str = "number", n
     return float(s * np.sqrt(var) / norm.pdf(zp) / np.sqrt(n))
 
 
+#: The asymptotic variance is not trusted below this many particles: no count below it is adequate.
+MIN_COUNT = 100
+
+
 def count_needed(
     relative_se: float, n: int, target: float = DEFAULT_TARGET, confidence: float = DEFAULT_CONFIDENCE
 ) -> int:
     """Particles needed for a relative CI half-width of ``target`` at ``confidence``.
 
-    The half-width z se falls as 1/sqrt(n): n_needed = n (z se / target)^2.
+    The half-width z se falls as 1/sqrt(n): n_needed = n (z se / target)^2,
+    and never fewer than :data:`MIN_COUNT`.
     """
     from scipy.stats import norm
 
     if not np.isfinite(relative_se) or n < 1:
         return -1
     z = norm.ppf(0.5 + confidence / 2)
-    return int(np.ceil(n * (z * relative_se / target) ** 2))
+    return max(MIN_COUNT, int(np.ceil(n * (z * relative_se / target) ** 2)))
 
 
 def count_adequacy(
@@ -273,6 +278,11 @@ def adequacy_warning(row: dict | pd.Series, count: int) -> str | None:
     ]
     if not short:
         return None
+    if count < MIN_COUNT:
+        return (
+            f"{count} particles are too few to judge the precision of D50 and D90 (at least {MIN_COUNT}; "
+            "ISO 13322-1 asks for thousands)"
+        )
     name, needed, precision = max(short, key=lambda s: s[1])
     label = f"{name[:3]} ({'volume' if name.endswith('_v') else 'number'})"
     others = f"; {len(short) - 1} more percentile(s) short too" if len(short) > 1 else ""

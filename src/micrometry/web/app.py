@@ -215,9 +215,7 @@ def create_app(
     @app.post("/api/particles")
     async def particles(request: Request):
         async with request.form(max_files=services.limits.max_particle_images + 10) as form:
-            pixel_size = options.positive_number(
-                form.get("pixel_size"), "pixel size", options.PIXEL_SIZE, options.MAX_PIXEL_SIZE
-            )
+            pixel_size = options.pixel_size_or_auto(form.get("pixel_size"))
             unit = options.length_unit(form.get("unit"), pixel_size)
             exclude_edges = options.flag(form.get("exclude_edges"))
             async with gate.slot():
