@@ -15,7 +15,7 @@ from micrometry.io.coco import instances_to_results, labels_to_rles
 from micrometry.io.image import write_image
 from micrometry.modelfile import ExportedModel, write_model
 from micrometry.particles.models import load_particle_model
-from micrometry.particles.models.dense import build_network
+from micrometry.particles.models.dense.dense_segmenter import build_network
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.sizing import (
     clear_border,

@@ -8,8 +8,9 @@ import torch
 
 from micrometry.cli import run
 from micrometry.errors import CheckpointError
-from micrometry.particles.models import load_particle_model, targets
-from micrometry.particles.models.decode import instances_from_centres, watershed_from_maps
+from micrometry.particles.models import load_particle_model
+from micrometry.particles.models.dense import target_maps as targets
+from micrometry.particles.models.dense.decode import instances_from_centres, watershed_from_maps
 from micrometry.particles.segmenter import Instances
 from particle_scenes import make_scene, write_coco_folder
 

@@ -120,3 +120,16 @@ def test_particle_train_settings_are_checked_by_their_fields():
     with pytest.raises(InputError, match="parameter time_budget_s must not be negative"):
         TrainSettings(time_budget_s=-1)
     assert TrainSettings(epochs=3.0, time_budget_s=None).epochs == 3
+
+
+def test_particle_model_files_have_one_name_each():
+    """One folder per model family; no module name repeats inside the particles job."""
+    from pathlib import Path
+
+    import micrometry.particles as particles
+
+    root = Path(particles.__file__).parent
+    names = [p.name for p in root.rglob("*.py") if p.name != "__init__.py"]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+    families = {p.parent.name for p in (root / "models").rglob("*_models.py")}
+    assert families == {"dense", "detection"}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from micrometry.particles.models.dense import DenseSegmenter, build_network
+from micrometry.particles.models.dense.dense_segmenter import DenseSegmenter, build_network
 from micrometry.particles.models.tiling import balanced_tile, flip_tta, predict_tiled, tile_spans
 from particle_scenes import make_scene
 

@@ -16,7 +16,8 @@ import torch
 from micrometry.errors import CheckpointError, InputError
 from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import PARTICLE_MODELS
-from micrometry.particles.models.methods import DenseMethod
+from micrometry.particles.models.dense.heads import DenseMethod
+from micrometry.particles.models.dense.unet import UNet
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.sizing import (
@@ -28,7 +29,6 @@ from micrometry.particles.models.sizing import (
     scale_for_diameter,
 )
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
-from micrometry.particles.models.unet import UNet
 
 CHECKPOINT_KIND = "particles-dense"
 
