@@ -38,7 +38,7 @@ from rich.table import Table  # noqa: E402
 
 from micrometry.depth.dataset import SimArrays, index_dataset, load_test  # noqa: E402
 from micrometry.depth.evaluate import read_case_column, score  # noqa: E402
-from micrometry.depth.methods import DepthData, create_method, load_method, method_names, train_method  # noqa: E402
+from micrometry.depth.methods import DEPTH_METHODS, DepthData, load_depth_model, train_method  # noqa: E402
 from micrometry.io.image import read_gray_u8  # noqa: E402
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset  # noqa: E402
 from micrometry.synth.sem_geometry import GeometryConfig  # noqa: E402
@@ -358,7 +358,7 @@ def run_one(
 ) -> dict:
     if trained_run is None:
         name, params = parse_spec(spec.removeprefix(PIXEL_LABELS))
-        method = create_method(name, **params)
+        method = DEPTH_METHODS.create(name, **params)
         run = RunDir.for_training(workdir / re.sub(r"[\[\],:=]", "_", spec), overwrite=True)
         started = time.perf_counter()
         metrics = train_method(method, data, run, time_budget_s=budget, seed=seed, device="cpu")
@@ -368,7 +368,7 @@ def run_one(
         run = RunDir.existing(trained_run)
         metrics = run.read_metrics()
         train_s = float(metrics.get("history", [{}])[-1].get("elapsed_s", float("nan")))
-    trained = load_method(run.path, device="cpu")
+    trained = load_depth_model(run.path, device="cpu")
     speeds = []
     for _ in range(2):
         t0 = time.perf_counter()
@@ -591,7 +591,7 @@ def main() -> None:
         if args.methods
         else []
         if args.trained
-        else method_names()
+        else DEPTH_METHODS.list()
     )
     trained_runs = dict(item.rsplit("=", 1) for item in args.trained)  # labels may hold "="
     specs = specs + list(trained_runs)

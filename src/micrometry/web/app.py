@@ -26,7 +26,7 @@ from micrometry.errors import InputError
 from micrometry.web import options, samples
 from micrometry.web.correct_api import add_correction_routes
 from micrometry.web.corrections import Corrections
-from micrometry.web.services import Limits, Services
+from micrometry.web.services import MAX_FRAMES, Limits, Services
 
 log = logging.getLogger("micrometry.web")
 
@@ -148,6 +148,7 @@ def create_app(
     default: a new temporary folder.
     """
     services = Services(depth_model, particle_model, limits)
+    services_frames_limit = MAX_FRAMES
     gate = HeavyGate(workers, queue)
     app = FastAPI(title="micrometry", docs_url="/api/docs")
     app.state.services = services
@@ -224,6 +225,16 @@ def create_app(
                 files = await _files(form, "files", "sem")
                 return await run_in_threadpool(services.sem, files, nm_per_px)
 
+    @app.post("/api/frames")
+    async def frames(request: Request):
+        async with request.form(max_files=services_frames_limit + 10) as form:
+            nm_per_px = options.positive_number(
+                form.get("nm_per_px"), "nm per pixel", options.NM_PER_PX, options.MAX_NM_PER_PX
+            )
+            async with gate.slot():
+                files = await _files(form, "files", "frames")
+                return await run_in_threadpool(services.frames, files, nm_per_px)
+
     @app.post("/api/particles")
     async def particles(request: Request):
         async with request.form(max_files=services.limits.max_particle_images + 10) as form:
@@ -254,7 +265,9 @@ def _sample_files(kind: str) -> list[tuple[str, bytes]]:
         return list(samples.sem_samples())
     if kind == "particles":
         return list(samples.particle_samples())
-    raise HTTPException(404, f"no sample data called {kind!r} (sem, particles)")
+    if kind == "frames":
+        return list(samples.frame_samples())
+    raise HTTPException(404, f"no sample data called {kind!r} (sem, particles, frames)")
 
 
 def _zip(files: list[tuple[str, bytes]]) -> bytes:

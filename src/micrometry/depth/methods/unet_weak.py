@@ -7,9 +7,12 @@ depth during training; afterwards a calibration fitted on every real image
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from micrometry.config import param
 from micrometry.depth.batchnorm import recompute_batchnorm, set_batchnorm_statistics
 from micrometry.depth.calibration import (
     apply_ridge,
@@ -22,7 +25,6 @@ from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, input_tensor
 from micrometry.depth.methods.unet import UNetMethod
 from micrometry.depth.ood import fit_feature_gaussian
-from micrometry.errors import InputError
 from micrometry.train import TrainTask
 
 
@@ -83,8 +85,6 @@ class WeakUNetMethod(UNetMethod):
 
     name = "unet-weak"
     uses = ("sim", "real")
-    calibrations = ("affine", "ridge", "none")
-    depth_statistics_options = ("real", "simulated")
 
     # 60 epochs (unet: 12), chosen on bench/depth.py's default data. With the depth head on the simulation's
     # statistics more epochs sharpened the shapes but overfit the depth level (RMSE 5.30 at 12, 5.01 at 36,
@@ -92,32 +92,26 @@ class WeakUNetMethod(UNetMethod):
     # checked on --variant other: 6.33 at 36, 6.29 at 60. About 10 minutes on one thread. Left-right flip
     # TTA (tta=2, at 36 epochs): 5.01 -> 4.84 on the default data (7.37 -> 7.24 other) for half the
     # images/s; an ensemble of two networks instead (the same inference cost) scored 5.01.
-    defaults = {
-        **UNetMethod.defaults,
-        "epochs": 60,
-        "tta": 2,
-        "real_weight": 1.0,
-        "real_batch_size": 32,
-        "val_site_fraction": 0.2,
-        "calibration": "ridge",
-        "adabn": False,
-        "depth_statistics": "real",
-        "imaging": "fixed",
-        "consistency": 0.0,
-        "real_bn": "batch",
-    }
+
+    @dataclass
+    class Config(UNetMethod.Config):
+        epochs: int = param(60, ge=1)
+        tta: int = param(2, choices=(1, 2, 4))
+        real_weight: float = param(1.0, ge=0)
+        real_batch_size: int = param(32, ge=1)
+        val_site_fraction: float = param(0.2, ge=0, lt=1)
+        calibration: str = param("ridge", choices=("affine", "ridge", "none"))
+        adabn: bool = param(False)
+        depth_statistics: str = param("real", choices=("real", "simulated"))
+        imaging: str = param("fixed", choices=("fixed", "auto"))
+        consistency: float = param(0.0, ge=0)
+        real_bn: str = param("batch", choices=("batch", "running"))
+
     use_real = True
     # The model is the last epoch's averaged weights. The simulated validation RMSE measures the wrong
     # domain and swings between epochs: on --variant other it picked epoch 6 of 12 (RMSE 7.69 on the
     # real test images; the last epoch: 7.28), with imaging=auto epoch 3.
     monitor, monitor_mode = "epoch", "max"
-
-    def __init__(self, **cfg):
-        super().__init__(**cfg)
-        choices = (("calibration", self.calibrations), ("depth_statistics", self.depth_statistics_options))
-        for key, allowed in choices:
-            if self.cfg[key] not in allowed:
-                raise InputError(f"{key} must be one of {', '.join(allowed)}, got {self.cfg[key]!r}")
 
     def adapt_batchnorm(self, images: np.ndarray) -> None:
         """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
@@ -139,13 +133,13 @@ class WeakUNetMethod(UNetMethod):
         """Fit the depth calibration, the 90 % interval of a hole's depth and the OOD model on real images."""
         self.affine, self.ridge, self.interval_nm, self.ood = (1.0, 0.0), None, None, None
         real = data.real
-        if self.cfg["adabn"]:
+        if self.cfg.adabn:
             self.adapt_batchnorm(real.images)
-        elif self.cfg["depth_statistics"] == "real":
+        elif self.cfg.depth_statistics == "real":
             self.adapt_depth_head(real.images)
         depth, features, pooled = self.real_outputs(real.images)
         # The sites the networks never saw labels of (UNetTask's split) are the honest reference.
-        train_rows, val_rows = site_split(real, self.cfg["val_site_fraction"], getattr(self, "_seed", 0))
+        train_rows, val_rows = site_split(real, self.cfg.val_site_fraction, getattr(self, "_seed", 0))
         self.ood = fit_feature_gaussian(pooled[train_rows], pooled[val_rows])
         if len(val_rows):
             held = self.fit_calibration(
@@ -177,9 +171,9 @@ class WeakUNetMethod(UNetMethod):
         self, depth: np.ndarray, features: np.ndarray, site: np.ndarray, site_depth: np.ndarray
     ) -> tuple[tuple[float, float], tuple | None]:
         """``(affine, ridge)`` of the configured calibration fitted on these real images."""
-        if self.cfg["calibration"] == "affine":
+        if self.cfg.calibration == "affine":
             return fit_site_affine(depth, site, site_depth), None
-        if self.cfg["calibration"] == "ridge":
+        if self.cfg.calibration == "ridge":
             return (1.0, 0.0), fit_ridge(features, site_depth.astype(np.float64))
         return (1.0, 0.0), None
 
