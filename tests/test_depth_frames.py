@@ -15,10 +15,9 @@ from micrometry.depth.frames import (
     fit_lattice,
     fit_trend,
     flag_defects,
-    read_depth_tiff,
     trend_at,
-    write_depth_tiff,
 )
+from micrometry.io.depth_tiff import read_depth_tiff, write_depth_tiff
 from micrometry.io.image import read_calibration, write_image
 from micrometry.synth.sem_dataset import SemSynthConfig, simulate_real
 from micrometry.synth.sem_frames import FrameConfig, render_frame
@@ -205,3 +204,46 @@ def test_cli_synth_frames_then_depth_frame(tmp_path, capsys):
     write_image(blank / "flat.png", np.full((200, 200), 90, np.uint8))
     assert run(["depth", "frame", blank, "--out", tmp_path / "o3"]) == 2
     assert not (tmp_path / "o3").exists()
+
+
+@pytest.mark.slow
+def test_web_frames_service_on_the_sample_frame():
+    from micrometry.web import samples
+    from micrometry.web.services import Services
+
+    body = Services("shipped").frames(list(samples.frame_samples()), nm_per_px=2.0)
+    assert body["count"] == 1
+    frame = body["frames"][0]
+    assert frame["overview"].startswith("data:image/png;base64,") and frame["histograms"].startswith(
+        "data:image/png"
+    )
+    assert frame["measured"] > 50 and 100 < frame["depth_mean_nm"] < 150
+    assert (
+        frame["defects"]["missing"] == 1
+        and frame["defects"]["not_open"] == 2
+        and frame["defects"]["merged"] == 2
+    )
+    defect_column = body["flagged"]["columns"].index("defect")
+    assert sorted({row[defect_column] for row in body["flagged"]["rows"]}) == [
+        "merged",
+        "missing",
+        "not_open",
+        "under_etched",
+    ]
+    assert body["csv"].startswith("data:text/csv") and body["summary"].startswith("data:application/json")
+
+
+@pytest.mark.slow
+def test_report_of_a_depth_frame_folder(tmp_path):
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    frame = _frame(seed=4, n_not_open=1, n_missing=1, n_merged=0, n_under_etched=1)
+    write_image(frames / "f1.png", frame.image)
+    assert run(["depth", "frame", frames, "--out", out, "--threads", "1"]) == 0
+    assert run(["report", out, "--out", tmp_path / "r.html"]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "Frame f1.png" in html and html.count("data:image/png;base64") == 2
+    assert "not open" in html and "frames.csv" in html
+    # the frames moved: the report says so and still has the tables
+    (frames / "f1.png").rename(tmp_path / "elsewhere.png")
+    assert run(["report", out, "--out", tmp_path / "r2.html"]) == 0
+    assert "was not found" in (tmp_path / "r2.html").read_text()

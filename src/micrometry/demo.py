@@ -191,7 +191,12 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
     from micrometry.particles.measure import measure_source, write_measurement
     from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
-    from micrometry.report.particles import compare_report, measure_report, overlay_samples
+    from micrometry.report.particles import (
+        compare_report,
+        measure_report,
+        overlay_samples,
+        write_compare_report,
+    )
     from micrometry.synth.particle_dataset import generate_dataset
     from micrometry.synth.particle_scene import SuspensionParams
 
@@ -248,7 +253,8 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
         pixel_size=0.5,
         unit="um",
         overwrite=True,
-    )
+        render=write_compare_report,
+    ).comparison
     for line in comparison.loc[comparison["changed"], "verdict"]:
         console.print(f"  {line}")
 

@@ -42,12 +42,11 @@ from scipy import ndimage
 
 from micrometry.depth.measure import measure_hole
 from micrometry.errors import InputError
+from micrometry.holes import WINDOW, window_origins
+from micrometry.io.depth_tiff import write_depth_tiff
 
-WINDOW = (72, 48)  # rows, columns of the model's input
 HOLE_SEMI_AXES_PX = (20.0, 14.0)  # rows, columns: the training crops' typical hole
 PRESENT_FRACTION = 0.05
-DEPTH_COUNTS_PER_NM = 100  # 16-bit depth maps hold 0.01 nm steps (0..655.34 nm); 65535 = no value
-NODATA = 65535
 
 # flag_defects' rule (docs/depth.md, "Frames")
 NOT_OPEN_FRACTION = 0.5
@@ -272,12 +271,6 @@ def snap_to_tiles(lattice: Lattice, tolerance_px: float = 1.5) -> Lattice:
     return Lattice(centre, np.linalg.solve(steps, tiles), lattice.rms_px)
 
 
-def window_origins(site_xy: np.ndarray) -> np.ndarray:
-    """``(S, 2)`` int x0, y0 of the 72x48 window centred on each site (round half up)."""
-    half = np.array([(WINDOW[1] - 1) / 2, (WINDOW[0] - 1) / 2])
-    return np.floor(np.asarray(site_xy) - half + 0.5).astype(int)
-
-
 def detect_holes(image: np.ndarray, semi_axes: tuple[float, float] = HOLE_SEMI_AXES_PX) -> Detection:
     """Every lattice site of a frame, whether it holds a hole, and its model window (module docstring).
 
@@ -335,6 +328,11 @@ def detect_holes(image: np.ndarray, semi_axes: tuple[float, float] = HOLE_SEMI_A
         & (origin[:, 1] + WINDOW[0] <= rows)
     )
     centres = np.where(present[:, None], _refine_centres(smooth, xy, semi_axes), xy)
+    # the flags read a hole's contrast and centre where the hole is, not where its site is
+    at_hole = ring_contrast(smooth, centres, semi_axes)
+    contrast, bottom = (
+        np.where(present & np.isfinite(v), v, w) for v, w in zip(at_hole, (contrast, bottom), strict=True)
+    )
     detection = Detection(lattice, index, xy, centres, contrast, bottom, present, origin, inside)
     detection.merged = merged_holes(smooth, detection)
     return detection
@@ -649,44 +647,6 @@ def frame_summary(holes: dict, shape: tuple[int, int], depth_trend: dict, nm_per
     }
 
 
-def depth_to_u16(depth_map: np.ndarray) -> np.ndarray:
-    """Depth below the top surface (nm; NaN = none) -> uint16 counts of 0.01 nm, 65535 where none."""
-    depth_map = np.asarray(depth_map, dtype=np.float64)
-    counts = np.clip(np.rint(np.nan_to_num(depth_map) * DEPTH_COUNTS_PER_NM), 0, NODATA - 1).astype(np.uint16)
-    counts[~np.isfinite(depth_map)] = NODATA
-    return counts
-
-
-def write_depth_tiff(path: str | Path, depth_map: np.ndarray, nm_per_px: float) -> None:
-    """A frame's depth map as a 16-bit ImageJ TIFF: 0.01 nm per count (65535: no value), the pixel
-    size in the resolution tags (unit nm, as ``read_calibration`` reads it)."""
-    import tifffile
-
-    from micrometry.io.atomic import atomic_path
-
-    with atomic_path(Path(path)) as tmp:
-        tifffile.imwrite(
-            tmp,
-            depth_to_u16(depth_map),
-            imagej=True,
-            resolution=(1.0 / nm_per_px, 1.0 / nm_per_px),
-            metadata={
-                "unit": "nm",
-                "Info": "depth below the top surface: value / 100 = nm; 65535 = no value",
-            },
-        )
-
-
-def read_depth_tiff(path: str | Path) -> np.ndarray:
-    """A TIFF of :func:`write_depth_tiff` -> float32 depth in nm, NaN where it holds none."""
-    import tifffile
-
-    counts = tifffile.imread(path)
-    out = counts.astype(np.float32) / DEPTH_COUNTS_PER_NM
-    out[counts == NODATA] = np.nan
-    return out
-
-
 def hole_rows(name: str, holes: dict) -> list[dict]:
     """CSV-ready rows (``frame`` then :data:`HOLE_COLUMNS`) of one frame's hole table."""
     rows = []
@@ -734,23 +694,27 @@ def analyse_frames(
                 raise InputError(exc.message, path) from None
             write_depth_tiff(tmp / tif_name, result.depth_map, nm_per_px)
             rows += hole_rows(Path(path).name, result.holes)
-            summaries[Path(path).name] = {**result.summary, "depth_map": tif_name}
+            summaries[Path(path).name] = {
+                **result.summary,
+                "source": str(Path(path).resolve()),
+                "depth_map": tif_name,
+            }
         with open(tmp / "holes.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=("frame", *HOLE_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
         (tmp / "summary.json").write_text(
-            json.dumps({"frames": _finite(summaries)}, indent=2, allow_nan=False) + "\n"
+            json.dumps({"frames": json_safe(summaries)}, indent=2, allow_nan=False) + "\n"
         )
     return summaries
 
 
-def _finite(value):
+def json_safe(value):
     """NaN and infinities -> None (JSON null), recursively."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -183,7 +183,12 @@ def predict(
     model: str = typer.Option(
         "shipped",
         "--model",
-        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`; several joined by commas (RUN_A,RUN_B or RUN_A:2,RUN_B:1 with weights) for an ensemble fused by weighted mask fusion.",
+        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`.",
+    ),
+    ensemble: str | None = typer.Option(
+        None,
+        "--ensemble",
+        help="Instead of --model: several models (each what --model takes) joined by commas, with optional weights after a colon (RUN_A,RUN_B or RUN_A:2,RUN_B:1), their particles fused by weighted mask fusion.",
     ),
     images_json: Path | None = typer.Option(
         None,
@@ -245,6 +250,7 @@ def predict(
     stored in PRED/prediction.json).
     """
     from micrometry.engine import make_engine
+    from micrometry.errors import InputError
     from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
 
@@ -256,7 +262,13 @@ def predict(
         "tta_scales": tta_scales,
         "diameter": diameter,
     }
-    segmenter = load_particle_model(model, **{k: v for k, v in options.items() if v is not None})
+    if ensemble is not None and model != "shipped":
+        raise InputError("--model and --ensemble exclude each other: --ensemble names every model")
+    segmenter = load_particle_model(
+        None if ensemble is not None else model,
+        ensemble=ensemble,
+        **{k: v for k, v in options.items() if v is not None},
+    )
     with _warnings_as_lines():
         summary = predict_folder(
             segmenter,
@@ -271,18 +283,18 @@ def predict(
             pixel_size=pixel_size,
             unit=unit,
         )
-    cal = summary["calibration"]
+    cal = summary.calibration
     if cal and cal["source"] == "scale bar":
-        echo_scale_bars(summary["per_image"])
+        echo_scale_bars(summary.per_image)
     elif cal:
         typer.echo(calibration_line(cal["pixel_size"], cal["unit"], cal["source"].replace("image ", "")))
     else:
         typer.echo("calibration: none in the images (particles measure --pixel-size --unit calibrates)")
-    _echo_sizes(summary["per_image"])
-    skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
+    _echo_sizes(summary.per_image)
+    skipped = f", {len(summary.skipped)} skipped" if summary.skipped else ""
     typer.echo(
-        f"{summary['images']} images, {summary['particles']} particles{skipped} "
-        f"({summary['seconds_per_image']:.2f} s/image) -> {out}"
+        f"{summary.images} images, {summary.particles} particles{skipped} "
+        f"({summary.seconds_per_image:.2f} s/image) -> {out}"
     )
 
 
@@ -378,7 +390,12 @@ def measure(
     The summary also holds the count adequacy (how precise D50/D90 are for this count, and the
     count a --target-precision needs), the shape distributions and the touching/agglomerate counts.
     """
-    from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
+    from micrometry.particles.measure import (
+        check_outputs_free,
+        measure_source,
+        unreliable_warning,
+        write_measurement,
+    )
     from micrometry.particles.psd import adequacy_warning
 
     check_outputs_free(out, overwrite, rois=rois)
@@ -397,6 +414,9 @@ def measure(
             model=model,
             target=target_precision,
         )
+        line = unreliable_warning(result.particles)
+        if line:
+            warnings.warn(line)
         paths = write_measurement(result, out, overwrite=overwrite)
         s = result.summary.iloc[0]
         if s["Calibration"] == "scale bar":
@@ -457,6 +477,7 @@ def compare(
     """Compare two batches descriptor by descriptor; say plainly what changed."""
     from micrometry.particles.compare import CompareSettings
     from micrometry.particles.compare_run import run_compare
+    from micrometry.report.particles import write_compare_report
 
     settings = CompareSettings(alpha=alpha, relative_threshold=rel_threshold, n_boot=n_boot, seed=seed)
     with _warnings_as_lines():
@@ -470,7 +491,8 @@ def compare(
             unit=unit,
             exclude_edges=exclude_edges,
             overwrite=overwrite,
-        )
+            render=write_compare_report,
+        ).comparison
     for line in comparison["verdict"]:
         typer.echo(line)
     typer.echo(f"{int(comparison['changed'].sum())} of {len(comparison)} descriptors changed -> {out}")

@@ -8,7 +8,8 @@
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
       rois/<stem>_RoiSet.zip  the same particles as ImageJ polygon ROIs named by label id (Fiji's ROI Manager)
       overlays/<stem>.png the input with each particle's outline in its own colour
-      prediction.json     model, per image: particles, the diameter and scale used, calibration, warnings;
+      prediction.json     model, per image: particles, reliable (true/false) and the reason, the diameter and
+                          scale used, calibration, warnings;
                           files skipped; the images' calibration (TIFF/OME metadata); for an ensemble or
                           TTA also its members, weights and passes; the images folder (``source``) and
                           the fingerprints of the label images and ROI sets written (``written``: training
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ from micrometry.io.output_names import unique_output_names
 from micrometry.options import AUTO, calibration
 from micrometry.particles.databar import SCALE_BAR_SOURCE, band_of, crop, pad, scale_bar_record
 from micrometry.particles.measure import PREDICTION_JSON
+from micrometry.particles.reliability import assess_reliability
 from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress, track
@@ -106,6 +109,84 @@ def _hue_to_rgb(hue: np.ndarray) -> np.ndarray:
     return 1 - np.clip(np.minimum(k, 4 - k), 0, 1)
 
 
+@dataclass
+class SegmentItem:
+    """One image to segment: its COCO id, its path and its label file name in PRED."""
+
+    image_id: int
+    path: str
+    name: str
+    # --pixel-size auto: the image's scale bar record (io.scalebar); a given --pixel-size: (size, unit)
+    scale_bar: dict | None = None
+    pixel_size: tuple[float, str] | None = None
+
+
+@dataclass
+class ImageSegmentation:
+    """What segmenting one image gave (JSON-able: it travels back from a Ray actor).
+
+    Attributes
+    ----------
+    results : list of dict
+        COCO results of its particles.
+    count : int
+        Particles found.
+    seconds : float
+        Segmentation time per image of its batch.
+    info : dict
+        What the segmenter chose (diameter, scale) and its ``warnings``.
+    reliability : dict
+        The verdict on the segmentation (:meth:`Reliability.record
+        <micrometry.particles.reliability.Reliability.record>`: ``reliable``, ``reason``, ``reliability``).
+    calibration : (float, str) or None
+        Pixel size and unit: given, from the scale bar, or from the image's metadata.
+    scale_bar : dict or None
+        ``--pixel-size auto``: the scale bar read (label, length, confidence, data-bar rows).
+    skipped : str or None
+        Why the image was not segmented (unreadable, not 2-D); None when it was.
+    """
+
+    results: list[dict] = field(default_factory=list)
+    count: int = 0
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+    reliability: dict = field(default_factory=dict)
+    calibration: tuple[float, str] | list | None = None
+    scale_bar: dict | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class PredictionSummary:
+    """What ``particles predict`` did: ``prediction.json``'s figures and the time taken.
+
+    Attributes
+    ----------
+    model : str
+    images : int
+        Images segmented.
+    particles : int
+    skipped : list of dict
+        Files not segmented, ``{"file", "reason"}``.
+    per_image : list of dict
+        Per image: file, particles, the diameter and scale used, calibration, warnings.
+    warnings : list of str
+    calibration : dict or None
+        The images' one calibration from their metadata (``pixel_size``, ``unit``, ``source``).
+    segment_seconds, seconds_per_image : float
+    """
+
+    model: str
+    images: int
+    particles: int
+    skipped: list[dict]
+    per_image: list[dict]
+    warnings: list[str]
+    calibration: dict | None
+    segment_seconds: float = 0.0
+    seconds_per_image: float = 0.0
+
+
 class SegmentWorker:
     """Holds a segmenter; segments a batch of images and writes their label and overlay PNGs.
 
@@ -122,30 +203,25 @@ class SegmentWorker:
         Also write ``overlays/<stem>.png``.
     """
 
+    item_type = SegmentItem
+    output_type = ImageSegmentation
+
     def __init__(self, segmenter: Segmenter, folder: str, write_overlays: bool = True):
         self.segmenter, self.folder, self.write_overlays = segmenter, Path(folder), write_overlays
 
-    def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"image_id", "path", "name"}`` each; returns ``{"results", "count", "seconds", "info",
-        "calibration"}`` each.
-
-        An image that cannot be read (or is not 2-D) gives ``{"skipped": reason}`` instead.
-        """
+    def __call__(self, items: list[SegmentItem]) -> list[ImageSegmentation]:
+        """One :class:`ImageSegmentation` per item; an image that cannot be read (or is not 2-D) is
+        ``skipped`` with the reason."""
         arrays, readable, outputs_by_path = [], [], {}
         for item in items:
             try:
-                arrays.append(read_image(item["path"]))
+                arrays.append(read_image(item.path))
                 readable.append(item)
             except ImageReadError as exc:
-                outputs_by_path[item["path"]] = {
-                    "results": [],
-                    "count": 0,
-                    "seconds": 0.0,
-                    "skipped": str(exc),
-                }
+                outputs_by_path[item.path] = ImageSegmentation(skipped=str(exc))
         t0 = time.perf_counter()
         # a data bar read by --pixel-size auto is left out: the model sees the image above (below) it
-        bands = [band_of(item["scale_bar"]) if item.get("scale_bar") else None for item in readable]
+        bands = [band_of(item.scale_bar) if item.scale_bar else None for item in readable]
         inputs = [a if band is None else crop(a, band) for a, band in zip(arrays, bands, strict=True)]
         found: list[Instances] = self.segmenter.segment_batch(inputs) if inputs else []
         found = [
@@ -154,35 +230,35 @@ class SegmentWorker:
         ]
         seconds = (time.perf_counter() - t0) / max(len(arrays), 1)
         for item, image, inst in zip(readable, arrays, found, strict=False):
-            path = Path(item["path"])
+            path = Path(item.path)
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
-            write_image(self.folder / "labels" / item["name"], inst.labels.astype(np.uint16))
-            write_roiset(self.folder / "rois" / f"{Path(item['name']).stem}{ROISET_SUFFIX}", inst.labels)
+            write_image(self.folder / "labels" / item.name, inst.labels.astype(np.uint16))
+            write_roiset(self.folder / "rois" / f"{Path(item.name).stem}{ROISET_SUFFIX}", inst.labels)
             if self.write_overlays:
-                write_image(self.folder / "overlays" / item["name"], overlay(image, inst.labels))
-            outputs_by_path[item["path"]] = {
-                "results": instances_to_results(item["image_id"], inst.labels, inst.scores),
-                "count": inst.count,
-                "seconds": seconds,
-                "info": dict(getattr(inst, "info", {}) or {}),
-                "calibration": _calibration(item, path),
-            }
-            if item.get("scale_bar"):
-                outputs_by_path[item["path"]]["scale_bar"] = item["scale_bar"]
-        return [outputs_by_path[item["path"]] for item in items]
+                write_image(self.folder / "overlays" / item.name, overlay(image, inst.labels))
+            outputs_by_path[item.path] = ImageSegmentation(
+                results=instances_to_results(item.image_id, inst.labels, inst.scores),
+                count=inst.count,
+                seconds=seconds,
+                info=dict(getattr(inst, "info", {}) or {}),
+                reliability=assess_reliability(inst.labels, inst.scores).record(),
+                calibration=_calibration(item, path),
+                scale_bar=item.scale_bar,
+            )
+        return [outputs_by_path[item.path] for item in items]
 
 
-def _calibration(item: dict, path: Path) -> tuple[float, str] | None:
+def _calibration(item: SegmentItem, path: Path) -> tuple[float, str] | None:
     """An image's calibration: the one given, its scale bar's (auto), or its TIFF metadata."""
-    if item.get("pixel_size"):
-        return tuple(item["pixel_size"])
-    if item.get("scale_bar"):
-        return item["scale_bar"]["pixel_size"], item["scale_bar"]["unit"]
+    if item.pixel_size:
+        return tuple(item.pixel_size)
+    if item.scale_bar:
+        return item.scale_bar["pixel_size"], item.scale_bar["unit"]
     return read_calibration(path)
 
 
-def read_scale_bars(items: list[dict]) -> None:
+def read_scale_bars(items: list[SegmentItem]) -> None:
     """``--pixel-size auto``: read each image's scale bar into its item, before any segmentation.
 
     An image whose scale bar cannot be read with confidence stops the run
@@ -191,10 +267,10 @@ def read_scale_bars(items: list[dict]) -> None:
     """
     for item in track(items, "reading scale bars", total=len(items)):
         try:
-            image = read_image(item["path"])
+            image = read_image(item.path)
         except ImageReadError:
             continue
-        item["scale_bar"] = scale_bar_record(image, item["path"])
+        item.scale_bar = scale_bar_record(image, item.path)
 
 
 def describe_segmenter(segmenter: Segmenter) -> dict:
@@ -215,8 +291,8 @@ def predict_folder(
     strict: bool = False,
     pixel_size: float | str | None = None,
     unit: str | None = None,
-) -> dict:
-    """Segment every image and write the PRED folder; returns a small summary.
+) -> PredictionSummary:
+    """Segment every image and write the PRED folder; returns what it did.
 
     ``pixel_size`` (with ``unit``) calibrates every image; ``"auto"`` reads each
     image's scale bar (:mod:`micrometry.io.scalebar`) before any work, refuses
@@ -228,11 +304,9 @@ def predict_folder(
     with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
     spreads it over a Ray actor pool); the files written are the same.
 
-    The summary (also ``PRED/prediction.json``) has ``images``, ``particles``,
-    ``skipped`` (files not segmented, with the reason), ``per_image`` (file,
-    particles, the diameter and scale used, warnings) and ``warnings``; every
-    skipped file and implausible result is also a ``UserWarning``. With
-    ``strict`` the first unreadable file raises instead.
+    The summary's figures are also ``PRED/prediction.json``'s; every skipped
+    file and implausible result is also a ``UserWarning``. With ``strict`` the
+    first unreadable file raises instead.
     """
     engine = engine or LocalEngine(batch_size)
     skipped: list[dict] = []
@@ -245,7 +319,7 @@ def predict_folder(
     if not pairs:
         raise ImageReadError("no readable images", images)
     items = [
-        {"image_id": int(image_id), "path": str(Path(path).resolve()), "name": name}
+        SegmentItem(int(image_id), str(Path(path).resolve()), name)
         for (image_id, path), name in zip(pairs, names, strict=False)
     ]
     if pixel_size == AUTO:
@@ -253,8 +327,8 @@ def predict_folder(
     elif pixel_size is not None:
         size, unit, _ = calibration(float(pixel_size), unit)
         for item in items:
-            item["pixel_size"] = (size, unit)
-    outputs: list[dict | None] = [None] * len(items)
+            item.pixel_size = (size, unit)
+    outputs: list[ImageSegmentation | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "labels").mkdir()
@@ -272,10 +346,10 @@ def predict_folder(
             )
             for index, output in engine.map(SegmentWorker, worker_kwargs, items):
                 outputs[index] = output
-                n_objects += output["count"]
+                n_objects += output.count
                 progress.update(task, advance=1, info=f"{n_objects} particles")
         # results in input order, whichever worker finished first
-        write_results(tmp / "results.json", [r for output in outputs for r in output["results"]])
+        write_results(tmp / "results.json", [r for output in outputs for r in output.results])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
         given = "--pixel-size" if pixel_size not in (None, AUTO) else None
@@ -285,9 +359,9 @@ def predict_folder(
         write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter), **written})
     for line in record["warnings"]:
         warnings.warn(line)
-    seconds = sum(output["seconds"] for output in outputs)
+    seconds = sum(output.seconds for output in outputs)
     segmented = max(record["images"], 1)
-    return {**record, "segment_seconds": seconds, "seconds_per_image": seconds / segmented}
+    return PredictionSummary(**record, segment_seconds=seconds, seconds_per_image=seconds / segmented)
 
 
 def written_files(folder: Path) -> dict[str, dict]:
@@ -311,7 +385,7 @@ def written_files(folder: Path) -> dict[str, dict]:
 def prediction_record(
     model: str,
     pairs: list[tuple[int, Path]],
-    outputs: list[dict],
+    outputs: list[ImageSegmentation],
     skipped: list[dict],
     given_source: str | None = None,
 ) -> dict:
@@ -321,25 +395,29 @@ def prediction_record(
     skipped = list(skipped)
     segmented = []
     for (image_id, path), output in zip(pairs, outputs, strict=False):
-        if "skipped" in output:
-            skipped.append({"file": str(path), "reason": output["skipped"]})
+        if output.skipped is not None:
+            skipped.append({"file": str(path), "reason": output.skipped})
             continue
         segmented.append((Path(path), output))
-        info = output.get("info", {})
-        cal = output.get("calibration")
+        info = output.info
+        cal = output.calibration
+        reliability = output.reliability
         per_image.append(
             {
                 "image_id": int(image_id),
                 "file": Path(path).name,
-                "particles": output["count"],
+                "particles": output.count,
+                **reliability,
                 **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
-                **({"scale_bar": output["scale_bar"]} if output.get("scale_bar") else {}),
+                **({"scale_bar": output.scale_bar} if output.scale_bar else {}),
                 **{k: v for k, v in info.items() if k != "warnings"},
                 "warnings": list(info.get("warnings", [])),
             }
         )
         lines.extend(f"{Path(path).name}: {w}" for w in info.get("warnings", []))
-    empty = [p.name for p, o in segmented if o["count"] == 0]
+        if reliability and not reliability["reliable"]:
+            lines.append(f"{Path(path).name}: unreliable segmentation: {reliability['reason']}")
+    empty = [p.name for p, o in segmented if o.count == 0]
     if empty and len(empty) == len(segmented):
         lines.append(
             f"no particles found in any of the {len(segmented)} images: check that the model suits them "
@@ -348,11 +426,11 @@ def prediction_record(
     elif empty:
         shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
         lines.append(f"no particles found in {len(empty)} of {len(segmented)} images ({shown})")
-    found = {tuple(o["calibration"]) for _, o in segmented if o.get("calibration")}
+    found = {tuple(o.calibration) for _, o in segmented if o.calibration}
     calibration = None
-    bars = [o["scale_bar"] for _, o in segmented if o.get("scale_bar")]
+    bars = [o.scale_bar for _, o in segmented if o.scale_bar]
     source = given_source or (SCALE_BAR_SOURCE if bars else "image metadata")
-    if len(found) == 1 and all(o.get("calibration") for _, o in segmented):
+    if len(found) == 1 and all(o.calibration for _, o in segmented):
         size, unit = found.pop()
         calibration = {"pixel_size": size, "unit": unit, "source": source}
         if bars:

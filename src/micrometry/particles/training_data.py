@@ -48,7 +48,7 @@ from micrometry.io.coco import (
     DEFAULT_CATEGORY,
     IMAGES_DIR_NAME,
     CocoDataset,
-    labels_to_rles,
+    labels_to_annotations,
     load_coco,
     resolve_coco,
 )
@@ -297,8 +297,6 @@ def roi_labels(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 def _dataset(source: Path, images_dir: Path, pairs: list[tuple[Path, Path]]) -> CocoDataset:
     """Validate the (image, annotation) pairs as one COCO dataset."""
-    from pycocotools import mask as mask_utils
-
     from micrometry.io.coco.dataset import dataset_from_dict
 
     images, annotations = [], []
@@ -306,21 +304,7 @@ def _dataset(source: Path, images_dir: Path, pairs: list[tuple[Path, Path]]) -> 
         shape = read_image(image).shape[:2]
         labels = annotation_labels(annotation, shape)
         images.append({"id": image_id, "file_name": image.name, "height": shape[0], "width": shape[1]})
-        for rle in labels_to_rles(labels):
-            if rle is None:
-                continue
-            encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": DEFAULT_CATEGORY["id"],
-                    "segmentation": rle,
-                    "area": float(mask_utils.area(encoded)),
-                    "bbox": [float(v) for v in mask_utils.toBbox(encoded)],
-                    "iscrowd": 0,
-                }
-            )
+        annotations += labels_to_annotations(labels, image_id, len(annotations) + 1, DEFAULT_CATEGORY["id"])
     data = {"images": images, "annotations": annotations, "categories": [dict(DEFAULT_CATEGORY)]}
     return dataset_from_dict(data, source, images_dir)
 

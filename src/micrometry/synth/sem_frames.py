@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from micrometry.depth.frames import window_origins, write_depth_tiff
 from micrometry.errors import InputError
+from micrometry.holes import window_origins
 from micrometry.io.atomic import atomic_dir
+from micrometry.io.depth_tiff import write_depth_tiff
 from micrometry.synth.sem_geometry import (
     BOTTOM_LEVEL,
     HEIGHT,
