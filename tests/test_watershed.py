@@ -236,3 +236,55 @@ def test_load_particle_model_from_a_run_folder(tmp_path, capsys):
         == 2
     )
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_ensemble_is_its_own_option_and_a_comma_in_model_is_a_name(tmp_path, capsys):
+    """--ensemble A,B fuses models; --model takes one model, whatever characters its path holds."""
+    image_dir = tmp_path / "imgs"
+    image_dir.mkdir()
+    write_image(image_dir / "a.png", discs_image([(40, 40), (40, 100)])[0])
+    out = tmp_path / "ens"
+    assert (
+        run(
+            ["particles", "predict", str(image_dir), "--ensemble", "watershed,watershed:2", "--out", str(out)]
+        )
+        == 0
+    )
+    record = json.loads((out / "prediction.json").read_text())
+    assert [(m["model"], m["weight"]) for m in record["members"]] == [("watershed", 1.0), ("watershed", 2.0)]
+    capsys.readouterr()
+    # a comma in --model is no longer an ensemble: the name is looked up as it is
+    assert (
+        run(
+            [
+                "particles",
+                "predict",
+                str(image_dir),
+                "--model",
+                "watershed,watershed",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "unknown particle model 'watershed,watershed'" in err and len(err.strip().splitlines()) == 1
+    run_dir = tmp_path / "run,1"  # a run folder with a comma in its name loads through --model
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"model": "watershed"}))
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
+    assert (
+        run(["particles", "predict", str(image_dir), "--model", str(run_dir), "--out", str(tmp_path / "y")])
+        == 0
+    )
+    capsys.readouterr()
+    both = ["particles", "predict", str(image_dir), "--model", "watershed", "--ensemble", "a,b"]
+    assert run([*both, "--out", str(tmp_path / "z")]) == 2
+    assert "--model and --ensemble exclude each other" in capsys.readouterr().err
+    assert (
+        run(["particles", "predict", str(image_dir), "--ensemble", "watershed", "--out", str(tmp_path / "z")])
+        == 2
+    )
+    assert "--ensemble needs two models or more" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists() and not (tmp_path / "x").exists()

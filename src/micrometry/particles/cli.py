@@ -169,7 +169,12 @@ def predict(
     model: str = typer.Option(
         "shipped",
         "--model",
-        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`; several joined by commas (RUN_A,RUN_B or RUN_A:2,RUN_B:1 with weights) for an ensemble fused by weighted mask fusion.",
+        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`.",
+    ),
+    ensemble: str | None = typer.Option(
+        None,
+        "--ensemble",
+        help="Instead of --model: several models (each what --model takes) joined by commas, with optional weights after a colon (RUN_A,RUN_B or RUN_A:2,RUN_B:1), their particles fused by weighted mask fusion.",
     ),
     images_json: Path | None = typer.Option(
         None,
@@ -225,6 +230,7 @@ def predict(
     stored in PRED/prediction.json).
     """
     from micrometry.engine import make_engine
+    from micrometry.errors import InputError
     from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
 
@@ -236,7 +242,13 @@ def predict(
         "tta_scales": tta_scales,
         "diameter": diameter,
     }
-    segmenter = load_particle_model(model, **{k: v for k, v in options.items() if v is not None})
+    if ensemble is not None and model != "shipped":
+        raise InputError("--model and --ensemble exclude each other: --ensemble names every model")
+    segmenter = load_particle_model(
+        None if ensemble is not None else model,
+        ensemble=ensemble,
+        **{k: v for k, v in options.items() if v is not None},
+    )
     with _warnings_as_lines():
         summary = predict_folder(
             segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
@@ -312,7 +324,12 @@ def measure(
     ),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
-    from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
+    from micrometry.particles.measure import (
+        check_outputs_free,
+        measure_source,
+        unreliable_warning,
+        write_measurement,
+    )
 
     check_outputs_free(out, overwrite, rois=rois)
     if model is not None:
@@ -329,6 +346,9 @@ def measure(
             rois=rois,
             model=model,
         )
+        line = unreliable_warning(result.particles)
+        if line:
+            warnings.warn(line)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))

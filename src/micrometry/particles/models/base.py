@@ -171,6 +171,7 @@ def load_particle_model(
     name_or_path: str | Path | None = None,
     tta: bool = False,
     tta_scales: str | list[float] | None = None,
+    ensemble: str | list[str] | None = None,
     **options,
 ):
     """A ready segmenter from a name, ``shipped``, a run folder, an exported model folder, or None.
@@ -182,9 +183,12 @@ def load_particle_model(
         (``"watershed"``; a learned model's name means its shipped weights,
         if it has some); a run folder written by ``micrometry particles
         train`` (exported in memory); a folder written by ``micrometry
-        export``; or several of these joined by commas, each optionally
-        ``:WEIGHT``, for an ensemble fused by weighted mask fusion
-        (:mod:`micrometry.particles.ensemble`).
+        export``. One model: a comma is part of the name.
+    ensemble : str or list of str, optional
+        Instead of ``name_or_path``: several models fused by weighted mask
+        fusion (:mod:`micrometry.particles.ensemble`), each one of the
+        above, optionally with ``:WEIGHT``; as a list or as
+        ``--ensemble``'s comma-separated text (``"RUN_A:2,RUN_B"``).
     tta, tta_scales : bool, str or list of float
         Test-time augmentation for any model (:mod:`micrometry.particles.tta`):
         the four flips, and/or the image rescaled by each factor (``"0.8,1,1.25"``).
@@ -201,11 +205,12 @@ def load_particle_model(
     from micrometry.particles.tta import TTASegmenter, tta_plan
 
     plan = tta_plan(tta, tta_scales)
-    name = None if name_or_path is None else str(name_or_path)
-    if name is not None and "," in name and not Path(name).exists():
+    if ensemble is not None:
         from micrometry.particles.ensemble import EnsembleSegmenter, parse_members
 
-        members = parse_members(name)
+        if name_or_path is not None:
+            raise InputError("give either a model or an ensemble of models, not both")
+        members = parse_members(ensemble)
         segmenters = [_load_one(member, options) for member, _ in members]
         if plan is not None:
             segmenters = [TTASegmenter(s, plan) for s in segmenters]
