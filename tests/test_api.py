@@ -149,6 +149,8 @@ def test_measure_calibration_and_edges():
     assert list(px["Area_px2"]) == [200, 25] and "Unit" not in px
     assert list(mm.measure(labels, exclude_edges=True)["Label"]) == [1]
     assert mm.measure(labels, pixel_size=2.0, unit="nm")["Area_nm2"].iloc[0] == 800
+    empty = mm.size_distribution(mm.measure(np.zeros((8, 8), np.int32), pixel_size=0.5, unit="um"))
+    assert (empty["count"] == 0).all() and (empty["unit"] == "um").all() and empty["value"].isna().all()
     with pytest.raises(InputError, match="needs --unit"):
         mm.measure(labels, pixel_size=0.5)
     with pytest.raises(InputError, match="needs a pixel size"):

@@ -229,6 +229,17 @@ def qapp():
     return QApplication.instance() or QApplication([])
 
 
+def segment(widget, qapp, timeout: float = 120) -> None:
+    """Click Segment and wait for the worker thread."""
+    widget.segment()
+    deadline = time.monotonic() + timeout
+    while widget.busy and time.monotonic() < deadline:
+        qapp.processEvents()
+        time.sleep(0.02)
+    qapp.processEvents()
+    assert not widget.busy, "segmentation did not finish"
+
+
 def shot(widget, path: Path) -> None:
     widget.resize(420, 820)
     image = widget.grab()
@@ -246,7 +257,7 @@ def test_widget_segments_and_measures(qapp, tmp_path):
     widget = SegmentationWidget(viewer)
     assert widget.image_combo.currentText() == "photo"
     widget.model_combo.setCurrentText("watershed")
-    widget.segment()
+    segment(widget, qapp)
     labels = np.asarray(viewer.layers["photo labels"].data)
     n = int(labels.max())
     assert abs(n - int(truth.max())) <= 2 and n > 3
@@ -261,11 +272,11 @@ def test_widget_segments_and_measures(qapp, tmp_path):
     assert len(widget.table) == n - 1 and "Area_um2" in widget.table
     assert "um" in widget.summary.text()
     # a second segmentation replaces the labels layer, it does not add one
-    widget.segment()
+    segment(widget, qapp)
     assert [layer.name for layer in viewer.layers] == ["photo", "photo labels"]
     # a diameter the watershed cannot take: said in the widget, no exception
     widget.diameter.setValue(20)
-    widget.segment()
+    segment(widget, qapp)
     assert widget.status.text().startswith("error:") and "diameter" in widget.status.text()
     shot(widget, tmp_path / "widget_watershed.png")
 
@@ -277,7 +288,7 @@ def test_widget_segments_with_the_shipped_model_then_fine_tunes(qapp, tmp_path):
     viewer = ViewerModel()
     viewer.open_sample("micrometry", "phase")
     widget = SegmentationWidget(viewer)
-    widget.segment()  # shipped, automatic diameter
+    segment(widget, qapp)  # shipped, automatic diameter
     name = "synthetic phase labels"
     labels = np.asarray(viewer.layers[name].data)
     assert labels.max() > 10 and "estimated" in widget.status.text()
@@ -298,5 +309,23 @@ def test_widget_segments_with_the_shipped_model_then_fine_tunes(qapp, tmp_path):
     assert widget.progress.value() == 100 and len(seen) > 3, widget.status.text()
     assert (widget.run_dir / "checkpoints").is_dir() and "trained" in widget.status.text()
     assert widget.model_combo.currentText() == str(widget.run_dir)
-    widget.segment()  # with the fine-tuned model
+    segment(widget, qapp)  # with the fine-tuned model
     assert np.asarray(viewer.layers[name].data).max() > 10, widget.status.text()
+
+
+@pytest.mark.slow
+def test_napari_docks_the_widget(qapp):
+    """In a real (hidden) napari window, Plugins > Particles makes the widget on that viewer."""
+    import napari
+
+    from micrometry.napari_plugin.widget import SegmentationWidget
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # napari's theme detection on Qt5, XDG paths
+        viewer = napari.Viewer(show=False)
+    try:
+        _, widget = viewer.window.add_plugin_dock_widget("micrometry", "Particles")
+        assert isinstance(widget, SegmentationWidget)
+        assert widget.model_combo.currentText() == "shipped" and widget.image_combo.count() == 0
+    finally:
+        viewer.close()

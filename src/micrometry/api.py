@@ -299,7 +299,11 @@ def size_distribution(
     if SIZE_COLUMN not in plain.columns:
         raise InputError(f"the table has no {SIZE_COLUMN} column (is it from 'particles measure'?)")
     sizes = plain[SIZE_COLUMN].to_numpy(dtype=float)
-    unit = str(plain["Unit"].iloc[0]) if "Unit" in plain.columns and len(plain) else "px"
+    if "Unit" in plain.columns and len(plain):
+        unit = str(plain["Unit"].iloc[0])
+    else:  # no particle: the unit is only in the size column's name
+        named = [str(c) for c in (table.columns if isinstance(table, pd.DataFrame) else [])]
+        unit = next((c[len(SIZE_COLUMN) + 1 :] for c in named if c.startswith(f"{SIZE_COLUMN}_")), "px")
     parts = {
         weighting: percentiles_with_ci(sizes, weighting, n_boot=n_boot, confidence=confidence, seed=seed)
         for weighting in ("number", "volume")

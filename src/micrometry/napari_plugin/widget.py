@@ -79,6 +79,7 @@ class SegmentationWidget(QWidget):
         self.train_threads = 0
         self._models: dict[tuple, object] = {}
         self._process: subprocess.Popen | None = None
+        self._worker = None
         self._started = 0.0
         self._budget_s = 0.0
         self._timer = QTimer(self)
@@ -222,15 +223,48 @@ class SegmentationWidget(QWidget):
             self._models[source] = load_model(source)
         return self._models[source]
 
+    @property
+    def busy(self) -> bool:
+        """Whether a segmentation is running (in a worker thread: napari stays responsive)."""
+        return self._worker is not None
+
     def segment(self) -> None:
-        """Segment the chosen image layer into the labels layer ``NAME labels``, then measure it."""
+        """Segment the chosen image layer into the labels layer ``NAME labels``, then measure it.
+
+        Returns at once; the model runs in a worker thread (see :attr:`busy`).
+        """
+        from superqt.utils import create_worker
+
+        if self.busy:
+            return
         try:
             layer = self._layer(self.image_combo.currentText(), "image")
-            diameter = self.diameter.value() or None
-            self._say(f"segmenting {layer.name} ...")
-            seg = self._model().segment(_gray(layer.data), diameter=diameter)
+            image = _gray(layer.data)
         except (InputError, ValueError) as exc:
             return self._say(f"error: {exc}", error=True)
+        diameter = self.diameter.value() or None
+        self._say(f"segmenting {layer.name} ...")
+        self.segment_button.setEnabled(False)
+        self._worker = create_worker(
+            lambda: self._model().segment(image, diameter=diameter),
+            _connect={
+                "returned": lambda seg: self._segmented(layer, seg),
+                "errored": self._segment_failed,
+                "finished": self._segment_finished,
+            },
+            _ignore_errors=True,
+        )
+
+    def _segment_failed(self, exc: Exception) -> None:
+        if not isinstance(exc, InputError | ValueError):
+            raise exc  # a bug: napari shows its traceback
+        self._say(f"error: {exc}", error=True)
+
+    def _segment_finished(self) -> None:
+        self._worker = None
+        self.segment_button.setEnabled(True)
+
+    def _segmented(self, layer, seg) -> None:
         name = labels_name(layer.name)
         existing = [lab for lab in self._layers("labels") if lab.name == name]
         if existing:

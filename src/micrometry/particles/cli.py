@@ -334,7 +334,12 @@ def measure(
     threads: int = threads_option(),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
-    from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
+    from micrometry.particles.measure import (
+        check_outputs_free,
+        measure_source,
+        unreliable_warning,
+        write_measurement,
+    )
 
     check_outputs_free(out, overwrite, rois=rois)
     _set_threads(threads)
@@ -352,6 +357,9 @@ def measure(
             rois=rois,
             model=model,
         )
+        line = unreliable_warning(result.particles)
+        if line:
+            warnings.warn(line)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))

@@ -6,6 +6,7 @@ The HTML report is presentation, a layer above the job: the command passes
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,13 @@ import pandas as pd
 from micrometry.errors import InputError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.particles.compare import CompareSettings, compare_tables, comparison_summary
-from micrometry.particles.measure import CSV_FLOAT_FORMAT, TABLE_SUFFIXES, measure_source, read_table
+from micrometry.particles.measure import (
+    CSV_FLOAT_FORMAT,
+    TABLE_SUFFIXES,
+    measure_source,
+    read_table,
+    unreliable_warning,
+)
 
 COMPARE_CSV = "compare.csv"
 COMPARE_JSON = "compare.json"
@@ -92,6 +99,10 @@ def run_compare(
     with atomic_dir(out, overwrite=overwrite) as tmp:
         table_a = load_batch(a, model, pixel_size, unit, exclude_edges)
         table_b = load_batch(b, model, pixel_size, unit, exclude_edges)
+        for what, table in (("batch A: ", table_a), ("batch B: ", table_b)):
+            line = unreliable_warning(table, what)
+            if line:
+                warnings.warn(line)
         comparison = compare_tables(table_a, table_b, settings=settings)
         summary = comparison_summary(comparison, settings)
         summary["inputs"] = {"a": str(a), "b": str(b), "exclude_edges": exclude_edges}

@@ -25,7 +25,12 @@ from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
 from micrometry.io.coco import read_json
 from micrometry.io.image import list_images, read_calibration, read_image
 from micrometry.options import calibration
-from micrometry.particles.label_sources import LabelImage, iter_label_images, segmented_label_images
+from micrometry.particles.label_sources import (
+    PREDICTION_JSON,
+    LabelImage,
+    iter_label_images,
+    segmented_label_images,
+)
 from micrometry.particles.morphometry import measure_labels, with_unit_names, without_unit_names
 from micrometry.particles.psd import psd_row
 from micrometry.particles.rois import ROISET_SUFFIX, label_polygons, write_polygons
@@ -33,11 +38,31 @@ from micrometry.progress import track
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 
-# Written by 'particles predict' beside its results: counts, warnings, the images' calibration.
-PREDICTION_JSON = "prediction.json"
+
+# Per particle and per image: False when its image's segmentation is unreliable
+# (micrometry.particles.reliability); present when the source knows (a prediction folder, --model).
+RELIABLE_COLUMN = "Reliable"
+REASON_COLUMN = "UnreliableReason"
 
 # The size that D10/D50/D90 describe.
 SIZE_COLUMN = "EqDiam"
+
+
+def unreliable_warning(table: pd.DataFrame, what: str = "") -> str | None:
+    """One warning line when particles of ``table`` come from images whose segmentation is unreliable; else None."""
+    if RELIABLE_COLUMN not in table or "Image" not in table:
+        return None
+    # bool, nullable boolean, or the text a CSV round trip may leave
+    bad = table[table[RELIABLE_COLUMN].astype(str).str.lower().isin(["false", "0"])]
+    if bad.empty:
+        return None
+    names = list(dict.fromkeys(bad["Image"].astype(str)))
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    images = "image" if len(names) == 1 else "images"
+    return (
+        f"{what}{len(bad)} of {len(table)} particles come from {len(names)} {images} whose segmentation is "
+        f"unreliable ({shown}; column {RELIABLE_COLUMN} = False): check those images before using the numbers"
+    )
 
 
 @dataclass
@@ -97,6 +122,7 @@ def measure_source(
         image = _matching_image(gray_by_stem, item) if images_dir is not None else None
         table, touching, coverage = measure_image(item.labels, pixel_size, unit, image, exclude_edges)
         table.insert(0, "Image", item.name)
+        table.insert(1, RELIABLE_COLUMN, item.reliable)
         tables.append(table)
         if rois:
             kept = set(table["Label"].tolist())
@@ -106,6 +132,8 @@ def measure_source(
                 "Image": item.name,
                 "WidthPx": item.labels.shape[1],
                 "HeightPx": item.labels.shape[0],
+                RELIABLE_COLUMN: item.reliable,
+                REASON_COLUMN: item.reason,
                 "Count": len(table),
                 "TouchingBorder": touching,
                 "Coverage": coverage,
@@ -114,6 +142,12 @@ def measure_source(
         )
     particles = pd.concat(tables, ignore_index=True)
     images = pd.DataFrame(image_rows)
+    if images[RELIABLE_COLUMN].isna().all():  # the source says nothing about it: no column
+        particles = particles.drop(columns=RELIABLE_COLUMN)
+        images = images.drop(columns=[RELIABLE_COLUMN, REASON_COLUMN])
+    else:
+        particles[RELIABLE_COLUMN] = particles[RELIABLE_COLUMN].astype("boolean")
+        images[RELIABLE_COLUMN] = images[RELIABLE_COLUMN].astype("boolean")
     total_area = float((images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
     covered = float((images["Coverage"] * images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
     summary = pd.DataFrame(
@@ -129,6 +163,11 @@ def measure_source(
                 "PixelSize": pixel_size,
                 "Unit": unit,
                 "Calibration": calibrated_by,
+                **(
+                    {"UnreliableImages": int(images[RELIABLE_COLUMN].eq(False).sum())}
+                    if RELIABLE_COLUMN in images
+                    else {}
+                ),
                 **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
             }
         ]

@@ -8,7 +8,8 @@
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
       rois/<stem>_RoiSet.zip  the same particles as ImageJ polygon ROIs named by label id (Fiji's ROI Manager)
       overlays/<stem>.png the input with each particle's outline in its own colour
-      prediction.json     model, per image: particles, the diameter and scale used, calibration, warnings;
+      prediction.json     model, per image: particles, reliable (true/false) and the reason, the diameter and
+                          scale used, calibration, warnings;
                           files skipped; the images' calibration (TIFF/OME metadata); for an ensemble or
                           TTA also its members, weights and passes; the images folder (``source``) and
                           the fingerprints of the label images and ROI sets written (``written``: training
@@ -38,6 +39,7 @@ from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco
 from micrometry.io.image import list_images, read_calibration, read_image, write_image
 from micrometry.io.output_names import unique_output_names
 from micrometry.particles.measure import PREDICTION_JSON
+from micrometry.particles.reliability import assess_reliability
 from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
@@ -128,6 +130,9 @@ class ImageSegmentation:
         Segmentation time per image of its batch.
     info : dict
         What the segmenter chose (diameter, scale) and its ``warnings``.
+    reliability : dict
+        The verdict on the segmentation (:meth:`Reliability.record
+        <micrometry.particles.reliability.Reliability.record>`: ``reliable``, ``reason``, ``reliability``).
     calibration : (float, str) or None
         Pixel size and unit from the image's metadata.
     skipped : str or None
@@ -138,6 +143,7 @@ class ImageSegmentation:
     count: int = 0
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    reliability: dict = field(default_factory=dict)
     calibration: tuple[float, str] | list | None = None
     skipped: str | None = None
 
@@ -221,6 +227,7 @@ class SegmentWorker:
                 count=inst.count,
                 seconds=seconds,
                 info=dict(getattr(inst, "info", {}) or {}),
+                reliability=assess_reliability(inst.labels, inst.scores).record(),
                 calibration=read_calibration(path),
             )
         return [outputs_by_path[item.path] for item in items]
@@ -335,17 +342,21 @@ def prediction_record(
         segmented.append((Path(path), output))
         info = output.info
         cal = output.calibration
+        reliability = output.reliability
         per_image.append(
             {
                 "image_id": int(image_id),
                 "file": Path(path).name,
                 "particles": output.count,
+                **reliability,
                 **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
                 **{k: v for k, v in info.items() if k != "warnings"},
                 "warnings": list(info.get("warnings", [])),
             }
         )
         lines.extend(f"{Path(path).name}: {w}" for w in info.get("warnings", []))
+        if reliability and not reliability["reliable"]:
+            lines.append(f"{Path(path).name}: unreliable segmentation: {reliability['reason']}")
     empty = [p.name for p, o in segmented if o.count == 0]
     if empty and len(empty) == len(segmented):
         lines.append(

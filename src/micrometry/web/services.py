@@ -200,11 +200,14 @@ class Services:
         unit: str = UNIT,
         exclude_edges: bool = False,
     ) -> dict:
-        """Per image an overlay with particle ids; one table for all images, D10/D50/D90, histograms, CSV."""
+        """Per image an overlay with particle ids and the reliability verdict
+        (:mod:`micrometry.particles.reliability`); one table for all images (column ``reliable``),
+        D10/D50/D90, histograms, CSV."""
         import pandas as pd
 
         from micrometry.particles.morphometry import measure_labels
         from micrometry.particles.predict import overlay
+        from micrometry.particles.reliability import assess_reliability
 
         if not (np.isfinite(pixel_size) and pixel_size > 0):
             raise InputError(f"pixel size must be a finite number > 0, got {pixel_size}")
@@ -212,7 +215,9 @@ class Services:
         images, tables, left_out = [], [], 0
         for name, data in uploads:
             image = decode_image(data, name, self.limits.max_particle_pixels)
-            labels = self.segmenter().segment(image).labels
+            found = self.segmenter().segment(image)
+            labels = found.labels
+            verdict = assess_reliability(labels, found.scores)
             table = measure_labels(labels, pixel_size=pixel_size, unit=unit)
             border = columns.particle_column(table, columns.PARTICLE_BORDER)
             edge_ids = (
@@ -223,6 +228,7 @@ class Services:
                 left_out += len(edge_ids)
             kept = table[columns.PARTICLE_ID].to_numpy()
             table.insert(0, "image", name)
+            table.insert(1, "reliable", verdict.reliable)
             tables.append(table)
             images.append(
                 {
@@ -231,9 +237,11 @@ class Services:
                     "height": int(image.shape[0]),
                     "overlay": png_data_url(_overlay(overlay, image, labels, kept, edge_ids)),
                     "particles": markers(labels, kept),
+                    "reliable": verdict.reliable,
+                    "reason": verdict.reason,
                 }
             )
-            del image, labels  # one image in memory at a time
+            del image, labels, found  # one image in memory at a time
         table = pd.concat(tables, ignore_index=True)
         return {
             "count": int(len(table)),
