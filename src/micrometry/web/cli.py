@@ -37,8 +37,7 @@ def serve(
     ),
     threads: int = threads_option(),
 ) -> None:
-    """Start the web app: an SEM tab (depth maps, metrology), a Particles tab (overlay, measurements) and a
-    correction page (/correct: fix outlines, save them as training data, fine-tune, predict again)."""
+    """Start the web app: an SEM tab (depth maps, metrology), a Particles tab (overlay, measurements) and a correction page (/correct: fix outlines, save them as training data, fine-tune, predict again)."""
     import uvicorn
 
     from micrometry.train.loop import configure_threads
