@@ -20,6 +20,12 @@ def serve(
         help="'shipped' (the particle model that comes with micrometry), a "
         "model name (watershed), a run folder or an exported model folder.",
     ),
+    workspace: str = typer.Option(
+        "micrometry-workspace",
+        "--workspace",
+        help="Folder for the correction page (/correct): images opened, corrected training data "
+        "(workspace/training: images/ + masks/) and fine-tuning runs (workspace/runs).",
+    ),
     max_upload_mb: int = number(20, "--max-upload-mb", low=1, help="Largest upload accepted, in MB."),
     workers: int = number(
         2,
@@ -30,7 +36,8 @@ def serve(
         "memory); up to 32 more wait, any beyond get 503 with Retry-After.",
     ),
 ) -> None:
-    """Start the web app: an SEM tab (depth maps, metrology) and a Particles tab (overlay, measurements)."""
+    """Start the web app: an SEM tab (depth maps, metrology), a Particles tab (overlay, measurements) and a
+    correction page (/correct: fix outlines, save them as training data, fine-tune, predict again)."""
     import uvicorn
 
     from micrometry.web.app import create_app
@@ -40,7 +47,12 @@ def serve(
     check = Services(depth_model, particle_model)
     check.depth_model(), check.segmenter()
     app = create_app(
-        depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024), workers=workers
+        depth_model,
+        particle_model,
+        Limits(max_upload_bytes=max_upload_mb * 1024 * 1024),
+        workers=workers,
+        workspace=workspace,
     )
     typer.echo(f"micrometry web app on http://{host}:{port}  (Ctrl-C to stop)")
+    typer.echo(f"correct outlines and fine-tune: http://{host}:{port}/correct  (workspace {workspace})")
     uvicorn.run(app, host=host, port=port, log_level="warning")
