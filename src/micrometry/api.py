@@ -79,14 +79,17 @@ class Segmentation(Instances):
     scores : ndarray
         ``(N,)`` float32 confidences; ``scores[i]`` belongs to label ``i + 1``.
     reliable : bool or None
-        Whether the result can be trusted for this image (None: not judged).
+        Whether the segmentation can be trusted for this image: False when it
+        shows the marks of a model segmenting a texture or debris rather than
+        particles (:mod:`micrometry.particles.reliability`; ``info["reason"]``
+        says why, and a warning is given). None: not judged.
     info : dict
-        What the model chose for this image (``diameter_px``, ``scale``,
-        ``diameter_source``) and ``warnings`` about implausible results, as
-        ``particles predict`` stores them in ``prediction.json``.
+        What ``particles predict`` stores for the image in ``prediction.json``:
+        what the model chose (``diameter_px``, ``scale``, ``diameter_source``),
+        ``warnings`` about implausible results, and the reliability verdict
+        (``reliable``, ``reason``, ``reliability``: the figures it looked at).
     """
 
-    # TODO(api): set from micrometry.particles.reliability once it is merged.
     reliable: bool | None = None
 
 
@@ -158,9 +161,17 @@ class SegmentationModel:
         >>> seg.count, seg.labels.shape, seg.info["diameter_source"]
         (4, (128, 128), 'given (--diameter)')
         """
+        import warnings
+
+        from micrometry.particles.reliability import assess_reliability
+
         array = _gray_image(image)
         found = self._segmenter(diameter).segment(array)
-        return Segmentation(found.labels, found.scores, dict(found.info))
+        verdict = assess_reliability(found.labels, found.scores)
+        if not verdict.reliable:
+            warnings.warn(f"unreliable segmentation: {verdict.reason}", stacklevel=2)
+        info = {**found.info, **verdict.record()}
+        return Segmentation(found.labels, found.scores, info, reliable=verdict.reliable)
 
 
 def load_model(name_or_path: str | Path = "shipped", **options) -> SegmentationModel:

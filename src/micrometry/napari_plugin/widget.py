@@ -277,8 +277,13 @@ class SegmentationWidget(QWidget):
         d, source = seg.info.get("diameter_px"), seg.info.get("diameter_source", "")
         size = f" · diameter {d:.1f} px, {source}" if d else ""
         warned = "".join(f"\nwarning: {w}" for w in seg.info.get("warnings", []))
+        if seg.reliable is False:
+            warned += f"\nunreliable segmentation: {seg.info.get('reason', '')}"
         self.measure()
-        self._say(f"{seg.count} particles in {layer.name} · model {self._model().name}{size}{warned}")
+        self._say(
+            f"{seg.count} particles in {layer.name} · model {self._model().name}{size}{warned}",
+            error=seg.reliable is False,
+        )
 
     def _use_calibration(self, image_layer) -> None:
         """Take the pixel size the image's file declared (the reader stores it), unless one is set."""
