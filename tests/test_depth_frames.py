@@ -15,6 +15,7 @@ from micrometry.depth.frames import (
     fit_lattice,
     fit_trend,
     flag_defects,
+    image_rows,
     trend_at,
 )
 from micrometry.io.depth_tiff import read_depth_tiff, write_depth_tiff
@@ -247,3 +248,25 @@ def test_report_of_a_depth_frame_folder(tmp_path):
     (frames / "f1.png").rename(tmp_path / "elsewhere.png")
     assert run(["report", out, "--out", tmp_path / "r2.html"]) == 0
     assert "was not found" in (tmp_path / "r2.html").read_text()
+
+
+def test_a_data_bar_is_left_out():
+    frame = _frame(seed=6, data_bar_px=60, n_missing=1, n_not_open=1)
+    assert (frame.image[-60:] == 0).mean() > 0.5 and (frame.image[-60:] == 255).any()
+    assert image_rows(frame.image) == (0, 300)
+    assert image_rows(frame.image[::-1])[0] == 60  # a bar at the top
+    assert image_rows(_frame(seed=6).image) == (0, 360)
+    assert frame.holes["y_px"].max() < 300
+
+
+@pytest.mark.slow
+def test_frame_with_a_data_bar_finds_the_holes_above_it(shipped):
+    frame = _frame(seed=6, data_bar_px=60, n_missing=1, n_not_open=1, n_merged=0, n_under_etched=0)
+    result = analyse_frame(shipped, frame.image)
+    holes = result.holes
+    assert holes["y_px"].max() < 300 and result.summary["image_rows"] == [0, 300]
+    assert np.isnan(result.depth_map[300:]).all() and np.isfinite(result.depth_map[:300]).any()
+    assert list(holes["defect"]).count("missing") == 1 and list(holes["defect"]).count("not_open") == 1
+    measured = np.isin(holes["status"], ("ok", "partial"))
+    truth_inside = frame.holes["window_inside"] & (frame.holes["defect"] != "missing")
+    assert measured.sum() == pytest.approx(truth_inside.sum(), abs=2)

@@ -542,6 +542,38 @@ def predict_windows(method, image: np.ndarray, origins: np.ndarray) -> tuple[np.
     return maps, report
 
 
+def image_rows(image: np.ndarray, flat_share: float = 0.3, gap: int = 4) -> tuple[int, int]:
+    """Rows ``[top, bottom)`` of the SEM image proper, without a data bar at its bottom or top.
+
+    A data bar (the band where a CD-SEM tool prints magnification, scale and date) has a flat
+    background: its most common grey level covers at least ``flat_share`` of each row, which a
+    noisy SEM row never does (about 3 %). The bar is the run of such rows at an edge, text rows
+    inside it tolerated up to ``gap - 1`` rows in a row.
+    """
+    image = np.asarray(image)
+    counts = np.array([np.bincount(row.ravel(), minlength=1).max() for row in image.astype(np.int64)])
+    flat = counts >= flat_share * image.shape[1]
+
+    def edge(order) -> int:
+        run, last_flat = 0, None
+        for r in order:
+            if flat[r]:
+                run, last_flat = 0, r
+            else:
+                run += 1
+                if run >= gap:
+                    break
+        return last_flat
+
+    last = edge(range(len(flat) - 1, -1, -1))  # the topmost flat row of the bottom bar
+    first = edge(range(len(flat)))  # the lowest flat row of the top bar
+    bottom = last if last is not None and flat[-1] else len(flat)
+    top = first + 1 if first is not None and flat[0] else 0
+    if bottom - top < WINDOW[0]:
+        return 0, len(flat)
+    return int(top), int(bottom)
+
+
 def analyse_frame(method, image: np.ndarray, nm_per_px: float = 2.0) -> FrameResult:
     """Detect, predict, measure and flag every hole of one frame (module docstring)."""
     image = np.asarray(image)
@@ -549,6 +581,18 @@ def analyse_frame(method, image: np.ndarray, nm_per_px: float = 2.0) -> FrameRes
         from micrometry.io.image import to_gray_u8
 
         image = to_gray_u8(image)
+    top, bottom = image_rows(image)
+    if (top, bottom) != (0, image.shape[0]):
+        result = analyse_frame(method, image[top:bottom], nm_per_px)
+        for c in ("y_px", "site_y_px"):
+            result.holes[c] = result.holes[c] + top
+        for flagged in result.summary["flagged"]:
+            flagged["y_px"] = round(flagged["y_px"] + top, 1)
+        depth_map = np.full(image.shape, np.nan, dtype=np.float32)
+        depth_map[top:bottom] = result.depth_map
+        result.depth_map = depth_map
+        result.summary.update(height_px=int(image.shape[0]), image_rows=[int(top), int(bottom)])
+        return result
     det = detect_holes(image)
     n = len(det.site_xy)
     use = det.present & det.inside
