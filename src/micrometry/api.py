@@ -387,7 +387,7 @@ def _particle_table(table: pd.DataFrame | str | Path) -> pd.DataFrame:
 
 def _gray_image(image) -> np.ndarray:
     """A 2-D gray array from an array or an image file, as ``particles predict`` reads one."""
-    from micrometry.io.image import _to_gray, read_image
+    from micrometry.io.image import read_image, to_gray
 
     if isinstance(image, str | Path):
         return read_image(image)
@@ -396,7 +396,7 @@ def _gray_image(image) -> np.ndarray:
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
         raise InputError(f"expected a numeric image, got dtype {array.dtype}")
-    return _to_gray(array, Path("<array>"))
+    return to_gray(array)
 
 
 # --------------------------------------------------------------------------- depth

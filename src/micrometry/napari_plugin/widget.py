@@ -435,12 +435,12 @@ class SegmentationWidget(QWidget):
 
 def _gray(data) -> np.ndarray:
     """An image layer's data as a 2-D array (RGB(A) to gray luminance, as micrometry reads files)."""
-    from micrometry.io.image import _to_gray
+    from micrometry.io.image import to_gray
 
     array = np.asarray(data)
     if array.ndim == 3 and array.shape[-1] not in (3, 4):
         raise InputError(f"image is {array.ndim}-D {array.shape}: micrometry segments 2-D images")
-    return _to_gray(array, Path("<layer>"))
+    return to_gray(array, "<layer>")
 
 
 def _storable(image: np.ndarray) -> np.ndarray:
