@@ -4,9 +4,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-# Two cores: idle OpenMP threads must not spin (see shared/REFERENCE.md, part C).
-export OMP_WAIT_POLICY := PASSIVE
-
 .PHONY: demo test test-fast lint venv clean browser fonts
 
 venv: $(STAMP)

@@ -147,6 +147,14 @@ def convert(
     typer.echo(f"{LAYOUT_NAMES[layout]}: {len(ds.images)} images, {ds.n_annotations} particles -> {out}")
 
 
+def _set_threads(threads: int) -> None:
+    """``--threads`` of a command that runs a model only sometimes: torch is imported when asked."""
+    if threads:
+        from micrometry.train.loop import configure_threads
+
+        configure_threads(threads)
+
+
 def calibration_line(pixel_size: float, unit: str, source: str) -> str:
     """The calibration a measurement used, said once on the console."""
     if source == "none":
@@ -233,6 +241,7 @@ def predict(
         "--strict",
         help="Stop at the first unreadable or non-2-D file (default: skip it with a warning).",
     ),
+    threads: int = threads_option(),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
@@ -245,15 +254,15 @@ def predict(
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays.
 
-    The shipped model handles dark particles on a bright field and bright ones on a dark
-    field alike, and sizes each image itself (the chosen diameter and scale are printed and
-    stored in PRED/prediction.json).
+    The shipped model handles dark particles on a bright field and bright ones on a dark field alike, and sizes each image itself (the chosen diameter and scale are printed and stored in PRED/prediction.json).
     """
     from micrometry.engine import make_engine
     from micrometry.errors import InputError
     from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
+    from micrometry.train.loop import configure_threads
 
+    configure_threads(threads or None)
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
     options = {
         "scale": scale,
@@ -384,6 +393,7 @@ def measure(
         low_open=True,
         help="Count adequacy: the relative 95 % CI half-width D50 and D90 should reach (0.05: +-5 %); the summary says how many particles that needs.",
     ),
+    threads: int = threads_option(),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution.
 
@@ -399,6 +409,7 @@ def measure(
     from micrometry.particles.psd import adequacy_warning
 
     check_outputs_free(out, overwrite, rois=rois)
+    _set_threads(threads)
     if model is not None:
         typer.echo(f"segmenting the photos in {pred} with model {model!r} first")
     with _warnings_as_lines():
@@ -473,12 +484,14 @@ def compare(
     n_boot: int = number(1000, "--n-boot", low=100, help="Bootstrap resamples."),
     seed: int = seed_option("Bootstrap seed."),
     overwrite: bool = overwrite_option("output folder"),
+    threads: int = threads_option(),
 ) -> None:
     """Compare two batches descriptor by descriptor; say plainly what changed."""
     from micrometry.particles.compare import CompareSettings
     from micrometry.particles.compare_run import run_compare
     from micrometry.report.particles import write_compare_report
 
+    _set_threads(threads)
     settings = CompareSettings(alpha=alpha, relative_threshold=rel_threshold, n_boot=n_boot, seed=seed)
     with _warnings_as_lines():
         comparison = run_compare(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from micrometry.options import number
+from micrometry.options import number, threads_option
 
 
 def serve(
@@ -35,13 +35,16 @@ def serve(
         help="Uploads processed at once (each holds its images in "
         "memory); up to 32 more wait, any beyond get 503 with Retry-After.",
     ),
+    threads: int = threads_option(),
 ) -> None:
-    """Start the web app: an SEM tab (depth maps, metrology), a Particles tab (overlay, measurements) and a
-    correction page (/correct: fix outlines, save them as training data, fine-tune, predict again)."""
+    """Start the web app: an SEM tab (depth maps, metrology), a Particles tab (overlay, measurements) and a correction page (/correct: fix outlines, save them as training data, fine-tune, predict again)."""
     import uvicorn
 
+    from micrometry.train.loop import configure_threads
     from micrometry.web.app import create_app
     from micrometry.web.services import Limits, Services
+
+    configure_threads(threads or None)
 
     # Load both models once now: a bad --*-model is one line and exit 2 here, not an error on every request.
     check = Services(depth_model, particle_model)
