@@ -303,10 +303,13 @@ def test_widget_segments_with_the_shipped_model_then_fine_tunes(qapp, tmp_path):
     while widget.training and time.monotonic() < deadline:
         qapp.processEvents()
         seen.add(widget.progress.value())
+        if 30 <= widget.progress.value() <= 90 and not (tmp_path / "widget_training.png").exists():
+            shot(widget, tmp_path / "widget_training.png")
         time.sleep(0.05)
     shot(widget, tmp_path / "widget_finetuned.png")
     assert not widget.training, "fine-tuning did not finish in 5 minutes"
     assert widget.progress.value() == 100 and len(seen) > 3, widget.status.text()
+    assert (tmp_path / "widget_training.png").exists()  # the bar moved through the budget
     assert (widget.run_dir / "checkpoints").is_dir() and "trained" in widget.status.text()
     assert widget.model_combo.currentText() == str(widget.run_dir)
     segment(widget, qapp)  # with the fine-tuned model
