@@ -87,6 +87,17 @@ def info(
         if check_images and ds.images_dir is not None:
             decode_all(ds)
     summary, rows = {"layout": layout, **dataset_summary(ds)}, per_image_rows(ds)
+    if layout != "coco":  # which file each image's outlines came from (a prediction: the one edited)
+        from micrometry.particles.training_data import annotation_files
+
+        with _warnings_as_lines(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said once already, while loading
+            pairs = dict((image.name, found) for image, found in annotation_files(coco, images)[1])
+        for row in rows:
+            found = pairs.get(row["file"])
+            row["annotations"] = (
+                str(found.relative_to(coco)) if found and found.is_relative_to(coco) else str(found)
+            )
     if as_json:
         typer.echo(json.dumps({"summary": summary, "images": rows}, indent=2))
         return
@@ -111,7 +122,7 @@ def info(
         for col in shown[0]:
             per.add_column(
                 col.replace("_", " "),
-                justify="left" if col == "file" else "right",
+                justify="left" if col in ("file", "annotations") else "right",
                 no_wrap=True,
                 min_width=len(col),
             )
