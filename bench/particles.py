@@ -36,12 +36,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+import micrometry  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 from micrometry.io.coco import instances_to_results, load_coco  # noqa: E402
 from micrometry.io.image import read_image  # noqa: E402
 from micrometry.particles.evaluate import evaluate  # noqa: E402

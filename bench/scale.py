@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MICROMETRY_QUIET", "1")
 
 from rich.console import Console  # noqa: E402

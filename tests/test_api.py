@@ -69,7 +69,7 @@ def check_snippet_results(ns: dict) -> None:
     )
     assert seg.labels.shape == ns["image"].shape and np.issubdtype(seg.labels.dtype, np.integer)
     assert 3 <= seg.count == int(seg.labels.max()) == len(seg.scores)
-    assert seg.reliable in (True, False, None) and "diameter_px" in seg.info
+    assert seg.reliable is True and seg.info["reliable"] is True and "diameter_px" in seg.info
     assert len(table) == seg.count and {"Label", "Area_um2", "Feret_um", "EqDiam_um", "Circ."} <= set(table)
     assert list(psd.index.get_level_values(0).unique()) == ["number", "volume"]
     assert (psd["ci_low"] <= psd["value"]).all() and (psd["value"] <= psd["ci_high"]).all()
@@ -187,6 +187,18 @@ def test_segment_diameter_and_model_choice():
         watershed.segment(image, diameter=20)
     with pytest.raises(InputError, match="diameter"):
         model.segment(image, diameter=0)
+
+
+def test_segment_judges_reliability_as_predict_does():
+    """A texture the shipped model cuts into hundreds of blobs: reliable False, the reason, a warning."""
+    from micrometry.particles.reliability import assess_reliability
+    from particle_scenes import bandpass_noise
+
+    noise = bandpass_noise(np.random.default_rng(1), (192, 240))
+    with pytest.warns(UserWarning, match="unreliable segmentation: .*texture"):
+        seg = mm.load_model("shipped").segment(noise)
+    assert seg.reliable is False and seg.count > 100 and "texture" in seg.info["reason"]
+    assert seg.info["reliability"] == assess_reliability(seg.labels, seg.scores).metrics
 
 
 def test_segment_takes_files_and_colour(tmp_path):

@@ -15,12 +15,15 @@ from micrometry.depth.frames import (
     fit_lattice,
     fit_trend,
     flag_defects,
+    image_rows,
     trend_at,
 )
 from micrometry.io.depth_tiff import read_depth_tiff, write_depth_tiff
 from micrometry.io.image import read_calibration, write_image
 from micrometry.synth.sem_dataset import SemSynthConfig, simulate_real
 from micrometry.synth.sem_frames import FrameConfig, render_frame
+from micrometry.synth.sem_geometry import GeometryConfig
+from micrometry.synth.sem_physics import RealDomain
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +105,37 @@ def test_lattice_fit_recovers_a_rotated_lattice_with_gaps_and_outliers():
     )
 
 
+OTHER_CROPS = SemSynthConfig(
+    real_geometry=GeometryConfig(
+        semi_axis_x=(12.6, 0.5),
+        semi_axis_y=(18.0, 0.7),
+        taper=(0.36, 0.5),
+        centre_jitter=1.8,
+        pitch=(44.0, 66.0),
+        neighbour_probability=1.0,
+    ),
+    real=RealDomain(psf_sigma=(1.6, 1.1), dose=18.0, charging=0.09, gain=62.0, offset=38.0),
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("grid", [(3, 4), (5, 3)])
-def test_a_mosaic_of_crops_gives_back_each_crops_own_prediction(shipped, grid):
+@pytest.mark.parametrize(
+    "grid, config, shift",
+    [
+        ((3, 4), None, (0, 0)),
+        ((5, 3), None, (0, 0)),
+        ((2, 2), OTHER_CROPS, (0, 0)),
+        ((1, 5), None, (0, 0)),
+        ((3, 3), OTHER_CROPS, (-2, 2)),
+    ],
+)
+def test_a_mosaic_of_crops_gives_back_each_crops_own_prediction(shipped, grid, config, shift):
+    """Small mosaics, crops of another tool and pitch, holes placed off the crops' centres."""
     rows, cols = grid
-    crops = simulate_real(SemSynthConfig(), rows * cols, 1, np.random.default_rng(rows * 10 + cols)).images
+    crops = simulate_real(
+        config or SemSynthConfig(), rows * cols, 1, np.random.default_rng(rows * 10 + cols)
+    ).images
+    crops = np.roll(crops, shift, axis=(1, 2))
     frame = crops.reshape(rows, cols, 72, 48).transpose(0, 2, 1, 3).reshape(rows * 72, cols * 48)
     own = shipped.predict_report(crops)[1]
     result = analyse_frame(shipped, frame)
@@ -247,3 +276,25 @@ def test_report_of_a_depth_frame_folder(tmp_path):
     (frames / "f1.png").rename(tmp_path / "elsewhere.png")
     assert run(["report", out, "--out", tmp_path / "r2.html"]) == 0
     assert "was not found" in (tmp_path / "r2.html").read_text()
+
+
+def test_a_data_bar_is_left_out():
+    frame = _frame(seed=6, data_bar_px=60, n_missing=1, n_not_open=1)
+    assert (frame.image[-60:] == 0).mean() > 0.5 and (frame.image[-60:] == 255).any()
+    assert image_rows(frame.image) == (0, 300)
+    assert image_rows(frame.image[::-1])[0] == 60  # a bar at the top
+    assert image_rows(_frame(seed=6).image) == (0, 360)
+    assert frame.holes["y_px"].max() < 300
+
+
+@pytest.mark.slow
+def test_frame_with_a_data_bar_finds_the_holes_above_it(shipped):
+    frame = _frame(seed=6, data_bar_px=60, n_missing=1, n_not_open=1, n_merged=0, n_under_etched=0)
+    result = analyse_frame(shipped, frame.image)
+    holes = result.holes
+    assert holes["y_px"].max() < 300 and result.summary["image_rows"] == [0, 300]
+    assert np.isnan(result.depth_map[300:]).all() and np.isfinite(result.depth_map[:300]).any()
+    assert list(holes["defect"]).count("missing") == 1 and list(holes["defect"]).count("not_open") == 1
+    measured = np.isin(holes["status"], ("ok", "partial"))
+    truth_inside = frame.holes["window_inside"] & (frame.holes["defect"] != "missing")
+    assert measured.sum() == pytest.approx(truth_inside.sum(), abs=2)

@@ -16,6 +16,13 @@ The Python API (:mod:`micrometry.api`) is available from the package itself::
     table = mm.measure(seg.labels, pixel_size=0.5, unit="um")
 """
 
+import os
+
+# The one place this is set: before anything imports torch (every entry point imports this package
+# first), idle OpenMP threads must sleep, not spin: on a few shared cores spinning threads cost
+# more than they save (micrometry.options, --threads). A value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 # The API's names, imported on first use: `import micrometry` (and the CLI's start) stays fast.

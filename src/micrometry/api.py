@@ -79,14 +79,17 @@ class Segmentation(Instances):
     scores : ndarray
         ``(N,)`` float32 confidences; ``scores[i]`` belongs to label ``i + 1``.
     reliable : bool or None
-        Whether the result can be trusted for this image (None: not judged).
+        Whether the segmentation can be trusted for this image: False when it
+        shows the marks of a model segmenting a texture or debris rather than
+        particles (:mod:`micrometry.particles.reliability`; ``info["reason"]``
+        says why, and a warning is given). None: not judged.
     info : dict
-        What the model chose for this image (``diameter_px``, ``scale``,
-        ``diameter_source``) and ``warnings`` about implausible results, as
-        ``particles predict`` stores them in ``prediction.json``.
+        What ``particles predict`` stores for the image in ``prediction.json``:
+        what the model chose (``diameter_px``, ``scale``, ``diameter_source``),
+        ``warnings`` about implausible results, and the reliability verdict
+        (``reliable``, ``reason``, ``reliability``: the figures it looked at).
     """
 
-    # TODO(api): set from micrometry.particles.reliability once it is merged.
     reliable: bool | None = None
 
 
@@ -158,9 +161,17 @@ class SegmentationModel:
         >>> seg.count, seg.labels.shape, seg.info["diameter_source"]
         (4, (128, 128), 'given (--diameter)')
         """
+        import warnings
+
+        from micrometry.particles.reliability import assess_reliability
+
         array = _gray_image(image)
         found = self._segmenter(diameter).segment(array)
-        return Segmentation(found.labels, found.scores, dict(found.info))
+        verdict = assess_reliability(found.labels, found.scores)
+        if not verdict.reliable:
+            warnings.warn(f"unreliable segmentation: {verdict.reason}", stacklevel=2)
+        info = {**found.info, **verdict.record()}
+        return Segmentation(found.labels, found.scores, info, reliable=verdict.reliable)
 
 
 def load_model(name_or_path: str | Path = "shipped", **options) -> SegmentationModel:
@@ -376,7 +387,7 @@ def _particle_table(table: pd.DataFrame | str | Path) -> pd.DataFrame:
 
 def _gray_image(image) -> np.ndarray:
     """A 2-D gray array from an array or an image file, as ``particles predict`` reads one."""
-    from micrometry.io.image import _to_gray, read_image
+    from micrometry.io.image import read_image, to_gray
 
     if isinstance(image, str | Path):
         return read_image(image)
@@ -385,7 +396,7 @@ def _gray_image(image) -> np.ndarray:
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
         raise InputError(f"expected a numeric image, got dtype {array.dtype}")
-    return _to_gray(array, Path("<array>"))
+    return to_gray(array)
 
 
 # --------------------------------------------------------------------------- depth

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from micrometry.options import seed_option
+from micrometry.options import seed_option, threads_option
 
 
 @dataclass
@@ -49,9 +49,14 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's data, runs and report."),
     seed: int = seed_option("Random seed of the synthetic data and the training."),
     quick: bool = typer.Option(False, help="A reduced tour on tiny data (what the test suite runs)."),
+    threads: int = threads_option(),
 ) -> None:
     """Run micrometry end to end on synthetic data and write one HTML report."""
     from rich.console import Console
+
+    from micrometry.train.loop import configure_threads
+
+    configure_threads(threads or None)
 
     from micrometry.report.html import Report
 

@@ -133,11 +133,7 @@ def depth_train(
 ) -> None:
     """Train a depth method; prints the best validation metrics.
 
-    Progress bar columns: each step's training losses, mean absolute errors in
-    depth grey levels: map= whole depth map, depth= hole depth, real= depth of
-    the real images (from their Depth_* folder); loss= a single-loss method's
-    (ae: the same L1 error);
-    ce= and acc= the case classifier's cross-entropy and accuracy.
+    Progress bar columns: each step's training losses, mean absolute errors in depth grey levels: map= whole depth map, depth= hole depth, real= depth of the real images (from their Depth_* folder); loss= a single-loss method's (ae: the same L1 error); ce= and acc= the case classifier's cross-entropy and accuracy.
 
     Validation metrics (val_rmse, ...) go to log.txt and metrics.json per epoch.
     """

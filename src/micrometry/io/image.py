@@ -92,7 +92,7 @@ def decode_image(data: bytes, name: str | Path = "<upload>", max_pixels: int = M
         array = _read_tiff(io.BytesIO(data), name)
     else:
         array = _read_pil(io.BytesIO(data), name)
-    return _to_gray(array, name)
+    return to_gray(array, name)
 
 
 def check_pixel_count(data: bytes, name: str | Path, max_pixels: int) -> None:
@@ -298,7 +298,9 @@ def _tidy(size: float, unit: str) -> tuple[float, str]:
     return (size * 1000.0, "nm") if size < 0.1 else (size, unit)
 
 
-def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:
+def to_gray(array: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
+    """A decoded image as 2-D gray: RGB(A) to luminance (with a :class:`ColourImageWarning` naming
+    ``path``, unless the channels are equal); any other shape is an :class:`ImageReadError`."""
     if array.ndim == 2:
         return array
     if array.ndim != 3 or array.shape[-1] not in (3, 4):

@@ -277,8 +277,13 @@ class SegmentationWidget(QWidget):
         d, source = seg.info.get("diameter_px"), seg.info.get("diameter_source", "")
         size = f" · diameter {d:.1f} px, {source}" if d else ""
         warned = "".join(f"\nwarning: {w}" for w in seg.info.get("warnings", []))
+        if seg.reliable is False:
+            warned += f"\nunreliable segmentation: {seg.info.get('reason', '')}"
         self.measure()
-        self._say(f"{seg.count} particles in {layer.name} · model {self._model().name}{size}{warned}")
+        self._say(
+            f"{seg.count} particles in {layer.name} · model {self._model().name}{size}{warned}",
+            error=seg.reliable is False,
+        )
 
     def _use_calibration(self, image_layer) -> None:
         """Take the pixel size the image's file declared (the reader stores it), unless one is set."""
@@ -430,12 +435,12 @@ class SegmentationWidget(QWidget):
 
 def _gray(data) -> np.ndarray:
     """An image layer's data as a 2-D array (RGB(A) to gray luminance, as micrometry reads files)."""
-    from micrometry.io.image import _to_gray
+    from micrometry.io.image import to_gray
 
     array = np.asarray(data)
     if array.ndim == 3 and array.shape[-1] not in (3, 4):
         raise InputError(f"image is {array.ndim}-D {array.shape}: micrometry segments 2-D images")
-    return _to_gray(array, Path("<layer>"))
+    return to_gray(array, "<layer>")
 
 
 def _storable(image: np.ndarray) -> np.ndarray:

@@ -61,6 +61,9 @@ def synth_sem_frames(
     not_open: int = number(4, "--not-open", low=0, help="Holes that did not open, per frame."),
     merged: int = number(1, "--merged", low=0, help="Merged pairs per frame."),
     missing: int = number(2, "--missing", low=0, help="Missing holes per frame."),
+    data_bar: int = number(
+        0, "--data-bar", low=0, help="Height in px of a data bar at the bottom (0: none)."
+    ),
     overwrite: bool = overwrite_option("OUT and TRUTH folders"),
 ) -> None:
     """Whole CD-SEM frames of hole arrays with trends and defect holes, and their truth (docs/depth.md, "Frames")."""
@@ -81,6 +84,7 @@ def synth_sem_frames(
         n_not_open=not_open,
         n_merged=merged,
         n_missing=missing,
+        data_bar_px=data_bar,
     )
     counts = write_sem_frames(out, truth, config, overwrite=overwrite)
     typer.echo(

@@ -88,6 +88,9 @@ class FrameConfig:
         Range of an under-etched hole's depth as a fraction of its nominal depth.
     not_open_fraction : (float, float)
         The same for a hole that did not open (a shallow recess in the top surface).
+    data_bar_px : int
+        Height of a data bar at the bottom (black, with white text-like marks), as CD-SEM tools
+        print one; holes under it are hidden and not in the truth.
     geometry : GeometryConfig
         Distribution of single holes (the real process's by default).
     physics, real : SemPhysics, RealDomain
@@ -112,6 +115,7 @@ class FrameConfig:
     n_not_open: int = 4
     n_merged: int = 1
     n_missing: int = 2
+    data_bar_px: int = 0
     under_etch_fraction: tuple[float, float] = (0.6, 0.8)
     not_open_fraction: tuple[float, float] = (0.04, 0.15)
     geometry: GeometryConfig = field(default_factory=GeometryConfig.real_process)
@@ -122,6 +126,8 @@ class FrameConfig:
         """InputError for values no frame can be drawn from."""
         if self.lattice not in LATTICES:
             raise InputError(f"lattice must be one of {', '.join(LATTICES)}, got {self.lattice!r}")
+        if not 0 <= self.data_bar_px <= self.height_px - 2 * HEIGHT:
+            raise InputError(f"data_bar_px must be 0..{self.height_px - 2 * HEIGHT}, got {self.data_bar_px}")
         if min(self.height_px, self.width_px) < 2 * HEIGHT:
             raise InputError(
                 f"frames must be at least {2 * HEIGHT} px a side, got {self.height_px}x{self.width_px}"
@@ -239,7 +245,8 @@ def render_frame(config: FrameConfig, rng: np.random.Generator) -> Frame:
     # Defects only where the model's window lies inside the frame, so that each is scored.
     # (the window sits on the lattice site, as ``depth frame`` places it)
     x0, y0 = window_origins(site_xy).T
-    inside = (x0 >= 0) & (x0 + WIDTH <= cols) & (y0 >= 0) & (y0 + HEIGHT <= rows)
+    usable = rows - config.data_bar_px  # the SEM image above the data bar
+    inside = (x0 >= 0) & (x0 + WIDTH <= cols) & (y0 >= 0) & (y0 + HEIGHT <= usable)
     defect = np.zeros(n, dtype=object)
     defect[:] = "none"
     taken = ~inside
@@ -293,7 +300,9 @@ def render_frame(config: FrameConfig, rng: np.random.Generator) -> Frame:
     )
     table = _hole_geometry(one, depth, config.physics.nm_per_px)
     table["depth_nm"] = np.where(defect == "missing", 0.0, depth)
-    keep = (x >= 0) & (x < cols) & (y >= 0) & (y < rows)  # the sites inside the frame
+    if config.data_bar_px:
+        _draw_data_bar(image, config.data_bar_px, rng)
+    keep = (x >= 0) & (x < cols) & (y >= 0) & (y < usable)  # the sites inside the image
     holes_out = {
         "site": np.arange(n),
         "x_px": x,
@@ -307,6 +316,19 @@ def render_frame(config: FrameConfig, rng: np.random.Generator) -> Frame:
     holes_out = {k: np.asarray(v)[keep] for k, v in holes_out.items()}
     holes_out["site"] = np.arange(int(keep.sum()))
     return Frame(image, (top - height).astype(np.float32), holes_out)
+
+
+def _draw_data_bar(image: np.ndarray, height: int, rng: np.random.Generator) -> None:
+    """A black band at the bottom with rows of white glyph-like marks (text), in place."""
+    bar = image[-height:]
+    bar[:] = 0
+    glyph_h = max(3, min(12, height // 3))
+    for y in range(max(1, (height - glyph_h) // 2), height - glyph_h, 3 * glyph_h):
+        x = 8
+        while x < image.shape[1] - 8:
+            w = int(rng.integers(3, 8))
+            bar[y : y + glyph_h, x : x + w] = 255
+            x += w + int(rng.integers(2, 14))
 
 
 def _carve(height, cx, cy, ax, ay, taper, rounding, rough, top, depth) -> None:

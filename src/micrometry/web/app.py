@@ -24,6 +24,8 @@ from starlette.exceptions import HTTPException
 
 from micrometry.errors import InputError
 from micrometry.web import options, samples
+from micrometry.web.correct_api import add_correction_routes
+from micrometry.web.corrections import Corrections
 from micrometry.web.services import MAX_FRAMES, Limits, Services
 
 log = logging.getLogger("micrometry.web")
@@ -138,13 +140,23 @@ def create_app(
     limits: Limits | None = None,
     workers: int = 2,
     queue: int = 32,
+    workspace: str | Path | None = None,
 ) -> FastAPI:
-    """Build the app; models load on first use; ``workers`` heavy requests run at once, ``queue`` wait."""
+    """Build the app; models load on first use; ``workers`` heavy requests run at once, ``queue`` wait.
+
+    ``workspace``: the correction page's folder (uploads, training data, fine-tuning runs);
+    default: a new temporary folder.
+    """
     services = Services(depth_model, particle_model, limits)
     services_frames_limit = MAX_FRAMES
     gate = HeavyGate(workers, queue)
     app = FastAPI(title="micrometry", docs_url="/api/docs")
     app.state.services = services
+    if workspace is None:
+        import tempfile
+
+        workspace = tempfile.mkdtemp(prefix="micrometry-workspace-")
+    add_correction_routes(app, Corrections(workspace, services.segmenter, services.limits), gate)
     page = resources.files("micrometry.web").joinpath("page.html").read_text(encoding="utf-8")
     for key, value in (
         ("NM_PER_PX", options.NM_PER_PX),
@@ -226,9 +238,7 @@ def create_app(
     @app.post("/api/particles")
     async def particles(request: Request):
         async with request.form(max_files=services.limits.max_particle_images + 10) as form:
-            pixel_size = options.positive_number(
-                form.get("pixel_size"), "pixel size", options.PIXEL_SIZE, options.MAX_PIXEL_SIZE
-            )
+            pixel_size = options.pixel_size_or_auto(form.get("pixel_size"))
             unit = options.length_unit(form.get("unit"), pixel_size)
             exclude_edges = options.flag(form.get("exclude_edges"))
             async with gate.slot():

@@ -45,7 +45,14 @@ def positive_number(text, what: str, default: float, maximum: float) -> float:
     return value
 
 
-def length_unit(text, pixel_size: float) -> str:
+def pixel_size_or_auto(text) -> float | str:
+    """The pixel size field: ``auto`` (read the scale bar) or :func:`positive_number`."""
+    if text is not None and str(text).strip().lower() == "auto":
+        return "auto"
+    return positive_number(text, "pixel size", PIXEL_SIZE, MAX_PIXEL_SIZE)
+
+
+def length_unit(text, pixel_size: float | str) -> str:
     """The unit of the pixel size: letters only; ``px`` only with a pixel size of 1.
 
     Raises
@@ -56,6 +63,8 @@ def length_unit(text, pixel_size: float) -> str:
     unit = ("" if text is None else str(text).strip()) or UNIT
     if not _UNIT.match(unit):
         raise InputError(f"unit must be a short unit name such as um or nm, got {unit[:20]!r}")
+    if pixel_size == "auto":
+        return unit  # the scale bar's label gives the unit
     if unit == "px" and pixel_size != 1.0:
         raise InputError(f"a pixel size of {pixel_size:g} needs its unit (um, nm, ...), not px")
     return unit

@@ -47,52 +47,39 @@ class WeakUNetMethod(UNetMethod):
         regression of the site average on the predicted depth and the image's
         brightness statistics, fitted on every real image) or ``"none"``.
     adabn : bool
-        After training, recompute BatchNorm statistics on the real images (AdaBN).
-        Measured on bench/depth.py: better depth (2.9 vs 3.2 nm) but worse shapes,
-        RMSE 6.5 against 5.3 without; off by default.
+        After training, recompute BatchNorm statistics on the real images (AdaBN); off by
+        default (better depth, worse shapes: docs/depth.md, "Why unet-weak's defaults").
     depth_statistics : str
         After training, which statistics the depth head's input BatchNorm uses for real images:
         ``"real"`` (default): those of the real training images' pooled features, as in training,
         where the real images' depth loss normalised them by their own batch statistics;
-        ``"simulated"``: the simulation's running statistics (the default until 26 Nov 2026).
-        Measured with flip TTA (bench/depth.py, 36 epochs; chosen on the default data): RMSE
-        4.84 -> 4.27 (depth level 3.57 -> 2.78 nm, shapes unchanged), and 7.24 -> 6.33 on the
-        untuned ``--variant other``. Every BatchNorm on real statistics (``adabn``) scored 4.40
-        (default data) and 6.18.
+        ``"simulated"``: the simulation's running statistics.
     imaging : str
         ``"fixed"`` (default): the blur and noise augmentations of ``blur_aug``/``noise_aug``;
         ``"auto"``: widen them to the probe blur and noise read off the real images, never
-        below those (:func:`~micrometry.depth.photometry.augmentation_ranges`). Measured (12
-        epochs, last epoch): RMSE 7.65 against 7.28 fixed on ``--variant other``, 6.61 on the
-        default bench data.
+        below those (:func:`~micrometry.depth.photometry.augmentation_ranges`).
     real_bn : str
         How BatchNorm normalises the real images in training: ``"batch"`` by their own batch
         statistics (the simulation's running statistics stay untouched; at inference those are
         used, so the depth head meets real images normalised differently from training) or
-        ``"running"`` by the simulation's running statistics, as at inference. Measured
-        (bench, 3 epochs): the simulated validation RMSE rose from 7.6 to 27.6; off by default.
+        ``"running"`` by the simulation's running statistics, as at inference.
     consistency : float
         Weight of a mean-teacher loss on real images: the shape of an augmented real
-        image is pulled towards the averaged network's shape of the plain image; 0: off
-        (measured with 1.0, 4-5 epochs: RMSE 11.44 against 9.95 without on ``--variant other``).
+        image is pulled towards the averaged network's shape of the plain image; 0: off.
 
     After training it also fits, on the real images: the 90 % interval of a hole's
     depth (split conformal on the held-out sites, widened for their small number:
     :func:`~micrometry.depth.calibration.site_conformal_halfwidth`, :attr:`interval_nm`) and a
     Gaussian model of the networks' features that flags images unlike the
     training data (:attr:`ood`); :meth:`predict_report` returns both per image.
+
+    Why each default is what it is, with the measurements: docs/depth.md, "Why unet-weak's defaults".
     """
 
     name = "unet-weak"
     uses = ("sim", "real")
 
-    # 60 epochs (unet: 12), chosen on bench/depth.py's default data. With the depth head on the simulation's
-    # statistics more epochs sharpened the shapes but overfit the depth level (RMSE 5.30 at 12, 5.01 at 36,
-    # 5.05 at 60); on the real images' statistics the level holds: 4.27 at 36, 4.29 at 48, 4.14 at 60,
-    # checked on --variant other: 6.33 at 36, 6.29 at 60. About 10 minutes on one thread. Left-right flip
-    # TTA (tta=2, at 36 epochs): 5.01 -> 4.84 on the default data (7.37 -> 7.24 other) for half the
-    # images/s; an ensemble of two networks instead (the same inference cost) scored 5.01.
-
+    # epochs, tta, depth_statistics: chosen on bench/depth.py (docs/depth.md, "Why unet-weak's defaults")
     @dataclass
     class Config(UNetMethod.Config):
         epochs: int = param(60, ge=1)
@@ -108,9 +95,8 @@ class WeakUNetMethod(UNetMethod):
         real_bn: str = param("batch", choices=("batch", "running"))
 
     use_real = True
-    # The model is the last epoch's averaged weights. The simulated validation RMSE measures the wrong
-    # domain and swings between epochs: on --variant other it picked epoch 6 of 12 (RMSE 7.69 on the
-    # real test images; the last epoch: 7.28), with imaging=auto epoch 3.
+    # The model is the last epoch's averaged weights: the simulated validation RMSE measures the wrong
+    # domain and swings between epochs (docs/depth.md, "Why unet-weak's defaults").
     monitor, monitor_mode = "epoch", "max"
 
     def adapt_batchnorm(self, images: np.ndarray) -> None:
