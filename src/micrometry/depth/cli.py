@@ -151,6 +151,7 @@ def depth_train(
     RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
+        run.check_same_data(data)
         config = run.read_config()
         if method is not None and method != config.get("method"):
             raise InputError(f"run was trained with method {config.get('method')!r}, not {method!r}", out)

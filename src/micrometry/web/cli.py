@@ -31,9 +31,8 @@ def serve(
     ),
 ) -> None:
     """Start the web app: an SEM tab (depth maps, metrology) and a Particles tab (overlay, measurements)."""
-    import uvicorn
-
     from micrometry.web.app import create_app
+    from micrometry.web.server import serve_app
     from micrometry.web.services import Limits, Services
 
     # Load both models once now: a bad --*-model is one line and exit 2 here, not an error on every request.
@@ -43,4 +42,4 @@ def serve(
         depth_model, particle_model, Limits(max_upload_bytes=max_upload_mb * 1024 * 1024), workers=workers
     )
     typer.echo(f"micrometry web app on http://{host}:{port}  (Ctrl-C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serve_app(app, host, port)
