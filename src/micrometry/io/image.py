@@ -135,11 +135,11 @@ def _decode(
         raise ImageReadError("file is empty", name)
     header = read_header(data, name)
     if header is not None:
+        _check_header(header, name, max_pixels)
         if shape is not None and header.shape is not None and header.shape != tuple(shape):
             raise ImageReadError(
                 f"image is {header.shape[0]}x{header.shape[1]}, expected {shape[0]}x{shape[1]}", name
             )
-        _check_header(header, name, max_pixels)
     if _is_tiff(data, name):
         array = _read_tiff(io.BytesIO(data), name, integers)
     else:
@@ -175,18 +175,21 @@ def read_header(data: bytes | str | Path, name: str | Path = "<upload>") -> Imag
     An unreadable header is left for the decoder to report, with its message.
     """
     if isinstance(data, (str, Path)):
-        name = Path(data)
         try:
-            with open(name, "rb") as f:
-                data = f.read(MAX_FILE_BYTES)
+            with open(data, "rb") as f:  # the readers seek: only the header is read
+                return _header(f, f.read(4), Path(data))
         except OSError:
             return None
-    name = Path(name)
+    return _header(io.BytesIO(data), data[:4], Path(name))
+
+
+def _header(source, magic: bytes, name: Path) -> ImageHeader | None:
     try:
-        if _is_tiff(data, name):
+        source.seek(0)
+        if _is_tiff(magic, name):
             import tifffile
 
-            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            with tifffile.TiffFile(source) as tif:
                 series = tif.series[0]
                 dims = dict(zip(series.axes, series.shape, strict=False))
                 samples = int(np.prod(series.shape, dtype=np.float64)) // max(
@@ -195,7 +198,7 @@ def read_header(data: bytes | str | Path, name: str | Path = "<upload>") -> Imag
                 return ImageHeader(
                     (int(dims.get("Y", 1)), int(dims.get("X", 1))), max(samples, 1), series.dtype.itemsize
                 )
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(source) as img:
             bands = len(img.getbands())
             wide = 2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1
             return ImageHeader((img.height, img.width), bands, wide)

@@ -53,8 +53,10 @@ def positive_number(text, what: str, default: float, maximum: float, minimum: fl
         raise InputError(f"{what} must be a number, got {text[:40]!r}") from None
     if not math.isfinite(value):
         raise InputError(f"{what} must be a finite number, got {text[:40]!r}")
-    if not (0 < value <= maximum and value >= minimum):
-        raise InputError(f"{what} must lie between {max(minimum, 0):g} and {maximum:g}, got {value:g}")
+    if not 0 < value <= maximum:
+        raise InputError(f"{what} must be positive and at most {maximum:g}, got {value:g}")
+    if value < minimum:
+        raise InputError(f"{what} must be at least {minimum:g}, got {value:g}")
     return value
 
 
