@@ -4,9 +4,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-# Two cores: idle OpenMP threads must not spin (see shared/REFERENCE.md, part C).
-export OMP_WAIT_POLICY := PASSIVE
-
 .PHONY: demo test test-fast lint venv clean browser
 
 venv: $(STAMP)
@@ -16,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0 first: anything unpinned would pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,scale]'
+	# napari and a Qt binding: the napari plug-in's tests drive napari and its widget headless (Qt offscreen).
+	$(PY) -m pip install -q -e '.[test,scale,napari]' pyqt5
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'pip replaced torch: ' + v)"
 	touch $(STAMP)
 

@@ -13,13 +13,10 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-# Before anything imports torch: idle OpenMP threads must not spin (see micrometry.options).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import typer
 
-import typer  # noqa: E402
-
-from micrometry.errors import InputError, show_warning  # noqa: E402
-from micrometry.options import quiet_option  # noqa: E402
+from micrometry.errors import InputError, show_warning
+from micrometry.options import quiet_option
 
 app = typer.Typer(
     name="micrometry",
@@ -77,9 +74,7 @@ def export(
 ) -> None:
     """Export a training run's best model as a small folder that every --model option accepts.
 
-    The folder holds model.json (format, job, model name, preprocessing, the settings
-    inference needs, provenance) and weights.safetensors (tensors only: loading it never
-    runs code). Optimiser state, RNG state and history stay in the run.
+    The folder holds model.json (format, job, model name, preprocessing, the settings inference needs, provenance) and weights.safetensors (tensors only: loading it never runs code). Optimiser state, RNG state and history stay in the run.
     """
     from micrometry.errors import OutputExistsError
     from micrometry.modelfile import run_job, write_model

@@ -18,7 +18,7 @@ Defaults, and why:
 * ``--threads 0`` (all cores) everywhere: that is torch's own default and the
   fastest on a machine of one's own. The cost measured on busy shared machines
   (2 threads 3-8x slower than 1) came from spinning OpenMP threads, which
-  ``OMP_WAIT_POLICY=PASSIVE`` (set by the CLI before torch loads) removes; on a
+  ``OMP_WAIT_POLICY=PASSIVE`` (set by ``import micrometry``, before torch loads) removes; on a
   machine shared with other jobs, ``--threads 1`` is still the polite choice.
 """
 

@@ -99,12 +99,8 @@ def site_conformal_halfwidth(residuals: np.ndarray, sites: np.ndarray, coverage:
     little more than 8 would about how a new site's error spreads. The split-conformal
     half-width is therefore widened by the normal-theory factor for a spread estimated from
     ``k`` sites, ``t(k - 1) / z`` at the interval's quantile (k = 8, 90 %: x1.15). With fewer
-    than 2 sites it is the plain split-conformal half-width.
-
-    Measured on bench/depth.py's test images (36-epoch ``unet-weak``, 8 held-out sites), coverage
-    of the stated 90 %: 86.2 % -> 90.7 % (default data), 87.3 % -> 93.1 % (``--variant other``).
-    Resampling the held-out sites (bootstrap, 90th percentile of the half-widths) reached only
-    86.6 % and 89.6 %.
+    than 2 sites it is the plain split-conformal half-width (its measured coverage: docs/depth.md,
+    "Why unet-weak's defaults").
     """
     from scipy import stats  # training-time only: prediction never imports scipy
 

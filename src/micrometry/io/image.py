@@ -64,7 +64,7 @@ def read_image(path: str | Path, shape: tuple[int, int] | None = None) -> np.nda
         The file is missing, empty, truncated, corrupt, not an image, a stack of
         several images, too large, or not of ``shape``.
     """
-    return _to_gray(_read_raw(path, shape), Path(path))
+    return to_gray(_read_raw(path, shape), Path(path))
 
 
 def read_label_array(path: str | Path) -> np.ndarray:
@@ -121,7 +121,7 @@ def decode_image(
     shape : (int, int), optional
         The only ``(height, width)`` accepted, checked from the header.
     """
-    return _to_gray(_decode(data, Path(name), max_pixels, shape), Path(name))
+    return to_gray(_decode(data, Path(name), max_pixels, shape), Path(name))
 
 
 def _is_tiff(data: bytes, name: Path) -> bool:
@@ -469,7 +469,9 @@ def _tidy(size: float, unit: str) -> tuple[float, str]:
     return (size * 1000.0, "nm") if size < 0.1 else (size, unit)
 
 
-def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:
+def to_gray(array: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
+    """A decoded image as 2-D gray: RGB(A) to luminance (with a :class:`ColourImageWarning` naming
+    ``path``, unless the channels are equal); any other shape is an :class:`ImageReadError`."""
     if array.ndim == 2:
         return array
     if array.ndim != 3 or array.shape[-1] not in (3, 4):

@@ -48,14 +48,20 @@ def _warnings_as_lines():
         yield
 
 
+DATA_HELP = (
+    "Training data: a COCO folder (annotations.json + images/), images/ + masks/ (label images), "
+    "images/ + rois/ (ImageJ ROI sets) or a corrected prediction folder (PRED with labels/)."
+)
+
+
 @particles_app.command("info")
 def info(
-    coco: Path | None = typer.Argument(
-        None, help="COCO folder (images/ + annotations.json) or annotation file."
+    coco: Path | None = typer.Argument(None, help=DATA_HELP + " Or a COCO annotation file."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder (overrides DATA/images; a prediction folder's images)."
     ),
-    images: Path | None = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
     annotations: Path | None = typer.Option(
-        None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."
+        None, "--annotations", help="COCO annotation file (overrides COCO/annotations.json)."
     ),
     max_rows: int = number(30, "--max-rows", low=-1, help="Per-image rows to print (0: none, -1: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
@@ -65,22 +71,28 @@ def info(
         help="Decode every image (finds truncated files; headers are always read).",
     ),
 ) -> None:
-    """Validate a COCO dataset and print counts, sizes and per-image statistics."""
+    """Validate training data (any layout train reads) and print counts, sizes and per-image statistics."""
     from micrometry.io.coco import load_coco, resolve_coco
     from micrometry.particles.info import check_images as decode_all
     from micrometry.particles.info import dataset_summary, per_image_rows
+    from micrometry.particles.training_data import detect_layout, load_training_set
 
-    ann_path, img_dir = resolve_coco(coco, images, annotations)
     with _warnings_as_lines():
-        ds = load_coco(ann_path, img_dir)
+        if annotations is not None or coco is None:
+            ann_path, img_dir = resolve_coco(coco, images, annotations)
+            layout, ds = "coco", load_coco(ann_path, img_dir)
+        else:
+            layout, ds = detect_layout(coco), load_training_set(coco, images)
+            ann_path = coco
         if check_images and ds.images_dir is not None:
             decode_all(ds)
-    summary, rows = dataset_summary(ds), per_image_rows(ds)
+    summary, rows = {"layout": layout, **dataset_summary(ds)}, per_image_rows(ds)
     if as_json:
         typer.echo(json.dumps({"summary": summary, "images": rows}, indent=2))
         return
 
-    table = Table(title=f"COCO dataset {ann_path}", show_header=False)
+    title = "COCO dataset" if layout == "coco" else f"training data ({LAYOUT_NAMES[layout]})"
+    table = Table(title=f"{title} {ann_path}", show_header=False)
     table.add_column("figure", style="bold")
     table.add_column("value")
     for key, value in summary.items():
@@ -108,6 +120,41 @@ def info(
         stdout.print(per)
 
 
+LAYOUT_NAMES = {
+    "coco": "COCO",
+    "masks": "images/ + masks/",
+    "rois": "images/ + ImageJ ROI sets",
+    "prediction": "corrected prediction",
+}
+
+
+@particles_app.command("convert")
+def convert(
+    data: Path = typer.Argument(..., help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="COCO folder to write: annotations.json + images/ (copies)."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder, where the layout does not say (a prediction folder's images)."
+    ),
+    overwrite: bool = overwrite_option("COCO folder"),
+) -> None:
+    """Write training data of any layout train reads as a COCO folder (for CVAT, MMDetection, ...)."""
+    from micrometry.particles.training_data import detect_layout, load_training_set, write_coco
+
+    with _warnings_as_lines():
+        layout = detect_layout(data)
+        ds = load_training_set(data, images)
+        write_coco(ds, out, overwrite=overwrite)
+    typer.echo(f"{LAYOUT_NAMES[layout]}: {len(ds.images)} images, {ds.n_annotations} particles -> {out}")
+
+
+def _set_threads(threads: int) -> None:
+    """``--threads`` of a command that runs a model only sometimes: torch is imported when asked."""
+    if threads:
+        from micrometry.train.loop import configure_threads
+
+        configure_threads(threads)
+
+
 def calibration_line(pixel_size: float, unit: str, source: str) -> str:
     """The calibration a measurement used, said once on the console."""
     if source == "none":
@@ -130,7 +177,12 @@ def predict(
     model: str = typer.Option(
         "shipped",
         "--model",
-        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`; several joined by commas (RUN_A,RUN_B or RUN_A:2,RUN_B:1 with weights) for an ensemble fused by weighted mask fusion.",
+        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`.",
+    ),
+    ensemble: str | None = typer.Option(
+        None,
+        "--ensemble",
+        help="Instead of --model: several models (each what --model takes) joined by commas, with optional weights after a colon (RUN_A,RUN_B or RUN_A:2,RUN_B:1), their particles fused by weighted mask fusion.",
     ),
     images_json: Path | None = typer.Option(
         None,
@@ -175,20 +227,22 @@ def predict(
         "--strict",
         help="Stop at the first unreadable or non-2-D file (default: skip it with a warning).",
     ),
+    threads: int = threads_option(),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays.
 
-    The shipped model handles dark particles on a bright field and bright ones on a dark
-    field alike, and sizes each image itself (the chosen diameter and scale are printed and
-    stored in PRED/prediction.json).
+    The shipped model handles dark particles on a bright field and bright ones on a dark field alike, and sizes each image itself (the chosen diameter and scale are printed and stored in PRED/prediction.json).
     """
     from micrometry.engine import make_engine
+    from micrometry.errors import InputError
+    from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.train.loop import configure_threads
 
+    configure_threads(threads or None)
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
     options = {
         "scale": scale,
@@ -197,22 +251,28 @@ def predict(
         "tta_scales": tta_scales,
         "diameter": diameter,
     }
-    segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
+    if ensemble is not None and model != "shipped":
+        raise InputError("--model and --ensemble exclude each other: --ensemble names every model")
+    segmenter = load_particle_model(
+        None if ensemble is not None else model,
+        ensemble=ensemble,
+        **{k: v for k, v in options.items() if v is not None},
+    )
     with _warnings_as_lines():
         summary = predict_folder(
             segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
         )
-    cal = summary["calibration"]
+    cal = summary.calibration
     typer.echo(
         calibration_line(cal["pixel_size"], cal["unit"], "metadata")
         if cal
         else "calibration: none in the images (particles measure --pixel-size --unit calibrates)"
     )
-    _echo_sizes(summary["per_image"])
-    skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
+    _echo_sizes(summary.per_image)
+    skipped = f", {len(summary.skipped)} skipped" if summary.skipped else ""
     typer.echo(
-        f"{summary['images']} images, {summary['particles']} particles{skipped} "
-        f"({summary['seconds_per_image']:.2f} s/image) -> {out}"
+        f"{summary.images} images, {summary.particles} particles{skipped} "
+        f"({summary.seconds_per_image:.2f} s/image) -> {out}"
     )
 
 
@@ -271,11 +331,18 @@ def measure(
         "--model",
         help="PRED is a folder of photos: segment them first with this model ('shipped', watershed, a run or an exported model folder).",
     ),
+    threads: int = threads_option(),
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
-    from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
+    from micrometry.particles.measure import (
+        check_outputs_free,
+        measure_source,
+        unreliable_warning,
+        write_measurement,
+    )
 
     check_outputs_free(out, overwrite, rois=rois)
+    _set_threads(threads)
     if model is not None:
         typer.echo(f"segmenting the photos in {pred} with model {model!r} first")
     with _warnings_as_lines():
@@ -290,6 +357,9 @@ def measure(
             rois=rois,
             model=model,
         )
+        line = unreliable_warning(result.particles)
+        if line:
+            warnings.warn(line)
     paths = write_measurement(result, out, overwrite=overwrite)
     s = result.summary.iloc[0]
     typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
@@ -327,11 +397,14 @@ def compare(
     n_boot: int = number(1000, "--n-boot", low=100, help="Bootstrap resamples."),
     seed: int = seed_option("Bootstrap seed."),
     overwrite: bool = overwrite_option("output folder"),
+    threads: int = threads_option(),
 ) -> None:
     """Compare two batches descriptor by descriptor; say plainly what changed."""
     from micrometry.particles.compare import CompareSettings
     from micrometry.particles.compare_run import run_compare
+    from micrometry.report.particles import write_compare_report
 
+    _set_threads(threads)
     settings = CompareSettings(alpha=alpha, relative_threshold=rel_threshold, n_boot=n_boot, seed=seed)
     with _warnings_as_lines():
         comparison = run_compare(
@@ -344,7 +417,8 @@ def compare(
             unit=unit,
             exclude_edges=exclude_edges,
             overwrite=overwrite,
-        )
+            render=write_compare_report,
+        ).comparison
     for line in comparison["verdict"]:
         typer.echo(line)
     typer.echo(f"{int(comparison['changed'].sum())} of {len(comparison)} descriptors changed -> {out}")
@@ -459,9 +533,12 @@ def _fmt3(value: float | None) -> str:
 @particles_app.command("train")
 @supports_ddp
 def train(
-    coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
+    coco: Path = typer.Argument(..., help=DATA_HELP),
     out: Path = typer.Option(
         ..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."
+    ),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder, where the layout does not say (a prediction folder's images)."
     ),
     model: str | None = typer.Option(
         None,
@@ -514,7 +591,7 @@ def train(
         help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry particles train ... --ddp` (docs/scale.md).",
     ),
 ) -> None:
-    """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
+    """Train a particle instance model on annotated images (COCO, masks, ROI sets), with validation AP per epoch."""
     from micrometry.particles.models.training import TrainSettings, train_model
 
     if resume and not overwrite:  # (both: train_model refuses the pair)
@@ -550,6 +627,7 @@ def train(
             threads=threads or None,
             model_given=model is not None,
             given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None},
+            images=images,
         )
     best, final = metrics.get("best", {}), metrics.get("final", {})
     if best and not best.get("val_ap"):

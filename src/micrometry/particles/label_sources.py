@@ -18,6 +18,7 @@ import numpy as np
 from micrometry.errors import DatasetError, ImageReadError, InputError
 from micrometry.io.coco import load_coco, load_results, read_json, rle_to_mask
 from micrometry.io.image import IMAGE_SUFFIXES, list_images, read_image, read_label_array
+from micrometry.particles.reliability import assess_reliability
 
 IMAGES_JSON_NAME = "images.json"
 
@@ -29,6 +30,39 @@ class LabelImage:
     name: str
     labels: np.ndarray
     path: Path | None = None  # the file it was read from, when one (its metadata may calibrate it)
+    # the segmentation's verdict (micrometry.particles.reliability) when the source knows it
+    reliable: bool | None = None
+    reason: str = ""
+
+
+#: Written by ``particles predict`` beside its results: per image the particles, the verdict, warnings.
+PREDICTION_JSON = "prediction.json"
+
+
+def saved_reliability(folder: str | Path) -> dict[str, tuple[bool, str]]:
+    """``{image stem: (reliable, reason)}`` from a prediction folder's ``prediction.json`` (empty without one)."""
+    record = Path(folder) / PREDICTION_JSON
+    if not record.is_file():
+        return {}
+    try:
+        per_image = read_json(record).get("per_image", [])
+    except (DatasetError, AttributeError):
+        return {}
+    return {
+        Path(str(p["file"])).stem: (bool(p["reliable"]), str(p.get("reason", "")))
+        for p in per_image
+        if isinstance(p, dict) and "file" in p and "reliable" in p
+    }
+
+
+def with_saved_reliability(
+    items: Iterator[LabelImage], verdicts: dict[str, tuple[bool, str]]
+) -> Iterator[LabelImage]:
+    """``items`` with the verdicts of :func:`saved_reliability` attached (by image stem)."""
+    for item in items:
+        if item.name in verdicts:
+            item.reliable, item.reason = verdicts[item.name]
+        yield item
 
 
 def iter_label_images(
@@ -59,12 +93,16 @@ def iter_label_images(
             return 1, iter([LabelImage(source.stem, read_label_image(source), source)])
         if source.suffix.lower() != ".json":
             raise InputError("expected a COCO .json file, a label image or a folder of label images", source)
-        return coco_label_images(source, images_json, min_score)
+        count, items = coco_label_images(source, images_json, min_score)
+        return count, with_saved_reliability(items, saved_reliability(source.parent))
     folder = source / "labels" if (source / "labels").is_dir() else source
     paths = list_images(folder)
     if not paths:
         raise DatasetError("no label images (.png/.tif) found", folder)
-    return len(paths), (LabelImage(p.stem, _refuse_photo(read_label_image(p), p), p) for p in paths)
+    items = (LabelImage(p.stem, _refuse_photo(read_label_image(p), p), p) for p in paths)
+    return len(paths), with_saved_reliability(
+        items, saved_reliability(folder) or saved_reliability(folder.parent)
+    )
 
 
 #: Label images repeat their neighbour's value except on particle outlines; photos (noise, shading) rarely do.
@@ -104,12 +142,12 @@ def segmented_label_images(folder: str | Path, model: str | Path | None) -> tupl
     that cannot be read, and label images (which a model would segment into
     nonsense), are skipped with a warning.
     """
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model
 
     paths = list_images(folder)
     if not paths:
         raise DatasetError("no images found", folder)
-    segmenter = load_segmenter(model)
+    segmenter = load_particle_model(model)
     return len(paths), _segment_each(paths, segmenter)
 
 
@@ -131,7 +169,8 @@ def _segment_each(paths: list[Path], segmenter) -> Iterator[LabelImage]:
         found = segmenter.segment(image)
         for line in (getattr(found, "info", None) or {}).get("warnings", []):
             warnings.warn(f"{p.name}: {line}")
-        yield LabelImage(p.stem, found.labels.astype(np.int32), p)
+        verdict = assess_reliability(found.labels, found.scores)
+        yield LabelImage(p.stem, found.labels.astype(np.int32), p, verdict.reliable, verdict.reason)
     if skipped:
         warnings.warn(f"{skipped} of {len(paths)} files skipped")
 

@@ -25,7 +25,12 @@ from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
 from micrometry.io.coco import read_json
 from micrometry.io.image import list_images, read_calibration, read_image
 from micrometry.options import calibration
-from micrometry.particles.label_sources import LabelImage, iter_label_images, segmented_label_images
+from micrometry.particles.label_sources import (
+    PREDICTION_JSON,
+    LabelImage,
+    iter_label_images,
+    segmented_label_images,
+)
 from micrometry.particles.morphometry import measure_labels, with_unit_names, without_unit_names
 from micrometry.particles.psd import psd_row
 from micrometry.particles.rois import ROISET_SUFFIX, label_polygons, write_polygons
@@ -33,11 +38,31 @@ from micrometry.progress import track
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 
-# Written by 'particles predict' beside its results: counts, warnings, the images' calibration.
-PREDICTION_JSON = "prediction.json"
+
+# Per particle and per image: False when its image's segmentation is unreliable
+# (micrometry.particles.reliability); present when the source knows (a prediction folder, --model).
+RELIABLE_COLUMN = "Reliable"
+REASON_COLUMN = "UnreliableReason"
 
 # The size that D10/D50/D90 describe.
 SIZE_COLUMN = "EqDiam"
+
+
+def unreliable_warning(table: pd.DataFrame, what: str = "") -> str | None:
+    """One warning line when particles of ``table`` come from images whose segmentation is unreliable; else None."""
+    if RELIABLE_COLUMN not in table or "Image" not in table:
+        return None
+    # bool, nullable boolean, or the text a CSV round trip may leave
+    bad = table[table[RELIABLE_COLUMN].astype(str).str.lower().isin(["false", "0"])]
+    if bad.empty:
+        return None
+    names = list(dict.fromkeys(bad["Image"].astype(str)))
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    images = "image" if len(names) == 1 else "images"
+    return (
+        f"{what}{len(bad)} of {len(table)} particles come from {len(names)} {images} whose segmentation is "
+        f"unreliable ({shown}; column {RELIABLE_COLUMN} = False): check those images before using the numbers"
+    )
 
 
 @dataclass
@@ -95,13 +120,9 @@ def measure_source(
     outlines: dict[str, dict[int, np.ndarray]] = {}
     for item in track(items, "measuring", total=count):
         image = _matching_image(gray_by_stem, item) if images_dir is not None else None
-        table = measure_labels(item.labels, pixel_size=pixel_size, unit=unit, image=image)
-        image_area = item.labels.size * pixel_size**2
-        coverage = float(table["Area"].sum() / image_area) if image_area else 0.0
-        touching = int(table["TouchesBorder"].sum())
-        if exclude_edges:
-            table = table[~table["TouchesBorder"]]
+        table, touching, coverage = measure_image(item.labels, pixel_size, unit, image, exclude_edges)
         table.insert(0, "Image", item.name)
+        table.insert(1, RELIABLE_COLUMN, item.reliable)
         tables.append(table)
         if rois:
             kept = set(table["Label"].tolist())
@@ -111,6 +132,8 @@ def measure_source(
                 "Image": item.name,
                 "WidthPx": item.labels.shape[1],
                 "HeightPx": item.labels.shape[0],
+                RELIABLE_COLUMN: item.reliable,
+                REASON_COLUMN: item.reason,
                 "Count": len(table),
                 "TouchingBorder": touching,
                 "Coverage": coverage,
@@ -119,6 +142,12 @@ def measure_source(
         )
     particles = pd.concat(tables, ignore_index=True)
     images = pd.DataFrame(image_rows)
+    if images[RELIABLE_COLUMN].isna().all():  # the source says nothing about it: no column
+        particles = particles.drop(columns=RELIABLE_COLUMN)
+        images = images.drop(columns=[RELIABLE_COLUMN, REASON_COLUMN])
+    else:
+        particles[RELIABLE_COLUMN] = particles[RELIABLE_COLUMN].astype("boolean")
+        images[RELIABLE_COLUMN] = images[RELIABLE_COLUMN].astype("boolean")
     total_area = float((images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
     covered = float((images["Coverage"] * images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
     summary = pd.DataFrame(
@@ -134,11 +163,44 @@ def measure_source(
                 "PixelSize": pixel_size,
                 "Unit": unit,
                 "Calibration": calibrated_by,
+                **(
+                    {"UnreliableImages": int(images[RELIABLE_COLUMN].eq(False).sum())}
+                    if RELIABLE_COLUMN in images
+                    else {}
+                ),
                 **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
             }
         ]
     )
     return Measurement(particles, images, summary, outlines if rois else None)
+
+
+def measure_image(
+    labels: np.ndarray,
+    pixel_size: float = 1.0,
+    unit: str = "px",
+    image: np.ndarray | None = None,
+    exclude_edges: bool = False,
+) -> tuple[pd.DataFrame, int, float]:
+    """One label image measured as ``particles measure`` measures each image.
+
+    Returns
+    -------
+    table : DataFrame
+        :func:`~micrometry.particles.morphometry.measure_labels`'s table, without
+        the border-touching particles when ``exclude_edges``.
+    touching : int
+        How many particles touch the border (counted whether or not they are left out).
+    coverage : float
+        Fraction of the image's area that particles cover, border-touching ones included.
+    """
+    table = measure_labels(labels, pixel_size=pixel_size, unit=unit, image=image)
+    image_area = labels.size * pixel_size**2
+    coverage = float(table["Area"].sum() / image_area) if image_area else 0.0
+    touching = int(table["TouchesBorder"].sum())
+    if exclude_edges:
+        table = table[~table["TouchesBorder"]].reset_index(drop=True)
+    return table, touching, coverage
 
 
 def source_calibration(

@@ -429,6 +429,8 @@ def without_unit_names(table: pd.DataFrame) -> pd.DataFrame:
             ),
             None,
         )
+    if unit is None:  # a particle table cut down to its sizes
+        unit = next((c[len("EqDiam_") :] for c in table.columns if c.startswith("EqDiam_")), None)
     if unit is None:
         return table
     candidates = [
@@ -439,6 +441,6 @@ def without_unit_names(table: pd.DataFrame) -> pd.DataFrame:
     ]
     back = {unit_name(c, unit): c for c in candidates}
     plain = table.rename(columns={c: back[c] for c in table.columns if c in back})
-    if "Area" in plain.columns and "Unit" not in plain.columns:
+    if ("Area" in plain.columns or "EqDiam" in plain.columns) and "Unit" not in plain.columns:
         plain["Unit"] = unit
     return plain

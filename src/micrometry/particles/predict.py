@@ -8,9 +8,12 @@
       labels/<stem>.png   16-bit label image per input (0 background, 1..N particles)
       rois/<stem>_RoiSet.zip  the same particles as ImageJ polygon ROIs named by label id (Fiji's ROI Manager)
       overlays/<stem>.png the input with each particle's outline in its own colour
-      prediction.json     model, per image: particles, the diameter and scale used, calibration, warnings;
+      prediction.json     model, per image: particles, reliable (true/false) and the reason, the diameter and
+                          scale used, calibration, warnings;
                           files skipped; the images' calibration (TIFF/OME metadata); for an ensemble or
-                          TTA also its members, weights and passes
+                          TTA also its members, weights and passes; the images folder (``source``) and
+                          the fingerprints of the label images and ROI sets written (``written``: training
+                          on a corrected PRED reads the files that changed)
 
 Files that cannot be read, or are not 2-D images (e.g. a 3-D stack), are
 skipped with a warning and counted in the record; ``strict`` makes them fatal.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,7 @@ from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco
 from micrometry.io.image import image_size, list_images, read_calibration, read_image, write_image
 from micrometry.io.output_names import unique_output_names
 from micrometry.particles.measure import PREDICTION_JSON
+from micrometry.particles.reliability import assess_reliability
 from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress
@@ -99,6 +104,78 @@ def _hue_to_rgb(hue: np.ndarray) -> np.ndarray:
     return 1 - np.clip(np.minimum(k, 4 - k), 0, 1)
 
 
+@dataclass
+class SegmentItem:
+    """One image to segment: its COCO id, its path and its label file name in PRED."""
+
+    image_id: int
+    path: str
+    name: str
+
+
+@dataclass
+class ImageSegmentation:
+    """What segmenting one image gave (JSON-able: it travels back from a Ray actor).
+
+    Attributes
+    ----------
+    results : list of dict
+        COCO results of its particles.
+    count : int
+        Particles found.
+    seconds : float
+        Segmentation time per image of its batch.
+    info : dict
+        What the segmenter chose (diameter, scale) and its ``warnings``.
+    reliability : dict
+        The verdict on the segmentation (:meth:`Reliability.record
+        <micrometry.particles.reliability.Reliability.record>`: ``reliable``, ``reason``, ``reliability``).
+    calibration : (float, str) or None
+        Pixel size and unit from the image's metadata.
+    skipped : str or None
+        Why the image was not segmented (unreadable, not 2-D); None when it was.
+    """
+
+    results: list[dict] = field(default_factory=list)
+    count: int = 0
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+    reliability: dict = field(default_factory=dict)
+    calibration: tuple[float, str] | list | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class PredictionSummary:
+    """What ``particles predict`` did: ``prediction.json``'s figures and the time taken.
+
+    Attributes
+    ----------
+    model : str
+    images : int
+        Images segmented.
+    particles : int
+    skipped : list of dict
+        Files not segmented, ``{"file", "reason"}``.
+    per_image : list of dict
+        Per image: file, particles, the diameter and scale used, calibration, warnings.
+    warnings : list of str
+    calibration : dict or None
+        The images' one calibration from their metadata (``pixel_size``, ``unit``, ``source``).
+    segment_seconds, seconds_per_image : float
+    """
+
+    model: str
+    images: int
+    particles: int
+    skipped: list[dict]
+    per_image: list[dict]
+    warnings: list[str]
+    calibration: dict | None
+    segment_seconds: float = 0.0
+    seconds_per_image: float = 0.0
+
+
 class SegmentWorker:
     """Holds a segmenter; segments a batch of images and writes their label and overlay PNGs.
 
@@ -115,46 +192,42 @@ class SegmentWorker:
         Also write ``overlays/<stem>.png``.
     """
 
+    item_type = SegmentItem
+    output_type = ImageSegmentation
+
     def __init__(self, segmenter: Segmenter, folder: str, write_overlays: bool = True):
         self.segmenter, self.folder, self.write_overlays = segmenter, Path(folder), write_overlays
 
-    def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"image_id", "path", "name"}`` each; returns ``{"results", "count", "seconds", "info",
-        "calibration"}`` each.
-
-        An image that cannot be read (or is not 2-D) gives ``{"skipped": reason}`` instead.
-        """
+    def __call__(self, items: list[SegmentItem]) -> list[ImageSegmentation]:
+        """One :class:`ImageSegmentation` per item; an image that cannot be read (or is not 2-D) is
+        ``skipped`` with the reason."""
         arrays, readable, outputs_by_path = [], [], {}
         for item in items:
             try:
-                arrays.append(read_image(item["path"]))
+                arrays.append(read_image(item.path))
                 readable.append(item)
             except ImageReadError as exc:
-                outputs_by_path[item["path"]] = {
-                    "results": [],
-                    "count": 0,
-                    "seconds": 0.0,
-                    "skipped": str(exc),
-                }
+                outputs_by_path[item.path] = ImageSegmentation(skipped=str(exc))
         t0 = time.perf_counter()
         found: list[Instances] = self.segmenter.segment_batch(arrays) if arrays else []
         seconds = (time.perf_counter() - t0) / max(len(arrays), 1)
         for item, image, inst in zip(readable, arrays, found, strict=False):
-            path = Path(item["path"])
+            path = Path(item.path)
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
-            write_image(self.folder / "labels" / item["name"], inst.labels.astype(np.uint16))
-            write_roiset(self.folder / "rois" / f"{Path(item['name']).stem}{ROISET_SUFFIX}", inst.labels)
+            write_image(self.folder / "labels" / item.name, inst.labels.astype(np.uint16))
+            write_roiset(self.folder / "rois" / f"{Path(item.name).stem}{ROISET_SUFFIX}", inst.labels)
             if self.write_overlays:
-                write_image(self.folder / "overlays" / item["name"], overlay(image, inst.labels))
-            outputs_by_path[item["path"]] = {
-                "results": instances_to_results(item["image_id"], inst.labels, inst.scores),
-                "count": inst.count,
-                "seconds": seconds,
-                "info": dict(getattr(inst, "info", {}) or {}),
-                "calibration": read_calibration(path),
-            }
-        return [outputs_by_path[item["path"]] for item in items]
+                write_image(self.folder / "overlays" / item.name, overlay(image, inst.labels))
+            outputs_by_path[item.path] = ImageSegmentation(
+                results=instances_to_results(item.image_id, inst.labels, inst.scores),
+                count=inst.count,
+                seconds=seconds,
+                info=dict(getattr(inst, "info", {}) or {}),
+                reliability=assess_reliability(inst.labels, inst.scores).record(),
+                calibration=read_calibration(path),
+            )
+        return [outputs_by_path[item.path] for item in items]
 
 
 def describe_segmenter(segmenter: Segmenter) -> dict:
@@ -173,18 +246,16 @@ def predict_folder(
     write_overlays: bool = True,
     engine: LocalEngine | RayEngine | None = None,
     strict: bool = False,
-) -> dict:
-    """Segment every image and write the PRED folder; returns a small summary.
+) -> PredictionSummary:
+    """Segment every image and write the PRED folder; returns what it did.
 
     ``engine`` runs the segmentation (:class:`~micrometry.engine.LocalEngine`
     with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
     spreads it over a Ray actor pool); the files written are the same.
 
-    The summary (also ``PRED/prediction.json``) has ``images``, ``particles``,
-    ``skipped`` (files not segmented, with the reason), ``per_image`` (file,
-    particles, the diameter and scale used, warnings) and ``warnings``; every
-    skipped file and implausible result is also a ``UserWarning``. With
-    ``strict`` the first unreadable file raises instead.
+    The summary's figures are also ``PRED/prediction.json``'s; every skipped
+    file and implausible result is also a ``UserWarning``. With ``strict`` the
+    first unreadable file raises instead.
     """
     engine = engine or LocalEngine(batch_size)
     skipped: list[dict] = []
@@ -197,10 +268,10 @@ def predict_folder(
     if not pairs:
         raise ImageReadError("no readable images", images)
     items = [
-        {"image_id": int(image_id), "path": str(Path(path).resolve()), "name": name}
+        SegmentItem(int(image_id), str(Path(path).resolve()), name)
         for (image_id, path), name in zip(pairs, names, strict=False)
     ]
-    outputs: list[dict | None] = [None] * len(items)
+    outputs: list[ImageSegmentation | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "labels").mkdir()
@@ -218,23 +289,43 @@ def predict_folder(
             )
             for index, output in engine.map(SegmentWorker, worker_kwargs, items):
                 outputs[index] = output
-                n_objects += output["count"]
+                n_objects += output.count
                 progress.update(task, advance=1, info=f"{n_objects} particles")
         # results in input order, whichever worker finished first
-        write_results(tmp / "results.json", [r for output in outputs for r in output["results"]])
+        write_results(tmp / "results.json", [r for output in outputs for r in output.results])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
         record = prediction_record(segmenter.name, pairs, outputs, skipped)
-        write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter)})
+        written = {"source": str(Path(images).resolve()) if Path(images).is_dir() else None}
+        written["written"] = written_files(tmp)
+        write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter), **written})
     for line in record["warnings"]:
         warnings.warn(line)
-    seconds = sum(output["seconds"] for output in outputs)
+    seconds = sum(output.seconds for output in outputs)
     segmented = max(record["images"], 1)
-    return {**record, "segment_seconds": seconds, "seconds_per_image": seconds / segmented}
+    return PredictionSummary(**record, segment_seconds=seconds, seconds_per_image=seconds / segmented)
+
+
+def written_files(folder: Path) -> dict[str, dict]:
+    """Fingerprints of the label images and ROI sets written, by label file name.
+
+    Training on a corrected prediction folder reads, per image, the file whose
+    fingerprint changed (:mod:`micrometry.particles.training_data`).
+    """
+    from micrometry.particles.training_data import file_sha1
+
+    record = {}
+    for labels in sorted((folder / "labels").iterdir()):
+        roiset = folder / "rois" / f"{labels.stem}{ROISET_SUFFIX}"
+        record[labels.name] = {
+            "labels_sha1": file_sha1(labels),
+            "rois_sha1": file_sha1(roiset) if roiset.is_file() else None,
+        }
+    return record
 
 
 def prediction_record(
-    model: str, pairs: list[tuple[int, Path]], outputs: list[dict], skipped: list[dict]
+    model: str, pairs: list[tuple[int, Path]], outputs: list[ImageSegmentation], skipped: list[dict]
 ) -> dict:
     """What ``prediction.json`` holds: per-image counts, sizes and warnings, skipped files, totals,
     and one calibration when the images' metadata agree."""
@@ -242,24 +333,28 @@ def prediction_record(
     skipped = list(skipped)
     segmented = []
     for (image_id, path), output in zip(pairs, outputs, strict=False):
-        if "skipped" in output:
-            skipped.append({"file": str(path), "reason": output["skipped"]})
+        if output.skipped is not None:
+            skipped.append({"file": str(path), "reason": output.skipped})
             continue
         segmented.append((Path(path), output))
-        info = output.get("info", {})
-        cal = output.get("calibration")
+        info = output.info
+        cal = output.calibration
+        reliability = output.reliability
         per_image.append(
             {
                 "image_id": int(image_id),
                 "file": Path(path).name,
-                "particles": output["count"],
+                "particles": output.count,
+                **reliability,
                 **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
                 **{k: v for k, v in info.items() if k != "warnings"},
                 "warnings": list(info.get("warnings", [])),
             }
         )
         lines.extend(f"{Path(path).name}: {w}" for w in info.get("warnings", []))
-    empty = [p.name for p, o in segmented if o["count"] == 0]
+        if reliability and not reliability["reliable"]:
+            lines.append(f"{Path(path).name}: unreliable segmentation: {reliability['reason']}")
+    empty = [p.name for p, o in segmented if o.count == 0]
     if empty and len(empty) == len(segmented):
         lines.append(
             f"no particles found in any of the {len(segmented)} images: check that the model suits them "
@@ -268,9 +363,9 @@ def prediction_record(
     elif empty:
         shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
         lines.append(f"no particles found in {len(empty)} of {len(segmented)} images ({shown})")
-    found = {tuple(o["calibration"]) for _, o in segmented if o.get("calibration")}
+    found = {tuple(o.calibration) for _, o in segmented if o.calibration}
     calibration = None
-    if len(found) == 1 and all(o.get("calibration") for _, o in segmented):
+    if len(found) == 1 and all(o.calibration for _, o in segmented):
         size, unit = found.pop()
         calibration = {"pixel_size": size, "unit": unit, "source": "image metadata"}
     elif found:

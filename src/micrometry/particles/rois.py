@@ -42,7 +42,7 @@ def label_polygons(labels: np.ndarray) -> dict[int, np.ndarray]:
         label = index + 1
         # a one-pixel frame of background, so that every contour closes
         mask = np.pad(labels[box] == label, 1).astype(np.float32)
-        contours = find_contours(mask, 0.5)
+        contours = find_contours(mask, 0.5, fully_connected="high")  # diagonal neighbours: one outline
         if not contours:
             continue
         outline = max(contours, key=len)  # the outer outline is the longest (holes are inside it)
@@ -83,14 +83,80 @@ def write_polygons(path: str | Path, polygons: dict[int, np.ndarray]) -> int:
         rois.append(roi)
     if path.exists():
         path.unlink()  # roiwrite appends to an existing zip
+    path.parent.mkdir(parents=True, exist_ok=True)
     roifile.roiwrite(path, rois)
     return len(rois)
 
 
 def read_roiset(path: str | Path) -> dict[str, np.ndarray]:
     """``{ROI name: (N, 2) x, y}`` of a ROI set (for checks and round trips)."""
+    return dict(read_roi_outlines(path)[0])
+
+
+#: ROI types that outline an area (lines, angles and points do not).
+AREA_ROI_TYPES = ("POLYGON", "FREEHAND", "TRACED", "RECT", "OVAL")
+
+
+def read_roi_outlines(path: str | Path) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """The area ROIs of a ROI set (``.zip``) or a single ``.roi`` file, in file order.
+
+    Returns
+    -------
+    (list of (name, (N, 2) x, y), list of str)
+        The outlines (a composite ROI gives its largest part) and one line per
+        ROI left out (lines, points: no area).
+
+    Raises
+    ------
+    DatasetError
+        A file roifile cannot read.
+    """
     import roifile
 
-    rois = roifile.roiread(path)
+    from micrometry.errors import DatasetError
+
+    try:
+        rois = roifile.roiread(path)
+    except Exception as exc:  # a damaged zip, not a ROI: any reader error is the file's fault
+        raise DatasetError(f"cannot read ImageJ ROIs ({type(exc).__name__}: {exc})", path) from None
     rois = rois if isinstance(rois, list) else [rois]
-    return {roi.name: np.asarray(roi.coordinates(), dtype=np.float64) for roi in rois}
+    outlines, skipped = [], []
+    for index, roi in enumerate(rois):
+        name = roi.name or str(index + 1)
+        kind = getattr(roi.roitype, "name", str(roi.roitype))
+        xy = np.asarray(roi.coordinates(), dtype=np.float64)
+        if (kind not in AREA_ROI_TYPES and roi.multi_coordinates is None) or len(xy) < 3:
+            skipped.append(f"ROI {name!r} ({kind.lower()}) outlines no area")
+            continue
+        outlines.append((name, xy))
+    return outlines, skipped
+
+
+def polygons_to_labels(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Label image of outlines in ImageJ coordinates: the inverse of :func:`label_polygons`.
+
+    A pixel belongs to an outline when its centre (``i + 0.5`` in ImageJ
+    coordinates) lies inside it, ImageJ's own rule, so the outlines
+    :func:`label_polygons` writes fill back to exactly their masks. Labels are
+    ``1..N`` in the given order. Where outlines overlap, the smaller one keeps
+    the shared pixels (a particle drawn over a larger one stays whole and
+    visible); an outline that encloses no pixel centre gets no pixel.
+
+    Parameters
+    ----------
+    polygons : list of (N, 2) arrays
+        x, y vertices.
+    shape : (int, int)
+        The image's height and width.
+    """
+    from skimage.draw import polygon as fill_polygon
+
+    labels = np.zeros(shape, np.int32)
+    filled = []
+    for label, xy in enumerate(polygons, start=1):
+        xy = np.asarray(xy, np.float64)
+        rows, cols = fill_polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, shape)  # pixel centres at integers
+        filled.append((len(rows), label, rows, cols))
+    for _, label, rows, cols in sorted(filled, key=lambda f: -f[0]):  # largest first: smaller on top
+        labels[rows, cols] = label
+    return labels

@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from micrometry.errors import InputError
+from micrometry.particles.compare_run import REPORT_HTML, BatchComparison
 from micrometry.particles.morphometry import with_unit_names
 from micrometry.particles.psd import cumulative_distribution
 from micrometry.report.columns import descriptor_label, particle_columns, particle_unit
@@ -304,6 +305,7 @@ def measure_report(
             f"({int(s.get('TouchingBorder', 0))} touch the border)."
         )
         report.table(psd_table(s, unit), csv_name="psd.csv")
+        _unreliable_notes(report, particles, images)
     elif len(particles):
         report.key_result("particles", f"{len(particles)}")
         report.section("Summary")
@@ -363,6 +365,7 @@ def measure_report(
             c
             for c in [
                 "Image",
+                "Reliable",
                 "Label",
                 "Area",
                 "EqDiam",
@@ -386,6 +389,8 @@ def measure_report(
             c
             for c in [
                 "Image",
+                "Reliable",
+                "UnreliableReason",
                 "Count",
                 "TouchingBorder",
                 "Coverage",
@@ -399,8 +404,52 @@ def measure_report(
             if c in images
         ]
         names = {c: f"{c} ({unit})" for c in cols if c.startswith("D")} | {"Coverage": "Coverage (fraction)"}
-        report.table(images[cols].rename(columns=names), csv_name="images.csv", full=images)
+        flagged = _unreliable_rows(images)
+        report.table(
+            images[cols].rename(columns=names),
+            csv_name="images.csv",
+            full=images,
+            highlight=flagged if flagged.any() else None,
+        )
     return report
+
+
+def _unreliable_rows(table: pd.DataFrame) -> pd.Series:
+    """True for the rows whose image's segmentation was judged unreliable (none without the column)."""
+    if "Reliable" not in table:
+        return pd.Series(False, index=table.index)
+    return table["Reliable"].astype(str).str.lower().isin(["false", "0"])
+
+
+def _unreliable_notes(report: Report, particles: pd.DataFrame, images: pd.DataFrame | None) -> None:
+    """A key result and a note when some rows come from images whose segmentation is unreliable."""
+    source = images if images is not None and "Reliable" in images else particles
+    if "Reliable" not in source or "Image" not in source:
+        return
+    flagged = _unreliable_rows(source)
+    names = list(dict.fromkeys(source.loc[flagged, "Image"].astype(str)))
+    if not names:
+        return
+    total = source["Image"].nunique()
+    in_flagged = int(_unreliable_rows(particles).sum()) if "Reliable" in particles else None
+    report.key_result(
+        "unreliable images",
+        f"{len(names)} of {total}",
+        "segmentation not to be trusted" + (f": {in_flagged} particles" if in_flagged is not None else ""),
+    )
+    reasons = []
+    if images is not None and "UnreliableReason" in images:
+        reasons = [
+            f"{name}: {reason}"
+            for name, reason in zip(
+                images.loc[flagged, "Image"], images.loc[flagged, "UnreliableReason"], strict=False
+            )
+        ]
+    report.note(
+        f"{len(names)} of {total} images have a segmentation judged unreliable (column Reliable = False): their "
+        "particles are in the tables and figures below, but their numbers should not be used before the "
+        "images are checked. " + " ".join(reasons[:5])
+    )
 
 
 def _table_ids(particles: pd.DataFrame, image: str) -> np.ndarray | None:
@@ -527,6 +576,15 @@ def compare_report(
     if "EqDiam" in a and "EqDiam" in b:
         report.figure(psd_figure(tables), "Cumulative size distributions.")
     return report
+
+
+def write_compare_report(result: BatchComparison, folder: Path) -> Path:
+    """Write ``folder/report.html`` for a comparison of :func:`~micrometry.particles.compare_run.run_compare`."""
+    path = Path(folder) / REPORT_HTML
+    compare_report(result.a, result.b, result.comparison, result.summary["rule"], names=result.names).write(
+        path
+    )
+    return path
 
 
 def true_particles(truth: Path | None, summary: pd.DataFrame | None) -> pd.DataFrame | None:

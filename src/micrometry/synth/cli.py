@@ -45,6 +45,58 @@ def synth_sem(
     )
 
 
+@synth_app.command("sem-frames")
+def synth_sem_frames(
+    out: Path = typer.Argument(..., help="Folder for the frames (frame_XXXX.png)."),
+    truth: Path = typer.Option(..., "--truth", help="Folder for the hidden truth: depth maps, holes.csv."),
+    seed: int = seed_option("Random seed; the frames are a deterministic function of it."),
+    n_frames: int = number(4, "--frames", low=1, help="Frames to write."),
+    height: int = number(1024, "--height", low=144, help="Frame height in pixels."),
+    width: int = number(1024, "--width", low=144, help="Frame width in pixels."),
+    lattice: str = typer.Option(
+        "staggered", "--lattice", help="staggered (the crops' array), square, hexagonal."
+    ),
+    pitch_x: float = typer.Option(48.0, "--pitch-x", help="Lattice pitch along x in pixels."),
+    pitch_y: float = typer.Option(72.0, "--pitch-y", help="Cell height of the staggered lattice in pixels."),
+    depth: float = typer.Option(125.0, "--depth", help="Nominal hole depth in nm."),
+    under_etched: int = number(4, "--under-etched", low=0, help="Under-etched holes per frame."),
+    under_etch_fraction: float = typer.Option(
+        0.7, "--under-etch-fraction", help="Their depth as a fraction of the nominal (+-0.1)."
+    ),
+    not_open: int = number(4, "--not-open", low=0, help="Holes that did not open, per frame."),
+    merged: int = number(1, "--merged", low=0, help="Merged pairs per frame."),
+    missing: int = number(2, "--missing", low=0, help="Missing holes per frame."),
+    data_bar: int = number(
+        0, "--data-bar", low=0, help="Height in px of a data bar at the bottom (0: none)."
+    ),
+    overwrite: bool = overwrite_option("OUT and TRUTH folders"),
+) -> None:
+    """Whole CD-SEM frames of hole arrays with trends and defect holes, and their truth (docs/depth.md, "Frames")."""
+    from micrometry.synth.sem_frames import FrameConfig, write_sem_frames
+
+    f = under_etch_fraction
+    config = FrameConfig(
+        seed=seed,
+        n_frames=n_frames,
+        height_px=height,
+        width_px=width,
+        lattice=lattice,
+        pitch_x=pitch_x,
+        pitch_y=pitch_y,
+        depth_nm=depth,
+        n_under_etched=under_etched,
+        under_etch_fraction=(max(f - 0.1, 0.0), min(f + 0.1, 1.0)),
+        n_not_open=not_open,
+        n_merged=merged,
+        n_missing=missing,
+        data_bar_px=data_bar,
+    )
+    counts = write_sem_frames(out, truth, config, overwrite=overwrite)
+    typer.echo(
+        f"wrote {out} and {truth}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+    )
+
+
 @synth_app.command("particles")
 def particles(
     out: Path = typer.Argument(..., help="Output folder: train/, test/, batches/A, batches/B."),

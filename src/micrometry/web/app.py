@@ -24,7 +24,16 @@ from starlette.exceptions import HTTPException
 
 from micrometry.errors import InputError
 from micrometry.web import options, samples
-from micrometry.web.services import CURRENT_BUDGET, Limits, RequestBudget, RequestCancelled, Services
+from micrometry.web.correct_api import add_correction_routes
+from micrometry.web.corrections import Corrections
+from micrometry.web.services import (
+    CURRENT_BUDGET,
+    MAX_FRAMES,
+    Limits,
+    RequestBudget,
+    RequestCancelled,
+    Services,
+)
 
 log = logging.getLogger("micrometry.web")
 
@@ -138,12 +147,23 @@ def create_app(
     limits: Limits | None = None,
     workers: int = 2,
     queue: int = 32,
+    workspace: str | Path | None = None,
 ) -> FastAPI:
-    """Build the app; models load on first use; ``workers`` heavy requests run at once, ``queue`` wait."""
+    """Build the app; models load on first use; ``workers`` heavy requests run at once, ``queue`` wait.
+
+    ``workspace``: the correction page's folder (uploads, training data, fine-tuning runs);
+    default: a new temporary folder.
+    """
     services = Services(depth_model, particle_model, limits)
+    services_frames_limit = MAX_FRAMES
     gate = HeavyGate(workers, queue)
     app = FastAPI(title="micrometry", docs_url="/api/docs")
     app.state.services = services
+    if workspace is None:
+        import tempfile
+
+        workspace = tempfile.mkdtemp(prefix="micrometry-workspace-")
+    add_correction_routes(app, Corrections(workspace, services.segmenter, services.limits), gate)
     page = resources.files("micrometry.web").joinpath("page.html").read_text(encoding="utf-8")
     for key, value in (
         ("NM_PER_PX", options.NM_PER_PX),
@@ -220,6 +240,16 @@ def create_app(
                 files = await _files(form, "files", "sem")
                 return await _bounded(request, services, services.sem, files, nm_per_px)
 
+    @app.post("/api/frames")
+    async def frames(request: Request):
+        async with request.form(max_files=services_frames_limit + 10) as form:
+            nm_per_px = options.positive_number(
+                form.get("nm_per_px"), "nm per pixel", options.NM_PER_PX, options.MAX_NM_PER_PX
+            )
+            async with gate.slot():
+                files = await _files(form, "files", "frames")
+                return await run_in_threadpool(services.frames, files, nm_per_px)
+
     @app.post("/api/particles")
     async def particles(request: Request):
         async with request.form(max_files=services.limits.max_particle_images + 10) as form:
@@ -281,7 +311,9 @@ def _sample_files(kind: str) -> list[tuple[str, bytes]]:
         return list(samples.sem_samples())
     if kind == "particles":
         return list(samples.particle_samples())
-    raise HTTPException(404, f"no sample data called {kind!r} (sem, particles)")
+    if kind == "frames":
+        return list(samples.frame_samples())
+    raise HTTPException(404, f"no sample data called {kind!r} (sem, particles, frames)")
 
 
 def _zip(files: list[tuple[str, bytes]]) -> bytes:

@@ -23,6 +23,7 @@ from micrometry.web.uploads import Limits, expand_uploads
 
 __all__ = ["Limits", "RequestBudget", "Services", "expand_uploads"]
 
+MAX_FRAMES = 4  # CD-SEM frames per Frames request (each up to max_particle_pixels)
 MAX_SHOWN_MAPS = 24  # depth maps shown (and selectable for the 3-D view); the table and zip hold all
 WEB_TILE = 256  # network pixels per tile: a particle request's memory stays ~250 MB whatever the image size
 COLORMAP = "viridis"
@@ -150,18 +151,18 @@ class Services:
     def depth_model(self):
         with self._lock:
             if self._depth is None:
-                from micrometry.depth.methods import load_method
+                from micrometry.depth.methods import load_depth_model
 
-                self._depth = load_method(self.depth_model_path or "shipped")
+                self._depth = load_depth_model(self.depth_model_path or "shipped")
                 watch_modules(self._depth)
             return self._depth
 
     def segmenter(self):
         with self._lock:
             if self._segmenter is None:
-                from micrometry.particles.segmenter import load_segmenter
+                from micrometry.particles.models import load_particle_model
 
-                self._segmenter = bounded_tiles(load_segmenter(self.particle_model_name))
+                self._segmenter = bounded_tiles(load_particle_model(self.particle_model_name))
                 watch_modules(self._segmenter)
             return self._segmenter
 
@@ -208,6 +209,64 @@ class Services:
             "zip": file_data_url(zipped, "application/zip"),
         }
 
+    # -- Frames tab --------------------------------------------------------------
+    def frames(self, files: list[tuple[str, bytes]], nm_per_px: float = NM_PER_PX) -> dict:
+        """Every hole of each uploaded CD-SEM frame (``depth frame``): per frame an overview (holes
+        coloured by depth, defects ringed), histograms and the summary; all holes as CSV."""
+        import json
+
+        import pandas as pd
+
+        from micrometry.depth.frames import HOLE_COLUMNS, analyse_frame, json_safe
+        from micrometry.report.frames import frame_figure, histogram_figure
+
+        if not (np.isfinite(nm_per_px) and nm_per_px > 0):
+            raise InputError(f"nm per pixel must be a finite number > 0, got {nm_per_px}")
+        uploads = expand_uploads(files, self.limits, MAX_FRAMES)
+        frames, tables, summaries = [], [], {}
+        for name, data in uploads:
+            image = decode_image(data, name, self.limits.max_particle_pixels)
+            try:
+                result = analyse_frame(self.depth_model(), image, nm_per_px)
+            except InputError as exc:
+                raise InputError(exc.message, name) from None
+            holes = pd.DataFrame({c: result.holes[c] for c in HOLE_COLUMNS})
+            holes.insert(0, "frame", name)
+            s = result.summary
+            summaries[name] = s
+            frames.append(
+                {
+                    "name": name,
+                    "width": int(image.shape[1]),
+                    "height": int(image.shape[0]),
+                    "overview": figure_data_url(frame_figure(result_image(image), holes, size_in=8.0)),
+                    "histograms": figure_data_url(histogram_figure(holes)),
+                    "measured": s["status"]["ok"] + s["status"]["partial"],
+                    "border": s["status"]["border"],
+                    "depth_mean_nm": json_safe(round(s["statistics"]["depth_nm"]["mean"], 2)),
+                    "depth_3sigma_nm": json_safe(round(s["statistics"]["depth_nm"]["three_sigma"], 2)),
+                    "defects": s["defects"],
+                }
+            )
+            tables.append(holes)
+            del image
+        table = pd.concat(tables, ignore_index=True)
+        flagged = table[table["defect"] != ""].round(
+            {"x_px": 1, "y_px": 1, "depth_nm": 2, "depth_high_nm": 2}
+        )
+        return {
+            "count": len(frames),
+            "nm_per_px": nm_per_px,
+            "frames": frames,
+            "flagged": records(
+                flagged[["frame", "hole", "x_px", "y_px", "defect", "status", "depth_nm", "depth_high_nm"]]
+            ),
+            "csv": csv_data_url(table),
+            "summary": file_data_url(
+                json.dumps({"frames": json_safe(summaries)}, indent=2).encode(), "application/json"
+            ),
+        }
+
     # -- Particles tab -----------------------------------------------------------
     def particles(
         self,
@@ -216,12 +275,15 @@ class Services:
         unit: str = UNIT,
         exclude_edges: bool = False,
     ) -> dict:
-        """Per image an overlay with particle ids; one table for all images, D10/D50/D90, histograms, CSV."""
+        """Per image an overlay with particle ids and the reliability verdict
+        (:mod:`micrometry.particles.reliability`); one table for all images (column ``reliable``),
+        D10/D50/D90, histograms, CSV."""
         import pandas as pd
 
         from micrometry.options import MAX_PIXEL_SIZE, MIN_PIXEL_SIZE, check_number
         from micrometry.particles.morphometry import measure_labels
         from micrometry.particles.predict import overlay
+        from micrometry.particles.reliability import assess_reliability
 
         check_number(pixel_size, "pixel size", MIN_PIXEL_SIZE, MAX_PIXEL_SIZE, allow_none=False)
         uploads = expand_uploads(files, self.limits, self.limits.max_particle_images)
@@ -229,7 +291,9 @@ class Services:
         for name, data in uploads:
             check_budget()
             image = decode_image(data, name, self.limits.max_particle_pixels)
-            labels = self.segmenter().segment(image).labels
+            found = self.segmenter().segment(image)
+            labels = found.labels
+            verdict = assess_reliability(labels, found.scores)
             check_budget()
             table = measure_labels(labels, pixel_size=pixel_size, unit=unit)
             border = columns.particle_column(table, columns.PARTICLE_BORDER)
@@ -241,6 +305,7 @@ class Services:
                 left_out += len(edge_ids)
             kept = table[columns.PARTICLE_ID].to_numpy()
             table.insert(0, "image", name)
+            table.insert(1, "reliable", verdict.reliable)
             tables.append(table)
             images.append(
                 {
@@ -249,9 +314,11 @@ class Services:
                     "height": int(image.shape[0]),
                     "overlay": png_data_url(_overlay(overlay, image, labels, kept, edge_ids)),
                     "particles": markers(labels, kept),
+                    "reliable": verdict.reliable,
+                    "reason": verdict.reason,
                 }
             )
-            del image, labels  # one image in memory at a time
+            del image, labels, found  # one image in memory at a time
         table = pd.concat(tables, ignore_index=True)
         return {
             "count": int(len(table)),
@@ -361,3 +428,10 @@ def _overlay(
     if left_out.size:
         rgb[find_boundaries(np.where(np.isin(labels, left_out), labels, 0), mode="inner")] = 150
     return rgb
+
+
+def result_image(image: np.ndarray) -> np.ndarray:
+    """An uploaded frame as uint8 gray, as ``analyse_frame`` reads it."""
+    from micrometry.io.image import to_gray_u8
+
+    return image if image.dtype == np.uint8 else to_gray_u8(image)

@@ -280,6 +280,16 @@ def load_coco(
     return _Validator(path, images_dir, check_files).run(data)
 
 
+def dataset_from_dict(
+    data: Any, path: str | Path, images_dir: str | Path | None = None, check_files: bool = True
+) -> CocoDataset:
+    """Validate a COCO dictionary made in memory, as :func:`load_coco` validates a file.
+
+    ``path`` is what error messages name (the folder the dictionary was made from).
+    """
+    return _Validator(Path(path), Path(images_dir) if images_dir is not None else None, check_files).run(data)
+
+
 class _Validator(Checks):
     """One pass over a COCO dictionary: fatal defects raise, repairs are tallied and warned once."""
 

@@ -15,8 +15,9 @@ import torch
 
 from micrometry.errors import CheckpointError, InputError
 from micrometry.modelfile import ExportedModel
-from micrometry.particles.models.base import particle_model
-from micrometry.particles.models.methods import DenseMethod
+from micrometry.particles.models.base import PARTICLE_MODELS
+from micrometry.particles.models.dense.heads import DenseMethod
+from micrometry.particles.models.dense.unet import UNet
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.sizing import (
@@ -28,7 +29,6 @@ from micrometry.particles.models.sizing import (
     scale_for_diameter,
 )
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
-from micrometry.particles.models.unet import UNet
 
 CHECKPOINT_KIND = "particles-dense"
 
@@ -163,7 +163,7 @@ class DenseSegmenter:
 
 def build_network(model: str, widths: tuple[int, ...]) -> tuple[DenseMethod, UNet]:
     """A fresh (method, network) pair for a model name."""
-    method_class = getattr(particle_model(model), "method", None)  # the registry entry names its head
+    method_class = getattr(PARTICLE_MODELS.create(model), "method", None)  # the registry entry names its head
     if method_class is None:
         raise InputError(f"particle model {model!r} is not a dense model")
     method = method_class()
