@@ -303,7 +303,10 @@ def refuse_overlap(outputs: dict[str, str | Path], inputs: dict[str, str | Path]
                 how = "lies inside"
             else:
                 continue
-            kind = "the output" if (in_name, other) in outs else "the input"
-            raise InputError(
-                f"{out_name} {how} {kind} {other} ({in_name}); write outputs apart from the inputs", out
-            )
+            if (in_name, other) in outs:
+                advice = "keep the outputs separate from each other"
+                kind = "the output"
+            else:
+                advice = "write outputs apart from the inputs (--overwrite would replace them)"
+                kind = "the input"
+            raise InputError(f"{out_name} {how} {kind} {other} ({in_name}); {advice}", out)
