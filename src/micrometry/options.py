@@ -136,8 +136,30 @@ def nm_per_px_option(help: str = "SEM pixel size in nm (CDs in nm)") -> Any:
 def pixel_size_option(
     help: str = "Pixel side length in --unit (default: from TIFF/OME metadata when "
     "present, else measurements stay in pixels).",
+    auto: bool = False,
 ) -> Any:
-    return number(None, "--pixel-size", low=MIN_PIXEL_SIZE, high=MAX_PIXEL_SIZE, help=help)
+    """``--pixel-size``; with ``auto`` it also takes ``auto`` (read the image's scale bar)."""
+    if not auto:
+        return number(None, "--pixel-size", low=MIN_PIXEL_SIZE, high=MAX_PIXEL_SIZE, help=help)
+    help += (
+        " 'auto': read each image's burned-in scale bar and its label (nm, um, µm, mm), leaving the"
+        " data bar out of the analysis; refused when unsure (docs/scale-bar.md)."
+    )
+    return typer.Option(None, "--pixel-size", help=help, callback=parse_pixel_size, metavar="SIZE|auto")
+
+
+AUTO = "auto"
+
+
+def parse_pixel_size(value: Any) -> float | str | None:
+    """``--pixel-size`` as given: None, ``"auto"`` or a finite number > 0 (else :class:`InputError`)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == AUTO):
+        return None if value is None else AUTO
+    try:
+        number_ = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"expected a number > 0 or 'auto', got {value!r}", "--pixel-size") from None
+    return check_number(number_, "--pixel-size", MIN_PIXEL_SIZE, MAX_PIXEL_SIZE)
 
 
 def unit_option(

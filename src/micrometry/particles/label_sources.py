@@ -33,6 +33,7 @@ class LabelImage:
     # the segmentation's verdict (micrometry.particles.reliability) when the source knows it
     reliable: bool | None = None
     reason: str = ""
+    scale_bar: dict | None = None  # --pixel-size auto: the image's scale bar record (io.scalebar)
 
 
 #: Written by ``particles predict`` beside its results: per image the particles, the verdict, warnings.
@@ -134,13 +135,17 @@ def _refuse_photo(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels
 
 
-def segmented_label_images(folder: str | Path, model: str | Path | None) -> tuple[int, Iterator[LabelImage]]:
+def segmented_label_images(
+    folder: str | Path, model: str | Path | None, scale_bars: bool = False
+) -> tuple[int, Iterator[LabelImage]]:
     """Segment every image of ``folder`` with a particle model; yield its label images.
 
     ``model`` is what ``micrometry particles predict --model`` accepts
     (``shipped``, a built-in name, a run or an exported model folder). Files
     that cannot be read, and label images (which a model would segment into
-    nonsense), are skipped with a warning.
+    nonsense), are skipped with a warning. With ``scale_bars`` each image's
+    scale bar is read (refused when unsure) and its data bar left out of the
+    segmentation.
     """
     from micrometry.particles.models import load_particle_model
 
@@ -148,10 +153,12 @@ def segmented_label_images(folder: str | Path, model: str | Path | None) -> tupl
     if not paths:
         raise DatasetError("no images found", folder)
     segmenter = load_particle_model(model)
-    return len(paths), _segment_each(paths, segmenter)
+    return len(paths), _segment_each(paths, segmenter, scale_bars)
 
 
-def _segment_each(paths: list[Path], segmenter) -> Iterator[LabelImage]:
+def _segment_each(paths: list[Path], segmenter, scale_bars: bool = False) -> Iterator[LabelImage]:
+    from micrometry.particles.databar import band_of, scale_bar_record, segment_without_bar
+
     skipped = 0
     for p in paths:
         try:
@@ -166,11 +173,14 @@ def _segment_each(paths: list[Path], segmenter) -> Iterator[LabelImage]:
             )
             skipped += 1
             continue
-        found = segmenter.segment(image)
+        bar = scale_bar_record(image, p) if scale_bars else None
+        found = (
+            segmenter.segment(image) if bar is None else segment_without_bar(segmenter, image, band_of(bar))
+        )
         for line in (getattr(found, "info", None) or {}).get("warnings", []):
             warnings.warn(f"{p.name}: {line}")
         verdict = assess_reliability(found.labels, found.scores)
-        yield LabelImage(p.stem, found.labels.astype(np.int32), p, verdict.reliable, verdict.reason)
+        yield LabelImage(p.stem, found.labels.astype(np.int32), p, verdict.reliable, verdict.reason, bar)
     if skipped:
         warnings.warn(f"{skipped} of {len(paths)} files skipped")
 

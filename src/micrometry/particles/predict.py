@@ -38,11 +38,13 @@ from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
 from micrometry.io.image import image_size, list_images, read_calibration, read_image, write_image
 from micrometry.io.output_names import unique_output_names
+from micrometry.options import AUTO, calibration
+from micrometry.particles.databar import SCALE_BAR_SOURCE, band_of, crop, pad, scale_bar_record
 from micrometry.particles.measure import PREDICTION_JSON
 from micrometry.particles.reliability import assess_reliability
 from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
-from micrometry.progress import make_progress
+from micrometry.progress import make_progress, track
 
 
 def image_list(
@@ -111,6 +113,9 @@ class SegmentItem:
     image_id: int
     path: str
     name: str
+    # --pixel-size auto: the image's scale bar record (io.scalebar); a given --pixel-size: (size, unit)
+    scale_bar: dict | None = None
+    pixel_size: tuple[float, str] | None = None
 
 
 @dataclass
@@ -131,7 +136,9 @@ class ImageSegmentation:
         The verdict on the segmentation (:meth:`Reliability.record
         <micrometry.particles.reliability.Reliability.record>`: ``reliable``, ``reason``, ``reliability``).
     calibration : (float, str) or None
-        Pixel size and unit from the image's metadata.
+        Pixel size and unit: given, from the scale bar, or from the image's metadata.
+    scale_bar : dict or None
+        ``--pixel-size auto``: the scale bar read (label, length, confidence, data-bar rows).
     skipped : str or None
         Why the image was not segmented (unreadable, not 2-D); None when it was.
     """
@@ -142,6 +149,7 @@ class ImageSegmentation:
     info: dict = field(default_factory=dict)
     reliability: dict = field(default_factory=dict)
     calibration: tuple[float, str] | list | None = None
+    scale_bar: dict | None = None
     skipped: str | None = None
 
 
@@ -209,7 +217,14 @@ class SegmentWorker:
             except ImageReadError as exc:
                 outputs_by_path[item.path] = ImageSegmentation(skipped=str(exc))
         t0 = time.perf_counter()
-        found: list[Instances] = self.segmenter.segment_batch(arrays) if arrays else []
+        # a data bar read by --pixel-size auto is left out: the model sees the image above (below) it
+        bands = [band_of(item.scale_bar) if item.scale_bar else None for item in readable]
+        inputs = [a if band is None else crop(a, band) for a, band in zip(arrays, bands, strict=True)]
+        found: list[Instances] = self.segmenter.segment_batch(inputs) if inputs else []
+        found = [
+            f if band is None else pad(f, a.shape, band)
+            for f, a, band in zip(found, arrays, bands, strict=True)
+        ]
         seconds = (time.perf_counter() - t0) / max(len(arrays), 1)
         for item, image, inst in zip(readable, arrays, found, strict=False):
             path = Path(item.path)
@@ -225,9 +240,34 @@ class SegmentWorker:
                 seconds=seconds,
                 info=dict(getattr(inst, "info", {}) or {}),
                 reliability=assess_reliability(inst.labels, inst.scores).record(),
-                calibration=read_calibration(path),
+                calibration=_calibration(item, path),
+                scale_bar=item.scale_bar,
             )
         return [outputs_by_path[item.path] for item in items]
+
+
+def _calibration(item: SegmentItem, path: Path) -> tuple[float, str] | None:
+    """An image's calibration: the one given, its scale bar's (auto), or its TIFF metadata."""
+    if item.pixel_size:
+        return tuple(item.pixel_size)
+    if item.scale_bar:
+        return item.scale_bar["pixel_size"], item.scale_bar["unit"]
+    return read_calibration(path)
+
+
+def read_scale_bars(items: list[SegmentItem]) -> None:
+    """``--pixel-size auto``: read each image's scale bar into its item, before any segmentation.
+
+    An image whose scale bar cannot be read with confidence stops the run
+    (:class:`~micrometry.io.scalebar.ScaleBarError`); unreadable files are left
+    for the worker to skip.
+    """
+    for item in track(items, "reading scale bars", total=len(items)):
+        try:
+            image = read_image(item.path)
+        except ImageReadError:
+            continue
+        item.scale_bar = scale_bar_record(image, item.path)
 
 
 def describe_segmenter(segmenter: Segmenter) -> dict:
@@ -246,8 +286,16 @@ def predict_folder(
     write_overlays: bool = True,
     engine: LocalEngine | RayEngine | None = None,
     strict: bool = False,
+    pixel_size: float | str | None = None,
+    unit: str | None = None,
 ) -> PredictionSummary:
     """Segment every image and write the PRED folder; returns what it did.
+
+    ``pixel_size`` (with ``unit``) calibrates every image; ``"auto"`` reads each
+    image's scale bar (:mod:`micrometry.io.scalebar`) before any work, refuses
+    when unsure, leaves the data bar out of segmentation and stores each
+    image's calibration, scale bar and confidence; None uses the images'
+    TIFF metadata when they carry it.
 
     ``engine`` runs the segmentation (:class:`~micrometry.engine.LocalEngine`
     with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
@@ -271,6 +319,12 @@ def predict_folder(
         SegmentItem(int(image_id), str(Path(path).resolve()), name)
         for (image_id, path), name in zip(pairs, names, strict=False)
     ]
+    if pixel_size == AUTO:
+        read_scale_bars(items)
+    elif pixel_size is not None:
+        size, unit, _ = calibration(float(pixel_size), unit)
+        for item in items:
+            item.pixel_size = (size, unit)
     outputs: list[ImageSegmentation | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -295,7 +349,8 @@ def predict_folder(
         write_results(tmp / "results.json", [r for output in outputs for r in output.results])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
-        record = prediction_record(segmenter.name, pairs, outputs, skipped)
+        given = "--pixel-size" if pixel_size not in (None, AUTO) else None
+        record = prediction_record(segmenter.name, pairs, outputs, skipped, given)
         written = {"source": str(Path(images).resolve()) if Path(images).is_dir() else None}
         written["written"] = written_files(tmp)
         write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter), **written})
@@ -325,7 +380,11 @@ def written_files(folder: Path) -> dict[str, dict]:
 
 
 def prediction_record(
-    model: str, pairs: list[tuple[int, Path]], outputs: list[ImageSegmentation], skipped: list[dict]
+    model: str,
+    pairs: list[tuple[int, Path]],
+    outputs: list[ImageSegmentation],
+    skipped: list[dict],
+    given_source: str | None = None,
 ) -> dict:
     """What ``prediction.json`` holds: per-image counts, sizes and warnings, skipped files, totals,
     and one calibration when the images' metadata agree."""
@@ -347,6 +406,7 @@ def prediction_record(
                 "particles": output.count,
                 **reliability,
                 **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
+                **({"scale_bar": output.scale_bar} if output.scale_bar else {}),
                 **{k: v for k, v in info.items() if k != "warnings"},
                 "warnings": list(info.get("warnings", [])),
             }
@@ -365,9 +425,15 @@ def prediction_record(
         lines.append(f"no particles found in {len(empty)} of {len(segmented)} images ({shown})")
     found = {tuple(o.calibration) for _, o in segmented if o.calibration}
     calibration = None
+    bars = [o.scale_bar for _, o in segmented if o.scale_bar]
+    source = given_source or (SCALE_BAR_SOURCE if bars else "image metadata")
     if len(found) == 1 and all(o.calibration for _, o in segmented):
         size, unit = found.pop()
-        calibration = {"pixel_size": size, "unit": unit, "source": "image metadata"}
+        calibration = {"pixel_size": size, "unit": unit, "source": source}
+        if bars:
+            calibration["confidence"] = min(b["confidence"] for b in bars)
+    elif bars:
+        calibration = {"source": source, "per_image": True, "confidence": min(b["confidence"] for b in bars)}
     elif found:
         lines.append("the images declare different (or partial) pixel sizes: measure with --pixel-size")
     lines.extend(f"{Path(s['file']).name}: skipped: {s['reason']}" for s in skipped)

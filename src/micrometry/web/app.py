@@ -254,9 +254,7 @@ def create_app(
     async def particles(request: Request):
         async with request.form(max_files=services.limits.max_particle_images + 10) as form:
             pixel_text = form.get("pixel_size")
-            pixel_size = options.positive_number(
-                pixel_text, "pixel size", options.PIXEL_SIZE, options.MAX_PIXEL_SIZE, options.MIN_PIXEL_SIZE
-            )
+            pixel_size = options.pixel_size_or_auto(pixel_text)
             unit = options.length_unit(
                 form.get("unit"), pixel_size, pixel_size_given=bool(str(pixel_text or "").strip())
             )

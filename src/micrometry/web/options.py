@@ -60,7 +60,14 @@ def positive_number(text, what: str, default: float, maximum: float, minimum: fl
     return value
 
 
-def length_unit(text, pixel_size: float, pixel_size_given: bool = True) -> str:
+def pixel_size_or_auto(text) -> float | str:
+    """The pixel size field: ``auto`` (read the scale bar) or :func:`positive_number`."""
+    if text is not None and str(text).strip().lower() == "auto":
+        return "auto"
+    return positive_number(text, "pixel size", PIXEL_SIZE, MAX_PIXEL_SIZE, MIN_PIXEL_SIZE)
+
+
+def length_unit(text, pixel_size: float | str, pixel_size_given: bool = True) -> str:
     """The unit of the pixel size: letters only; ``px`` only with a pixel size of 1.
 
     Parameters
@@ -79,6 +86,8 @@ def length_unit(text, pixel_size: float, pixel_size_given: bool = True) -> str:
     unit = ("" if text is None else str(text).strip()) or UNIT
     if not _UNIT.match(unit):
         raise InputError(f"unit must be a short unit name such as um or nm, got {unit[:20]!r}")
+    if pixel_size == "auto":
+        return unit  # the scale bar's label gives the unit
     if unit != PIXEL_UNIT and not pixel_size_given:
         raise InputError(f"a unit ({unit}) needs a pixel size: give the pixel size in {unit}")
     if unit == "px" and pixel_size != 1.0:

@@ -271,31 +271,48 @@ class Services:
     def particles(
         self,
         files: list[tuple[str, bytes]],
-        pixel_size: float = PIXEL_SIZE,
+        pixel_size: float | str = PIXEL_SIZE,
         unit: str = UNIT,
         exclude_edges: bool = False,
     ) -> dict:
         """Per image an overlay with particle ids and the reliability verdict
         (:mod:`micrometry.particles.reliability`); one table for all images (column ``reliable``),
-        D10/D50/D90, histograms, CSV."""
+        D10/D50/D90, histograms, CSV.
+
+        ``pixel_size="auto"`` reads each image's scale bar (the CLI's ``--pixel-size auto``):
+        the data bar is left out of the segmentation, each image is measured at its own
+        pixel size in the first image's unit, and an unreadable scale bar is refused.
+        """
         import pandas as pd
 
         from micrometry.options import MAX_PIXEL_SIZE, MIN_PIXEL_SIZE, check_number
+        from micrometry.particles.databar import band_of, convert, scale_bar_record, segment_without_bar
         from micrometry.particles.morphometry import measure_labels
         from micrometry.particles.predict import overlay
         from micrometry.particles.reliability import assess_reliability
 
-        check_number(pixel_size, "pixel size", MIN_PIXEL_SIZE, MAX_PIXEL_SIZE, allow_none=False)
+        auto = pixel_size == "auto"
+        if not auto:
+            check_number(pixel_size, "pixel size", MIN_PIXEL_SIZE, MAX_PIXEL_SIZE, allow_none=False)
         uploads = expand_uploads(files, self.limits, self.limits.max_particle_images)
-        images, tables, left_out = [], [], 0
+        images, tables, left_out, calibrations = [], [], 0, []
+        unit = None if auto else unit
         for name, data in uploads:
             check_budget()
             image = decode_image(data, name, self.limits.max_particle_pixels)
-            found = self.segmenter().segment(image)
+            size = pixel_size
+            if auto:
+                bar = scale_bar_record(image, name)
+                unit = unit or bar["unit"]
+                size = convert(bar["pixel_size"], bar["unit"], unit)
+                found = segment_without_bar(self.segmenter(), image, band_of(bar))
+                calibrations.append({"image": name, **bar, "pixel_size": size, "unit": unit})
+            else:
+                found = self.segmenter().segment(image)
             labels = found.labels
             verdict = assess_reliability(labels, found.scores)
             check_budget()
-            table = measure_labels(labels, pixel_size=pixel_size, unit=unit)
+            table = measure_labels(labels, pixel_size=size, unit=unit)
             border = columns.particle_column(table, columns.PARTICLE_BORDER)
             edge_ids = (
                 table.loc[table[border], columns.PARTICLE_ID].to_numpy() if border else np.zeros(0, int)
@@ -326,7 +343,9 @@ class Services:
             "unit": unit,
             "id_column": columns.PARTICLE_ID,
             "images": images,
+            "calibrations": calibrations,
             "psd": size_percentiles(table, unit),
+            "iso": iso_summary(table),
             "histograms": histograms(table),
             "table": records(table, headers=[columns.particle_header(str(c), unit) for c in table.columns]),
             "csv": csv_data_url(table),
@@ -380,6 +399,53 @@ def size_percentiles(table, unit: str) -> dict:
         for name, rec in result.iterrows()
     }
     return {"column": size, "unit": unit, "weighting": "number", "values": rows}
+
+
+def iso_summary(table) -> dict:
+    """What an ISO 13322-1 / 9276-6 report adds to the percentiles: count adequacy, flags, shape.
+
+    ``adequacy``: per percentile (D50/D90, number/volume) the achieved relative 95 % CI
+    half-width and the particles +-5 % needs; ``warning``: the CLI's line when the count
+    falls short; ``flags``: touching and agglomerate counts; ``shape``: P10/P50/P90 of each
+    shape ratio; ``volume_assumption``: what volume weighting assumes.
+    """
+    from micrometry.particles.measure import SHAPE_DISTRIBUTION_COLUMNS, flag_counts, shape_quantiles
+    from micrometry.particles.psd import VOLUME_ASSUMPTION, adequacy_row, adequacy_warning
+
+    size = columns.particle_column(table, columns.PARTICLE_SIZE)
+    if size is None or len(table) == 0:
+        return {}
+    sizes = table[size].to_numpy(dtype=float)
+    row = adequacy_row(sizes)
+
+    def clean(v):
+        return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+    adequacy = [
+        {
+            "percentile": f"{name} ({'number' if tag == 'n' else 'volume'})",
+            "precision": clean(row[f"Precision_{name}_{tag}"]),
+            "count_needed": int(row[f"CountNeeded_{name}_{tag}"]),
+            "adequate": bool(0 <= row[f"CountNeeded_{name}_{tag}"] <= len(sizes)),
+        }
+        for name, tag in (("D50", "n"), ("D90", "n"), ("D50", "v"), ("D90", "v"))
+    ]
+    quantiles = shape_quantiles(table)
+    shape = [
+        {"descriptor": c, **{f"P{p}": clean(quantiles[f"{c.rstrip('.')}_P{p}"]) for p in (10, 50, 90)}}
+        for c in SHAPE_DISTRIBUTION_COLUMNS
+        if c in table
+    ]
+    return {
+        "count": int(len(sizes)),
+        "target": row["PrecisionTarget"],
+        "confidence": row["Confidence"],
+        "adequacy": adequacy,
+        "warning": adequacy_warning(row, len(sizes)),
+        "flags": flag_counts(table),
+        "shape": shape,
+        "volume_assumption": VOLUME_ASSUMPTION,
+    }
 
 
 def histograms(table) -> str:
