@@ -30,15 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from micrometry.depth.dataset import SimArrays, index_dataset, load_test  # noqa: E402
 from micrometry.depth.evaluate import read_case_column, score  # noqa: E402
-from micrometry.depth.methods import DepthData, create_method, load_method, method_names, train_method  # noqa: E402
+from micrometry.depth.methods import DEPTH_METHODS, DepthData, load_depth_model, train_method  # noqa: E402
 from micrometry.io.image import read_gray_u8  # noqa: E402
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset  # noqa: E402
 from micrometry.synth.sem_geometry import GeometryConfig  # noqa: E402
@@ -67,11 +65,14 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return match["name"], params
 
 
-VARIANTS = ("default", "other")
+VARIANTS = ("default", "other", "geometry")
 
 
 def variant_config(variant: str, **sizes) -> SemSynthConfig:
     """The bench's data set: ``default`` (the generator's defaults) or ``other``.
+
+    ``geometry`` keeps the default tool and simulator but gives the real holes shapes outside
+    the simulation's geometry prior (:func:`shifted_geometry`): what site averages cannot teach.
 
     ``other`` stands for another tool and another simulator: every physics and
     real-domain knob moved well away from the defaults (steeper yield law, weaker
@@ -81,6 +82,8 @@ def variant_config(variant: str, **sizes) -> SemSynthConfig:
     """
     if variant == "default":
         return SemSynthConfig(**sizes)
+    if variant == "geometry":
+        return SemSynthConfig(**sizes, real_geometry=shifted_geometry())
     if variant != "other":
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     physics = SemPhysics(
@@ -130,6 +133,24 @@ def variant_config(variant: str, **sizes) -> SemSynthConfig:
         neighbour_jitter=0.4,
     )
     return SemSynthConfig(**sizes, physics=physics, real=real, geometry=geometry, real_geometry=real_geometry)
+
+
+def shifted_geometry() -> GeometryConfig:
+    """Real holes outside the simulation's geometry prior (``GeometryConfig()``): more tapered
+    (bottom-to-top radius ratio 0.28-0.40 against 0.45-0.75), a rounder bottom (0.14-0.24 of the
+    depth against 0-0.12) and smaller openings (semi-axes 11.8 x 16.8 px, 1.8 and 2 simulated SDs
+    below the simulation's mean), on the default pitch and tool."""
+    return GeometryConfig(
+        semi_axis_x=(11.8, 0.45),
+        semi_axis_y=(16.8, 0.65),
+        family_growth=0.0,
+        centre_jitter=1.4,
+        taper=(0.28, 0.40),
+        bottom_rounding=(0.14, 0.24),
+        roughness=(0.02, 0.08),
+        neighbour_probability=1.0,
+        neighbour_jitter=0.3,
+    )
 
 
 def default_cache(variant: str) -> Path:
@@ -358,7 +379,7 @@ def run_one(
 ) -> dict:
     if trained_run is None:
         name, params = parse_spec(spec.removeprefix(PIXEL_LABELS))
-        method = create_method(name, **params)
+        method = DEPTH_METHODS.create(name, **params)
         run = RunDir.for_training(workdir / re.sub(r"[\[\],:=]", "_", spec), overwrite=True)
         started = time.perf_counter()
         metrics = train_method(method, data, run, time_budget_s=budget, seed=seed, device="cpu")
@@ -368,7 +389,7 @@ def run_one(
         run = RunDir.existing(trained_run)
         metrics = run.read_metrics()
         train_s = float(metrics.get("history", [{}])[-1].get("elapsed_s", float("nan")))
-    trained = load_method(run.path, device="cpu")
+    trained = load_depth_model(run.path, device="cpu")
     speeds = []
     for _ in range(2):
         t0 = time.perf_counter()
@@ -506,7 +527,8 @@ def main() -> None:
         "--variant",
         choices=VARIANTS,
         default="default",
-        help="Data set: the generator's defaults, or 'other' (another tool and simulator).",
+        help="Data set: the generator's defaults, 'other' (another tool and simulator) or 'geometry' "
+        "(real hole shapes outside the simulation's prior).",
     )
     parser.add_argument(
         "--data",
@@ -591,7 +613,7 @@ def main() -> None:
         if args.methods
         else []
         if args.trained
-        else method_names()
+        else DEPTH_METHODS.list()
     )
     trained_runs = dict(item.rsplit("=", 1) for item in args.trained)  # labels may hold "="
     specs = specs + list(trained_runs)

@@ -36,17 +36,16 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+import micrometry  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 from micrometry.io.coco import instances_to_results, load_coco  # noqa: E402
 from micrometry.io.image import read_image  # noqa: E402
 from micrometry.particles.evaluate import evaluate  # noqa: E402
 from micrometry.particles.fusion import fuse_segmentations  # noqa: E402
-from micrometry.particles.segmenter import load_segmenter  # noqa: E402
+from micrometry.particles.models import load_particle_model  # noqa: E402
 
 CLI = [sys.executable, "-m", "micrometry"]
 LEARNED = ["unet-watershed", "center-offset", "maskrcnn", "cascade-maskrcnn"]
@@ -219,15 +218,20 @@ def main() -> None:
                 print(f"{model}: training failed")
                 continue
             minutes_of[model] = minutes
-            segmenter = load_segmenter(run)
+            segmenter = load_particle_model(run)
         else:
-            segmenter = load_segmenter(model)
+            segmenter = load_particle_model(model)
         row, outputs_of[model] = timed_row(model, minutes, segmenter, images, truth, args.threads)
         seconds_of[model] = (row["s_per_image"], row["cpu_s_per_image"])
         rows.append(row)
         if trained_as and (args.tta == [] or model in (args.tta or [])):
             row, outputs_of[f"{model}@tta"] = timed_row(
-                f"{model} + flip TTA", minutes, load_segmenter(run, tta=True), images, truth, args.threads
+                f"{model} + flip TTA",
+                minutes,
+                load_particle_model(run, tta=True),
+                images,
+                truth,
+                args.threads,
             )
             seconds_of[f"{model}@tta"] = (row["s_per_image"], row["cpu_s_per_image"])
             minutes_of[f"{model}@tta"] = minutes

@@ -279,7 +279,7 @@ def ap_of(segmenter, dataset, image_ids) -> float:
 def mode_table(work: Path, old: Path, new: Path, n_per_mode: int, seed: int) -> list[dict]:
     """segm AP per imaging mode of held-out synthetic images, old vs new model."""
     from micrometry.io.coco import load_coco
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model
 
     recipe = (("12,110", "normal", "normal", 512, 640),)
     part = synth_mix(work / "modes", n_per_mode * len(ALL_MODES), ALL_MODES, seed, 1, recipes=recipe)[0]
@@ -294,10 +294,10 @@ def mode_table(work: Path, old: Path, new: Path, n_per_mode: int, seed: int) -> 
         }
     from micrometry.particles.models.sizing import median_diameter
 
-    old_seg, new_seg = load_segmenter(old), load_segmenter(new)
+    old_seg, new_seg = load_particle_model(old), load_particle_model(new)
     # The new model told each image's true median diameter (as training measured it): what a
     # perfect automatic size would give, to tell sizing errors from the network's own.
-    told = lambda image_id: load_segmenter(new, diameter=median_diameter(dataset.labels(image_id)))  # noqa: E731
+    told = lambda image_id: load_particle_model(new, diameter=median_diameter(dataset.labels(image_id)))  # noqa: E731
     rows = []
     for mode in ALL_MODES:
         ids = by_mode[mode]

@@ -28,13 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MICROMETRY_QUIET", "1")
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, load_method, train_method  # noqa: E402
+from micrometry.depth.methods import DEFAULT_METHOD, DEPTH_METHODS, DepthData, load_depth_model, train_method  # noqa: E402
 from micrometry.depth.predict import predict_folder  # noqa: E402
 from micrometry.engine import LocalEngine, RayEngine  # noqa: E402
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset  # noqa: E402
@@ -59,7 +58,7 @@ def ensure_model(root: Path, data: Path, name: str) -> Path:
     """The method after one short epoch (enough to time inference)."""
     run_dir = root / f"run-{name}"
     if not (run_dir / "checkpoints" / "best.pt").is_file():
-        method = create_method(name)
+        method = DEPTH_METHODS.create(name)
         run = RunDir.for_training(run_dir, overwrite=True)
         train_method(method, DepthData.load(data, method.uses), run, epochs=1, time_budget_s=20)
         run.close()
@@ -96,7 +95,7 @@ def main() -> None:
     images = data / "test" / "SEM"
     n = len(list(images.iterdir()))
     run_dir = args.model or ensure_model(args.data, data, args.method)
-    method = load_method(run_dir, device="cpu")
+    method = load_depth_model(run_dir, device="cpu")
 
     rows = [("local", "1 process", time_passes(images, method, LocalEngine(args.batch_size), args.passes))]
 

@@ -2,9 +2,10 @@ import os
 
 # Quiet progress bars and keep torch from spinning idle threads on 2 cores.
 os.environ.setdefault("MICROMETRY_QUIET", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
+
+import micrometry  # noqa: E402, F401  (sets OMP_WAIT_POLICY before any test module imports torch)
 
 
 @pytest.fixture(scope="session")

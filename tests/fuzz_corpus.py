@@ -136,11 +136,11 @@ def build_seeds(root: Path) -> Seeds:
     # run folders of both jobs, without training (both stay valid across model-format changes):
     # an untrained tiny depth method as its run folder writes it, and a particle run folder whose
     # checkpoint is well-formed but holds no usable network
-    from micrometry.depth.methods import create_method
+    from micrometry.depth.methods import DEPTH_METHODS
     from micrometry.train.run import save_checkpoint
 
     depth_run = root / "depth_run"
-    method = create_method("unet", width=4)
+    method = DEPTH_METHODS.create("unet", width=4)
     write_json(depth_run / "config.json", {"method": method.name, "method_config": method.config()})
     save_checkpoint(
         depth_run / "checkpoints" / "best.pt",
@@ -910,14 +910,11 @@ def preload() -> None:
         "micrometry.io.coco",
     ):
         __import__(module)
-    from micrometry.depth.methods import method_names
+    from micrometry.depth.methods import DEPTH_METHODS
+    from micrometry.particles.models import PARTICLE_MODELS
 
-    method_names()  # registers the built-in depth methods
-    import micrometry.particles.segmenter as segmenter
-
-    getattr(
-        segmenter, "_import_builtins", lambda: None
-    )()  # the particle models, where the registry has this hook
+    DEPTH_METHODS.list()  # imports the built-in depth methods
+    PARTICLE_MODELS.list()  # and the particle models
 
 
 def run_case(

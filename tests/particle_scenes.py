@@ -86,3 +86,57 @@ def train_tiny_run(root: Path, model: str, epochs: int = 8) -> Path:
     )
     train_model(data, root / "run", settings, threads=2)
     return root / "run"
+
+
+# -- texture-only images: no particles, the right answer is none ------------------------------
+
+
+def _gray(x: np.ndarray, rng: np.random.Generator, noise: float = 3.0) -> np.ndarray:
+    x = (x - x.mean()) / (x.std() + 1e-9)
+    return np.clip(128 + 40 * x + rng.normal(0, noise, x.shape), 0, 255).astype(np.uint8)
+
+
+def bandpass_noise(rng: np.random.Generator, shape: tuple[int, int] = (256, 320)) -> np.ndarray:
+    """White noise band-passed to blobs of a few pixels (difference of Gaussians)."""
+    w = rng.normal(size=shape)
+    return _gray(ndimage.gaussian_filter(w, 2.0) - ndimage.gaussian_filter(w, 8.0), rng)
+
+
+def tem_grain(rng: np.random.Generator, shape: tuple[int, int] = (256, 320)) -> np.ndarray:
+    """A TEM section's granular stain: 1/f-like clutter over six octaves plus fine speckle."""
+    x = sum(ndimage.gaussian_filter(rng.normal(size=shape), s) * s**0.6 for s in (1, 2, 4, 8, 16, 32))
+    x = x + 0.6 * ndimage.gaussian_filter(rng.normal(size=shape), 0.7) * x.std() / 0.3
+    return _gray(x, rng)
+
+
+def foam(rng: np.random.Generator, shape: tuple[int, int] = (256, 320), cells: int = 60) -> np.ndarray:
+    """A reticulated foam: bright struts along the walls of random Voronoi cells."""
+    seeds = (rng.uniform(0, 1, (cells, 2)) * shape).astype(int)
+    free = np.ones(shape, bool)
+    free[seeds[:, 0], seeds[:, 1]] = False
+    _, (rows, cols) = ndimage.distance_transform_edt(free, return_indices=True)
+    owner = np.zeros(shape, int)
+    owner[seeds[:, 0], seeds[:, 1]] = np.arange(1, cells + 1)
+    walls = ndimage.morphological_gradient(owner[rows, cols], size=3) > 0
+    x = np.exp(-((ndimage.distance_transform_edt(~walls) / 2.5) ** 2))
+    return _gray(x + 0.15 * ndimage.gaussian_filter(rng.normal(size=shape), 3), rng)
+
+
+def cell_on_textured_ground(rng: np.random.Generator, shape: tuple[int, int] = (256, 320)) -> np.ndarray:
+    """One large cell (70 % of the height) with its own texture, on a textured ground."""
+    ground = ndimage.gaussian_filter(rng.normal(size=shape), 1.5) - ndimage.gaussian_filter(
+        rng.normal(size=shape), 6
+    )
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cell = ((yy - shape[0] / 2) / (0.35 * shape[0])) ** 2 + ((xx - shape[1] / 2) / (0.3 * shape[1])) ** 2 <= 1
+    inside = ndimage.gaussian_filter(rng.normal(size=shape), 4)
+    x = ground / ground.std() + cell * (1.5 + 0.6 * inside / inside.std())
+    return _gray(ndimage.gaussian_filter(x, 0.8), rng)
+
+
+TEXTURES = {
+    "band-passed noise": bandpass_noise,
+    "TEM-like grain": tem_grain,
+    "reticulated foam": foam,
+    "large cell on a textured ground": cell_on_textured_ground,
+}

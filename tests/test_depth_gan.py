@@ -10,7 +10,7 @@ import torch
 from micrometry.cli import run
 from micrometry.depth.background import background_levels, snap_background
 from micrometry.depth.gan import CycleGan, GanWeights, PatchCritic, TinyGenerator, gradient_penalty
-from micrometry.depth.methods import DepthData, create_method, load_method, train_method
+from micrometry.depth.methods import DEPTH_METHODS, DepthData, load_depth_model, train_method
 from micrometry.depth.methods.per_case_gan import case_batches, classify_cases, trainable_cases
 from micrometry.depth.nn_search import ShiftedNeighbourSearch, shift_grid, unit_zscore
 from micrometry.errors import DatasetError
@@ -184,7 +184,7 @@ def tiny(tmp_path_factory):
 
 
 def _train(name, tiny, out, **cfg):
-    method = create_method(name, **{**TINY, **cfg})
+    method = DEPTH_METHODS.create(name, **{**TINY, **cfg})
     data = DepthData.load(tiny / "data", method.uses)
     metrics = train_method(method, data, RunDir.for_training(out), epochs=1, seed=0, device="cpu")
     return method, data, metrics
@@ -195,7 +195,7 @@ def test_cyclegan_trains_predicts_and_snaps_the_background(tiny, tmp_path):
     method, data, metrics = _train("cyclegan", tiny, tmp_path / "run")
     final = metrics["final"]
     assert final["steps"] > 0 and np.isfinite(final["val_rmse"]) and 0 <= final["val_case_acc"] <= 1
-    loaded = load_method(tmp_path / "run", device="cpu")
+    loaded = load_depth_model(tmp_path / "run", device="cpu")
     assert loaded.background == {1: 140.0, 2: 150.0, 3: 160.0, 4: 170.0}
     images = data.real.images[:6]
     pred = loaded.predict(images)
@@ -225,7 +225,7 @@ def lookup_run(tiny):
 @pytest.mark.slow
 def test_lookup_returns_shifted_simulated_depth_maps(tiny, lookup_run):
     data = DepthData.load(tiny / "data")
-    loaded = load_method(lookup_run, device="cpu")
+    loaded = load_depth_model(lookup_run, device="cpu")
     assert sorted(loaded.banks) == [1, 2, 3, 4]
     assert sum(len(b) for b in loaded.banks.values()) == 2 * len(data.sim.depth)  # both renders of every pair
     pred = loaded.predict(data.real.images[:5])
@@ -243,8 +243,8 @@ def test_lookup_returns_shifted_simulated_depth_maps(tiny, lookup_run):
 @pytest.mark.slow
 def test_lookup_mean_bank_holds_one_image_per_depth_map(tiny, lookup_run):
     data = DepthData.load(tiny / "data")
-    method = load_method(lookup_run, device="cpu")
-    method.cfg["bank"] = "mean"
+    method = load_depth_model(lookup_run, device="cpu")
+    method.cfg.bank = "mean"
     method.after_training(SimpleNamespace(cases=(1, 2, 3, 4)), data)  # needs only the trained cases
     assert sum(len(b) for b in method.banks.values()) == len(data.sim.depth)
     assert method.predict(data.real.images[:3]).shape == (3, 72, 48)
@@ -254,7 +254,7 @@ def test_lookup_mean_bank_holds_one_image_per_depth_map(tiny, lookup_run):
 def test_lookup_without_translation_trains_only_the_classifier(tiny, tmp_path):
     method, data, metrics = _train("lookup", tiny, tmp_path / "run", translate=False, classifier_epochs=2)
     assert set(method.modules) == {"classifier"} and "val_acc" in metrics["final"]
-    loaded = load_method(tmp_path / "run", device="cpu")
+    loaded = load_depth_model(tmp_path / "run", device="cpu")
     # the bank holds the simulated renders themselves: a render is its own best match at no shift
     case1 = np.flatnonzero(data.sim.case == 1)
     matches = loaded.banks[1].search(data.sim.sem[case1, 0], k=1)

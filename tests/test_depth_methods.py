@@ -8,7 +8,7 @@ import pytest
 
 from micrometry.depth.calibration import fit_site_affine
 from micrometry.depth.measure import measure_hole
-from micrometry.depth.methods import DepthData, create_method, load_method, method_names, train_method
+from micrometry.depth.methods import DEPTH_METHODS, DepthData, load_depth_model, train_method
 from micrometry.depth.methods.classifier import train_case_classifier
 from micrometry.errors import InputError
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
@@ -38,13 +38,13 @@ def tiny(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_method_trains_and_predicts_maps(name, tiny, tmp_path):
-    method = create_method(name, **TINY[name])
+    method = DEPTH_METHODS.create(name, **TINY[name])
     data = DepthData.load(tiny, method.uses)
     metrics = train_method(
         method, data, RunDir.for_training(tmp_path / "run"), epochs=2, seed=0, device="cpu"
     )
     assert len(metrics["history"]) == 2 and metrics["history"][0]["steps"] > 0
-    loaded = load_method(tmp_path / "run", device="cpu")
+    loaded = load_depth_model(tmp_path / "run", device="cpu")
     assert type(loaded) is type(method) and loaded.config() == method.config()
     images = data.real.images[:7] if data.real is not None else data.sim.sem[:7, 0]
     pred = loaded.predict(images)
@@ -54,11 +54,11 @@ def test_method_trains_and_predicts_maps(name, tiny, tmp_path):
 
 
 def test_registry_lists_core_methods_and_rejects_unknown_parameters():
-    assert {"ae", "unet", "unet-weak", "classifier"} <= set(method_names())  # imports the built-ins
+    assert {"ae", "unet", "unet-weak", "classifier"} <= set(DEPTH_METHODS.list())  # imports the built-ins
     with pytest.raises(InputError, match="no parameter"):
-        create_method("unet", depth_of_field=3)
+        DEPTH_METHODS.create("unet", depth_of_field=3)
     with pytest.raises(InputError, match="unknown depth method"):
-        create_method("nope")
+        DEPTH_METHODS.create("nope")
 
 
 @pytest.mark.slow
@@ -127,7 +127,7 @@ def test_measure_flat_map_has_no_hole():
 
 
 def test_predict_rejects_wrong_shapes(tiny, tmp_path):
-    method = create_method("unet", width=4)
+    method = DEPTH_METHODS.create("unet", width=4)
     with pytest.raises(InputError, match="72, 48"):
         method.predict(np.zeros((2, 64, 64), np.uint8))
     assert method.predict(np.zeros((1, 72, 48), np.uint8)).shape == (1, 72, 48)
@@ -156,19 +156,19 @@ def test_inference_copy_keeps_the_outputs():
 @pytest.mark.parametrize("tta", [1, 2])
 def test_flip_tta_makes_a_mirrored_image_predict_the_mirrored_map(tta):
     images = np.random.default_rng(0).integers(0, 256, (3, 72, 48), dtype=np.uint8)
-    method = create_method("unet-weak", tta=tta)  # untrained: nothing in its weights is symmetric
+    method = DEPTH_METHODS.create("unet-weak", tta=tta)  # untrained: nothing in its weights is symmetric
     pred = method.predict(images)
     mirrored = method.predict(np.ascontiguousarray(images[:, :, ::-1]))
     difference = np.abs(mirrored - pred[:, :, ::-1]).max()
     assert (difference < 1e-3) if tta == 2 else (difference > 1e-2)
-    assert create_method("unet-weak").cfg["tta"] == 2  # the default averages the image and its mirror
+    assert DEPTH_METHODS.create("unet-weak").cfg.tta == 2  # the default averages the image and its mirror
 
 
 @pytest.mark.parametrize("statistics", ["real", "simulated"])
 def test_depth_head_normalises_real_images_by_their_own_statistics(statistics, tiny, tmp_path):
     import torch
 
-    method = create_method("unet-weak", **TINY["unet-weak"], depth_statistics=statistics)
+    method = DEPTH_METHODS.create("unet-weak", **TINY["unet-weak"], depth_statistics=statistics)
     data = DepthData.load(tiny, method.uses)
     train_method(method, data, RunDir.for_training(tmp_path / "run"), epochs=1, seed=0, device="cpu")
     net = next(iter(method.modules.values())).eval()
@@ -177,13 +177,13 @@ def test_depth_head_normalises_real_images_by_their_own_statistics(statistics, t
     matches = torch.allclose(net.depth_head[0].running_mean, pooled.mean(0), atol=1e-4)
     assert matches == (statistics == "real")  # "simulated" keeps the simulation's running statistics
     with pytest.raises(InputError, match="depth_statistics"):
-        create_method("unet-weak", depth_statistics="test")
+        DEPTH_METHODS.create("unet-weak", depth_statistics="test")
 
 
 def test_an_epochs_override_is_the_schedule_the_run_records(tiny, tmp_path):
     from micrometry.train import load_checkpoint
 
-    method = create_method("unet", width=4, batch_size=16)  # 12 epochs by default
+    method = DEPTH_METHODS.create("unet", width=4, batch_size=16)  # 12 epochs by default
     data = DepthData.load(tiny, method.uses)
     run = RunDir.for_training(tmp_path / "run")
     train_method(method, data, run, epochs=2, seed=0, device="cpu")

@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from micrometry.cli import run
 from micrometry.depth.calibration import conformal_halfwidth, site_conformal_halfwidth
-from micrometry.depth.methods import DepthData, create_method, load_method, train_method
+from micrometry.depth.methods import DEPTH_METHODS, DepthData, load_depth_model, train_method
 from micrometry.depth.methods.unet import ema_average
 from micrometry.depth.ood import fit_feature_gaussian
 from micrometry.depth.photometry import blur_gap, noise_level
@@ -109,7 +109,7 @@ def test_predict_writes_intervals_and_warns_on_images_of_another_tool(tmp_path, 
         tmp_path / "t",
         SemSynthConfig(seed=3, n_structures=12, n_sites=8, images_per_site=8, n_test=12),
     )
-    method = create_method("unet-weak", width=4, batch_size=16, real_batch_size=8)
+    method = DEPTH_METHODS.create("unet-weak", width=4, batch_size=16, real_batch_size=8)
     train_method(
         method,
         DepthData.load(tmp_path / "d"),
@@ -118,7 +118,7 @@ def test_predict_writes_intervals_and_warns_on_images_of_another_tool(tmp_path, 
         seed=0,
         device="cpu",
     )
-    model = load_method(tmp_path / "run", device="cpu")
+    model = load_depth_model(tmp_path / "run", device="cpu")
     assert model.interval_nm > 0 and model.ood is not None
 
     with warnings.catch_warnings():

@@ -15,7 +15,7 @@ from particle_scenes import make_scene, write_coco_folder
 
 @pytest.mark.slow
 def test_torchrun_maskrcnn_train_ddp(tmp_path):
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model
 
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=96, width=128, n=8)
     command = [
@@ -52,5 +52,5 @@ def test_torchrun_maskrcnn_train_ddp(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert all(np.isfinite(h["loss"]) for h in metrics["history"])
-    found = load_segmenter(tmp_path / "run").segment(make_scene(np.random.default_rng(2), 96, 128)[0])
+    found = load_particle_model(tmp_path / "run").segment(make_scene(np.random.default_rng(2), 96, 128)[0])
     assert found.labels.shape == (96, 128)

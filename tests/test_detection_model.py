@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from micrometry.particles.models.detection.anchors import grid_anchors
+from micrometry.particles.models.detection.instance_targets import detection_targets
 from micrometry.particles.models.detection.maskrcnn import MaskRCNN, MaskRCNNConfig
 from micrometry.particles.models.detection.paste import paint_instances, paste_mask
-from micrometry.particles.models.detection.targets import detection_targets
 
 
 def pasted_reference(mask: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
@@ -155,3 +155,31 @@ def test_tiny_maskrcnn_converges_on_discs():
     after = ap50()
     assert before < 0.2
     assert after > 0.9, f"AP50 {before:.2f} -> {after:.2f} in {time.perf_counter() - started:.0f} s"
+
+
+@pytest.mark.parametrize("task_module", ["detection", "dense"])
+def test_training_tasks_honour_device(task_module, monkeypatch):
+    """--device cpu trains on the CPU even where CUDA is present; --device cuda without CUDA is refused."""
+    from micrometry.errors import InputError
+    from micrometry.particles.models.data import labelled_image
+    from micrometry.particles.models.training import TrainSettings
+
+    images, labels = disc_images(np.random.default_rng(1), 2)
+    items = [
+        labelled_image(f"i{k}", (im * 255).astype(np.uint8), lab, 1.0)
+        for k, (im, lab) in enumerate(zip(images, labels))
+    ]
+    if task_module == "detection":
+        from micrometry.particles.models.detection.detection_task import MaskRCNNTask as Task
+
+        model, extra = "maskrcnn", (MaskRCNNConfig(**TINY),)
+    else:
+        from micrometry.particles.models.dense.dense_task import DenseTrainTask as Task
+
+        model, extra = "center-offset", ()
+    with pytest.raises(InputError, match="no CUDA device"):  # this machine has no CUDA
+        Task(TrainSettings(model=model, device="cuda", widths=[4, 8]), items[:1], items[1:], *extra)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    task = Task(TrainSettings(model=model, device="cpu", widths=[4, 8]), items[:1], items[1:], *extra)
+    assert task.device == torch.device("cpu")
+    assert all(p.device.type == "cpu" for module in task.modules.values() for p in module.parameters())

@@ -158,7 +158,8 @@ def test_ensemble_of_identical_members_is_the_member_and_is_described():
 
 def test_member_spec_parsing():
     assert parse_members("a,b:2.5") == [("a", 1.0), ("b", 2.5)]
-    assert parse_members("C:/runs/x") == [("C:/runs/x", 1.0)]
-    for bad in ("a,,b", "a:-1", "a:0"):
+    assert parse_members("C:/runs/x,b") == [("C:/runs/x", 1.0), ("b", 1.0)]
+    assert parse_members(["runs/a,b", "c:2"]) == [("runs/a,b", 1.0), ("c", 2.0)]  # a list: one member each
+    for bad in ("a,,b", "a:-1,b", "a:0,b:0", "a:inf,b", "a:nan,b", "a", ["a"]):
         with pytest.raises(InputError):
             parse_members(bad)

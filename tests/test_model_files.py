@@ -149,28 +149,30 @@ def test_export_refuses_what_is_not_a_finished_run(tmp_path, capsys):
 
 
 def test_shipped_means_the_default_everywhere():
-    from micrometry.depth.methods import load_method
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.depth.methods import load_depth_model
+    from micrometry.particles.models import load_particle_model
 
     image = np.full((3, 72, 48), 120, np.uint8)
     assert np.array_equal(
-        load_method("shipped", device="cpu").predict(image),
-        load_method(shipped("depth"), device="cpu").predict(image),
+        load_depth_model("shipped", device="cpu").predict(image),
+        load_depth_model(shipped("depth"), device="cpu").predict(image),
     )
     assert (
-        load_segmenter("shipped").name == load_segmenter(None).name == read_model(shipped("particles")).model
+        load_particle_model("shipped").name
+        == load_particle_model(None).name
+        == read_model(shipped("particles")).model
     )
 
 
 def test_shipped_particle_model_is_deterministic_and_sane():
+    from micrometry.particles.models import load_particle_model
     from micrometry.particles.models.validation import evaluate_label_images, truth_dataset
-    from micrometry.particles.segmenter import load_segmenter
     from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 
     # a full-size photo of the kind it was trained on (1024x1280; ~100 particles)
     scene = render_image(SuspensionParams(), image_rng(5, "test", 1))
-    first = load_segmenter("shipped").segment(scene.image)
-    again = load_segmenter("shipped").segment(scene.image)
+    first = load_particle_model("shipped").segment(scene.image)
+    again = load_particle_model("shipped").segment(scene.image)
     assert np.array_equal(first.labels, again.labels) and np.array_equal(first.scores, again.scores)
     n_true = len(np.unique(scene.labels)) - 1
     assert 0.7 * n_true <= first.count <= 1.4 * n_true, (first.count, n_true)

@@ -79,7 +79,7 @@ def test_unit_without_pixel_size_is_an_error(tmp_path, capsys):
         )
         == 2
     )
-    assert "--pixel-size needs --unit" in capsys.readouterr().err
+    assert "--pixel-size: needs --unit" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
 
 
@@ -115,7 +115,7 @@ def test_depth_train_help_lists_every_method_and_the_progress_columns(capsys):
 
     assert run(["depth", "train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for name in DEPTH_METHODS.names():
+    for name in DEPTH_METHODS.list():
         assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), name
     for column in ("map=", "depth=", "real="):
         assert column in text

@@ -14,7 +14,8 @@ from micrometry.io.atomic import write_json
 from micrometry.io.coco import instances_to_results, labels_to_rles
 from micrometry.io.image import write_image
 from micrometry.modelfile import ExportedModel, write_model
-from micrometry.particles.models.dense import build_network
+from micrometry.particles.models import load_particle_model
+from micrometry.particles.models.dense.dense_segmenter import build_network
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.sizing import (
     clear_border,
@@ -24,7 +25,6 @@ from micrometry.particles.models.sizing import (
     scale_for_diameter,
 )
 from micrometry.particles.models.validation import evaluate_label_images
-from micrometry.particles.segmenter import load_segmenter
 from particle_scenes import make_scene, write_coco_folder
 
 
@@ -103,7 +103,7 @@ def test_probe_window_and_clear_border():
 
 
 def test_sizing_probes_a_window_of_a_large_image_then_segments_it_whole(tmp_path, monkeypatch):
-    segmenter = load_segmenter(random_model(tmp_path / "m"))
+    segmenter = load_particle_model(random_model(tmp_path / "m"))
     true_diameter, seen = 80.0, []
 
     def fake_segment_labels(image, scale):  # a model that finds particles only near 20 network px
@@ -124,12 +124,12 @@ def test_sizing_probes_a_window_of_a_large_image_then_segments_it_whole(tmp_path
 
 def test_diameter_option_fixes_the_scale(tmp_path):
     model = random_model(tmp_path / "m")
-    segmenter = load_segmenter(model, diameter=40.0)
+    segmenter = load_particle_model(model, diameter=40.0)
     labels, scores, info = segmenter.segment_sized(np.full((64, 80), 100, np.uint8))
     assert info["scale"] == pytest.approx(0.5) and info["diameter_source"].startswith("given")
     fixed = random_model(tmp_path / "fixed", scale=0.5)
     with pytest.raises(InputError, match="--diameter needs a model trained with automatic size"):
-        load_segmenter(fixed, diameter=40.0)
+        load_particle_model(fixed, diameter=40.0)
 
 
 def test_predict_prints_and_stores_the_diameter_and_scale(tmp_path, capsys):
@@ -162,7 +162,7 @@ def test_predict_prints_and_stores_the_diameter_and_scale(tmp_path, capsys):
 def test_inverted_image_segments_the_same_particles():
     torch.set_num_threads(1)
     image, truth = make_scene(np.random.default_rng(3), 192, 224, n=12, radius=(8, 14))
-    segmenter = load_segmenter("shipped")
+    segmenter = load_particle_model("shipped")
     bright = segmenter.segment(image)  # bright particles on a dark field
     dark = segmenter.segment(255 - image)  # the same, dark on bright
     assert evaluate_label_images([(bright.labels, bright.scores)], [truth])["F1@0.5"] >= 0.8

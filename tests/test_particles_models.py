@@ -8,9 +8,10 @@ import torch
 
 from micrometry.cli import run
 from micrometry.errors import CheckpointError
-from micrometry.particles.models import targets
-from micrometry.particles.models.decode import instances_from_centres, watershed_from_maps
-from micrometry.particles.segmenter import Instances, load_segmenter
+from micrometry.particles.models import load_particle_model
+from micrometry.particles.models.dense import target_maps as targets
+from micrometry.particles.models.dense.decode import instances_from_centres, watershed_from_maps
+from micrometry.particles.segmenter import Instances
 from particle_scenes import make_scene, write_coco_folder
 
 
@@ -103,8 +104,8 @@ def test_tiny_training_converges(model, trained_run):
 
 
 @pytest.mark.slow
-def test_trained_run_segments_new_images_through_load_segmenter(trained_run):
-    segmenter = load_segmenter(trained_run("center-offset"))
+def test_trained_run_segments_new_images_through_load_particle_model(trained_run):
+    segmenter = load_particle_model(trained_run("center-offset"))
     image, truth = make_scene(np.random.default_rng(11), 128, 160, n=12)
     found = segmenter.segment(image)
     assert isinstance(found, Instances) and found.labels.shape == image.shape
@@ -176,7 +177,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "best.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(CheckpointError, match="corrupt"):
-        load_segmenter(run)
+        load_particle_model(run)
     write_coco_folder(tmp_path / "coco", n_images=1, height=64, width=64, n=3)
     assert (
         cli(
@@ -198,7 +199,7 @@ def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys, trained_run):
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "model": "unet-watershed"}))
     with pytest.raises(CheckpointError, match="holds model 'center-offset', not 'unet-watershed'"):
-        load_segmenter(run)
+        load_particle_model(run)
     # resuming a run with another --model
     data = write_coco_folder(tmp_path / "coco", n_images=1, height=64, width=64, n=3)
     assert (
@@ -220,19 +221,19 @@ def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys, trained_run):
     # a plain torch file is not a model checkpoint
     torch.save({"net": {}}, run / "checkpoints" / "best.pt")
     with pytest.raises(CheckpointError, match="not a micrometry checkpoint"):
-        load_segmenter(run)
+        load_particle_model(run)
 
 
 def test_watershed_refuses_learned_model_options():
     from micrometry.errors import InputError
 
     with pytest.raises(InputError, match="does not take option"):
-        load_segmenter("watershed", tile=256)
+        load_particle_model("watershed", tile=256)
     from micrometry.particles.models.base import shipped_model_name
 
     other = next(m for m in ("unet-watershed", "center-offset") if m != shipped_model_name())
     with pytest.raises(CheckpointError, match="has no shipped weights"):
-        load_segmenter(other)
+        load_particle_model(other)
 
 
 # -- maskrcnn and cascade-maskrcnn: plain PyTorch, through the shared loop, tiling and export ----
@@ -265,13 +266,13 @@ def test_detectors_train_resume_export_and_predict(tmp_path, model):
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
     image = make_scene(np.random.default_rng(2), 96, 128)[0]
     # tiles smaller than the image: the detections of each tile's own part are joined
-    for segmenter in (load_segmenter(out), load_segmenter(out, tile=64)):
+    for segmenter in (load_particle_model(out), load_particle_model(out, tile=64)):
         found = segmenter.segment(image)
         assert segmenter.name == model
         assert found.labels.shape == (96, 128) and found.scores.shape == (found.count,)
     assert cli(["export", out, "--out", tmp_path / "exported"]) == 0
-    exported = load_segmenter(tmp_path / "exported").segment(image)
-    assert np.array_equal(exported.labels, load_segmenter(out).segment(image).labels)
+    exported = load_particle_model(tmp_path / "exported").segment(image)
+    assert np.array_equal(exported.labels, load_particle_model(out).segment(image).labels)
     pred = tmp_path / "pred"
     assert (
         cli(["particles", "predict", data / "images", "--model", f"{out},{out}", "--out", pred, "--tta"]) == 0
@@ -289,7 +290,7 @@ def test_shipped_checkpoint_is_the_default_and_segments(tmp_path):
 
     # weights only (no optimiser moments, RNG or history): about 2 MB
     assert (shipped_model_dir() / "weights.safetensors").stat().st_size < 2_500_000
-    segmenter = load_segmenter(None)
+    segmenter = load_particle_model(None)
     assert segmenter.name == shipped_model_name() == DEFAULT_MODEL
     scene = render_image(SuspensionParams(height=256, width=320), image_rng(5, "test", 0))
     found = segmenter.segment(scene.image)

@@ -6,12 +6,13 @@ import numpy as np
 from PIL import Image
 
 from micrometry.cli import run
-from micrometry.depth.shipped import load_default_method, shipped_model
+from micrometry.depth.methods import load_depth_model
+from micrometry.depth.methods.base import shipped_model_dir
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
 
 
 def test_shipped_depth_model_predicts_plausible_depths(tmp_path):
-    assert (shipped_model() / "model.json").is_file()
+    assert (shipped_model_dir() / "model.json").is_file()
     write_sem_dataset(
         tmp_path / "d",
         tmp_path / "t",
@@ -59,6 +60,6 @@ def test_shipped_depth_model_flags_images_of_another_tool(tmp_path, capsys):
 
 
 def test_shipped_depth_model_loads_through_the_api():
-    method = load_default_method(device="cpu")
+    method = load_depth_model("shipped", device="cpu")
     heights = method.predict(np.full((3, 72, 48), 120, np.uint8))
     assert heights.shape == (3, 72, 48) and np.isfinite(heights).all()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from micrometry.particles.models.dense import DenseSegmenter, build_network
+from micrometry.particles.models.dense.dense_segmenter import DenseSegmenter, build_network
 from micrometry.particles.models.tiling import balanced_tile, flip_tta, predict_tiled, tile_spans
 from particle_scenes import make_scene
 
@@ -82,12 +82,12 @@ def test_flip_tta_keeps_vector_fields_consistent():
 
 @pytest.mark.slow
 def test_instances_crossing_tile_borders_are_neither_split_nor_duplicated(tmp_path, trained_run):
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model
 
     run = trained_run("center-offset")
     image, truth = make_scene(np.random.default_rng(7), 160, 200, n=24)
-    single = load_segmenter(run, tile=1024).segment(image).labels
-    tiled = load_segmenter(run, tile=64).segment(image).labels  # 64 px tiles, 32 px overlap
+    single = load_particle_model(run, tile=1024).segment(image).labels
+    tiled = load_particle_model(run, tile=64).segment(image).labels  # 64 px tiles, 32 px overlap
     assert tiled.max() == single.max() > 10
     # every instance of the single pass is found once, with the same pixels up to float noise
     for i in range(1, single.max() + 1):

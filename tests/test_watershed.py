@@ -16,8 +16,9 @@ from micrometry.io.coco import (
 )
 from micrometry.io.image import read_image, write_image
 from micrometry.particles.evaluate import evaluate
+from micrometry.particles.models import load_particle_model
 from micrometry.particles.models.base import DEFAULT_MODEL
-from micrometry.particles.segmenter import Instances, Segmenter, load_segmenter
+from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.particles.watershed import WatershedParams, WatershedSegmenter
 from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 from micrometry.synth.particle_shapes import PopulationParams
@@ -67,10 +68,10 @@ def test_params_change_behaviour():
     assert huge_min_area.count == 0
 
 
-def test_load_segmenter_names_and_protocol(tmp_path, capsys):
-    seg = load_segmenter("watershed")
+def test_load_particle_model_names_and_protocol(tmp_path, capsys):
+    seg = load_particle_model("watershed")
     assert isinstance(seg, Segmenter) and seg.name == "watershed"
-    assert load_segmenter(None).name == DEFAULT_MODEL  # no name: the documented default model
+    assert load_particle_model(None).name == DEFAULT_MODEL  # no name: the documented default model
     image, _ = discs_image([(40, 40)])
     out = seg.segment_batch([image, image])
     assert len(out) == 2 and all(isinstance(o, Instances) for o in out)
@@ -220,12 +221,12 @@ def test_watershed_runs_on_a_generated_image_and_finds_particles():
     assert m["matching"][0]["tp"] >= 3 and m["matching"][0]["precision"] >= 0.3
 
 
-def test_load_segmenter_from_a_run_folder(tmp_path, capsys):
+def test_load_particle_model_from_a_run_folder(tmp_path, capsys):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"model": "watershed"}))
     (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
-    assert load_segmenter(run_dir).name == "watershed"
+    assert load_particle_model(run_dir).name == "watershed"
     (run_dir / "config.json").write_text(json.dumps({"model": "no-such-model"}))
     image_dir = tmp_path / "imgs"
     image_dir.mkdir()
@@ -235,3 +236,55 @@ def test_load_segmenter_from_a_run_folder(tmp_path, capsys):
         == 2
     )
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_ensemble_is_its_own_option_and_a_comma_in_model_is_a_name(tmp_path, capsys):
+    """--ensemble A,B fuses models; --model takes one model, whatever characters its path holds."""
+    image_dir = tmp_path / "imgs"
+    image_dir.mkdir()
+    write_image(image_dir / "a.png", discs_image([(40, 40), (40, 100)])[0])
+    out = tmp_path / "ens"
+    assert (
+        run(
+            ["particles", "predict", str(image_dir), "--ensemble", "watershed,watershed:2", "--out", str(out)]
+        )
+        == 0
+    )
+    record = json.loads((out / "prediction.json").read_text())
+    assert [(m["model"], m["weight"]) for m in record["members"]] == [("watershed", 1.0), ("watershed", 2.0)]
+    capsys.readouterr()
+    # a comma in --model is no longer an ensemble: the name is looked up as it is
+    assert (
+        run(
+            [
+                "particles",
+                "predict",
+                str(image_dir),
+                "--model",
+                "watershed,watershed",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "unknown particle model 'watershed,watershed'" in err and len(err.strip().splitlines()) == 1
+    run_dir = tmp_path / "run,1"  # a run folder with a comma in its name loads through --model
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"model": "watershed"}))
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
+    assert (
+        run(["particles", "predict", str(image_dir), "--model", str(run_dir), "--out", str(tmp_path / "y")])
+        == 0
+    )
+    capsys.readouterr()
+    both = ["particles", "predict", str(image_dir), "--model", "watershed", "--ensemble", "a,b"]
+    assert run([*both, "--out", str(tmp_path / "z")]) == 2
+    assert "--model and --ensemble exclude each other" in capsys.readouterr().err
+    assert (
+        run(["particles", "predict", str(image_dir), "--ensemble", "watershed", "--out", str(tmp_path / "z")])
+        == 2
+    )
+    assert "--ensemble needs two models or more" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists() and not (tmp_path / "x").exists()

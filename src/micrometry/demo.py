@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from micrometry.options import seed_option
+from micrometry.options import seed_option, threads_option
 
 
 @dataclass
@@ -49,9 +49,14 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's data, runs and report."),
     seed: int = seed_option("Random seed of the synthetic data and the training."),
     quick: bool = typer.Option(False, help="A reduced tour on tiny data (what the test suite runs)."),
+    threads: int = threads_option(),
 ) -> None:
     """Run micrometry end to end on synthetic data and write one HTML report."""
     from rich.console import Console
+
+    from micrometry.train.loop import configure_threads
+
+    configure_threads(threads or None)
 
     from micrometry.report.html import Report
 
@@ -79,7 +84,13 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     from micrometry.depth.dataset import load_image_folder
     from micrometry.depth.evaluate import evaluate_folders
     from micrometry.depth.measure import hole_table, measure_maps
-    from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, load_method, train_method
+    from micrometry.depth.methods import (
+        DEFAULT_METHOD,
+        DEPTH_METHODS,
+        DepthData,
+        load_depth_model,
+        train_method,
+    )
     from micrometry.depth.predict import predict_folder
     from micrometry.io.atomic import atomic_path
     from micrometry.options import DEFAULT_NM_PER_PX
@@ -108,14 +119,14 @@ def _depth_tour(out: Path, size: DemoSize, seed: int, console, report) -> dict:
     scores = {}
     methods = ["ae"] if DEFAULT_METHOD == "ae" else ["ae", DEFAULT_METHOD]
     for name in methods:
-        method = create_method(name)
+        method = DEPTH_METHODS.create(name)
         run = RunDir.for_training(out / "runs" / f"depth-{name}", overwrite=True)
         console.print(f"training [bold]{name}[/bold] (budget {size.depth_budget_s:.0f} s) -> {run.path}")
         train_method(
             method, DepthData.load(data, method.uses), run, time_budget_s=size.depth_budget_s, seed=seed
         )
         pred = out / "predictions" / f"depth-{name}"
-        predict_folder(data / "test" / "SEM", load_method(run.path), pred, overwrite=True)
+        predict_folder(data / "test" / "SEM", load_depth_model(run.path), pred, overwrite=True)
         scores[name] = evaluate_folders(pred, truth / "test_depth")
         run.close()
         per_case = "  ".join(f"case {c} {v['rmse']:.2f}" for c, v in sorted(scores[name]["per_case"].items()))
@@ -183,9 +194,14 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
     from micrometry.particles.compare_run import run_compare
     from micrometry.particles.evaluate import evaluate
     from micrometry.particles.measure import measure_source, write_measurement
+    from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
-    from micrometry.particles.segmenter import load_segmenter
-    from micrometry.report.particles import compare_report, measure_report, overlay_samples
+    from micrometry.report.particles import (
+        compare_report,
+        measure_report,
+        overlay_samples,
+        write_compare_report,
+    )
     from micrometry.synth.particle_dataset import generate_dataset
     from micrometry.synth.particle_scene import SuspensionParams
 
@@ -212,7 +228,7 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
     for label, model in models.items():
         pred = out / "predictions" / f"particles-{label}"
         predict_folder(
-            load_segmenter(model),
+            load_particle_model(model),
             data / "test" / "images",
             pred,
             images_json=data / "test" / "images.json",
@@ -242,7 +258,8 @@ def _particle_tour(out: Path, size: DemoSize, seed: int, console, report) -> dic
         pixel_size=0.5,
         unit="um",
         overwrite=True,
-    )
+        render=write_compare_report,
+    ).comparison
     for line in comparison.loc[comparison["changed"], "verdict"]:
         console.print(f"  {line}")
 

@@ -1,11 +1,15 @@
 """Where batch prediction runs: in this process, or on a Ray cluster.
 
-A prediction command describes its work as a list of JSON-able *items* (one
-per image: index, path, ...) and a *worker* class that holds the model::
+A prediction command describes its work as a list of *items* (one per image:
+path, output name, ...) and a *worker* class that holds the model; items and
+outputs are dataclasses with JSON-able fields (a Ray actor gets and returns
+them as JSON)::
 
     class Worker:
-        def __init__(self, **kwargs): ...              # load the model once
-        def __call__(self, items: list[dict]) -> list[dict]: ...   # one JSON-able output per item
+        item_type = SegmentItem                 # the dataclass of one item
+        output_type = ImageSegmentation         # the dataclass of one output
+        def __init__(self, **kwargs): ...       # load the model once
+        def __call__(self, items: list[SegmentItem]) -> list[ImageSegmentation]: ...
 
 An engine runs the worker over the items in batches and yields ``(index,
 output)`` pairs; the command assembles the outputs. Both engines run the same
@@ -25,6 +29,7 @@ worker code, so they write the same files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -62,8 +67,8 @@ class LocalEngine:
         self.batch_size = batch_size
 
     def map(
-        self, worker_cls: type, worker_kwargs: dict[str, Any], items: list[dict]
-    ) -> Iterator[tuple[int, dict]]:
+        self, worker_cls: type, worker_kwargs: dict[str, Any], items: list[Any]
+    ) -> Iterator[tuple[int, Any]]:
         """Yield ``(position in items, output)`` in input order."""
         worker = worker_cls(**worker_kwargs)
         for start in range(0, len(items), self.batch_size):
@@ -108,8 +113,8 @@ class RayEngine:
         self.cpus_per_worker, self.gpus_per_worker = cpus_per_worker, gpus_per_worker
 
     def map(
-        self, worker_cls: type, worker_kwargs: dict[str, Any], items: list[dict]
-    ) -> Iterator[tuple[int, dict]]:
+        self, worker_cls: type, worker_kwargs: dict[str, Any], items: list[Any]
+    ) -> Iterator[tuple[int, Any]]:
         """Yield ``(position in items, output)`` as the actors finish them (any order)."""
         import ray
 
@@ -117,7 +122,11 @@ class RayEngine:
         # images as in a local run, so even batch-dependent numerics give the same files.
         starts = range(0, len(items), self.batch_size)
         rows = [
-            {"start": start, "items": json.dumps(items[start : start + self.batch_size])} for start in starts
+            {
+                "start": start,
+                "items": json.dumps([dataclasses.asdict(i) for i in items[start : start + self.batch_size]]),
+            }
+            for start in starts
         ]
         with self._connected():
             outputs = ray.data.from_items(rows).map_batches(
@@ -139,7 +148,7 @@ class RayEngine:
                     _raise_worker_error(output)
                     for message in output.pop("__warnings__", []):
                         warnings.warn(message)
-                    yield int(row["start"]) + offset, output
+                    yield int(row["start"]) + offset, worker_cls.output_type(**output)
 
     @contextlib.contextmanager
     def _connected(self) -> Iterator[None]:
@@ -204,6 +213,7 @@ class _RayWorker:
         torch.set_num_threads(threads)
         os.environ.setdefault("MICROMETRY_QUIET", "1")
         self.worker = worker_cls(**worker_kwargs)
+        self.item_type = worker_cls.item_type
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, Any]:
         """Ray's column batch of rows, each one batch of items -> the outputs of each."""
@@ -216,7 +226,7 @@ class _RayWorker:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                outputs = self.worker(items)
+                outputs = [dataclasses.asdict(o) for o in self.worker([self.item_type(**i) for i in items])]
             except InputError as exc:  # the user's fault: travels back as data, raised again by the driver
                 error = {
                     "__error__": [

@@ -1,19 +1,44 @@
-"""A tiny model registry with one ``create(name, **cfg)`` factory, as in timm.
+"""The one model registry of both jobs: ``register(name)``, ``create(name, **cfg)``, ``list()`` (as timm).
 
-Both jobs register their methods here so that the CLI, the benchmarks and the
-run folders refer to models by name only.
+A registry knows the package its built-in entries live in; the first look-up
+imports every module of that package (:func:`import_submodules`), and
+importing a module registers what it defines. A new model of either job is
+therefore one module in that package with one ``@REGISTRY.register("name")``.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 from micrometry.errors import InputError
 
 
+def import_submodules(package: str) -> list[str]:
+    """Import every module under ``package`` (sub-packages included); the names imported.
+
+    This is where both jobs discover their built-in models.
+    """
+    root = importlib.import_module(package)
+    names = []
+    for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+    return names
+
+
 class Registry:
-    """Names mapped to factories.
+    """Names mapped to factories (classes or functions).
+
+    Parameters
+    ----------
+    kind : str
+        What an entry is, for messages ("depth method").
+    package : str, optional
+        The package whose modules register the built-in entries; imported on
+        the first look-up.
 
     Examples
     --------
@@ -23,13 +48,19 @@ class Registry:
     ...     return ("ae", cfg)
     >>> models.create("ae", width=3)
     ('ae', {'width': 3})
+    >>> models.list()
+    ['ae']
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, package: str | None = None):
         self.kind = kind
+        self.package = package
         self._factories: dict[str, Callable[..., Any]] = {}
+        self._discovered = package is None
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator registering a factory under ``name`` (twice is an error)."""
+
         def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._factories:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
@@ -38,19 +69,40 @@ class Registry:
 
         return decorator
 
-    def names(self) -> list[str]:
+    def _discover(self) -> None:
+        if not self._discovered:
+            self._discovered = True  # first: the modules imported below may look names up
+            try:
+                import_submodules(self.package)
+            except BaseException:
+                self._discovered = False
+                raise
+
+    def list(self) -> list[str]:
+        """The registered names, sorted."""
+        self._discover()
         return sorted(self._factories)
 
     def get(self, name: str) -> Callable[..., Any]:
+        """The factory called ``name``.
+
+        Raises
+        ------
+        InputError
+            An unknown name; the message lists the known ones.
+        """
+        self._discover()
         try:
             return self._factories[name]
         except KeyError:
             raise InputError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.list())}"
             ) from None
 
     def create(self, name: str, **cfg: Any) -> Any:
+        """``factory(**cfg)`` of the entry called ``name``."""
         return self.get(name)(**cfg)
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name: object) -> bool:
+        self._discover()
         return name in self._factories

@@ -30,6 +30,30 @@ def fit_ridge(features: np.ndarray, target: np.ndarray, alpha: float = 1.0) -> t
     return (mean.astype(np.float32), scale.astype(np.float32), coef.astype(np.float32), np.float32(intercept))
 
 
+N_FEATURES = 6  # calibration_features: the depth and five brightness statistics
+
+
+def check_ridge(ridge) -> tuple:
+    """A stored ridge calibration as ``(mean, scale, coef, intercept)`` float32 arrays, checked.
+
+    Raises
+    ------
+    ValueError
+        Not four parts, vectors not of :data:`N_FEATURES` finite values, a zero
+        scale, or a non-finite intercept (a damaged or edited model file).
+    """
+    try:
+        mean, scale, coef, intercept = (np.asarray(v, dtype=np.float32) for v in ridge)
+    except (TypeError, ValueError):
+        raise ValueError("ridge calibration must be four arrays (mean, scale, coef, intercept)") from None
+    for name, v in (("mean", mean), ("scale", scale), ("coef", coef)):
+        if v.shape != (N_FEATURES,) or not np.isfinite(v).all():
+            raise ValueError(f"ridge {name} must hold {N_FEATURES} finite numbers, got shape {v.shape}")
+    if intercept.shape != () or not np.isfinite(intercept) or not (scale != 0).all():
+        raise ValueError("ridge intercept must be one finite number and its scales non-zero")
+    return mean, scale, coef, intercept
+
+
 def apply_ridge(ridge: tuple, features: torch.Tensor) -> torch.Tensor:
     """The ridge prediction ``(B,)`` of :func:`fit_ridge`'s ``(mean, scale, coef, intercept)``."""
     mean, scale, coef, intercept = (
@@ -75,12 +99,8 @@ def site_conformal_halfwidth(residuals: np.ndarray, sites: np.ndarray, coverage:
     little more than 8 would about how a new site's error spreads. The split-conformal
     half-width is therefore widened by the normal-theory factor for a spread estimated from
     ``k`` sites, ``t(k - 1) / z`` at the interval's quantile (k = 8, 90 %: x1.15). With fewer
-    than 2 sites it is the plain split-conformal half-width.
-
-    Measured on bench/depth.py's test images (36-epoch ``unet-weak``, 8 held-out sites), coverage
-    of the stated 90 %: 86.2 % -> 90.7 % (default data), 87.3 % -> 93.1 % (``--variant other``).
-    Resampling the held-out sites (bootstrap, 90th percentile of the half-widths) reached only
-    86.6 % and 89.6 %.
+    than 2 sites it is the plain split-conformal half-width (its measured coverage: docs/depth.md,
+    "Why unet-weak's defaults").
     """
     from scipy import stats  # training-time only: prediction never imports scipy
 

@@ -133,15 +133,11 @@ def depth_train(
 ) -> None:
     """Train a depth method; prints the best validation metrics.
 
-    Progress bar columns: each step's training losses, mean absolute errors in
-    depth grey levels: map= whole depth map, depth= hole depth, real= depth of
-    the real images (from their Depth_* folder); loss= a single-loss method's
-    (ae: the same L1 error);
-    ce= and acc= the case classifier's cross-entropy and accuracy.
+    Progress bar columns: each step's training losses, mean absolute errors in depth grey levels: map= whole depth map, depth= hole depth, real= depth of the real images (from their Depth_* folder); loss= a single-loss method's (ae: the same L1 error); ce= and acc= the case classifier's cross-entropy and accuracy.
 
     Validation metrics (val_rmse, ...) go to log.txt and metrics.json per epoch.
     """
-    from micrometry.depth.methods import DEFAULT_METHOD, DepthData, create_method, train_method
+    from micrometry.depth.methods import DEFAULT_METHOD, DEPTH_METHODS, DepthData, train_method
     from micrometry.errors import CheckpointError, InputError
     from micrometry.train import RunDir
     from micrometry.train.loop import configure_threads, select_device
@@ -151,6 +147,7 @@ def depth_train(
     RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
+        run.check_same_data(data)
         config = run.read_config()
         if method is not None and method != config.get("method"):
             raise InputError(f"run was trained with method {config.get('method')!r}, not {method!r}", out)
@@ -161,7 +158,7 @@ def depth_train(
             raise CheckpointError(
                 "config.json names no 'method' (with its 'method_config')", out / "config.json"
             )
-        chosen = create_method(config["method"], **method_config)
+        chosen = DEPTH_METHODS.create(config["method"], **method_config)
         epochs = epochs if epochs is not None else config.get("epochs")
         time_budget_s = (
             minutes_to_seconds(time_budget) if time_budget is not None else config.get("time_budget_s")
@@ -175,7 +172,7 @@ def depth_train(
             )
             return
     else:
-        chosen = create_method(method or DEFAULT_METHOD, **_parse_params(params))
+        chosen = DEPTH_METHODS.create(method or DEFAULT_METHOD, **_parse_params(params))
         if not Path(data).is_dir():
             raise InputError("no such dataset folder", data)
         run = None
@@ -227,22 +224,19 @@ def depth_predict(
     """Predict one 72x48 uint8 depth map per SEM image."""
     import time
 
-    from micrometry.depth.methods import load_method
+    from micrometry.depth.methods import load_depth_model
     from micrometry.depth.predict import predict_folder
     from micrometry.engine import make_engine
-    from micrometry.errors import InputError, show_warning
+    from micrometry.errors import show_warning
     from micrometry.io.atomic import refuse_existing
     from micrometry.train.loop import configure_threads
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    if zip_path is not None and (
-        out.resolve() == zip_path.resolve() or out.resolve() in zip_path.resolve().parents
-    ):
-        raise InputError("--zip must lie outside the --out folder", zip_path)
+    # (--zip inside --out, or --out holding the images: refused by the CLI for every command)
     refuse_existing(out, overwrite, folder=True)
     refuse_existing(zip_path, overwrite, folder=False)
     configure_threads(threads or None)
-    method = load_method(model, device=device)
+    method = load_depth_model(model, device=device)
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:  # e.g. images unlike the training data
         warnings.simplefilter("always", UserWarning)
@@ -334,4 +328,56 @@ def depth_measure(
     if missing:
         typer.echo(
             f"warning: {missing} of {len(table)} holes not fully measured; the note column says why", err=True
+        )
+
+
+@depth_app.command("frame")
+def depth_frame(
+    frames: Path = typer.Argument(..., help="A CD-SEM frame (PNG/TIFF) or a folder of frames."),
+    model: str = typer.Option(
+        "shipped", "--model", help="'shipped', a run folder of `depth train`, or an exported model folder."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for holes.csv, summary.json and one <frame>_depth.tif per frame."
+    ),
+    nm_per_px: float = nm_per_px_option(),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda."),
+    threads: int = threads_option(),
+    overwrite: bool = overwrite_option("OUT"),
+) -> None:
+    """Every hole of each frame: depth with its 90 % interval, CDs, sidewall angle, defects (docs/depth.md, "Frames")."""
+    import math
+    import time
+
+    from micrometry.depth.frames import analyse_frames
+    from micrometry.depth.methods import load_depth_model
+    from micrometry.errors import InputError
+    from micrometry.io.atomic import refuse_existing
+    from micrometry.io.image import list_images
+    from micrometry.train.loop import configure_threads
+
+    if not (math.isfinite(nm_per_px) and nm_per_px > 0):
+        raise InputError(f"--nm-per-px must be a finite number > 0, got {nm_per_px}")
+    if not frames.exists():
+        raise InputError("no such file or folder", frames)
+    paths = list_images(frames)
+    if not paths:
+        raise InputError("no images found", frames)
+    refuse_existing(out, overwrite, folder=True)
+    configure_threads(threads or None)
+    method = load_depth_model(model, device=device)
+    started = time.perf_counter()
+    summaries = analyse_frames(paths, method, out, nm_per_px=nm_per_px, overwrite=overwrite)
+    seconds = time.perf_counter() - started
+    holes = sum(s["holes"] for s in summaries.values())
+    flagged = sum(len(s["flagged"]) for s in summaries.values())
+    typer.echo(
+        f"{len(summaries)} frame(s), {holes} hole sites, {flagged} flagged ({method.name}) -> {out} in {seconds:.1f} s"
+    )
+    for name, s in summaries.items():
+        d = s["statistics"]["depth_nm"]
+        typer.echo(
+            f"  {name}: {s['status']['ok'] + s['status']['partial']} measured, {s['status']['border']} at the border; "
+            f"depth {d['mean']:.1f} nm, 3 sigma {d['three_sigma']:.1f} nm; "
+            + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in s["defects"].items())
         )

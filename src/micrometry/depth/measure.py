@@ -31,10 +31,8 @@ import numpy as np
 from scipy import ndimage
 
 from micrometry.errors import InputError
+from micrometry.holes import BOTTOM_FRACTION, TOP_FRACTION, WALL_LEVELS, wall_angle_deg
 
-TOP_FRACTION = 0.9
-BOTTOM_FRACTION = 0.1
-WALL_LEVELS = (0.2, 0.8)
 MIN_DEPTH_NM = 2.0  # shallower than this is no hole (a flat map, or noise)
 
 LENGTH_COLUMNS = (
@@ -54,20 +52,6 @@ DECIMALS = {**dict.fromkeys(LENGTH_COLUMNS, 2), **dict.fromkeys(ANGLE_COLUMNS, 1
 NO_HOLE = "no hole found"
 RUNS_OFF = "hole runs off the image"
 NO_FLOOR = "no pixel below the level on the centre line"
-
-
-def wall_angle_deg(
-    depth_nm: float, chord_low_nm: float, chord_high_nm: float, wall_levels: tuple[float, float] = WALL_LEVELS
-) -> float:
-    """Sidewall angle from two chords of one axis (degrees from horizontal; NaN if a chord is).
-
-    Shared by the measurement and the simulator's truth, so both mean the same angle.
-    """
-    if not (math.isfinite(chord_low_nm) and math.isfinite(chord_high_nm)):
-        return float("nan")
-    rise = (wall_levels[1] - wall_levels[0]) * depth_nm
-    run = (chord_high_nm - chord_low_nm) / 2.0
-    return float(np.degrees(np.arctan2(rise, run)))
 
 
 def _crossing(profile: np.ndarray, start: int, level: float, step: int) -> float:

@@ -157,7 +157,7 @@ def fused_for_inference(module: nn.Module) -> nn.Module:
     its weights in channels-last memory order.
 
     Same outputs (up to float rounding), fewer passes over memory: CPU inference is faster
-    (measured on 2 cores, width 8: 3,240 images/s as it was, 5,750 folded and channels-last).
+    (docs/benchmarks.md).
     """
     import copy
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -109,6 +110,23 @@ def submission_zip(names: list[str], maps: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass
+class DepthItem:
+    """One SEM image to predict: its path and the depth PNG's name."""
+
+    path: str
+    name: str
+
+
+@dataclass
+class DepthOutput:
+    """What predicting one image gave: the PNG written and, for a model with ``predict_report``,
+    its ``depth_report.csv`` row."""
+
+    name: str
+    row: dict | None = None
+
+
 class DepthWorker:
     """Holds a trained method; predicts a batch of SEM images and writes their depth PNGs.
 
@@ -122,25 +140,25 @@ class DepthWorker:
         The output folder under construction.
     """
 
+    item_type = DepthItem
+    output_type = DepthOutput
+
     def __init__(self, method: DepthMethod, folder: str):
         self.method, self.folder = method, Path(folder)
 
-    def __call__(self, items: list[dict]) -> list[dict]:
-        """``items``: ``{"path", "name"}`` each; returns ``{"name"}`` (the PNG written) each, and ``"row"``
-        (its ``depth_report.csv`` row) for a model with ``predict_report``."""
-        images = read_stack([Path(item["path"]) for item in items])
+    def __call__(self, items: list[DepthItem]) -> list[DepthOutput]:
+        """One :class:`DepthOutput` per item (the PNG is written into the folder)."""
+        images = read_stack([Path(item.path) for item in items])
         if hasattr(self.method, "predict_report"):
             maps, report = self.method.predict_report(images)
         else:
             maps, report = self.method.predict(images), None
-        names = [item["name"] for item in items]
+        names = [item.name for item in items]
         for name, depth in zip(names, maps, strict=False):
             write_image(self.folder / name, to_depth_png(depth))
         if report is None:
-            return [{"name": name} for name in names]
-        return [
-            {"name": name, "row": row} for name, row in zip(names, report_rows(names, report), strict=False)
-        ]
+            return [DepthOutput(name) for name in names]
+        return [DepthOutput(name, row) for name, row in zip(names, report_rows(names, report), strict=False)]
 
 
 def predict_folder(
@@ -165,7 +183,7 @@ def predict_folder(
     engine = engine or LocalEngine(batch_size)
     paths = image_paths(images)
     names = unique_output_names(paths, ".png", images)  # two inputs, one output: refused before any work
-    items = [{"path": str(path.resolve()), "name": name} for path, name in zip(paths, names, strict=False)]
+    items = [DepthItem(str(path.resolve()), name) for path, name in zip(paths, names, strict=False)]
     png_names: list[str] = [""] * len(items)
     rows: list[dict | None] = [None] * len(items)
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -173,8 +191,8 @@ def predict_folder(
         with make_progress() as progress:
             task = progress.add_task(f"predicting depth ({engine.name})", total=len(items), info="")
             for index, output in engine.map(DepthWorker, worker_kwargs, items):
-                png_names[index] = output["name"]
-                rows[index] = output.get("row")
+                png_names[index] = output.name
+                rows[index] = output.row
                 progress.advance(task)
         has_report = bool(rows) and all(row is not None for row in rows)
         if has_report:

@@ -48,14 +48,20 @@ def _warnings_as_lines():
         yield
 
 
+DATA_HELP = (
+    "Training data: a COCO folder (annotations.json + images/), images/ + masks/ (label images), "
+    "images/ + rois/ (ImageJ ROI sets) or a corrected prediction folder (PRED with labels/)."
+)
+
+
 @particles_app.command("info")
 def info(
-    coco: Path | None = typer.Argument(
-        None, help="COCO folder (images/ + annotations.json) or annotation file."
+    coco: Path | None = typer.Argument(None, help=DATA_HELP + " Or a COCO annotation file."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder (overrides DATA/images; a prediction folder's images)."
     ),
-    images: Path | None = typer.Option(None, "--images", help="Images folder (overrides COCO/images)."),
     annotations: Path | None = typer.Option(
-        None, "--annotations", help="Annotation file (overrides COCO/annotations.json)."
+        None, "--annotations", help="COCO annotation file (overrides COCO/annotations.json)."
     ),
     max_rows: int = number(30, "--max-rows", low=-1, help="Per-image rows to print (0: none, -1: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of tables."),
@@ -65,22 +71,39 @@ def info(
         help="Decode every image (finds truncated files; headers are always read).",
     ),
 ) -> None:
-    """Validate a COCO dataset and print counts, sizes and per-image statistics."""
+    """Validate training data (any layout train reads) and print counts, sizes and per-image statistics."""
     from micrometry.io.coco import load_coco, resolve_coco
     from micrometry.particles.info import check_images as decode_all
     from micrometry.particles.info import dataset_summary, per_image_rows
+    from micrometry.particles.training_data import detect_layout, load_training_set
 
-    ann_path, img_dir = resolve_coco(coco, images, annotations)
     with _warnings_as_lines():
-        ds = load_coco(ann_path, img_dir)
+        if annotations is not None or coco is None:
+            ann_path, img_dir = resolve_coco(coco, images, annotations)
+            layout, ds = "coco", load_coco(ann_path, img_dir)
+        else:
+            layout, ds = detect_layout(coco), load_training_set(coco, images)
+            ann_path = coco
         if check_images and ds.images_dir is not None:
             decode_all(ds)
-    summary, rows = dataset_summary(ds), per_image_rows(ds)
+    summary, rows = {"layout": layout, **dataset_summary(ds)}, per_image_rows(ds)
+    if layout != "coco":  # which file each image's outlines came from (a prediction: the one edited)
+        from micrometry.particles.training_data import annotation_files
+
+        with _warnings_as_lines(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said once already, while loading
+            pairs = dict((image.name, found) for image, found in annotation_files(coco, images)[1])
+        for row in rows:
+            found = pairs.get(row["file"])
+            row["annotations"] = (
+                str(found.relative_to(coco)) if found and found.is_relative_to(coco) else str(found)
+            )
     if as_json:
         typer.echo(json.dumps({"summary": summary, "images": rows}, indent=2))
         return
 
-    table = Table(title=f"COCO dataset {ann_path}", show_header=False)
+    title = "COCO dataset" if layout == "coco" else f"training data ({LAYOUT_NAMES[layout]})"
+    table = Table(title=f"{title} {ann_path}", show_header=False)
     table.add_column("figure", style="bold")
     table.add_column("value")
     for key, value in summary.items():
@@ -99,7 +122,7 @@ def info(
         for col in shown[0]:
             per.add_column(
                 col.replace("_", " "),
-                justify="left" if col == "file" else "right",
+                justify="left" if col in ("file", "annotations") else "right",
                 no_wrap=True,
                 min_width=len(col),
             )
@@ -108,11 +131,60 @@ def info(
         stdout.print(per)
 
 
+LAYOUT_NAMES = {
+    "coco": "COCO",
+    "masks": "images/ + masks/",
+    "rois": "images/ + ImageJ ROI sets",
+    "prediction": "corrected prediction",
+}
+
+
+@particles_app.command("convert")
+def convert(
+    data: Path = typer.Argument(..., help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="COCO folder to write: annotations.json + images/ (copies)."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder, where the layout does not say (a prediction folder's images)."
+    ),
+    overwrite: bool = overwrite_option("COCO folder"),
+) -> None:
+    """Write training data of any layout train reads as a COCO folder (for CVAT, MMDetection, ...)."""
+    from micrometry.particles.training_data import detect_layout, load_training_set, write_coco
+
+    with _warnings_as_lines():
+        layout = detect_layout(data)
+        ds = load_training_set(data, images)
+        write_coco(ds, out, overwrite=overwrite)
+    typer.echo(f"{LAYOUT_NAMES[layout]}: {len(ds.images)} images, {ds.n_annotations} particles -> {out}")
+
+
+def _set_threads(threads: int) -> None:
+    """``--threads`` of a command that runs a model only sometimes: torch is imported when asked."""
+    if threads:
+        from micrometry.train.loop import configure_threads
+
+        configure_threads(threads)
+
+
 def calibration_line(pixel_size: float, unit: str, source: str) -> str:
     """The calibration a measurement used, said once on the console."""
     if source == "none":
         return "calibration: none (sizes in pixels; --pixel-size and --unit calibrate them)"
     return f"calibration: {pixel_size:g} {unit}/px (from {'the image metadata' if source == 'metadata' else source})"
+
+
+def adequacy_line(summary) -> str:
+    """The count adequacy of a measure summary row, on one line."""
+    parts = []
+    for name in ("D50_n", "D90_n", "D50_v", "D90_v"):
+        needed = int(summary[f"CountNeeded_{name}"])
+        verdict = "ok" if 0 <= needed <= summary["Count"] else f"needs {needed:,}" if needed >= 0 else "-"
+        label = f"{name[:3]} {'number' if name.endswith('_n') else 'volume'}"
+        parts.append(f"{label} +-{100 * summary[f'Precision_{name}']:.1f} % ({verdict})")
+    return (
+        f"precision at {100 * summary['Confidence']:.0f} % (target +-{100 * summary['PrecisionTarget']:g} %): "
+        + ", ".join(parts)
+    )
 
 
 def _fmt(value: object) -> str:
@@ -130,7 +202,12 @@ def predict(
     model: str = typer.Option(
         "shipped",
         "--model",
-        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`; several joined by commas (RUN_A,RUN_B or RUN_A:2,RUN_B:1 with weights) for an ensemble fused by weighted mask fusion.",
+        help="'shipped' (the center-offset model that comes with micrometry: trained on synthetic photos of six imaging modes, either polarity, particles of 8-150 px met at 20 network px by automatic size), a model name (watershed: classical, no training), a run folder written by `particles train`, or a model folder written by `micrometry export`.",
+    ),
+    ensemble: str | None = typer.Option(
+        None,
+        "--ensemble",
+        help="Instead of --model: several models (each what --model takes) joined by commas, with optional weights after a colon (RUN_A,RUN_B or RUN_A:2,RUN_B:1), their particles fused by weighted mask fusion.",
     ),
     images_json: Path | None = typer.Option(
         None,
@@ -175,20 +252,28 @@ def predict(
         "--strict",
         help="Stop at the first unreadable or non-2-D file (default: skip it with a warning).",
     ),
+    threads: int = threads_option(),
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
+    pixel_size: str | None = pixel_size_option(
+        "Pixel side length in --unit, stored with the results for `particles measure` "
+        "(default: from TIFF/OME metadata when present).",
+        auto=True,
+    ),
+    unit: str | None = unit_option(),
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays.
 
-    The shipped model handles dark particles on a bright field and bright ones on a dark
-    field alike, and sizes each image itself (the chosen diameter and scale are printed and
-    stored in PRED/prediction.json).
+    The shipped model handles dark particles on a bright field and bright ones on a dark field alike, and sizes each image itself (the chosen diameter and scale are printed and stored in PRED/prediction.json).
     """
     from micrometry.engine import make_engine
+    from micrometry.errors import InputError
+    from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.train.loop import configure_threads
 
+    configure_threads(threads or None)
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
     options = {
         "scale": scale,
@@ -197,22 +282,62 @@ def predict(
         "tta_scales": tta_scales,
         "diameter": diameter,
     }
-    segmenter = load_segmenter(model, **{k: v for k, v in options.items() if v is not None})
+    if ensemble is not None and model != "shipped":
+        raise InputError("--model and --ensemble exclude each other: --ensemble names every model")
+    segmenter = load_particle_model(
+        None if ensemble is not None else model,
+        ensemble=ensemble,
+        **{k: v for k, v in options.items() if v is not None},
+    )
     with _warnings_as_lines():
         summary = predict_folder(
-            segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
+            segmenter,
+            images,
+            out,
+            images_json,
+            batch_size,
+            overwrite,
+            overlays,
+            runner,
+            strict=strict,
+            pixel_size=pixel_size,
+            unit=unit,
         )
-    cal = summary["calibration"]
+    cal = summary.calibration
+    if cal and cal["source"] == "scale bar":
+        echo_scale_bars(summary.per_image)
+    elif cal:
+        typer.echo(calibration_line(cal["pixel_size"], cal["unit"], cal["source"].replace("image ", "")))
+    else:
+        typer.echo("calibration: none in the images (particles measure --pixel-size --unit calibrates)")
+    _echo_sizes(summary.per_image)
+    skipped = f", {len(summary.skipped)} skipped" if summary.skipped else ""
     typer.echo(
-        calibration_line(cal["pixel_size"], cal["unit"], "metadata")
-        if cal
-        else "calibration: none in the images (particles measure --pixel-size --unit calibrates)"
+        f"{summary.images} images, {summary.particles} particles{skipped} "
+        f"({summary.seconds_per_image:.2f} s/image) -> {out}"
     )
-    _echo_sizes(summary["per_image"])
-    skipped = f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""
+
+
+def scale_bar_line(name: str, bar: dict) -> str:
+    """One image's calibration read from its scale bar, said once."""
+    return (
+        f"{name}: calibration {bar['pixel_size']:.5g} {bar['unit']}/px from the scale bar "
+        f"('{bar['label']}' over {bar['bar_px']} px, confidence {bar['confidence']:.2f}); "
+        f"data bar rows {bar['band_rows'][0]}-{bar['band_rows'][1] - 1} left out"
+    )
+
+
+def echo_scale_bars(per_image: list[dict], max_lines: int = 20) -> None:
+    """Print each image's scale-bar calibration (or their range for many images)."""
+    bars = [(p["file"], p["scale_bar"]) for p in per_image if p.get("scale_bar")]
+    if len(bars) <= max_lines:
+        for name, bar in bars:
+            typer.echo(scale_bar_line(name, bar))
+        return
+    sizes = sorted(f"{b['pixel_size']:.5g} {b['unit']}/px" for _, b in bars)
     typer.echo(
-        f"{summary['images']} images, {summary['particles']} particles{skipped} "
-        f"({summary['seconds_per_image']:.2f} s/image) -> {out}"
+        f"calibration from {len(bars)} scale bars: {sizes[0]} to {sizes[-1]}, lowest confidence "
+        f"{min(b['confidence'] for _, b in bars):.2f} (per image in prediction.json)"
     )
 
 
@@ -245,7 +370,7 @@ def measure(
         ..., help="Label-image folder, prediction folder (PRED/labels) or COCO .json."
     ),
     out: Path = typer.Option(..., "--out", help="Particle table (.csv or .parquet); summaries go beside it."),
-    pixel_size: float | None = pixel_size_option(),
+    pixel_size: str | None = pixel_size_option(auto=True),
     unit: str | None = unit_option(),
     exclude_edges: bool = typer.Option(
         False, "--exclude-edges", help="Leave out particles touching the border."
@@ -271,11 +396,31 @@ def measure(
         "--model",
         help="PRED is a folder of photos: segment them first with this model ('shipped', watershed, a run or an exported model folder).",
     ),
+    target_precision: float = number(
+        0.05,
+        "--target-precision",
+        low=0,
+        high=1,
+        low_open=True,
+        help="Count adequacy: the relative 95 % CI half-width D50 and D90 should reach (0.05: +-5 %); the summary says how many particles that needs.",
+    ),
+    threads: int = threads_option(),
 ) -> None:
-    """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
-    from micrometry.particles.measure import check_outputs_free, measure_source, write_measurement
+    """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution.
+
+    The summary also holds the count adequacy (how precise D50/D90 are for this count, and the
+    count a --target-precision needs), the shape distributions and the touching/agglomerate counts.
+    """
+    from micrometry.particles.measure import (
+        check_outputs_free,
+        measure_source,
+        unreliable_warning,
+        write_measurement,
+    )
+    from micrometry.particles.psd import adequacy_warning
 
     check_outputs_free(out, overwrite, rois=rois)
+    _set_threads(threads)
     if model is not None:
         typer.echo(f"segmenting the photos in {pred} with model {model!r} first")
     with _warnings_as_lines():
@@ -289,16 +434,39 @@ def measure(
             images_dir=images,
             rois=rois,
             model=model,
+            target=target_precision,
         )
-    paths = write_measurement(result, out, overwrite=overwrite)
-    s = result.summary.iloc[0]
-    typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
-    size = (
-        f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
-        if s["Count"]
-        else ""
-    )
-    typer.echo(f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}")
+        line = unreliable_warning(result.particles)
+        if line:
+            warnings.warn(line)
+        paths = write_measurement(result, out, overwrite=overwrite)
+        s = result.summary.iloc[0]
+        if s["Calibration"] == "scale bar":
+            for _, row in result.images.iterrows():
+                typer.echo(
+                    f"{row['Image']}: calibration {row['PixelSize']:.5g} {result.unit}/px from the scale bar "
+                    f"('{row['ScaleBarLabel']}' over {row['ScaleBarPx']} px, confidence "
+                    f"{row['ScaleBarConfidence']:.2f}); data bar left out"
+                )
+        else:
+            typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
+        size = (
+            f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
+            if s["Count"]
+            else ""
+        )
+        typer.echo(
+            f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}"
+        )
+        if s["Count"]:
+            typer.echo(adequacy_line(s))
+            typer.echo(
+                f"flags: {s['Touching']} touching, {s['Agglomerates']} probable agglomerates "
+                "(columns Touching, Agglomerate); volume weighting assumes " + s["VolumeWeighting"]
+            )
+            line = adequacy_warning(s, int(s["Count"]))
+            if line:
+                warnings.warn(line)
     for path in paths.values():
         typer.echo(f"wrote {path}")
 
@@ -327,11 +495,14 @@ def compare(
     n_boot: int = number(1000, "--n-boot", low=100, help="Bootstrap resamples."),
     seed: int = seed_option("Bootstrap seed."),
     overwrite: bool = overwrite_option("output folder"),
+    threads: int = threads_option(),
 ) -> None:
     """Compare two batches descriptor by descriptor; say plainly what changed."""
     from micrometry.particles.compare import CompareSettings
     from micrometry.particles.compare_run import run_compare
+    from micrometry.report.particles import write_compare_report
 
+    _set_threads(threads)
     settings = CompareSettings(alpha=alpha, relative_threshold=rel_threshold, n_boot=n_boot, seed=seed)
     with _warnings_as_lines():
         comparison = run_compare(
@@ -344,7 +515,8 @@ def compare(
             unit=unit,
             exclude_edges=exclude_edges,
             overwrite=overwrite,
-        )
+            render=write_compare_report,
+        ).comparison
     for line in comparison["verdict"]:
         typer.echo(line)
     typer.echo(f"{int(comparison['changed'].sum())} of {len(comparison)} descriptors changed -> {out}")
@@ -459,9 +631,12 @@ def _fmt3(value: float | None) -> str:
 @particles_app.command("train")
 @supports_ddp
 def train(
-    coco: Path = typer.Argument(..., help="COCO folder: annotations.json + images/."),
+    coco: Path = typer.Argument(..., help=DATA_HELP),
     out: Path = typer.Option(
         ..., "--out", help="Run folder (config.json, metrics.json, log.txt, checkpoints/)."
+    ),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images folder, where the layout does not say (a prediction folder's images)."
     ),
     model: str | None = typer.Option(
         None,
@@ -514,7 +689,7 @@ def train(
         help="Data-parallel: launch as `torchrun --nproc_per_node N -m micrometry particles train ... --ddp` (docs/scale.md).",
     ),
 ) -> None:
-    """Train a particle instance model on a COCO dataset, with validation AP per epoch."""
+    """Train a particle instance model on annotated images (COCO, masks, ROI sets), with validation AP per epoch."""
     from micrometry.particles.models.training import TrainSettings, train_model
 
     if resume and not overwrite:  # (both: train_model refuses the pair)
@@ -550,6 +725,7 @@ def train(
             threads=threads or None,
             model_given=model is not None,
             given={k for k, v in (("epochs", epochs), ("time_budget_s", time_budget)) if v is not None},
+            images=images,
         )
     best, final = metrics.get("best", {}), metrics.get("final", {})
     if best and not best.get("val_ap"):

@@ -1,7 +1,14 @@
-"""``micrometry particles compare``: load two batches, compare them, write CSV, JSON and HTML."""
+"""``micrometry particles compare``: load two batches, compare them, write CSV and JSON.
+
+The HTML report is presentation, a layer above the job: the command passes
+:func:`micrometry.report.particles.write_compare_report` as ``render``.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +16,13 @@ import pandas as pd
 from micrometry.errors import InputError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.particles.compare import CompareSettings, compare_tables, comparison_summary
-from micrometry.particles.measure import CSV_FLOAT_FORMAT, TABLE_SUFFIXES, measure_source, read_table
+from micrometry.particles.measure import (
+    CSV_FLOAT_FORMAT,
+    TABLE_SUFFIXES,
+    measure_source,
+    read_table,
+    unreliable_warning,
+)
 
 COMPARE_CSV = "compare.csv"
 COMPARE_JSON = "compare.json"
@@ -17,6 +30,29 @@ REPORT_HTML = "report.html"
 # Saved with the comparison so that 'micrometry report' can redraw it.
 BATCH_A = "batch_a.parquet"
 BATCH_B = "batch_b.parquet"
+
+
+@dataclass
+class BatchComparison:
+    """What one comparison of two batches found (written to ``compare.csv`` and ``compare.json``).
+
+    Attributes
+    ----------
+    a, b : DataFrame
+        The two batches' particle tables.
+    comparison : DataFrame
+        One row per descriptor (``changed``, ``verdict``, statistics).
+    summary : dict
+        ``compare.json``'s content (the decision ``rule``, ``inputs``, ...).
+    names : (str, str)
+        Short names of the batches for figures.
+    """
+
+    a: pd.DataFrame
+    b: pd.DataFrame
+    comparison: pd.DataFrame
+    summary: dict
+    names: tuple[str, str]
 
 
 def load_batch(
@@ -53,13 +89,20 @@ def run_compare(
     unit: str | None = None,
     exclude_edges: bool = False,
     overwrite: bool = False,
-) -> pd.DataFrame:
-    """Compare batch ``a`` with batch ``b`` and write ``out/`` (compare.csv, compare.json, report.html)."""
-    from micrometry.report.particles import compare_report
+    render: Callable[[BatchComparison, Path], None] | None = None,
+) -> BatchComparison:
+    """Compare batch ``a`` with batch ``b`` and write ``out/`` (compare.csv, compare.json, the tables).
 
+    ``render(result, folder)``, when given, adds more files to the output folder
+    before it appears (the command passes the HTML report's writer).
+    """
     with atomic_dir(out, overwrite=overwrite) as tmp:
         table_a = load_batch(a, model, pixel_size, unit, exclude_edges)
         table_b = load_batch(b, model, pixel_size, unit, exclude_edges)
+        for what, table in (("batch A: ", table_a), ("batch B: ", table_b)):
+            line = unreliable_warning(table, what)
+            if line:
+                warnings.warn(line)
         comparison = compare_tables(table_a, table_b, settings=settings)
         summary = comparison_summary(comparison, settings)
         summary["inputs"] = {"a": str(a), "b": str(b), "exclude_edges": exclude_edges}
@@ -70,5 +113,7 @@ def run_compare(
         names = (Path(a).stem or "A", Path(b).stem or "B")
         if names[0] == names[1]:
             names = ("A", "B")
-        compare_report(table_a, table_b, comparison, summary["rule"], names=names).write(tmp / REPORT_HTML)
-    return comparison
+        result = BatchComparison(table_a, table_b, comparison, summary, names)
+        if render is not None:
+            render(result, tmp)
+    return result

@@ -1,12 +1,15 @@
 """An ensemble of particle segmenters whose instances are fused by weighted mask fusion.
 
-``--model RUN_A,RUN_B`` (optionally ``RUN_A:2,RUN_B:1`` for weights) builds
-one :class:`EnsembleSegmenter`; its members and weights travel with the
-results (:meth:`EnsembleSegmenter.describe`).
+``particles predict --ensemble RUN_A,RUN_B`` (optionally ``RUN_A:2,RUN_B:1``
+for weights; ``load_particle_model(ensemble=[...])`` from Python) builds one
+:class:`EnsembleSegmenter`; its members and weights travel with the results
+(:meth:`EnsembleSegmenter.describe`). :func:`parse_members` is the one place
+that reads the member syntax.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -15,18 +18,22 @@ from micrometry.errors import InputError
 from micrometry.particles.fusion import fuse_segmentations
 
 
-def parse_members(spec: str) -> list[tuple[str, float]]:
-    """``"A,B:2"`` -> ``[("A", 1.0), ("B", 2.0)]`` (a weight follows the last colon when it is a number).
+def parse_members(spec: str | list[str]) -> list[tuple[str, float]]:
+    """``"A,B:2"`` (or ``["A", "B:2"]``) -> ``[("A", 1.0), ("B", 2.0)]``.
+
+    Members are separated by commas (in a list, each item is one member); a
+    weight follows the last colon of a member when it is a number.
 
     Raises
     ------
     InputError
-        An empty member or a negative weight.
+        An empty member, fewer than two members, or a negative, infinite or all-zero weight.
     """
+    parts = spec.split(",") if isinstance(spec, str) else [str(p) for p in spec]
     members = []
-    for part in [p.strip() for p in spec.split(",")]:
+    for part in [p.strip() for p in parts]:
         if not part:
-            raise InputError(f"--model: empty ensemble member in {spec!r}")
+            raise InputError(f"--ensemble: empty member in {spec!r}")
         name, weight = part, 1.0
         head, sep, tail = part.rpartition(":")
         if sep and head:
@@ -35,11 +42,13 @@ def parse_members(spec: str) -> list[tuple[str, float]]:
                 name = head
             except ValueError:
                 pass  # a colon in a path (Windows drive), not a weight
-        if weight < 0:
-            raise InputError(f"--model: weight of {name!r} must be >= 0, not {weight}")
+        if not (math.isfinite(weight) and weight >= 0):
+            raise InputError(f"--ensemble: weight of {name!r} must be a number >= 0, not {weight}")
         members.append((name, weight))
+    if len(members) < 2:
+        raise InputError(f"--ensemble needs two models or more (MODEL_A,MODEL_B), got {spec!r}")
     if sum(w for _, w in members) <= 0:
-        raise InputError("--model: ensemble weights are all zero")
+        raise InputError("--ensemble: the weights are all zero")
     return members
 
 

@@ -1,15 +1,15 @@
 """What every particle segmenter is: image in, labelled instances with confidences out.
 
 Models are registered as :class:`~micrometry.particles.models.base.ParticleModel`
-entries (``watershed`` and the learned models); :func:`load_segmenter` turns a
-name, ``shipped``, a run folder, an exported model folder or nothing (the
-shipped model) into a ready :class:`Segmenter`.
+entries (``watershed`` and the learned models);
+:func:`~micrometry.particles.models.load_particle_model` turns a name,
+``shipped``, a run folder, an exported model folder or nothing (the shipped
+model) into a ready :class:`Segmenter`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -72,13 +72,3 @@ class SegmenterBase:
 
     def segment_batch(self, images: list[np.ndarray]) -> list[Instances]:
         return [self.segment(image) for image in images]
-
-
-def load_segmenter(name_or_path: str | Path | None = None, **options) -> Segmenter:
-    """A ready segmenter from a model name, ``shipped``, a run folder, an exported model folder, or None.
-
-    See :func:`micrometry.particles.models.base.load_segmenter` (the registry owns the models).
-    """
-    from micrometry.particles.models.base import load_segmenter as from_registry
-
-    return from_registry(name_or_path, **options)

@@ -7,7 +7,9 @@ What INPUT is decides the report (:func:`detect`):
 * a ``particles compare`` output folder (``compare.json``) -> comparison report;
 * a particle prediction folder (``labels/``, ``results.json``) or a folder of
   16-bit label images -> measured now, then a morphometry report;
-* a folder of 8-bit PNG depth maps -> depth report (``--sem``, ``--truth``).
+* a folder of 8-bit PNG depth maps -> depth report (``--sem``, ``--truth``);
+* a ``depth frame`` output folder (``holes.csv``, ``summary.json``) -> frames report (``--sem``: the
+  frames' folder, if they moved).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from micrometry.options import nm_per_px_option, overwrite_option
 
 
 def detect(path: Path) -> str:
-    """Kind of report input: 'table', 'compare', 'particles' or 'depth'."""
+    """Kind of report input: 'table', 'compare', 'particles', 'depth' or 'frames'."""
     import numpy as np
 
     from micrometry.io.image import list_images, read_image
@@ -41,6 +43,8 @@ def detect(path: Path) -> str:
         )
     if (path / "compare.json").is_file():
         return "compare"
+    if (path / "holes.csv").is_file() and (path / "summary.json").is_file():
+        return "frames"
     if (path / "labels").is_dir() or (path / "results.json").is_file():
         return "particles"
     images = list_images(path, recursive=True)
@@ -60,6 +64,10 @@ def build_report(
 ):
     """The :class:`~micrometry.report.Report` for ``path`` (see :func:`detect`)."""
     kind = detect(path)
+    if kind == "frames":
+        from micrometry.report.frames import frames_report
+
+        return frames_report(path, sem)
     if kind == "depth":
         from micrometry.report.depth import NM_PER_PX, depth_report
 

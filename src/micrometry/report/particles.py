@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from micrometry.errors import InputError
+from micrometry.particles.compare_run import REPORT_HTML, BatchComparison
 from micrometry.particles.morphometry import with_unit_names
 from micrometry.particles.psd import cumulative_distribution
 from micrometry.report.columns import descriptor_label, particle_columns, particle_unit
@@ -242,8 +243,12 @@ def calibration_text(summary: pd.DataFrame | None, particles: pd.DataFrame) -> s
     size = summary.iloc[0].get("PixelSize") if summary is not None and len(summary) else None
     if unit == "px":
         return "uncalibrated: lengths in pixels (px), areas in px² (measure with --pixel-size and --unit to calibrate)"
+    source = summary.iloc[0].get("Calibration") if summary is not None and len(summary) else None
+    by_bar = " (read from the scale bar)" if source == "scale bar" else ""
     if size is not None and size == size:
-        return f"1 px = {float(size):g} {unit}; lengths in {unit}, areas in {unit}²"
+        return f"1 px = {float(size):g} {unit}{by_bar}; lengths in {unit}, areas in {unit}²"
+    if by_bar:
+        return f"pixel size read from each image's scale bar (per image in the image table); lengths in {unit}, areas in {unit}²"
     return f"lengths in {unit}, areas in {unit}²"
 
 
@@ -304,6 +309,17 @@ def measure_report(
             f"({int(s.get('TouchingBorder', 0))} touch the border)."
         )
         report.table(psd_table(s, unit), csv_name="psd.csv")
+        if "VolumeWeighting" in s:
+            report.text(f"Volume-weighted percentiles assume {s['VolumeWeighting']}.")
+        if "CountNeeded_D50_n" in s:
+            _count_adequacy(report, s)
+        if "Agglomerates" in s:
+            report.text(
+                f"Flags: {int(s['Touching'])} particles touch another particle and {int(s['Agglomerates'])} "
+                "are probable agglomerates (columns Touching and Agglomerate of the particle table; rule: "
+                "EqDiam at least 1.3 x the image's median and Solidity or Convexity below 0.90)."
+            )
+        _unreliable_notes(report, particles, images)
     elif len(particles):
         report.key_result("particles", f"{len(particles)}")
         report.section("Summary")
@@ -335,6 +351,14 @@ def measure_report(
         else:
             report.figure(psd_figure({"all": particles}), "Cumulative area-equivalent diameter distribution.")
             report.note("No truth given (--truth): measured sizes are not compared with true ones.")
+        report.section("Shape distributions (ISO 9276-6)")
+        shape = shape_distribution_table(particles)
+        if len(shape):
+            report.table(shape, csv_name="shape_distributions.csv")
+            report.figure(
+                histogram_figure({"all": particles}, list(shape["descriptor"])),
+                "Distributions of the shape ratios: shape is reported as a distribution, not a mean.",
+            )
         report.section("Descriptors")
         report.figure(histogram_figure({"all": particles}), "Histograms of the main shape descriptors.")
         described = (
@@ -363,6 +387,7 @@ def measure_report(
             c
             for c in [
                 "Image",
+                "Reliable",
                 "Label",
                 "Area",
                 "EqDiam",
@@ -386,6 +411,8 @@ def measure_report(
             c
             for c in [
                 "Image",
+                "Reliable",
+                "UnreliableReason",
                 "Count",
                 "TouchingBorder",
                 "Coverage",
@@ -399,8 +426,52 @@ def measure_report(
             if c in images
         ]
         names = {c: f"{c} ({unit})" for c in cols if c.startswith("D")} | {"Coverage": "Coverage (fraction)"}
-        report.table(images[cols].rename(columns=names), csv_name="images.csv", full=images)
+        flagged = _unreliable_rows(images)
+        report.table(
+            images[cols].rename(columns=names),
+            csv_name="images.csv",
+            full=images,
+            highlight=flagged if flagged.any() else None,
+        )
     return report
+
+
+def _unreliable_rows(table: pd.DataFrame) -> pd.Series:
+    """True for the rows whose image's segmentation was judged unreliable (none without the column)."""
+    if "Reliable" not in table:
+        return pd.Series(False, index=table.index)
+    return table["Reliable"].astype(str).str.lower().isin(["false", "0"])
+
+
+def _unreliable_notes(report: Report, particles: pd.DataFrame, images: pd.DataFrame | None) -> None:
+    """A key result and a note when some rows come from images whose segmentation is unreliable."""
+    source = images if images is not None and "Reliable" in images else particles
+    if "Reliable" not in source or "Image" not in source:
+        return
+    flagged = _unreliable_rows(source)
+    names = list(dict.fromkeys(source.loc[flagged, "Image"].astype(str)))
+    if not names:
+        return
+    total = source["Image"].nunique()
+    in_flagged = int(_unreliable_rows(particles).sum()) if "Reliable" in particles else None
+    report.key_result(
+        "unreliable images",
+        f"{len(names)} of {total}",
+        "segmentation not to be trusted" + (f": {in_flagged} particles" if in_flagged is not None else ""),
+    )
+    reasons = []
+    if images is not None and "UnreliableReason" in images:
+        reasons = [
+            f"{name}: {reason}"
+            for name, reason in zip(
+                images.loc[flagged, "Image"], images.loc[flagged, "UnreliableReason"], strict=False
+            )
+        ]
+    report.note(
+        f"{len(names)} of {total} images have a segmentation judged unreliable (column Reliable = False): their "
+        "particles are in the tables and figures below, but their numbers should not be used before the "
+        "images are checked. " + " ".join(reasons[:5])
+    )
 
 
 def _table_ids(particles: pd.DataFrame, image: str) -> np.ndarray | None:
@@ -408,6 +479,64 @@ def _table_ids(particles: pd.DataFrame, image: str) -> np.ndarray | None:
     if "Label" not in particles or "Image" not in particles:
         return None
     return particles.loc[particles["Image"].astype(str) == image, "Label"].to_numpy()
+
+
+def _count_adequacy(report: Report, s: pd.Series) -> None:
+    """Key result, table and warning of the count adequacy of a measure summary row."""
+    from micrometry.particles.psd import adequacy_warning
+
+    table = adequacy_table(s)
+    count = int(s["Count"])
+    d90 = table.iloc[1]
+    report.key_result(
+        "D90 (number) precision",
+        f"±{d90['precision (95 %)']:.1f} %",
+        "count adequate"
+        if d90["met"] == "yes"
+        else f"±{100 * s['PrecisionTarget']:g} % needs {d90['particles needed']:,}",
+    )
+    report.text(
+        f"Count adequacy (ISO 13322-1): the relative 95 % confidence half-width each percentile reaches with "
+        f"{count} particles, and the particles a ±{100 * s['PrecisionTarget']:g} % half-width needs "
+        "(asymptotic variance of a sample quantile; docs/morphometry.md)."
+    )
+    report.table(table, csv_name="count_adequacy.csv")
+    line = adequacy_warning(s, count)
+    if line:
+        report.note(line)
+
+
+def adequacy_table(s: pd.Series) -> pd.DataFrame:
+    """The count adequacy of a summary row: per percentile the achieved precision and the count needed."""
+    rows = []
+    for name, tag in (("D50", "n"), ("D90", "n"), ("D50", "v"), ("D90", "v")):
+        needed = int(s[f"CountNeeded_{name}_{tag}"])
+        rows.append(
+            {
+                "percentile": name,
+                "weighting": "number" if tag == "n" else "volume",
+                "precision (95 %)": 100 * float(s[f"Precision_{name}_{tag}"]),
+                "particles needed": needed,
+                "met": "yes" if 0 <= needed <= int(s["Count"]) else "no",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def shape_distribution_table(particles: pd.DataFrame) -> pd.DataFrame:
+    """P10/P50/P90 and the mean of each shape ratio (ISO 9276-6: shape as a distribution)."""
+    from micrometry.particles.measure import SHAPE_DISTRIBUTION_COLUMNS
+
+    rows = []
+    for column in SHAPE_DISTRIBUTION_COLUMNS:
+        if column not in particles:
+            continue
+        values = _finite(particles[column])
+        if not values.size:
+            continue
+        p10, p50, p90 = np.percentile(values, [10, 50, 90])
+        rows.append({"descriptor": column, "P10": p10, "P50": p50, "P90": p90, "mean": float(values.mean())})
+    return pd.DataFrame(rows)
 
 
 def psd_table(summary_row: pd.Series, unit: str) -> pd.DataFrame:
@@ -527,6 +656,15 @@ def compare_report(
     if "EqDiam" in a and "EqDiam" in b:
         report.figure(psd_figure(tables), "Cumulative size distributions.")
     return report
+
+
+def write_compare_report(result: BatchComparison, folder: Path) -> Path:
+    """Write ``folder/report.html`` for a comparison of :func:`~micrometry.particles.compare_run.run_compare`."""
+    path = Path(folder) / REPORT_HTML
+    compare_report(result.a, result.b, result.comparison, result.summary["rule"], names=result.names).write(
+        path
+    )
+    return path
 
 
 def true_particles(truth: Path | None, summary: pd.DataFrame | None) -> pd.DataFrame | None:

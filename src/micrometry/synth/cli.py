@@ -8,6 +8,11 @@ import typer
 
 from micrometry.options import number, overwrite_option, seed_option
 
+# Largest synthetic image side: 8192 x 8192 is 67 Mpx, within what the reader decodes (89 Mpx).
+MAX_SIDE = 8192
+# Most images of one kind per dataset: a bound on a typo's cost, far above any test set needed.
+MAX_IMAGES = 100_000
+
 synth_app = typer.Typer(
     help="Synthesise datasets in the real formats, with ground truth.", no_args_is_help=True
 )
@@ -23,7 +28,7 @@ def synth_sem(
     ),
     n_sites: int = number(40, "--n-sites", low=1, help="Real training sites."),
     images_per_site: int = number(25, "--images-per-site", low=1, help="Real images per site."),
-    n_test: int = number(200, "--n-test", low=0, help="Real test images."),
+    n_test: int = number(200, "--n-test", low=0, high=MAX_IMAGES, help="Real test images."),
     overwrite: bool = overwrite_option("OUT and TRUTH folders"),
 ) -> None:
     """Synthesise simulated SEM/depth pairs, real sites with average depths, and test images."""
@@ -40,6 +45,58 @@ def synth_sem(
     )
 
 
+@synth_app.command("sem-frames")
+def synth_sem_frames(
+    out: Path = typer.Argument(..., help="Folder for the frames (frame_XXXX.png)."),
+    truth: Path = typer.Option(..., "--truth", help="Folder for the hidden truth: depth maps, holes.csv."),
+    seed: int = seed_option("Random seed; the frames are a deterministic function of it."),
+    n_frames: int = number(4, "--frames", low=1, help="Frames to write."),
+    height: int = number(1024, "--height", low=144, help="Frame height in pixels."),
+    width: int = number(1024, "--width", low=144, help="Frame width in pixels."),
+    lattice: str = typer.Option(
+        "staggered", "--lattice", help="staggered (the crops' array), square, hexagonal."
+    ),
+    pitch_x: float = typer.Option(48.0, "--pitch-x", help="Lattice pitch along x in pixels."),
+    pitch_y: float = typer.Option(72.0, "--pitch-y", help="Cell height of the staggered lattice in pixels."),
+    depth: float = typer.Option(125.0, "--depth", help="Nominal hole depth in nm."),
+    under_etched: int = number(4, "--under-etched", low=0, help="Under-etched holes per frame."),
+    under_etch_fraction: float = typer.Option(
+        0.7, "--under-etch-fraction", help="Their depth as a fraction of the nominal (+-0.1)."
+    ),
+    not_open: int = number(4, "--not-open", low=0, help="Holes that did not open, per frame."),
+    merged: int = number(1, "--merged", low=0, help="Merged pairs per frame."),
+    missing: int = number(2, "--missing", low=0, help="Missing holes per frame."),
+    data_bar: int = number(
+        0, "--data-bar", low=0, help="Height in px of a data bar at the bottom (0: none)."
+    ),
+    overwrite: bool = overwrite_option("OUT and TRUTH folders"),
+) -> None:
+    """Whole CD-SEM frames of hole arrays with trends and defect holes, and their truth (docs/depth.md, "Frames")."""
+    from micrometry.synth.sem_frames import FrameConfig, write_sem_frames
+
+    f = under_etch_fraction
+    config = FrameConfig(
+        seed=seed,
+        n_frames=n_frames,
+        height_px=height,
+        width_px=width,
+        lattice=lattice,
+        pitch_x=pitch_x,
+        pitch_y=pitch_y,
+        depth_nm=depth,
+        n_under_etched=under_etched,
+        under_etch_fraction=(max(f - 0.1, 0.0), min(f + 0.1, 1.0)),
+        n_not_open=not_open,
+        n_merged=merged,
+        n_missing=missing,
+        data_bar_px=data_bar,
+    )
+    counts = write_sem_frames(out, truth, config, overwrite=overwrite)
+    typer.echo(
+        f"wrote {out} and {truth}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+    )
+
+
 @synth_app.command("particles")
 def particles(
     out: Path = typer.Argument(..., help="Output folder: train/, test/, batches/A, batches/B."),
@@ -47,11 +104,11 @@ def particles(
         ..., "--truth", help="Folder for the hidden answers (test annotations, true descriptors)."
     ),
     seed: int = seed_option("Random seed: the same seed gives the same images."),
-    n_train: int = number(8, "--n-train", low=0, help="Annotated training images."),
-    n_test: int = number(4, "--n-test", low=0, help="Test images (answers go to TRUTH)."),
-    n_batch: int = number(3, "--n-batch", low=0, help="Images in each of batches A and B."),
-    height: int = number(1024, "--height", low=32, help="Image height in pixels."),
-    width: int = number(1280, "--width", low=32, help="Image width in pixels."),
+    n_train: int = number(8, "--n-train", low=0, high=MAX_IMAGES, help="Annotated training images."),
+    n_test: int = number(4, "--n-test", low=0, high=MAX_IMAGES, help="Test images (answers go to TRUTH)."),
+    n_batch: int = number(3, "--n-batch", low=0, high=MAX_IMAGES, help="Images in each of batches A and B."),
+    height: int = number(1024, "--height", low=32, high=MAX_SIDE, help="Image height in pixels."),
+    width: int = number(1280, "--width", low=32, high=MAX_SIDE, help="Image width in pixels."),
     params_file: Path | None = typer.Option(
         None,
         "--params",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from micrometry.depth.measure import BOTTOM_FRACTION, TOP_FRACTION, WALL_LEVELS, wall_angle_deg
 from micrometry.errors import InputError
+from micrometry.holes import BOTTOM_FRACTION, TOP_FRACTION, WALL_LEVELS, wall_angle_deg
 from micrometry.io.atomic import atomic_dir
 from micrometry.io.image import write_image
 from micrometry.progress import make_progress

@@ -62,7 +62,6 @@ def configure_threads(n: int | None = None) -> None:
 
     Under torchrun the cores are shared by the ``LOCAL_WORLD_SIZE`` processes of this machine.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     torch.set_num_threads(n or max(1, (os.cpu_count() or 1) // processes))
 

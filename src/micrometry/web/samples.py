@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-SEM_SEED, PARTICLE_SEED = 2022, 7
+SEM_SEED, PARTICLE_SEED, FRAME_SEED = 2022, 7, 27
 PARTICLE_SHAPE = (480, 640)  # small photos: the sample runs in seconds on one core
 
 
@@ -45,3 +45,13 @@ def particle_samples() -> tuple[tuple[str, bytes], ...]:
     params = SuspensionParams(height=PARTICLE_SHAPE[0], width=PARTICLE_SHAPE[1])
     rng = np.random.default_rng(PARTICLE_SEED)
     return tuple((f"sample_particles_{k + 1}.png", _png(render_image(params, rng).image)) for k in range(2))
+
+
+@lru_cache(maxsize=1)
+def frame_samples() -> tuple[tuple[str, bytes], ...]:
+    """One synthetic 432x576 CD-SEM frame of a hole array, with a few defect holes."""
+    from micrometry.synth.sem_frames import FrameConfig, render_frame
+
+    config = FrameConfig(height_px=432, width_px=576, n_under_etched=2, n_not_open=2, n_merged=1, n_missing=1)
+    frame = render_frame(config, np.random.default_rng(FRAME_SEED))
+    return (("sample_frame.png", _png(frame.image)),)

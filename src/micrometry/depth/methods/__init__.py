@@ -1,8 +1,9 @@
 """Depth-from-SEM methods behind one interface (see :mod:`micrometry.depth.methods.base`).
 
 Every module of this package registers its methods in :data:`DEPTH_METHODS` when
-imported; :func:`create_method`, :func:`method_names` and :func:`load_method`
-import them all first.
+imported; the registry imports them all on its first look-up
+(``DEPTH_METHODS.create(name, **cfg)``, ``DEPTH_METHODS.list()``).
+:func:`load_depth_model` is the one loader of a trained method.
 """
 
 from micrometry.depth.methods.base import (
@@ -10,9 +11,7 @@ from micrometry.depth.methods.base import (
     DEPTH_METHODS,
     DepthData,
     DepthMethod,
-    create_method,
-    load_method,
-    method_names,
+    load_depth_model,
     train_method,
 )
 
@@ -21,8 +20,6 @@ __all__ = [
     "DEPTH_METHODS",
     "DepthData",
     "DepthMethod",
-    "create_method",
-    "load_method",
-    "method_names",
+    "load_depth_model",
     "train_method",
 ]

@@ -9,9 +9,12 @@ is the reference every other method is compared with.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from micrometry.config import Config, param
 from micrometry.depth.dataset import IMAGE_SHAPE
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.sim_task import SimRegressionTask
@@ -61,13 +64,19 @@ class AutoencoderMethod(DepthMethod):
 
     name = "ae"
     uses = ("sim",)
-    defaults = {"lr": 1e-3, "batch_size": 128, "epochs": 10, "val_fraction": 0.1}
+
+    @dataclass
+    class Config(Config):
+        lr: float = param(1e-3, ge=0)
+        batch_size: int = param(128, ge=1)
+        epochs: int = param(10, ge=1)
+        val_fraction: float = param(0.1, ge=0, lt=1)
 
     def build_modules(self) -> dict[str, nn.Module]:
         return {"net": MLPAutoencoder()}
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig(epochs=int(self.cfg["epochs"]), monitor="val_rmse", mode="min", description="ae")
+        return LoopConfig(epochs=int(self.cfg.epochs), monitor="val_rmse", mode="min", description="ae")
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> SimRegressionTask:
         data.require("sim")
@@ -76,9 +85,9 @@ class AutoencoderMethod(DepthMethod):
             data.sim,
             device,
             l1_in_255_units,
-            lr=self.cfg["lr"],
-            batch_size=int(self.cfg["batch_size"]),
-            val_fraction=self.cfg["val_fraction"],
+            lr=self.cfg.lr,
+            batch_size=int(self.cfg.batch_size),
+            val_fraction=self.cfg.val_fraction,
             seed=seed,
         )
 

@@ -1,16 +1,18 @@
 """What every depth-from-SEM method is, and how one is trained and reloaded.
 
 A method (:class:`DepthMethod`) turns 72x48 SEM images into height maps. It is
-registered by name in :data:`DEPTH_METHODS`; its constructor takes only
-hyper-parameters, so ``DEPTH_METHODS.create(name, **config)`` rebuilds it.
+registered by name in :data:`DEPTH_METHODS` (every module of this package is
+imported on the first look-up); its constructor takes only hyper-parameters
+(its :attr:`DepthMethod.Config` dataclass), so
+``DEPTH_METHODS.create(name, **config)`` rebuilds it.
 
 Training goes through the shared loop once for all methods::
 
-    method = DEPTH_METHODS.create("unet")
+    method = DEPTH_METHODS.create("unet", width=8)
     data = DepthData.load("DATA", method.uses)
     metrics = train_method(method, data, RunDir.for_training("RUN"))
     ...
-    method = load_method("RUN")            # config.json + checkpoints/best.pt
+    method = load_depth_model("RUN")       # config.json + checkpoints/best.pt
     heights = method.predict(images)       # (N, 72, 48) uint8 -> float32 nm
 
 :func:`train_method` calls :meth:`DepthMethod.build_task` (networks, optimisers,
@@ -22,10 +24,6 @@ lookup bank) and stores :meth:`DepthMethod.state_dict` in ``best.pt`` under
 
 from __future__ import annotations
 
-import importlib
-import math
-import pkgutil
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from micrometry.config import Config, make_config
 from micrometry.depth.dataset import IMAGE_SHAPE, RealArrays, SimArrays, index_dataset, load_real, load_sim
 from micrometry.errors import CheckpointError, DatasetError, InputError
 from micrometry.modelfile import ExportedModel
@@ -49,7 +48,7 @@ from micrometry.train import (
 )
 from micrometry.train.loop import select_device
 
-DEPTH_METHODS = Registry("depth method")
+DEPTH_METHODS = Registry("depth method", package="micrometry.depth.methods")
 
 # The method ``micrometry depth train`` uses when none is named (the best on bench/depth.py).
 DEFAULT_METHOD = "unet-weak"
@@ -102,8 +101,9 @@ class DepthData:
 class DepthMethod:
     """Base class of depth methods.
 
-    Subclasses set :attr:`name`, :attr:`defaults` (every hyper-parameter with its
-    default; the constructor rejects unknown ones) and :attr:`uses`, and
+    Subclasses set :attr:`name`, :attr:`Config` (a :class:`~micrometry.config.Config`
+    dataclass: every hyper-parameter with its type, default and range; the
+    constructor refuses unknown names and bad values) and :attr:`uses`, and
     implement :meth:`build_modules`, :meth:`build_task` and :meth:`predict_tensor`
     (or :meth:`predict`). Networks live in :attr:`modules`, built from the
     hyper-parameters alone, so that :meth:`state_dict` and
@@ -111,19 +111,11 @@ class DepthMethod:
     """
 
     name: str = "depth-method"
-    defaults: dict[str, Any] = {}
+    Config: type[Config] = Config
     uses: tuple[str, ...] = ("sim",)
 
     def __init__(self, **cfg: Any):
-        unknown = sorted(set(cfg) - set(self.defaults))
-        if unknown:
-            raise InputError(
-                f"method {self.name!r} has no parameter(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(self.defaults)) or 'none'}"
-            )
-        for key, value in cfg.items():
-            _check_param_type(self.name, key, self.defaults[key], value)
-        self.cfg: dict[str, Any] = {**self.defaults, **cfg}
+        self.cfg = make_config(self.Config, cfg, f"method {self.name!r}")
         self.device = torch.device("cpu")
         self.modules: dict[str, torch.nn.Module] = self.build_modules()
 
@@ -134,7 +126,7 @@ class DepthMethod:
     # -- what a run folder records ---------------------------------------
     def config(self) -> dict[str, Any]:
         """JSON-able hyper-parameters; ``DEPTH_METHODS.create(name, **config())`` rebuilds the method."""
-        return dict(self.cfg)
+        return self.cfg.to_dict()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything :meth:`predict` needs (network weights and any fitted extras)."""
@@ -212,72 +204,6 @@ def input_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torc
 # -- training and reloading ------------------------------------------------
 
 
-def _check_param_type(method: str, key: str, default: Any, value: Any) -> None:
-    """Refuse a hyper-parameter of another type than its default (``lr=abc``) before anything is built."""
-
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    if isinstance(default, bool):
-        ok, wanted = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, wanted = number(value) and float(value).is_integer(), "an integer"
-    elif isinstance(default, float):
-        ok, wanted = number(value) and math.isfinite(value), "a finite number"
-    elif isinstance(default, str):
-        ok, wanted = isinstance(value, str), "a string"
-    else:
-        return
-    if not ok:
-        raise InputError(f"method {method!r}: parameter {key} must be {wanted}, not {value!r}")
-    if isinstance(default, bool) or not number(default):
-        return
-    # Ranges: sizes and counts are at least 1, fractions below 1, and no parameter of ours is negative.
-    if _COUNT_PARAM.search(key) and value < 1:
-        raise InputError(f"method {method!r}: parameter {key} must be at least 1, not {value!r}")
-    if "fraction" in key and not 0 <= value < 1:
-        raise InputError(f"method {method!r}: parameter {key} must be in [0, 1), not {value!r}")
-    if default >= 0 and value < 0:
-        raise InputError(f"method {method!r}: parameter {key} must not be negative, not {value!r}")
-
-
-_COUNT_PARAM = re.compile(
-    r"(batch_size|width|epochs|top_k|ensemble|unshuffle|n_blocks|steps)"
-)  # candidates=0: exact search
-
-
-def _import_builtins() -> None:
-    """Import every module of this package: importing a method module registers it."""
-    import micrometry.depth.methods as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
-
-
-def _import_method(name: str) -> None:
-    """Register method ``name`` by importing only its module (``unet-weak`` -> ``unet_weak``), so
-    loading a model does not import every method's dependencies; all of them if that fails."""
-    if name in DEPTH_METHODS:
-        return
-    try:
-        importlib.import_module(f"micrometry.depth.methods.{name.replace('-', '_')}")
-    except ImportError:
-        pass
-    if name not in DEPTH_METHODS:
-        _import_builtins()
-
-
-def create_method(name: str, **cfg: Any) -> DepthMethod:
-    """``DEPTH_METHODS.create`` after registering the built-in methods."""
-    _import_method(name)
-    return DEPTH_METHODS.create(name, **cfg)
-
-
-def method_names() -> list[str]:
-    _import_builtins()
-    return DEPTH_METHODS.names()
-
-
 def train_method(
     method: DepthMethod,
     data: DepthData,
@@ -314,10 +240,10 @@ def train_method(
         ``metrics.json``'s content.
     """
     device_ = select_device(device)
-    if epochs is not None and not resume and "epochs" in method.cfg:
+    if epochs is not None and not resume and hasattr(method.cfg, "epochs"):
         # A fresh run's epoch count is the method's own: its learning-rate schedule spans it (a cosine
         # schedule for 36 epochs run for 60 would climb back up after epoch 36).
-        method.cfg["epochs"] = int(epochs)
+        method.cfg.epochs = int(epochs)
     loop = method.loop_config()
     loop.seed = seed
     if epochs is not None:
@@ -395,7 +321,6 @@ def export_run(run_dir: str | Path) -> ExportedModel:
     if not isinstance(name, str):
         refuse_other_job(run.path, "depth")
         raise CheckpointError("config.json names no 'method'", run.config_path)
-    _import_method(name)
     if name not in DEPTH_METHODS:
         raise CheckpointError(f"run was trained with unknown method {name!r}", run.config_path)
     ckpt_path = run.best_checkpoint()
@@ -424,7 +349,6 @@ def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMe
     CheckpointError
         An unknown method, or settings and weights that do not fit it.
     """
-    _import_method(exported.model)
     if exported.model not in DEPTH_METHODS:
         raise CheckpointError(f"unknown depth method {exported.model!r}", exported.source)
     try:
@@ -437,13 +361,14 @@ def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMe
         AttributeError,
         RuntimeError,
     ) as exc:  # e.g. a particle model's weights
+        detail = " ".join(str(exc).split())[:160]
         raise CheckpointError(
-            f"model does not fit method {exported.model!r} ({type(exc).__name__})", exported.source
+            f"model does not fit method {exported.model!r} ({type(exc).__name__}: {detail})", exported.source
         ) from None
     return method.to(select_device(device))
 
 
-def load_method(model: str | Path = SHIPPED, device: str = "auto") -> DepthMethod:
+def load_depth_model(name_or_path: str | Path = SHIPPED, device: str = "auto") -> DepthMethod:
     """A trained method from a run folder, an exported model folder, or ``"shipped"``.
 
     A run folder (``config.json`` and the best checkpoint) is exported in memory
@@ -458,7 +383,7 @@ def load_method(model: str | Path = SHIPPED, device: str = "auto") -> DepthMetho
     """
     from micrometry.modelfile import is_model_folder, read_model
 
-    path = shipped_model_dir() if str(model) == SHIPPED else Path(model)
+    path = shipped_model_dir() if str(name_or_path) == SHIPPED else Path(name_or_path)
     if is_model_folder(path):
         return method_from_export(read_model(path, job="depth"), device=device)
     return method_from_export(export_run(path), device=device)

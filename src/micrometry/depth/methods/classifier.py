@@ -19,10 +19,13 @@ shape etched to the mean site depth of the predicted case. That is the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
+from micrometry.config import Config, param
 from micrometry.depth.augment import FLIP_DIMS
 from micrometry.depth.dataset import CASE_DEPTHS, IMAGE_SHAPE, RealArrays, site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod, input_tensor
@@ -192,7 +195,14 @@ class ClassifierMethod(DepthMethod):
 
     name = "classifier"
     uses = ("sim", "real")
-    defaults = {"width": 8, "epochs": 40, "lr": 3e-3, "batch_size": 64, "val_site_fraction": 0.2}
+
+    @dataclass
+    class Config(Config):
+        width: int = param(8, ge=1)
+        epochs: int = param(40, ge=1)
+        lr: float = param(3e-3, ge=0)
+        batch_size: int = param(64, ge=1)
+        val_site_fraction: float = param(0.2, ge=0, lt=1)
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
@@ -201,11 +211,11 @@ class ClassifierMethod(DepthMethod):
         )
 
     def build_modules(self) -> dict[str, nn.Module]:
-        return {"classifier": CaseNet(int(self.cfg["width"]))}
+        return {"classifier": CaseNet(int(self.cfg.width))}
 
     def loop_config(self) -> LoopConfig:
         return LoopConfig(
-            epochs=int(self.cfg["epochs"]), monitor="val_acc", mode="max", description="classifier"
+            epochs=int(self.cfg.epochs), monitor="val_acc", mode="max", description="classifier"
         )
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> CaseClassifierTask:
@@ -215,10 +225,10 @@ class ClassifierMethod(DepthMethod):
             data.real,
             device,
             seed,
-            lr=self.cfg["lr"],
-            batch_size=int(self.cfg["batch_size"]),
-            val_site_fraction=self.cfg["val_site_fraction"],
-            epochs=int(self.cfg["epochs"]),
+            lr=self.cfg.lr,
+            batch_size=int(self.cfg.batch_size),
+            val_site_fraction=self.cfg.val_site_fraction,
+            epochs=int(self.cfg.epochs),
         )
 
     def after_training(self, task: TrainTask, data: DepthData) -> None:

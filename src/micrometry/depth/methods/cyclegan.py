@@ -22,18 +22,20 @@ instead of MobileNetV3-small.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from micrometry.config import param
 from micrometry.depth.background import background_levels, snap_background
 from micrometry.depth.gan import to_pixels, to_unit_range
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.per_case_gan import (
     CASES,
-    GAN_DEFAULTS,
+    GanConfig,
     PerCaseGanTask,
     classify_cases,
     make_case_classifier,
@@ -52,7 +54,7 @@ class CycleGanTask(PerCaseGanTask):
         super().__init__(
             gans, method.modules["classifier"], data.sim, data.real, device, **task_settings(method.cfg, seed)
         )
-        self.guided_weight = method.cfg["guided_l1"]
+        self.guided_weight = method.cfg.guided_l1
 
     def gan_losses(self, case, sim, depth, real, critic):
         real_sim, sim_depth = self.gans[f"real_sim_{case}"], self.gans[f"sim_depth_{case}"]
@@ -111,7 +113,10 @@ class CycleGanMethod(DepthMethod):
 
     name = "cyclegan"
     uses = ("sim", "real")
-    defaults = {**GAN_DEFAULTS, "guided_l1": 1.0}
+
+    @dataclass
+    class Config(GanConfig):
+        guided_l1: float = param(1.0, ge=0)
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
@@ -120,17 +125,17 @@ class CycleGanMethod(DepthMethod):
         self.cases: tuple[int, ...] = CASES
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
-        width, blocks = int(self.cfg["width"]), int(self.cfg["n_blocks"])
+        width, blocks = int(self.cfg.width), int(self.cfg.n_blocks)
         return {
             **make_case_gans(width, blocks, "real_sim_"),
             **make_case_gans(width, blocks, "sim_depth_"),
-            "classifier": make_case_classifier(int(self.cfg["classifier_width"])),
+            "classifier": make_case_classifier(int(self.cfg.classifier_width)),
         }
 
     def loop_config(self) -> LoopConfig:
         return LoopConfig(
-            epochs=int(self.cfg["epochs"]),
-            time_budget_s=self.cfg["time_budget_s"],
+            epochs=int(self.cfg.epochs),
+            time_budget_s=self.cfg.time_budget_s,
             monitor="val_rmse",
             mode="min",
             description=self.name,

@@ -24,17 +24,19 @@ whose Fourier magnitudes best match at all 25 shifts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from micrometry.config import param
 from micrometry.depth.dataset import IMAGE_SHAPE
 from micrometry.depth.gan import to_pixels, to_unit_range
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod
 from micrometry.depth.methods.classifier import CaseClassifierTask
 from micrometry.depth.methods.per_case_gan import (
-    GAN_DEFAULTS,
+    GanConfig,
     PerCaseGanTask,
     classify_cases,
     make_case_classifier,
@@ -104,42 +106,38 @@ class LookupMethod(DepthMethod):
 
     name = "lookup"
     uses = ("sim", "real")
-    defaults = {
-        **GAN_DEFAULTS,
-        "top_k": 10,
-        "candidates": 64,
-        "max_shift": 2,
-        "bank": "mean",
-        "translate": True,
-        "classifier_epochs": 60,
-    }
+
+    @dataclass
+    class Config(GanConfig):
+        top_k: int = param(10, ge=1)
+        candidates: int = param(64, ge=0)  # 0: exact search
+        max_shift: int = param(2, ge=0)
+        bank: str = param("mean", choices=("mean", "both"))
+        translate: bool = param(True)
+        classifier_epochs: int = param(60, ge=1)
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
-        if int(self.cfg["top_k"]) < 1 or int(self.cfg["max_shift"]) < 0 or int(self.cfg["candidates"]) < 0:
-            raise InputError("top_k must be >= 1, max_shift and candidates >= 0")
-        if self.cfg["bank"] not in ("mean", "both"):
-            raise InputError(f"bank must be 'mean' or 'both', got {self.cfg['bank']!r}")
         self.banks: dict[int, ShiftedNeighbourSearch] = {}
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
-        width, blocks = int(self.cfg["width"]), int(self.cfg["n_blocks"])
-        gans = make_case_gans(width, blocks, "sim_real_") if self.cfg["translate"] else {}
-        return {**gans, "classifier": make_case_classifier(int(self.cfg["classifier_width"]))}
+        width, blocks = int(self.cfg.width), int(self.cfg.n_blocks)
+        gans = make_case_gans(width, blocks, "sim_real_") if self.cfg.translate else {}
+        return {**gans, "classifier": make_case_classifier(int(self.cfg.classifier_width))}
 
     def loop_config(self) -> LoopConfig:
-        if not self.cfg["translate"]:  # only the classifier trains: keep its best epoch
+        if not self.cfg.translate:  # only the classifier trains: keep its best epoch
             return LoopConfig(
-                epochs=int(self.cfg["classifier_epochs"]),
-                time_budget_s=self.cfg["time_budget_s"],
+                epochs=int(self.cfg.classifier_epochs),
+                time_budget_s=self.cfg.time_budget_s,
                 monitor="val_acc",
                 mode="max",
                 description=self.name,
             )
         # No validation metric measures translation quality: the last epoch is the model.
         return LoopConfig(
-            epochs=int(self.cfg["epochs"]),
-            time_budget_s=self.cfg["time_budget_s"],
+            epochs=int(self.cfg.epochs),
+            time_budget_s=self.cfg.time_budget_s,
             monitor="last",
             mode="min",
             description=self.name,
@@ -147,16 +145,16 @@ class LookupMethod(DepthMethod):
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> TrainTask:
         data.require("sim", "real")
-        if self.cfg["translate"]:
+        if self.cfg.translate:
             return LookupTask(self, data, device, seed)
         task = CaseClassifierTask(
             self.modules["classifier"],
             data.real,
             device,
             seed,
-            lr=self.cfg["classifier_lr"],
-            val_site_fraction=self.cfg["val_fraction"],
-            epochs=int(self.cfg["classifier_epochs"]),
+            lr=self.cfg.classifier_lr,
+            val_site_fraction=self.cfg.val_fraction,
+            epochs=int(self.cfg.classifier_epochs),
         )
         task.cases = trainable_cases(data.sim.case, data.real.case)
         return task
@@ -167,11 +165,11 @@ class LookupMethod(DepthMethod):
         for case in task.cases:
             rows = np.flatnonzero(sim.case == case)
             renders = sim.sem[rows].reshape(-1, *IMAGE_SHAPE)
-            if self.cfg["translate"]:
+            if self.cfg.translate:
                 styled = translate(self.modules[f"sim_real_{case}"].ab, renders)
             else:
                 styled = torch.from_numpy(renders).float()
-            if self.cfg["bank"] == "mean":
+            if self.cfg.bank == "mean":
                 pairs = unit_zscore(styled).view(len(rows), 2, *IMAGE_SHAPE)
                 self.banks[case] = self._search(pairs.mean(dim=1), sim.depth[rows])
             else:
@@ -181,8 +179,8 @@ class LookupMethod(DepthMethod):
         return ShiftedNeighbourSearch(
             images,
             depth,
-            max_shift=int(self.cfg["max_shift"]),
-            candidates=int(self.cfg["candidates"]) or None,
+            max_shift=int(self.cfg.max_shift),
+            candidates=int(self.cfg.candidates) or None,
         )
 
     def extra_state(self) -> dict[str, Any]:
@@ -207,5 +205,5 @@ class LookupMethod(DepthMethod):
         out = np.empty(images.shape, dtype=np.float32)
         for case in np.unique(cases):
             rows = np.flatnonzero(cases == case)
-            out[rows] = self.banks[int(case)].predict(images[rows], k=int(self.cfg["top_k"]))
+            out[rows] = self.banks[int(case)].predict(images[rows], k=int(self.cfg.top_k))
         return out

@@ -18,12 +18,14 @@ turns in a seeded random order, so an interrupted run resumes exactly.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from micrometry.config import Config, param
 from micrometry.depth.dataset import RealArrays, SimArrays, site_split
 from micrometry.depth.gan import CycleGan, GanWeights, requires_grad, to_unit_range
 from micrometry.depth.methods.classifier import CaseClassifier, CaseClassifierTask
@@ -33,44 +35,46 @@ from micrometry.train import TrainTask
 
 CASES = (1, 2, 3, 4)
 
-# Settings both per-case GAN methods (``cyclegan``, ``lookup``) share.
-GAN_DEFAULTS = {
-    "width": 16,
-    "n_blocks": 2,
-    "lr": 2e-4,
-    "beta1": 0.5,
-    "beta2": 0.999,
-    "batch_size": 16,
-    "n_critic": 1,
-    "gp": 10.0,
-    "lambda_cycle": 10.0,
-    "lambda_idt": 0.5,
-    "classifier_width": 8,
-    "classifier_lr": 3e-3,
-    "classifier_steps": 8,
-    "classifier_total_steps": 800,
-    "epochs": 4,
-    "time_budget_s": 600.0,
-    "val_fraction": 0.1,
-}
+
+@dataclass
+class GanConfig(Config):
+    """Settings both per-case GAN methods (``cyclegan``, ``lookup``) share."""
+
+    width: int = param(16, ge=1)
+    n_blocks: int = param(2, ge=1)
+    lr: float = param(2e-4, ge=0)
+    beta1: float = param(0.5, ge=0, lt=1)
+    beta2: float = param(0.999, ge=0, lt=1)
+    batch_size: int = param(16, ge=1)
+    n_critic: int = param(1, ge=1)
+    gp: float = param(10.0, ge=0)
+    lambda_cycle: float = param(10.0, ge=0)
+    lambda_idt: float = param(0.5, ge=0)
+    classifier_width: int = param(8, ge=1)
+    classifier_lr: float = param(3e-3, ge=0)
+    classifier_steps: int = param(8, ge=1)
+    classifier_total_steps: int = param(800, ge=1)
+    epochs: int = param(4, ge=1)
+    time_budget_s: float = param(600.0, ge=0)
+    val_fraction: float = param(0.1, ge=0, lt=1)
 
 
-def gan_weights(cfg: dict[str, Any]) -> GanWeights:
-    return GanWeights(gp=cfg["gp"], cycle=cfg["lambda_cycle"], identity=cfg["lambda_idt"])
+def gan_weights(cfg: GanConfig) -> GanWeights:
+    return GanWeights(gp=cfg.gp, cycle=cfg.lambda_cycle, identity=cfg.lambda_idt)
 
 
-def task_settings(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+def task_settings(cfg: GanConfig, seed: int) -> dict[str, Any]:
     """The :class:`PerCaseGanTask` keyword arguments both GAN methods take from their configuration."""
     return {
-        "lr": cfg["lr"],
-        "betas": (cfg["beta1"], cfg["beta2"]),
-        "batch_size": int(cfg["batch_size"]),
-        "n_critic": int(cfg["n_critic"]),
+        "lr": cfg.lr,
+        "betas": (cfg.beta1, cfg.beta2),
+        "batch_size": int(cfg.batch_size),
+        "n_critic": int(cfg.n_critic),
         "weights": gan_weights(cfg),
-        "classifier_lr": cfg["classifier_lr"],
-        "classifier_steps": int(cfg["classifier_steps"]),
-        "classifier_total_steps": int(cfg["classifier_total_steps"]),
-        "val_fraction": cfg["val_fraction"],
+        "classifier_lr": cfg.classifier_lr,
+        "classifier_steps": int(cfg.classifier_steps),
+        "classifier_total_steps": int(cfg.classifier_total_steps),
+        "val_fraction": cfg.val_fraction,
         "seed": seed,
     }
 

@@ -10,14 +10,17 @@ support small ensembles and flip test-time augmentation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from micrometry.config import Config, param
 from micrometry.depth.augment import FLIP_DIMS, imaging_augment, random_flip
 from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batchnorm_statistics
-from micrometry.depth.calibration import apply_ridge, calibration_features
+from micrometry.depth.calibration import apply_ridge, calibration_features, check_ridge
 from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod, input_tensor
 from micrometry.depth.nets import HoleUNet, fused_for_inference
@@ -54,7 +57,7 @@ class UNetTask(TrainTask):
         ema_nets: list[HoleUNet],
         data: DepthData,
         device: torch.device,
-        cfg: dict,
+        cfg: UNetMethod.Config,
         seed: int,
         use_real: bool,
     ):
@@ -64,33 +67,33 @@ class UNetTask(TrainTask):
         self.nets = [copy.deepcopy(net) for net in ema_nets]
         self.averaged = []
         for ema, net in zip(ema_nets, self.nets, strict=False):
-            averaged = AveragedModel(net, multi_avg_fn=ema_average(cfg["ema"]))
+            averaged = AveragedModel(net, multi_avg_fn=ema_average(cfg.ema))
             averaged.module = ema  # average into the method's own network (same weights as ``net`` now)
             self.averaged.append(averaged)
         self.cfg = cfg
         sim = data.sim
-        train_rows, val_rows = sim.split(cfg["val_fraction"], seed)
-        self.x, self.y = sim_tensors(sim, train_rows, cfg["mean_itr"], device)
+        train_rows, val_rows = sim.split(cfg.val_fraction, seed)
+        self.x, self.y = sim_tensors(sim, train_rows, cfg.mean_itr, device)
         self.val_x, self.val_y = sim_tensors(sim, val_rows, False, device)
         self.real_x = None
         self.imaging = {
-            "blur": cfg["blur_aug"],
-            "jitter": cfg["jitter_aug"],
-            "charging": cfg["charging_aug"],
-            "noise": cfg["noise_aug"],
+            "blur": cfg.blur_aug,
+            "jitter": cfg.jitter_aug,
+            "charging": cfg.charging_aug,
+            "noise": cfg.noise_aug,
         }
         self.imaging_measured: dict[str, float] = {}
-        if use_real and cfg["imaging"] == "auto":
+        if use_real and cfg.imaging == "auto":
             # Widen the imaging augmentations to what the real images show (never below the fixed ones).
             sem = sim.sem[train_rows[:2000]].reshape(-1, *sim.sem.shape[2:])
             ranges = augmentation_ranges(
-                sem, data.real.images, floor={"blur_aug": cfg["blur_aug"], "noise_aug": cfg["noise_aug"]}
+                sem, data.real.images, floor={"blur_aug": cfg.blur_aug, "noise_aug": cfg.noise_aug}
             )
             self.imaging.update(blur=ranges["blur_aug"], noise=ranges["noise_aug"])
             self.imaging_measured = ranges
         if use_real:
             real = data.real
-            tr, va = site_split(real, cfg["val_site_fraction"], seed)
+            tr, va = site_split(real, cfg.val_site_fraction, seed)
             images = input_tensor(real.images, device)
             depth = torch.from_numpy(real.site_depth.astype(np.float32)).to(device)
             self.real_x, self.real_d = images[tr], depth[tr]
@@ -101,10 +104,10 @@ class UNetTask(TrainTask):
             **{f"train{i}": net for i, net in enumerate(self.nets)},
         }
         params = [p for net in self.nets for p in net.parameters()]
-        self.optimizers = {"opt": torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])}
+        self.optimizers = {"opt": torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)}
         self.schedulers = {
             "lr": torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizers["opt"], T_max=max(int(cfg["epochs"]), 1)
+                self.optimizers["opt"], T_max=max(int(cfg.epochs), 1)
             )
         }
         self._aug = torch.Generator().manual_seed(seed + 1)
@@ -112,11 +115,11 @@ class UNetTask(TrainTask):
     def train_batches(self, epoch: int, generator: torch.Generator):
         self._aug.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
         order = torch.randperm(len(self.x), generator=generator)
-        bs = int(self.cfg["batch_size"])
+        bs = int(self.cfg.batch_size)
         real_order = None
         if self.real_x is not None and len(self.real_x):
             n_batches = (len(order) + bs - 1) // bs
-            rbs = int(self.cfg["real_batch_size"])
+            rbs = int(self.cfg.real_batch_size)
             real_order = torch.randint(0, len(self.real_x), (n_batches, rbs), generator=generator)
         return [
             (order[i : i + bs], None if real_order is None else real_order[k])
@@ -125,7 +128,7 @@ class UNetTask(TrainTask):
 
     def _augment(self, x: torch.Tensor, y: torch.Tensor | None = None, imaging: bool = True):
         """Flips (input and target alike); with ``imaging``, also a wider probe and more noise."""
-        if self.cfg["flips"]:
+        if self.cfg.flips:
             x, y = random_flip(x, y, self._aug)
         if imaging:
             x = imaging_augment(x, self._aug, **self.imaging)
@@ -142,7 +145,7 @@ class UNetTask(TrainTask):
             pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
             map_loss = nn.functional.l1_loss(pred, y)
             depth_loss = nn.functional.l1_loss(depth, true_depth)
-            loss = map_loss + self.cfg["depth_weight"] * depth_loss
+            loss = map_loss + self.cfg.depth_weight * depth_loss
             losses["map"] += map_loss.item() / len(self.nets)
             losses["depth"] += depth_loss.item() / len(self.nets)
             if real_idx is not None:
@@ -151,7 +154,7 @@ class UNetTask(TrainTask):
                 # running statistics stay those of the simulation (AdaBN swaps in the real ones).
                 rx = self.real_x[real_idx.to(self.x.device)]
                 rd = self.real_d[real_idx.to(self.x.device)]
-                consistency = float(self.cfg["consistency"])
+                consistency = float(self.cfg.consistency)
                 teacher = None
                 if consistency > 0:
                     with torch.no_grad():  # the averaged net's shape of the plain image is the target
@@ -161,13 +164,13 @@ class UNetTask(TrainTask):
                 # simulation's running statistics at inference; "running": by the latter in both.
                 norm = (
                     running_batchnorm_statistics
-                    if self.cfg.get("real_bn") == "running"
+                    if getattr(self.cfg, "real_bn", "batch") == "running"
                     else frozen_batchnorm_statistics
                 )
                 with norm(net):
                     real_shape, real_depth = net.forward_parts(rx)
                 real_loss = nn.functional.l1_loss(real_depth, rd)
-                loss = loss + self.cfg["real_weight"] * real_loss
+                loss = loss + self.cfg.real_weight * real_loss
                 losses["real"] += real_loss.item() / len(self.nets)
                 if teacher is not None:
                     # Mean teacher: the shape of an augmented real image should be the averaged net's
@@ -251,35 +254,33 @@ class UNetMethod(DepthMethod):
 
     name = "unet"
     uses: tuple[str, ...] = ("sim",)
-    defaults = {
-        "width": 8,
-        "unshuffle": 2,
-        "ensemble": 1,
-        "mean_itr": False,
-        "flips": True,
-        "blur_aug": 1.5,
-        "jitter_aug": 0.5,
-        "charging_aug": 0.04,
-        "noise_aug": 0.04,
-        "normalize": True,
-        "tta": 1,
-        "lr": 3e-3,
-        "weight_decay": 1e-4,
-        "batch_size": 64,
-        "epochs": 12,
-        "depth_weight": 1.0,
-        "ema": 0.995,
-        "val_fraction": 0.1,
-    }
+
+    @dataclass
+    class Config(Config):
+        width: int = param(8, ge=1)
+        unshuffle: int = param(2, ge=1)
+        ensemble: int = param(1, ge=1)
+        mean_itr: bool = param(False)
+        flips: bool = param(True)
+        blur_aug: float = param(1.5, ge=0)
+        jitter_aug: float = param(0.5, ge=0)
+        charging_aug: float = param(0.04, ge=0)
+        noise_aug: float = param(0.04, ge=0)
+        normalize: bool = param(True)
+        tta: int = param(1, choices=(1, 2, 4))
+        lr: float = param(3e-3, ge=0)
+        weight_decay: float = param(1e-4, ge=0)
+        batch_size: int = param(64, ge=1)
+        epochs: int = param(12, ge=1)
+        depth_weight: float = param(1.0, ge=0)
+        ema: float = param(0.995, ge=0, lt=1)
+        val_fraction: float = param(0.1, ge=0, lt=1)
+
     use_real = False
     monitor, monitor_mode = "val_rmse", "min"
 
     def __init__(self, **cfg):
         super().__init__(**cfg)
-        if self.cfg["tta"] not in (1, 2, 4):
-            from micrometry.errors import InputError
-
-            raise InputError(f"tta must be 1, 2 or 4, got {self.cfg['tta']}")
         self.affine = (1.0, 0.0)  # predicted depth -> corrected depth (unet-weak fits it)
         self.ridge: tuple | None = None  # (mean, scale, coef, intercept) of a ridge calibration
         # What unet-weak fits on real images: the half-width (nm) of a 90 % interval of a hole's
@@ -292,14 +293,14 @@ class UNetMethod(DepthMethod):
     def build_modules(self) -> dict[str, nn.Module]:
         return {
             f"net{i}": HoleUNet(
-                int(self.cfg["width"]), int(self.cfg["unshuffle"]), normalize=bool(self.cfg["normalize"])
+                int(self.cfg.width), int(self.cfg.unshuffle), normalize=bool(self.cfg.normalize)
             )
-            for i in range(int(self.cfg["ensemble"]))
+            for i in range(int(self.cfg.ensemble))
         }
 
     def loop_config(self) -> LoopConfig:
         return LoopConfig(
-            epochs=int(self.cfg["epochs"]),
+            epochs=int(self.cfg.epochs),
             monitor=self.monitor,
             mode=self.monitor_mode,
             description=self.name,
@@ -342,9 +343,11 @@ class UNetMethod(DepthMethod):
             self.modules = trained
 
     def load_extra_state(self, state: dict) -> None:
-        self.affine = tuple(state.get("affine", (1.0, 0.0)))
+        self.affine = tuple(float(v) for v in state.get("affine", (1.0, 0.0)))
+        if len(self.affine) != 2 or not np.isfinite(self.affine).all():
+            raise ValueError(f"affine calibration must be two finite numbers, got {self.affine}")
         ridge = state.get("ridge")
-        self.ridge = None if ridge is None else tuple(np.asarray(v, dtype=np.float32) for v in ridge)
+        self.ridge = None if ridge is None else check_ridge(ridge)
         self.interval_nm = state.get("interval_nm")
         self.ood = None if state.get("ood") is None else FeatureGaussian.from_state(state["ood"])
         self.imaging_measured = dict(state.get("imaging_measured", {}))
@@ -353,7 +356,7 @@ class UNetMethod(DepthMethod):
         """Shape and corrected depth, averaged over the ensemble and the test-time flips; with
         ``features``, also the first network's depth-head input of the plain image (for :attr:`ood`)."""
         shapes, depths, first = [], [], None
-        for dims in FLIP_DIMS[: int(self.cfg["tta"])]:
+        for dims in FLIP_DIMS[: int(self.cfg.tta)]:
             xf = x.flip(dims) if dims else x
             for net in self.modules.values():
                 shape, depth, pooled = net.forward_features(xf)

@@ -7,9 +7,12 @@ depth during training; afterwards a calibration fitted on every real image
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from micrometry.config import param
 from micrometry.depth.batchnorm import recompute_batchnorm, set_batchnorm_statistics
 from micrometry.depth.calibration import (
     apply_ridge,
@@ -22,7 +25,6 @@ from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, input_tensor
 from micrometry.depth.methods.unet import UNetMethod
 from micrometry.depth.ood import fit_feature_gaussian
-from micrometry.errors import InputError
 from micrometry.train import TrainTask
 
 
@@ -45,79 +47,57 @@ class WeakUNetMethod(UNetMethod):
         regression of the site average on the predicted depth and the image's
         brightness statistics, fitted on every real image) or ``"none"``.
     adabn : bool
-        After training, recompute BatchNorm statistics on the real images (AdaBN).
-        Measured on bench/depth.py: better depth (2.9 vs 3.2 nm) but worse shapes,
-        RMSE 6.5 against 5.3 without; off by default.
+        After training, recompute BatchNorm statistics on the real images (AdaBN); off by
+        default (better depth, worse shapes: docs/depth.md, "Why unet-weak's defaults").
     depth_statistics : str
         After training, which statistics the depth head's input BatchNorm uses for real images:
         ``"real"`` (default): those of the real training images' pooled features, as in training,
         where the real images' depth loss normalised them by their own batch statistics;
-        ``"simulated"``: the simulation's running statistics (the default until 26 Nov 2026).
-        Measured with flip TTA (bench/depth.py, 36 epochs; chosen on the default data): RMSE
-        4.84 -> 4.27 (depth level 3.57 -> 2.78 nm, shapes unchanged), and 7.24 -> 6.33 on the
-        untuned ``--variant other``. Every BatchNorm on real statistics (``adabn``) scored 4.40
-        (default data) and 6.18.
+        ``"simulated"``: the simulation's running statistics.
     imaging : str
         ``"fixed"`` (default): the blur and noise augmentations of ``blur_aug``/``noise_aug``;
         ``"auto"``: widen them to the probe blur and noise read off the real images, never
-        below those (:func:`~micrometry.depth.photometry.augmentation_ranges`). Measured (12
-        epochs, last epoch): RMSE 7.65 against 7.28 fixed on ``--variant other``, 6.61 on the
-        default bench data.
+        below those (:func:`~micrometry.depth.photometry.augmentation_ranges`).
     real_bn : str
         How BatchNorm normalises the real images in training: ``"batch"`` by their own batch
         statistics (the simulation's running statistics stay untouched; at inference those are
         used, so the depth head meets real images normalised differently from training) or
-        ``"running"`` by the simulation's running statistics, as at inference. Measured
-        (bench, 3 epochs): the simulated validation RMSE rose from 7.6 to 27.6; off by default.
+        ``"running"`` by the simulation's running statistics, as at inference.
     consistency : float
         Weight of a mean-teacher loss on real images: the shape of an augmented real
-        image is pulled towards the averaged network's shape of the plain image; 0: off
-        (measured with 1.0, 4-5 epochs: RMSE 11.44 against 9.95 without on ``--variant other``).
+        image is pulled towards the averaged network's shape of the plain image; 0: off.
 
     After training it also fits, on the real images: the 90 % interval of a hole's
     depth (split conformal on the held-out sites, widened for their small number:
     :func:`~micrometry.depth.calibration.site_conformal_halfwidth`, :attr:`interval_nm`) and a
     Gaussian model of the networks' features that flags images unlike the
     training data (:attr:`ood`); :meth:`predict_report` returns both per image.
+
+    Why each default is what it is, with the measurements: docs/depth.md, "Why unet-weak's defaults".
     """
 
     name = "unet-weak"
     uses = ("sim", "real")
-    calibrations = ("affine", "ridge", "none")
-    depth_statistics_options = ("real", "simulated")
 
-    # 60 epochs (unet: 12), chosen on bench/depth.py's default data. With the depth head on the simulation's
-    # statistics more epochs sharpened the shapes but overfit the depth level (RMSE 5.30 at 12, 5.01 at 36,
-    # 5.05 at 60); on the real images' statistics the level holds: 4.27 at 36, 4.29 at 48, 4.14 at 60,
-    # checked on --variant other: 6.33 at 36, 6.29 at 60. About 10 minutes on one thread. Left-right flip
-    # TTA (tta=2, at 36 epochs): 5.01 -> 4.84 on the default data (7.37 -> 7.24 other) for half the
-    # images/s; an ensemble of two networks instead (the same inference cost) scored 5.01.
-    defaults = {
-        **UNetMethod.defaults,
-        "epochs": 60,
-        "tta": 2,
-        "real_weight": 1.0,
-        "real_batch_size": 32,
-        "val_site_fraction": 0.2,
-        "calibration": "ridge",
-        "adabn": False,
-        "depth_statistics": "real",
-        "imaging": "fixed",
-        "consistency": 0.0,
-        "real_bn": "batch",
-    }
+    # epochs, tta, depth_statistics: chosen on bench/depth.py (docs/depth.md, "Why unet-weak's defaults")
+    @dataclass
+    class Config(UNetMethod.Config):
+        epochs: int = param(60, ge=1)
+        tta: int = param(2, choices=(1, 2, 4))
+        real_weight: float = param(1.0, ge=0)
+        real_batch_size: int = param(32, ge=1)
+        val_site_fraction: float = param(0.2, ge=0, lt=1)
+        calibration: str = param("ridge", choices=("affine", "ridge", "none"))
+        adabn: bool = param(False)
+        depth_statistics: str = param("real", choices=("real", "simulated"))
+        imaging: str = param("fixed", choices=("fixed", "auto"))
+        consistency: float = param(0.0, ge=0)
+        real_bn: str = param("batch", choices=("batch", "running"))
+
     use_real = True
-    # The model is the last epoch's averaged weights. The simulated validation RMSE measures the wrong
-    # domain and swings between epochs: on --variant other it picked epoch 6 of 12 (RMSE 7.69 on the
-    # real test images; the last epoch: 7.28), with imaging=auto epoch 3.
+    # The model is the last epoch's averaged weights: the simulated validation RMSE measures the wrong
+    # domain and swings between epochs (docs/depth.md, "Why unet-weak's defaults").
     monitor, monitor_mode = "epoch", "max"
-
-    def __init__(self, **cfg):
-        super().__init__(**cfg)
-        choices = (("calibration", self.calibrations), ("depth_statistics", self.depth_statistics_options))
-        for key, allowed in choices:
-            if self.cfg[key] not in allowed:
-                raise InputError(f"{key} must be one of {', '.join(allowed)}, got {self.cfg[key]!r}")
 
     def adapt_batchnorm(self, images: np.ndarray) -> None:
         """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
@@ -139,13 +119,13 @@ class WeakUNetMethod(UNetMethod):
         """Fit the depth calibration, the 90 % interval of a hole's depth and the OOD model on real images."""
         self.affine, self.ridge, self.interval_nm, self.ood = (1.0, 0.0), None, None, None
         real = data.real
-        if self.cfg["adabn"]:
+        if self.cfg.adabn:
             self.adapt_batchnorm(real.images)
-        elif self.cfg["depth_statistics"] == "real":
+        elif self.cfg.depth_statistics == "real":
             self.adapt_depth_head(real.images)
         depth, features, pooled = self.real_outputs(real.images)
         # The sites the networks never saw labels of (UNetTask's split) are the honest reference.
-        train_rows, val_rows = site_split(real, self.cfg["val_site_fraction"], getattr(self, "_seed", 0))
+        train_rows, val_rows = site_split(real, self.cfg.val_site_fraction, getattr(self, "_seed", 0))
         self.ood = fit_feature_gaussian(pooled[train_rows], pooled[val_rows])
         if len(val_rows):
             held = self.fit_calibration(
@@ -177,9 +157,9 @@ class WeakUNetMethod(UNetMethod):
         self, depth: np.ndarray, features: np.ndarray, site: np.ndarray, site_depth: np.ndarray
     ) -> tuple[tuple[float, float], tuple | None]:
         """``(affine, ridge)`` of the configured calibration fitted on these real images."""
-        if self.cfg["calibration"] == "affine":
+        if self.cfg.calibration == "affine":
             return fit_site_affine(depth, site, site_depth), None
-        if self.cfg["calibration"] == "ridge":
+        if self.cfg.calibration == "ridge":
             return (1.0, 0.0), fit_ridge(features, site_depth.astype(np.float64))
         return (1.0, 0.0), None
 

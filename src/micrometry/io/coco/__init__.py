@@ -20,7 +20,13 @@ from micrometry.io.coco.dataset import (
     read_json,
     resolve_coco,
 )
-from micrometry.io.coco.results import instances_to_results, load_results, normalize_results, write_results
+from micrometry.io.coco.results import (
+    instances_to_results,
+    labels_to_annotations,
+    load_results,
+    normalize_results,
+    write_results,
+)
 from micrometry.io.coco.rle import (
     compressed_rle,
     crop_to_rle,
@@ -47,6 +53,7 @@ __all__ = [
     "decode_rles",
     "instances_to_results",
     "json_rle",
+    "labels_to_annotations",
     "labels_to_rles",
     "load_coco",
     "load_results",

@@ -50,6 +50,32 @@ def instances_to_results(
     return results
 
 
+def labels_to_annotations(
+    labels: np.ndarray, image_id: int, first_id: int = 1, category_id: int = 1
+) -> list[dict]:
+    """COCO ground-truth annotations (RLE, area, bbox, ``iscrowd`` 0) of one image's label image.
+
+    Label ids without pixels are skipped; annotation ids run from ``first_id``.
+    """
+    annotations = []
+    for rle in labels_to_rles(np.asarray(labels)):
+        if rle is None:
+            continue
+        encoded = compressed_rle(rle, *rle["size"])
+        annotations.append(
+            {
+                "id": first_id + len(annotations),
+                "image_id": int(image_id),
+                "category_id": int(category_id),
+                "segmentation": rle,
+                "area": float(mask_utils.area(encoded)),
+                "bbox": [float(v) for v in mask_utils.toBbox(encoded)],
+                "iscrowd": 0,
+            }
+        )
+    return annotations
+
+
 def write_results(path: str | Path, results: Iterable[dict]) -> Path:
     """Write COCO results (a JSON list) atomically; RLE ``counts`` are made JSON strings."""
     out = []

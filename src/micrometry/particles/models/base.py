@@ -1,30 +1,30 @@
 """What every particle model is: one :class:`ParticleModel` entry per model, in :data:`PARTICLE_MODELS`.
 
-An entry says how the model trains (:meth:`ParticleModel.make_task`), what of a
+An entry says how the model trains (:meth:`ParticleModel.build_task`), what of a
 training checkpoint is the model (:meth:`ParticleModel.export_checkpoint`) and
 how an exported model becomes a segmenter (:meth:`ParticleModel.segmenter`);
 the same contract the depth job has in
 :class:`~micrometry.depth.methods.base.DepthMethod`. ``particles train``,
 ``particles predict`` and ``micrometry export`` dispatch through it, so a new
-model is one new module that registers one entry (and is listed in
-:data:`BUILTIN_MODULES`)::
+model is one new module in this package (or a sub-package) that registers one
+entry; the registry imports every module of the package on its first look-up::
 
     @PARTICLE_MODELS.register("my-model")
     class MyModel(ParticleModel):
         name = "my-model"
         settings_keys = ("scale",)
         modules = ("net",)
-        def make_task(self, settings, train, val): ...
+        def build_task(self, settings, train, val): ...
         def segmenter(self, exported, scale=None): ...
 
-``--model`` accepts a registered name, ``shipped`` (the exported model in the
-package's ``assets/models/particles-default``), a training run folder or an
-exported model folder (``micrometry export``).
+:func:`load_particle_model` is the one loader: ``--model`` accepts a registered
+name, ``shipped`` (the exported model in the package's
+``assets/models/particles-default``), a training run folder or an exported
+model folder (``micrometry export``).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from importlib import resources
@@ -35,14 +35,7 @@ from micrometry.errors import CheckpointError, InputError
 from micrometry.modelfile import ExportedModel, is_model_folder, provenance, read_model, refuse_other_job
 from micrometry.registry import Registry
 
-PARTICLE_MODELS = Registry("particle model")
-
-# Modules whose import registers the built-in models.
-BUILTIN_MODULES = [
-    "micrometry.particles.models.classical",
-    "micrometry.particles.models.dense_models",
-    "micrometry.particles.models.maskrcnn",
-]
+PARTICLE_MODELS = Registry("particle model", package="micrometry.particles.models")
 
 #: The model ``particles train`` trains when none is named (the shipped model is one of these).
 DEFAULT_MODEL = "center-offset"
@@ -76,7 +69,7 @@ class ParticleModel:
     def check_available(self) -> None:
         """Raise a one-line :class:`InputError` when this installation cannot run the model."""
 
-    def make_task(self, settings, train, val):
+    def build_task(self, settings, train, val):
         """A :class:`~micrometry.particles.models.training.ParticleTrainTask` for these data."""
         raise InputError(f"particle model {self.name!r} is not trainable")
 
@@ -101,24 +94,9 @@ class ParticleModel:
         raise NotImplementedError
 
 
-def _import_builtins() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
-def particle_model(name: str) -> ParticleModel:
-    """The registered entry called ``name`` (an unknown name lists the known ones)."""
-    _import_builtins()
-    return PARTICLE_MODELS.create(name)
-
-
-def model_names() -> list[str]:
-    _import_builtins()
-    return PARTICLE_MODELS.names()
-
-
 def trainable_names() -> list[str]:
-    return [name for name in model_names() if PARTICLE_MODELS.create(name).trainable]
+    """The registered models ``particles train`` can train."""
+    return [name for name in PARTICLE_MODELS.list() if PARTICLE_MODELS.create(name).trainable]
 
 
 def shipped_model_dir() -> Path:
@@ -166,7 +144,6 @@ def _run_entry(run) -> ParticleModel:
     if not isinstance(model, str):
         refuse_other_job(run.path, "particles")
         raise CheckpointError("config.json names no 'model'", run.config_path)
-    _import_builtins()
     if model not in PARTICLE_MODELS:
         raise CheckpointError(f"run was trained with unknown model {model!r}", run.config_path)
     return PARTICLE_MODELS.create(model)
@@ -175,7 +152,6 @@ def _run_entry(run) -> ParticleModel:
 def read_particle_model(path: str | Path) -> ExportedModel:
     """An exported particle model folder, checked against the registry."""
     exported = read_model(path, job="particles")
-    _import_builtins()
     if exported.model not in PARTICLE_MODELS:
         raise CheckpointError(f"unknown particle model {exported.model!r}", Path(path) / "model.json")
     return exported
@@ -188,13 +164,40 @@ def _segmenter(entry: ParticleModel, exported: ExportedModel | None, options: di
     if unknown:
         raise InputError(f"model {entry.name!r} does not take option(s): {', '.join(unknown)}")
     entry.check_available()
+    if exported is not None:
+        check_exported_settings(exported)
     return entry.segmenter(exported, **options)
 
 
-def load_segmenter(
+def check_exported_settings(exported: ExportedModel) -> None:
+    """Refuse a model whose stored settings no model could use (a damaged or edited model.json).
+
+    Raises
+    ------
+    CheckpointError
+        ``scale`` not a number in the allowed range, or ``settings`` not a mapping.
+    """
+    from micrometry.particles.models.sizing import MAX_SCALE, MIN_SCALE
+
+    where = exported.source
+    settings = exported.settings
+    if not isinstance(settings, dict):
+        raise CheckpointError("model settings must be a JSON object", where)
+    scale = settings.get("scale")
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, (int, float)) or not MIN_SCALE <= scale <= MAX_SCALE
+    ):
+        raise CheckpointError(
+            f"model settings: scale must be a number in {MIN_SCALE}..{MAX_SCALE:g}, got {json.dumps(scale)[:40]}",
+            where,
+        )
+
+
+def load_particle_model(
     name_or_path: str | Path | None = None,
     tta: bool = False,
     tta_scales: str | list[float] | None = None,
+    ensemble: str | list[str] | None = None,
     **options,
 ):
     """A ready segmenter from a name, ``shipped``, a run folder, an exported model folder, or None.
@@ -206,9 +209,12 @@ def load_segmenter(
         (``"watershed"``; a learned model's name means its shipped weights,
         if it has some); a run folder written by ``micrometry particles
         train`` (exported in memory); a folder written by ``micrometry
-        export``; or several of these joined by commas, each optionally
-        ``:WEIGHT``, for an ensemble fused by weighted mask fusion
-        (:mod:`micrometry.particles.ensemble`).
+        export``. One model: a comma is part of the name.
+    ensemble : str or list of str, optional
+        Instead of ``name_or_path``: several models fused by weighted mask
+        fusion (:mod:`micrometry.particles.ensemble`), each one of the
+        above, optionally with ``:WEIGHT``; as a list or as
+        ``--ensemble``'s comma-separated text (``"RUN_A:2,RUN_B"``).
     tta, tta_scales : bool, str or list of float
         Test-time augmentation for any model (:mod:`micrometry.particles.tta`):
         the four flips, and/or the image rescaled by each factor (``"0.8,1,1.25"``).
@@ -225,11 +231,12 @@ def load_segmenter(
     from micrometry.particles.tta import TTASegmenter, tta_plan
 
     plan = tta_plan(tta, tta_scales)
-    name = None if name_or_path is None else str(name_or_path)
-    if name is not None and "," in name and not Path(name).exists():
+    if ensemble is not None:
         from micrometry.particles.ensemble import EnsembleSegmenter, parse_members
 
-        members = parse_members(name)
+        if name_or_path is not None:
+            raise InputError("give either a model or an ensemble of models, not both")
+        members = parse_members(ensemble)
         segmenters = [_load_one(member, options) for member, _ in members]
         if plan is not None:
             segmenters = [TTASegmenter(s, plan) for s in segmenters]
@@ -239,14 +246,13 @@ def load_segmenter(
 
 
 def _load_one(name_or_path: str | Path | None, options: dict[str, Any]):
-    """One model's segmenter (see :func:`load_segmenter`)."""
-    _import_builtins()
+    """One model's segmenter (see :func:`load_particle_model`)."""
     name = SHIPPED if name_or_path is None else str(name_or_path)
     if name == SHIPPED:
         exported = read_particle_model(shipped_model_dir())
-        return _segmenter(particle_model(exported.model), exported, options)
+        return _segmenter(PARTICLE_MODELS.create(exported.model), exported, options)
     if name in PARTICLE_MODELS:
-        entry = particle_model(name)
+        entry = PARTICLE_MODELS.create(name)
         if not entry.learned:
             return _segmenter(entry, None, options)
         entry.check_available()
@@ -261,11 +267,11 @@ def _load_one(name_or_path: str | Path | None, options: dict[str, Any]):
     if not path.exists():
         raise InputError(
             f"unknown particle model {name!r}; choose one of: "
-            f"{', '.join([SHIPPED, *model_names()])}, a run folder or an exported model folder"
+            f"{', '.join([SHIPPED, *PARTICLE_MODELS.list()])}, a run folder or an exported model folder"
         )
     if is_model_folder(path):
         exported = read_particle_model(path)
-        return _segmenter(particle_model(exported.model), exported, options)
+        return _segmenter(PARTICLE_MODELS.create(exported.model), exported, options)
     from micrometry.train.run import RunDir
 
     entry = _run_entry(RunDir.existing(path))

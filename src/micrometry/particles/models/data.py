@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from micrometry.errors import DatasetError
-from micrometry.io.coco import load_coco
 from micrometry.io.image import read_image
 from micrometry.particles.models.preprocess import normalise_image, resize, resize_labels
+from micrometry.particles.training_data import load_training_set
 from micrometry.progress import track
 
 
@@ -54,12 +54,19 @@ def labelled_image(name: str, full: np.ndarray, truth: np.ndarray, scale: float)
 
 
 def load_labelled_images(
-    coco_dir: str | Path, scale: float | None, net_diameter: float | None = None, per_image: bool = True
+    coco_dir: str | Path,
+    scale: float | None,
+    net_diameter: float | None = None,
+    per_image: bool = True,
+    images: str | Path | None = None,
 ) -> list[LabelledImage]:
-    """Every image of a COCO folder (``annotations.json`` + ``images/``) with its label image.
+    """Every annotated image of a training folder with its label image.
 
     Parameters
     ----------
+    coco_dir : path
+        Training data in any layout :func:`~micrometry.particles.training_data.load_training_set`
+        reads (COCO, images/ + masks/, images/ + rois/, a corrected prediction folder).
     scale : float or None
         Network pixels per image pixel for every image; None: each image's own
         scale, ``net_diameter`` over its median particle diameter
@@ -74,7 +81,7 @@ def load_labelled_images(
     """
     from micrometry.particles.models.sizing import equivalent_diameters, median_diameter, scale_for_diameter
 
-    dataset = load_coco(coco_dir)
+    dataset = load_training_set(coco_dir, images)
     if not dataset.images:
         raise DatasetError("the dataset has no images", dataset.path)
     if dataset.images_dir is None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from micrometry.config import Config, param
 from micrometry.errors import CheckpointError, InputError
-from micrometry.particles.models.base import DEFAULT_MODEL, particle_model, trainable_names
+from micrometry.particles.models.base import DEFAULT_MODEL, PARTICLE_MODELS, trainable_names
 from micrometry.particles.models.data import (
     MIN_IMAGES_TO_HOLD_OUT,
     STRIP_FRACTION,
@@ -23,54 +24,55 @@ from micrometry.particles.models.data import (
     load_labelled_images,
     split_train_val,
 )
-from micrometry.particles.models.sizing import NET_DIAMETER, check_scale
+from micrometry.particles.models.sizing import MAX_SCALE, MIN_SCALE, NET_DIAMETER, check_scale
 from micrometry.particles.models.validation import evaluate_label_images, truth_dataset
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, seed_everything
 from micrometry.train.loop import configure_threads
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(Config):
     """Everything that defines a training run (stored as the run's ``config.json``).
 
-    The defaults train the shipped model in about a quarter of an hour on two
-    CPU cores for 30 images of 1024x1280.
+    Every field is checked against its type and range on construction (a
+    one-line :class:`~micrometry.errors.InputError`). The defaults train the
+    shipped model in about a quarter of an hour on two CPU cores for 30 images
+    of 1024x1280.
     """
 
-    model: str = DEFAULT_MODEL
-    #: an upper bound: with the default 15-minute budget on a CPU, time ends training first (on the
-    #: bench, stopping at 30 epochs left a third of the budget unused: 0.328 vs 0.395 segm AP)
-    epochs: int = 100
-    steps_per_epoch: int = 40
-    batch_size: int = 4
-    crop: int = 192
+    model: str = param(DEFAULT_MODEL)
+    #: an upper bound: on a CPU the default 15-minute budget ends training first (docs/particles-models.md)
+    epochs: int = param(100, ge=1)
+    steps_per_epoch: int = param(40, ge=1)
+    batch_size: int = param(4, ge=1)
+    crop: int = param(192, ge=32)
     #: network pixels per image pixel; None: automatic (each image resized so that its
     #: median particle measures ``net_diameter`` network pixels, see ``sizing``)
-    scale: float | None = None
-    net_diameter: float = NET_DIAMETER
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    val_fraction: float = 0.1
-    seed: int = 0
-    time_budget_s: float | None = 15 * 60
+    scale: float | None = param(None, ge=MIN_SCALE, le=MAX_SCALE)
+    net_diameter: float = param(NET_DIAMETER, gt=0)
+    lr: float = param(3e-3, ge=0)
+    weight_decay: float = param(1e-4, ge=0)
+    widths: list[int] = param([16, 32, 64, 128])
+    val_fraction: float = param(0.1, ge=0, lt=1)
+    seed: int = param(0, ge=0)
+    time_budget_s: float | None = param(15 * 60.0, ge=0)
     #: intensity augmentation: probability of inverting a crop, range of its random gamma
-    invert_p: float = 0.5
-    gamma_range: list[float] = field(default_factory=lambda: [0.6, 1.6])
+    invert_p: float = param(0.5, ge=0, le=1)
+    gamma_range: list[float] = param([0.6, 1.6])
     #: fine-tuning: the model the weights start from (``shipped``, a run or a model folder)
-    init: str | None = None
+    init: str | None = param(None)
     #: fraction of training spent warming the learning rate up (fine-tuning uses 5 %)
-    warmup: float = 0.0
-    device: str = "auto"
+    warmup: float = param(0.0, ge=0, lt=1)
+    device: str = param("auto")
     #: processes drawing training crops (0: in the training process; a GPU needs several)
-    workers: int = 0
+    workers: int = param(0, ge=0, le=256)
 
 
 class ParticleTrainTask(TrainTask):
     """What every particle model's training shares: settings, data and validation.
 
     Subclasses (one per model family, returned by its registered
-    :class:`~micrometry.particles.models.base.ParticleModel`'s ``make_task``)
+    :class:`~micrometry.particles.models.base.ParticleModel`'s ``build_task``)
     build ``modules``/``optimizers``/``schedulers``, implement
     :meth:`train_batches`, :meth:`train_step` and :meth:`segmenter`.
     """
@@ -142,13 +144,6 @@ class ParticleTrainTask(TrainTask):
         return {"val_ap": metrics["AP"], "val_ap50": metrics["AP50"], "val_f1": metrics["F1@0.5"]}
 
 
-def make_task(
-    settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]
-) -> ParticleTrainTask:
-    """The registered model's training task."""
-    return particle_model(settings.model).make_task(settings, train, val)
-
-
 def train_model(
     coco_dir: str | Path,
     out: str | Path,
@@ -158,8 +153,11 @@ def train_model(
     threads: int | None = None,
     model_given: bool = True,
     given: set[str] | None = None,
+    images: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``settings.model`` on a COCO folder into the run folder ``out``.
+    """Train ``settings.model`` on a training folder (any layout of
+    :mod:`~micrometry.particles.training_data`; ``images``: its images folder
+    where the layout does not say) into the run folder ``out``.
 
     Returns
     -------
@@ -182,7 +180,7 @@ def train_model(
         raise InputError(
             f"unknown trainable particle model {settings.model!r}; choose one of: {', '.join(trainable)}"
         )
-    entry = particle_model(settings.model)
+    entry = PARTICLE_MODELS.create(settings.model)
     entry.check_available()
     if settings.scale is not None:
         check_scale(settings.scale)
@@ -190,6 +188,7 @@ def train_model(
     init_state = None
     if resume:
         run = RunDir.for_training(out, resume=True)
+        run.check_same_data(coco_dir)
         previous = run.read_config()
         if model_given and previous.get("model") != settings.model:
             raise CheckpointError(
@@ -203,7 +202,7 @@ def train_model(
             settings = TrainSettings(
                 **{**previous["settings"], **{k: getattr(settings, k) for k in extendable}}
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, InputError) as exc:
             raise CheckpointError(
                 f"config.json holds no usable 'settings' ({type(exc).__name__}: {exc})", run.config_path
             ) from None
@@ -211,11 +210,15 @@ def train_model(
         from micrometry.particles.models.finetune import init_settings
 
         settings, init_state = init_settings(settings, model_given)
-        entry = particle_model(settings.model)
+        entry = PARTICLE_MODELS.create(settings.model)
     configure_threads(threads)
     # Read the whole dataset before creating the run folder: a bad dataset leaves nothing behind.
     items = load_labelled_images(
-        coco_dir, settings.scale, settings.net_diameter, per_image=getattr(entry, "auto_size", False)
+        coco_dir,
+        settings.scale,
+        settings.net_diameter,
+        per_image=getattr(entry, "auto_size", False),
+        images=images,
     )
     if settings.scale is None and not getattr(entry, "auto_size", False):
         settings.scale = items[0].scale  # the dataset's median particle size set one scale
@@ -225,7 +228,7 @@ def train_model(
         warnings.warn(note)  # the console says how validation is done, not only log.txt
     if not resume:
         run = RunDir.for_training(out, overwrite=overwrite)
-    task = make_task(settings, train, val)
+    task = entry.build_task(settings, train, val)
     if init_state is not None:
         task.load_initial_weights(init_state)
     scales = sorted(item.scale for item in items)
@@ -237,7 +240,7 @@ def train_model(
             "n_val": len(val),
             "validation": note,
             "scales": {"min": scales[0], "median": scales[len(scales) // 2], "max": scales[-1]},
-            "settings": asdict(settings),
+            "settings": settings.to_dict(),
         }
     )
     run.log(note)

@@ -24,7 +24,6 @@ from torch import nn
 from micrometry.particles.models.detection.anchors import AnchorGenerator
 from micrometry.particles.models.detection.boxes import BoxCoder, clip_boxes, keep_min_size
 from micrometry.particles.models.detection.fpn import FPNBackbone
-from micrometry.particles.models.detection.heads import BoxHead, MaskHead
 from micrometry.particles.models.detection.losses import (
     box_head_loss,
     mask_loss,
@@ -33,6 +32,7 @@ from micrometry.particles.models.detection.losses import (
 )
 from micrometry.particles.models.detection.nms import nms
 from micrometry.particles.models.detection.roi_align import multiscale_roi_align
+from micrometry.particles.models.detection.roi_heads import BoxHead, MaskHead
 from micrometry.particles.models.detection.rpn import RegionProposalNetwork, RPNSettings
 
 

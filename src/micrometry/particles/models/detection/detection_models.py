@@ -4,8 +4,8 @@ No torchvision: the detector is :mod:`micrometry.particles.models.detection`
 (own FPN backbone, anchors and RPN, tensor-only NMS, RoIAlign via
 ``grid_sample``, box and mask heads, mask pasting at full resolution). Both
 train through the shared loop on the dense models' augmented crops
-(:class:`~.detection.training.MaskRCNNTask`) and predict through the shared
-tiling (:class:`~.detection.segmenter.DetectorSegmenter`).
+(:class:`~.detection_task.MaskRCNNTask`) and predict through the shared
+tiling (:class:`~.detector_segmenter.DetectorSegmenter`).
 ``cascade-maskrcnn`` adds two box stages trained at IoU 0.6 and 0.7.
 """
 
@@ -15,9 +15,9 @@ from micrometry.errors import CheckpointError, InputError
 from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import PARTICLE_MODELS, ParticleModel
 from micrometry.particles.models.data import LabelledImage
+from micrometry.particles.models.detection.detection_task import MaskRCNNTask
+from micrometry.particles.models.detection.detector_segmenter import DetectorSegmenter
 from micrometry.particles.models.detection.maskrcnn import MaskRCNN, MaskRCNNConfig
-from micrometry.particles.models.detection.segmenter import DetectorSegmenter
-from micrometry.particles.models.detection.training import MaskRCNNTask
 from micrometry.particles.models.training import TrainSettings
 
 
@@ -29,7 +29,7 @@ class DetectorModel(ParticleModel):
     #: IoU for positives of each box stage (one stage: Mask R-CNN)
     stage_ious: tuple[float, ...] = (0.5,)
 
-    def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
+    def build_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         return MaskRCNNTask(settings, train, val, MaskRCNNConfig(stage_ious=list(self.stage_ious)))
 
     def segmenter(

@@ -1,9 +1,4 @@
-"""The dense models ``center-offset`` (the default) and ``unet-watershed``: training task and registry entries.
-
-Both are a :class:`~.unet.UNet` with a :class:`~.methods.DenseMethod` head,
-trained on augmented random crops and predicted in tiles
-(:class:`~.dense.DenseSegmenter`).
-"""
+"""Training a dense model: a U-Net with one :class:`~.heads.DenseMethod` head on augmented random crops."""
 
 from __future__ import annotations
 
@@ -14,11 +9,8 @@ import numpy as np
 import torch
 
 from micrometry.errors import CheckpointError
-from micrometry.modelfile import ExportedModel
-from micrometry.particles.models.base import PARTICLE_MODELS, ParticleModel
 from micrometry.particles.models.data import CropBatches, LabelledImage, ParallelCropBatches
-from micrometry.particles.models.dense import DenseSegmenter, build_network, dense_segmenter, model_payload
-from micrometry.particles.models.methods import CenterOffset, DenseMethod, UNetWatershed
+from micrometry.particles.models.dense.dense_segmenter import DenseSegmenter, build_network, model_payload
 from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
 from micrometry.train.loop import clipped_step, select_device
 
@@ -28,7 +20,7 @@ class DenseTrainTask(ParticleTrainTask):
 
     def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         super().__init__(settings, train, val)
-        self.device = select_device(getattr(settings, "device", "auto"))
+        self.device = select_device(settings.device)
         self.method, self.net = build_network(settings.model, tuple(settings.widths))
         self.net.to(self.device)
         self.modules = {"net": self.net}
@@ -100,54 +92,3 @@ class DenseTrainTask(ParticleTrainTask):
             net_diameter=s.net_diameter if s.scale is None else None,
             device=self.device,
         )
-
-
-class DenseModel(ParticleModel):
-    """A dense model: exports the U-Net's weights, its widths, scale and decoder settings."""
-
-    settings_keys = ("widths", "scale", "method_config")
-    modules = ("net",)
-    #: trained with each image resized so that its particles meet the network at one diameter
-    auto_size = True
-    #: what the U-Net's maps mean and how they decode (set by each dense model)
-    method: type[DenseMethod]
-
-    def make_task(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
-        return DenseTrainTask(settings, train, val)
-
-    def export_checkpoint(self, payload: dict[str, Any], path) -> tuple[dict[str, Any], dict[str, Any]]:
-        settings, state = super().export_checkpoint(payload, path)
-        if payload.get("net_diameter"):  # automatic size (runs before it have a fixed scale)
-            settings["net_diameter"] = float(payload["net_diameter"])
-        return settings, state
-
-    def preprocessing(self, settings: dict[str, Any]) -> dict[str, Any]:
-        description = super().preprocessing(settings)
-        if settings.get("net_diameter"):
-            description["scale"] = (
-                f"automatic: each image resized so that its median particle (area-equivalent "
-                f"diameter) measures {settings['net_diameter']:g} network pixels"
-            )
-        return description
-
-    def segmenter(
-        self,
-        exported: ExportedModel | None,
-        scale: float | None = None,
-        tile: int | None = None,
-        diameter: float | None = None,
-    ) -> DenseSegmenter:
-        # Flip TTA: load_segmenter(tta=True) wraps this segmenter, which then averages its maps.
-        return dense_segmenter(exported, scale=scale, tile=tile, diameter=diameter)
-
-
-@PARTICLE_MODELS.register("center-offset")
-class CenterOffsetModel(DenseModel):
-    name = "center-offset"
-    method = CenterOffset
-
-
-@PARTICLE_MODELS.register("unet-watershed")
-class UNetWatershedModel(DenseModel):
-    name = "unet-watershed"
-    method = UNetWatershed

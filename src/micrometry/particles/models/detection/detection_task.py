@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from micrometry.particles.models.data import CropBatches, LabelledImage
+from micrometry.particles.models.detection.detector_segmenter import DetectorSegmenter
+from micrometry.particles.models.detection.instance_targets import detection_targets
 from micrometry.particles.models.detection.maskrcnn import MaskRCNN, MaskRCNNConfig
-from micrometry.particles.models.detection.segmenter import DetectorSegmenter
-from micrometry.particles.models.detection.targets import detection_targets
 from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
-from micrometry.train.loop import clipped_step
+from micrometry.train.loop import clipped_step, select_device
 
 CHECKPOINT_KIND = "particles-detector"
 #: steps of linear learning-rate warm-up
@@ -36,7 +36,7 @@ class MaskRCNNTask(ParticleTrainTask):
         config: MaskRCNNConfig | None = None,
     ):
         super().__init__(settings, train, val)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = select_device(settings.device)  # --device, as the dense task
         self.config = config or MaskRCNNConfig()
         self.model = MaskRCNN(self.config).to(self.device)
         self.modules = {"maskrcnn": self.model}

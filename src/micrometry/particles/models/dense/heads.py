@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from micrometry.particles.models import decode, targets
+from micrometry.particles.models.dense import decode, target_maps
 
 # Offsets are regressed in units of this many (network) pixels: keeps outputs near 1.
 OFFSET_UNIT = 16.0
@@ -97,7 +97,11 @@ class UNetWatershed(DenseMethod):
 
     def targets(self, labels: np.ndarray) -> np.ndarray:
         return np.stack(
-            [targets.foreground(labels), targets.boundaries(labels), targets.normalised_distance(labels)]
+            [
+                target_maps.foreground(labels),
+                target_maps.boundaries(labels),
+                target_maps.normalised_distance(labels),
+            ]
         )
 
     def loss(self, raw, target):
@@ -140,8 +144,8 @@ class CenterOffset(DenseMethod):
             head.bias[1] = -4.6
 
     def targets(self, labels: np.ndarray) -> np.ndarray:
-        offsets, heat = targets.centre_offsets_and_heat(labels)
-        return np.concatenate([targets.foreground(labels)[None], heat[None], offsets / OFFSET_UNIT])
+        offsets, heat = target_maps.centre_offsets_and_heat(labels)
+        return np.concatenate([target_maps.foreground(labels)[None], heat[None], offsets / OFFSET_UNIT])
 
     def loss(self, raw, target):
         fg, heat, offsets = target[:, 0], target[:, 1], target[:, 2:4]
