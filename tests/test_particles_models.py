@@ -61,7 +61,7 @@ def test_centre_decoding_drops_low_scoring_instances():
 
 
 def test_automatic_size_models_drop_fragments_relative_to_the_trained_diameter():
-    from micrometry.particles.models.dense import DenseSegmenter, build_network
+    from micrometry.particles.models.dense.dense_segmenter import DenseSegmenter, build_network
     from micrometry.particles.models.sizing import MIN_DIAMETER_FRACTION
 
     method, net = build_network("center-offset", (8, 16))
