@@ -36,7 +36,7 @@ from micrometry.engine import LocalEngine, RayEngine
 from micrometry.errors import DatasetError, ImageReadError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
-from micrometry.io.image import list_images, read_calibration, read_image, write_image
+from micrometry.io.image import image_size, list_images, read_calibration, read_image, write_image
 from micrometry.io.output_names import unique_output_names
 from micrometry.options import AUTO, calibration
 from micrometry.particles.databar import SCALE_BAR_SOURCE, band_of, crop, pad, scale_bar_record
@@ -68,15 +68,12 @@ def image_list(
         raise ImageReadError("no images (png, jpg, tif, bmp) found", images)
     entries, readable = [], []
     for f in files:
-        from PIL import Image
-
         try:
-            with Image.open(f) as img:
-                height, width = img.height, img.width
-        except Exception as exc:  # any unreadable file: the reader will give the typed error
+            height, width = image_size(f)
+        except ImageReadError as exc:  # the reader's own message (a float TIFF is no reason)
             if skipped is None:
-                raise ImageReadError(f"cannot read image ({exc})", f) from None
-            skipped.append({"file": str(f), "reason": f"cannot read image ({exc})"})
+                raise
+            skipped.append({"file": str(f), "reason": exc.message})
             continue
         readable.append(f)
         entries.append({"id": len(readable), "file_name": f.name, "height": height, "width": width})
