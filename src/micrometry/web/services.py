@@ -7,8 +7,10 @@ two requests from loading the same model twice.
 from __future__ import annotations
 
 import base64
+import contextvars
 import io
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from micrometry.web import columns
 from micrometry.web.options import NM_PER_PX, PIXEL_SIZE, UNIT
 from micrometry.web.uploads import Limits, expand_uploads
 
-__all__ = ["Limits", "Services", "expand_uploads"]
+__all__ = ["Limits", "RequestBudget", "Services", "expand_uploads"]
 
 MAX_FRAMES = 4  # CD-SEM frames per Frames request (each up to max_particle_pixels)
 MAX_SHOWN_MAPS = 24  # depth maps shown (and selectable for the 3-D view); the table and zip hold all
@@ -54,6 +56,73 @@ def csv_data_url(table) -> str:
     return file_data_url(table.to_csv(index=False, float_format="%.6g").encode(), "text/csv")
 
 
+class RequestCancelled(Exception):
+    """The client of a request went away: its work stops at the next check."""
+
+
+class RequestTooLong(InputError):
+    """A request ran past :attr:`Limits.max_request_seconds` (answered 400 with the limit)."""
+
+
+class RequestBudget:
+    """What one request may still spend: a deadline, and a flag set when its client disconnects.
+
+    The request's work checks it between images and stages, and the models check
+    it before every network pass (:func:`watch_modules`), so a stopped request
+    frees its worker within one tile's time.
+    """
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.cancelled = threading.Event()
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise RequestCancelled
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise RequestTooLong(
+                f"stopped after {self.seconds:g} s, the limit per upload: send fewer or smaller images "
+                "(or run `micrometry particles predict` on large jobs)"
+            )
+
+
+# The budget of the request the current thread works for (run_in_threadpool copies context variables).
+CURRENT_BUDGET: contextvars.ContextVar[RequestBudget | None] = contextvars.ContextVar(
+    "micrometry_request_budget", default=None
+)
+
+
+def check_budget() -> None:
+    """Stop the current request's work when its client left or its time is up (no-op outside a request)."""
+    budget = CURRENT_BUDGET.get()
+    if budget is not None:
+        budget.check()
+
+
+def watch_modules(model, depth: int = 3) -> None:
+    """Make every torch network a model holds check the current request's budget before each forward pass."""
+    import torch
+
+    seen: set[int] = set()
+
+    def visit(obj, level: int) -> None:
+        if id(obj) in seen or level > depth:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.nn.Module):
+            obj.register_forward_pre_hook(lambda module, args: check_budget())
+            return
+        children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else None
+        if children is None:
+            children = vars(obj).values() if hasattr(obj, "__dict__") else ()
+        for child in children:
+            if not isinstance(child, (str, bytes, int, float, np.ndarray)):
+                visit(child, level + 1)
+
+    visit(model, 0)
+
+
 class Services:
     """The two jobs behind the web page.
 
@@ -85,6 +154,7 @@ class Services:
                 from micrometry.depth.methods import load_depth_model
 
                 self._depth = load_depth_model(self.depth_model_path or "shipped")
+                watch_modules(self._depth)
             return self._depth
 
     def segmenter(self):
@@ -93,19 +163,24 @@ class Services:
                 from micrometry.particles.models import load_particle_model
 
                 self._segmenter = bounded_tiles(load_particle_model(self.particle_model_name))
+                watch_modules(self._segmenter)
             return self._segmenter
 
     # -- SEM tab ---------------------------------------------------------------
     def sem(self, files: list[tuple[str, bytes]], nm_per_px: float = NM_PER_PX) -> dict:
         """Depth maps (shared nm colour scale), heights for the 3-D view, metrology table, CSV and zip."""
-        from micrometry.depth.dataset import sem_image
+        from micrometry.depth.dataset import IMAGE_SHAPE, sem_image
         from micrometry.depth.measure import hole_table, measure_maps
         from micrometry.depth.predict import predict_in_batches, submission_zip, to_depth_png
 
         uploads = expand_uploads(files, self.limits, self.limits.max_sem_images)
         images = np.stack(
-            [sem_image(decode_image(data, name, self.limits.max_sem_pixels), name) for name, data in uploads]
+            [
+                sem_image(decode_image(data, name, self.limits.max_sem_pixels, shape=IMAGE_SHAPE), name)
+                for name, data in uploads
+            ]
         )
+        check_budget()
         depth = predict_in_batches(self.depth_model(), images)
         depth_u8 = to_depth_png(depth)
         names = [name for name, _ in uploads]
@@ -210,18 +285,20 @@ class Services:
         """
         import pandas as pd
 
+        from micrometry.options import MAX_PIXEL_SIZE, MIN_PIXEL_SIZE, check_number
         from micrometry.particles.databar import band_of, convert, scale_bar_record, segment_without_bar
         from micrometry.particles.morphometry import measure_labels
         from micrometry.particles.predict import overlay
         from micrometry.particles.reliability import assess_reliability
 
         auto = pixel_size == "auto"
-        if not auto and not (np.isfinite(pixel_size) and pixel_size > 0):
-            raise InputError(f"pixel size must be a finite number > 0, got {pixel_size}")
+        if not auto:
+            check_number(pixel_size, "pixel size", MIN_PIXEL_SIZE, MAX_PIXEL_SIZE, allow_none=False)
         uploads = expand_uploads(files, self.limits, self.limits.max_particle_images)
         images, tables, left_out, calibrations = [], [], 0, []
         unit = None if auto else unit
         for name, data in uploads:
+            check_budget()
             image = decode_image(data, name, self.limits.max_particle_pixels)
             size = pixel_size
             if auto:
@@ -234,6 +311,7 @@ class Services:
                 found = self.segmenter().segment(image)
             labels = found.labels
             verdict = assess_reliability(labels, found.scores)
+            check_budget()
             table = measure_labels(labels, pixel_size=size, unit=unit)
             border = columns.particle_column(table, columns.PARTICLE_BORDER)
             edge_ids = (
