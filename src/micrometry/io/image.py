@@ -490,13 +490,16 @@ def to_gray(array: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
     return gray
 
 
-def write_image(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:
+def write_image(path: str | Path, array: np.ndarray, rgb: bool = False, png_level: int = 6) -> Path:
     """Write a uint8/uint16 gray image atomically (PNG, TIFF, JPEG by suffix).
 
     Parameters
     ----------
     rgb : bool
         Store a gray uint8 image as three equal channels (as many SEM tools do).
+    png_level : int
+        zlib level of a PNG (0-9; lossless at every level): 1 writes a photo-like
+        overlay about 4x faster than the default 6, for a file a few % larger.
     """
     path = Path(path)
     array = np.asarray(array)
@@ -511,7 +514,9 @@ def write_image(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:
             if rgb:
                 array = np.repeat(array[..., None], 3, axis=-1)
             fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}[path.suffix.lower()]
-            Image.fromarray(array).save(tmp, format=fmt)
+            Image.fromarray(array).save(
+                tmp, format=fmt, **({"compress_level": png_level} if fmt == "PNG" else {})
+            )
     return path
 
 
