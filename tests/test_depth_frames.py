@@ -22,6 +22,8 @@ from micrometry.io.depth_tiff import read_depth_tiff, write_depth_tiff
 from micrometry.io.image import read_calibration, write_image
 from micrometry.synth.sem_dataset import SemSynthConfig, simulate_real
 from micrometry.synth.sem_frames import FrameConfig, render_frame
+from micrometry.synth.sem_geometry import GeometryConfig
+from micrometry.synth.sem_physics import RealDomain
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +105,37 @@ def test_lattice_fit_recovers_a_rotated_lattice_with_gaps_and_outliers():
     )
 
 
+OTHER_CROPS = SemSynthConfig(
+    real_geometry=GeometryConfig(
+        semi_axis_x=(12.6, 0.5),
+        semi_axis_y=(18.0, 0.7),
+        taper=(0.36, 0.5),
+        centre_jitter=1.8,
+        pitch=(44.0, 66.0),
+        neighbour_probability=1.0,
+    ),
+    real=RealDomain(psf_sigma=(1.6, 1.1), dose=18.0, charging=0.09, gain=62.0, offset=38.0),
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("grid", [(3, 4), (5, 3)])
-def test_a_mosaic_of_crops_gives_back_each_crops_own_prediction(shipped, grid):
+@pytest.mark.parametrize(
+    "grid, config, shift",
+    [
+        ((3, 4), None, (0, 0)),
+        ((5, 3), None, (0, 0)),
+        ((2, 2), OTHER_CROPS, (0, 0)),
+        ((1, 5), None, (0, 0)),
+        ((3, 3), OTHER_CROPS, (-2, 2)),
+    ],
+)
+def test_a_mosaic_of_crops_gives_back_each_crops_own_prediction(shipped, grid, config, shift):
+    """Small mosaics, crops of another tool and pitch, holes placed off the crops' centres."""
     rows, cols = grid
-    crops = simulate_real(SemSynthConfig(), rows * cols, 1, np.random.default_rng(rows * 10 + cols)).images
+    crops = simulate_real(
+        config or SemSynthConfig(), rows * cols, 1, np.random.default_rng(rows * 10 + cols)
+    ).images
+    crops = np.roll(crops, shift, axis=(1, 2))
     frame = crops.reshape(rows, cols, 72, 48).transpose(0, 2, 1, 3).reshape(rows * 72, cols * 48)
     own = shipped.predict_report(crops)[1]
     result = analyse_frame(shipped, frame)

@@ -94,6 +94,11 @@ def test_saved_corrections_are_training_data(tmp_path):
     given[30:40, 5:12] = 7
     opened = corrections.open([("a.png", _png(image))], [("a.png", _png(given))])
     assert len(opened["images"][0]["objects"]) == 1 and opened["images"][0]["source"] == "from a.png"
+    # predicting again loads the fine-tuned run (a folder that is not one is a clear error)
+    corrections.model = tmp_path / "not-a-run"
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(InputError):
+        corrections.predict_again()
 
 
 # -- the whole flow in a browser -----------------------------------------------------------------

@@ -47,6 +47,7 @@ from micrometry.io.depth_tiff import write_depth_tiff
 
 HOLE_SEMI_AXES_PX = (20.0, 14.0)  # rows, columns: the training crops' typical hole
 PRESENT_FRACTION = 0.05
+MOSAIC_RADIUS_PX = 6.0  # a mosaic's holes lie this close to their tiles' centres
 
 # flag_defects' rule (docs/depth.md, "Frames")
 NOT_OPEN_FRACTION = 0.5
@@ -248,6 +249,27 @@ def _refine_centres(smooth: np.ndarray, site_xy: np.ndarray, semi_axes) -> np.nd
     return out
 
 
+def mosaic_lattice(
+    candidates: np.ndarray, shape: tuple[int, int], radius_px: float = MOSAIC_RADIUS_PX, share: float = 0.75
+) -> Lattice | None:
+    """The grid of 72x48 tile centres if the frame is a mosaic of crops, else None.
+
+    A mosaic: the frame's size is a multiple of the window and at least ``share`` of the tiles
+    hold a hole candidate within ``radius_px`` of their centre (crops are cut around one hole).
+    """
+    rows, cols = shape
+    if rows % WINDOW[0] or cols % WINDOW[1] or not len(candidates):
+        return None
+    tile = np.array([WINDOW[1], WINDOW[0]], dtype=float)
+    centre = (tile - 1) / 2
+    index = np.floor(np.asarray(candidates) / tile).astype(int)
+    near = np.hypot(*(np.asarray(candidates) - index * tile - centre).T) < radius_px
+    hit = {tuple(t) for t in index[near].tolist()}
+    if len(hit) < share * (rows // WINDOW[0]) * (cols // WINDOW[1]):
+        return None
+    return Lattice(centre, np.diag(tile))
+
+
 def snap_to_tiles(lattice: Lattice, tolerance_px: float = 1.5) -> Lattice:
     """The lattice of a mosaic of 72x48 tiles, if ``lattice`` is one; else ``lattice`` unchanged.
 
@@ -295,17 +317,18 @@ def detect_holes(image: np.ndarray, semi_axes: tuple[float, float] = HOLE_SEMI_A
         & (candidates[:, 1] >= 1.1 * ay)
         & (candidates[:, 1] <= rows - 1 - 1.1 * ay)
     )
+    tiles = mosaic_lattice(candidates, (rows, cols)) if tiled else None
     try:  # holes cut by the border are pulled inwards: the lattice comes from whole ones
         lattice = fit_lattice(candidates[whole] if whole.sum() >= 3 else candidates)
     except InputError:
-        if not tiled:
+        if tiles is None:
             raise
-        lattice = Lattice(
-            np.array([(WINDOW[1] - 1) / 2, (WINDOW[0] - 1) / 2]),
-            np.diag([WINDOW[1], WINDOW[0]]).astype(float),
-        )
-    if tiled:
-        lattice = snap_to_tiles(lattice)
+        lattice = tiles
+    if tiles is not None:
+        snapped = snap_to_tiles(lattice, MOSAIC_RADIUS_PX)
+        # the fitted lattice on the tile centres when it holds them (it keeps the holes between
+        # tiles); else the tile grid itself: either way every tile is a window
+        lattice = snapped if snapped is not lattice else tiles
     corners = np.array([[0, 0], [cols - 1, 0], [0, rows - 1], [cols - 1, rows - 1]], float)
     ij = lattice.index_of(corners)
     lo, hi = np.floor(ij.min(axis=0)) - 1, np.ceil(ij.max(axis=0)) + 1

@@ -158,10 +158,10 @@ class Corrections:
             return self.base_segmenter()
         with self._lock:
             if self._tuned is None or self._tuned[0] != self.model:
-                from micrometry.particles.segmenter import load_segmenter
+                from micrometry.particles.models.base import load_particle_model
                 from micrometry.web.services import bounded_tiles
 
-                self._tuned = (self.model, bounded_tiles(load_segmenter(str(self.model))))
+                self._tuned = (self.model, bounded_tiles(load_particle_model(str(self.model))))
             return self._tuned[1]
 
     def model_name(self) -> str:
