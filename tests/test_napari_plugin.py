@@ -110,6 +110,13 @@ def test_reader_opens_a_prediction_folder_with_its_images(tmp_path):
     np.testing.assert_array_equal(layers[0][0], photos[0])
     np.testing.assert_array_equal(layers[1][0], read_label_image(pred / "labels" / "p0.png"))
     assert layers[1][0].max() >= 2
+    # its COCO results file: the same particles (ids by score), labels only
+    results = reader.get_reader(str(pred / "results.json"))(str(pred / "results.json"))
+    assert [meta["name"] for _, meta, _ in results] == ["p0 labels", "p1 labels"]
+    assert same_partition(results[0][0], layers[1][0])
+    # several label images at once
+    both = [str(pred / "labels" / "p0.png"), str(pred / "labels" / "p1.png")]
+    assert [meta["name"] for _, meta, _ in reader.get_reader(both)(both)] == ["p0 labels", "p1 labels"]
     # the images moved away: the labels alone, and a warning saying so
     images.rename(tmp_path / "elsewhere")
     with pytest.warns(UserWarning, match="not found"):
@@ -264,6 +271,8 @@ def test_widget_segments_and_measures(qapp, tmp_path):
     assert widget.labels_combo.currentText() == "photo labels"
     assert len(widget.table) == n and widget.table_view.rowCount() == n
     assert "Area_px2" in widget.table and "D50" in widget.summary.text()
+    assert "too few" in widget.summary.text()  # the count adequacy, in the widget
+    assert f"{int(widget.table['Agglomerate'].sum())} agglomerates" in widget.summary.text()
     # calibrate, delete a particle (a correction), measure again
     widget.pixel_size.setValue(0.5)
     widget.unit.setCurrentText("um")
@@ -303,10 +312,13 @@ def test_widget_segments_with_the_shipped_model_then_fine_tunes(qapp, tmp_path):
     while widget.training and time.monotonic() < deadline:
         qapp.processEvents()
         seen.add(widget.progress.value())
+        if 30 <= widget.progress.value() <= 90 and not (tmp_path / "widget_training.png").exists():
+            shot(widget, tmp_path / "widget_training.png")
         time.sleep(0.05)
     shot(widget, tmp_path / "widget_finetuned.png")
     assert not widget.training, "fine-tuning did not finish in 5 minutes"
     assert widget.progress.value() == 100 and len(seen) > 3, widget.status.text()
+    assert (tmp_path / "widget_training.png").exists()  # the bar moved through the budget
     assert (widget.run_dir / "checkpoints").is_dir() and "trained" in widget.status.text()
     assert widget.model_combo.currentText() == str(widget.run_dir)
     segment(widget, qapp)  # with the fine-tuned model

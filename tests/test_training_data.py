@@ -243,6 +243,10 @@ def test_corrected_prediction_round_trip_trains_and_predicts(tmp_path, capsys):
     assert _iou(after == ids[np.argmax(counts)], shifted) >= 0.95  # moved by (7, 5) px, same shape
     assert (after[-13:-5, -13:-5] > 0).all()  # the added square
     _same_objects(ds.labels(2), predicted[1])  # the other image: its label image, untouched
+    capsys.readouterr()
+    assert cli(["particles", "info", pred, "--json"]) == 0  # says which file each image was read from
+    rows = json.loads(capsys.readouterr().out)["images"]
+    assert [r["annotations"] for r in rows] == [f"rois/im0{ROISET_SUFFIX}", "labels/im1.png"]
     # and the prediction folder trains, fine-tuning the shipped model, then predicts
     run_dir = tmp_path / "run"
     train = ["particles", "train", pred, "--out", run_dir, "--init", "shipped", "--epochs", "1"]

@@ -124,19 +124,31 @@ def load_training_set(path: str | Path, images: str | Path | None = None) -> Coc
     if layout == "coco":
         ann_path, img_dir = resolve_coco(path, images)
         return load_coco(ann_path, img_dir)
-    if layout == "prediction":
-        images_dir = prediction_images(path, images)
-        pairs = _prediction_pairs(path, images_dir)
-    else:
-        images_dir = Path(images) if images is not None else path / IMAGES_DIR_NAME
-        annotations = path / (
-            next(n for n in MASKS_DIRS if (path / n).is_dir()) if layout == "masks" else ROIS_DIR
-        )
-        pairs = _annotated_pairs(images_dir, annotations, layout)
+    images_dir, pairs = annotation_files(path, images)
     return _dataset(path, images_dir, pairs)
 
 
 # --------------------------------------------------------------------------- pairing
+
+
+def annotation_files(
+    path: str | Path, images: str | Path | None = None
+) -> tuple[Path, list[tuple[Path, Path]]]:
+    """The images folder and the (image, annotation file) pairs of a masks, rois or prediction layout.
+
+    For a prediction folder the annotation file is the one the user edited
+    (see :mod:`this module <micrometry.particles.training_data>`).
+    """
+    path = Path(path)
+    layout = detect_layout(path)
+    if layout == "coco":
+        raise DatasetError("a COCO folder keeps its annotations in one file", path)
+    if layout == "prediction":
+        images_dir = prediction_images(path, images)
+        return images_dir, _prediction_pairs(path, images_dir)
+    images_dir = Path(images) if images is not None else path / IMAGES_DIR_NAME
+    folder = next(n for n in MASKS_DIRS if (path / n).is_dir()) if layout == "masks" else ROIS_DIR
+    return images_dir, _annotated_pairs(images_dir, path / folder, layout)
 
 
 def _annotated_pairs(images_dir: Path, folder: Path, layout: str) -> list[tuple[Path, Path]]:
