@@ -271,6 +271,8 @@ def test_widget_segments_and_measures(qapp, tmp_path):
     assert widget.labels_combo.currentText() == "photo labels"
     assert len(widget.table) == n and widget.table_view.rowCount() == n
     assert "Area_px2" in widget.table and "D50" in widget.summary.text()
+    assert "too few" in widget.summary.text()  # the count adequacy, in the widget
+    assert f"{int(widget.table['Agglomerate'].sum())} agglomerates" in widget.summary.text()
     # calibrate, delete a particle (a correction), measure again
     widget.pixel_size.setValue(0.5)
     widget.unit.setCurrentText("um")

@@ -261,13 +261,22 @@ def measure(
 
 
 def size_distribution(
-    table: pd.DataFrame | str | Path, n_boot: int = 500, confidence: float = 0.95, seed: int = 0
+    table: pd.DataFrame | str | Path,
+    n_boot: int = 500,
+    confidence: float = 0.95,
+    seed: int = 0,
+    target: float = 0.05,
 ) -> pd.DataFrame:
-    """D10/D50/D90 of the particles' area-equivalent diameter, number- and volume-weighted, with CIs.
+    """D10/D50/D90 of the particles' area-equivalent diameter, number- and volume-weighted, with CIs,
+    and whether the particle count supports D50 and D90 (ISO 13322-1).
 
     The figures of ``particles measure``'s summary table: percentile-bootstrap
     intervals up to 2,000 particles, Woodruff's intervals above. Volume weighting
-    counts each particle as a sphere of its area-equivalent diameter.
+    counts each particle as a sphere of its area-equivalent diameter. The count
+    adequacy (:func:`micrometry.particles.psd.count_adequacy`) gives, for D50 and
+    D90, the relative precision the count achieves and the count a relative CI
+    half-width of ``target`` would need; too few particles for it is a warning, as
+    in the CLI.
 
     Parameters
     ----------
@@ -280,13 +289,17 @@ def size_distribution(
         Central coverage of the intervals.
     seed : int
         Seed of the bootstrap.
+    target : float
+        Wanted relative CI half-width of D50 and D90 (0.05: +-5 %) at ``confidence``.
 
     Returns
     -------
     DataFrame
         Index ``(weighting, percentile)``: ``("number", "D10")`` ... ``("volume", "D90")``;
-        columns ``value``, ``ci_low``, ``ci_high`` (in the table's unit), ``unit`` and
-        ``count`` (particles).
+        columns ``value``, ``ci_low``, ``ci_high`` (in the table's unit), ``unit``,
+        ``count`` (particles), and for D50 and D90 ``precision`` (the relative CI
+        half-width this count achieves), ``count_needed`` (for ``target``; -1 when
+        unknown) and ``adequate`` (NaN / missing for D10).
 
     Examples
     --------
@@ -300,11 +313,16 @@ def size_distribution(
     [9.9, 9.4, 10.3]
     >>> bool(psd.loc[("volume", "D50"), "value"] > psd.loc[("number", "D50"), "value"])
     True
+    >>> v90 = psd.loc[("volume", "D90")]  # +-21 % from 400 particles; +-5 % needs about 6,900
+    >>> round(float(v90["precision"]), 2), int(v90["count_needed"]), bool(v90["adequate"])
+    (0.21, 6905, False)
     """
+    import warnings
+
     import pandas as pd
 
     from micrometry.particles.measure import SIZE_COLUMN
-    from micrometry.particles.psd import percentiles_with_ci
+    from micrometry.particles.psd import adequacy_row, adequacy_warning, count_adequacy, percentiles_with_ci
 
     plain = _particle_table(table)
     if SIZE_COLUMN not in plain.columns:
@@ -321,7 +339,16 @@ def size_distribution(
     }
     psd = pd.concat(parts, names=["weighting", "percentile"])
     psd["unit"] = unit
-    psd["count"] = int(np.isfinite(sizes).sum())
+    count = int(np.isfinite(sizes).sum())
+    psd["count"] = count
+    adequacy = count_adequacy(sizes, target, confidence)
+    keys = [f"{p}_{w[0]}" for w, p in psd.index]  # ("number", "D50") -> D50_n
+    psd["precision"] = [adequacy["precision"].get(k, np.nan) for k in keys]
+    psd["count_needed"] = pd.array([adequacy["count_needed"].get(k) for k in keys], dtype="Int64")
+    psd["adequate"] = pd.array([adequacy["adequate"].get(k) for k in keys], dtype="boolean")
+    line = adequacy_warning(adequacy_row(sizes, target, confidence), count)
+    if line:
+        warnings.warn(line, stacklevel=2)
     return psd
 
 
