@@ -615,6 +615,44 @@ def test_numpy_overflow_warnings_do_not_leak(tmp_path, capsys):
     assert scaled.min() == 0 and scaled.max() == 65535
 
 
+def test_numpy_warnings_inside_a_command_are_not_printed(sem_images, tmp_path, capsys, monkeypatch):
+    import micrometry.depth.predict as predict
+
+    def overflowing(*args, **kwargs):
+        np.float64(1e308) * np.float64(10)  # RuntimeWarning: overflow encountered
+        np.zeros(2) / np.zeros(2)  # RuntimeWarning: invalid value encountered
+        return 0
+
+    monkeypatch.setattr(predict, "predict_folder", overflowing)
+    assert run(["depth", "predict", sem_images, "--out", tmp_path / "pred", "--threads", "1"]) == 0
+    assert "encountered" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_real_sigint_exits_130_and_leaves_no_output(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out, truth = tmp_path / "data", tmp_path / "truth"
+    command = [sys.executable, "-m", "micrometry", "synth", "particles", str(out), "--truth", str(truth)]
+    process = subprocess.Popen(
+        [*command, "--n-train", "200", "--height", "512", "--width", "512"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MICROMETRY_QUIET": "1"},
+    )
+    time.sleep(6)  # past start-up, inside the work
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted (Ctrl-C); outputs not finished were not written"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no temporaries
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

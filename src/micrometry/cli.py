@@ -187,7 +187,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             # NumPy's overflow/invalid RuntimeWarnings are numerics, not the user's business: the
             # values they touch are checked where they matter (non-finite -> missing, with a note)
-            warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")
+            warnings.filterwarnings(
+                "ignore", r"(overflow|underflow|invalid value|divide by zero) encountered", RuntimeWarning
+            )
             code = command.main(args=args, prog_name="micrometry", standalone_mode=False)
     except typer.TyperException as exc:  # usage errors (exit code 2) and the like
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help
