@@ -717,6 +717,9 @@ def frame_summary(holes: dict, shape: tuple[int, int], depth_trend: dict, nm_per
         "holes": int(len(status)),
         "status": {s: int((status == s).sum()) for s in STATUSES},
         "defects": {d: int((defect == d).sum()) for d in ("not_open", "under_etched", "merged", "missing")},
+        # unflagged measured holes whose window looks unlike the model's training data
+        "unlike_training_data": int((normal & (holes["unlike_training_data"] == "yes")).sum()),
+        "measured_unflagged": int(normal.sum()),
         "statistics": stats,
         "trend": trends,
         "flagged": flagged,
