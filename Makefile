@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint venv clean browser
+.PHONY: demo test test-fast lint venv clean browser fonts
 
 venv: $(STAMP)
 
@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/micrometry demo --out demo-out
 
 # Everything (what CI runs): the lint gate, then the whole suite.
-test: $(STAMP) browser lint
+test: $(STAMP) browser fonts lint
 	$(PY) -m pytest -q
 
 # ruff's lint rules and formatter (pyproject.toml [tool.ruff]); `ruff format .` fixes the format.
@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # The fast lane while editing: no model training, demo, DDP, Ray, uvicorn or Chromium (marked slow).
-test-fast: $(STAMP) lint
+test-fast: $(STAMP) lint fonts
 	$(PY) -m pytest -q -m "not slow"
 
 # The web app's browser test drives Debian's Chromium; install it when missing and we may.
@@ -41,6 +41,16 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	      || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "chromium missing and no root: the browser test will be skipped"; fi; \
+	fi
+
+# The scale-bar reader's glyph templates and the synthetic data bars are rendered from Debian's DejaVu and
+# Liberation fonts (tests/test_scalebar.py fails, never skips, without them); install them when missing and we may.
+fonts:
+	@if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || [ ! -f /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core fonts-dejavu-extra fonts-liberation >/dev/null) \
+	      || echo "could not install the fonts: tests/test_scalebar.py will fail"; \
+	  else echo "DejaVu/Liberation fonts missing and no root: tests/test_scalebar.py will fail"; fi; \
 	fi
 
 clean:

@@ -110,6 +110,13 @@ def test_reader_opens_a_prediction_folder_with_its_images(tmp_path):
     np.testing.assert_array_equal(layers[0][0], photos[0])
     np.testing.assert_array_equal(layers[1][0], read_label_image(pred / "labels" / "p0.png"))
     assert layers[1][0].max() >= 2
+    # its COCO results file: the same particles (ids by score), labels only
+    results = reader.get_reader(str(pred / "results.json"))(str(pred / "results.json"))
+    assert [meta["name"] for _, meta, _ in results] == ["p0 labels", "p1 labels"]
+    assert same_partition(results[0][0], layers[1][0])
+    # several label images at once
+    both = [str(pred / "labels" / "p0.png"), str(pred / "labels" / "p1.png")]
+    assert [meta["name"] for _, meta, _ in reader.get_reader(both)(both)] == ["p0 labels", "p1 labels"]
     # the images moved away: the labels alone, and a warning saying so
     images.rename(tmp_path / "elsewhere")
     with pytest.warns(UserWarning, match="not found"):
@@ -241,7 +248,8 @@ def segment(widget, qapp, timeout: float = 120) -> None:
 
 
 def shot(widget, path: Path) -> None:
-    widget.resize(420, 820)
+    hint = widget.sizeHint()  # what the layout asks for
+    widget.resize(max(420, hint.width()), max(700, hint.height()))
     image = widget.grab()
     assert image.width() > 100 and image.save(str(path))
     if SHOTS:
@@ -264,6 +272,8 @@ def test_widget_segments_and_measures(qapp, tmp_path):
     assert widget.labels_combo.currentText() == "photo labels"
     assert len(widget.table) == n and widget.table_view.rowCount() == n
     assert "Area_px2" in widget.table and "D50" in widget.summary.text()
+    assert "too few" in widget.summary.text()  # the count adequacy, in the widget
+    assert f"{int(widget.table['Agglomerate'].sum())} agglomerates" in widget.summary.text()
     # calibrate, delete a particle (a correction), measure again
     widget.pixel_size.setValue(0.5)
     widget.unit.setCurrentText("um")

@@ -79,7 +79,7 @@ def test_unit_without_pixel_size_is_an_error(tmp_path, capsys):
         )
         == 2
     )
-    assert "--pixel-size needs --unit" in capsys.readouterr().err
+    assert "--pixel-size: needs --unit" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
 
 

@@ -115,10 +115,12 @@ def test_particle_report_from_measure_table(tmp_path):
     out = tmp_path / "report.html"
     assert run(["report", str(table), "--images", str(tmp_path / "gray"), "--out", str(out)]) == 0
     parsed = parse(out)
-    # PSD, histograms and one overlay per image
-    assert len(parsed.images) == 4
+    # PSD, shape-ratio and descriptor histograms, and one overlay per image
+    assert len(parsed.images) == 5
     assert all(img.startswith(PNG_MAGIC) for img in parsed.images)
-    assert {"Summary", "Particle size distribution", "Overlays"} <= set(parsed.headings)
+    assert {"Summary", "Particle size distribution", "Shape distributions (ISO 9276-6)", "Overlays"} <= set(
+        parsed.headings
+    )
     # the _summary sibling is found too
     out2 = tmp_path / "report2.html"
     assert run(["report", str(tmp_path / "m_summary.csv"), "--out", str(out2)]) == 0

@@ -395,3 +395,40 @@ def test_browser_particles_tab(server, particle_png):
         assert "unsupported file type" in error.text
     finally:
         browser.quit()
+
+
+@pytest.mark.slow
+def test_browser_particles_scale_bar_and_iso_panel(server, tmp_path):
+    """pixel size 'auto': the calibration line from the data bar, six discs and no particle in the bar, the
+    count-adequacy warning and tables, the flags."""
+    from selenium.webdriver.common.by import By
+
+    from micrometry.io.scalebar import font_paths
+    from micrometry.synth.databar import DataBarStyle, draw_databar, sem_discs
+
+    image, _ = sem_discs()
+    full, _ = draw_databar(image, 4.0, "nm", DataBarStyle(font=font_paths()[0]))
+    path = tmp_path / "sem.png"
+    path.write_bytes(_png(full))
+    browser = _chromium()
+    try:
+        browser.set_window_size(1400, 1000)
+        browser.get(server + "/")
+        browser.find_element(By.ID, "tab-particles").click()
+        browser.find_element(By.ID, "particles-file").send_keys(str(path))
+        size = browser.find_element(By.ID, "particles-pixel-size")
+        size.clear()
+        size.send_keys("auto")
+        browser.find_element(By.ID, "particles-run").click()
+        assert _wait(browser, "particles-count").text.startswith("6 particles in 1 image")
+        calibration = browser.find_element(By.ID, "particles-calibration").text
+        assert "4 nm/px from the scale bar '500 nm' over 125 px" in calibration
+        assert "too few" in browser.find_element(By.ID, "particles-adequacy-warning").text
+        iso = browser.find_element(By.ID, "particles-iso").text
+        assert "D90 (volume)" in iso and "Solidity" in iso and "sphere" in iso
+        assert "0 probable agglomerates" in browser.find_element(By.ID, "particles-flags").text
+        headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#particles-table th")]
+        assert "EqDiam (nm)" in headers and "Agglomerate" in headers
+        _screenshot(browser, "particles_scale_bar")
+    finally:
+        browser.quit()

@@ -200,13 +200,19 @@ def read_model(path: str | Path, job: str | None = None) -> ExportedModel:
         document = json.loads((path / MODEL_JSON).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{NOT_A_MODEL} (no {MODEL_JSON})", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CheckpointError(NOT_A_MODEL, path / MODEL_JSON) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(NOT_A_MODEL, path / MODEL_JSON)
-    if document.get("format_version", 0) > FORMAT_VERSION:
+    version = document.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(
-            f"model format version {document.get('format_version')} is newer than this "
+            f"{NOT_A_MODEL}: format_version must be a whole number >= 1, got {json.dumps(version)[:40]}",
+            path / MODEL_JSON,
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"model format version {version} is newer than this "
             f"micrometry reads ({FORMAT_VERSION}); update micrometry",
             path / MODEL_JSON,
         )
@@ -269,7 +275,7 @@ def run_job(path: str | Path) -> str:
         raise CheckpointError(
             "not a run folder (no config.json) nor an exported model (no model.json)", path
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CheckpointError("config.json is not valid JSON", path / "config.json") from None
     if isinstance(config, dict) and isinstance(config.get("method"), str):
         return "depth"

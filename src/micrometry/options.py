@@ -36,6 +36,13 @@ DEFAULT_NM_PER_PX = 2.0
 DEFAULT_THREADS = 0
 PIXEL_UNIT = "px"
 
+# Plausible pixel sizes. Beyond them a value is a typo (or a wrong unit), and areas would under- or
+# overflow float64 (1e-300 squared is 0; 1e160 squared is inf): refused, not measured as 0 or inf.
+# In any unit: 1e-12 m is below any microscope's pixel, 1e6 mm is a kilometre per pixel.
+MIN_PIXEL_SIZE, MAX_PIXEL_SIZE = 1e-12, 1e6
+# An SEM pixel: 0.001 nm is far below any SEM's resolution; 1e6 nm is 1 mm.
+MIN_NM_PER_PX, MAX_NM_PER_PX = 1e-3, 1e6
+
 
 # --------------------------------------------------------------------------- validation
 
@@ -117,14 +124,42 @@ def fraction(default: Any, *names: str, help: str, **kwargs: Any) -> Any:
 
 
 def nm_per_px_option(help: str = "SEM pixel size in nm (CDs in nm)") -> Any:
-    return positive(DEFAULT_NM_PER_PX, "--nm-per-px", help=f"{help}; default {DEFAULT_NM_PER_PX:g}.")
+    return number(
+        DEFAULT_NM_PER_PX,
+        "--nm-per-px",
+        low=MIN_NM_PER_PX,
+        high=MAX_NM_PER_PX,
+        help=f"{help}; default {DEFAULT_NM_PER_PX:g}.",
+    )
 
 
 def pixel_size_option(
     help: str = "Pixel side length in --unit (default: from TIFF/OME metadata when "
     "present, else measurements stay in pixels).",
+    auto: bool = False,
 ) -> Any:
-    return positive(None, "--pixel-size", help=help)
+    """``--pixel-size``; with ``auto`` it also takes ``auto`` (read the image's scale bar)."""
+    if not auto:
+        return number(None, "--pixel-size", low=MIN_PIXEL_SIZE, high=MAX_PIXEL_SIZE, help=help)
+    help += (
+        " 'auto': read each image's burned-in scale bar and its label (nm, um, µm, mm), leaving the"
+        " data bar out of the analysis; refused when unsure (docs/scale-bar.md)."
+    )
+    return typer.Option(None, "--pixel-size", help=help, callback=parse_pixel_size, metavar="SIZE|auto")
+
+
+AUTO = "auto"
+
+
+def parse_pixel_size(value: Any) -> float | str | None:
+    """``--pixel-size`` as given: None, ``"auto"`` or a finite number > 0 (else :class:`InputError`)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == AUTO):
+        return None if value is None else AUTO
+    try:
+        number_ = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"expected a number > 0 or 'auto', got {value!r}", "--pixel-size") from None
+    return check_number(number_, "--pixel-size", MIN_PIXEL_SIZE, MAX_PIXEL_SIZE)
 
 
 def unit_option(
@@ -203,14 +238,19 @@ def calibration(
         ``source`` is ``"--pixel-size"``, ``"metadata"`` or ``"none"``.
     """
     if pixel_size is not None:
+        check_number(pixel_size, "--pixel-size", MIN_PIXEL_SIZE, MAX_PIXEL_SIZE)
         if unit is None and pixel_size != 1:
-            raise InputError("--pixel-size needs --unit (e.g. --unit um)", "--pixel-size")
+            raise InputError("needs --unit (e.g. --unit um)", "--pixel-size")
         return float(pixel_size), unit or PIXEL_UNIT, "--pixel-size"
     if metadata is not None:
         size, meta_unit = metadata
+        if not MIN_PIXEL_SIZE <= size <= MAX_PIXEL_SIZE:
+            raise InputError(
+                f"the images' calibration ({size:g} {meta_unit}/px) is implausible; give --pixel-size and --unit"
+            )
         if unit is not None and unit != meta_unit:
             raise InputError(
-                f"--unit {unit} differs from the images' calibration ({size:g} {meta_unit}/px); "
+                f"{unit} differs from the images' calibration ({size:g} {meta_unit}/px); "
                 "give --pixel-size too",
                 "--unit",
             )

@@ -30,6 +30,30 @@ def fit_ridge(features: np.ndarray, target: np.ndarray, alpha: float = 1.0) -> t
     return (mean.astype(np.float32), scale.astype(np.float32), coef.astype(np.float32), np.float32(intercept))
 
 
+N_FEATURES = 6  # calibration_features: the depth and five brightness statistics
+
+
+def check_ridge(ridge) -> tuple:
+    """A stored ridge calibration as ``(mean, scale, coef, intercept)`` float32 arrays, checked.
+
+    Raises
+    ------
+    ValueError
+        Not four parts, vectors not of :data:`N_FEATURES` finite values, a zero
+        scale, or a non-finite intercept (a damaged or edited model file).
+    """
+    try:
+        mean, scale, coef, intercept = (np.asarray(v, dtype=np.float32) for v in ridge)
+    except (TypeError, ValueError):
+        raise ValueError("ridge calibration must be four arrays (mean, scale, coef, intercept)") from None
+    for name, v in (("mean", mean), ("scale", scale), ("coef", coef)):
+        if v.shape != (N_FEATURES,) or not np.isfinite(v).all():
+            raise ValueError(f"ridge {name} must hold {N_FEATURES} finite numbers, got shape {v.shape}")
+    if intercept.shape != () or not np.isfinite(intercept) or not (scale != 0).all():
+        raise ValueError("ridge intercept must be one finite number and its scales non-zero")
+    return mean, scale, coef, intercept
+
+
 def apply_ridge(ridge: tuple, features: torch.Tensor) -> torch.Tensor:
     """The ridge prediction ``(B,)`` of :func:`fit_ridge`'s ``(mean, scale, coef, intercept)``."""
     mean, scale, coef, intercept = (

@@ -147,6 +147,7 @@ def depth_train(
     RunDir.check_training(out, resume, overwrite)  # the rules both jobs share, before any work
     if resume:
         run = RunDir.for_training(out, resume=True)
+        run.check_same_data(data)
         config = run.read_config()
         if method is not None and method != config.get("method"):
             raise InputError(f"run was trained with method {config.get('method')!r}, not {method!r}", out)
@@ -226,15 +227,12 @@ def depth_predict(
     from micrometry.depth.methods import load_depth_model
     from micrometry.depth.predict import predict_folder
     from micrometry.engine import make_engine
-    from micrometry.errors import InputError, show_warning
+    from micrometry.errors import show_warning
     from micrometry.io.atomic import refuse_existing
     from micrometry.train.loop import configure_threads
 
     runner = make_engine(engine, batch_size, ray_workers, ray_address)
-    if zip_path is not None and (
-        out.resolve() == zip_path.resolve() or out.resolve() in zip_path.resolve().parents
-    ):
-        raise InputError("--zip must lie outside the --out folder", zip_path)
+    # (--zip inside --out, or --out holding the images: refused by the CLI for every command)
     refuse_existing(out, overwrite, folder=True)
     refuse_existing(zip_path, overwrite, folder=False)
     configure_threads(threads or None)
@@ -382,4 +380,12 @@ def depth_frame(
             f"  {name}: {s['status']['ok'] + s['status']['partial']} measured, {s['status']['border']} at the border; "
             f"depth {d['mean']:.1f} nm, 3 sigma {d['three_sigma']:.1f} nm; "
             + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in s["defects"].items())
+        )
+    unlike = sum(s["unlike_training_data"] for s in summaries.values())
+    if unlike:
+        normal = sum(s["measured_unflagged"] for s in summaries.values())
+        typer.echo(
+            f"warning: {unlike} of {normal} unflagged holes look unlike the model's training data: "
+            f"their depths are unreliable; see {out / 'holes.csv'} (unlike_training_data)",
+            err=True,
         )

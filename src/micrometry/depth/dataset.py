@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from micrometry.errors import DatasetError
-from micrometry.io.image import read_gray_u8, read_image, to_gray_u8
+from micrometry.io.image import read_image, to_gray_u8
 from micrometry.progress import track
 
 IMAGE_SHAPE = (72, 48)
@@ -272,7 +272,7 @@ def validate_images(index: SemIndex, limit: int | None = None) -> None:
     paths += [r.path for r in index.real] + list(index.test)
     for path in track(paths[:limit], "checking images"):
         try:
-            image = read_gray_u8(path)
+            image = to_gray_u8(read_image(path, shape=IMAGE_SHAPE))
         except DatasetError as exc:
             index.problems.append(Problem(path, exc.message))
             continue
@@ -292,7 +292,7 @@ def read_stack(paths: list[Path], description: str = "reading SEM images") -> np
     """``(N, 72, 48)`` uint8 images, each checked to be 72x48 (a :class:`DatasetError` names the first that is not)."""
     out = np.empty((len(paths), *IMAGE_SHAPE), dtype=np.uint8)
     for i, path in enumerate(track(paths, description)):
-        out[i] = sem_image(read_image(path), path)
+        out[i] = sem_image(read_image(path, shape=IMAGE_SHAPE), path)  # size checked before decoding
     return out
 
 

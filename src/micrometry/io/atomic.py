@@ -10,6 +10,7 @@ and never what a running one is still building.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # (stale temporaries are cleared by refuse_existing, once per output: listing the folder on
     # every write here would cost O(n^2) for the thousands of files a predict writes into one folder)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=_temp_suffix(path, ".tmp"), dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -45,12 +46,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def _host() -> str:
     # dots would make the temporary name ambiguous to parse
-    return socket.gethostname().replace(".", "_") or "host"
+    return (socket.gethostname().replace(".", "_") or "host")[:32]
+
+
+# Most bytes in a file name (ext4, xfs, btrfs, tmpfs); a temporary name must stay within it.
+NAME_MAX = 255
+# What follows the prefix: mkstemp's random part (8), a dot and the longest kind tag (".partial",
+# ".tmp" plus a suffix of at most 16 bytes).
+_TAIL_BYTES = 8 + 1 + 4 + 16
+
+
+def _temp_suffix(path: Path, tag: str) -> str:
+    """``tag`` plus the output's suffix when it is short (image writers pick the format by suffix)."""
+    return tag + path.suffix if len(os.fsencode(path.suffix)) <= 16 else tag
+
+
+def _temp_stem(path: Path) -> str:
+    """The output's name, cut (in bytes, as the file system counts) so that a temporary name fits NAME_MAX."""
+    room = NAME_MAX - _TAIL_BYTES - len(f"..{_host()}.{os.getpid()}.")
+    raw = os.fsencode(path.name)
+    return path.name if len(raw) <= room else os.fsdecode(raw[:room])
 
 
 def _temp_prefix(path: Path) -> str:
     """``.NAME.<host>.<pid>.``: whose temporary this is (see :func:`remove_stale_temporaries`)."""
-    return f".{path.name}.{_host()}.{os.getpid()}."
+    return f".{_temp_stem(path)}.{_host()}.{os.getpid()}."
 
 
 def _pid_alive(pid: int) -> bool:
@@ -75,7 +95,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         What was removed.
     """
     path = Path(path)
-    prefix = f".{path.name}.{_host()}."
+    prefix = f".{_temp_stem(path)}.{_host()}."
     removed = []
     try:
         candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
@@ -85,7 +105,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
         if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
             continue
-        if not (candidate.name.endswith(".partial") or ".tmp" in candidate.name):
+        if not (candidate.name.endswith((".partial", ".old")) or ".tmp" in candidate.name):
             continue
         if candidate.is_dir() and not candidate.is_symlink():
             shutil.rmtree(candidate, ignore_errors=True)
@@ -148,6 +168,12 @@ def refuse_existing(path: str | Path | None, overwrite: bool = False, folder: bo
     if path is None:
         return
     path = Path(path)
+    if len(os.fsencode(path.name)) > NAME_MAX:  # the rename at the end would fail, after the work
+        raise InputError(f"file name is longer than the {NAME_MAX} bytes file systems allow", path)
+    if path.is_symlink() and not path.exists():
+        raise OutputExistsError(
+            f"is a broken symbolic link (to {os.readlink(path)}); remove it or choose another output", path
+        )
     if folder is True and path.exists() and not path.is_dir():
         raise OutputExistsError("exists and is not a folder", path)
     if folder is False and path.is_dir():
@@ -210,13 +236,79 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         # mkdtemp makes the folder private (0700); give it the permissions a plain mkdir would
         os.chmod(tmp, 0o777 & ~_umask())
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _move_into_place(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, path: Path, tries: int = 20) -> None:
+    """Rename the finished folder ``tmp`` to ``path``, moving an existing ``path`` aside first.
+
+    The old folder goes to a name of this process's own (several runs may
+    replace the same output at once), and is removed after the rename. Between
+    moving the old one aside and renaming, another run may put its own there:
+    then the old one is moved aside again.
+    """
+    for _ in range(tries):
+        try:
+            os.replace(tmp, path)  # succeeds when path is absent (or an empty folder)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+        old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old", dir=path.parent))
+        try:
+            os.replace(path, old)
+        except FileNotFoundError:  # another run moved it first
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.EISDIR):
+                raise
+            os.rmdir(old)
+            os.replace(path, old)  # a file (or link) where the folder goes
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+            if old.is_symlink() or old.is_file():
+                old.unlink(missing_ok=True)
+    raise OutputExistsError("kept changing while being replaced (other runs write it too)", path)
+
+
+def refuse_overlap(outputs: dict[str, str | Path], inputs: dict[str, str | Path]) -> None:
+    """Refuse, before any work, an output that is, holds or lies inside an input (or another output).
+
+    ``--overwrite`` replaces a whole output: were it the input folder, or a
+    folder holding it, the input would be lost; an output inside an input
+    folder mixes results into the data. Paths are compared after resolving
+    symbolic links, so a link to the input is the input.
+
+    Parameters
+    ----------
+    outputs, inputs : dict
+        Option name (``--out``) -> path.
+
+    Raises
+    ------
+    InputError
+        Naming the output, the input and how they overlap.
+    """
+    outs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
+    ins = [(name, Path(p)) for name, p in inputs.items() if p is not None]
+    for k, (out_name, out) in enumerate(outs):
+        target = out.resolve()
+        for in_name, other in ins + outs[k + 1 :]:
+            source = other.resolve()
+            if target == source:
+                how = "is"
+            elif source.is_relative_to(target):
+                how = "holds"
+            elif target.is_relative_to(source):
+                how = "lies inside"
+            else:
+                continue
+            if (in_name, other) in outs:
+                advice = "keep the outputs separate from each other"
+                kind = "the output"
+            else:
+                advice = "write outputs apart from the inputs (--overwrite would replace them)"
+                kind = "the input"
+            raise InputError(f"{out_name} {how} {kind} {other} ({in_name}); {advice}", out)

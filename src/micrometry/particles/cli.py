@@ -173,6 +173,20 @@ def calibration_line(pixel_size: float, unit: str, source: str) -> str:
     return f"calibration: {pixel_size:g} {unit}/px (from {'the image metadata' if source == 'metadata' else source})"
 
 
+def adequacy_line(summary) -> str:
+    """The count adequacy of a measure summary row, on one line."""
+    parts = []
+    for name in ("D50_n", "D90_n", "D50_v", "D90_v"):
+        needed = int(summary[f"CountNeeded_{name}"])
+        verdict = "ok" if 0 <= needed <= summary["Count"] else f"needs {needed:,}" if needed >= 0 else "-"
+        label = f"{name[:3]} {'number' if name.endswith('_n') else 'volume'}"
+        parts.append(f"{label} +-{100 * summary[f'Precision_{name}']:.1f} % ({verdict})")
+    return (
+        f"precision at {100 * summary['Confidence']:.0f} % (target +-{100 * summary['PrecisionTarget']:g} %): "
+        + ", ".join(parts)
+    )
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "-" if value != value else f"{value:.1f}"
@@ -242,6 +256,12 @@ def predict(
     engine: str = ENGINE_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
+    pixel_size: str | None = pixel_size_option(
+        "Pixel side length in --unit, stored with the results for `particles measure` "
+        "(default: from TIFF/OME metadata when present).",
+        auto=True,
+    ),
+    unit: str | None = unit_option(),
 ) -> None:
     """Segment particles in every image: COCO results, 16-bit label PNGs and overlays.
 
@@ -271,19 +291,53 @@ def predict(
     )
     with _warnings_as_lines():
         summary = predict_folder(
-            segmenter, images, out, images_json, batch_size, overwrite, overlays, runner, strict=strict
+            segmenter,
+            images,
+            out,
+            images_json,
+            batch_size,
+            overwrite,
+            overlays,
+            runner,
+            strict=strict,
+            pixel_size=pixel_size,
+            unit=unit,
         )
     cal = summary.calibration
-    typer.echo(
-        calibration_line(cal["pixel_size"], cal["unit"], "metadata")
-        if cal
-        else "calibration: none in the images (particles measure --pixel-size --unit calibrates)"
-    )
+    if cal and cal["source"] == "scale bar":
+        echo_scale_bars(summary.per_image)
+    elif cal:
+        typer.echo(calibration_line(cal["pixel_size"], cal["unit"], cal["source"].replace("image ", "")))
+    else:
+        typer.echo("calibration: none in the images (particles measure --pixel-size --unit calibrates)")
     _echo_sizes(summary.per_image)
     skipped = f", {len(summary.skipped)} skipped" if summary.skipped else ""
     typer.echo(
         f"{summary.images} images, {summary.particles} particles{skipped} "
         f"({summary.seconds_per_image:.2f} s/image) -> {out}"
+    )
+
+
+def scale_bar_line(name: str, bar: dict) -> str:
+    """One image's calibration read from its scale bar, said once."""
+    return (
+        f"{name}: calibration {bar['pixel_size']:.5g} {bar['unit']}/px from the scale bar "
+        f"('{bar['label']}' over {bar['bar_px']} px, confidence {bar['confidence']:.2f}); "
+        f"data bar rows {bar['band_rows'][0]}-{bar['band_rows'][1] - 1} left out"
+    )
+
+
+def echo_scale_bars(per_image: list[dict], max_lines: int = 20) -> None:
+    """Print each image's scale-bar calibration (or their range for many images)."""
+    bars = [(p["file"], p["scale_bar"]) for p in per_image if p.get("scale_bar")]
+    if len(bars) <= max_lines:
+        for name, bar in bars:
+            typer.echo(scale_bar_line(name, bar))
+        return
+    sizes = sorted(f"{b['pixel_size']:.5g} {b['unit']}/px" for _, b in bars)
+    typer.echo(
+        f"calibration from {len(bars)} scale bars: {sizes[0]} to {sizes[-1]}, lowest confidence "
+        f"{min(b['confidence'] for _, b in bars):.2f} (per image in prediction.json)"
     )
 
 
@@ -316,7 +370,7 @@ def measure(
         ..., help="Label-image folder, prediction folder (PRED/labels) or COCO .json."
     ),
     out: Path = typer.Option(..., "--out", help="Particle table (.csv or .parquet); summaries go beside it."),
-    pixel_size: float | None = pixel_size_option(),
+    pixel_size: str | None = pixel_size_option(auto=True),
     unit: str | None = unit_option(),
     exclude_edges: bool = typer.Option(
         False, "--exclude-edges", help="Leave out particles touching the border."
@@ -342,15 +396,27 @@ def measure(
         "--model",
         help="PRED is a folder of photos: segment them first with this model ('shipped', watershed, a run or an exported model folder).",
     ),
+    target_precision: float = number(
+        0.05,
+        "--target-precision",
+        low=0,
+        high=1,
+        low_open=True,
+        help="Count adequacy: the relative 95 % CI half-width D50 and D90 should reach (0.05: +-5 %); the summary says how many particles that needs.",
+    ),
     threads: int = threads_option(),
 ) -> None:
-    """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution."""
+    """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution.
+
+    The summary also holds the count adequacy (how precise D50/D90 are for this count, and the count a --target-precision needs), the shape distributions and the touching/agglomerate counts.
+    """
     from micrometry.particles.measure import (
         check_outputs_free,
         measure_source,
         unreliable_warning,
         write_measurement,
     )
+    from micrometry.particles.psd import adequacy_warning
 
     check_outputs_free(out, overwrite, rois=rois)
     _set_threads(threads)
@@ -367,19 +433,39 @@ def measure(
             images_dir=images,
             rois=rois,
             model=model,
+            target=target_precision,
         )
         line = unreliable_warning(result.particles)
         if line:
             warnings.warn(line)
-    paths = write_measurement(result, out, overwrite=overwrite)
-    s = result.summary.iloc[0]
-    typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
-    size = (
-        f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
-        if s["Count"]
-        else ""
-    )
-    typer.echo(f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}")
+        paths = write_measurement(result, out, overwrite=overwrite)
+        s = result.summary.iloc[0]
+        if s["Calibration"] == "scale bar":
+            for _, row in result.images.iterrows():
+                typer.echo(
+                    f"{row['Image']}: calibration {row['PixelSize']:.5g} {result.unit}/px from the scale bar "
+                    f"('{row['ScaleBarLabel']}' over {row['ScaleBarPx']} px, confidence "
+                    f"{row['ScaleBarConfidence']:.2f}); data bar left out"
+                )
+        else:
+            typer.echo(calibration_line(s["PixelSize"], result.unit, s["Calibration"]))
+        size = (
+            f"; D50 (number) {s['D50_n']:.3g} {result.unit} [{s['D50_n_low']:.3g}, {s['D50_n_high']:.3g}]"
+            if s["Count"]
+            else ""
+        )
+        typer.echo(
+            f"{s['Count']} particles in {s['Images']} images; coverage {100 * s['Coverage']:.1f} %{size}"
+        )
+        if s["Count"]:
+            typer.echo(adequacy_line(s))
+            typer.echo(
+                f"flags: {s['Touching']} touching, {s['Agglomerates']} probable agglomerates "
+                "(columns Touching, Agglomerate); volume weighting assumes " + s["VolumeWeighting"]
+            )
+            line = adequacy_warning(s, int(s["Count"]))
+            if line:
+                warnings.warn(line)
     for path in paths.values():
         typer.echo(f"wrote {path}")
 

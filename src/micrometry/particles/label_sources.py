@@ -17,7 +17,7 @@ import numpy as np
 
 from micrometry.errors import DatasetError, ImageReadError, InputError
 from micrometry.io.coco import load_coco, load_results, read_json, rle_to_mask
-from micrometry.io.image import IMAGE_SUFFIXES, ColourImageWarning, list_images, read_image
+from micrometry.io.image import IMAGE_SUFFIXES, list_images, read_image, read_label_array
 from micrometry.particles.reliability import assess_reliability
 
 IMAGES_JSON_NAME = "images.json"
@@ -33,6 +33,7 @@ class LabelImage:
     # the segmentation's verdict (micrometry.particles.reliability) when the source knows it
     reliable: bool | None = None
     reason: str = ""
+    scale_bar: dict | None = None  # --pixel-size auto: the image's scale bar record (io.scalebar)
 
 
 #: Written by ``particles predict`` beside its results: per image the particles, the verdict, warnings.
@@ -134,13 +135,17 @@ def _refuse_photo(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels
 
 
-def segmented_label_images(folder: str | Path, model: str | Path | None) -> tuple[int, Iterator[LabelImage]]:
+def segmented_label_images(
+    folder: str | Path, model: str | Path | None, scale_bars: bool = False
+) -> tuple[int, Iterator[LabelImage]]:
     """Segment every image of ``folder`` with a particle model; yield its label images.
 
     ``model`` is what ``micrometry particles predict --model`` accepts
     (``shipped``, a built-in name, a run or an exported model folder). Files
     that cannot be read, and label images (which a model would segment into
-    nonsense), are skipped with a warning.
+    nonsense), are skipped with a warning. With ``scale_bars`` each image's
+    scale bar is read (refused when unsure) and its data bar left out of the
+    segmentation.
     """
     from micrometry.particles.models import load_particle_model
 
@@ -148,10 +153,12 @@ def segmented_label_images(folder: str | Path, model: str | Path | None) -> tupl
     if not paths:
         raise DatasetError("no images found", folder)
     segmenter = load_particle_model(model)
-    return len(paths), _segment_each(paths, segmenter)
+    return len(paths), _segment_each(paths, segmenter, scale_bars)
 
 
-def _segment_each(paths: list[Path], segmenter) -> Iterator[LabelImage]:
+def _segment_each(paths: list[Path], segmenter, scale_bars: bool = False) -> Iterator[LabelImage]:
+    from micrometry.particles.databar import band_of, scale_bar_record, segment_without_bar
+
     skipped = 0
     for p in paths:
         try:
@@ -166,27 +173,29 @@ def _segment_each(paths: list[Path], segmenter) -> Iterator[LabelImage]:
             )
             skipped += 1
             continue
-        found = segmenter.segment(image)
+        bar = scale_bar_record(image, p) if scale_bars else None
+        found = (
+            segmenter.segment(image) if bar is None else segment_without_bar(segmenter, image, band_of(bar))
+        )
         for line in (getattr(found, "info", None) or {}).get("warnings", []):
             warnings.warn(f"{p.name}: {line}")
         verdict = assess_reliability(found.labels, found.scores)
-        yield LabelImage(p.stem, found.labels.astype(np.int32), p, verdict.reliable, verdict.reason)
+        yield LabelImage(p.stem, found.labels.astype(np.int32), p, verdict.reliable, verdict.reason, bar)
     if skipped:
         warnings.warn(f"{skipped} of {len(paths)} files skipped")
 
 
 def read_label_image(path: Path) -> np.ndarray:
-    """Read a label image; refuse colour images, which cannot hold particle ids."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ColourImageWarning)
-        try:
-            labels = read_image(path)
-        except ColourImageWarning:
-            raise ImageReadError(
-                "colour image: a label image must be single-channel integer ids", path
-            ) from None
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ImageReadError(f"label image must hold integers, got {labels.dtype}", path)
+    """Read a label image as int32 ids; refuse colour images, which cannot hold particle ids.
+
+    Ids above 65535 (uint32 label images of crowded scenes) are kept; negative
+    ids and ids beyond int32 are refused rather than wrapped.
+    """
+    labels = read_label_array(path)
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
+        raise ImageReadError(
+            f"label ids must lie in 0..{np.iinfo(np.int32).max}, found {labels.min()}..{labels.max()}", path
+        )
     return labels.astype(np.int32)
 
 
@@ -235,7 +244,34 @@ def coco_label_images(
 
 def _instance_labels(dataset) -> Iterator[LabelImage]:
     for im in dataset.images:
-        yield LabelImage(Path(im.file_name).stem, dataset.labels(im.id))
+        hidden: list[int] = []
+        labels = dataset.labels(im.id, hidden=hidden)
+        warn_hidden(labels, hidden, im.file_name)
+        yield LabelImage(Path(im.file_name).stem, labels)
+
+
+# An annotation this much of its image is a frame, a background or a mistake, not a particle.
+WHOLE_IMAGE_FRACTION = 0.9
+
+
+def warn_hidden(labels: np.ndarray, hidden: list[int], name: str) -> None:
+    """Warn when masks painted into one label image hide others, or one covers (nearly) the whole image.
+
+    A label image holds one id per pixel: a mask entirely under earlier ones
+    is not measured, which must not pass silently.
+    """
+    counts = np.bincount(labels.ravel(), minlength=1)[1:]
+    large = np.flatnonzero(counts >= WHOLE_IMAGE_FRACTION * labels.size) + 1
+    if large.size:
+        warnings.warn(
+            f"{name}: mask {int(large[0])} covers {100 * counts[large[0] - 1] / labels.size:.0f} % of the image "
+            "(a background or frame annotation?); it is measured as one particle"
+        )
+    if hidden:
+        warnings.warn(
+            f"{name}: {len(hidden)} mask(s) lie entirely under earlier ones (e.g. mask {hidden[0]}) "
+            "and are not measured"
+        )
 
 
 def _result_labels(dataset, results: list[dict], min_score: float, path: Path) -> Iterator[LabelImage]:
@@ -248,7 +284,12 @@ def _result_labels(dataset, results: list[dict], min_score: float, path: Path) -
     for im in dataset.images:
         labels = np.zeros((im.height, im.width), np.int32)
         ranked = sorted(by_image[im.id], key=lambda r: -r["score"])
+        hidden = []
         for i, rec in enumerate(ranked, start=1):
             mask = rle_to_mask(rec["segmentation"])
-            labels[mask & (labels == 0)] = i
+            visible = mask & (labels == 0)
+            labels[visible] = i
+            if mask.any() and not visible.any():
+                hidden.append(i)
+        warn_hidden(labels, hidden, im.file_name)
         yield LabelImage(Path(im.file_name).stem, labels)

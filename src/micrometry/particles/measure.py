@@ -7,8 +7,12 @@ turns each into one label image per source image, which
 come out, written together and atomically:
 
 * ``TABLE``: one row per particle (ImageJ names, calibrated);
-* ``TABLE_images``: one row per image: count, coverage, D10/D50/D90;
-* ``TABLE_summary``: one row for the whole dataset.
+* ``TABLE_images``: one row per image: count, coverage, D10/D50/D90, touching
+  and agglomerate counts;
+* ``TABLE_summary``: one row for the whole dataset: the same, plus the count
+  adequacy of D50/D90 (:func:`micrometry.particles.psd.count_adequacy`), the
+  shape distributions (P10/P50/P90 of each shape ratio) and what the volume
+  weighting assumes.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from micrometry.errors import DatasetError, InputError
 from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
 from micrometry.io.coco import read_json
 from micrometry.io.image import list_images, read_calibration, read_image
-from micrometry.options import calibration
+from micrometry.io.scalebar import without_band
+from micrometry.options import AUTO, PIXEL_UNIT, calibration
+from micrometry.particles.databar import SCALE_BAR_SOURCE, band_of, convert, scale_bar_record
 from micrometry.particles.label_sources import (
     PREDICTION_JSON,
     LabelImage,
@@ -32,8 +38,14 @@ from micrometry.particles.label_sources import (
     segmented_label_images,
 )
 from micrometry.particles.morphometry import measure_labels, with_unit_names, without_unit_names
-from micrometry.particles.psd import psd_row
-from micrometry.particles.rois import ROISET_SUFFIX, label_polygons, write_polygons
+from micrometry.particles.psd import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_TARGET,
+    VOLUME_ASSUMPTION,
+    adequacy_row,
+    psd_row,
+)
+from micrometry.particles.rois import label_polygons, roiset_name, write_polygons
 from micrometry.progress import track
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -46,6 +58,29 @@ REASON_COLUMN = "UnreliableReason"
 
 # The size that D10/D50/D90 describe.
 SIZE_COLUMN = "EqDiam"
+
+# Shape ratios reported as distributions (ISO 9276-6: shape is a distribution, not a mean).
+SHAPE_DISTRIBUTION_COLUMNS = ("Circ.", "AR", "Round", "Solidity", "Convexity", "Elongation")
+SHAPE_QUANTILES = (10, 50, 90)
+
+
+def shape_quantiles(table: pd.DataFrame, columns=SHAPE_DISTRIBUTION_COLUMNS) -> dict[str, float]:
+    """P10/P50/P90 of each shape ratio: ``Circ_P10``, ``AR_P50``, ... (NaN without particles)."""
+    row: dict[str, float] = {}
+    for column in columns:
+        values = table[column].to_numpy(dtype=float) if column in table else np.zeros(0)
+        values = values[np.isfinite(values)]
+        for p in SHAPE_QUANTILES:
+            row[f"{column.rstrip('.')}_P{p}"] = float(np.percentile(values, p)) if values.size else np.nan
+    return row
+
+
+def flag_counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many particles carry each flag (:mod:`micrometry.particles.flags`)."""
+    return {
+        "Touching": int(table["Touching"].sum()) if "Touching" in table else 0,
+        "Agglomerates": int(table["Agglomerate"].sum()) if "Agglomerate" in table else 0,
+    }
 
 
 def unreliable_warning(table: pd.DataFrame, what: str = "") -> str | None:
@@ -95,6 +130,8 @@ def measure_source(
     images_dir: str | Path | None = None,
     n_boot: int = 500,
     rois: bool = False,
+    target: float = DEFAULT_TARGET,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> Measurement:
     """Measure every particle of every image in ``source`` and summarise.
 
@@ -106,21 +143,51 @@ def measure_source(
 
     Calibration: ``pixel_size`` (with ``unit``) when given, else the images'
     metadata (:func:`source_calibration`), else pixels; the summary table records
-    which (``PixelSize``, ``Unit``, ``Calibration``).
+    which (``PixelSize``, ``Unit``, ``Calibration``). ``pixel_size="auto"``
+    reads each image's scale bar (recorded by ``predict --pixel-size auto``,
+    or read from the ``images_dir`` images or the photos ``model`` segments):
+    each image is measured at its own pixel size, in the first image's unit,
+    and particles reaching into the data bar are left out.
+
+    The summary's count adequacy judges D50 and D90 against a relative CI
+    half-width of ``target`` at ``confidence`` (``Precision_D90_n``,
+    ``CountNeeded_D90_n``, ..., ``CountAdequate``).
     """
-    pixel_size, unit, calibrated_by = calibration(
-        pixel_size, unit, source_calibration(source, images_dir, model)
-    )
+    auto = pixel_size == AUTO
+    if auto:
+        if unit is not None:
+            raise InputError(
+                "--pixel-size auto takes its unit from the scale bar's label; drop --unit", "--unit"
+            )
+        pixel_size, unit, calibrated_by = 1.0, None, SCALE_BAR_SOURCE
+    else:
+        pixel_size, unit, calibrated_by = calibration(
+            pixel_size, unit, source_calibration(source, images_dir, model)
+        )
     gray_by_stem = {p.stem: p for p in list_images(images_dir)} if images_dir is not None else {}
     if model is not None:
-        count, items = segmented_label_images(source, model)
+        count, items = segmented_label_images(source, model, scale_bars=auto)
     else:
         count, items = iter_label_images(source, images_json, min_score)
+        if auto:
+            items = _with_scale_bars(source, items, gray_by_stem)
     tables, image_rows = [], []
     outlines: dict[str, dict[int, np.ndarray]] = {}
+    areas = []  # (image area, covered area) in the unit, per image
     for item in track(items, "measuring", total=count):
         image = _matching_image(gray_by_stem, item) if images_dir is not None else None
-        table, touching, coverage = measure_image(item.labels, pixel_size, unit, image, exclude_edges)
+        size, bar_rows = pixel_size, 0
+        if auto:
+            bar = item.scale_bar
+            unit = unit or bar["unit"]  # the first image's unit is the table's
+            size = convert(bar["pixel_size"], bar["unit"], unit)
+            band = band_of(bar)
+            item.labels, bar_rows = without_band(item.labels, band), band[1] - band[0]
+        table, touching, coverage = measure_image(item.labels, size, unit, image, exclude_edges)
+        # the data bar is not part of the field of view
+        field_area = (item.labels.shape[0] - bar_rows) * item.labels.shape[1] * size**2
+        coverage = coverage * item.labels.size / max(item.labels.size - bar_rows * item.labels.shape[1], 1)
+        areas.append((field_area, coverage * field_area))
         table.insert(0, "Image", item.name)
         table.insert(1, RELIABLE_COLUMN, item.reliable)
         tables.append(table)
@@ -137,7 +204,18 @@ def measure_source(
                 "Count": len(table),
                 "TouchingBorder": touching,
                 "Coverage": coverage,
+                **flag_counts(table),
                 **psd_row(table[SIZE_COLUMN].to_numpy(), n_boot=max(100, n_boot // 2)),
+                **(
+                    {
+                        "PixelSize": size,
+                        "ScaleBarLabel": item.scale_bar["label"],
+                        "ScaleBarPx": item.scale_bar["bar_px"],
+                        "ScaleBarConfidence": item.scale_bar["confidence"],
+                    }
+                    if auto
+                    else {}
+                ),
             }
         )
     particles = pd.concat(tables, ignore_index=True)
@@ -148,8 +226,12 @@ def measure_source(
     else:
         particles[RELIABLE_COLUMN] = particles[RELIABLE_COLUMN].astype("boolean")
         images[RELIABLE_COLUMN] = images[RELIABLE_COLUMN].astype("boolean")
-    total_area = float((images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
-    covered = float((images["Coverage"] * images["WidthPx"] * images["HeightPx"]).sum()) * pixel_size**2
+    unit = unit or PIXEL_UNIT
+    total_area = float(sum(a for a, _ in areas))
+    covered = float(sum(c for _, c in areas))
+    if auto:
+        sizes = set(images["PixelSize"])
+        pixel_size = sizes.pop() if len(sizes) == 1 else float("nan")
     summary = pd.DataFrame(
         [
             {
@@ -163,16 +245,52 @@ def measure_source(
                 "PixelSize": pixel_size,
                 "Unit": unit,
                 "Calibration": calibrated_by,
+                **({"CalibrationConfidence": float(images["ScaleBarConfidence"].min())} if auto else {}),
                 **(
                     {"UnreliableImages": int(images[RELIABLE_COLUMN].eq(False).sum())}
                     if RELIABLE_COLUMN in images
                     else {}
                 ),
+                **flag_counts(particles),
                 **psd_row(particles[SIZE_COLUMN].to_numpy(), n_boot=n_boot),
+                "VolumeWeighting": VOLUME_ASSUMPTION,
+                **adequacy_row(particles[SIZE_COLUMN].to_numpy(), target, confidence),
+                **shape_quantiles(particles),
             }
         ]
     )
     return Measurement(particles, images, summary, outlines if rois else None)
+
+
+def _with_scale_bars(source: str | Path, items, gray_by_stem: dict[str, Path]):
+    """Label images with the scale bar of their image: from a prediction folder written by
+    ``predict --pixel-size auto``, else read from the gray image of the same name (``--images``)."""
+    source = Path(source)
+    record = source / PREDICTION_JSON
+    stored = {}
+    if source.is_dir() and record.is_file():
+        stored = {
+            Path(p["file"]).stem: p["scale_bar"]
+            for p in read_json(record).get("per_image", [])
+            if p.get("scale_bar")
+        }
+    if not stored and not gray_by_stem:
+        raise InputError(
+            "--pixel-size auto reads the scale bar from the images: give --images (the gray images), "
+            "--model (segment photos here), or a folder from 'particles predict --pixel-size auto'",
+            source,
+        )
+    for item in items:
+        if item.name in stored:
+            item.scale_bar = stored[item.name]
+        elif item.name in gray_by_stem:
+            path = gray_by_stem[item.name]
+            item.scale_bar = scale_bar_record(read_image(path), path)
+        else:
+            raise DatasetError(
+                f"--pixel-size auto: no scale bar recorded or image found for '{item.name}'", source
+            )
+        yield item
 
 
 def measure_image(
@@ -312,7 +430,7 @@ def write_measurement(measurement: Measurement, out: str | Path, overwrite: bool
             folder = rois_folder(out)
             tmp = stack.enter_context(atomic_dir(folder, overwrite=overwrite))
             for image, polygons in measurement.rois.items():
-                write_polygons(tmp / f"{image}{ROISET_SUFFIX}", polygons)
+                write_polygons(tmp / roiset_name(image), polygons)
             paths = {**paths, "rois": folder}
     return paths
 

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import ndimage
 
 from micrometry.geometry import calipers, polygon_area
+from micrometry.particles.flags import add_flags
 from micrometry.particles.outlines import shoelace_by_label, smoothed, trace_outlines
 
 # Column order of the per-particle table.
@@ -124,7 +125,9 @@ def measure_labels(
     DataFrame
         One row per particle, ordered by label id: ``Label``, the ImageJ columns
         (:data:`IMAGEJ_COLUMNS`), the ISO 9276-6 columns (:data:`ISO_COLUMNS`),
-        bounding box ``BX, BY, Width, Height``, ``TouchesBorder`` and ``Unit``.
+        bounding box ``BX, BY, Width, Height``, ``TouchesBorder``, the
+        ``Touching`` and ``Agglomerate`` flags (:mod:`micrometry.particles.flags`)
+        and ``Unit``.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -151,6 +154,7 @@ def measure_labels(
     if image is not None:
         table = pd.concat([table, _intensity_columns(labels, ids, image)], axis=1)
     table = _calibrate(table, pixel_size)
+    table = add_flags(table, labels)
     table["Unit"] = unit
     return table[_column_order(with_intensity=image is not None)]
 
@@ -179,6 +183,8 @@ def _column_order(with_intensity: bool) -> list[str]:
         "Width",
         "Height",
         "TouchesBorder",
+        "Touching",
+        "Agglomerate",
         "Unit",
     ]
 
@@ -187,7 +193,8 @@ def _empty_table(unit: str, with_intensity: bool) -> pd.DataFrame:
     columns = _column_order(with_intensity)
     table = pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
     table["Label"] = table["Label"].astype(np.int64)
-    table["TouchesBorder"] = table["TouchesBorder"].astype(bool)
+    for flag in ("TouchesBorder", "Touching", "Agglomerate"):
+        table[flag] = table[flag].astype(bool)
     table["Unit"] = table["Unit"].astype(object)
     return table
 

@@ -36,13 +36,15 @@ from micrometry.engine import LocalEngine, RayEngine
 from micrometry.errors import DatasetError, ImageReadError
 from micrometry.io.atomic import atomic_dir, write_json
 from micrometry.io.coco import DEFAULT_CATEGORY, instances_to_results, load_coco, write_results
-from micrometry.io.image import list_images, read_calibration, read_image, write_image
+from micrometry.io.image import image_size, list_images, read_calibration, read_image, write_image
 from micrometry.io.output_names import unique_output_names
+from micrometry.options import AUTO, calibration
+from micrometry.particles.databar import SCALE_BAR_SOURCE, band_of, crop, pad, scale_bar_record
 from micrometry.particles.measure import PREDICTION_JSON
 from micrometry.particles.reliability import assess_reliability
-from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
+from micrometry.particles.rois import roiset_name, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
-from micrometry.progress import make_progress
+from micrometry.progress import make_progress, track
 
 
 def image_list(
@@ -66,15 +68,12 @@ def image_list(
         raise ImageReadError("no images (png, jpg, tif, bmp) found", images)
     entries, readable = [], []
     for f in files:
-        from PIL import Image
-
         try:
-            with Image.open(f) as img:
-                height, width = img.height, img.width
-        except Exception as exc:  # any unreadable file: the reader will give the typed error
+            height, width = image_size(f)
+        except ImageReadError as exc:  # the reader's own message (a float TIFF is no reason)
             if skipped is None:
-                raise ImageReadError(f"cannot read image ({exc})", f) from None
-            skipped.append({"file": str(f), "reason": f"cannot read image ({exc})"})
+                raise
+            skipped.append({"file": str(f), "reason": exc.message})
             continue
         readable.append(f)
         entries.append({"id": len(readable), "file_name": f.name, "height": height, "width": width})
@@ -85,15 +84,29 @@ def image_list(
     }
 
 
+def inner_boundaries(labels: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: particle pixels with a 4-neighbour of another value (skimage's
+    ``find_boundaries(labels, mode="inner")``, by array shifts)."""
+    labels = np.asarray(labels)
+    edges = np.zeros(labels.shape, bool)
+    rows = labels[1:, :] != labels[:-1, :]
+    cols = labels[:, 1:] != labels[:, :-1]
+    edges[1:, :] |= rows
+    edges[:-1, :] |= rows
+    edges[:, 1:] |= cols
+    edges[:, :-1] |= cols
+    return edges & (labels != 0)
+
+
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8: the gray image with each particle's outline in its own colour."""
-    from skimage.segmentation import find_boundaries
-
     gray = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(gray, [0.5, 99.5])
+    # the display range from a sparse grid of pixels (as the network's normalisation): a full sort costs more
+    step = max(1, gray.shape[0] // 512), max(1, gray.shape[1] // 512)
+    lo, hi = np.percentile(gray[:: step[0], :: step[1]], [0.5, 99.5])
     gray = np.clip((gray - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
-    edges = find_boundaries(labels, mode="inner")
+    edges = inner_boundaries(labels)
     # a fixed, well-spread palette: the golden-angle hue of each id
     ids = labels[edges]
     hue = (ids * 0.618034) % 1.0
@@ -114,6 +127,9 @@ class SegmentItem:
     image_id: int
     path: str
     name: str
+    # --pixel-size auto: the image's scale bar record (io.scalebar); a given --pixel-size: (size, unit)
+    scale_bar: dict | None = None
+    pixel_size: tuple[float, str] | None = None
 
 
 @dataclass
@@ -134,7 +150,9 @@ class ImageSegmentation:
         The verdict on the segmentation (:meth:`Reliability.record
         <micrometry.particles.reliability.Reliability.record>`: ``reliable``, ``reason``, ``reliability``).
     calibration : (float, str) or None
-        Pixel size and unit from the image's metadata.
+        Pixel size and unit: given, from the scale bar, or from the image's metadata.
+    scale_bar : dict or None
+        ``--pixel-size auto``: the scale bar read (label, length, confidence, data-bar rows).
     skipped : str or None
         Why the image was not segmented (unreadable, not 2-D); None when it was.
     """
@@ -145,6 +163,7 @@ class ImageSegmentation:
     info: dict = field(default_factory=dict)
     reliability: dict = field(default_factory=dict)
     calibration: tuple[float, str] | list | None = None
+    scale_bar: dict | None = None
     skipped: str | None = None
 
 
@@ -212,25 +231,58 @@ class SegmentWorker:
             except ImageReadError as exc:
                 outputs_by_path[item.path] = ImageSegmentation(skipped=str(exc))
         t0 = time.perf_counter()
-        found: list[Instances] = self.segmenter.segment_batch(arrays) if arrays else []
+        # a data bar read by --pixel-size auto is left out: the model sees the image above (below) it
+        bands = [band_of(item.scale_bar) if item.scale_bar else None for item in readable]
+        inputs = [a if band is None else crop(a, band) for a, band in zip(arrays, bands, strict=True)]
+        found: list[Instances] = self.segmenter.segment_batch(inputs) if inputs else []
+        found = [
+            f if band is None else pad(f, a.shape, band)
+            for f, a, band in zip(found, arrays, bands, strict=True)
+        ]
         seconds = (time.perf_counter() - t0) / max(len(arrays), 1)
         for item, image, inst in zip(readable, arrays, found, strict=False):
             path = Path(item.path)
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
             write_image(self.folder / "labels" / item.name, inst.labels.astype(np.uint16))
-            write_roiset(self.folder / "rois" / f"{Path(item.name).stem}{ROISET_SUFFIX}", inst.labels)
+            write_roiset(self.folder / "rois" / roiset_name(Path(item.name).stem), inst.labels)
             if self.write_overlays:
-                write_image(self.folder / "overlays" / item.name, overlay(image, inst.labels))
+                # zlib level 1: a fraction of the time of the default level, a few % larger (lossless)
+                write_image(self.folder / "overlays" / item.name, overlay(image, inst.labels), png_level=1)
             outputs_by_path[item.path] = ImageSegmentation(
                 results=instances_to_results(item.image_id, inst.labels, inst.scores),
                 count=inst.count,
                 seconds=seconds,
                 info=dict(getattr(inst, "info", {}) or {}),
                 reliability=assess_reliability(inst.labels, inst.scores).record(),
-                calibration=read_calibration(path),
+                calibration=_calibration(item, path),
+                scale_bar=item.scale_bar,
             )
         return [outputs_by_path[item.path] for item in items]
+
+
+def _calibration(item: SegmentItem, path: Path) -> tuple[float, str] | None:
+    """An image's calibration: the one given, its scale bar's (auto), or its TIFF metadata."""
+    if item.pixel_size:
+        return tuple(item.pixel_size)
+    if item.scale_bar:
+        return item.scale_bar["pixel_size"], item.scale_bar["unit"]
+    return read_calibration(path)
+
+
+def read_scale_bars(items: list[SegmentItem]) -> None:
+    """``--pixel-size auto``: read each image's scale bar into its item, before any segmentation.
+
+    An image whose scale bar cannot be read with confidence stops the run
+    (:class:`~micrometry.io.scalebar.ScaleBarError`); unreadable files are left
+    for the worker to skip.
+    """
+    for item in track(items, "reading scale bars", total=len(items)):
+        try:
+            image = read_image(item.path)
+        except ImageReadError:
+            continue
+        item.scale_bar = scale_bar_record(image, item.path)
 
 
 def describe_segmenter(segmenter: Segmenter) -> dict:
@@ -249,8 +301,16 @@ def predict_folder(
     write_overlays: bool = True,
     engine: LocalEngine | RayEngine | None = None,
     strict: bool = False,
+    pixel_size: float | str | None = None,
+    unit: str | None = None,
 ) -> PredictionSummary:
     """Segment every image and write the PRED folder; returns what it did.
+
+    ``pixel_size`` (with ``unit``) calibrates every image; ``"auto"`` reads each
+    image's scale bar (:mod:`micrometry.io.scalebar`) before any work, refuses
+    when unsure, leaves the data bar out of segmentation and stores each
+    image's calibration, scale bar and confidence; None uses the images'
+    TIFF metadata when they carry it.
 
     ``engine`` runs the segmentation (:class:`~micrometry.engine.LocalEngine`
     with ``batch_size`` by default; a :class:`~micrometry.engine.RayEngine`
@@ -274,6 +334,12 @@ def predict_folder(
         SegmentItem(int(image_id), str(Path(path).resolve()), name)
         for (image_id, path), name in zip(pairs, names, strict=False)
     ]
+    if pixel_size == AUTO:
+        read_scale_bars(items)
+    elif pixel_size is not None:
+        size, unit, _ = calibration(float(pixel_size), unit)
+        for item in items:
+            item.pixel_size = (size, unit)
     outputs: list[ImageSegmentation | None] = [None] * len(items)
     n_objects = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -298,7 +364,8 @@ def predict_folder(
         write_results(tmp / "results.json", [r for output in outputs for r in output.results])
         if images_json is None:
             write_json(tmp / "images.json", images_dict)
-        record = prediction_record(segmenter.name, pairs, outputs, skipped)
+        given = "--pixel-size" if pixel_size not in (None, AUTO) else None
+        record = prediction_record(segmenter.name, pairs, outputs, skipped, given)
         written = {"source": str(Path(images).resolve()) if Path(images).is_dir() else None}
         written["written"] = written_files(tmp)
         write_json(tmp / PREDICTION_JSON, {**record, **describe_segmenter(segmenter), **written})
@@ -319,7 +386,7 @@ def written_files(folder: Path) -> dict[str, dict]:
 
     record = {}
     for labels in sorted((folder / "labels").iterdir()):
-        roiset = folder / "rois" / f"{labels.stem}{ROISET_SUFFIX}"
+        roiset = folder / "rois" / roiset_name(labels.stem)
         record[labels.name] = {
             "labels_sha1": file_sha1(labels),
             "rois_sha1": file_sha1(roiset) if roiset.is_file() else None,
@@ -328,7 +395,11 @@ def written_files(folder: Path) -> dict[str, dict]:
 
 
 def prediction_record(
-    model: str, pairs: list[tuple[int, Path]], outputs: list[ImageSegmentation], skipped: list[dict]
+    model: str,
+    pairs: list[tuple[int, Path]],
+    outputs: list[ImageSegmentation],
+    skipped: list[dict],
+    given_source: str | None = None,
 ) -> dict:
     """What ``prediction.json`` holds: per-image counts, sizes and warnings, skipped files, totals,
     and one calibration when the images' metadata agree."""
@@ -350,6 +421,7 @@ def prediction_record(
                 "particles": output.count,
                 **reliability,
                 **({"pixel_size": cal[0], "unit": cal[1]} if cal else {}),
+                **({"scale_bar": output.scale_bar} if output.scale_bar else {}),
                 **{k: v for k, v in info.items() if k != "warnings"},
                 "warnings": list(info.get("warnings", [])),
             }
@@ -368,9 +440,15 @@ def prediction_record(
         lines.append(f"no particles found in {len(empty)} of {len(segmented)} images ({shown})")
     found = {tuple(o.calibration) for _, o in segmented if o.calibration}
     calibration = None
+    bars = [o.scale_bar for _, o in segmented if o.scale_bar]
+    source = given_source or (SCALE_BAR_SOURCE if bars else "image metadata")
     if len(found) == 1 and all(o.calibration for _, o in segmented):
         size, unit = found.pop()
-        calibration = {"pixel_size": size, "unit": unit, "source": "image metadata"}
+        calibration = {"pixel_size": size, "unit": unit, "source": source}
+        if bars:
+            calibration["confidence"] = min(b["confidence"] for b in bars)
+    elif bars:
+        calibration = {"source": source, "per_image": True, "confidence": min(b["confidence"] for b in bars)}
     elif found:
         lines.append("the images declare different (or partial) pixel sizes: measure with --pixel-size")
     lines.extend(f"{Path(s['file']).name}: skipped: {s['reason']}" for s in skipped)

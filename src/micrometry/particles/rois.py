@@ -23,6 +23,13 @@ from scipy import ndimage
 ROISET_SUFFIX = "_RoiSet.zip"
 
 
+def roiset_name(stem: str) -> str:
+    """``STEM_RoiSet.zip``, the stem shortened (with a hash) when the name would pass 255 bytes."""
+    from micrometry.io.output_names import fit_file_name
+
+    return fit_file_name(stem, ROISET_SUFFIX)
+
+
 def label_polygons(labels: np.ndarray) -> dict[int, np.ndarray]:
     """Outer outline of every particle: ``{label id: (N, 2) float x, y}`` in ImageJ coordinates.
 
@@ -31,27 +38,70 @@ def label_polygons(labels: np.ndarray) -> dict[int, np.ndarray]:
     labels : ndarray
         ``(H, W)`` integer label image, 0 background.
     """
-    from skimage.measure import find_contours
-
     labels = np.asarray(labels)
     polygons: dict[int, np.ndarray] = {}
     boxes = ndimage.find_objects(labels.astype(np.int64, copy=False))
+    framed = np.pad(labels, 1)  # once for all particles: each mask below gets a one-pixel frame
     for index, box in enumerate(boxes):
         if box is None:
             continue
         label = index + 1
-        # a one-pixel frame of background, so that every contour closes
-        mask = np.pad(labels[box] == label, 1).astype(np.float32)
-        contours = find_contours(mask, 0.5, fully_connected="high")  # diagonal neighbours: one outline
-        if not contours:
+        # the box and a one-pixel frame around it (background of this label), so that every contour closes
+        mask = framed[box[0].start : box[0].stop + 2, box[1].start : box[1].stop + 2] == label
+        outline = _outer_contour(mask)
+        if outline is None:
             continue
-        outline = max(contours, key=len)  # the outer outline is the longest (holes are inside it)
-        rows, cols = outline[:-1, 0], outline[:-1, 1]  # closed: drop the repeated last vertex
+        rows, cols = outline[:, 0], outline[:, 1]
         # index space (pixel centre at its index, frame of 1) -> ImageJ space (pixel centre at index + 0.5)
         x = cols - 1 + box[1].start + 0.5
         y = rows - 1 + box[0].start + 0.5
         polygons[label] = _drop_collinear(np.column_stack([x, y]))
     return polygons
+
+
+def _outer_contour(mask: np.ndarray) -> np.ndarray | None:
+    """The 0.5 iso-contour of a framed binary mask around its largest part: ``(N, 2)`` row, column.
+
+    Marching squares (skimage's ``find_contours``, particles face-connected)
+    puts a vertex at the midpoint of every inside-outside pixel pair and joins
+    them through the 2x2 cells. On a grid of half-pixel steps those vertices
+    and joins are the border of one binary image, traced by OpenCV's
+    ``findContours`` in C: the same polygon, for a fraction of the cost of
+    assembling skimage's segments in Python. Masks where the two could differ
+    (parts touching only at a corner, several parts) go through skimage.
+    """
+    import cv2
+
+    a, b, c, d = mask[:-1, :-1], mask[:-1, 1:], mask[1:, :-1], mask[1:, 1:]
+    inside = a.astype(np.uint8) + b + c + d
+    diagonal = (inside == 2) & (a == d)
+    if diagonal.any():
+        return _outer_contour_marching(mask)
+    h, w = mask.shape
+    fine = np.zeros((2 * h - 1, 2 * w - 1), np.uint8)
+    fine[::2, ::2] = mask
+    fine[::2, 1::2] = mask[:, :-1] | mask[:, 1:]  # horizontal pairs: their midpoint is inside or on the line
+    fine[1::2, ::2] = mask[:-1, :] | mask[1:, :]
+    fine[1::2, 1::2] = inside >= 2  # cell centres: on the line (2 side by side) or inside (3, 4)
+    contours, _ = cv2.findContours(fine, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if len(contours) != 1:
+        return _outer_contour_marching(mask) if contours else None
+    xy = contours[0][:, 0, :].astype(np.float64) / 2  # (x, y) on the half-pixel grid -> index space
+    if len(xy) < 3:
+        return _outer_contour_marching(mask)
+    return xy[:, ::-1]
+
+
+def _outer_contour_marching(mask: np.ndarray) -> np.ndarray | None:
+    """:func:`_outer_contour` by skimage's marching squares: the longest contour (holes are inside it)."""
+    from skimage.measure import find_contours
+
+    contours = find_contours(
+        mask.astype(np.float32), 0.5, fully_connected="high"
+    )  # diagonal neighbours: one outline
+    if not contours:
+        return None
+    return max(contours, key=len)[:-1]  # closed: drop the repeated last vertex
 
 
 def _drop_collinear(xy: np.ndarray) -> np.ndarray:

@@ -243,8 +243,12 @@ def calibration_text(summary: pd.DataFrame | None, particles: pd.DataFrame) -> s
     size = summary.iloc[0].get("PixelSize") if summary is not None and len(summary) else None
     if unit == "px":
         return "uncalibrated: lengths in pixels (px), areas in px² (measure with --pixel-size and --unit to calibrate)"
+    source = summary.iloc[0].get("Calibration") if summary is not None and len(summary) else None
+    by_bar = " (read from the scale bar)" if source == "scale bar" else ""
     if size is not None and size == size:
-        return f"1 px = {float(size):g} {unit}; lengths in {unit}, areas in {unit}²"
+        return f"1 px = {float(size):g} {unit}{by_bar}; lengths in {unit}, areas in {unit}²"
+    if by_bar:
+        return f"pixel size read from each image's scale bar (per image in the image table); lengths in {unit}, areas in {unit}²"
     return f"lengths in {unit}, areas in {unit}²"
 
 
@@ -305,6 +309,16 @@ def measure_report(
             f"({int(s.get('TouchingBorder', 0))} touch the border)."
         )
         report.table(psd_table(s, unit), csv_name="psd.csv")
+        if "VolumeWeighting" in s:
+            report.text(f"Volume-weighted percentiles assume {s['VolumeWeighting']}.")
+        if "CountNeeded_D50_n" in s:
+            _count_adequacy(report, s)
+        if "Agglomerates" in s:
+            report.text(
+                f"Flags: {int(s['Touching'])} particles touch another particle and {int(s['Agglomerates'])} "
+                "are probable agglomerates (columns Touching and Agglomerate of the particle table; rule: "
+                "EqDiam at least 1.3 x the image's median and Solidity or Convexity below 0.90)."
+            )
         _unreliable_notes(report, particles, images)
     elif len(particles):
         report.key_result("particles", f"{len(particles)}")
@@ -337,6 +351,14 @@ def measure_report(
         else:
             report.figure(psd_figure({"all": particles}), "Cumulative area-equivalent diameter distribution.")
             report.note("No truth given (--truth): measured sizes are not compared with true ones.")
+        report.section("Shape distributions (ISO 9276-6)")
+        shape = shape_distribution_table(particles)
+        if len(shape):
+            report.table(shape, csv_name="shape_distributions.csv")
+            report.figure(
+                histogram_figure({"all": particles}, list(shape["descriptor"])),
+                "Distributions of the shape ratios: shape is reported as a distribution, not a mean.",
+            )
         report.section("Descriptors")
         report.figure(histogram_figure({"all": particles}), "Histograms of the main shape descriptors.")
         described = (
@@ -457,6 +479,64 @@ def _table_ids(particles: pd.DataFrame, image: str) -> np.ndarray | None:
     if "Label" not in particles or "Image" not in particles:
         return None
     return particles.loc[particles["Image"].astype(str) == image, "Label"].to_numpy()
+
+
+def _count_adequacy(report: Report, s: pd.Series) -> None:
+    """Key result, table and warning of the count adequacy of a measure summary row."""
+    from micrometry.particles.psd import adequacy_warning
+
+    table = adequacy_table(s)
+    count = int(s["Count"])
+    d90 = table.iloc[1]
+    report.key_result(
+        "D90 (number) precision",
+        f"±{d90['precision (95 %)']:.1f} %",
+        "count adequate"
+        if d90["met"] == "yes"
+        else f"±{100 * s['PrecisionTarget']:g} % needs {d90['particles needed']:,}",
+    )
+    report.text(
+        f"Count adequacy (ISO 13322-1): the relative 95 % confidence half-width each percentile reaches with "
+        f"{count} particles, and the particles a ±{100 * s['PrecisionTarget']:g} % half-width needs "
+        "(asymptotic variance of a sample quantile; docs/morphometry.md)."
+    )
+    report.table(table, csv_name="count_adequacy.csv")
+    line = adequacy_warning(s, count)
+    if line:
+        report.note(line)
+
+
+def adequacy_table(s: pd.Series) -> pd.DataFrame:
+    """The count adequacy of a summary row: per percentile the achieved precision and the count needed."""
+    rows = []
+    for name, tag in (("D50", "n"), ("D90", "n"), ("D50", "v"), ("D90", "v")):
+        needed = int(s[f"CountNeeded_{name}_{tag}"])
+        rows.append(
+            {
+                "percentile": name,
+                "weighting": "number" if tag == "n" else "volume",
+                "precision (95 %)": 100 * float(s[f"Precision_{name}_{tag}"]),
+                "particles needed": needed,
+                "met": "yes" if 0 <= needed <= int(s["Count"]) else "no",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def shape_distribution_table(particles: pd.DataFrame) -> pd.DataFrame:
+    """P10/P50/P90 and the mean of each shape ratio (ISO 9276-6: shape as a distribution)."""
+    from micrometry.particles.measure import SHAPE_DISTRIBUTION_COLUMNS
+
+    rows = []
+    for column in SHAPE_DISTRIBUTION_COLUMNS:
+        if column not in particles:
+            continue
+        values = _finite(particles[column])
+        if not values.size:
+            continue
+        p10, p50, p90 = np.percentile(values, [10, 50, 90])
+        rows.append({"descriptor": column, "P10": p10, "P50": p50, "P90": p90, "mean": float(values.mean())})
+    return pd.DataFrame(rows)
 
 
 def psd_table(summary_row: pd.Series, unit: str) -> pd.DataFrame:

@@ -8,6 +8,11 @@ import typer
 
 from micrometry.options import number, overwrite_option, seed_option
 
+# Largest synthetic image side: 8192 x 8192 is 67 Mpx, within what the reader decodes (89 Mpx).
+MAX_SIDE = 8192
+# Most images of one kind per dataset: a bound on a typo's cost, far above any test set needed.
+MAX_IMAGES = 100_000
+
 synth_app = typer.Typer(
     help="Synthesise datasets in the real formats, with ground truth.", no_args_is_help=True
 )
@@ -23,7 +28,7 @@ def synth_sem(
     ),
     n_sites: int = number(40, "--n-sites", low=1, help="Real training sites."),
     images_per_site: int = number(25, "--images-per-site", low=1, help="Real images per site."),
-    n_test: int = number(200, "--n-test", low=0, help="Real test images."),
+    n_test: int = number(200, "--n-test", low=0, high=MAX_IMAGES, help="Real test images."),
     overwrite: bool = overwrite_option("OUT and TRUTH folders"),
 ) -> None:
     """Synthesise simulated SEM/depth pairs, real sites with average depths, and test images."""
@@ -92,6 +97,23 @@ def synth_sem_frames(
     )
 
 
+@synth_app.command("databar")
+def synth_databar(
+    out: Path = typer.Argument(..., help="Folder for the images (sem_XXXX.png)."),
+    truth: Path = typer.Option(
+        ..., "--truth", help="Folder for the truth: scale_bars.csv (pixel size, unit, ...)."
+    ),
+    n: int = number(20, "--n", low=1, help="Images to write (the first: six discs above a '500 nm' bar)."),
+    seed: int = seed_option("Random seed of the fonts, sizes, positions, units and polarities."),
+    overwrite: bool = overwrite_option("OUT and TRUTH folders"),
+) -> None:
+    """SEM-style images with a burned-in data bar (scale bar, label, settings), to try --pixel-size auto."""
+    from micrometry.synth.databar import write_databar_images
+
+    count = write_databar_images(out, truth, n, seed, overwrite)
+    typer.echo(f"wrote {count} images to {out} and their scale bars to {truth / 'scale_bars.csv'}")
+
+
 @synth_app.command("particles")
 def particles(
     out: Path = typer.Argument(..., help="Output folder: train/, test/, batches/A, batches/B."),
@@ -99,11 +121,11 @@ def particles(
         ..., "--truth", help="Folder for the hidden answers (test annotations, true descriptors)."
     ),
     seed: int = seed_option("Random seed: the same seed gives the same images."),
-    n_train: int = number(8, "--n-train", low=0, help="Annotated training images."),
-    n_test: int = number(4, "--n-test", low=0, help="Test images (answers go to TRUTH)."),
-    n_batch: int = number(3, "--n-batch", low=0, help="Images in each of batches A and B."),
-    height: int = number(1024, "--height", low=32, help="Image height in pixels."),
-    width: int = number(1280, "--width", low=32, help="Image width in pixels."),
+    n_train: int = number(8, "--n-train", low=0, high=MAX_IMAGES, help="Annotated training images."),
+    n_test: int = number(4, "--n-test", low=0, high=MAX_IMAGES, help="Test images (answers go to TRUTH)."),
+    n_batch: int = number(3, "--n-batch", low=0, high=MAX_IMAGES, help="Images in each of batches A and B."),
+    height: int = number(1024, "--height", low=32, high=MAX_SIDE, help="Image height in pixels."),
+    width: int = number(1280, "--width", low=32, high=MAX_SIDE, help="Image width in pixels."),
     params_file: Path | None = typer.Option(
         None,
         "--params",

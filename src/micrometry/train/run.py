@@ -94,6 +94,26 @@ class RunDir:
                 ckpt.unlink()
         return cls(path)
 
+    def check_same_data(self, data: str | Path) -> None:
+        """Refuse to resume this run on other data than it was trained on (``config.json``'s ``data``).
+
+        Training on, it would mix two datasets while ``config.json`` and the
+        metrics name the first. A config without ``data`` (written by hand) is
+        not checked.
+
+        Raises
+        ------
+        CheckpointError
+            ``data`` is not the run's dataset.
+        """
+        recorded = self.read_config().get("data")
+        if isinstance(recorded, str) and Path(recorded).resolve() != Path(data).resolve():
+            raise CheckpointError(
+                f"run was trained on {recorded}, not {Path(data).resolve()}; resume with its own data, "
+                "or start a new run",
+                self.path,
+            )
+
     @classmethod
     def existing(cls, path: str | Path) -> RunDir:
         """Open a finished run folder for prediction."""
@@ -137,7 +157,7 @@ class RunDir:
             config = json.loads(self.config_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise CheckpointError("not a run folder (no config.json)", self.path) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise CheckpointError(f"config.json is not valid JSON ({exc})", self.config_path) from None
         if not isinstance(config, dict):
             raise CheckpointError("config.json does not hold an object", self.config_path)
@@ -152,7 +172,7 @@ class RunDir:
             return {}
         try:
             metrics = json.loads(self.metrics_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise CheckpointError(
                 f"metrics.json is not valid JSON ({exc}); resuming with more --epochs rewrites "
                 "it from checkpoints/last.pt",

@@ -26,7 +26,14 @@ from micrometry.errors import InputError
 from micrometry.web import options, samples
 from micrometry.web.correct_api import add_correction_routes
 from micrometry.web.corrections import Corrections
-from micrometry.web.services import MAX_FRAMES, Limits, Services
+from micrometry.web.services import (
+    CURRENT_BUDGET,
+    MAX_FRAMES,
+    Limits,
+    RequestBudget,
+    RequestCancelled,
+    Services,
+)
 
 log = logging.getLogger("micrometry.web")
 
@@ -183,6 +190,10 @@ def create_app(
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
+    @app.exception_handler(RequestCancelled)
+    async def cancelled(request: Request, exc: RequestCancelled):
+        return JSONResponse({"error": "request cancelled: the client disconnected"}, status_code=499)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
@@ -219,11 +230,15 @@ def create_app(
     async def sem(request: Request):
         async with request.form(max_files=services.limits.max_sem_images + 10) as form:
             nm_per_px = options.positive_number(
-                form.get("nm_per_px"), "nm per pixel", options.NM_PER_PX, options.MAX_NM_PER_PX
+                form.get("nm_per_px"),
+                "nm per pixel",
+                options.NM_PER_PX,
+                options.MAX_NM_PER_PX,
+                options.MIN_NM_PER_PX,
             )
             async with gate.slot():
                 files = await _files(form, "files", "sem")
-                return await run_in_threadpool(services.sem, files, nm_per_px)
+                return await _bounded(request, services, services.sem, files, nm_per_px)
 
     @app.post("/api/frames")
     async def frames(request: Request):
@@ -238,18 +253,47 @@ def create_app(
     @app.post("/api/particles")
     async def particles(request: Request):
         async with request.form(max_files=services.limits.max_particle_images + 10) as form:
-            pixel_size = options.positive_number(
-                form.get("pixel_size"), "pixel size", options.PIXEL_SIZE, options.MAX_PIXEL_SIZE
+            pixel_text = form.get("pixel_size")
+            pixel_size = options.pixel_size_or_auto(pixel_text)
+            unit = options.length_unit(
+                form.get("unit"), pixel_size, pixel_size_given=bool(str(pixel_text or "").strip())
             )
-            unit = options.length_unit(form.get("unit"), pixel_size)
             exclude_edges = options.flag(form.get("exclude_edges"))
             async with gate.slot():
                 files = await _files(form, "file", "particles") + await _files(
                     form, "files", "particles", True
                 )
-                return await run_in_threadpool(services.particles, files, pixel_size, unit, exclude_edges)
+                return await _bounded(
+                    request, services, services.particles, files, pixel_size, unit, exclude_edges
+                )
 
     return BodyLimit(app, services.limits.max_upload_bytes)  # type: ignore[return-value]
+
+
+# How often a running request looks whether its client is still there.
+DISCONNECT_POLL_S = 0.5
+
+
+async def _bounded(request: Request, services: Services, work, *args):
+    """Run ``work(*args)`` in a worker thread under the request's budget (time limit, client present).
+
+    When the client disconnects, the work stops at its next check (between
+    images, before each network pass) and the worker is free again; the answer
+    goes nowhere.
+    """
+    budget = RequestBudget(services.limits.max_request_seconds)
+    token = CURRENT_BUDGET.set(budget)  # the worker thread runs in a copy of this context
+    try:
+        task = asyncio.ensure_future(run_in_threadpool(work, *args))
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if not budget.cancelled.is_set() and await request.is_disconnected():
+                budget.cancelled.set()
+                log.info("client left; its request stops at the next check")
+    finally:
+        CURRENT_BUDGET.reset(token)
 
 
 async def _files(form, field: str, kind: str, optional: bool = False) -> list[tuple[str, bytes]]:

@@ -38,10 +38,9 @@ def serve(
     threads: int = threads_option(),
 ) -> None:
     """Start the web app: an SEM tab (depth maps, metrology), a Particles tab (overlay, measurements) and a correction page (/correct: fix outlines, save them as training data, fine-tune, predict again)."""
-    import uvicorn
-
     from micrometry.train.loop import configure_threads
     from micrometry.web.app import create_app
+    from micrometry.web.server import serve_app
     from micrometry.web.services import Limits, Services
 
     configure_threads(threads or None)
@@ -58,4 +57,4 @@ def serve(
     )
     typer.echo(f"micrometry web app on http://{host}:{port}  (Ctrl-C to stop)")
     typer.echo(f"correct outlines and fine-tune: http://{host}:{port}/correct  (workspace {workspace})")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serve_app(app, host, port)

@@ -32,7 +32,7 @@ PARTICLE_ID = "Label"
 PARTICLE_SIZE = "EqDiam"  # D10/D50/D90 are of the area-equivalent diameter, as in particles measure
 PARTICLE_BORDER = "TouchesBorder"
 PARTICLE_UNIT = "Unit"
-HISTOGRAM_COLUMNS = ["Area", "Feret", "AR", "Circ."]
+HISTOGRAM_COLUMNS = ["Area", "Feret", "AR", "Circ.", "Solidity", "Convexity"]
 
 
 def depth_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -7,8 +7,10 @@ two requests from loading the same model twice.
 from __future__ import annotations
 
 import base64
+import contextvars
 import io
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from micrometry.web import columns
 from micrometry.web.options import NM_PER_PX, PIXEL_SIZE, UNIT
 from micrometry.web.uploads import Limits, expand_uploads
 
-__all__ = ["Limits", "Services", "expand_uploads"]
+__all__ = ["Limits", "RequestBudget", "Services", "expand_uploads"]
 
 MAX_FRAMES = 4  # CD-SEM frames per Frames request (each up to max_particle_pixels)
 MAX_SHOWN_MAPS = 24  # depth maps shown (and selectable for the 3-D view); the table and zip hold all
@@ -54,6 +56,73 @@ def csv_data_url(table) -> str:
     return file_data_url(table.to_csv(index=False, float_format="%.6g").encode(), "text/csv")
 
 
+class RequestCancelled(Exception):
+    """The client of a request went away: its work stops at the next check."""
+
+
+class RequestTooLong(InputError):
+    """A request ran past :attr:`Limits.max_request_seconds` (answered 400 with the limit)."""
+
+
+class RequestBudget:
+    """What one request may still spend: a deadline, and a flag set when its client disconnects.
+
+    The request's work checks it between images and stages, and the models check
+    it before every network pass (:func:`watch_modules`), so a stopped request
+    frees its worker within one tile's time.
+    """
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.cancelled = threading.Event()
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise RequestCancelled
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise RequestTooLong(
+                f"stopped after {self.seconds:g} s, the limit per upload: send fewer or smaller images "
+                "(or run `micrometry particles predict` on large jobs)"
+            )
+
+
+# The budget of the request the current thread works for (run_in_threadpool copies context variables).
+CURRENT_BUDGET: contextvars.ContextVar[RequestBudget | None] = contextvars.ContextVar(
+    "micrometry_request_budget", default=None
+)
+
+
+def check_budget() -> None:
+    """Stop the current request's work when its client left or its time is up (no-op outside a request)."""
+    budget = CURRENT_BUDGET.get()
+    if budget is not None:
+        budget.check()
+
+
+def watch_modules(model, depth: int = 3) -> None:
+    """Make every torch network a model holds check the current request's budget before each forward pass."""
+    import torch
+
+    seen: set[int] = set()
+
+    def visit(obj, level: int) -> None:
+        if id(obj) in seen or level > depth:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.nn.Module):
+            obj.register_forward_pre_hook(lambda module, args: check_budget())
+            return
+        children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else None
+        if children is None:
+            children = vars(obj).values() if hasattr(obj, "__dict__") else ()
+        for child in children:
+            if not isinstance(child, (str, bytes, int, float, np.ndarray)):
+                visit(child, level + 1)
+
+    visit(model, 0)
+
+
 class Services:
     """The two jobs behind the web page.
 
@@ -85,6 +154,7 @@ class Services:
                 from micrometry.depth.methods import load_depth_model
 
                 self._depth = load_depth_model(self.depth_model_path or "shipped")
+                watch_modules(self._depth)
             return self._depth
 
     def segmenter(self):
@@ -93,19 +163,24 @@ class Services:
                 from micrometry.particles.models import load_particle_model
 
                 self._segmenter = bounded_tiles(load_particle_model(self.particle_model_name))
+                watch_modules(self._segmenter)
             return self._segmenter
 
     # -- SEM tab ---------------------------------------------------------------
     def sem(self, files: list[tuple[str, bytes]], nm_per_px: float = NM_PER_PX) -> dict:
         """Depth maps (shared nm colour scale), heights for the 3-D view, metrology table, CSV and zip."""
-        from micrometry.depth.dataset import sem_image
+        from micrometry.depth.dataset import IMAGE_SHAPE, sem_image
         from micrometry.depth.measure import hole_table, measure_maps
         from micrometry.depth.predict import predict_in_batches, submission_zip, to_depth_png
 
         uploads = expand_uploads(files, self.limits, self.limits.max_sem_images)
         images = np.stack(
-            [sem_image(decode_image(data, name, self.limits.max_sem_pixels), name) for name, data in uploads]
+            [
+                sem_image(decode_image(data, name, self.limits.max_sem_pixels, shape=IMAGE_SHAPE), name)
+                for name, data in uploads
+            ]
         )
+        check_budget()
         depth = predict_in_batches(self.depth_model(), images)
         depth_u8 = to_depth_png(depth)
         names = [name for name, _ in uploads]
@@ -196,29 +271,48 @@ class Services:
     def particles(
         self,
         files: list[tuple[str, bytes]],
-        pixel_size: float = PIXEL_SIZE,
+        pixel_size: float | str = PIXEL_SIZE,
         unit: str = UNIT,
         exclude_edges: bool = False,
     ) -> dict:
         """Per image an overlay with particle ids and the reliability verdict
         (:mod:`micrometry.particles.reliability`); one table for all images (column ``reliable``),
-        D10/D50/D90, histograms, CSV."""
+        D10/D50/D90, histograms, CSV.
+
+        ``pixel_size="auto"`` reads each image's scale bar (the CLI's ``--pixel-size auto``):
+        the data bar is left out of the segmentation, each image is measured at its own
+        pixel size in the first image's unit, and an unreadable scale bar is refused.
+        """
         import pandas as pd
 
+        from micrometry.options import MAX_PIXEL_SIZE, MIN_PIXEL_SIZE, check_number
+        from micrometry.particles.databar import band_of, convert, scale_bar_record, segment_without_bar
         from micrometry.particles.morphometry import measure_labels
         from micrometry.particles.predict import overlay
         from micrometry.particles.reliability import assess_reliability
 
-        if not (np.isfinite(pixel_size) and pixel_size > 0):
-            raise InputError(f"pixel size must be a finite number > 0, got {pixel_size}")
+        auto = pixel_size == "auto"
+        if not auto:
+            check_number(pixel_size, "pixel size", MIN_PIXEL_SIZE, MAX_PIXEL_SIZE, allow_none=False)
         uploads = expand_uploads(files, self.limits, self.limits.max_particle_images)
-        images, tables, left_out = [], [], 0
+        images, tables, left_out, calibrations = [], [], 0, []
+        unit = None if auto else unit
         for name, data in uploads:
+            check_budget()
             image = decode_image(data, name, self.limits.max_particle_pixels)
-            found = self.segmenter().segment(image)
+            size = pixel_size
+            if auto:
+                bar = scale_bar_record(image, name)
+                unit = unit or bar["unit"]
+                size = convert(bar["pixel_size"], bar["unit"], unit)
+                found = segment_without_bar(self.segmenter(), image, band_of(bar))
+                calibrations.append({"image": name, **bar, "pixel_size": size, "unit": unit})
+            else:
+                found = self.segmenter().segment(image)
             labels = found.labels
             verdict = assess_reliability(labels, found.scores)
-            table = measure_labels(labels, pixel_size=pixel_size, unit=unit)
+            check_budget()
+            table = measure_labels(labels, pixel_size=size, unit=unit)
             border = columns.particle_column(table, columns.PARTICLE_BORDER)
             edge_ids = (
                 table.loc[table[border], columns.PARTICLE_ID].to_numpy() if border else np.zeros(0, int)
@@ -249,7 +343,9 @@ class Services:
             "unit": unit,
             "id_column": columns.PARTICLE_ID,
             "images": images,
+            "calibrations": calibrations,
             "psd": size_percentiles(table, unit),
+            "iso": iso_summary(table),
             "histograms": histograms(table),
             "table": records(table, headers=[columns.particle_header(str(c), unit) for c in table.columns]),
             "csv": csv_data_url(table),
@@ -303,6 +399,53 @@ def size_percentiles(table, unit: str) -> dict:
         for name, rec in result.iterrows()
     }
     return {"column": size, "unit": unit, "weighting": "number", "values": rows}
+
+
+def iso_summary(table) -> dict:
+    """What an ISO 13322-1 / 9276-6 report adds to the percentiles: count adequacy, flags, shape.
+
+    ``adequacy``: per percentile (D50/D90, number/volume) the achieved relative 95 % CI
+    half-width and the particles +-5 % needs; ``warning``: the CLI's line when the count
+    falls short; ``flags``: touching and agglomerate counts; ``shape``: P10/P50/P90 of each
+    shape ratio; ``volume_assumption``: what volume weighting assumes.
+    """
+    from micrometry.particles.measure import SHAPE_DISTRIBUTION_COLUMNS, flag_counts, shape_quantiles
+    from micrometry.particles.psd import VOLUME_ASSUMPTION, adequacy_row, adequacy_warning
+
+    size = columns.particle_column(table, columns.PARTICLE_SIZE)
+    if size is None or len(table) == 0:
+        return {}
+    sizes = table[size].to_numpy(dtype=float)
+    row = adequacy_row(sizes)
+
+    def clean(v):
+        return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+    adequacy = [
+        {
+            "percentile": f"{name} ({'number' if tag == 'n' else 'volume'})",
+            "precision": clean(row[f"Precision_{name}_{tag}"]),
+            "count_needed": int(row[f"CountNeeded_{name}_{tag}"]),
+            "adequate": bool(0 <= row[f"CountNeeded_{name}_{tag}"] <= len(sizes)),
+        }
+        for name, tag in (("D50", "n"), ("D90", "n"), ("D50", "v"), ("D90", "v"))
+    ]
+    quantiles = shape_quantiles(table)
+    shape = [
+        {"descriptor": c, **{f"P{p}": clean(quantiles[f"{c.rstrip('.')}_P{p}"]) for p in (10, 50, 90)}}
+        for c in SHAPE_DISTRIBUTION_COLUMNS
+        if c in table
+    ]
+    return {
+        "count": int(len(sizes)),
+        "target": row["PrecisionTarget"],
+        "confidence": row["Confidence"],
+        "adequacy": adequacy,
+        "warning": adequacy_warning(row, len(sizes)),
+        "flags": flag_counts(table),
+        "shape": shape,
+        "volume_assumption": VOLUME_ASSUMPTION,
+    }
 
 
 def histograms(table) -> str:

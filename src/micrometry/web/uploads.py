@@ -28,6 +28,9 @@ class Limits:
     max_particle_images: int = 8
     max_particle_pixels: int = 2**23  # 8.4 Mpx per particle image (a 3264x2448 photo)
     max_sem_pixels: int = 2**20  # SEM images are 72x48; larger ones only need a header for the message
+    # Wall-clock seconds one request may compute: a few-kB image of tiny dots asks the particle model
+    # for its largest scale (16x the pixels), minutes of CPU; beyond this it is stopped with a message.
+    max_request_seconds: float = 120.0
 
     @property
     def max_unpacked_bytes(self) -> int:

@@ -361,8 +361,9 @@ def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMe
         AttributeError,
         RuntimeError,
     ) as exc:  # e.g. a particle model's weights
+        detail = " ".join(str(exc).split())[:160]
         raise CheckpointError(
-            f"model does not fit method {exported.model!r} ({type(exc).__name__})", exported.source
+            f"model does not fit method {exported.model!r} ({type(exc).__name__}: {detail})", exported.source
         ) from None
     return method.to(select_device(device))
 

@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel
 from micrometry.config import Config, param
 from micrometry.depth.augment import FLIP_DIMS, imaging_augment, random_flip
 from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batchnorm_statistics
-from micrometry.depth.calibration import apply_ridge, calibration_features
+from micrometry.depth.calibration import apply_ridge, calibration_features, check_ridge
 from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod, input_tensor
 from micrometry.depth.nets import HoleUNet, fused_for_inference
@@ -343,9 +343,11 @@ class UNetMethod(DepthMethod):
             self.modules = trained
 
     def load_extra_state(self, state: dict) -> None:
-        self.affine = tuple(state.get("affine", (1.0, 0.0)))
+        self.affine = tuple(float(v) for v in state.get("affine", (1.0, 0.0)))
+        if len(self.affine) != 2 or not np.isfinite(self.affine).all():
+            raise ValueError(f"affine calibration must be two finite numbers, got {self.affine}")
         ridge = state.get("ridge")
-        self.ridge = None if ridge is None else tuple(np.asarray(v, dtype=np.float32) for v in ridge)
+        self.ridge = None if ridge is None else check_ridge(ridge)
         self.interval_nm = state.get("interval_nm")
         self.ood = None if state.get("ood") is None else FeatureGaussian.from_state(state["ood"])
         self.imaging_measured = dict(state.get("imaging_measured", {}))

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from micrometry.errors import DatasetError
+from micrometry.errors import DatasetError, ImageReadError
 from micrometry.io.coco.rle import decode_rles
 from micrometry.io.coco.segmentation import (
     MAX_IMAGE_PIXELS,
@@ -144,19 +144,28 @@ class CocoDataset:
         stacked = decode_rles([a.rle for a in anns])  # (H, W, N), Fortran order
         return np.ascontiguousarray(np.moveaxis(stacked, -1, 0)).astype(bool)
 
-    def labels(self, image_id: int, include_crowd: bool = False) -> np.ndarray:
+    def labels(self, image_id: int, include_crowd: bool = False, hidden: list | None = None) -> np.ndarray:
         """``(H, W)`` int32 label image: 0 background, i = the i-th annotation (1-based).
 
         Where annotations overlap, the pixel goes to the object listed first
         (it is the one on top: tools list occluders first or paint visible
         parts only, and for visible-part masks there is no overlap at all).
+
+        Parameters
+        ----------
+        hidden : list, optional
+            Receives the 1-based numbers of annotations that got no pixel at all
+            (entirely under earlier ones), which a label image cannot show.
         """
         im = self.image(image_id)
         labels = np.zeros((im.height, im.width), dtype=np.int32)
         anns = [a for a in self.annotations[image_id] if include_crowd or not a.iscrowd]
         for i, ann in enumerate(anns, start=1):
             mask = decode_rles([ann.rle])[:, :, 0].astype(bool)
-            labels[mask & (labels == 0)] = i
+            visible = mask & (labels == 0)
+            labels[visible] = i
+            if hidden is not None and mask.any() and not visible.any():
+                hidden.append(i)
         return labels
 
     def crowd_mask(self, image_id: int) -> np.ndarray:
@@ -232,6 +241,8 @@ def read_json(path: str | Path) -> Any:
         raise DatasetError(
             f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path
         ) from None
+    except RecursionError:  # json's parser recurses per nesting level
+        raise DatasetError("JSON nested too deeply to be an annotation file", path) from None
     except (UnicodeDecodeError, OSError) as exc:
         raise DatasetError(f"cannot read JSON ({exc})", path) from None
 
@@ -381,13 +392,12 @@ class _Validator(Checks):
             if self.check_files:
                 self.fail(f"image {image_id}: file {file_name} not found in {self.images_dir}")
             return None
-        from PIL import Image
+        from micrometry.io.image import image_size
 
         try:
-            with Image.open(file) as img:
-                return img.height, img.width
-        except Exception as exc:  # PIL raises many types for broken files
-            self.fail(f"image {image_id}: cannot read {file} ({exc})")
+            return image_size(file)
+        except ImageReadError as exc:
+            self.fail(f"image {image_id}: cannot read {file} ({exc.message})")
         return None
 
     def check_unique_images(self, images: list[CocoImage]) -> None:

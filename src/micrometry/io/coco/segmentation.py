@@ -253,6 +253,8 @@ def _rle(
             {"size": [height, width], "counts": [int(c) for c in counts]}, height, width
         )
     elif isinstance(counts, (str, bytes)):
+        if isinstance(counts, str) and not counts.isascii():  # COCO's compressed counts are ASCII
+            checks.fail(f"{name}: compressed RLE 'counts' must be ASCII text")
         rle = compressed_rle(seg, height, width)
         try:
             decoded_area = int(mask_utils.area(rle))

@@ -164,7 +164,33 @@ def _segmenter(entry: ParticleModel, exported: ExportedModel | None, options: di
     if unknown:
         raise InputError(f"model {entry.name!r} does not take option(s): {', '.join(unknown)}")
     entry.check_available()
+    if exported is not None:
+        check_exported_settings(exported)
     return entry.segmenter(exported, **options)
+
+
+def check_exported_settings(exported: ExportedModel) -> None:
+    """Refuse a model whose stored settings no model could use (a damaged or edited model.json).
+
+    Raises
+    ------
+    CheckpointError
+        ``scale`` not a number in the allowed range, or ``settings`` not a mapping.
+    """
+    from micrometry.particles.models.sizing import MAX_SCALE, MIN_SCALE
+
+    where = exported.source
+    settings = exported.settings
+    if not isinstance(settings, dict):
+        raise CheckpointError("model settings must be a JSON object", where)
+    scale = settings.get("scale")
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, (int, float)) or not MIN_SCALE <= scale <= MAX_SCALE
+    ):
+        raise CheckpointError(
+            f"model settings: scale must be a number in {MIN_SCALE}..{MAX_SCALE:g}, got {json.dumps(scale)[:40]}",
+            where,
+        )
 
 
 def load_particle_model(

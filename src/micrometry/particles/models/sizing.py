@@ -89,7 +89,7 @@ def check_scale(scale: float, option: str = "--scale") -> None:
 
 
 def estimate_diameter(
-    segment_at, shape: tuple[int, int], net_diameter: float
+    segment_at, shape: tuple[int, int], net_diameter: float, refine=None
 ) -> tuple[float | None, float, object]:
     """The typical particle diameter of one image, by first passes of the model.
 
@@ -101,13 +101,20 @@ def estimate_diameter(
         The image's shape (limits guesses to sizes that fit in it).
     net_diameter : float
         The diameter the model was trained for.
+    refine : callable, optional
+        ``scale -> bool``: whether a refinement pass at that scale is worth
+        running here (default: always). A caller that segments the whole image
+        at the estimate anyway (its sizing passes saw a window) says no, and
+        checks that whole pass itself: one pass less.
 
     Returns
     -------
     (diameter, scale, result)
         The median diameter found (None: no particles at any guess), the scale
-        of the last pass, and that pass's ``(labels, scores)`` (reused when the
-        estimate agrees with the pass's own scale, so a good guess costs one pass).
+        of the last pass (or of the estimate, when the refinement was declined),
+        and that pass's ``(labels, scores)`` (reused when the estimate agrees
+        with the pass's own scale, so a good guess costs one pass; None when
+        the refinement was declined).
     """
     guesses = [FIRST_GUESS_PX] + [d for d in LADDER_PX if d < min(shape) / 2]
     first = None
@@ -121,6 +128,8 @@ def estimate_diameter(
         best = scale_for_diameter(diameter, net_diameter)
         if max(best / scale, scale / best) <= REFINE_RATIO:
             return diameter, scale, result
+        if refine is not None and not refine(best):
+            return diameter, best, None
         # one refinement: segment at the estimate, and measure again there
         result = segment_at(best)
         refined = median_diameter(result[0])

@@ -188,6 +188,7 @@ def train_model(
     init_state = None
     if resume:
         run = RunDir.for_training(out, resume=True)
+        run.check_same_data(coco_dir)
         previous = run.read_config()
         if model_given and previous.get("model") != settings.model:
             raise CheckpointError(

@@ -21,6 +21,7 @@ from micrometry.particles.models.dense.unet import UNet
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
 from micrometry.particles.models.sizing import (
+    REFINE_RATIO,
     check_scale,
     clear_border,
     estimate_diameter,
@@ -130,13 +131,27 @@ class DenseSegmenter:
             source = "given (--diameter)" if self.diameter is not None else "fixed scale"
             diameter = self.diameter if self.diameter is not None else median_diameter(labels)
             return labels, scores, {"diameter_px": diameter, "scale": self.scale, "diameter_source": source}
-        diameter, scale, (labels, scores) = estimate_diameter(
-            lambda s: self._probe(image, s), image.shape, self.net_diameter
+
+        def windowed(scale: float) -> bool:
+            return probe_window(image.shape, scale) is not None
+
+        # A refinement in a window would be followed by the whole image at the same scale anyway:
+        # the whole pass is the refinement (checked below), one network pass less.
+        diameter, scale, result = estimate_diameter(
+            lambda s: self._probe(image, s), image.shape, self.net_diameter, refine=lambda s: not windowed(s)
         )
-        if probe_window(image.shape, scale) is not None:  # the last pass saw a window: now the whole image
+        refined = result is None
+        if refined or windowed(scale):  # the last pass saw a window, or none ran: now the whole image
             labels, scores = self.segment_labels(image, scale)
             whole = median_diameter(labels)  # all particles, none cut: the better figure when there is one
+            best = scale if whole is None else scale_for_diameter(whole, self.net_diameter)
+            if refined and max(best / scale, scale / best) > REFINE_RATIO:  # the window's estimate was off
+                scale = best
+                labels, scores = self.segment_labels(image, scale)
+                whole = median_diameter(labels)
             diameter = whole if whole is not None else diameter
+        else:
+            labels, scores = result
         return labels, scores, {"diameter_px": diameter, "scale": scale, "diameter_source": "estimated"}
 
     def _probe(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +241,7 @@ def dense_segmenter(
     kwargs = {} if tile is None else {"tile": tile}
     return DenseSegmenter(
         method,
-        net,
+        net.fused(),  # batch norms folded: predicting only
         scale=scale or trained_scale,
         tta=tta,
         device=device,

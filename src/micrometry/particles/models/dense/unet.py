@@ -8,6 +8,8 @@ half resolution runs in a fraction of a second on two CPU cores.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +59,21 @@ class UNet(nn.Module):
         # Channels-last convolutions run 20-35 % faster on CPU (oneDNN's native layout);
         # loading a state dict copies into these tensors and keeps the layout.
         self.to(memory_format=torch.channels_last)
+
+    def fused(self) -> UNet:
+        """An inference copy with every batch norm folded into its convolution (same outputs, faster).
+
+        Eval mode only: the copy's batch norms are gone, so it cannot train, and
+        its state dict has other keys than a checkpoint's.
+        """
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        net = copy.deepcopy(self).eval()
+        for block in net.modules():
+            if isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], nn.BatchNorm2d):
+                block[0] = fuse_conv_bn_eval(block[0], block[1])
+                block[1] = nn.Identity()
+        return net.to(memory_format=torch.channels_last)
 
     @property
     def multiple(self) -> int:

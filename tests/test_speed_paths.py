@@ -1,0 +1,153 @@
+"""Issue 23, point 6: the faster prediction paths give the outputs of the paths they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+from skimage.measure import find_contours
+from skimage.segmentation import find_boundaries
+
+from micrometry.io.image import write_image
+from micrometry.particles.models.dense.unet import UNet
+from micrometry.particles.models.sizing import estimate_diameter
+from micrometry.particles.predict import inner_boundaries, overlay
+from micrometry.particles.rois import _drop_collinear, label_polygons
+from particle_scenes import make_scene
+
+
+def marching_squares_polygons(labels):
+    """The ROI outlines as they were computed before: skimage's marching squares for every particle.
+
+    Diagonal neighbours are one outline (``fully_connected="high"``), so that a ROI set fills back to
+    the label image it was written from (tests/test_training_data.py).
+    """
+    polygons = {}
+    for index, box in enumerate(ndimage.find_objects(labels.astype(np.int64))):
+        if box is None:
+            continue
+        contours = find_contours(
+            np.pad(labels[box] == index + 1, 1).astype(np.float32), 0.5, fully_connected="high"
+        )
+        if contours:
+            outline = max(contours, key=len)[:-1]
+            x = outline[:, 1] - 1 + box[1].start + 0.5
+            y = outline[:, 0] - 1 + box[0].start + 0.5
+            polygons[index + 1] = _drop_collinear(np.column_stack([x, y]))
+    return polygons
+
+
+def same_polygon(p, q):
+    """Equal vertex cycles, whatever the start vertex and the direction."""
+    if len(p) != len(q):
+        return False
+    return any(np.allclose(np.roll(c, k, axis=0), p) for c in (q, q[::-1]) for k in range(len(c)))
+
+
+def awkward_labels():
+    """Particles that test the outline tracer: touching, one pixel wide, diagonal-only joins, holes, two parts."""
+    _, labels = make_scene(np.random.default_rng(3), 128, 160, n=14)
+    labels = labels.copy()
+    top = labels.max()
+    labels[2:3, 2:40] = top + 1  # a one-pixel line
+    labels[10, 60], labels[11, 61], labels[12, 62] = top + 2, top + 2, top + 2  # pixels touching by corners
+    labels[20:23, 60:63] = top + 2  # ... and a block beside them
+    ring = np.zeros((15, 15), bool)
+    ring[2:13, 2:13] = True
+    ring[6:9, 6:9] = False  # a hole
+    labels[100:115, 140:155][ring] = top + 3
+    labels[5:8, 140:143] = top + 4  # one particle in two parts
+    labels[15:20, 145:150] = top + 4
+    labels[60, 80] = top + 5  # a single pixel
+    return labels
+
+
+def test_roi_outlines_equal_the_marching_squares_outlines():
+    labels = awkward_labels()
+    fast, reference = label_polygons(labels), marching_squares_polygons(labels)
+    assert fast.keys() == reference.keys() and len(fast) == labels.max()
+    for key in reference:
+        assert same_polygon(fast[key], reference[key]), key
+
+
+def test_inner_boundaries_equal_skimage():
+    labels = awkward_labels()
+    assert np.array_equal(inner_boundaries(labels), find_boundaries(labels, mode="inner"))
+    assert not inner_boundaries(np.zeros((5, 5), np.int32)).any()
+
+
+def test_overlay_keeps_the_image_off_the_outlines(tmp_path):
+    labels = awkward_labels()
+    image = (np.arange(labels.size).reshape(labels.shape) % 251).astype(np.uint8)
+    rgb = overlay(image, labels)
+    edges = find_boundaries(labels, mode="inner")
+    gray = rgb[~edges]
+    assert (gray[:, 0] == gray[:, 1]).all() and (gray[:, 1] == gray[:, 2]).all()
+    assert (rgb[edges].max(axis=1) - rgb[edges].min(axis=1) > 100).all()  # saturated colours on outlines
+    write_image(tmp_path / "o.png", rgb, png_level=1)  # the fast zlib level is still lossless
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), rgb)
+
+
+def test_fused_network_predicts_what_the_trained_one_does():
+    torch.manual_seed(0)
+    net = UNet(4, (8, 16, 32))
+    with torch.no_grad():  # batch norm statistics that are not the identity
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.rand(2, 1, 64, 96)
+    with torch.inference_mode():
+        fused = net.fused()
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        torch.testing.assert_close(fused(x), net(x), atol=1e-4, rtol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the trained network is untouched
+
+
+def test_estimate_diameter_leaves_the_refinement_to_a_caller_that_declines_it():
+    shape, true_diameter = (400, 400), 60.0
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate([(100, 100), (100, 300), (300, 100), (300, 300)], start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= (true_diameter / 2) ** 2] = i
+    calls = []
+
+    def segment_at(scale):
+        calls.append(scale)
+        return labels, np.ones(4, np.float32)
+
+    diameter, scale, result = estimate_diameter(segment_at, shape, 20.0, refine=lambda s: False)
+    # the first guess (30 px) is 2x off: the estimate comes back without a second pass
+    assert result is None and len(calls) == 1
+    assert scale == pytest.approx(20 / true_diameter, rel=0.05)
+    diameter, scale, result = estimate_diameter(segment_at, shape, 20.0)
+    assert result is not None and len(calls) == 3  # by default it refines
+
+
+@pytest.mark.slow
+def test_shipped_model_sizes_a_large_image_in_two_passes(tmp_path):
+    from micrometry.particles.models.base import load_particle_model
+    from micrometry.particles.models.sizing import PROBE_NET_PX
+
+    rng = np.random.default_rng(5)
+    side = 1100  # the sizing pass sees a central window: the whole image is the second pass
+    yy, xx = np.mgrid[:side, :side]
+    image = np.full((side, side), 200.0)
+    for cy, cx in rng.uniform(30, side - 30, (150, 2)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= 20**2] = 60  # ~40 px particles: the second pass at about 0.5
+    image = np.clip(ndimage.gaussian_filter(image, 1) + rng.normal(0, 4, image.shape), 0, 255).astype(
+        np.uint8
+    )
+    segmenter = load_particle_model("shipped")
+    passes = []
+    maps = segmenter.predict_maps
+    segmenter.predict_maps = lambda im, scale=None: (passes.append(im.shape), maps(im, scale))[1]
+    found = segmenter.segment(image)
+    assert len(passes) == 2 and passes[0][0] < side and passes[1] == (side, side)
+    assert PROBE_NET_PX < side * found.info["scale"]
+    assert 30 < found.info["diameter_px"] < 50 and found.count > 60
