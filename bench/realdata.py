@@ -268,7 +268,7 @@ def subset_folder(coco_dir: Path, ids: list[int], out: Path) -> Path:
 def finetune(coco_dir: Path, ids: list[int], minutes: float, init: str, work: Path):
     """A model fine-tuned ``--init init`` on ``ids`` for ``minutes`` (one thread); its segmenter."""
     from micrometry.particles.models.training import TrainSettings, train_model
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model as load_segmenter
 
     data = subset_folder(coco_dir, ids, work / "data")
     settings = TrainSettings(init=init, time_budget_s=minutes * 60, device="cpu", seed=0)
@@ -308,7 +308,7 @@ HEADER = (
 def bench_set(name: str, args) -> dict:
     from micrometry.io.coco import load_coco
     from micrometry.io.image import read_image
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model as load_segmenter
 
     coco_dir = prepare(name, Path(args.cache))
     dataset = load_coco(coco_dir)
