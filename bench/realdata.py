@@ -267,8 +267,8 @@ def subset_folder(coco_dir: Path, ids: list[int], out: Path) -> Path:
 
 def finetune(coco_dir: Path, ids: list[int], minutes: float, init: str, work: Path):
     """A model fine-tuned ``--init init`` on ``ids`` for ``minutes`` (one thread); its segmenter."""
-    from micrometry.particles.models.training import TrainSettings, train_model
     from micrometry.particles.models import load_particle_model as load_segmenter
+    from micrometry.particles.models.training import TrainSettings, train_model
 
     data = subset_folder(coco_dir, ids, work / "data")
     settings = TrainSettings(init=init, time_budget_s=minutes * 60, device="cpu", seed=0)
