@@ -248,7 +248,8 @@ def segment(widget, qapp, timeout: float = 120) -> None:
 
 
 def shot(widget, path: Path) -> None:
-    widget.resize(420, 820)
+    hint = widget.sizeHint()  # what the layout asks for
+    widget.resize(max(420, hint.width()), max(700, hint.height()))
     image = widget.grab()
     assert image.width() > 100 and image.save(str(path))
     if SHOTS:

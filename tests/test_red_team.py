@@ -321,6 +321,24 @@ def test_250_character_file_name_keeps_its_temporary_within_255_bytes(tmp_path, 
         assert len(os.fsencode(tmp.name)) <= NAME_MAX
 
 
+def test_250_character_photo_name_gets_its_roi_sets_and_tables(tmp_path, photos, capsys):
+    """Outputs named after a long input (``NAME_RoiSet.zip``) are shortened with a hash, not a traceback."""
+    long = tmp_path / "long"
+    long.mkdir()
+    shutil.copy(photos / "p0.png", long / ("y" * 246 + ".png"))
+    pred = tmp_path / "pred"
+    assert run(["particles", "predict", long, "--model", "watershed", "--out", pred]) == 0
+    (roiset,) = (pred / "rois").iterdir()
+    assert roiset.name.startswith("y" * 200) and roiset.name.endswith("_RoiSet.zip")
+    assert len(os.fsencode(roiset.name)) <= 255
+    assert run(["particles", "measure", pred, "--out", tmp_path / "t.csv", "--rois"]) == 0
+    assert len(list((tmp_path / "t_rois").iterdir())) == 1
+    capsys.readouterr()
+    # an --out whose derived names (NAME_images.csv) cannot exist: refused before the work
+    assert run(["particles", "measure", pred, "--out", tmp_path / ("z" * 245 + ".csv")]) == 2
+    one_error_line(capsys, "longer than the 255 bytes")
+
+
 def test_non_utf8_file_names_are_one_line(tmp_path, sem_images, capsys):
     folder = tmp_path / "odd"
     folder.mkdir()
@@ -352,6 +370,14 @@ def test_dangling_symlink_out_is_refused_before_the_work(tmp_path, sem_images, c
     one_error_line(capsys, "broken symbolic link")
     with pytest.raises(InputError, match="broken symbolic link"):
         refuse_existing(out, overwrite=True)
+    for args in (
+        ["particles", "compare", sem_images, sem_images, "--out", out],
+        ["export", sem_images, "--out", out],
+        ["synth", "particles", tmp_path / "d", "--truth", out, "--n-train", "0"],
+    ):
+        assert run(args) == 2
+        one_error_line(capsys, "broken symbolic link")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "pred"]
 
 
 def _replace_folder(out: str, k: int, ready) -> None:
@@ -464,6 +490,25 @@ def test_web_request_past_its_time_limit_or_without_its_client_stops():
             services.particles([("a.png", buffer.getvalue())])
     finally:
         CURRENT_BUDGET.reset(token)
+
+
+def test_web_endpoint_stops_a_request_past_its_time_limit():
+    """The app's wiring: the budget reaches the worker thread (a context variable) and ends in a 400."""
+    import io
+
+    from PIL import Image
+
+    testclient = pytest.importorskip("starlette.testclient")
+    from micrometry.web.app import create_app
+    from micrometry.web.uploads import Limits
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 200, np.uint8)).save(buffer, format="PNG")
+    client = testclient.TestClient(
+        create_app(particle_model="watershed", limits=Limits(max_request_seconds=0.0))
+    )
+    answer = client.post("/api/particles", files={"file": ("a.png", buffer.getvalue(), "image/png")})
+    assert answer.status_code == 400 and "stopped after 0 s" in answer.json()["error"]
 
 
 def test_web_work_stops_when_the_client_disconnects():

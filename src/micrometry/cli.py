@@ -142,6 +142,13 @@ def _guard_command(command, path: tuple[str, ...]) -> None:
                             ins[key] = part
         for name, value in {**outs, **ins}.items():
             _check_text(value, name)
+        for name, value in outs.items():
+            if os.path.islink(value) and not os.path.exists(value):  # it would fail after the work
+                raise InputError(
+                    f"{name} is a broken symbolic link (to {os.readlink(value)}); remove it or choose "
+                    "another output",
+                    value,
+                )
         refuse_overlap(outs, ins)
         try:
             return callback(*args, **kwargs)

@@ -340,6 +340,7 @@ class SegmentationWidget(QWidget):
                 *said,
             ]
             self.summary.setText("\n".join(textwrap.fill(line, SUMMARY_WIDTH) for line in lines))
+            self.summary.setMinimumHeight(self.summary.sizeHint().height())  # never squeezed
         else:
             self.summary.setText("no particles")
         self._show_table(table)

@@ -23,6 +23,13 @@ from scipy import ndimage
 ROISET_SUFFIX = "_RoiSet.zip"
 
 
+def roiset_name(stem: str) -> str:
+    """``STEM_RoiSet.zip``, the stem shortened (with a hash) when the name would pass 255 bytes."""
+    from micrometry.io.output_names import fit_file_name
+
+    return fit_file_name(stem, ROISET_SUFFIX)
+
+
 def label_polygons(labels: np.ndarray) -> dict[int, np.ndarray]:
     """Outer outline of every particle: ``{label id: (N, 2) float x, y}`` in ImageJ coordinates.
 
@@ -89,7 +96,9 @@ def _outer_contour_marching(mask: np.ndarray) -> np.ndarray | None:
     """:func:`_outer_contour` by skimage's marching squares: the longest contour (holes are inside it)."""
     from skimage.measure import find_contours
 
-    contours = find_contours(mask.astype(np.float32), 0.5)
+    contours = find_contours(
+        mask.astype(np.float32), 0.5, fully_connected="high"
+    )  # diagonal neighbours: one outline
     if not contours:
         return None
     return max(contours, key=len)[:-1]  # closed: drop the repeated last vertex
