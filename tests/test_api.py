@@ -218,6 +218,25 @@ def test_segment_judges_reliability_as_predict_does():
     assert seg.info["reliability"] == assess_reliability(seg.labels, seg.scores).metrics
 
 
+@pytest.mark.parametrize("model", ["watershed", "shipped"])
+def test_scale_bar_calibrates_and_is_left_out(model):
+    """An SEM image of six discs above a data bar reading '500 nm' (4 nm/px), as --pixel-size auto."""
+    from micrometry.io.scalebar import ScaleBarError, font_paths
+    from micrometry.synth.databar import DataBarStyle, draw_databar, sem_discs
+
+    field, _ = sem_discs()
+    image, truth = draw_databar(field, 4.0, "nm", DataBarStyle(font=font_paths()[0]))
+    bar = mm.read_scale_bar(image)
+    assert bar.pixel_size == pytest.approx(truth.pixel_size, rel=0.01) and bar.unit == "nm"
+    seg = mm.load_model(model).segment(image, scale_bar=bar)
+    assert seg.count == 6 and not seg.labels[bar.band_rows[0] :].any()
+    assert seg.info["data_bar_rows"] == list(bar.band_rows)
+    table = mm.measure(seg.labels, pixel_size=bar.pixel_size, unit=bar.unit)
+    assert table["EqDiam_nm"].median() == pytest.approx(208, rel=0.05)  # discs of radius 26 px
+    with pytest.raises(ScaleBarError):
+        mm.read_scale_bar(field)  # no data bar: refused, never guessed
+
+
 def test_segment_takes_files_and_colour(tmp_path):
     from micrometry.io.image import ColourImageWarning, write_image
 

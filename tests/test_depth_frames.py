@@ -280,7 +280,9 @@ def test_report_of_a_depth_frame_folder(tmp_path):
 
 def test_a_data_bar_is_left_out():
     frame = _frame(seed=6, data_bar_px=60, n_missing=1, n_not_open=1)
+    assert frame.image.shape == frame.depth_map.shape == (360, 480)
     assert (frame.image[-60:] == 0).mean() > 0.5 and (frame.image[-60:] == 255).any()
+    assert np.isnan(frame.depth_map[-60:]).all() and np.isfinite(frame.depth_map[:300]).all()
     assert image_rows(frame.image) == (0, 300)
     assert image_rows(frame.image[::-1])[0] == 60  # a bar at the top
     assert image_rows(_frame(seed=6).image) == (0, 360)

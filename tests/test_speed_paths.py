@@ -19,12 +19,18 @@ from particle_scenes import make_scene
 
 
 def marching_squares_polygons(labels):
-    """The ROI outlines as they were computed before: skimage's marching squares for every particle."""
+    """The ROI outlines as they were computed before: skimage's marching squares for every particle.
+
+    Diagonal neighbours are one outline (``fully_connected="high"``), so that a ROI set fills back to
+    the label image it was written from (tests/test_training_data.py).
+    """
     polygons = {}
     for index, box in enumerate(ndimage.find_objects(labels.astype(np.int64))):
         if box is None:
             continue
-        contours = find_contours(np.pad(labels[box] == index + 1, 1).astype(np.float32), 0.5)
+        contours = find_contours(
+            np.pad(labels[box] == index + 1, 1).astype(np.float32), 0.5, fully_connected="high"
+        )
         if contours:
             outline = max(contours, key=len)[:-1]
             x = outline[:, 1] - 1 + box[1].start + 0.5

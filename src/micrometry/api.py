@@ -62,6 +62,7 @@ __all__ = [
     "load_depth_model",
     "load_model",
     "measure",
+    "read_scale_bar",
     "size_distribution",
 ]
 
@@ -126,7 +127,7 @@ class SegmentationModel:
             self._segmenters[diameter] = load_particle_model(self.source, diameter=diameter, **self._options)
         return self._segmenters[diameter]
 
-    def segment(self, image, diameter: float | None = None) -> Segmentation:
+    def segment(self, image, diameter: float | None = None, scale_bar=None) -> Segmentation:
         """Segment the particles of one image.
 
         Parameters
@@ -138,6 +139,11 @@ class SegmentationModel:
             The particles' typical (median area-equivalent) diameter in pixels, as
             ``--diameter``; default: estimated per image (models trained with
             automatic size, like the shipped one). The watershed takes none.
+        scale_bar : ScaleBar, optional
+            The image's data bar, as :func:`read_scale_bar` found it: left out of
+            the segmentation (the model sees the image without its rows, so no
+            particle comes from the bar's text), as ``particles predict
+            --pixel-size auto`` does. ``info["data_bar_rows"]`` records the band.
 
         Returns
         -------
@@ -163,10 +169,15 @@ class SegmentationModel:
         """
         import warnings
 
+        from micrometry.particles.databar import band_of, segment_without_bar
         from micrometry.particles.reliability import assess_reliability
 
         array = _gray_image(image)
-        found = self._segmenter(diameter).segment(array)
+        segmenter = self._segmenter(diameter)
+        if scale_bar is None:
+            found = segmenter.segment(array)
+        else:
+            found = segment_without_bar(segmenter, array, band_of(scale_bar))
         verdict = assess_reliability(found.labels, found.scores)
         if not verdict.reliable:
             warnings.warn(f"unreliable segmentation: {verdict.reason}", stacklevel=2)
@@ -208,6 +219,51 @@ def load_model(name_or_path: str | Path = "shipped", **options) -> SegmentationM
     'center-offset'
     """
     return SegmentationModel(name_or_path, **options)
+
+
+def read_scale_bar(image):
+    """Read the burned-in scale bar of a micrograph: the pixel size, its unit and the data bar's rows.
+
+    What ``--pixel-size auto`` reads (:func:`micrometry.io.scalebar.read_scale_bar`;
+    the limits are in ``docs/scale-bar.md``).
+
+    Parameters
+    ----------
+    image : array_like or path
+        The micrograph with its data bar (gray or colour array, or an image file).
+
+    Returns
+    -------
+    ScaleBar
+        ``pixel_size`` (in ``unit`` per pixel), ``unit`` (``nm``, ``um``, ``mm``),
+        ``label`` (the text read, e.g. ``"500 nm"``), ``bar_px``, ``confidence``
+        and ``band_rows`` (the data bar's rows, which :meth:`SegmentationModel.segment`
+        leaves out when given the scale bar).
+
+    Raises
+    ------
+    ScaleBarError
+        No scale bar could be read with confidence (an ``InputError``: the message
+        says what was missing).
+
+    Examples
+    --------
+    >>> import micrometry as mm
+    >>> from micrometry.io.scalebar import font_paths
+    >>> from micrometry.synth.databar import DataBarStyle, draw_databar, sem_discs
+    >>> field, _ = sem_discs()                   # six dark discs
+    >>> image, _ = draw_databar(field, 4.0, "nm", DataBarStyle(font=font_paths()[0]))
+    >>> bar = mm.read_scale_bar(image)
+    >>> bar.label, round(bar.pixel_size, 2), bar.unit
+    ('500 nm', 4.0, 'nm')
+    >>> seg = mm.load_model("watershed").segment(image, scale_bar=bar)
+    >>> seg.count, bool(seg.labels[bar.band_rows[0] :].any())
+    (6, False)
+    """
+    from micrometry.io.scalebar import read_scale_bar as read
+
+    path = image if isinstance(image, str | Path) else None
+    return read(_gray_image(image), path)
 
 
 def measure(

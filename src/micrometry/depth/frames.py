@@ -574,36 +574,19 @@ def predict_windows(method, image: np.ndarray, origins: np.ndarray) -> tuple[np.
     return maps, report
 
 
-def image_rows(image: np.ndarray, flat_share: float = 0.3, gap: int = 4) -> tuple[int, int]:
-    """Rows ``[top, bottom)`` of the SEM image proper, without a data bar at its bottom or top.
+def image_rows(image: np.ndarray) -> tuple[int, int]:
+    """Rows ``[top, bottom)`` of the SEM image proper: without a data bar at its bottom or top
+    (:func:`micrometry.io.scalebar.find_data_bar`: the band of flat-background rows where the tool
+    prints its scale bar and settings)."""
+    from micrometry.io.scalebar import find_data_bar
 
-    A data bar (the band where a CD-SEM tool prints magnification, scale and date) has a flat
-    background: its most common grey level covers at least ``flat_share`` of each row, which a
-    noisy SEM row never does (about 3 %). The bar is the run of such rows at an edge, text rows
-    inside it tolerated up to ``gap - 1`` rows in a row.
-    """
-    image = np.asarray(image)
-    counts = np.array([np.bincount(row.ravel(), minlength=1).max() for row in image.astype(np.int64)])
-    flat = counts >= flat_share * image.shape[1]
-
-    def edge(order) -> int:
-        run, last_flat = 0, None
-        for r in order:
-            if flat[r]:
-                run, last_flat = 0, r
-            else:
-                run += 1
-                if run >= gap:
-                    break
-        return last_flat
-
-    last = edge(range(len(flat) - 1, -1, -1))  # the topmost flat row of the bottom bar
-    first = edge(range(len(flat)))  # the lowest flat row of the top bar
-    bottom = last if last is not None and flat[-1] else len(flat)
-    top = first + 1 if first is not None and flat[0] else 0
-    if bottom - top < WINDOW[0]:
-        return 0, len(flat)
-    return int(top), int(bottom)
+    top, bottom = 0, image.shape[0]
+    for start, stop in find_data_bar(image):
+        if start == 0:
+            top = max(top, stop)
+        else:
+            bottom = min(bottom, start)
+    return (top, bottom) if bottom - top >= WINDOW[0] else (0, image.shape[0])
 
 
 def analyse_frame(method, image: np.ndarray, nm_per_px: float = 2.0) -> FrameResult:

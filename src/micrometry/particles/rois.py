@@ -96,7 +96,9 @@ def _outer_contour_marching(mask: np.ndarray) -> np.ndarray | None:
     """:func:`_outer_contour` by skimage's marching squares: the longest contour (holes are inside it)."""
     from skimage.measure import find_contours
 
-    contours = find_contours(mask.astype(np.float32), 0.5)
+    contours = find_contours(
+        mask.astype(np.float32), 0.5, fully_connected="high"
+    )  # diagonal neighbours: one outline
     if not contours:
         return None
     return max(contours, key=len)[:-1]  # closed: drop the repeated last vertex
