@@ -16,8 +16,8 @@
    threads; the project evaluator scores them against TRUTH. ``--tta [MODEL..]``
    adds a flip-TTA row per learned model (``--tta`` alone: all); each
    ``--ensembles A+B`` fuses the members' outputs by weighted mask fusion, as
-   ``--model RUN_A,RUN_B`` does (its time is the members' plus the fusion);
-   ``A@tta`` names A's flip-TTA output (``--model RUN_A,RUN_B --tta``).
+   ``--ensemble RUN_A,RUN_B`` does (its time is the members' plus the fusion);
+   ``A@tta`` names A's flip-TTA output (``--ensemble RUN_A,RUN_B --tta``).
 
 Prints one table: segm AP, AP50, AP75, F1@0.5, training minutes, wall and
 process-CPU seconds per 1024x1280 image (CPU time is the figure that survives a
@@ -237,7 +237,7 @@ def main() -> None:
             minutes_of[f"{model}@tta"] = minutes
             rows.append(row)
     for spec in args.ensembles:
-        # The members' outputs above, fused as `--model RUN_A,RUN_B` (EnsembleSegmenter) fuses them.
+        # The members' outputs above, fused as `--ensemble RUN_A,RUN_B` (EnsembleSegmenter) fuses them.
         members = [
             (name, float(w) if w else 1.0) for name, _, w in (m.partition(":") for m in spec.split("+"))
         ]

@@ -744,6 +744,8 @@ COMMANDS: dict[str, tuple[Callable[[Seeds], list[str]], dict[str, str]]] = {
             "--no-overlays": "flag",
             "--overwrite": "flag",
             "--images-json": "in",
+            "--threads": "small_int",
+            "--ensemble": "choice:watershed,watershed:2|watershed|a,,b|watershed:-1,watershed|watershed:nan,x",
         },
     ),
     "particles measure": (
@@ -756,6 +758,7 @@ COMMANDS: dict[str, tuple[Callable[[Seeds], list[str]], dict[str, str]]] = {
             "--exclude-edges": "flag",
             "--images": "in",
             "--overwrite": "flag",
+            "--threads": "small_int",
         },
     ),
     "particles evaluate": (
@@ -772,6 +775,7 @@ COMMANDS: dict[str, tuple[Callable[[Seeds], list[str]], dict[str, str]]] = {
             "--seed": "int",
             "--pixel-size": "float",
             "--overwrite": "flag",
+            "--threads": "small_int",
         },
     ),
     "synth sem": (

@@ -280,7 +280,9 @@ def test_report_of_a_depth_frame_folder(tmp_path):
 
 def test_a_data_bar_is_left_out():
     frame = _frame(seed=6, data_bar_px=60, n_missing=1, n_not_open=1)
+    assert frame.image.shape == frame.depth_map.shape == (360, 480)
     assert (frame.image[-60:] == 0).mean() > 0.5 and (frame.image[-60:] == 255).any()
+    assert np.isnan(frame.depth_map[-60:]).all() and np.isfinite(frame.depth_map[:300]).all()
     assert image_rows(frame.image) == (0, 300)
     assert image_rows(frame.image[::-1])[0] == 60  # a bar at the top
     assert image_rows(_frame(seed=6).image) == (0, 360)
@@ -298,3 +300,15 @@ def test_frame_with_a_data_bar_finds_the_holes_above_it(shipped):
     measured = np.isin(holes["status"], ("ok", "partial"))
     truth_inside = frame.holes["window_inside"] & (frame.holes["defect"] != "missing")
     assert measured.sum() == pytest.approx(truth_inside.sum(), abs=2)
+
+
+def test_under_etched_needs_the_model_and_the_image_to_agree_when_the_depth_alone_is_not_enough():
+    rng = np.random.default_rng(2)
+    xy = rng.uniform(0, 1000, (300, 2))
+    depth = 125 + rng.normal(0, 2.0, 300)
+    bottom = np.exp(np.log(40.0) + rng.normal(0, 0.02, 300))
+    depth[:2] = [125 - 6.5, 125 - 6.5]  # about 3 sigma below: not enough alone
+    bottom[0] = 40.0 * np.exp(0.2)  # ...but its centre is much brighter than the trend
+    flags, _ = flag_defects(depth, depth + 3.0, xy, (1000, 1000), np.ones(300, bool), None, bottom)
+    assert flags[0] == "under_etched" and flags[1] == ""
+    assert not flags[2:].any()

@@ -248,7 +248,8 @@ def segment(widget, qapp, timeout: float = 120) -> None:
 
 
 def shot(widget, path: Path) -> None:
-    widget.resize(420, 820)
+    hint = widget.sizeHint()  # what the layout asks for
+    widget.resize(max(420, hint.width()), max(700, hint.height()))
     image = widget.grab()
     assert image.width() > 100 and image.save(str(path))
     if SHOTS:
@@ -271,6 +272,8 @@ def test_widget_segments_and_measures(qapp, tmp_path):
     assert widget.labels_combo.currentText() == "photo labels"
     assert len(widget.table) == n and widget.table_view.rowCount() == n
     assert "Area_px2" in widget.table and "D50" in widget.summary.text()
+    assert "too few" in widget.summary.text()  # the count adequacy, in the widget
+    assert f"{int(widget.table['Agglomerate'].sum())} agglomerates" in widget.summary.text()
     # calibrate, delete a particle (a correction), measure again
     widget.pixel_size.setValue(0.5)
     widget.unit.setCurrentText("um")

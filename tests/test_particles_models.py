@@ -246,7 +246,8 @@ def test_detectors_train_resume_export_and_predict(tmp_path, model):
     assert np.array_equal(exported.labels, load_particle_model(out).segment(image).labels)
     pred = tmp_path / "pred"
     assert (
-        cli(["particles", "predict", data / "images", "--model", f"{out},{out}", "--out", pred, "--tta"]) == 0
+        cli(["particles", "predict", data / "images", "--ensemble", f"{out},{out}", "--out", pred, "--tta"])
+        == 0
     )
     meta = json.loads((pred / "prediction.json").read_text())
     assert [m["weight"] for m in meta["members"]] == [1.0, 1.0] and meta["members"][0]["tta"]["flips"]

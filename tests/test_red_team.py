@@ -321,6 +321,24 @@ def test_250_character_file_name_keeps_its_temporary_within_255_bytes(tmp_path, 
         assert len(os.fsencode(tmp.name)) <= NAME_MAX
 
 
+def test_250_character_photo_name_gets_its_roi_sets_and_tables(tmp_path, photos, capsys):
+    """Outputs named after a long input (``NAME_RoiSet.zip``) are shortened with a hash, not a traceback."""
+    long = tmp_path / "long"
+    long.mkdir()
+    shutil.copy(photos / "p0.png", long / ("y" * 246 + ".png"))
+    pred = tmp_path / "pred"
+    assert run(["particles", "predict", long, "--model", "watershed", "--out", pred]) == 0
+    (roiset,) = (pred / "rois").iterdir()
+    assert roiset.name.startswith("y" * 200) and roiset.name.endswith("_RoiSet.zip")
+    assert len(os.fsencode(roiset.name)) <= 255
+    assert run(["particles", "measure", pred, "--out", tmp_path / "t.csv", "--rois"]) == 0
+    assert len(list((tmp_path / "t_rois").iterdir())) == 1
+    capsys.readouterr()
+    # an --out whose derived names (NAME_images.csv) cannot exist: refused before the work
+    assert run(["particles", "measure", pred, "--out", tmp_path / ("z" * 245 + ".csv")]) == 2
+    one_error_line(capsys, "longer than the 255 bytes")
+
+
 def test_non_utf8_file_names_are_one_line(tmp_path, sem_images, capsys):
     folder = tmp_path / "odd"
     folder.mkdir()
@@ -352,6 +370,14 @@ def test_dangling_symlink_out_is_refused_before_the_work(tmp_path, sem_images, c
     one_error_line(capsys, "broken symbolic link")
     with pytest.raises(InputError, match="broken symbolic link"):
         refuse_existing(out, overwrite=True)
+    for args in (
+        ["particles", "compare", sem_images, sem_images, "--out", out],
+        ["export", sem_images, "--out", out],
+        ["synth", "particles", tmp_path / "d", "--truth", out, "--n-train", "0"],
+    ):
+        assert run(args) == 2
+        one_error_line(capsys, "broken symbolic link")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "pred"]
 
 
 def _replace_folder(out: str, k: int, ready) -> None:
@@ -464,6 +490,25 @@ def test_web_request_past_its_time_limit_or_without_its_client_stops():
             services.particles([("a.png", buffer.getvalue())])
     finally:
         CURRENT_BUDGET.reset(token)
+
+
+def test_web_endpoint_stops_a_request_past_its_time_limit():
+    """The app's wiring: the budget reaches the worker thread (a context variable) and ends in a 400."""
+    import io
+
+    from PIL import Image
+
+    testclient = pytest.importorskip("starlette.testclient")
+    from micrometry.web.app import create_app
+    from micrometry.web.uploads import Limits
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 200, np.uint8)).save(buffer, format="PNG")
+    client = testclient.TestClient(
+        create_app(particle_model="watershed", limits=Limits(max_request_seconds=0.0))
+    )
+    answer = client.post("/api/particles", files={"file": ("a.png", buffer.getvalue(), "image/png")})
+    assert answer.status_code == 400 and "stopped after 0 s" in answer.json()["error"]
 
 
 def test_web_work_stops_when_the_client_disconnects():
@@ -613,6 +658,44 @@ def test_numpy_overflow_warnings_do_not_leak(tmp_path, capsys):
         with pytest.warns(UserWarning, match="scaled"):
             scaled = read_image(tmp_path / "x.tif")
     assert scaled.min() == 0 and scaled.max() == 65535
+
+
+def test_numpy_warnings_inside_a_command_are_not_printed(sem_images, tmp_path, capsys, monkeypatch):
+    import micrometry.depth.predict as predict
+
+    def overflowing(*args, **kwargs):
+        np.float64(1e308) * np.float64(10)  # RuntimeWarning: overflow encountered
+        np.zeros(2) / np.zeros(2)  # RuntimeWarning: invalid value encountered
+        return 0
+
+    monkeypatch.setattr(predict, "predict_folder", overflowing)
+    assert run(["depth", "predict", sem_images, "--out", tmp_path / "pred", "--threads", "1"]) == 0
+    assert "encountered" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_real_sigint_exits_130_and_leaves_no_output(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out, truth = tmp_path / "data", tmp_path / "truth"
+    command = [sys.executable, "-m", "micrometry", "synth", "particles", str(out), "--truth", str(truth)]
+    process = subprocess.Popen(
+        [*command, "--n-train", "200", "--height", "512", "--width", "512"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MICROMETRY_QUIET": "1"},
+    )
+    time.sleep(6)  # past start-up, inside the work
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted (Ctrl-C); outputs not finished were not written"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no temporaries
 
 
 @pytest.mark.parametrize(

@@ -133,3 +133,26 @@ def test_particle_model_files_have_one_name_each():
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
     families = {p.parent.name for p in (root / "models").rglob("*_models.py")}
     assert families == {"dense", "detection"}
+
+
+def test_a_lookup_imports_only_the_module_named_after_the_entry():
+    """``unet-weak`` -> ``unet_weak.py``: loading one depth method imports no GAN method (nor scipy)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from micrometry.depth.methods import DEPTH_METHODS, load_depth_model\n"
+        "load_depth_model('shipped', device='cpu')\n"
+        "DEPTH_METHODS.create('ae')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('micrometry.depth.methods.')))\n"
+        "print('scipy' in sys.modules)\n"
+        "print(len(DEPTH_METHODS.list()) >= 6, 'micrometry.depth.methods.lookup' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "['micrometry.depth.methods.ae', 'micrometry.depth.methods.base', "
+        "'micrometry.depth.methods.unet', 'micrometry.depth.methods.unet_weak']",
+        "False",
+        "True True",  # list() discovers every module
+    ]

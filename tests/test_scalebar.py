@@ -251,3 +251,20 @@ def test_web_service_reads_the_scale_bar(sem_folder):
     iso = body["iso"]
     assert iso["flags"] == {"Touching": 0, "Agglomerates": 0} and "too few" in iso["warning"]
     assert [a["percentile"] for a in iso["adequacy"]][:2] == ["D50 (number)", "D90 (number)"]
+
+
+def test_synth_databar_writes_images_and_their_truth(tmp_path):
+    out, truth = tmp_path / "images", tmp_path / "truth"
+    assert run(["synth", "databar", str(out), "--truth", str(truth), "--n", "3", "--seed", "5"]) == 0
+    import pandas as pd
+
+    from micrometry.io.image import read_image
+
+    rows = pd.read_csv(truth / "scale_bars.csv")
+    assert list(rows["file"]) == sorted(p.name for p in out.iterdir()) and len(rows) == 3
+    first = rows.iloc[0]
+    assert (first["label"], first["pixel_size"], first["bar_px"]) == ("500 nm", 4.0, 125)
+    for row in rows.itertuples():
+        image = read_image(out / row.file)
+        assert row.band_stop - row.band_start >= 20 and row.band_stop <= image.shape[0]
+    assert run(["synth", "databar", str(out), "--truth", str(truth)]) == 2  # exists: refused

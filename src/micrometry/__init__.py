@@ -35,6 +35,7 @@ _API_NAMES = (
     "load_depth_model",
     "load_model",
     "measure",
+    "read_scale_bar",
     "size_distribution",
 )
 

@@ -62,6 +62,7 @@ __all__ = [
     "load_depth_model",
     "load_model",
     "measure",
+    "read_scale_bar",
     "size_distribution",
 ]
 
@@ -126,7 +127,7 @@ class SegmentationModel:
             self._segmenters[diameter] = load_particle_model(self.source, diameter=diameter, **self._options)
         return self._segmenters[diameter]
 
-    def segment(self, image, diameter: float | None = None) -> Segmentation:
+    def segment(self, image, diameter: float | None = None, scale_bar=None) -> Segmentation:
         """Segment the particles of one image.
 
         Parameters
@@ -138,6 +139,11 @@ class SegmentationModel:
             The particles' typical (median area-equivalent) diameter in pixels, as
             ``--diameter``; default: estimated per image (models trained with
             automatic size, like the shipped one). The watershed takes none.
+        scale_bar : ScaleBar, optional
+            The image's data bar, as :func:`read_scale_bar` found it: left out of
+            the segmentation (the model sees the image without its rows, so no
+            particle comes from the bar's text), as ``particles predict
+            --pixel-size auto`` does. ``info["data_bar_rows"]`` records the band.
 
         Returns
         -------
@@ -163,10 +169,15 @@ class SegmentationModel:
         """
         import warnings
 
+        from micrometry.particles.databar import band_of, segment_without_bar
         from micrometry.particles.reliability import assess_reliability
 
         array = _gray_image(image)
-        found = self._segmenter(diameter).segment(array)
+        segmenter = self._segmenter(diameter)
+        if scale_bar is None:
+            found = segmenter.segment(array)
+        else:
+            found = segment_without_bar(segmenter, array, band_of(scale_bar))
         verdict = assess_reliability(found.labels, found.scores)
         if not verdict.reliable:
             warnings.warn(f"unreliable segmentation: {verdict.reason}", stacklevel=2)
@@ -208,6 +219,51 @@ def load_model(name_or_path: str | Path = "shipped", **options) -> SegmentationM
     'center-offset'
     """
     return SegmentationModel(name_or_path, **options)
+
+
+def read_scale_bar(image):
+    """Read the burned-in scale bar of a micrograph: the pixel size, its unit and the data bar's rows.
+
+    What ``--pixel-size auto`` reads (:func:`micrometry.io.scalebar.read_scale_bar`;
+    the limits are in ``docs/scale-bar.md``).
+
+    Parameters
+    ----------
+    image : array_like or path
+        The micrograph with its data bar (gray or colour array, or an image file).
+
+    Returns
+    -------
+    ScaleBar
+        ``pixel_size`` (in ``unit`` per pixel), ``unit`` (``nm``, ``um``, ``mm``),
+        ``label`` (the text read, e.g. ``"500 nm"``), ``bar_px``, ``confidence``
+        and ``band_rows`` (the data bar's rows, which :meth:`SegmentationModel.segment`
+        leaves out when given the scale bar).
+
+    Raises
+    ------
+    ScaleBarError
+        No scale bar could be read with confidence (an ``InputError``: the message
+        says what was missing).
+
+    Examples
+    --------
+    >>> import micrometry as mm
+    >>> from micrometry.io.scalebar import font_paths
+    >>> from micrometry.synth.databar import DataBarStyle, draw_databar, sem_discs
+    >>> field, _ = sem_discs()                   # six dark discs
+    >>> image, _ = draw_databar(field, 4.0, "nm", DataBarStyle(font=font_paths()[0]))
+    >>> bar = mm.read_scale_bar(image)
+    >>> bar.label, round(bar.pixel_size, 2), bar.unit
+    ('500 nm', 4.0, 'nm')
+    >>> seg = mm.load_model("watershed").segment(image, scale_bar=bar)
+    >>> seg.count, bool(seg.labels[bar.band_rows[0] :].any())
+    (6, False)
+    """
+    from micrometry.io.scalebar import read_scale_bar as read
+
+    path = image if isinstance(image, str | Path) else None
+    return read(_gray_image(image), path)
 
 
 def measure(
@@ -261,13 +317,22 @@ def measure(
 
 
 def size_distribution(
-    table: pd.DataFrame | str | Path, n_boot: int = 500, confidence: float = 0.95, seed: int = 0
+    table: pd.DataFrame | str | Path,
+    n_boot: int = 500,
+    confidence: float = 0.95,
+    seed: int = 0,
+    target: float = 0.05,
 ) -> pd.DataFrame:
-    """D10/D50/D90 of the particles' area-equivalent diameter, number- and volume-weighted, with CIs.
+    """D10/D50/D90 of the particles' area-equivalent diameter, number- and volume-weighted, with CIs,
+    and whether the particle count supports D50 and D90 (ISO 13322-1).
 
     The figures of ``particles measure``'s summary table: percentile-bootstrap
     intervals up to 2,000 particles, Woodruff's intervals above. Volume weighting
-    counts each particle as a sphere of its area-equivalent diameter.
+    counts each particle as a sphere of its area-equivalent diameter. The count
+    adequacy (:func:`micrometry.particles.psd.count_adequacy`) gives, for D50 and
+    D90, the relative precision the count achieves and the count a relative CI
+    half-width of ``target`` would need; too few particles for it is a warning, as
+    in the CLI.
 
     Parameters
     ----------
@@ -280,13 +345,17 @@ def size_distribution(
         Central coverage of the intervals.
     seed : int
         Seed of the bootstrap.
+    target : float
+        Wanted relative CI half-width of D50 and D90 (0.05: +-5 %) at ``confidence``.
 
     Returns
     -------
     DataFrame
         Index ``(weighting, percentile)``: ``("number", "D10")`` ... ``("volume", "D90")``;
-        columns ``value``, ``ci_low``, ``ci_high`` (in the table's unit), ``unit`` and
-        ``count`` (particles).
+        columns ``value``, ``ci_low``, ``ci_high`` (in the table's unit), ``unit``,
+        ``count`` (particles), and for D50 and D90 ``precision`` (the relative CI
+        half-width this count achieves), ``count_needed`` (for ``target``; -1 when
+        unknown) and ``adequate`` (NaN / missing for D10).
 
     Examples
     --------
@@ -300,11 +369,16 @@ def size_distribution(
     [9.9, 9.4, 10.3]
     >>> bool(psd.loc[("volume", "D50"), "value"] > psd.loc[("number", "D50"), "value"])
     True
+    >>> v90 = psd.loc[("volume", "D90")]  # +-21 % from 400 particles; +-5 % needs about 6,900
+    >>> round(float(v90["precision"]), 2), int(v90["count_needed"]), bool(v90["adequate"])
+    (0.21, 6905, False)
     """
+    import warnings
+
     import pandas as pd
 
     from micrometry.particles.measure import SIZE_COLUMN
-    from micrometry.particles.psd import percentiles_with_ci
+    from micrometry.particles.psd import adequacy_row, adequacy_warning, count_adequacy, percentiles_with_ci
 
     plain = _particle_table(table)
     if SIZE_COLUMN not in plain.columns:
@@ -321,7 +395,16 @@ def size_distribution(
     }
     psd = pd.concat(parts, names=["weighting", "percentile"])
     psd["unit"] = unit
-    psd["count"] = int(np.isfinite(sizes).sum())
+    count = int(np.isfinite(sizes).sum())
+    psd["count"] = count
+    adequacy = count_adequacy(sizes, target, confidence)
+    keys = [f"{p}_{w[0]}" for w, p in psd.index]  # ("number", "D50") -> D50_n
+    psd["precision"] = [adequacy["precision"].get(k, np.nan) for k in keys]
+    psd["count_needed"] = pd.array([adequacy["count_needed"].get(k) for k in keys], dtype="Int64")
+    psd["adequate"] = pd.array([adequacy["adequate"].get(k) for k in keys], dtype="boolean")
+    line = adequacy_warning(adequacy_row(sizes, target, confidence), count)
+    if line:
+        warnings.warn(line, stacklevel=2)
     return psd
 
 

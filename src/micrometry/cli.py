@@ -142,6 +142,13 @@ def _guard_command(command, path: tuple[str, ...]) -> None:
                             ins[key] = part
         for name, value in {**outs, **ins}.items():
             _check_text(value, name)
+        for name, value in outs.items():
+            if os.path.islink(value) and not os.path.exists(value):  # it would fail after the work
+                raise InputError(
+                    f"{name} is a broken symbolic link (to {os.readlink(value)}); remove it or choose "
+                    "another output",
+                    value,
+                )
         refuse_overlap(outs, ins)
         try:
             return callback(*args, **kwargs)
@@ -187,7 +194,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             # NumPy's overflow/invalid RuntimeWarnings are numerics, not the user's business: the
             # values they touch are checked where they matter (non-finite -> missing, with a note)
-            warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")
+            warnings.filterwarnings(
+                "ignore", r"(overflow|underflow|invalid value|divide by zero) encountered", RuntimeWarning
+            )
             code = command.main(args=args, prog_name="micrometry", standalone_mode=False)
     except typer.TyperException as exc:  # usage errors (exit code 2) and the like
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help

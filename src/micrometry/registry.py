@@ -1,8 +1,10 @@
 """The one model registry of both jobs: ``register(name)``, ``create(name, **cfg)``, ``list()`` (as timm).
 
-A registry knows the package its built-in entries live in; the first look-up
-imports every module of that package (:func:`import_submodules`), and
-importing a module registers what it defines. A new model of either job is
+A registry knows the package its built-in entries live in; a look-up imports
+the module named after the entry when there is one (``unet-weak`` ->
+``unet_weak.py``), and otherwise, as does :meth:`Registry.list`, every module
+of that package (:func:`import_submodules`); importing a module registers what
+it defines. A new model of either job is
 therefore one module in that package with one ``@REGISTRY.register("name")``.
 """
 
@@ -69,14 +71,26 @@ class Registry:
 
         return decorator
 
-    def _discover(self) -> None:
-        if not self._discovered:
-            self._discovered = True  # first: the modules imported below may look names up
+    def _discover(self, name: str | None = None) -> None:
+        """Import the package's modules; for one ``name``, first only the module named after it
+        (``unet-weak`` -> ``unet_weak.py``), so that loading a model imports what it needs only."""
+        if self._discovered or (name is not None and name in self._factories):
+            return
+        if name is not None and name.replace("-", "_").isidentifier():
+            module = f"{self.package}.{name.replace('-', '_')}"
             try:
-                import_submodules(self.package)
-            except BaseException:
-                self._discovered = False
-                raise
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:  # the module exists but lacks a dependency: a real error
+                    raise
+            if name in self._factories:
+                return
+        self._discovered = True  # first: the modules imported below may look names up
+        try:
+            import_submodules(self.package)
+        except BaseException:
+            self._discovered = False
+            raise
 
     def list(self) -> list[str]:
         """The registered names, sorted."""
@@ -91,7 +105,7 @@ class Registry:
         InputError
             An unknown name; the message lists the known ones.
         """
-        self._discover()
+        self._discover(name)
         try:
             return self._factories[name]
         except KeyError:
@@ -104,5 +118,5 @@ class Registry:
         return self.get(name)(**cfg)
 
     def __contains__(self, name: object) -> bool:
-        self._discover()
+        self._discover(name if isinstance(name, str) else None)
         return name in self._factories

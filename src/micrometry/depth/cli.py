@@ -381,3 +381,11 @@ def depth_frame(
             f"depth {d['mean']:.1f} nm, 3 sigma {d['three_sigma']:.1f} nm; "
             + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in s["defects"].items())
         )
+    unlike = sum(s["unlike_training_data"] for s in summaries.values())
+    if unlike:
+        normal = sum(s["measured_unflagged"] for s in summaries.values())
+        typer.echo(
+            f"warning: {unlike} of {normal} unflagged holes look unlike the model's training data: "
+            f"their depths are unreliable; see {out / 'holes.csv'} (unlike_training_data)",
+            err=True,
+        )

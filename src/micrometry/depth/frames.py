@@ -52,8 +52,9 @@ MOSAIC_RADIUS_PX = 6.0  # a mosaic's holes lie this close to their tiles' centre
 # flag_defects' rule (docs/depth.md, "Frames")
 NOT_OPEN_FRACTION = 0.5
 NOT_OPEN_CONTRAST = 0.55
-NOT_OPEN_BRIGHTNESS_Z = 10.0
-OUTLIER_SIGMAS = 3.5
+NOT_OPEN_BRIGHTNESS_Z = 16.0
+OUTLIER_SIGMAS = 4.0
+JOINT_SIGMAS = 2.5
 
 STATUSES = ("ok", "partial", "failed", "border", "missing")
 
@@ -395,24 +396,27 @@ def flag_defects(
     not_open_contrast: float = NOT_OPEN_CONTRAST,
     not_open_brightness_z: float = NOT_OPEN_BRIGHTNESS_Z,
     sigmas: float = OUTLIER_SIGMAS,
+    joint_sigmas: float = JOINT_SIGMAS,
 ) -> tuple[np.ndarray, dict]:
     """Not-open and under-etched holes from their predicted depth against the frame's population.
 
     The rule: the frame's *expected depth* at each hole is a plane plus a bowl fitted robustly to
-    the ``population`` holes' predicted depths (:func:`fit_trend`), and ``sigma`` is the robust
-    spread (1.4826 x median absolute deviation) of their residuals. A hole is
+    the ``population`` holes' predicted depths (:func:`fit_trend`); ``z_depth`` is a hole's
+    residual over the residuals' robust spread (1.4826 x median absolute deviation). Likewise
+    ``z_bright`` for the log of the hole centre's brightness (``bottom``): deeper holes image
+    darker (escape loss, :mod:`micrometry.synth.sem_physics`), so a shallow hole's centre is
+    brighter than the trend. A hole is
 
     * ``not_open`` when even the top of its 90 % interval (``depth_high``) lies below
-      ``not_open_fraction`` (0.5) of its expected depth, or when the image says the hole is
-      barely a recess: its rim-to-centre ``contrast`` is below ``not_open_contrast`` (0.55) of
-      the population's median, or its centre is far brighter than the population's (``bottom``:
-      robust z-score of the log centre brightness above ``not_open_brightness_z``, 10; deeper
-      holes image darker, :mod:`micrometry.synth.sem_physics`). The image criteria are needed
-      because a hole that did not open lies far outside every depth the model was trained on:
-      its window is flagged unlike the training data and the predicted depth stays near the
-      bottom of the trained range;
-    * ``under_etched`` otherwise, when its depth lies more than ``sigmas`` (3.5) x ``sigma``
-      below its expected depth *and* the top of its interval lies below the expected depth.
+      ``not_open_fraction`` (0.5) of its expected depth, or when the image says it is barely a
+      recess: its rim-to-centre ``contrast`` is below ``not_open_contrast`` (0.55) of the
+      population's median, or ``z_bright`` exceeds ``not_open_brightness_z`` (16). The image
+      criteria are needed because a hole that did not open lies far outside every depth the model
+      was trained on: its window is flagged unlike the training data and the predicted depth stays
+      near the bottom of the trained range;
+    * ``under_etched`` otherwise, when the top of its interval lies below the expected depth and
+      either ``z_depth < -sigmas`` (4) or both ``z_depth < -joint_sigmas`` and
+      ``z_bright > joint_sigmas`` (2.5): the model and the image agree that it is shallow.
 
     Holes without a finite prediction get no flag.
 
@@ -425,21 +429,26 @@ def flag_defects(
     """
     depth = np.asarray(depth, dtype=np.float64)
     depth_high = np.asarray(depth_high, dtype=np.float64)
+    xy = np.asarray(xy, dtype=np.float64)
     high = np.where(np.isfinite(depth_high), depth_high, depth)
     fit = fit_trend(xy[population], depth[population], shape)
     expected = trend_at(fit, xy, shape)
+    z_depth = (depth - expected) / max(fit["sigma_nm"], 1e-6)
     flags = np.full(len(depth), "", dtype=object)
     finite = np.isfinite(depth)
     not_open = finite & (high < not_open_fraction * expected)
     if contrast is not None and population.any():
         contrast = np.asarray(contrast, dtype=np.float64)
         not_open |= finite & (contrast < not_open_contrast * np.nanmedian(contrast[population]))
+    z_bright = np.zeros(len(depth))
     if bottom is not None and population.any():
         log_bottom = np.log(np.maximum(np.asarray(bottom, dtype=np.float64), 1.0))
-        centre = np.nanmedian(log_bottom[population])
-        spread = 1.4826 * np.nanmedian(np.abs(log_bottom[population] - centre))
-        not_open |= finite & ((log_bottom - centre) > not_open_brightness_z * max(spread, 1e-3))
-    under = finite & ~not_open & (depth < expected - sigmas * fit["sigma_nm"]) & (high < expected)
+        bright = fit_trend(xy[population], log_bottom[population], shape)
+        z_bright = (log_bottom - trend_at(bright, xy, shape)) / max(bright["sigma_nm"], 1e-6)
+        z_bright = np.nan_to_num(z_bright)
+        not_open |= finite & (z_bright > not_open_brightness_z)
+    shallow = (z_depth < -sigmas) | ((z_depth < -joint_sigmas) & (z_bright > joint_sigmas))
+    under = finite & ~not_open & (high < expected) & shallow
     flags[not_open] = "not_open"
     flags[under] = "under_etched"
     return flags, fit
@@ -565,36 +574,19 @@ def predict_windows(method, image: np.ndarray, origins: np.ndarray) -> tuple[np.
     return maps, report
 
 
-def image_rows(image: np.ndarray, flat_share: float = 0.3, gap: int = 4) -> tuple[int, int]:
-    """Rows ``[top, bottom)`` of the SEM image proper, without a data bar at its bottom or top.
+def image_rows(image: np.ndarray) -> tuple[int, int]:
+    """Rows ``[top, bottom)`` of the SEM image proper: without a data bar at its bottom or top
+    (:func:`micrometry.io.scalebar.find_data_bar`: the band of flat-background rows where the tool
+    prints its scale bar and settings)."""
+    from micrometry.io.scalebar import find_data_bar
 
-    A data bar (the band where a CD-SEM tool prints magnification, scale and date) has a flat
-    background: its most common grey level covers at least ``flat_share`` of each row, which a
-    noisy SEM row never does (about 3 %). The bar is the run of such rows at an edge, text rows
-    inside it tolerated up to ``gap - 1`` rows in a row.
-    """
-    image = np.asarray(image)
-    counts = np.array([np.bincount(row.ravel(), minlength=1).max() for row in image.astype(np.int64)])
-    flat = counts >= flat_share * image.shape[1]
-
-    def edge(order) -> int:
-        run, last_flat = 0, None
-        for r in order:
-            if flat[r]:
-                run, last_flat = 0, r
-            else:
-                run += 1
-                if run >= gap:
-                    break
-        return last_flat
-
-    last = edge(range(len(flat) - 1, -1, -1))  # the topmost flat row of the bottom bar
-    first = edge(range(len(flat)))  # the lowest flat row of the top bar
-    bottom = last if last is not None and flat[-1] else len(flat)
-    top = first + 1 if first is not None and flat[0] else 0
-    if bottom - top < WINDOW[0]:
-        return 0, len(flat)
-    return int(top), int(bottom)
+    top, bottom = 0, image.shape[0]
+    for start, stop in find_data_bar(image):
+        if start == 0:
+            top = max(top, stop)
+        else:
+            bottom = min(bottom, start)
+    return (top, bottom) if bottom - top >= WINDOW[0] else (0, image.shape[0])
 
 
 def analyse_frame(method, image: np.ndarray, nm_per_px: float = 2.0) -> FrameResult:
@@ -708,6 +700,9 @@ def frame_summary(holes: dict, shape: tuple[int, int], depth_trend: dict, nm_per
         "holes": int(len(status)),
         "status": {s: int((status == s).sum()) for s in STATUSES},
         "defects": {d: int((defect == d).sum()) for d in ("not_open", "under_etched", "merged", "missing")},
+        # unflagged measured holes whose window looks unlike the model's training data
+        "unlike_training_data": int((normal & (holes["unlike_training_data"] == "yes")).sum()),
+        "measured_unflagged": int(normal.sum()),
         "statistics": stats,
         "trend": trends,
         "flagged": flagged,

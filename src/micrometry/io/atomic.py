@@ -168,6 +168,8 @@ def refuse_existing(path: str | Path | None, overwrite: bool = False, folder: bo
     if path is None:
         return
     path = Path(path)
+    if len(os.fsencode(path.name)) > NAME_MAX:  # the rename at the end would fail, after the work
+        raise InputError(f"file name is longer than the {NAME_MAX} bytes file systems allow", path)
     if path.is_symlink() and not path.exists():
         raise OutputExistsError(
             f"is a broken symbolic link (to {os.readlink(path)}); remove it or choose another output", path

@@ -9,6 +9,8 @@ expected, so they are refused up front, naming both inputs.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,3 +55,22 @@ def unique_output_names(
                 where if where is not None else inputs[i],
             )
     return names
+
+
+# Most bytes in a file name on common file systems (ext4, xfs, btrfs, APFS, NTFS in UTF-16 units).
+NAME_MAX = 255
+
+
+def fit_file_name(stem: str, suffix: str) -> str:
+    """``stem + suffix``, or, when that passes :data:`NAME_MAX` bytes, the stem cut and marked with a
+    short hash of the whole stem (``<start>~<8 hex>``), so that outputs derived from a long but legal
+    input name (``NAME_RoiSet.zip`` from a 250-character ``NAME.png``) can still be written, and
+    two long names sharing their start stay apart."""
+    name = stem + suffix
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_MAX:
+        return name
+    digest = hashlib.sha1(os.fsencode(stem)).hexdigest()[:8]
+    room = NAME_MAX - len(os.fsencode(suffix)) - 1 - len(digest)
+    start = os.fsencode(stem)[:room].decode("utf-8", errors="ignore")  # never half a character
+    return f"{start}~{digest}{suffix}"

@@ -99,16 +99,21 @@ def _to_gray255(image: np.ndarray) -> np.ndarray:
 
 def _flat_rows(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the fraction of pixels within FLAT_TOLERANCE of the row's most common level, and that level."""
-    q = np.clip(np.rint(gray), 0, 255).astype(np.int64)
-    h = q.shape[0]
-    hist = np.zeros((h, 256 + 2 * FLAT_TOLERANCE), np.int64)
-    np.add.at(hist, (np.repeat(np.arange(h), q.shape[1]), q.ravel() + FLAT_TOLERANCE), 1)
+    h, w = gray.shape
+    width = 256 + 2 * FLAT_TOLERANCE
+    hist = np.zeros((h, width), np.int64)
+    step = max(1, 2_000_000 // max(w, 1))  # rows per chunk: bounded memory for the index array
+    for start in range(0, h, step):
+        q = np.clip(np.rint(gray[start : start + step]), 0, 255).astype(np.int64) + FLAT_TOLERANCE
+        rows = q.shape[0]
+        index = (np.arange(rows)[:, None] * width + q).ravel()
+        hist[start : start + rows] = np.bincount(index, minlength=rows * width).reshape(rows, width)
     window = np.cumsum(hist, axis=1)
     near = window[:, 2 * FLAT_TOLERANCE :] - np.concatenate(
         [np.zeros((h, 1), np.int64), window[:, : -2 * FLAT_TOLERANCE - 1]], axis=1
     )
     mode = hist[:, FLAT_TOLERANCE : 256 + FLAT_TOLERANCE].argmax(axis=1)
-    return near[np.arange(h), mode] / q.shape[1], mode
+    return near[np.arange(h), mode] / w, mode
 
 
 def find_data_bar(image: np.ndarray) -> list[tuple[int, int]]:
@@ -119,7 +124,11 @@ def find_data_bar(image: np.ndarray) -> list[tuple[int, int]]:
     through gaps (text, the bar) of at most :data:`MAX_TEXT_ROWS` rows; it is
     at least :data:`MIN_BAND_ROWS` and at most :data:`MAX_BAND_FRACTION` of the height.
     """
-    gray = _to_gray255(image)
+    return _bands(_to_gray255(image))
+
+
+def _bands(gray: np.ndarray) -> list[tuple[int, int]]:
+    """:func:`find_data_bar` on an image already scaled by :func:`_to_gray255`."""
     h = gray.shape[0]
     flat, mode = _flat_rows(gray)
     bands = []
@@ -429,7 +438,7 @@ def read_scale_bar(image: np.ndarray, path: str | Path | None = None) -> ScaleBa
         No band, no bar, no readable label, or a label read with low confidence.
     """
     gray = _to_gray255(image)
-    bands = find_data_bar(gray)
+    bands = _bands(gray)
     if not bands:
         raise ScaleBarError(
             "--pixel-size auto: no data bar (a flat band at the bottom or top edge) found; give --pixel-size",

@@ -21,7 +21,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +51,22 @@ from micrometry.napari_plugin import image_name, labels_name
 MODELS = ("shipped", "watershed")
 UNITS = ("um", "nm", "mm")
 #: Columns shown in the table (the full table is in the layer's ``features``); unit-named ones by prefix.
-SHOWN = ("Label", "Area_", "EqDiam_", "Feret_", "MinFeret_", "Circ.", "AR", "Solidity", "TouchesBorder")
+SHOWN = (
+    "Label",
+    "Area_",
+    "EqDiam_",
+    "Feret_",
+    "MinFeret_",
+    "Circ.",
+    "AR",
+    "Solidity",
+    "Agglomerate",
+    "Touching",
+    "TouchesBorder",
+)
 POLL_MS = 250
+#: Characters per line of the measurement summary.
+SUMMARY_WIDTH = 48
 
 
 class SegmentationWidget(QWidget):
@@ -153,11 +169,11 @@ class SegmentationWidget(QWidget):
         self.measure_button = QPushButton("Measure")
         self.measure_button.clicked.connect(self.measure)
         layout.addWidget(self.measure_button)
+        # lines wrapped here (textwrap): a word-wrapped QLabel may be squeezed and cut off by the layout
         self.summary = QLabel("")
-        self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
         self.table_view = QTableWidget()
-        self.table_view.setMinimumHeight(200)
+        self.table_view.setMinimumHeight(120)
         self.table_view.verticalHeader().setVisible(False)  # the Label column names the rows
         self.table_view.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         layout.addWidget(self.table_view)
@@ -306,13 +322,25 @@ class SegmentationWidget(QWidget):
         self.table = table
         unit = unit or "px"
         if len(table):
-            psd = size_distribution(table, n_boot=200).loc["number"]
+            with warnings.catch_warnings(record=True) as caught:  # too few particles: said here
+                warnings.simplefilter("always")
+                psd = size_distribution(table, n_boot=200).loc["number"]
             d = " / ".join(f"{psd.loc[p, 'value']:.3g}" for p in ("D10", "D50", "D90"))
             lo, hi = psd.loc["D50", "ci_low"], psd.loc["D50", "ci_high"]
-            self.summary.setText(
-                f"{len(table)} particles · D10 / D50 / D90 (number, equivalent diameter): {d} {unit} "
-                f"· D50 95 % CI {lo:.3g}-{hi:.3g}"
+            said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+            flags = "".join(
+                f" · {int(table[c].sum())} {name}"
+                for c, name in (("Agglomerate", "agglomerates"), ("Touching", "touching"))
+                if c in table
             )
+            lines = [
+                f"{len(table)} particles{flags}",
+                f"D10 / D50 / D90 (number): {d} {unit}",
+                f"D50 95 % CI {lo:.3g}-{hi:.3g} {unit} (equivalent diameter)",
+                *said,
+            ]
+            self.summary.setText("\n".join(textwrap.fill(line, SUMMARY_WIDTH) for line in lines))
+            self.summary.setMinimumHeight(self.summary.sizeHint().height())  # never squeezed
         else:
             self.summary.setText("no particles")
         self._show_table(table)

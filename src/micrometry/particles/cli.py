@@ -408,8 +408,7 @@ def measure(
 ) -> None:
     """Measure every particle (ImageJ descriptors, ISO 9276-6) and summarise the size distribution.
 
-    The summary also holds the count adequacy (how precise D50/D90 are for this count, and the
-    count a --target-precision needs), the shape distributions and the touching/agglomerate counts.
+    The summary also holds the count adequacy (how precise D50/D90 are for this count, and the count a --target-precision needs), the shape distributions and the touching/agglomerate counts.
     """
     from micrometry.particles.measure import (
         check_outputs_free,

@@ -45,7 +45,7 @@ from micrometry.particles.psd import (
     adequacy_row,
     psd_row,
 )
-from micrometry.particles.rois import ROISET_SUFFIX, label_polygons, write_polygons
+from micrometry.particles.rois import label_polygons, roiset_name, write_polygons
 from micrometry.progress import track
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -430,7 +430,7 @@ def write_measurement(measurement: Measurement, out: str | Path, overwrite: bool
             folder = rois_folder(out)
             tmp = stack.enter_context(atomic_dir(folder, overwrite=overwrite))
             for image, polygons in measurement.rois.items():
-                write_polygons(tmp / f"{image}{ROISET_SUFFIX}", polygons)
+                write_polygons(tmp / roiset_name(image), polygons)
             paths = {**paths, "rois": folder}
     return paths
 

@@ -42,7 +42,7 @@ from micrometry.options import AUTO, calibration
 from micrometry.particles.databar import SCALE_BAR_SOURCE, band_of, crop, pad, scale_bar_record
 from micrometry.particles.measure import PREDICTION_JSON
 from micrometry.particles.reliability import assess_reliability
-from micrometry.particles.rois import ROISET_SUFFIX, write_roiset
+from micrometry.particles.rois import roiset_name, write_roiset
 from micrometry.particles.segmenter import Instances, Segmenter
 from micrometry.progress import make_progress, track
 
@@ -245,7 +245,7 @@ class SegmentWorker:
             if inst.count > 65535:
                 raise DatasetError("more than 65535 particles do not fit a 16-bit label image", path)
             write_image(self.folder / "labels" / item.name, inst.labels.astype(np.uint16))
-            write_roiset(self.folder / "rois" / f"{Path(item.name).stem}{ROISET_SUFFIX}", inst.labels)
+            write_roiset(self.folder / "rois" / roiset_name(Path(item.name).stem), inst.labels)
             if self.write_overlays:
                 # zlib level 1: a fraction of the time of the default level, a few % larger (lossless)
                 write_image(self.folder / "overlays" / item.name, overlay(image, inst.labels), png_level=1)
@@ -386,7 +386,7 @@ def written_files(folder: Path) -> dict[str, dict]:
 
     record = {}
     for labels in sorted((folder / "labels").iterdir()):
-        roiset = folder / "rois" / f"{labels.stem}{ROISET_SUFFIX}"
+        roiset = folder / "rois" / roiset_name(labels.stem)
         record[labels.name] = {
             "labels_sha1": file_sha1(labels),
             "rois_sha1": file_sha1(roiset) if roiset.is_file() else None,

@@ -23,6 +23,13 @@ from scipy import ndimage
 ROISET_SUFFIX = "_RoiSet.zip"
 
 
+def roiset_name(stem: str) -> str:
+    """``STEM_RoiSet.zip``, the stem shortened (with a hash) when the name would pass 255 bytes."""
+    from micrometry.io.output_names import fit_file_name
+
+    return fit_file_name(stem, ROISET_SUFFIX)
+
+
 def label_polygons(labels: np.ndarray) -> dict[int, np.ndarray]:
     """Outer outline of every particle: ``{label id: (N, 2) float x, y}`` in ImageJ coordinates.
 

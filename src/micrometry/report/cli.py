@@ -137,7 +137,9 @@ def _compare_report(folder: Path):
 
 def report(
     source: Path = typer.Argument(
-        ..., help="Measure table, compare folder, particle prediction folder or depth-map folder."
+        ...,
+        help="Measure table, compare folder, particle prediction folder, depth-map folder or a "
+        "`depth frame` output folder.",
     ),
     out: Path = typer.Option(..., "--out", help="The HTML file to write."),
     sem: Path | None = typer.Option(

@@ -97,6 +97,23 @@ def synth_sem_frames(
     )
 
 
+@synth_app.command("databar")
+def synth_databar(
+    out: Path = typer.Argument(..., help="Folder for the images (sem_XXXX.png)."),
+    truth: Path = typer.Option(
+        ..., "--truth", help="Folder for the truth: scale_bars.csv (pixel size, unit, ...)."
+    ),
+    n: int = number(20, "--n", low=1, help="Images to write (the first: six discs above a '500 nm' bar)."),
+    seed: int = seed_option("Random seed of the fonts, sizes, positions, units and polarities."),
+    overwrite: bool = overwrite_option("OUT and TRUTH folders"),
+) -> None:
+    """SEM-style images with a burned-in data bar (scale bar, label, settings), to try --pixel-size auto."""
+    from micrometry.synth.databar import write_databar_images
+
+    count = write_databar_images(out, truth, n, seed, overwrite)
+    typer.echo(f"wrote {count} images to {out} and their scale bars to {truth / 'scale_bars.csv'}")
+
+
 @synth_app.command("particles")
 def particles(
     out: Path = typer.Argument(..., help="Output folder: train/, test/, batches/A, batches/B."),

@@ -220,3 +220,41 @@ def random_sem_with_databar(seed: int, fonts: list[Path] | None = None) -> tuple
     base = {"nm": 10.0, "um": 0.05, "µm": 0.05, "mm": 0.002}[unit]
     pixel_size = base * float(np.exp(rng.uniform(-1.2, 1.2)))
     return draw_databar(image, pixel_size, unit, random_style(rng, fonts), rng)
+
+
+def write_databar_images(out, truth, n: int = 20, seed: int = 0, overwrite: bool = False) -> int:
+    """Write ``n`` SEM-style images with data bars to ``out`` and their scale bars to ``truth/scale_bars.csv``.
+
+    The first image is the six-disc example (a ``500 nm`` bar at 4 nm/px); the others are
+    :func:`random_sem_with_databar` of seeds ``seed``, ``seed + 1``, ... Both folders appear
+    whole or not at all. Returns the number of images.
+    """
+    import pandas as pd
+
+    from micrometry.io.atomic import atomic_dir
+    from micrometry.io.image import write_image
+
+    rows = []
+    with atomic_dir(out, overwrite) as out_tmp, atomic_dir(truth, overwrite) as truth_tmp:
+        for k in range(n):
+            if k == 0:
+                image, _ = sem_discs()
+                fonts = font_paths()
+                full, bar = draw_databar(image, 4.0, "nm", DataBarStyle(font=fonts[0] if fonts else None))
+            else:
+                full, bar = random_sem_with_databar(seed + k)
+            name = f"sem_{k:04d}.png"
+            write_image(out_tmp / name, full)
+            rows.append(
+                {
+                    "file": name,
+                    "pixel_size": bar.pixel_size,
+                    "unit": bar.unit,
+                    "label": bar.label,
+                    "bar_px": bar.bar_px,
+                    "band_start": bar.band_rows[0],
+                    "band_stop": bar.band_rows[1],
+                }
+            )
+        pd.DataFrame(rows).to_csv(truth_tmp / "scale_bars.csv", index=False)
+    return n

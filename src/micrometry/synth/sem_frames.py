@@ -43,6 +43,7 @@ from micrometry.errors import InputError
 from micrometry.holes import window_origins
 from micrometry.io.atomic import atomic_dir
 from micrometry.io.depth_tiff import write_depth_tiff
+from micrometry.synth.databar import DataBarStyle, draw_databar
 from micrometry.synth.sem_geometry import (
     BOTTOM_LEVEL,
     HEIGHT,
@@ -89,8 +90,8 @@ class FrameConfig:
     not_open_fraction : (float, float)
         The same for a hole that did not open (a shallow recess in the top surface).
     data_bar_px : int
-        Height of a data bar at the bottom (black, with white text-like marks), as CD-SEM tools
-        print one; holes under it are hidden and not in the truth.
+        Height of a data bar below the image (:func:`micrometry.synth.databar.draw_databar`:
+        scale bar, its label and tool settings), included in ``height_px``; 0: none.
     geometry : GeometryConfig
         Distribution of single holes (the real process's by default).
     physics, real : SemPhysics, RealDomain
@@ -220,7 +221,7 @@ def _pick(rng: np.random.Generator, candidates: np.ndarray, n: int, taken: np.nd
 def render_frame(config: FrameConfig, rng: np.random.Generator) -> Frame:
     """Draw and render one frame of ``config``."""
     config.check()
-    rows, cols = config.height_px, config.width_px
+    rows, cols = config.height_px - config.data_bar_px, config.width_px  # the SEM image, above the bar
     angle = np.radians(rng.uniform(-config.rotation_deg, config.rotation_deg))
     rot = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
     basis = lattice_basis(config) @ rot
@@ -245,8 +246,7 @@ def render_frame(config: FrameConfig, rng: np.random.Generator) -> Frame:
     # Defects only where the model's window lies inside the frame, so that each is scored.
     # (the window sits on the lattice site, as ``depth frame`` places it)
     x0, y0 = window_origins(site_xy).T
-    usable = rows - config.data_bar_px  # the SEM image above the data bar
-    inside = (x0 >= 0) & (x0 + WIDTH <= cols) & (y0 >= 0) & (y0 + HEIGHT <= usable)
+    inside = (x0 >= 0) & (x0 + WIDTH <= cols) & (y0 >= 0) & (y0 + HEIGHT <= rows)
     defect = np.zeros(n, dtype=object)
     defect[:] = "none"
     taken = ~inside
@@ -300,9 +300,7 @@ def render_frame(config: FrameConfig, rng: np.random.Generator) -> Frame:
     )
     table = _hole_geometry(one, depth, config.physics.nm_per_px)
     table["depth_nm"] = np.where(defect == "missing", 0.0, depth)
-    if config.data_bar_px:
-        _draw_data_bar(image, config.data_bar_px, rng)
-    keep = (x >= 0) & (x < cols) & (y >= 0) & (y < usable)  # the sites inside the image
+    keep = (x >= 0) & (x < cols) & (y >= 0) & (y < rows)  # the sites inside the image
     holes_out = {
         "site": np.arange(n),
         "x_px": x,
@@ -315,20 +313,12 @@ def render_frame(config: FrameConfig, rng: np.random.Generator) -> Frame:
     }
     holes_out = {k: np.asarray(v)[keep] for k, v in holes_out.items()}
     holes_out["site"] = np.arange(int(keep.sum()))
-    return Frame(image, (top - height).astype(np.float32), holes_out)
-
-
-def _draw_data_bar(image: np.ndarray, height: int, rng: np.random.Generator) -> None:
-    """A black band at the bottom with rows of white glyph-like marks (text), in place."""
-    bar = image[-height:]
-    bar[:] = 0
-    glyph_h = max(3, min(12, height // 3))
-    for y in range(max(1, (height - glyph_h) // 2), height - glyph_h, 3 * glyph_h):
-        x = 8
-        while x < image.shape[1] - 8:
-            w = int(rng.integers(3, 8))
-            bar[y : y + glyph_h, x : x + w] = 255
-            x += w + int(rng.integers(2, 14))
+    depth_map = (top - height).astype(np.float32)
+    if config.data_bar_px:
+        style = DataBarStyle(height_px=config.data_bar_px, font_px=max(8, min(16, config.data_bar_px // 3)))
+        image, _ = draw_databar(image, config.physics.nm_per_px, "nm", style, rng)
+        depth_map = np.vstack([depth_map, np.full((config.data_bar_px, cols), np.nan, np.float32)])
+    return Frame(image, depth_map, holes_out)
 
 
 def _carve(height, cx, cy, ax, ay, taper, rounding, rough, top, depth) -> None:
