@@ -24,7 +24,8 @@ def marching_squares_polygons(labels):
     for index, box in enumerate(ndimage.find_objects(labels.astype(np.int64))):
         if box is None:
             continue
-        contours = find_contours(np.pad(labels[box] == index + 1, 1).astype(np.float32), 0.5)
+        mask = np.pad(labels[box] == index + 1, 1).astype(np.float32)
+        contours = find_contours(mask, 0.5, fully_connected="high")
         if contours:
             outline = max(contours, key=len)[:-1]
             x = outline[:, 1] - 1 + box[1].start + 0.5
