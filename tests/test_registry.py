@@ -112,6 +112,14 @@ def test_config_coerces_numbers_and_round_trips_through_json():
         make_config(Toy, {"depth": 3}, "toy")
 
 
+def test_a_config_subclass_must_be_a_dataclass():
+    class Forgot(Toy):
+        extra: int = param(1, ge=0)
+
+    with pytest.raises(TypeError, match="must be decorated with @dataclass"):
+        make_config(Forgot, {}, "toy")
+
+
 def test_particle_train_settings_are_checked_by_their_fields():
     from micrometry.particles.models.training import TrainSettings
 

@@ -95,6 +95,8 @@ def make_config(cls: type[Config], values: Mapping[str, Any], owner: str) -> Con
     InputError
         ``"{owner} has no parameter(s) ..."`` or ``"{owner}: parameter KEY must be ..."``.
     """
+    if "__dataclass_fields__" not in vars(cls):  # a subclass without @dataclass would drop its own fields
+        raise TypeError(f"{cls.__qualname__} must be decorated with @dataclass")
     known = cls.field_names()
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -125,8 +125,7 @@ def fuse_cluster(cluster: list[Instance], weights: np.ndarray, vote: float, ties
     lead = cluster[0]
     leader[lead.top - top : lead.box[2] - top, lead.left - left : lead.box[3] - left] = lead.mask
     # A tie (exactly `vote` of the weight, e.g. one of two members) goes the leader's way for
-    # ensembles: a union grows every mask by the members' disagreements (measured on the bench's
-    # standard set: 0.230 -> 0.247 AP for center-offset + maskrcnn).
+    # ensembles: a union grows every mask by the members' disagreements (docs/particles-models.md).
     threshold = vote * member_weight
     tie = np.abs(acc - threshold) <= 1e-9
     mask = (acc > threshold + 1e-9) | (tie & (leader if ties == "leader" else True))

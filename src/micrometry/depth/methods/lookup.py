@@ -12,8 +12,7 @@
    neighbour by cosine similarity of z-scored pixels, over circular shifts of
    +-2 px (25 shifts), gives the depth map, shifted the same way
    (:mod:`micrometry.depth.nn_search`). ``top_k > 1`` averages the depth maps of
-   the k best matches (measured, docs/depth-gan.md: k=10 lowers the RMSE by a
-   quarter against the single best match).
+   the k best matches (its effect on the RMSE: docs/depth-gan.md).
 
 Reduced for a 2-core CPU (see docs/depth-gan.md): the generator and critic
 sizes of ``cyclegan``, one critic step per generator step (the 1st place used

@@ -33,8 +33,10 @@ def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ).astype(np.int32)
 
 
-def relabel_by_size(labels: np.ndarray, quality: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
-    """Drop instances smaller than ``min_area``, renumber the rest 1..N, score them.
+def relabel_by_size(
+    labels: np.ndarray, quality: np.ndarray, min_area: int, min_score: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop instances smaller than ``min_area`` or scoring below ``min_score``, renumber the rest 1..N.
 
     Parameters
     ----------
@@ -44,6 +46,8 @@ def relabel_by_size(labels: np.ndarray, quality: np.ndarray, min_area: int) -> t
         ``(H, W)`` per-pixel confidence; an instance's score is its mean.
     min_area : int
         Smaller instances are noise.
+    min_score : float
+        Instances whose score (mean ``quality``) is lower are dropped.
 
     Returns
     -------
@@ -56,12 +60,12 @@ def relabel_by_size(labels: np.ndarray, quality: np.ndarray, min_area: int) -> t
     n = int(flat.max()) + 1 if flat.size else 1
     area = np.bincount(flat, minlength=n)
     total = np.bincount(flat, weights=quality.ravel(), minlength=n)
-    keep = area >= max(min_area, 1)
+    mean = total / np.maximum(area, 1)
+    keep = (area >= max(min_area, 1)) & (mean >= min_score)
     keep[0] = False
     new_id = np.zeros(n, dtype=np.int32)
     new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    scores = (total[keep] / area[keep]).astype(np.float32)
-    return new_id[labels], scores
+    return new_id[labels], mean[keep].astype(np.float32)
 
 
 def watershed_from_maps(
@@ -121,6 +125,7 @@ def instances_from_centres(
     peak_threshold: float = 0.1,
     fg_threshold: float = 0.5,
     min_area: int = 16,
+    min_score: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Group foreground pixels by the centre their offset vectors point at.
 
@@ -142,6 +147,8 @@ def instances_from_centres(
         Two centres closer than this (in map pixels) are one particle.
     min_area : int
         In pixels of ``shape``.
+    min_score : float
+        Instances scoring lower are dropped (see the score below).
     """
     h, w = fg_prob.shape
     shape = (h, w) if shape is None else tuple(shape)
@@ -171,4 +178,4 @@ def instances_from_centres(
     # (the fourth root keeps true particles above 0.5, where matching counts them).
     peak_heat = np.concatenate([[0.0], heat[peaks[:, 0], peaks[:, 1]]])
     quality = fg_full * (peak_heat**0.25)[labels]  # the root of K heats, not of H x W pixels
-    return relabel_by_size(labels, quality, min_area)
+    return relabel_by_size(labels, quality, min_area, min_score)

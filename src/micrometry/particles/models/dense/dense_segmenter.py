@@ -26,6 +26,7 @@ from micrometry.particles.models.sizing import (
     clear_border,
     estimate_diameter,
     median_diameter,
+    min_area_net,
     probe_window,
     scale_for_diameter,
 )
@@ -77,6 +78,8 @@ class DenseSegmenter:
         self.name = method.name
         self.net = net.to(device).eval()
         self.net_diameter = None if net_diameter is None else float(net_diameter)
+        if self.net_diameter is not None:  # automatic size: fragments are judged against the trained diameter
+            method.config.setdefault("min_area_net", min_area_net(self.net_diameter))
         if diameter is not None:
             if self.net_diameter is None:
                 raise InputError(
@@ -229,10 +232,10 @@ def dense_segmenter(
     settings, where = exported.settings, exported.source
     try:
         method, net = build_network(exported.model, tuple(int(w) for w in settings["widths"]))
-        method.config.update(settings.get("method_config", {}))
         net.load_state_dict(exported.state["modules"]["net"])
         net_diameter = settings.get("net_diameter")
         net_diameter = None if net_diameter is None else float(net_diameter)
+        method.config.update(settings.get("method_config", {}))
         trained_scale = None if net_diameter is not None else float(settings["scale"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(

@@ -49,6 +49,10 @@ def centre_focal_loss(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
     return (pos_loss + neg_loss) / positive.sum().clamp(min=1)
 
 
+#: center-offset: instances scoring below this are not reported (``method_config`` ``min_score``).
+MIN_SCORE = 0.5
+
+
 class DenseMethod:
     """Interface shared by the dense models (see the module docstring)."""
 
@@ -170,4 +174,7 @@ class CenterOffset(DenseMethod):
             peak_threshold=self.config.get("peak_threshold", 0.1),
             fg_threshold=self.config.get("fg_threshold", 0.5),
             min_area=self.min_area(scale),
+            # the score is built so that true particles stay above 0.5, where matching counts them;
+            # below it are the faint pieces a real image's texture and debris leave behind
+            min_score=self.config.get("min_score", MIN_SCORE),
         )
