@@ -718,3 +718,23 @@ def one_error_line_from(err: str, expected: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(err.strip().splitlines()) == 1 and len(lines) == 1 and expected in lines[0], err
     return lines[0]
+
+
+def test_the_fuzz_catches_a_destroyed_input(tmp_path, sem_images, monkeypatch):
+    """bench/fuzz.py checks that inputs survive; without the CLI's check, ``--out IMGS`` would replace them."""
+    import fuzz_corpus
+    import micrometry.io.atomic
+
+    fuzz_corpus.preload()
+    argv = ["depth", "predict", "sem_in", "--out", "sem_in", "--overwrite", "--threads", "1"]
+    outcomes = []
+    for k in range(2):
+        work = tmp_path / f"w{k}"
+        work.mkdir()
+        shutil.copytree(sem_images, work / "sem_in")
+        case = fuzz_corpus.Case("options", "out is the input", argv, inputs=["sem_in"])
+        outcomes.append(fuzz_corpus.run_case(case, work, timeout_s=120))
+        monkeypatch.setattr(micrometry.io.atomic, "refuse_overlap", lambda outputs, inputs: None)
+    kept, broken = outcomes
+    assert kept.code == 2 and kept.breaks == []
+    assert broken.code == 0 and "input sem_in changed" in broken.breaks  # the check can fail
