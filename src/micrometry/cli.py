@@ -98,7 +98,7 @@ _register()
 # Parameters that name what a command writes (``synth`` writes its TRUTH folder too); every other
 # path parameter, and every text parameter naming an existing path (--model RUN), is an input.
 OUTPUT_PARAMS = ("out", "zip_path")
-EXTRA_OUTPUT_PARAMS = {("synth", "sem"): ("truth",), ("synth", "particles"): ("truth",)}
+EXTRA_OUTPUT_PARAMS = {("synth",): ("truth",)}  # by command group
 
 
 class Interrupted(Exception):
@@ -116,7 +116,7 @@ def _guard_command(command, path: tuple[str, ...]) -> None:
     callback = command.callback
     if callback is None:
         return
-    outputs = OUTPUT_PARAMS + EXTRA_OUTPUT_PARAMS.get(path, ())
+    outputs = OUTPUT_PARAMS + EXTRA_OUTPUT_PARAMS.get(path[:1], ())
     params = {p.name: p for p in command.params}
 
     @functools.wraps(callback)
