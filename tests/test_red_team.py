@@ -139,10 +139,22 @@ def test_out_through_a_link_or_inside_an_input_or_the_model_run_is_refused(sem_i
     assert sorted(p.name for p in sem_images.iterdir()) == ["s0.png", "s1.png", "s2.png"]
 
 
-def test_synth_out_and_truth_must_not_overlap(tmp_path, capsys):
+def test_out_holding_the_images_of_a_list_is_refused(sem_images, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    listing.write_text("imgs/s0.png\nimgs/s1.png\n")
+    before = snapshot(sem_images)
+    assert run(["depth", "predict", listing, "--out", sem_images, "--overwrite"]) == 2
+    one_error_line(capsys, "--out holds the input")
+    assert snapshot(sem_images) == before
+
+
+@pytest.mark.parametrize("command", ["particles", "sem", "sem-frames", "databar"])
+def test_synth_out_and_truth_must_not_overlap(tmp_path, capsys, command):
     out = tmp_path / "data"
-    assert run(["synth", "particles", out, "--truth", out / "truth", "--n-train", "0"]) == 2
-    one_error_line(capsys, "--truth")
+    assert run(["synth", command, out, "--truth", out / "truth"]) == 2
+    one_error_line(capsys, "--truth lies inside the output")
+    assert run(["synth", command, out, "--truth", out]) == 2
+    one_error_line(capsys, "--truth is the output")
     assert not out.exists()
 
 
