@@ -34,7 +34,7 @@ def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def relabel_by_size(
-    labels: np.ndarray, quality: np.ndarray, min_area: int, min_score: float = 0.0
+    labels: np.ndarray, quality: np.ndarray, min_area: int, min_score: float = 0.0, stats: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drop instances smaller than ``min_area`` or scoring below ``min_score``, renumber the rest 1..N.
 
@@ -48,6 +48,10 @@ def relabel_by_size(
         Smaller instances are noise.
     min_score : float
         Instances whose score (mean ``quality``) is lower are dropped.
+    stats : dict, optional
+        Receives ``candidates`` (instances of at least ``min_area``) and
+        ``below_score`` (how many of them ``min_score`` dropped): how much the
+        model doubted (:mod:`micrometry.particles.reliability`).
 
     Returns
     -------
@@ -61,8 +65,11 @@ def relabel_by_size(
     area = np.bincount(flat, minlength=n)
     total = np.bincount(flat, weights=quality.ravel(), minlength=n)
     mean = total / np.maximum(area, 1)
-    keep = (area >= max(min_area, 1)) & (mean >= min_score)
-    keep[0] = False
+    large = area >= max(min_area, 1)
+    large[0] = False
+    keep = large & (mean >= min_score)
+    if stats is not None:
+        stats.update(candidates=int(large.sum()), below_score=int((large & ~keep).sum()))
     new_id = np.zeros(n, dtype=np.int32)
     new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return new_id[labels], mean[keep].astype(np.float32)
@@ -126,6 +133,7 @@ def instances_from_centres(
     fg_threshold: float = 0.5,
     min_area: int = 16,
     min_score: float = 0.0,
+    stats: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Group foreground pixels by the centre their offset vectors point at.
 
@@ -178,4 +186,4 @@ def instances_from_centres(
     # (the fourth root keeps true particles above 0.5, where matching counts them).
     peak_heat = np.concatenate([[0.0], heat[peaks[:, 0], peaks[:, 1]]])
     quality = fg_full * (peak_heat**0.25)[labels]  # the root of K heats, not of H x W pixels
-    return relabel_by_size(labels, quality, min_area, min_score)
+    return relabel_by_size(labels, quality, min_area, min_score, stats)
