@@ -1,18 +1,27 @@
 """The generalist particle model: how the shipped one is made, and how it compares per imaging mode.
 
-Two subcommands::
+Three subcommands::
 
-    # reproduce the shipped model (synthetic mix of imaging modes, sizes, densities, noise levels)
-    python bench/particles_generalist.py shipped --work WORK --out MODEL [--device cuda --minutes 4.3]
+    # rebuild the shipped model on a CPU (synthetic mix of imaging modes, sizes, densities, noise
+    # levels, textured grounds, texture-only images); resumable, fit to run in the background
+    nohup nice -n 5 python bench/particles_generalist.py shipped --work WORK --out MODEL \
+        [--minutes 150 --threads 2] [--resume] [--init shipped] [--device cuda] > WORK.log 2>&1 &
 
     # one table of segm AP per imaging mode (old vs new shipped model) + fine-tuning curves
     python bench/particles_generalist.py bench --work WORK [--old OLD_MODEL] [--new MODEL]
 
+    # segm AP, count ratio and D50 error per mode (realism modes and texture-only images included)
+    python bench/particles_generalist.py modes --work WORK NAME=MODEL [NAME=MODEL ...]
+
 The shipped model is trained on every imaging mode but one (``darkfield``, held out so that
-the fine-tuning curves measure adaptation to a mode the model never saw), with random
+the fine-tuning curves measure adaptation to a mode the model never saw), on the realism
+modes (textured grounds, texture inside nuclei, 16-bit high dynamic range, particles of
+150-400 px, and texture-only images whose right answer is no particle), with random
 intensity inversion and gamma, and with automatic size: every training image is resized so
-that its median particle measures 20 network pixels. Run from the repository root with
-``PYTHONPATH=src``.
+that its median particle measures 20 network pixels. ``shipped`` writes its data and run
+under WORK; ``--resume`` goes on from the run's last checkpoint after an interruption (the
+synthetic data already written is reused). Run from the repository root with
+``PYTHONPATH=src``; docs/particles-models.md gives the recipe and its figures.
 """
 
 from __future__ import annotations
@@ -46,6 +55,19 @@ RECIPES = (
     ("50,150", "normal", "normal", 1024, 1280),
     ("50,150", "touching", "high", 1024, 1280),
 )
+#: The realism modes (docs/particles-data.md), in the shipped mix since this recipe.
+REALISM_MODES = ("tissue", "dic", "chromatin", "fluorescence-hdr")
+#: (size range px, density, noise, height, width, modes): one synth call each, images cycling through
+#: the recipe's modes. Large particles, textured grounds and texture-only images (density ``none``).
+REALISM_RECIPES = (
+    ("12,40", "crowded", "normal", 512, 640, REALISM_MODES),
+    ("20,60", "touching", "normal", 512, 640, REALISM_MODES),
+    ("30,90", "touching", "low", 768, 960, REALISM_MODES),
+    ("12,110", "normal", "high", 768, 960, REALISM_MODES),
+    ("150,400", "touching", "normal", 1024, 1280, (*REALISM_MODES, "fluorescence", "brightfield")),
+    ("8,24", "none", "normal", 512, 640, ("tissue", "dic", "chromatin")),
+    ("8,24", "none", "high", 768, 960, ("dic", "tissue", "fluorescence-hdr")),
+)
 #: The shipped model's network (wider than the CPU default: it has to cover every mode).
 SHIPPED_WIDTHS = [24, 48, 96, 192]
 #: The commit whose shipped particle model is "the old one" (dark-on-bright only, fixed scale 0.5).
@@ -69,7 +91,8 @@ def synth_mix(
     """Run one ``synth particles`` per recipe in parallel; returns the output folders."""
 
     def one(k: int) -> Path:
-        sizes, density, noise, h, w = recipes[k]
+        sizes, density, noise, h, w = recipes[k][:5]
+        recipe_modes = recipes[k][5] if len(recipes[k]) > 5 else modes
         out, truth = work / "synth" / f"r{k:02d}", work / "truth" / f"r{k:02d}"
         if not (out / "train" / "annotations.json").is_file():
             subprocess.run(
@@ -92,7 +115,7 @@ def synth_mix(
                     "--width",
                     w,
                     "--modes",
-                    ",".join(modes),
+                    ",".join(recipe_modes),
                     "--size-range",
                     sizes,
                     "--density",
@@ -133,12 +156,13 @@ def merge_coco(parts: list[Path], out: Path, split: str = "train") -> Path:
 
 
 def make_shipped(args) -> None:
-    """Data, training and export of the shipped model (the command the README names)."""
+    """Data, training and export of the shipped model (the command docs/particles-models.md names)."""
     from micrometry.particles.models.training import TrainSettings, train_model
 
     work = Path(args.work)
     t0 = time.perf_counter()
-    parts = synth_mix(work, args.n_per_recipe, SHIPPED_MODES, args.seed, args.jobs)
+    recipes = tuple((*r, SHIPPED_MODES) for r in RECIPES) + REALISM_RECIPES
+    parts = synth_mix(work, args.n_per_recipe, SHIPPED_MODES, args.seed, args.jobs, recipes=recipes)
     data = merge_coco(parts, work / "mix")
     print(
         f"data: {len(parts)} recipes x {args.n_per_recipe} images in {time.perf_counter() - t0:.0f} s -> {data}",
@@ -155,9 +179,19 @@ def make_shipped(args) -> None:
         device=args.device,
         workers=args.workers,
         val_fraction=0.08,
+        init=args.init,
     )
     run = work / "run"
-    metrics = train_model(data, run, settings, overwrite=True)
+    resume = args.resume and (run / "config.json").is_file()
+    metrics = train_model(
+        data,
+        run,
+        settings,
+        resume=resume,
+        overwrite=not resume,
+        threads=args.threads,
+        given={"time_budget_s"},
+    )
     best = metrics["best"]
     print(
         f"trained {metrics['final']['epoch']} epochs in {metrics['final']['elapsed_s'] / 60:.1f} min; best epoch "
@@ -165,6 +199,46 @@ def make_shipped(args) -> None:
         flush=True,
     )
     subprocess.run(micrometry("export", run, "--out", args.out, "--overwrite"), check=True)
+    record_recipe(Path(args.out), args, metrics, len(parts), time.perf_counter() - t0)
+
+
+def record_recipe(out: Path, args, metrics: dict, n_recipes: int, seconds: float) -> None:
+    """Write the command, the machine and the budget into the exported model's provenance."""
+    import platform
+
+    import torch
+
+    from micrometry.io.atomic import write_json
+
+    document = json.loads((out / "model.json").read_text())
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    machine = (
+        torch.cuda.get_device_name(0)
+        if device.startswith("cuda")
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    )
+    final = metrics["final"]
+    document["provenance"].update(
+        {
+            "run": (
+                "PYTHONPATH=src python bench/particles_generalist.py shipped --work WORK --out MODEL "
+                f"--minutes {args.minutes:g} --threads {args.threads} --device {args.device}"
+                + (f" --init {args.init}" if args.init else "")
+            ),
+            "recipe": (
+                f"{n_recipes} synth recipes x {args.n_per_recipe} images (modes {', '.join(SHIPPED_MODES)}; "
+                f"realism {', '.join(REALISM_MODES)}; 150-400 px particles; texture-only images), "
+                f"{final['epoch']} epochs x {args.steps_per_epoch} steps of {args.batch_size} crops of "
+                f"{args.crop} px"
+                + (f", starting from the weights of {args.init}" if args.init else ", from random weights")
+            ),
+            "machine": f"{machine}; torch {torch.__version__}; {args.threads} thread(s)",
+            "budget_minutes": args.minutes,
+            "trained_minutes": round(final["elapsed_s"] / 60, 1),
+            "wall_minutes": round(seconds / 60, 1),
+        }
+    )
+    write_json(out / "model.json", document)
 
 
 def old_model(work: Path) -> Path:
@@ -289,6 +363,74 @@ def quarter_time_check(curves: dict[str, list]) -> str:
     )
 
 
+def mode_parts(work: Path, n_per_mode: int, seed: int) -> list[tuple[str, Path]]:
+    """(mode, COCO folder) of the held-out synthetic images of :func:`compare_modes`.
+
+    The seven classic modes are the images :func:`mode_table` scores (same recipe and seed);
+    the realism modes and the texture-only images (``none``) come from their own synth calls.
+    """
+    recipe = (("12,110", "normal", "normal", 512, 640),)
+    groups = (
+        ("modes", ALL_MODES, recipe),
+        ("realism", REALISM_MODES, recipe),
+        ("large", ("chromatin", "tissue"), (("150,400", "touching", "normal", 1024, 1280),)),
+        ("empty", ("tissue", "dic", "chromatin"), (("8,24", "none", "normal", 512, 640),)),
+    )
+    parts = []
+    for folder, modes, rec in groups:
+        part = synth_mix(work / folder, n_per_mode * len(modes), modes, seed, 1, recipes=rec)[0]
+        label = {"large": " 150-400 px", "empty": " texture only"}.get(folder, "")
+        parts.extend((f"{mode}{label}", part, i, len(modes)) for i, mode in enumerate(modes))
+    return parts
+
+
+def compare_modes(args) -> None:
+    """segm AP, count ratio and D50 error per synthetic mode, for several models side by side."""
+    import torch
+
+    from micrometry.io.coco import load_coco
+    from micrometry.particles.segmenter import load_segmenter
+    from realdata import score_outputs, segment_all
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    models = dict(spec.split("=", 1) for spec in args.models)
+    segmenters = {name: load_segmenter(path) for name, path in models.items()}
+    rows = []
+    for mode, part, index, cycle in mode_parts(work, args.n_per_mode, args.seed):
+        dataset = load_coco(part / "train")
+        ids = [im.id for k, im in enumerate(dataset.images) if k % cycle == index]
+        row = {"mode": mode, "images": len(ids), "true": sum(len(dataset.annotations[i]) for i in ids)}
+        for name, segmenter in segmenters.items():
+            outputs, seconds = segment_all(segmenter, dataset, ids)
+            if row["true"]:
+                m = score_outputs(dataset, ids, outputs)
+                row[name] = {k: m[k] for k in ("AP", "count_ratio", "D50_err", "count_pred")}
+            else:
+                row[name] = {"count_pred": int(sum(len(outputs[i][1]) for i in ids))}
+            row[name]["s_per_image"] = seconds
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    names = list(models)
+    print(
+        f"\nper synthetic mode ({args.n_per_mode} held-out images each; 512x640, sizes 12-110 px, density normal; "
+        "150-400 px: 1024x1280, touching; texture only: no particle): segm AP / count ratio / D50 error"
+    )
+    print("| mode | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for r in rows:
+        cells = []
+        for name in names:
+            m = r[name]
+            cells.append(
+                f"{m['AP']:.3f} / x{m['count_ratio']:.2f} / {100 * m['D50_err']:+.0f} %"
+                if "AP" in m
+                else f"{m['count_pred']} particles found"
+            )
+        print(f"| {r['mode']} | " + " | ".join(cells) + " |")
+    (work / "modes.json").write_text(json.dumps(rows, indent=2))
+
+
 def run_bench(args) -> None:
     import torch
 
@@ -330,17 +472,20 @@ def run_bench(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    ship = sub.add_parser("shipped", help="reproduce the shipped particle model")
+    ship = sub.add_parser("shipped", help="rebuild the shipped particle model (CPU; resumable)")
     ship.add_argument("--work", required=True, help="folder for the synthetic data and the run")
     ship.add_argument("--out", required=True, help="exported model folder to write")
-    ship.add_argument("--device", default="auto")
-    ship.add_argument("--minutes", type=float, default=4.3, help="training time budget")
-    ship.add_argument("--workers", type=int, default=max(0, (os.cpu_count() or 1) - 2))
-    ship.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel synth processes")
-    ship.add_argument("--n-per-recipe", type=int, default=12)
-    ship.add_argument("--steps-per-epoch", type=int, default=150)
-    ship.add_argument("--batch-size", type=int, default=32)
-    ship.add_argument("--crop", type=int, default=256)
+    ship.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    ship.add_argument("--minutes", type=float, default=150.0, help="training time budget (minutes)")
+    ship.add_argument("--threads", type=int, default=2, help="CPU threads of the training process")
+    ship.add_argument("--resume", action="store_true", help="go on from WORK/run after an interruption")
+    ship.add_argument("--init", help="start from a model's weights (e.g. 'shipped') instead of random ones")
+    ship.add_argument("--workers", type=int, default=0, help="crop-drawing processes (a GPU wants several)")
+    ship.add_argument("--jobs", type=int, default=2, help="parallel synth processes")
+    ship.add_argument("--n-per-recipe", type=int, default=8)
+    ship.add_argument("--steps-per-epoch", type=int, default=25)
+    ship.add_argument("--batch-size", type=int, default=8)
+    ship.add_argument("--crop", type=int, default=192)
     ship.add_argument("--seed", type=int, default=2026)
     ship.set_defaults(func=make_shipped)
     bench = sub.add_parser("bench", help="AP per imaging mode (old vs new) and fine-tuning curves")
@@ -357,6 +502,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     bench.add_argument("--seed", type=int, default=5000)
     bench.set_defaults(func=run_bench)
+    modes = sub.add_parser(
+        "modes", help="AP, count ratio and D50 error per synthetic mode, models side by side"
+    )
+    modes.add_argument("--work", required=True)
+    modes.add_argument("models", nargs="+", help="NAME=MODEL (a model folder, 'shipped' or 'watershed')")
+    modes.add_argument("--n-per-mode", type=int, default=3)
+    modes.add_argument("--seed", type=int, default=5000)
+    modes.add_argument("--threads", type=int, default=1)
+    modes.set_defaults(func=compare_modes)
     args = parser.parse_args(argv)
     args.func(args)
 

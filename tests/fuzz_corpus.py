@@ -181,6 +181,9 @@ class Case:
         is complete (exit 0) or absent (exit 2).
     marker : str or None
         A file that exists only if hostile code from a model file ran.
+    inputs : list of str
+        Inputs (relative to ``work``) that must be unchanged after the run, whatever ``--out`` and
+        ``--overwrite`` say (issue 26: an output may never replace its input).
     """
 
     kind: str
@@ -188,6 +191,7 @@ class Case:
     argv: list[str]
     outputs: list[str] = field(default_factory=list)
     marker: str | None = None
+    inputs: list[str] = field(default_factory=list)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -661,7 +665,9 @@ def _value(rng: random.Random, kind: str) -> str:
     if kind.startswith("choice:"):
         return rng.choice(kind[7:].split("|") + ["", "nonsense"])
     if kind == "out":
-        return rng.choice(["o1", "afile", "afile/o2", "adir", "adir/o3", "/proc/o4", "", ".", "o1/"])
+        return rng.choice(
+            ["o1", "afile", "afile/o2", "adir", "adir/o3", "/proc/o4", "", ".", "o1/", "sem_in"]
+        )
     if kind == "in":
         return rng.choice(["nowhere", "afile", "adir", "", ".", "/dev/null", "/proc/self/mem"])
     if kind.startswith("param"):
@@ -858,7 +864,9 @@ def options_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
         a if not a.startswith("/") or a.startswith("/proc") or a.startswith("/dev") else "<seed>"
         for a in argv
     )
-    return Case("options", desc, argv, [o for o in outputs if not o.startswith("/proc")])
+    # sem_in named by the command itself (not drawn as an output) is an input: it must survive
+    inputs = ["sem_in"] if "sem_in" in fixed(seeds) else []
+    return Case("options", desc, argv, [o for o in outputs if not o.startswith("/proc")], inputs=inputs)
 
 
 GENERATORS: dict[str, Callable[[random.Random, Seeds, Path], Case]] = {
@@ -928,6 +936,7 @@ def run_case(
     err_path, out_path = work.parent / f"{work.name}.stderr", work.parent / f"{work.name}.stdout"
     sys.stdout.flush()
     sys.stderr.flush()
+    before = {name: snapshot(work / name) for name in case.inputs}
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -988,7 +997,17 @@ def run_case(
             breaks.append(f"failed but left {output}")
     if case.marker and (work / case.marker).exists():
         breaks.append("code from a model file ran")
+    breaks += [f"input {name} changed" for name, seen in before.items() if snapshot(work / name) != seen]
     return Outcome(case, code, seconds, usage.ru_maxrss / 1024, stderr, breaks)
+
+
+def snapshot(path: Path) -> dict[str, bytes] | bytes | None:
+    """A file's bytes, or a folder's files and their bytes (None: absent)."""
+    if path.is_file():
+        return path.read_bytes()
+    if path.is_dir():
+        return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return None
 
 
 def _preexisting(output: str) -> bool:

@@ -49,6 +49,35 @@ def test_centre_offsets_decode_back_to_the_true_touching_instances():
     assert _same_partition(decoded, labels)
 
 
+def test_centre_decoding_drops_low_scoring_instances():
+    _, labels = make_scene(np.random.default_rng(5), 96, 128, n=8)
+    offsets, heat = targets.centre_offsets_and_heat(labels)
+    fg = (labels > 0).astype(np.float32)
+    fg[labels == 1] = 0.55  # a faint particle: its pixels barely foreground, its score low
+    all_found, scores = instances_from_centres(fg, heat, offsets, peak_radius=2, min_area=1)
+    kept, kept_scores = instances_from_centres(fg, heat, offsets, peak_radius=2, min_area=1, min_score=0.6)
+    assert kept.max() == all_found.max() - 1 == int((scores >= 0.6).sum())
+    assert (kept_scores >= 0.6).all() and not kept[labels == 1].any()
+
+
+def test_automatic_size_models_drop_fragments_relative_to_the_trained_diameter():
+    from micrometry.particles.models.dense.dense_segmenter import DenseSegmenter, build_network
+    from micrometry.particles.models.sizing import MIN_DIAMETER_FRACTION
+
+    method, net = build_network("center-offset", (8, 16))
+    sized = DenseSegmenter(method, net, scale=None, net_diameter=20.0)
+    # a disc narrower than 0.3 of the trained diameter (6 network px) is a fragment
+    assert sized.method.min_area(1.0) == round(np.pi / 4 * (MIN_DIAMETER_FRACTION * 20) ** 2)
+    assert sized.method.min_area(0.5) == round(4 * np.pi / 4 * 6**2)  # in image pixels
+    fixed_method, fixed_net = build_network("center-offset", (8, 16))
+    assert (
+        DenseSegmenter(fixed_method, fixed_net, scale=0.5).method.min_area(1.0) == 6
+    )  # fixed scale: as before
+    explicit, net2 = build_network("center-offset", (8, 16))
+    explicit.config["min_area_net"] = 10  # a model's method_config wins
+    assert DenseSegmenter(explicit, net2, scale=None, net_diameter=20.0).method.min_area(1.0) == 10
+
+
 def test_watershed_decodes_perfect_distance_maps():
     _, labels = make_scene(np.random.default_rng(4), 96, 128, n=10)
     fg, boundary, distance = (

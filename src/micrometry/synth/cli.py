@@ -140,7 +140,9 @@ def particles(
         "--mode",
         help="Imaging mode, or a comma-separated mix "
         "(image k uses the k-th mode, cyclically): brightfield (default), "
-        "low-contrast, uneven, phase, phase-negative, fluorescence, darkfield.",
+        "low-contrast, uneven, phase, phase-negative, fluorescence, darkfield; realism modes: "
+        "tissue (textured ground), dic (relief), chromatin (texture inside nuclei), "
+        "fluorescence-hdr (16-bit, dim beside saturated).",
     ),
     noise: str | None = typer.Option(
         None, "--noise", help="Noise level: low, normal (default) or high (Poisson photon + read noise)."
@@ -150,7 +152,7 @@ def particles(
         "--density",
         help="Particle density: sparse, normal (default: "
         "40-200 per 1024x1280 frame), crowded, touching, overlapping "
-        "(occluding particles: instance separation is the hard part).",
+        "(occluding particles: instance separation is the hard part), none (texture only: no particles).",
     ),
     size_range: str | None = typer.Option(
         None,

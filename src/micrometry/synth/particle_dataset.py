@@ -56,6 +56,8 @@ DENSITIES = {
         "cluster_gap_range": (0.98, 1.04),
         "keep_apart": True,
     },
+    # texture only (with ``tissue`` or ``dic``): the right answer is no particle at all
+    "none": {"count_range": (0, 0), "coverage": None},
     # instance separation is the hard part: most particles overlap others and hide part of them
     "overlapping": {
         "coverage": 0.55,

@@ -55,12 +55,44 @@ MODES = {
     "darkfield": ("emission", "dark background; particles scatter light: bright edges, dim interior"),
 }
 
+# The realism modes: what real microscopy shows and the seven modes above lack. A third family,
+# ``relief`` (DIC), images the gradient of the optical path instead of its value.
+REALISM_MODES = {
+    "tissue": (
+        "transmission",
+        "brightfield particles, some with a pale or dark centre, on a textured ground (tissue- or TEM-like "
+        "grain and membranes)",
+    ),
+    "dic": (
+        "relief",
+        "differential interference contrast: particles and a rough ground in shaded relief (one side "
+        "bright, the other dark)",
+    ),
+    "chromatin": (
+        "emission",
+        "fluorescent nuclei with texture inside: chromatin speckles, a bright or pale centre, a dim half",
+    ),
+    "fluorescence-hdr": (
+        "emission",
+        "16-bit fluorescence over two decades of brightness: dim particles beside saturated ones",
+    ),
+}
+#: Every imaging mode ``synth particles --modes`` knows.
+ALL_MODES = {**MODES, **REALISM_MODES}
+#: Modes written as 16-bit images.
+SIXTEEN_BIT_MODES = ("fluorescence-hdr",)
+
 
 def check_mode(mode: str) -> str:
     """``mode`` if it is known; otherwise a ValueError naming the known ones."""
-    if mode not in MODES:
-        raise ValueError(f"unknown imaging mode {mode!r}; known: {', '.join(MODES)}")
+    if mode not in ALL_MODES:
+        raise ValueError(f"unknown imaging mode {mode!r}; known: {', '.join(ALL_MODES)}")
     return mode
+
+
+def mode_family(mode: str) -> str:
+    """``transmission``, ``emission`` or ``relief``: how a mode's field turns into gray levels."""
+    return ALL_MODES[check_mode(mode)][0]
 
 
 @dataclass
@@ -240,6 +272,28 @@ class ImagingParams:
     darkfield_brightness_range: tuple[float, float] = (0.4, 1.0)
     darkfield_edge_width_px: float = 2.0
     darkfield_interior: float = 0.2
+    #: ``tissue``/``dic``: relative amplitude of the ground's grain, and darkness of its membranes
+    ground_grain_range: tuple[float, float] = (0.05, 0.25)
+    ground_membrane_range: tuple[float, float] = (0.0, 0.35)
+    #: ``tissue``/``dic``: size (px) of the ground's coarsest grain and of its membrane cells
+    ground_scale_range_px: tuple[float, float] = (4.0, 40.0)
+    #: ``tissue``/``chromatin``: share of particles with a pale (or bright) centre, and its depth
+    centre_fraction: float = 0.5
+    centre_depth_range: tuple[float, float] = (0.3, 0.85)
+    #: ``chromatin``: relative amplitude of the speckled texture inside a nucleus
+    chromatin_texture_range: tuple[float, float] = (0.3, 0.9)
+    #: ``chromatin``: share of nuclei with one half dimmer, and how much dimmer
+    dim_half_fraction: float = 0.3
+    dim_half_range: tuple[float, float] = (0.3, 0.7)
+    #: ``dic``: edge contrast (relative), and the ground's relief relative to a particle's
+    dic_contrast_range: tuple[float, float] = (0.15, 0.5)
+    dic_ground_relief_range: tuple[float, float] = (0.02, 0.25)
+    dic_background_range: tuple[float, float] = (100.0, 160.0)
+    #: ``fluorescence-hdr``: gray level (8-bit scale, clipped at 255) of the brightest particle,
+    #: decades of brightness between particles, and the camera's full well relative to ``full_well``
+    hdr_signal_range: tuple[float, float] = (300.0, 1500.0)
+    hdr_decades: float = 2.0
+    hdr_full_well_factor: float = 10.0
 
 
 def _scaled(pair: tuple[float, float], factor: float) -> tuple[float, float]:
@@ -273,6 +327,16 @@ def mode_optics(opt: OpticsParams, imaging: ImagingParams, mode: str) -> OpticsP
         )
     if mode == "darkfield":
         return dataclasses.replace(opt, background_level_range=(1.0, 1.0))
+    if mode in ("chromatin", "fluorescence-hdr"):
+        well = opt.full_well * (imaging.hdr_full_well_factor if mode == "fluorescence-hdr" else 1.0)
+        return dataclasses.replace(
+            opt,
+            background_level_range=(1.0, 1.0),
+            psf_sigma_px=imaging.fluorescence_psf_sigma_px,
+            full_well=well,
+        )
+    if mode == "dic":
+        return dataclasses.replace(opt, background_level_range=imaging.dic_background_range)
     return opt
 
 
@@ -280,9 +344,12 @@ def distractor_gains(imaging: ImagingParams, mode: str) -> dict | None:
     """How strongly each kind of distractor shows in a mode (None: brightfield as drawn)."""
     if mode == "low-contrast":
         return dict.fromkeys(("ghost", "bubble", "fibre", "speck"), imaging.low_contrast_factor)
-    if mode == "fluorescence":
+    if mode in ("fluorescence", "chromatin", "fluorescence-hdr"):
         # out-of-focus labelled particles glow, dust fluoresces a little, bubbles are invisible
         return {"ghost": 1.5, "bubble": 0.0, "fibre": 0.4, "speck": 1.2}
+    if mode == "dic":
+        # debris stands out in relief as particles do, ghosts barely
+        return {"ghost": 0.3, "bubble": 0.6, "fibre": 1.0, "speck": 1.0}
     if mode == "darkfield":
         # every edge scatters: dust and fibres shine, a bubble's ring too
         return {"ghost": 0.4, "bubble": 0.8, "fibre": 1.2, "speck": 2.0}
@@ -412,6 +479,99 @@ def darkfield_emission(
     return (brightness * np.maximum(edge, interior * texture) * soft).astype(np.float32)
 
 
+def centre_profile(hard: np.ndarray, depth: float) -> np.ndarray:
+    """``1 - depth`` at a particle's centre rising to 1 at its edge (``depth`` < 0: a brighter centre).
+
+    A red blood cell's pale centre, a nucleus whose middle stains less or more.
+    """
+    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
+    rel = d_in / max(float(d_in.max()), 1.0)
+    return (1.0 - depth * np.exp(-(((1.0 - rel) / 0.45) ** 2))).astype(np.float32)
+
+
+def _random_centre(hard: np.ndarray, imaging: ImagingParams, rng: np.random.Generator) -> np.ndarray | float:
+    """A random :func:`centre_profile` (pale or bright) for ``centre_fraction`` of particles, else 1."""
+    if rng.random() >= imaging.centre_fraction:
+        return 1.0
+    depth = rng.uniform(*imaging.centre_depth_range)
+    return centre_profile(hard, depth if rng.random() < 0.6 else -0.6 * depth)
+
+
+def _dim_half(shape: tuple[int, int], imaging: ImagingParams, rng: np.random.Generator) -> np.ndarray | float:
+    """For ``dim_half_fraction`` of particles, a ramp that dims one side of the patch; else 1."""
+    if rng.random() >= imaging.dim_half_fraction:
+        return 1.0
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    t = (xx - shape[1] / 2) * np.cos(angle) + (yy - shape[0] / 2) * np.sin(angle)
+    t = np.clip(t / max(float(np.abs(t).max()), 1.0), -1.0, 1.0)
+    return 1.0 - rng.uniform(*imaging.dim_half_range) * (0.5 + 0.5 * t)
+
+
+def tissue_delta(
+    p: Particle,
+    soft: np.ndarray,
+    hard: np.ndarray,
+    opt: OpticsParams,
+    imaging: ImagingParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``tissue``: a brightfield signature whose absorption may fall (or rise) towards the centre."""
+    delta = particle_delta(p, soft, hard, opt, rng)
+    inside = np.minimum(delta, 0.0) * _random_centre(hard, imaging, rng)
+    return (inside + np.maximum(delta, 0.0)).astype(np.float32)
+
+
+def chromatin_emission(
+    p: Particle,
+    soft: np.ndarray,
+    hard: np.ndarray,
+    opt: OpticsParams,
+    imaging: ImagingParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``chromatin``: a fluorescent nucleus with speckled texture, maybe a pale/bright centre or a dim half."""
+    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
+    thickness = np.sqrt(np.clip(d_in / max(float(d_in.max()), 1.0), 0.0, 1.0))
+    speckle = np.maximum(_smooth_texture(soft.shape, rng.uniform(0.8, 2.5), rng), 0.0) ** 1.5
+    speckle /= max(float(speckle.mean()), 1e-6)
+    amplitude = rng.uniform(*imaging.chromatin_texture_range)
+    texture = np.maximum(1.0 + amplitude * (speckle - 1.0), 0.15)
+    brightness = rng.uniform(*imaging.fluorescence_brightness_range)
+    body = (0.6 + 0.4 * thickness) * texture * _random_centre(hard, imaging, rng)
+    return (brightness * body * _dim_half(soft.shape, imaging, rng) * soft).astype(np.float32)
+
+
+def hdr_emission(
+    p: Particle,
+    soft: np.ndarray,
+    hard: np.ndarray,
+    opt: OpticsParams,
+    imaging: ImagingParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``fluorescence-hdr``: fluorescence whose brightness spans ``hdr_decades`` (log-uniform)."""
+    emission = fluorescence_emission(p, soft, hard, opt, imaging, rng)
+    lo, hi = imaging.fluorescence_brightness_range
+    # undo the ordinary spread, then spread over decades
+    return emission / ((lo + hi) / 2) * 10.0 ** (-rng.uniform(0.0, imaging.hdr_decades))
+
+
+def relief_height(
+    p: Particle,
+    soft: np.ndarray,
+    hard: np.ndarray,
+    opt: OpticsParams,
+    imaging: ImagingParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``dic``: a particle's optical path (a textured dome), in units of its own height."""
+    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
+    dome = np.sqrt(np.clip(d_in / max(float(d_in.max()), 1.0), 0.0, 1.0))
+    texture = 1.0 + opt.texture_amplitude * _smooth_texture(soft.shape, 2.0, rng)
+    return (rng.uniform(0.5, 1.5) * (0.3 + 0.7 * dome) * texture * soft).astype(np.float32)
+
+
 def particle_signature(
     mode: str,
     p: Particle,
@@ -424,11 +584,56 @@ def particle_signature(
     """A particle's signature in ``mode``, before blur: ``delta`` (transmission) or emitted light (emission)."""
     if mode == "fluorescence":
         return fluorescence_emission(p, soft, hard, opt, imaging, rng)
+    if mode == "chromatin":
+        return chromatin_emission(p, soft, hard, opt, imaging, rng)
+    if mode == "fluorescence-hdr":
+        return hdr_emission(p, soft, hard, opt, imaging, rng)
+    if mode == "dic":
+        return relief_height(p, soft, hard, opt, imaging, rng)
+    if mode == "tissue":
+        return tissue_delta(p, soft, hard, opt, imaging, rng)
     if mode == "darkfield":
         return darkfield_emission(p, soft, hard, opt, imaging, rng)
     if mode in ("phase", "phase-negative"):
         return phase_delta(soft, hard, imaging, rng, -1.0 if mode == "phase-negative" else 1.0)
     return particle_delta(p, soft, hard, opt, rng)
+
+
+def ground_texture(h: int, w: int, imaging: ImagingParams, rng: np.random.Generator) -> np.ndarray:
+    """A textured ground, zero-mean-ish (relative units): multi-scale grain plus dark membrane lines.
+
+    The grain sums smooth noise over octaves up to the coarsest scale; membranes
+    are the zero crossings of another smooth noise (closed, curving lines like
+    cell walls or the membranes of a TEM section).
+    """
+    coarse = rng.uniform(*imaging.ground_scale_range_px)
+    grain = np.zeros((h, w), np.float32)
+    sigma = 1.0
+    while sigma <= coarse:
+        grain += _smooth_texture((h, w), sigma, rng) * (sigma / coarse) ** 0.3
+        sigma *= 2.0
+    grain /= max(float(grain.std()), 1e-6)
+    cells = _smooth_texture((h, w), rng.uniform(0.5, 1.5) * coarse, rng)
+    membranes = np.exp(-((cells / 0.12) ** 2))
+    return (
+        rng.uniform(*imaging.ground_grain_range) * grain
+        - rng.uniform(*imaging.ground_membrane_range) * membranes
+    ).astype(np.float32)
+
+
+def dic_image(
+    opd: np.ndarray, scale_px: float, imaging: ImagingParams, rng: np.random.Generator
+) -> np.ndarray:
+    """Relative DIC intensity ``1 + contrast x shear derivative`` of an optical-path field.
+
+    ``scale_px`` (a typical particle radius) turns the derivative into an edge
+    contrast that does not depend on the particles' size.
+    """
+    angle = rng.uniform(0, 2 * np.pi)
+    gy = cv2.Sobel(opd, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    gx = cv2.Sobel(opd, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    shear = np.cos(angle) * gx + np.sin(angle) * gy
+    return 1.0 + rng.uniform(*imaging.dic_contrast_range) * scale_px * shear
 
 
 def illumination(opt: OpticsParams, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -561,7 +766,7 @@ def render_particles(
     so a lower particle is hidden exactly where ``owner`` says the upper one is.
     """
     imaging = imaging or ImagingParams()
-    emission = MODES[mode][0] == "emission"
+    emission = mode_family(mode) != "transmission"  # relief adds optical path as emission adds light
     halo_px = imaging.phase_halo_width_px if mode in ("phase", "phase-negative") else opt.halo_width_px
     h, w = field.shape
     for pid, p in enumerate(particles, start=1):
@@ -610,28 +815,53 @@ def expected_image(
         ``(H, W)`` float32 expected gray levels; ``(H, W)`` int32 id (1-based
         index into ``particles``) of the top particle per pixel, 0 elsewhere.
     """
-    emission = MODES[check_mode(mode)][0] == "emission"
+    family = mode_family(mode)
+    emission = family != "transmission"
     field = np.zeros((h, w), np.float32) if emission else np.ones((h, w), np.float32)
     owner = np.zeros((h, w), np.int32)
+    if mode == "tissue":  # drawn first: particles lie on the ground and hide it
+        field *= np.clip(1.0 + ground_texture(h, w, imaging, rng), 0.05, None)
+    elif mode == "dic":
+        field += rng.uniform(*imaging.dic_ground_relief_range) * ground_texture(h, w, imaging, rng)
     render_distractors(field, distractors, opt, rng, distractor_gains(imaging, mode), emission)
     render_particles(field, owner, particles, opt, rng, mode, imaging, occlusion)
+    if family == "relief":
+        radius = (
+            float(np.median([np.sqrt(polygon_area_px(p.outline) / np.pi) for p in particles]))
+            if particles
+            else 10.0
+        )
+        relief = np.clip(dic_image(field, radius, imaging, rng), 0.02, None)
+        return illumination(opt, h, w, rng) * relief, owner
     if not emission:
         np.clip(field, 0.02, None, out=field)
         return illumination(opt, h, w, rng) * field, owner
     np.clip(field, 0.0, None, out=field)
     shape = illumination(opt, h, w, rng)
-    floor_range, signal_range = (
-        (imaging.fluorescence_floor_range, imaging.fluorescence_signal_range)
-        if mode == "fluorescence"
-        else (imaging.darkfield_floor_range, imaging.darkfield_signal_range)
-    )
+    floor_range, signal_range = {
+        "fluorescence": (imaging.fluorescence_floor_range, imaging.fluorescence_signal_range),
+        "chromatin": (imaging.fluorescence_floor_range, imaging.fluorescence_signal_range),
+        "fluorescence-hdr": (imaging.fluorescence_floor_range, imaging.hdr_signal_range),
+    }.get(mode, (imaging.darkfield_floor_range, imaging.darkfield_signal_range))
     floor, signal = rng.uniform(*floor_range), rng.uniform(*signal_range)
     return (shape * (floor + signal * field)).astype(np.float32), owner
 
 
-def add_noise(expected: np.ndarray, opt: OpticsParams, rng: np.random.Generator) -> np.ndarray:
-    """Poisson photon noise + Gaussian read noise, quantised to uint8."""
+def polygon_area_px(outline: np.ndarray) -> float:
+    """Area (px^2) enclosed by an ``(n, 2)`` outline (shoelace)."""
+    x, y = outline[:, 0], outline[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def add_noise(expected: np.ndarray, opt: OpticsParams, rng: np.random.Generator, bits: int = 8) -> np.ndarray:
+    """Poisson photon noise + Gaussian read noise, quantised to uint8 (or uint16 with ``bits=16``).
+
+    ``expected`` is on the 8-bit scale either way; a 16-bit image maps gray
+    level 255 to 65535 and saturates (clips) above it, as a camera does.
+    """
     electrons_per_dn = opt.full_well / 255.0
     photons = rng.poisson(np.clip(expected, 0, None) * electrons_per_dn).astype(np.float32)
     noisy = photons / electrons_per_dn + rng.normal(0, opt.read_noise_dn, expected.shape).astype(np.float32)
+    if bits == 16:
+        return np.clip(np.rint(noisy * 257.0), 0, 65535).astype(np.uint16)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)

@@ -29,6 +29,7 @@ from scipy import ndimage as ndi
 
 from micrometry.io.coco import DEFAULT_CATEGORY, crop_to_rle, polygons_from_mask
 from micrometry.synth.particle_optics import (
+    SIXTEEN_BIT_MODES,
     DistractorParams,
     ImagingParams,
     OpticsParams,
@@ -122,6 +123,8 @@ def sample_sizes(pop: PopulationParams, h: int, w: int, rng: np.random.Generator
     """
     if pop.coverage is None:
         lo, hi = pop.count_range
+        if hi <= 0:  # texture only: no particles at all
+            return np.zeros(0)
         n = max(1, int(round(rng.integers(lo, hi + 1) * (h * w) / (1024 * 1280))))
         return sample_diameters(pop, n, rng)
     target = pop.coverage * h * w
@@ -284,7 +287,7 @@ def annotation_for(part: dict, h: int, w: int) -> tuple[list | dict, list[float]
 class RenderedImage:
     """One synthetic image with its truth."""
 
-    image: np.ndarray  # (H, W) uint8
+    image: np.ndarray  # (H, W) uint8 (uint16 in SIXTEEN_BIT_MODES)
     labels: np.ndarray  # (H, W) int32, 0 background, i = particle i (visible, annotated part)
     annotations: list[dict]  # COCO annotations without ids / image ids
     particles: list[dict]  # true descriptors per particle (whole shape)
@@ -311,7 +314,7 @@ def render_image(
     expected, owner = expected_image(
         particles, h, w, opt, params.distractors, params.imaging, mode, rng, params.population.occlusion
     )
-    image = add_noise(expected, opt, rng)
+    image = add_noise(expected, opt, rng, bits=16 if mode in SIXTEEN_BIT_MODES else 8)
 
     parts = visible_parts(owner, len(particles), params.population)
     annotations, rows = [], []

@@ -19,6 +19,10 @@ import numpy as np
 
 #: Network diameter (pixels) particles are resized to when a model sizes automatically.
 NET_DIAMETER = 20.0
+#: With automatic size, an instance narrower than this fraction of the trained diameter is a
+#: fragment: training never shows an annotated particle that small beside its image's median
+#: (the generator's size ranges reach about a third of the median at most).
+MIN_DIAMETER_FRACTION = 0.3
 #: Scales allowed by training and prediction (network pixels per image pixel).
 MIN_SCALE, MAX_SCALE = 0.05, 4.0
 #: Particles smaller than this many pixels are left out of a median (specks, slivers).
@@ -78,6 +82,11 @@ def scale_for_diameter(diameter: float, net_diameter: float | None = None) -> fl
     """Network scale that brings particles of ``diameter`` image pixels to ``net_diameter``."""
     scale = (net_diameter or NET_DIAMETER) / max(float(diameter), 1e-6)
     return float(min(MAX_SCALE, max(MIN_SCALE, scale)))
+
+
+def min_area_net(net_diameter: float) -> float:
+    """Smallest instance (network pixels) a model trained at ``net_diameter`` reports."""
+    return math.pi / 4 * (MIN_DIAMETER_FRACTION * net_diameter) ** 2
 
 
 def check_scale(scale: float, option: str = "--scale") -> None:

@@ -8,6 +8,7 @@ and draws them at the image's own resolution, with smooth outlines.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,17 @@ from micrometry.particles.models.sizing import (
     clear_border,
     estimate_diameter,
     median_diameter,
+    min_area_net,
     probe_window,
     scale_for_diameter,
 )
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
 
 CHECKPOINT_KIND = "particles-dense"
+
+# The decoder's counts of the last pass, per thread (segmenters are shared by the web app's threads
+# and pickled to Ray actors: the instance holds no such state).
+_LAST_DECODE = threading.local()
 
 
 class DenseSegmenter:
@@ -77,6 +83,8 @@ class DenseSegmenter:
         self.name = method.name
         self.net = net.to(device).eval()
         self.net_diameter = None if net_diameter is None else float(net_diameter)
+        if self.net_diameter is not None:  # automatic size: fragments are judged against the trained diameter
+            method.config.setdefault("min_area_net", min_area_net(self.net_diameter))
         if diameter is not None:
             if self.net_diameter is None:
                 raise InputError(
@@ -117,7 +125,10 @@ class DenseSegmenter:
         scale = self.scale if scale is None else scale
         if scale is None:
             return self.segment_sized(image)[:2]
-        return self.method.decode(self.predict_maps(image, scale), image.shape, scale)
+        stats: dict = {}
+        found = self.method.decode(self.predict_maps(image, scale), image.shape, scale, stats=stats)
+        _LAST_DECODE.stats = stats  # for segment(): how many candidates the last pass dropped as doubtful
+        return found
 
     def segment_sized(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """(labels, scores, info): segmented at the scale its own particles ask for.
@@ -165,8 +176,12 @@ class DenseSegmenter:
     def segment(self, image: np.ndarray):
         from micrometry.particles.segmenter import Instances
 
+        _LAST_DECODE.stats = {}
         labels, scores, info = self.segment_sized(image)
         info = {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in info.items()}
+        # the final pass's candidates and those dropped below the minimum score: the reliability
+        # verdict's "objects the model doubts" (micrometry.particles.reliability)
+        info.update(getattr(_LAST_DECODE, "stats", {}))
         info["warnings"] = plausibility_warnings(
             labels, info.get("diameter_px"), self.net_diameter, info.get("scale")
         )
@@ -229,10 +244,10 @@ def dense_segmenter(
     settings, where = exported.settings, exported.source
     try:
         method, net = build_network(exported.model, tuple(int(w) for w in settings["widths"]))
-        method.config.update(settings.get("method_config", {}))
         net.load_state_dict(exported.state["modules"]["net"])
         net_diameter = settings.get("net_diameter")
         net_diameter = None if net_diameter is None else float(net_diameter)
+        method.config.update(settings.get("method_config", {}))
         trained_scale = None if net_diameter is not None else float(settings["scale"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
