@@ -39,10 +39,10 @@ import time
 import zipfile
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+from scipy import ndimage as ndi
 
-import numpy as np  # noqa: E402
-from scipy import ndimage as ndi  # noqa: E402
+import micrometry  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "micrometry-bench"
 #: name -> (pip requirement, what the set is)

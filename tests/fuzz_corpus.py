@@ -47,8 +47,20 @@ KINDS = ("image", "coco", "model", "options")
 # The depth method the fuzz trains and predicts with: a 4-channel U-Net (trains in a fraction of a second).
 TINY_DEPTH = ["--method", "unet", "--param", "width=4", "--param", "batch_size=16"]
 
-# The memory bound a case runs under (address space: what RLIMIT_AS limits).
+# The memory bound a case runs under (address space: what RLIMIT_AS limits), on top of what the
+# forked child inherits from its runner (a long pytest session holds gigabytes of address space).
 MEMORY_LIMIT_BYTES = 3 * 1024**3
+
+
+def address_space_bytes() -> int:
+    """This process's virtual memory size (``VmSize``), 0 where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -181,6 +193,9 @@ class Case:
         is complete (exit 0) or absent (exit 2).
     marker : str or None
         A file that exists only if hostile code from a model file ran.
+    inputs : list of str
+        Inputs (relative to ``work``) that must be unchanged after the run, whatever ``--out`` and
+        ``--overwrite`` say (issue 26: an output may never replace its input).
     """
 
     kind: str
@@ -188,6 +203,7 @@ class Case:
     argv: list[str]
     outputs: list[str] = field(default_factory=list)
     marker: str | None = None
+    inputs: list[str] = field(default_factory=list)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -661,7 +677,9 @@ def _value(rng: random.Random, kind: str) -> str:
     if kind.startswith("choice:"):
         return rng.choice(kind[7:].split("|") + ["", "nonsense"])
     if kind == "out":
-        return rng.choice(["o1", "afile", "afile/o2", "adir", "adir/o3", "/proc/o4", "", ".", "o1/"])
+        return rng.choice(
+            ["o1", "afile", "afile/o2", "adir", "adir/o3", "/proc/o4", "", ".", "o1/", "sem_in"]
+        )
     if kind == "in":
         return rng.choice(["nowhere", "afile", "adir", "", ".", "/dev/null", "/proc/self/mem"])
     if kind.startswith("param"):
@@ -858,7 +876,9 @@ def options_case(rng: random.Random, seeds: Seeds, work: Path) -> Case:
         a if not a.startswith("/") or a.startswith("/proc") or a.startswith("/dev") else "<seed>"
         for a in argv
     )
-    return Case("options", desc, argv, [o for o in outputs if not o.startswith("/proc")])
+    # sem_in named by the command itself (not drawn as an output) is an input: it must survive
+    inputs = ["sem_in"] if "sem_in" in fixed(seeds) else []
+    return Case("options", desc, argv, [o for o in outputs if not o.startswith("/proc")], inputs=inputs)
 
 
 GENERATORS: dict[str, Callable[[random.Random, Seeds, Path], Case]] = {
@@ -924,10 +944,14 @@ def preload() -> None:
 def run_case(
     case: Case, work: Path, timeout_s: float = 120.0, memory_limit: int = MEMORY_LIMIT_BYTES
 ) -> Outcome:
-    """Run ``case`` in a forked child in ``work`` under ``RLIMIT_AS``; check the contract."""
+    """Run ``case`` in a forked child in ``work`` under ``RLIMIT_AS``; check the contract.
+
+    The child may map ``memory_limit`` bytes beyond the address space it inherits.
+    """
     err_path, out_path = work.parent / f"{work.name}.stderr", work.parent / f"{work.name}.stdout"
     sys.stdout.flush()
     sys.stderr.flush()
+    before = {name: snapshot(work / name) for name in case.inputs}
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -940,7 +964,8 @@ def run_case(
             os.dup2(err_fd, 2)
             sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
             sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+            limit = address_space_bytes() + memory_limit
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             from micrometry.cli import run
 
             code = run(case.argv)
@@ -988,7 +1013,17 @@ def run_case(
             breaks.append(f"failed but left {output}")
     if case.marker and (work / case.marker).exists():
         breaks.append("code from a model file ran")
+    breaks += [f"input {name} changed" for name, seen in before.items() if snapshot(work / name) != seen]
     return Outcome(case, code, seconds, usage.ru_maxrss / 1024, stderr, breaks)
+
+
+def snapshot(path: Path) -> dict[str, bytes] | bytes | None:
+    """A file's bytes, or a folder's files and their bytes (None: absent)."""
+    if path.is_file():
+        return path.read_bytes()
+    if path.is_dir():
+        return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return None
 
 
 def _preexisting(output: str) -> bool:

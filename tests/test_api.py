@@ -215,7 +215,7 @@ def test_segment_judges_reliability_as_predict_does():
     with pytest.warns(UserWarning, match="unreliable segmentation: .*texture"):
         seg = mm.load_model("shipped").segment(noise)
     assert seg.reliable is False and seg.count > 100 and "texture" in seg.info["reason"]
-    assert seg.info["reliability"] == assess_reliability(seg.labels, seg.scores).metrics
+    assert seg.info["reliability"] == assess_reliability(seg.labels, seg.scores, seg.info).metrics
 
 
 @pytest.mark.parametrize("model", ["watershed", "shipped"])

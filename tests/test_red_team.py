@@ -139,10 +139,22 @@ def test_out_through_a_link_or_inside_an_input_or_the_model_run_is_refused(sem_i
     assert sorted(p.name for p in sem_images.iterdir()) == ["s0.png", "s1.png", "s2.png"]
 
 
-def test_synth_out_and_truth_must_not_overlap(tmp_path, capsys):
+def test_out_holding_the_images_of_a_list_is_refused(sem_images, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    listing.write_text("imgs/s0.png\nimgs/s1.png\n")
+    before = snapshot(sem_images)
+    assert run(["depth", "predict", listing, "--out", sem_images, "--overwrite"]) == 2
+    one_error_line(capsys, "--out holds the input")
+    assert snapshot(sem_images) == before
+
+
+@pytest.mark.parametrize("command", ["particles", "sem", "sem-frames", "databar"])
+def test_synth_out_and_truth_must_not_overlap(tmp_path, capsys, command):
     out = tmp_path / "data"
-    assert run(["synth", "particles", out, "--truth", out / "truth", "--n-train", "0"]) == 2
-    one_error_line(capsys, "--truth")
+    assert run(["synth", command, out, "--truth", out / "truth"]) == 2
+    one_error_line(capsys, "--truth lies inside the output")
+    assert run(["synth", command, out, "--truth", out]) == 2
+    one_error_line(capsys, "--truth is the output")
     assert not out.exists()
 
 
@@ -549,6 +561,17 @@ def test_pixel_limit_counts_bytes_per_pixel():
         decode_image(wide.getvalue(), "w.tif", max_pixels=1500)  # 1200 px, but 28.8 kB > 1500 x 3 bytes
 
 
+def test_a_refused_file_is_never_read_whole(tmp_path, monkeypatch):
+    """The limits are checked from the file's header before its bytes are read (a 480 MB float64 RGB
+    TIFF of 20 Mpx was decoded to a 2.4 GB peak)."""
+    path = tmp_path / "wide.tif"
+    tifffile.imwrite(path, np.zeros((30, 40, 3), np.float64), photometric="rgb")
+    monkeypatch.setattr("micrometry.io.image.MAX_PIXELS", 1500)  # 1200 px, but 28.8 kB > 1500 x 3 bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read whole"))
+    with pytest.raises(ImageReadError, match="bytes per pixel"):
+        read_image(path)
+
+
 def test_depth_predict_checks_72x48_from_the_header(tmp_path, capsys):
     import struct
     import zlib
@@ -718,3 +741,23 @@ def one_error_line_from(err: str, expected: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(err.strip().splitlines()) == 1 and len(lines) == 1 and expected in lines[0], err
     return lines[0]
+
+
+def test_the_fuzz_catches_a_destroyed_input(tmp_path, sem_images, monkeypatch):
+    """bench/fuzz.py checks that inputs survive; without the CLI's check, ``--out IMGS`` would replace them."""
+    import fuzz_corpus
+    import micrometry.io.atomic
+
+    fuzz_corpus.preload()
+    argv = ["depth", "predict", "sem_in", "--out", "sem_in", "--overwrite", "--threads", "1"]
+    outcomes = []
+    for k in range(2):
+        work = tmp_path / f"w{k}"
+        work.mkdir()
+        shutil.copytree(sem_images, work / "sem_in")
+        case = fuzz_corpus.Case("options", "out is the input", argv, inputs=["sem_in"])
+        outcomes.append(fuzz_corpus.run_case(case, work, timeout_s=120))
+        monkeypatch.setattr(micrometry.io.atomic, "refuse_overlap", lambda outputs, inputs: None)
+    kept, broken = outcomes
+    assert kept.code == 2 and kept.breaks == []
+    assert broken.code == 0 and "input sem_in changed" in broken.breaks  # the check can fail

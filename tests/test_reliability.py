@@ -83,6 +83,19 @@ def test_objects_the_model_doubts_are_unreliable_and_doubt_adds_to_cover():
     assert not assess_reliability(dense, np.where(np.arange(m) < 0.4 * m, 0.3, 0.9)).reliable
 
 
+def test_candidates_the_model_dropped_as_doubtful_count_as_doubted():
+    labels = discs((400, 400), grid((400, 400), 60), 10)  # 49 confident objects kept
+    n = int(labels.max())
+    scores = np.full(n, 0.9)
+    assert assess_reliability(labels, scores, {"candidates": n + 20, "below_score": 20}).reliable
+    verdict = assess_reliability(labels, scores, {"candidates": n + 60, "below_score": 60})
+    assert not verdict.reliable and f"of the {n + 60} candidates" in verdict.reason
+    assert verdict.metrics["uncertain_fraction"] == pytest.approx(60 / (n + 60), abs=1e-4)
+    # a few confident objects left from many doubtful candidates: judged on the candidates
+    few = discs((400, 400), [(100, 100), (300, 300)], 10)
+    assert not assess_reliability(few, np.full(2, 0.9), {"candidates": 80, "below_score": 78}).reliable
+
+
 def test_a_field_of_fragments_is_unreliable():
     shape = (400, 400)
     labels = discs(shape, grid(shape, 100), 20)  # 16 particles
@@ -98,7 +111,7 @@ def test_a_field_of_fragments_is_unreliable():
 
 def _flagged_or_empty(segmenter, image) -> tuple[bool, dict]:
     found = segmenter.segment(image)
-    verdict = assess_reliability(found.labels, found.scores)
+    verdict = assess_reliability(found.labels, found.scores, found.info)
     return (not verdict.reliable) or found.count <= 3, verdict.metrics
 
 
@@ -122,7 +135,7 @@ def test_shipped_model_on_the_ordinary_synthetic_modes_is_not_flagged(shipped):
         for seed in (0, 1, 2):
             image = render_image(params, image_rng(seed, "test", index), mode).image
             found = shipped.segment(image)
-            verdict = assess_reliability(found.labels, found.scores)
+            verdict = assess_reliability(found.labels, found.scores, found.info)
             assert verdict.reliable, (mode, seed, verdict.reason)
             assert found.count > 0
 
@@ -133,7 +146,7 @@ def test_shipped_model_flags_band_passed_noise_but_not_brightfield_particles(shi
     assert ok, metrics
     params = dataclasses.replace(SuspensionParams(), height=256, width=320)
     found = shipped.segment(render_image(params, image_rng(3, "test", 0), "brightfield").image)
-    assert found.count > 3 and assess_reliability(found.labels, found.scores).reliable
+    assert found.count > 3 and assess_reliability(found.labels, found.scores, found.info).reliable
 
 
 # -- the verdict travels: prediction.json, the warning, measure's tables, compare's warning --------

@@ -19,18 +19,13 @@ from particle_scenes import make_scene
 
 
 def marching_squares_polygons(labels):
-    """The ROI outlines as they were computed before: skimage's marching squares for every particle.
-
-    Diagonal neighbours are one outline (``fully_connected="high"``), so that a ROI set fills back to
-    the label image it was written from (tests/test_training_data.py).
-    """
+    """The ROI outlines as they were computed before: skimage's marching squares for every particle."""
     polygons = {}
     for index, box in enumerate(ndimage.find_objects(labels.astype(np.int64))):
         if box is None:
             continue
-        contours = find_contours(
-            np.pad(labels[box] == index + 1, 1).astype(np.float32), 0.5, fully_connected="high"
-        )
+        mask = np.pad(labels[box] == index + 1, 1).astype(np.float32)
+        contours = find_contours(mask, 0.5, fully_connected="high")
         if contours:
             outline = max(contours, key=len)[:-1]
             x = outline[:, 1] - 1 + box[1].start + 0.5
@@ -151,3 +146,24 @@ def test_shipped_model_sizes_a_large_image_in_two_passes(tmp_path):
     assert len(passes) == 2 and passes[0][0] < side and passes[1] == (side, side)
     assert PROBE_NET_PX < side * found.info["scale"]
     assert 30 < found.info["diameter_px"] < 50 and found.count > 60
+
+
+def test_peaks_by_dilation_equal_the_max_pool_peaks():
+    import torch.nn.functional as F
+
+    from micrometry.particles.models.dense.decode import find_peaks
+
+    def max_pool_peaks(heat, radius, threshold):  # how find_peaks found them before
+        t = torch.from_numpy(np.ascontiguousarray(heat, dtype=np.float32))[None, None]
+        pooled = F.max_pool2d(t, 2 * radius + 1, stride=1, padding=radius)
+        rows, cols = np.nonzero(((t == pooled) & (t > threshold))[0, 0].numpy())
+        order = np.argsort(-heat[rows, cols], kind="stable")
+        return np.stack([rows[order], cols[order]], axis=1)
+
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.random((120, 150)), 2).astype(np.float32)
+    plateaus = np.round(rng.random((60, 70)) * 4).astype(np.float32) / 4  # ties and equal neighbours
+    for heat in (smooth, plateaus, rng.random((40, 50)).astype(np.float32), np.full((9, 9), -1, np.float32)):
+        for radius in (1, 3):
+            expected = max_pool_peaks(heat, radius, 0.1)
+            assert np.array_equal(find_peaks(heat, radius, 0.1), expected)

@@ -178,7 +178,7 @@ class SegmentationModel:
             found = segmenter.segment(array)
         else:
             found = segment_without_bar(segmenter, array, band_of(scale_bar))
-        verdict = assess_reliability(found.labels, found.scores)
+        verdict = assess_reliability(found.labels, found.scores, found.info)
         if not verdict.reliable:
             warnings.warn(f"unreliable segmentation: {verdict.reason}", stacklevel=2)
         info = {**found.info, **verdict.record()}

@@ -98,7 +98,7 @@ _register()
 # Parameters that name what a command writes (``synth`` writes its TRUTH folder too); every other
 # path parameter, and every text parameter naming an existing path (--model RUN), is an input.
 OUTPUT_PARAMS = ("out", "zip_path")
-EXTRA_OUTPUT_PARAMS = {("synth", "sem"): ("truth",), ("synth", "particles"): ("truth",)}
+EXTRA_OUTPUT_PARAMS = {("synth",): ("truth",)}  # by command group
 
 
 class Interrupted(Exception):
@@ -116,7 +116,7 @@ def _guard_command(command, path: tuple[str, ...]) -> None:
     callback = command.callback
     if callback is None:
         return
-    outputs = OUTPUT_PARAMS + EXTRA_OUTPUT_PARAMS.get(path, ())
+    outputs = OUTPUT_PARAMS + EXTRA_OUTPUT_PARAMS.get(path[:1], ())
     params = {p.name: p for p in command.params}
 
     @functools.wraps(callback)
@@ -140,6 +140,9 @@ def _guard_command(command, path: tuple[str, ...]) -> None:
                     for part in (p.strip() for p in v.split(",")):
                         if part and os.path.lexists(part):
                             ins[key] = part
+        for name, value in list(ins.items()):  # an image list's images are inputs too
+            if str(value).lower().endswith(".txt") and os.path.isfile(value):
+                ins.update({f"{name} line {i + 1}": p for i, p in enumerate(_listed(value))})
         for name, value in {**outs, **ins}.items():
             _check_text(value, name)
         for name, value in outs.items():
@@ -156,6 +159,16 @@ def _guard_command(command, path: tuple[str, ...]) -> None:
             raise Interrupted from None
 
     command.callback = guarded
+
+
+def _listed(path) -> list:
+    """The images a ``.txt`` list names (none when it cannot be read: the command says why)."""
+    from micrometry.io.image import read_image_list
+
+    try:
+        return read_image_list(path)
+    except InputError:
+        return []
 
 
 def _check_text(path, name: str) -> None:

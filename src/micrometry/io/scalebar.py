@@ -38,6 +38,7 @@ FLAT_ROW_FRACTION = 0.6
 FLAT_TOLERANCE = 3  # gray levels of 255
 MIN_BAND_ROWS = 8
 WORD_GAP = 0.5  # of the text height: a narrower gap joins two glyphs into one word
+SPACE = 0.5  # of the text height: a wider gap is a space, which a unit cannot contain
 MAX_TEXT_ROWS = 48  # rows of text or bar between flat rows of one band
 MAX_BAND_FRACTION = 0.4  # of the image height
 MIN_BAR_PX = 16
@@ -52,6 +53,8 @@ _LABEL = re.compile(r"^(\d+(?:[.,]\d+)?)(nm|um|µm|mm)$")
 #: something else, the rest of the alphanumerics and common symbols.
 GLYPHS = "0123456789nmuµ" + "abcdefghijklopqrstvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ=:-%/()x"
 TEMPLATE_PX = 20
+#: Font sizes the templates are rendered at: small text antialiases into other shapes than large text.
+TEMPLATE_SIZES = (40, 15)
 
 
 class ScaleBarError(InputError):
@@ -205,8 +208,8 @@ def glyph_templates() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     from PIL import Image, ImageDraw
 
     chars, feats, aspects, heights = [], [], [], []
-    for path in _template_fonts():
-        font = load_font(path, 40)
+    for path, size in ((p, size) for p in _template_fonts() for size in TEMPLATE_SIZES):
+        font = load_font(path, size)
         digit_h = None
         for ch in "0" + GLYPHS:
             canvas = Image.new("L", (80, 80), 0)
@@ -320,17 +323,25 @@ def _read_run(run: list[_Blob], labels: np.ndarray, strength: np.ndarray) -> tup
     tallest = max(b.y1 for b in run) - top
     digit_h = max(b.h for b in run)
     glyphs: list[dict[str, float] | None] = []
+    source: list[int] = []  # the blob each glyph comes from
+    spaces = [k for k in range(1, len(run)) if run[k].x0 - run[k - 1].x1 >= SPACE * tallest]
     previous = None
-    for b in run:
+    for k, b in enumerate(run):
         if b.h <= 0.3 * tallest and b.w <= 0.35 * tallest:
             # a dot (or comma): too small for a template; one dot rendered in two specks is one
             if not (glyphs and glyphs[-1] is None and b.x0 - previous.x1 < 0.3 * tallest):
                 glyphs.append(None)
+                source.append(k)
             previous = b
             continue
         previous = b
-        glyphs.extend(_glyphs_of(b, labels, strength, digit_h))
+        found = _glyphs_of(b, labels, strength, digit_h)
+        glyphs.extend(found)
+        source.extend([k] * len(found))
     if len(glyphs) < 3 or glyphs[-1] is None or glyphs[-2] is None:
+        return "", 0.0
+    # the unit's glyphs share no blob with the number's, and no space falls inside the unit
+    if source[-3] == source[-2] or any(k > source[-2] for k in spaces):
         return "", 0.0
     best_unit, unit_score = None, -np.inf
     for unit in UNIT_GLYPHS:
@@ -463,6 +474,8 @@ def read_scale_bar(image: np.ndarray, path: str | Path | None = None) -> ScaleBa
 
 
 def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
+    """The scale bar in one band: its bar (the longest straight horizontal line) and the label
+    nearest to it (see the module doc); :class:`ScaleBarError` when either is missing."""
     from scipy import ndimage
 
     y0, y1 = band
@@ -474,7 +487,7 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
     if contrast < 40:
         raise ScaleBarError("the data bar holds no marks (no scale bar)")
     strength = np.clip(diff / contrast, 0, 1)
-    labels, n = ndimage.label(strength > 0.35, structure=np.ones((3, 3)))
+    labels, _ = ndimage.label(strength > 0.35, structure=np.ones((3, 3)))
     boxes = ndimage.find_objects(labels)
     bar, bar_len = None, 0
     blobs = []
@@ -483,7 +496,8 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
             continue
         ys, xs = sl
         blob = _Blob(xs.start, ys.start, xs.stop, ys.stop, [i])
-        if blob.w >= MIN_BAR_PX and blob.w >= 4 * blob.h * 0.5:
+        # end ticks make a bar's box taller than its line: the line's own thickness is checked below
+        if blob.w >= MIN_BAR_PX and blob.w >= 2 * blob.h:
             run, thick = _bar_candidate(labels[sl] == i)
             if run >= 0.9 * blob.w and run >= 4 * thick and run > bar_len:
                 if bar is not None:
@@ -507,7 +521,7 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
             gap = bar.y0 - b.y1 if b.y1 <= bar.y0 else b.y0 - bar.y1
             if gap >= 0:
                 candidates.append((gap, b, "above" if b.y1 <= bar.y0 else "below"))
-    readings = []
+    reading = None
     seen = set()
     for gap, seed, place in sorted(candidates, key=lambda c: c[0]):
         if gap > 3 * max(seed.h, 1):
@@ -536,13 +550,13 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
             text, score = _read_run(run, labels, strength)
             parsed = parse_label(text)
             if parsed is not None:
-                readings.append((gap, text, score, parsed))
+                reading = (text, score, parsed)
                 break
-        if readings:
+        if reading:
             break
-    if not readings:
+    if reading is None:
         raise ScaleBarError("found a scale bar but no label reading NUMBER UNIT (nm, um, µm, mm) beside it")
-    gap, text, score, (value, unit) = readings[0]
+    text, score, (value, unit) = reading
     bar_score = min(1.0, bar_len / (4 * MIN_BAR_PX))
     return ScaleBar(
         pixel_size=value / bar_len,

@@ -179,7 +179,7 @@ def _segment_each(paths: list[Path], segmenter, scale_bars: bool = False) -> Ite
         )
         for line in (getattr(found, "info", None) or {}).get("warnings", []):
             warnings.warn(f"{p.name}: {line}")
-        verdict = assess_reliability(found.labels, found.scores)
+        verdict = assess_reliability(found.labels, found.scores, found.info)
         yield LabelImage(p.stem, found.labels.astype(np.int32), p, verdict.reliable, verdict.reason, bar)
     if skipped:
         warnings.warn(f"{skipped} of {len(paths)} files skipped")

@@ -254,7 +254,7 @@ class SegmentWorker:
                 count=inst.count,
                 seconds=seconds,
                 info=dict(getattr(inst, "info", {}) or {}),
-                reliability=assess_reliability(inst.labels, inst.scores).record(),
+                reliability=assess_reliability(inst.labels, inst.scores, inst.info).record(),
                 calibration=_calibration(item, path),
                 scale_bar=item.scale_bar,
             )

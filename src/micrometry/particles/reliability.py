@@ -13,7 +13,8 @@ the image's own particle size so that no rule depends on magnification:
    segmented as particles tiles the whole field.
 2. **Objects the model doubts** (*uncertain fraction*): a share *u* of the
    objects score below :data:`MIN_SCORE`, the confidence at which the model
-   itself counts an object as found.
+   itself counts an object as found (with the candidates a model dropped
+   below that score before reporting, when its info counts them).
 
    Either sign alone is enough at its limit, and two weaker signs together
    count as much: the segmentation is unreliable when
@@ -78,7 +79,9 @@ class Reliability:
         return {"reliable": self.reliable, "reason": self.reason, "reliability": dict(self.metrics)}
 
 
-def assess_reliability(labels: np.ndarray, scores: np.ndarray | None = None) -> Reliability:
+def assess_reliability(
+    labels: np.ndarray, scores: np.ndarray | None = None, info: dict | None = None
+) -> Reliability:
     """Judge one image's segmentation (see the module docstring for the rules).
 
     Parameters
@@ -88,6 +91,11 @@ def assess_reliability(labels: np.ndarray, scores: np.ndarray | None = None) -> 
     scores : ndarray, optional
         ``(N,)`` confidences (``scores[i]`` for label ``i + 1``); without them
         the uncertainty rule is skipped.
+    info : dict, optional
+        The segmenter's info; a model that drops objects scoring below
+        :data:`MIN_SCORE` before reporting them (the dense models) says there
+        how many candidates it had (``candidates``) and dropped
+        (``below_score``): those doubted objects count in the uncertain fraction.
 
     Returns
     -------
@@ -116,20 +124,28 @@ def assess_reliability(labels: np.ndarray, scores: np.ndarray | None = None) -> 
         tiny_fraction=round(tiny, 4),
     )
     uncertain = 0.0
+    doubted, candidates = 0, n
     if scores is not None and len(scores):
-        uncertain = float(np.mean(np.asarray(scores, dtype=np.float64) < MIN_SCORE))
+        doubted = int(np.sum(np.asarray(scores, dtype=np.float64) < MIN_SCORE))
+    info = info or {}
+    if info.get("candidates") and "below_score" in info:  # objects the model dropped as doubtful
+        doubted += int(info["below_score"])
+        candidates = max(int(info["candidates"]), n)
+    if scores is not None or "below_score" in info:
+        uncertain = doubted / max(candidates, 1)
         metrics["uncertain_fraction"] = round(uncertain, 4)
     cover = max(coverage, packing)
     evidence = (cover / MAX_COVER) ** 2 + (uncertain / MAX_UNCERTAIN) ** 2
     metrics["evidence"] = round(evidence, 4)
     reasons = []
-    judged = n >= MIN_OBJECTS
+    judged = max(n, candidates) >= MIN_OBJECTS
     if judged and evidence > 1:
         reasons.append(
             f"{n} objects of median diameter {median:.1f} px cover {100 * cover:.0f} % of the image and "
-            f"{100 * uncertain:.0f} % of them score below {MIN_SCORE:g}: a texture segmented as particles?"
+            f"{100 * uncertain:.0f} % of the {candidates} candidates score below {MIN_SCORE:g}: a texture "
+            "segmented as particles?"
         )
-    if judged and tiny > MAX_TINY:
+    if n >= MIN_OBJECTS and tiny > MAX_TINY:
         reasons.append(
             f"{100 * tiny:.0f} % of the objects are under {TINY_RATIO:.2g} x the area-weighted median "
             f"diameter of {area_median:.1f} px: fragments?"

@@ -490,7 +490,7 @@ def _count_adequacy(report: Report, s: pd.Series) -> None:
     d90 = table.iloc[1]
     report.key_result(
         "D90 (number) precision",
-        f"±{d90['precision (95 %)']:.1f} %",
+        f"±{d90['precision (±%, 95 %)']:.1f} %",
         "count adequate"
         if d90["met"] == "yes"
         else f"±{100 * s['PrecisionTarget']:g} % needs {d90['particles needed']:,}",
@@ -515,7 +515,7 @@ def adequacy_table(s: pd.Series) -> pd.DataFrame:
             {
                 "percentile": name,
                 "weighting": "number" if tag == "n" else "volume",
-                "precision (95 %)": 100 * float(s[f"Precision_{name}_{tag}"]),
+                "precision (±%, 95 %)": 100 * float(s[f"Precision_{name}_{tag}"]),
                 "particles needed": needed,
                 "met": "yes" if 0 <= needed <= int(s["Count"]) else "no",
             }

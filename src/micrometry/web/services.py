@@ -310,7 +310,7 @@ class Services:
             else:
                 found = self.segmenter().segment(image)
             labels = found.labels
-            verdict = assess_reliability(labels, found.scores)
+            verdict = assess_reliability(labels, found.scores, found.info)
             check_budget()
             table = measure_labels(labels, pixel_size=size, unit=unit)
             border = columns.particle_column(table, columns.PARTICLE_BORDER)

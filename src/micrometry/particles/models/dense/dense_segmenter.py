@@ -8,6 +8,7 @@ and draws them at the image's own resolution, with smooth outlines.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,10 @@ from micrometry.particles.models.sizing import (
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
 
 CHECKPOINT_KIND = "particles-dense"
+
+# The decoder's counts of the last pass, per thread (segmenters are shared by the web app's threads
+# and pickled to Ray actors: the instance holds no such state).
+_LAST_DECODE = threading.local()
 
 
 class DenseSegmenter:
@@ -120,7 +125,10 @@ class DenseSegmenter:
         scale = self.scale if scale is None else scale
         if scale is None:
             return self.segment_sized(image)[:2]
-        return self.method.decode(self.predict_maps(image, scale), image.shape, scale)
+        stats: dict = {}
+        found = self.method.decode(self.predict_maps(image, scale), image.shape, scale, stats=stats)
+        _LAST_DECODE.stats = stats  # for segment(): how many candidates the last pass dropped as doubtful
+        return found
 
     def segment_sized(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """(labels, scores, info): segmented at the scale its own particles ask for.
@@ -168,8 +176,12 @@ class DenseSegmenter:
     def segment(self, image: np.ndarray):
         from micrometry.particles.segmenter import Instances
 
+        _LAST_DECODE.stats = {}
         labels, scores, info = self.segment_sized(image)
         info = {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in info.items()}
+        # the final pass's candidates and those dropped below the minimum score: the reliability
+        # verdict's "objects the model doubts" (micrometry.particles.reliability)
+        info.update(getattr(_LAST_DECODE, "stats", {}))
         info["warnings"] = plausibility_warnings(
             labels, info.get("diameter_px"), self.net_diameter, info.get("scale")
         )

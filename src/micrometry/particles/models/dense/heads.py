@@ -79,10 +79,13 @@ class DenseMethod:
         """Raw outputs to maps: probabilities, and vectors in network pixels."""
         raise NotImplementedError
 
-    def decode(self, maps: np.ndarray, shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray]:
+    def decode(
+        self, maps: np.ndarray, shape: tuple[int, int], scale: float, stats: dict | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Maps at network resolution to (labels, scores) at the image's ``shape``.
 
-        ``scale`` is network pixels per image pixel (for sizes given in image pixels).
+        ``scale`` is network pixels per image pixel (for sizes given in image pixels);
+        ``stats``, when given, receives the decoder's counts (``candidates``, ``below_score``).
         """
         raise NotImplementedError
 
@@ -120,7 +123,7 @@ class UNetWatershed(DenseMethod):
     def activate(self, raw):
         return torch.sigmoid(raw)
 
-    def decode(self, maps, shape, scale):
+    def decode(self, maps, shape, scale, stats=None):
         return decode.watershed_from_maps(
             maps[0],
             maps[1],
@@ -164,7 +167,7 @@ class CenterOffset(DenseMethod):
     def activate(self, raw):
         return torch.cat([torch.sigmoid(raw[:, :2]), raw[:, 2:4] * OFFSET_UNIT], dim=1)
 
-    def decode(self, maps, shape, scale):
+    def decode(self, maps, shape, scale, stats=None):
         return decode.instances_from_centres(
             maps[0],
             maps[1],
@@ -177,4 +180,5 @@ class CenterOffset(DenseMethod):
             # the score is built so that true particles stay above 0.5, where matching counts them;
             # below it are the faint pieces a real image's texture and debris leave behind
             min_score=self.config.get("min_score", MIN_SCORE),
+            stats=stats,
         )
