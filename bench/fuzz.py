@@ -87,7 +87,7 @@ def main() -> int:
         by_kind[row["kind"]].append(row)
     print(
         f"fuzz: {len(rows)} cases, seed {args.seed}, {args.jobs} job(s), {wall:.0f} s wall, "
-        f"memory limit {fuzz_corpus.MEMORY_LIMIT_BYTES / 1024**3:.0f} GiB (RLIMIT_AS)"
+        f"memory limit {fuzz_corpus.MEMORY_LIMIT_BYTES / 1024**3:.0f} GiB beyond the runner's (RLIMIT_AS)"
     )
     header = (
         f"{'kind':<8} {'cases':>6} {'exit 0':>7} {'exit 2':>7} {'breaks':>7} {'code ran*':>10} "

@@ -389,7 +389,7 @@ def compare_modes(args) -> None:
     import torch
 
     from micrometry.io.coco import load_coco
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model as load_segmenter
     from realdata import score_outputs, segment_all
 
     torch.set_num_threads(args.threads)

@@ -39,10 +39,10 @@ import time
 import zipfile
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+from scipy import ndimage as ndi
 
-import numpy as np  # noqa: E402
-from scipy import ndimage as ndi  # noqa: E402
+import micrometry  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "micrometry-bench"
 #: name -> (pip requirement, what the set is)
@@ -267,8 +267,8 @@ def subset_folder(coco_dir: Path, ids: list[int], out: Path) -> Path:
 
 def finetune(coco_dir: Path, ids: list[int], minutes: float, init: str, work: Path):
     """A model fine-tuned ``--init init`` on ``ids`` for ``minutes`` (one thread); its segmenter."""
+    from micrometry.particles.models import load_particle_model as load_segmenter
     from micrometry.particles.models.training import TrainSettings, train_model
-    from micrometry.particles.segmenter import load_segmenter
 
     data = subset_folder(coco_dir, ids, work / "data")
     settings = TrainSettings(init=init, time_budget_s=minutes * 60, device="cpu", seed=0)
@@ -308,7 +308,7 @@ HEADER = (
 def bench_set(name: str, args) -> dict:
     from micrometry.io.coco import load_coco
     from micrometry.io.image import read_image
-    from micrometry.particles.segmenter import load_segmenter
+    from micrometry.particles.models import load_particle_model as load_segmenter
 
     coco_dir = prepare(name, Path(args.cache))
     dataset = load_coco(coco_dir)

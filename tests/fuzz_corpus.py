@@ -47,8 +47,20 @@ KINDS = ("image", "coco", "model", "options")
 # The depth method the fuzz trains and predicts with: a 4-channel U-Net (trains in a fraction of a second).
 TINY_DEPTH = ["--method", "unet", "--param", "width=4", "--param", "batch_size=16"]
 
-# The memory bound a case runs under (address space: what RLIMIT_AS limits).
+# The memory bound a case runs under (address space: what RLIMIT_AS limits), on top of what the
+# forked child inherits from its runner (a long pytest session holds gigabytes of address space).
 MEMORY_LIMIT_BYTES = 3 * 1024**3
+
+
+def address_space_bytes() -> int:
+    """This process's virtual memory size (``VmSize``), 0 where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -932,7 +944,10 @@ def preload() -> None:
 def run_case(
     case: Case, work: Path, timeout_s: float = 120.0, memory_limit: int = MEMORY_LIMIT_BYTES
 ) -> Outcome:
-    """Run ``case`` in a forked child in ``work`` under ``RLIMIT_AS``; check the contract."""
+    """Run ``case`` in a forked child in ``work`` under ``RLIMIT_AS``; check the contract.
+
+    The child may map ``memory_limit`` bytes beyond the address space it inherits.
+    """
     err_path, out_path = work.parent / f"{work.name}.stderr", work.parent / f"{work.name}.stdout"
     sys.stdout.flush()
     sys.stderr.flush()
@@ -949,7 +964,8 @@ def run_case(
             os.dup2(err_fd, 2)
             sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
             sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+            limit = address_space_bytes() + memory_limit
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             from micrometry.cli import run
 
             code = run(case.argv)

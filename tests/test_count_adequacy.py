@@ -126,3 +126,34 @@ def test_measure_summary_holds_adequacy_flags_and_shape_distributions(tmp_path, 
     assert back.loc[0, "D50_n"] == pytest.approx(s["D50_n"] / 0.5, rel=1e-5)  # pixels here
     particles = pd.read_csv(out)
     assert particles["Agglomerate"].dtype == bool and particles["Agglomerate"].sum() == 1
+
+
+def test_target_precision_option_scales_the_count_needed(tmp_path, capsys):
+    """--target-precision: twice looser needs four times fewer particles; never fewer than 100."""
+    rng = np.random.default_rng(0)
+    lab = np.zeros((600, 600), np.int32)
+    k = 0
+    for y in range(20, 590, 40):
+        for x in range(20, 590, 40):
+            k += 1
+            lab[disk((y, x), float(np.clip(rng.lognormal(2.0, 0.3), 3, 17)), shape=lab.shape)] = k
+    write_image(tmp_path / "labels" / "a.png", lab.astype(np.uint16))
+    tight = measure_source(tmp_path / "labels", n_boot=100, target=0.05).summary.iloc[0]
+    loose = measure_source(tmp_path / "labels", n_boot=100, target=0.1).summary.iloc[0]
+    assert tight["Count"] == k > 100
+    assert tight["CountNeeded_D90_v"] > 2000
+    assert loose["CountNeeded_D90_v"] == pytest.approx(tight["CountNeeded_D90_v"] / 4, rel=0.01)
+    assert loose["CountNeeded_D50_n"] == 100 and loose["PrecisionTarget"] == 0.1
+    assert not tight["CountAdequate"]
+    out = tmp_path / "t.csv"
+    assert (
+        run(
+            ["particles", "measure", str(tmp_path / "labels"), "--out", str(out), "--target-precision", "0.5"]
+        )
+        == 0
+    )
+    assert "target +-50 %" in capsys.readouterr().out
+    assert (
+        run(["particles", "measure", str(tmp_path / "labels"), "--out", str(out), "--target-precision", "0"])
+        == 2
+    )

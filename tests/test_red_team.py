@@ -561,6 +561,17 @@ def test_pixel_limit_counts_bytes_per_pixel():
         decode_image(wide.getvalue(), "w.tif", max_pixels=1500)  # 1200 px, but 28.8 kB > 1500 x 3 bytes
 
 
+def test_a_refused_file_is_never_read_whole(tmp_path, monkeypatch):
+    """The limits are checked from the file's header before its bytes are read (a 480 MB float64 RGB
+    TIFF of 20 Mpx was decoded to a 2.4 GB peak)."""
+    path = tmp_path / "wide.tif"
+    tifffile.imwrite(path, np.zeros((30, 40, 3), np.float64), photometric="rgb")
+    monkeypatch.setattr("micrometry.io.image.MAX_PIXELS", 1500)  # 1200 px, but 28.8 kB > 1500 x 3 bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read whole"))
+    with pytest.raises(ImageReadError, match="bytes per pixel"):
+        read_image(path)
+
+
 def test_depth_predict_checks_72x48_from_the_header(tmp_path, capsys):
     import struct
     import zlib

@@ -210,8 +210,10 @@ def test_browser_correct_save_finetune_predict_again(correct_server, tmp_path):
         # delete: click inside the first outline
         x, y = _centre(_objects(browser)[0])
         first_points = _objects(browser)[0].get_attribute("points")
+        colours = [p.get_attribute("stroke") for p in _objects(browser)]
         _click_at(browser, x, y)
         assert len(_objects(browser)) == n - 1
+        assert [p.get_attribute("stroke") for p in _objects(browser)] == colours[1:]  # each keeps its colour
         assert first_points not in [p.get_attribute("points") for p in _objects(browser)]
         _screenshot(browser, "correct_deleted")
 
@@ -255,7 +257,7 @@ def test_browser_correct_save_finetune_predict_again(correct_server, tmp_path):
         # save: images/ + masks/ training data with exactly the outlines on the page
         browser.find_element(By.ID, "save").click()
         WebDriverWait(browser, 30).until(
-            lambda b: "Saved 1 images" in b.find_element(By.ID, "save-result").text
+            lambda b: "Saved 1 image with" in b.find_element(By.ID, "save-result").text
         )
         ds = load_training_set(root / "ws" / "training")
         assert ds.n_annotations == n

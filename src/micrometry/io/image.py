@@ -95,6 +95,10 @@ def _read_raw(path: str | Path, shape: tuple[int, int] | None, integers: bool = 
                 "micrometry reads as one image",
                 path,
             )
+    except OSError as exc:
+        raise ImageReadError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    _check_header(read_header(path), path, MAX_PIXELS, shape)  # from the file: a refused image is never read
+    try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"cannot read the file ({exc.strerror or exc})", path) from None
@@ -133,13 +137,7 @@ def _decode(
 ) -> np.ndarray:
     if not data:
         raise ImageReadError("file is empty", name)
-    header = read_header(data, name)
-    if header is not None:
-        _check_header(header, name, max_pixels)
-        if shape is not None and header.shape is not None and header.shape != tuple(shape):
-            raise ImageReadError(
-                f"image is {header.shape[0]}x{header.shape[1]}, expected {shape[0]}x{shape[1]}", name
-            )
+    _check_header(read_header(data, name), name, max_pixels, shape)
     if _is_tiff(data, name):
         array = _read_tiff(io.BytesIO(data), name, integers)
     else:
@@ -243,12 +241,15 @@ def check_pixel_count(data: bytes, name: str | Path, max_pixels: int) -> None:
     ImageReadError
         The image is larger than the limit.
     """
-    header = read_header(data, name)
-    if header is not None:
-        _check_header(header, Path(name), max_pixels)
+    _check_header(read_header(data, name), Path(name), max_pixels)
 
 
-def _check_header(header: ImageHeader, name: Path, max_pixels: int) -> None:
+def _check_header(
+    header: ImageHeader | None, name: Path, max_pixels: int, shape: tuple[int, int] | None = None
+) -> None:
+    """Refuse, from its header, an image over the pixel (and memory) limit or not of ``shape``."""
+    if header is None:  # unreadable: the decoder reports it
+        return
     if header.pixels > max_pixels:
         raise ImageReadError(
             f"image has {header.pixels / 1e6:.1f} million pixels; the limit is {max_pixels / 1e6:.1f} million",
@@ -260,6 +261,10 @@ def _check_header(header: ImageHeader, name: Path, max_pixels: int) -> None:
             f"bytes per pixel needs {header.bytes / 1e6:.0f} MB; the limit is "
             f"{max_pixels * BYTES_PER_PIXEL / 1e6:.0f} MB",
             name,
+        )
+    if shape is not None and header.shape is not None and header.shape != tuple(shape):
+        raise ImageReadError(
+            f"image is {header.shape[0]}x{header.shape[1]}, expected {shape[0]}x{shape[1]}", name
         )
 
 

@@ -474,6 +474,8 @@ def read_scale_bar(image: np.ndarray, path: str | Path | None = None) -> ScaleBa
 
 
 def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
+    """The scale bar in one band: its bar (the longest straight horizontal line) and the label
+    nearest to it (see the module doc); :class:`ScaleBarError` when either is missing."""
     from scipy import ndimage
 
     y0, y1 = band
@@ -485,7 +487,7 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
     if contrast < 40:
         raise ScaleBarError("the data bar holds no marks (no scale bar)")
     strength = np.clip(diff / contrast, 0, 1)
-    labels, n = ndimage.label(strength > 0.35, structure=np.ones((3, 3)))
+    labels, _ = ndimage.label(strength > 0.35, structure=np.ones((3, 3)))
     boxes = ndimage.find_objects(labels)
     bar, bar_len = None, 0
     blobs = []
@@ -494,7 +496,8 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
             continue
         ys, xs = sl
         blob = _Blob(xs.start, ys.start, xs.stop, ys.stop, [i])
-        if blob.w >= MIN_BAR_PX and blob.w >= 4 * blob.h * 0.5:
+        # end ticks make a bar's box taller than its line: the line's own thickness is checked below
+        if blob.w >= MIN_BAR_PX and blob.w >= 2 * blob.h:
             run, thick = _bar_candidate(labels[sl] == i)
             if run >= 0.9 * blob.w and run >= 4 * thick and run > bar_len:
                 if bar is not None:
@@ -518,7 +521,7 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
             gap = bar.y0 - b.y1 if b.y1 <= bar.y0 else b.y0 - bar.y1
             if gap >= 0:
                 candidates.append((gap, b, "above" if b.y1 <= bar.y0 else "below"))
-    readings = []
+    reading = None
     seen = set()
     for gap, seed, place in sorted(candidates, key=lambda c: c[0]):
         if gap > 3 * max(seed.h, 1):
@@ -547,13 +550,13 @@ def _read_band(gray: np.ndarray, band: tuple[int, int]) -> ScaleBar:
             text, score = _read_run(run, labels, strength)
             parsed = parse_label(text)
             if parsed is not None:
-                readings.append((gap, text, score, parsed))
+                reading = (text, score, parsed)
                 break
-        if readings:
+        if reading:
             break
-    if not readings:
+    if reading is None:
         raise ScaleBarError("found a scale bar but no label reading NUMBER UNIT (nm, um, µm, mm) beside it")
-    gap, text, score, (value, unit) = readings[0]
+    text, score, (value, unit) = reading
     bar_score = min(1.0, bar_len / (4 * MIN_BAR_PX))
     return ScaleBar(
         pixel_size=value / bar_len,

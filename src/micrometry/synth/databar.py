@@ -31,7 +31,7 @@ class DataBarStyle:
     """How one data bar looks.
 
     ``polarity`` "dark" is a black band with white marks (most SEMs), "light" the
-    reverse; ``label_place`` puts the label above, below or right of the bar.
+    reverse; ``label_place`` puts the label above, below, right or left of the bar.
     """
 
     height_px: int = 48
@@ -39,7 +39,7 @@ class DataBarStyle:
     polarity: str = "dark"  # or "light"
     font: Path | None = None
     font_px: int = 16
-    label_place: str = "above"  # "above", "below", "right"
+    label_place: str = "above"  # "above", "below", "right", "left"
     bar_x_frac: float = 0.62  # where the scale bar's left end sits, as a fraction of the width
     bar_thickness_px: int = 4
     end_ticks: bool = False
@@ -126,6 +126,11 @@ def draw_databar(
         bar_y = (style.height_px - label_h - t - 6) // 2
         text_y = bar_y + t + 6
         text_x = x0 + (bar_px - label_w) // 2
+    elif style.label_place == "left":
+        x0 = max(x0, label_w + 30)
+        bar_y = (style.height_px - t) // 2
+        text_y = (style.height_px - label_h) // 2
+        text_x = x0 - 10 - label_w
     else:
         bar_y = (style.height_px - t) // 2
         text_y = (style.height_px - label_h) // 2
@@ -142,7 +147,7 @@ def draw_databar(
     # the tool settings at the band's left, in the same font, away from the bar
     settings_font = load_font(style.font, max(9, int(style.font_px * 0.8)))
     sx1 = draw.textbbox((0, 0), style.settings_text, font=settings_font)[2]
-    if 8 + sx1 < x0 - 20:
+    if 8 + sx1 < min(x0, text_x) - 20:  # only where it fits left of the bar and its label
         sy = (style.height_px - draw.textbbox((0, 0), "Ag", font=settings_font)[3]) // 2
         draw.text((8, sy), style.settings_text, font=settings_font, fill=fg)
     band_arr = np.asarray(band)
@@ -201,7 +206,7 @@ def random_style(rng: np.random.Generator, fonts: list[Path] | None = None) -> D
         polarity=str(rng.choice(["dark", "light"])),
         font=fonts[int(rng.integers(len(fonts)))] if fonts else None,
         font_px=font_px,
-        label_place=str(rng.choice(["above", "below", "right"])),
+        label_place=str(rng.choice(["above", "below", "right", "left"])),
         bar_x_frac=float(rng.uniform(0.45, 0.7)),
         bar_thickness_px=int(rng.integers(2, 8)),
         end_ticks=bool(rng.random() < 0.3),
