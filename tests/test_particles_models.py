@@ -200,8 +200,9 @@ def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys, trained_run):
     (run / "config.json").write_text(json.dumps({**config, "model": "unet-watershed"}))
     with pytest.raises(CheckpointError, match="holds model 'center-offset', not 'unet-watershed'"):
         load_particle_model(run)
-    # resuming a run with another --model
-    data = write_coco_folder(tmp_path / "coco", n_images=1, height=64, width=64, n=3)
+    # resuming a run with another --model (on the run's own data: other data is refused first)
+    other_run = trained_run("unet-watershed")
+    data = json.loads((other_run / "config.json").read_text())["data"]
     assert (
         cli(
             [
@@ -209,7 +210,7 @@ def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys, trained_run):
                 "train",
                 data,
                 "--out",
-                trained_run("unet-watershed"),
+                other_run,
                 "--resume",
                 "--model",
                 "center-offset",

@@ -287,3 +287,15 @@ def test_web_app_shows_the_verdict_per_image_and_per_row():
     assert dict(table.groupby("image")["reliable"].first()) == {"noise.png": False, "clean.png": True}
     page = (Path(__file__).parents[1] / "src/micrometry/web/page.html").read_text()
     assert "im.reliable === false" in page and "Unreliable segmentation: " in page
+
+
+@pytest.mark.slow
+def test_measure_with_a_model_carries_the_verdict(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_image(photos / "noise.png", bandpass_noise(np.random.default_rng(2), (192, 240)))
+    params = dataclasses.replace(SuspensionParams(), height=256, width=320)
+    write_image(photos / "clean.png", render_image(params, image_rng(3, "test", 0), "brightfield").image)
+    assert cli(["particles", "measure", photos, "--model", "shipped", "--out", tmp_path / "m.csv"]) == 0
+    assert "(noise;" in capsys.readouterr().err
+    images = pd.read_csv(tmp_path / "m_images.csv").set_index("Image")
+    assert list(images.loc[["noise", "clean"], "Reliable"]) == [False, True]
