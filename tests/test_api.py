@@ -207,14 +207,15 @@ def test_segment_diameter_and_model_choice():
 
 
 def test_segment_judges_reliability_as_predict_does():
-    """A texture the shipped model cuts into hundreds of blobs: reliable False, the reason, a warning."""
+    """A texture the shipped model cuts into dozens of blobs (a reticulated foam): reliable False, the
+    reason, a warning."""
     from micrometry.particles.reliability import assess_reliability
-    from particle_scenes import bandpass_noise
+    from particle_scenes import foam
 
-    noise = bandpass_noise(np.random.default_rng(1), (192, 240))
+    texture = foam(np.random.default_rng(1), (192, 240))
     with pytest.warns(UserWarning, match="unreliable segmentation: .*texture"):
-        seg = mm.load_model("shipped").segment(noise)
-    assert seg.reliable is False and seg.count > 100 and "texture" in seg.info["reason"]
+        seg = mm.load_model("shipped").segment(texture)
+    assert seg.reliable is False and seg.count > 20 and "texture" in seg.info["reason"]
     assert seg.info["reliability"] == assess_reliability(seg.labels, seg.scores, seg.info).metrics
 
 
