@@ -705,12 +705,17 @@ def test_a_real_sigint_exits_130_and_leaves_no_output(tmp_path):
     out, truth = tmp_path / "data", tmp_path / "truth"
     command = [sys.executable, "-m", "micrometry", "synth", "particles", str(out), "--truth", str(truth)]
     process = subprocess.Popen(
-        [*command, "--n-train", "200", "--height", "512", "--width", "512"],
+        [*command, "--n-train", "5000", "--height", "512", "--width", "512"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "MICROMETRY_QUIET": "1"},
     )
-    time.sleep(6)  # past start-up, inside the work
+    # inside the work: its temporary output exists (a fixed sleep let a quiet machine finish first)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and not any(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert process.poll() is None, "the work ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
