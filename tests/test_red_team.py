@@ -709,6 +709,8 @@ def test_a_real_sigint_exits_130_and_leaves_no_output(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "MICROMETRY_QUIET": "1"},
+        # a runner started in the background (`cmd &`) ignores SIGINT, and its children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # inside the work: its temporary output exists (a fixed sleep let a quiet machine finish first)
     deadline = time.monotonic() + 60

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,14 @@ def _temp_stem(path: Path) -> str:
 def _temp_prefix(path: Path) -> str:
     """``.NAME.<host>.<pid>.``: whose temporary this is (see :func:`remove_stale_temporaries`)."""
     return f".{_temp_stem(path)}.{_host()}.{os.getpid()}."
+
+
+def _kind(path: Path) -> str | None:
+    """``"dir"``, ``"other"`` or None (absent), from one ``stat`` (links followed)."""
+    try:
+        return "dir" if stat.S_ISDIR(path.stat().st_mode) else "other"
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -174,7 +183,8 @@ def refuse_existing(path: str | Path | None, overwrite: bool = False, folder: bo
         raise OutputExistsError(
             f"is a broken symbolic link (to {os.readlink(path)}); remove it or choose another output", path
         )
-    if folder is True and path.exists() and not path.is_dir():
+    # one stat: between exists() and is_dir() another run replacing the same output may move it away
+    if folder is True and _kind(path) not in (None, "dir"):
         raise OutputExistsError("exists and is not a folder", path)
     if folder is False and path.is_dir():
         raise OutputExistsError("is a folder (a file is to be written here)", path)
