@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import synth_particles_argv
 from micrometry.cli import run as run_cli
 from micrometry.io.image import read_image, write_image
 
@@ -26,23 +27,9 @@ def particle_images(tmp_path_factory):
     root = tmp_path_factory.mktemp("particles")
     assert (
         run(
-            [
-                "synth",
-                "particles",
-                str(root / "data"),
-                "--truth",
-                str(root / "truth"),
-                "--n-train",
-                "0",
-                "--n-test",
-                "5",
-                "--n-batch",
-                "0",
-                "--height",
-                "160",
-                "--width",
-                "200",
-            ]
+            synth_particles_argv(
+                root / "data", root / "truth", n_train=0, n_test=5, n_batch=0, height=160, width=200
+            )
         )
         == 0
     )

@@ -504,8 +504,13 @@ def test_web_request_past_its_time_limit_or_without_its_client_stops():
         CURRENT_BUDGET.reset(token)
 
 
-def test_web_endpoint_stops_a_request_past_its_time_limit():
-    """The app's wiring: the budget reaches the worker thread (a context variable) and ends in a 400."""
+@pytest.mark.parametrize(
+    "route, field", [("/api/particles", "file"), ("/api/frames", "files"), ("/api/correct/open", "files")]
+)
+def test_web_endpoint_stops_a_request_past_its_time_limit(tmp_path, route, field):
+    """The app's wiring: the budget reaches the worker thread (a context variable) and ends in a 400.
+
+    Every route that runs a model is bounded, the correction page's included."""
     import io
 
     from PIL import Image
@@ -517,14 +522,14 @@ def test_web_endpoint_stops_a_request_past_its_time_limit():
     buffer = io.BytesIO()
     Image.fromarray(np.full((32, 32), 200, np.uint8)).save(buffer, format="PNG")
     client = testclient.TestClient(
-        create_app(particle_model="watershed", limits=Limits(max_request_seconds=0.0))
+        create_app(particle_model="watershed", limits=Limits(max_request_seconds=0.0), workspace=tmp_path)
     )
-    answer = client.post("/api/particles", files={"file": ("a.png", buffer.getvalue(), "image/png")})
+    answer = client.post(route, files={field: ("a.png", buffer.getvalue(), "image/png")})
     assert answer.status_code == 400 and "stopped after 0 s" in answer.json()["error"]
 
 
 def test_web_work_stops_when_the_client_disconnects():
-    from micrometry.web.app import _bounded
+    from micrometry.web.bounded import run_bounded
     from micrometry.web.services import RequestCancelled, check_budget
     from micrometry.web.uploads import Limits
 
@@ -540,12 +545,9 @@ def test_web_work_stops_when_the_client_disconnects():
         async def is_disconnected(self):
             return True
 
-    class Holder:
-        limits = Limits()
-
     started = time.monotonic()
     with pytest.raises(RequestCancelled):
-        asyncio.run(_bounded(GoneClient(), Holder(), work))
+        asyncio.run(run_bounded(GoneClient(), Limits(), work))
     assert time.monotonic() - started < 5 and len(steps) < 100
 
 
