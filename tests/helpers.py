@@ -5,12 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def synth_particles_argv(out: str | Path, truth: str | Path, *extra: str, **options: object) -> list[str]:
-    """The arguments of ``micrometry synth particles OUT --truth TRUTH`` with ``options``, then ``extra``.
+def options_argv(**options: object) -> list[str]:
+    """Command-line options from keywords, in the order given.
 
-    Each keyword is an option in the order given: ``n_train=2`` is ``--n-train 2``.
+    ``n_train=2`` is ``--n-train 2``; ``resume=True`` is the flag ``--resume``.
     """
-    argv = ["synth", "particles", str(out), "--truth", str(truth)]
+    argv: list[str] = []
     for name, value in options.items():
-        argv += ["--" + name.replace("_", "-"), str(value)]
-    return argv + list(extra)
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def synth_particles_argv(out: str | Path, truth: str | Path, *extra: str, **options: object) -> list[str]:
+    """The arguments of ``micrometry synth particles OUT --truth TRUTH`` with ``options``, then ``extra``."""
+    return ["synth", "particles", str(out), "--truth", str(truth), *options_argv(**options), *extra]
+
+
+def particles_train_argv(data: str | Path, out: str | Path, **options: object) -> list[str]:
+    """The arguments of ``micrometry particles train DATA --out OUT`` with ``options``."""
+    return ["particles", "train", str(data), "--out", str(out), *options_argv(**options)]

@@ -417,26 +417,12 @@ def test_measure_rois_match_the_table_rows(tmp_path):
 
 @pytest.mark.slow
 def test_particles_train_on_few_images_says_why_and_finished_resume_says_so(tmp_path, capsys):
+    from helpers import particles_train_argv
     from particle_scenes import write_coco_folder
 
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=64, width=64, n=3)
-    args = [
-        "particles",
-        "train",
-        str(data),
-        "--out",
-        str(tmp_path / "run"),
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "1",
-        "--batch-size",
-        "1",
-        "--crop",
-        "32",
-        "--threads",
-        "1",
-    ]
+    tiny = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "crop": 32, "threads": 1}
+    args = particles_train_argv(data, tmp_path / "run", **tiny)
     assert run(args) == 0
     err = capsys.readouterr().err
     # fewer than 5 images: the console says how validation is done (a held-out strip of each image)
