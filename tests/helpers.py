@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -25,3 +28,16 @@ def synth_particles_argv(out: str | Path, truth: str | Path, *extra: str, **opti
 def particles_train_argv(data: str | Path, out: str | Path, **options: object) -> list[str]:
     """The arguments of ``micrometry particles train DATA --out OUT`` with ``options``."""
     return ["particles", "train", str(data), "--out", str(out), *options_argv(**options)]
+
+
+#: ``depth train`` options of a tiny U-Net that trains in seconds
+TINY_UNET_OPTIONS = ["--method", "unet", "--param", "width=4", "--param", "batch_size=16"]
+
+
+def torchrun_micrometry(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """``micrometry ARGS`` launched by torchrun as two local processes (quiet, one thread each), its output captured."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "MICROMETRY_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*launcher, "-m", "micrometry", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )

@@ -3,8 +3,6 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from helpers import TINY_UNET_OPTIONS, torchrun_micrometry
 from micrometry.cli import run as run_cli
 from micrometry.errors import InputError
 from micrometry.train import LoopConfig, RunDir, TrainTask, distributed, fit, load_checkpoint, seed_everything
@@ -217,32 +216,8 @@ def test_torchrun_depth_train_ddp(tmp_path):
         tmp_path / "truth",
         SemSynthConfig(seed=2, n_structures=6, n_sites=4, images_per_site=3, n_test=4),
     )
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "micrometry",
-        "depth",
-        "train",
-        str(tmp_path / "data"),
-        "--out",
-        str(tmp_path / "run"),
-        "--method",
-        "unet",
-        "--param",
-        "width=4",
-        "--param",
-        "batch_size=16",
-        "--epochs",
-        "2",
-        "--ddp",
-    ]
-    env = {**os.environ, "MICROMETRY_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    train = ["depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *TINY_UNET_OPTIONS]
+    done = torchrun_micrometry(*train, "--epochs", "2", "--ddp", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("-> ") == 1  # the summary comes from rank 0 only
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import synth_particles_argv
+from helpers import TINY_UNET_OPTIONS, synth_particles_argv
 from micrometry.cli import run as run_cli
 from micrometry.io.image import read_image, write_image
 
@@ -132,23 +132,7 @@ def depth_run(tmp_path_factory):
         SemSynthConfig(seed=3, n_structures=6, n_sites=4, images_per_site=3, n_test=7),
     )
     assert (
-        run(
-            [
-                "depth",
-                "train",
-                root / "data",
-                "--out",
-                root / "run",
-                "--method",
-                "unet",
-                "--param",
-                "width=4",
-                "--param",
-                "batch_size=16",
-                "--epochs",
-                "1",
-            ]
-        )
+        run(["depth", "train", root / "data", "--out", root / "run", *TINY_UNET_OPTIONS, "--epochs", "1"])
         == 0
     )
     return root
