@@ -142,27 +142,22 @@ def test_predict_writes_the_pred_folder(tmp_path, image_folder, capsys):
     assert (out / "results.json").is_file()
 
 
+def predict_listed(image_folder, out, listing):
+    """Exit code of ``particles predict`` of ``image_folder`` with ``listing`` as its --images-json (beside ``out``)."""
+    listing_path = out.parent / "images.json"
+    listing_path.write_text(json.dumps(listing))
+    return run(
+        ["particles", "predict", str(image_folder), "--out", str(out), "--images-json", str(listing_path)]
+    )
+
+
 def test_predict_with_images_json_uses_its_ids(tmp_path, image_folder):
     listing = {
         "images": [{"id": 7, "file_name": "b.png", "height": H, "width": W}],
         "categories": [{"id": 1, "name": "Normal"}],
     }
-    (tmp_path / "images.json").write_text(json.dumps(listing))
     out = tmp_path / "pred"
-    assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(image_folder),
-                "--out",
-                str(out),
-                "--images-json",
-                str(tmp_path / "images.json"),
-            ]
-        )
-        == 0
-    )
+    assert predict_listed(image_folder, out, listing) == 0
     assert {r["image_id"] for r in json.loads((out / "results.json").read_text())} == {7}
     assert not (out / "images.json").exists()
     assert not (out / "labels" / "a.png").exists()
@@ -170,22 +165,8 @@ def test_predict_with_images_json_uses_its_ids(tmp_path, image_folder):
 
 def test_predict_bad_inputs_exit_2_without_output(tmp_path, image_folder, capsys):
     listing = {"images": [{"id": 7, "file_name": "missing.png", "height": H, "width": W}]}
-    (tmp_path / "images.json").write_text(json.dumps(listing))
     out = tmp_path / "pred"
-    assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(image_folder),
-                "--out",
-                str(out),
-                "--images-json",
-                str(tmp_path / "images.json"),
-            ]
-        )
-        == 2
-    )
+    assert predict_listed(image_folder, out, listing) == 2
     assert "missing.png not found" in capsys.readouterr().err
     (image_folder / "c.png").write_bytes(b"not a png")
     # --strict: an unreadable file is fatal, and nothing is written
