@@ -30,6 +30,14 @@ def particles_train_argv(data: str | Path, out: str | Path, **options: object) -
     return ["particles", "train", str(data), "--out", str(out), *options_argv(**options)]
 
 
+def depth_predict_argv(
+    images: str | Path, model: str | Path, out: str | Path, **options: object
+) -> list[str]:
+    """The arguments of ``micrometry depth predict IMAGES --model MODEL --out OUT`` with ``options``."""
+    where = [str(images), "--model", str(model), "--out", str(out)]
+    return ["depth", "predict", *where, *options_argv(**options)]
+
+
 #: ``depth train`` options of a tiny U-Net that trains in seconds
 TINY_UNET_OPTIONS = ["--method", "unet", "--param", "width=4", "--param", "batch_size=16"]
 

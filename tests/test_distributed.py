@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from helpers import TINY_UNET_OPTIONS, torchrun_micrometry
+from helpers import TINY_UNET_OPTIONS, depth_predict_argv, torchrun_micrometry
 from micrometry.cli import run as run_cli
 from micrometry.errors import InputError
 from micrometry.train import LoopConfig, RunDir, TrainTask, distributed, fit, load_checkpoint, seed_everything
@@ -224,18 +224,5 @@ def test_torchrun_depth_train_ddp(tmp_path):
     assert [h["epoch"] for h in metrics["history"]] == [1, 2] and metrics["best"]["val_rmse"] > 0
     assert (tmp_path / "run" / "log.txt").read_text().count("epoch=") == 2
     # the run folder is an ordinary one: predict reads it
-    assert (
-        run_cli(
-            [
-                "depth",
-                "predict",
-                str(tmp_path / "data"),
-                "--model",
-                str(tmp_path / "run"),
-                "--out",
-                str(tmp_path / "pred"),
-            ]
-        )
-        == 0
-    )
+    assert run_cli(depth_predict_argv(tmp_path / "data", tmp_path / "run", tmp_path / "pred")) == 0
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4

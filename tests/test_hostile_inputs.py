@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from fuzz_corpus import png_claiming, tiff_claiming
+from helpers import depth_predict_argv
 from micrometry.cli import run
 from micrometry.errors import CheckpointError, DatasetError, ImageReadError, InputError
 from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing, remove_stale_temporaries
@@ -209,20 +210,7 @@ def test_particles_predict_refuses_same_name_in_two_subfolders(tmp_path, capsys)
 def test_output_in_an_unwritable_place_is_refused_before_the_work(sem_images, tmp_path, capsys):
     (sem_images / "a.tif").unlink()
     # the model is missing too: the output is checked first, before any loading
-    assert (
-        run(
-            [
-                "depth",
-                "predict",
-                str(sem_images),
-                "--model",
-                str(tmp_path / "nomodel"),
-                "--out",
-                "/proc/micrometry-pred",
-            ]
-        )
-        == 2
-    )
+    assert run(depth_predict_argv(sem_images, tmp_path / "nomodel", "/proc/micrometry-pred")) == 2
     _one_line_error(capsys, "cannot be written")
     (tmp_path / "afile").write_text("x")
     assert run(["depth", "measure", str(sem_images), "--out", str(tmp_path / "afile" / "m.csv")]) == 2

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from helpers import TINY_UNET_OPTIONS, particles_train_argv
 from micrometry.cli import run
 from micrometry.io.image import read_calibration, read_image, write_image
 
@@ -374,7 +375,7 @@ def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
         SemSynthConfig(seed=1, n_structures=4, n_sites=2, images_per_site=2, n_test=2),
     )
     args = ["depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1"]
-    assert run([*args, "--method", "unet", "--param", "width=4", "--param", "batch_size=16"]) == 0
+    assert run([*args, *TINY_UNET_OPTIONS]) == 0
     capsys.readouterr()
     assert run([*args, "--resume"]) == 0
     out = capsys.readouterr().out
@@ -417,7 +418,6 @@ def test_measure_rois_match_the_table_rows(tmp_path):
 
 @pytest.mark.slow
 def test_particles_train_on_few_images_says_why_and_finished_resume_says_so(tmp_path, capsys):
-    from helpers import particles_train_argv
     from particle_scenes import write_coco_folder
 
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=64, width=64, n=3)
