@@ -20,22 +20,30 @@ def options_argv(**options: object) -> list[str]:
     return argv
 
 
+def command_argv(*words: object, **options: object) -> list[str]:
+    """The arguments of a ``micrometry`` command: ``words`` (command, then positionals), then ``options``.
+
+    ``command_argv("particles", "measure", folder, pixel_size=0.5, out=csv)`` is
+    ``["particles", "measure", "FOLDER", "--pixel-size", "0.5", "--out", "CSV"]``.
+    """
+    return [str(word) for word in words] + options_argv(**options)
+
+
 def synth_particles_argv(out: str | Path, truth: str | Path, *extra: str, **options: object) -> list[str]:
     """The arguments of ``micrometry synth particles OUT --truth TRUTH`` with ``options``, then ``extra``."""
-    return ["synth", "particles", str(out), "--truth", str(truth), *options_argv(**options), *extra]
+    return [*command_argv("synth", "particles", out, truth=truth, **options), *extra]
 
 
 def particles_train_argv(data: str | Path, out: str | Path, **options: object) -> list[str]:
     """The arguments of ``micrometry particles train DATA --out OUT`` with ``options``."""
-    return ["particles", "train", str(data), "--out", str(out), *options_argv(**options)]
+    return command_argv("particles", "train", data, out=out, **options)
 
 
 def depth_predict_argv(
     images: str | Path, model: str | Path, out: str | Path, **options: object
 ) -> list[str]:
     """The arguments of ``micrometry depth predict IMAGES --model MODEL --out OUT`` with ``options``."""
-    where = [str(images), "--model", str(model), "--out", str(out)]
-    return ["depth", "predict", *where, *options_argv(**options)]
+    return command_argv("depth", "predict", images, model=model, out=out, **options)
 
 
 #: ``depth train`` options of a tiny U-Net that trains in seconds

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import particles_train_argv
+from helpers import command_argv, particles_train_argv
 from micrometry.cli import run as cli
 from micrometry.errors import InputError
 from micrometry.io.atomic import write_json
@@ -138,16 +138,9 @@ def test_predict_prints_and_stores_the_diameter_and_scale(tmp_path, capsys):
     write_image(tmp_path / "in" / "a.png", image)
     assert (
         cli(
-            [
-                "particles",
-                "predict",
-                tmp_path / "in",
-                "--out",
-                tmp_path / "p",
-                "--diameter",
-                "25",
-                "--no-overlays",
-            ]
+            command_argv(
+                "particles", "predict", tmp_path / "in", out=tmp_path / "p", diameter=25, no_overlays=True
+            )
         )
         == 0
     )
@@ -343,16 +336,9 @@ def test_predict_skips_unreadable_and_3d_files_and_counts_them(tmp_path, capsys)
     assert summary["images"] == 1 and len(summary["skipped"]) == 2
     assert (
         cli(
-            [
-                "particles",
-                "predict",
-                tmp_path / "in",
-                "--out",
-                tmp_path / "q",
-                "--strict",
-                "--model",
-                "watershed",
-            ]
+            command_argv(
+                "particles", "predict", tmp_path / "in", out=tmp_path / "q", strict=True, model="watershed"
+            )
         )
         == 2
     )

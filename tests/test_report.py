@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import command_argv
 from micrometry.cli import run
 from micrometry.io.image import write_image
 from micrometry.report import Report
@@ -412,19 +413,7 @@ def test_particle_report_from_table_with_unit_names(tmp_path):
     write_label_folder(tmp_path / "labels")
     table = tmp_path / "m.csv"
     assert (
-        run(
-            [
-                "particles",
-                "measure",
-                str(tmp_path / "labels"),
-                "--out",
-                str(table),
-                "--pixel-size",
-                "0.5",
-                "--unit",
-                "um",
-            ]
-        )
+        run(command_argv("particles", "measure", tmp_path / "labels", out=table, pixel_size=0.5, unit="um"))
         == 0
     )
     particles = pd.read_csv(table)  # particles measure names the units in its columns

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import command_argv
 from micrometry.cli import run
 from micrometry.io.coco import (
     CocoAnnotation,
@@ -78,17 +79,7 @@ def test_load_particle_model_names_and_protocol(tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
     write_image(tmp_path / "imgs" / "a.png", image)
     assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(tmp_path / "imgs"),
-                "--model",
-                "nonsense",
-                "--out",
-                str(tmp_path / "p"),
-            ]
-        )
+        run(command_argv("particles", "predict", tmp_path / "imgs", model="nonsense", out=tmp_path / "p"))
         == 2
     )
     err = capsys.readouterr().err
@@ -98,15 +89,9 @@ def test_load_particle_model_names_and_protocol(tmp_path, capsys):
     (tmp_path / "notarun").mkdir()
     assert (
         run(
-            [
-                "particles",
-                "predict",
-                str(tmp_path / "imgs"),
-                "--model",
-                str(tmp_path / "notarun"),
-                "--out",
-                str(tmp_path / "p"),
-            ]
+            command_argv(
+                "particles", "predict", tmp_path / "imgs", model=tmp_path / "notarun", out=tmp_path / "p"
+            )
         )
         == 2
     )
@@ -236,17 +221,7 @@ def test_ensemble_is_its_own_option_and_a_comma_in_model_is_a_name(tmp_path, cap
     capsys.readouterr()
     # a comma in --model is no longer an ensemble: the name is looked up as it is
     assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(image_dir),
-                "--model",
-                "watershed,watershed",
-                "--out",
-                str(tmp_path / "x"),
-            ]
-        )
+        run(command_argv("particles", "predict", image_dir, model="watershed,watershed", out=tmp_path / "x"))
         == 2
     )
     err = capsys.readouterr().err
