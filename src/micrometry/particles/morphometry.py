@@ -61,16 +61,7 @@ MAX_DENSE_ID = 10_000_000
 
 # Descriptors worth comparing between batches (positions and angles are not shape).
 SHAPE_DESCRIPTORS = [
-    "Area",
-    "Perim.",
-    "Circ.",
-    "AR",
-    "Round",
-    "Solidity",
-    "Feret",
-    "MinFeret",
-    "Major",
-    "Minor",
+    *(c for c in IMAGEJ_COLUMNS if c not in ("X", "Y", *ANGLE_COLUMNS)),
     "EqDiam",
     "Convexity",
     "Elongation",
