@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -57,3 +62,35 @@ def torchrun_micrometry(*args: str, timeout: float) -> subprocess.CompletedProce
     return subprocess.run(
         [*launcher, "-m", "micrometry", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface when asked (bind it soon)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app, attempts: int = 100) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port in a background thread; yields its URL.
+
+    The URL comes once ``/api/health`` answers, or after ``attempts`` tries 50 ms apart.
+    """
+    import httpx
+    import uvicorn
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(attempts):
+        try:
+            if httpx.get(url + "/api/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    yield url
+    srv.should_exit = True
+    thread.join(timeout=5)

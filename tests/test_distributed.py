@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from helpers import TINY_UNET_OPTIONS, depth_predict_argv, torchrun_micrometry
+from helpers import TINY_UNET_OPTIONS, depth_predict_argv, free_port, torchrun_micrometry
 from micrometry.cli import run as run_cli
 from micrometry.errors import InputError
 from micrometry.train import LoopConfig, RunDir, TrainTask, distributed, fit, load_checkpoint, seed_everything
@@ -66,12 +65,6 @@ class LinearTask(TrainTask):
 VARIANTS = {"sharded": {}, "split": {"shard": False}, "listed": {"in_list": True}}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     """One torchrun-like process: the variables torchrun would set, then the same fit as one process."""
     os.environ.update(
@@ -107,7 +100,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
 def ddp_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     mp.start_processes(
-        _ddp_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True, start_method="spawn"
+        _ddp_worker, args=(2, free_port(), str(root)), nprocs=2, join=True, start_method="spawn"
     )
     return root
 

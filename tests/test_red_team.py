@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers import free_port
 from micrometry.cli import run
 from micrometry.errors import ImageReadError, InputError
 from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
@@ -607,9 +608,7 @@ def test_idle_connections_are_closed():
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=IdleClosingH11, timeout_keep_alive=0.5)
     config.log_level = "warning"
     server = uvicorn.Server(config)
