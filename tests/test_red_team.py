@@ -259,19 +259,18 @@ def _fake_run(folder: Path, config: dict) -> Path:
     return folder
 
 
-def test_depth_resume_on_another_dataset_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "job,config",
+    [
+        ("depth", {"method": "lookup", "method_config": {}}),
+        ("particles", {"model": "center-offset", "settings": {}}),
+    ],
+)
+def test_resume_on_another_dataset_is_refused(job, config, tmp_path, capsys):
     first, other = tmp_path / "A", tmp_path / "B"
     first.mkdir(), other.mkdir()
-    out = _fake_run(tmp_path / "run", {"method": "lookup", "method_config": {}, "data": str(first)})
-    assert run(["depth", "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
-    one_error_line(capsys, f"run was trained on {first}")
-
-
-def test_particles_resume_on_another_dataset_is_refused(tmp_path, capsys):
-    first, other = tmp_path / "A", tmp_path / "B"
-    first.mkdir(), other.mkdir()
-    out = _fake_run(tmp_path / "run", {"model": "center-offset", "settings": {}, "data": str(first)})
-    assert run(["particles", "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
+    out = _fake_run(tmp_path / "run", {**config, "data": str(first)})
+    assert run([job, "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
     one_error_line(capsys, f"run was trained on {first}")
 
 
