@@ -64,6 +64,15 @@ def torchrun_micrometry(*args: str, timeout: float) -> subprocess.CompletedProce
     )
 
 
+def one_error_line(capsys, expected: str) -> str:
+    """The single ``error:`` line on stderr (and no traceback); it must contain ``expected``."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], err
+    return lines[0]
+
+
 def free_port() -> int:
     """A TCP port free on the loopback interface when asked (bind it soon)."""
     with socket.socket() as s:

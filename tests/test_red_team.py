@@ -22,22 +22,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import free_port
+from helpers import free_port, one_error_line
 from micrometry.cli import run
 from micrometry.errors import ImageReadError, InputError
 from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
 from micrometry.io.image import decode_image, read_image, write_image
 
 # --------------------------------------------------------------------------- helpers
-
-
-def one_error_line(capsys, expected: str) -> str:
-    """The single ``error:`` line on stderr (and no traceback); it must contain ``expected``."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and expected in lines[0], err
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
