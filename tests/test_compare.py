@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import command_argv, synth_particles_argv
 from micrometry.cli import run
 from micrometry.particles.compare import CompareSettings, compare_tables, decide
 from micrometry.particles.measure import read_table
@@ -178,38 +179,15 @@ def test_synthetic_batches_end_to_end(tmp_path):
     for seed in (3, 4):
         out, truth = tmp_path / f"synth{seed}", tmp_path / f"truth{seed}"
         assert (
-            run(
-                [
-                    "synth",
-                    "particles",
-                    str(out),
-                    "--truth",
-                    str(truth),
-                    "--n-train",
-                    "0",
-                    "--n-test",
-                    "0",
-                    "--height",
-                    "512",
-                    "--width",
-                    "512",
-                    "--seed",
-                    str(seed),
-                ]
-            )
-            == 0
+            run(synth_particles_argv(out, truth, n_train=0, n_test=0, height=512, width=512, seed=seed)) == 0
         )
         for batch in ("A", "B"):
             table = tmp_path / f"{batch}{seed}.csv"
             assert (
                 run(
-                    [
-                        "particles",
-                        "measure",
-                        str(truth / "batches" / f"{batch}_annotations.json"),
-                        "--out",
-                        str(table),
-                    ]
+                    command_argv(
+                        "particles", "measure", truth / "batches" / f"{batch}_annotations.json", out=table
+                    )
                 )
                 == 0
             )

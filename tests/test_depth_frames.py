@@ -116,6 +116,18 @@ OTHER_CROPS = SemSynthConfig(
     ),
     real=RealDomain(psf_sigma=(1.6, 1.1), dose=18.0, charging=0.09, gain=62.0, offset=38.0),
 )
+# Holes outside the simulation's geometry prior (bench/depth.py --variant geometry): smaller openings,
+# more tapered walls, rounder bottoms.
+SHIFTED_CROPS = SemSynthConfig(
+    real_geometry=GeometryConfig(
+        semi_axis_x=(11.8, 0.45),
+        semi_axis_y=(16.8, 0.65),
+        taper=(0.28, 0.40),
+        bottom_rounding=(0.14, 0.24),
+        centre_jitter=1.4,
+        neighbour_probability=1.0,
+    ),
+)
 
 
 @pytest.mark.slow
@@ -127,10 +139,12 @@ OTHER_CROPS = SemSynthConfig(
         ((2, 2), OTHER_CROPS, (0, 0)),
         ((1, 5), None, (0, 0)),
         ((3, 3), OTHER_CROPS, (-2, 2)),
+        ((4, 3), SHIFTED_CROPS, (0, 0)),
     ],
 )
 def test_a_mosaic_of_crops_gives_back_each_crops_own_prediction(shipped, grid, config, shift):
-    """Small mosaics, crops of another tool and pitch, holes placed off the crops' centres."""
+    """Small mosaics, crops of another tool and pitch, of other hole shapes, holes placed off the crops'
+    centres."""
     rows, cols = grid
     crops = simulate_real(
         config or SemSynthConfig(), rows * cols, 1, np.random.default_rng(rows * 10 + cols)

@@ -9,6 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
 
+from helpers import synth_particles_argv
 from micrometry.cli import run
 from micrometry.io.coco import rle_to_mask
 from micrometry.io.image import read_image
@@ -236,31 +237,11 @@ def test_occlusion_shows_the_top_particle_where_the_truth_gives_it_the_pixels(mo
 
 def test_cli_mix_writes_and_records_each_images_mode(tmp_path):
     out, truth = tmp_path / "syn", tmp_path / "truth"
-    args = [
-        "synth",
-        "particles",
-        str(out),
-        "--truth",
-        str(truth),
-        "--n-train",
-        "3",
-        "--n-test",
-        "3",
-        "--n-batch",
-        "0",
-        "--height",
-        "128",
-        "--width",
-        "160",
-        "--modes",
-        "brightfield,fluorescence,phase-negative",
-        "--size-range",
-        "10,40",
-        "--noise",
-        "low",
-        "--density",
-        "crowded",
-    ]
+    frame = {"n_train": 3, "n_batch": 0, "height": 128, "width": 160}
+    look = {"size_range": "10,40", "noise": "low", "density": "crowded"}
+    args = synth_particles_argv(
+        out, truth, n_test=3, **frame, modes="brightfield,fluorescence,phase-negative", **look
+    )
     assert run(args) == 0
     coco = json.loads((out / "train" / "annotations.json").read_text())
     modes = [im["imaging_mode"] for im in coco["images"]]
@@ -279,33 +260,7 @@ def test_cli_mix_writes_and_records_each_images_mode(tmp_path):
     # image k of a mix is image k of its mode alone: the mix does not change the images
     single = tmp_path / "single"
     assert (
-        run(
-            [
-                "synth",
-                "particles",
-                str(single),
-                "--truth",
-                str(tmp_path / "t1"),
-                "--n-train",
-                "3",
-                "--n-test",
-                "0",
-                "--n-batch",
-                "0",
-                "--height",
-                "128",
-                "--width",
-                "160",
-                "--mode",
-                "fluorescence",
-                "--size-range",
-                "10,40",
-                "--noise",
-                "low",
-                "--density",
-                "crowded",
-            ]
-        )
+        run(synth_particles_argv(single, tmp_path / "t1", n_test=0, **frame, mode="fluorescence", **look))
         == 0
     )
     assert (single / "train" / "images" / "train_0001.png").read_bytes() == (
@@ -314,27 +269,7 @@ def test_cli_mix_writes_and_records_each_images_mode(tmp_path):
     # the written config reproduces the mix
     again = tmp_path / "again"
     assert (
-        run(
-            [
-                "synth",
-                "particles",
-                str(again),
-                "--truth",
-                str(tmp_path / "t2"),
-                "--n-train",
-                "3",
-                "--n-test",
-                "0",
-                "--n-batch",
-                "0",
-                "--height",
-                "128",
-                "--width",
-                "160",
-                "--params",
-                str(out / "synth_config.json"),
-            ]
-        )
+        run(synth_particles_argv(again, tmp_path / "t2", n_test=0, **frame, params=out / "synth_config.json"))
         == 0
     )
     assert (again / "train" / "images" / "train_0002.png").read_bytes() == (
@@ -354,26 +289,7 @@ def test_cli_mix_writes_and_records_each_images_mode(tmp_path):
 )
 def test_cli_refuses_bad_options_in_one_line(tmp_path, capsys, option, value, message):
     out = tmp_path / "syn"
-    assert (
-        run(
-            [
-                "synth",
-                "particles",
-                str(out),
-                "--truth",
-                str(tmp_path / "t"),
-                "--n-train",
-                "1",
-                "--height",
-                "64",
-                "--width",
-                "64",
-                option,
-                value,
-            ]
-        )
-        == 2
-    )
+    assert run(synth_particles_argv(out, tmp_path / "t", option, value, n_train=1, height=64, width=64)) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()

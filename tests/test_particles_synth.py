@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from pycocotools import mask as mask_utils
 
+from helpers import synth_particles_argv
 from micrometry.cli import run
 from micrometry.io.coco import load_coco, rle_to_mask
 from micrometry.io.image import read_image
@@ -83,25 +84,7 @@ def test_polygon_descriptors_of_an_ellipse():
 
 def test_cli_writes_the_layout_and_valid_coco(tmp_path):
     out, truth = tmp_path / "syn", tmp_path / "truth"
-    args = [
-        "synth",
-        "particles",
-        str(out),
-        "--truth",
-        str(truth),
-        "--n-train",
-        "2",
-        "--n-test",
-        "2",
-        "--n-batch",
-        "2",
-        "--height",
-        "256",
-        "--width",
-        "320",
-        "--seed",
-        "5",
-    ]
+    args = synth_particles_argv(out, truth, n_train=2, n_test=2, n_batch=2, height=256, width=320, seed=5)
     assert run(args) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a generated dataset needs no repair
@@ -128,28 +111,7 @@ def test_cli_writes_the_layout_and_valid_coco(tmp_path):
 
 def test_batches_differ_as_documented(tmp_path):
     out, truth = tmp_path / "syn", tmp_path / "truth"
-    assert (
-        run(
-            [
-                "synth",
-                "particles",
-                str(out),
-                "--truth",
-                str(truth),
-                "--n-train",
-                "0",
-                "--n-test",
-                "0",
-                "--n-batch",
-                "2",
-                "--height",
-                "512",
-                "--width",
-                "640",
-            ]
-        )
-        == 0
-    )
+    assert run(synth_particles_argv(out, truth, n_train=0, n_test=0, n_batch=2, height=512, width=640)) == 0
     a = pd.read_csv(truth / "batches" / "A.csv")
     b = pd.read_csv(truth / "batches" / "B.csv")
     assert b["AR"].median() > a["AR"].median() + 0.3
@@ -159,46 +121,12 @@ def test_batches_differ_as_documented(tmp_path):
 
 def test_bad_output_folders_exit_2_and_leave_nothing(tmp_path, capsys):
     out = tmp_path / "syn"
-    assert (
-        run(
-            [
-                "synth",
-                "particles",
-                str(out),
-                "--truth",
-                str(out / "truth"),
-                "--n-train",
-                "1",
-                "--height",
-                "64",
-                "--width",
-                "64",
-            ]
-        )
-        == 2
-    )
+    assert run(synth_particles_argv(out, out / "truth", n_train=1, height=64, width=64)) == 2
     assert "separate" in capsys.readouterr().err
     assert not out.exists()
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    assert (
-        run(
-            [
-                "synth",
-                "particles",
-                str(out),
-                "--truth",
-                str(tmp_path / "t"),
-                "--n-train",
-                "1",
-                "--height",
-                "64",
-                "--width",
-                "64",
-            ]
-        )
-        == 2
-    )
+    assert run(synth_particles_argv(out, tmp_path / "t", n_train=1, height=64, width=64)) == 2
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and not (tmp_path / "t").exists()
 
@@ -216,25 +144,9 @@ def test_params_file_overrides_knobs_and_rejects_unknown_names(tmp_path, capsys)
     out, truth = tmp_path / "syn", tmp_path / "truth"
     assert (
         run(
-            [
-                "synth",
-                "particles",
-                str(out),
-                "--truth",
-                str(truth),
-                "--n-train",
-                "0",
-                "--n-test",
-                "1",
-                "--n-batch",
-                "0",
-                "--height",
-                "1024",
-                "--width",
-                "1280",
-                "--params",
-                str(params),
-            ]
+            synth_particles_argv(
+                out, truth, n_train=0, n_test=1, n_batch=0, height=1024, width=1280, params=params
+            )
         )
         == 0
     )
@@ -245,21 +157,14 @@ def test_params_file_overrides_knobs_and_rejects_unknown_names(tmp_path, capsys)
     # the written config is itself a valid parameter file
     assert (
         run(
-            [
-                "synth",
-                "particles",
-                str(tmp_path / "o2"),
-                "--truth",
-                str(tmp_path / "t2"),
-                "--n-train",
-                "0",
-                "--n-test",
-                "1",
-                "--n-batch",
-                "0",
-                "--params",
-                str(out / "synth_config.json"),
-            ]
+            synth_particles_argv(
+                tmp_path / "o2",
+                tmp_path / "t2",
+                n_train=0,
+                n_test=1,
+                n_batch=0,
+                params=out / "synth_config.json",
+            )
         )
         == 0
     )
@@ -267,20 +172,7 @@ def test_params_file_overrides_knobs_and_rejects_unknown_names(tmp_path, capsys)
         out / "test" / "images" / "test_0000.png"
     ).read_bytes()
     params.write_text(json.dumps({"optics": {"shininess": 3}}))
-    assert (
-        run(
-            [
-                "synth",
-                "particles",
-                str(tmp_path / "o3"),
-                "--truth",
-                str(tmp_path / "t3"),
-                "--params",
-                str(params),
-            ]
-        )
-        == 2
-    )
+    assert run(synth_particles_argv(tmp_path / "o3", tmp_path / "t3", params=params)) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown optics parameter(s) shininess" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o3").exists()

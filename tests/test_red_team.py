@@ -22,21 +22,13 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers import free_port, one_error_line
 from micrometry.cli import run
 from micrometry.errors import ImageReadError, InputError
 from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
 from micrometry.io.image import decode_image, read_image, write_image
 
 # --------------------------------------------------------------------------- helpers
-
-
-def one_error_line(capsys, expected: str) -> str:
-    """The single ``error:`` line on stderr (and no traceback); it must contain ``expected``."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and expected in lines[0], err
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -258,19 +250,18 @@ def _fake_run(folder: Path, config: dict) -> Path:
     return folder
 
 
-def test_depth_resume_on_another_dataset_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "job,config",
+    [
+        ("depth", {"method": "lookup", "method_config": {}}),
+        ("particles", {"model": "center-offset", "settings": {}}),
+    ],
+)
+def test_resume_on_another_dataset_is_refused(job, config, tmp_path, capsys):
     first, other = tmp_path / "A", tmp_path / "B"
     first.mkdir(), other.mkdir()
-    out = _fake_run(tmp_path / "run", {"method": "lookup", "method_config": {}, "data": str(first)})
-    assert run(["depth", "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
-    one_error_line(capsys, f"run was trained on {first}")
-
-
-def test_particles_resume_on_another_dataset_is_refused(tmp_path, capsys):
-    first, other = tmp_path / "A", tmp_path / "B"
-    first.mkdir(), other.mkdir()
-    out = _fake_run(tmp_path / "run", {"model": "center-offset", "settings": {}, "data": str(first)})
-    assert run(["particles", "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
+    out = _fake_run(tmp_path / "run", {**config, "data": str(first)})
+    assert run([job, "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
     one_error_line(capsys, f"run was trained on {first}")
 
 
@@ -504,8 +495,13 @@ def test_web_request_past_its_time_limit_or_without_its_client_stops():
         CURRENT_BUDGET.reset(token)
 
 
-def test_web_endpoint_stops_a_request_past_its_time_limit():
-    """The app's wiring: the budget reaches the worker thread (a context variable) and ends in a 400."""
+@pytest.mark.parametrize(
+    "route, field", [("/api/particles", "file"), ("/api/frames", "files"), ("/api/correct/open", "files")]
+)
+def test_web_endpoint_stops_a_request_past_its_time_limit(tmp_path, route, field):
+    """The app's wiring: the budget reaches the worker thread (a context variable) and ends in a 400.
+
+    Every route that runs a model is bounded, the correction page's included."""
     import io
 
     from PIL import Image
@@ -517,14 +513,14 @@ def test_web_endpoint_stops_a_request_past_its_time_limit():
     buffer = io.BytesIO()
     Image.fromarray(np.full((32, 32), 200, np.uint8)).save(buffer, format="PNG")
     client = testclient.TestClient(
-        create_app(particle_model="watershed", limits=Limits(max_request_seconds=0.0))
+        create_app(particle_model="watershed", limits=Limits(max_request_seconds=0.0), workspace=tmp_path)
     )
-    answer = client.post("/api/particles", files={"file": ("a.png", buffer.getvalue(), "image/png")})
+    answer = client.post(route, files={field: ("a.png", buffer.getvalue(), "image/png")})
     assert answer.status_code == 400 and "stopped after 0 s" in answer.json()["error"]
 
 
 def test_web_work_stops_when_the_client_disconnects():
-    from micrometry.web.app import _bounded
+    from micrometry.web.bounded import run_bounded
     from micrometry.web.services import RequestCancelled, check_budget
     from micrometry.web.uploads import Limits
 
@@ -540,12 +536,9 @@ def test_web_work_stops_when_the_client_disconnects():
         async def is_disconnected(self):
             return True
 
-    class Holder:
-        limits = Limits()
-
     started = time.monotonic()
     with pytest.raises(RequestCancelled):
-        asyncio.run(_bounded(GoneClient(), Holder(), work))
+        asyncio.run(run_bounded(GoneClient(), Limits(), work))
     assert time.monotonic() - started < 5 and len(steps) < 100
 
 
@@ -605,9 +598,7 @@ def test_idle_connections_are_closed():
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=IdleClosingH11, timeout_keep_alive=0.5)
     config.log_level = "warning"
     server = uvicorn.Server(config)

@@ -392,8 +392,50 @@ def _fill(outline: np.ndarray, x0: int, y0: int, shape: tuple[int, int]) -> tupl
     return soft_f, soft >= 128
 
 
+def _coverage(
+    outline: np.ndarray, pad: float, h: int, w: int
+) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+    """A polygon rasterised in its patch (its box padded by ``pad``, cut to the ``h`` x ``w`` frame).
+
+    Returns the patch's corner ``(x0, y0)`` and the :func:`_fill` coverage
+    ``(soft, hard)``, or None where the patch misses the frame.
+    """
+    bounds = _patch_bounds(outline, pad, h, w)
+    if bounds is None:
+        return None
+    x0, y0, x1, y1 = bounds
+    soft, hard = _fill(outline, x0, y0, (y1 - y0, x1 - x0))
+    return x0, y0, soft, hard
+
+
+def _count(rng: np.random.Generator, count_range: tuple[int, int]) -> int:
+    """A number drawn uniformly from the inclusive ``count_range``."""
+    return int(rng.integers(count_range[0], count_range[1] + 1))
+
+
 def _blur(delta: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(delta, (0, 0), sigma) if sigma > 0.05 else delta
+
+
+def _depth_inside(hard: np.ndarray) -> np.ndarray:
+    """Distance (px) of each pixel of a hard mask to the nearest pixel outside it (0 outside)."""
+    return cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
+
+
+def _depth_outside(hard: np.ndarray) -> np.ndarray:
+    """Distance (px) of each pixel outside a hard mask to the mask (0 inside)."""
+    return cv2.distanceTransform((~hard).astype(np.uint8), cv2.DIST_L2, 3)
+
+
+def _relative_depth(hard: np.ndarray) -> np.ndarray:
+    """:func:`_depth_inside` over its maximum (at least 1 px): 0 at the edge, 1 at the deepest point."""
+    d_in = _depth_inside(hard)
+    return d_in / max(float(d_in.max()), 1.0)
+
+
+def _dome(hard: np.ndarray) -> np.ndarray:
+    """A particle's thickness profile: the square root of :func:`_relative_depth`, in [0, 1]."""
+    return np.sqrt(np.clip(_relative_depth(hard), 0.0, 1.0))
 
 
 def _smooth_texture(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -407,8 +449,7 @@ def particle_delta(
     p: Particle, soft: np.ndarray, hard: np.ndarray, opt: OpticsParams, rng: np.random.Generator
 ) -> np.ndarray:
     """The particle's signature ``delta`` (transmission = 1 + delta) in its patch, before blur."""
-    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
-    d_out = cv2.distanceTransform((~hard).astype(np.uint8), cv2.DIST_L2, 3)
+    d_in, d_out = _depth_inside(hard), _depth_outside(hard)
     outside = 1.0 - soft
     halo = p.halo * np.exp(-d_out / opt.halo_width_px) * outside
     if p.transparent:
@@ -432,8 +473,7 @@ def phase_delta(
     strongest at the edge and fades inwards (shade-off) and leaves the light it
     removes as a halo just outside.
     """
-    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
-    d_out = cv2.distanceTransform((~hard).astype(np.uint8), cv2.DIST_L2, 3)
+    d_in, d_out = _depth_inside(hard), _depth_outside(hard)
     depth = rng.uniform(*imaging.phase_depth_range)
     halo = rng.uniform(*imaging.phase_halo_range)
     s = imaging.phase_shade_off
@@ -443,20 +483,14 @@ def phase_delta(
 
 
 def fluorescence_emission(
-    p: Particle,
-    soft: np.ndarray,
-    hard: np.ndarray,
-    opt: OpticsParams,
-    imaging: ImagingParams,
-    rng: np.random.Generator,
+    soft: np.ndarray, hard: np.ndarray, opt: OpticsParams, imaging: ImagingParams, rng: np.random.Generator
 ) -> np.ndarray:
     """Light a labelled particle emits (relative to the image's signal level), before blur.
 
     Emission follows the particle's thickness: a plateau of 60 % at the edge
     rising to 100 % in the middle, with a mild texture of uneven labelling.
     """
-    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
-    thickness = np.sqrt(np.clip(d_in / max(float(d_in.max()), 1.0), 0.0, 1.0))
+    thickness = _dome(hard)
     texture = 1.0 + 0.5 * opt.texture_amplitude * _smooth_texture(soft.shape, 3.0, rng)
     brightness = rng.uniform(*imaging.fluorescence_brightness_range)
     return (brightness * (0.6 + 0.4 * thickness) * texture * soft).astype(np.float32)
@@ -471,8 +505,7 @@ def darkfield_emission(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Light a particle scatters into the dark-field objective, before blur: bright edge, dim interior."""
-    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
-    edge = np.exp(-d_in / imaging.darkfield_edge_width_px)
+    edge = np.exp(-_depth_inside(hard) / imaging.darkfield_edge_width_px)
     interior = imaging.darkfield_interior * (0.4 if p.transparent else 1.0)
     texture = 1.0 + opt.texture_amplitude * _smooth_texture(soft.shape, 3.0, rng)
     brightness = rng.uniform(*imaging.darkfield_brightness_range)
@@ -484,8 +517,7 @@ def centre_profile(hard: np.ndarray, depth: float) -> np.ndarray:
 
     A red blood cell's pale centre, a nucleus whose middle stains less or more.
     """
-    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
-    rel = d_in / max(float(d_in.max()), 1.0)
+    rel = _relative_depth(hard)
     return (1.0 - depth * np.exp(-(((1.0 - rel) / 0.45) ** 2))).astype(np.float32)
 
 
@@ -523,16 +555,10 @@ def tissue_delta(
 
 
 def chromatin_emission(
-    p: Particle,
-    soft: np.ndarray,
-    hard: np.ndarray,
-    opt: OpticsParams,
-    imaging: ImagingParams,
-    rng: np.random.Generator,
+    soft: np.ndarray, hard: np.ndarray, imaging: ImagingParams, rng: np.random.Generator
 ) -> np.ndarray:
     """``chromatin``: a fluorescent nucleus with speckled texture, maybe a pale/bright centre or a dim half."""
-    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
-    thickness = np.sqrt(np.clip(d_in / max(float(d_in.max()), 1.0), 0.0, 1.0))
+    thickness = _dome(hard)
     speckle = np.maximum(_smooth_texture(soft.shape, rng.uniform(0.8, 2.5), rng), 0.0) ** 1.5
     speckle /= max(float(speckle.mean()), 1e-6)
     amplitude = rng.uniform(*imaging.chromatin_texture_range)
@@ -543,31 +569,20 @@ def chromatin_emission(
 
 
 def hdr_emission(
-    p: Particle,
-    soft: np.ndarray,
-    hard: np.ndarray,
-    opt: OpticsParams,
-    imaging: ImagingParams,
-    rng: np.random.Generator,
+    soft: np.ndarray, hard: np.ndarray, opt: OpticsParams, imaging: ImagingParams, rng: np.random.Generator
 ) -> np.ndarray:
     """``fluorescence-hdr``: fluorescence whose brightness spans ``hdr_decades`` (log-uniform)."""
-    emission = fluorescence_emission(p, soft, hard, opt, imaging, rng)
+    emission = fluorescence_emission(soft, hard, opt, imaging, rng)
     lo, hi = imaging.fluorescence_brightness_range
     # undo the ordinary spread, then spread over decades
     return emission / ((lo + hi) / 2) * 10.0 ** (-rng.uniform(0.0, imaging.hdr_decades))
 
 
 def relief_height(
-    p: Particle,
-    soft: np.ndarray,
-    hard: np.ndarray,
-    opt: OpticsParams,
-    imaging: ImagingParams,
-    rng: np.random.Generator,
+    soft: np.ndarray, hard: np.ndarray, opt: OpticsParams, rng: np.random.Generator
 ) -> np.ndarray:
     """``dic``: a particle's optical path (a textured dome), in units of its own height."""
-    d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
-    dome = np.sqrt(np.clip(d_in / max(float(d_in.max()), 1.0), 0.0, 1.0))
+    dome = _dome(hard)
     texture = 1.0 + opt.texture_amplitude * _smooth_texture(soft.shape, 2.0, rng)
     return (rng.uniform(0.5, 1.5) * (0.3 + 0.7 * dome) * texture * soft).astype(np.float32)
 
@@ -583,13 +598,13 @@ def particle_signature(
 ) -> np.ndarray:
     """A particle's signature in ``mode``, before blur: ``delta`` (transmission) or emitted light (emission)."""
     if mode == "fluorescence":
-        return fluorescence_emission(p, soft, hard, opt, imaging, rng)
+        return fluorescence_emission(soft, hard, opt, imaging, rng)
     if mode == "chromatin":
-        return chromatin_emission(p, soft, hard, opt, imaging, rng)
+        return chromatin_emission(soft, hard, imaging, rng)
     if mode == "fluorescence-hdr":
-        return hdr_emission(p, soft, hard, opt, imaging, rng)
+        return hdr_emission(soft, hard, opt, imaging, rng)
     if mode == "dic":
-        return relief_height(p, soft, hard, opt, imaging, rng)
+        return relief_height(soft, hard, opt, rng)
     if mode == "tissue":
         return tissue_delta(p, soft, hard, opt, imaging, rng)
     if mode == "darkfield":
@@ -688,24 +703,22 @@ def render_distractors(
     theta = np.linspace(0, 2 * np.pi, 64, endpoint=False)
     circle = np.stack([np.cos(theta), np.sin(theta)], axis=1)
 
-    for _ in range(int(rng.integers(dp.ghosts_range[0], dp.ghosts_range[1] + 1))):
+    for _ in range(_count(rng, dp.ghosts_range)):
         d = rng.uniform(*dp.ghost_diameter_range_px)
         sigma = rng.uniform(*dp.ghost_blur_range_px)
         outline = circle * (d / 2) * rng.uniform(0.7, 1.3, (1, 2)) + rng.uniform([0, 0], [w, h])
-        bounds = _patch_bounds(outline, 3 * sigma + 2, h, w)
-        if bounds:
-            x0, y0, x1, y1 = bounds
-            soft, _ = _fill(outline, x0, y0, (y1 - y0, x1 - x0))
+        patch = _coverage(outline, 3 * sigma + 2, h, w)
+        if patch:
+            x0, y0, soft, _ = patch
             put("ghost", _blur(-rng.uniform(*dp.ghost_darkness_range) * soft, sigma), x0, y0)
 
-    for _ in range(int(rng.integers(dp.bubbles_range[0], dp.bubbles_range[1] + 1))):
+    for _ in range(_count(rng, dp.bubbles_range)):
         d = rng.uniform(*dp.bubble_diameter_range_px)
         outline = circle * d / 2 + rng.uniform([0, 0], [w, h])
-        bounds = _patch_bounds(outline, 4, h, w)
-        if bounds:
-            x0, y0, x1, y1 = bounds
-            soft, hard = _fill(outline, x0, y0, (y1 - y0, x1 - x0))
-            d_in = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 3)
+        patch = _coverage(outline, 4, h, w)
+        if patch:
+            x0, y0, soft, hard = patch
+            d_in = _depth_inside(hard)
             ring_width = 0.18 * d
             # total internal reflection: a thick dark ring, a bright centre
             delta = (
@@ -714,7 +727,7 @@ def render_distractors(
             ) * soft
             put("bubble", _blur(delta.astype(np.float32), opt.psf_sigma_px + 0.5), x0, y0)
 
-    for _ in range(int(rng.integers(dp.fibres_range[0], dp.fibres_range[1] + 1))):
+    for _ in range(_count(rng, dp.fibres_range)):
         length = rng.uniform(*dp.fibre_length_range_px)
         steps = max(4, int(length / 8))
         heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.2, steps))
@@ -737,13 +750,12 @@ def render_distractors(
             delta = -rng.uniform(*dp.fibre_darkness_range) * patch.astype(np.float32) / 255
             put("fibre", _blur(delta, opt.psf_sigma_px + rng.uniform(0, 1.5)), x0, y0)
 
-    for _ in range(int(rng.integers(dp.specks_range[0], dp.specks_range[1] + 1))):
+    for _ in range(_count(rng, dp.specks_range)):
         d = rng.uniform(*dp.speck_diameter_range_px)
         outline = circle * d / 2 + rng.uniform([0, 0], [w, h])
-        bounds = _patch_bounds(outline, 4, h, w)
-        if bounds:
-            x0, y0, x1, y1 = bounds
-            soft, _ = _fill(outline, x0, y0, (y1 - y0, x1 - x0))
+        patch = _coverage(outline, 4, h, w)
+        if patch:
+            x0, y0, soft, _ = patch
             put("speck", _blur(-rng.uniform(*dp.speck_darkness_range) * soft, opt.psf_sigma_px), x0, y0)
 
 
@@ -771,13 +783,11 @@ def render_particles(
     h, w = field.shape
     for pid, p in enumerate(particles, start=1):
         sigma = opt.psf_sigma_px + p.defocus_sigma
-        bounds = _patch_bounds(p.outline, 3 * sigma + 4 * halo_px + 2, h, w)
-        if bounds is None:
+        patch = _coverage(p.outline, 3 * sigma + 4 * halo_px + 2, h, w)
+        if patch is None or not patch[3].any():
             continue
-        x0, y0, x1, y1 = bounds
-        soft, hard = _fill(p.outline, x0, y0, (y1 - y0, x1 - x0))
-        if not hard.any():
-            continue
+        x0, y0, soft, hard = patch
+        y1, x1 = y0 + hard.shape[0], x0 + hard.shape[1]
         delta = _blur(particle_signature(mode, p, soft, hard, opt, imaging, rng), sigma)
         if occlusion:
             alpha = _blur(soft, sigma)

@@ -24,13 +24,12 @@ from starlette.exceptions import HTTPException
 
 from micrometry.errors import InputError
 from micrometry.web import options, samples
+from micrometry.web.bounded import run_bounded
 from micrometry.web.correct_api import add_correction_routes
 from micrometry.web.corrections import Corrections
 from micrometry.web.services import (
-    CURRENT_BUDGET,
     MAX_FRAMES,
     Limits,
-    RequestBudget,
     RequestCancelled,
     Services,
 )
@@ -238,7 +237,7 @@ def create_app(
             )
             async with gate.slot():
                 files = await _files(form, "files", "sem")
-                return await _bounded(request, services, services.sem, files, nm_per_px)
+                return await run_bounded(request, services.limits, services.sem, files, nm_per_px)
 
     @app.post("/api/frames")
     async def frames(request: Request):
@@ -248,7 +247,7 @@ def create_app(
             )
             async with gate.slot():
                 files = await _files(form, "files", "frames")
-                return await run_in_threadpool(services.frames, files, nm_per_px)
+                return await run_bounded(request, services.limits, services.frames, files, nm_per_px)
 
     @app.post("/api/particles")
     async def particles(request: Request):
@@ -263,37 +262,11 @@ def create_app(
                 files = await _files(form, "file", "particles") + await _files(
                     form, "files", "particles", True
                 )
-                return await _bounded(
-                    request, services, services.particles, files, pixel_size, unit, exclude_edges
+                return await run_bounded(
+                    request, services.limits, services.particles, files, pixel_size, unit, exclude_edges
                 )
 
     return BodyLimit(app, services.limits.max_upload_bytes)  # type: ignore[return-value]
-
-
-# How often a running request looks whether its client is still there.
-DISCONNECT_POLL_S = 0.5
-
-
-async def _bounded(request: Request, services: Services, work, *args):
-    """Run ``work(*args)`` in a worker thread under the request's budget (time limit, client present).
-
-    When the client disconnects, the work stops at its next check (between
-    images, before each network pass) and the worker is free again; the answer
-    goes nowhere.
-    """
-    budget = RequestBudget(services.limits.max_request_seconds)
-    token = CURRENT_BUDGET.set(budget)  # the worker thread runs in a copy of this context
-    try:
-        task = asyncio.ensure_future(run_in_threadpool(work, *args))
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return task.result()
-            if not budget.cancelled.is_set() and await request.is_disconnected():
-                budget.cancelled.set()
-                log.info("client left; its request stops at the next check")
-    finally:
-        CURRENT_BUDGET.reset(token)
 
 
 async def _files(form, field: str, kind: str, optional: bool = False) -> list[tuple[str, bytes]]:

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from micrometry.errors import InputError
+from micrometry.web.bounded import run_bounded
 from micrometry.web.corrections import Corrections
 
 
@@ -49,12 +50,12 @@ def add_correction_routes(app: FastAPI, corrections: Corrections, gate) -> None:
                 annotations = await _uploads(form, "annotations")
                 if not files:
                     raise InputError("Choose one or more images first")
-                return await run_in_threadpool(corrections.open, files, annotations)
+                return await run_bounded(request, corrections.limits, corrections.open, files, annotations)
 
     @app.post("/api/correct/predict")
-    async def predict_again():
+    async def predict_again(request: Request):
         async with gate.slot():
-            return await run_in_threadpool(corrections.predict_again)
+            return await run_bounded(request, corrections.limits, corrections.predict_again)
 
     @app.post("/api/correct/edit")
     async def edit(request: Request):

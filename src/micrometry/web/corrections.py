@@ -30,6 +30,7 @@ from scipy import ndimage
 from micrometry.errors import InputError
 from micrometry.io.image import decode_image, write_image
 from micrometry.particles.rois import label_polygons, polygons_to_labels
+from micrometry.web.services import check_budget
 from micrometry.web.uploads import Limits, expand_uploads
 
 #: Largest closing radius tried to join two merged particles that do not touch (then: their convex hull).
@@ -159,9 +160,11 @@ class Corrections:
         with self._lock:
             if self._tuned is None or self._tuned[0] != self.model:
                 from micrometry.particles.models.base import load_particle_model
-                from micrometry.web.services import bounded_tiles
+                from micrometry.web.services import bounded_tiles, watch_modules
 
-                self._tuned = (self.model, bounded_tiles(load_particle_model(str(self.model))))
+                tuned = bounded_tiles(load_particle_model(str(self.model)))
+                watch_modules(tuned)
+                self._tuned = (self.model, tuned)
             return self._tuned[1]
 
     def model_name(self) -> str:
@@ -191,6 +194,7 @@ class Corrections:
             given[stem] = path
         shown = []
         for name, (_, data) in zip(names, uploads, strict=True):
+            check_budget()
             image = decode_image(data, name, self.limits.max_particle_pixels)
             (self.uploads / name).write_bytes(data)
             stem = Path(name).stem
@@ -210,6 +214,7 @@ class Corrections:
             raise InputError("no images opened yet")
         shown = []
         for name in names:
+            check_budget()
             image = decode_image((self.uploads / name).read_bytes(), name, self.limits.max_particle_pixels)
             shown.append(self._view(name, image, self.segmenter().segment(image).labels, self.model_name()))
         return {"images": shown, "model": self.model_name()}

@@ -225,6 +225,7 @@ class Services:
         uploads = expand_uploads(files, self.limits, MAX_FRAMES)
         frames, tables, summaries = [], [], {}
         for name, data in uploads:
+            check_budget()
             image = decode_image(data, name, self.limits.max_particle_pixels)
             try:
                 result = analyse_frame(self.depth_model(), image, nm_per_px)

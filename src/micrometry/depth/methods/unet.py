@@ -18,7 +18,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from micrometry.config import Config, param
-from micrometry.depth.augment import FLIP_DIMS, imaging_augment, random_flip
+from micrometry.depth.augment import FLIP_DIMS, hole_frames, imaging_augment, random_flip, random_shape_warp
 from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batchnorm_statistics
 from micrometry.depth.calibration import apply_ridge, calibration_features, check_ridge
 from micrometry.depth.dataset import site_split
@@ -75,6 +75,8 @@ class UNetTask(TrainTask):
         train_rows, val_rows = sim.split(cfg.val_fraction, seed)
         self.x, self.y = sim_tensors(sim, train_rows, cfg.mean_itr, device)
         self.val_x, self.val_y = sim_tensors(sim, val_rows, False, device)
+        # Each simulated hole's centre and opening, about which the shape augmentation warps it.
+        self.frames = hole_frames(self.y) if cfg.shape_aug > 0 else None
         self.real_x = None
         self.imaging = {
             "blur": cfg.blur_aug,
@@ -136,7 +138,19 @@ class UNetTask(TrainTask):
 
     def train_step(self, batch) -> dict[str, float]:
         idx, real_idx = batch
-        x, y = self._augment(self.x[idx.to(self.x.device)], self.y[idx.to(self.x.device)])
+        idx = idx.to(self.x.device)
+        x, y = self.x[idx], self.y[idx]
+        if self.frames is not None:
+            x, y = random_shape_warp(
+                x,
+                y,
+                self.frames[idx],
+                self._aug,
+                self.cfg.shape_aug,
+                self.cfg.shape_scale,
+                self.cfg.shape_slope,
+            )
+        x, y = self._augment(x, y)
         true_depth = y.flatten(1).amax(1) - self.nets[0].bottom
         losses = {"map": 0.0, "depth": 0.0, "real": 0.0}
         total = 0.0
@@ -239,6 +253,14 @@ class UNetMethod(DepthMethod):
     noise_aug : float
         Largest standard deviation (of [0, 1] brightness) of Gaussian noise added to
         simulated training inputs: real tools often image at a lower dose.
+    shape_aug : float
+        Share of the simulated pairs whose hole is warped about its centre, image and depth map
+        alike (:func:`~micrometry.depth.augment.random_shape_warp`): other opening sizes and radial
+        profiles (taper, bottom rounding, wall curvature) than the simulation's geometry prior
+        draws; 0: off.
+    shape_scale, shape_slope : float
+        Largest absolute log of the warped opening's scale and of the radial profile's slope at the
+        hole's centre (see :func:`~micrometry.depth.augment.radial_warp_grid`).
     normalize : bool
         Standardise each image before the shape encoder (see :class:`HoleUNet`).
     tta : int
@@ -266,6 +288,9 @@ class UNetMethod(DepthMethod):
         jitter_aug: float = param(0.5, ge=0)
         charging_aug: float = param(0.04, ge=0)
         noise_aug: float = param(0.04, ge=0)
+        shape_aug: float = param(0.0, ge=0, le=1)
+        shape_scale: float = param(0.25, ge=0)
+        shape_slope: float = param(1.5, ge=0)
         normalize: bool = param(True)
         tta: int = param(1, choices=(1, 2, 4))
         lr: float = param(3e-3, ge=0)

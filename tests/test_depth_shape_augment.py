@@ -1,0 +1,154 @@
+"""The shape augmentation of simulated pairs: each hole warped about its centre, image and height
+map alike, to opening sizes and radial profiles the simulation's geometry prior does not draw."""
+
+import numpy as np
+import pytest
+import torch
+
+from micrometry.depth.augment import hole_frames, radial_warp_grid, random_shape_warp
+from micrometry.depth.measure import measure_hole
+from micrometry.errors import InputError
+from micrometry.synth.sem_geometry import GeometryConfig, HoleParams, heights, hole_shapes, sample_holes
+
+
+def _holes(cx, cy, ax, ay, taper, depth=120.0, neighbours=False):
+    n = len(cx)
+    signs = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=float)
+    params = HoleParams(
+        family=np.full(n, 80),
+        cx=np.asarray(cx, float),
+        cy=np.asarray(cy, float),
+        ax=np.asarray(ax, float),
+        ay=np.asarray(ay, float),
+        taper=np.asarray(taper, float),
+        rounding=np.zeros(n),
+        rough_coef=np.zeros((n, 6, 2)),
+        neighbours=np.full(n, neighbours),
+        neighbour_offsets=np.repeat(signs[None] * [24.0, 36.0], n, axis=0),
+    )
+    return torch.from_numpy(heights(hole_shapes(params), depth)[:, None].astype(np.float32))
+
+
+def _warp(maps, frames, scale, slope):
+    grid = radial_warp_grid(frames, torch.tensor(scale), torch.tensor(slope), (72, 48))
+    return torch.nn.functional.grid_sample(
+        maps, grid, mode="bilinear", padding_mode="border", align_corners=True
+    )
+
+
+def test_hole_frames_find_the_opening_of_known_holes_beside_their_neighbours():
+    cx, cy, ax, ay = [22.0, 25.3, 23.5], [35.5, 33.0, 38.2], [14.0, 11.0, 16.5], [20.0, 16.5, 22.0]
+    frames = hole_frames(_holes(cx, cy, ax, ay, [0.6, 0.4, 0.7], neighbours=True)).numpy()
+    np.testing.assert_allclose(frames[:, 0], cx, atol=0.3)
+    np.testing.assert_allclose(frames[:, 1], cy, atol=0.3)
+    # the 5 % level lies just inside the rim: the opening read there is at most a few % small
+    np.testing.assert_allclose(frames[:, 2], ax, rtol=0.05)
+    np.testing.assert_allclose(frames[:, 3], ay, rtol=0.05)
+
+
+@pytest.mark.parametrize("scale, slope", [((0.85, 0.85), 3.0), ((1.1, 0.95), 0.5), ((1.0, 1.0), 1.0)])
+def test_warp_scales_the_opening_and_moves_the_floor_as_the_profile_slope_says(scale, slope):
+    ax, ay, taper, depth = 14.0, 20.0, 0.6, 120.0
+    hole = _holes([23.5], [35.5], [ax], [ay], [taper], depth)
+    frames = torch.tensor([[23.5, 35.5, ax, ay]])  # the true opening: only the warp is under test here
+    warped = _warp(hole, frames, [scale], [slope])[0, 0].numpy().astype(np.float64)
+    m = measure_hole(warped, nm_per_px=1.0)
+    assert m["depth_nm"] == pytest.approx(depth, abs=0.5)  # a warp moves heights, it makes none
+    # a linear wall from taper*a to a: at fraction f of the depth the radius is taper + f (1 - taper);
+    # in the output that radius r is reached at F^-1(r) = r / (k - (k - 1) r), on the scaled opening
+    radius = lambda f: taper + f * (1 - taper)  # noqa: E731
+    width = lambda a, s, f: 2 * a * s * radius(f) / (slope - (slope - 1) * radius(f))  # noqa: E731
+    for axis, a, s in (("x", ax, scale[0]), ("y", ay, scale[1])):
+        assert m[f"top_cd_{axis}_nm"] == pytest.approx(width(a, s, 0.9), abs=1.0)
+        assert m[f"bottom_cd_{axis}_nm"] == pytest.approx(width(a, s, 0.1), abs=1.0)
+
+
+def test_warp_leaves_the_top_surface_and_neighbours_beyond_its_outer_radius():
+    hole = _holes([23.5], [35.5], [13.0], [18.0], [0.5], neighbours=True)
+    frames = hole_frames(hole)
+    warped = _warp(hole, frames, [(0.8, 0.85)], [3.0])
+    yy, xx = np.mgrid[0:72, 0:48]
+    r = np.hypot((xx - 23.5) / (0.8 * 13.0), (yy - 35.5) / (0.85 * 18.0))
+    far = r > 1.65  # the identity from 1.6 output radii on (frames are estimates: a little margin)
+    np.testing.assert_allclose(warped[0, 0].numpy()[far], hole[0, 0].numpy()[far], atol=1e-3)
+    assert (warped != hole).any()
+
+
+def test_random_shape_warp_moves_image_and_map_alike_and_only_the_chosen_share():
+    maps = _holes(
+        [23.5] * 8, [35.5] * 8, np.linspace(11, 16, 8), np.linspace(16, 22, 8), np.linspace(0.45, 0.75, 8)
+    )
+    images = maps / 200.0  # any image that is a pixelwise linear function of the map
+    frames = hole_frames(maps)
+    g = torch.Generator().manual_seed(0)
+    x, y = random_shape_warp(images, maps, frames, g, 1.0, 0.25, 1.5)
+    torch.testing.assert_close(x, y / 200.0)
+    assert all((y[i] != maps[i]).any() for i in range(8))
+    x0, y0 = random_shape_warp(images, maps, frames, g, 0.0, 0.25, 1.5)
+    assert x0 is images and y0 is maps
+    counts = [
+        int(((random_shape_warp(images, maps, frames, g, 0.5, 0.25, 1.5)[1] != maps).flatten(1).any(1)).sum())
+        for _ in range(40)
+    ]
+    assert 2.5 < np.mean(counts) < 5.5  # about half of the 8
+
+
+def test_warps_reach_holes_outside_the_simulation_prior():
+    """The bench's shifted real holes (bench/depth.py, ``--variant geometry``: smaller, more tapered,
+    rounder bottoms) have bottom-to-top CD ratios no simulated hole has; warped ones do."""
+    rng = np.random.default_rng(0)
+    sim = _from_config(GeometryConfig(), 40, rng)
+    shifted = _from_config(
+        GeometryConfig(
+            semi_axis_x=(11.8, 0.45),
+            semi_axis_y=(16.8, 0.65),
+            taper=(0.28, 0.40),
+            bottom_rounding=(0.14, 0.24),
+        ),
+        40,
+        rng,
+    )
+    g = torch.Generator().manual_seed(1)
+    warped = torch.cat(
+        [random_shape_warp(sim, sim, hole_frames(sim), g, 1.0, 0.25, 1.5)[1] for _ in range(2)]
+    )
+    cds = lambda maps: np.array(  # noqa: E731
+        [
+            [measure_hole(m[0].numpy().astype(np.float64))[k] for k in ("top_cd_x_nm", "bottom_cd_x_nm")]
+            for m in maps
+        ]
+    )
+    ratio = lambda maps: cds(maps)[:, 1] / cds(maps)[:, 0]  # noqa: E731
+    target = np.percentile(ratio(shifted), 90)
+    assert target < ratio(sim).min()  # outside the simulation's prior ...
+    assert np.mean(ratio(warped) < target) > 0.05  # ... but not outside the warped holes'
+
+
+def _from_config(config, n, rng):
+    params = sample_holes(n, rng, config)
+    return torch.from_numpy(
+        heights(hole_shapes(params), rng.uniform(110, 140, n))[:, None].astype(np.float32)
+    )
+
+
+@pytest.mark.slow
+def test_unet_weak_trains_with_the_shape_augmentation(tmp_path):
+    from micrometry.depth.methods import DEPTH_METHODS, DepthData, load_depth_model, train_method
+    from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
+    from micrometry.train import RunDir
+
+    write_sem_dataset(
+        tmp_path / "data",
+        tmp_path / "truth",
+        SemSynthConfig(seed=2, n_structures=4, n_sites=8, images_per_site=2, n_test=2),
+    )
+    method = DEPTH_METHODS.create("unet-weak", width=4, batch_size=16, real_batch_size=8, shape_aug=1.0)
+    data = DepthData.load(tmp_path / "data", method.uses)
+    metrics = train_method(
+        method, data, RunDir.for_training(tmp_path / "run"), epochs=1, seed=0, device="cpu"
+    )
+    assert metrics["history"][0]["steps"] > 0
+    loaded = load_depth_model(tmp_path / "run", device="cpu")
+    assert loaded.cfg.shape_aug == 1.0 and np.isfinite(loaded.predict(data.real.images[:3])).all()
+    with pytest.raises(InputError, match="shape_aug"):
+        DEPTH_METHODS.create("unet-weak", shape_aug=1.5)  # a share of the pairs
