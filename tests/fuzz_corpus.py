@@ -42,10 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ("image", "coco", "model", "options")
+from helpers import TINY_UNET_OPTIONS  # the depth method the fuzz trains and predicts with
 
-# The depth method the fuzz trains and predicts with: a 4-channel U-Net (trains in a fraction of a second).
-TINY_DEPTH = ["--method", "unet", "--param", "width=4", "--param", "batch_size=16"]
+KINDS = ("image", "coco", "model", "options")
 
 # The memory bound a case runs under (address space: what RLIMIT_AS limits), on top of what the
 # forked child inherits from its runner (a long pytest session holds gigabytes of address space).
@@ -729,7 +728,7 @@ COMMANDS: dict[str, tuple[Callable[[Seeds], list[str]], dict[str, str]]] = {
     ),
     "depth evaluate": (lambda s: ["depth", "evaluate", str(s.depth_maps)], {"": "in", "--json": "flag"}),
     "depth train": (
-        lambda s: ["depth", "train", str(s.sem), *TINY_DEPTH, "--epochs", "1"],
+        lambda s: ["depth", "train", str(s.sem), *TINY_UNET_OPTIONS, "--epochs", "1"],
         {
             "--out": "out",
             "--param": "param",

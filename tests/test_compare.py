@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import synth_particles_argv
+from helpers import command_argv, synth_particles_argv
 from micrometry.cli import run
 from micrometry.particles.compare import CompareSettings, compare_tables, decide
 from micrometry.particles.measure import read_table
@@ -185,13 +185,9 @@ def test_synthetic_batches_end_to_end(tmp_path):
             table = tmp_path / f"{batch}{seed}.csv"
             assert (
                 run(
-                    [
-                        "particles",
-                        "measure",
-                        str(truth / "batches" / f"{batch}_annotations.json"),
-                        "--out",
-                        str(table),
-                    ]
+                    command_argv(
+                        "particles", "measure", truth / "batches" / f"{batch}_annotations.json", out=table
+                    )
                 )
                 == 0
             )

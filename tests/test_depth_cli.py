@@ -10,11 +10,10 @@ import time
 import numpy as np
 import pytest
 
+from helpers import TINY_UNET_OPTIONS, depth_predict_argv
 from micrometry.cli import run
 from micrometry.io.image import read_gray_u8, write_image
 from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
-
-UNET = ["--method", "unet", "--param", "width=4", "--param", "batch_size=16"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,10 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(dataset):
     out = dataset / "run"
-    assert run(["depth", "train", str(dataset / "data"), "--out", str(out), *UNET, "--epochs", "2"]) == 0
+    assert (
+        run(["depth", "train", str(dataset / "data"), "--out", str(out), *TINY_UNET_OPTIONS, "--epochs", "2"])
+        == 0
+    )
     return out
 
 
@@ -47,22 +49,7 @@ def test_train_writes_a_run_folder(trained):
 @pytest.mark.slow
 def test_predict_evaluate_measure(dataset, trained, tmp_path, capsys):
     pred, sub = tmp_path / "pred", tmp_path / "sub.zip"
-    assert (
-        run(
-            [
-                "depth",
-                "predict",
-                str(dataset / "data"),
-                "--model",
-                str(trained),
-                "--out",
-                str(pred),
-                "--zip",
-                str(sub),
-            ]
-        )
-        == 0
-    )
+    assert run(depth_predict_argv(dataset / "data", trained, pred, zip=sub)) == 0
     names = sorted(p.name for p in (dataset / "data/test/SEM").glob("*.png"))
     assert sorted(p.name for p in pred.iterdir()) == names
     assert read_gray_u8(pred / names[0]).shape == (72, 48)
@@ -110,7 +97,18 @@ def test_evaluate_matches_hand_computed_rmse(tmp_path, capsys):
 
 
 def _train_args(dataset, out):
-    return ["depth", "train", str(dataset / "data"), "--out", str(out), *UNET, "--epochs", "5", "--seed", "3"]
+    return [
+        "depth",
+        "train",
+        str(dataset / "data"),
+        "--out",
+        str(out),
+        *TINY_UNET_OPTIONS,
+        "--epochs",
+        "5",
+        "--seed",
+        "3",
+    ]
 
 
 @pytest.mark.slow
@@ -155,20 +153,7 @@ def _one_line_error(capsys, expected):
 
 
 def test_predict_with_missing_run_folder(dataset, tmp_path, capsys):
-    assert (
-        run(
-            [
-                "depth",
-                "predict",
-                str(dataset / "data"),
-                "--model",
-                str(tmp_path / "nope"),
-                "--out",
-                str(tmp_path / "pred"),
-            ]
-        )
-        == 2
-    )
+    assert run(depth_predict_argv(dataset / "data", tmp_path / "nope", tmp_path / "pred")) == 2
     _one_line_error(capsys, "no such run folder")
     assert not (tmp_path / "pred").exists()
 
@@ -180,22 +165,7 @@ def test_predict_with_corrupt_checkpoint(dataset, trained, tmp_path, capsys):
     broken = tmp_path / "run"
     shutil.copytree(trained, broken)
     (broken / "checkpoints/best.pt").write_bytes(b"not a checkpoint")
-    assert (
-        run(
-            [
-                "depth",
-                "predict",
-                str(dataset / "data"),
-                "--model",
-                str(broken),
-                "--out",
-                str(tmp_path / "p"),
-                "--zip",
-                str(tmp_path / "s.zip"),
-            ]
-        )
-        == 2
-    )
+    assert run(depth_predict_argv(dataset / "data", broken, tmp_path / "p", zip=tmp_path / "s.zip")) == 2
     _one_line_error(capsys, "corrupt")
     assert not (tmp_path / "p").exists() and not (tmp_path / "s.zip").exists()
 
@@ -203,20 +173,7 @@ def test_predict_with_corrupt_checkpoint(dataset, trained, tmp_path, capsys):
 @pytest.mark.slow
 def test_predict_with_empty_image_folder(trained, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert (
-        run(
-            [
-                "depth",
-                "predict",
-                str(tmp_path / "empty"),
-                "--model",
-                str(trained),
-                "--out",
-                str(tmp_path / "pred"),
-            ]
-        )
-        == 2
-    )
+    assert run(depth_predict_argv(tmp_path / "empty", trained, tmp_path / "pred")) == 2
     _one_line_error(capsys, "no images found")
     assert not (tmp_path / "pred").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no temporary folders either

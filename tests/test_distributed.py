@@ -2,9 +2,6 @@
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from helpers import TINY_UNET_OPTIONS, depth_predict_argv, free_port, torchrun_micrometry
 from micrometry.cli import run as run_cli
 from micrometry.errors import InputError
 from micrometry.train import LoopConfig, RunDir, TrainTask, distributed, fit, load_checkpoint, seed_everything
@@ -67,12 +65,6 @@ class LinearTask(TrainTask):
 VARIANTS = {"sharded": {}, "split": {"shard": False}, "listed": {"in_list": True}}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     """One torchrun-like process: the variables torchrun would set, then the same fit as one process."""
     os.environ.update(
@@ -108,7 +100,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
 def ddp_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     mp.start_processes(
-        _ddp_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True, start_method="spawn"
+        _ddp_worker, args=(2, free_port(), str(root)), nprocs=2, join=True, start_method="spawn"
     )
     return root
 
@@ -217,50 +209,13 @@ def test_torchrun_depth_train_ddp(tmp_path):
         tmp_path / "truth",
         SemSynthConfig(seed=2, n_structures=6, n_sites=4, images_per_site=3, n_test=4),
     )
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "micrometry",
-        "depth",
-        "train",
-        str(tmp_path / "data"),
-        "--out",
-        str(tmp_path / "run"),
-        "--method",
-        "unet",
-        "--param",
-        "width=4",
-        "--param",
-        "batch_size=16",
-        "--epochs",
-        "2",
-        "--ddp",
-    ]
-    env = {**os.environ, "MICROMETRY_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    train = ["depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *TINY_UNET_OPTIONS]
+    done = torchrun_micrometry(*train, "--epochs", "2", "--ddp", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("-> ") == 1  # the summary comes from rank 0 only
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2] and metrics["best"]["val_rmse"] > 0
     assert (tmp_path / "run" / "log.txt").read_text().count("epoch=") == 2
     # the run folder is an ordinary one: predict reads it
-    assert (
-        run_cli(
-            [
-                "depth",
-                "predict",
-                str(tmp_path / "data"),
-                "--model",
-                str(tmp_path / "run"),
-                "--out",
-                str(tmp_path / "pred"),
-            ]
-        )
-        == 0
-    )
+    assert run_cli(depth_predict_argv(tmp_path / "data", tmp_path / "run", tmp_path / "pred")) == 0
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from fuzz_corpus import png_claiming, tiff_claiming
+from helpers import depth_predict_argv, one_error_line
 from micrometry.cli import run
 from micrometry.errors import CheckpointError, DatasetError, ImageReadError, InputError
 from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing, remove_stale_temporaries
@@ -25,14 +26,6 @@ from micrometry.io.coco import load_coco
 from micrometry.io.coco.segmentation import clip_polygon
 from micrometry.io.image import read_image, write_image
 from micrometry.io.output_names import unique_output_names
-
-
-def _one_line_error(capsys, expected):
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and expected in lines[0], err
-    return lines[0]
 
 
 @pytest.fixture
@@ -145,7 +138,7 @@ def test_absurd_coco_values_are_one_line_errors(coco_256x320, capsys, change, me
         assert code == 0
         return
     assert code == 2
-    _one_line_error(capsys, message)
+    one_error_line(capsys, message)
 
 
 # -- item 4: two inputs, one output
@@ -172,7 +165,7 @@ def sem_images(tmp_path):
 
 def test_depth_predict_refuses_two_inputs_with_one_output_name(sem_images, tmp_path, capsys):
     assert run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "pred")]) == 2
-    _one_line_error(capsys, "would both be written as a.png")
+    one_error_line(capsys, "would both be written as a.png")
     assert not (tmp_path / "pred").exists()
     (sem_images / "a.tif").unlink()
     assert run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "pred")]) == 0
@@ -199,7 +192,7 @@ def test_particles_predict_refuses_same_name_in_two_subfolders(tmp_path, capsys)
         )
         == 2
     )
-    _one_line_error(capsys, "would both be written as img.png")
+    one_error_line(capsys, "would both be written as img.png")
     assert not (tmp_path / "pred").exists()
 
 
@@ -209,24 +202,11 @@ def test_particles_predict_refuses_same_name_in_two_subfolders(tmp_path, capsys)
 def test_output_in_an_unwritable_place_is_refused_before_the_work(sem_images, tmp_path, capsys):
     (sem_images / "a.tif").unlink()
     # the model is missing too: the output is checked first, before any loading
-    assert (
-        run(
-            [
-                "depth",
-                "predict",
-                str(sem_images),
-                "--model",
-                str(tmp_path / "nomodel"),
-                "--out",
-                "/proc/micrometry-pred",
-            ]
-        )
-        == 2
-    )
-    _one_line_error(capsys, "cannot be written")
+    assert run(depth_predict_argv(sem_images, tmp_path / "nomodel", "/proc/micrometry-pred")) == 2
+    one_error_line(capsys, "cannot be written")
     (tmp_path / "afile").write_text("x")
     assert run(["depth", "measure", str(sem_images), "--out", str(tmp_path / "afile" / "m.csv")]) == 2
-    _one_line_error(capsys, "afile is not a folder")
+    one_error_line(capsys, "afile is not a folder")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: the /proc case above covers it")
@@ -237,7 +217,7 @@ def test_output_in_a_read_only_folder_is_refused(sem_images, tmp_path, capsys):
     locked.chmod(0o555)
     try:
         assert run(["depth", "predict", str(sem_images), "--out", str(locked / "pred")]) == 2
-        _one_line_error(capsys, "cannot be written")
+        one_error_line(capsys, "cannot be written")
     finally:
         locked.chmod(0o755)
 
@@ -246,13 +226,13 @@ def test_outputs_of_the_wrong_kind_are_refused(sem_images, tmp_path, capsys):
     (sem_images / "a.tif").unlink()
     (tmp_path / "afile").write_text("keep")
     assert run(["depth", "train", str(sem_images), "--out", str(tmp_path / "afile")]) == 2
-    _one_line_error(capsys, "exists and is not a folder")
+    one_error_line(capsys, "exists and is not a folder")
     (tmp_path / "holes.csv").mkdir()  # a folder named like the table
     (tmp_path / "holes.csv" / "x").write_text("keep")
     assert (
         run(["depth", "measure", str(sem_images), "--out", str(tmp_path / "holes.csv"), "--overwrite"]) == 2
     )
-    _one_line_error(capsys, "is a folder")
+    one_error_line(capsys, "is a folder")
     assert (tmp_path / "holes.csv" / "x").read_text() == "keep" and (tmp_path / "afile").read_text() == "keep"
 
 
@@ -260,16 +240,16 @@ def test_overwrite_never_replaces_the_current_folder(sem_images, tmp_path, capsy
     (sem_images / "a.tif").unlink()
     monkeypatch.chdir(tmp_path)
     assert run(["depth", "predict", str(sem_images), "--out", ".", "--overwrite"]) == 2
-    _one_line_error(capsys, "--out holds the input")  # (the current folder holds the images)
+    one_error_line(capsys, "--out holds the input")  # (the current folder holds the images)
     assert run(["depth", "predict", str(sem_images / "a.png"), "--out", ".", "--overwrite"]) == 2
-    _one_line_error(capsys, "--out holds the input")
+    one_error_line(capsys, "--out holds the input")
     other = tmp_path / "elsewhere"
     other.mkdir()
     monkeypatch.chdir(other)
     assert (
         run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "elsewhere"), "--overwrite"]) == 2
     )
-    _one_line_error(capsys, "is the current folder")
+    one_error_line(capsys, "is the current folder")
     assert (sem_images / "a.png").exists()
 
 
@@ -300,7 +280,7 @@ def test_param_of_the_wrong_type_or_range_is_refused_before_the_run_folder(tmp_p
             )
             == 2
         )
-        _one_line_error(capsys, message)
+        one_error_line(capsys, message)
         assert not (tmp_path / "run").exists()
 
 
@@ -311,7 +291,7 @@ def _sem_layout(root):
     return root / "train" / "average_depth.csv"
 
 
-def test_average_depth_csv_not_utf8_is_one_line_error(tmp_path, capsys):
+def test_average_depth_csv_not_utf8_isone_error_line(tmp_path, capsys):
     csv = _sem_layout(tmp_path)
     csv.write_bytes(b"0,1\ndepth_110_site_00001,110.5\n# caf\xe9\n")
     assert run(["sem", "info", str(tmp_path), "--json"]) == 2
@@ -347,7 +327,7 @@ def test_resume_refuses_a_checkpoint_without_training_state(tmp_path, capsys):
     (run_dir / "config.json").write_text(json.dumps({"method": "unet", "method_config": {"width": 4}}))
     save_checkpoint(run_dir / "checkpoints" / "last.pt", {"model": {"x": 1}})
     assert run(["depth", "train", str(tmp_path / "data"), "--out", str(run_dir), "--resume"]) == 2
-    _one_line_error(capsys, "checkpoint lacks state, rng, loop")
+    one_error_line(capsys, "checkpoint lacks state, rng, loop")
 
 
 def test_particle_checkpoint_given_to_depth_predict(sem_images, tmp_path, capsys):
@@ -368,7 +348,7 @@ def test_particle_checkpoint_given_to_depth_predict(sem_images, tmp_path, capsys
     assert (
         run(["depth", "predict", str(sem_images), "--model", str(run_dir), "--out", str(tmp_path / "p")]) == 2
     )
-    _one_line_error(capsys, "does not fit method 'unet'")
+    one_error_line(capsys, "does not fit method 'unet'")
     assert not (tmp_path / "p").exists()
 
 
@@ -381,7 +361,7 @@ def test_pixel_bombs_are_refused_from_the_header(tmp_path, capsys, data, suffix)
     with pytest.raises(ImageReadError, match="the limit is"):
         read_image(tmp_path / "in" / f"bomb{suffix}")
     assert run(["depth", "predict", str(tmp_path / "in"), "--out", str(tmp_path / "p")]) == 2
-    _one_line_error(capsys, "the limit is")
+    one_error_line(capsys, "the limit is")
     assert not (tmp_path / "p").exists()
 
 
@@ -463,7 +443,7 @@ def test_particles_info_finds_a_truncated_image(coco_256x320, capsys):
     image = coco_256x320 / "images" / "a.png"
     image.write_bytes(image.read_bytes()[:200])
     assert run(["particles", "info", str(coco_256x320), "--json"]) == 2
-    _one_line_error(capsys, "truncated")
+    one_error_line(capsys, "truncated")
     assert run(["particles", "info", str(coco_256x320), "--json", "--no-check-images"]) == 0
 
 
@@ -479,10 +459,10 @@ def test_refuse_existing_checks_kind_and_place(tmp_path):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("device, message", [("cuda", "no CUDA device"), ("nonsense", "is not a device")])
-def test_unusable_device_is_one_line_error(sem_images, tmp_path, capsys, device, message):
+def test_unusable_device_isone_error_line(sem_images, tmp_path, capsys, device, message):
     (sem_images / "a.tif").unlink()
     assert run(["depth", "predict", str(sem_images), "--device", device, "--out", str(tmp_path / "p")]) == 2
-    _one_line_error(capsys, message)
+    one_error_line(capsys, message)
     assert not (tmp_path / "p").exists()
 
 
@@ -511,7 +491,7 @@ def test_train_with_unusable_device_leaves_no_run_folder(tmp_path, capsys):
         )
         == 2
     )
-    _one_line_error(capsys, "is not a device")
+    one_error_line(capsys, "is not a device")
     assert not (tmp_path / "run").exists()
 
 
@@ -522,5 +502,5 @@ def test_zip_inside_the_output_folder_is_refused(sem_images, tmp_path, capsys):
             run(["depth", "predict", str(sem_images), "--out", str(tmp_path / "p"), "--zip", str(zip_path)])
             == 2
         )
-        _one_line_error(capsys, "(--zip)")  # the CLI keeps every output apart from the others
+        one_error_line(capsys, "(--zip)")  # the CLI keeps every output apart from the others
     assert [p.name for p in tmp_path.iterdir()] == ["imgs"]

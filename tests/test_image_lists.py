@@ -26,27 +26,23 @@ def test_list_keeps_its_order_and_skips_comments(tmp_path):
     assert list_images(listed) == [tmp_path / "imgs" / "im2.png", folder / "im0.png"]
 
 
-def test_particles_predict_over_a_list(tmp_path):
+def _predict_listed(tmp_path, listing: str) -> int:
+    """Exit code of ``particles predict`` (watershed) of the list ``listing`` of ``_images`` into tmp_path/pred."""
     _images(tmp_path / "imgs")
     listed = tmp_path / "list.txt"
-    listed.write_text("imgs/im2.png\nimgs/im0.png\n")
-    assert (
-        run(["particles", "predict", str(listed), "--model", "watershed", "--out", str(tmp_path / "pred")])
-        == 0
-    )
+    listed.write_text(listing)
+    return run(["particles", "predict", str(listed), "--model", "watershed", "--out", str(tmp_path / "pred")])
+
+
+def test_particles_predict_over_a_list(tmp_path):
+    assert _predict_listed(tmp_path, "imgs/im2.png\nimgs/im0.png\n") == 0
     images = json.loads((tmp_path / "pred" / "images.json").read_text())["images"]
     assert [(im["id"], im["file_name"]) for im in images] == [(1, "im2.png"), (2, "im0.png")]
     assert sorted(p.name for p in (tmp_path / "pred" / "labels").iterdir()) == ["im0.png", "im2.png"]
 
 
 def test_missing_listed_file_is_one_line_and_leaves_nothing(tmp_path, capsys):
-    _images(tmp_path / "imgs")
-    listed = tmp_path / "list.txt"
-    listed.write_text("imgs/im0.png\nimgs/gone.png\n")
-    assert (
-        run(["particles", "predict", str(listed), "--model", "watershed", "--out", str(tmp_path / "pred")])
-        == 2
-    )
+    assert _predict_listed(tmp_path, "imgs/im0.png\nimgs/gone.png\n") == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("gone.png: listed on line 2 of list.txt but does not exist") and "\n" not in err
     assert not (tmp_path / "pred").exists()

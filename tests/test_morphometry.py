@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from skimage.measure import regionprops
 
+from helpers import command_argv
 from micrometry.cli import run
 from micrometry.geometry import calipers
 from micrometry.io.image import write_image
@@ -238,22 +239,7 @@ def label_folder(tmp_path):
 
 def test_measure_cli_label_folder_csv_and_parquet(label_folder, tmp_path):
     out = tmp_path / "out" / "particles.csv"
-    assert (
-        run(
-            [
-                "particles",
-                "measure",
-                str(label_folder),
-                "--pixel-size",
-                "0.5",
-                "--unit",
-                "um",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert run(command_argv("particles", "measure", label_folder, pixel_size=0.5, unit="um", out=out)) == 0
     table = pd.read_csv(out)
     expected = sum(len(np.unique(random_label_image(10 + i, n=20))) - 1 for i in range(2))
     assert len(table) == expected
@@ -430,18 +416,7 @@ def test_measure_cli_intensity_from_gray_images(tmp_path, capsys):
     write_image(tmp_path / "gray" / "s.png", gray)
     out = tmp_path / "t.csv"
     assert (
-        run(
-            [
-                "particles",
-                "measure",
-                str(tmp_path / "labels"),
-                "--images",
-                str(tmp_path / "gray"),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
+        run(command_argv("particles", "measure", tmp_path / "labels", images=tmp_path / "gray", out=out)) == 0
     )
     table = pd.read_csv(out)
     assert table.loc[0, "Mean"] == pytest.approx(gray[5:10, 5:12].mean())
@@ -450,15 +425,9 @@ def test_measure_cli_intensity_from_gray_images(tmp_path, capsys):
     capsys.readouterr()
     assert (
         run(
-            [
-                "particles",
-                "measure",
-                str(tmp_path / "labels"),
-                "--images",
-                str(tmp_path / "gray"),
-                "--out",
-                str(tmp_path / "u.csv"),
-            ]
+            command_argv(
+                "particles", "measure", tmp_path / "labels", images=tmp_path / "gray", out=tmp_path / "u.csv"
+            )
         )
         == 2
     )

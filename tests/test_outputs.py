@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from helpers import TINY_UNET_OPTIONS, command_argv, particles_train_argv
 from micrometry.cli import run
 from micrometry.io.image import read_calibration, read_image, write_image
 
@@ -51,32 +52,11 @@ def test_bad_numbers_are_refused_at_parse_time(tmp_path, monkeypatch, capsys, ar
 def test_unit_without_pixel_size_is_an_error(tmp_path, capsys):
     write_image(tmp_path / "l.png", np.pad(np.ones((4, 4), np.uint16), 3))
     assert (
-        run(
-            [
-                "particles",
-                "measure",
-                str(tmp_path / "l.png"),
-                "--unit",
-                "um",
-                "--out",
-                str(tmp_path / "t.csv"),
-            ]
-        )
-        == 2
+        run(command_argv("particles", "measure", tmp_path / "l.png", unit="um", out=tmp_path / "t.csv")) == 2
     )
     assert capsys.readouterr().err.startswith("error: --unit: a unit needs a pixel size")
     assert (
-        run(
-            [
-                "particles",
-                "measure",
-                str(tmp_path / "l.png"),
-                "--pixel-size",
-                "0.5",
-                "--out",
-                str(tmp_path / "t.csv"),
-            ]
-        )
+        run(command_argv("particles", "measure", tmp_path / "l.png", pixel_size=0.5, out=tmp_path / "t.csv"))
         == 2
     )
     assert "--pixel-size: needs --unit" in capsys.readouterr().err
@@ -160,19 +140,7 @@ def test_particle_csv_headers_carry_units(tmp_path):
     write_image(tmp_path / "labels" / "a.png", _label_image())
     out = tmp_path / "um.csv"
     assert (
-        run(
-            [
-                "particles",
-                "measure",
-                str(tmp_path / "labels"),
-                "--pixel-size",
-                "0.5",
-                "--unit",
-                "um",
-                "--out",
-                str(out),
-            ]
-        )
+        run(command_argv("particles", "measure", tmp_path / "labels", pixel_size=0.5, unit="um", out=out))
         == 0
     )
     header = out.read_text().splitlines()[0].split(",")
@@ -252,17 +220,9 @@ def test_pixel_size_from_tiff_metadata_and_override(tmp_path, capsys):
     direct = pd.read_csv(out)
     assert (
         run(
-            [
-                "particles",
-                "measure",
-                str(tmp_path / "ij.tif"),
-                "--pixel-size",
-                "2",
-                "--unit",
-                "nm",
-                "--out",
-                str(tmp_path / "o.csv"),
-            ]
+            command_argv(
+                "particles", "measure", tmp_path / "ij.tif", pixel_size=2, unit="nm", out=tmp_path / "o.csv"
+            )
         )
         == 0
     )
@@ -374,7 +334,7 @@ def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
         SemSynthConfig(seed=1, n_structures=4, n_sites=2, images_per_site=2, n_test=2),
     )
     args = ["depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1"]
-    assert run([*args, "--method", "unet", "--param", "width=4", "--param", "batch_size=16"]) == 0
+    assert run([*args, *TINY_UNET_OPTIONS]) == 0
     capsys.readouterr()
     assert run([*args, "--resume"]) == 0
     out = capsys.readouterr().out
@@ -420,23 +380,8 @@ def test_particles_train_on_few_images_says_why_and_finished_resume_says_so(tmp_
     from particle_scenes import write_coco_folder
 
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=64, width=64, n=3)
-    args = [
-        "particles",
-        "train",
-        str(data),
-        "--out",
-        str(tmp_path / "run"),
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "1",
-        "--batch-size",
-        "1",
-        "--crop",
-        "32",
-        "--threads",
-        "1",
-    ]
+    tiny = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "crop": 32, "threads": 1}
+    args = particles_train_argv(data, tmp_path / "run", **tiny)
     assert run(args) == 0
     err = capsys.readouterr().err
     # fewer than 5 images: the console says how validation is done (a held-out strip of each image)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import command_argv, particles_train_argv
 from micrometry.cli import run as cli
 from micrometry.errors import InputError
 from micrometry.io.atomic import write_json
@@ -137,16 +138,9 @@ def test_predict_prints_and_stores_the_diameter_and_scale(tmp_path, capsys):
     write_image(tmp_path / "in" / "a.png", image)
     assert (
         cli(
-            [
-                "particles",
-                "predict",
-                tmp_path / "in",
-                "--out",
-                tmp_path / "p",
-                "--diameter",
-                "25",
-                "--no-overlays",
-            ]
+            command_argv(
+                "particles", "predict", tmp_path / "in", out=tmp_path / "p", diameter=25, no_overlays=True
+            )
         )
         == 0
     )
@@ -178,30 +172,8 @@ def test_init_starts_from_the_model_weights_and_says_how_it_validates(tmp_path, 
 
     model = random_model(tmp_path / "m")
     data = write_coco_folder(tmp_path / "coco", n_images=3, height=96, width=128, n=8)
-    assert (
-        cli(
-            [
-                "particles",
-                "train",
-                data,
-                "--out",
-                tmp_path / "run",
-                "--init",
-                model,
-                "--epochs",
-                "1",
-                "--steps-per-epoch",
-                "1",
-                "--batch-size",
-                "2",
-                "--crop",
-                "64",
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
+    tiny = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "crop": 64, "threads": 1}
+    assert cli(particles_train_argv(data, tmp_path / "run", init=model, **tiny)) == 0
     err = capsys.readouterr().err
     assert "validation holds out the right-hand 20 %" in err  # the console, not only log.txt
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -222,22 +194,7 @@ def test_init_starts_from_the_model_weights_and_says_how_it_validates(tmp_path, 
 def test_init_refuses_another_architecture(tmp_path, capsys):
     model = random_model(tmp_path / "m")
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=64, width=64, n=3)
-    assert (
-        cli(
-            [
-                "particles",
-                "train",
-                data,
-                "--out",
-                tmp_path / "run",
-                "--init",
-                model,
-                "--model",
-                "unet-watershed",
-            ]
-        )
-        == 2
-    )
+    assert cli(particles_train_argv(data, tmp_path / "run", init=model, model="unet-watershed")) == 2
     assert "is a 'center-offset' model, not 'unet-watershed'" in capsys.readouterr().err
     assert cli(["particles", "train", data, "--out", tmp_path / "run2", "--init", tmp_path / "nothing"]) == 2
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
@@ -379,16 +336,9 @@ def test_predict_skips_unreadable_and_3d_files_and_counts_them(tmp_path, capsys)
     assert summary["images"] == 1 and len(summary["skipped"]) == 2
     assert (
         cli(
-            [
-                "particles",
-                "predict",
-                tmp_path / "in",
-                "--out",
-                tmp_path / "q",
-                "--strict",
-                "--model",
-                "watershed",
-            ]
+            command_argv(
+                "particles", "predict", tmp_path / "in", out=tmp_path / "q", strict=True, model="watershed"
+            )
         )
         == 2
     )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import particles_train_argv
 from micrometry.cli import run
 from micrometry.errors import CheckpointError
 from micrometry.particles.models import load_particle_model
@@ -17,6 +18,10 @@ from particle_scenes import make_scene, write_coco_folder
 
 def cli(args):
     return run([str(a) for a in args])
+
+
+#: ``particles train`` options of the runs here: a few small steps at the data's own scale
+TINY_STEPS = {"steps_per_epoch": 2, "batch_size": 2, "crop": 64, "scale": 1}
 
 
 # -- targets and decoders: perfect maps give back the true instances -------------------------
@@ -117,30 +122,7 @@ def test_trained_run_segments_new_images_through_load_particle_model(trained_run
 def test_train_and_predict_commands(tmp_path):
     data = write_coco_folder(tmp_path / "coco", n_images=3, height=96, width=128, n=8)
     out = tmp_path / "run"
-    assert (
-        cli(
-            [
-                "particles",
-                "train",
-                data,
-                "--out",
-                out,
-                "--model",
-                "unet-watershed",
-                "--epochs",
-                "2",
-                "--steps-per-epoch",
-                "2",
-                "--batch-size",
-                "2",
-                "--crop",
-                "64",
-                "--scale",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert cli(particles_train_argv(data, out, model="unet-watershed", epochs=2, **TINY_STEPS)) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "unet-watershed" and config["settings"]["scale"] == 1.0
     assert (out / "checkpoints" / "best.pt").is_file() and (out / "metrics.json").is_file()
@@ -203,21 +185,7 @@ def test_mismatched_model_name_is_a_clear_error(tmp_path, capsys, trained_run):
     # resuming a run with another --model (on the run's own data: other data is refused first)
     other_run = trained_run("unet-watershed")
     data = json.loads((other_run / "config.json").read_text())["data"]
-    assert (
-        cli(
-            [
-                "particles",
-                "train",
-                data,
-                "--out",
-                other_run,
-                "--resume",
-                "--model",
-                "center-offset",
-            ]
-        )
-        == 2
-    )
+    assert cli(particles_train_argv(data, other_run, resume=True, model="center-offset")) == 2
     assert "run was trained with model 'unet-watershed', not 'center-offset'" in capsys.readouterr().err
     # a plain torch file is not a model checkpoint
     torch.save({"net": {}}, run / "checkpoints" / "best.pt")
@@ -245,23 +213,7 @@ def test_watershed_refuses_learned_model_options():
 def test_detectors_train_resume_export_and_predict(tmp_path, model):
     data = write_coco_folder(tmp_path / "coco", n_images=2, height=96, width=128, n=8)
     out = tmp_path / "run"
-    args = [
-        "particles",
-        "train",
-        data,
-        "--model",
-        model,
-        "--out",
-        out,
-        "--steps-per-epoch",
-        "2",
-        "--batch-size",
-        "2",
-        "--crop",
-        "64",
-        "--scale",
-        "1",
-    ]
+    args = particles_train_argv(data, out, model=model, **TINY_STEPS)
     assert cli([*args, "--epochs", "1"]) == 0
     assert cli([*args, "--epochs", "2", "--resume"]) == 0
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import synth_particles_argv
+from helpers import TINY_UNET_OPTIONS, depth_predict_argv, synth_particles_argv
 from micrometry.cli import run as run_cli
 from micrometry.io.image import read_image, write_image
 
@@ -132,23 +132,7 @@ def depth_run(tmp_path_factory):
         SemSynthConfig(seed=3, n_structures=6, n_sites=4, images_per_site=3, n_test=7),
     )
     assert (
-        run(
-            [
-                "depth",
-                "train",
-                root / "data",
-                "--out",
-                root / "run",
-                "--method",
-                "unet",
-                "--param",
-                "width=4",
-                "--param",
-                "batch_size=16",
-                "--epochs",
-                "1",
-            ]
-        )
+        run(["depth", "train", root / "data", "--out", root / "run", *TINY_UNET_OPTIONS, "--epochs", "1"])
         == 0
     )
     return root
@@ -207,24 +191,7 @@ def test_ray_depth_predict_bad_image(local_ray, depth_run, tmp_path, capsys):
         (images / src.name).write_bytes(src.read_bytes())
     write_image(images / "zz_wrong_size.png", np.zeros((10, 10), np.uint8))
     out = tmp_path / "pred"
-    assert (
-        run(
-            [
-                "depth",
-                "predict",
-                images,
-                "--model",
-                depth_run / "run",
-                "--out",
-                out,
-                "--engine",
-                "ray",
-                "--batch-size",
-                "1",
-            ]
-        )
-        == 2
-    )
+    assert run(depth_predict_argv(images, depth_run / "run", out, engine="ray", batch_size=1)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "zz_wrong_size.png" in err[-1] and "72x48" in err[-1]
     assert not out.exists()

@@ -22,21 +22,13 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers import free_port, one_error_line
 from micrometry.cli import run
 from micrometry.errors import ImageReadError, InputError
 from micrometry.io.atomic import atomic_dir, atomic_path, refuse_existing
 from micrometry.io.image import decode_image, read_image, write_image
 
 # --------------------------------------------------------------------------- helpers
-
-
-def one_error_line(capsys, expected: str) -> str:
-    """The single ``error:`` line on stderr (and no traceback); it must contain ``expected``."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and expected in lines[0], err
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -258,19 +250,18 @@ def _fake_run(folder: Path, config: dict) -> Path:
     return folder
 
 
-def test_depth_resume_on_another_dataset_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "job,config",
+    [
+        ("depth", {"method": "lookup", "method_config": {}}),
+        ("particles", {"model": "center-offset", "settings": {}}),
+    ],
+)
+def test_resume_on_another_dataset_is_refused(job, config, tmp_path, capsys):
     first, other = tmp_path / "A", tmp_path / "B"
     first.mkdir(), other.mkdir()
-    out = _fake_run(tmp_path / "run", {"method": "lookup", "method_config": {}, "data": str(first)})
-    assert run(["depth", "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
-    one_error_line(capsys, f"run was trained on {first}")
-
-
-def test_particles_resume_on_another_dataset_is_refused(tmp_path, capsys):
-    first, other = tmp_path / "A", tmp_path / "B"
-    first.mkdir(), other.mkdir()
-    out = _fake_run(tmp_path / "run", {"model": "center-offset", "settings": {}, "data": str(first)})
-    assert run(["particles", "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
+    out = _fake_run(tmp_path / "run", {**config, "data": str(first)})
+    assert run([job, "train", other, "--out", out, "--resume", "--threads", "1"]) == 2
     one_error_line(capsys, f"run was trained on {first}")
 
 
@@ -607,9 +598,7 @@ def test_idle_connections_are_closed():
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=IdleClosingH11, timeout_keep_alive=0.5)
     config.log_level = "warning"
     server = uvicorn.Server(config)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import command_argv
 from micrometry.cli import run
 from micrometry.io.image import write_image
 from micrometry.report import Report
@@ -135,6 +136,14 @@ def test_particle_report_from_label_folder_measures_it(tmp_path):
     assert len(parse(out).images) >= 3
 
 
+def compare_a_b(folder):
+    """``particles compare`` of ``folder``'s a.csv and b.csv (100 bootstrap draws) into ``folder/cmp``."""
+    cmp = folder / "cmp"
+    argv = ["particles", "compare", str(folder / "a.csv"), str(folder / "b.csv"), "--out", str(cmp)]
+    assert run([*argv, "--n-boot", "100"]) == 0
+    return cmp
+
+
 def test_compare_report(tmp_path):
     rng = np.random.default_rng(0)
     for name, shift in (("a", 0.0), ("b", 0.4)):
@@ -147,22 +156,7 @@ def test_compare_report(tmp_path):
                 "Unit": "um",
             }
         ).to_csv(tmp_path / f"{name}.csv", index=False)
-    cmp = tmp_path / "cmp"
-    assert (
-        run(
-            [
-                "particles",
-                "compare",
-                str(tmp_path / "a.csv"),
-                str(tmp_path / "b.csv"),
-                "--out",
-                str(cmp),
-                "--n-boot",
-                "100",
-            ]
-        )
-        == 0
-    )
+    cmp = compare_a_b(tmp_path)
     parsed = parse(cmp / "report.html")
     assert len(parsed.images) >= 3 and "Verdict" in parsed.headings
     assert detect(cmp) == "compare"
@@ -189,6 +183,12 @@ def write_depth_case(root, rng, n_per_case=2):
     return truths
 
 
+def report_depth_case(root, out, *options):
+    """Exit code of ``report`` on a :func:`write_depth_case` folder with its SEM images and truth."""
+    sem_truth = ["--sem", str(root / "SEM"), "--truth", str(root / "Depth")]
+    return run(["report", str(root / "pred"), *sem_truth, *options, "--out", str(out)])
+
+
 def test_depth_report(tmp_path):
     errors = write_depth_case(tmp_path, np.random.default_rng(0))
     assert detect(tmp_path / "pred") == "depth"
@@ -200,21 +200,7 @@ def test_depth_report(tmp_path):
     every = np.concatenate(list(errors.values()))
     assert table.loc["all", "RMSE"] == pytest.approx(np.sqrt(np.mean(every**2)))
     out = tmp_path / "depth.html"
-    assert (
-        run(
-            [
-                "report",
-                str(tmp_path / "pred"),
-                "--sem",
-                str(tmp_path / "SEM"),
-                "--truth",
-                str(tmp_path / "Depth"),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert report_depth_case(tmp_path, out) == 0
     parsed = parse(out)
     # RMSE bars, predicted-vs-true + Bland-Altman, sample grid, metrology per case, 3-D surface
     assert len(parsed.images) == 5 and parsed.external == []
@@ -349,23 +335,7 @@ def test_report_contents_key_results_and_full_csv(tmp_path):
 def test_depth_report_bland_altman_with_truth_and_metrology_csv(tmp_path):
     write_depth_case(tmp_path, np.random.default_rng(0))
     out = tmp_path / "depth.html"
-    assert (
-        run(
-            [
-                "report",
-                str(tmp_path / "pred"),
-                "--sem",
-                str(tmp_path / "SEM"),
-                "--truth",
-                str(tmp_path / "Depth"),
-                "--nm-per-px",
-                "3",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert report_depth_case(tmp_path, out, "--nm-per-px", "3") == 0
     parsed = parse(out)
     assert "Predicted against true hole depth" in parsed.headings
     assert any("Bland-Altman" in c for c in parsed.captions)
@@ -443,19 +413,7 @@ def test_particle_report_from_table_with_unit_names(tmp_path):
     write_label_folder(tmp_path / "labels")
     table = tmp_path / "m.csv"
     assert (
-        run(
-            [
-                "particles",
-                "measure",
-                str(tmp_path / "labels"),
-                "--out",
-                str(table),
-                "--pixel-size",
-                "0.5",
-                "--unit",
-                "um",
-            ]
-        )
+        run(command_argv("particles", "measure", tmp_path / "labels", out=table, pixel_size=0.5, unit="um"))
         == 0
     )
     particles = pd.read_csv(table)  # particles measure names the units in its columns
@@ -561,22 +519,7 @@ def test_compare_report_rewords_old_verdicts(tmp_path):
         pd.DataFrame(
             {"EqDiam": rng.lognormal(2, sigma, 3000), "Circ.": rng.beta(20, 2, 3000), "Unit": "um"}
         ).to_csv(tmp_path / f"{name}.csv", index=False)
-    cmp = tmp_path / "cmp"
-    assert (
-        run(
-            [
-                "particles",
-                "compare",
-                str(tmp_path / "a.csv"),
-                str(tmp_path / "b.csv"),
-                "--out",
-                str(cmp),
-                "--n-boot",
-                "100",
-            ]
-        )
-        == 0
-    )
+    cmp = compare_a_b(tmp_path)
     table = pd.read_csv(cmp / "compare.csv")
     table["verdict"] = "old wording: no significant change (p<0.001)"
     table.to_csv(cmp / "compare.csv", index=False)

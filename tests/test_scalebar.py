@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from helpers import command_argv
 from micrometry.cli import run
 from micrometry.io.image import write_image
 from micrometry.io.scalebar import (
@@ -124,22 +125,7 @@ def sem_folder(tmp_path_factory):
 def test_predict_auto_calibrates_and_finds_no_particle_in_the_bar(sem_folder, tmp_path, capsys, model):
     folder, truth, _ = sem_folder
     pred = tmp_path / "pred"
-    assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(folder),
-                "--out",
-                str(pred),
-                "--model",
-                model,
-                "--pixel-size",
-                "auto",
-            ]
-        )
-        == 0
-    )
+    assert run(command_argv("particles", "predict", folder, out=pred, model=model, pixel_size="auto")) == 0
     out = capsys.readouterr().out
     assert "calibration 4 nm/px from the scale bar ('500 nm' over 125 px" in out
     record = json.loads((pred / "prediction.json").read_text())
@@ -219,20 +205,7 @@ def test_measure_model_auto_and_refusals(sem_folder, tmp_path, capsys):
     write_image(plain / "a.png", sem_discs(200, 300)[0])
     out = tmp_path / "p"
     assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(plain),
-                "--out",
-                str(out),
-                "--model",
-                "watershed",
-                "--pixel-size",
-                "auto",
-            ]
-        )
-        == 2
+        run(command_argv("particles", "predict", plain, out=out, model="watershed", pixel_size="auto")) == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no data bar" in err[0] and not out.exists()

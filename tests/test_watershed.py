@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import command_argv
 from micrometry.cli import run
 from micrometry.io.coco import (
     CocoAnnotation,
@@ -78,17 +79,7 @@ def test_load_particle_model_names_and_protocol(tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
     write_image(tmp_path / "imgs" / "a.png", image)
     assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(tmp_path / "imgs"),
-                "--model",
-                "nonsense",
-                "--out",
-                str(tmp_path / "p"),
-            ]
-        )
+        run(command_argv("particles", "predict", tmp_path / "imgs", model="nonsense", out=tmp_path / "p"))
         == 2
     )
     err = capsys.readouterr().err
@@ -98,15 +89,9 @@ def test_load_particle_model_names_and_protocol(tmp_path, capsys):
     (tmp_path / "notarun").mkdir()
     assert (
         run(
-            [
-                "particles",
-                "predict",
-                str(tmp_path / "imgs"),
-                "--model",
-                str(tmp_path / "notarun"),
-                "--out",
-                str(tmp_path / "p"),
-            ]
+            command_argv(
+                "particles", "predict", tmp_path / "imgs", model=tmp_path / "notarun", out=tmp_path / "p"
+            )
         )
         == 2
     )
@@ -142,27 +127,22 @@ def test_predict_writes_the_pred_folder(tmp_path, image_folder, capsys):
     assert (out / "results.json").is_file()
 
 
+def predict_listed(image_folder, out, listing):
+    """Exit code of ``particles predict`` of ``image_folder`` with ``listing`` as its --images-json (beside ``out``)."""
+    listing_path = out.parent / "images.json"
+    listing_path.write_text(json.dumps(listing))
+    return run(
+        ["particles", "predict", str(image_folder), "--out", str(out), "--images-json", str(listing_path)]
+    )
+
+
 def test_predict_with_images_json_uses_its_ids(tmp_path, image_folder):
     listing = {
         "images": [{"id": 7, "file_name": "b.png", "height": H, "width": W}],
         "categories": [{"id": 1, "name": "Normal"}],
     }
-    (tmp_path / "images.json").write_text(json.dumps(listing))
     out = tmp_path / "pred"
-    assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(image_folder),
-                "--out",
-                str(out),
-                "--images-json",
-                str(tmp_path / "images.json"),
-            ]
-        )
-        == 0
-    )
+    assert predict_listed(image_folder, out, listing) == 0
     assert {r["image_id"] for r in json.loads((out / "results.json").read_text())} == {7}
     assert not (out / "images.json").exists()
     assert not (out / "labels" / "a.png").exists()
@@ -170,22 +150,8 @@ def test_predict_with_images_json_uses_its_ids(tmp_path, image_folder):
 
 def test_predict_bad_inputs_exit_2_without_output(tmp_path, image_folder, capsys):
     listing = {"images": [{"id": 7, "file_name": "missing.png", "height": H, "width": W}]}
-    (tmp_path / "images.json").write_text(json.dumps(listing))
     out = tmp_path / "pred"
-    assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(image_folder),
-                "--out",
-                str(out),
-                "--images-json",
-                str(tmp_path / "images.json"),
-            ]
-        )
-        == 2
-    )
+    assert predict_listed(image_folder, out, listing) == 2
     assert "missing.png not found" in capsys.readouterr().err
     (image_folder / "c.png").write_bytes(b"not a png")
     # --strict: an unreadable file is fatal, and nothing is written
@@ -255,17 +221,7 @@ def test_ensemble_is_its_own_option_and_a_comma_in_model_is_a_name(tmp_path, cap
     capsys.readouterr()
     # a comma in --model is no longer an ensemble: the name is looked up as it is
     assert (
-        run(
-            [
-                "particles",
-                "predict",
-                str(image_dir),
-                "--model",
-                "watershed,watershed",
-                "--out",
-                str(tmp_path / "x"),
-            ]
-        )
+        run(command_argv("particles", "predict", image_dir, model="watershed,watershed", out=tmp_path / "x"))
         == 2
     )
     err = capsys.readouterr().err

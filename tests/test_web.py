@@ -2,9 +2,6 @@
 
 import io
 import shutil
-import socket
-import threading
-import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +11,7 @@ from PIL import Image
 
 httpx = pytest.importorskip("httpx")
 
+from helpers import serving  # noqa: E402
 from micrometry.synth.particle_scene import SuspensionParams, render_image  # noqa: E402
 from micrometry.web.app import create_app  # noqa: E402
 from micrometry.web.services import Limits  # noqa: E402
@@ -68,30 +66,13 @@ def sem_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(sem_data):
     """The app served by uvicorn on a free loopback port, in a background thread."""
-    import uvicorn
-
     app = create_app(
         depth_model=sem_data / "run",
         particle_model="watershed",
         limits=Limits(max_upload_bytes=2 * 1024 * 1024),
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(url + "/api/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield url
-    srv.should_exit = True
-    thread.join(timeout=5)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.mark.slow

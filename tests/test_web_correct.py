@@ -2,14 +2,13 @@
 
 import io
 import json
-import socket
-import threading
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import serving
 from micrometry.errors import InputError
 from micrometry.particles.training_data import detect_layout, load_training_set
 from micrometry.web.corrections import Corrections, annotation_stem, fill, merge, split
@@ -106,28 +105,11 @@ def test_saved_corrections_are_training_data(tmp_path):
 
 @pytest.fixture(scope="module")
 def correct_server(tmp_path_factory):
-    import uvicorn
-
     from micrometry.web.app import create_app
 
     root = tmp_path_factory.mktemp("correct")
-    app = create_app(particle_model="watershed", workspace=root / "ws")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(url + "/api/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield url, root
-    srv.should_exit = True
-    thread.join(timeout=5)
+    with serving(create_app(particle_model="watershed", workspace=root / "ws"), attempts=200) as url:
+        yield url, root
 
 
 def _objects(browser):

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import free_port
 from micrometry.errors import ImageReadError, InputError
 from micrometry.io.image import check_pixel_count, decode_image
 from micrometry.web.uploads import Limits, expand_uploads
@@ -289,12 +290,6 @@ def test_requests_beyond_the_queue_get_503_with_retry_after():
 # --------------------------------------------------------------------------- slow: micrometry serve on loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _peak_rss_bytes(pid: int, field: str = "VmHWM") -> int:
     """The process's peak resident memory (``VmHWM``) or, with ``field="VmRSS"``, its current one."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -306,7 +301,7 @@ def _peak_rss_bytes(pid: int, field: str = "VmHWM") -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """``micrometry serve`` with its default (shipped) models, in a subprocess; yields (url, pid)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}

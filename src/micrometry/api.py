@@ -47,24 +47,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from micrometry import _API_NAMES
 from micrometry.errors import InputError
 from micrometry.particles.segmenter import Instances
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = [
-    "DepthModel",
-    "Segmentation",
-    "SegmentationModel",
-    "compare",
-    "hole_metrology",
-    "load_depth_model",
-    "load_model",
-    "measure",
-    "read_scale_bar",
-    "size_distribution",
-]
+# The package lists the API's names once (it serves them lazily, without importing this module).
+__all__ = list(_API_NAMES)
 
 # --------------------------------------------------------------------------- particles
 

@@ -32,7 +32,8 @@ import pandas as pd
 from scipy import stats
 
 from micrometry.errors import InputError
-from micrometry.particles.morphometry import AREA_COLUMNS, LENGTH_COLUMNS, SHAPE_DESCRIPTORS
+from micrometry.particles.columns import AREA_COLUMNS, LENGTH_COLUMNS
+from micrometry.particles.morphometry import SHAPE_DESCRIPTORS
 
 # Plain names for verdicts.
 DESCRIPTOR_NAMES = {

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import ndimage
 
 from micrometry.geometry import calipers, polygon_area
+from micrometry.particles.columns import ANGLE_COLUMNS, AREA_COLUMNS, LENGTH_COLUMNS
 from micrometry.particles.flags import add_flags
 from micrometry.particles.outlines import shoelace_by_label, smoothed, trace_outlines
 
@@ -55,44 +56,12 @@ IMAGEJ_COLUMNS = [
 ]
 ISO_COLUMNS = ["EqDiam", "PerimEqDiam", "GeodLength", "GeodThickness", "Convexity", "Elongation"]
 
-# Which columns carry a length, an area or no unit: calibration multiplies by
-# pixel_size ** power.
-LENGTH_COLUMNS = [
-    "Perim.",
-    "Feret",
-    "MinFeret",
-    "Major",
-    "Minor",
-    "X",
-    "Y",
-    "EqDiam",
-    "PerimEqDiam",
-    "GeodLength",
-    "GeodThickness",
-    "BX",
-    "BY",
-    "Width",
-    "Height",
-]
-AREA_COLUMNS = ["Area"]
-
-ANGLE_COLUMNS = ["Angle", "FeretAngle"]
-
 # Per-id arrays (bincount) are sized by the largest id; beyond this, ids are compacted first.
 MAX_DENSE_ID = 10_000_000
 
 # Descriptors worth comparing between batches (positions and angles are not shape).
 SHAPE_DESCRIPTORS = [
-    "Area",
-    "Perim.",
-    "Circ.",
-    "AR",
-    "Round",
-    "Solidity",
-    "Feret",
-    "MinFeret",
-    "Major",
-    "Minor",
+    *(c for c in IMAGEJ_COLUMNS if c not in ("X", "Y", *ANGLE_COLUMNS)),
     "EqDiam",
     "Convexity",
     "Elongation",

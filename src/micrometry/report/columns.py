@@ -18,6 +18,8 @@ import re
 
 import pandas as pd
 
+from micrometry.particles.columns import ANGLE_COLUMNS, AREA_COLUMNS, DESCRIPTOR_LENGTHS
+
 # Depth metrology: the name the report uses -> older names of the same quantity.
 DEPTH_ALIASES = {
     "depth_nm": ("hole_depth",),
@@ -33,21 +35,9 @@ DEPTH_ALIASES = {
 }
 
 # Particle descriptors that carry a length (or, for Area, an area) unit; ImageJ names.
-PARTICLE_LENGTHS = (
-    "Perim.",
-    "Feret",
-    "MinFeret",
-    "Major",
-    "Minor",
-    "X",
-    "Y",
-    "EqDiam",
-    "PerimEqDiam",
-    "GeodLength",
-    "GeodThickness",
-)
-PARTICLE_AREAS = ("Area",)
-PARTICLE_ANGLES = ("Angle", "FeretAngle")  # degrees, whatever the calibration
+PARTICLE_LENGTHS = DESCRIPTOR_LENGTHS
+PARTICLE_AREAS = tuple(AREA_COLUMNS)
+PARTICLE_ANGLES = tuple(ANGLE_COLUMNS)  # degrees, whatever the calibration
 
 # Other spellings of ImageJ names (the particle synthesiser's truth CSV says EqDiameter).
 PARTICLE_ALIASES = {"EqDiameter": "EqDiam"}

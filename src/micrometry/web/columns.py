@@ -54,7 +54,7 @@ def particle_column(table: pd.DataFrame, base: str) -> str | None:
 
 def particle_header(column: str, unit: str) -> str:
     """A column name for display, with its unit when the name does not carry one."""
-    from micrometry.particles.morphometry import AREA_COLUMNS, LENGTH_COLUMNS
+    from micrometry.particles.columns import AREA_COLUMNS, LENGTH_COLUMNS
 
     if column in LENGTH_COLUMNS:
         return f"{column} ({unit})"

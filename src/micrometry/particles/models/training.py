@@ -17,6 +17,7 @@ from typing import Any
 from micrometry.config import Config, param
 from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.base import DEFAULT_MODEL, PARTICLE_MODELS, trainable_names
+from micrometry.particles.models.conventions import border_convention, drop_border_instances
 from micrometry.particles.models.data import (
     MIN_IMAGES_TO_HOLD_OUT,
     STRIP_FRACTION,
@@ -66,6 +67,9 @@ class TrainSettings(Config):
     device: str = param("auto")
     #: processes drawing training crops (0: in the training process; a GPU needs several)
     workers: int = param(0, ge=0, le=256)
+    #: leave out particles touching the image border, as the annotations do; None: read from
+    #: the annotations when training starts (:func:`~.conventions.border_convention`)
+    exclude_border: bool | None = param(None)
 
 
 class ParticleTrainTask(TrainTask):
@@ -81,7 +85,10 @@ class ParticleTrainTask(TrainTask):
         seed_everything(settings.seed)
         self.settings = settings
         self.train_items, self.val_items = train, val
-        self.val_truth = truth_dataset([item.truth for item in val])
+        truths = [item.truth for item in val]
+        if getattr(settings, "exclude_border", None):  # scored as predicted: without border particles
+            truths = [drop_border_instances(truth)[0] for truth in truths]
+        self.val_truth = truth_dataset(truths)
         self.steps_done = 0
         self.train_seconds = 0.0
         self.base_lr = settings.lr
@@ -222,10 +229,16 @@ def train_model(
     )
     if settings.scale is None and not getattr(entry, "auto_size", False):
         settings.scale = items[0].scale  # the dataset's median particle size set one scale
+    border = None
+    if settings.exclude_border is None and getattr(entry, "method", None) is not None:  # a dense decoder
+        border = border_convention([item.truth for item in items])
+        settings.exclude_border = border.exclude
     train, val = split_train_val(items, settings.val_fraction, settings.seed)
     note = validation_split_note(items, train, val)
     if len(items) < MIN_IMAGES_TO_HOLD_OUT:
         warnings.warn(note)  # the console says how validation is done, not only log.txt
+    if border is not None and border.exclude:
+        warnings.warn(border.note())  # it changes what predict reports: say so
     if not resume:
         run = RunDir.for_training(out, overwrite=overwrite)
     task = entry.build_task(settings, train, val)
@@ -244,6 +257,8 @@ def train_model(
         }
     )
     run.log(note)
+    if border is not None:
+        run.log(border.note())
     if settings.init is not None:
         run.log(f"fine-tuning from {settings.init}")
     payload = task.payload()

@@ -17,6 +17,7 @@ import torch
 from micrometry.errors import CheckpointError, InputError
 from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import PARTICLE_MODELS
+from micrometry.particles.models.conventions import drop_border_instances
 from micrometry.particles.models.dense.heads import DenseMethod
 from micrometry.particles.models.dense.unet import UNet
 from micrometry.particles.models.plausibility import plausibility_warnings
@@ -128,6 +129,8 @@ class DenseSegmenter:
         stats: dict = {}
         found = self.method.decode(self.predict_maps(image, scale), image.shape, scale, stats=stats)
         _LAST_DECODE.stats = stats  # for segment(): how many candidates the last pass dropped as doubtful
+        if self.method.config.get("exclude_border"):  # the convention of the annotations it was tuned on
+            found = drop_border_instances(*found)
         return found
 
     def segment_sized(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -22,6 +22,8 @@ class DenseTrainTask(ParticleTrainTask):
         super().__init__(settings, train, val)
         self.device = select_device(settings.device)
         self.method, self.net = build_network(settings.model, tuple(settings.widths))
+        if getattr(settings, "exclude_border", None):  # the annotations' convention, kept in every checkpoint
+            self.method.config["exclude_border"] = True
         self.net.to(self.device)
         self.modules = {"net": self.net}
         self.optimizers = {
