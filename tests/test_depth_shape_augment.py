@@ -152,3 +152,32 @@ def test_unet_weak_trains_with_the_shape_augmentation(tmp_path):
     assert loaded.cfg.shape_aug == 1.0 and np.isfinite(loaded.predict(data.real.images[:3])).all()
     with pytest.raises(InputError, match="shape_aug"):
         DEPTH_METHODS.create("unet-weak", shape_aug=1.5)  # a share of the pairs
+
+
+def test_median_centre_keeps_the_top_surface_at_zero_however_large_the_hole():
+    """Smaller, brighter-walled holes raise an image's mean above its flat top surface: centred on
+    the mean the top then reads as darker than any training image's; on the median it stays put."""
+    from micrometry.depth.nets import HoleUNet
+
+    yy, xx = np.mgrid[0:72, 0:48]
+    images = []
+    for a, wall in ((14.0, 0.75), (10.0, 0.95)):  # a large hole; a small one with a broad bright wall
+        r = np.hypot((xx - 23.5) / a, (yy - 35.5) / (a * 1.4))
+        image = np.where(r < 1, 0.15, 0.45) + np.where((r > 0.6) & (r < 1.0), wall - 0.15, 0.0)
+        images.append(image)
+    x = torch.tensor(np.stack(images)[:, None], dtype=torch.float32)
+    seen = {}
+    for centre in ("mean", "median"):
+        net = HoleUNet(width=4, centre=centre).eval()
+        captured = []
+        hook = net.encoder.register_forward_pre_hook(lambda _, inp, out=captured: out.append(inp[0]))
+        with torch.no_grad():
+            net(x)
+        hook.remove()
+        seen[centre] = [float(captured[0][i, 0, 0, 0]) for i in range(2)]  # a top-surface corner pixel
+    assert min(abs(v) for v in seen["mean"]) > 0.1  # the mean lies off the top surface
+    assert seen["median"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    with pytest.raises(InputError, match="centre"):
+        from micrometry.depth.methods import DEPTH_METHODS
+
+        DEPTH_METHODS.create("unet-weak", centre="mode")

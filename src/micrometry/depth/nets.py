@@ -82,6 +82,10 @@ class HoleUNet(nn.Module):
         Standardise each image (zero mean, unit variance) before the encoder. The
         shape is geometry and should not depend on a tool's gain and offset; the
         depth head still gets the raw brightness statistics, where the depth is.
+    centre : str
+        What the standardisation subtracts: ``"mean"``, the image mean, or ``"median"``, the median
+        4x4 block mean, which lies on the flat top surface whenever it is the image's middle
+        brightness, however large or bright the hole (the mean moves with both).
     """
 
     def __init__(
@@ -91,10 +95,14 @@ class HoleUNet(nn.Module):
         bottom: float = 30.0,
         depth_prior: float = 125.0,
         normalize: bool = True,
+        centre: str = "mean",
     ):
         super().__init__()
+        if centre not in ("mean", "median"):
+            raise ValueError(f"centre must be 'mean' or 'median', got {centre!r}")
         self.bottom = bottom
         self.normalize = normalize
+        self._centre = 0 if centre == "mean" else 4  # its column in image_statistics
         self.depth_prior = depth_prior
         self.encoder = Encoder(width, unshuffle)
         w1, w2, w3 = self.encoder.channels
@@ -119,7 +127,7 @@ class HoleUNet(nn.Module):
         images unlike the training data)."""
         stats = image_statistics(x)
         if self.normalize:
-            x = (x - stats[:, 0, None, None, None]) / (stats[:, 1, None, None, None] + 1e-3)
+            x = (x - stats[:, self._centre, None, None, None]) / (stats[:, 1, None, None, None] + 1e-3)
         f1, f2, f3 = self.encoder(x)
         d2 = self.dec2(torch.cat([self.up3(f3), f2], dim=1))
         d1 = self.dec1(torch.cat([self.up2(d2), f1], dim=1))

@@ -263,6 +263,8 @@ class UNetMethod(DepthMethod):
         hole's centre (see :func:`~micrometry.depth.augment.radial_warp_grid`).
     normalize : bool
         Standardise each image before the shape encoder (see :class:`HoleUNet`).
+    centre : str
+        What the standardisation subtracts: ``"mean"`` or ``"median"`` (see :class:`HoleUNet`).
     tta : int
         Test-time flips averaged at prediction: 1 (none), 2 (left-right) or 4.
     lr, weight_decay, batch_size, epochs : training schedule (AdamW, cosine decay).
@@ -292,6 +294,7 @@ class UNetMethod(DepthMethod):
         shape_scale: float = param(0.25, ge=0)
         shape_slope: float = param(1.5, ge=0)
         normalize: bool = param(True)
+        centre: str = param("mean", choices=("mean", "median"))
         tta: int = param(1, choices=(1, 2, 4))
         lr: float = param(3e-3, ge=0)
         weight_decay: float = param(1e-4, ge=0)
@@ -318,7 +321,10 @@ class UNetMethod(DepthMethod):
     def build_modules(self) -> dict[str, nn.Module]:
         return {
             f"net{i}": HoleUNet(
-                int(self.cfg.width), int(self.cfg.unshuffle), normalize=bool(self.cfg.normalize)
+                int(self.cfg.width),
+                int(self.cfg.unshuffle),
+                normalize=bool(self.cfg.normalize),
+                centre=str(self.cfg.centre),
             )
             for i in range(int(self.cfg.ensemble))
         }
