@@ -81,10 +81,12 @@ def test_random_shape_warp_moves_image_and_map_alike_and_only_the_chosen_share()
     images = maps / 200.0  # any image that is a pixelwise linear function of the map
     frames = hole_frames(maps)
     g = torch.Generator().manual_seed(0)
-    x, y = random_shape_warp(images, maps, frames, g, 1.0, 0.25, 1.5)
+    x, y, warped = random_shape_warp(images, maps, frames, g, 1.0, 0.25, 1.5)
+    assert warped.all()
     torch.testing.assert_close(x, y / 200.0)
     assert all((y[i] != maps[i]).any() for i in range(8))
-    x0, y0 = random_shape_warp(images, maps, frames, g, 0.0, 0.25, 1.5)
+    x0, y0, none = random_shape_warp(images, maps, frames, g, 0.0, 0.25, 1.5)
+    assert not none.any()
     assert x0 is images and y0 is maps
     counts = [
         int(((random_shape_warp(images, maps, frames, g, 0.5, 0.25, 1.5)[1] != maps).flatten(1).any(1)).sum())

@@ -173,19 +173,20 @@ def random_shape_warp(
     probability: float,
     max_log_scale: float,
     max_log_slope: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Warp a random ``probability`` share of the batch's holes (:func:`radial_warp_grid`), image and
     height map alike: shapes outside the simulation's geometry prior.
 
     Per warped hole the opening's scale is ``exp(U(-max_log_scale, max_log_scale))`` (each axis its own
     draw around a shared one, up to a quarter of the range apart) and the profile's slope at the centre
     ``exp(U(-max_log_slope, max_log_slope))``; the other holes are left as they are. ``frames`` are the
-    holes' :func:`hole_frames` (of the unwarped maps).
+    holes' :func:`hole_frames` (of the unwarped maps). Returns the images, the maps and which rows
+    were warped (``(B,)`` bool).
     """
     b = len(x)
     chosen = torch.rand(b, generator=generator) < probability
     if probability <= 0 or not bool(chosen.any()):
-        return x, y
+        return x, y, torch.zeros(b, dtype=torch.bool, device=x.device)
     idx = torch.nonzero(chosen).squeeze(1)
     k = len(idx)
     shared = (torch.rand(k, 1, generator=generator) * 2 - 1) * max_log_scale
@@ -198,4 +199,4 @@ def random_shape_warp(
     warped = nn.functional.grid_sample(both, grid, mode="bilinear", padding_mode="border", align_corners=True)
     x, y = x.clone(), y.clone()
     x[idx], y[idx] = warped[:, :1], warped[:, 1:]
-    return x, y
+    return x, y, chosen.to(x.device)

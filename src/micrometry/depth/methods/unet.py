@@ -140,8 +140,9 @@ class UNetTask(TrainTask):
         idx, real_idx = batch
         idx = idx.to(self.x.device)
         x, y = self.x[idx], self.y[idx]
+        warped = None
         if self.frames is not None:
-            x, y = random_shape_warp(
+            x, y, warped = random_shape_warp(
                 x,
                 y,
                 self.frames[idx],
@@ -156,9 +157,20 @@ class UNetTask(TrainTask):
         total = 0.0
         for net, ema in zip(self.nets, self.ema_nets, strict=False):
             shape, depth = net.forward_parts(x)
-            pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
+            if warped is None:
+                pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
+                depth_loss = nn.functional.l1_loss(depth, true_depth)
+            else:
+                # A warp moves the image's brightness (how much of it is hole, wall or floor) but not the
+                # hole's depth, the brightness the depth is read from: warped pairs teach the shape only.
+                pred = net.bottom + torch.where(warped, true_depth, depth).view(-1, 1, 1, 1) * shape
+                plain = ~warped
+                depth_loss = (
+                    nn.functional.l1_loss(depth[plain], true_depth[plain])
+                    if bool(plain.any())
+                    else depth.sum() * 0
+                )
             map_loss = nn.functional.l1_loss(pred, y)
-            depth_loss = nn.functional.l1_loss(depth, true_depth)
             loss = map_loss + self.cfg.depth_weight * depth_loss
             losses["map"] += map_loss.item() / len(self.nets)
             losses["depth"] += depth_loss.item() / len(self.nets)
@@ -257,7 +269,8 @@ class UNetMethod(DepthMethod):
         Share of the simulated pairs whose hole is warped about its centre, image and depth map
         alike (:func:`~micrometry.depth.augment.random_shape_warp`): other opening sizes and radial
         profiles (taper, bottom rounding, wall curvature) than the simulation's geometry prior
-        draws; 0: off.
+        draws; 0: off. A warped pair teaches the shape only (its depth loss is left out and its map
+        is composed with the true depth): a warp moves the image's brightness, not the hole's depth.
     shape_scale, shape_slope : float
         Largest absolute log of the warped opening's scale and of the radial profile's slope at the
         hole's centre (see :func:`~micrometry.depth.augment.radial_warp_grid`).
