@@ -11,6 +11,8 @@ from micrometry.particles.models.conventions import (
     border_convention,
     border_touching,
     drop_border_instances,
+    one_polarity,
+    particle_polarity,
 )
 from particle_scenes import make_scene
 
@@ -56,6 +58,15 @@ def test_border_convention_read_from_the_annotations():
     assert not border_convention([np.zeros((50, 50), np.int32)]).exclude
 
 
+def test_polarity_of_the_particles():
+    (image, labels), (image2, labels2) = scenes(2, seed=1)
+    assert particle_polarity(image, labels) == 1 and particle_polarity(255 - image, labels) == -1
+    assert particle_polarity(image, np.zeros_like(labels)) == 0
+    assert one_polarity([(image, labels), (image2, labels2), (image, np.zeros_like(labels))])
+    assert not one_polarity([(image, labels), (255 - image2, labels2)])
+    assert not one_polarity([])
+
+
 @pytest.mark.slow
 def test_finetuning_on_masks_without_border_objects_predicts_none(tmp_path, capsys):
     """images/ + masks/ whose annotator left out cut particles -> train --init shipped -> predict leaves them out."""
@@ -71,7 +82,7 @@ def test_finetuning_on_masks_without_border_objects_predicts_none(tmp_path, caps
     assert "leave out objects cut by the image border" in capsys.readouterr().err
     settings = json.loads((run_dir / "config.json").read_text())["settings"]
     assert settings["exclude_border"] is True
-    assert settings["invert_p"] == 0.0  # fine-tuning trains on the user's polarity only
+    assert settings["invert_p"] == 0.0  # bright particles in every image: fine-tuned on that polarity only
     assert "image border" in (run_dir / "log.txt").read_text()
     pred = tmp_path / "pred"
     assert (

@@ -6,7 +6,9 @@ reference segmentations); others paint each visible piece. A model fine-tuned
 on a few images learns the outlines, but a network that sees a crop cannot
 know where the image ends: the convention is read from the annotations
 (:func:`border_convention`) and applied by the decoder (``method_config``
-``exclude_border``, :func:`drop_border_instances`).
+``exclude_border``, :func:`drop_border_instances`). Fine-tuning also reads
+whether the particles are brighter or darker than their background in every
+image (:func:`particle_polarity`): then it need not teach the other polarity.
 """
 
 from __future__ import annotations
@@ -109,3 +111,21 @@ def border_convention(truths: list[np.ndarray]) -> BorderConvention:
             expected += p / max(1.0 - p, 1e-6)
     exclude = observed < BORDER_RATIO * expected and poisson.cdf(observed, expected) < BORDER_P
     return BorderConvention(observed, round(expected, 1), bool(exclude))
+
+
+def particle_polarity(image: np.ndarray, labels: np.ndarray) -> int:
+    """+1 when the particles are brighter than the background (median inside vs outside), -1 darker.
+
+    0 when the image has no particles, no background, or both medians are equal.
+    """
+    inside = labels > 0
+    if not inside.any() or inside.all():
+        return 0
+    image = np.asarray(image, np.float32)
+    return int(np.sign(np.median(image[inside]) - np.median(image[~inside])))
+
+
+def one_polarity(pairs: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether the particles of every ``(image, labels)`` pair with particles have the same polarity."""
+    signs = {particle_polarity(image, labels) for image, labels in pairs} - {0}
+    return len(signs) == 1

@@ -3,11 +3,12 @@
 ``--init shipped|RUN|MODEL`` names the model whose weights the network starts
 from. The run keeps that model's architecture and size convention (its network
 diameter, or its fixed scale), trains at a third of the from-scratch learning
-rate after a 5 % warm-up, and trains on the user's images in their own
-polarity: gamma and contrast still vary, but no crop is inverted (a model
-fine-tuned for the user's images spends every step on them). What the
-annotations say counts as a particle (:mod:`.conventions`) is read as for any
-training run.
+rate after a 5 % warm-up. When every training image has its particles on the
+same side of the background (all brighter, or all darker), no crop is inverted:
+the model is tuned for the user's images and spends every step on their
+polarity (gamma and contrast still vary); mixed polarities keep the inversion.
+What the annotations say counts as a particle (:mod:`.conventions`) is read as
+for any training run.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from micrometry.modelfile import ExportedModel, is_model_folder
 LR_FACTOR = 1.0 / 3.0
 #: Fraction of a fine-tuning run spent warming the learning rate up.
 WARMUP = 0.05
-#: Fine-tuning trains on the user's images as they are: no inverted crops.
-INVERT_P = 0.0
 
 
 def resolve_init(init: str) -> ExportedModel:
@@ -67,7 +66,6 @@ def init_settings(settings, model_given: bool) -> tuple[Any, dict[str, Any]]:
         "model": exported.model,
         "lr": settings.lr * LR_FACTOR,
         "warmup": WARMUP,
-        "invert_p": INVERT_P,
     }
     if "widths" in init_settings_:
         changes["widths"] = [int(w) for w in init_settings_["widths"]]
