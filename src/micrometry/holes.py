@@ -19,6 +19,15 @@ WALL_LEVELS = (0.2, 0.8)
 #: rows, columns of a depth model's input window
 WINDOW = (72, 48)
 
+# One hole's metrology columns, as measured (micrometry.depth.measure) and as the simulator's truth
+# files write them: the same names so that a measured table and its truth line up column by column.
+CD_COLUMNS = ("top_cd_x_nm", "top_cd_y_nm", "bottom_cd_x_nm", "bottom_cd_y_nm")
+LENGTH_COLUMNS = ("depth_nm", "top_level_nm", "bottom_level_nm", *CD_COLUMNS)
+ANGLE_COLUMNS = ("sidewall_angle_x_deg", "sidewall_angle_y_deg", "sidewall_angle_deg")
+METROLOGY_COLUMNS = (*LENGTH_COLUMNS, *ANGLE_COLUMNS)
+#: What a frame summarises per hole (mean, SD, 3-sigma) and its hole tables carry.
+FRAME_QUANTITIES = ("depth_nm", *CD_COLUMNS, "sidewall_angle_deg")
+
 
 def wall_angle_deg(
     depth_nm: float, chord_low_nm: float, chord_high_nm: float, wall_levels: tuple[float, float] = WALL_LEVELS

@@ -42,7 +42,7 @@ from scipy import ndimage
 
 from micrometry.depth.measure import measure_hole
 from micrometry.errors import InputError
-from micrometry.holes import WINDOW, window_origins
+from micrometry.holes import FRAME_QUANTITIES, WINDOW, window_origins
 from micrometry.io.depth_tiff import write_depth_tiff
 
 HOLE_SEMI_AXES_PX = (20.0, 14.0)  # rows, columns: the training crops' typical hole
@@ -518,21 +518,10 @@ HOLE_COLUMNS = (
     "depth_high_nm",
     "ood_score",
     "unlike_training_data",
-    "top_cd_x_nm",
-    "top_cd_y_nm",
-    "bottom_cd_x_nm",
-    "bottom_cd_y_nm",
-    "sidewall_angle_deg",
+    *FRAME_QUANTITIES[1:],
     "note",
 )
-SUMMARY_QUANTITIES = (
-    "depth_nm",
-    "top_cd_x_nm",
-    "top_cd_y_nm",
-    "bottom_cd_x_nm",
-    "bottom_cd_y_nm",
-    "sidewall_angle_deg",
-)
+SUMMARY_QUANTITIES = FRAME_QUANTITIES
 
 
 @dataclass

@@ -31,21 +31,19 @@ import numpy as np
 from scipy import ndimage
 
 from micrometry.errors import InputError
-from micrometry.holes import BOTTOM_FRACTION, TOP_FRACTION, WALL_LEVELS, wall_angle_deg
+from micrometry.holes import (
+    ANGLE_COLUMNS,
+    BOTTOM_FRACTION,
+    LENGTH_COLUMNS,
+    METROLOGY_COLUMNS,
+    TOP_FRACTION,
+    WALL_LEVELS,
+    wall_angle_deg,
+)
 
 MIN_DEPTH_NM = 2.0  # shallower than this is no hole (a flat map, or noise)
 
-LENGTH_COLUMNS = (
-    "depth_nm",
-    "top_level_nm",
-    "bottom_level_nm",
-    "top_cd_x_nm",
-    "top_cd_y_nm",
-    "bottom_cd_x_nm",
-    "bottom_cd_y_nm",
-)
-ANGLE_COLUMNS = ("sidewall_angle_x_deg", "sidewall_angle_y_deg", "sidewall_angle_deg")
-VALUE_COLUMNS = (*LENGTH_COLUMNS, *ANGLE_COLUMNS)
+VALUE_COLUMNS = METROLOGY_COLUMNS
 COLUMNS = ("status", "note", *VALUE_COLUMNS)
 DECIMALS = {**dict.fromkeys(LENGTH_COLUMNS, 2), **dict.fromkeys(ANGLE_COLUMNS, 1)}
 

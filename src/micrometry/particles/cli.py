@@ -677,6 +677,11 @@ def train(
         help="Processes drawing training crops (0: none; use several to keep a GPU busy).",
     ),
     seed: int = seed_option("Seed for initialisation, data split, crops and augmentation."),
+    exclude_border: bool | None = typer.Option(
+        None,
+        "--exclude-border/--keep-border",
+        help="Whether the model reports particles touching the image border (default: as the annotations do: left out when they leave them out).",
+    ),
     threads: int = threads_option(),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
@@ -710,6 +715,7 @@ def train(
         "init": init,
         "device": device,
         "workers": workers,
+        "exclude_border": exclude_border,
     }
     settings = TrainSettings(**{k: v for k, v in given.items() if v is not None})
     if time_budget is not None:

@@ -27,6 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from micrometry.errors import DatasetError
+from micrometry.holes import FRAME_QUANTITIES
 from micrometry.io.image import list_images, read_image
 from micrometry.report.columns import depth_columns, quantity_label
 from micrometry.report.html import Report
@@ -570,12 +571,7 @@ def depth_report(
             "file",
             "case",
             "status",
-            "depth_nm",
-            "top_cd_x_nm",
-            "top_cd_y_nm",
-            "bottom_cd_x_nm",
-            "bottom_cd_y_nm",
-            "sidewall_angle_deg",
+            *FRAME_QUANTITIES,
         )
         if c in measured
     ]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from micrometry.errors import InputError
-from micrometry.holes import BOTTOM_FRACTION, TOP_FRACTION, WALL_LEVELS, wall_angle_deg
+from micrometry.holes import BOTTOM_FRACTION, METROLOGY_COLUMNS, TOP_FRACTION, WALL_LEVELS, wall_angle_deg
 from micrometry.io.atomic import atomic_dir
 from micrometry.io.image import write_image
 from micrometry.progress import make_progress
@@ -292,20 +292,7 @@ def write_sem_dataset(
     }
 
 
-GEOMETRY_COLUMNS = (
-    "depth_nm",
-    "top_level_nm",
-    "bottom_level_nm",
-    "top_cd_x_nm",
-    "top_cd_y_nm",
-    "bottom_cd_x_nm",
-    "bottom_cd_y_nm",
-    "sidewall_angle_x_deg",
-    "sidewall_angle_y_deg",
-    "sidewall_angle_deg",
-    "centre_x_px",
-    "centre_y_px",
-)
+GEOMETRY_COLUMNS = (*METROLOGY_COLUMNS, "centre_x_px", "centre_y_px")
 
 
 def true_geometry(

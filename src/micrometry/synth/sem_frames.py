@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from micrometry.errors import InputError
-from micrometry.holes import window_origins
+from micrometry.holes import FRAME_QUANTITIES, window_origins
 from micrometry.io.atomic import atomic_dir
 from micrometry.io.depth_tiff import write_depth_tiff
 from micrometry.synth.databar import DataBarStyle, draw_databar
@@ -200,12 +200,7 @@ HOLE_COLUMNS = (
     "y_px",
     "site_x_px",
     "site_y_px",
-    "depth_nm",
-    "top_cd_x_nm",
-    "top_cd_y_nm",
-    "bottom_cd_x_nm",
-    "bottom_cd_y_nm",
-    "sidewall_angle_deg",
+    *FRAME_QUANTITIES,
     "defect",
     "window_inside",
 )
@@ -340,7 +335,7 @@ def _hole_geometry(params: HoleParams, depth: np.ndarray, nm_per_px: float) -> d
     from micrometry.synth.sem_dataset import true_geometry
 
     geometry = true_geometry(params, np.maximum(depth, 1e-6), nm_per_px)
-    return {k: geometry[k] for k in HOLE_COLUMNS[6:11]}
+    return {k: geometry[k] for k in FRAME_QUANTITIES[1:]}
 
 
 def write_sem_frames(

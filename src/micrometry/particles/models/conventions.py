@@ -6,7 +6,9 @@ reference segmentations); others paint each visible piece. A model fine-tuned
 on a few images learns the outlines, but a network that sees a crop cannot
 know where the image ends: the convention is read from the annotations
 (:func:`border_convention`) and applied by the decoder (``method_config``
-``exclude_border``, :func:`drop_border_instances`).
+``exclude_border``, :func:`drop_border_instances`). Fine-tuning also reads
+whether the particles are brighter or darker than their background in every
+image (:func:`particle_polarity`): then it need not teach the other polarity.
 """
 
 from __future__ import annotations
@@ -111,21 +113,19 @@ def border_convention(truths: list[np.ndarray]) -> BorderConvention:
     return BorderConvention(observed, round(expected, 1), bool(exclude))
 
 
-def matched_instances(labels: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> np.ndarray:
-    """Whether each instance 1..N of ``labels`` overlaps one of ``truth`` with IoU above ``iou``.
+def particle_polarity(image: np.ndarray, labels: np.ndarray) -> int:
+    """+1 when the particles are brighter than the background (median inside vs outside), -1 darker.
 
-    Above 0.5 a match is unique both ways, so no assignment is needed.
+    0 when the image has no particles, no background, or both medians are equal.
     """
-    labels = np.asarray(labels, np.int64)
-    truth = np.asarray(truth, np.int64)
-    n, m = int(labels.max(initial=0)), int(truth.max(initial=0))
-    matched = np.zeros(n + 1, bool)
-    if n == 0 or m == 0:
-        return matched[1:]
-    area_p = np.bincount(labels.ravel(), minlength=n + 1)
-    area_t = np.bincount(truth.ravel(), minlength=m + 1)
-    both = (labels > 0) & (truth > 0)
-    pairs, inter = np.unique(labels[both] * (m + 1) + truth[both], return_counts=True)
-    p, t = pairs // (m + 1), pairs % (m + 1)
-    matched[p[inter / (area_p[p] + area_t[t] - inter) > iou]] = True
-    return matched[1:]
+    inside = labels > 0
+    if not inside.any() or inside.all():
+        return 0
+    image = np.asarray(image, np.float32)
+    return int(np.sign(np.median(image[inside]) - np.median(image[~inside])))
+
+
+def one_polarity(pairs: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether the particles of every ``(image, labels)`` pair with particles have the same polarity."""
+    signs = {particle_polarity(image, labels) for image, labels in pairs} - {0}
+    return len(signs) == 1

@@ -3,8 +3,12 @@
 ``--init shipped|RUN|MODEL`` names the model whose weights the network starts
 from. The run keeps that model's architecture and size convention (its network
 diameter, or its fixed scale), trains at a third of the from-scratch learning
-rate after a 5 % warm-up, and keeps the intensity augmentation, so a model
-fine-tuned on a user's few images still handles either polarity.
+rate after a 5 % warm-up. When every training image has its particles on the
+same side of the background (all brighter, or all darker), no crop is inverted:
+the model is tuned for the user's images and spends every step on their
+polarity (gamma and contrast still vary); mixed polarities keep the inversion.
+What the annotations say counts as a particle (:mod:`.conventions`) is read as
+for any training run.
 """
 
 from __future__ import annotations
@@ -58,7 +62,11 @@ def init_settings(settings, model_given: bool) -> tuple[Any, dict[str, Any]]:
     if model_given and settings.model != exported.model:
         raise InputError(f"--init {settings.init!r} is a {exported.model!r} model, not {settings.model!r}")
     init_settings_ = exported.settings
-    changes: dict[str, Any] = {"model": exported.model, "lr": settings.lr * LR_FACTOR, "warmup": WARMUP}
+    changes: dict[str, Any] = {
+        "model": exported.model,
+        "lr": settings.lr * LR_FACTOR,
+        "warmup": WARMUP,
+    }
     if "widths" in init_settings_:
         changes["widths"] = [int(w) for w in init_settings_["widths"]]
     if init_settings_.get("net_diameter"):

@@ -17,7 +17,7 @@ from typing import Any
 from micrometry.config import Config, param
 from micrometry.errors import CheckpointError, InputError
 from micrometry.particles.models.base import DEFAULT_MODEL, PARTICLE_MODELS, trainable_names
-from micrometry.particles.models.conventions import border_convention, drop_border_instances
+from micrometry.particles.models.conventions import border_convention, drop_border_instances, one_polarity
 from micrometry.particles.models.data import (
     MIN_IMAGES_TO_HOLD_OUT,
     STRIP_FRACTION,
@@ -229,6 +229,14 @@ def train_model(
     )
     if settings.scale is None and not getattr(entry, "auto_size", False):
         settings.scale = items[0].scale  # the dataset's median particle size set one scale
+    # fine-tuning for one polarity need not teach the other (a mixed set, like the generalist's, keeps it)
+    one_sided = (
+        init_state is not None
+        and settings.invert_p > 0
+        and one_polarity([(item.image, item.labels) for item in items])
+    )
+    if one_sided:
+        settings.invert_p = 0.0
     border = None
     if settings.exclude_border is None and getattr(entry, "method", None) is not None:  # a dense decoder
         border = border_convention([item.truth for item in items])
@@ -259,6 +267,8 @@ def train_model(
     run.log(note)
     if border is not None:
         run.log(border.note())
+    if one_sided:
+        run.log("every image has its particles on the same side of the background: no inverted crops")
     if settings.init is not None:
         run.log(f"fine-tuning from {settings.init}")
     payload = task.payload()
