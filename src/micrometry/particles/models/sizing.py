@@ -70,8 +70,9 @@ def clear_border(labels: np.ndarray) -> np.ndarray:
 
     Returns the labels unchanged when every instance touches the border.
     """
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    edge = edge[edge > 0]
+    from micrometry.particles.models.conventions import border_touching
+
+    edge = border_touching(labels)
     if len(edge) == 0:
         return labels
     inner = np.where(np.isin(labels, edge), 0, labels)
