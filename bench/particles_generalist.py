@@ -173,7 +173,7 @@ def make_shipped(args) -> None:
         steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size,
         crop=args.crop,
-        widths=list(SHIPPED_WIDTHS),
+        widths=args.widths,
         seed=args.seed,
         time_budget_s=args.minutes * 60,
         device=args.device,
@@ -246,7 +246,7 @@ def record_recipe(out: Path, args, metrics: dict, n_recipes: int, seconds: float
                 f"{n_recipes} synth recipes x {args.n_per_recipe} images (modes {', '.join(SHIPPED_MODES)}; "
                 f"realism {', '.join(REALISM_MODES)}; 150-400 px particles; texture-only images), "
                 f"{final['epoch']} epochs x {args.steps_per_epoch} steps of {args.batch_size} crops of "
-                f"{args.crop} px"
+                f"{args.crop} px, widths {'-'.join(map(str, args.widths))}"
                 + (f", starting from the weights of {args.init}" if args.init else ", from random weights")
             ),
             "machine": f"{machine}; torch {torch.__version__}; {args.threads} thread(s)",
@@ -504,6 +504,12 @@ def main(argv: list[str] | None = None) -> None:
     ship.add_argument("--steps-per-epoch", type=int, default=25)
     ship.add_argument("--batch-size", type=int, default=8)
     ship.add_argument("--crop", type=int, default=192)
+    ship.add_argument(
+        "--widths",
+        type=lambda text: [int(w) for w in text.split(",")],
+        default=list(SHIPPED_WIDTHS),
+        help="channels per U-Net level, comma-separated (default %(default)s)",
+    )
     ship.add_argument("--seed", type=int, default=2026)
     ship.set_defaults(func=make_shipped)
     bench = sub.add_parser("bench", help="AP per imaging mode (old vs new) and fine-tuning curves")
