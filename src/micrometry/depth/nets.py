@@ -65,7 +65,27 @@ def image_statistics(x: torch.Tensor) -> torch.Tensor:
     )
 
 
-class HoleUNet(nn.Module):
+class SmallUNet(nn.Module):
+    """The :class:`Encoder` and a two-level decoder with skip connections, shared by the depth
+    networks; subclasses add their heads on :meth:`encode_decode`'s features."""
+
+    def __init__(self, width: int, unshuffle: int):
+        super().__init__()
+        self.encoder = Encoder(width, unshuffle)
+        w1, w2, w3 = self.encoder.channels
+        self.up3 = nn.ConvTranspose2d(w3, w2, 2, stride=2)
+        self.dec2 = conv_block(2 * w2, w2)
+        self.up2 = nn.ConvTranspose2d(w2, w1, 2, stride=2)
+        self.dec1 = conv_block(2 * w1, w1)
+
+    def encode_decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's full-resolution features ``(B, width, ...)`` and the encoder's two lower levels."""
+        f1, f2, f3 = self.encoder(x)
+        d2 = self.dec2(torch.cat([self.up3(f3), f2], dim=1))
+        return self.dec1(torch.cat([self.up2(d2), f1], dim=1)), f2, f3
+
+
+class HoleUNet(SmallUNet):
     """U-Net shape head and pooled depth head; maps images in [0, 1] to heights in nm.
 
     Parameters
@@ -97,19 +117,14 @@ class HoleUNet(nn.Module):
         normalize: bool = True,
         centre: str = "mean",
     ):
-        super().__init__()
         if centre not in ("mean", "median"):
             raise ValueError(f"centre must be 'mean' or 'median', got {centre!r}")
+        super().__init__(width, unshuffle)
         self.bottom = bottom
         self.normalize = normalize
         self._centre = 0 if centre == "mean" else 4  # its column in image_statistics
         self.depth_prior = depth_prior
-        self.encoder = Encoder(width, unshuffle)
         w1, w2, w3 = self.encoder.channels
-        self.up3 = nn.ConvTranspose2d(w3, w2, 2, stride=2)
-        self.dec2 = conv_block(2 * w2, w2)
-        self.up2 = nn.ConvTranspose2d(w2, w1, 2, stride=2)
-        self.dec1 = conv_block(2 * w1, w1)
         self.shape_out = nn.Conv2d(w1, unshuffle**2, 1)  # pixel shuffle back to full resolution
         # BatchNorm first: the depth signal is in small brightness differences between images.
         self.depth_head = nn.Sequential(
@@ -128,9 +143,7 @@ class HoleUNet(nn.Module):
         stats = image_statistics(x)
         if self.normalize:
             x = (x - stats[:, self._centre, None, None, None]) / (stats[:, 1, None, None, None] + 1e-3)
-        f1, f2, f3 = self.encoder(x)
-        d2 = self.dec2(torch.cat([self.up3(f3), f2], dim=1))
-        d1 = self.dec1(torch.cat([self.up2(d2), f1], dim=1))
+        d1, f2, f3 = self.encode_decode(x)
         shape = torch.sigmoid(nn.functional.pixel_shuffle(self.shape_out(d1), self.encoder.unshuffle))
         pooled = torch.cat([f3.mean((2, 3)), f2.mean((2, 3)), stats], dim=1)
         depth = self.depth_prior + 20.0 * self.depth_head(pooled).squeeze(1)

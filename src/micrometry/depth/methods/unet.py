@@ -10,6 +10,7 @@ support small ensembles and flip test-time augmentation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +27,12 @@ from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod,
 from micrometry.depth.nets import HoleUNet, fused_for_inference
 from micrometry.depth.ood import FeatureGaussian
 from micrometry.depth.photometry import augmentation_ranges
+from micrometry.depth.renderer import fit_renderer, render_loss
 from micrometry.depth.sim_task import sim_tensors
 from micrometry.train import LoopConfig, TrainTask
+
+#: Simulated pairs per step of the renderer's fit (``render_weight``).
+RENDER_BATCH = 64
 
 
 def ema_average(decay: float):
@@ -113,6 +118,13 @@ class UNetTask(TrainTask):
             )
         }
         self._aug = torch.Generator().manual_seed(seed + 1)
+        self.renderer = None
+        if use_real and cfg.render_weight > 0:
+            # learned before the depth networks, from the same simulated pairs (docs/depth.md)
+            steps = math.ceil(cfg.render_epochs * len(self.x) / RENDER_BATCH)
+            self.renderer = fit_renderer(
+                self.x, self.y, steps, torch.Generator().manual_seed(seed + 2), batch_size=RENDER_BATCH
+            )
 
     def train_batches(self, epoch: int, generator: torch.Generator):
         self._aug.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
@@ -198,6 +210,13 @@ class UNetTask(TrainTask):
                 real_loss = nn.functional.l1_loss(real_depth, rd)
                 loss = loss + self.cfg.real_weight * real_loss
                 losses["real"] += real_loss.item() / len(self.nets)
+                if self.renderer is not None:
+                    # Analysis by synthesis: the shape predicted for a real image, at its site's depth,
+                    # must render as that image (site averages teach the depth, never the shape).
+                    heights = net.bottom + rd.view(-1, 1, 1, 1) * real_shape
+                    rendered = render_loss(self.renderer, heights, rx)
+                    loss = loss + self.cfg.render_weight * rendered
+                    losses["render"] = losses.get("render", 0.0) + rendered.item() / len(self.nets)
                 if teacher is not None:
                     # Mean teacher: the shape of an augmented real image should be the averaged net's
                     # shape of the plain one (in nm at the site's depth, like the map loss).
@@ -278,6 +297,11 @@ class UNetMethod(DepthMethod):
         Standardise each image before the shape encoder (see :class:`HoleUNet`).
     centre : str
         What the standardisation subtracts: ``"mean"`` or ``"median"`` (see :class:`HoleUNet`).
+    render_weight : float
+        ``unet-weak`` only: weight of the analysis-by-synthesis loss on real images
+        (:func:`~micrometry.depth.renderer.render_loss`): the shape predicted for a real image, at its
+        site's depth, rendered by a renderer learned from the simulated pairs (``render_epochs`` passes
+        over them, before training), must match the image up to gain, offset and blur; 0: off.
     tta : int
         Test-time flips averaged at prediction: 1 (none), 2 (left-right) or 4.
     lr, weight_decay, batch_size, epochs : training schedule (AdamW, cosine decay).
@@ -308,6 +332,8 @@ class UNetMethod(DepthMethod):
         shape_slope: float = param(1.5, ge=0)
         normalize: bool = param(True)
         centre: str = param("mean", choices=("mean", "median"))
+        render_weight: float = param(0.0, ge=0)
+        render_epochs: float = param(16.0, gt=0)
         tta: int = param(1, choices=(1, 2, 4))
         lr: float = param(3e-3, ge=0)
         weight_decay: float = param(1e-4, ge=0)
