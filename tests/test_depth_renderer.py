@@ -75,3 +75,26 @@ def test_unet_weak_trains_with_the_render_loss(tmp_path):
     assert metrics["history"][0]["steps"] > 0 and "render" in metrics["history"][0]
     loaded = load_depth_model(tmp_path / "run", device="cpu")
     assert loaded.cfg.render_weight == 1.0 and np.isfinite(loaded.predict(data.real.images[:3])).all()
+
+
+def test_models_saved_before_the_new_defaults_load_with_the_values_they_were_trained_with():
+    from micrometry.depth.methods import DEPTH_METHODS, load_depth_model
+    from micrometry.depth.methods.base import method_from_export
+    from micrometry.modelfile import ExportedModel
+
+    new = DEPTH_METHODS.create("unet-weak", width=4)
+    assert (new.cfg.centre, new.cfg.render_weight) == ("median", 1.0)  # the defaults since issue 27
+    saved = {k: v for k, v in new.config().items() if k not in ("centre", "render_weight")}
+    old = ExportedModel(
+        job="depth", model="unet-weak", settings={"method_config": saved}, state=new.state_dict()
+    )
+    loaded = method_from_export(old, device="cpu")
+    assert (loaded.cfg.centre, loaded.cfg.render_weight) == ("mean", 0.0)
+    assert load_depth_model("shipped", device="cpu").cfg.centre == "mean"  # trained before the change
+    again = method_from_export(
+        ExportedModel(
+            job="depth", model="unet-weak", settings={"method_config": new.config()}, state=new.state_dict()
+        ),
+        device="cpu",
+    )
+    assert again.cfg.centre == "median"

@@ -113,6 +113,9 @@ class DepthMethod:
     name: str = "depth-method"
     Config: type[Config] = Config
     uses: tuple[str, ...] = ("sim",)
+    #: Hyper-parameters whose default has changed, with the value that every model saved before the
+    #: change was trained with: a saved configuration without the key is read with it.
+    former_defaults: dict[str, Any] = {}
 
     def __init__(self, **cfg: Any):
         self.cfg = make_config(self.Config, cfg, f"method {self.name!r}")
@@ -352,7 +355,9 @@ def method_from_export(exported: ExportedModel, device: str = "auto") -> DepthMe
     if exported.model not in DEPTH_METHODS:
         raise CheckpointError(f"unknown depth method {exported.model!r}", exported.source)
     try:
-        method = DEPTH_METHODS.create(exported.model, **exported.settings.get("method_config", {}))
+        saved = exported.settings.get("method_config", {})
+        former = DEPTH_METHODS.get(exported.model).former_defaults
+        method = DEPTH_METHODS.create(exported.model, **{**former, **saved})
         method.load_state_dict(exported.state)
     except (
         KeyError,

@@ -93,6 +93,11 @@ class WeakUNetMethod(UNetMethod):
         imaging: str = param("fixed", choices=("fixed", "auto"))
         consistency: float = param(0.0, ge=0)
         real_bn: str = param("batch", choices=("batch", "running"))
+        # the median centre and the render loss: what real holes' shapes need (docs/depth.md, "Issue 27")
+        centre: str = param("median", choices=("mean", "median"))
+        render_weight: float = param(1.0, ge=0)
+
+    former_defaults = {"centre": "mean", "render_weight": 0.0}
 
     use_real = True
     # The model is the last epoch's averaged weights: the simulated validation RMSE measures the wrong
