@@ -241,6 +241,7 @@ def record_recipe(out: Path, args, metrics: dict, n_recipes: int, seconds: float
                 "PYTHONPATH=src python bench/particles_generalist.py shipped --work WORK --out MODEL "
                 f"--minutes {args.minutes:g} --threads {args.threads} --device {args.device}"
                 + (f" --init {args.init}" if args.init else "")
+                + (f" --widths {','.join(map(str, args.widths))}" if args.widths != SHIPPED_WIDTHS else "")
             ),
             "recipe": (
                 f"{n_recipes} synth recipes x {args.n_per_recipe} images (modes {', '.join(SHIPPED_MODES)}; "
