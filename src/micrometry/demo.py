@@ -23,7 +23,9 @@ class DemoSize:
     n_sites: int = 24
     images_per_site: int = 20
     n_test: int = 200
-    depth_budget_s: float = 240.0  # unet-weak's 60 epochs on the tour's data: about 230 s on 2 quiet cores
+    # unet-weak's 60 epochs on the tour's data: about 230 s on 2 quiet cores before the render loss
+    # (docs/depth.md, "Issue 27"), which costs each step about 1.75x: 240 s then stopped it at epoch 23
+    depth_budget_s: float = 420.0
     particle_test_images: int = 3
     particle_batch_images: int = 3
     particle_height: int = 1024
