@@ -23,10 +23,19 @@ def random_flip(x: torch.Tensor, y: torch.Tensor | None, generator: torch.Genera
     return x.flip(dims), None if y is None else y.flip(dims)
 
 
-def _gaussian_kernel(sigma: float, dtype, device) -> torch.Tensor:
-    r = torch.arange(-3, 4, dtype=dtype, device=device)
+def gaussian_blur_axis(x: torch.Tensor, sigma: float, axis: int, radius: int = 3) -> torch.Tensor:
+    """Blur ``(B, 1, H, W)`` along ``axis`` (2: rows, 3: columns) with a Gaussian of ``sigma`` px
+    truncated at ``radius`` px, edges replicated."""
+    r = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (r / max(sigma, 1e-3)) ** 2)
-    return k / k.sum()
+    k = k / k.sum()
+    if axis == 2:
+        return nn.functional.conv2d(
+            nn.functional.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1)
+        )
+    return nn.functional.conv2d(
+        nn.functional.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1)
+    )
 
 
 def random_blur(x: torch.Tensor, generator: torch.Generator, max_sigma: float) -> torch.Tensor:
@@ -34,11 +43,9 @@ def random_blur(x: torch.Tensor, generator: torch.Generator, max_sigma: float) -
     a wider, astigmatic real probe on top of the simulator's."""
     sy, sx = (torch.rand(2, generator=generator) * max_sigma).tolist()
     if sy > 0.2:
-        k = _gaussian_kernel(sy, x.dtype, x.device).view(1, 1, 7, 1)
-        x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, 3, 3), mode="replicate"), k)
+        x = gaussian_blur_axis(x, sy, 2)
     if sx > 0.2:
-        k = _gaussian_kernel(sx, x.dtype, x.device).view(1, 1, 1, 7)
-        x = nn.functional.conv2d(nn.functional.pad(x, (3, 3, 0, 0), mode="replicate"), k)
+        x = gaussian_blur_axis(x, sx, 3)
     return x
 
 

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from micrometry.depth.augment import gaussian_blur_axis
 from micrometry.depth.nets import SmallUNet
 from micrometry.progress import track
 
@@ -75,17 +76,9 @@ def fit_renderer(
 
 
 def _low_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, 1, H, W)`` with replicated edges."""
+    """Separable Gaussian blur of ``(B, 1, H, W)``, truncated at 2.5 sigma, with replicated edges."""
     radius = max(1, int(math.ceil(2.5 * sigma)))
-    r = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (r / sigma) ** 2)
-    k = k / k.sum()
-    x = nn.functional.conv2d(
-        nn.functional.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1)
-    )
-    return nn.functional.conv2d(
-        nn.functional.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1)
-    )
+    return gaussian_blur_axis(gaussian_blur_axis(x, sigma, 2, radius), sigma, 3, radius)
 
 
 def render_loss(
