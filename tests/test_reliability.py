@@ -14,8 +14,9 @@ from scipy import ndimage
 from micrometry.cli import run
 from micrometry.io.image import write_image
 from micrometry.particles.models.base import load_particle_model
-from micrometry.particles.reliability import MIN_OBJECTS, assess_reliability
-from micrometry.synth.particle_optics import MODES
+from micrometry.particles.reliability import MIN_DIAMETER_PX, MIN_OBJECTS, assess_reliability
+from micrometry.synth.particle_dataset import DENSITIES
+from micrometry.synth.particle_optics import ALL_MODES, MODES
 from micrometry.synth.particle_scene import SuspensionParams, image_rng, render_image
 from particle_scenes import TEXTURES, bandpass_noise, foam
 
@@ -106,6 +107,16 @@ def test_a_field_of_fragments_is_unreliable():
     assert verdict.metrics["tiny_fraction"] > 0.7
 
 
+def test_objects_too_small_to_measure_are_unreliable_whatever_their_number():
+    shape = (300, 300)
+    specks = discs(shape, grid(shape, 60)[:6], 3)  # 6 dots of about 7 px: dust, grain or noise
+    verdict = assess_reliability(specks, np.full(specks.max(), 0.9))
+    assert not verdict.reliable and "under 10 px" in verdict.reason
+    assert verdict.metrics["median_diameter_px"] < MIN_DIAMETER_PX
+    small = discs(shape, grid(shape, 60)[:6], 6)  # 6 particles of about 13 px: measurable
+    assert assess_reliability(small, np.full(small.max(), 0.9)).reliable
+
+
 # -- the shipped model: texture-only images flagged or (almost) empty, ordinary modes not flagged --
 
 
@@ -126,6 +137,22 @@ def test_shipped_model_on_texture_only_images_is_flagged_or_finds_nothing(shippe
     for seed in (0, 1):
         ok, metrics = _flagged_or_empty(shipped, TEXTURES[texture](np.random.default_rng(seed)))
         assert ok, (texture, seed, metrics)
+
+
+@pytest.mark.slow
+def test_shipped_model_on_the_generators_texture_only_images_is_flagged_or_finds_almost_nothing(shipped):
+    # `synth particles --density none`: every mode's ground, debris and specks, no particle at all
+    params = dataclasses.replace(SuspensionParams(), height=384, width=480)
+    params = dataclasses.replace(
+        params, population=dataclasses.replace(params.population, **DENSITIES["none"])
+    )
+    for seed in (0, 1):
+        for index, mode in enumerate(ALL_MODES):
+            rendered = render_image(params, image_rng(seed, "test", index), mode)
+            assert rendered.labels.max() == 0
+            found = shipped.segment(rendered.image)
+            verdict = assess_reliability(found.labels, found.scores, found.info)
+            assert (not verdict.reliable) or found.count <= 10, (mode, seed, found.count, verdict.metrics)
 
 
 @pytest.mark.slow

@@ -24,9 +24,15 @@ the image's own particle size so that no rule depends on magnification:
    diameter of the object holding the median object pixel: unlike the plain
    median, many fragments do not drag it down to their own size), the size
    distribution of a shattered field rather than of a particle population.
+4. **Objects too small to measure** (*median diameter*): the objects' median
+   area-equivalent diameter is under :data:`MIN_DIAMETER_PX` pixels. At that
+   size a half-pixel shift of every outline moves the diameters by 10 % or
+   more, and specks, noise and particles look alike: on images with no
+   particles at all the model, which enlarges an image until its objects
+   meet the size it was trained for, finds dust specks and grain of 4-8 px.
 
-Each rule is applied only with at least :data:`MIN_OBJECTS` objects (a
-handful of objects gives no distribution to judge). No particles at all is
+Rules 1-3 are applied only with at least :data:`MIN_OBJECTS` objects (a
+handful of objects gives no distribution to judge); rule 4 to any objects. No particles at all is
 not unreliable: it is the right answer for an empty field, and ``predict``
 already warns about it. The thresholds were set on the ordinary synthetic
 imaging modes (never flagged) and on texture-only images (band-passed noise,
@@ -50,8 +56,10 @@ MAX_UNCERTAIN = 0.5
 #: At most this share of the objects may be under TINY_RATIO x the area-weighted median diameter.
 MAX_TINY = 0.5
 TINY_RATIO = 0.25
-#: Fewer objects than this are not judged.
+#: Fewer objects than this are not judged by the distribution rules (1-3).
 MIN_OBJECTS = 20
+#: Objects with a median area-equivalent diameter under this many pixels cannot be measured (rule 4).
+MIN_DIAMETER_PX = 10.0
 
 
 @dataclass(frozen=True)
@@ -149,5 +157,10 @@ def assess_reliability(
         reasons.append(
             f"{100 * tiny:.0f} % of the objects are under {TINY_RATIO:.2g} x the area-weighted median "
             f"diameter of {area_median:.1f} px: fragments?"
+        )
+    if median < MIN_DIAMETER_PX:
+        reasons.append(
+            f"the {n} objects have a median diameter of {median:.1f} px, under {MIN_DIAMETER_PX:g} px: too "
+            "small to tell particles from specks and noise or to size them (image at a higher magnification)"
         )
     return Reliability(not reasons, "; ".join(reasons), metrics)
