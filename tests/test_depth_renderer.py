@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from micrometry.depth.renderer import fit_renderer, render_loss
+from micrometry.depth.renderer import RENDERERS, LocalSemRenderer, fit_renderer, render_loss
 from micrometry.synth.sem_geometry import GeometryConfig, heights, hole_shapes, sample_holes
 from micrometry.synth.sem_physics import SemPhysics, blur, secondary_yield
 
@@ -20,11 +20,23 @@ def _pairs(n, seed, geometry=None):
     return as_tensor(maps), as_tensor(images)
 
 
-@pytest.fixture(scope="module")
-def renderer():
+@pytest.fixture(scope="module", params=sorted(RENDERERS))
+def renderer(request):
     torch.manual_seed(0)
     maps, images = _pairs(96, seed=0)
-    return fit_renderer(images, maps, steps=250, generator=torch.Generator().manual_seed(0), batch_size=16)
+    generator = torch.Generator().manual_seed(0)
+    return fit_renderer(images, maps, steps=250, generator=generator, batch_size=16, kind=request.param)
+
+
+def test_the_local_renderer_sees_only_a_pixels_neighbourhood():
+    renderer = LocalSemRenderer()
+    maps, _ = _pairs(2, seed=4)
+    changed = maps.clone()
+    changed[:, :, 40:, :] += 50.0  # rows 40 and below
+    with torch.no_grad():
+        before, after = renderer(maps), renderer(changed)
+    assert torch.equal(before[:, :, :24], after[:, :, :24])  # 16 rows away: untouched
+    assert not torch.equal(before[:, :, 36:40], after[:, :, 36:40])  # next to the change: not
 
 
 def test_the_renderer_learns_the_simulator_on_holes_it_never_saw(renderer):

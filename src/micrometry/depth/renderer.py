@@ -40,6 +40,37 @@ class SemRenderer(SmallUNet):
         return nn.functional.pixel_shuffle(self.out(d1), self.encoder.unshuffle)
 
 
+class LocalSemRenderer(nn.Module):
+    """Height maps ``(B, 1, H, W)`` in nm -> expected SEM brightness, from each pixel's
+    neighbourhood only (three 3x3 convolutions at half resolution: about 14 px across).
+
+    A secondary-electron image is mostly local: a pixel's brightness follows the slope and the
+    depth around it. A renderer that sees no further cannot recognise a whole hole as one of the
+    simulated shapes, so on a shape the simulation never drew it still renders each wall and floor
+    like the simulated walls and floors of the same slope and depth, where a U-Net can answer
+    anything. Same buffers and output as :class:`SemRenderer`.
+    """
+
+    def __init__(self, width: int = 32, unshuffle: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.PixelUnshuffle(unshuffle)]
+        channels = unshuffle**2
+        for _ in range(3):
+            layers += [nn.Conv2d(channels, width, 3, padding=1, padding_mode="replicate"), nn.ReLU()]
+            channels = width
+        layers += [nn.Conv2d(channels, unshuffle**2, 1), nn.PixelShuffle(unshuffle)]
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(100.0))
+        self.register_buffer("scale", torch.tensor(50.0))
+
+    def forward(self, heights: torch.Tensor) -> torch.Tensor:
+        return self.net((heights - self.mean) / self.scale)
+
+
+#: The renderers :func:`fit_renderer` can learn (``unet`` parameter ``renderer``).
+RENDERERS = {"unet": SemRenderer, "local": LocalSemRenderer}
+
+
 def fit_renderer(
     images: torch.Tensor,
     heights: torch.Tensor,
@@ -47,13 +78,13 @@ def fit_renderer(
     generator: torch.Generator,
     batch_size: int = 64,
     lr: float = 3e-3,
-    width: int = 16,
-) -> SemRenderer:
-    """A :class:`SemRenderer` fitted to the simulated pairs ``images`` (renders in [0, 1]) and
+    kind: str = "unet",
+) -> nn.Module:
+    """A renderer of :data:`RENDERERS` (``kind``: :class:`SemRenderer` or :class:`LocalSemRenderer`) fitted to the simulated pairs ``images`` (renders in [0, 1]) and
     ``heights`` (nm), both ``(N, 1, H, W)``: mean squared error, so it learns each map's expected
     render (the renders' noise averages out), random left-right flips, cosine-decayed Adam.
     Returned frozen, in eval mode."""
-    renderer = SemRenderer(width).to(images.device)
+    renderer = RENDERERS[kind]().to(images.device)
     renderer.mean.fill_(float(heights.mean()))
     renderer.scale.fill_(float(heights.std()) + 1e-6)
     optimizer = torch.optim.AdamW(renderer.parameters(), lr=lr, weight_decay=1e-4)
@@ -82,7 +113,7 @@ def _low_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def render_loss(
-    renderer: SemRenderer, heights: torch.Tensor, images: torch.Tensor, sigma: float = 1.5
+    renderer: nn.Module, heights: torch.Tensor, images: torch.Tensor, sigma: float = 1.5
 ) -> torch.Tensor:
     """How unlike ``images`` (real, in [0, 1]) the renderings of ``heights`` (nm) are, ``(B, 1, H, W)`` each.
 

@@ -123,7 +123,12 @@ class UNetTask(TrainTask):
             # learned before the depth networks, from the same simulated pairs (docs/depth.md)
             steps = math.ceil(cfg.render_epochs * len(self.x) / RENDER_BATCH)
             self.renderer = fit_renderer(
-                self.x, self.y, steps, torch.Generator().manual_seed(seed + 2), batch_size=RENDER_BATCH
+                self.x,
+                self.y,
+                steps,
+                torch.Generator().manual_seed(seed + 2),
+                batch_size=RENDER_BATCH,
+                kind=cfg.renderer,
             )
 
     def train_batches(self, epoch: int, generator: torch.Generator):
@@ -302,6 +307,10 @@ class UNetMethod(DepthMethod):
         (:func:`~micrometry.depth.renderer.render_loss`): the shape predicted for a real image, at its
         site's depth, rendered by a renderer learned from the simulated pairs (``render_epochs`` passes
         over them, before training), must match the image up to gain, offset and blur; 0: off.
+    renderer : str
+        Which renderer ``render_weight`` learns: ``"unet"`` (:class:`~micrometry.depth.renderer.SemRenderer`,
+        it sees the whole hole) or ``"local"`` (:class:`~micrometry.depth.renderer.LocalSemRenderer`,
+        each pixel's 14-px neighbourhood).
     tta : int
         Test-time flips averaged at prediction: 1 (none), 2 (left-right) or 4.
     lr, weight_decay, batch_size, epochs : training schedule (AdamW, cosine decay).
@@ -334,6 +343,7 @@ class UNetMethod(DepthMethod):
         centre: str = param("mean", choices=("mean", "median"))
         render_weight: float = param(0.0, ge=0)
         render_epochs: float = param(16.0, gt=0)
+        renderer: str = param("unet", choices=("unet", "local"))
         tta: int = param(1, choices=(1, 2, 4))
         lr: float = param(3e-3, ge=0)
         weight_decay: float = param(1e-4, ge=0)
