@@ -86,8 +86,9 @@ def test_ray_particles_predict_equals_plain(local_ray, particle_images, tmp_path
         == 0
     )
     ray_warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(plain_warnings) == 1 and "test_0003.png: colour image" in plain_warnings[0]
-    assert ray_warnings == plain_warnings
+    # the colour conversion, and whatever else the plain run warns of (e.g. an unreliable image)
+    assert sum("test_0003.png: colour image" in line for line in plain_warnings) == 1
+    assert sorted(ray_warnings) == sorted(plain_warnings)
     expected, got = _files(plain), _files(distributed)
     assert len([name for name in expected if name.startswith("labels/")]) == 5
     assert (
