@@ -3,8 +3,9 @@
 Analysis by synthesis for real images. Site averages teach a real image's depth, never its
 shape; but whatever shape the network predicts for a real image must *look* like that image
 when rendered. The simulator itself is the user's (only its pairs are given), so micrometry
-learns it: :class:`SemRenderer` maps a height map to the expected image of its renders
-(:func:`fit_renderer`, a few minutes on the simulated pairs). :func:`render_loss` then compares
+learns it: :class:`SemRenderer` (or :class:`LocalSemRenderer`, which sees each pixel's
+neighbourhood only) maps a height map to the expected image of its renders (:func:`fit_renderer`,
+a few minutes on the simulated pairs). :func:`render_loss` then compares
 a real image with the rendering of the shape predicted for it, up to the tool's gain and offset
 (fitted per image) and its sharper or blurrier probe (both low-passed alike): a dip the network
 puts into a flat top renders as a mark the image does not have.
@@ -80,10 +81,10 @@ def fit_renderer(
     lr: float = 3e-3,
     kind: str = "unet",
 ) -> nn.Module:
-    """A renderer of :data:`RENDERERS` (``kind``: :class:`SemRenderer` or :class:`LocalSemRenderer`) fitted to the simulated pairs ``images`` (renders in [0, 1]) and
-    ``heights`` (nm), both ``(N, 1, H, W)``: mean squared error, so it learns each map's expected
-    render (the renders' noise averages out), random left-right flips, cosine-decayed Adam.
-    Returned frozen, in eval mode."""
+    """A renderer of :data:`RENDERERS` (``kind``) fitted to the simulated pairs ``images`` (renders
+    in [0, 1]) and ``heights`` (nm), both ``(N, 1, H, W)``: mean squared error, so it learns each
+    map's expected render (the renders' noise averages out), random left-right flips,
+    cosine-decayed Adam. Returned frozen, in eval mode."""
     renderer = RENDERERS[kind]().to(images.device)
     renderer.mean.fill_(float(heights.mean()))
     renderer.scale.fill_(float(heights.std()) + 1e-6)

@@ -32,9 +32,9 @@ the image's own particle size so that no rule depends on magnification:
    meet the size it was trained for, finds dust specks and grain of 4-8 px.
 
 Rules 1-3 are applied only with at least :data:`MIN_OBJECTS` objects (a
-handful of objects gives no distribution to judge); rule 4 to any objects. No particles at all is
-not unreliable: it is the right answer for an empty field, and ``predict``
-already warns about it. The thresholds were set on the ordinary synthetic
+handful of objects gives no distribution to judge), rule 4 to any number.
+No particles at all is not unreliable: it is the right answer for an empty
+field, and ``predict`` already warns about it. The thresholds were set on the ordinary synthetic
 imaging modes (never flagged) and on texture-only images (band-passed noise,
 TEM-like grain, a reticulated foam, a large cell on a textured ground), see
 ``docs/particles-models.md``.
