@@ -29,13 +29,10 @@ def gaussian_blur_axis(x: torch.Tensor, sigma: float, axis: int, radius: int = 3
     r = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (r / max(sigma, 1e-3)) ** 2)
     k = k / k.sum()
-    if axis == 2:
-        return nn.functional.conv2d(
-            nn.functional.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1)
-        )
-    return nn.functional.conv2d(
-        nn.functional.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1)
-    )
+    rows = axis == 2
+    padding = (0, 0, radius, radius) if rows else (radius, radius, 0, 0)
+    kernel = k.view(1, 1, -1, 1) if rows else k.view(1, 1, 1, -1)
+    return nn.functional.conv2d(nn.functional.pad(x, padding, mode="replicate"), kernel)
 
 
 def random_blur(x: torch.Tensor, generator: torch.Generator, max_sigma: float) -> torch.Tensor:

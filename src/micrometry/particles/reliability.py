@@ -34,9 +34,10 @@ the image's own particle size so that no rule depends on magnification:
 Rules 1-3 are applied only with at least :data:`MIN_OBJECTS` objects (a
 handful of objects gives no distribution to judge), rule 4 to any number.
 No particles at all is not unreliable: it is the right answer for an empty
-field, and ``predict`` already warns about it. The thresholds were set on the ordinary synthetic
-imaging modes (never flagged) and on texture-only images (band-passed noise,
-TEM-like grain, a reticulated foam, a large cell on a textured ground), see
+field, and ``predict`` already warns about it. The thresholds were set on the
+ordinary synthetic imaging modes (never flagged) and on texture-only images
+(band-passed noise, TEM-like grain, a reticulated foam, a large cell on a
+textured ground, the generator's ``--density none``), see
 ``docs/particles-models.md``.
 """
 

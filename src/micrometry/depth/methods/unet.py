@@ -27,7 +27,7 @@ from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod,
 from micrometry.depth.nets import HoleUNet, fused_for_inference
 from micrometry.depth.ood import FeatureGaussian
 from micrometry.depth.photometry import augmentation_ranges
-from micrometry.depth.renderer import fit_renderer, render_loss
+from micrometry.depth.renderer import RENDERERS, fit_renderer, render_loss
 from micrometry.depth.sim_task import sim_tensors
 from micrometry.train import LoopConfig, TrainTask
 
@@ -343,7 +343,7 @@ class UNetMethod(DepthMethod):
         centre: str = param("mean", choices=("mean", "median"))
         render_weight: float = param(0.0, ge=0)
         render_epochs: float = param(16.0, gt=0)
-        renderer: str = param("unet", choices=("unet", "local"))
+        renderer: str = param("unet", choices=tuple(RENDERERS))
         tta: int = param(1, choices=(1, 2, 4))
         lr: float = param(3e-3, ge=0)
         weight_decay: float = param(1e-4, ge=0)
