@@ -153,15 +153,16 @@ def test_inference_copy_keeps_the_outputs():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
 
 
-@pytest.mark.parametrize("tta", [1, 2])
+@pytest.mark.parametrize("tta", [1, 2, 4])
 def test_flip_tta_makes_a_mirrored_image_predict_the_mirrored_map(tta):
     images = np.random.default_rng(0).integers(0, 256, (3, 72, 48), dtype=np.uint8)
     method = DEPTH_METHODS.create("unet-weak", tta=tta)  # untrained: nothing in its weights is symmetric
     pred = method.predict(images)
-    mirrored = method.predict(np.ascontiguousarray(images[:, :, ::-1]))
-    difference = np.abs(mirrored - pred[:, :, ::-1]).max()
-    assert (difference < 1e-3) if tta == 2 else (difference > 1e-2)
-    assert DEPTH_METHODS.create("unet-weak").cfg.tta == 2  # the default averages the image and its mirror
+    for axis, symmetric in ((2, tta >= 2), (1, tta == 4)):  # left-right, then up-down
+        mirrored = method.predict(np.ascontiguousarray(np.flip(images, axis)))
+        difference = np.abs(mirrored - np.flip(pred, axis)).max()
+        assert (difference < 1e-3) if symmetric else (difference > 1e-2)
+    assert DEPTH_METHODS.create("unet-weak").cfg.tta == 4  # the default averages all four mirror images
 
 
 @pytest.mark.parametrize("statistics", ["real", "simulated"])

@@ -83,7 +83,7 @@ class WeakUNetMethod(UNetMethod):
     @dataclass
     class Config(UNetMethod.Config):
         epochs: int = param(60, ge=1)
-        tta: int = param(2, choices=(1, 2, 4))
+        tta: int = param(4, choices=(1, 2, 4))
         real_weight: float = param(1.0, ge=0)
         real_batch_size: int = param(32, ge=1)
         val_site_fraction: float = param(0.2, ge=0, lt=1)
