@@ -376,6 +376,7 @@ def run_one(
     speed: bool = False,
     startup: bool = False,
     trained_run: Path | None = None,
+    tta: int | None = None,
 ) -> dict:
     if trained_run is None:
         name, params = parse_spec(spec.removeprefix(PIXEL_LABELS))
@@ -390,6 +391,8 @@ def run_one(
         metrics = run.read_metrics()
         train_s = float(metrics.get("history", [{}])[-1].get("elapsed_s", float("nan")))
     trained = load_depth_model(run.path, device="cpu")
+    if tta is not None and trained_run is not None:
+        trained.cfg.tta = tta
     speeds = []
     for _ in range(2):
         t0 = time.perf_counter()
@@ -545,6 +548,14 @@ def main() -> None:
         help="Evaluate runs trained earlier on this data set instead of training (label=run folder).",
     )
     parser.add_argument(
+        "--tta",
+        type=int,
+        choices=(1, 2, 4),
+        default=None,
+        help="With --trained: predict with this many test-time flips instead of the run's own "
+        "(the calibration stays the one fitted with the run's own).",
+    )
+    parser.add_argument(
         "--speed",
         action="store_true",
         help="Also time each model alone with 1 and 2 threads (best of 3 passes).",
@@ -647,6 +658,7 @@ def main() -> None:
                     speed=args.speed,
                     startup=args.startup and not results,
                     trained_run=Path(trained_runs[spec]) if spec in trained_runs else None,
+                    tta=args.tta,
                 )
             )
             r = results[-1]
