@@ -1,7 +1,7 @@
 """Benchmark of ``micrometry depth frame`` on synthetic CD-SEM frames (docs/depth.md, "Frames").
 
 Renders frames with ``synth sem-frames``' generator (1024 x 1024 by default, extra defects for
-statistics), runs :func:`micrometry.depth.frames.analyse_frame` with the shipped model and scores:
+statistics), runs :func:`micrometry.depth.frames.analyse_frame` with the shipped model (or ``--model``) and scores:
 
 * hole detection: recall over the true holes whose window lies clearly inside the frame (not
   ``missing``), precision over the holes found (present, window inside);
@@ -106,12 +106,18 @@ def main() -> None:
     parser.add_argument("--lattice", default="staggered")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--model", default="shipped", help="a depth model: a name or a run folder")
+    parser.add_argument(
+        "--tta", type=int, choices=(1, 2, 4), default=None, help="test-time flips (default: the model's)"
+    )
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
-    method = load_depth_model("shipped", device="cpu")
+    method = load_depth_model(args.model, device="cpu")
+    if args.tta is not None:
+        method.cfg.tta = args.tta
     config = FrameConfig(
         height_px=args.size,
         width_px=args.size,
