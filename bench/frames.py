@@ -1,7 +1,8 @@
 """Benchmark of ``micrometry depth frame`` on synthetic CD-SEM frames (docs/depth.md, "Frames").
 
 Renders frames with ``synth sem-frames``' generator (1024 x 1024 by default, extra defects for
-statistics), runs :func:`micrometry.depth.frames.analyse_frame` with the shipped model (or ``--model``) and scores:
+statistics), runs :func:`micrometry.depth.frames.analyse_frame` with the shipped model (or
+``--model``) and scores:
 
 * hole detection: recall over the true holes whose window lies clearly inside the frame (not
   ``missing``), precision over the holes found (present, window inside);
