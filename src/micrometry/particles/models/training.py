@@ -29,6 +29,7 @@ from micrometry.particles.models.sizing import MAX_SCALE, MIN_SCALE, NET_DIAMETE
 from micrometry.particles.models.validation import evaluate_label_images, truth_dataset
 from micrometry.train import LoopConfig, RunDir, TrainTask, fit, seed_everything
 from micrometry.train.loop import configure_threads
+from micrometry.train.precision import PRECISIONS
 
 
 @dataclass
@@ -65,6 +66,8 @@ class TrainSettings(Config):
     #: fraction of training spent warming the learning rate up (fine-tuning uses 5 %)
     warmup: float = param(0.0, ge=0, lt=1)
     device: str = param("auto")
+    #: the convolutions' arithmetic: auto (bfloat16 on a CPU with AMX, else float32), fp32, bf16
+    precision: str = param("auto", choices=PRECISIONS)
     #: processes drawing training crops (0: in the training process; a GPU needs several)
     workers: int = param(0, ge=0, le=256)
     #: leave out particles touching the image border, as the annotations do; None: read from

@@ -33,6 +33,7 @@ from micrometry.particles.models.sizing import (
     scale_for_diameter,
 )
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
+from micrometry.train.precision import autocast, resolve_precision
 
 CHECKPOINT_KIND = "particles-dense"
 
@@ -63,6 +64,9 @@ class DenseSegmenter:
         Tile side and overlap in network pixels.
     tta : bool
         Average the maps over the four flips (about 4x slower).
+    precision : str
+        ``auto`` (bfloat16 on a CPU with AMX, else float32), ``fp32`` or ``bf16``
+        (:mod:`micrometry.train.precision`).
     """
 
     #: flip TTA averages the maps (:mod:`micrometry.particles.tta` sets ``tta``)
@@ -79,6 +83,7 @@ class DenseSegmenter:
         device: str | torch.device = "cpu",
         net_diameter: float | None = None,
         diameter: float | None = None,
+        precision: str = "auto",
     ):
         self.method = method
         self.name = method.name
@@ -102,9 +107,12 @@ class DenseSegmenter:
         self.overlap = min(int(overlap), self.tile // 2)
         self.tta = tta
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.method.activate(self.net(x.to(self.device))).cpu()
+        with autocast(self.precision, self.device):
+            maps = self.net(x.to(self.device))
+        return self.method.activate(maps.float()).cpu()
 
     @torch.inference_mode()
     def predict_maps(self, image: np.ndarray, scale: float | None = None) -> np.ndarray:

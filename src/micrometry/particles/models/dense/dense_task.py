@@ -13,6 +13,7 @@ from micrometry.particles.models.data import CropBatches, LabelledImage, Paralle
 from micrometry.particles.models.dense.dense_segmenter import DenseSegmenter, build_network, model_payload
 from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
 from micrometry.train.loop import clipped_step, select_device
+from micrometry.train.precision import autocast, resolve_precision
 
 
 class DenseTrainTask(ParticleTrainTask):
@@ -21,6 +22,7 @@ class DenseTrainTask(ParticleTrainTask):
     def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         super().__init__(settings, train, val)
         self.device = select_device(settings.device)
+        self.precision = resolve_precision(getattr(settings, "precision", "auto"), self.device)
         self.method, self.net = build_network(settings.model, tuple(settings.widths))
         if getattr(settings, "exclude_border", None):  # the annotations' convention, kept in every checkpoint
             self.method.config["exclude_border"] = True
@@ -69,7 +71,9 @@ class DenseTrainTask(ParticleTrainTask):
         images = batch[0].to(self.device, non_blocking=True)
         target = batch[1] if isinstance(batch[1], torch.Tensor) else torch.from_numpy(np.stack(batch[1]))
         target = target.to(self.device, non_blocking=True)
-        loss, parts = self.method.loss(self.net(images), target)
+        with autocast(self.precision, self.device):  # the convolutions; the loss stays float32
+            maps = self.net(images)
+        loss, parts = self.method.loss(maps.float(), target)
         clipped_step(loss, self.optimizers["adamw"], self.net.parameters(), 5.0)
         self.steps_done += 1
         self.train_seconds += time.perf_counter() - started
@@ -93,4 +97,5 @@ class DenseTrainTask(ParticleTrainTask):
             scale=s.scale,
             net_diameter=s.net_diameter if s.scale is None else None,
             device=self.device,
+            precision=self.precision,
         )
