@@ -265,6 +265,8 @@ def train_model(
             "validation": note,
             "scales": {"min": scales[0], "median": scales[len(scales) // 2], "max": scales[-1]},
             "settings": settings.to_dict(),
+            # what ``precision: auto`` became on this machine (detectors have no such setting)
+            "precision": getattr(task, "precision", None),
         }
     )
     run.log(note)

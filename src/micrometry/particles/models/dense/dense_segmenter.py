@@ -33,7 +33,7 @@ from micrometry.particles.models.sizing import (
     scale_for_diameter,
 )
 from micrometry.particles.models.tiling import flip_tta, predict_tiled
-from micrometry.train.precision import autocast, resolve_precision
+from micrometry.train.precision import autocast, inference_precision, resolve_precision
 
 CHECKPOINT_KIND = "particles-dense"
 
@@ -65,8 +65,8 @@ class DenseSegmenter:
     tta : bool
         Average the maps over the four flips (about 4x slower).
     precision : str
-        ``auto`` (bfloat16 on a CPU with AMX, else float32), ``fp32`` or ``bf16``
-        (:mod:`micrometry.train.precision`).
+        The convolutions' arithmetic: ``fp32``, ``bf16`` or ``auto`` (bfloat16 on a CPU
+        with AMX; :mod:`micrometry.train.precision`).
     """
 
     #: flip TTA averages the maps (:mod:`micrometry.particles.tta` sets ``tta``)
@@ -83,7 +83,7 @@ class DenseSegmenter:
         device: str | torch.device = "cpu",
         net_diameter: float | None = None,
         diameter: float | None = None,
-        precision: str = "auto",
+        precision: str = "fp32",
     ):
         self.method = method
         self.name = method.name
@@ -190,6 +190,7 @@ class DenseSegmenter:
         _LAST_DECODE.stats = {}
         labels, scores, info = self.segment_sized(image)
         info = {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in info.items()}
+        info["precision"] = self.precision
         # the final pass's candidates and those dropped below the minimum score: the reliability
         # verdict's "objects the model doubts" (micrometry.particles.reliability)
         info.update(getattr(_LAST_DECODE, "stats", {}))
@@ -219,9 +220,11 @@ def model_payload(
     scale: float | None,
     method_config: dict[str, Any],
     net_diameter: float | None = None,
+    trained_precision: str = "fp32",
 ) -> dict:
     """What every checkpoint stores so that it alone rebuilds the segmenter."""
     return {
+        "trained_precision": trained_precision,
         "kind": CHECKPOINT_KIND,
         "model": model,
         "widths": list(widths),
@@ -265,6 +268,7 @@ def dense_segmenter(
             f"weights do not fit model {exported.model!r} ({type(exc).__name__})", where
         ) from None
     kwargs = {} if tile is None else {"tile": tile}
+    precision = inference_precision(str(settings.get("trained_precision", "fp32")), device)
     return DenseSegmenter(
         method,
         net.fused(),  # batch norms folded: predicting only
@@ -273,5 +277,6 @@ def dense_segmenter(
         device=device,
         net_diameter=net_diameter,
         diameter=diameter,
+        precision=precision,
         **kwargs,
     )

@@ -87,6 +87,7 @@ class DenseTrainTask(ParticleTrainTask):
             s.scale,
             self.method.config,
             net_diameter=s.net_diameter if s.scale is None else None,
+            trained_precision=self.precision,
         )
 
     def segmenter(self) -> DenseSegmenter:
