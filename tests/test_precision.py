@@ -45,30 +45,22 @@ def test_the_environment_overrides_auto_and_bad_names_are_clear_errors(monkeypat
         TrainSettings(precision="fp16")
 
 
-def test_a_network_predicts_in_bf16_only_if_it_was_trained_in_it(monkeypatch):
+def test_predictions_are_float32_unless_the_variable_asks(monkeypatch):
     monkeypatch.delenv(PRECISION_ENV, raising=False)
-    assert inference_precision("fp32") == "fp32"  # even on a CPU with AMX: float32 weights lose AP in bf16
-    assert inference_precision("bf16") == resolve_precision("auto")
+    assert inference_precision("cpu") == "fp32"  # even on a CPU with AMX: bf16 predictions lose AP
     monkeypatch.setenv(PRECISION_ENV, "bf16")
-    assert inference_precision("fp32") == "bf16"
-    monkeypatch.setenv(PRECISION_ENV, "fp32")
-    assert inference_precision("bf16") == "fp32"
-
-
-@pytest.mark.parametrize("trained", ["fp32", "bf16"])
-def test_the_trained_precision_travels_from_checkpoint_to_segmenter(monkeypatch, trained):
+    assert inference_precision() == "bf16"
     monkeypatch.setenv(PRECISION_ENV, "auto")
+    assert inference_precision() == ("bf16" if native_bf16("cpu") else "fp32")
     method, net = build_network("center-offset", (8, 16, 32))
-    payload = model_payload(
-        "center-offset", (8, 16, 32), None, {}, net_diameter=20.0, trained_precision=trained
-    )
+    payload = model_payload("center-offset", (8, 16, 32), None, {}, net_diameter=20.0)
     payload["state"] = {"modules": {"net": net.state_dict()}}
     settings, state = PARTICLE_MODELS.create("center-offset").export_checkpoint(payload, "run/best.pt")
-    assert (
-        settings.get("trained_precision", "fp32") == trained
-    )  # float32 models keep their model.json as it was
     exported = ExportedModel(job="particles", model="center-offset", settings=settings, state=state)
-    assert dense_segmenter(exported).precision == inference_precision(trained)
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    assert dense_segmenter(exported).precision == "bf16"
+    monkeypatch.delenv(PRECISION_ENV)
+    assert dense_segmenter(exported).precision == "fp32"
 
 
 def test_autocast_rounds_the_convolutions_only_in_bf16():
@@ -117,7 +109,7 @@ def _two_discs() -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_a_run_records_the_precision_it_trained_in_and_its_model_predicts_in_it(tmp_path, monkeypatch):
+def test_a_run_records_the_precision_it_trained_in_and_its_model_predicts_in_float32(tmp_path, monkeypatch):
     from micrometry.particles.models import load_particle_model
     from micrometry.particles.models.training import train_model
     from particle_scenes import write_coco_folder
@@ -129,4 +121,4 @@ def test_a_run_records_the_precision_it_trained_in_and_its_model_predicts_in_it(
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["precision"] == "bf16" and config["settings"]["precision"] == "bf16"
     found = load_particle_model(tmp_path / "run").segment(np.random.default_rng(0).random((96, 128)))
-    assert found.info["precision"] == inference_precision("bf16")
+    assert found.info["precision"] == "fp32"

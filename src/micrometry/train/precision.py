@@ -19,7 +19,8 @@ from micrometry.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
-#: overrides ``auto`` everywhere (``fp32`` to reproduce a float32 result on an AMX machine)
+#: overrides ``auto`` in training (``fp32`` reproduces a float32 run on an AMX machine) and sets
+#: the precision of predictions (float32 when unset)
 PRECISION_ENV = "MICROMETRY_PRECISION"
 
 
@@ -53,17 +54,15 @@ def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
     return name
 
 
-def inference_precision(trained: str, device: torch.device | str = "cpu") -> str:
-    """The arithmetic a network predicts in: bfloat16 only if it was trained in it, and where native.
+def inference_precision(device: torch.device | str = "cpu") -> str:
+    """The arithmetic a network predicts in: float32 unless ``MICROMETRY_PRECISION`` says otherwise.
 
-    A network trained in float32 loses segm AP in bfloat16 (the shipped particle model of
-    2026-12-06: 0.728 -> 0.701 on mnfinder, 0.786 -> 0.757 on hela), so it keeps float32;
-    ``MICROMETRY_PRECISION`` overrides either way.
+    bfloat16 predictions are 2-4x faster but lose segm AP, even from a network trained in
+    bfloat16 (docs/particles-models.md, "bfloat16 on CPUs with AMX"): what a user reports comes
+    first, so ``bf16`` (or ``auto``) must be asked for.
     """
-    forced = os.environ.get(PRECISION_ENV, "auto") or "auto"
-    if forced != "auto":
-        return resolve_precision(forced, device)
-    return resolve_precision("auto", device) if trained == "bf16" else "fp32"
+    forced = os.environ.get(PRECISION_ENV)
+    return resolve_precision(forced, device) if forced else "fp32"
 
 
 def autocast(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:

@@ -35,8 +35,6 @@ class DenseModel(ParticleModel):
         settings, state = super().export_checkpoint(payload, path)
         if payload.get("net_diameter"):  # automatic size (runs before it have a fixed scale)
             settings["net_diameter"] = float(payload["net_diameter"])
-        if payload.get("trained_precision", "fp32") != "fp32":  # predicts in it where the CPU has it
-            settings["trained_precision"] = payload["trained_precision"]
         return settings, state
 
     def preprocessing(self, settings: dict[str, Any]) -> dict[str, Any]:

@@ -220,11 +220,9 @@ def model_payload(
     scale: float | None,
     method_config: dict[str, Any],
     net_diameter: float | None = None,
-    trained_precision: str = "fp32",
 ) -> dict:
     """What every checkpoint stores so that it alone rebuilds the segmenter."""
     return {
-        "trained_precision": trained_precision,
         "kind": CHECKPOINT_KIND,
         "model": model,
         "widths": list(widths),
@@ -268,7 +266,6 @@ def dense_segmenter(
             f"weights do not fit model {exported.model!r} ({type(exc).__name__})", where
         ) from None
     kwargs = {} if tile is None else {"tile": tile}
-    precision = inference_precision(str(settings.get("trained_precision", "fp32")), device)
     return DenseSegmenter(
         method,
         net.fused(),  # batch norms folded: predicting only
@@ -277,6 +274,6 @@ def dense_segmenter(
         device=device,
         net_diameter=net_diameter,
         diameter=diameter,
-        precision=precision,
+        precision=inference_precision(device),
         **kwargs,
     )

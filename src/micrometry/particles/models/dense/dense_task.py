@@ -13,7 +13,7 @@ from micrometry.particles.models.data import CropBatches, LabelledImage, Paralle
 from micrometry.particles.models.dense.dense_segmenter import DenseSegmenter, build_network, model_payload
 from micrometry.particles.models.training import ParticleTrainTask, TrainSettings
 from micrometry.train.loop import clipped_step, select_device
-from micrometry.train.precision import autocast, resolve_precision
+from micrometry.train.precision import autocast, inference_precision, resolve_precision
 
 
 class DenseTrainTask(ParticleTrainTask):
@@ -87,7 +87,6 @@ class DenseTrainTask(ParticleTrainTask):
             s.scale,
             self.method.config,
             net_diameter=s.net_diameter if s.scale is None else None,
-            trained_precision=self.precision,
         )
 
     def segmenter(self) -> DenseSegmenter:
@@ -98,5 +97,5 @@ class DenseTrainTask(ParticleTrainTask):
             scale=s.scale,
             net_diameter=s.net_diameter if s.scale is None else None,
             device=self.device,
-            precision=self.precision,
+            precision=inference_precision(self.device),  # validation measures what predict will do
         )
