@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     ship.add_argument("--out", required=True, help="exported model folder to write")
     ship.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     ship.add_argument("--minutes", type=float, default=150.0, help="training time budget (minutes)")
-    ship.add_argument("--threads", type=int, default=1, help="CPU threads of the training process")
+    ship.add_argument("--threads", type=int, default=2, help="CPU threads of the training process")
     ship.add_argument("--resume", action="store_true", help="go on from WORK/run after an interruption")
     ship.add_argument("--init", help="start from a model's weights (e.g. 'shipped') instead of random ones")
     ship.add_argument(
