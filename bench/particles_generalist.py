@@ -227,7 +227,6 @@ def record_recipe(out: Path, args, metrics: dict, n_recipes: int, seconds: float
     import torch
 
     from micrometry.io.atomic import write_json
-    from micrometry.train.precision import resolve_precision
 
     document = json.loads((out / "model.json").read_text())
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -254,7 +253,7 @@ def record_recipe(out: Path, args, metrics: dict, n_recipes: int, seconds: float
                 + (f", starting from the weights of {args.init}" if args.init else ", from random weights")
             ),
             "machine": f"{machine}; torch {torch.__version__}; {args.threads} thread(s), {args.workers} crop worker(s)",
-            "precision": resolve_precision(args.precision, device),
+            "precision": json.loads((Path(args.work) / "run" / "config.json").read_text()).get("precision"),
             "budget_minutes": args.minutes,
             "trained_minutes": round(final["elapsed_s"] / 60, 1),
             "wall_minutes": round(seconds / 60, 1),

@@ -41,14 +41,12 @@ def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
     InputError
         ``name`` (or the ``MICROMETRY_PRECISION`` variable) is not a precision.
     """
+    source = f"precision {name!r}"
     if name == "auto":
-        name = os.environ.get(PRECISION_ENV, "auto") or "auto"
-        if name not in PRECISIONS:
-            raise InputError(
-                f"{PRECISION_ENV}={name!r} is not a precision; use one of {', '.join(PRECISIONS)}"
-            )
+        name = os.environ.get(PRECISION_ENV) or "auto"
+        source = f"{PRECISION_ENV}={name!r}"
     if name not in PRECISIONS:
-        raise InputError(f"precision {name!r} is not one of {', '.join(PRECISIONS)}")
+        raise InputError(f"{source} is not one of {', '.join(PRECISIONS)}")
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return name

@@ -22,7 +22,7 @@ class DenseTrainTask(ParticleTrainTask):
     def __init__(self, settings: TrainSettings, train: list[LabelledImage], val: list[LabelledImage]):
         super().__init__(settings, train, val)
         self.device = select_device(settings.device)
-        self.precision = resolve_precision(getattr(settings, "precision", "auto"), self.device)
+        self.precision = resolve_precision(settings.precision, self.device)
         self.method, self.net = build_network(settings.model, tuple(settings.widths))
         if getattr(settings, "exclude_border", None):  # the annotations' convention, kept in every checkpoint
             self.method.config["exclude_border"] = True
