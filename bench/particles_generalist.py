@@ -158,6 +158,7 @@ def merge_coco(parts: list[Path], out: Path, split: str = "train") -> Path:
 def make_shipped(args) -> None:
     """Data, training and export of the shipped model (the command docs/particles-models.md names)."""
     from micrometry.particles.models.training import TrainSettings, train_model
+    from micrometry.train import RunDir
 
     work = Path(args.work)
     t0 = time.perf_counter()
@@ -201,7 +202,8 @@ def make_shipped(args) -> None:
     )
     subprocess.run(micrometry("export", run, "--out", args.out, "--overwrite"), check=True)
     half_weights(Path(args.out))
-    record_recipe(Path(args.out), args, metrics, len(parts), time.perf_counter() - t0)
+    precision = RunDir.existing(run).read_config().get("precision")  # what ran, not what was asked
+    record_recipe(Path(args.out), args, metrics, len(parts), time.perf_counter() - t0, precision)
 
 
 def half_weights(out: Path) -> None:
@@ -220,7 +222,9 @@ def half_weights(out: Path) -> None:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def record_recipe(out: Path, args, metrics: dict, n_recipes: int, seconds: float) -> None:
+def record_recipe(
+    out: Path, args, metrics: dict, n_recipes: int, seconds: float, precision: str | None
+) -> None:
     """Write the command, the machine and the budget into the exported model's provenance."""
     import platform
 
@@ -253,7 +257,7 @@ def record_recipe(out: Path, args, metrics: dict, n_recipes: int, seconds: float
                 + (f", starting from the weights of {args.init}" if args.init else ", from random weights")
             ),
             "machine": f"{machine}; torch {torch.__version__}; {args.threads} thread(s), {args.workers} crop worker(s)",
-            "precision": json.loads((Path(args.work) / "run" / "config.json").read_text()).get("precision"),
+            "precision": precision,
             "budget_minutes": args.minutes,
             "trained_minutes": round(final["elapsed_s"] / 60, 1),
             "wall_minutes": round(seconds / 60, 1),
