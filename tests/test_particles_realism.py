@@ -105,7 +105,25 @@ def test_chromatin_nuclei_are_more_textured_inside_than_plain_fluorescence():
         return float(np.median(cvs))
 
     kw = {"sizes": (30.0, 44.0), "density": "sparse", "seed": 3}
-    assert inner_cv(scene("chromatin", **kw)) > 2 * inner_cv(scene("fluorescence", **kw))
+    # without cell bodies, whose light under a nucleus would only dilute its texture
+    assert inner_cv(scene("chromatin", cytoplasm_fraction=0.0, **kw)) > 2 * inner_cv(
+        scene("fluorescence", **kw)
+    )
+
+
+def test_chromatin_cell_bodies_glow_around_the_nuclei_and_are_not_annotated():
+    kw = {"sizes": (16.0, 24.0), "density": "sparse", "seed": 5, "debris": False}
+    bare = scene("chromatin", cytoplasm_fraction=0.0, **kw)
+    cells = scene("chromatin", cytoplasm_fraction=1.0, cytoplasm_brightness_range=(0.2, 0.2), **kw)
+    assert np.array_equal(bare.labels, cells.labels) and len(cells.annotations) >= 2
+
+    def ring_over_far(r):
+        nuclei = r.labels > 0
+        ring = ndi.binary_dilation(nuclei, iterations=8) & ~ndi.binary_dilation(nuclei, iterations=3)
+        far = ~ndi.binary_dilation(nuclei, iterations=60)
+        return float(np.median(r.image[ring])) - float(np.median(r.image[far]))
+
+    assert ring_over_far(cells) > ring_over_far(bare) + 5
 
 
 def test_centre_profile_is_pale_in_the_middle_and_one_at_the_edge():

@@ -70,7 +70,8 @@ REALISM_MODES = {
     ),
     "chromatin": (
         "emission",
-        "fluorescent nuclei with texture inside: chromatin speckles, a bright or pale centre, a dim half",
+        "fluorescent nuclei with texture inside: chromatin speckles, a bright or pale centre, a dim half; "
+        "in some images dim cell bodies (cytoplasm) around them",
     ),
     "fluorescence-hdr": (
         "emission",
@@ -285,6 +286,12 @@ class ImagingParams:
     #: ``chromatin``: share of nuclei with one half dimmer, and how much dimmer
     dim_half_fraction: float = 0.3
     dim_half_range: tuple[float, float] = (0.3, 0.7)
+    #: ``chromatin``: share of images whose nuclei lie in dim cell bodies (cytoplasmic background or
+    #: another channel's bleed-through: never annotated), their brightness relative to a nucleus's,
+    #: and their size relative to the nucleus (radius)
+    cytoplasm_fraction: float = 0.5
+    cytoplasm_brightness_range: tuple[float, float] = (0.04, 0.2)
+    cytoplasm_scale_range: tuple[float, float] = (1.6, 3.5)
     #: ``dic``: edge contrast (relative), and the ground's relief relative to a particle's
     dic_contrast_range: tuple[float, float] = (0.15, 0.5)
     dic_ground_relief_range: tuple[float, float] = (0.02, 0.25)
@@ -578,6 +585,47 @@ def hdr_emission(
     return emission / ((lo + hi) / 2) * 10.0 ** (-rng.uniform(0.0, imaging.hdr_decades))
 
 
+def cell_bodies(
+    h: int, w: int, particles: list[Particle], imaging: ImagingParams, rng: np.random.Generator
+) -> np.ndarray:
+    """``chromatin``: the dim, irregular, elongated cell body around each nucleus, as emitted light.
+
+    What a nuclear stain shows of the cytoplasm (its own background, or another channel bleeding
+    through): never annotated, so a model learns that the nucleus ends where its bright core does.
+    """
+    field = np.zeros((h, w), np.float32)
+    theta = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    radii = []
+    for p in particles:
+        centre = p.outline.mean(axis=0)
+        r = np.sqrt(max(polygon_area_px(p.outline), 1.0) / np.pi)
+        radii.append(r)
+        # an elongated body with a lumpy outline, along a random direction, the nucleus off its centre
+        body = r * rng.uniform(*imaging.cytoplasm_scale_range)
+        lumps = sum(rng.uniform(0, 0.2) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5))
+        radius = body * (1 + lumps)
+        stretch, angle = rng.uniform(1.0, 2.5), rng.uniform(0, np.pi)
+        x, y = radius * np.cos(theta) * stretch, radius * np.sin(theta) / np.sqrt(stretch)
+        shift = rng.uniform(-0.3, 0.3, 2) * body
+        outline = np.stack(
+            [x * np.cos(angle) - y * np.sin(angle), x * np.sin(angle) + y * np.cos(angle)], axis=1
+        )
+        outline += centre + shift
+        canvas = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(
+            canvas, [np.round((outline - 0.5) * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4
+        )
+        brightness = rng.uniform(*imaging.cytoplasm_brightness_range) * np.mean(
+            imaging.fluorescence_brightness_range
+        )
+        np.maximum(field, brightness * canvas, out=field)  # touching cells do not add up
+    if not radii:
+        return field
+    sigma = max(1.5, 0.25 * float(np.median(radii)))
+    texture = np.clip(1.0 + 0.2 * _smooth_texture((h, w), sigma, rng), 0.3, None)
+    return (_blur(field, sigma) * texture).astype(np.float32)
+
+
 def relief_height(
     soft: np.ndarray, hard: np.ndarray, opt: OpticsParams, rng: np.random.Generator
 ) -> np.ndarray:
@@ -833,6 +881,8 @@ def expected_image(
         field *= np.clip(1.0 + ground_texture(h, w, imaging, rng), 0.05, None)
     elif mode == "dic":
         field += rng.uniform(*imaging.dic_ground_relief_range) * ground_texture(h, w, imaging, rng)
+    elif mode == "chromatin" and rng.random() < imaging.cytoplasm_fraction:  # under the nuclei
+        field += cell_bodies(h, w, particles, imaging, rng)
     render_distractors(field, distractors, opt, rng, distractor_gains(imaging, mode), emission)
     render_particles(field, owner, particles, opt, rng, mode, imaging, occlusion)
     if family == "relief":
