@@ -31,6 +31,8 @@ from micrometry.depth.renderer import RENDERERS, fit_renderer, render_loss
 from micrometry.depth.sim_task import sim_tensors
 from micrometry.train import LoopConfig, TrainTask
 
+#: Real images whose predicted shapes' excess variation chooses the epoch (``select="excess"``).
+SELECT_IMAGES = 600
 #: Simulated pairs per step of the renderer's fit (``render_weight``).
 RENDER_BATCH = 64
 
@@ -45,6 +47,24 @@ def ema_average(decay: float):
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
     return update
+
+
+def excess_variation(heights: torch.Tensor) -> torch.Tensor:
+    """Mean variation (nm per pixel) of height maps ``(N, H, W)`` beyond what their walls need.
+
+    Along a row or column, the least total variation that reaches the line's highest and lowest
+    points from its ends is ``2 (max - min) - |first - last|``: one fall and one rise, whatever the
+    walls' profile. The excess over it counts twice the depth of every extra dip or bump (true hole
+    maps: about 0.01 nm/px; docs/depth.md, "Why the render loss does not reach the predicted top
+    surface").
+    """
+
+    def along_rows(h: torch.Tensor) -> torch.Tensor:
+        total = (h[..., 1:] - h[..., :-1]).abs().sum(-1)
+        needed = 2 * (h.amax(-1) - h.amin(-1)) - (h[..., 0] - h[..., -1]).abs()
+        return (total - needed).sum()
+
+    return (along_rows(heights) + along_rows(heights.transpose(-1, -2))) / heights.numel()
 
 
 class UNetTask(TrainTask):
@@ -106,6 +126,9 @@ class UNetTask(TrainTask):
             self.real_x, self.real_d = images[tr], depth[tr]
             self.real_val_x, self.real_val_d = images[va], depth[va]
             self.real_val_site = torch.from_numpy(real.site[va]).to(device)
+            # images whose predicted shapes choose the epoch (select="excess"): no label is read
+            self.real_probe_x = torch.cat([self.real_val_x, self.real_x])[:SELECT_IMAGES]
+        self.epoch = 0
         self.modules = {
             **{f"net{i}": averaged for i, averaged in enumerate(self.averaged)},
             **{f"train{i}": net for i, net in enumerate(self.nets)},
@@ -132,6 +155,7 @@ class UNetTask(TrainTask):
             )
 
     def train_batches(self, epoch: int, generator: torch.Generator):
+        self.epoch = epoch
         self._aug.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
         order = torch.randperm(len(self.x), generator=generator)
         bs = int(self.cfg.batch_size)
@@ -263,6 +287,12 @@ class UNetTask(TrainTask):
         if self.real_x is not None and len(self.real_val_x):
             _, depth = self._ensemble_parts(self.real_val_x)
             metrics["val_real_mae"] = float((depth - self.real_val_d).abs().mean())
+        if self.real_x is not None and getattr(self.cfg, "select", "last") == "excess":
+            if self.epoch + 1 >= self.cfg.select_from * self.cfg.epochs:
+                # the shapes as predicted (running statistics, not the training batch's)
+                shape, depth = self._ensemble_parts(self.real_probe_x)
+                heights = self.ema_nets[0].bottom + depth.view(-1, 1, 1) * shape.squeeze(1)
+                metrics["val_real_excess_nm"] = float(excess_variation(heights))
         return metrics
 
 

@@ -25,7 +25,7 @@ from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, input_tensor
 from micrometry.depth.methods.unet import UNetMethod
 from micrometry.depth.ood import fit_feature_gaussian
-from micrometry.train import TrainTask
+from micrometry.train import LoopConfig, TrainTask
 
 
 class WeakUNetMethod(UNetMethod):
@@ -66,6 +66,11 @@ class WeakUNetMethod(UNetMethod):
     consistency : float
         Weight of a mean-teacher loss on real images: the shape of an augmented real
         image is pulled towards the averaged network's shape of the plain image; 0: off.
+    select, select_from : str, float
+        Which epoch's averaged weights become the model: ``"last"``, or ``"excess"``: of the
+        epochs after ``select_from`` of the schedule, the one whose predicted real shapes have
+        the least excess variation (:func:`~micrometry.depth.methods.unet.excess_variation`:
+        dips and bumps no hole has; reads no label).
 
     After training it also fits, on the real images: the 90 % interval of a hole's
     depth (split conformal on the held-out sites, widened for their small number:
@@ -96,6 +101,8 @@ class WeakUNetMethod(UNetMethod):
         # the median centre and the render loss: what real holes' shapes need (docs/depth.md, "Issue 27")
         centre: str = param("median", choices=("mean", "median"))
         render_weight: float = param(1.0, ge=0)
+        select: str = param("last", choices=("last", "excess"))
+        select_from: float = param(0.5, ge=0, le=1)
 
     former_defaults = {"centre": "mean", "render_weight": 0.0}
 
@@ -103,6 +110,12 @@ class WeakUNetMethod(UNetMethod):
     # The model is the last epoch's averaged weights: the simulated validation RMSE measures the wrong
     # domain and swings between epochs (docs/depth.md, "Why unet-weak's defaults").
     monitor, monitor_mode = "epoch", "max"
+
+    def loop_config(self) -> LoopConfig:
+        config = super().loop_config()
+        if self.cfg.select == "excess":
+            config.monitor, config.mode = "val_real_excess_nm", "min"
+        return config
 
     def adapt_batchnorm(self, images: np.ndarray) -> None:
         """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
