@@ -162,8 +162,12 @@ class DepthMethod:
         """Default epochs, time budget and monitored metric of this method."""
         return LoopConfig(epochs=10, monitor="val_rmse", mode="min", description=self.name)
 
+    def kept_checkpoint(self, run: RunDir) -> Path:
+        """The checkpoint whose weights become the model (the monitored metric's best epoch)."""
+        return run.best_checkpoint()
+
     def after_training(self, task: TrainTask, data: DepthData) -> None:
-        """Called once with the best epoch's weights loaded: fit whatever comes after the networks."""
+        """Called once with the kept epoch's weights loaded: fit whatever comes after the networks."""
 
     # -- inference -------------------------------------------------------
     batch_size: int = 2048
@@ -271,9 +275,10 @@ def train_method(
     payload = {"method": method.name, "method_config": method.config()}
     fit(task, run, loop, resume=resume, extra_payload=payload)
 
-    # Predict from the best epoch: reload it, let the method finish, store what predict needs.
+    # Predict from the best epoch (or the one the method keeps): reload it, let the method finish,
+    # store what predict needs where loaders look for it.
     best_path = run.best_checkpoint()
-    best = load_checkpoint(best_path, map_location=device_)
+    best = load_checkpoint(method.kept_checkpoint(run), map_location=device_)
     task.load_state_dict(best["state"])
     task.train(False)
     with torch.no_grad():

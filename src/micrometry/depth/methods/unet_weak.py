@@ -8,6 +8,7 @@ depth during training; afterwards a calibration fitted on every real image
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, input_tensor
 from micrometry.depth.methods.unet import UNetMethod
 from micrometry.depth.ood import fit_feature_gaussian
-from micrometry.train import LoopConfig, TrainTask
+from micrometry.train import LoopConfig, RunDir, TrainTask
 
 
 class WeakUNetMethod(UNetMethod):
@@ -66,11 +67,12 @@ class WeakUNetMethod(UNetMethod):
     consistency : float
         Weight of a mean-teacher loss on real images: the shape of an augmented real
         image is pulled towards the averaged network's shape of the plain image; 0: off.
-    select, select_from : str, float
+    select, select_from, select_margin : str, float, float
         Which epoch's averaged weights become the model: ``"last"``, or ``"excess"``: of the
         epochs after ``select_from`` of the schedule, the one whose predicted real shapes have
         the least excess variation (:func:`~micrometry.depth.methods.unet.excess_variation`:
-        dips and bumps no hole has; reads no label).
+        dips and bumps no hole has; reads no label), if that is at least ``select_margin`` below
+        the last epoch's (else the last epoch: a smaller difference is the measure's noise).
 
     After training it also fits, on the real images: the 90 % interval of a hole's
     depth (split conformal on the held-out sites, widened for their small number:
@@ -103,6 +105,7 @@ class WeakUNetMethod(UNetMethod):
         render_weight: float = param(1.0, ge=0)
         select: str = param("last", choices=("last", "excess"))
         select_from: float = param(0.5, ge=0, le=1)
+        select_margin: float = param(0.1, ge=0, lt=1)
 
     former_defaults = {"centre": "mean", "render_weight": 0.0}
 
@@ -116,6 +119,22 @@ class WeakUNetMethod(UNetMethod):
         if self.cfg.select == "excess":
             config.monitor, config.mode = "val_real_excess_nm", "min"
         return config
+
+    def kept_checkpoint(self, run: RunDir) -> Path:
+        """With ``select="excess"``, the chosen epoch unless the last one is within the margin of it."""
+        chosen = run.best_checkpoint()
+        if self.cfg.select != "excess":
+            return chosen
+        metrics = run.read_metrics()
+        key = "val_real_excess_nm"
+        best, last = metrics["best"].get(key), metrics["final"].get(key)
+        if best is not None and last is not None and best > (1 - self.cfg.select_margin) * last:
+            run.log(
+                f"kept the last epoch: the least excess variation ({best:.3f} nm/px, epoch "
+                f"{metrics['best']['epoch']}) is within {self.cfg.select_margin:.0%} of the last's ({last:.3f})"
+            )
+            return run.checkpoint_path("last")
+        return chosen
 
     def adapt_batchnorm(self, images: np.ndarray) -> None:
         """AdaBN: BatchNorm statistics of the real images, for which the model predicts."""
