@@ -34,6 +34,7 @@ other methods are scored on the images after the fourth, which no fine-tuning ru
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -115,42 +116,50 @@ def colour_instances(rgb: np.ndarray) -> np.ndarray:
     return labels
 
 
-def mnfinder_pairs(wheel: Path, splits: tuple[str, ...] = ("test-data",), skip: frozenset = frozenset()):
-    """(name, 16-bit image, labels) of mnfinder's ``splits`` folders, less images whose pixels hash in ``skip``."""
+def mnfinder_images(z: zipfile.ZipFile, splits: tuple[str, ...]):
+    """``(mask name, image)`` of every image of mnfinder's ``splits`` folders that has a nucleus mask."""
     import tifffile
+
+    names = set(z.namelist())
+    masks = sorted(n for n in names for split in splits if f"/{split}/" in n and "/nucleus_masks/" in n)
+    for mask_name in masks:
+        image_name = mask_name.replace("/nucleus_masks/", "/images/")[: -len(".png")] + ".tif"
+        if image_name not in names:
+            continue
+        with z.open(image_name) as f:
+            image = tifffile.imread(f)
+        if image.ndim == 3:  # a stray channel axis
+            image = image[..., 0] if image.shape[-1] <= 4 else image[0]
+        yield mask_name, image
+
+
+def mnfinder_pairs(wheel: Path, splits: tuple[str, ...] = ("test-data",), skip: frozenset = frozenset()):
+    """(name, 16-bit image, labels) of mnfinder's ``splits`` folders, less images whose pixels hash in ``skip``.
+
+    Test images are named ``FOLDER_STEM``, the others ``SPLIT_FOLDER_STEM`` (``training_...``).
+    """
     from PIL import Image
 
     with zipfile.ZipFile(wheel) as z:
-        names = z.namelist()
-        masks = sorted(n for n in names for split in splits if f"/{split}/" in n and "/nucleus_masks/" in n)
-        for mask_name in masks:
-            stem = Path(mask_name).stem
-            image_name = mask_name.replace("/nucleus_masks/", "/images/")[: -len(".png")] + ".tif"
-            if image_name not in names:
-                continue
-            with z.open(image_name) as f:
-                image = tifffile.imread(f)
-            if image.ndim == 3:  # a stray channel axis
-                image = image[..., 0] if image.shape[-1] <= 4 else image[0]
-            if pixel_hash(image) in skip:
-                print(f"{image_name}: also in the test split, left out", file=sys.stderr)
+        for mask_name, image in mnfinder_images(z, splits):
+            if skip and pixel_hash(image) in skip:
+                print(f"{mask_name}: its image is also in the test split, left out", file=sys.stderr)
                 continue
             with z.open(mask_name) as f:
                 rgb = np.asarray(Image.open(f).convert("RGB"))
-            folder = Path(mask_name).parts[-3]
-            prefix = "" if splits == ("test-data",) else Path(mask_name).parts[-4].split("-")[0] + "_"
-            yield f"{prefix}{folder}_{stem}", image, colour_instances(rgb)
+            *_, split, folder, _, file_name = Path(mask_name).parts
+            prefix = "" if split == "test-data" else split.split("-")[0] + "_"
+            yield f"{prefix}{folder}_{Path(file_name).stem}", image, colour_instances(rgb)
 
 
 def mnfinder_training_pairs(wheel: Path):
     """mnfinder's training and validation images, less those that are also test images."""
-    test = frozenset(pixel_hash(image) for _, image, _ in mnfinder_pairs(wheel))
+    with zipfile.ZipFile(wheel) as z:
+        test = frozenset(pixel_hash(image) for _, image in mnfinder_images(z, ("test-data",)))
     yield from mnfinder_pairs(wheel, ("training-data", "validation-data"), skip=test)
 
 
 def pixel_hash(image: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
