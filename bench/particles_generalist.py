@@ -205,6 +205,7 @@ def make_shipped(args) -> None:
         overwrite=not resume,
         threads=args.threads,
         given={"time_budget_s"},
+        quantize=False,  # made below, from the float16 weights the model ships
     )
     best = metrics["best"]
     print(
@@ -214,6 +215,11 @@ def make_shipped(args) -> None:
     )
     subprocess.run(micrometry("export", run, "--out", args.out, "--overwrite"), check=True)
     half_weights(Path(args.out))
+    # int8 network for CPU prediction, calibrated on training images spread over the recipes
+    quantize = micrometry(
+        "particles", "quantize", args.out, "--images", work / "mix", "--threads", str(args.threads)
+    )
+    subprocess.run(quantize, check=True)
     precision = RunDir.existing(run).read_config().get("precision")  # what ran, not what was asked
     record_recipe(Path(args.out), args, metrics, len(parts), time.perf_counter() - t0, precision)
 
@@ -281,6 +287,8 @@ def record_recipe(
             "trained_minutes": round(final["elapsed_s"] / 60, 1),
             "wall_minutes": round(seconds / 60, 1),
             "weights": "stored as float16 (half the size; loaded into float32 networks)",
+            "int8_network": "network.int8.onnx: 'micrometry particles quantize MODEL --images WORK/mix' "
+            "(8 training images spread over the recipes)",
         }
     )
     write_json(out / "model.json", document)

@@ -82,12 +82,18 @@ def export(
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError("already exists (pass --overwrite to replace it)", out)
     job = run_job(run_dir)
+    extra: tuple[Path, ...] = ()
     if job == "depth":
         from micrometry.depth.methods.base import export_run
+
+        exported = export_run(run_dir)
     else:
         from micrometry.particles.models.base import export_run
-    exported = export_run(run_dir)
-    write_model(out, exported, overwrite=overwrite)
+        from micrometry.particles.models.dense.quantized import int8_file
+
+        exported = export_run(run_dir)
+        extra = tuple(p for p in [int8_file(exported)] if p is not None)  # its int8 network goes along
+    write_model(out, exported, overwrite=overwrite, extra_files=extra)
     size = sum(f.stat().st_size for f in out.iterdir())
     typer.echo(f"exported {job} model {exported.model!r} ({size / 1e6:.2f} MB) -> {out}")
 

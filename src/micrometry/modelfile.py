@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,13 @@ def provenance(run_path: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_model(out: str | Path, model: ExportedModel, overwrite: bool = False) -> Path:
-    """Write ``model`` as the folder ``out`` (whole or not at all); returns ``out``."""
+def write_model(
+    out: str | Path, model: ExportedModel, overwrite: bool = False, extra_files: tuple[Path, ...] = ()
+) -> Path:
+    """Write ``model`` as the folder ``out`` (whole or not at all); returns ``out``.
+
+    ``extra_files`` are copied in beside the weights (a particle model's int8 network).
+    """
     from safetensors.torch import save_file
 
     if model.job not in JOBS:
@@ -167,6 +173,8 @@ def write_model(out: str | Path, model: ExportedModel, overwrite: bool = False) 
         save_file(
             tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT, "job": model.job, "model": model.model}
         )
+        for extra in extra_files:
+            shutil.copyfile(extra, tmp / Path(extra).name)
         _honour_umask(tmp)
     return Path(out)
 

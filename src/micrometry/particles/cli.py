@@ -158,6 +158,41 @@ def convert(
     typer.echo(f"{LAYOUT_NAMES[layout]}: {len(ds.images)} images, {ds.n_annotations} particles -> {out}")
 
 
+@particles_app.command("quantize")
+def quantize(
+    model: Path = typer.Argument(
+        ...,
+        metavar="MODEL",
+        help="A trained center-offset or unet-watershed model: a run folder or an exported model folder.",
+    ),
+    images: Path | None = typer.Option(
+        None,
+        "--images",
+        help="Calibration images like those the model will predict (8 are used, spread over them): a folder of images, an image list (.txt) or training data of any layout train reads. Default: a run's own training images.",
+    ),
+    threads: int = threads_option(),
+) -> None:
+    """Give a model an int8 network: CPU prediction about 2x faster (ONNX Runtime), same accuracy on the bench.
+
+    Writes MODEL/network.int8.onnx; predict uses it on a CPU from then on (MICROMETRY_PRECISION=fp32 predicts in float32). particles train makes one for every run; export carries it into the model folder.
+    """
+    import time
+
+    from micrometry.particles.models.dense.quantize_model import calibration_paths, quantize_model
+
+    _set_threads(threads)
+    t0 = time.perf_counter()
+    with _warnings_as_lines():
+        paths = calibration_paths(model, images)
+        from micrometry.io.image import read_image
+
+        out = quantize_model(model, [read_image(p) for p in paths])
+    typer.echo(
+        f"int8 network calibrated on {len(paths)} image(s) in {time.perf_counter() - t0:.0f} s -> {out}; "
+        "predict uses it on a CPU (MICROMETRY_PRECISION=fp32 for float32)"
+    )
+
+
 def _set_threads(threads: int) -> None:
     """``--threads`` of a command that runs a model only sometimes: torch is imported when asked."""
     if threads:

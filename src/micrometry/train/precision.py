@@ -19,8 +19,8 @@ from micrometry.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
-#: overrides ``auto`` in training (``fp32`` reproduces a float32 run on an AMX machine) and sets
-#: the precision of predictions (float32 when unset)
+#: overrides ``auto`` in training (``fp32`` reproduces a float32 run on an AMX machine; ``int8``
+#: concerns predictions only) and sets the precision of predictions (:func:`inference_precision`)
 PRECISION_ENV = "MICROMETRY_PRECISION"
 
 
@@ -45,6 +45,8 @@ def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
     if name == "auto":
         name = os.environ.get(PRECISION_ENV) or "auto"
         source = f"{PRECISION_ENV}={name!r}"
+        if name == "int8":  # an int8 network is made after training, from its float weights
+            name = "auto"
     if name not in PRECISIONS:
         raise InputError(f"{source} is not one of {', '.join(PRECISIONS)}")
     if name == "auto":
@@ -52,14 +54,28 @@ def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
     return name
 
 
-def inference_precision(device: torch.device | str = "cpu") -> str:
-    """The arithmetic a network predicts in: float32 unless ``MICROMETRY_PRECISION`` says otherwise.
+def inference_precision(device: torch.device | str = "cpu", int8_ready: bool = False) -> str:
+    """The arithmetic a network predicts in: int8 where the model has a quantized copy, else float32.
 
-    bfloat16 predictions are 2-4x faster but lose segm AP, even from a network trained in
-    bfloat16 (docs/particles-models.md, "bfloat16 on CPUs with AMX"): what a user reports comes
-    first, so ``bf16`` (or ``auto``) must be asked for.
+    ``int8_ready``: the model has a current int8 network and ONNX Runtime runs it on this
+    device (:mod:`micrometry.particles.models.dense.quantized`; same segm AP on the real sets,
+    about 2x faster). ``MICROMETRY_PRECISION`` chooses otherwise: ``fp32``, ``bf16`` (2-4x
+    faster on AMX CPUs but loses segm AP, docs/particles-models.md, "bfloat16 on CPUs with
+    AMX"), ``int8`` (refused when the model has none) or ``auto`` (int8, else bf16 where native).
+
+    Raises
+    ------
+    InputError
+        The variable names no precision, or ``int8`` for a model without an int8 network.
     """
     forced = os.environ.get(PRECISION_ENV)
+    if forced == "int8" or (int8_ready and forced in (None, "", "auto")):
+        if not int8_ready:
+            raise InputError(
+                f"{PRECISION_ENV}=int8: this model has no int8 network for this device "
+                "(make one with 'micrometry particles quantize MODEL')"
+            )
+        return "int8"
     return resolve_precision(forced, device) if forced else "fp32"
 
 

@@ -164,10 +164,15 @@ def train_model(
     model_given: bool = True,
     given: set[str] | None = None,
     images: str | Path | None = None,
+    quantize: bool = True,
 ) -> dict[str, Any]:
     """Train ``settings.model`` on a training folder (any layout of
     :mod:`~micrometry.particles.training_data`; ``images``: its images folder
     where the layout does not say) into the run folder ``out``.
+
+    With ``quantize`` (and ONNX Runtime installed) a dense model's run also gets
+    its int8 network, calibrated on the training images
+    (:mod:`~micrometry.particles.models.dense.quantized`): CPU prediction about 2x faster.
 
     Returns
     -------
@@ -286,9 +291,30 @@ def train_model(
         description=f"train {settings.model}",
     )
     try:
-        return fit(task, run, loop, resume=resume, extra_payload=payload)
+        metrics = fit(task, run, loop, resume=resume, extra_payload=payload)
+        if quantize and run.writes and getattr(entry, "method", None) is not None:
+            quantize_run(run, [item.full_image for item in items])
+        return metrics
     finally:
         run.close()
+
+
+def quantize_run(run: RunDir, images: list) -> None:
+    """Give a finished run its int8 network; a failure costs only the speed-up (said, not raised)."""
+    from micrometry.particles.models.dense.quantize_model import quantize_model
+    from micrometry.particles.models.dense.quantized import runtime_available
+
+    if not runtime_available():
+        run.log("no int8 network: ONNX Runtime is not installed")
+        return
+    try:
+        path = quantize_model(run.path, images)
+    except Exception as exc:  # noqa: BLE001 (ONNX export or quantization: the float model stands)
+        warnings.warn(
+            f"{run.path}: int8 network not made ({type(exc).__name__}: {exc}); predicting in float32"
+        )
+        return
+    run.log(f"int8 network for CPU prediction -> {path.name}")
 
 
 def validation_split_note(

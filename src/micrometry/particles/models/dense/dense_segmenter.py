@@ -9,6 +9,7 @@ and draws them at the image's own resolution, with smooth outlines.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import PARTICLE_MODELS
 from micrometry.particles.models.conventions import drop_border_instances
 from micrometry.particles.models.dense.heads import DenseMethod
+from micrometry.particles.models.dense.quantized import QuantizedNetwork, int8_file
 from micrometry.particles.models.dense.unet import UNet
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
@@ -66,7 +68,10 @@ class DenseSegmenter:
         Average the maps over the four flips (about 4x slower).
     precision : str
         The convolutions' arithmetic: ``fp32``, ``bf16`` or ``auto`` (bfloat16 on a CPU
-        with AMX; :mod:`micrometry.train.precision`).
+        with AMX; :mod:`micrometry.train.precision`), or ``int8``: the network's quantized
+        copy ``quantized`` runs instead (:mod:`.quantized`).
+    quantized : Path or None
+        The int8 network file (needed for ``precision="int8"``).
     """
 
     #: flip TTA averages the maps (:mod:`micrometry.particles.tta` sets ``tta``)
@@ -84,6 +89,7 @@ class DenseSegmenter:
         net_diameter: float | None = None,
         diameter: float | None = None,
         precision: str = "fp32",
+        quantized: Path | None = None,
     ):
         self.method = method
         self.name = method.name
@@ -107,11 +113,17 @@ class DenseSegmenter:
         self.overlap = min(int(overlap), self.tile // 2)
         self.tta = tta
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
+        if precision == "int8" and quantized is None:
+            raise ValueError("int8 precision needs the quantized network's file")
+        self.int8_net = QuantizedNetwork(quantized, self.net.multiple) if precision == "int8" else None
+        self.precision = "int8" if self.int8_net else resolve_precision(precision, self.device)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with autocast(self.precision, self.device):
-            maps = self.net(x.to(self.device))
+        if self.int8_net is not None:
+            maps = self.int8_net(x)
+        else:
+            with autocast(self.precision, self.device):
+                maps = self.net(x.to(self.device))
         return self.method.activate(maps.float()).cpu()
 
     @torch.inference_mode()
@@ -239,8 +251,12 @@ def dense_segmenter(
     tta: bool = False,
     device: str | torch.device = "cpu",
     diameter: float | None = None,
+    int8: bool = True,
 ) -> DenseSegmenter:
     """Rebuild a :class:`DenseSegmenter` from an exported model (a folder, or a run exported in memory).
+
+    ``int8``: predict with the model's int8 network where it has a current one, on a CPU
+    (:mod:`.quantized`; ``MICROMETRY_PRECISION`` may still say otherwise); False: the float network.
 
     Raises
     ------
@@ -266,6 +282,9 @@ def dense_segmenter(
             f"weights do not fit model {exported.model!r} ({type(exc).__name__})", where
         ) from None
     kwargs = {} if tile is None else {"tile": tile}
+    quantized = None
+    if int8 and torch.device(device).type == "cpu":
+        quantized = int8_file(exported)
     return DenseSegmenter(
         method,
         net.fused(),  # batch norms folded: predicting only
@@ -274,6 +293,7 @@ def dense_segmenter(
         device=device,
         net_diameter=net_diameter,
         diameter=diameter,
-        precision=inference_precision(device),
+        precision=inference_precision(device, int8_ready=quantized is not None),
+        quantized=quantized,
         **kwargs,
     )
