@@ -36,6 +36,14 @@ REFINE_RATIO = 1.25
 PROBE_NET_PX = 320
 #: A window covering more than this share of the image is not worth it: the whole image is probed.
 PROBE_MAX_SHARE = 0.5
+#: Objects whose median one lies in a touching group of at least this many tile a larger particle:
+#: the texture inside large nuclei segmented at the texture's size (53-71 objects a group on
+#: 150-400 px chromatin nuclei; crowded, touching and overlapping particles: 3-13, truth 4-16).
+TILED_GROUP_OBJECTS = 24
+#: Objects this far apart (pixels) belong to one group.
+TILED_GROUP_GAP_PX = 2
+#: A pass at the groups' size is believed when its median particle is within this ratio of it.
+TILED_GROUP_AGREEMENT = 1.5
 
 
 def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
@@ -77,6 +85,35 @@ def clear_border(labels: np.ndarray) -> np.ndarray:
         return labels
     inner = np.where(np.isin(labels, edge), 0, labels)
     return inner if inner.any() else labels
+
+
+def tiled_group_diameter(labels: np.ndarray, min_objects: int = TILED_GROUP_OBJECTS) -> float | None:
+    """The diameter of the larger particles a segmentation's objects tile, or None when they do not.
+
+    Objects closer than :data:`TILED_GROUP_GAP_PX` form a group. When the median
+    object lies in a group of at least ``min_objects``, the objects are read as
+    pieces of larger particles (texture inside them segmented at its own size):
+    the median area-equivalent diameter of those groups is returned.
+    """
+    import cv2
+
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    if n < min_objects:
+        return None
+    side = 2 * TILED_GROUP_GAP_PX + 1
+    near = cv2.dilate((labels > 0).astype(np.uint8), np.ones((side, side), np.uint8))
+    _, groups = cv2.connectedComponents(near, connectivity=8)
+    inside = labels > 0
+    group_of = np.zeros(n + 1, np.int64)
+    group_of[labels[inside]] = groups[inside]
+    members = np.bincount(group_of[1:])  # objects per group
+    present = np.bincount(labels[inside].ravel(), minlength=n + 1)[1:] > 0
+    if np.median(members[group_of[1:][present]]) < min_objects:
+        return None
+    big = np.flatnonzero(members >= min_objects)
+    areas = np.bincount(groups[inside].ravel(), minlength=len(members))[big]
+    return float(np.median(np.sqrt(4.0 * areas / math.pi)))
 
 
 def scale_for_diameter(diameter: float, net_diameter: float | None = None) -> float:
