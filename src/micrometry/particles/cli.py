@@ -178,14 +178,13 @@ def quantize(
     """
     import time
 
+    from micrometry.io.image import read_image
     from micrometry.particles.models.dense.quantize_model import calibration_paths, quantize_model
 
     _set_threads(threads)
     t0 = time.perf_counter()
     with _warnings_as_lines():
         paths = calibration_paths(model, images)
-        from micrometry.io.image import read_image
-
         out = quantize_model(model, [read_image(p) for p in paths])
     typer.echo(
         f"int8 network calibrated on {len(paths)} image(s) in {time.perf_counter() - t0:.0f} s -> {out}; "
