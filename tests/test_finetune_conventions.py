@@ -79,7 +79,9 @@ def test_finetuning_on_masks_without_border_objects_predicts_none(tmp_path, caps
     train = ["particles", "train", data, "--out", run_dir, "--init", "shipped", "--epochs", "1"]
     train += ["--steps-per-epoch", "2", "--batch-size", "2", "--crop", "64", "--threads", "1"]
     assert cli(train) == 0
-    assert "leave out objects cut by the image border" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "leave out objects cut by the image border" in said.err
+    assert "int8 network for CPU prediction" in said.out  # made from the fine-tuned weights
     settings = json.loads((run_dir / "config.json").read_text())["settings"]
     assert settings["exclude_border"] is True
     assert settings["invert_p"] == 0.0  # bright particles in every image: fine-tuned on that polarity only
@@ -94,6 +96,8 @@ def test_finetuning_on_masks_without_border_objects_predicts_none(tmp_path, caps
     for i in range(2):
         found = read_label_image(pred / "labels" / f"im{i}.png")
         assert found.max() > 0 and len(border_touching(found)) == 0
+    per_image = json.loads((pred / "prediction.json").read_text())["per_image"]
+    assert {p["precision"] for p in per_image} == {"int8"}
     # the user's word wins over what the annotations suggest
     assert cli([*train, "--overwrite", "--keep-border"]) == 0
     assert json.loads((run_dir / "config.json").read_text())["settings"]["exclude_border"] is False

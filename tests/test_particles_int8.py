@@ -139,3 +139,12 @@ def test_int8_in_the_variable_does_not_stop_training(monkeypatch):
 
     monkeypatch.setenv(PRECISION_ENV, "int8")
     assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
+
+
+def test_a_damaged_int8_network_is_ignored_with_a_warning(int8_run):
+    (int8_run / FILE).write_bytes(b"not an onnx file")
+    with pytest.warns(UserWarning, match="not an int8 network ONNX Runtime"):
+        segmenter = load_particle_model(int8_run)
+    assert segmenter.precision == "fp32"
+    image, _ = _scene(5)
+    assert segmenter.segment(image).info["precision"] == "fp32"

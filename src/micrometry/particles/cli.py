@@ -782,6 +782,10 @@ def train(
             err=True,
         )
     _echo_training_scale(out)
+    from micrometry.particles.models.dense.quantized import FILE as INT8_FILE
+
+    if (out / INT8_FILE).is_file():
+        typer.echo(f"int8 network for CPU prediction: {out / INT8_FILE}")
     typer.echo(
         f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
         f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "

@@ -144,7 +144,7 @@ def quantize_network(net: UNet, weights_fingerprint: str, calibration: list[np.n
 
 
 def stored_fingerprint(path: Path) -> str | None:
-    """The weights fingerprint recorded in a quantized network file (None when unreadable)."""
+    """The weights fingerprint recorded in a quantized network file (None: unreadable or none)."""
     import onnxruntime as ort
 
     try:
@@ -185,18 +185,29 @@ class QuantizedNetwork:
 
 
 def find_quantized(folder: Path | None, weights_fingerprint: Callable[[], str]) -> Path | None:
-    """The folder's quantized network file when it exists, ONNX Runtime runs and it fits the weights.
+    """The folder's quantized network file when it exists, ONNX Runtime reads it and it fits the weights.
 
-    ``weights_fingerprint`` is called only when there is a file to check. A file made
-    from other weights is ignored with a warning (float32 predicts instead).
+    ``weights_fingerprint`` is called only when there is a file to check. A file this
+    ONNX Runtime cannot read, or one made from other weights, is ignored with a
+    warning: float32 predicts instead.
     """
     if folder is None or not (Path(folder) / FILE).is_file() or not runtime_available():
         return None
     path = Path(folder) / FILE
-    if stored_fingerprint(path) != weights_fingerprint():
+    stored = stored_fingerprint(path)
+    remake = f"run 'micrometry particles quantize {folder}' to remake it"
+    if stored is None:
+        import onnxruntime
+
         warnings.warn(
-            f"{path}: the int8 network was made from other weights than this model's; predicting in "
-            f"float32 (run 'micrometry particles quantize {folder}' to remake it)"
+            f"{path}: not an int8 network ONNX Runtime {onnxruntime.__version__} can run; "
+            f"predicting in float32 ({remake})"
+        )
+        return None
+    if stored != weights_fingerprint():
+        warnings.warn(
+            f"{path}: the int8 network was made from other weights than this model's; "
+            f"predicting in float32 ({remake})"
         )
         return None
     return path
