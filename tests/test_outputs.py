@@ -384,8 +384,8 @@ def test_particles_train_on_few_images_says_why_and_finished_resume_says_so(tmp_
     args = particles_train_argv(data, tmp_path / "run", **tiny)
     assert run(args) == 0
     err = capsys.readouterr().err
-    # fewer than 5 images: the console says how validation is done (a held-out strip of each image)
-    assert "warning: only 2 image(s), fewer than 5: validation holds out" in err
+    # fewer than 5 images: the console says how validation is done (on the training images)
+    assert "warning: only 2 image(s), fewer than 5: every annotated pixel is trained on" in err
     assert run([*args, "--resume"]) == 0
     assert capsys.readouterr().out.startswith("nothing to resume: the run already finished all 1 epochs")
 

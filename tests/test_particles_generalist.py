@@ -175,7 +175,7 @@ def test_init_starts_from_the_model_weights_and_says_how_it_validates(tmp_path, 
     tiny = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "crop": 64, "threads": 1}
     assert cli(particles_train_argv(data, tmp_path / "run", init=model, **tiny)) == 0
     err = capsys.readouterr().err
-    assert "validation holds out the right-hand 20 %" in err  # the console, not only log.txt
+    assert "every annotated pixel is trained on" in err  # the console, not only log.txt
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     s = config["settings"]
     assert s["init"] == str(model) and s["widths"] == [8, 16] and s["warmup"] > 0

@@ -20,7 +20,6 @@ from micrometry.particles.models.base import DEFAULT_MODEL, PARTICLE_MODELS, tra
 from micrometry.particles.models.conventions import border_convention, drop_border_instances, one_polarity
 from micrometry.particles.models.data import (
     MIN_IMAGES_TO_HOLD_OUT,
-    STRIP_FRACTION,
     LabelledImage,
     load_labelled_images,
     split_train_val,
@@ -321,11 +320,12 @@ def validation_split_note(
     items: list[LabelledImage], train: list[LabelledImage], val: list[LabelledImage]
 ) -> str:
     """One line saying what the validation metrics measure."""
+    if train is val and len(items) < MIN_IMAGES_TO_HOLD_OUT:
+        return (
+            f"only {len(items)} image(s), fewer than {MIN_IMAGES_TO_HOLD_OUT}: every annotated pixel is "
+            "trained on, and validation measures the fit on those same images (not how the model "
+            "does on others)"
+        )
     if train is val:
         return "validation on the training images (none held out)"
-    if len(items) < MIN_IMAGES_TO_HOLD_OUT:
-        return (
-            f"only {len(items)} image(s), fewer than {MIN_IMAGES_TO_HOLD_OUT}: validation holds out the "
-            f"right-hand {100 * STRIP_FRACTION:.0f} % of every image's width and trains on the rest"
-        )
     return f"{len(train)} training / {len(val)} validation images"
