@@ -118,7 +118,7 @@ class DenseSegmenter:
         if precision == "int8" and quantized is None:
             raise ValueError("int8 precision needs the quantized network's file")
         self.int8_net = QuantizedNetwork(quantized, self.net.multiple) if precision == "int8" else None
-        self.precision = "int8" if self.int8_net else resolve_precision(precision, self.device)
+        self.precision = "int8" if self.int8_net is not None else resolve_precision(precision, self.device)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.int8_net is not None:
