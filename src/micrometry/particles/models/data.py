@@ -120,10 +120,9 @@ def split_train_val(
     """Hold out ``val_fraction`` of the images (at least one) for validation.
 
     With fewer than :data:`MIN_IMAGES_TO_HOLD_OUT` images, or ``val_fraction <= 0``,
-    nothing is held out: training uses every annotated pixel and validation measures
-    the fit on the training images. With 1-4 images every pixel counts: holding out
-    a fifth of each image (this project's rule until 2026-12-07) cost a 10-minute
-    fine-tune on 4 real images 2-4 % of its count accuracy (docs/your-own-images.md).
+    nothing is held out: training uses every annotated pixel (with 1-4 images each
+    one counts; docs/your-own-images.md) and validation measures the fit on the
+    training images.
     """
     if val_fraction <= 0 or len(items) < MIN_IMAGES_TO_HOLD_OUT:
         return items, items
