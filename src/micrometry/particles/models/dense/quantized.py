@@ -4,8 +4,8 @@ Static quantization (ONNX Runtime's ``quantize_static``): every 3x3 convolution'
 per output channel and its activations uint8, with ranges calibrated on the network inputs of a few
 real images (what the model sees when it predicts them, sizing passes included). The 1x1 output
 convolution stays float32: the centre offsets it writes are read to a fraction of a network pixel,
-and an int8 head moves outlines between touching particles (segm AP 0.765 -> 0.371 on the mnfinder
-nuclei with it, 0.761 without it; docs/particles-models.md, "int8 prediction").
+and an int8 head moves outlines between touching particles (docs/particles-models.md, "int8
+prediction", has the figures).
 
 The quantized network is a file beside the weights, :data:`FILE`, in a model folder or a run folder.
 It records a fingerprint of the float weights it was made from, so a run trained further (or weights
