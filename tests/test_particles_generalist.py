@@ -174,8 +174,9 @@ def test_init_starts_from_the_model_weights_and_says_how_it_validates(tmp_path, 
     data = write_coco_folder(tmp_path / "coco", n_images=3, height=96, width=128, n=8)
     tiny = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "crop": 64, "threads": 1}
     assert cli(particles_train_argv(data, tmp_path / "run", init=model, **tiny)) == 0
-    err = capsys.readouterr().err
-    assert "every annotated pixel is trained on" in err  # the console, not only log.txt
+    said = capsys.readouterr()
+    assert "every annotated pixel is trained on" in said.err  # the console, not only log.txt
+    assert "fine-tuned on 3 image(s): predict with --tta" in said.out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     s = config["settings"]
     assert s["init"] == str(model) and s["widths"] == [8, 16] and s["warmup"] > 0

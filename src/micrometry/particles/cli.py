@@ -791,3 +791,24 @@ def train(
         f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
         f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}"
     )
+    _echo_few_images_hint(out)
+
+
+def _echo_few_images_hint(run: Path) -> None:
+    """After fine-tuning on 1-4 images: flip TTA steadies the counts (docs/your-own-images.md)."""
+    from micrometry.particles.models.data import MIN_IMAGES_TO_HOLD_OUT
+
+    try:
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    n_train = config.get("n_train")
+    if (
+        config.get("settings", {}).get("init")
+        and isinstance(n_train, int)
+        and n_train < MIN_IMAGES_TO_HOLD_OUT
+    ):
+        typer.echo(
+            f"fine-tuned on {n_train} image(s): predict with --tta (the four flips, about twice the time) "
+            "for counts within a few % (docs/your-own-images.md)"
+        )
