@@ -786,12 +786,13 @@ def train(
 
     if (out / INT8_FILE).is_file():
         typer.echo(f"int8 network for CPU prediction: {out / INT8_FILE}")
+    _echo_few_images_hint(out)
+    # the summary stays the last line: the web page and the napari widget show it
     typer.echo(
         f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
         f"best epoch {best.get('epoch')}: val AP {best.get('val_ap', float('nan')):.3f}, "
         f"AP50 {best.get('val_ap50', float('nan')):.3f}, F1@0.5 {best.get('val_f1', float('nan')):.3f} -> {out}"
     )
-    _echo_few_images_hint(out)
 
 
 def _echo_few_images_hint(run: Path) -> None:
