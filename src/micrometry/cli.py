@@ -92,7 +92,8 @@ def export(
         from micrometry.particles.models.dense.quantized import int8_file
 
         exported = export_run(run_dir)
-        extra = tuple(p for p in [int8_file(exported)] if p is not None)  # its int8 network goes along
+        int8 = int8_file(exported)  # its int8 network goes along
+        extra = (int8,) if int8 is not None else ()
     write_model(out, exported, overwrite=overwrite, extra_files=extra)
     size = sum(f.stat().st_size for f in out.iterdir())
     typer.echo(f"exported {job} model {exported.model!r} ({size / 1e6:.2f} MB) -> {out}")

@@ -639,12 +639,17 @@ def _finished_run(out: Path, model: str | None, epochs: int | None, time_budget:
     )
 
 
-def _echo_training_scale(run: Path) -> None:
-    """Say which network scale the training images were seen at (chosen by their particle sizes or given)."""
+def _run_config(run: Path) -> dict:
+    """A run's ``config.json`` ({} when unreadable: the lines drawn from it are only said)."""
     try:
         config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _echo_training_scale(config: dict) -> None:
+    """Say which network scale the training images were seen at (chosen by their particle sizes or given)."""
     scales, settings = config.get("scales"), config.get("settings", {})
     if not scales:
         return
@@ -781,12 +786,13 @@ def train(
             fg=typer.colors.YELLOW,
             err=True,
         )
-    _echo_training_scale(out)
+    config = _run_config(out)
+    _echo_training_scale(config)
     from micrometry.particles.models.dense.quantized import FILE as INT8_FILE
 
     if (out / INT8_FILE).is_file():
         typer.echo(f"int8 network for CPU prediction: {out / INT8_FILE}")
-    _echo_few_images_hint(out)
+    _echo_few_images_hint(config)
     # the summary stays the last line: the web page and the napari widget show it
     typer.echo(
         f"trained {final.get('epoch', 0)} epochs in {final.get('elapsed_s', 0) / 60:.1f} min; "
@@ -795,14 +801,10 @@ def train(
     )
 
 
-def _echo_few_images_hint(run: Path) -> None:
+def _echo_few_images_hint(config: dict) -> None:
     """After fine-tuning on 1-4 images: flip TTA steadies the counts (docs/your-own-images.md)."""
     from micrometry.particles.models.data import MIN_IMAGES_TO_HOLD_OUT
 
-    try:
-        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
     n_train = config.get("n_train")
     if (
         config.get("settings", {}).get("init")

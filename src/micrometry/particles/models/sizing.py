@@ -87,6 +87,11 @@ def clear_border(labels: np.ndarray) -> np.ndarray:
     return inner if inner.any() else labels
 
 
+def fits(diameter: float, shape: tuple[int, int]) -> bool:
+    """Whether particles of ``diameter`` pixels can be sized in an image of ``shape`` (half its side)."""
+    return diameter < min(shape) / 2
+
+
 def tiled_group_diameter(labels: np.ndarray, min_objects: int = TILED_GROUP_OBJECTS) -> float | None:
     """The diameter of the larger particles a segmentation's objects tile, or None when they do not.
 
@@ -163,7 +168,7 @@ def estimate_diameter(
         with the pass's own scale, so a good guess costs one pass; None when
         the refinement was declined).
     """
-    guesses = [FIRST_GUESS_PX] + [d for d in LADDER_PX if d < min(shape) / 2]
+    guesses = [FIRST_GUESS_PX] + [d for d in LADDER_PX if fits(d, shape)]
     first = None
     for guess in guesses:
         scale = scale_for_diameter(guess, net_diameter)

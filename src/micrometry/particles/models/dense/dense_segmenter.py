@@ -30,6 +30,7 @@ from micrometry.particles.models.sizing import (
     check_scale,
     clear_border,
     estimate_diameter,
+    fits,
     median_diameter,
     min_area_net,
     probe_window,
@@ -205,7 +206,7 @@ class DenseSegmenter:
         nothing themselves.
         """
         group = tiled_group_diameter(labels)
-        if group is None or group >= min(image.shape) / 2:
+        if group is None or not fits(group, image.shape):
             return None
         scale = scale_for_diameter(group, self.net_diameter)
         coarse, scores = self.segment_labels(image, scale)

@@ -184,14 +184,15 @@ class QuantizedNetwork:
         return torch.from_numpy(maps)
 
 
-def find_quantized(folder: Path | None, weights_fingerprint: Callable[[], str]) -> Path | None:
-    """The folder's quantized network file when it exists, ONNX Runtime reads it and it fits the weights.
+def int8_file(exported) -> Path | None:
+    """The int8 network beside an exported model's weights, when ONNX Runtime reads it and it fits them.
 
-    ``weights_fingerprint`` is called only when there is a file to check. A file this
-    ONNX Runtime cannot read, or one made from other weights, is ignored with a
-    warning: float32 predicts instead.
+    A file this ONNX Runtime cannot read, or one made from other weights, is ignored
+    with a warning: float32 predicts instead. None also for models without a U-Net.
     """
-    if folder is None or not (Path(folder) / FILE).is_file() or not runtime_available():
+    net = exported.state.get("modules", {}).get("net")
+    folder = exported.source
+    if net is None or folder is None or not (Path(folder) / FILE).is_file() or not runtime_available():
         return None
     path = Path(folder) / FILE
     stored = stored_fingerprint(path)
@@ -204,19 +205,13 @@ def find_quantized(folder: Path | None, weights_fingerprint: Callable[[], str]) 
             f"predicting in float32 ({remake})"
         )
         return None
-    if stored != weights_fingerprint():
+    if stored != fingerprint(net):
         warnings.warn(
             f"{path}: the int8 network was made from other weights than this model's; "
             f"predicting in float32 ({remake})"
         )
         return None
     return path
-
-
-def int8_file(exported) -> Path | None:
-    """The current int8 network beside an exported model's weights (:func:`find_quantized`), or None."""
-    net = exported.state.get("modules", {}).get("net") if isinstance(exported.state, dict) else None
-    return None if net is None else find_quantized(exported.source, lambda: fingerprint(net))
 
 
 def evenly(items: Sequence[T], limit: int = CALIBRATION_IMAGES) -> list[T]:
