@@ -176,7 +176,7 @@ def test_init_starts_from_the_model_weights_and_says_how_it_validates(tmp_path, 
     assert cli(particles_train_argv(data, tmp_path / "run", init=model, **tiny)) == 0
     said = capsys.readouterr()
     assert "every annotated pixel is trained on" in said.err  # the console, not only log.txt
-    assert "fine-tuned on 3 image(s): predict with --tta" in said.out
+    assert "fine-tuned on 3 image(s): the model predicts with flip TTA by default" in said.out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     s = config["settings"]
     assert s["init"] == str(model) and s["widths"] == [8, 16] and s["warmup"] > 0
@@ -190,6 +190,31 @@ def test_init_starts_from_the_model_weights_and_says_how_it_validates(tmp_path, 
     torch.manual_seed(1)
     fresh = build_network("center-offset", (8, 16))[1].state_dict()[key]
     assert not torch.allclose(fresh, start[key], atol=1e-3)
+
+
+def test_a_few_image_finetune_predicts_with_flip_tta_unless_told_not_to(tmp_path, capsys):
+    from micrometry.particles.models.base import DEFAULT_TTA, read_particle_model
+    from micrometry.particles.tta import TTASegmenter
+
+    model = random_model(tmp_path / "m")
+    data = write_coco_folder(tmp_path / "coco", n_images=2, height=96, width=128, n=8)
+    tiny = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "crop": 64, "threads": 1}
+    assert cli(particles_train_argv(data, tmp_path / "run", init=model, **tiny)) == 0
+    assert cli(["export", tmp_path / "run", "--out", tmp_path / "tuned"]) == 0
+    assert read_particle_model(tmp_path / "tuned").settings[DEFAULT_TTA] is True
+    assert DEFAULT_TTA not in read_particle_model(model).settings  # a model trained from random weights
+    for source in (tmp_path / "run", tmp_path / "tuned"):
+        assert isinstance(load_particle_model(source), TTASegmenter)
+        assert not isinstance(load_particle_model(source, tta=False), TTASegmenter)
+    assert not isinstance(load_particle_model(model), TTASegmenter)
+    capsys.readouterr()
+    for flag, expected in ((None, True), ("--no-tta", False)):
+        pred = tmp_path / f"pred-{flag}"
+        argv = ["particles", "predict", data / "images", "--model", tmp_path / "tuned", "--out", pred]
+        assert cli(argv + ([flag] if flag else [])) == 0
+        said = capsys.readouterr().out
+        assert ("flip TTA on: the model's default" in said) is expected
+        assert ("tta" in json.loads((pred / "prediction.json").read_text())) is expected
 
 
 def test_init_refuses_another_architecture(tmp_path, capsys):

@@ -187,7 +187,8 @@ def load_model(name_or_path: str | Path = "shipped", **options) -> SegmentationM
         ``micrometry particles train``, or a model folder written by
         ``micrometry export``.
     **options
-        Inference options of ``particles predict``: ``tta`` (bool), ``tta_scales``
+        Inference options of ``particles predict``: ``tta`` (bool; None or left
+        out: the model's default, flips for a model fine-tuned on 1-4 images), ``tta_scales``
         (``"0.8,1,1.25"``), ``scale``, ``tile``; watershed parameters for
         ``"watershed"`` (:class:`~micrometry.particles.watershed.WatershedParams`).
 

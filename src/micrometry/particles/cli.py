@@ -271,10 +271,10 @@ def predict(
         low=32,
         help="Learned models: tile side in network pixels for large images (default 768).",
     ),
-    tta: bool = typer.Option(
-        False,
-        "--tta",
-        help="Test-time augmentation, any model: the four flips (about 4x slower; U-Net models average their maps, others fuse instances).",
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Test-time augmentation, any model: the four flips (4 network passes; dense models average their maps, others fuse instances). Default: the model's own (on for a model fine-tuned on 1-4 images).",
     ),
     tta_scales: str | None = typer.Option(
         None,
@@ -305,6 +305,7 @@ def predict(
     from micrometry.errors import InputError
     from micrometry.particles.models import load_particle_model
     from micrometry.particles.predict import predict_folder
+    from micrometry.particles.tta import TTASegmenter
     from micrometry.train.loop import configure_threads
 
     configure_threads(threads or None)
@@ -312,7 +313,7 @@ def predict(
     options = {
         "scale": scale,
         "tile": tile,
-        "tta": tta or None,
+        "tta": tta,
         "tta_scales": tta_scales,
         "diameter": diameter,
     }
@@ -323,6 +324,8 @@ def predict(
         ensemble=ensemble,
         **{k: v for k, v in options.items() if v is not None},
     )
+    if tta is None and isinstance(segmenter, TTASegmenter):
+        typer.echo("flip TTA on: the model's default after a few-image fine-tune (--no-tta turns it off)")
     with _warnings_as_lines():
         summary = predict_folder(
             segmenter,
@@ -802,16 +805,12 @@ def train(
 
 
 def _echo_few_images_hint(config: dict) -> None:
-    """After fine-tuning on 1-4 images: flip TTA steadies the counts (docs/your-own-images.md)."""
-    from micrometry.particles.models.data import MIN_IMAGES_TO_HOLD_OUT
+    """After fine-tuning on 1-4 images: the model predicts with flip TTA (docs/your-own-images.md)."""
+    from micrometry.particles.models.base import few_image_finetune
 
-    n_train = config.get("n_train")
-    if (
-        config.get("settings", {}).get("init")
-        and isinstance(n_train, int)
-        and n_train < MIN_IMAGES_TO_HOLD_OUT
-    ):
+    n_train = few_image_finetune(config)
+    if n_train is not None:
         typer.echo(
-            f"fine-tuned on {n_train} image(s): predict with --tta (the four flips, about twice the time) "
-            "for counts within a few % (docs/your-own-images.md)"
+            f"fine-tuned on {n_train} image(s): the model predicts with flip TTA by default, for steadier "
+            "counts (--no-tta turns it off; docs/your-own-images.md)"
         )

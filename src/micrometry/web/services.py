@@ -360,11 +360,10 @@ def bounded_tiles(segmenter):
     those of one pass; only memory and speed change (768 -> 256 px tiles: 1.6 GB
     -> 0.25 GB and 2x faster on a 2048x2048 photo).
     """
-    if isinstance(getattr(segmenter, "tile", None), int) and isinstance(
-        getattr(segmenter, "overlap", None), int
-    ):
-        segmenter.tile = min(segmenter.tile, WEB_TILE)
-        segmenter.overlap = min(segmenter.overlap, segmenter.tile // 2)
+    tiled = getattr(segmenter, "base", segmenter)  # under test-time augmentation, the model it runs
+    if isinstance(getattr(tiled, "tile", None), int) and isinstance(getattr(tiled, "overlap", None), int):
+        tiled.tile = min(tiled.tile, WEB_TILE)
+        tiled.overlap = min(tiled.overlap, tiled.tile // 2)
     return segmenter
 
 

@@ -42,6 +42,9 @@ DEFAULT_MODEL = "center-offset"
 #: What ``--model shipped`` (and no ``--model``) means: this exported folder in the package.
 SHIPPED = "shipped"
 SHIPPED_DIR = ("assets", "models", "particles-default")
+#: An exported model's setting: predict with the four flips unless told otherwise (see
+#: :func:`few_image_finetune`); a prediction default, not something the weights need.
+DEFAULT_TTA = "default_tta"
 
 
 class ParticleModel:
@@ -128,6 +131,8 @@ def export_run(run_dir: str | Path) -> ExportedModel:
         raise CheckpointError(f"model {entry.name!r} has no weights to export", run.path)
     path = run.best_checkpoint()
     settings, state = entry.export_checkpoint(load_checkpoint(path, map_location="cpu"), path)
+    if few_image_finetune(run.read_config()):
+        settings = {**settings, DEFAULT_TTA: True}
     return ExportedModel(
         job="particles",
         model=entry.name,
@@ -137,6 +142,26 @@ def export_run(run_dir: str | Path) -> ExportedModel:
         provenance=provenance(run.path, run.read_metrics()),
         source=run.path,
     )
+
+
+def few_image_finetune(config: dict) -> int | None:
+    """The number of training images of a run fine-tuned (``--init``) on too few to hold any out; else None.
+
+    Such a model predicts with flip TTA by default: trained on so few images, its counts depend
+    on the training seed, and averaging the four flips steadies them (docs/your-own-images.md).
+    """
+    from micrometry.particles.models.data import MIN_IMAGES_TO_HOLD_OUT
+
+    n_train = config.get("n_train")
+    settings = config.get("settings")
+    init = settings.get("init") if isinstance(settings, dict) else None
+    few = (
+        init
+        and isinstance(n_train, int)
+        and not isinstance(n_train, bool)
+        and n_train < MIN_IMAGES_TO_HOLD_OUT
+    )
+    return n_train if few else None
 
 
 def _run_entry(run) -> ParticleModel:
@@ -195,7 +220,7 @@ def check_exported_settings(exported: ExportedModel) -> None:
 
 def load_particle_model(
     name_or_path: str | Path | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     tta_scales: str | list[float] | None = None,
     ensemble: str | list[str] | None = None,
     **options,
@@ -218,6 +243,8 @@ def load_particle_model(
     tta, tta_scales : bool, str or list of float
         Test-time augmentation for any model (:mod:`micrometry.particles.tta`):
         the four flips, and/or the image rescaled by each factor (``"0.8,1,1.25"``).
+        ``tta=None``: the model's own default (flips for a model fine-tuned on
+        1-4 images, :func:`few_image_finetune`; none otherwise).
     **options
         Inference options the model's segmenter takes (``scale``, ``tile``).
 
@@ -230,31 +257,32 @@ def load_particle_model(
     """
     from micrometry.particles.tta import TTASegmenter, tta_plan
 
-    plan = tta_plan(tta, tta_scales)
+    def augmented(segmenter, exported: ExportedModel | None):
+        flips = tta if tta is not None else bool(exported and exported.settings.get(DEFAULT_TTA) is True)
+        plan = tta_plan(flips, tta_scales)
+        return segmenter if plan is None else TTASegmenter(segmenter, plan)
+
     if ensemble is not None:
         from micrometry.particles.ensemble import EnsembleSegmenter, parse_members
 
         if name_or_path is not None:
             raise InputError("give either a model or an ensemble of models, not both")
         members = parse_members(ensemble)
-        segmenters = [_load_one(member, options) for member, _ in members]
-        if plan is not None:
-            segmenters = [TTASegmenter(s, plan) for s in segmenters]
+        segmenters = [augmented(*_load_one(member, options)) for member, _ in members]
         return EnsembleSegmenter(segmenters, [w for _, w in members], [m for m, _ in members])
-    segmenter = _load_one(name_or_path, options)
-    return segmenter if plan is None else TTASegmenter(segmenter, plan)
+    return augmented(*_load_one(name_or_path, options))
 
 
 def _load_one(name_or_path: str | Path | None, options: dict[str, Any]):
-    """One model's segmenter (see :func:`load_particle_model`)."""
+    """One model's segmenter and its exported model (None for a model without weights)."""
     name = SHIPPED if name_or_path is None else str(name_or_path)
     if name == SHIPPED:
         exported = read_particle_model(shipped_model_dir())
-        return _segmenter(PARTICLE_MODELS.create(exported.model), exported, options)
+        return _segmenter(PARTICLE_MODELS.create(exported.model), exported, options), exported
     if name in PARTICLE_MODELS:
         entry = PARTICLE_MODELS.create(name)
         if not entry.learned:
-            return _segmenter(entry, None, options)
+            return _segmenter(entry, None, options), None
         entry.check_available()
         if name != shipped_model_name():
             raise CheckpointError(
@@ -262,7 +290,8 @@ def _load_one(name_or_path: str | Path | None, options: dict[str, Any]):
                 f"'micrometry particles train COCO_DIR --model {name} --out RUN' "
                 f"and pass --model RUN"
             )
-        return _segmenter(entry, read_particle_model(shipped_model_dir()), options)
+        exported = read_particle_model(shipped_model_dir())
+        return _segmenter(entry, exported, options), exported
     path = Path(name_or_path)
     if not path.exists():
         raise InputError(
@@ -271,11 +300,12 @@ def _load_one(name_or_path: str | Path | None, options: dict[str, Any]):
         )
     if is_model_folder(path):
         exported = read_particle_model(path)
-        return _segmenter(PARTICLE_MODELS.create(exported.model), exported, options)
+        return _segmenter(PARTICLE_MODELS.create(exported.model), exported, options), exported
     from micrometry.train.run import RunDir
 
     entry = _run_entry(RunDir.existing(path))
     if not entry.learned:
-        return _segmenter(entry, None, options)
+        return _segmenter(entry, None, options), None
     entry.check_available()
-    return _segmenter(entry, export_run(path), options)
+    exported = export_run(path)
+    return _segmenter(entry, exported, options), exported
