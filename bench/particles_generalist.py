@@ -87,14 +87,18 @@ def micrometry(*args: str) -> list[str]:
 
 def synth_mix(
     work: Path,
-    n_per_recipe: int,
+    n_per_recipe: int | list[int],
     modes: tuple[str, ...],
     seed: int,
     jobs: int,
     recipes=RECIPES,
     n_test: int = 0,
 ) -> list[Path]:
-    """Run one ``synth particles`` per recipe in parallel; returns the output folders."""
+    """Run one ``synth particles`` per recipe in parallel; returns the output folders.
+
+    ``n_per_recipe``: images per recipe, one number for all or one per recipe.
+    """
+    counts = [n_per_recipe] * len(recipes) if isinstance(n_per_recipe, int) else n_per_recipe
 
     def one(k: int) -> Path:
         sizes, density, noise, h, w = recipes[k][:5]
@@ -111,7 +115,7 @@ def synth_mix(
                     "--seed",
                     seed + k,
                     "--n-train",
-                    n_per_recipe,
+                    counts[k],
                     "--n-test",
                     n_test,
                     "--n-batch",
@@ -172,11 +176,12 @@ def make_shipped(args) -> None:
     work = Path(args.work)
     t0 = time.perf_counter()
     recipes = tuple((*r, SHIPPED_MODES) for r in RECIPES) + REALISM_RECIPES
-    parts = synth_mix(work, args.n_per_recipe, SHIPPED_MODES, args.seed, args.jobs, recipes=recipes)
+    counts = [classic_count(args)] * len(RECIPES) + [args.n_per_recipe] * len(REALISM_RECIPES)
+    parts = synth_mix(work, counts, SHIPPED_MODES, args.seed, args.jobs, recipes=recipes)
     real = [realdata.prepare(name, Path(args.cache)) for name in args.real]
     data = merge_coco([part / "train" for part in parts] + real, work / "mix")
     print(
-        f"data: {len(parts)} recipes x {args.n_per_recipe} images"
+        f"data: {recipe_counts(args)}"
         + "".join(f" + {real_images(folder)} real images ({folder.name})" for folder in real)
         + f" in {time.perf_counter() - t0:.0f} s -> {data}",
         flush=True,
@@ -221,7 +226,22 @@ def make_shipped(args) -> None:
     )
     subprocess.run(quantize, check=True)
     precision = RunDir.existing(run).read_config().get("precision")  # what ran, not what was asked
-    record_recipe(Path(args.out), args, metrics, len(parts), time.perf_counter() - t0, precision)
+    record_recipe(Path(args.out), args, metrics, time.perf_counter() - t0, precision)
+
+
+def classic_count(args) -> int:
+    """Images per recipe of the classic imaging modes (``--classic-per-recipe``, else ``--n-per-recipe``)."""
+    return args.classic_per_recipe or args.n_per_recipe
+
+
+def recipe_counts(args) -> str:
+    """The synthetic part of the mix in words, e.g. ``12 recipes x 12 images + 8 realism recipes x 6``."""
+    if classic_count(args) == args.n_per_recipe:
+        return f"{len(RECIPES) + len(REALISM_RECIPES)} synth recipes x {args.n_per_recipe} images"
+    return (
+        f"{len(RECIPES)} synth recipes x {classic_count(args)} images + "
+        f"{len(REALISM_RECIPES)} realism recipes x {args.n_per_recipe}"
+    )
 
 
 def real_images(folder: Path) -> int:
@@ -244,9 +264,7 @@ def half_weights(out: Path) -> None:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def record_recipe(
-    out: Path, args, metrics: dict, n_recipes: int, seconds: float, precision: str | None
-) -> None:
+def record_recipe(out: Path, args, metrics: dict, seconds: float, precision: str | None) -> None:
     """Write the command, the machine and the budget into the exported model's provenance."""
     import platform
 
@@ -267,13 +285,15 @@ def record_recipe(
             "run": (
                 "PYTHONPATH=src python bench/particles_generalist.py shipped --work WORK --out MODEL "
                 f"--minutes {args.minutes:g} --threads {args.threads} --workers {args.workers} "
-                f"--device {args.device} --precision {args.precision}"
+                f"--n-per-recipe {args.n_per_recipe} "
+                + (f"--classic-per-recipe {args.classic_per_recipe} " if args.classic_per_recipe else "")
+                + f"--device {args.device} --precision {args.precision}"
                 + (f" --init {args.init}" if args.init else "")
                 + f" --real '{','.join(args.real)}'"
                 + (f" --widths {','.join(map(str, args.widths))}" if args.widths != SHIPPED_WIDTHS else "")
             ),
             "recipe": (
-                f"{n_recipes} synth recipes x {args.n_per_recipe} images (modes {', '.join(SHIPPED_MODES)}; "
+                f"{recipe_counts(args)} (modes {', '.join(SHIPPED_MODES)}; "
                 f"realism {', '.join(REALISM_MODES)}; 150-400 px particles; texture-only images)"
                 + "".join(f" + real set {name} ({realdata.TRAINING_SETS[name][1]})" for name in args.real)
                 + ", "
@@ -538,6 +558,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ship.add_argument("--jobs", type=int, default=2, help="parallel synth processes")
     ship.add_argument("--n-per-recipe", type=int, default=8)
+    ship.add_argument(
+        "--classic-per-recipe",
+        type=int,
+        help="images per recipe of the classic imaging modes (default: --n-per-recipe); more of them "
+        "weighs the classic modes more against the realism ones",
+    )
     ship.add_argument("--steps-per-epoch", type=int, default=50)
     ship.add_argument(
         "--precision",
