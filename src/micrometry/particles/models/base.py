@@ -155,12 +155,7 @@ def few_image_finetune(config: dict) -> int | None:
     n_train = config.get("n_train")
     settings = config.get("settings")
     init = settings.get("init") if isinstance(settings, dict) else None
-    few = (
-        init
-        and isinstance(n_train, int)
-        and not isinstance(n_train, bool)
-        and n_train < MIN_IMAGES_TO_HOLD_OUT
-    )
+    few = init and isinstance(n_train, int) and n_train < MIN_IMAGES_TO_HOLD_OUT
     return n_train if few else None
 
 
