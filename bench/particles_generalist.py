@@ -235,7 +235,7 @@ def classic_count(args) -> int:
 
 
 def recipe_counts(args) -> str:
-    """The synthetic part of the mix in words, e.g. ``12 recipes x 12 images + 8 realism recipes x 6``."""
+    """The synthetic part of the mix in words, e.g. ``12 synth recipes x 12 images + 8 realism recipes x 6``."""
     if classic_count(args) == args.n_per_recipe:
         return f"{len(RECIPES) + len(REALISM_RECIPES)} synth recipes x {args.n_per_recipe} images"
     return (

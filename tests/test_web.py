@@ -180,6 +180,16 @@ def test_concurrent_users_are_all_served(server, particle_png):
     assert codes == [200] * 6
 
 
+def test_web_tiles_are_capped_under_test_time_augmentation_too():
+    from micrometry.particles.models import load_particle_model
+    from micrometry.web.services import WEB_TILE, bounded_tiles
+
+    for tta in (False, True):
+        segmenter = bounded_tiles(load_particle_model("shipped", tta=tta))
+        tiled = segmenter.base if tta else segmenter
+        assert tiled.tile == WEB_TILE and tiled.overlap <= WEB_TILE // 2
+
+
 def test_zip_uploads_are_unpacked():
     from micrometry.web.services import expand_uploads
 
