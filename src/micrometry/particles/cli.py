@@ -644,11 +644,13 @@ def _finished_run(out: Path, model: str | None, epochs: int | None, time_budget:
 
 def _run_config(run: Path) -> dict:
     """A run's ``config.json`` ({} when unreadable: the lines drawn from it are only said)."""
+    from micrometry.errors import CheckpointError
+    from micrometry.train import RunDir
+
     try:
-        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return RunDir.existing(run).read_config()
+    except (CheckpointError, OSError):
         return {}
-    return config if isinstance(config, dict) else {}
 
 
 def _echo_training_scale(config: dict) -> None:

@@ -126,12 +126,13 @@ def export_run(run_dir: str | Path) -> ExportedModel:
     from micrometry.train.run import RunDir, load_checkpoint
 
     run = RunDir.existing(run_dir)
-    entry = _run_entry(run)
+    config = run.read_config()
+    entry = _run_entry(run, config)
     if not entry.learned:
         raise CheckpointError(f"model {entry.name!r} has no weights to export", run.path)
     path = run.best_checkpoint()
     settings, state = entry.export_checkpoint(load_checkpoint(path, map_location="cpu"), path)
-    if few_image_finetune(run.read_config()):
+    if few_image_finetune(config):
         settings = {**settings, DEFAULT_TTA: True}
     return ExportedModel(
         job="particles",
@@ -159,8 +160,8 @@ def few_image_finetune(config: dict) -> int | None:
     return n_train if few else None
 
 
-def _run_entry(run) -> ParticleModel:
-    model = run.read_config().get("model")
+def _run_entry(run, config: dict | None = None) -> ParticleModel:
+    model = (config if config is not None else run.read_config()).get("model")
     if not isinstance(model, str):
         refuse_other_job(run.path, "particles")
         raise CheckpointError("config.json names no 'model'", run.config_path)
