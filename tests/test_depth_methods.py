@@ -191,3 +191,29 @@ def test_an_epochs_override_is_the_schedule_the_run_records(tiny, tmp_path):
     assert run.read_config()["method_config"]["epochs"] == 2
     schedule = load_checkpoint(run.best_checkpoint())["state"]["schedulers"]["lr"]
     assert schedule["T_max"] == 2 and schedule["_last_lr"][0] < 1e-9  # annealed to zero by the last epoch
+
+
+@pytest.mark.slow
+def test_ensemble_members_train_as_independent_runs(tiny, tmp_path):
+    """Each member has its own batches, augmentations and renderer; member 0 is the one-network run."""
+    import torch
+
+    cfg = {**TINY["unet-weak"], "render_epochs": 1.0}
+    data = DepthData.load(tiny, ("sim", "real"))
+    pair = DEPTH_METHODS.create("unet-weak", **cfg, ensemble=2)
+    single = DEPTH_METHODS.create("unet-weak", **cfg)
+    for method, name in ((pair, "pair"), (single, "single")):
+        train_method(method, data, RunDir.for_training(tmp_path / name), epochs=1, seed=3, device="cpu")
+
+    task = pair.build_task(data, torch.device("cpu"), seed=3)
+    steps = task.train_batches(0, torch.Generator().manual_seed(7))
+    assert all(len(step) == 2 for step in steps)
+    first, second = (torch.cat([step[k][0] for step in steps]) for k in (0, 1))
+    assert sorted(first.tolist()) == sorted(second.tolist()) and not torch.equal(first, second)
+    assert task.renderers[0] is not task.renderers[1]
+
+    weights = {name: m.modules["net0"].state_dict() for name, m in (("pair", pair), ("single", single))}
+    for key, value in weights["single"].items():
+        torch.testing.assert_close(weights["pair"][key], value, msg=key)
+    other = pair.modules["net1"].state_dict()
+    assert any(not torch.equal(other[k], v) for k, v in weights["pair"].items() if v.is_floating_point())

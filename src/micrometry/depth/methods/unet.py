@@ -35,6 +35,8 @@ from micrometry.train import LoopConfig, TrainTask
 SELECT_IMAGES = 600
 #: Simulated pairs per step of the renderer's fit (``render_weight``).
 RENDER_BATCH = 64
+#: Offset between ensemble members' augmentation and renderer seeds (far from ``seed + 1``, ``+ 2``).
+MEMBER_SEED_STRIDE = 1_000
 
 
 def ema_average(decay: float):
@@ -70,7 +72,11 @@ def excess_variation(heights: torch.Tensor) -> torch.Tensor:
 class UNetTask(TrainTask):
     """Train an ensemble of :class:`HoleUNet` on simulated pairs and, optionally, real site averages.
 
-    Every member sees the same batches; members differ by initialisation. The
+    Members are trained as independent runs side by side: each has its own initialisation, batch
+    order, augmentations and (with ``render_weight``) its own learned renderer; they share the data
+    and its held-out splits, so the calibration and the interval are fitted on their average. Member
+    0 trains exactly as a one-network run with the same seed. (Members that shared batches and
+    renderer did not average their errors away: docs/depth.md, "Independent members".) The
     method's networks (``ema_nets``) are exponential moving averages of the
     trained ones (:class:`~torch.optim.swa_utils.AveragedModel`): with a high
     learning rate the last weights of an epoch swing the predicted depth by
@@ -140,23 +146,39 @@ class UNetTask(TrainTask):
                 self.optimizers["opt"], T_max=max(int(cfg.epochs), 1)
             )
         }
-        self._aug = torch.Generator().manual_seed(seed + 1)
-        self.renderer = None
+        # one augmentation stream and one renderer per member (member 0's seeds: a one-network run's)
+        self._augs = [
+            torch.Generator().manual_seed(seed + 1 + MEMBER_SEED_STRIDE * k) for k in range(len(self.nets))
+        ]
+        self.renderers = [None] * len(self.nets)
         if use_real and cfg.render_weight > 0:
             # learned before the depth networks, from the same simulated pairs (docs/depth.md)
             steps = math.ceil(cfg.render_epochs * len(self.x) / RENDER_BATCH)
-            self.renderer = fit_renderer(
-                self.x,
-                self.y,
-                steps,
-                torch.Generator().manual_seed(seed + 2),
-                batch_size=RENDER_BATCH,
-                kind=cfg.renderer,
-            )
+            self.renderers = [
+                fit_renderer(
+                    self.x,
+                    self.y,
+                    steps,
+                    torch.Generator().manual_seed(seed + 2 + MEMBER_SEED_STRIDE * k),
+                    batch_size=RENDER_BATCH,
+                    kind=cfg.renderer,
+                )
+                for k in range(len(self.nets))
+            ]
 
     def train_batches(self, epoch: int, generator: torch.Generator):
+        """Per step, one ``(simulated rows, real rows)`` batch for each member, from its own shuffle."""
         self.epoch = epoch
-        self._aug.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        # member 0 draws from the loop's generator as a one-network run does; the others, after it,
+        # from their own generators seeded by it
+        per_member = [self._member_batches(self._augs[0], generator)]
+        for k in range(1, len(self.nets)):
+            own = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)) + k)
+            per_member.append(self._member_batches(self._augs[k], own))
+        return list(zip(*per_member, strict=True))
+
+    def _member_batches(self, aug: torch.Generator, generator: torch.Generator) -> list[tuple]:
+        aug.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
         order = torch.randperm(len(self.x), generator=generator)
         bs = int(self.cfg.batch_size)
         real_order = None
@@ -169,34 +191,36 @@ class UNetTask(TrainTask):
             for k, i in enumerate(range(0, len(order), bs))
         ]
 
-    def _augment(self, x: torch.Tensor, y: torch.Tensor | None = None, imaging: bool = True):
+    def _augment(
+        self, aug: torch.Generator, x: torch.Tensor, y: torch.Tensor | None = None, imaging: bool = True
+    ):
         """Flips (input and target alike); with ``imaging``, also a wider probe and more noise."""
         if self.cfg.flips:
-            x, y = random_flip(x, y, self._aug)
+            x, y = random_flip(x, y, aug)
         if imaging:
-            x = imaging_augment(x, self._aug, **self.imaging)
+            x = imaging_augment(x, aug, **self.imaging)
         return x, y
 
     def train_step(self, batch) -> dict[str, float]:
-        idx, real_idx = batch
-        idx = idx.to(self.x.device)
-        x, y = self.x[idx], self.y[idx]
-        warped = None
-        if self.frames is not None:
-            x, y, warped = random_shape_warp(
-                x,
-                y,
-                self.frames[idx],
-                self._aug,
-                self.cfg.shape_aug,
-                self.cfg.shape_scale,
-                self.cfg.shape_slope,
-            )
-        x, y = self._augment(x, y)
-        true_depth = y.flatten(1).amax(1) - self.nets[0].bottom
         losses = {"map": 0.0, "depth": 0.0, "real": 0.0}
         total = 0.0
-        for net, ema in zip(self.nets, self.ema_nets, strict=False):
+        members = zip(self.nets, self.ema_nets, self._augs, self.renderers, batch, strict=True)
+        for net, ema, aug, renderer, (idx, real_idx) in members:
+            idx = idx.to(self.x.device)
+            x, y = self.x[idx], self.y[idx]
+            warped = None
+            if self.frames is not None:
+                x, y, warped = random_shape_warp(
+                    x,
+                    y,
+                    self.frames[idx],
+                    aug,
+                    self.cfg.shape_aug,
+                    self.cfg.shape_scale,
+                    self.cfg.shape_slope,
+                )
+            x, y = self._augment(aug, x, y)
+            true_depth = y.flatten(1).amax(1) - net.bottom
             shape, depth = net.forward_parts(x)
             if warped is None:
                 pred = net.bottom + depth.view(-1, 1, 1, 1) * shape
@@ -226,7 +250,7 @@ class UNetTask(TrainTask):
                 if consistency > 0:
                     with torch.no_grad():  # the averaged net's shape of the plain image is the target
                         teacher = ema.forward_parts(rx)[0]
-                rx, teacher = self._augment(rx, teacher, imaging=consistency > 0)
+                rx, teacher = self._augment(aug, rx, teacher, imaging=consistency > 0)
                 # "batch": real images normalised by their own batch statistics in training but by the
                 # simulation's running statistics at inference; "running": by the latter in both.
                 norm = (
@@ -239,11 +263,11 @@ class UNetTask(TrainTask):
                 real_loss = nn.functional.l1_loss(real_depth, rd)
                 loss = loss + self.cfg.real_weight * real_loss
                 losses["real"] += real_loss.item() / len(self.nets)
-                if self.renderer is not None:
+                if renderer is not None:
                     # Analysis by synthesis: the shape predicted for a real image, at its site's depth,
                     # must render as that image (site averages teach the depth, never the shape).
                     heights = net.bottom + rd.view(-1, 1, 1, 1) * real_shape
-                    rendered = render_loss(self.renderer, heights, rx)
+                    rendered = render_loss(renderer, heights, rx)
                     loss = loss + self.cfg.render_weight * rendered
                     losses["render"] = losses.get("render", 0.0) + rendered.item() / len(self.nets)
                 if teacher is not None:
@@ -304,7 +328,8 @@ class UNetMethod(DepthMethod):
     width, unshuffle : int
         Network size (see :class:`HoleUNet`).
     ensemble : int
-        Networks trained side by side; predictions are averaged.
+        Networks trained side by side as independent runs (own initialisation, batch order,
+        augmentations and renderer; see :class:`UNetTask`); predictions are averaged.
     mean_itr : bool
         Train on the mean of each pair's two renders (less noise) instead of each render.
     flips : bool
