@@ -35,7 +35,7 @@ from micrometry.train import LoopConfig, TrainTask
 SELECT_IMAGES = 600
 #: Simulated pairs per step of the renderer's fit (``render_weight``).
 RENDER_BATCH = 64
-#: Offset between ensemble members' augmentation and renderer seeds (far from ``seed + 1``, ``+ 2``).
+#: Offset between ensemble members' renderer seeds (member 0's is a one-network run's ``seed + 2``).
 MEMBER_SEED_STRIDE = 1_000
 
 
@@ -146,10 +146,8 @@ class UNetTask(TrainTask):
                 self.optimizers["opt"], T_max=max(int(cfg.epochs), 1)
             )
         }
-        # one augmentation stream and one renderer per member (member 0's seeds: a one-network run's)
-        self._augs = [
-            torch.Generator().manual_seed(seed + 1 + MEMBER_SEED_STRIDE * k) for k in range(len(self.nets))
-        ]
+        # one augmentation stream (reseeded every epoch by train_batches) and one renderer per member
+        self._augs = [torch.Generator() for _ in self.nets]
         self.renderers = [None] * len(self.nets)
         if use_real and cfg.render_weight > 0:
             # learned before the depth networks, from the same simulated pairs (docs/depth.md)
