@@ -160,8 +160,9 @@ def few_image_finetune(config: dict) -> int | None:
     return n_train if few else None
 
 
-def _run_entry(run, config: dict | None = None) -> ParticleModel:
-    model = (config if config is not None else run.read_config()).get("model")
+def _run_entry(run, config: dict) -> ParticleModel:
+    """The registered model a run's ``config`` names."""
+    model = config.get("model")
     if not isinstance(model, str):
         refuse_other_job(run.path, "particles")
         raise CheckpointError("config.json names no 'model'", run.config_path)
@@ -299,7 +300,8 @@ def _load_one(name_or_path: str | Path | None, options: dict[str, Any]):
         return _segmenter(PARTICLE_MODELS.create(exported.model), exported, options), exported
     from micrometry.train.run import RunDir
 
-    entry = _run_entry(RunDir.existing(path))
+    run = RunDir.existing(path)
+    entry = _run_entry(run, run.read_config())
     if not entry.learned:
         return _segmenter(entry, None, options), None
     entry.check_available()
