@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from micrometry.config import make_config  # noqa: E402
 from micrometry.depth.dataset import SimArrays, index_dataset, load_test  # noqa: E402
 from micrometry.depth.evaluate import read_case_column, score  # noqa: E402
 from micrometry.depth.methods import DEPTH_METHODS, DepthData, load_depth_model, train_method  # noqa: E402
@@ -376,7 +377,7 @@ def run_one(
     speed: bool = False,
     startup: bool = False,
     trained_run: Path | None = None,
-    tta: int | None = None,
+    predict_with: dict | None = None,
 ) -> dict:
     if trained_run is None:
         name, params = parse_spec(spec.removeprefix(PIXEL_LABELS))
@@ -391,8 +392,8 @@ def run_one(
         metrics = run.read_metrics()
         train_s = float(metrics.get("history", [{}])[-1].get("elapsed_s", float("nan")))
     trained = load_depth_model(run.path, device="cpu")
-    if tta is not None and trained_run is not None:
-        trained.cfg.tta = tta
+    if predict_with and trained_run is not None:  # prediction-time settings (tta, fill_dips), checked
+        trained.cfg = make_config(type(trained.cfg), {**trained.cfg.to_dict(), **predict_with}, spec)
     speeds = []
     for _ in range(2):
         t0 = time.perf_counter()
@@ -556,6 +557,13 @@ def main() -> None:
         "(the calibration stays the one fitted with the run's own).",
     )
     parser.add_argument(
+        "--set",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="With --trained: predict with these settings instead of the run's own, e.g. fill_dips=0.1 "
+        "(the calibration stays the one fitted with the run's own).",
+    )
+    parser.add_argument(
         "--speed",
         action="store_true",
         help="Also time each model alone with 1 and 2 threads (best of 3 passes).",
@@ -658,7 +666,10 @@ def main() -> None:
                     speed=args.speed,
                     startup=args.startup and not results,
                     trained_run=Path(trained_runs[spec]) if spec in trained_runs else None,
-                    tta=args.tta,
+                    predict_with={
+                        **({"tta": args.tta} if args.tta else {}),
+                        **(parse_spec(f"x[{args.set}]")[1] if args.set else {}),
+                    },
                 )
             )
             r = results[-1]

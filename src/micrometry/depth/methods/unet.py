@@ -11,6 +11,7 @@ support small ensembles and flip test-time augmentation.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod,
 from micrometry.depth.nets import HoleUNet, fused_for_inference
 from micrometry.depth.ood import FeatureGaussian
 from micrometry.depth.photometry import augmentation_ranges
+from micrometry.depth.profiles import closed_dip_depth, excess_variation, fill_dips
 from micrometry.depth.renderer import RENDERERS, fit_renderer, render_loss
 from micrometry.depth.sim_task import sim_tensors
 from micrometry.train import LoopConfig, TrainTask
@@ -35,6 +37,8 @@ from micrometry.train import LoopConfig, TrainTask
 SELECT_IMAGES = 600
 #: Simulated pairs per step of the renderer's fit (``render_weight``).
 RENDER_BATCH = 64
+#: Simulated maps read, and the closed dip (a fraction of a map's depth range) that turns ``fill_dips`` off.
+FILL_CHECK_MAPS, FILL_CHECK_DEPTH = 512, 0.02
 #: Offset between ensemble members' renderer seeds (member 0's is a one-network run's ``seed + 2``).
 MEMBER_SEED_STRIDE = 1_000
 
@@ -49,24 +53,6 @@ def ema_average(decay: float):
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
     return update
-
-
-def excess_variation(heights: torch.Tensor) -> torch.Tensor:
-    """Mean variation (nm per pixel) of height maps ``(N, H, W)`` beyond what their walls need.
-
-    Along a row or column, the least total variation that reaches the line's highest and lowest
-    points from its ends is ``2 (max - min) - |first - last|``: one fall and one rise, whatever the
-    walls' profile. The excess over it counts twice the depth of every extra dip or bump (true hole
-    maps: about 0.01 nm/px; docs/depth.md, "Why the render loss does not reach the predicted top
-    surface").
-    """
-
-    def along_rows(h: torch.Tensor) -> torch.Tensor:
-        total = (h[..., 1:] - h[..., :-1]).abs().sum(-1)
-        needed = 2 * (h.amax(-1) - h.amin(-1)) - (h[..., 0] - h[..., -1]).abs()
-        return (total - needed).sum()
-
-    return (along_rows(heights) + along_rows(heights.transpose(-1, -2))) / heights.numel()
 
 
 class UNetTask(TrainTask):
@@ -366,6 +352,10 @@ class UNetMethod(DepthMethod):
         each pixel's 14-px neighbourhood).
     tta : int
         Test-time flips averaged at prediction: 1 (none), 2 (left-right) or 4.
+    fill_dips : float
+        At prediction, fill every closed dip of the predicted shape shallower than this fraction
+        of the hole's depth (:func:`~micrometry.depth.profiles.fill_dips`; holes and basins cut by
+        the crop's edge are kept as they are); 0: off.
     lr, weight_decay, batch_size, epochs : training schedule (AdamW, cosine decay).
     depth_weight : float
         Weight of the L1 loss on the per-image etch depth next to the per-pixel L1.
@@ -398,6 +388,7 @@ class UNetMethod(DepthMethod):
         render_epochs: float = param(16.0, gt=0)
         renderer: str = param("unet", choices=tuple(RENDERERS))
         tta: int = param(1, choices=(1, 2, 4))
+        fill_dips: float = param(0.0, ge=0, lt=1)
         lr: float = param(3e-3, ge=0)
         weight_decay: float = param(1e-4, ge=0)
         batch_size: int = param(64, ge=1)
@@ -441,11 +432,27 @@ class UNetMethod(DepthMethod):
 
     def build_task(self, data: DepthData, device: torch.device, seed: int) -> UNetTask:
         data.require(*self.uses)
+        if self.cfg.fill_dips:
+            self.check_fill_dips(data.sim.depth)
         self._fused = None
         self._seed = seed
         task = UNetTask(list(self.modules.values()), data, device, self.cfg, seed, self.use_real)
         self.imaging_measured = dict(task.imaging_measured)
         return task
+
+    def check_fill_dips(self, sim_maps: np.ndarray) -> None:
+        """Turn ``fill_dips`` off, with a warning, if the user's simulated maps hold closed dips
+        (:func:`~micrometry.depth.profiles.closed_dip_depth`): then a dip may be a true shape."""
+        rows = np.linspace(0, len(sim_maps) - 1, min(len(sim_maps), FILL_CHECK_MAPS)).astype(int)
+        depth = closed_dip_depth(torch.from_numpy(np.asarray(sim_maps[rows], np.float32)))
+        share = float((depth > FILL_CHECK_DEPTH).float().mean())
+        if share > 0.01:
+            warnings.warn(
+                f"fill_dips is off: {share:.0%} of the simulated depth maps hold a closed dip deeper than "
+                f"{FILL_CHECK_DEPTH:.0%} of their depth range, so a predicted dip may be a true shape",
+                stacklevel=2,
+            )
+            self.cfg.fill_dips = 0.0
 
     def extra_state(self) -> dict:
         ridge = None if self.ridge is None else [np.asarray(v).tolist() for v in self.ridge]
@@ -510,6 +517,8 @@ class UNetMethod(DepthMethod):
         shape, depth, pooled = self.predict_parts(x, features=True)
         if self._collect is not None:  # predict_report: keep what the per-image report needs
             self._collect.append((depth.float().cpu().numpy(), pooled.float().cpu().numpy()))
+        if self.cfg.fill_dips:
+            shape = fill_dips(shape.squeeze(1), float(self.cfg.fill_dips)).unsqueeze(1)
         bottom = next(iter(self.modules.values())).bottom
         return bottom + depth.view(-1, 1, 1, 1) * shape
 

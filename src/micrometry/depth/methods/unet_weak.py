@@ -70,7 +70,7 @@ class WeakUNetMethod(UNetMethod):
     select, select_from, select_margin : str, float, float
         Which epoch's averaged weights become the model: ``"last"``, or ``"excess"``: of the
         epochs after ``select_from`` of the schedule, the one whose predicted real shapes have
-        the least excess variation (:func:`~micrometry.depth.methods.unet.excess_variation`:
+        the least excess variation (:func:`~micrometry.depth.profiles.excess_variation`:
         dips and bumps no hole has; reads no label), if that is at least ``select_margin`` below
         the last epoch's (else the last epoch: a smaller difference is the measure's noise).
 
