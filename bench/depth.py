@@ -13,6 +13,8 @@ A method name may carry parameters: ``unet-weak[ensemble=2,tta=2]``. A spec
 ``pixel-labels:METHOD`` is the reference no user can train: METHOD trained on the
 simulated pairs *plus every real training image with its true depth map*
 (``TRUTH/train_depth``), the labels the weak supervision stands in for.
+``--trained LABEL=RUN`` scores a run trained earlier instead, with ``--set KEY=VALUE,...``
+(e.g. ``tta=2,fill_dips=0``) changing how it predicts.
 
 The machine is shared: timings vary with its load; say so when quoting them.
 """

@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument(
         "--tta", type=int, choices=(1, 2, 4), default=None, help="test-time flips (default: the model's)"
     )
+    parser.add_argument(
+        "--fill-dips", type=float, default=None, help="fill the shapes' closed dips (default: the model's)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -119,6 +122,8 @@ def main() -> None:
     method = load_depth_model(args.model, device="cpu")
     if args.tta is not None:
         method.cfg.tta = args.tta
+    if args.fill_dips is not None:
+        method.cfg.fill_dips = args.fill_dips
     config = FrameConfig(
         height_px=args.size,
         width_px=args.size,

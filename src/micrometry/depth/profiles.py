@@ -42,9 +42,10 @@ def _sweep_lines(g: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
 def reconstruct_by_erosion(marker: torch.Tensor, mask: torch.Tensor, max_rounds: int = 200) -> torch.Tensor:
     """Morphological reconstruction by erosion of ``marker`` above ``mask`` (both ``(N, H, W)``).
 
-    The result is the lowest map above ``mask`` that equals ``marker`` wherever it can: a low value
-    of the marker flows to every pixel it can reach without climbing (4-connected). Computed by
-    sweeps along rows and columns, each image until it settles (a smooth map settles in a few).
+    Each pixel ``p`` takes the least, over the 4-connected paths from ``p`` to any pixel ``q``, of
+    ``max(marker[q], the highest mask value on the path)``: a low marker value spreads as water
+    would, over every pass lower than itself. Computed by sweeps along rows and columns, each image
+    until it settles (a smooth map settles in a few rounds).
     """
     g = torch.maximum(marker, mask)
     active = torch.arange(len(g), device=g.device)
