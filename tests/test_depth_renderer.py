@@ -95,14 +95,15 @@ def test_models_saved_before_the_new_defaults_load_with_the_values_they_were_tra
     from micrometry.modelfile import ExportedModel
 
     new = DEPTH_METHODS.create("unet-weak", width=4)
-    assert (new.cfg.centre, new.cfg.render_weight) == ("median", 1.0)  # the defaults since issue 27
-    saved = {k: v for k, v in new.config().items() if k not in ("centre", "render_weight")}
+    assert (new.cfg.centre, new.cfg.render_weight, new.cfg.fill_dips) == ("median", 1.0, 0.5)  # issue 27
+    saved = {k: v for k, v in new.config().items() if k not in ("centre", "render_weight", "fill_dips")}
     old = ExportedModel(
         job="depth", model="unet-weak", settings={"method_config": saved}, state=new.state_dict()
     )
     loaded = method_from_export(old, device="cpu")
-    assert (loaded.cfg.centre, loaded.cfg.render_weight) == ("mean", 0.0)
-    assert load_depth_model("shipped", device="cpu").cfg.centre == "mean"  # trained before the change
+    assert (loaded.cfg.centre, loaded.cfg.render_weight, loaded.cfg.fill_dips) == ("mean", 0.0, 0.0)
+    shipped = load_depth_model("shipped", device="cpu").cfg  # trained before the changes
+    assert (shipped.centre, shipped.fill_dips) == ("mean", 0.0)
     again = method_from_export(
         ExportedModel(
             job="depth", model="unet-weak", settings={"method_config": new.config()}, state=new.state_dict()

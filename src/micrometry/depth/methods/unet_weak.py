@@ -103,11 +103,13 @@ class WeakUNetMethod(UNetMethod):
         # the median centre and the render loss: what real holes' shapes need (docs/depth.md, "Issue 27")
         centre: str = param("median", choices=("mean", "median"))
         render_weight: float = param(1.0, ge=0)
+        # closed dips on the predicted top surface: what real holes of an unseen shape get (issue 27)
+        fill_dips: float = param(0.5, ge=0, lt=1)
         select: str = param("last", choices=("last", "excess"))
         select_from: float = param(0.5, ge=0, le=1)
         select_margin: float = param(0.1, ge=0, lt=1)
 
-    former_defaults = {"centre": "mean", "render_weight": 0.0}
+    former_defaults = {"centre": "mean", "render_weight": 0.0, "fill_dips": 0.0}
 
     use_real = True
     # The model is the last epoch's averaged weights: the simulated validation RMSE measures the wrong
