@@ -20,7 +20,7 @@ from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import PARTICLE_MODELS
 from micrometry.particles.models.conventions import drop_border_instances
 from micrometry.particles.models.dense.heads import DenseMethod
-from micrometry.particles.models.dense.quantized import QuantizedNetwork, int8_file
+from micrometry.particles.models.dense.quantized import QuantizedNetwork, int8_exact_here, int8_file
 from micrometry.particles.models.dense.unet import UNet
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
@@ -313,7 +313,8 @@ def dense_segmenter(
     kwargs = {} if tile is None else {"tile": tile}
     quantized = None
     if int8 and torch.device(device).type == "cpu":
-        quantized = int8_file(exported)
+        quantized = int8_file(exported)  # checked (and warned about) on every CPU
+        quantized = quantized if int8_exact_here() else None
     return DenseSegmenter(
         method,
         net.fused(),  # batch norms folded: predicting only

@@ -37,6 +37,26 @@ T = TypeVar("T")
 CALIBRATION_IMAGES = 8
 
 
+def int8_exact_here() -> bool:
+    """True where ONNX Runtime's int8 convolutions are exact: x86 CPUs with VNNI (or AMX), and ARM.
+
+    Without VNNI, ONNX Runtime multiplies uint8 activations by int8 weights with an instruction
+    (VPMADDUBSW) whose 16-bit sums saturate: on an AVX2-only AMD EPYC the foreground probabilities
+    moved by up to 0.43 on 3 % of the pixels. There float32 predicts.
+    """
+    import platform
+
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # not Linux: no way to tell here, so the safe arithmetic
+        return False
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
 def runtime_available() -> bool:
     """True when ONNX Runtime is installed (it is a dependency; a stripped install may lack it)."""
     try:
