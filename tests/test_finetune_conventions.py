@@ -97,7 +97,9 @@ def test_finetuning_on_masks_without_border_objects_predicts_none(tmp_path, caps
         found = read_label_image(pred / "labels" / f"im{i}.png")
         assert found.max() > 0 and len(border_touching(found)) == 0
     per_image = json.loads((pred / "prediction.json").read_text())["per_image"]
-    assert {p["precision"] for p in per_image} == {"int8"}
+    from micrometry.particles.models.dense.quantized import int8_exact_here
+
+    assert {p["precision"] for p in per_image} == {"int8" if int8_exact_here() else "fp32"}
     # the user's word wins over what the annotations suggest
     assert cli([*train, "--overwrite", "--keep-border"]) == 0
     assert json.loads((run_dir / "config.json").read_text())["settings"]["exclude_border"] is False
