@@ -313,8 +313,8 @@ def dense_segmenter(
     kwargs = {} if tile is None else {"tile": tile}
     quantized = None
     if int8 and torch.device(device).type == "cpu":
-        quantized = int8_file(exported)  # checked (and warned about) on every CPU
-        quantized = quantized if int8_exact_here() else None
+        found = int8_file(exported)  # checked, and a stale or damaged file warned about, on every CPU
+        quantized = found if int8_exact_here() else None
     return DenseSegmenter(
         method,
         net.fused(),  # batch norms folded: predicting only
