@@ -12,21 +12,19 @@ from micrometry.cli import run
 from micrometry.errors import InputError
 from micrometry.particles.models import load_particle_model
 from micrometry.particles.models.base import export_run, shipped_model_dir
+from micrometry.particles.models.dense import quantized
 from micrometry.particles.models.dense.dense_segmenter import dense_segmenter
 from micrometry.particles.models.dense.quantize_model import calibration_paths
 from micrometry.particles.models.dense.quantized import (
     FILE,
+    WEIGHT_BITS_KEY,
     evenly,
     fingerprint,
-    int8_exact_here,
     stored_fingerprint,
+    stored_metadata,
 )
 from micrometry.train.precision import PRECISION_ENV
 from particle_scenes import make_scene
-
-#: int8 predicts only where it is exact; elsewhere these tests check that float32 does
-needs_int8 = pytest.mark.skipif(not int8_exact_here(), reason="no VNNI on this CPU: int8 is not used")
-EXPECTED = "int8" if int8_exact_here() else "fp32"
 
 
 @pytest.fixture
@@ -42,11 +40,12 @@ def _scene(seed: int = 7):
     return make_scene(np.random.default_rng(seed), n=14)
 
 
-@needs_int8
 def test_training_writes_an_int8_network_of_its_best_weights_and_predict_uses_it(int8_run):
     assert (int8_run / FILE).is_file()
     exported = export_run(int8_run)
-    assert stored_fingerprint(int8_run / FILE) == fingerprint(exported.state["modules"]["net"])
+    metadata = stored_metadata(int8_run / FILE)
+    assert metadata[quantized.FINGERPRINT_KEY] == fingerprint(exported.state["modules"]["net"])
+    assert metadata[WEIGHT_BITS_KEY] == "7"  # exact on every CPU, VNNI or not
     assert "int8 network" in (int8_run / "log.txt").read_text()
     image, truth = _scene()
     int8 = load_particle_model(int8_run)
@@ -66,7 +65,6 @@ def test_training_writes_an_int8_network_of_its_best_weights_and_predict_uses_it
     assert abs(int(found.labels.max()) - int(reference.labels.max())) <= 1
 
 
-@needs_int8
 def test_the_variable_chooses_float32_and_int8_is_refused_without_a_network(int8_run, monkeypatch):
     monkeypatch.setenv(PRECISION_ENV, "fp32")
     assert load_particle_model(int8_run).precision == "fp32"
@@ -102,7 +100,7 @@ def test_export_carries_the_int8_network_and_the_segmenter_pickles(int8_run, tmp
     first = segmenter.segment(image)
     copy = pickle.loads(pickle.dumps(segmenter))  # Ray ships segmenters to its actors
     again = copy.segment(image)
-    assert copy.precision == EXPECTED and np.array_equal(first.labels, again.labels)
+    assert copy.precision == "int8" and np.array_equal(first.labels, again.labels)
 
 
 def test_quantize_command_remakes_the_network_from_a_runs_own_images(int8_run, tmp_path, capsys):
@@ -144,7 +142,7 @@ def test_the_shipped_model_carries_a_current_int8_network(monkeypatch):
     folder = shipped_model_dir()
     assert (folder / FILE).is_file()
     segmenter = load_particle_model("shipped")  # a stale file would warn and predict in float32
-    assert segmenter.precision == EXPECTED
+    assert segmenter.precision == "int8"
     provenance = json.loads((folder / "model.json").read_text())["provenance"]
     assert "quantize" in provenance["int8_network"]
 
@@ -156,14 +154,30 @@ def test_int8_in_the_variable_does_not_stop_training(monkeypatch):
     assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
 
 
-def test_without_vnni_float32_predicts_and_int8_is_refused(int8_run, monkeypatch):
-    from micrometry.particles.models.dense import dense_segmenter as dense_segmenter_module
-
-    monkeypatch.setattr(dense_segmenter_module, "int8_exact_here", lambda: False)
+def test_a_full_range_network_runs_only_where_it_is_exact(int8_run, monkeypatch):
+    # files made before 2026-12-07 hold 8-bit weights, whose sums saturate on CPUs without VNNI
+    exported = export_run(int8_run)
+    segmenter = dense_segmenter(exported, int8=False)
+    image, _ = _scene(4)
+    inputs = quantized.capture_inputs(segmenter.net, lambda: segmenter.segment(image))
+    full_range = quantized.quantize_network(
+        segmenter.net,
+        fingerprint(exported.state["modules"]["net"]),
+        inputs,
+        int8_run / FILE,
+        reduce_range=False,
+    )
+    assert stored_metadata(full_range)[WEIGHT_BITS_KEY] == "8"
+    monkeypatch.setattr(quantized, "int8_exact_here", lambda: True)
+    assert load_particle_model(int8_run).precision == "int8"
+    monkeypatch.setattr(quantized, "int8_exact_here", lambda: False)
     assert load_particle_model(int8_run).precision == "fp32"
     monkeypatch.setenv(PRECISION_ENV, "int8")
     with pytest.raises(InputError, match="no int8 network for this device"):
         load_particle_model(int8_run)
+    monkeypatch.delenv(PRECISION_ENV)
+    assert run(["particles", "quantize", int8_run]) == 0  # remade with 7-bit weights: exact here too
+    assert load_particle_model(int8_run).precision == "int8"
 
 
 def test_a_damaged_int8_network_is_ignored_with_a_warning(int8_run):

@@ -58,8 +58,8 @@ def inference_precision(device: torch.device | str = "cpu", int8_ready: bool = F
     """The arithmetic a network predicts in: int8 where the model has a quantized copy, else float32.
 
     ``int8_ready``: the model has a current int8 network and ONNX Runtime runs it exactly on this
-    device (a CPU with VNNI: :mod:`micrometry.particles.models.dense.quantized`; same segm AP on
-    the real sets, about 2x faster). ``MICROMETRY_PRECISION`` chooses otherwise: ``fp32``, ``bf16`` (2-4x
+    device (:mod:`micrometry.particles.models.dense.quantized`; same segm AP on the real sets,
+    about 2x faster). ``MICROMETRY_PRECISION`` chooses otherwise: ``fp32``, ``bf16`` (2-4x
     faster on AMX CPUs but loses segm AP, docs/particles-models.md, "bfloat16 on CPUs with
     AMX"), ``int8`` (refused when the model has none) or ``auto`` (int8, else bf16 where native).
 

@@ -20,7 +20,7 @@ from micrometry.modelfile import ExportedModel
 from micrometry.particles.models.base import PARTICLE_MODELS
 from micrometry.particles.models.conventions import drop_border_instances
 from micrometry.particles.models.dense.heads import DenseMethod
-from micrometry.particles.models.dense.quantized import QuantizedNetwork, int8_exact_here, int8_file
+from micrometry.particles.models.dense.quantized import QuantizedNetwork, int8_file
 from micrometry.particles.models.dense.unet import UNet
 from micrometry.particles.models.plausibility import plausibility_warnings
 from micrometry.particles.models.preprocess import normalise_image, resize
@@ -311,10 +311,8 @@ def dense_segmenter(
             f"weights do not fit model {exported.model!r} ({type(exc).__name__})", where
         ) from None
     kwargs = {} if tile is None else {"tile": tile}
-    quantized = None
-    if int8 and torch.device(device).type == "cpu":
-        found = int8_file(exported)  # checked, and a stale or damaged file warned about, on every CPU
-        quantized = found if int8_exact_here() else None
+    # a stale or damaged int8 file is warned about; GPUs keep the PyTorch network
+    quantized = int8_file(exported) if int8 and torch.device(device).type == "cpu" else None
     return DenseSegmenter(
         method,
         net.fused(),  # batch norms folded: predicting only

@@ -1,8 +1,9 @@
 """An int8 copy of a dense model's network, run by ONNX Runtime: CPU prediction about 2x faster.
 
-Static quantization (ONNX Runtime's ``quantize_static``): every 3x3 convolution's weights become int8
-per output channel and its activations uint8, with ranges calibrated on the network inputs of a few
-real images (what the model sees when it predicts them, sizing passes included). The 1x1 output
+Static quantization (ONNX Runtime's ``quantize_static``): every 3x3 convolution's weights become 7-bit
+integers per output channel and its activations uint8, with ranges calibrated on the network inputs of a
+few real images (what the model sees when it predicts them, sizing passes included). Seven bits, not
+eight, so that the products stay exact on every x86 CPU (:func:`runs_exactly_here`). The 1x1 output
 convolution stays float32: the centre offsets it writes are read to a fraction of a network pixel,
 and an int8 head moves outlines between touching particles (docs/particles-models.md, "int8
 prediction", has the figures).
@@ -33,6 +34,8 @@ from micrometry.particles.models.dense.unet import UNet
 FILE = "network.int8.onnx"
 #: ONNX metadata key holding :func:`fingerprint` of the float weights
 FINGERPRINT_KEY = "micrometry_weights_sha256"
+#: ONNX metadata key holding the weights' bits: "7" (reduced range); files made before 2026-12-07 lack it
+WEIGHT_BITS_KEY = "micrometry_weight_bits"
 T = TypeVar("T")
 
 #: calibration images at most (each gives one to three network inputs: sizing passes and the final one)
@@ -41,11 +44,13 @@ CALIBRATION_IMAGES = 8
 
 @functools.cache  # the CPU does not change while micrometry runs
 def int8_exact_here() -> bool:
-    """True where ONNX Runtime's int8 convolutions are exact: x86 CPUs with VNNI (or AMX), and ARM.
+    """True where ONNX Runtime's convolutions with full-range int8 weights are exact: x86 CPUs with
+    VNNI (or AMX), and ARM.
 
     Without VNNI, ONNX Runtime multiplies uint8 activations by int8 weights with an instruction
-    (VPMADDUBSW) whose 16-bit sums saturate: on an AVX2-only AMD EPYC the foreground probabilities
-    moved by up to 0.43 on 3 % of the pixels. There float32 predicts.
+    (VPMADDUBSW) that adds pairs of products into 16 bits: two products of 255 x 127 overflow it and
+    the sum saturates (on an AVX2-only AMD EPYC foreground probabilities moved by up to 0.43 on 3 %
+    of a scene's pixels). With 7-bit weights two products reach at most 2 x 255 x 64 = 32,640, which fits.
     """
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
@@ -97,7 +102,9 @@ def capture_inputs(
     return caught
 
 
-def quantize_network(net: UNet, weights_fingerprint: str, calibration: list[np.ndarray], out: Path) -> Path:
+def quantize_network(
+    net: UNet, weights_fingerprint: str, calibration: list[np.ndarray], out: Path, reduce_range: bool = True
+) -> Path:
     """Write ``net`` quantized to int8 (head kept float32) as the ONNX file ``out``; returns ``out``.
 
     Parameters
@@ -110,6 +117,9 @@ def quantize_network(net: UNet, weights_fingerprint: str, calibration: list[np.n
         ``(1, 1, h, w)`` float32 network inputs (:func:`capture_inputs`); at least one.
     out : Path
         Written whole or not at all.
+    reduce_range : bool
+        7-bit weights, exact on every CPU (the default); False gives full-range int8 weights,
+        exact only where :func:`int8_exact_here`.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -153,26 +163,43 @@ def quantize_network(net: UNet, weights_fingerprint: str, calibration: list[np.n
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
             nodes_to_exclude=convolutions[-1:],  # the 1x1 head: offsets need float precision
         )
         model = onnx.load(str(quantized))
-        entry = model.metadata_props.add()
-        entry.key, entry.value = FINGERPRINT_KEY, weights_fingerprint
+        for key, value in (
+            (FINGERPRINT_KEY, weights_fingerprint),
+            (WEIGHT_BITS_KEY, "7" if reduce_range else "8"),
+        ):
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
         partial = Path(tmp) / "final.onnx"
         onnx.save(model, str(partial))
         os.replace(partial, out)
     return out
 
 
-def stored_fingerprint(path: Path) -> str | None:
-    """The weights fingerprint recorded in a quantized network file (None: unreadable or none)."""
+def stored_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata recorded in a quantized network file (None: a file ONNX Runtime cannot run)."""
     import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception:  # a damaged or foreign file: treated as absent
         return None
-    return session.get_modelmeta().custom_metadata_map.get(FINGERPRINT_KEY)
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def stored_fingerprint(path: Path) -> str | None:
+    """The weights fingerprint recorded in a quantized network file (None: unreadable or none)."""
+    return (stored_metadata(path) or {}).get(FINGERPRINT_KEY)
+
+
+def runs_exactly_here(metadata: dict[str, str]) -> bool:
+    """True when a quantized network with this :func:`stored_metadata` computes exactly on this CPU:
+    7-bit weights everywhere, full-range ones (files made before 2026-12-07) where :func:`int8_exact_here`.
+    """
+    return metadata.get(WEIGHT_BITS_KEY) == "7" or int8_exact_here()
 
 
 class QuantizedNetwork:
@@ -206,19 +233,21 @@ class QuantizedNetwork:
 
 
 def int8_file(exported) -> Path | None:
-    """The int8 network beside an exported model's weights, when ONNX Runtime reads it and it fits them.
+    """The int8 network beside an exported model's weights, when ONNX Runtime reads it, it fits them
+    and it computes exactly on this CPU (:func:`runs_exactly_here`).
 
     A file this ONNX Runtime cannot read, or one made from other weights, is ignored
-    with a warning: float32 predicts instead. None also for models without a U-Net.
+    with a warning: float32 predicts instead. A full-range file on a CPU without VNNI is ignored
+    silently (float32 is what that CPU should run). None also for models without a U-Net.
     """
     net = exported.state.get("modules", {}).get("net")
     folder = exported.source
     if net is None or folder is None or not (Path(folder) / FILE).is_file() or not runtime_available():
         return None
     path = Path(folder) / FILE
-    stored = stored_fingerprint(path)
+    metadata = stored_metadata(path)
     remake = f"run 'micrometry particles quantize {folder}' to remake it"
-    if stored is None:
+    if metadata is None:
         import onnxruntime
 
         warnings.warn(
@@ -226,13 +255,13 @@ def int8_file(exported) -> Path | None:
             f"predicting in float32 ({remake})"
         )
         return None
-    if stored != fingerprint(net):
+    if metadata.get(FINGERPRINT_KEY) != fingerprint(net):
         warnings.warn(
             f"{path}: the int8 network was made from other weights than this model's; "
             f"predicting in float32 ({remake})"
         )
         return None
-    return path
+    return path if runs_exactly_here(metadata) else None
 
 
 def evenly(items: Sequence[T], limit: int = CALIBRATION_IMAGES) -> list[T]:
