@@ -12,7 +12,8 @@ training seconds, inference images/s (best of two passes over the test set).
 A method name may carry parameters: ``unet-weak[ensemble=2,tta=2]``. A spec
 ``pixel-labels:METHOD`` is the reference no user can train: METHOD trained on the
 simulated pairs *plus every real training image with its true depth map*
-(``TRUTH/train_depth``), the labels the weak supervision stands in for.
+(``TRUTH/train_depth``), the labels the weak supervision stands in for; its pairs hold the real
+holes' shapes, so it never warps them (``geometry=fixed``).
 ``--trained LABEL=RUN`` scores a run trained earlier instead, with ``--set KEY=VALUE,...``
 (e.g. ``tta=2,fill_dips=0``) changing how it predicts.
 
@@ -383,6 +384,12 @@ def run_one(
 ) -> dict:
     if trained_run is None:
         name, params = parse_spec(spec.removeprefix(PIXEL_LABELS))
+        if (
+            spec.startswith(PIXEL_LABELS)
+            and "geometry" in DEPTH_METHODS.get(name).Config.__dataclass_fields__
+        ):
+            # its pairs hold the real holes' shapes themselves: no warps (the reference of 6-7 Dec)
+            params.setdefault("geometry", "fixed")
         method = DEPTH_METHODS.create(name, **params)
         run = RunDir.for_training(workdir / re.sub(r"[\[\],:=]", "_", spec), overwrite=True)
         started = time.perf_counter()

@@ -1,6 +1,8 @@
 """The shape augmentation of simulated pairs: each hole warped about its centre, image and height
 map alike, to opening sizes and radial profiles the simulation's geometry prior does not draw."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from micrometry.depth.augment import hole_frames, radial_warp_grid, random_shape
 from micrometry.depth.measure import measure_hole
 from micrometry.errors import InputError
 from micrometry.synth.sem_geometry import GeometryConfig, HoleParams, heights, hole_shapes, sample_holes
+from test_depth_frames import SHIFTED_CROPS  # bench/depth.py --variant geometry's real holes
 
 
 def _holes(cx, cy, ax, ay, taper, depth=120.0, neighbours=False):
@@ -183,3 +186,49 @@ def test_median_centre_keeps_the_top_surface_at_zero_however_large_the_hole():
         from micrometry.depth.methods import DEPTH_METHODS
 
         DEPTH_METHODS.create("unet-weak", centre="mode")
+
+
+def _gap(real_config, n_real=64):
+    from micrometry.depth.methods.unet import geometry_gap
+    from micrometry.synth.sem_dataset import SemSynthConfig, simulate_pairs, simulate_real
+
+    _, _, sem = simulate_pairs(SemSynthConfig(n_structures=40), np.random.default_rng(0))
+    real = simulate_real(real_config, n_sites=8, per_site=n_real // 8, rng=np.random.default_rng(1))
+    sim = torch.from_numpy(sem.reshape(-1, 1, 72, 48) / 255.0)
+    return geometry_gap(sim, torch.from_numpy(real.images[:, None] / 255.0))
+
+
+def test_real_holes_outside_the_simulation_prior_are_told_by_the_top_surface_level():
+    from micrometry.synth.sem_dataset import SemSynthConfig
+
+    inside = _gap(SemSynthConfig())
+    assert inside["top_level_outside"] < 0.2
+    shifted = _gap(SHIFTED_CROPS)
+    assert shifted["top_level_outside"] > 0.9
+    assert shifted["top_level_real"] < shifted["top_level_sim_low"] < inside["top_level_real"]
+
+
+def _task(tmp_path, real_geometry, **cfg):
+    from micrometry.depth.methods import DEPTH_METHODS, DepthData
+    from micrometry.synth.sem_dataset import SemSynthConfig, write_sem_dataset
+
+    config = SemSynthConfig(seed=2, n_structures=12, n_sites=8, images_per_site=4, n_test=1)
+    if real_geometry is not None:
+        config = dataclasses.replace(config, real_geometry=real_geometry)
+    write_sem_dataset(tmp_path / "data", tmp_path / "truth", config)
+    method = DEPTH_METHODS.create("unet-weak", width=4, render_weight=0.0, **cfg)
+    return method.build_task(DepthData.load(tmp_path / "data", method.uses), torch.device("cpu"), 0)
+
+
+def test_unet_weak_warps_the_simulated_holes_when_the_real_ones_lie_outside_their_prior(tmp_path):
+    with pytest.warns(UserWarning, match="training with shape warps"):
+        task = _task(tmp_path / "shifted", SHIFTED_CROPS.real_geometry)
+    assert (task.shape_aug, task.shape_scale) == (0.5, 0.0) and task.frames is not None
+    assert task.imaging_measured["top_level_outside"] > 0.5
+    # real holes like the simulated ones: no warp; a warp asked for is kept; "fixed" never warps
+    plain = _task(tmp_path / "plain", None)
+    assert plain.shape_aug == 0 and plain.frames is None and plain.imaging_measured["top_level_outside"] < 0.5
+    asked = _task(tmp_path / "asked", SHIFTED_CROPS.real_geometry, shape_aug=0.3)
+    assert (asked.shape_aug, asked.shape_scale) == (0.3, 0.25)
+    fixed = _task(tmp_path / "fixed", SHIFTED_CROPS.real_geometry, geometry="fixed")
+    assert fixed.shape_aug == 0 and fixed.frames is None and "top_level_outside" not in fixed.imaging_measured

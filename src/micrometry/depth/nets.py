@@ -65,6 +65,17 @@ def image_statistics(x: torch.Tensor) -> torch.Tensor:
     )
 
 
+def top_level(x: torch.Tensor) -> torch.Tensor:
+    """Where the flat top surface's brightness lies in each image, ``(B,)``: the median 4x4 block
+    (the top, see :class:`HoleUNet`'s ``centre``) minus the mean, over the standard deviation.
+
+    It is a brightness statistic that reads geometry: the more of the crop a hole's bright walls take
+    (a smaller, more tapered hole), the further the top sinks below the image's mean.
+    """
+    stats = image_statistics(x)
+    return (stats[:, 4] - stats[:, 0]) / (stats[:, 1] + 1e-3)
+
+
 class SmallUNet(nn.Module):
     """The :class:`Encoder` and a two-level decoder with skip connections, shared by the depth
     networks; subclasses add their heads on :meth:`encode_decode`'s features."""

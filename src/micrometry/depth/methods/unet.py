@@ -25,7 +25,7 @@ from micrometry.depth.batchnorm import frozen_batchnorm_statistics, running_batc
 from micrometry.depth.calibration import apply_ridge, calibration_features, check_ridge
 from micrometry.depth.dataset import site_split
 from micrometry.depth.methods.base import DEPTH_METHODS, DepthData, DepthMethod, input_tensor
-from micrometry.depth.nets import HoleUNet, fused_for_inference
+from micrometry.depth.nets import HoleUNet, fused_for_inference, top_level
 from micrometry.depth.ood import FeatureGaussian
 from micrometry.depth.photometry import augmentation_ranges
 from micrometry.depth.profiles import closed_dip_depth, excess_variation, fill_dips
@@ -39,6 +39,11 @@ SELECT_IMAGES = 600
 RENDER_BATCH = 64
 #: Simulated maps read, and the closed dip (a fraction of a map's depth range) that turns ``fill_dips`` off.
 FILL_CHECK_MAPS, FILL_CHECK_DEPTH = 512, 0.02
+#: ``geometry="auto"``: the share of real images whose top level lies outside the simulated images'
+#: 1-99 % range above which the simulated holes are warped, and the warp then used (profile only).
+GEOMETRY_OUTSIDE, AUTO_SHAPE_AUG = 0.5, 0.5
+#: ``geometry="auto"`` decides from at least this many simulated images (fewer: no range to judge by)
+GEOMETRY_MIN_SIMULATED = 64
 #: Offset between ensemble members' renderer seeds (member 0's is a one-network run's ``seed + 2``).
 MEMBER_SEED_STRIDE = 1_000
 
@@ -53,6 +58,32 @@ def ema_average(decay: float):
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
     return update
+
+
+def geometry_gap(sim: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+    """How far the real images' holes look from the simulated ones, by :func:`~micrometry.depth.nets.top_level`.
+
+    Parameters
+    ----------
+    sim, real : Tensor
+        ``(N, 1, H, W)`` simulated renders and real images in [0, 1].
+
+    Returns
+    -------
+    dict
+        ``top_level_sim_low``/``_high`` (the simulated images' 1st and 99th percentiles),
+        ``top_level_real`` (the real images' median) and ``top_level_outside``: the share of real
+        images outside the simulated range.
+    """
+    sim_level, real_level = top_level(sim.float()), top_level(real.float())
+    low, high = torch.quantile(sim_level, torch.tensor([0.01, 0.99], dtype=sim_level.dtype))
+    outside = ((real_level < low) | (real_level > high)).float().mean()
+    return {
+        "top_level_sim_low": float(low),
+        "top_level_sim_high": float(high),
+        "top_level_real": float(real_level.median()),
+        "top_level_outside": float(outside),
+    }
 
 
 class UNetTask(TrainTask):
@@ -92,8 +123,6 @@ class UNetTask(TrainTask):
         train_rows, val_rows = sim.split(cfg.val_fraction, seed)
         self.x, self.y = sim_tensors(sim, train_rows, cfg.mean_itr, device)
         self.val_x, self.val_y = sim_tensors(sim, val_rows, False, device)
-        # Each simulated hole's centre and opening, about which the shape augmentation warps it.
-        self.frames = hole_frames(self.y) if cfg.shape_aug > 0 else None
         self.real_x = None
         self.imaging = {
             "blur": cfg.blur_aug,
@@ -110,10 +139,30 @@ class UNetTask(TrainTask):
             )
             self.imaging.update(blur=ranges["blur_aug"], noise=ranges["noise_aug"])
             self.imaging_measured = ranges
+        self.shape_aug, self.shape_scale = cfg.shape_aug, cfg.shape_scale
+        images = input_tensor(data.real.images, device) if use_real else None
+        if (
+            use_real
+            and cfg.geometry == "auto"
+            and cfg.shape_aug == 0
+            and len(self.x) >= GEOMETRY_MIN_SIMULATED
+        ):
+            gap = geometry_gap(self.x[:4000], images)  # 2,000 structures' renders, as the imaging ranges
+            self.imaging_measured.update(gap)
+            if gap["top_level_outside"] > GEOMETRY_OUTSIDE:
+                self.shape_aug, self.shape_scale = AUTO_SHAPE_AUG, 0.0
+                warnings.warn(
+                    f"{gap['top_level_outside']:.0%} of the real images look unlike every simulated one (the "
+                    f"top surface at {gap['top_level_real']:+.2f} SD from the mean, the simulated images at "
+                    f"{gap['top_level_sim_low']:+.2f} to {gap['top_level_sim_high']:+.2f}): their holes' shape "
+                    f"likely lies outside the simulation's; training with shape warps (shape_aug={AUTO_SHAPE_AUG})",
+                    stacklevel=2,
+                )
+        # Each simulated hole's centre and opening, about which the shape augmentation warps it.
+        self.frames = hole_frames(self.y) if self.shape_aug > 0 else None
         if use_real:
             real = data.real
             tr, va = site_split(real, cfg.val_site_fraction, seed)
-            images = input_tensor(real.images, device)
             depth = torch.from_numpy(real.site_depth.astype(np.float32)).to(device)
             self.real_x, self.real_d = images[tr], depth[tr]
             self.real_val_x, self.real_val_d = images[va], depth[va]
@@ -199,8 +248,8 @@ class UNetTask(TrainTask):
                     y,
                     self.frames[idx],
                     aug,
-                    self.cfg.shape_aug,
-                    self.cfg.shape_scale,
+                    self.shape_aug,
+                    self.shape_scale,
                     self.cfg.shape_slope,
                 )
             x, y = self._augment(aug, x, y)

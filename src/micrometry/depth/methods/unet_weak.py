@@ -59,6 +59,11 @@ class WeakUNetMethod(UNetMethod):
         ``"fixed"`` (default): the blur and noise augmentations of ``blur_aug``/``noise_aug``;
         ``"auto"``: widen them to the probe blur and noise read off the real images, never
         below those (:func:`~micrometry.depth.photometry.augmentation_ranges`).
+    geometry : str
+        ``"auto"`` (default): if most real images lie outside the simulated images' range of
+        :func:`~micrometry.depth.nets.top_level` (their holes take more or less of the crop than any
+        simulated hole), and ``shape_aug`` is 0, train with the shape warps of the simulated holes
+        (``shape_aug=0.5``, profile only), with a warning; ``"fixed"``: ``shape_aug`` as given.
     real_bn : str
         How BatchNorm normalises the real images in training: ``"batch"`` by their own batch
         statistics (the simulation's running statistics stay untouched; at inference those are
@@ -98,6 +103,7 @@ class WeakUNetMethod(UNetMethod):
         adabn: bool = param(False)
         depth_statistics: str = param("real", choices=("real", "simulated"))
         imaging: str = param("fixed", choices=("fixed", "auto"))
+        geometry: str = param("auto", choices=("fixed", "auto"))
         consistency: float = param(0.0, ge=0)
         real_bn: str = param("batch", choices=("batch", "running"))
         # the median centre and the render loss: what real holes' shapes need (docs/depth.md, "Issue 27")
@@ -109,7 +115,7 @@ class WeakUNetMethod(UNetMethod):
         select_from: float = param(0.5, ge=0, le=1)
         select_margin: float = param(0.1, ge=0, lt=1)
 
-    former_defaults = {"centre": "mean", "render_weight": 0.0, "fill_dips": 0.0}
+    former_defaults = {"centre": "mean", "render_weight": 0.0, "fill_dips": 0.0, "geometry": "fixed"}
 
     use_real = True
     # The model is the last epoch's averaged weights: the simulated validation RMSE measures the wrong
