@@ -17,10 +17,10 @@ from micrometry.particles.models.dense.dense_segmenter import dense_segmenter
 from micrometry.particles.models.dense.quantize_model import calibration_paths
 from micrometry.particles.models.dense.quantized import (
     FILE,
+    FINGERPRINT_KEY,
     WEIGHT_BITS_KEY,
     evenly,
     fingerprint,
-    stored_fingerprint,
     stored_metadata,
 )
 from micrometry.train.precision import PRECISION_ENV
@@ -44,7 +44,7 @@ def test_training_writes_an_int8_network_of_its_best_weights_and_predict_uses_it
     assert (int8_run / FILE).is_file()
     exported = export_run(int8_run)
     metadata = stored_metadata(int8_run / FILE)
-    assert metadata[quantized.FINGERPRINT_KEY] == fingerprint(exported.state["modules"]["net"])
+    assert metadata[FINGERPRINT_KEY] == fingerprint(exported.state["modules"]["net"])
     assert metadata[WEIGHT_BITS_KEY] == "7"  # exact on every CPU, VNNI or not
     assert "int8 network" in (int8_run / "log.txt").read_text()
     image, truth = _scene()
@@ -107,7 +107,9 @@ def test_quantize_command_remakes_the_network_from_a_runs_own_images(int8_run, t
     (int8_run / FILE).unlink()
     assert run(["particles", "quantize", int8_run]) == 0
     assert "calibrated on 6 image(s)" in capsys.readouterr().out
-    assert stored_fingerprint(int8_run / FILE) == fingerprint(export_run(int8_run).state["modules"]["net"])
+    assert stored_metadata(int8_run / FILE)[FINGERPRINT_KEY] == fingerprint(
+        export_run(int8_run).state["modules"]["net"]
+    )
     # a model folder keeps no training images: --images is needed, and said in one line
     model = tmp_path / "model"
     assert run(["export", int8_run, "--out", model]) == 0
@@ -123,7 +125,7 @@ def test_every_dense_model_gets_one_and_a_folder_that_is_no_model_is_a_one_line_
 ):
     watershed_run = trained_run("unet-watershed")
     assert (watershed_run / FILE).is_file()
-    assert stored_fingerprint(watershed_run / FILE) == fingerprint(
+    assert stored_metadata(watershed_run / FILE)[FINGERPRINT_KEY] == fingerprint(
         export_run(watershed_run).state["modules"]["net"]
     )
     assert run(["particles", "quantize", tmp_path]) == 2

@@ -190,11 +190,6 @@ def stored_metadata(path: Path) -> dict[str, str] | None:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def stored_fingerprint(path: Path) -> str | None:
-    """The weights fingerprint recorded in a quantized network file (None: unreadable or none)."""
-    return (stored_metadata(path) or {}).get(FINGERPRINT_KEY)
-
-
 def runs_exactly_here(metadata: dict[str, str]) -> bool:
     """True when a quantized network with this :func:`stored_metadata` computes exactly on this CPU:
     7-bit weights everywhere, full-range ones (files made before 2026-12-07) where :func:`int8_exact_here`.
