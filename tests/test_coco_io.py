@@ -140,6 +140,8 @@ def test_results_roundtrip(tmp_path, coco_dir):
     res = instances_to_results(1, labels, np.array([0.9, 0.5, 0.7], np.float32))
     assert [r["score"] for r in res] == [0.9, 0.7]
     write_results(tmp_path / "r.json", res)
+    lines = (tmp_path / "r.json").read_text().splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 4  # one detection per line
     back = load_results(tmp_path / "r.json", ds)
     assert back[1]["bbox"] == [30.0, 20.0, 10.0, 5.0]
     np.testing.assert_array_equal(rle_to_mask(back[0]["segmentation"]), labels == 1)
@@ -298,6 +300,21 @@ def test_labels_to_rles_matches_full_frame_encoding():
     for i, rle in enumerate(rles, start=1):
         if rle is not None:
             assert rle == mask_to_rle(labels == i)
+
+
+def test_labels_to_rles_of_scattered_labels_match_each_mask():
+    """Every pixel a random label of 30: runs of one label broken by others, in every column, at both ends."""
+    from micrometry.io.coco import labels_to_rles
+
+    labels = np.random.default_rng(4).integers(0, 31, (H, W)).astype(np.uint16)
+    labels[labels == 7] = 0  # an absent id
+    labels[-1, -1] = 30  # the last pixel: no background after the label's last run
+    rles = labels_to_rles(labels)
+    assert len(rles) == 30 and rles[6] is None
+    for i, rle in enumerate(rles, start=1):
+        if i != 7:
+            assert rle == mask_to_rle(labels == i), i
+    assert labels_to_rles(np.zeros((H, W), np.int32)) == []
 
 
 # Results (detections) go through the same segmentation check as the dataset: same fatal defects, same repairs.

@@ -14,6 +14,7 @@ aside: a ROI is the outer outline).
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def label_polygons(labels: np.ndarray) -> dict[int, np.ndarray]:
         ``(H, W)`` integer label image, 0 background.
     """
     labels = np.asarray(labels)
-    polygons: dict[int, np.ndarray] = {}
+    ids, outlines = [], []
     boxes = ndimage.find_objects(labels.astype(np.int64, copy=False))
     framed = np.pad(labels, 1)  # once for all particles: each mask below gets a one-pixel frame
     for index, box in enumerate(boxes):
@@ -51,12 +52,10 @@ def label_polygons(labels: np.ndarray) -> dict[int, np.ndarray]:
         outline = _outer_contour(mask)
         if outline is None:
             continue
-        rows, cols = outline[:, 0], outline[:, 1]
         # index space (pixel centre at its index, frame of 1) -> ImageJ space (pixel centre at index + 0.5)
-        x = cols - 1 + box[1].start + 0.5
-        y = rows - 1 + box[0].start + 0.5
-        polygons[label] = _drop_collinear(np.column_stack([x, y]))
-    return polygons
+        ids.append(label)
+        outlines.append(outline[:, ::-1] + (box[1].start - 0.5, box[0].start - 0.5))
+    return dict(zip(ids, drop_collinear(outlines), strict=True))
 
 
 def _outer_contour(mask: np.ndarray) -> np.ndarray | None:
@@ -99,11 +98,27 @@ def _outer_contour_marching(mask: np.ndarray) -> np.ndarray | None:
     return max(contours, key=len)[:-1]  # closed: drop the repeated last vertex
 
 
-def _drop_collinear(xy: np.ndarray) -> np.ndarray:
-    """The polygon without vertices in the middle of straight runs (same shape, smaller file)."""
-    before, after = xy - np.roll(xy, 1, axis=0), np.roll(xy, -1, axis=0) - xy
+def drop_collinear(polygons: list[np.ndarray]) -> list[np.ndarray]:
+    """Each polygon without the vertices in the middle of straight runs (same shape, smaller file).
+
+    All polygons at once (one array, each vertex's neighbours found within its own
+    polygon): a ROI set holds thousands of them. A polygon left with fewer than
+    three vertices is kept whole.
+    """
+    if not polygons:
+        return []
+    lengths = np.array([len(p) for p in polygons])
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    xy = np.concatenate(polygons).astype(np.float64, copy=False)
+    index = np.arange(len(xy))
+    first, last = np.repeat(starts, lengths), np.repeat(ends - 1, lengths)
+    before = xy - xy[np.where(index == first, last, index - 1)]
+    after = xy[np.where(index == last, first, index + 1)] - xy
     turn = np.abs(before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]) > 1e-9
-    return xy[turn] if turn.sum() >= 3 else xy
+    turn |= np.repeat(np.add.reduceat(turn, starts) < 3, lengths)
+    kept = np.add.reduceat(turn, starts)
+    return np.split(xy[turn], np.cumsum(kept)[:-1])
 
 
 def write_roiset(path: str | Path, labels: np.ndarray) -> int:
@@ -115,22 +130,88 @@ def write_roiset(path: str | Path, labels: np.ndarray) -> int:
 
 
 def write_polygons(path: str | Path, polygons: dict[int, np.ndarray]) -> int:
-    """Write ``{label id: (N, 2) x, y}`` outlines as a ROI set named by id; returns the number of ROIs."""
-    import roifile
+    """Write ``{label id: (N, 2) x, y}`` outlines as a ROI set named by id; returns the number of ROIs.
+
+    The bytes of each ROI are roifile's (a polygon with sub-pixel coordinates,
+    ``ImagejRoi.frompoints``), put together for all ROIs at once: roifile builds
+    one object per ROI, which costs more than the segmentation of a crowded image.
+    """
+    import zipfile
+
+    from micrometry.io.atomic import atomic_path
 
     path = Path(path)
     if not polygons:
         return 0
-    rois = []
-    for label, xy in polygons.items():
-        roi = roifile.ImagejRoi.frompoints(xy.astype(np.float32), name=str(label))
-        roi.roitype = roifile.ROI_TYPE.POLYGON
-        rois.append(roi)
-    if path.exists():
-        path.unlink()  # roiwrite appends to an existing zip
     path.parent.mkdir(parents=True, exist_ok=True)
-    roifile.roiwrite(path, rois)
-    return len(rois)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for label, data in zip(polygons, roi_bytes(list(polygons.values()), list(polygons)), strict=True):
+            archive.writestr(f"{label}.roi", data)
+    return len(polygons)
+
+
+def roi_bytes(polygons: list[np.ndarray], names: list) -> list[bytes]:
+    """ImageJ's ``.roi`` bytes of each ``(N, 2) x, y`` polygon, as roifile writes them.
+
+    A polygon ROI with sub-pixel (float32) coordinates and the integer ones
+    beside them (rounded, relative to the bounding box), options overlay
+    backgrounds and labels, named by ``names``: roifile's
+    ``ImagejRoi.frompoints(xy.astype(np.float32), name=...)`` with type POLYGON,
+    byte for byte (tested). Vectorised over all polygons.
+    """
+    lengths = np.array([len(p) for p in polygons])
+    starts = np.cumsum(lengths) - lengths
+    xy = np.concatenate(polygons).astype(np.float32)
+    rounded = np.round(xy).astype(np.int32)
+    low = np.minimum.reduceat(rounded, starts, axis=0)
+    high = np.maximum.reduceat(rounded, starts, axis=0) + 1
+    relative = rounded - np.repeat(low, lengths, axis=0)
+    low, high = low.astype(np.int16), high.astype(np.int16)  # the header's 16 bits (wrapped, as roifile)
+    x_int, y_int = (relative[:, k].astype(">i2").tobytes() for k in (0, 1))
+    x_sub, y_sub = (xy[:, k].astype(">f4").tobytes() for k in (0, 1))
+    out = []
+    for k, name in enumerate(names):
+        a, b, n = int(starts[k]), int(starts[k] + lengths[k]), int(lengths[k])
+        if n >= 2**16:  # the count does not fit the header's 16 bits: roifile's own layout
+            out.append(_roifile_bytes(polygons[k], name))
+            continue
+        label = str(name).encode("utf-16-be")
+        header2 = 64 + 12 * n  # after the header, the integer (2 x int16) and float (2 x float32) coordinates
+        header = _ROI_HEADER.pack(
+            b"Iout", _ROI_VERSION, _ROI_POLYGON, int(low[k, 1]), int(low[k, 0]), int(high[k, 1]),
+            int(high[k, 0]), n, _ROI_OPTIONS, header2,
+        )  # fmt: skip
+        names_at = header2 + 64
+        out.append(
+            b"".join(
+                (
+                    header,
+                    x_int[2 * a : 2 * b],
+                    y_int[2 * a : 2 * b],
+                    x_sub[4 * a : 4 * b],
+                    y_sub[4 * a : 4 * b],
+                    struct.pack(">4xiiiii", 0, 0, 0, names_at, len(str(name))),
+                    _ROI_HEADER2_REST,
+                    label,
+                )
+            )
+        )
+    return out
+
+
+def _roifile_bytes(xy: np.ndarray, name) -> bytes:
+    import roifile
+
+    roi = roifile.ImagejRoi.frompoints(np.asarray(xy, np.float32), name=str(name))
+    roi.roitype = roifile.ROI_TYPE.POLYGON
+    return roi.tobytes()
+
+
+# The fixed parts of a polygon ROI as roifile writes it (``ImagejRoi.tobytes``): version 229, type 0,
+# no stroke or fill colour, options OVERLAY_BACKGROUNDS | OVERLAY_LABELS | SUB_PIXEL_RESOLUTION.
+_ROI_VERSION, _ROI_POLYGON, _ROI_OPTIONS = 229, 0, 32 | 8 | 128
+_ROI_HEADER = struct.Struct(">4shBxhhhhH16x2x4x4x4x2xh2x2x4xi")
+_ROI_HEADER2_REST = bytes(4 + 2 + 1 + 1 + 4 + 4 + 4 + 4 + 4 + 12)  # colours, sizes, props: none
 
 
 def read_roiset(path: str | Path) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ same repairs (warned once per kind as a ``CocoRepairWarning``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from micrometry.io.atomic import write_json
+from micrometry.io.atomic import json_default, write_text
 from micrometry.io.coco.dataset import CocoDataset, read_json
 from micrometry.io.coco.rle import compressed_rle, json_rle, labels_to_rles
 from micrometry.io.coco.segmentation import Checks, is_number, normalize_segmentation
@@ -77,14 +78,19 @@ def labels_to_annotations(
 
 
 def write_results(path: str | Path, results: Iterable[dict]) -> Path:
-    """Write COCO results (a JSON list) atomically; RLE ``counts`` are made JSON strings."""
-    out = []
+    """Write COCO results (a JSON list, one detection per line) atomically; RLE ``counts`` are made strings.
+
+    One compact line per detection rather than an indented tree: the file stays
+    readable line by line, and JSON's C encoder writes it (an indent would make
+    Python encode every number of thousands of detections).
+    """
+    lines = []
     for r in results:
         r = dict(r)
         if isinstance(r.get("segmentation"), dict):
             r["segmentation"] = json_rle(r["segmentation"])
-        out.append(r)
-    return write_json(path, out)
+        lines.append(json.dumps(r, default=json_default))
+    return write_text(path, "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n")
 
 
 def load_results(path: str | Path, dataset: CocoDataset | None = None) -> list[dict]:

@@ -14,7 +14,6 @@ import warnings
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from scipy import ndimage as ndi
 
 
 def decode_rles(rles: list[dict]) -> np.ndarray:
@@ -68,15 +67,43 @@ def crop_to_rle(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> 
 
 
 def labels_to_rles(labels: np.ndarray) -> list[dict | None]:
-    """One compressed RLE per label id 1..labels.max() of an ``(H, W)`` label image (None for absent ids)."""
+    """One compressed RLE per label id 1..labels.max() of an ``(H, W)`` label image (None for absent ids).
+
+    All labels in one pass: the runs of equal values down the columns of the
+    whole image, grouped by label. A label's RLE counts are then the gaps
+    between its runs and the runs themselves (starting with the background
+    before its first run), which is what encoding its own mask gives.
+    """
     labels = np.asarray(labels)
     h, w = labels.shape
-    out: list[dict | None] = []
-    for i, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None:
-            out.append(None)
-            continue
-        out.append(crop_to_rle(labels[box] == i, box[0].start, box[1].start, h, w))
+    out: list[dict | None] = [None] * max(int(labels.max(initial=0)), 0)
+    if not out:
+        return out
+    flat = labels.ravel(order="F")
+    starts = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
+    ends = np.append(starts[1:], flat.size)
+    values = flat[starts]
+    inside = values > 0
+    order = np.argsort(values[inside], kind="stable")  # by label, each label's runs in image order
+    starts, ends, values = starts[inside][order], ends[inside][order], values[inside][order]
+    first = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
+    # per label: 0, start 1, end 1, start 2, ..., end n, frame size; its counts are the differences
+    group = np.repeat(np.arange(len(first)), np.diff(np.append(first, len(values))))
+    run = np.arange(len(values))
+    edges = np.empty(2 * len(values) + 2 * len(first), np.int64)
+    edges[2 * run + 2 * group + 1] = starts
+    edges[2 * run + 2 * group + 2] = ends
+    group_at = 2 * first + 2 * np.arange(len(first))
+    edges[group_at] = 0
+    edges[np.append(group_at[1:], len(edges)) - 1] = flat.size
+    counts = np.diff(edges).tolist()
+    for k, at in enumerate(group_at.tolist()):
+        stop = int(2 * (first[k + 1] if k + 1 < len(first) else len(values)) + 2 * k + 1)
+        label_counts = counts[at:stop]
+        if label_counts[-1] == 0:  # the label's last run ends the frame: no background after it
+            label_counts.pop()
+        rle = mask_utils.frPyObjects({"size": [h, w], "counts": label_counts}, h, w)
+        out[int(values[first[k]]) - 1] = json_rle(rle)
     return out
 
 
