@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from micrometry.particles.models.dense.dense_segmenter import DenseSegmenter, build_network
+from micrometry.particles.models.dense.dense_segmenter import DEFAULT_TILE, DenseSegmenter, build_network
 from micrometry.particles.models.tiling import balanced_tile, flip_tta, predict_tiled, tile_spans
 from particle_scenes import make_scene
 
@@ -103,3 +103,29 @@ def test_instances_crossing_tile_borders_are_neither_split_nor_duplicated(tmp_pa
     borders = [span[3] for span in tile_spans(200, 64, 32)[:-1]]
     crossing = {i for x in borders for i in np.unique(single[:, x - 1]) if i and i in single[:, x]}
     assert len(crossing) >= 3
+
+
+def test_tiles_go_to_the_network_together_up_to_a_pixel_budget():
+    calls = []
+
+    def forward(x):
+        calls.append(tuple(x.shape))
+        return x.repeat(1, 2, 1, 1)
+
+    image = torch.rand(1, 300, 400)
+    maps = predict_tiled(forward, image, tile=128, overlap=32, multiple=16, batch_pixels=3 * 128 * 128)
+    assert torch.equal(maps[:1], image) and torch.equal(maps[1:], image)
+    # 3 x 4 tiles of 128 px, three per call (the budget), the last call the rest
+    assert [c[0] for c in calls] == [3, 3, 3, 3] and all(c[2:] == (128, 128) for c in calls)
+    calls.clear()
+    predict_tiled(forward, image, tile=128, overlap=32, multiple=16, batch_pixels=1)
+    assert len(calls) == 12 and all(c[0] == 1 for c in calls)  # at least one tile per call
+
+
+def test_a_1024_x_1280_image_is_one_network_pass_at_scale_1():
+    seg = _untrained_segmenter("center-offset", tile=DEFAULT_TILE, overlap=64)
+    calls = []
+    forward = seg._forward
+    seg._forward = lambda x: calls.append(tuple(x.shape)) or forward(x)
+    seg.predict_maps(np.zeros((1024, 1280), np.uint8), 1.0)
+    assert calls == [(1, 1, 1024, 1280)]

@@ -269,7 +269,7 @@ def predict(
         None,
         "--tile",
         low=32,
-        help="Learned models: tile side in network pixels for large images (default 768).",
+        help="Learned models: tile side in network pixels for large images (default 1280 for the dense models, 768 for Mask R-CNN).",
     ),
     tta: bool | None = typer.Option(
         None,

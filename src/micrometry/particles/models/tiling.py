@@ -74,8 +74,17 @@ def predict_padded(forward: Forward, x: torch.Tensor, multiple: int) -> torch.Te
     return forward(pad_to_multiple(x, multiple))[..., :h, :w]
 
 
+#: Network pixels per forward call of tiles (at least one tile): four tiles of 768 px, as before 2026-12-08.
+BATCH_PIXELS = 4 * 768 * 768
+
+
 def predict_tiled(
-    forward: Forward, image: torch.Tensor, tile: int, overlap: int, multiple: int, batch_size: int = 4
+    forward: Forward,
+    image: torch.Tensor,
+    tile: int,
+    overlap: int,
+    multiple: int,
+    batch_pixels: int = BATCH_PIXELS,
 ) -> torch.Tensor:
     """Maps for a whole image, predicted in overlapping tiles and stitched.
 
@@ -90,6 +99,8 @@ def predict_tiled(
         one tile is predicted in a single pass.
     multiple : int
         The network's size multiple (tiles are padded to it).
+    batch_pixels : int
+        Tiles are predicted together up to this many pixels (at least one tile per call).
 
     Returns
     -------
@@ -106,6 +117,7 @@ def predict_tiled(
     rows = tile_spans(padded.shape[1], tile, overlap, multiple)
     cols = tile_spans(padded.shape[2], tile, overlap, multiple)
     jobs = [(r, c) for r in rows for c in cols]
+    batch_size = max(1, batch_pixels // ((rows[0][1] - rows[0][0]) * (cols[0][1] - cols[0][0])))
     out: torch.Tensor | None = None
     for first in range(0, len(jobs), batch_size):
         chunk = jobs[first : first + batch_size]

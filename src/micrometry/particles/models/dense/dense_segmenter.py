@@ -47,6 +47,10 @@ CHECKPOINT_KIND = "particles-dense"
 _LAST_DECODE = threading.local()
 
 
+#: Tile side in network pixels: a 1024 x 1280 image at a scale up to 1 is one pass.
+DEFAULT_TILE = 1280
+
+
 class DenseSegmenter:
     """Segment particles with a U-Net and a :class:`DenseMethod`.
 
@@ -66,7 +70,10 @@ class DenseSegmenter:
         The particles' diameter in image pixels (``--diameter``): fixes the
         scale at ``net_diameter / diameter`` instead of estimating it per image.
     tile, overlap : int
-        Tile side and overlap in network pixels.
+        Tile side and overlap in network pixels. A 1024 x 1280 image at a scale
+        up to 1 is one tile: in tiles of 768 (the default until 2026-12-08) the
+        overlaps were computed twice, for no less memory
+        (:data:`~micrometry.particles.models.tiling.BATCH_PIXELS`).
     tta : bool
         Average the maps over the four flips (about 4x slower).
     precision : str
@@ -85,7 +92,7 @@ class DenseSegmenter:
         method: DenseMethod,
         net: UNet,
         scale: float | None = 0.5,
-        tile: int = 768,
+        tile: int = DEFAULT_TILE,
         overlap: int = 64,
         tta: bool = False,
         device: str | torch.device = "cpu",
