@@ -88,6 +88,19 @@ def test_roi_bytes_are_roifiles():
         assert data == roi.tobytes(), name
 
 
+def test_a_written_roi_set_is_roifiles_file(tmp_path):
+    import roifile
+
+    polygons = label_polygons(awkward_labels())
+    rois = []
+    for name, xy in polygons.items():
+        rois.append(roifile.ImagejRoi.frompoints(xy.astype(np.float32), name=str(name)))
+        rois[-1].roitype = roifile.ROI_TYPE.POLYGON
+    roifile.roiwrite(tmp_path / "roifile.zip", rois)
+    write_polygons(tmp_path / "ours.zip", polygons)
+    assert (tmp_path / "ours.zip").read_bytes() == (tmp_path / "roifile.zip").read_bytes()
+
+
 def test_a_written_roi_set_reads_back(tmp_path):
     polygons = label_polygons(awkward_labels())
     (tmp_path / "set.zip").write_bytes(b"old")  # replaced, not appended to

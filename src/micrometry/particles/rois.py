@@ -146,7 +146,8 @@ def write_polygons(path: str | Path, polygons: dict[int, np.ndarray]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         for label, data in zip(polygons, roi_bytes(list(polygons.values()), list(polygons)), strict=True):
-            archive.writestr(f"{label}.roi", data)
+            # a ZipInfo's fixed date (1980), as roifile's entries: the same outlines give the same file
+            archive.writestr(zipfile.ZipInfo(f"{label}.roi"), data)
     return len(polygons)
 
 
