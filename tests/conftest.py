@@ -8,6 +8,16 @@ import pytest  # noqa: E402
 import micrometry  # noqa: E402, F401  (sets OMP_WAIT_POLICY before any test module imports torch)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test (or a command it runs in-process) that sets torch's thread count sets it for itself only."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """``trained_run(model)``: a run folder of ``model`` trained briefly on synthetic scenes.
