@@ -64,6 +64,12 @@ def torchrun_micrometry(*args: str, timeout: float) -> subprocess.CompletedProce
     )
 
 
+def torchrun_failure(done: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun said: the ranks' own errors (the start of stderr) and the launcher's summary."""
+    err = done.stderr
+    return err if len(err) <= 4000 else err[:2000] + "\n[...]\n" + err[-2000:]
+
+
 def one_error_line(capsys, expected: str) -> str:
     """The single ``error:`` line on stderr (and no traceback); it must contain ``expected``."""
     err = capsys.readouterr().err

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import particles_train_argv, torchrun_micrometry
+from helpers import particles_train_argv, torchrun_failure, torchrun_micrometry
 from particle_scenes import make_scene, write_coco_folder
 
 
@@ -27,7 +27,7 @@ def test_torchrun_maskrcnn_train_ddp(tmp_path):
     done = torchrun_micrometry(
         *particles_train_argv(data, tmp_path / "run", **options, ddp=True), timeout=600
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, torchrun_failure(done)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert all(np.isfinite(h["loss"]) for h in metrics["history"])

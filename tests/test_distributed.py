@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from helpers import TINY_UNET_OPTIONS, depth_predict_argv, free_port, torchrun_micrometry
+from helpers import TINY_UNET_OPTIONS, depth_predict_argv, free_port, torchrun_failure, torchrun_micrometry
 from micrometry.cli import run as run_cli
 from micrometry.errors import InputError
 from micrometry.train import LoopConfig, RunDir, TrainTask, distributed, fit, load_checkpoint, seed_everything
@@ -218,7 +218,7 @@ def test_torchrun_depth_train_ddp(tmp_path):
     )
     train = ["depth", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *TINY_UNET_OPTIONS]
     done = torchrun_micrometry(*train, "--epochs", "2", "--ddp", timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, torchrun_failure(done)
     assert done.stdout.count("-> ") == 1  # the summary comes from rank 0 only
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2] and metrics["best"]["val_rmse"] > 0
