@@ -191,7 +191,7 @@ def roi_bytes(polygons: list[np.ndarray], names: list) -> list[bytes]:
                     y_int[2 * a : 2 * b],
                     x_sub[4 * a : 4 * b],
                     y_sub[4 * a : 4 * b],
-                    struct.pack(">4xiiiii", 0, 0, 0, names_at, len(str(name))),
+                    _ROI_HEADER2.pack(0, 0, 0, names_at, len(str(name))),
                     _ROI_HEADER2_REST,
                     label,
                 )
@@ -212,6 +212,7 @@ def _roifile_bytes(xy: np.ndarray, name) -> bytes:
 # no stroke or fill colour, options OVERLAY_BACKGROUNDS | OVERLAY_LABELS | SUB_PIXEL_RESOLUTION.
 _ROI_VERSION, _ROI_POLYGON, _ROI_OPTIONS = 229, 0, 32 | 8 | 128
 _ROI_HEADER = struct.Struct(">4shBxhhhhH16x2x4x4x4x2xh2x2x4xi")
+_ROI_HEADER2 = struct.Struct(">4xiiiii")  # channel, slice, frame, name offset and length
 _ROI_HEADER2_REST = bytes(4 + 2 + 1 + 1 + 4 + 4 + 4 + 4 + 4 + 12)  # colours, sizes, props: none
 
 

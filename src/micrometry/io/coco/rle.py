@@ -93,13 +93,12 @@ def labels_to_rles(labels: np.ndarray) -> list[dict | None]:
     edges = np.empty(2 * len(values) + 2 * len(first), np.int64)
     edges[2 * run + 2 * group + 1] = starts
     edges[2 * run + 2 * group + 2] = ends
-    group_at = 2 * first + 2 * np.arange(len(first))
-    edges[group_at] = 0
-    edges[np.append(group_at[1:], len(edges)) - 1] = flat.size
+    bounds = np.append(2 * first + 2 * np.arange(len(first)), len(edges))  # each label's slice of edges
+    edges[bounds[:-1]] = 0
+    edges[bounds[1:] - 1] = flat.size
     counts = np.diff(edges).tolist()
-    for k, at in enumerate(group_at.tolist()):
-        stop = int(2 * (first[k + 1] if k + 1 < len(first) else len(values)) + 2 * k + 1)
-        label_counts = counts[at:stop]
+    for k, (at, stop) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+        label_counts = counts[at : stop - 1]
         if label_counts[-1] == 0:  # the label's last run ends the frame: no background after it
             label_counts.pop()
         rle = mask_utils.frPyObjects({"size": [h, w], "counts": label_counts}, h, w)
